@@ -1,0 +1,132 @@
+/**
+ * The compiled configuration: what every part of Understudy reads after
+ * `loadConfig()` has parsed the YAML, applied defaults and checked references.
+ * User input (YAML, durations like "200ms") → validated → this form
+ * (durations as `*Ms`, addresses split, paths absolute). It is frozen.
+ */
+
+export type ReplicationMode = 'sync' | 'async';
+
+export interface Endpoint {
+  host: string;
+  port: number;
+}
+
+export interface ControllerConfig {
+  /** API, dashboard and /metrics. @default 127.0.0.1:7070 */
+  listen: Endpoint;
+  /** Directory of the embedded state store (absolute). @default .understudy/state */
+  stateDir: string;
+}
+
+export interface DirectorConfig {
+  /** Admin API of the built-in director (routes, stats). @default 127.0.0.1:7071 */
+  listen: Endpoint;
+  /** Requests held while a site has no routable primary. @default 1000 */
+  holdMaxRequests: number;
+  /** How long a held request waits before it gets 503 + Retry-After. @default 5000 */
+  holdTimeoutMs: number;
+}
+
+export interface StorageConfig {
+  name: string;
+  /** Absolute directory where this storage system keeps its volumes. */
+  path: string;
+  /** The storage processor's API. @default 127.0.0.1:(7100 + index) */
+  listen: Endpoint;
+  /** A backup (vault) storage system: never a replication target. @default false */
+  backup: boolean;
+}
+
+export interface HostProfile {
+  cpus: number;
+  memoryMb: number;
+  [key: string]: unknown;
+}
+
+export interface HostConfig {
+  name: string;
+  /** The host's own address (embedded: 127.0.N.1). */
+  address: string;
+  /** Name of the storage system the host is attached to. */
+  storage: string;
+  /** Relay driver. Only `local` exists today. */
+  power: 'local';
+  profile: HostProfile;
+  /** Port of the host agent's API on `address`. @default 7001 */
+  agentPort: number;
+  /**
+   * Whether `up` powers the host on. @default true for a site's primary and for
+   * the first standby of each site (a warm standby), false for other hosts.
+   */
+  boot: boolean;
+}
+
+export interface AppConfig {
+  /** argv of the site's application; run with cwd = project directory. */
+  command: string[];
+  /** Port the app listens on, on the host's address. */
+  port: number;
+  /** Absolute directory copied into a fresh volume (may be undefined). */
+  seed?: string;
+  env: Record<string, string>;
+}
+
+export interface ProbeConfig {
+  path: string;
+  everyMs: number;
+  timeoutMs: number;
+  fall: number;
+  rise: number;
+}
+
+export interface TransformRule {
+  /** Path relative to the volume root. */
+  file: string;
+  /** Dotted key → template (`{{host.address}}`, `{{host.profile.cpus}}`, `{{site.name}}`). */
+  set: Record<string, string>;
+}
+
+export interface SiteConfig {
+  name: string;
+  front: Endpoint;
+  app: AppConfig;
+  primary: string;
+  /** Hosts that may take the site over, in order of preference (pool names expanded). */
+  standby: string[];
+  /** The pool name if `standby` was given as one. */
+  standbyPool?: string;
+  volume: {
+    replication: ReplicationMode;
+    readonly: string[];
+    backup?: { to: string; everyMs: number; keep: number };
+  };
+  transform: TransformRule[];
+  health: {
+    probe: ProbeConfig;
+    malfunction: { errorRate: number; windowMs: number };
+    performance: { p95Ms: number; windowMs: number };
+  };
+  scale: { max: number; cooldownMs: number };
+}
+
+export interface UnderstudyConfig {
+  /** Absolute path of the file this was loaded from. */
+  file: string;
+  /** Directory relative paths in the file are resolved against (the file's directory's project root: cwd). */
+  baseDir: string;
+  controller: ControllerConfig;
+  director: DirectorConfig;
+  storage: Record<string, StorageConfig>;
+  hosts: Record<string, HostConfig>;
+  pools: Record<string, string[]>;
+  sites: Record<string, SiteConfig>;
+}
+
+export function endpointToString(e: Endpoint): string {
+  return e.host.includes(':') ? `[${e.host}]:${e.port}` : `${e.host}:${e.port}`;
+}
+
+export function endpointUrl(e: Endpoint): string {
+  return `http://${endpointToString(e)}`;
+}

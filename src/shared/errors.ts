@@ -1,0 +1,34 @@
+/**
+ * One registry of error codes. Every error Understudy raises to an operator has a
+ * stable `code` (for scripts and tests) and a message that says what to do.
+ */
+export type ErrorCode =
+  | 'US_CONFIG_INVALID'
+  | 'US_CONFIG_NOT_FOUND'
+  | 'US_PORT_IN_USE'
+  | 'US_VOLUME_NOT_DATABASE'
+  | 'US_STALE_EPOCH'
+  | 'US_NOT_FOUND'
+  | 'US_BAD_REQUEST'
+  | 'US_FENCE_UNCONFIRMED'
+  | 'US_NO_TARGET'
+  | 'US_UNAUTHORIZED'
+  | 'US_UNREACHABLE'
+  | 'US_TIMEOUT'
+  | 'US_REPLICATION'
+  | 'US_INTERNAL';
+
+export class UnderstudyError extends Error {
+  readonly code: ErrorCode;
+  readonly details?: unknown;
+  constructor(code: ErrorCode, message: string, details?: unknown) {
+    super(message);
+    this.name = 'UnderstudyError';
+    this.code = code;
+    this.details = details;
+  }
+}
+
+export function isUnderstudyError(e: unknown): e is UnderstudyError {
+  return e instanceof UnderstudyError;
+}

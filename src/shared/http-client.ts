@@ -1,0 +1,49 @@
+import { request, Agent } from 'undici';
+import { UnderstudyError } from './errors.ts';
+
+/** Keep-alive connections between Understudy's own parts. */
+const dispatcher = new Agent({ keepAliveTimeout: 10_000, connections: 16 });
+
+export interface JsonCallOptions {
+  method?: string;
+  body?: unknown;
+  timeoutMs?: number;
+  headers?: Record<string, string>;
+}
+
+/**
+ * Calls another Understudy part. A reply `{ error: { code, message } }` is thrown
+ * as UnderstudyError with that code; a refused or timed-out connection as
+ * US_UNREACHABLE / US_TIMEOUT naming the address.
+ */
+export async function callJson<T = unknown>(url: string, opts: JsonCallOptions = {}): Promise<T> {
+  const timeoutMs = opts.timeoutMs ?? 5000;
+  let res;
+  try {
+    res = await request(url, {
+      method: (opts.method ?? (opts.body === undefined ? 'GET' : 'POST')) as 'GET',
+      body: opts.body === undefined ? undefined : JSON.stringify(opts.body),
+      headers: { ...(opts.body === undefined ? {} : { 'content-type': 'application/json' }), ...opts.headers },
+      headersTimeout: timeoutMs,
+      bodyTimeout: timeoutMs,
+      signal: AbortSignal.timeout(timeoutMs),
+      dispatcher,
+    });
+  } catch (e) {
+    const err = e as NodeJS.ErrnoException;
+    if (err.name === 'TimeoutError' || err.code === 'UND_ERR_HEADERS_TIMEOUT' || err.code === 'UND_ERR_BODY_TIMEOUT' || err.name === 'AbortError') {
+      throw new UnderstudyError('US_TIMEOUT', `${url} did not answer within ${timeoutMs} ms`);
+    }
+    throw new UnderstudyError('US_UNREACHABLE', `cannot reach ${url}: ${err.code ?? err.message}`);
+  }
+  const text = await res.body.text();
+  let data: unknown = undefined;
+  if (text.length > 0) {
+    try { data = JSON.parse(text); } catch { data = text; }
+  }
+  if (res.statusCode >= 400) {
+    const errObj = (data as { error?: { code?: string; message?: string; details?: unknown } } | undefined)?.error;
+    throw new UnderstudyError((errObj?.code as never) ?? 'US_INTERNAL', errObj?.message ?? `${url} answered ${res.statusCode}`, errObj?.details);
+  }
+  return data as T;
+}

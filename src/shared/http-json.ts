@@ -1,0 +1,138 @@
+import http from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { z } from 'zod';
+import { UnderstudyError, isUnderstudyError } from './errors.ts';
+
+/**
+ * A minimal JSON HTTP server shared by the controller API, the storage processor,
+ * the director's admin API and the host agent. Routes are `METHOD /path/:param`.
+ * Errors thrown as UnderstudyError become `{ error: { code, message } }` with a
+ * status that fits the code; bodies are validated with zod where a schema is given.
+ */
+export interface JsonRequest {
+  params: Record<string, string>;
+  query: URLSearchParams;
+  body: unknown;
+  headers: http.IncomingHttpHeaders;
+  raw: http.IncomingMessage;
+}
+
+export type JsonHandler = (req: JsonRequest, res: http.ServerResponse) => unknown | Promise<unknown>;
+
+interface Route { method: string; parts: string[]; handler: JsonHandler }
+
+const STATUS_BY_CODE: Record<string, number> = {
+  US_BAD_REQUEST: 400,
+  US_CONFIG_INVALID: 400,
+  US_UNAUTHORIZED: 401,
+  US_NOT_FOUND: 404,
+  US_STALE_EPOCH: 409,
+  US_FENCE_UNCONFIRMED: 409,
+  US_NO_TARGET: 409,
+  US_UNREACHABLE: 502,
+  US_TIMEOUT: 504,
+};
+
+export class JsonRouter {
+  private readonly routes: Route[] = [];
+
+  on(method: string, path: string, handler: JsonHandler): this {
+    this.routes.push({ method, parts: path.split('/').filter(Boolean), handler });
+    return this;
+  }
+
+  /** Returns true when a route handled the request. */
+  async handle(req: http.IncomingMessage, res: http.ServerResponse): Promise<boolean> {
+    const url = new URL(req.url ?? '/', 'http://x');
+    const parts = url.pathname.split('/').filter(Boolean);
+    for (const r of this.routes) {
+      if (r.method !== req.method || r.parts.length !== parts.length) continue;
+      const params: Record<string, string> = {};
+      let ok = true;
+      for (let i = 0; i < parts.length; i++) {
+        const p = r.parts[i]!;
+        if (p.startsWith(':')) params[p.slice(1)] = decodeURIComponent(parts[i]!);
+        else if (p !== parts[i]) { ok = false; break; }
+      }
+      if (!ok) continue;
+      try {
+        const body = await readJsonBody(req);
+        const out = await r.handler({ params, query: url.searchParams, body, headers: req.headers, raw: req }, res);
+        if (!res.headersSent && !res.writableEnded) sendJson(res, 200, out ?? { ok: true });
+      } catch (e) {
+        sendError(res, e);
+      }
+      return true;
+    }
+    return false;
+  }
+}
+
+export function sendJson(res: http.ServerResponse, status: number, body: unknown): void {
+  if (res.headersSent) { res.end(); return; }
+  const text = JSON.stringify(body);
+  res.writeHead(status, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(text) });
+  res.end(text);
+}
+
+export function sendError(res: http.ServerResponse, e: unknown): void {
+  if (isUnderstudyError(e)) {
+    sendJson(res, STATUS_BY_CODE[e.code] ?? 500, { error: { code: e.code, message: e.message, details: e.details } });
+  } else {
+    sendJson(res, 500, { error: { code: 'US_INTERNAL', message: e instanceof Error ? e.message : String(e) } });
+  }
+}
+
+async function readJsonBody(req: http.IncomingMessage): Promise<unknown> {
+  if (req.method === 'GET' || req.method === 'HEAD') return undefined;
+  const chunks: Buffer[] = [];
+  let size = 0;
+  for await (const c of req) {
+    size += (c as Buffer).length;
+    if (size > 64 * 1024 * 1024) throw new UnderstudyError('US_BAD_REQUEST', 'request body larger than 64 MiB');
+    chunks.push(c as Buffer);
+  }
+  if (size === 0) return undefined;
+  const type = req.headers['content-type'] ?? '';
+  const buf = Buffer.concat(chunks);
+  if (!type.includes('json')) return buf;
+  try {
+    return JSON.parse(buf.toString('utf8'));
+  } catch {
+    throw new UnderstudyError('US_BAD_REQUEST', 'request body is not valid JSON');
+  }
+}
+
+/** Validates a body against a schema; the error names the field, e.g. `epoch: expected number`. */
+export function parseBody<T>(schema: z.ZodType<T>, body: unknown): T {
+  const r = schema.safeParse(body);
+  if (r.success) return r.data;
+  const msg = r.error.issues.map((i) => `${i.path.join('.') || '(body)'}: ${i.message}`).join('; ');
+  throw new UnderstudyError('US_BAD_REQUEST', msg);
+}
+
+export function createJsonServer(router: JsonRouter, fallback?: (req: http.IncomingMessage, res: http.ServerResponse) => void): http.Server {
+  const server = http.createServer((req, res) => {
+    router.handle(req, res).then((handled) => {
+      if (handled) return;
+      if (fallback) fallback(req, res);
+      else sendJson(res, 404, { error: { code: 'US_NOT_FOUND', message: `no route ${req.method} ${req.url}` } });
+    }, (e) => sendError(res, e));
+  });
+  server.keepAliveTimeout = 65_000;
+  return server;
+}
+
+export function listen(server: http.Server, host: string, port: number): Promise<AddressInfo> {
+  return new Promise((resolve, reject) => {
+    const onError = (e: NodeJS.ErrnoException) => {
+      server.off('listening', onListening);
+      if (e.code === 'EADDRINUSE') reject(new UnderstudyError('US_PORT_IN_USE', `${host}:${port} is already in use: stop what listens there or choose another port in the config`));
+      else reject(e);
+    };
+    const onListening = () => { server.off('error', onError); resolve(server.address() as AddressInfo); };
+    server.once('error', onError);
+    server.once('listening', onListening);
+    server.listen(port, host);
+  });
+}
