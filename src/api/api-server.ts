@@ -1,0 +1,68 @@
+import type http from 'node:http';
+import { z } from 'zod';
+import type { Controller } from '../controller/controller.ts';
+import { UnderstudyError } from '../shared/errors.ts';
+import { JsonRouter, createJsonServer, listen, parseBody } from '../shared/http-json.ts';
+import { createMetrics } from './metrics.ts';
+
+const FailoverBody = z.object({ to: z.string().optional(), force: z.boolean().optional() }).strict();
+const PowerBody = z.object({ action: z.enum(['on', 'off']) }).strict();
+const SignalBody = z.object({ kind: z.literal('conn-error'), site: z.string(), upstream: z.string(), at: z.number(), error: z.string() });
+
+/**
+ * The controller's HTTP API: status, events, failover, power, signals, /metrics.
+ * When UNDERSTUDY_TOKEN is set, every call but /healthz and /metrics needs
+ * `Authorization: Bearer <token>`; the token is never logged.
+ */
+export async function startApiServer(controller: Controller): Promise<http.Server> {
+  const token = process.env.UNDERSTUDY_TOKEN;
+  const registry = createMetrics(controller);
+  const auth = (headers: http.IncomingHttpHeaders): void => {
+    if (token && headers.authorization !== `Bearer ${token}`) {
+      throw new UnderstudyError('US_UNAUTHORIZED', 'missing or wrong token: set UNDERSTUDY_TOKEN to the controller\'s token');
+    }
+  };
+  const router = new JsonRouter()
+    .on('GET', '/healthz', () => ({ ok: true }))
+    .on('GET', '/v1/status', ({ headers }) => { auth(headers); return controller.status(); })
+    .on('GET', '/v1/events', ({ headers, query }) => {
+      auth(headers);
+      const events = controller.store.listEvents({
+        afterId: Number(query.get('after') ?? 0),
+        site: query.get('site') ?? undefined,
+        limit: Math.min(Number(query.get('limit') ?? 1000), 5000),
+      });
+      return { events };
+    })
+    .on('GET', '/v1/runbooks', ({ headers, query }) => {
+      auth(headers);
+      const site = query.get('site') ?? undefined;
+      return { runbooks: controller.store.listRunbooks(site).map((r) => ({ ...r, journal: controller.store.journalOf(r.id) })) };
+    })
+    .on('POST', '/v1/sites/:site/failover', ({ headers, params, body }) => {
+      auth(headers);
+      return controller.manualFailover(params.site!, parseBody(FailoverBody, body ?? {}));
+    })
+    .on('POST', '/v1/sites/:site/switchover', ({ headers }) => {
+      auth(headers);
+      throw new UnderstudyError('US_BAD_REQUEST', 'planned switchover is not available in this version; use failover SITE --to HOST (it fences the old host)');
+    })
+    .on('GET', '/v1/hosts/:host/power', ({ headers, params }) => { auth(headers); return controller.power(params.host!, 'status'); })
+    .on('POST', '/v1/hosts/:host/power', ({ headers, params, body }) => {
+      auth(headers);
+      return controller.power(params.host!, parseBody(PowerBody, body).action);
+    })
+    .on('POST', '/v1/signals', ({ body }) => {
+      controller.signal(parseBody(SignalBody, body));
+      return { ok: true };
+    })
+    .on('GET', '/metrics', async (_req, res) => {
+      const text = await registry.metrics();
+      res.writeHead(200, { 'content-type': registry.contentType });
+      res.end(text);
+    });
+  const server = createJsonServer(router);
+  const l = controller.config.controller.listen;
+  await listen(server, l.host, l.port);
+  return server;
+}

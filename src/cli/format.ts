@@ -1,0 +1,27 @@
+import type { StatusView } from '../controller/status-view.ts';
+import type { EventRecord } from '../state/state-store.ts';
+
+/** Human-readable renderings for the terminal. */
+
+export function formatEvent(e: EventRecord): string {
+  const t = new Date(e.at).toISOString().replace('T', ' ').replace('Z', '');
+  return `${t}  ${e.kind.padEnd(18)} ${e.message}`;
+}
+
+function table(rows: string[][]): string {
+  const widths = rows[0]!.map((_, i) => Math.max(...rows.map((r) => (r[i] ?? '').length)));
+  return rows.map((r) => r.map((c, i) => c.padEnd(widths[i]!)).join('  ').trimEnd()).join('\n');
+}
+
+export function formatStatus(st: StatusView): string {
+  const sites = [['SITE', 'STATE', 'EPOCH', 'FRONT', 'PRIMARY', 'HEALTHY', 'REPLICATION', 'LAG']];
+  for (const s of st.sites) {
+    sites.push([
+      s.name, s.state, String(s.epoch), s.front, `${s.primary.host} (${s.primary.address})`, s.primary.healthy ? 'yes' : 'no',
+      `${s.replication.mode} → ${s.replication.to ?? '-'} ${s.replication.state}`, s.replication.lagMs === null ? '-' : `${s.replication.lagMs} ms`,
+    ]);
+  }
+  const hosts = [['HOST', 'ADDRESS', 'POWER', 'PID', 'STORAGE', 'SITES']];
+  for (const h of st.hosts) hosts.push([h.name, h.address, h.power, h.pid === null ? '-' : String(h.pid), h.storage, h.sites.join(',') || '-']);
+  return `${table(sites)}\n\n${table(hosts)}`;
+}

@@ -1,0 +1,115 @@
+import { Command, CommanderError } from 'commander';
+import { loadConfig } from '../config/load-config.ts';
+import type { UnderstudyConfig } from '../config/types.ts';
+import { isUnderstudyError } from '../shared/errors.ts';
+import type { StatusView } from '../controller/status-view.ts';
+import type { EventRecord } from '../state/state-store.ts';
+import { callApi, type ApiOptions } from './api-client.ts';
+import { baseDirFor, resolveConfigPath } from './config-path.ts';
+import { formatEvent, formatStatus } from './format.ts';
+
+function config(file?: string): UnderstudyConfig {
+  const path = resolveConfigPath(file);
+  return loadConfig(path, { baseDir: baseDirFor(path) });
+}
+
+const program = new Command('understudy')
+  .description('Keeps web shops up: fails a site over to another host on its replicated data.')
+  .showHelpAfterError()
+  .exitOverride();
+
+const apiOpts = (c: Command) => c.option('--api <url>', 'controller API (default: UNDERSTUDY_API, else the config\'s controller.listen)').option('-c, --config <file>', 'config file');
+
+program.command('up')
+  .description('start everything in the foreground (storage processors, director, controller, hosts)')
+  .option('-c, --config <file>', 'config file (default: understudy.yaml, else the bundled demo)')
+  .action(async (o: { config?: string }) => {
+    const { runUp } = await import('./up-command.ts');
+    process.exitCode = await runUp(config(o.config));
+  });
+
+program.command('validate')
+  .description('check a config; prints file:line:col: path: message per problem')
+  .requiredOption('-c, --config <file>', 'config file')
+  .action(async (o: { config: string }) => {
+    const { runValidate } = await import('./validate-command.ts');
+    process.exitCode = runValidate(o.config);
+  });
+
+apiOpts(program.command('status').description('sites, hosts and replication').option('--json', 'the status as JSON'))
+  .action(async (o: ApiOptions & { json?: boolean }) => {
+    const st = await callApi<StatusView>(o, '/v1/status');
+    console.log(o.json ? JSON.stringify(st, null, 2) : formatStatus(st));
+  });
+
+apiOpts(program.command('events').description('the event log').option('--follow', 'keep printing new events').option('--json', 'one JSON object per line'))
+  .action(async (o: ApiOptions & { follow?: boolean; json?: boolean }) => {
+    let after = 0;
+    const print = (events: EventRecord[]) => {
+      for (const e of events) { console.log(o.json ? JSON.stringify(e) : formatEvent(e)); after = e.id; }
+    };
+    print((await callApi<{ events: EventRecord[] }>(o, `/v1/events?after=0`)).events);
+    while (o.follow) {
+      await new Promise((r) => setTimeout(r, 300));
+      print((await callApi<{ events: EventRecord[] }>(o, `/v1/events?after=${after}`)).events);
+    }
+  });
+
+apiOpts(program.command('failover').description('unplanned move of SITE now').argument('<site>').option('--to <host>', 'target host').option('--force', 'go on even if the old host cannot be confirmed off'))
+  .action(async (site: string, o: ApiOptions & { to?: string; force?: boolean }) => {
+    console.error(`failing ${site} over${o.to ? ` to ${o.to}` : ''}…`);
+    const r = await callApi<{ runbook: number; status: string }>(o, `/v1/sites/${encodeURIComponent(site)}/failover`, { body: { to: o.to, force: o.force }, timeoutMs: 120_000 });
+    console.log(`failover #${r.runbook}: ${r.status}`);
+    if (r.status !== 'done') process.exitCode = 1;
+  });
+
+apiOpts(program.command('switchover').description('planned move of SITE to HOST').argument('<site>').requiredOption('--to <host>', 'target host'))
+  .action(async (site: string, o: ApiOptions & { to: string }) => {
+    await callApi(o, `/v1/sites/${encodeURIComponent(site)}/switchover`, { body: { to: o.to }, timeoutMs: 120_000 });
+  });
+
+apiOpts(program.command('power').description('a host\'s relay').argument('<host>').argument('<action>', 'on, off or status'))
+  .action(async (host: string, action: string, o: ApiOptions) => {
+    if (!['on', 'off', 'status'].includes(action)) throw new CommanderError(1, 'understudy.badAction', `power: action must be on, off or status, not "${action}"`);
+    const r = action === 'status'
+      ? await callApi<{ power: string; pid: number | null }>(o, `/v1/hosts/${encodeURIComponent(host)}/power`)
+      : await callApi<{ power: string; pid: number | null }>(o, `/v1/hosts/${encodeURIComponent(host)}/power`, { body: { action }, timeoutMs: 10_000 });
+    console.log(`${host}: ${r.power}${r.pid ? ` (pid ${r.pid})` : ''}`);
+  });
+
+// Internal commands: the processes that `up` starts; also what runs on other machines.
+program.command('controller', { hidden: true }).requiredOption('-c, --config <file>').action(async (o: { config: string }) => {
+  const { runController } = await import('./controller-command.ts');
+  await runController(config(o.config));
+});
+program.command('director').description('run the built-in network director').requiredOption('-c, --config <file>').action(async (o: { config: string }) => {
+  const { runDirector } = await import('./director-command.ts');
+  await runDirector({ config: config(o.config) });
+});
+program.command('storage').description('run a storage processor').requiredOption('--name <storage>').requiredOption('-c, --config <file>').action(async (o: { name: string; config: string }) => {
+  const { runStorage } = await import('./storage-command.ts');
+  await runStorage({ config: config(o.config), name: o.name });
+});
+program.command('agent').description('run a host agent').requiredOption('--host <host>').requiredOption('-c, --config <file>').action(async (o: { host: string; config: string }) => {
+  const { runAgent } = await import('./agent-command.ts');
+  await runAgent(config(o.config), o.host);
+});
+
+try {
+  await program.parseAsync(process.argv);
+} catch (e) {
+  if (e instanceof CommanderError) {
+    if (e.code !== 'commander.helpDisplayed' && e.code !== 'commander.version' && e.code !== 'commander.executeSubCommandAsync') {
+      if (e.code === 'understudy.badAction') console.error(`understudy: ${e.message}`);
+      process.exitCode = e.exitCode || 1;
+    }
+  } else if (isUnderstudyError(e)) {
+    const problems = (e as { problems?: unknown[] }).problems;
+    if (e.code === 'US_CONFIG_INVALID' && Array.isArray(problems)) console.error(e.message);
+    else console.error(`understudy: ${e.message} [${e.code}]`);
+    process.exitCode = 1;
+  } else {
+    console.error(`understudy: ${(e as Error).message}`);
+    process.exitCode = 1;
+  }
+}

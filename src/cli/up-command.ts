@@ -1,0 +1,194 @@
+import { spawn, type ChildProcess } from 'node:child_process';
+import fs from 'node:fs';
+import net from 'node:net';
+import path from 'node:path';
+import type { Endpoint, UnderstudyConfig } from '../config/types.ts';
+import { endpointToString, endpointUrl } from '../config/types.ts';
+import { isGroupAlive, killGroup } from '../power/process-group.ts';
+import { callJson } from '../shared/http-client.ts';
+import { UnderstudyError } from '../shared/errors.ts';
+import { StateStore } from '../state/state-store.ts';
+import { checkVolumeDatabases } from '../storage/volume-check.ts';
+import type { StatusView } from '../controller/status-view.ts';
+import type { EventRecord } from '../state/state-store.ts';
+import { PACKAGE_ROOT } from './config-path.ts';
+import { formatEvent } from './format.ts';
+
+const BIN = path.join(PACKAGE_ROOT, 'bin/understudy.js');
+const RESTART_DELAY_MS = 500;
+
+interface Part {
+  name: string;
+  args: string[];
+  url: string;
+  child: ChildProcess | null;
+}
+
+/**
+ * `understudy up`: checks everything it can before it starts anything (config,
+ * volumes, ports), then starts one storage processor per storage system, the
+ * director and the controller as separate processes (so that any of them can be
+ * killed like a real fault), waits until every site serves, and stays in the
+ * foreground printing the event log. A part that dies is restarted, as a service
+ * manager would. Ctrl-C stops every part and powers every host off: nothing is
+ * left running. If the start fails, whatever was started is stopped again.
+ */
+export async function runUp(config: UnderstudyConfig, out: (line: string) => void = (l) => console.log(l)): Promise<number> {
+  await preflight(config);
+  const logDir = path.join(config.controller.stateDir, 'logs');
+  fs.mkdirSync(logDir, { recursive: true });
+  const parts: Part[] = [
+    ...Object.values(config.storage).map((s) => ({ name: `storage ${s.name}`, args: ['storage', '--name', s.name, '-c', config.file], url: endpointUrl(s.listen), child: null })),
+    { name: 'director', args: ['director', '-c', config.file], url: endpointUrl(config.director.listen), child: null },
+  ];
+  const controller: Part = { name: 'controller', args: ['controller', '-c', config.file], url: endpointUrl(config.controller.listen), child: null };
+  let stopping = false;
+  let startupDone = false;
+  let startupFailed: ((e: Error) => void) | null = null;
+
+  const spawnPart = (p: Part): void => {
+    const log = fs.openSync(path.join(logDir, `${p.name.replace(/\s+/g, '-')}.log`), 'a');
+    const child = spawn(process.execPath, [BIN, ...p.args], { cwd: config.baseDir, stdio: ['ignore', log, log], env: process.env });
+    fs.closeSync(log);
+    p.child = child;
+    child.on('exit', (code, signal) => {
+      if (p.child !== child) return;
+      p.child = null;
+      if (stopping) return;
+      if (!startupDone) {
+        startupFailed?.(new UnderstudyError('US_INTERNAL', `${p.name} exited during start (${signal ?? `code ${code}`}); see ${logDir}/${p.name.replace(/\s+/g, '-')}.log`));
+        return;
+      }
+      out(`! ${p.name} exited (${signal ?? `code ${code}`}); restarting in ${RESTART_DELAY_MS} ms`);
+      setTimeout(() => { if (!stopping) spawnPart(p); }, RESTART_DELAY_MS);
+    });
+  };
+
+  const stopAll = async (): Promise<void> => {
+    stopping = true;
+    const all = [controller, ...parts];
+    for (const p of all) p.child?.kill('SIGTERM');
+    await Promise.all(all.map((p) => waitExit(p.child, 5000)));
+    powerOffAllHosts(config);
+  };
+
+  const failed = new Promise<never>((_, reject) => { startupFailed = reject; });
+  try {
+    out(`understudy: starting ${Object.keys(config.sites).length} site(s) from ${config.file}`);
+    for (const p of parts) spawnPart(p);
+    await Promise.race([failed, Promise.all(parts.map((p) => waitHealthz(p.url, 30_000, p.name)))]);
+    for (const p of parts) out(`  ✓ ${p.name} on ${p.url.replace('http://', '')}`);
+    spawnPart(controller);
+    await Promise.race([failed, waitHealthz(controller.url, 30_000, 'controller')]);
+    out(`  ✓ controller on ${controller.url.replace('http://', '')}`);
+    await Promise.race([failed, waitSitesServing(config, controller.url, 60_000)]);
+    startupDone = true;
+  } catch (e) {
+    out(`understudy: start failed: ${(e as Error).message}`);
+    out('understudy: stopping what was started');
+    await stopAll();
+    throw e;
+  }
+  for (const s of Object.values(config.sites)) out(`  ✓ site ${s.name} serving at http://${endpointToString(s.front)}`);
+  out('understudy is up. Ctrl-C stops everything. Events:');
+
+  let lastEvent = 0;
+  const follow = setInterval(() => {
+    callJson<{ events: EventRecord[] }>(`${controller.url}/v1/events?after=${lastEvent}`, { timeoutMs: 1000 }).then((r) => {
+      for (const e of r.events) { out(formatEvent(e)); lastEvent = e.id; }
+    }, () => undefined);
+  }, 300);
+
+  return new Promise<number>((resolve) => {
+    const onSignal = () => {
+      clearInterval(follow);
+      out('understudy: stopping (powering every host off)…');
+      void stopAll().then(() => { out('understudy: stopped'); resolve(0); });
+    };
+    process.once('SIGINT', onSignal);
+    process.once('SIGTERM', onSignal);
+  });
+}
+
+/** Everything checked before anything starts, so that a bad start leaves nothing half-started. */
+async function preflight(config: UnderstudyConfig): Promise<void> {
+  const problems: string[] = [];
+  for (const s of Object.values(config.storage)) {
+    const volumes = path.join(s.path, 'volumes');
+    if (!fs.existsSync(volumes)) continue;
+    for (const site of fs.readdirSync(volumes)) problems.push(...checkVolumeDatabases(path.join(volumes, site)));
+  }
+  const endpoints: [string, Endpoint][] = [
+    ['controller.listen', config.controller.listen],
+    ['director.listen', config.director.listen],
+    ...Object.values(config.storage).map((s): [string, Endpoint] => [`storage.${s.name}.listen`, s.listen]),
+    ...Object.values(config.sites).map((s): [string, Endpoint] => [`sites.${s.name}.front`, s.front]),
+  ];
+  for (const [where, e] of endpoints) {
+    if (!(await portFree(e))) problems.push(`${config.file}: ${where}: ${endpointToString(e)} is already in use: stop what listens there (another understudy up?) or choose another port`);
+  }
+  if (problems.length > 0) throw new UnderstudyError('US_PORT_IN_USE', problems.join('\n'), { problems });
+}
+
+function portFree(e: Endpoint): Promise<boolean> {
+  return new Promise((resolve) => {
+    const s = net.createServer();
+    s.once('error', () => resolve(false));
+    s.listen(e.port, e.host, () => s.close(() => resolve(true)));
+  });
+}
+
+async function waitHealthz(url: string, timeoutMs: number, name: string): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (Date.now() < deadline) {
+    try {
+      await callJson(`${url}/healthz`, { timeoutMs: 500 });
+      return;
+    } catch {
+      await new Promise((r) => setTimeout(r, 100));
+    }
+  }
+  throw new UnderstudyError('US_TIMEOUT', `${name} did not answer on ${url} within ${timeoutMs} ms`);
+}
+
+async function waitSitesServing(config: UnderstudyConfig, url: string, timeoutMs: number): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  let last = '';
+  while (Date.now() < deadline) {
+    try {
+      const st = await callJson<StatusView>(`${url}/v1/status`, { timeoutMs: 1000 });
+      const waiting = Object.keys(config.sites).filter((s) => st.sites.find((x) => x.name === s)?.state !== 'serving');
+      if (waiting.length === 0) return;
+      last = waiting.join(', ');
+    } catch {
+      // not answering yet
+    }
+    await new Promise((r) => setTimeout(r, 200));
+  }
+  throw new UnderstudyError('US_TIMEOUT', `sites not serving after ${timeoutMs} ms: ${last}; see ${config.controller.stateDir}/logs/`);
+}
+
+function waitExit(child: ChildProcess | null, timeoutMs: number): Promise<void> {
+  if (!child || child.exitCode !== null || child.signalCode !== null) return Promise.resolve();
+  return new Promise((resolve) => {
+    const t = setTimeout(() => { child.kill('SIGKILL'); resolve(); }, timeoutMs);
+    child.once('exit', () => { clearTimeout(t); resolve(); });
+  });
+}
+
+/** Every host the relays know of is cut, and confirmed gone. */
+export function powerOffAllHosts(config: UnderstudyConfig): void {
+  const store = new StateStore(config.controller.stateDir);
+  try {
+    for (const r of store.listRelays()) {
+      if (r.pgid !== null) {
+        killGroup(r.pgid);
+        const deadline = Date.now() + 3000;
+        while (isGroupAlive(r.pgid) && Date.now() < deadline) { /* wait for the kernel to finish the kill */ }
+      }
+      store.putRelay(r.host, 'off', null);
+    }
+  } finally {
+    store.close();
+  }
+}

@@ -1,0 +1,74 @@
+import type { UnderstudyConfig } from '../config/types.ts';
+import { endpointUrl } from '../config/types.ts';
+import type {
+  AgentStatus, PromoteResponse, RouteTable, SiteStats, StartAppRequest, StorageStatus, TransformResponse, VolumeStatus,
+} from '../shared/contracts.ts';
+import { callJson } from '../shared/http-client.ts';
+
+/** Typed calls from the controller to the other parts (contracts in shared/contracts.ts). */
+export class PartClients {
+  constructor(private readonly config: UnderstudyConfig) {}
+
+  storageUrl(storage: string): string {
+    const s = this.config.storage[storage];
+    if (!s) throw new Error(`unknown storage ${storage}`);
+    return endpointUrl(s.listen);
+  }
+
+  agentUrl(host: string): string {
+    const h = this.config.hosts[host];
+    if (!h) throw new Error(`unknown host ${host}`);
+    return `http://${h.address}:${h.agentPort}`;
+  }
+
+  directorUrl(): string {
+    return endpointUrl(this.config.director.listen);
+  }
+
+  // storage
+  storageStatus(storage: string, timeoutMs = 1000): Promise<StorageStatus> {
+    return callJson(`${this.storageUrl(storage)}/v1/status`, { timeoutMs });
+  }
+  volume(storage: string, site: string): Promise<VolumeStatus> {
+    return callJson(`${this.storageUrl(storage)}/v1/volumes/${site}`, { timeoutMs: 2000 });
+  }
+  initVolume(storage: string, site: string, epoch: number, seed?: string): Promise<VolumeStatus> {
+    return callJson(`${this.storageUrl(storage)}/v1/volumes/${site}/init`, { body: { epoch, seed }, timeoutMs: 30_000 });
+  }
+  replicate(storage: string, site: string, epoch: number, to: string): Promise<unknown> {
+    return callJson(`${this.storageUrl(storage)}/v1/volumes/${site}/replicate`, {
+      body: { epoch, to: { name: to, url: this.storageUrl(to) } }, timeoutMs: 10_000,
+    });
+  }
+  promote(storage: string, site: string, epoch: number): Promise<PromoteResponse> {
+    return callJson(`${this.storageUrl(storage)}/v1/volumes/${site}/promote`, { body: { epoch }, timeoutMs: 30_000 });
+  }
+  demote(storage: string, site: string, epoch: number): Promise<unknown> {
+    return callJson(`${this.storageUrl(storage)}/v1/volumes/${site}/demote`, { body: { epoch }, timeoutMs: 2000 });
+  }
+  transform(storage: string, site: string, epoch: number, rules: { file: string; set: Record<string, unknown> }[]): Promise<TransformResponse> {
+    return callJson(`${this.storageUrl(storage)}/v1/volumes/${site}/transform`, { body: { epoch, rules }, timeoutMs: 10_000 });
+  }
+
+  // agents
+  agentStatus(host: string, timeoutMs = 500): Promise<AgentStatus> {
+    return callJson(`${this.agentUrl(host)}/v1/status`, { timeoutMs });
+  }
+  startApp(host: string, site: string, req: StartAppRequest): Promise<AgentStatus> {
+    return callJson(`${this.agentUrl(host)}/v1/sites/${site}`, { method: 'PUT', body: req, timeoutMs: 5000 });
+  }
+  stopApp(host: string, site: string): Promise<AgentStatus> {
+    return callJson(`${this.agentUrl(host)}/v1/sites/${site}`, { method: 'DELETE', timeoutMs: 5000 });
+  }
+
+  // director
+  putRoute(route: RouteTable): Promise<unknown> {
+    return callJson(`${this.directorUrl()}/v1/routes/${route.site}`, { method: 'PUT', body: route, timeoutMs: 2000 });
+  }
+  routes(): Promise<{ routes: RouteTable[] } | RouteTable[]> {
+    return callJson(`${this.directorUrl()}/v1/routes`, { timeoutMs: 1000 });
+  }
+  stats(): Promise<{ sites: SiteStats[] }> {
+    return callJson(`${this.directorUrl()}/v1/stats`, { timeoutMs: 1000 });
+  }
+}

@@ -1,0 +1,289 @@
+import path from 'node:path';
+import pino from 'pino';
+import type { UnderstudyConfig } from '../config/types.ts';
+import { HttpProbe } from '../monitor/http-probe.ts';
+import { SiteMonitor, type FailureEvidence } from '../monitor/site-monitor.ts';
+import { LocalRelay } from '../power/local-relay.ts';
+import type { RelayDriver, RelayStatus } from '../power/relay.ts';
+import type { ConnErrorSignal, RouteTable, StorageStatus, VolumeStatus } from '../shared/contracts.ts';
+import { UnderstudyError } from '../shared/errors.ts';
+import { StateStore } from '../state/state-store.ts';
+import { PartClients } from './clients.ts';
+import { FailoverRunbook, type FailoverData, type RunbookDeps } from './failover-runbook.ts';
+import { appEndpoint, probeUrl, renderedTransform, replicaStorageFor, startRequest } from './site-facts.ts';
+import { buildStatus, type StatusView } from './status-view.ts';
+import { sleep, waitFor } from './timing.ts';
+
+/** Two automatic failovers of one site are at least this far apart (no flapping). */
+const AUTO_FAILOVER_MIN_GAP_MS = Number(process.env.UNDERSTUDY_FAILOVER_MIN_GAP_MS ?? 2000);
+const RECONCILE_EVERY_MS = 1000;
+const STORAGE_POLL_MS = 250;
+
+/**
+ * The controller decides. A level-based reconcile loop brings every site to what
+ * the config and the state store say (primary running, routed at its epoch,
+ * replicating); monitors watch each primary and start the failover runbook when it
+ * fails; runbooks found `running` at start are resumed at their journaled step.
+ */
+export class Controller {
+  readonly store: StateStore;
+  readonly relay: RelayDriver;
+  readonly clients: PartClients;
+  readonly log: pino.Logger;
+  private readonly monitors = new Map<string, SiteMonitor>();
+  private readonly activeRunbooks = new Map<string, Promise<void>>();
+  private readonly lastAutoFailoverAt = new Map<string, number>();
+  private readonly storageStatus = new Map<string, StorageStatus | null>();
+  private reconcileTimer: NodeJS.Timeout | null = null;
+  private storageTimer: NodeJS.Timeout | null = null;
+  private reconciling = false;
+  private stopped = false;
+
+  constructor(readonly config: UnderstudyConfig, logger?: pino.Logger) {
+    this.log = logger ?? pino({ level: process.env.UNDERSTUDY_LOG_LEVEL ?? 'info' }, pino.destination(2));
+    this.store = new StateStore(config.controller.stateDir);
+    this.relay = new LocalRelay(config, this.store, path.join(config.controller.stateDir, 'logs'));
+    this.clients = new PartClients(config);
+  }
+
+  private get deps(): RunbookDeps {
+    return { config: this.config, store: this.store, relay: this.relay, clients: this.clients, log: this.log };
+  }
+
+  async start(): Promise<void> {
+    this.storageTimer = setInterval(() => void this.pollStorage(), STORAGE_POLL_MS);
+    await this.pollStorage();
+    // Resume what a previous controller left half-done before anything else.
+    for (const rb of this.store.runningRunbooks()) {
+      this.store.addEvent({ site: rb.site, host: null, kind: 'runbook-resumed', message: `resuming ${rb.kind} runbook #${rb.id} of ${rb.site} at its journaled step`, data: { runbook: rb.id } });
+      this.launchRunbook(rb.site, new FailoverRunbook(this.deps, rb));
+    }
+    for (const site of Object.keys(this.config.sites)) {
+      if (!this.store.getSite(site)) await this.bootstrapSite(site);
+    }
+    await this.reconcileAll();
+    this.reconcileTimer = setInterval(() => void this.reconcileAll(), RECONCILE_EVERY_MS);
+  }
+
+  async stop(): Promise<void> {
+    this.stopped = true;
+    if (this.reconcileTimer) clearInterval(this.reconcileTimer);
+    if (this.storageTimer) clearInterval(this.storageTimer);
+    for (const m of this.monitors.values()) m.stop();
+    this.monitors.clear();
+    this.store.close();
+  }
+
+  // ------------------------------------------------------------------ first start of a site
+  /** Creates the volume from the seed, boots the hosts, starts the app, routes it and starts replication. */
+  private async bootstrapSite(site: string): Promise<void> {
+    const cfg = this.config.sites[site]!;
+    const primary = this.config.hosts[cfg.primary]!;
+    const epoch = 1;
+    this.log.info({ site, host: primary.name }, 'bootstrapping site');
+    await this.clients.initVolume(primary.storage, site, epoch, cfg.app.seed);
+    await this.clients.transform(primary.storage, site, epoch, renderedTransform(primary, cfg));
+    const replica = replicaStorageFor(this.config, cfg, primary.storage);
+    this.store.putSite({ site, epoch, primaryHost: primary.name, state: 'starting', replicaStorage: replica });
+    await this.bootHosts();
+    await waitFor(() => this.clients.agentStatus(primary.name, 300), { timeoutMs: 20_000, everyMs: 50, what: `the agent of ${primary.name}` });
+    await this.clients.startApp(primary.name, site, startRequest(this.config, primary, cfg, epoch));
+    await this.waitHealthy(probeUrl(primary, cfg), cfg.health.probe.timeoutMs, `${site} on ${primary.name}`);
+    await this.clients.putRoute({ site, epoch, primary: appEndpoint(primary, cfg), readers: [] });
+    if (replica) await this.clients.replicate(primary.storage, site, epoch, replica);
+    this.store.putSite({ site, epoch, primaryHost: primary.name, state: 'serving', replicaStorage: replica });
+    this.store.addEvent({ site, host: primary.name, kind: 'site-started', message: `${site} serving on ${primary.name} (${appEndpoint(primary, cfg)}) at epoch ${epoch}${replica ? `, replicating to ${replica}` : ', unprotected'}`, data: { epoch, replica } });
+  }
+
+  /** Powers on every host marked `boot` (primaries and warm standbys) that is off. */
+  private async bootHosts(): Promise<void> {
+    for (const h of Object.values(this.config.hosts)) {
+      if (h.boot && this.relay.status(h.name).power === 'off' && this.store.getRelay(h.name) === undefined) {
+        await this.relay.on(h.name);
+        this.store.addEvent({ site: null, host: h.name, kind: 'power-on', message: `${h.name} powered on (boot)`, data: {} });
+      }
+    }
+  }
+
+  private async waitHealthy(url: string, timeoutMs: number, what: string): Promise<void> {
+    const probe = new HttpProbe(url, timeoutMs);
+    try {
+      await waitFor(async () => (await probe.run()).ok, { timeoutMs: 30_000, everyMs: 20, what });
+    } finally {
+      await probe.close();
+    }
+  }
+
+  // ------------------------------------------------------------------ reconcile
+  private async reconcileAll(): Promise<void> {
+    if (this.reconciling || this.stopped) return;
+    this.reconciling = true;
+    try {
+      let routes: RouteTable[] | null = null;
+      try {
+        const r = await this.clients.routes();
+        routes = Array.isArray(r) ? r : r.routes;
+      } catch {
+        routes = null;
+      }
+      for (const site of Object.keys(this.config.sites)) {
+        try {
+          await this.reconcileSite(site, routes);
+        } catch (e) {
+          this.log.warn({ site, err: (e as Error).message }, 'reconcile failed; will retry');
+        }
+      }
+    } finally {
+      this.reconciling = false;
+    }
+  }
+
+  /**
+   * Level-based and idempotent: compares what is (director route, replication,
+   * monitor) with what the state store says should be, and fixes the difference.
+   * It never moves a primary: only a runbook does that.
+   */
+  private async reconcileSite(site: string, routes: RouteTable[] | null): Promise<void> {
+    if (this.activeRunbooks.has(site)) return;
+    const rec = this.store.getSite(site);
+    if (!rec || rec.state === 'down' || rec.state === 'failing-over') return;
+    const cfg = this.config.sites[site]!;
+    const host = this.config.hosts[rec.primaryHost]!;
+    const endpoint = appEndpoint(host, cfg);
+
+    this.ensureMonitor(site, rec.primaryHost, probeUrl(host, cfg));
+
+    if (rec.state === 'starting') {
+      // A controller that died during bootstrap: finish it.
+      await this.clients.startApp(host.name, site, startRequest(this.config, host, cfg, rec.epoch)).catch(() => undefined);
+    }
+    const monitor = this.monitors.get(site);
+    if (monitor?.healthy) {
+      const route = routes?.find((r) => r.site === site);
+      if (routes && (!route || route.epoch < rec.epoch || route.primary !== endpoint)) {
+        await this.clients.putRoute({ site, epoch: rec.epoch, primary: endpoint, readers: [] });
+        this.log.info({ site, epoch: rec.epoch, primary: endpoint }, 'route re-pushed to the director');
+      }
+      if (rec.state === 'starting') this.store.setSiteState(site, 'serving');
+    }
+    if (rec.replicaStorage) {
+      const vol = this.volumeStatus(host.storage, site);
+      if (vol && vol.role === 'primary' && (!vol.replication || vol.replication.to !== rec.replicaStorage || vol.replication.state === 'stopped' || vol.replication.state === 'none')) {
+        await this.clients.replicate(host.storage, site, rec.epoch, rec.replicaStorage);
+      }
+    }
+  }
+
+  private ensureMonitor(site: string, hostName: string, url: string): void {
+    const existing = this.monitors.get(site);
+    if (existing && existing.target.host === hostName) return;
+    existing?.stop();
+    const relay = this.relay.status(hostName);
+    const cfg = this.config.sites[site]!;
+    const m = new SiteMonitor({ site, host: hostName, url, pid: relay.pid }, cfg.health.probe, (e) => this.onPrimaryFailure(site, hostName, e));
+    this.monitors.set(site, m);
+    m.start();
+  }
+
+  // ------------------------------------------------------------------ failure → runbook
+  private onPrimaryFailure(site: string, host: string, e: FailureEvidence): void {
+    this.monitors.delete(site);
+    const rec = this.store.getSite(site);
+    if (!rec || rec.primaryHost !== host || this.activeRunbooks.has(site)) return;
+    const last = this.lastAutoFailoverAt.get(site) ?? 0;
+    const reason = e.kind === 'process-gone' ? `host ${host}'s process is gone` : `${e.probes.length} probes in a row failed (${e.probes.map((p) => p.error).join(', ')})`;
+    this.store.addEvent({ site, host, kind: 'failure-detected', message: `${site}: primary ${host} failed: ${reason}`, data: { ...e } });
+    if (Date.now() - last < AUTO_FAILOVER_MIN_GAP_MS) {
+      this.store.addEvent({ site, host, kind: 'failover-deferred', message: `${site}: automatic failover deferred: the last one was ${Date.now() - last} ms ago (minimum gap ${AUTO_FAILOVER_MIN_GAP_MS} ms)`, data: {} });
+      setTimeout(() => { if (!this.stopped) this.onPrimaryFailure(site, host, { ...e, detectedAt: e.detectedAt }); }, AUTO_FAILOVER_MIN_GAP_MS - (Date.now() - last));
+      return;
+    }
+    this.lastAutoFailoverAt.set(site, Date.now());
+    this.startFailover(site, { reason, evidence: { ...e }, detectedAt: e.detectedAt, lastHealthyAt: e.lastHealthyAt });
+  }
+
+  private startFailover(site: string, opts: { reason: string; evidence: Record<string, unknown>; detectedAt: number; lastHealthyAt: number; requestedTarget?: string; force?: boolean }): FailoverRunbook {
+    const rec = this.store.getSite(site)!;
+    const cfg = this.config.sites[site]!;
+    const vol = this.volumeStatus(this.config.hosts[rec.primaryHost]!.storage, site);
+    const data: FailoverData = {
+      oldPrimary: rec.primaryHost, oldEpoch: rec.epoch, ...opts,
+      replicationLagMsAtFailure: vol?.replication?.lagMs,
+    };
+    void cfg;
+    const rb = this.store.startRunbook(site, 'failover', data);
+    this.store.addEvent({ site, host: rec.primaryHost, kind: 'failover-started', message: `${site}: failover #${rb.id} from ${rec.primaryHost} started (${opts.reason})`, data: { runbook: rb.id } });
+    const runbook = new FailoverRunbook(this.deps, rb);
+    this.launchRunbook(site, runbook);
+    return runbook;
+  }
+
+  private launchRunbook(site: string, runbook: FailoverRunbook): void {
+    this.monitors.get(site)?.stop();
+    this.monitors.delete(site);
+    const p = runbook.run()
+      .catch((e: Error) => this.log.error({ site, err: e.message }, 'runbook stopped'))
+      .finally(() => {
+        this.activeRunbooks.delete(site);
+        if (!this.stopped) void this.reconcileAll();
+      });
+    this.activeRunbooks.set(site, p);
+  }
+
+  /** `understudy failover SITE [--to HOST] [--force]`: now, by hand. Resolves when the runbook ends. */
+  async manualFailover(site: string, opts: { to?: string; force?: boolean }): Promise<{ runbook: number; status: string }> {
+    const rec = this.store.getSite(site);
+    if (!rec || !this.config.sites[site]) throw new UnderstudyError('US_NOT_FOUND', `unknown site ${site}: the config has ${Object.keys(this.config.sites).join(', ')}`);
+    if (opts.to && !this.config.hosts[opts.to]) throw new UnderstudyError('US_NOT_FOUND', `unknown host ${opts.to}`);
+    if (this.activeRunbooks.has(site)) throw new UnderstudyError('US_BAD_REQUEST', `${site} already has a runbook running; watch it with understudy events --follow`);
+    const now = Date.now();
+    const monitor = this.monitors.get(site);
+    const runbook = this.startFailover(site, { reason: 'operator request', evidence: { operator: true }, detectedAt: now, lastHealthyAt: monitor?.lastHealthyAt ?? now, requestedTarget: opts.to, force: opts.force });
+    await this.activeRunbooks.get(site);
+    const rb = this.store.listRunbooks(site).find((r) => r.id === runbook.id)!;
+    return { runbook: rb.id, status: rb.status };
+  }
+
+  /** Called by the director when it could not connect to an upstream. */
+  signal(s: ConnErrorSignal): void {
+    for (const m of this.monitors.values()) {
+      if (m.target.site === s.site) m.connErrorSignalled();
+    }
+  }
+
+  async power(host: string, action: 'on' | 'off' | 'status'): Promise<RelayStatus> {
+    if (!this.config.hosts[host]) throw new UnderstudyError('US_NOT_FOUND', `unknown host ${host}: the config has ${Object.keys(this.config.hosts).join(', ')}`);
+    if (action === 'status') return this.relay.status(host);
+    const s = action === 'on' ? await this.relay.on(host) : await this.relay.off(host);
+    this.store.addEvent({ site: null, host, kind: `power-${action}`, message: `${host} powered ${action} by an operator`, data: {} });
+    return s;
+  }
+
+  // ------------------------------------------------------------------ status
+  private async pollStorage(): Promise<void> {
+    await Promise.all(Object.keys(this.config.storage).map(async (name) => {
+      try {
+        this.storageStatus.set(name, await this.clients.storageStatus(name, 500));
+      } catch {
+        this.storageStatus.set(name, null);
+      }
+    }));
+  }
+
+  volumeStatus(storage: string, site: string): VolumeStatus | undefined {
+    return this.storageStatus.get(storage)?.volumes.find((v) => v.site === site);
+  }
+
+  async status(): Promise<StatusView> {
+    return buildStatus({
+      config: this.config,
+      sites: this.store.listSites(),
+      relay: this.relay,
+      monitors: this.monitors,
+      volume: (storage, site) => this.volumeStatus(storage, site),
+      storageUp: (storage) => !!this.storageStatus.get(storage),
+    });
+  }
+}
+
+export { sleep };

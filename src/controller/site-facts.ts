@@ -1,0 +1,46 @@
+import path from 'node:path';
+import type { HostConfig, SiteConfig, UnderstudyConfig } from '../config/types.ts';
+import type { StartAppRequest } from '../shared/contracts.ts';
+import { renderRules } from '../transform/render-rules.ts';
+
+/** Facts derived from the config about a site on a host: where its volume is, how to start it, where it answers. */
+
+export function volumeDir(config: UnderstudyConfig, storage: string, site: string): string {
+  return path.join(config.storage[storage]!.path, 'volumes', site);
+}
+
+export function appEndpoint(host: HostConfig, site: SiteConfig): string {
+  return `${host.address}:${site.app.port}`;
+}
+
+export function probeUrl(host: HostConfig, site: SiteConfig): string {
+  return `http://${appEndpoint(host, site)}${site.health.probe.path}`;
+}
+
+export function startRequest(config: UnderstudyConfig, host: HostConfig, site: SiteConfig, epoch: number): StartAppRequest {
+  return {
+    epoch,
+    command: site.app.command.map((c) => (c === 'node' ? process.execPath : c)),
+    cwd: config.baseDir,
+    dataDir: volumeDir(config, host.storage, site.name),
+    env: { ...site.app.env, UNDERSTUDY_SITE: site.name, UNDERSTUDY_HOST: host.name },
+    mode: 'rw',
+  };
+}
+
+export function renderedTransform(host: HostConfig, site: SiteConfig): { file: string; set: Record<string, unknown> }[] {
+  return renderRules(site.transform, { host, site });
+}
+
+/**
+ * The storage system that should hold a site's replica when its primary copy is on
+ * `primaryStorage`: the storage of the first standby host that is attached elsewhere
+ * (and is not a backup vault). Null when there is none: the site is unprotected.
+ */
+export function replicaStorageFor(config: UnderstudyConfig, site: SiteConfig, primaryStorage: string, exclude: string[] = []): string | null {
+  const candidates = [site.primary, ...site.standby]
+    .map((h) => config.hosts[h]!)
+    .filter((h) => h.storage !== primaryStorage && !exclude.includes(h.storage) && !config.storage[h.storage]!.backup)
+    .map((h) => h.storage);
+  return candidates[0] ?? null;
+}

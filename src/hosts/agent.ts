@@ -1,0 +1,70 @@
+import path from 'node:path';
+import type http from 'node:http';
+import { z } from 'zod';
+import type { UnderstudyConfig } from '../config/types.ts';
+import type { AgentStatus, StartAppRequest } from '../shared/contracts.ts';
+import { UnderstudyError } from '../shared/errors.ts';
+import { JsonRouter, createJsonServer, listen, parseBody } from '../shared/http-json.ts';
+import { AppProcess } from './app-process.ts';
+
+const StartAppSchema = z.object({
+  epoch: z.number().int().nonnegative(),
+  command: z.array(z.string()).min(1),
+  cwd: z.string(),
+  dataDir: z.string(),
+  env: z.record(z.string(), z.string()),
+  mode: z.enum(['rw', 'ro']),
+});
+
+/**
+ * The host agent: the part of Understudy that runs on a host. It starts and stops
+ * the site's application with DATA_DIR = the site's volume on the storage system
+ * the host is attached to, and reports the application's state. It decides
+ * nothing: the controller tells it what to run.
+ */
+export class HostAgent {
+  private readonly apps = new Map<string, AppProcess>();
+  private server: http.Server | null = null;
+
+  constructor(private readonly config: UnderstudyConfig, private readonly host: string, private readonly logDir: string) {
+    if (!config.hosts[host]) throw new UnderstudyError('US_NOT_FOUND', `unknown host ${host}: it is not under hosts: in ${config.file}`);
+  }
+
+  status(): AgentStatus {
+    return { host: this.host, pid: process.pid, pgid: process.pid, sites: [...this.apps.values()].map((a) => a.status()) };
+  }
+
+  async start(): Promise<void> {
+    const h = this.config.hosts[this.host]!;
+    const router = new JsonRouter()
+      .on('GET', '/healthz', () => ({ ok: true, host: this.host }))
+      .on('GET', '/v1/status', () => this.status())
+      .on('PUT', '/v1/sites/:site', ({ params, body }) => this.startApp(params.site!, parseBody(StartAppSchema, body)))
+      .on('DELETE', '/v1/sites/:site', async ({ params }) => {
+        await this.apps.get(params.site!)?.stop();
+        return this.status();
+      });
+    this.server = createJsonServer(router);
+    await listen(this.server, h.address, h.agentPort);
+  }
+
+  async stop(): Promise<void> {
+    await Promise.all([...this.apps.values()].map((a) => a.stop()));
+    await new Promise<void>((r) => (this.server ? this.server.close(() => r()) : r()));
+    this.server?.closeAllConnections();
+  }
+
+  private startApp(site: string, req: StartAppRequest): AgentStatus {
+    let app = this.apps.get(site);
+    if (app?.isRunning()) {
+      if (app.epoch === req.epoch) return this.status();
+      throw new UnderstudyError('US_STALE_EPOCH', `site ${site} already runs on ${this.host} at epoch ${app.epoch}; stop it first`);
+    }
+    if (!app) {
+      app = new AppProcess(site, path.join(this.logDir, `${this.host}-${site}.log`));
+      this.apps.set(site, app);
+    }
+    app.start(req);
+    return this.status();
+  }
+}

@@ -1,0 +1,55 @@
+import { Agent, request } from 'undici';
+
+export interface ProbeResult {
+  ok: boolean;
+  at: number;
+  latencyMs: number;
+  /** Why it failed: `refused`, `timeout`, `status 500`, `bad body` … */
+  error?: string;
+}
+
+/**
+ * One HTTP health probe of a site's app: 200 and a JSON body with `ok: true`
+ * within the timeout. Probes use their own connection pool so that a hung
+ * app cannot starve the controller's other calls.
+ */
+export class HttpProbe {
+  private readonly dispatcher: Agent;
+
+  constructor(private readonly url: string, private readonly timeoutMs: number) {
+    this.dispatcher = new Agent({ connect: { timeout: timeoutMs }, keepAliveTimeout: 4000, connections: 2 });
+  }
+
+  async run(): Promise<ProbeResult> {
+    const start = Date.now();
+    try {
+      const res = await request(this.url, {
+        dispatcher: this.dispatcher,
+        headersTimeout: this.timeoutMs,
+        bodyTimeout: this.timeoutMs,
+        signal: AbortSignal.timeout(this.timeoutMs),
+      });
+      const text = await res.body.text();
+      const latencyMs = Date.now() - start;
+      if (res.statusCode !== 200) return { ok: false, at: start, latencyMs, error: `status ${res.statusCode}` };
+      try {
+        const body = JSON.parse(text) as { ok?: unknown };
+        if (body.ok !== true) return { ok: false, at: start, latencyMs, error: 'body without ok: true' };
+      } catch {
+        return { ok: false, at: start, latencyMs, error: 'body is not JSON' };
+      }
+      return { ok: true, at: start, latencyMs };
+    } catch (e) {
+      const err = e as NodeJS.ErrnoException;
+      const code = err.code ?? err.name;
+      const error = code === 'ECONNREFUSED' ? 'refused'
+        : code === 'TimeoutError' || code === 'AbortError' || code === 'UND_ERR_HEADERS_TIMEOUT' || code === 'UND_ERR_CONNECT_TIMEOUT' ? 'timeout'
+          : String(code);
+      return { ok: false, at: start, latencyMs: Date.now() - start, error };
+    }
+  }
+
+  async close(): Promise<void> {
+    await this.dispatcher.destroy().catch(() => undefined);
+  }
+}

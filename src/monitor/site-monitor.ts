@@ -1,0 +1,130 @@
+import type { ProbeConfig } from '../config/types.ts';
+import { isProcessAlive } from '../power/process-group.ts';
+import { HttpProbe, type ProbeResult } from './http-probe.ts';
+
+export interface FailureEvidence {
+  /** `process-gone`: the host's process group leader died; `probe`: `fall` probes in a row failed. */
+  kind: 'process-gone' | 'probe';
+  detectedAt: number;
+  /** Last time the primary answered its probe (or was known alive). */
+  lastHealthyAt: number;
+  /** The first failed observation of this episode. */
+  firstFailureAt: number;
+  probes: { at: number; error?: string }[];
+  connErrorsSignalled: number;
+}
+
+export interface MonitorTarget {
+  site: string;
+  host: string;
+  url: string;
+  /** Process-group leader of an embedded host, when known. */
+  pid: number | null;
+}
+
+/** How often the embedded host's process is checked (a /proc read, cheap). */
+const PROCESS_CHECK_MS = 25;
+/** After a failed probe the next comes sooner, so that `fall` is reached quickly. */
+const RECHECK_MS = 40;
+
+/**
+ * Watches one site's current primary and calls `onFailure` once when it fails,
+ * naming the evidence. Signals combined: the embedded host's process (a death is
+ * definitive), HTTP probes with fall/rise, and the director's refused connections
+ * (which trigger an immediate probe, never a failover by themselves).
+ */
+export class SiteMonitor {
+  private readonly probe: HttpProbe;
+  private probeTimer: NodeJS.Timeout | null = null;
+  private processTimer: NodeJS.Timeout | null = null;
+  private stopped = false;
+  private fired = false;
+  private consecutiveFailures = 0;
+  private consecutiveSuccesses = 0;
+  private recentFailures: { at: number; error?: string }[] = [];
+  private connErrors = 0;
+  private probing = false;
+  lastHealthyAt = Date.now();
+  healthy = false;
+  lastProbe: ProbeResult | null = null;
+
+  constructor(
+    readonly target: MonitorTarget,
+    private readonly cfg: ProbeConfig,
+    private readonly onFailure: (e: FailureEvidence) => void,
+  ) {
+    this.probe = new HttpProbe(target.url, cfg.timeoutMs);
+  }
+
+  start(): void {
+    this.scheduleProbe(0);
+    if (this.target.pid !== null) {
+      this.processTimer = setInterval(() => {
+        if (this.target.pid !== null && !isProcessAlive(this.target.pid)) {
+          this.fail('process-gone', Date.now());
+        }
+      }, PROCESS_CHECK_MS);
+    }
+  }
+
+  stop(): void {
+    this.stopped = true;
+    if (this.probeTimer) clearTimeout(this.probeTimer);
+    if (this.processTimer) clearInterval(this.processTimer);
+    void this.probe.close();
+  }
+
+  /** The director could not connect to this primary: probe now. */
+  connErrorSignalled(): void {
+    this.connErrors++;
+    this.scheduleProbe(0);
+  }
+
+  private scheduleProbe(delayMs: number): void {
+    if (this.stopped || this.fired) return;
+    if (this.probeTimer) clearTimeout(this.probeTimer);
+    this.probeTimer = setTimeout(() => void this.runProbe(), delayMs);
+  }
+
+  private async runProbe(): Promise<void> {
+    if (this.probing || this.stopped || this.fired) return;
+    this.probing = true;
+    const r = await this.probe.run();
+    this.probing = false;
+    if (this.stopped || this.fired) return;
+    this.lastProbe = r;
+    if (r.ok) {
+      this.consecutiveFailures = 0;
+      this.consecutiveSuccesses++;
+      this.recentFailures = [];
+      if (this.consecutiveSuccesses >= this.cfg.rise || this.healthy) this.healthy = true;
+      this.lastHealthyAt = r.at + r.latencyMs;
+      this.scheduleProbe(this.cfg.everyMs);
+      return;
+    }
+    this.consecutiveSuccesses = 0;
+    this.consecutiveFailures++;
+    this.recentFailures.push({ at: r.at, error: r.error });
+    if (this.consecutiveFailures >= this.cfg.fall) {
+      this.healthy = false;
+      this.fail('probe', Date.now());
+      return;
+    }
+    this.scheduleProbe(Math.min(this.cfg.everyMs, RECHECK_MS));
+  }
+
+  private fail(kind: FailureEvidence['kind'], detectedAt: number): void {
+    if (this.fired || this.stopped) return;
+    this.fired = true;
+    this.healthy = false;
+    this.stop();
+    this.onFailure({
+      kind,
+      detectedAt,
+      lastHealthyAt: this.lastHealthyAt,
+      firstFailureAt: this.recentFailures[0]?.at ?? detectedAt,
+      probes: this.recentFailures,
+      connErrorsSignalled: this.connErrors,
+    });
+  }
+}
