@@ -1,0 +1,63 @@
+import assert from 'node:assert/strict';
+import http from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { test } from 'node:test';
+import { SiteMonitor, type FailureEvidence } from '../../../src/monitor/site-monitor.ts';
+
+const probe = { path: '/healthz', everyMs: 50, timeoutMs: 200, fall: 2, rise: 2 };
+
+async function server(handler: http.RequestListener): Promise<{ url: string; close: () => Promise<void>; srv: http.Server }> {
+  const srv = http.createServer(handler);
+  await new Promise<void>((r) => srv.listen(0, '127.0.0.1', () => r()));
+  const port = (srv.address() as AddressInfo).port;
+  return { url: `http://127.0.0.1:${port}/healthz`, srv, close: () => new Promise((r) => { srv.closeAllConnections(); srv.close(() => r()); }) };
+}
+
+test('a healthy app is reported healthy after rise probes and raises nothing', async (t) => {
+  const s = await server((_req, res) => res.end(JSON.stringify({ ok: true })));
+  t.after(() => s.close());
+  const failures: FailureEvidence[] = [];
+  const m = new SiteMonitor({ site: 'shop', host: 'h1', url: s.url, pid: null }, probe, (e) => failures.push(e));
+  t.after(() => m.stop());
+  m.start();
+  await new Promise((r) => setTimeout(r, 400));
+  assert.equal(m.healthy, true);
+  assert.equal(failures.length, 0);
+});
+
+test('one failed probe does nothing; fall failed probes in a row raise one failure naming the evidence', async (t) => {
+  let mode: 'ok' | 'fail-once' | 'fail' = 'ok';
+  const s = await server((_req, res) => {
+    if (mode === 'fail-once') { mode = 'ok'; res.statusCode = 500; res.end('{}'); return; }
+    if (mode === 'fail') { res.statusCode = 500; res.end('{}'); return; }
+    res.end(JSON.stringify({ ok: true }));
+  });
+  t.after(() => s.close());
+  const failures: FailureEvidence[] = [];
+  const m = new SiteMonitor({ site: 'shop', host: 'h1', url: s.url, pid: null }, probe, (e) => failures.push(e));
+  t.after(() => m.stop());
+  m.start();
+  await new Promise((r) => setTimeout(r, 200));
+  mode = 'fail-once';
+  await new Promise((r) => setTimeout(r, 300));
+  assert.equal(failures.length, 0, 'a single lost probe is no reason');
+  mode = 'fail';
+  await new Promise((r) => setTimeout(r, 400));
+  assert.equal(failures.length, 1);
+  assert.equal(failures[0]!.kind, 'probe');
+  assert.equal(failures[0]!.probes.length, 2);
+  assert.equal(failures[0]!.probes[0]!.error, 'status 500');
+});
+
+test('a dead process is a failure at once', async (t) => {
+  const s = await server((_req, res) => res.end(JSON.stringify({ ok: true })));
+  t.after(() => s.close());
+  const failures: FailureEvidence[] = [];
+  // A pid that does not exist: the highest possible pid is never ours.
+  const m = new SiteMonitor({ site: 'shop', host: 'h1', url: s.url, pid: 4_194_303 }, probe, (e) => failures.push(e));
+  t.after(() => m.stop());
+  m.start();
+  await new Promise((r) => setTimeout(r, 150));
+  assert.equal(failures.length, 1);
+  assert.equal(failures[0]!.kind, 'process-gone');
+});
