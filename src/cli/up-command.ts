@@ -176,8 +176,13 @@ function waitExit(child: ChildProcess | null, timeoutMs: number): Promise<void> 
   });
 }
 
-/** Every host the relays know of is cut, and confirmed gone. */
+/**
+ * A clean stop: every host the relays know of is cut and confirmed gone, and the
+ * relays forget them (the next `up` boots the `boot` hosts again); serving sites
+ * are marked `starting`, so that the next `up` starts them on the primary they had.
+ */
 export function powerOffAllHosts(config: UnderstudyConfig): void {
+  if (!fs.existsSync(path.join(config.controller.stateDir, 'understudy.db'))) return;
   const store = new StateStore(config.controller.stateDir);
   try {
     for (const r of store.listRelays()) {
@@ -186,8 +191,9 @@ export function powerOffAllHosts(config: UnderstudyConfig): void {
         const deadline = Date.now() + 3000;
         while (isGroupAlive(r.pgid) && Date.now() < deadline) { /* wait for the kernel to finish the kill */ }
       }
-      store.putRelay(r.host, 'off', null);
+      store.forgetRelay(r.host);
     }
+    for (const s of store.listSites()) if (s.state === 'serving' || s.state === 'degraded') store.setSiteState(s.site, 'starting');
   } finally {
     store.close();
   }

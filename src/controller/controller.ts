@@ -59,7 +59,9 @@ export class Controller {
       this.launchRunbook(rb.site, new FailoverRunbook(this.deps, rb));
     }
     for (const site of Object.keys(this.config.sites)) {
-      if (!this.store.getSite(site)) await this.bootstrapSite(site);
+      const rec = this.store.getSite(site);
+      if (!rec) await this.bootstrapSite(site);
+      else if (rec.state === 'starting') await this.startSite(site);
     }
     await this.reconcileAll();
     this.reconcileTimer = setInterval(() => void this.reconcileAll(), RECONCILE_EVERY_MS);
@@ -75,7 +77,7 @@ export class Controller {
   }
 
   // ------------------------------------------------------------------ first start of a site
-  /** Creates the volume from the seed, boots the hosts, starts the app, routes it and starts replication. */
+  /** A site never seen before: its volume is created from the seed at epoch 1, then it is started. */
   private async bootstrapSite(site: string): Promise<void> {
     const cfg = this.config.sites[site]!;
     const primary = this.config.hosts[cfg.primary]!;
@@ -85,14 +87,27 @@ export class Controller {
     await this.clients.transform(primary.storage, site, epoch, renderedTransform(primary, cfg));
     const replica = replicaStorageFor(this.config, cfg, primary.storage);
     this.store.putSite({ site, epoch, primaryHost: primary.name, state: 'starting', replicaStorage: replica });
+    await this.startSite(site);
+  }
+
+  /**
+   * Brings a site in state `starting` to `serving` on its recorded primary: after a
+   * bootstrap, or after `up` was stopped cleanly and started again. Idempotent.
+   */
+  private async startSite(site: string): Promise<void> {
+    const rec = this.store.getSite(site)!;
+    const cfg = this.config.sites[site]!;
+    const primary = this.config.hosts[rec.primaryHost]!;
     await this.bootHosts();
+    if (this.relay.status(primary.name).power === 'off') await this.relay.on(primary.name);
     await waitFor(() => this.clients.agentStatus(primary.name, 300), { timeoutMs: 20_000, everyMs: 50, what: `the agent of ${primary.name}` });
-    await this.clients.startApp(primary.name, site, startRequest(this.config, primary, cfg, epoch));
+    await this.clients.initVolume(primary.storage, site, rec.epoch, cfg.app.seed);
+    await this.clients.startApp(primary.name, site, startRequest(this.config, primary, cfg, rec.epoch));
     await this.waitHealthy(probeUrl(primary, cfg), cfg.health.probe.timeoutMs, `${site} on ${primary.name}`);
-    await this.clients.putRoute({ site, epoch, primary: appEndpoint(primary, cfg), readers: [] });
-    if (replica) await this.clients.replicate(primary.storage, site, epoch, replica);
-    this.store.putSite({ site, epoch, primaryHost: primary.name, state: 'serving', replicaStorage: replica });
-    this.store.addEvent({ site, host: primary.name, kind: 'site-started', message: `${site} serving on ${primary.name} (${appEndpoint(primary, cfg)}) at epoch ${epoch}${replica ? `, replicating to ${replica}` : ', unprotected'}`, data: { epoch, replica } });
+    await this.clients.putRoute({ site, epoch: rec.epoch, primary: appEndpoint(primary, cfg), readers: [] });
+    if (rec.replicaStorage) await this.clients.replicate(primary.storage, site, rec.epoch, rec.replicaStorage);
+    this.store.putSite({ ...rec, state: 'serving' });
+    this.store.addEvent({ site, host: primary.name, kind: 'site-started', message: `${site} serving on ${primary.name} (${appEndpoint(primary, cfg)}) at epoch ${rec.epoch}${rec.replicaStorage ? `, replicating to ${rec.replicaStorage}` : ', unprotected'}`, data: { epoch: rec.epoch, replica: rec.replicaStorage } });
   }
 
   /** Powers on every host marked `boot` (primaries and warm standbys) that is off. */
@@ -151,12 +166,12 @@ export class Controller {
     const host = this.config.hosts[rec.primaryHost]!;
     const endpoint = appEndpoint(host, cfg);
 
-    this.ensureMonitor(site, rec.primaryHost, probeUrl(host, cfg));
-
     if (rec.state === 'starting') {
-      // A controller that died during bootstrap: finish it.
-      await this.clients.startApp(host.name, site, startRequest(this.config, host, cfg, rec.epoch)).catch(() => undefined);
+      // A controller that died while starting the site: finish it.
+      await this.startSite(site);
+      return;
     }
+    this.ensureMonitor(site, rec.primaryHost, probeUrl(host, cfg));
     const monitor = this.monitors.get(site);
     if (monitor?.healthy) {
       const route = routes?.find((r) => r.site === site);
@@ -164,7 +179,6 @@ export class Controller {
         await this.clients.putRoute({ site, epoch: rec.epoch, primary: endpoint, readers: [] });
         this.log.info({ site, epoch: rec.epoch, primary: endpoint }, 'route re-pushed to the director');
       }
-      if (rec.state === 'starting') this.store.setSiteState(site, 'serving');
     }
     if (rec.replicaStorage) {
       const vol = this.volumeStatus(host.storage, site);
@@ -189,7 +203,7 @@ export class Controller {
   private onPrimaryFailure(site: string, host: string, e: FailureEvidence): void {
     this.monitors.delete(site);
     const rec = this.store.getSite(site);
-    if (!rec || rec.primaryHost !== host || this.activeRunbooks.has(site)) return;
+    if (!rec || rec.primaryHost !== host || rec.state !== 'serving' || this.activeRunbooks.has(site)) return;
     const last = this.lastAutoFailoverAt.get(site) ?? 0;
     const reason = e.kind === 'process-gone' ? `host ${host}'s process is gone` : `${e.probes.length} probes in a row failed (${e.probes.map((p) => p.error).join(', ')})`;
     this.store.addEvent({ site, host, kind: 'failure-detected', message: `${site}: primary ${host} failed: ${reason}`, data: { ...e } });

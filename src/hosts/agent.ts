@@ -1,3 +1,4 @@
+import fs from 'node:fs';
 import path from 'node:path';
 import type http from 'node:http';
 import { z } from 'zod';
@@ -28,6 +29,7 @@ export class HostAgent {
 
   constructor(private readonly config: UnderstudyConfig, private readonly host: string, private readonly logDir: string) {
     if (!config.hosts[host]) throw new UnderstudyError('US_NOT_FOUND', `unknown host ${host}: it is not under hosts: in ${config.file}`);
+    fs.mkdirSync(logDir, { recursive: true });
   }
 
   status(): AgentStatus {

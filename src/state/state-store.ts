@@ -187,6 +187,10 @@ export class StateStore {
     }));
   }
 
+  forgetRelay(host: string): void {
+    this.db.prepare('DELETE FROM relays WHERE host = ?').run(host);
+  }
+
   putRelay(host: string, power: 'on' | 'off', pgid: number | null): void {
     this.db.prepare(`INSERT INTO relays (host, pgid, power, updated_at) VALUES (?, ?, ?, ?)
       ON CONFLICT(host) DO UPDATE SET pgid = excluded.pgid, power = excluded.power, updated_at = excluded.updated_at`)
