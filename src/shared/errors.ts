@@ -16,7 +16,13 @@ export type ErrorCode =
   | 'US_UNREACHABLE'
   | 'US_TIMEOUT'
   | 'US_REPLICATION'
-  | 'US_INTERNAL';
+  | 'US_INTERNAL'
+  // Answers the director gives a shop's client (503 + Retry-After), see director/front-errors.ts:
+  | 'US_HOLD_TIMEOUT'
+  | 'US_HOLD_FULL'
+  | 'US_OUTCOME_UNKNOWN'
+  | 'US_UPSTREAM_FAILED'
+  | 'US_DIRECTOR_STOPPING';
 
 export class UnderstudyError extends Error {
   readonly code: ErrorCode;

@@ -1,0 +1,41 @@
+import { UnderstudyError } from '../shared/errors.ts';
+import { JsonRouter } from '../shared/http-json.ts';
+import type { DirectorMetrics } from './metrics.ts';
+import { parseRouteTable, type RouteStore } from './route-table.ts';
+import type { DirectorSiteStats } from './upstream-stats.ts';
+
+/**
+ * The director's admin API, on config.director.listen. Only the controller writes
+ * to it. Loopback by default; it has no token of its own yet.
+ *
+ * | request | answer |
+ * |---|---|
+ * | `PUT /v1/routes/:site` RouteTable | 200 the route now in force; 409 US_STALE_EPOCH if its epoch is lower; 400 / 404 on bad input |
+ * | `GET /v1/routes` | `{ routes: RouteTable[] }` (sites that have received a route) |
+ * | `GET /v1/routes/:site` | the site's RouteTable, or 404 |
+ * | `GET /v1/stats` | `{ sites: SiteStats[] }` (with the director's extra counters) |
+ * | `GET /metrics` | Prometheus text format |
+ * | `GET /healthz` | `{ ok: true }` |
+ */
+export function adminRouter(deps: {
+  routes: RouteStore;
+  stats: () => DirectorSiteStats[];
+  metrics: DirectorMetrics;
+}): JsonRouter {
+  const { routes, stats, metrics } = deps;
+  return new JsonRouter()
+    .on('PUT', '/v1/routes/:site', (req) => routes.set(parseRouteTable(req.params.site!, req.body)))
+    .on('GET', '/v1/routes', () => ({ routes: routes.list() }))
+    .on('GET', '/v1/routes/:site', (req) => {
+      const r = routes.get(req.params.site!);
+      if (r === null) throw new UnderstudyError('US_NOT_FOUND', `no route for site "${req.params.site!}" yet`);
+      return r;
+    })
+    .on('GET', '/v1/stats', () => ({ sites: stats() }))
+    .on('GET', '/healthz', () => ({ ok: true }))
+    .on('GET', '/metrics', async (_req, res) => {
+      const text = await metrics.text();
+      res.writeHead(200, { 'content-type': metrics.registry.contentType, 'content-length': Buffer.byteLength(text) });
+      res.end(text);
+    });
+}

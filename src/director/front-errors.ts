@@ -1,0 +1,39 @@
+import type { ServerResponse } from 'node:http';
+import type { ErrorCode } from '../shared/errors.ts';
+
+/**
+ * Answers the director itself gives a shop's client instead of an upstream's.
+ * Every one is a 503 with `Retry-After: 1` (the condition is transient: a
+ * failover takes about a second) and a JSON body `{ error: { code, message } }`
+ * whose code a client or a test can act on:
+ *
+ * - US_HOLD_TIMEOUT: the request waited holdTimeoutMs for a routable primary. It
+ *   never reached the app: safe to send again, whatever the method.
+ * - US_HOLD_FULL: holdMaxRequests were already waiting. Never reached the app.
+ * - US_OUTCOME_UNKNOWN: a modifying request was sent and the connection broke
+ *   before the answer. The app may or may not have applied it; the client must
+ *   check (e.g. look the order up) before sending it again.
+ * - US_UPSTREAM_FAILED: a read failed on two upstreams (it was retried once).
+ * - US_DIRECTOR_STOPPING: the director shut down while the request was held.
+ *
+ * The codes are in the shared registry (src/shared/errors.ts); they are front-side
+ * answers to shop clients, not UnderstudyErrors raised to an operator.
+ */
+export type FrontErrorCode = Extract<ErrorCode,
+  'US_HOLD_TIMEOUT' | 'US_HOLD_FULL' | 'US_OUTCOME_UNKNOWN' | 'US_UPSTREAM_FAILED' | 'US_DIRECTOR_STOPPING' | 'US_BAD_REQUEST'>;
+
+export function sendFrontError(res: ServerResponse, status: number, code: FrontErrorCode, message: string): void {
+  if (res.headersSent || res.destroyed) {
+    // Part of an answer is already out: cutting the connection is the only honest signal left.
+    res.destroy();
+    return;
+  }
+  const body = JSON.stringify({ error: { code, message } });
+  res.writeHead(status, {
+    'content-type': 'application/json',
+    'content-length': Buffer.byteLength(body),
+    'retry-after': '1',
+    'cache-control': 'no-store',
+  });
+  res.end(body);
+}

@@ -1,0 +1,358 @@
+import type { IncomingHttpHeaders, IncomingMessage, ServerResponse } from 'node:http';
+import { performance } from 'node:perf_hooks';
+import { PassThrough } from 'node:stream';
+import type { Dispatcher, Pool } from 'undici';
+import type { RouteTable } from '../shared/contracts.ts';
+import { sendFrontError } from './front-errors.ts';
+import { clientResponseHeaders, hasRequestBody, upstreamRequestHeaders } from './headers.ts';
+import { HoldQueue, type HoldReason, type HoldTicket } from './held-requests.ts';
+import type { DirectorLogger } from './logger.ts';
+import type { DirectorMetrics } from './metrics.ts';
+import type { ConnErrorSignaller } from './signals.ts';
+import type { UpstreamPools } from './upstream-pools.ts';
+import { SiteCounters, type UpstreamCounters } from './upstream-stats.ts';
+
+/**
+ * The reverse proxy of one site: what its front listener runs for every request.
+ *
+ * Routing (DESIGN, "Rules that never break"): a modifying request (anything but
+ * GET, HEAD, OPTIONS) goes only to the route's primary; a read goes round-robin
+ * to the primary and the readers.
+ *
+ * Failure handling rests on one fact undici gives us: whether the request was
+ * written to a socket (`onRequestStart`) before the error.
+ *
+ * - Not written (connection refused, connect timeout, reset before the request,
+ *   pool closed): the app never saw it, so it is safe to send again whatever the
+ *   method. It goes to another allowed upstream of the current route if there is
+ *   one, else it is held until a route with a higher epoch or another primary.
+ * - Written, no answer yet (reset, closed, headers timeout): a read without body
+ *   is sent once more (to another upstream, or held for the next route); a
+ *   modifying request gets 503 US_OUTCOME_UNKNOWN, never a silent drop.
+ * - Answer already streaming: the client connection is cut (a truncated answer
+ *   must not look complete).
+ *
+ * Every connection failure is counted and signalled to the controller.
+ */
+
+/** An upstream as one site uses it. */
+interface Target {
+  readonly name: string;
+  pool: Pool;
+  readonly counters: UpstreamCounters;
+  readonly duration: { observe(seconds: number): void };
+}
+
+export interface SiteProxyOptions {
+  site: string;
+  holdMaxRequests: number;
+  holdTimeoutMs: number;
+  pools: UpstreamPools;
+  signaller: ConnErrorSignaller;
+  metrics: DirectorMetrics;
+  logger: DirectorLogger;
+}
+
+export class SiteProxy {
+  readonly site: string;
+  readonly counters = new SiteCounters();
+  readonly hold: HoldQueue<Exchange>;
+  private route: RouteTable | null = null;
+  private primary: Target | null = null;
+  /** primary + readers, for GET/HEAD/OPTIONS. */
+  private readTargets: Target[] = [];
+  private rr = 0;
+  private stopping = false;
+  private readonly targets = new Map<string, Target>();
+
+  constructor(private readonly opts: SiteProxyOptions) {
+    this.site = opts.site;
+    this.hold = new HoldQueue(opts.holdMaxRequests);
+  }
+
+  get epoch(): number {
+    return this.route?.epoch ?? 0;
+  }
+
+  /** The front listener's request handler. */
+  readonly handle = (req: IncomingMessage, res: ServerResponse): void => {
+    this.dispatch(new Exchange(this, req, res));
+  };
+
+  /**
+   * Installs a new route (already epoch-checked by the RouteStore) and releases,
+   * in arrival order, the held requests it unblocks.
+   */
+  setRoute(route: RouteTable): void {
+    this.route = route;
+    this.primary = route.primary === null ? null : this.target(route.primary);
+    this.readTargets = this.primary === null ? [] : [this.primary, ...route.readers.map((r) => this.target(r))];
+    this.rr = 0;
+    const released = this.hold.release(route);
+    for (const ex of released) {
+      ex.ticket = null;
+      this.counters.released++;
+      this.dispatch(ex);
+    }
+    this.opts.logger.info({ site: this.site, epoch: route.epoch, primary: route.primary, readers: route.readers, released: released.length }, 'route set');
+  }
+
+  /** Sends `ex` to an upstream the current route allows, or holds it. */
+  dispatch(ex: Exchange): void {
+    if (ex.failed !== null && ex.failedEpoch < this.epoch) ex.failed = null; // failures under an older route do not count
+    const t = this.pick(ex);
+    if (t !== null) {
+      ex.send(t, this.epoch);
+      return;
+    }
+    const reason: HoldReason = this.primary === null
+      ? { kind: 'no-primary' }
+      : { kind: 'upstream-failed', epoch: this.epoch, upstream: this.primary.name };
+    this.holdExchange(ex, reason);
+  }
+
+  private pick(ex: Exchange): Target | null {
+    const primary = this.primary;
+    if (primary === null) return null;
+    const failed = ex.failed;
+    if (ex.modifying) return failed !== null && failed.includes(primary.name) ? null : primary;
+    const targets = this.readTargets;
+    const n = targets.length;
+    for (let k = 0; k < n; k++) {
+      const t = targets[this.rr]!;
+      this.rr = this.rr + 1 === n ? 0 : this.rr + 1;
+      if (failed === null || !failed.includes(t.name)) return t;
+    }
+    return null;
+  }
+
+  private holdExchange(ex: Exchange, reason: HoldReason): void {
+    if (this.stopping) {
+      ex.fail(503, 'US_DIRECTOR_STOPPING', 'the director is shutting down');
+      return;
+    }
+    const now = performance.now();
+    // The bound is on the total time a request waits, across every hold.
+    if (ex.holdDeadline === 0) ex.holdDeadline = now + this.opts.holdTimeoutMs;
+    const remaining = ex.holdDeadline - now;
+    if (remaining <= 0) {
+      this.onHoldTimeout(ex);
+      return;
+    }
+    const ticket = this.hold.add(ex, reason, remaining, this.onHoldTimeout);
+    if (ticket === null) {
+      this.counters.holdRejected++;
+      ex.fail(503, 'US_HOLD_FULL', `site ${this.site} has no routable primary and ${this.opts.holdMaxRequests} requests are already waiting; the request did not reach the app, send it again`);
+      return;
+    }
+    ex.ticket = ticket;
+    this.counters.held++;
+  }
+
+  private readonly onHoldTimeout = (ex: Exchange): void => {
+    ex.ticket = null;
+    this.counters.heldTimedOut++;
+    ex.fail(503, 'US_HOLD_TIMEOUT', `site ${this.site} had no routable primary for ${this.opts.holdTimeoutMs} ms; the request did not reach the app, send it again`);
+  };
+
+  /** An upstream refused or broke a connection: count it and tell the controller. */
+  connError(t: Target, err: Error): void {
+    t.counters.recordConnError();
+    this.opts.signaller.signal(this.site, t.name, errorCode(err));
+  }
+
+  /** Answers every held request 503 and holds nothing more (shutdown). */
+  stop(): void {
+    this.stopping = true;
+    for (const ex of this.hold.drain()) {
+      ex.ticket = null;
+      ex.fail(503, 'US_DIRECTOR_STOPPING', 'the director is shutting down; the request did not reach the app, send it again');
+    }
+  }
+
+  /** Names of the upstreams the current route uses (to keep their pools). */
+  upstreamsInUse(): string[] {
+    return this.readTargets.map((t) => t.name);
+  }
+
+  private target(name: string): Target {
+    let t = this.targets.get(name);
+    if (t === undefined) {
+      t = {
+        name,
+        pool: this.opts.pools.get(name),
+        counters: this.counters.upstream(name),
+        duration: this.opts.metrics.duration.labels({ site: this.site, upstream: name }),
+      };
+      this.targets.set(name, t);
+    } else {
+      t.pool = this.opts.pools.get(name); // a pool closed while unused is re-created
+    }
+    return t;
+  }
+}
+
+function isReadOnly(method: string | undefined): boolean {
+  return method === 'GET' || method === 'HEAD' || method === 'OPTIONS';
+}
+
+function errorCode(err: Error): string {
+  return (err as NodeJS.ErrnoException).code ?? err.name;
+}
+
+/** Errors undici raises about the request itself, not the connection: the client's fault. */
+function isRequestError(err: Error): boolean {
+  const code = (err as NodeJS.ErrnoException).code;
+  return code === 'UND_ERR_INVALID_ARG' || code === 'UND_ERR_NOT_SUPPORTED';
+}
+
+/**
+ * One client request on its way through the director: the undici dispatch
+ * handler of each attempt, its hold ticket while held, and the client response.
+ * One object per request; the attempt state is reset by `send()`.
+ */
+export class Exchange implements Dispatcher.DispatchHandler {
+  readonly modifying: boolean;
+  private readonly hasBody: boolean;
+  private readonly headers: string[];
+  private body: PassThrough | null = null;
+  private target: Target | null = null;
+  /** The current attempt was written to a socket: the upstream may have acted on it. */
+  private sent = false;
+  private controller: Dispatcher.DispatchController | null = null;
+  private status = 0;
+  private t0 = 0;
+  private sentEpoch = 0;
+  /** Upstreams that failed this request under route epoch `failedEpoch`. */
+  failed: string[] | null = null;
+  failedEpoch = 0;
+  private retried = false;
+  /** performance.now() after which holding must stop; 0 = never held. */
+  holdDeadline = 0;
+  ticket: HoldTicket | null = null;
+  /** Answered, or the client went away: nothing more is done. */
+  private done = false;
+
+  constructor(private readonly site: SiteProxy, private readonly req: IncomingMessage, private readonly res: ServerResponse) {
+    const headers: IncomingHttpHeaders = req.headers;
+    this.modifying = !isReadOnly(req.method);
+    this.hasBody = hasRequestBody(headers);
+    this.headers = upstreamRequestHeaders(req.rawHeaders, req.socket.remoteAddress, headers.connection);
+    res.once('close', this.onClientClose);
+  }
+
+  send(t: Target, epoch: number): void {
+    this.target = t;
+    this.sent = false;
+    this.controller = null;
+    this.sentEpoch = epoch;
+    this.t0 = performance.now();
+    let body: PassThrough | null = null;
+    if (this.hasBody) {
+      // A PassThrough between the client and undici: undici destroys the body it
+      // was given when an upload fails, and destroying the client's request
+      // would cut the connection we still owe a 503 on. Unsent, it is reused.
+      if (this.body === null) {
+        this.body = new PassThrough();
+        this.req.pipe(this.body);
+      }
+      body = this.body;
+    }
+    t.pool.dispatch({ path: this.req.url ?? '/', method: this.req.method as Dispatcher.HttpMethod, headers: this.headers, body }, this);
+  }
+
+  onRequestStart(controller: Dispatcher.DispatchController): void {
+    if (this.done) {
+      controller.abort(new Error('client closed the connection'));
+      return;
+    }
+    this.controller = controller;
+    this.sent = true;
+  }
+
+  onResponseStart(controller: Dispatcher.DispatchController, statusCode: number, headers: IncomingHttpHeaders, statusMessage?: string): void {
+    if (statusCode < 200 || this.done) return; // 1xx informational: Node's server deals with its own
+    this.status = statusCode;
+    this.res.writeHead(statusCode, statusMessage || undefined, clientResponseHeaders(headers));
+  }
+
+  onResponseData(controller: Dispatcher.DispatchController, chunk: Buffer): void {
+    if (this.done) return;
+    if (!this.res.write(chunk)) {
+      controller.pause();
+      this.res.once('drain', () => controller.resume());
+    }
+  }
+
+  onResponseEnd(): void {
+    if (this.done) return;
+    this.done = true;
+    this.res.end();
+    const t = this.target!;
+    const ms = performance.now() - this.t0;
+    t.counters.recordResponse(this.status, ms);
+    t.duration.observe(ms / 1000);
+  }
+
+  onResponseError(_controller: Dispatcher.DispatchController, err: Error): void {
+    if (this.done) return;
+    const t = this.target!;
+    const site = this.site;
+    if (this.res.headersSent) {
+      // Broken mid-answer: the status is out, so the only signal left is a cut connection.
+      this.done = true;
+      site.connError(t, err);
+      this.res.destroy(err);
+      return;
+    }
+    if (isRequestError(err)) {
+      this.fail(400, 'US_BAD_REQUEST', `the request cannot be forwarded: ${err.message}`);
+      return;
+    }
+    site.connError(t, err);
+    if (this.failed === null || this.failedEpoch !== this.sentEpoch) {
+      this.failed = [];
+      this.failedEpoch = this.sentEpoch;
+    }
+    this.failed.push(t.name);
+    if (!this.sent) {
+      site.dispatch(this); // never reached the app: safe for every method
+      return;
+    }
+    if (!this.modifying && !this.hasBody && !this.retried) {
+      this.retried = true;
+      site.counters.retried++;
+      site.dispatch(this);
+      return;
+    }
+    if (this.modifying) {
+      site.counters.outcomeUnknown++;
+      this.fail(503, 'US_OUTCOME_UNKNOWN', `the connection to the app broke after the ${this.req.method} request was sent (${errorCode(err)}); it may or may not have been applied: check before sending it again`);
+    } else {
+      this.fail(503, 'US_UPSTREAM_FAILED', `the connection to the app broke twice (${errorCode(err)})`);
+    }
+  }
+
+  /** Answers the client with the director's own error (see front-errors.ts). */
+  fail(status: number, code: Parameters<typeof sendFrontError>[2], message: string): void {
+    if (this.done) return;
+    this.done = true;
+    sendFrontError(this.res, status, code, message);
+    if (this.body !== null && !this.body.destroyed) {
+      this.req.unpipe(this.body);
+      this.body.destroy();
+    }
+  }
+
+  private readonly onClientClose = (): void => {
+    if (this.done) return;
+    // The client went away before its answer: stop waiting and stop the upstream request.
+    this.done = true;
+    if (this.ticket !== null) {
+      this.site.hold.remove(this.ticket);
+      this.ticket = null;
+    }
+    this.controller?.abort(new Error('client closed the connection'));
+    this.body?.destroy();
+  };
+}

@@ -1,0 +1,103 @@
+import type { SiteStats, UpstreamStats } from '../shared/contracts.ts';
+import { LatencyWindow } from './latency-window.ts';
+
+/**
+ * Passive statistics, per site and per upstream, kept on the request path: what
+ * the controller's detectors read (`GET /v1/stats`) to see errors, refused
+ * connections and slowness without probing. Counters are cumulative since the
+ * director started; latency is over a sliding window of the last ~10 s.
+ *
+ * Recording costs a few increments and no allocation; status codes are counted in
+ * a fixed array (100..599) so that /metrics can report them per code.
+ */
+export class UpstreamCounters {
+  requests = 0;
+  errors5xx = 0;
+  connErrors = 0;
+  lastConnErrorAt: number | null = null;
+  /** Responses by status code; index = code - 100. */
+  readonly byStatus = new Uint32Array(500);
+  readonly latency = new LatencyWindow();
+
+  constructor(readonly upstream: string) {}
+
+  /** A response was received (any status) and fully relayed, or the relay failed mid-body. */
+  recordResponse(status: number, ms: number): void {
+    this.requests++;
+    if (status >= 500) this.errors5xx++;
+    if (status >= 100 && status < 600) this.byStatus[status - 100]!++;
+    this.latency.record(ms);
+  }
+
+  /** The upstream refused, reset or timed out a connection (before or after the request was sent). */
+  recordConnError(): void {
+    this.requests++;
+    this.connErrors++;
+    this.lastConnErrorAt = Date.now();
+  }
+
+  snapshot(): UpstreamStats {
+    return {
+      upstream: this.upstream,
+      requests: this.requests,
+      errors5xx: this.errors5xx,
+      connErrors: this.connErrors,
+      lastConnErrorAt: this.lastConnErrorAt,
+      latencyMs: this.latency.percentiles(),
+    };
+  }
+}
+
+/**
+ * What happened to requests the director could not simply forward. These extend
+ * the `SiteStats` contract (which names `held` and `heldTimedOut`).
+ */
+export class SiteCounters {
+  /** Requests that entered the hold queue (a request held twice counts twice). */
+  held = 0;
+  /** Held requests sent on after a route arrived. */
+  released = 0;
+  /** Held requests answered 503 because the hold timed out. */
+  heldTimedOut = 0;
+  /** Requests answered 503 at once because the hold queue was full. */
+  holdRejected = 0;
+  /** Idempotent requests re-sent after their connection broke once they were sent. */
+  retried = 0;
+  /** Modifying requests whose connection broke after they were sent: 503 US_OUTCOME_UNKNOWN. */
+  outcomeUnknown = 0;
+  readonly upstreams = new Map<string, UpstreamCounters>();
+
+  upstream(name: string): UpstreamCounters {
+    let u = this.upstreams.get(name);
+    if (u === undefined) {
+      u = new UpstreamCounters(name);
+      this.upstreams.set(name, u);
+    }
+    return u;
+  }
+}
+
+/** The `GET /v1/stats` entry of a site: the contract's fields plus the director's extra counters. */
+export interface DirectorSiteStats extends SiteStats {
+  /** Requests held right now. */
+  holding: number;
+  released: number;
+  holdRejected: number;
+  retried: number;
+  outcomeUnknown: number;
+}
+
+export function siteSnapshot(site: string, epoch: number, holding: number, c: SiteCounters): DirectorSiteStats {
+  return {
+    site,
+    epoch,
+    held: c.held,
+    heldTimedOut: c.heldTimedOut,
+    holding,
+    released: c.released,
+    holdRejected: c.holdRejected,
+    retried: c.retried,
+    outcomeUnknown: c.outcomeUnknown,
+    upstreams: [...c.upstreams.values()].map((u) => u.snapshot()),
+  };
+}
