@@ -85,6 +85,11 @@ export interface TransformRule {
   file: string;
   /** Dotted key → template (`{{host.address}}`, `{{host.profile.cpus}}`, `{{site.name}}`). */
   set: Record<string, string>;
+  /**
+   * Dotted key → literal value that is not a string in the YAML (`debug: false`,
+   * `workers: 2`), set as is. Absent when there are none. Keys never overlap `set`.
+   */
+  values?: Record<string, number | boolean | null>;
 }
 
 export interface SiteConfig {

@@ -1,0 +1,179 @@
+import path from 'node:path';
+import type { Finding } from './problems.ts';
+import type { ParsedSections } from './parse-sections.ts';
+import type { SiteInput } from './schema.ts';
+import type {
+  HostConfig,
+  SiteConfig,
+  StorageConfig,
+  TransformRule,
+  UnderstudyConfig,
+} from './types.ts';
+
+/**
+ * Validated input → the compiled form of types.ts: relative paths made absolute
+ * against `baseDir`, storage listen ports and host `boot` defaulted, standby pools
+ * expanded into host lists. Problems found on the way (a standby naming nothing,
+ * a primary in its own standby list) are pushed to `findings`; entries that were
+ * invalid are left out, so the result is only trustworthy when `findings` is empty.
+ */
+export function compileConfig(
+  parsed: ParsedSections,
+  where: { file: string; baseDir: string },
+  findings: Finding[],
+): UnderstudyConfig {
+  const abs = (p: string): string => path.resolve(where.baseDir, p);
+
+  const storage: Record<string, StorageConfig> = {};
+  for (const { name, index, value } of parsed.storage) {
+    if (!value) continue;
+    storage[name] = {
+      name,
+      path: abs(value.path),
+      listen: value.listen ?? { host: '127.0.0.1', port: 7100 + index },
+      backup: value.backup,
+    };
+  }
+
+  const hosts: Record<string, HostConfig> = {};
+  for (const { name, value } of parsed.hosts) {
+    if (!value) continue;
+    hosts[name] = {
+      name,
+      address: value.address,
+      storage: value.storage,
+      power: value.power,
+      profile: { ...value.profile },
+      agentPort: value.agentPort,
+      boot: value.boot ?? false, // settled below, once the sites are known
+    };
+  }
+
+  const pools: Record<string, string[]> = {};
+  for (const { name, value } of parsed.pools) if (value) pools[name] = [...value];
+  const hostNames = new Set(parsed.hosts.map((h) => h.name));
+  const poolNames = new Set(parsed.pools.map((p) => p.name));
+
+  const sites: Record<string, SiteConfig> = {};
+  for (const { name, value } of parsed.sites) {
+    if (!value) continue;
+    const standby = expandStandby(name, value, pools, hostNames, poolNames, findings);
+    sites[name] = {
+      name,
+      front: value.front,
+      app: {
+        command: [...value.app.command],
+        port: value.app.port,
+        ...(value.app.seed !== undefined ? { seed: abs(value.app.seed) } : {}),
+        env: { ...value.app.env },
+      },
+      primary: value.primary,
+      standby: standby.hosts,
+      ...(standby.pool !== undefined ? { standbyPool: standby.pool } : {}),
+      volume: {
+        replication: value.volume.replication,
+        readonly: [...value.volume.readonly],
+        ...(value.volume.backup ? { backup: { to: value.volume.backup.to, everyMs: value.volume.backup.every, keep: value.volume.backup.keep } } : {}),
+      },
+      transform: value.transform.map(compileRule),
+      health: {
+        probe: {
+          path: value.health.probe.path,
+          everyMs: value.health.probe.every,
+          timeoutMs: value.health.probe.timeout,
+          fall: value.health.probe.fall,
+          rise: value.health.probe.rise,
+        },
+        malfunction: { errorRate: value.health.malfunction.errorRate, windowMs: value.health.malfunction.window },
+        performance: { p95Ms: value.health.performance.p95, windowMs: value.health.performance.window },
+      },
+      scale: { max: value.scale.max, cooldownMs: value.scale.cooldown },
+    };
+  }
+
+  // boot: a host given no `boot` is powered on by `up` when it is a site's primary
+  // or the first standby of a site (its warm standby).
+  const warm = new Set<string>();
+  for (const s of Object.values(sites)) {
+    warm.add(s.primary);
+    if (s.standby[0] !== undefined) warm.add(s.standby[0]);
+  }
+  for (const { name, value } of parsed.hosts) {
+    const h = hosts[name];
+    if (h && value && value.boot === undefined) h.boot = warm.has(name);
+  }
+
+  const c = parsed.controller;
+  const d = parsed.director;
+  return {
+    file: where.file,
+    baseDir: where.baseDir,
+    controller: {
+      listen: c?.listen ?? { host: '127.0.0.1', port: 7070 },
+      stateDir: abs(c?.state ?? '.understudy/state'),
+    },
+    director: {
+      listen: d?.listen ?? { host: '127.0.0.1', port: 7071 },
+      holdMaxRequests: d?.hold.maxRequests ?? 1000,
+      holdTimeoutMs: d?.hold.timeout ?? 5000,
+    },
+    storage,
+    hosts,
+    pools,
+    sites,
+  };
+}
+
+function compileRule(rule: SiteInput['transform'][number]): TransformRule {
+  const set: Record<string, string> = {};
+  const values: Record<string, number | boolean | null> = {};
+  for (const [key, { value }] of Object.entries(rule.set)) {
+    if (typeof value === 'string') set[key] = value;
+    else values[key] = value;
+  }
+  return Object.keys(values).length > 0 ? { file: rule.file, set, values } : { file: rule.file, set };
+}
+
+/**
+ * `standby: spares` (a pool, or a single host), or `standby: [h3, spares]` (hosts and
+ * pools, expanded in place, duplicates dropped). A pool that contains the site's own
+ * primary is fine (pools are shared): the primary is left out. Naming the primary
+ * explicitly is a mistake and reported.
+ */
+function expandStandby(
+  site: string,
+  value: SiteInput,
+  pools: Record<string, string[]>,
+  hostNames: Set<string>,
+  poolNames: Set<string>,
+  findings: Finding[],
+): { hosts: string[]; pool?: string } {
+  const base = ['sites', site, 'standby'];
+  const list = typeof value.standby === 'string' ? [value.standby] : value.standby;
+  const out: string[] = [];
+  const add = (h: string): void => {
+    if (h !== value.primary && !out.includes(h)) out.push(h);
+  };
+  list.forEach((item, i) => {
+    const at = typeof value.standby === 'string' ? base : [...base, i];
+    if (poolNames.has(item)) {
+      for (const h of pools[item] ?? []) add(h);
+    } else if (hostNames.has(item)) {
+      if (item === value.primary) {
+        findings.push({ path: at, message: `${item} is the site's primary; a standby must be another host` });
+      }
+      add(item);
+    } else {
+      const known = [...poolNames].map((p) => `pool ${p}`).concat([...hostNames]);
+      findings.push({ path: at, message: `unknown pool or host ${item}${known.length ? ` (known: ${known.join(', ')})` : ''}` });
+    }
+  });
+  if (out.length === 0 && !findings.some((f) => f.path.slice(0, 3).join('.') === base.join('.'))) {
+    findings.push({
+      path: base,
+      message: 'names no standby host: a site needs at least one other host to fail over to',
+    });
+  }
+  const pool = typeof value.standby === 'string' && poolNames.has(value.standby) ? value.standby : undefined;
+  return pool !== undefined ? { hosts: out, pool } : { hosts: out };
+}

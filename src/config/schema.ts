@@ -1,0 +1,233 @@
+import { z } from 'zod';
+import { DURATION_MESSAGE, parseDuration } from './duration.ts';
+import { ADDRESS_MESSAGE, ENDPOINT_MESSAGE, isAddress, isPort, parseEndpoint } from './endpoint.ts';
+import { checkTemplate } from '../transform/template.ts';
+
+/**
+ * The config file as an operator writes it (see DESIGN.md "Config (YAML) — the
+ * shape"), validated field by field with defaults applied. Durations come out as
+ * milliseconds and addresses as endpoints; `compile.ts` then resolves paths,
+ * expands pools and fills defaults that depend on other sections. Every object is
+ * strict: an unknown key (a typo) is an error, never silently ignored.
+ */
+
+export const NAME_MESSAGE = 'names may use letters, digits, - and _, and must start with a letter or digit';
+const NAME_RE = /^[A-Za-z0-9][A-Za-z0-9_-]{0,62}$/;
+
+/** A user-facing message on any value that fails `check`; `undefined` means "is required" (set in issueMessage). */
+function custom<T>(message: string, convert: (v: unknown) => T | undefined) {
+  return z.unknown().transform((v, ctx): T => {
+    const out = v === undefined ? undefined : convert(v);
+    if (out === undefined) {
+      ctx.addIssue({ code: 'custom', message: v === undefined ? 'is required' : message });
+      return z.NEVER;
+    }
+    return out;
+  });
+}
+
+/** A positive duration ("200ms", "5s") → milliseconds. */
+const duration = custom(DURATION_MESSAGE, (v) => {
+  const ms = parseDuration(v);
+  return ms !== undefined && ms > 0 ? ms : undefined;
+});
+
+const endpoint = custom(ENDPOINT_MESSAGE, parseEndpoint);
+const address = custom(ADDRESS_MESSAGE, (v) => (isAddress(v) ? v : undefined));
+const port = custom('must be a port number (1-65535)', (v) => (isPort(v) ? v : undefined));
+
+function int(min: number, what = `a whole number of at least ${min}`) {
+  return custom(`must be ${what}`, (v) => (typeof v === 'number' && Number.isInteger(v) && v >= min ? v : undefined));
+}
+
+const text = custom('must be a non-empty string', (v) => (typeof v === 'string' && v.trim() !== '' ? v : undefined));
+const name = custom(`must be a name (${NAME_MESSAGE})`, (v) => (typeof v === 'string' && NAME_RE.test(v) ? v : undefined));
+const bool = custom('must be true or false', (v) => (typeof v === 'boolean' ? v : undefined));
+
+/** A path inside a volume: relative, without `..`. */
+const volumePath = custom('must be a path inside the volume (relative, without ..)', (v) => {
+  if (typeof v !== 'string' || v.trim() === '' || v.startsWith('/') || /^[A-Za-z]:/.test(v)) return undefined;
+  return v.split(/[\\/]/).includes('..') ? undefined : v;
+});
+
+const recordKey = z.string().regex(NAME_RE, { error: NAME_MESSAGE });
+
+// ---------------------------------------------------------------- sections
+
+const controller = z
+  .strictObject({
+    listen: endpoint.default({ host: '127.0.0.1', port: 7070 }),
+    state: custom('must be a directory path (etcd state is not supported yet)', (v) =>
+      typeof v === 'string' && v.trim() !== '' ? v : undefined,
+    ).default('.understudy/state'),
+  })
+  .prefault({});
+
+const director = z
+  .strictObject({
+    listen: endpoint.default({ host: '127.0.0.1', port: 7071 }),
+    hold: z
+      .strictObject({
+        maxRequests: int(0).default(1000),
+        timeout: duration.default(5000),
+      })
+      .prefault({}),
+  })
+  .prefault({});
+
+const storage = z.strictObject({
+  path: text,
+  backup: bool.default(false),
+  /** @default 127.0.0.1:(7100 + index in file order) — set in compile.ts */
+  listen: endpoint.optional(),
+});
+
+const profile = z
+  .looseObject({
+    cpus: int(1).default(1),
+    memoryMb: int(1).default(1024),
+  })
+  .prefault({});
+
+const host = z.strictObject({
+  address,
+  storage: name,
+  power: custom('must be local (the only relay driver today)', (v) => (v === 'local' ? ('local' as const) : undefined)).default(
+    'local',
+  ),
+  profile,
+  agentPort: port.default(7001),
+  /** @default true for a site's primary and first standby — set in compile.ts */
+  boot: bool.optional(),
+});
+
+const envValue = custom('must be a string, number or boolean', (v) =>
+  typeof v === 'string' ? v : typeof v === 'number' || typeof v === 'boolean' ? String(v) : undefined,
+);
+
+const app = z.strictObject({
+  command: z.array(text, { error: 'must be a list like [node, server.js]' }).min(1, { error: 'must name a program to run' }),
+  port,
+  seed: text.optional(),
+  env: z.record(z.string(), envValue, { error: 'must be a map of NAME: value' }).default({}),
+});
+
+const standby = custom('must be a pool name or a list of host names', (v) => {
+  if (typeof v === 'string' && v.trim() !== '') return v;
+  if (Array.isArray(v) && v.every((h) => typeof h === 'string' && h.trim() !== '')) return v as string[];
+  return undefined;
+});
+
+const backup = z.strictObject({
+  to: name,
+  every: duration.default(30_000),
+  keep: int(1).default(20),
+});
+
+const volume = z
+  .strictObject({
+    replication: custom('must be sync or async', (v) => (v === 'sync' || v === 'async' ? v : undefined)).default('async'),
+    readonly: z.array(volumePath, { error: 'must be a list of paths in the volume' }).default([]),
+    backup: backup.optional(),
+  })
+  .prefault({});
+
+const dottedKey = z.string().regex(/^[^.\s]+(\.[^.\s]+)*$/, { error: 'must be a dotted key like listen.host' });
+const setValue = custom('must be a template string, a number, true/false or null', (v) => {
+  if (v === null || typeof v === 'number' || typeof v === 'boolean') return { value: v };
+  if (typeof v === 'string') return { value: v };
+  return undefined;
+}).superRefine((out, ctx) => {
+  if (typeof out.value === 'string') {
+    const problem = checkTemplate(out.value);
+    if (problem !== undefined) ctx.addIssue({ code: 'custom', message: problem });
+  }
+});
+
+const transformRule = z.strictObject({
+  file: volumePath,
+  set: z.record(dottedKey, setValue, { error: 'must be a map of dotted key: template' }),
+});
+
+const health = z
+  .strictObject({
+    probe: z
+      .strictObject({
+        path: custom('must be a URL path starting with /', (v) => (typeof v === 'string' && v.startsWith('/') ? v : undefined)).default(
+          '/healthz',
+        ),
+        every: duration.default(200),
+        timeout: duration.default(500),
+        fall: int(1).default(2),
+        rise: int(1).default(2),
+      })
+      .prefault({}),
+    malfunction: z
+      .strictObject({
+        errorRate: custom('must be a fraction between 0 and 1, like 0.2', (v) =>
+          typeof v === 'number' && v > 0 && v <= 1 ? v : undefined,
+        ).default(0.2),
+        window: duration.default(5000),
+      })
+      .prefault({}),
+    performance: z
+      .strictObject({
+        p95: duration.default(300),
+        window: duration.default(10_000),
+      })
+      .prefault({}),
+  })
+  .prefault({});
+
+const scale = z
+  .strictObject({
+    max: int(1).default(1),
+    cooldown: duration.default(30_000),
+  })
+  .prefault({});
+
+const site = z.strictObject({
+  front: endpoint,
+  app,
+  primary: name,
+  standby,
+  volume,
+  transform: z.array(transformRule, { error: 'must be a list of { file, set } rules' }).default([]),
+  health,
+  scale,
+});
+
+/**
+ * The schemas of each part of the file. `load-config.ts` validates the file section
+ * by section and entry by entry, so that one broken host does not hide the
+ * problems of the others (and the reference checks still run on the rest).
+ */
+export const sectionSchemas = {
+  controller,
+  director,
+  storage,
+  host,
+  pool: z.array(name, { error: 'must be a list of host names' }),
+  site,
+  recordKey,
+  nameMessage: NAME_MESSAGE,
+} as const;
+
+/** The top level: which sections exist; each is validated by its own schema. */
+export const topLevelSchema = z.strictObject(
+  {
+    controller: z.unknown().optional(),
+    director: z.unknown().optional(),
+    storage: z.unknown().optional(),
+    hosts: z.unknown().optional(),
+    pools: z.unknown().optional(),
+    sites: z.unknown().optional(),
+  },
+  { error: 'the file must be a YAML map with controller, storage, hosts, pools and sites' },
+);
+
+export type ControllerInput = z.output<typeof controller>;
+export type DirectorInput = z.output<typeof director>;
+export type StorageInput = z.output<typeof storage>;
+export type HostInput = z.output<typeof host>;
+export type SiteInput = z.output<typeof site>;
