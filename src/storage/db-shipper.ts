@@ -1,0 +1,529 @@
+import fs from 'node:fs';
+import fsp from 'node:fs/promises';
+import path from 'node:path';
+import { createHash } from 'node:crypto';
+import Database from 'better-sqlite3';
+import type { Logger } from 'pino';
+import type { ReplicationState } from '../shared/contracts.ts';
+import { UnderstudyError, isUnderstudyError } from '../shared/errors.ts';
+import { type WalChecksum } from './wal-checksum.ts';
+import { WAL_HEADER_SIZE, frameOffset, frameSize, parseWalHeader, sameWalGeneration, scanFrames, type WalHeader } from './wal-format.ts';
+import { readWalIndexHeader } from './wal-index.ts';
+import type { ReplicaClient } from './replica-protocol.ts';
+
+/**
+ * Ships one SQLite database (WAL mode) to a replica by copying verbatim WAL frames,
+ * in the manner of Litestream. The replica is at every instant "a snapshot image +
+ * a verbatim prefix of the source WAL", so it always opens as a consistent database.
+ *
+ * Two connections to the source database:
+ *  - R holds a read transaction at all times (except inside a window where W holds
+ *    the write lock). A reader pins the WAL: a checkpoint cannot backfill past its
+ *    read mark, and the WAL cannot be restarted while it reads from the WAL; a
+ *    reader on read-mark 0 (WAL fully backfilled) lets at most one restart happen,
+ *    after which no backfill (hence no second restart) is possible. So between two
+ *    polls the WAL restarts at most once, and only when every frame we have not
+ *    shipped was captured first (see `checkpointCycle`).
+ *  - W takes the write lock (BEGIN IMMEDIATE; app writers wait on their busy_timeout)
+ *    for the short windows in which we must see a still WAL: a new generation
+ *    (snapshot) and the checkpoint cycle. R alone cannot do both (a connection cannot
+ *    start a write transaction inside a read one), and releasing R before locking
+ *    would open a window in which the app may restart the WAL under us.
+ *
+ * Positions: a position is `walSeq * 2^32 + frame`, where walSeq numbers the WAL
+ * generations this shipper followed (+1 at every WAL restart, +2 at every snapshot, so
+ * a snapshot orders after anything seen before it). `ackedLsn` is the position the
+ * replica confirmed, `seenLsn` the last commit seen in the source. A caller that wants
+ * "has the replica got everything committed so far?" takes `position()` and waits
+ * until `ackedLsn` reaches it (VolumeShipper.waitConfirmed).
+ */
+export interface DbShipperOptions {
+  volumeDir: string;
+  /** Path of the database relative to the volume, e.g. `orders.db`. */
+  rel: string;
+  client: ReplicaClient;
+  logger: Logger;
+  /** WAL frames after which the shipper runs a PASSIVE checkpoint once all is shipped. @default 1000 */
+  checkpointFrames?: number;
+  /** Idle poll interval; after a poll that found work it polls again at once. @default 10 */
+  idlePollMs?: number;
+  /** Bytes per snapshot chunk request. @default 8 MiB */
+  chunkBytes?: number;
+  /** Most bytes of WAL read (and shipped) per poll. @default 16 MiB */
+  maxBatchBytes?: number;
+  /** Called whenever `ackedLsn` grows. */
+  onAck?: () => void;
+}
+
+interface Track {
+  /** Header of the WAL generation the replica continues; null when the file had none. */
+  hdr: WalHeader | null;
+  /** True when `hdr` is a leftover header (the live WAL had no frames at the snapshot). */
+  stale: boolean;
+  /** Last frame of the current WAL the replica holds. */
+  lastFrame: number;
+  /** Checksum at `lastFrame` (the header's when 0). */
+  checksum: WalChecksum;
+  /** Number of this WAL generation (see positions above). */
+  walSeq: number;
+}
+
+const WAL_SPAN = 2 ** 32;
+function lsnOf(walSeq: number, frame: number): number {
+  return walSeq * WAL_SPAN + frame;
+}
+
+class GapError extends Error {}
+
+let generationCounter = 0;
+/** Unique, increasing generation numbers (ms clock, bumped on collisions). */
+export function nextGeneration(): number {
+  generationCounter = Math.max(Date.now(), generationCounter + 1);
+  return generationCounter;
+}
+
+export class DbShipper {
+  readonly rel: string;
+  private readonly dbPath: string;
+  private readonly walPath: string;
+  private readonly shmPath: string;
+  private readonly opts: Required<Omit<DbShipperOptions, 'onAck'>> & Pick<DbShipperOptions, 'onAck'>;
+  private readonly log: Logger;
+  private R: Database.Database | null = null;
+  private W: Database.Database | null = null;
+  private track: Track | null = null;
+  private stopped = false;
+  private loop: Promise<void> | null = null;
+  private wake: (() => void) | null = null;
+  private watcher: fs.FSWatcher | null = null;
+  private lastCkpt: unknown = null;
+  /** Position of the last checkpoint cycle: one cycle per position is enough. */
+  private lastCycleLsn = -1;
+
+  state: ReplicationState = 'none';
+  generation = 0;
+  lastError: string | undefined;
+  ackedLsn = 0;
+  seenLsn = 0;
+  private walSeq = 0;
+  /** Commit positions seen but not acked yet, oldest first, with when they were seen. */
+  private pending: { lsn: number; at: number }[] = [];
+
+  constructor(opts: DbShipperOptions) {
+    this.opts = { checkpointFrames: 1000, idlePollMs: 10, chunkBytes: 8 << 20, maxBatchBytes: 16 << 20, ...opts };
+    this.rel = opts.rel;
+    this.dbPath = path.join(opts.volumeDir, opts.rel);
+    this.walPath = `${this.dbPath}-wal`;
+    this.shmPath = `${this.dbPath}-shm`;
+    this.log = opts.logger.child({ db: opts.rel });
+  }
+
+  start(): void {
+    if (this.loop) return;
+    this.stopped = false;
+    try {
+      // A hint only: polling is the truth (watch events are coalesced and may be lost).
+      this.watcher = fs.watch(path.dirname(this.dbPath), { persistent: false }, (_ev, name) => {
+        if (name && String(name).startsWith(path.basename(this.dbPath))) this.poke();
+      });
+      this.watcher.on('error', () => { this.watcher?.close(); this.watcher = null; });
+    } catch { this.watcher = null; }
+    this.loop = this.run();
+  }
+
+  async stop(): Promise<void> {
+    this.stopped = true;
+    this.poke();
+    this.watcher?.close();
+    this.watcher = null;
+    await this.loop;
+    this.loop = null;
+    this.closeConnections();
+    if (this.state !== 'none') this.state = 'stopped';
+  }
+
+  /** Age of the oldest committed change not yet confirmed by the replica (0 when caught up). */
+  lagMs(now = Date.now()): number {
+    const first = this.pending[0];
+    return first ? Math.max(0, now - first.at) : 0;
+  }
+
+  /** Reads the WAL now and returns the position of the last commit seen. */
+  async position(): Promise<number> {
+    try { await this.observe(); } catch { /* the loop reports errors */ }
+    return this.seenLsn;
+  }
+
+  private poke(): void {
+    const w = this.wake;
+    this.wake = null;
+    w?.();
+  }
+
+  private sleep(ms: number): Promise<void> {
+    return new Promise((resolve) => {
+      const t = setTimeout(() => { this.wake = null; resolve(); }, ms);
+      this.wake = () => { clearTimeout(t); resolve(); };
+    });
+  }
+
+  private async run(): Promise<void> {
+    let backoff = 50;
+    let needGeneration = true;
+    while (!this.stopped) {
+      let busy: boolean;
+      try {
+        if (needGeneration) {
+          await this.newGeneration();
+          needGeneration = false;
+          busy = true;
+        } else {
+          busy = await this.pollOnce();
+        }
+        backoff = 50;
+        this.state = 'streaming';
+        this.lastError = undefined;
+      } catch (e) {
+        if (this.stopped) break;
+        needGeneration = true;
+        const msg = e instanceof Error ? e.message : String(e);
+        if (e instanceof GapError) {
+          this.log.info({ reason: msg }, 'WAL gap; starting a new generation');
+          continue;
+        }
+        if (this.lastError !== msg) this.log.warn({ err: msg, generation: this.generation }, 'replication of database interrupted; will resume with a new generation');
+        this.state = 'error';
+        this.lastError = msg;
+        try { await this.observe(); } catch { /* keep the lag growing from what we saw */ }
+        await this.sleep(backoff);
+        backoff = Math.min(backoff * 2, isUnderstudyError(e) && e.code === 'US_STALE_EPOCH' ? 5000 : 2000);
+        continue;
+      }
+      if (!busy) await this.sleep(this.opts.idlePollMs);
+    }
+  }
+
+  // ------------------------------------------------------------ connections and file reads
+
+  private openConnections(): void {
+    if (this.R && this.W) return;
+    this.closeConnections();
+    const R = new Database(this.dbPath, { fileMustExist: true });
+    const W = new Database(this.dbPath, { fileMustExist: true });
+    R.pragma('busy_timeout = 5000');
+    W.pragma('busy_timeout = 20');
+    this.R = R;
+    this.W = W;
+  }
+
+  private closeConnections(): void {
+    for (const c of [this.R, this.W]) {
+      try { if (c?.inTransaction) c.exec('ROLLBACK'); } catch { /* closing anyway */ }
+      try { c?.close(); } catch { /* already closed */ }
+    }
+    this.R = null;
+    this.W = null;
+  }
+
+  /** Starts (or restarts) R's read transaction at the newest committed state. */
+  private beginRead(): void {
+    const R = this.R!;
+    if (R.inTransaction) R.exec('ROLLBACK');
+    R.exec('BEGIN');
+    R.prepare('SELECT count(*) FROM sqlite_master').get();
+  }
+
+  /**
+   * Runs `fn` while W holds the database's write lock: no app transaction can commit
+   * meanwhile. W waits at most 20 ms per attempt (synchronously) and retries from the
+   * event loop, so a long app transaction does not freeze this process's API.
+   */
+  private async withWriteLock<T>(fn: () => T): Promise<T> {
+    const W = this.W!;
+    const deadline = Date.now() + 10_000;
+    for (;;) {
+      try {
+        W.exec('BEGIN IMMEDIATE');
+        break;
+      } catch (e) {
+        const code = (e as { code?: string }).code ?? '';
+        if (!code.startsWith('SQLITE_BUSY') || Date.now() > deadline || this.stopped) {
+          throw new UnderstudyError('US_REPLICATION', `${this.dbPath}: cannot take the write lock for a consistent snapshot: ${(e as Error).message}`);
+        }
+        await new Promise((r) => setTimeout(r, 2));
+      }
+    }
+    try {
+      return fn();
+    } finally {
+      W.exec('ROLLBACK');
+    }
+  }
+
+  private async readWal(offset: number, maxBytes: number): Promise<Buffer> {
+    let h: fsp.FileHandle;
+    try { h = await fsp.open(this.walPath, 'r'); } catch (e) {
+      if ((e as NodeJS.ErrnoException).code === 'ENOENT') return Buffer.alloc(0);
+      throw e;
+    }
+    try {
+      const { size } = await h.stat();
+      const n = Math.max(0, Math.min(size - offset, maxBytes));
+      const buf = Buffer.alloc(n);
+      let got = 0;
+      while (got < n) {
+        const r = await h.read(buf, got, n - got, offset + got);
+        if (r.bytesRead === 0) break;
+        got += r.bytesRead;
+      }
+      return buf.subarray(0, got);
+    } finally {
+      await h.close();
+    }
+  }
+
+  private readWalSync(offset: number, length: number): Buffer {
+    let fd: number;
+    try { fd = fs.openSync(this.walPath, 'r'); } catch { return Buffer.alloc(0); }
+    try {
+      const buf = Buffer.alloc(length);
+      const got = fs.readSync(fd, buf, 0, length, offset);
+      return buf.subarray(0, got);
+    } finally {
+      fs.closeSync(fd);
+    }
+  }
+
+  // ------------------------------------------------------------ positions and lag
+
+  private noteSeen(lsn: number): void {
+    if (lsn <= this.seenLsn) return;
+    this.seenLsn = lsn;
+    const last = this.pending[this.pending.length - 1];
+    if (!last || last.lsn < lsn) this.pending.push({ lsn, at: Date.now() });
+  }
+
+  private noteAcked(lsn: number): void {
+    if (lsn > this.ackedLsn) this.ackedLsn = lsn;
+    if (this.ackedLsn > this.seenLsn) this.seenLsn = this.ackedLsn;
+    while (this.pending.length > 0 && this.pending[0]!.lsn <= this.ackedLsn) this.pending.shift();
+    this.opts.onAck?.();
+  }
+
+  /** Updates `seenLsn` from the WAL without shipping (for lag and `position()`). */
+  private async observe(): Promise<void> {
+    const t = this.track;
+    if (!t) return;
+    const hdr = parseWalHeader(await this.readWal(0, WAL_HEADER_SIZE));
+    if (!hdr) return;
+    if (t.stale || !t.hdr || !sameWalGeneration(hdr, t.hdr)) {
+      if (t.stale && t.hdr && sameWalGeneration(hdr, t.hdr)) return; // still the leftover header
+      // A new WAL not processed yet: its commits come after anything of the current one.
+      const last = await this.lastCommit(hdr, 1, hdr.checksum);
+      if (last >= 1) this.noteSeen(lsnOf(t.walSeq + 1, last));
+      return;
+    }
+    const last = await this.lastCommit(hdr, t.lastFrame + 1, t.checksum);
+    if (last > t.lastFrame) this.noteSeen(lsnOf(t.walSeq, last));
+  }
+
+  /** Index of the last valid commit frame from `first` on, reading the whole WAL in batches. */
+  private async lastCommit(hdr: WalHeader, first: number, prev: WalChecksum): Promise<number> {
+    let last = first - 1;
+    let index = first;
+    let ck = prev;
+    for (;;) {
+      const data = await this.readWal(frameOffset(hdr.pageSize, index), this.opts.maxBatchBytes);
+      const scan = scanFrames(data, hdr, index, ck);
+      if (scan.lastCommitIndex >= index) last = scan.lastCommitIndex;
+      const whole = Math.floor(data.length / frameSize(hdr.pageSize));
+      if (scan.stop !== 'end' || scan.validFrames < whole || whole === 0 || data.length < this.opts.maxBatchBytes - frameSize(hdr.pageSize)) return last;
+      // Continue after the last commit of this batch (frames after it are re-read).
+      if (scan.lastCommitIndex < index) return last; // one transaction larger than a batch: good enough
+      index = scan.lastCommitIndex + 1;
+      ck = scan.lastCommitChecksum;
+    }
+  }
+
+  // ------------------------------------------------------------ new generation
+
+  /**
+   * Snapshot: under the write lock, R re-reads at the newest state, we read which
+   * part of the WAL is live (from the WAL index) and its frames verbatim, and take
+   * R.serialize() — the database image at exactly that state. The replica installs
+   * image + WAL header + frames 1..P.
+   */
+  private async newGeneration(): Promise<void> {
+    this.state = 'snapshotting';
+    this.openConnections();
+    const generation = nextGeneration();
+    const walSeq = this.walSeq + 2;
+    let image!: Buffer;
+    let wal!: Buffer;
+    let track!: Track;
+    await this.withWriteLock(() => {
+      this.beginRead();
+      const idx = readWalIndexHeader(this.shmPath);
+      if (!idx) throw new UnderstudyError('US_REPLICATION', `${this.dbPath}-shm: cannot read the WAL index; is the database in WAL mode?`);
+      const fileHdr = parseWalHeader(this.readWalSync(0, WAL_HEADER_SIZE));
+      const live = fileHdr !== null && fileHdr.salt1 === idx.salt1 && fileHdr.salt2 === idx.salt2;
+      if (idx.mxFrame > 0) {
+        if (!live) throw new UnderstudyError('US_REPLICATION', `${this.walPath}: the WAL header does not match the WAL index`);
+        const body = this.readWalSync(WAL_HEADER_SIZE, idx.mxFrame * frameSize(fileHdr.pageSize));
+        const scan = scanFrames(body, fileHdr, 1, fileHdr.checksum);
+        if (scan.lastCommitIndex < idx.mxFrame) {
+          throw new UnderstudyError('US_REPLICATION', `${this.walPath}: live frames 1..${idx.mxFrame} do not verify (valid commits up to ${scan.lastCommitIndex})`);
+        }
+        wal = Buffer.concat([fileHdr.raw, scan.frames.subarray(0, idx.mxFrame * frameSize(fileHdr.pageSize))]);
+        track = { hdr: fileHdr, stale: false, lastFrame: idx.mxFrame, checksum: scan.lastCommitChecksum, walSeq };
+      } else if (live) {
+        wal = Buffer.from(fileHdr.raw);
+        track = { hdr: fileHdr, stale: false, lastFrame: 0, checksum: fileHdr.checksum, walSeq };
+      } else {
+        // The file's header (if any) is a leftover: the next write starts a new one.
+        wal = Buffer.alloc(0);
+        track = { hdr: fileHdr, stale: true, lastFrame: 0, checksum: [0, 0], walSeq };
+      }
+      image = this.R!.serialize();
+    });
+    const capturedLsn = lsnOf(walSeq, track.lastFrame);
+    this.noteSeen(capturedLsn);
+    this.walSeq = walSeq;
+    this.track = null;
+    this.generation = generation;
+    const c = this.opts.client;
+    for (const [part, buf] of [['db', image], ['wal', wal]] as const) {
+      for (let off = 0; off < buf.length || off === 0; off += this.opts.chunkBytes) {
+        if (this.stopped) return;
+        await c.snapshotChunk({ db: this.rel, generation, part, offset: off, data: buf.subarray(off, off + this.opts.chunkBytes).toString('base64') });
+        if (buf.length === 0) break;
+      }
+    }
+    await c.snapshotCommit({ db: this.rel, generation, dbSize: image.length, dbSha256: createHash('sha256').update(image).digest('hex'), walSize: wal.length });
+    this.track = track;
+    this.noteAcked(capturedLsn);
+    this.log.info({ generation, bytes: image.length, walFrames: track.lastFrame }, 'database snapshot shipped');
+  }
+
+  // ------------------------------------------------------------ steady state
+
+  /** One look at the WAL; ships what is new. Returns true when it did work. */
+  private async pollOnce(): Promise<boolean> {
+    const t = this.track!;
+    const hdr = parseWalHeader(await this.readWal(0, WAL_HEADER_SIZE));
+    if (!hdr) return false; // no WAL, or truncated and not rewritten yet
+    if (t.stale || t.hdr === null || !sameWalGeneration(hdr, t.hdr)) {
+      if (t.stale && t.hdr !== null && sameWalGeneration(hdr, t.hdr)) return false; // still the leftover header
+      return this.switchWal(hdr);
+    }
+    const shipped = await this.shipFrom(hdr);
+    // Under steady load there is always something new: the cycle captures it under the lock.
+    const t2 = this.track!;
+    if (t2.lastFrame >= this.opts.checkpointFrames && lsnOf(t2.walSeq, t2.lastFrame) !== this.lastCycleLsn) return this.checkpointCycle();
+    return shipped;
+  }
+
+  /** Ships the committed frames after `track.lastFrame` in the current WAL. */
+  private async shipFrom(hdr: WalHeader): Promise<boolean> {
+    const t = this.track!;
+    const data = await this.readWal(frameOffset(hdr.pageSize, t.lastFrame + 1), this.opts.maxBatchBytes);
+    const scan = scanFrames(data, hdr, t.lastFrame + 1, t.checksum);
+    if (scan.lastCommitIndex <= t.lastFrame) {
+      if (data.length >= this.opts.maxBatchBytes && scan.stop === 'end') {
+        throw new UnderstudyError('US_REPLICATION', `${this.dbPath}: a transaction larger than ${this.opts.maxBatchBytes} bytes; shipping a snapshot instead`);
+      }
+      return false;
+    }
+    await this.sendFrames(hdr, undefined, scan.firstIndex, scan.frames, scan.lastCommitIndex, scan.lastCommitChecksum);
+    return true;
+  }
+
+  private async sendFrames(hdr: WalHeader, newWal: Buffer | undefined, firstIndex: number, frames: Buffer, lastIndex: number, checksum: WalChecksum): Promise<void> {
+    const walSeq = newWal ? this.track!.walSeq + 1 : this.track!.walSeq;
+    const lsn = lsnOf(walSeq, lastIndex);
+    this.noteSeen(lsn);
+    const res = await this.opts.client.frames({
+      db: this.rel, generation: this.generation, firstIndex, frames: frames.toString('base64'),
+      ...(newWal ? { newWal: newWal.toString('base64') } : {}),
+    });
+    if (res.lastFrame !== lastIndex) throw new UnderstudyError('US_REPLICATION', `replica acknowledged frame ${res.lastFrame}, expected ${lastIndex}`);
+    this.track = { hdr, stale: false, lastFrame: lastIndex, checksum, walSeq };
+    this.walSeq = walSeq;
+    this.noteAcked(lsn);
+  }
+
+  /**
+   * The WAL header changed: the app restarted the WAL (a checkpoint reached its end),
+   * possibly truncating it. Gapless only if the checkpoint sequence is exactly +1 and
+   * no committed frame of the old WAL beyond what we shipped is lost: frames at
+   * lastFrame+1.. that still carry the old salts and continue our chain are shipped
+   * first; a frame with the new salts inside that old tail means it was overwritten.
+   * Anything else is a gap → new generation.
+   */
+  private async switchWal(hdr: WalHeader): Promise<boolean> {
+    const t = this.track!;
+    if (!t.stale && t.hdr !== null) {
+      if (hdr.checkpointSeq !== ((t.hdr.checkpointSeq + 1) >>> 0)) {
+        throw new GapError(`${this.walPath}: WAL restarted more than once (checkpoint sequence ${t.hdr.checkpointSeq} → ${hdr.checkpointSeq}); shipping a snapshot`);
+      }
+      const old = t.hdr;
+      const tail = await this.readWal(frameOffset(old.pageSize, t.lastFrame + 1), this.opts.maxBatchBytes);
+      const scan = scanFrames(tail, old, t.lastFrame + 1, t.checksum);
+      if (scan.validFrames > 0 && scan.stop === 'salt' && scan.stopSalts?.[0] === hdr.salt1 && scan.stopSalts[1] === hdr.salt2) {
+        throw new GapError(`${this.walPath}: the old WAL's unshipped tail was overwritten by the new WAL; shipping a snapshot`);
+      }
+      if (scan.lastCommitIndex > t.lastFrame) {
+        await this.sendFrames(old, undefined, scan.firstIndex, scan.frames, scan.lastCommitIndex, scan.lastCommitChecksum);
+        return true; // the next poll switches to the new WAL
+      }
+    }
+    this.log.debug({ from: t.hdr?.checkpointSeq, to: hdr.checkpointSeq, lastFrame: t.lastFrame, stale: t.stale }, 'WAL switch');
+    // Start the new WAL on the replica with its header and its committed frames.
+    const body = await this.readWal(WAL_HEADER_SIZE, this.opts.maxBatchBytes);
+    const again = parseWalHeader(await this.readWal(0, WAL_HEADER_SIZE));
+    if (!again || !sameWalGeneration(again, hdr)) return true; // moved again meanwhile: look once more
+    const scan = scanFrames(body, hdr, 1, hdr.checksum);
+    if (scan.lastCommitIndex < 1) return false; // header written, no commit yet
+    await this.sendFrames(hdr, hdr.raw, 1, scan.frames, scan.lastCommitIndex, scan.lastCommitChecksum);
+    return true;
+  }
+
+  /**
+   * The WAL is long and everything is shipped: let the app's database catch up.
+   * Under the write lock (nothing can commit) we capture any frame committed since
+   * the last poll, then release R, run a PASSIVE checkpoint and re-begin R, then
+   * release the lock. The WAL may restart right after, but every committed frame of
+   * the old WAL is already in our hands, so the restart is gapless.
+   */
+  private async checkpointCycle(): Promise<boolean> {
+    const t = this.track!;
+    let captured: { first: number; frames: Buffer; last: number; checksum: WalChecksum } | null = null;
+    let ok = true;
+    await this.withWriteLock(() => {
+      const idx = readWalIndexHeader(this.shmPath);
+      if (!idx || !t.hdr || idx.salt1 !== t.hdr.salt1 || idx.salt2 !== t.hdr.salt2 || idx.mxFrame < t.lastFrame) {
+        ok = false; // a restart we have not processed: the next poll handles it
+        return;
+      }
+      if (idx.mxFrame > t.lastFrame) {
+        const fsz = frameSize(t.hdr.pageSize);
+        const data = this.readWalSync(frameOffset(t.hdr.pageSize, t.lastFrame + 1), (idx.mxFrame - t.lastFrame) * fsz);
+        const scan = scanFrames(data, t.hdr, t.lastFrame + 1, t.checksum);
+        if (scan.lastCommitIndex !== idx.mxFrame) throw new GapError(`${this.walPath}: frames up to ${idx.mxFrame} do not verify`);
+        captured = { first: t.lastFrame + 1, frames: Buffer.from(scan.frames), last: scan.lastCommitIndex, checksum: scan.lastCommitChecksum };
+      }
+      const R = this.R!;
+      if (R.inTransaction) R.exec('ROLLBACK');
+      this.lastCkpt = R.pragma('wal_checkpoint(PASSIVE)');
+      this.beginRead();
+    });
+    const cp = captured as { first: number; last: number } | null;
+    this.log.debug({ ok, lastFrame: t.lastFrame, captured: cp ? [cp.first, cp.last] : null, ckpt: this.lastCkpt }, 'checkpoint cycle');
+    if (!ok) return false;
+    this.lastCycleLsn = lsnOf(t.walSeq, cp ? cp.last : t.lastFrame);
+    const c = captured as { first: number; frames: Buffer; last: number; checksum: WalChecksum } | null;
+    // A failure here makes the loop start a new generation.
+    if (c) await this.sendFrames(t.hdr!, undefined, c.first, c.frames, c.last, c.checksum);
+    return true;
+  }
+}

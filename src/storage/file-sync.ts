@@ -1,0 +1,165 @@
+import fs from 'node:fs';
+import fsp from 'node:fs/promises';
+import path from 'node:path';
+import type { Logger } from 'pino';
+import { UnderstudyError } from '../shared/errors.ts';
+import { removeDurable, writeFileDurable } from './fs-durable.ts';
+import { FileManifest, sha256 } from './file-manifest.ts';
+import { isDatabaseArtifact } from './sqlite-file.ts';
+import type { FilesRequest, ReplicaClient } from './replica-protocol.ts';
+
+/**
+ * Keeps the replica's plain files equal to the source's. A periodic scan of the
+ * manifest is the truth; fs.watch events only make the next scan come sooner.
+ * `confirmed` is what the replica is known to hold (path → sha256), learnt from its
+ * manifest at `start` (hello) and updated on every acknowledged batch.
+ */
+export interface FileShipperOptions {
+  volumeDir: string;
+  client: ReplicaClient;
+  logger: Logger;
+  /** Interval of the full scan. @default 1000 */
+  scanMs?: number;
+  /** Most bytes of file content per request. @default 16 MiB */
+  maxBatchBytes?: number;
+}
+
+export class FileShipper {
+  private readonly manifest: FileManifest;
+  private confirmed = new Map<string, string>();
+  private stopped = false;
+  private loop: Promise<void> | null = null;
+  private wake: (() => void) | null = null;
+  private watcher: fs.FSWatcher | null = null;
+  /** When the oldest difference not yet confirmed was first seen. */
+  private dirtySince: number | null = null;
+  state: 'streaming' | 'error' | 'stopped' = 'streaming';
+  lastError: string | undefined;
+  /** Called after every scan (the volume shipper discovers new databases then). */
+  onScan: (() => void) | null = null;
+
+  constructor(private readonly opts: FileShipperOptions) {
+    this.manifest = new FileManifest(opts.volumeDir);
+  }
+
+  /** `replicaFiles` is the replica's manifest from hello. */
+  start(replicaFiles: { path: string; sha256: string }[]): void {
+    this.confirmed = new Map(replicaFiles.map((f) => [f.path, f.sha256]));
+    try {
+      this.watcher = fs.watch(this.opts.volumeDir, { recursive: true, persistent: false }, (_e, name) => {
+        if (name && !isDatabaseArtifact(String(name))) this.poke();
+      });
+      this.watcher.on('error', () => { this.watcher?.close(); this.watcher = null; });
+    } catch { this.watcher = null; }
+    this.loop = this.run();
+  }
+
+  async stop(): Promise<void> {
+    this.stopped = true;
+    this.watcher?.close();
+    this.watcher = null;
+    this.poke();
+    await this.loop;
+    this.state = 'stopped';
+  }
+
+  lagMs(now = Date.now()): number {
+    return this.dirtySince === null ? 0 : Math.max(0, now - this.dirtySince);
+  }
+
+  private poke(): void {
+    const w = this.wake;
+    this.wake = null;
+    w?.();
+  }
+
+  private async run(): Promise<void> {
+    let backoff = 100;
+    while (!this.stopped) {
+      let delay = this.opts.scanMs ?? 1000;
+      try {
+        await this.syncOnce();
+        this.state = 'streaming';
+        this.lastError = undefined;
+        backoff = 100;
+      } catch (e) {
+        const msg = e instanceof Error ? e.message : String(e);
+        if (this.lastError !== msg) this.opts.logger.warn({ err: msg }, 'file replication interrupted; retrying');
+        this.state = 'error';
+        this.lastError = msg;
+        delay = backoff;
+        backoff = Math.min(backoff * 2, 2000);
+      }
+      try { this.onScan?.(); } catch { /* discovery is best effort */ }
+      if (this.stopped) break;
+      await new Promise<void>((resolve) => {
+        // A watch event arriving mid-write is followed by a short settle delay.
+        const t = setTimeout(() => { this.wake = null; resolve(); }, delay);
+        this.wake = () => { clearTimeout(t); setTimeout(resolve, 20); };
+      });
+    }
+  }
+
+  /** One scan; sends what differs from what the replica confirmed. */
+  async syncOnce(): Promise<void> {
+    const now = await this.manifest.scan();
+    const changed = [...now.values()].filter((e) => this.confirmed.get(e.path) !== e.sha256);
+    const deleted = [...this.confirmed.keys()].filter((p) => !now.has(p));
+    if (changed.length === 0 && deleted.length === 0) { this.dirtySince = null; return; }
+    this.dirtySince ??= Date.now();
+    const max = this.opts.maxBatchBytes ?? 16 << 20;
+    let batch: FilesRequest['put'] = [];
+    let bytes = 0;
+    const sent = new Map<string, string>();
+    const flush = async (del: string[]): Promise<void> => {
+      if (batch.length === 0 && del.length === 0) return;
+      await this.opts.client.files({ put: batch, delete: del });
+      for (const [p, h] of sent) this.confirmed.set(p, h);
+      for (const p of del) this.confirmed.delete(p);
+      batch = [];
+      bytes = 0;
+      sent.clear();
+    };
+    for (const e of changed) {
+      let data: Buffer;
+      try { data = await fsp.readFile(path.join(this.opts.volumeDir, e.path)); } catch { continue; } // gone meanwhile: next scan
+      if (bytes > 0 && bytes + data.length > max) await flush([]);
+      const h = sha256(data);
+      batch.push({ path: e.path, data: data.toString('base64'), mtimeMs: e.mtimeMs, mode: e.mode, sha256: h });
+      sent.set(e.path, h);
+      bytes += data.length;
+    }
+    await flush(deleted);
+    this.dirtySince = null;
+  }
+}
+
+/** Resolves a path from the wire inside the volume, refusing anything that escapes it. */
+export function safeVolumePath(volumeDir: string, rel: string): string {
+  const abs = path.resolve(volumeDir, rel);
+  if (path.isAbsolute(rel) || rel.split(/[\\/]/).includes('..') || !abs.startsWith(path.resolve(volumeDir) + path.sep)) {
+    throw new UnderstudyError('US_BAD_REQUEST', `${rel}: not a path inside the volume`);
+  }
+  return abs;
+}
+
+/** Replica side: writes (temp + fsync + rename + fsync dir) and deletes files. */
+export async function applyFiles(volumeDir: string, req: Pick<FilesRequest, 'put' | 'delete'>): Promise<void> {
+  for (const f of req.put) {
+    if (isDatabaseArtifact(f.path)) throw new UnderstudyError('US_BAD_REQUEST', `${f.path}: databases are replicated by WAL shipping, not as files`);
+    const abs = safeVolumePath(volumeDir, f.path);
+    const data = Buffer.from(f.data, 'base64');
+    if (sha256(data) !== f.sha256) throw new UnderstudyError('US_REPLICATION', `${f.path}: content does not match its checksum`);
+    await writeFileDurable(abs, data, { mode: f.mode, mtimeMs: f.mtimeMs });
+  }
+  for (const p of req.delete) {
+    if (isDatabaseArtifact(p)) continue;
+    await removeDurable(safeVolumePath(volumeDir, p));
+  }
+}
+
+/** Replica side: the manifest answered to hello. */
+export async function replicaManifest(volumeDir: string): Promise<{ path: string; size: number; sha256: string }[]> {
+  const m = await new FileManifest(volumeDir).scan();
+  return [...m.values()].map((e) => ({ path: e.path, size: e.size, sha256: e.sha256 }));
+}

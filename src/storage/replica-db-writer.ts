@@ -1,0 +1,180 @@
+import fs from 'node:fs';
+import fsp from 'node:fs/promises';
+import path from 'node:path';
+import { createHash } from 'node:crypto';
+import Database from 'better-sqlite3';
+import { UnderstudyError } from '../shared/errors.ts';
+import { fsyncDir, removeDurable, TEMP_PREFIX } from './fs-durable.ts';
+import { SQLITE_MAGIC } from './sqlite-file.ts';
+import type { WalChecksum } from './wal-checksum.ts';
+import { WAL_HEADER_SIZE, frameOffset, frameSize, parseWalHeader, scanFrames, type WalHeader } from './wal-format.ts';
+
+/**
+ * The replica side of one database: installs snapshots and appends verbatim WAL
+ * frames. Invariant: `<db>` + `<db>-wal` on disk are at every instant a snapshot
+ * image plus a verbatim, checksum-verified prefix of the source's WAL, so the replica
+ * opens as a consistent database at any moment (SQLite's recovery ignores a torn tail).
+ * No connection is kept open: SQLite is only opened to fold the WAL into the db file
+ * (checkpoint TRUNCATE) before a new WAL generation, and at promotion.
+ */
+export function needSnapshot(message: string): UnderstudyError {
+  return new UnderstudyError('US_REPLICATION', message, { needSnapshot: true });
+}
+
+interface Tail {
+  generation: number;
+  hdr: WalHeader | null;
+  lastFrame: number;
+  checksum: WalChecksum;
+}
+
+export class ReplicaDbWriter {
+  private readonly dbPath: string;
+  private readonly walPath: string;
+  /** What the replica holds; unknown after a restart (the source then sends a snapshot). */
+  private tail: Tail | null = null;
+
+  constructor(volumeDir: string, readonly rel: string) {
+    this.dbPath = path.join(volumeDir, rel);
+    this.walPath = `${this.dbPath}-wal`;
+  }
+
+  private snapPath(generation: number, part: 'db' | 'wal'): string {
+    return path.join(path.dirname(this.dbPath), `${TEMP_PREFIX}${path.basename(this.dbPath)}-snap-${generation}-${part}`);
+  }
+
+  /** Writes one chunk of a snapshot part to its temp file (offset 0 starts it over). */
+  async snapshotChunk(generation: number, part: 'db' | 'wal', offset: number, data: Buffer): Promise<void> {
+    const p = this.snapPath(generation, part);
+    await fsp.mkdir(path.dirname(p), { recursive: true });
+    if (offset === 0) {
+      await fsp.writeFile(p, data);
+      return;
+    }
+    let size: number;
+    try { size = (await fsp.stat(p)).size; } catch { throw needSnapshot(`${p}: snapshot chunk at ${offset} without its beginning`); }
+    if (size !== offset) throw needSnapshot(`${p}: snapshot chunk at ${offset} but ${size} bytes written`);
+    await fsp.appendFile(p, data);
+  }
+
+  /**
+   * Installs a snapshot: verifies both parts, removes the old -wal/-shm (the old db
+   * file alone is still a consistent, older state), then renames the image over the
+   * db and the WAL beside it. A crash between the renames leaves the image alone: a
+   * consistent database.
+   */
+  async snapshotCommit(generation: number, dbSize: number, dbSha256: string, walSize: number): Promise<number> {
+    const dbTmp = this.snapPath(generation, 'db');
+    const walTmp = this.snapPath(generation, 'wal');
+    const image = await fsp.readFile(dbTmp).catch(() => null);
+    if (!image || image.length !== dbSize) throw needSnapshot(`${dbTmp}: snapshot image incomplete`);
+    if (createHash('sha256').update(image).digest('hex') !== dbSha256) throw needSnapshot(`${dbTmp}: snapshot image checksum mismatch`);
+    if (!image.subarray(0, 16).equals(SQLITE_MAGIC)) throw needSnapshot(`${dbTmp}: snapshot image is not an SQLite database`);
+    const wal = walSize > 0 ? await fsp.readFile(walTmp).catch(() => null) : Buffer.alloc(0);
+    if (!wal || wal.length !== walSize) throw needSnapshot(`${walTmp}: snapshot WAL incomplete`);
+    let tail: Tail = { generation, hdr: null, lastFrame: 0, checksum: [0, 0] };
+    if (walSize > 0) {
+      const hdr = parseWalHeader(wal);
+      if (!hdr) throw needSnapshot(`${walTmp}: snapshot WAL header invalid`);
+      const body = wal.subarray(WAL_HEADER_SIZE);
+      const scan = scanFrames(body, hdr, 1, hdr.checksum);
+      const n = body.length / frameSize(hdr.pageSize);
+      if (!Number.isInteger(n) || scan.lastCommitIndex !== n) throw needSnapshot(`${walTmp}: snapshot WAL frames do not verify`);
+      tail = { generation, hdr, lastFrame: n, checksum: n > 0 ? scan.lastCommitChecksum : hdr.checksum };
+    }
+    await syncFile(dbTmp);
+    if (walSize > 0) await syncFile(walTmp);
+    this.tail = null;
+    await removeDurable(this.walPath);
+    await removeDurable(`${this.dbPath}-shm`);
+    await fsp.rename(dbTmp, this.dbPath);
+    if (walSize > 0) await fsp.rename(walTmp, this.walPath);
+    else await fsp.rm(walTmp, { force: true });
+    await fsyncDir(path.dirname(this.dbPath));
+    this.tail = tail;
+    return tail.lastFrame;
+  }
+
+  /**
+   * Appends whole transactions. With `newWal`, the source's WAL restarted: the current
+   * WAL is first folded into the db file, then the new header starts a new -wal.
+   * Frames must start right after our last frame and continue the checksum chain.
+   */
+  async appendFrames(generation: number, newWal: Buffer | undefined, firstIndex: number, frames: Buffer): Promise<number> {
+    const t = this.tail;
+    if (!t || t.generation !== generation) throw needSnapshot(`${this.dbPath}: no replica state for generation ${generation}`);
+    let hdr = t.hdr;
+    let lastFrame = t.lastFrame;
+    let checksum = t.checksum;
+    if (newWal) {
+      const h = parseWalHeader(newWal);
+      if (!h) throw needSnapshot(`${this.dbPath}: new WAL header invalid`);
+      if (firstIndex !== 1) throw needSnapshot(`${this.dbPath}: a new WAL must start at frame 1`);
+      hdr = h;
+      lastFrame = 0;
+      checksum = h.checksum;
+    }
+    if (!hdr) throw needSnapshot(`${this.dbPath}: frames without a WAL header`);
+    if (firstIndex !== lastFrame + 1) throw needSnapshot(`${this.dbPath}: frames start at ${firstIndex}, replica holds up to ${lastFrame}`);
+    const fsz = frameSize(hdr.pageSize);
+    const n = frames.length / fsz;
+    const scan = scanFrames(frames, hdr, firstIndex, checksum);
+    if (!Number.isInteger(n) || n < 1 || scan.lastCommitIndex !== firstIndex + n - 1) {
+      throw needSnapshot(`${this.dbPath}: frames ${firstIndex}.. do not continue the WAL checksum chain or do not end with a commit`);
+    }
+    this.tail = null; // unknown until the write is durable
+    if (newWal) {
+      this.fold();
+      const tmp = `${path.dirname(this.walPath)}/${TEMP_PREFIX}${path.basename(this.walPath)}-${generation}`;
+      const h = await fsp.open(tmp, 'w');
+      try {
+        await h.writev([newWal, frames]);
+        await h.sync();
+      } finally {
+        await h.close();
+      }
+      await fsp.rename(tmp, this.walPath);
+      await fsyncDir(path.dirname(this.walPath));
+    } else {
+      const h = await fsp.open(this.walPath, 'r+');
+      try {
+        const at = frameOffset(hdr.pageSize, firstIndex);
+        const { size } = await h.stat();
+        if (size > at) await h.truncate(at); // a torn tail from an interrupted append
+        else if (size < at) throw needSnapshot(`${this.walPath}: is ${size} bytes, expected at least ${at}`);
+        await h.write(frames, 0, frames.length, at);
+        await h.sync();
+      } finally {
+        await h.close();
+      }
+    }
+    this.tail = { generation, hdr, lastFrame: scan.lastCommitIndex, checksum: scan.lastCommitChecksum };
+    return scan.lastCommitIndex;
+  }
+
+  /** Folds the -wal into the db file and removes -wal/-shm (checkpoint TRUNCATE, then close). */
+  fold(): void {
+    if (!fs.existsSync(this.dbPath)) return;
+    if (!fs.existsSync(this.walPath)) {
+      fs.rmSync(`${this.dbPath}-shm`, { force: true });
+      return;
+    }
+    const db = new Database(this.dbPath, { fileMustExist: true });
+    try {
+      const row = db.pragma('wal_checkpoint(TRUNCATE)') as { busy: number; log: number; checkpointed: number }[];
+      if (row[0] && row[0].busy !== 0) throw new UnderstudyError('US_REPLICATION', `${this.dbPath}: cannot fold the replica's WAL: the database is busy (is something else using the replica?)`);
+    } finally {
+      db.close();
+    }
+  }
+
+  /** Forgets the in-memory tail (promotion, demotion). */
+  reset(): void {
+    this.tail = null;
+  }
+}
+
+async function syncFile(p: string): Promise<void> {
+  const h = await fsp.open(p, 'r+');
+  try { await h.sync(); } finally { await h.close(); }
+}

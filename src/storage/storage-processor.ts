@@ -1,0 +1,379 @@
+import fs from 'node:fs';
+import fsp from 'node:fs/promises';
+import type http from 'node:http';
+import path from 'node:path';
+import { pino, type Logger } from 'pino';
+import { z } from 'zod';
+import type { UnderstudyConfig, StorageConfig } from '../config/types.ts';
+import type { PromoteResponse, StorageStatus, TransformResponse, VolumeStatus } from '../shared/contracts.ts';
+import { applyTransform } from '../transform/index.ts';
+import { UnderstudyError } from '../shared/errors.ts';
+import { JsonRouter, createJsonServer, listen, parseBody } from '../shared/http-json.ts';
+import { applyFiles, replicaManifest } from './file-sync.ts';
+import { fsyncDir, tempPathFor } from './fs-durable.ts';
+import { KeyedLock } from './keyed-lock.ts';
+import { ReplicaDbWriter } from './replica-db-writer.ts';
+import { filesSchema, framesSchema, helloSchema, snapshotChunkSchema, snapshotCommitSchema } from './replica-protocol.ts';
+import { listDatabases } from './sqlite-file.ts';
+import { checkVolumeDatabases } from './volume-check.ts';
+import { VolumeShipper, type ReplicationTuning, type VolumePosition } from './volume-shipper.ts';
+import { loadAllMeta, saveMeta, volumePath, type VolumeMeta } from './volume-meta.ts';
+
+export { checkVolumeDatabases } from './volume-check.ts';
+
+/**
+ * The storage processor: one per storage system (`understudy storage --name NAME`).
+ * It owns the volumes under `<storage.path>/volumes/`, their meta, and replication:
+ * the processor holding a primary volume ships it to the replica's processor; hosts
+ * and apps never copy anything.
+ *
+ * Fencing: every command and every replication request carries the site's epoch.
+ * The volume's meta keeps the highest epoch accepted; anything lower gets 409
+ * US_STALE_EPOCH. All work on one volume is serialized (KeyedLock), so a promotion
+ * waits for an append in progress and no append of the old epoch lands after it.
+ */
+export interface StorageProcessorOptions {
+  tuning?: ReplicationTuning;
+}
+
+interface Volume {
+  meta: VolumeMeta;
+  dir: string;
+  shipper: VolumeShipper | null;
+  writers: Map<string, ReplicaDbWriter>;
+  lastAppliedAt?: number;
+}
+
+const SITE_RE = /^[A-Za-z0-9][A-Za-z0-9._-]*$/;
+const epochSchema = z.number().int().nonnegative();
+const initSchema = z.object({ epoch: epochSchema, seed: z.string().min(1).optional() });
+const replicateSchema = z.object({ epoch: epochSchema, to: z.object({ name: z.string().min(1), url: z.string().url() }) });
+const epochOnlySchema = z.object({ epoch: epochSchema });
+const transformSchema = z.object({ epoch: epochSchema, rules: z.array(z.object({ file: z.string().min(1), set: z.record(z.string(), z.unknown()) })) });
+const confirmSchema = z.object({ timeoutMs: z.number().int().positive().max(60_000).optional() }).optional();
+
+export class StorageProcessor {
+  readonly storage: StorageConfig;
+  private readonly log: Logger;
+  private readonly volumes = new Map<string, Volume>();
+  private readonly lock = new KeyedLock();
+  private server: http.Server | null = null;
+  private readonly tuning: ReplicationTuning | undefined;
+
+  constructor(readonly config: UnderstudyConfig, readonly name: string, logger?: Logger, opts: StorageProcessorOptions = {}) {
+    const s = config.storage[name];
+    if (!s) {
+      const known = Object.keys(config.storage).join(', ') || '(none)';
+      throw new UnderstudyError('US_CONFIG_INVALID', `storage "${name}" is not in ${config.file}: known storage systems are ${known}`);
+    }
+    this.storage = s;
+    this.log = (logger ?? pino({ level: process.env.UNDERSTUDY_LOG_LEVEL ?? 'info' }, pino.destination(2))).child({ storage: name });
+    this.tuning = opts.tuning;
+  }
+
+  /** Loads the meta of every volume, resumes shipping where it was, and listens. */
+  async start(): Promise<void> {
+    await fsp.mkdir(path.join(this.storage.path, 'volumes'), { recursive: true });
+    await fsp.mkdir(path.join(this.storage.path, 'meta'), { recursive: true });
+    for (const meta of loadAllMeta(this.storage.path)) {
+      const vol = this.volume(meta.site, meta);
+      if (meta.role === 'primary' && meta.replicateTo) this.startShipper(vol, meta.replicateTo);
+    }
+    this.server = createJsonServer(this.router());
+    await listen(this.server, this.storage.listen.host, this.storage.listen.port);
+    this.log.info({ listen: `${this.storage.listen.host}:${this.storage.listen.port}`, path: this.storage.path, volumes: this.volumes.size }, 'storage processor listening');
+  }
+
+  /** Closes the server, stops every shipper (which closes their SQLite handles). */
+  async stop(): Promise<void> {
+    const server = this.server;
+    this.server = null;
+    if (server) {
+      await new Promise<void>((resolve) => { server.close(() => resolve()); server.closeAllConnections(); });
+    }
+    await Promise.all([...this.volumes.values()].map(async (v) => { await v.shipper?.stop(); v.shipper = null; }));
+    this.log.info('storage processor stopped');
+  }
+
+  status(): StorageStatus {
+    return { name: this.name, volumes: [...this.volumes.values()].sort((a, b) => a.meta.site.localeCompare(b.meta.site)).map((v) => this.volumeStatus(v)) };
+  }
+
+  /** Current committed position of every database of a primary that ships (sync mode). */
+  async sourcePosition(site: string): Promise<VolumePosition> {
+    const v = this.mustVolume(site);
+    if (!v.shipper) throw new UnderstudyError('US_REPLICATION', `volume ${site} on ${this.name} is not replicating`);
+    return v.shipper.position();
+  }
+
+  /** Resolves when the replica confirmed everything up to `position` (see VolumeShipper). */
+  waitConfirmed(site: string, position: VolumePosition, timeoutMs?: number): Promise<void> {
+    const v = this.mustVolume(site);
+    if (!v.shipper) return Promise.reject(new UnderstudyError('US_REPLICATION', `volume ${site} on ${this.name} is not replicating`));
+    return v.shipper.waitConfirmed(position, timeoutMs);
+  }
+
+  /**
+   * Runs `fn(volumeDir)` while no replication write or command touches the volume:
+   * a consistent moment to copy a replica (backups, tests). Keep it short.
+   */
+  withVolumeQuiesced<T>(site: string, fn: (dir: string) => Promise<T>): Promise<T> {
+    const v = this.mustVolume(site);
+    return this.lock.run(site, () => fn(v.dir));
+  }
+
+  // ------------------------------------------------------------ volumes
+
+  private volume(site: string, meta?: VolumeMeta): Volume {
+    let v = this.volumes.get(site);
+    if (!v) {
+      v = { meta: meta ?? { site, role: 'none', epoch: 0, updatedAt: Date.now() }, dir: volumePath(this.storage.path, site), shipper: null, writers: new Map() };
+      this.volumes.set(site, v);
+    }
+    return v;
+  }
+
+  private mustVolume(site: string): Volume {
+    checkSite(site);
+    const v = this.volumes.get(site);
+    if (!v) throw new UnderstudyError('US_NOT_FOUND', `storage ${this.name} holds no volume for site ${site}`);
+    return v;
+  }
+
+  private volumeStatus(v: Volume): VolumeStatus {
+    return {
+      site: v.meta.site,
+      role: v.meta.role,
+      epoch: v.meta.epoch,
+      path: path.resolve(v.dir),
+      ...(v.shipper ? { replication: v.shipper.status() } : {}),
+      ...(v.meta.role === 'replica' && v.lastAppliedAt !== undefined ? { lastAppliedAt: v.lastAppliedAt } : {}),
+    };
+  }
+
+  private async persist(v: Volume, patch: Partial<VolumeMeta>): Promise<void> {
+    const next: VolumeMeta = { ...v.meta, ...patch, updatedAt: Date.now() };
+    for (const k of Object.keys(patch) as (keyof VolumeMeta)[]) if (patch[k] === undefined) delete next[k];
+    await saveMeta(this.storage.path, next);
+    v.meta = next;
+  }
+
+  private refuseStale(v: Volume, epoch: number, what: string): void {
+    if (epoch < v.meta.epoch) {
+      throw new UnderstudyError('US_STALE_EPOCH', `${what} for ${v.meta.site} carries epoch ${epoch}, but storage ${this.name} has seen epoch ${v.meta.epoch}`, { epoch: v.meta.epoch });
+    }
+  }
+
+  private startShipper(v: Volume, to: { name: string; url: string }): void {
+    v.shipper = new VolumeShipper({ site: v.meta.site, volumeDir: v.dir, from: this.name, to, epochOf: () => v.meta.epoch, logger: this.log, ...(this.tuning ? { tuning: this.tuning } : {}) });
+    v.shipper.start();
+  }
+
+  private async stopShipper(v: Volume): Promise<void> {
+    const s = v.shipper;
+    v.shipper = null;
+    await s?.stop();
+  }
+
+  /** Folds every replica database's WAL into its file, leaving plain consistent databases. */
+  private foldDatabases(v: Volume): void {
+    for (const rel of listDatabases(v.dir)) {
+      const w = v.writers.get(rel) ?? new ReplicaDbWriter(v.dir, rel);
+      w.fold();
+    }
+    for (const w of v.writers.values()) w.reset();
+    v.writers.clear();
+  }
+
+  private writer(v: Volume, rel: string): ReplicaDbWriter {
+    let w = v.writers.get(rel);
+    if (!w) { w = new ReplicaDbWriter(v.dir, rel); v.writers.set(rel, w); }
+    return w;
+  }
+
+  // ------------------------------------------------------------ commands
+
+  async init(site: string, epoch: number, seed?: string): Promise<VolumeStatus> {
+    checkSite(site);
+    return this.lock.run(site, async () => {
+      const v = this.volume(site);
+      this.refuseStale(v, epoch, 'init');
+      if (!fs.existsSync(v.dir)) {
+        await createVolume(v.dir, seed);
+      } else {
+        const problems = checkVolumeDatabases(v.dir);
+        if (problems.length > 0) throw new UnderstudyError('US_VOLUME_NOT_DATABASE', problems[0]!, { problems });
+      }
+      if (v.meta.role === 'primary' && v.meta.epoch === epoch) return this.volumeStatus(v);
+      if (v.meta.role === 'replica') this.foldDatabases(v);
+      await this.persist(v, { role: 'primary', epoch, source: undefined, ...(v.meta.role === 'primary' ? {} : { replicateTo: undefined }) });
+      this.log.info({ site, epoch }, 'volume is primary');
+      return this.volumeStatus(v);
+    });
+  }
+
+  async replicate(site: string, epoch: number, to: { name: string; url: string }): Promise<VolumeStatus> {
+    return this.lock.run(site, async () => {
+      const v = this.mustVolume(site);
+      this.refuseStale(v, epoch, 'replicate');
+      if (v.meta.role !== 'primary') throw new UnderstudyError('US_BAD_REQUEST', `volume ${site} on storage ${this.name} is ${v.meta.role === 'none' ? 'not a primary' : 'a replica'}: only a primary ships; promote or init it first`);
+      if (to.name === this.name) throw new UnderstudyError('US_BAD_REQUEST', `storage ${this.name} cannot replicate ${site} to itself`);
+      const same = v.shipper && v.shipper.to.name === to.name && v.shipper.to.url === to.url;
+      if (!same) await this.stopShipper(v);
+      if (epoch !== v.meta.epoch || !same) await this.persist(v, { epoch, replicateTo: to });
+      if (!same) {
+        this.startShipper(v, to);
+        this.log.info({ site, epoch, to: to.name }, 'replication requested');
+      }
+      return this.volumeStatus(v);
+    });
+  }
+
+  async promote(site: string, epoch: number): Promise<PromoteResponse> {
+    return this.lock.run(site, async () => {
+      const v = this.mustVolume(site);
+      const res = (): PromoteResponse => ({ site, epoch: v.meta.epoch, role: 'primary', ...(v.lastAppliedAt !== undefined ? { lastAppliedAt: v.lastAppliedAt } : {}) });
+      if (v.meta.role === 'primary' && v.meta.epoch === epoch) return res();
+      if (epoch <= v.meta.epoch) {
+        throw new UnderstudyError('US_STALE_EPOCH', `promote of ${site} to epoch ${epoch}: storage ${this.name} is already at epoch ${v.meta.epoch}; promote with a higher epoch`, { epoch: v.meta.epoch });
+      }
+      if (!fs.existsSync(v.dir)) throw new UnderstudyError('US_NOT_FOUND', `storage ${this.name} holds no data for ${site}: nothing to promote`);
+      // Fence first (in memory, under the volume lock): from here every request of
+      // an older epoch is refused, even if persisting fails below.
+      v.meta = { ...v.meta, epoch };
+      await this.stopShipper(v);
+      this.foldDatabases(v);
+      await this.persist(v, { role: 'primary', epoch, source: undefined, replicateTo: undefined });
+      this.log.info({ site, epoch, lastAppliedAt: v.lastAppliedAt }, 'replica promoted to primary');
+      return res();
+    });
+  }
+
+  async demote(site: string, epoch: number): Promise<VolumeStatus> {
+    return this.lock.run(site, async () => {
+      const v = this.mustVolume(site);
+      this.refuseStale(v, epoch, 'demote');
+      await this.stopShipper(v);
+      for (const w of v.writers.values()) w.reset();
+      await this.persist(v, { role: 'none', epoch, replicateTo: undefined, source: undefined });
+      this.log.info({ site, epoch }, 'volume demoted');
+      return this.volumeStatus(v);
+    });
+  }
+
+  async transform(site: string, epoch: number, rules: { file: string; set: Record<string, unknown> }[]): Promise<TransformResponse> {
+    return this.lock.run(site, async () => {
+      const v = this.mustVolume(site);
+      this.refuseStale(v, epoch, 'transform');
+      if (epoch > v.meta.epoch) await this.persist(v, { epoch });
+      return { changes: applyTransform(v.dir, rules) };
+    });
+  }
+
+  // ------------------------------------------------------------ replica side
+
+  /**
+   * Runs a replication request: refuses a stale epoch; a volume that is primary here
+   * at the same epoch refuses too (two primaries); a higher epoch wins (this copy was
+   * superseded and becomes a replica).
+   */
+  private replicaOp<T>(site: string, epoch: number, fn: (v: Volume) => Promise<T>): Promise<T> {
+    checkSite(site);
+    return this.lock.run(site, async () => {
+      const v = this.volume(site);
+      this.refuseStale(v, epoch, 'replication');
+      if (v.meta.role === 'primary') {
+        if (epoch === v.meta.epoch) {
+          throw new UnderstudyError('US_STALE_EPOCH', `storage ${this.name} holds the primary copy of ${site} at epoch ${epoch}: it does not accept replication at that epoch`, { epoch });
+        }
+        this.log.warn({ site, epoch, was: v.meta.epoch }, 'a newer epoch replicates to this volume; it is no longer primary here');
+        await this.stopShipper(v);
+      }
+      if (v.meta.role !== 'replica' || v.meta.epoch !== epoch) await this.persist(v, { role: 'replica', epoch, replicateTo: undefined });
+      await fsp.mkdir(v.dir, { recursive: true });
+      const out = await fn(v);
+      v.lastAppliedAt = Date.now();
+      return out;
+    });
+  }
+
+  // ------------------------------------------------------------ HTTP
+
+  private router(): JsonRouter {
+    const r = new JsonRouter();
+    r.on('GET', '/v1/status', () => this.status());
+    r.on('GET', '/v1/volumes/:site', (q) => this.volumeStatus(this.mustVolume(q.params.site!)));
+    r.on('POST', '/v1/volumes/:site/init', (q) => { const b = parseBody(initSchema, q.body); return this.init(q.params.site!, b.epoch, b.seed); });
+    r.on('POST', '/v1/volumes/:site/replicate', (q) => { const b = parseBody(replicateSchema, q.body); return this.replicate(q.params.site!, b.epoch, b.to); });
+    r.on('POST', '/v1/volumes/:site/promote', (q) => this.promote(q.params.site!, parseBody(epochOnlySchema, q.body).epoch));
+    r.on('POST', '/v1/volumes/:site/demote', (q) => this.demote(q.params.site!, parseBody(epochOnlySchema, q.body).epoch));
+    r.on('POST', '/v1/volumes/:site/transform', (q) => { const b = parseBody(transformSchema, q.body); return this.transform(q.params.site!, b.epoch, b.rules); });
+    // Sync-mode helper: waits until the replica confirmed everything committed so far.
+    r.on('POST', '/v1/volumes/:site/confirm', async (q) => {
+      const b = parseBody(confirmSchema, q.body);
+      const position = await this.sourcePosition(q.params.site!);
+      await this.waitConfirmed(q.params.site!, position, b?.timeoutMs);
+      return { position };
+    });
+
+    r.on('POST', '/v1/replica/:site/hello', (q) => {
+      const b = parseBody(helloSchema, q.body);
+      return this.replicaOp(q.params.site!, b.epoch, async (v) => {
+        if (v.meta.source !== b.from) await this.persist(v, { source: b.from });
+        return { files: await replicaManifest(v.dir) };
+      });
+    });
+    r.on('POST', '/v1/replica/:site/snapshot/chunk', (q) => {
+      const b = parseBody(snapshotChunkSchema, q.body);
+      return this.replicaOp(q.params.site!, b.epoch, async (v) => {
+        await this.writer(v, checkDbRel(b.db)).snapshotChunk(b.generation, b.part, b.offset, Buffer.from(b.data, 'base64'));
+        return { ok: true };
+      });
+    });
+    r.on('POST', '/v1/replica/:site/snapshot/commit', (q) => {
+      const b = parseBody(snapshotCommitSchema, q.body);
+      return this.replicaOp(q.params.site!, b.epoch, async (v) => ({ lastFrame: await this.writer(v, checkDbRel(b.db)).snapshotCommit(b.generation, b.dbSize, b.dbSha256, b.walSize) }));
+    });
+    r.on('POST', '/v1/replica/:site/frames', (q) => {
+      const b = parseBody(framesSchema, q.body);
+      return this.replicaOp(q.params.site!, b.epoch, async (v) => ({
+        lastFrame: await this.writer(v, checkDbRel(b.db)).appendFrames(b.generation, b.newWal ? Buffer.from(b.newWal, 'base64') : undefined, b.firstIndex, Buffer.from(b.frames, 'base64')),
+      }));
+    });
+    r.on('POST', '/v1/replica/:site/files', (q) => {
+      const b = parseBody(filesSchema, q.body);
+      return this.replicaOp(q.params.site!, b.epoch, async (v) => { await applyFiles(v.dir, b); return { ok: true }; });
+    });
+    return r;
+  }
+}
+
+function checkSite(site: string): void {
+  if (!SITE_RE.test(site)) throw new UnderstudyError('US_BAD_REQUEST', `"${site}" is not a site name (letters, digits, '.', '_', '-')`);
+}
+
+function checkDbRel(rel: string): string {
+  if (path.isAbsolute(rel) || rel.split(/[\\/]/).some((p) => p === '..' || p === '')) throw new UnderstudyError('US_BAD_REQUEST', `${rel}: not a database path inside the volume`);
+  return rel;
+}
+
+/** Creates a volume from a seed (or empty) in a temp dir, checks it, then renames it into place. */
+async function createVolume(dir: string, seed?: string): Promise<void> {
+  const tmp = tempPathFor(dir);
+  await fsp.mkdir(path.dirname(dir), { recursive: true });
+  try {
+    if (seed) {
+      if (!fs.existsSync(seed)) throw new UnderstudyError('US_NOT_FOUND', `seed ${seed} does not exist: fix sites.<site>.app.seed in the config`);
+      await fsp.cp(seed, tmp, { recursive: true, errorOnExist: false, force: true, preserveTimestamps: true });
+    } else {
+      await fsp.mkdir(tmp, { recursive: true });
+    }
+    const problems = checkVolumeDatabases(tmp).map((p) => p.replace(tmp, dir));
+    if (problems.length > 0) throw new UnderstudyError('US_VOLUME_NOT_DATABASE', problems[0]!, { problems });
+    await fsp.rename(tmp, dir);
+    await fsyncDir(path.dirname(dir));
+  } catch (e) {
+    await fsp.rm(tmp, { recursive: true, force: true });
+    throw e;
+  }
+}

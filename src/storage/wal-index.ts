@@ -1,0 +1,42 @@
+import fs from 'node:fs';
+import os from 'node:os';
+
+/**
+ * Reads the WAL-index header from a database's `-shm` file. It tells what the WAL
+ * file cannot: how many frames are live (`mxFrame`) and which salts the live WAL
+ * has, even right after a restart when the file still holds the old header.
+ *
+ * Only meaningful while the caller holds the database's write lock (BEGIN IMMEDIATE
+ * on a connection): then no writer or restarting checkpointer can change it.
+ * Layout (sqlite/src/wal.c, WalIndexHdr, native byte order, stored twice):
+ *   0 iVersion u32, 8 iChange u32, 12 isInit u8, 13 bigEndCksum u8, 14 szPage u16,
+ *   16 mxFrame u32, 20 nPage u32, 24 aFrameCksum[2], 32 aSalt[2] (file byte order), 40 aCksum[2].
+ */
+export interface WalIndexHeader {
+  mxFrame: number;
+  salt1: number;
+  salt2: number;
+}
+
+const WALINDEX_VERSION = 3007000;
+
+export function readWalIndexHeader(shmPath: string): WalIndexHeader | null {
+  let buf: Buffer;
+  try {
+    const fd = fs.openSync(shmPath, 'r');
+    try {
+      buf = Buffer.alloc(96);
+      if (fs.readSync(fd, buf, 0, 96, 0) < 96) return null;
+    } finally {
+      fs.closeSync(fd);
+    }
+  } catch {
+    return null;
+  }
+  // Both copies agree when no one is writing the header (true under the write lock).
+  if (!buf.subarray(0, 48).equals(buf.subarray(48, 96))) return null;
+  const le = os.endianness() === 'LE';
+  const u32 = (o: number): number => (le ? buf.readUInt32LE(o) : buf.readUInt32BE(o));
+  if (u32(0) !== WALINDEX_VERSION || buf[12] !== 1) return null;
+  return { mxFrame: u32(16), salt1: buf.readUInt32BE(32), salt2: buf.readUInt32BE(36) };
+}

@@ -1,0 +1,49 @@
+import fs from 'node:fs';
+import net from 'node:net';
+import os from 'node:os';
+import path from 'node:path';
+import { pino, type Logger } from 'pino';
+import type { UnderstudyConfig } from '../../../src/config/types.ts';
+
+/** Test helpers for the storage processor: configs built by hand, free ports, temp dirs. */
+export function tempDir(prefix = 'us-storage-'): string {
+  return fs.mkdtempSync(path.join(os.tmpdir(), prefix));
+}
+
+export async function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const s = net.createServer();
+    s.unref();
+    s.on('error', reject);
+    s.listen(0, '127.0.0.1', () => {
+      const port = (s.address() as net.AddressInfo).port;
+      s.close(() => resolve(port));
+    });
+  });
+}
+
+export function makeConfig(storages: { name: string; path: string; port: number }[]): UnderstudyConfig {
+  return {
+    file: '/test/understudy.yaml',
+    baseDir: '/test',
+    controller: { listen: { host: '127.0.0.1', port: 1 }, stateDir: '/test/state' },
+    director: { listen: { host: '127.0.0.1', port: 2 }, holdMaxRequests: 10, holdTimeoutMs: 1000 },
+    storage: Object.fromEntries(storages.map((s) => [s.name, { name: s.name, path: s.path, listen: { host: '127.0.0.1', port: s.port }, backup: false }])),
+    hosts: {},
+    pools: {},
+    sites: {},
+  };
+}
+
+export function testLogger(): Logger {
+  return pino({ level: process.env.UNDERSTUDY_LOG_LEVEL ?? 'silent' });
+}
+
+export async function waitFor(what: string, cond: () => boolean | Promise<boolean>, timeoutMs = 5000, everyMs = 20): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    if (await cond()) return;
+    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, everyMs));
+  }
+}
