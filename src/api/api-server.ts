@@ -23,7 +23,7 @@ export async function startApiServer(controller: Controller): Promise<http.Serve
     }
   };
   const router = new JsonRouter()
-    .on('GET', '/healthz', () => ({ ok: true }))
+    .on('GET', '/healthz', () => ({ ok: true, pid: process.pid }))
     .on('GET', '/v1/status', ({ headers }) => { auth(headers); return controller.status(); })
     .on('GET', '/v1/events', ({ headers, query }) => {
       auth(headers);

@@ -301,6 +301,7 @@ export class StorageProcessor {
 
   private router(): JsonRouter {
     const r = new JsonRouter();
+    r.on('GET', '/healthz', () => ({ ok: true, storage: this.name }));
     r.on('GET', '/v1/status', () => this.status());
     r.on('GET', '/v1/volumes/:site', (q) => this.volumeStatus(this.mustVolume(q.params.site!)));
     r.on('POST', '/v1/volumes/:site/init', (q) => { const b = parseBody(initSchema, q.body); return this.init(q.params.site!, b.epoch, b.seed); });
