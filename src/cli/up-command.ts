@@ -34,6 +34,7 @@ interface Part {
  * left running. If the start fails, whatever was started is stopped again.
  */
 export async function runUp(config: UnderstudyConfig, out: (line: string) => void = (l) => console.log(l)): Promise<number> {
+  const runStartedAt = Date.now();
   await preflight(config);
   const logDir = path.join(config.controller.stateDir, 'logs');
   fs.mkdirSync(logDir, { recursive: true });
@@ -92,7 +93,11 @@ export async function runUp(config: UnderstudyConfig, out: (line: string) => voi
   for (const s of Object.values(config.sites)) out(`  ✓ site ${s.name} serving at http://${endpointToString(s.front)}`);
   out('understudy is up. Ctrl-C stops everything. Events:');
 
+  // Only this run's events: the log's history is `understudy events`.
   let lastEvent = 0;
+  await callJson<{ events: EventRecord[] }>(`${controller.url}/v1/events?after=0&limit=5000`, { timeoutMs: 2000 }).then((r) => {
+    for (const e of r.events) { if (e.at >= runStartedAt) out(formatEvent(e)); lastEvent = e.id; }
+  }, () => undefined);
   const follow = setInterval(() => {
     callJson<{ events: EventRecord[] }>(`${controller.url}/v1/events?after=${lastEvent}`, { timeoutMs: 1000 }).then((r) => {
       for (const e of r.events) { out(formatEvent(e)); lastEvent = e.id; }
