@@ -12,7 +12,7 @@ import { missingOrders, startLoad } from '../test/support/load.ts';
 
 interface Status {
   sites: { state: string; epoch: number; primary: { host: string; address: string }; replication: { state: string; lagMs: number | null; to: string | null } }[];
-  hosts: { name: string; power: string; pid: number | null; storage: string }[];
+  hosts: { name: string; address: string; power: string; pid: number | null; storage: string }[];
 }
 interface Ev { id: number; kind: string; at: number; data: Record<string, unknown> }
 
@@ -58,12 +58,12 @@ async function trial(cluster: Cluster, load: ReturnType<typeof startLoad>, cold:
     const a = load.result.answers.find((x) => x.ok && x.at > killAt && x.servedBy && !x.servedBy.startsWith(`${primary.address}:`));
     return a ?? null;
   }, 30_000, 20);
-  // The old host comes back as a warm spare for the next trial.
-  await api(cluster, `/v1/hosts/${primary.host}/power`, { action: 'on' });
-  if (cold) {
-    for (const h of st.hosts.filter((x) => x.storage === replicaStorage && x.name !== primary.host)) {
-      await api(cluster, `/v1/hosts/${h.name}/power`, { action: 'on' });
-    }
+  // The old host comes back as a warm spare for the next trial (its agent answering).
+  const back = [primary.host, ...(cold ? st.hosts.filter((x) => x.storage === replicaStorage && x.name !== primary.host).map((x) => x.name) : [])];
+  for (const h of back) {
+    await api(cluster, `/v1/hosts/${h}/power`, { action: 'on' });
+    const address = st.hosts.find((x) => x.name === h)!.address;
+    await waitUntil(`the agent of ${h}`, async () => (await http(`http://${address}:7001/healthz`, { timeoutMs: 500 })).status === 200, 20_000, 50);
   }
   return {
     detectionMs: Number(done.detected.data.detectedAt) - killAt,
@@ -124,7 +124,6 @@ async function main(): Promise<void> {
     for (const r of rows) console.log(`${r.kind.padEnd(8)} ${String(r.detection.length).padStart(6)}  ${fmt(r.detection)}                ${fmt(r.serving)}`);
     console.log(`\norders acknowledged: ${result.acked.length}; lost: ${missing.length}; POSTs failed: ${result.postsFailed.length}; GETs ok: ${result.getsOk}, failed: ${result.getsFailed.length}`);
     console.log(`replication lag under load (sampled every 100 ms, n=${lags.length}): p50 ${pct(lags, 50)} ms, p99 ${pct(lags, 99)} ms; lag at the kill p50 ${pct(rows.flatMap((r) => r.lagAtKill), 50)} ms, max ${Math.max(...rows.flatMap((r) => r.lagAtKill))} ms`);
-    void http;
   } finally {
     for (const f of stopAll) await f().catch(() => undefined);
   }
