@@ -6,6 +6,7 @@ import { JsonRouter, createJsonServer, listen, parseBody } from '../shared/http-
 import { createMetrics } from './metrics.ts';
 
 const FailoverBody = z.object({ to: z.string().optional(), force: z.boolean().optional() }).strict();
+const SwitchoverBody = z.object({ to: z.string().min(1) }).strict();
 const PowerBody = z.object({ action: z.enum(['on', 'off']) }).strict();
 const SignalBody = z.object({ kind: z.literal('conn-error'), site: z.string(), upstream: z.string(), at: z.number(), error: z.string() });
 
@@ -43,9 +44,9 @@ export async function startApiServer(controller: Controller): Promise<http.Serve
       auth(headers);
       return controller.manualFailover(params.site!, parseBody(FailoverBody, body ?? {}));
     })
-    .on('POST', '/v1/sites/:site/switchover', ({ headers }) => {
+    .on('POST', '/v1/sites/:site/switchover', ({ headers, params, body }) => {
       auth(headers);
-      throw new UnderstudyError('US_BAD_REQUEST', 'planned switchover is not available in this version; use failover SITE --to HOST (it fences the old host)');
+      return controller.switchover(params.site!, parseBody(SwitchoverBody, body).to);
     })
     .on('GET', '/v1/hosts/:host/power', ({ headers, params }) => { auth(headers); return controller.power(params.host!, 'status'); })
     .on('POST', '/v1/hosts/:host/power', ({ headers, params, body }) => {

@@ -65,7 +65,10 @@ apiOpts(program.command('failover').description('unplanned move of SITE now').ar
 
 apiOpts(program.command('switchover').description('planned move of SITE to HOST').argument('<site>').requiredOption('--to <host>', 'target host'))
   .action(async (site: string, o: ApiOptions & { to: string }) => {
-    await callApi(o, `/v1/sites/${encodeURIComponent(site)}/switchover`, { body: { to: o.to }, timeoutMs: 120_000 });
+    console.error(`switching ${site} over to ${o.to}…`);
+    const r = await callApi<{ runbook: number; status: string }>(o, `/v1/sites/${encodeURIComponent(site)}/switchover`, { body: { to: o.to }, timeoutMs: 120_000 });
+    console.log(`switchover #${r.runbook}: ${r.status}`);
+    if (r.status !== 'done') process.exitCode = 1;
   });
 
 apiOpts(program.command('power').description('a host\'s relay').argument('<host>').argument('<action>', 'on, off or status'))

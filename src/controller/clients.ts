@@ -43,6 +43,10 @@ export class PartClients {
   promote(storage: string, site: string, epoch: number): Promise<PromoteResponse> {
     return callJson(`${this.storageUrl(storage)}/v1/volumes/${site}/promote`, { body: { epoch }, timeoutMs: 30_000 });
   }
+  /** Waits until the replica has confirmed everything committed on this primary volume so far. */
+  confirm(storage: string, site: string, timeoutMs: number): Promise<unknown> {
+    return callJson(`${this.storageUrl(storage)}/v1/volumes/${site}/confirm`, { body: { timeoutMs }, timeoutMs: timeoutMs + 2000 });
+  }
   demote(storage: string, site: string, epoch: number): Promise<unknown> {
     return callJson(`${this.storageUrl(storage)}/v1/volumes/${site}/demote`, { body: { epoch }, timeoutMs: 2000 });
   }

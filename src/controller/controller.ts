@@ -10,6 +10,8 @@ import { UnderstudyError } from '../shared/errors.ts';
 import { StateStore } from '../state/state-store.ts';
 import { PartClients } from './clients.ts';
 import { FailoverRunbook, type FailoverData, type RunbookDeps } from './failover-runbook.ts';
+import { SwitchoverRunbook, type SwitchoverData } from './switchover-runbook.ts';
+import type { RunbookRecord } from '../state/state-store.ts';
 import { appEndpoint, probeUrl, renderedTransform, replicaStorageFor, startRequest } from './site-facts.ts';
 import { buildStatus, type StatusView } from './status-view.ts';
 import { sleep, waitFor } from './timing.ts';
@@ -56,7 +58,7 @@ export class Controller {
     // Resume what a previous controller left half-done before anything else.
     for (const rb of this.store.runningRunbooks()) {
       this.store.addEvent({ site: rb.site, host: null, kind: 'runbook-resumed', message: `resuming ${rb.kind} runbook #${rb.id} of ${rb.site} at its journaled step`, data: { runbook: rb.id } });
-      this.launchRunbook(rb.site, new FailoverRunbook(this.deps, rb));
+      this.launchRunbook(rb.site, this.runbookOf(rb));
     }
     for (const site of Object.keys(this.config.sites)) {
       const rec = this.store.getSite(site);
@@ -180,7 +182,15 @@ export class Controller {
         this.log.info({ site, epoch: rec.epoch, primary: endpoint }, 'route re-pushed to the director');
       }
     }
-    if (rec.replicaStorage) {
+    if (!rec.replicaStorage) {
+      // Unprotected (a re-protect failed, or the replica's storage was down): try again.
+      const replica = replicaStorageFor(this.config, cfg, host.storage);
+      if (replica && this.storageStatus.get(replica)) {
+        await this.clients.replicate(host.storage, site, rec.epoch, replica);
+        this.store.putSite({ ...rec, replicaStorage: replica });
+        this.store.addEvent({ site, host: null, kind: 'reprotected', message: `${site} replicates to ${replica} again`, data: { replica } });
+      }
+    } else {
       const vol = this.volumeStatus(host.storage, site);
       if (vol && vol.role === 'primary' && (!vol.replication || vol.replication.to !== rec.replicaStorage || vol.replication.state === 'stopped' || vol.replication.state === 'none')) {
         await this.clients.replicate(host.storage, site, rec.epoch, rec.replicaStorage);
@@ -232,7 +242,11 @@ export class Controller {
     return runbook;
   }
 
-  private launchRunbook(site: string, runbook: FailoverRunbook): void {
+  private runbookOf(rb: RunbookRecord): FailoverRunbook | SwitchoverRunbook {
+    return rb.kind === 'switchover' ? new SwitchoverRunbook(this.deps, rb) : new FailoverRunbook(this.deps, rb);
+  }
+
+  private launchRunbook(site: string, runbook: FailoverRunbook | SwitchoverRunbook): void {
     this.monitors.get(site)?.stop();
     this.monitors.delete(site);
     const p = runbook.run()
@@ -256,6 +270,41 @@ export class Controller {
     await this.activeRunbooks.get(site);
     const rb = this.store.listRunbooks(site).find((r) => r.id === runbook.id)!;
     return { runbook: rb.id, status: rb.status };
+  }
+
+  /**
+   * `understudy switchover SITE --to HOST`: a planned move with no lost write and
+   * no failed request. HOST must be one of the site's hosts, attached to the
+   * storage system that holds the replica, and not the primary. Resolves when the
+   * runbook ends.
+   */
+  async switchover(site: string, to: string): Promise<{ runbook: number; status: string }> {
+    const rec = this.store.getSite(site);
+    const cfg = this.config.sites[site];
+    if (!rec || !cfg) throw new UnderstudyError('US_NOT_FOUND', `unknown site ${site}: the config has ${Object.keys(this.config.sites).join(', ')}`);
+    const host = this.config.hosts[to];
+    if (!host) throw new UnderstudyError('US_NOT_FOUND', `unknown host ${to}: the config has ${Object.keys(this.config.hosts).join(', ')}`);
+    if (this.activeRunbooks.has(site)) throw new UnderstudyError('US_BAD_REQUEST', `${site} already has a runbook running; watch it with understudy events --follow`);
+    if (rec.state !== 'serving') throw new UnderstudyError('US_BAD_REQUEST', `${site} is ${rec.state}, not serving: a switchover needs a serving primary (use failover)`);
+    if (rec.primaryHost === to) throw new UnderstudyError('US_BAD_REQUEST', `${site} already runs on ${to}`);
+    if (![cfg.primary, ...cfg.standby].includes(to)) throw new UnderstudyError('US_BAD_REQUEST', `${to} is not one of ${site}'s hosts (primary ${cfg.primary}, standby ${cfg.standby.join(', ')})`);
+    if (!rec.replicaStorage || host.storage !== rec.replicaStorage) {
+      throw new UnderstudyError('US_NO_TARGET', `${to} is attached to ${host.storage}, but ${site}'s replica is on ${rec.replicaStorage ?? 'no storage system (unprotected)'}: choose a host attached to it`);
+    }
+    const vol = this.volumeStatus(this.config.hosts[rec.primaryHost]!.storage, site);
+    if (vol?.replication?.state !== 'streaming') {
+      throw new UnderstudyError('US_REPLICATION', `${site}'s replication to ${rec.replicaStorage} is ${vol?.replication?.state ?? 'unknown'}, not streaming: wait until it streams (understudy status)`);
+    }
+    if (this.relay.status(to).power === 'off') {
+      throw new UnderstudyError('US_NO_TARGET', `${to} is powered off: power it on first (understudy power ${to} on)`);
+    }
+    const data: SwitchoverData = { oldPrimary: rec.primaryHost, oldEpoch: rec.epoch, target: to, newEpoch: rec.epoch + 1 };
+    const rb = this.store.startRunbook(site, 'switchover', data);
+    this.store.addEvent({ site, host: to, kind: 'switchover-started', message: `${site}: switchover #${rb.id} from ${rec.primaryHost} to ${to} started`, data: { runbook: rb.id } });
+    this.launchRunbook(site, new SwitchoverRunbook(this.deps, rb));
+    await this.activeRunbooks.get(site);
+    const done = this.store.listRunbooks(site).find((r) => r.id === rb.id)!;
+    return { runbook: done.id, status: done.status };
   }
 
   /** Called by the director when it could not connect to an upstream. */

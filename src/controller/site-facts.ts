@@ -1,6 +1,6 @@
 import path from 'node:path';
 import type { HostConfig, SiteConfig, UnderstudyConfig } from '../config/types.ts';
-import type { StartAppRequest } from '../shared/contracts.ts';
+import type { RouteTable, StartAppRequest } from '../shared/contracts.ts';
 import { renderRules } from '../transform/render-rules.ts';
 
 /** Facts derived from the config about a site on a host: where its volume is, how to start it, where it answers. */
@@ -43,4 +43,11 @@ export function replicaStorageFor(config: UnderstudyConfig, site: SiteConfig, pr
     .filter((h) => h.storage !== primaryStorage && !exclude.includes(h.storage) && !config.storage[h.storage]!.backup)
     .map((h) => h.storage);
   return candidates[0] ?? null;
+}
+
+/** The director's route for a site served by `host` at `epoch` (sync barrier included when the site replicates synchronously). */
+export function routeFor(config: UnderstudyConfig, site: string, host: string, epoch: number): RouteTable {
+  const cfg = config.sites[site]!;
+  const h = config.hosts[host]!;
+  return { site, epoch, primary: appEndpoint(h, cfg), readers: [] };
 }

@@ -1,6 +1,6 @@
 import type { SiteConfig } from '../config/types.ts';
 import { UnderstudyError } from '../shared/errors.ts';
-import type { RunbookDeps } from './failover-runbook.ts';
+import type { RunbookDeps } from './runbook-journal.ts';
 
 /** How long a powered host whose agent does not answer yet is waited for. */
 const BOOTING_WAIT_MS = 5000;

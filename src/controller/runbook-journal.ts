@@ -1,0 +1,59 @@
+import type { UnderstudyConfig } from '../config/types.ts';
+import type { RelayDriver } from '../power/relay.ts';
+import type { RunbookRecord, StateStore } from '../state/state-store.ts';
+import type { PartClients } from './clients.ts';
+import { sleep } from './timing.ts';
+
+export interface RunbookDeps {
+  config: UnderstudyConfig;
+  store: StateStore;
+  relay: RelayDriver;
+  clients: PartClients;
+  log: { info: (o: object, msg: string) => void; warn: (o: object, msg: string) => void; error: (o: object, msg: string) => void };
+}
+
+/**
+ * Runs a runbook's steps with the journal: each step is journaled `begin` before
+ * and `end` (or `error`) after it runs, and the runbook's data (its decisions) is
+ * saved with the `end`. Steps whose `end` is already journaled are skipped, so a
+ * restarted controller that runs the same runbook again resumes at the step it
+ * stopped in. Steps must therefore be idempotent: safe to run twice.
+ */
+export class RunbookJournal<D extends Record<string, unknown>> {
+  private readonly done: Set<string>;
+
+  constructor(private readonly deps: RunbookDeps, readonly rb: RunbookRecord, readonly data: D) {
+    this.done = new Set(deps.store.journalOf(rb.id).filter((j) => j.phase === 'end').map((j) => j.step));
+  }
+
+  async step(name: string, fn: () => Promise<unknown>): Promise<void> {
+    const { store } = this.deps;
+    if (this.done.has(name)) return;
+    store.journal(this.rb.id, name, 'begin');
+    const started = Date.now();
+    let result: unknown;
+    try {
+      result = await fn();
+    } catch (e) {
+      store.journal(this.rb.id, name, 'error', { error: (e as Error).message });
+      throw e;
+    }
+    store.updateRunbookData(this.rb.id, this.data);
+    store.journal(this.rb.id, name, 'end', { ms: Date.now() - started, ...(result && typeof result === 'object' ? result : {}) });
+    this.done.add(name);
+    this.deps.log.info({ site: this.rb.site, runbook: this.rb.id, kind: this.rb.kind, step: name, ms: Date.now() - started }, 'runbook step done');
+    await pauseForFaultInjection(name);
+  }
+}
+
+/**
+ * Test hook: UNDERSTUDY_FAULT_PAUSE_AFTER_STEP=fence:3000 makes the controller wait
+ * 3 s after journaling the end of step `fence`, so that a test can SIGKILL it for
+ * real at that point. Unset in production; it changes no decision.
+ */
+async function pauseForFaultInjection(step: string): Promise<void> {
+  const spec = process.env.UNDERSTUDY_FAULT_PAUSE_AFTER_STEP;
+  if (!spec) return;
+  const [name, ms] = spec.split(':');
+  if (name === step) await sleep(Number(ms ?? 3000));
+}

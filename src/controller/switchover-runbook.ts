@@ -1,0 +1,117 @@
+import { UnderstudyError } from '../shared/errors.ts';
+import type { RunbookRecord } from '../state/state-store.ts';
+import { RunbookJournal, type RunbookDeps } from './runbook-journal.ts';
+import { appEndpoint, routeFor, startRequest } from './site-facts.ts';
+import { TakeoverSteps } from './takeover-steps.ts';
+import { sleep } from './timing.ts';
+
+/** How long in-flight requests to the old primary may take to finish once new ones are held. */
+const DRAIN_TIMEOUT_MS = 10_000;
+/** How long the replica may take to confirm the last write of the stopped primary. */
+const CATCH_UP_TIMEOUT_MS = 15_000;
+
+export interface SwitchoverData extends Record<string, unknown> {
+  oldPrimary: string;
+  oldEpoch: number;
+  target: string;
+  newEpoch: number;
+  heldAt?: number;
+  releasedAt?: number;
+  newReplicaStorage?: string | null;
+  transformChanges?: unknown[];
+}
+
+/**
+ * The planned switchover: no lost write and no failed request. New requests are
+ * held in the director; in-flight ones finish on the old primary; the old app is
+ * stopped cleanly (nothing more can be written), the replica confirms everything;
+ * then the replica is promoted and the site started, routed and released on the
+ * target. The old host stays powered as the new standby, and its storage becomes
+ * the new replica. Until the promotion nothing is lost by giving up: a failed
+ * check, drain or catch-up restarts the old app and routes it again at the old
+ * epoch.
+ */
+export class SwitchoverRunbook {
+  private readonly journal: RunbookJournal<SwitchoverData>;
+
+  constructor(private readonly deps: RunbookDeps, private readonly rb: RunbookRecord) {
+    this.journal = new RunbookJournal(deps, rb, rb.data as SwitchoverData);
+  }
+
+  get id(): number {
+    return this.rb.id;
+  }
+
+  async run(): Promise<void> {
+    const { store, clients, config } = this.deps;
+    const site = this.rb.site;
+    const d = this.journal.data;
+    const step = this.journal.step.bind(this.journal);
+    const oldHost = config.hosts[d.oldPrimary]!;
+    const siteCfg = config.sites[site]!;
+    store.setSiteState(site, 'failing-over');
+    let promoted = store.journalOf(this.rb.id).some((j) => j.step === 'promote' && j.phase === 'begin');
+
+    try {
+      await step('hold', async () => {
+        d.heldAt = Date.now();
+        await clients.putRoute({ site, epoch: d.oldEpoch, primary: null, readers: [] });
+      });
+      await step('drain', async () => {
+        const upstream = appEndpoint(oldHost, siteCfg);
+        const deadline = Date.now() + DRAIN_TIMEOUT_MS;
+        while (true) {
+          const stats = await clients.stats();
+          const s = stats.sites.find((x) => x.site === site)?.upstreams.find((u) => u.upstream === upstream) as { inflight?: number } | undefined;
+          if (!s || (s.inflight ?? 0) === 0) return { inflight: 0 };
+          if (Date.now() > deadline) throw new UnderstudyError('US_TIMEOUT', `${s.inflight} request(s) to ${upstream} still in flight after ${DRAIN_TIMEOUT_MS} ms`);
+          await sleep(5);
+        }
+      });
+      await step('stop-old', async () => {
+        await clients.stopApp(d.oldPrimary, site);
+      });
+      await step('catch-up', async () => {
+        await clients.confirm(oldHost.storage, site, CATCH_UP_TIMEOUT_MS);
+      });
+      promoted = true;
+      const takeover = new TakeoverSteps(this.deps, site, d.target, d.newEpoch);
+      await step('promote', () => takeover.promote(d.oldPrimary));
+      await step('transform', async () => {
+        d.transformChanges = await takeover.transform();
+        return { changes: d.transformChanges };
+      });
+      await step('start', () => takeover.start());
+      await step('wait-healthy', () => takeover.waitHealthy());
+      await step('route', async () => { d.releasedAt = await takeover.route(); });
+      await step('reprotect', async () => {
+        d.newReplicaStorage = await takeover.reprotect();
+        return { replica: d.newReplicaStorage };
+      });
+      await step('record', async () => {
+        const heldMs = (d.releasedAt ?? Date.now()) - (d.heldAt ?? Date.now());
+        store.addEvent({
+          site, host: d.target, kind: 'switchover-complete',
+          message: `${site} switched over from ${d.oldPrimary} to ${d.target} (epoch ${d.newEpoch}); requests were held ${heldMs} ms; ${d.oldPrimary} is now a standby`,
+          data: { from: d.oldPrimary, to: d.target, epoch: d.newEpoch, heldMs, replica: d.newReplicaStorage ?? null, transform: d.transformChanges ?? [] },
+        });
+      });
+      store.finishRunbook(this.rb.id, 'done');
+    } catch (e) {
+      const err = e as UnderstudyError;
+      store.finishRunbook(this.rb.id, 'failed');
+      if (!promoted) {
+        // Nothing was promoted: the old primary's copy is still the only primary. Put it back.
+        await clients.startApp(d.oldPrimary, site, startRequest(config, oldHost, siteCfg, d.oldEpoch)).catch(() => undefined);
+        await new TakeoverSteps(this.deps, site, d.oldPrimary, d.oldEpoch).waitHealthy().catch(() => undefined);
+        await clients.putRoute(routeFor(config, site, d.oldPrimary, d.oldEpoch)).catch(() => undefined);
+        store.setSiteState(site, 'serving');
+        store.addEvent({ site, host: d.oldPrimary, kind: 'switchover-aborted', message: `switchover of ${site} to ${d.target} abandoned before the promotion (${err.message}); ${site} serves on ${d.oldPrimary} again`, data: { code: err.code ?? 'US_INTERNAL' } });
+      } else {
+        store.setSiteState(site, 'down');
+        store.addEvent({ site, host: d.target, kind: 'switchover-failed', message: `switchover of ${site} to ${d.target} failed after the promotion: ${err.message}; run understudy failover ${site} to finish on a standby`, data: { code: err.code ?? 'US_INTERNAL' } });
+      }
+      throw e;
+    }
+  }
+}

@@ -1,0 +1,77 @@
+import { HttpProbe } from '../monitor/http-probe.ts';
+import type { TransformChange } from '../shared/contracts.ts';
+import type { RunbookDeps } from './runbook-journal.ts';
+import { appEndpoint, probeUrl, renderedTransform, replicaStorageFor, routeFor, startRequest } from './site-facts.ts';
+import { waitFor } from './timing.ts';
+
+/**
+ * The steps that failover and switchover share once a replica has been promoted
+ * for `target` at `epoch`: transform it for the target, start the site there,
+ * wait for it, route it, re-protect it. Each is idempotent.
+ */
+export class TakeoverSteps {
+  constructor(private readonly deps: RunbookDeps, private readonly site: string, private readonly target: string, private readonly epoch: number) {}
+
+  private get siteCfg() { return this.deps.config.sites[this.site]!; }
+  private get host() { return this.deps.config.hosts[this.target]!; }
+
+  /** Promotes the replica on the target's storage at the new epoch, after telling the old copy to stop shipping. */
+  async promote(oldPrimary: string): Promise<{ storage: string; epoch: number }> {
+    const { clients, store } = this.deps;
+    const oldStorage = this.deps.config.hosts[oldPrimary]!.storage;
+    // The old copy stops shipping; unreachable is fine (its storage may be what failed).
+    await clients.demote(oldStorage, this.site, this.epoch).catch(() => undefined);
+    const res = await clients.promote(this.host.storage, this.site, this.epoch);
+    const rec = store.getSite(this.site)!;
+    store.putSite({ ...rec, epoch: this.epoch, primaryHost: this.target, replicaStorage: null });
+    store.addEvent({ site: this.site, host: this.target, kind: 'promoted', message: `replica on ${this.host.storage} promoted at epoch ${this.epoch}`, data: { storage: this.host.storage, epoch: this.epoch, lastAppliedAt: res.lastAppliedAt ?? null } });
+    return { storage: this.host.storage, epoch: this.epoch };
+  }
+
+  async transform(): Promise<TransformChange[]> {
+    const res = await this.deps.clients.transform(this.host.storage, this.site, this.epoch, renderedTransform(this.host, this.siteCfg));
+    return res.changes;
+  }
+
+  async start(): Promise<void> {
+    const { relay, clients, config } = this.deps;
+    if (relay.status(this.target).power === 'off') await relay.on(this.target);
+    await waitFor(() => clients.agentStatus(this.target, 300), { timeoutMs: 15_000, everyMs: 20, what: `the agent of ${this.target}` });
+    await clients.startApp(this.target, this.site, startRequest(config, this.host, this.siteCfg, this.epoch));
+  }
+
+  async waitHealthy(): Promise<void> {
+    const probe = new HttpProbe(probeUrl(this.host, this.siteCfg), this.siteCfg.health.probe.timeoutMs);
+    try {
+      await waitFor(async () => (await probe.run()).ok, { timeoutMs: 30_000, everyMs: 10, what: `${this.site} to answer on ${appEndpoint(this.host, this.siteCfg)}` });
+    } finally {
+      await probe.close();
+    }
+  }
+
+  async route(): Promise<number> {
+    await this.deps.clients.putRoute(routeFor(this.deps.config, this.site, this.target, this.epoch));
+    const rec = this.deps.store.getSite(this.site)!;
+    this.deps.store.putSite({ ...rec, state: 'serving' });
+    return Date.now();
+  }
+
+  /** Starts shipping the new primary to another storage system, if one is free; returns it (or null). */
+  async reprotect(): Promise<string | null> {
+    const { clients, store } = this.deps;
+    let replica = replicaStorageFor(this.deps.config, this.siteCfg, this.host.storage);
+    if (replica) {
+      try {
+        await clients.replicate(this.host.storage, this.site, this.epoch, replica);
+      } catch (e) {
+        store.addEvent({ site: this.site, host: null, kind: 'reprotect-failed', message: `could not start replicating ${this.site} to ${replica}: ${(e as Error).message}; the controller retries, the site runs unprotected until then`, data: { replica } });
+        replica = null;
+      }
+    } else {
+      store.addEvent({ site: this.site, host: null, kind: 'unprotected', message: `no other storage system can hold a replica of ${this.site}; it runs unprotected`, data: {} });
+    }
+    const rec = store.getSite(this.site)!;
+    store.putSite({ ...rec, replicaStorage: replica, state: 'serving' });
+    return replica;
+  }
+}

@@ -1,0 +1,78 @@
+import assert from 'node:assert/strict';
+import path from 'node:path';
+import { test } from 'node:test';
+import { api, http, sleep, startCluster, waitUntil, type Cluster } from '../support/cluster.ts';
+import { missingOrders, startLoad } from '../support/load.ts';
+import { ordersDigest } from '../support/volume-digest.ts';
+
+interface Status {
+  sites: { state: string; epoch: number; primary: { host: string }; replication: { state: string; lagMs: number | null; to: string | null } }[];
+  hosts: { name: string; pid: number | null; power: string }[];
+}
+
+async function streaming(cluster: Cluster): Promise<Status> {
+  return waitUntil('serving and replication streaming', async () => {
+    const st = await api<Status>(cluster, '/v1/status');
+    const s = st.sites[0]!;
+    return s.state === 'serving' && s.replication.state === 'streaming' ? st : null;
+  }, 60_000, 50);
+}
+
+test('planned switchovers under load fail no request and lose no order; after a crash the old host is brought up to date and the site switches back', { timeout: 240_000 }, async (t) => {
+  const cluster = await startCluster({ slot: 4, hosts: [{ name: 'h1', storage: 'array-a', boot: true }, { name: 'h2', storage: 'array-b', boot: true }] });
+  t.after(() => cluster.stop());
+  const h1 = cluster.hostAddress('h1');
+  const h2 = cluster.hostAddress('h2');
+  await streaming(cluster);
+
+  // Two planned switchovers under load: h1 → h2 → h1.
+  const load = startLoad(cluster.front, { workers: 4, maxMs: 120_000 });
+  t.after(() => load.stop());
+  await sleep(800);
+  for (const [to, address] of [['h2', h2], ['h1', h1]] as const) {
+    const r = await api<{ status: string }>(cluster, '/v1/sites/shop/switchover', { to });
+    assert.equal(r.status, 'done');
+    await waitUntil(`answers from ${to}`, async () => load.result.answers.some((a) => a.ok && a.servedBy?.startsWith(`${address}:`) && a.at > Date.now() - 500));
+    await streaming(cluster);
+    await sleep(500);
+  }
+  const during = await load.stop();
+  assert.deepEqual(during.postsFailed, [], 'no POST failed during the switchovers');
+  assert.deepEqual(during.getsFailed, [], 'no GET failed during the switchovers');
+  assert.deepEqual(await missingOrders(cluster.front, during.acked), [], 'no order lost');
+  const epochAfterSwitchovers = (await api<Status>(cluster, '/v1/status')).sites[0]!.epoch;
+  assert.equal(epochAfterSwitchovers, 3);
+
+  // Crash of h1: failover to h2.
+  const st = await streaming(cluster);
+  process.kill(-st.hosts.find((h) => h.name === 'h1')!.pid!, 'SIGKILL');
+  await waitUntil('failover to h2', async () => {
+    const s = (await api<Status>(cluster, '/v1/status')).sites[0]!;
+    return s.state === 'serving' && s.primary.host === 'h2';
+  }, 30_000);
+  for (let i = 0; i < 20; i++) {
+    const r = await http(`${cluster.front}/api/orders`, { method: 'POST', body: { customer: `after-crash-${i}`, items: [{ productId: 2, qty: 1 }] } });
+    assert.equal(r.status, 201);
+  }
+
+  // The old host returns: it is not the primary, and its storage is brought up to date from h2.
+  await api(cluster, '/v1/hosts/h1/power', { action: 'on' });
+  await streaming(cluster);
+  await waitUntil('lag 0', async () => (await api<Status>(cluster, '/v1/status')).sites[0]!.replication.lagMs === 0, 20_000);
+  const back = await api<{ status: string }>(cluster, '/v1/sites/shop/switchover', { to: 'h1' });
+  assert.equal(back.status, 'done');
+  const served = await http(`${cluster.front}/healthz`);
+  assert.ok(served.servedBy?.startsWith(`${h1}:`), `served by h1 again (${served.servedBy})`);
+  const orders = await http(`${cluster.front}/api/orders?customer=after-crash-19`);
+  assert.equal(orders.status, 200);
+
+  // Equal row counts and equal content on both storage systems once the replica has caught up.
+  await streaming(cluster);
+  await waitUntil('lag 0', async () => (await api<Status>(cluster, '/v1/status')).sites[0]!.replication.lagMs === 0, 20_000);
+  await sleep(500);
+  const a = ordersDigest(path.join(cluster.dir, 'array-a', 'volumes', 'shop'));
+  const b = ordersDigest(path.join(cluster.dir, 'array-b', 'volumes', 'shop'));
+  t.diagnostic(`orders.db array-a ${JSON.stringify(a)} array-b ${JSON.stringify(b)}`);
+  assert.ok(a.orders >= during.acked.length + 20);
+  assert.deepEqual(a, b);
+});
