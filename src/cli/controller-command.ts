@@ -2,27 +2,50 @@ import type { UnderstudyConfig } from '../config/types.ts';
 import { startApiServer } from '../api/api-server.ts';
 import { Controller } from '../controller/controller.ts';
 
-/** `understudy controller -c FILE`: the controller and its API, until SIGTERM/SIGINT. */
-export async function runController(config: UnderstudyConfig): Promise<void> {
+export interface ControllerService {
+  controller: Controller;
+  stop(): Promise<void>;
+}
+
+/**
+ * Starts the controller and its API in this process: on its own
+ * (`understudy controller`) or inside a storage processor
+ * (`understudy storage --with-controller`), with the same behaviour. A start that
+ * fails (the sites could not be started) is recorded as an event and rejected.
+ */
+export async function startControllerService(config: UnderstudyConfig): Promise<ControllerService> {
   const controller = new Controller(config);
   const server = await startApiServer(controller);
-  let stopping = false;
   const stop = async () => {
-    if (stopping) return;
-    stopping = true;
     server.close();
     server.closeAllConnections();
     await controller.stop();
-    process.exit(0);
   };
-  process.on('SIGTERM', () => void stop());
-  process.on('SIGINT', () => void stop());
   try {
     await controller.start();
   } catch (e) {
     controller.log.error({ err: (e as Error).message }, 'controller could not start the sites');
     controller.store.addEvent({ site: null, host: null, kind: 'controller-start-failed', message: `the controller could not start: ${(e as Error).message}`, data: {} });
-    process.exitCode = 1;
     await stop();
+    throw e;
+  }
+  return { controller, stop };
+}
+
+/** `understudy controller -c FILE`: the controller and its API, until SIGTERM/SIGINT. */
+export async function runController(config: UnderstudyConfig): Promise<void> {
+  let service: ControllerService | null = null;
+  let stopping = false;
+  const onSignal = () => {
+    if (stopping) return;
+    stopping = true;
+    void (service?.stop() ?? Promise.resolve()).then(() => process.exit(0));
+  };
+  process.on('SIGTERM', onSignal);
+  process.on('SIGINT', onSignal);
+  try {
+    service = await startControllerService(config);
+  } catch {
+    process.exit(1);
   }
 }

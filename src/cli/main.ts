@@ -23,9 +23,10 @@ const apiOpts = (c: Command) => c.option('--api <url>', 'controller API (default
 program.command('up')
   .description('start everything in the foreground (storage processors, director, controller, hosts)')
   .option('-c, --config <file>', 'config file (default: understudy.yaml, else the bundled demo)')
-  .action(async (o: { config?: string }) => {
+  .option('--controller-on <storage>', 'run the controller inside this storage system\'s processor instead of its own process')
+  .action(async (o: { config?: string; controllerOn?: string }) => {
     const { runUp } = await import('./up-command.ts');
-    process.exitCode = await runUp(config(o.config));
+    process.exitCode = await runUp(config(o.config), { controllerOn: o.controllerOn });
   });
 
 program.command('validate')
@@ -89,10 +90,12 @@ program.command('director').description('run the built-in network director').req
   const { runDirector } = await import('./director-command.ts');
   await runDirector({ config: config(o.config) });
 });
-program.command('storage').description('run a storage processor').requiredOption('--name <storage>').requiredOption('-c, --config <file>').action(async (o: { name: string; config: string }) => {
-  const { runStorage } = await import('./storage-command.ts');
-  await runStorage({ config: config(o.config), name: o.name });
-});
+program.command('storage').description('run a storage processor').requiredOption('--name <storage>').requiredOption('-c, --config <file>')
+  .option('--with-controller', 'also run the controller inside this storage processor')
+  .action(async (o: { name: string; config: string; withController?: boolean }) => {
+    const { runStorage } = await import('./storage-command.ts');
+    await runStorage({ config: config(o.config), name: o.name, withController: o.withController });
+  });
 program.command('agent').description('run a host agent').requiredOption('--host <host>').requiredOption('-c, --config <file>').action(async (o: { host: string; config: string }) => {
   const { runAgent } = await import('./agent-command.ts');
   await runAgent(config(o.config), o.host);

@@ -33,16 +33,29 @@ interface Part {
  * manager would. Ctrl-C stops every part and powers every host off: nothing is
  * left running. If the start fails, whatever was started is stopped again.
  */
-export async function runUp(config: UnderstudyConfig, out: (line: string) => void = (l) => console.log(l)): Promise<number> {
+export interface UpOptions {
+  /** Run the controller inside this storage system's processor (`storage --with-controller`). */
+  controllerOn?: string;
+  out?: (line: string) => void;
+}
+
+export async function runUp(config: UnderstudyConfig, opts: UpOptions = {}): Promise<number> {
+  const out = opts.out ?? ((l: string) => console.log(l));
   const runStartedAt = Date.now();
+  if (opts.controllerOn && !config.storage[opts.controllerOn]) {
+    throw new UnderstudyError('US_BAD_REQUEST', `--controller-on ${opts.controllerOn}: no such storage system (the config has ${Object.keys(config.storage).join(', ')})`);
+  }
   await preflight(config);
   const logDir = path.join(config.controller.stateDir, 'logs');
   fs.mkdirSync(logDir, { recursive: true });
   const parts: Part[] = [
-    ...Object.values(config.storage).map((s) => ({ name: `storage ${s.name}`, args: ['storage', '--name', s.name, '-c', config.file], url: endpointUrl(s.listen), child: null })),
+    ...Object.values(config.storage).filter((s) => s.name !== opts.controllerOn).map((s) => ({ name: `storage ${s.name}`, args: ['storage', '--name', s.name, '-c', config.file], url: endpointUrl(s.listen), child: null })),
     { name: 'director', args: ['director', '-c', config.file], url: endpointUrl(config.director.listen), child: null },
   ];
-  const controller: Part = { name: 'controller', args: ['controller', '-c', config.file], url: endpointUrl(config.controller.listen), child: null };
+  // The controller is its own process, or lives in one storage processor (started last: it needs the others).
+  const controller: Part = opts.controllerOn
+    ? { name: `storage ${opts.controllerOn} with controller`, args: ['storage', '--name', opts.controllerOn, '--with-controller', '-c', config.file], url: endpointUrl(config.controller.listen), child: null }
+    : { name: 'controller', args: ['controller', '-c', config.file], url: endpointUrl(config.controller.listen), child: null };
   let stopping = false;
   let startupDone = false;
   let startupFailed: ((e: Error) => void) | null = null;
@@ -81,7 +94,7 @@ export async function runUp(config: UnderstudyConfig, out: (line: string) => voi
     for (const p of parts) out(`  ✓ ${p.name} on ${p.url.replace('http://', '')}`);
     spawnPart(controller);
     await Promise.race([failed, waitHealthz(controller.url, 30_000, 'controller')]);
-    out(`  ✓ controller on ${controller.url.replace('http://', '')}`);
+    out(`  ✓ ${controller.name} on ${controller.url.replace('http://', '')}`);
     await Promise.race([failed, waitSitesServing(config, controller.url, 60_000)]);
     startupDone = true;
   } catch (e) {

@@ -3,6 +3,7 @@ import pino from 'pino';
 import type { UnderstudyConfig } from '../config/types.ts';
 import { HttpProbe } from '../monitor/http-probe.ts';
 import { SiteMonitor, type FailureEvidence } from '../monitor/site-monitor.ts';
+import { StaleAppWatch } from '../monitor/stale-app-watch.ts';
 import { LocalRelay } from '../power/local-relay.ts';
 import type { RelayDriver, RelayStatus } from '../power/relay.ts';
 import type { ConnErrorSignal, RouteTable, StorageStatus, VolumeStatus } from '../shared/contracts.ts';
@@ -38,6 +39,7 @@ export class Controller {
   private readonly storageStatus = new Map<string, StorageStatus | null>();
   private reconcileTimer: NodeJS.Timeout | null = null;
   private storageTimer: NodeJS.Timeout | null = null;
+  private readonly staleWatch: StaleAppWatch;
   private reconciling = false;
   private stopped = false;
 
@@ -46,6 +48,7 @@ export class Controller {
     this.store = new StateStore(config.controller.stateDir);
     this.relay = new LocalRelay(config, this.store, path.join(config.controller.stateDir, 'logs'));
     this.clients = new PartClients(config);
+    this.staleWatch = new StaleAppWatch(config, this.store, this.relay);
   }
 
   private get deps(): RunbookDeps {
@@ -67,12 +70,14 @@ export class Controller {
     }
     await this.reconcileAll();
     this.reconcileTimer = setInterval(() => void this.reconcileAll(), RECONCILE_EVERY_MS);
+    this.staleWatch.start();
   }
 
   async stop(): Promise<void> {
     this.stopped = true;
     if (this.reconcileTimer) clearInterval(this.reconcileTimer);
     if (this.storageTimer) clearInterval(this.storageTimer);
+    this.staleWatch.stop();
     for (const m of this.monitors.values()) m.stop();
     this.monitors.clear();
     this.store.close();

@@ -9,8 +9,14 @@ interface Status {
 }
 interface Ev { id: number; kind: string; at: number; data: Record<string, unknown> }
 
-test('SIGKILL of the primary host under load: the shop serves again from another subnet, nothing acknowledged before the lag window is lost', { timeout: 180_000 }, async (t) => {
-  const cluster = await startCluster({ slot: 2 });
+const variants = [
+  { name: 'controller in its own process', slot: 2, controllerOn: undefined },
+  // Claims 43 and 47: the same behaviour with the controller on the storage processor.
+  { name: 'controller inside storage processor array-b', slot: 5, controllerOn: 'array-b' },
+];
+
+for (const v of variants) test(`SIGKILL of the primary host under load (${v.name}): the shop serves again from another subnet, nothing acknowledged before the lag window is lost`, { timeout: 180_000 }, async (t) => {
+  const cluster = await startCluster({ slot: v.slot, controllerOn: v.controllerOn });
   t.after(() => cluster.stop());
   const h1 = cluster.hostAddress('h1');
 

@@ -23,6 +23,8 @@ export interface ClusterOptions {
   standby?: string[];
   replication?: 'async' | 'sync';
   env?: Record<string, string>;
+  /** Run the controller inside this storage processor (`up --controller-on`). */
+  controllerOn?: string;
 }
 
 export interface Cluster {
@@ -84,7 +86,7 @@ export async function startCluster(opts: ClusterOptions): Promise<Cluster> {
   const configFile = writeConfig(opts, dir);
   const p = ports(opts.slot);
   let out = '';
-  const up = spawn(process.execPath, [BIN, 'up', '-c', configFile], {
+  const up = spawn(process.execPath, [BIN, 'up', '-c', configFile, ...(opts.controllerOn ? ['--controller-on', opts.controllerOn] : [])], {
     cwd: ROOT, env: { ...process.env, UNDERSTUDY_LOG_LEVEL: 'warn', ...opts.env }, stdio: ['ignore', 'pipe', 'pipe'],
   });
   up.stdout!.on('data', (d: Buffer) => { out += d.toString(); });
