@@ -12,8 +12,9 @@ const SignalBody = z.object({ kind: z.literal('conn-error'), site: z.string(), u
 
 /**
  * The controller's HTTP API: status, events, failover, power, signals, /metrics.
- * When UNDERSTUDY_TOKEN is set, every call but /healthz and /metrics needs
- * `Authorization: Bearer <token>`; the token is never logged.
+ * When UNDERSTUDY_TOKEN is set, every call but /healthz, /metrics and /v1/signals
+ * needs `Authorization: Bearer <token>`; the token is never logged. A signal only
+ * makes the controller probe a primary at once: it can trigger no action by itself.
  */
 export async function startApiServer(controller: Controller): Promise<http.Server> {
   const token = process.env.UNDERSTUDY_TOKEN;

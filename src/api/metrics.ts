@@ -25,6 +25,7 @@ export function createMetrics(controller: Controller): client.Registry {
   new client.Gauge({
     name: 'understudy_replication_lag_ms', help: 'Age of the oldest change not yet on the replica', labelNames: ['site'], registers: [registry],
     async collect() {
+      this.reset();
       for (const s of (await controller.status()).sites) if (s.replication.lagMs !== null) this.set({ site: s.name }, s.replication.lagMs);
     },
   });

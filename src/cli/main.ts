@@ -49,7 +49,12 @@ apiOpts(program.command('events').description('the event log').option('--follow'
     const print = (events: EventRecord[]) => {
       for (const e of events) { console.log(o.json ? JSON.stringify(e) : formatEvent(e)); after = e.id; }
     };
-    print((await callApi<{ events: EventRecord[] }>(o, `/v1/events?after=0`)).events);
+    // Page through the whole log (the API answers at most 1000 events a call).
+    while (true) {
+      const page = (await callApi<{ events: EventRecord[] }>(o, `/v1/events?after=${after}&limit=1000`)).events;
+      print(page);
+      if (page.length < 1000) break;
+    }
     while (o.follow) {
       await new Promise((r) => setTimeout(r, 300));
       print((await callApi<{ events: EventRecord[] }>(o, `/v1/events?after=${after}`)).events);

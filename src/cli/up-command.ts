@@ -5,7 +5,7 @@ import path from 'node:path';
 import type { Endpoint, UnderstudyConfig } from '../config/types.ts';
 import { endpointToString, endpointUrl } from '../config/types.ts';
 import { isGroupAlive, killGroup } from '../power/process-group.ts';
-import { callJson } from '../shared/http-client.ts';
+import { callJson as callJsonRaw, type JsonCallOptions } from '../shared/http-client.ts';
 import { UnderstudyError } from '../shared/errors.ts';
 import { StateStore } from '../state/state-store.ts';
 import { checkVolumeDatabases } from '../storage/volume-check.ts';
@@ -15,6 +15,12 @@ import { PACKAGE_ROOT } from './config-path.ts';
 import { formatEvent } from './format.ts';
 
 const BIN = path.join(PACKAGE_ROOT, 'bin/understudy.js');
+
+/** `up`'s own calls to the parts it started carry the controller's token, if one is set. */
+function callJson<T>(url: string, opts: JsonCallOptions = {}): Promise<T> {
+  const token = process.env.UNDERSTUDY_TOKEN;
+  return callJsonRaw<T>(url, { ...opts, headers: { ...(token ? { authorization: `Bearer ${token}` } : {}), ...opts.headers } });
+}
 const RESTART_DELAY_MS = 500;
 
 interface Part {
@@ -130,12 +136,14 @@ export async function runUp(config: UnderstudyConfig, opts: UpOptions = {}): Pro
 
 /** Everything checked before anything starts, so that a bad start leaves nothing half-started. */
 async function preflight(config: UnderstudyConfig): Promise<void> {
-  const problems: string[] = [];
+  const volumeProblems: string[] = [];
   for (const s of Object.values(config.storage)) {
     const volumes = path.join(s.path, 'volumes');
     if (!fs.existsSync(volumes)) continue;
-    for (const site of fs.readdirSync(volumes)) problems.push(...checkVolumeDatabases(path.join(volumes, site)));
+    for (const site of fs.readdirSync(volumes)) volumeProblems.push(...checkVolumeDatabases(path.join(volumes, site)));
   }
+  if (volumeProblems.length > 0) throw new UnderstudyError('US_VOLUME_NOT_DATABASE', volumeProblems.join('\n'), { problems: volumeProblems });
+  const problems: string[] = [];
   const endpoints: [string, Endpoint][] = [
     ['controller.listen', config.controller.listen],
     ['director.listen', config.director.listen],
@@ -197,7 +205,8 @@ function waitExit(child: ChildProcess | null, timeoutMs: number): Promise<void> 
 /**
  * A clean stop: every host the relays know of is cut and confirmed gone, and the
  * relays forget them (the next `up` boots the `boot` hosts again); serving sites
- * are marked `starting`, so that the next `up` starts them on the primary they had.
+ * and sites that were down are marked `starting`, so that the next `up` starts them
+ * on the primary they had (the copy that is current: promoted, or never replaced).
  */
 export function powerOffAllHosts(config: UnderstudyConfig): void {
   if (!fs.existsSync(path.join(config.controller.stateDir, 'understudy.db'))) return;
@@ -211,7 +220,7 @@ export function powerOffAllHosts(config: UnderstudyConfig): void {
       }
       store.forgetRelay(r.host);
     }
-    for (const s of store.listSites()) if (s.state === 'serving' || s.state === 'degraded') store.setSiteState(s.site, 'starting');
+    for (const s of store.listSites()) if (s.state === 'serving' || s.state === 'degraded' || s.state === 'down') store.setSiteState(s.site, 'starting');
   } finally {
     store.close();
   }

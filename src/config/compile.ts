@@ -5,6 +5,7 @@ import type { SiteInput } from './schema.ts';
 import type {
   HostConfig,
   SiteConfig,
+  SyncConfig,
   StorageConfig,
   TransformRule,
   UnderstudyConfig,
@@ -74,6 +75,7 @@ export function compileConfig(
         replication: value.volume.replication,
         readonly: [...value.volume.readonly],
         ...(value.volume.backup ? { backup: { to: value.volume.backup.to, everyMs: value.volume.backup.every, keep: value.volume.backup.keep } } : {}),
+        ...compileSync(value.volume.replication, value.volume.sync),
       },
       transform: value.transform.map(compileRule),
       health: {
@@ -176,4 +178,18 @@ function expandStandby(
   }
   const pool = typeof value.standby === 'string' && poolNames.has(value.standby) ? value.standby : undefined;
   return pool !== undefined ? { hosts: out, pool } : { hosts: out };
+}
+
+/**
+ * `volume.sync`: filled with its defaults for a sync-mode site (so the controller can
+ * rely on it), kept as written for an async site (where it has no effect), absent
+ * otherwise.
+ */
+function compileSync(
+  replication: 'sync' | 'async',
+  sync: { onReplicaLost: 'degrade' | 'strict'; timeout: number } | undefined,
+): { sync?: SyncConfig } {
+  if (sync !== undefined) return { sync: { onReplicaLost: sync.onReplicaLost, timeoutMs: sync.timeout } };
+  if (replication === 'sync') return { sync: { onReplicaLost: 'degrade', timeoutMs: 2000 } };
+  return {};
 }

@@ -124,11 +124,24 @@ const backup = z.strictObject({
   keep: int(1).default(20),
 });
 
+/**
+ * Sync mode (`replication: sync`): how long the director holds a write's answer for
+ * the replica's confirmation, and what happens when the replica does not confirm in
+ * time. `degrade` (default): the volume is marked degraded and answers go out
+ * unconfirmed until the replica has caught up again. `strict`: the client gets 503
+ * US_SYNC_TIMEOUT instead of an unconfirmed success.
+ */
+const sync = z.strictObject({
+  onReplicaLost: custom('must be degrade or strict', (v) => (v === 'degrade' || v === 'strict' ? v : undefined)).default('degrade'),
+  timeout: duration.default(2000),
+});
+
 const volume = z
   .strictObject({
     replication: custom('must be sync or async', (v) => (v === 'sync' || v === 'async' ? v : undefined)).default('async'),
     readonly: z.array(volumePath, { error: 'must be a list of paths in the volume' }).default([]),
     backup: backup.optional(),
+    sync: sync.optional(),
   })
   .prefault({});
 

@@ -7,6 +7,19 @@
 
 export type ReplicationMode = 'sync' | 'async';
 
+/**
+ * `sites.X.volume.sync`: the director holds a modifying request's answer until the
+ * storage processor confirms the write is on the replica's disk, at most `timeoutMs`.
+ * Then `degrade` releases answers unconfirmed (the volume is marked degraded until
+ * the replica has caught up) and `strict` answers 503 US_SYNC_TIMEOUT.
+ */
+export interface SyncConfig {
+  /** @default 'degrade' */
+  onReplicaLost: 'degrade' | 'strict';
+  /** @default 2000 (`timeout: 2s`) */
+  timeoutMs: number;
+}
+
 export interface Endpoint {
   host: string;
   port: number;
@@ -105,6 +118,8 @@ export interface SiteConfig {
     replication: ReplicationMode;
     readonly: string[];
     backup?: { to: string; everyMs: number; keep: number };
+    /** Present for `replication: sync` (defaults filled) and wherever `volume.sync` is written. */
+    sync?: SyncConfig;
   };
   transform: TransformRule[];
   health: {

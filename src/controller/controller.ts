@@ -267,7 +267,15 @@ export class Controller {
   async manualFailover(site: string, opts: { to?: string; force?: boolean }): Promise<{ runbook: number; status: string }> {
     const rec = this.store.getSite(site);
     if (!rec || !this.config.sites[site]) throw new UnderstudyError('US_NOT_FOUND', `unknown site ${site}: the config has ${Object.keys(this.config.sites).join(', ')}`);
-    if (opts.to && !this.config.hosts[opts.to]) throw new UnderstudyError('US_NOT_FOUND', `unknown host ${opts.to}`);
+    if (opts.to) {
+      // Checked before anything is held or fenced: a wrong --to must not take a healthy site down.
+      const cfg = this.config.sites[site]!;
+      const host = this.config.hosts[opts.to];
+      if (!host) throw new UnderstudyError('US_NOT_FOUND', `unknown host ${opts.to}: the config has ${Object.keys(this.config.hosts).join(', ')}`);
+      if (opts.to === rec.primaryHost) throw new UnderstudyError('US_BAD_REQUEST', `${site} already runs on ${opts.to}`);
+      if (![cfg.primary, ...cfg.standby].includes(opts.to)) throw new UnderstudyError('US_BAD_REQUEST', `${opts.to} is not one of ${site}'s hosts (primary ${cfg.primary}, standby ${cfg.standby.join(', ')})`);
+      if (host.storage !== rec.replicaStorage) throw new UnderstudyError('US_NO_TARGET', `${opts.to} is attached to ${host.storage}, but ${site}'s replica is on ${rec.replicaStorage ?? 'no storage system (unprotected)'}`);
+    }
     if (this.activeRunbooks.has(site)) throw new UnderstudyError('US_BAD_REQUEST', `${site} already has a runbook running; watch it with understudy events --follow`);
     const now = Date.now();
     const monitor = this.monitors.get(site);

@@ -117,7 +117,7 @@ export class FailoverRunbook {
       store.setSiteState(site, 'down');
       store.addEvent({
         site, host: d.oldPrimary, kind: blocked ? 'failover-blocked' : 'failover-failed',
-        message: `failover of ${site} stopped: ${err.message}${blocked ? ' — an operator must act (understudy failover --force once the old host is known off)' : ''}`,
+        message: `failover of ${site} stopped: ${err.message}${err.code === 'US_FENCE_UNCONFIRMED' ? ' — an operator must act: understudy failover --force once the old host is known off' : err.code === 'US_NO_TARGET' ? ' — an operator must act: power on a standby attached to the replica\'s storage, then understudy failover ' + site : ''}`,
         data: { code: err.code ?? 'US_INTERNAL' },
       });
       throw e;

@@ -109,7 +109,7 @@ export class SwitchoverRunbook {
         store.addEvent({ site, host: d.oldPrimary, kind: 'switchover-aborted', message: `switchover of ${site} to ${d.target} abandoned before the promotion (${err.message}); ${site} serves on ${d.oldPrimary} again`, data: { code: err.code ?? 'US_INTERNAL' } });
       } else {
         store.setSiteState(site, 'down');
-        store.addEvent({ site, host: d.target, kind: 'switchover-failed', message: `switchover of ${site} to ${d.target} failed after the promotion: ${err.message}; run understudy failover ${site} to finish on a standby`, data: { code: err.code ?? 'US_INTERNAL' } });
+        store.addEvent({ site, host: d.target, kind: 'switchover-failed', message: `switchover of ${site} to ${d.target} failed after the promotion: ${err.message}; the promoted copy on ${config.hosts[d.target]!.storage} is now the only current one: fix ${d.target} and restart understudy up (it starts ${site} there)`, data: { code: err.code ?? 'US_INTERNAL' } });
       }
       throw e;
     }

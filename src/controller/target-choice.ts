@@ -27,7 +27,7 @@ export async function chooseTarget(
   opts: { failed: string; replicaStorage: string | null; requested?: string },
 ): Promise<string> {
   if (!opts.replicaStorage) {
-    throw new UnderstudyError('US_NO_TARGET', `${site.name} has no replica to promote (it was unprotected); restore it from a backup`);
+    throw new UnderstudyError('US_NO_TARGET', `${site.name} has no replica to promote (it was unprotected): bring its primary host back (understudy power HOST on) or restore its volume from a backup by hand`);
   }
   const candidates = (opts.requested ? [opts.requested] : site.standby)
     .filter((h) => h !== opts.failed)

@@ -2,6 +2,11 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
 import type { AgentAppStatus, StartAppRequest } from '../shared/contracts.ts';
 
+function withoutSecrets(env: NodeJS.ProcessEnv): NodeJS.ProcessEnv {
+  const { UNDERSTUDY_TOKEN: _token, ...rest } = env;
+  return rest;
+}
+
 /**
  * One site's application on a host, started by the agent inside the agent's own
  * process group, so that the relay's cut (SIGKILL of the group) takes it too.
@@ -29,7 +34,7 @@ export class AppProcess {
     const log = fs.openSync(this.logFile, 'a');
     const child = spawn(cmd, args, {
       cwd: req.cwd,
-      env: { ...process.env, ...req.env, DATA_DIR: req.dataDir, ...(req.mode === 'ro' ? { READ_ONLY: '1' } : {}) },
+      env: { ...withoutSecrets(process.env), ...req.env, DATA_DIR: req.dataDir, ...(req.mode === 'ro' ? { READ_ONLY: '1' } : {}) },
       stdio: ['ignore', log, log],
     });
     fs.closeSync(log);

@@ -6,6 +6,13 @@ export interface ProbeResult {
   latencyMs: number;
   /** Why it failed: `refused`, `timeout`, `status 500`, `bad body` … */
   error?: string;
+  /** HTTP status, when an answer came. */
+  status?: number;
+  /**
+   * Who answered: the body's `servedBy`, else the `X-Served-By` header, when given.
+   * HttpProbe does not judge it; a detector compares it with the expected address.
+   */
+  servedBy?: string;
 }
 
 /**
@@ -31,14 +38,18 @@ export class HttpProbe {
       });
       const text = await res.body.text();
       const latencyMs = Date.now() - start;
-      if (res.statusCode !== 200) return { ok: false, at: start, latencyMs, error: `status ${res.statusCode}` };
+      const status = res.statusCode;
+      const header = res.headers['x-served-by'];
+      let servedBy = typeof header === 'string' ? header : undefined;
+      if (status !== 200) return { ok: false, at: start, latencyMs, error: `status ${status}`, status, servedBy };
       try {
-        const body = JSON.parse(text) as { ok?: unknown };
-        if (body.ok !== true) return { ok: false, at: start, latencyMs, error: 'body without ok: true' };
+        const body = JSON.parse(text) as { ok?: unknown; servedBy?: unknown };
+        if (typeof body.servedBy === 'string') servedBy = body.servedBy;
+        if (body.ok !== true) return { ok: false, at: start, latencyMs, error: 'body without ok: true', status, servedBy };
       } catch {
-        return { ok: false, at: start, latencyMs, error: 'body is not JSON' };
+        return { ok: false, at: start, latencyMs, error: 'body is not JSON', status, servedBy };
       }
-      return { ok: true, at: start, latencyMs };
+      return { ok: true, at: start, latencyMs, status, servedBy };
     } catch (e) {
       const err = e as NodeJS.ErrnoException;
       const code = err.code ?? err.name;

@@ -8,6 +8,12 @@ import type { StateStore } from '../state/state-store.ts';
 import { isGroupAlive, killGroup } from './process-group.ts';
 import type { RelayDriver, RelayStatus } from './relay.ts';
 
+/** The controller's token stays with the controller: hosts and their apps never see it. */
+function withoutSecrets(env: NodeJS.ProcessEnv): NodeJS.ProcessEnv {
+  const { UNDERSTUDY_TOKEN: _token, ...rest } = env;
+  return rest;
+}
+
 const BIN = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../bin/understudy.js');
 
 /** How long `off` waits for every process of the host to be gone before it reports the fence unconfirmed. */
@@ -44,7 +50,7 @@ export class LocalRelay implements RelayDriver {
       detached: true,
       cwd: this.config.baseDir,
       stdio: ['ignore', log, log],
-      env: process.env,
+      env: withoutSecrets(process.env),
     });
     fs.closeSync(log);
     const pid = child.pid;

@@ -29,7 +29,33 @@ export interface VolumeStatus {
   };
   /** Only on a replica: when the last batch from the primary was applied (epoch ms). */
   lastAppliedAt?: number;
+  /**
+   * Only on a primary in sync mode (its site says `replication: sync`, or a director
+   * asked for a sync barrier): `degraded` while writes are released before the replica
+   * confirms them (onReplicaLost: degrade, after a timeout); back to `sync` once the
+   * replica has caught up. `since` is when the state last changed (epoch ms).
+   */
+  sync?: VolumeSyncState;
 }
+
+export interface VolumeSyncState { state: 'sync' | 'degraded'; since: number; reason?: string }
+
+export type SyncReplicaLost = 'degrade' | 'strict';
+
+/**
+ * POST /v1/volumes/:site/sync-barrier — the director, after a primary answered a
+ * modifying request: "is everything this volume's databases had committed by now on
+ * the replica's disk?" Waits at most `timeoutMs`; concurrent barriers share one
+ * ship/ack round trip. Always 200 with SyncBarrierResponse (400/404 on bad input):
+ *   sync      confirmed: release the answer;
+ *   degraded  not confirmed, and onReplicaLost is degrade: release it anyway (the
+ *             volume's `sync.state` is `degraded`; later barriers answer at once);
+ *   timeout   not confirmed within timeoutMs, onReplicaLost is strict: answer 503
+ *             US_SYNC_TIMEOUT instead.
+ * Covers SQLite databases in WAL mode; plain files are replicated asynchronously.
+ */
+export interface SyncBarrierRequest { onReplicaLost: SyncReplicaLost; timeoutMs: number }
+export interface SyncBarrierResponse { state: 'sync' | 'degraded' | 'timeout'; waitedMs: number; reason?: string }
 
 export interface StorageStatus {
   name: string;
@@ -64,6 +90,16 @@ export interface RouteTable {
   primary: string | null;
   /** host:port of read-only hosts (GET/HEAD/OPTIONS only). */
   readers: string[];
+  /**
+   * Sync mode (the site's `volume.replication: sync`), or null/absent for async. The
+   * director holds the answer of every modifying request (POST, PUT, PATCH, DELETE)
+   * the primary answered with a status < 500 until `storageUrl` (the storage processor
+   * holding the primary volume) confirms the write is on the replica's disk
+   * (POST {storageUrl}/v1/volumes/:site/sync-barrier). Not confirmed within timeoutMs:
+   * `degrade` releases it (counted), `strict` answers 503 US_SYNC_TIMEOUT. A storage
+   * processor that cannot be reached counts as not confirmed.
+   */
+  sync?: { storageUrl: string; onReplicaLost: SyncReplicaLost; timeoutMs: number } | null;
 }
 
 /** PUT /v1/routes/:site with RouteTable — 409 US_STALE_EPOCH if epoch < current. */
@@ -75,6 +111,26 @@ export interface UpstreamStats {
   connErrors: number;
   lastConnErrorAt: number | null;
   latencyMs: { p50: number; p95: number; p99: number; count: number };
+  /**
+   * Requests sent to this upstream whose answer the client has not got yet (including
+   * answers held for the sync barrier). A planned switchover holds new requests, then
+   * waits for this to reach 0 on the old primary.
+   */
+  inflight: number;
+}
+
+/** What sync mode did to a site's modifying requests (cumulative since the director started). */
+export interface SyncStats {
+  /** Answers held for a sync barrier. */
+  waits: number;
+  /** Of those, released unconfirmed because the volume is (or became) degraded. */
+  degraded: number;
+  /** Answered 503 US_SYNC_TIMEOUT (strict). */
+  timeouts: number;
+  /** The storage processor could not be reached or failed (counted in degraded or timeouts too). */
+  unreachable: number;
+  /** Barrier wait in ms over the last ~10 s. */
+  latencyMs: { p50: number; p95: number; p99: number; count: number };
 }
 
 export interface SiteStats {
@@ -83,6 +139,8 @@ export interface SiteStats {
   held: number;
   heldTimedOut: number;
   upstreams: UpstreamStats[];
+  /** Sync mode counters (the director always reports them; all 0 for async sites). */
+  sync?: SyncStats;
 }
 
 /** GET /v1/stats → { sites: SiteStats[] } */

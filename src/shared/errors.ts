@@ -22,7 +22,8 @@ export type ErrorCode =
   | 'US_HOLD_FULL'
   | 'US_OUTCOME_UNKNOWN'
   | 'US_UPSTREAM_FAILED'
-  | 'US_DIRECTOR_STOPPING';
+  | 'US_DIRECTOR_STOPPING'
+  | 'US_SYNC_TIMEOUT';
 
 export class UnderstudyError extends Error {
   readonly code: ErrorCode;

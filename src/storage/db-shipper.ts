@@ -9,6 +9,7 @@ import { UnderstudyError, isUnderstudyError } from '../shared/errors.ts';
 import { type WalChecksum } from './wal-checksum.ts';
 import { WAL_HEADER_SIZE, frameOffset, frameSize, parseWalHeader, sameWalGeneration, scanFrames, type WalHeader } from './wal-format.ts';
 import { readWalIndexHeader } from './wal-index.ts';
+import { CatchUpBarrier } from './catch-up-barrier.ts';
 import type { ReplicaClient } from './replica-protocol.ts';
 
 /**
@@ -35,7 +36,8 @@ import type { ReplicaClient } from './replica-protocol.ts';
  * a snapshot orders after anything seen before it). `ackedLsn` is the position the
  * replica confirmed, `seenLsn` the last commit seen in the source. A caller that wants
  * "has the replica got everything committed so far?" takes `position()` and waits
- * until `ackedLsn` reaches it (VolumeShipper.waitConfirmed).
+ * until `ackedLsn` reaches it (VolumeShipper.waitConfirmed). Sync mode uses the
+ * stronger `catchUp()` instead (see catch-up-barrier.ts and the argument at `run()`).
  */
 export interface DbShipperOptions {
   volumeDir: string;
@@ -75,6 +77,14 @@ function lsnOf(walSeq: number, frame: number): number {
 
 class GapError extends Error {}
 
+/**
+ * What one pass achieved: `idle` nothing was committed beyond what the replica holds;
+ * `shipped` it shipped (and had acknowledged) every commit the WAL held when read;
+ * `more` it did part of the work (a WAL switch, a batch cut short): pass again at once.
+ * `idle` and `shipped` are "caught up" for the sync barrier.
+ */
+type Pass = 'idle' | 'shipped' | 'more';
+
 let generationCounter = 0;
 /** Unique, increasing generation numbers (ms clock, bumped on collisions). */
 export function nextGeneration(): number {
@@ -108,6 +118,9 @@ export class DbShipper {
   private walSeq = 0;
   /** Commit positions seen but not acked yet, oldest first, with when they were seen. */
   private pending: { lsn: number; at: number }[] = [];
+  private readonly barrier = new CatchUpBarrier();
+  /** What the loop sleeps for: a sync waiter wakes an idle sleep only, never a backoff. */
+  private sleeping: 'idle' | 'backoff' | null = null;
 
   constructor(opts: DbShipperOptions) {
     this.opts = { checkpointFrames: 1000, idlePollMs: 10, chunkBytes: 8 << 20, maxBatchBytes: 16 << 20, ...opts };
@@ -133,6 +146,7 @@ export class DbShipper {
 
   async stop(): Promise<void> {
     this.stopped = true;
+    this.barrier.failAll(new UnderstudyError('US_REPLICATION', `replication of ${this.rel} stopped`));
     this.poke();
     this.watcher?.close();
     this.watcher = null;
@@ -154,31 +168,75 @@ export class DbShipper {
     return this.seenLsn;
   }
 
+  /**
+   * Sync mode: resolves once the replica has on its disk every transaction committed
+   * in this database before the call. Wakes the loop from its idle sleep at once; the
+   * callers of one pass share it (group commit). No timeout: race it. Rejects when the
+   * shipper stops.
+   */
+  catchUp(): Promise<void> {
+    const p = this.barrier.wait();
+    if (this.sleeping === 'idle') this.poke();
+    return p;
+  }
+
   private poke(): void {
     const w = this.wake;
     this.wake = null;
     w?.();
   }
 
-  private sleep(ms: number): Promise<void> {
+  private sleep(ms: number, kind: 'idle' | 'backoff' = 'idle'): Promise<void> {
+    this.sleeping = kind;
     return new Promise((resolve) => {
-      const t = setTimeout(() => { this.wake = null; resolve(); }, ms);
-      this.wake = () => { clearTimeout(t); resolve(); };
+      const t = setTimeout(() => { this.wake = null; this.sleeping = null; resolve(); }, ms);
+      this.wake = () => { clearTimeout(t); this.sleeping = null; resolve(); };
     });
   }
 
+  /*
+   * Why the sync barrier (`catchUp`) cannot let an acknowledged write slip.
+   *
+   * The director calls it after the app answered, so the write's commit frame C was in
+   * the WAL file (the app runs synchronous=FULL and answers after COMMIT) before the
+   * waiter registered, and the pass that releases the waiter began after that. Every
+   * pass reads the WAL *file* (header, then frames from the last shipped one to the end
+   * of the file), never a position remembered from earlier. At the pass's read, C is:
+   *  (a) in the WAL generation whose header the pass read: the frames read run to the
+   *      end of the file, so they include C (a valid chain of commits through C, written
+   *      before the read); the pass counts as caught up only if it read to end of file
+   *      (not cut at maxBatchBytes) and its frames were acknowledged (the replica answers
+   *      after fsync). A restart after the header read does not matter: all its commits
+   *      come after the pass began;
+   *  (b) in a WAL the app restarted since (a checkpoint folded C into the db file and
+   *      a writer began a new WAL): the header differs, `switchWal` first ships the old
+   *      WAL's unshipped tail (still in the file: R pins the WAL, so a restart only
+   *      happens once every frame of the old WAL was captured or shipped — see the
+   *      class comment) and reports `more`; a following pass ships the new WAL. A
+   *      restart the shipper cannot follow gaplessly is a GapError: a new generation;
+   *  (c) gone from any WAL the shipper can read (a TRUNCATE checkpoint, or a gap): only
+   *      possible when everything up to C had been captured under the write lock, or
+   *      the pass is a new generation, whose image is taken under the write lock after
+   *      the pass began and so contains C.
+   * A pass that fails (replica down, refused, stale epoch) releases nobody; the loop
+   * retries with a new generation, which covers everything committed before it began.
+   * So a released waiter's write is on the replica's disk, whatever the timing.
+   *
+   * Plain files (FileShipper) and databases not in WAL mode are outside the barrier.
+   */
   private async run(): Promise<void> {
     let backoff = 50;
     let needGeneration = true;
     while (!this.stopped) {
-      let busy: boolean;
+      let pass: Pass;
+      const n = this.barrier.begin();
       try {
         if (needGeneration) {
           await this.newGeneration();
           needGeneration = false;
-          busy = true;
+          pass = 'shipped';
         } else {
-          busy = await this.pollOnce();
+          pass = await this.pollOnce();
         }
         backoff = 50;
         this.state = 'streaming';
@@ -195,11 +253,12 @@ export class DbShipper {
         this.state = 'error';
         this.lastError = msg;
         try { await this.observe(); } catch { /* keep the lag growing from what we saw */ }
-        await this.sleep(backoff);
+        await this.sleep(backoff, 'backoff');
         backoff = Math.min(backoff * 2, isUnderstudyError(e) && e.code === 'US_STALE_EPOCH' ? 5000 : 2000);
         continue;
       }
-      if (!busy) await this.sleep(this.opts.idlePollMs);
+      if (pass !== 'more' && !this.stopped) this.barrier.done(n);
+      if (pass === 'idle' && !this.barrier.pending) await this.sleep(this.opts.idlePollMs);
     }
   }
 
@@ -407,35 +466,38 @@ export class DbShipper {
 
   // ------------------------------------------------------------ steady state
 
-  /** One look at the WAL; ships what is new. Returns true when it did work. */
-  private async pollOnce(): Promise<boolean> {
+  /** One look at the WAL; ships what is new (see `Pass`). */
+  private async pollOnce(): Promise<Pass> {
     const t = this.track!;
     const hdr = parseWalHeader(await this.readWal(0, WAL_HEADER_SIZE));
-    if (!hdr) return false; // no WAL, or truncated and not rewritten yet
+    if (!hdr) return 'idle'; // no WAL, or truncated and not rewritten yet (case (c) at `run()`)
     if (t.stale || t.hdr === null || !sameWalGeneration(hdr, t.hdr)) {
-      if (t.stale && t.hdr !== null && sameWalGeneration(hdr, t.hdr)) return false; // still the leftover header
+      if (t.stale && t.hdr !== null && sameWalGeneration(hdr, t.hdr)) return 'idle'; // still the leftover header
       return this.switchWal(hdr);
     }
     const shipped = await this.shipFrom(hdr);
     // Under steady load there is always something new: the cycle captures it under the lock.
     const t2 = this.track!;
-    if (t2.lastFrame >= this.opts.checkpointFrames && lsnOf(t2.walSeq, t2.lastFrame) !== this.lastCycleLsn) return this.checkpointCycle();
+    if (shipped !== 'more' && t2.lastFrame >= this.opts.checkpointFrames && lsnOf(t2.walSeq, t2.lastFrame) !== this.lastCycleLsn) return this.checkpointCycle();
     return shipped;
   }
 
   /** Ships the committed frames after `track.lastFrame` in the current WAL. */
-  private async shipFrom(hdr: WalHeader): Promise<boolean> {
+  private async shipFrom(hdr: WalHeader): Promise<Pass> {
     const t = this.track!;
     const data = await this.readWal(frameOffset(hdr.pageSize, t.lastFrame + 1), this.opts.maxBatchBytes);
+    const toEnd = data.length < this.opts.maxBatchBytes;
     const scan = scanFrames(data, hdr, t.lastFrame + 1, t.checksum);
     if (scan.lastCommitIndex <= t.lastFrame) {
-      if (data.length >= this.opts.maxBatchBytes && scan.stop === 'end') {
+      if (!toEnd && scan.stop === 'end') {
         throw new UnderstudyError('US_REPLICATION', `${this.dbPath}: a transaction larger than ${this.opts.maxBatchBytes} bytes; shipping a snapshot instead`);
       }
-      return false;
+      // Frames with other salts after ours are leftovers of an older, longer WAL, or of
+      // a restart after we read the header: its commits came after this pass began.
+      return 'idle';
     }
     await this.sendFrames(hdr, undefined, scan.firstIndex, scan.frames, scan.lastCommitIndex, scan.lastCommitChecksum);
-    return true;
+    return toEnd ? 'shipped' : 'more';
   }
 
   private async sendFrames(hdr: WalHeader, newWal: Buffer | undefined, firstIndex: number, frames: Buffer, lastIndex: number, checksum: WalChecksum): Promise<void> {
@@ -460,7 +522,7 @@ export class DbShipper {
    * first; a frame with the new salts inside that old tail means it was overwritten.
    * Anything else is a gap → new generation.
    */
-  private async switchWal(hdr: WalHeader): Promise<boolean> {
+  private async switchWal(hdr: WalHeader): Promise<Pass> {
     const t = this.track!;
     if (!t.stale && t.hdr !== null) {
       if (hdr.checkpointSeq !== ((t.hdr.checkpointSeq + 1) >>> 0)) {
@@ -474,18 +536,19 @@ export class DbShipper {
       }
       if (scan.lastCommitIndex > t.lastFrame) {
         await this.sendFrames(old, undefined, scan.firstIndex, scan.frames, scan.lastCommitIndex, scan.lastCommitChecksum);
-        return true; // the next poll switches to the new WAL
+        return 'more'; // the next poll switches to the new WAL
       }
     }
     this.log.debug({ from: t.hdr?.checkpointSeq, to: hdr.checkpointSeq, lastFrame: t.lastFrame, stale: t.stale }, 'WAL switch');
     // Start the new WAL on the replica with its header and its committed frames.
     const body = await this.readWal(WAL_HEADER_SIZE, this.opts.maxBatchBytes);
     const again = parseWalHeader(await this.readWal(0, WAL_HEADER_SIZE));
-    if (!again || !sameWalGeneration(again, hdr)) return true; // moved again meanwhile: look once more
+    if (!again || !sameWalGeneration(again, hdr)) return 'more'; // moved again meanwhile: look once more
     const scan = scanFrames(body, hdr, 1, hdr.checksum);
-    if (scan.lastCommitIndex < 1) return false; // header written, no commit yet
+    // Header written, no commit yet; the old WAL's tail was found empty above: idle.
+    if (scan.lastCommitIndex < 1) return 'idle';
     await this.sendFrames(hdr, hdr.raw, 1, scan.frames, scan.lastCommitIndex, scan.lastCommitChecksum);
-    return true;
+    return body.length < this.opts.maxBatchBytes ? 'shipped' : 'more';
   }
 
   /**
@@ -495,7 +558,7 @@ export class DbShipper {
    * release the lock. The WAL may restart right after, but every committed frame of
    * the old WAL is already in our hands, so the restart is gapless.
    */
-  private async checkpointCycle(): Promise<boolean> {
+  private async checkpointCycle(): Promise<Pass> {
     const t = this.track!;
     let captured: { first: number; frames: Buffer; last: number; checksum: WalChecksum } | null = null;
     let ok = true;
@@ -519,11 +582,12 @@ export class DbShipper {
     });
     const cp = captured as { first: number; last: number } | null;
     this.log.debug({ ok, lastFrame: t.lastFrame, captured: cp ? [cp.first, cp.last] : null, ckpt: this.lastCkpt }, 'checkpoint cycle');
-    if (!ok) return false;
+    if (!ok) return 'more';
     this.lastCycleLsn = lsnOf(t.walSeq, cp ? cp.last : t.lastFrame);
     const c = captured as { first: number; frames: Buffer; last: number; checksum: WalChecksum } | null;
     // A failure here makes the loop start a new generation.
+    // Captured under the write lock up to mxFrame: every commit made so far.
     if (c) await this.sendFrames(t.hdr!, undefined, c.first, c.frames, c.last, c.checksum);
-    return true;
+    return 'shipped';
   }
 }

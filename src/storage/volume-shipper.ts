@@ -15,7 +15,9 @@ import { isWalModeDatabase, listDatabases } from './sqlite-file.ts';
  *
  * Confirmation API (for sync mode): `position()` reads every database's WAL now and
  * returns `{ [db]: lsn }`; `waitConfirmed(pos)` resolves once the replica has
- * acknowledged at least that much of every database.
+ * acknowledged at least that much of every database. Sync mode uses `catchUp()`,
+ * which reads the WAL files after the call instead of trusting a remembered position
+ * (see DbShipper's `run()` for why it cannot let a committed write slip).
  */
 export type VolumePosition = Record<string, number>;
 
@@ -52,11 +54,16 @@ export class VolumeShipper {
   private bootError: string | undefined;
   private waiters: Waiter[] = [];
   private notWal = new Set<string>();
+  /** Resolves when the first hello succeeded (databases are then being shipped). */
+  private booted!: Promise<void>;
+  private bootedResolve!: () => void;
+  private discovery: Promise<void> | null = null;
 
   constructor(private readonly opts: VolumeShipperOptions) {
     this.to = opts.to;
     this.client = new ReplicaClient(opts.to.url, opts.site, opts.epochOf);
     this.log = opts.logger.child({ site: opts.site, replicaOf: opts.site, to: opts.to.name });
+    this.booted = new Promise<void>((resolve) => { this.bootedResolve = resolve; });
   }
 
   /** Starts in the background: hello is retried with backoff until the replica answers. */
@@ -75,6 +82,7 @@ export class VolumeShipper {
         this.files.onScan = () => this.discover();
         this.files.start(hello.files);
         this.discover();
+        this.bootedResolve();
         this.log.info('replication started');
         return;
       } catch (e) {
@@ -111,6 +119,7 @@ export class VolumeShipper {
 
   async stop(): Promise<void> {
     this.stopped = true;
+    this.bootedResolve(); // catchUp() waiters go on to find the stopped shippers
     await this.boot;
     await Promise.all([this.files?.stop(), ...[...this.dbs.values()].map((d) => d.stop())]);
     for (const w of this.waiters) { clearTimeout(w.timer); w.reject(new UnderstudyError('US_REPLICATION', `replication of ${this.opts.site} to ${this.to.name} stopped`)); }
@@ -130,6 +139,23 @@ export class VolumeShipper {
     const lagMs = Math.max(0, this.files?.lagMs(now) ?? 0, ...[...this.dbs.values()].map((d) => d.lagMs(now)));
     const generation = Math.max(0, ...[...this.dbs.values()].map((d) => d.generation));
     return { to: this.to.name, state, lagMs, generation, ...(lastError ? { lastError } : {}) };
+  }
+
+  /**
+   * Sync mode's barrier: resolves once the replica holds on its disk every transaction
+   * committed in any of the volume's (WAL-mode) databases before the call. Waits for the
+   * first hello if replication has not started yet; finds databases created since the
+   * last file scan. No timeout (race it); rejects once the shipper is stopped.
+   */
+  async catchUp(): Promise<void> {
+    await this.booted;
+    if (this.stopped) throw new UnderstudyError('US_REPLICATION', `replication of ${this.opts.site} to ${this.to.name} stopped`);
+    // A database the app created since the last scan is shipped from now on; one
+    // directory walk serves every call of this tick.
+    await (this.discovery ??= Promise.resolve().then(() => { this.discovery = null; this.discover(); }));
+    const dbs = [...this.dbs.values()];
+    if (dbs.length === 1) return dbs[0]!.catchUp();
+    await Promise.all(dbs.map((d) => d.catchUp()));
   }
 
   async position(): Promise<VolumePosition> {
