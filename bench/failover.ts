@@ -5,7 +5,7 @@
  * replication lag (p50, p99) sampled under the load — for warm standbys (the
  * target host already powered) and cold ones (the target must be booted).
  *
- *   npm run bench:failover -- [--warm 20] [--cold 5]
+ *   npm run bench:failover -- [--warm 20] [--cold 5] [--sync]
  */
 import { api, http, sleep, startCluster, waitUntil, type Cluster } from '../test/support/cluster.ts';
 import { missingOrders, startLoad } from '../test/support/load.ts';
@@ -23,6 +23,7 @@ const arg = (name: string, dflt: number) => {
 };
 const WARM = arg('warm', 20);
 const COLD = arg('cold', 5);
+const REPLICATION = (args.includes('--sync') ? 'sync' : 'async') as 'async' | 'sync';
 
 function pct(xs: number[], p: number): number {
   if (xs.length === 0) return NaN;
@@ -76,6 +77,7 @@ async function trial(cluster: Cluster, load: ReturnType<typeof startLoad>, cold:
 async function main(): Promise<void> {
   const cluster = await startCluster({
     slot: 15,
+    replication: REPLICATION,
     hosts: [
       { name: 'h1', storage: 'array-a', boot: true },
       { name: 'h2', storage: 'array-b', boot: true },
@@ -119,7 +121,7 @@ async function main(): Promise<void> {
     await sleep(500);
     const missing = await missingOrders(cluster.front, result.acked);
     const fmt = (xs: number[]) => `${pct(xs, 50).toFixed(0).padStart(6)} ${pct(xs, 95).toFixed(0).padStart(6)} ${Math.max(...xs).toFixed(0).padStart(6)}`;
-    console.log('\nbench/failover — crash failovers (SIGKILL of the primary host\'s process group) under load, async replication, loopback');
+    console.log(`\nbench/failover — crash failovers (SIGKILL of the primary host's process group) under load, ${REPLICATION} replication, loopback`);
     console.log('standby  trials  detection ms (p50 p95 max)   kill → first OK request ms (p50 p95 max)');
     for (const r of rows) console.log(`${r.kind.padEnd(8)} ${String(r.detection.length).padStart(6)}  ${fmt(r.detection)}                ${fmt(r.serving)}`);
     console.log(`\norders acknowledged: ${result.acked.length}; lost: ${missing.length}; POSTs failed: ${result.postsFailed.length}; GETs ok: ${result.getsOk}, failed: ${result.getsFailed.length}`);
