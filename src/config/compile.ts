@@ -129,11 +129,17 @@ export function compileConfig(
 function compileRule(rule: SiteInput['transform'][number]): TransformRule {
   const set: Record<string, string> = {};
   const values: Record<string, number | boolean | null> = {};
-  for (const [key, { value }] of Object.entries(rule.set)) {
+  for (const [key, { value }] of Object.entries(rule.set ?? {})) {
     if (typeof value === 'string') set[key] = value;
     else values[key] = value;
   }
-  return Object.keys(values).length > 0 ? { file: rule.file, set, values } : { file: rule.file, set };
+  return {
+    file: rule.file,
+    ...(rule.format !== undefined ? { format: rule.format } : {}),
+    set,
+    ...(Object.keys(values).length > 0 ? { values } : {}),
+    ...(rule.replace !== undefined ? { replace: rule.replace.map((r) => ({ match: r.match, with: r.with })) } : {}),
+  };
 }
 
 /**

@@ -2,6 +2,8 @@ import { z } from 'zod';
 import { DURATION_MESSAGE, parseDuration } from './duration.ts';
 import { ADDRESS_MESSAGE, ENDPOINT_MESSAGE, isAddress, isPort, parseEndpoint } from './endpoint.ts';
 import { checkTemplate } from '../transform/template.ts';
+import { FORMAT_HINT, FORMAT_NAMES, formatFor } from '../transform/formats/index.ts';
+import { compilePattern } from '../transform/text-replace.ts';
 
 /**
  * The config file as an operator writes it (see DESIGN.md "Config (YAML) — the
@@ -82,10 +84,21 @@ const storage = z.strictObject({
   listen: endpoint.optional(),
 });
 
+/** An absolute directory on a host (no control characters: it ends up in config files). */
+const absolutePath = custom('must be an absolute path like /var/log/shop', (v) =>
+  typeof v === 'string' && v.startsWith('/') && ![...v].some((c) => c < ' ') ? v : undefined,
+);
+const userName = custom('must be a user name (letters, digits, _ and -, starting with a letter or _)', (v) =>
+  typeof v === 'string' && /^[A-Za-z_][A-Za-z0-9_-]{0,31}$/.test(v) ? v : undefined,
+);
+
+/** `hosts.X.profile`: cpus and memoryMb (defaults 1 and 1024), optional paths and user; other keys kept. */
 const profile = z
   .looseObject({
     cpus: int(1).default(1),
     memoryMb: int(1).default(1024),
+    paths: z.record(recordKey, absolutePath, { error: 'must be a map of name: absolute path' }).optional(),
+    user: userName.optional(),
   })
   .prefault({});
 
@@ -157,10 +170,51 @@ const setValue = custom('must be a template string, a number, true/false or null
   }
 });
 
-const transformRule = z.strictObject({
-  file: volumePath,
-  set: z.record(dottedKey, setValue, { error: 'must be a map of dotted key: template' }),
+const template = custom('must be a template string', (v) => (typeof v === 'string' ? v : undefined)).superRefine((v, ctx) => {
+  const problem = checkTemplate(v);
+  if (problem !== undefined) ctx.addIssue({ code: 'custom', message: problem });
 });
+
+const pattern = custom('must be a regular expression (a non-empty string)', (v) => (typeof v === 'string' && v !== '' ? v : undefined)).superRefine(
+  (v, ctx) => {
+    try {
+      compilePattern(v);
+    } catch (e) {
+      ctx.addIssue({ code: 'custom', message: (e as Error).message });
+    }
+  },
+);
+
+const formatName = custom(`must be one of ${FORMAT_NAMES.join(', ')}`, (v) => FORMAT_NAMES.find((f) => f === v));
+
+/**
+ * `{ file, set: { dotted.key: template } }` for JSON, YAML, INI and .env files (format
+ * by the file's name or `format:`), or `{ file, replace: [{ match: regex, with: template }] }`
+ * for any file as text.
+ */
+const transformRule = z
+  .strictObject({
+    file: volumePath,
+    format: formatName.optional(),
+    set: z.record(dottedKey, setValue, { error: 'must be a map of dotted key: template' }).optional(),
+    replace: z
+      .array(z.strictObject({ match: pattern, with: template }), { error: 'must be a list of { match: regex, with: template }' })
+      .min(1, { error: 'must list at least one { match, with }' })
+      .optional(),
+  })
+  .superRefine((rule, ctx) => {
+    if (rule.set !== undefined && rule.replace !== undefined) {
+      ctx.addIssue({ code: 'custom', path: ['replace'], message: 'a rule has either set or replace, not both' });
+    } else if (rule.set === undefined && rule.replace === undefined) {
+      ctx.addIssue({ code: 'custom', message: 'needs set: { key: template } or replace: [{ match, with }]' });
+    } else if (rule.replace !== undefined) {
+      if (rule.format !== undefined && rule.format !== 'text') ctx.addIssue({ code: 'custom', path: ['format'], message: `replace rules edit text; format ${rule.format} applies to set rules` });
+    } else if (rule.format === 'text') {
+      ctx.addIssue({ code: 'custom', path: ['format'], message: 'format text takes replace rules, not set' });
+    } else if (rule.format === undefined && typeof rule.file === 'string' && formatFor(rule.file) === undefined) {
+      ctx.addIssue({ code: 'custom', path: ['file'], message: `no format is known for this file name (${FORMAT_HINT})` });
+    }
+  });
 
 const health = z
   .strictObject({
@@ -205,7 +259,7 @@ const site = z.strictObject({
   primary: name,
   standby,
   volume,
-  transform: z.array(transformRule, { error: 'must be a list of { file, set } rules' }).default([]),
+  transform: z.array(transformRule, { error: 'must be a list of { file, set } or { file, replace } rules' }).default([]),
   health,
   scale,
 });

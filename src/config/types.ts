@@ -51,9 +51,24 @@ export interface StorageConfig {
   backup: boolean;
 }
 
+/**
+ * What a host is (`hosts.X.profile`). Transform templates read it
+ * (`{{host.profile.cpus}}`, `{{host.profile.memoryMb / 4}}`, `{{host.profile.paths.logs}}`)
+ * to fit a replica to a host that differs from the previous one. Keys other than
+ * these are kept as written and are readable the same way.
+ */
 export interface HostProfile {
+  /** Processor cores. @default 1 */
   cpus: number;
+  /** Memory in MiB. @default 1024 */
   memoryMb: number;
+  /**
+   * Named absolute directories on this host (`{ logs: /var/log/shop, cache: /tmp/shop-cache }`),
+   * for `{{host.profile.paths.<name>}}`. @default absent (no named paths)
+   */
+  paths?: Record<string, string>;
+  /** The operating-system user the site runs as on this host, for `{{host.profile.user}}`. @default absent */
+  user?: string;
   [key: string]: unknown;
 }
 
@@ -93,16 +108,42 @@ export interface ProbeConfig {
   rise: number;
 }
 
+/** The formats a transform rule may name in `format:`; `text` is the one of `replace` rules. */
+export type TransformFormat = 'json' | 'yaml' | 'ini' | 'env' | 'text';
+
+/**
+ * One entry of `sites.X.transform`: either a `set` rule (dotted keys of a JSON,
+ * YAML, INI or .env file) or a `replace` rule (regular expressions in any file).
+ */
 export interface TransformRule {
   /** Path relative to the volume root. */
   file: string;
-  /** Dotted key → template (`{{host.address}}`, `{{host.profile.cpus}}`, `{{site.name}}`). */
+  /**
+   * The file's format. @default by its name: `.json`; `.yaml`/`.yml`; `.ini`/`.cfg`;
+   * `.env`, `.env.*` → env; `text` for a replace rule. Absent unless written.
+   */
+  format?: TransformFormat;
+  /**
+   * Dotted key → template (`{{host.address}}`, `{{host.profile.cpus}}`,
+   * `{{host.profile.memoryMb / 4}}`, `{{site.name}}`). Empty for a replace rule.
+   */
   set: Record<string, string>;
   /**
    * Dotted key → literal value that is not a string in the YAML (`debug: false`,
    * `workers: 2`), set as is. Absent when there are none. Keys never overlap `set`.
    */
   values?: Record<string, number | boolean | null>;
+  /**
+   * Plain-text edits, in order: each `match` (a JavaScript regular expression, `m`
+   * flag) must match exactly once; the matched text becomes the rendered `with`
+   * template, literally. Absent for a set rule.
+   */
+  replace?: TransformReplace[];
+}
+
+export interface TransformReplace {
+  match: string;
+  with: string;
 }
 
 export interface SiteConfig {

@@ -1,3 +1,4 @@
+import type { RenderedRule } from '../transform/render-rules.ts';
 import type { UnderstudyConfig } from '../config/types.ts';
 import { endpointUrl } from '../config/types.ts';
 import type {
@@ -50,7 +51,7 @@ export class PartClients {
   demote(storage: string, site: string, epoch: number): Promise<unknown> {
     return callJson(`${this.storageUrl(storage)}/v1/volumes/${site}/demote`, { body: { epoch }, timeoutMs: 2000 });
   }
-  transform(storage: string, site: string, epoch: number, rules: { file: string; set: Record<string, unknown> }[]): Promise<TransformResponse> {
+  transform(storage: string, site: string, epoch: number, rules: RenderedRule[]): Promise<TransformResponse> {
     return callJson(`${this.storageUrl(storage)}/v1/volumes/${site}/transform`, { body: { epoch, rules }, timeoutMs: 10_000 });
   }
 

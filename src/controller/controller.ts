@@ -4,6 +4,8 @@ import type { UnderstudyConfig } from '../config/types.ts';
 import { HttpProbe } from '../monitor/http-probe.ts';
 import { SiteMonitor, type FailureEvidence } from '../monitor/site-monitor.ts';
 import { StaleAppWatch } from '../monitor/stale-app-watch.ts';
+import { classifyFailure } from '../monitor/hang-detector.ts';
+import { isProcessAlive } from '../power/process-group.ts';
 import { LocalRelay } from '../power/local-relay.ts';
 import type { RelayDriver, RelayStatus } from '../power/relay.ts';
 import type { ConnErrorSignal, RouteTable, StorageStatus, VolumeStatus } from '../shared/contracts.ts';
@@ -13,7 +15,7 @@ import { PartClients } from './clients.ts';
 import { FailoverRunbook, type FailoverData, type RunbookDeps } from './failover-runbook.ts';
 import { SwitchoverRunbook, type SwitchoverData } from './switchover-runbook.ts';
 import type { RunbookRecord } from '../state/state-store.ts';
-import { appEndpoint, probeUrl, renderedTransform, replicaStorageFor, startRequest } from './site-facts.ts';
+import { appEndpoint, probeUrl, renderedTransform, replicaStorageFor, routeFor, startRequest } from './site-facts.ts';
 import { buildStatus, type StatusView } from './status-view.ts';
 import { sleep, waitFor } from './timing.ts';
 
@@ -48,7 +50,7 @@ export class Controller {
     this.store = new StateStore(config.controller.stateDir);
     this.relay = new LocalRelay(config, this.store, path.join(config.controller.stateDir, 'logs'));
     this.clients = new PartClients(config);
-    this.staleWatch = new StaleAppWatch(config, this.store, this.relay);
+    this.staleWatch = new StaleAppWatch(config, this.store);
   }
 
   private get deps(): RunbookDeps {
@@ -111,7 +113,7 @@ export class Controller {
     await this.clients.initVolume(primary.storage, site, rec.epoch, cfg.app.seed);
     await this.clients.startApp(primary.name, site, startRequest(this.config, primary, cfg, rec.epoch));
     await this.waitHealthy(probeUrl(primary, cfg), cfg.health.probe.timeoutMs, `${site} on ${primary.name}`);
-    await this.clients.putRoute({ site, epoch: rec.epoch, primary: appEndpoint(primary, cfg), readers: [] });
+    await this.clients.putRoute(routeFor(this.config, site, primary.name, rec.epoch));
     if (rec.replicaStorage) await this.clients.replicate(primary.storage, site, rec.epoch, rec.replicaStorage);
     this.store.putSite({ ...rec, state: 'serving' });
     this.store.addEvent({ site, host: primary.name, kind: 'site-started', message: `${site} serving on ${primary.name} (${appEndpoint(primary, cfg)}) at epoch ${rec.epoch}${rec.replicaStorage ? `, replicating to ${rec.replicaStorage}` : ', unprotected'}`, data: { epoch: rec.epoch, replica: rec.replicaStorage } });
@@ -182,8 +184,9 @@ export class Controller {
     const monitor = this.monitors.get(site);
     if (monitor?.healthy) {
       const route = routes?.find((r) => r.site === site);
-      if (routes && (!route || route.epoch < rec.epoch || route.primary !== endpoint)) {
-        await this.clients.putRoute({ site, epoch: rec.epoch, primary: endpoint, readers: [] });
+      const want = routeFor(this.config, site, host.name, rec.epoch);
+      if (routes && (!route || route.epoch < rec.epoch || route.primary !== endpoint || (route.sync?.storageUrl ?? null) !== (want.sync?.storageUrl ?? null))) {
+        await this.clients.putRoute(want);
         this.log.info({ site, epoch: rec.epoch, primary: endpoint }, 'route re-pushed to the director');
       }
     }
@@ -220,8 +223,12 @@ export class Controller {
     const rec = this.store.getSite(site);
     if (!rec || rec.primaryHost !== host || rec.state !== 'serving' || this.activeRunbooks.has(site)) return;
     const last = this.lastAutoFailoverAt.get(site) ?? 0;
-    const reason = e.kind === 'process-gone' ? `host ${host}'s process is gone` : `${e.probes.length} probes in a row failed (${e.probes.map((p) => p.error).join(', ')})`;
-    this.store.addEvent({ site, host, kind: 'failure-detected', message: `${site}: primary ${host} failed: ${reason}`, data: { ...e } });
+    // What kind of failure, from the evidence: crash (gone or refused), hang (alive, not answering), malfunction (wrong answers).
+    const pid = this.relay.status(host).pid;
+    const processAlive = e.kind === 'process-gone' ? false : pid === null ? null : isProcessAlive(pid);
+    const classified = classifyFailure(e.probes, processAlive);
+    const reason = `${classified.kind}: ${classified.reason}`;
+    this.store.addEvent({ site, host, kind: 'failure-detected', message: `${site}: primary ${host} failed (${reason})`, data: { ...e, failure: classified.kind, classification: classified.evidence } });
     if (Date.now() - last < AUTO_FAILOVER_MIN_GAP_MS) {
       this.store.addEvent({ site, host, kind: 'failover-deferred', message: `${site}: automatic failover deferred: the last one was ${Date.now() - last} ms ago (minimum gap ${AUTO_FAILOVER_MIN_GAP_MS} ms)`, data: {} });
       setTimeout(() => { if (!this.stopped) this.onPrimaryFailure(site, host, { ...e, detectedAt: e.detectedAt }); }, AUTO_FAILOVER_MIN_GAP_MS - (Date.now() - last));

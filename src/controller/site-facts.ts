@@ -1,7 +1,8 @@
 import path from 'node:path';
 import type { HostConfig, SiteConfig, UnderstudyConfig } from '../config/types.ts';
+import { endpointUrl } from '../config/types.ts';
 import type { RouteTable, StartAppRequest } from '../shared/contracts.ts';
-import { renderRules } from '../transform/render-rules.ts';
+import { renderRules, type RenderedRule } from '../transform/render-rules.ts';
 
 /** Facts derived from the config about a site on a host: where its volume is, how to start it, where it answers. */
 
@@ -28,7 +29,7 @@ export function startRequest(config: UnderstudyConfig, host: HostConfig, site: S
   };
 }
 
-export function renderedTransform(host: HostConfig, site: SiteConfig): { file: string; set: Record<string, unknown> }[] {
+export function renderedTransform(host: HostConfig, site: SiteConfig): RenderedRule[] {
   return renderRules(site.transform, { host, site });
 }
 
@@ -49,5 +50,8 @@ export function replicaStorageFor(config: UnderstudyConfig, site: SiteConfig, pr
 export function routeFor(config: UnderstudyConfig, site: string, host: string, epoch: number): RouteTable {
   const cfg = config.sites[site]!;
   const h = config.hosts[host]!;
-  return { site, epoch, primary: appEndpoint(h, cfg), readers: [] };
+  const sync = cfg.volume.replication === 'sync' && cfg.volume.sync
+    ? { storageUrl: endpointUrl(config.storage[h.storage]!.listen), onReplicaLost: cfg.volume.sync.onReplicaLost, timeoutMs: cfg.volume.sync.timeoutMs }
+    : null;
+  return { site, epoch, primary: appEndpoint(h, cfg), readers: [], sync };
 }

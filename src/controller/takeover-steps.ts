@@ -1,4 +1,5 @@
 import { HttpProbe } from '../monitor/http-probe.ts';
+import { formatTransformDiff } from '../transform/diff.ts';
 import type { TransformChange } from '../shared/contracts.ts';
 import type { RunbookDeps } from './runbook-journal.ts';
 import { appEndpoint, probeUrl, renderedTransform, replicaStorageFor, routeFor, startRequest } from './site-facts.ts';
@@ -30,6 +31,9 @@ export class TakeoverSteps {
 
   async transform(): Promise<TransformChange[]> {
     const res = await this.deps.clients.transform(this.host.storage, this.site, this.epoch, renderedTransform(this.host, this.siteCfg));
+    if (res.changes.length > 0) {
+      this.deps.store.addEvent({ site: this.site, host: this.target, kind: 'transformed', message: `${this.site}'s volume on ${this.host.storage} fitted to ${this.target}:\n${formatTransformDiff(res.changes)}`, data: { changes: res.changes } });
+    }
     return res.changes;
   }
 

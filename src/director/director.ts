@@ -10,6 +10,7 @@ import { RouteStore } from './route-table.ts';
 import { ConnErrorSignaller } from './signals.ts';
 import { UpstreamPools, type PoolOptions } from './upstream-pools.ts';
 import { siteSnapshot, type DirectorSiteStats } from './upstream-stats.ts';
+import { SyncBarrierClient } from './sync-barrier.ts';
 
 /**
  * The built-in network director: one front HTTP listener per site (site.front)
@@ -38,6 +39,7 @@ export class Director {
   private readonly config: UnderstudyConfig;
   private readonly logger: DirectorLogger;
   private readonly pools: UpstreamPools;
+  private readonly barrier = new SyncBarrierClient();
   private readonly metrics: DirectorMetrics;
   private readonly sites = new Map<string, SiteProxy>();
   private readonly fronts = new Map<string, http.Server>();
@@ -63,6 +65,7 @@ export class Director {
         signaller,
         metrics: this.metrics,
         logger: this.logger,
+        barrier: this.barrier,
       }));
     }
     this.routes.onChange((site, next) => {
@@ -71,6 +74,9 @@ export class Director {
       const inUse = new Set<string>();
       for (const s of this.sites.values()) for (const u of s.upstreamsInUse()) inUse.add(u);
       this.pools.retain(inUse);
+      const storage = new Set<string>();
+      for (const r of this.routes.list()) if (r.sync) storage.add(r.sync.storageUrl);
+      this.barrier.retain(storage);
     });
   }
 
@@ -104,6 +110,7 @@ export class Director {
     for (const s of this.sites.values()) s.stop();
     await this.closeServers(this.stopGraceMs);
     await this.pools.destroyAll();
+    await this.barrier.destroyAll();
     this.logger.info({}, 'director stopped');
   }
 

@@ -15,12 +15,16 @@ import type { ErrorCode } from '../shared/errors.ts';
  *   check (e.g. look the order up) before sending it again.
  * - US_UPSTREAM_FAILED: a read failed on two upstreams (it was retried once).
  * - US_DIRECTOR_STOPPING: the director shut down while the request was held.
+ * - US_SYNC_TIMEOUT: sync mode, strict: the app applied the write but the replica
+ *   did not confirm it within the site's sync timeout (or its storage processor could
+ *   not be asked). The write may be lost if the primary fails now; the client must
+ *   check before sending it again.
  *
  * The codes are in the shared registry (src/shared/errors.ts); they are front-side
  * answers to shop clients, not UnderstudyErrors raised to an operator.
  */
 export type FrontErrorCode = Extract<ErrorCode,
-  'US_HOLD_TIMEOUT' | 'US_HOLD_FULL' | 'US_OUTCOME_UNKNOWN' | 'US_UPSTREAM_FAILED' | 'US_DIRECTOR_STOPPING' | 'US_BAD_REQUEST'>;
+  'US_HOLD_TIMEOUT' | 'US_HOLD_FULL' | 'US_OUTCOME_UNKNOWN' | 'US_UPSTREAM_FAILED' | 'US_DIRECTOR_STOPPING' | 'US_BAD_REQUEST' | 'US_SYNC_TIMEOUT'>;
 
 export function sendFrontError(res: ServerResponse, status: number, code: FrontErrorCode, message: string): void {
   if (res.headersSent || res.destroyed) {

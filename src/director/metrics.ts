@@ -14,6 +14,8 @@ import type { SiteCounters } from './upstream-stats.ts';
 export class DirectorMetrics {
   readonly registry = new Registry();
   readonly duration: Histogram<'site' | 'upstream'>;
+  /** Sync mode: how long answers were held for the replica's confirmation, by outcome. */
+  readonly syncWait: Histogram<'site' | 'outcome'>;
 
   constructor(sites: () => Iterable<[string, SiteCounters, number]>) {
     const registers = [this.registry];
@@ -60,6 +62,20 @@ export class DirectorMetrics {
     siteCounter('understudy_director_hold_rejected_total', 'Requests answered 503 because the hold queue was full.', (c) => c.holdRejected);
     siteCounter('understudy_director_retried_total', 'Idempotent requests re-sent after their connection broke.', (c) => c.retried);
     siteCounter('understudy_director_outcome_unknown_total', 'Modifying requests answered 503 US_OUTCOME_UNKNOWN.', (c) => c.outcomeUnknown);
+    siteCounter('understudy_director_sync_waits_total', 'Sync mode: write answers held for the replica to confirm.', (c) => c.sync.waits);
+    siteCounter('understudy_director_sync_degraded_total', 'Sync mode: write answers released unconfirmed (onReplicaLost: degrade).', (c) => c.sync.degraded);
+    siteCounter('understudy_director_sync_timeouts_total', 'Sync mode: write answers replaced by 503 US_SYNC_TIMEOUT (onReplicaLost: strict).', (c) => c.sync.timeouts);
+    siteCounter('understudy_director_sync_unreachable_total', 'Sync mode: barriers that failed because the storage processor could not be asked.', (c) => c.sync.unreachable);
+    new Gauge({
+      name: 'understudy_director_inflight',
+      help: 'Requests sent to an upstream and not answered to the client yet.',
+      labelNames: ['site', 'upstream'] as const,
+      registers,
+      collect() {
+        this.reset();
+        for (const [site, c] of sites()) for (const u of c.upstreams.values()) this.set({ site, upstream: u.upstream }, u.inflight);
+      },
+    });
     new Gauge({
       name: 'understudy_director_holding',
       help: 'Requests held right now.',
@@ -75,6 +91,13 @@ export class DirectorMetrics {
       help: 'Time from sending a request to an upstream to the end of its response.',
       labelNames: ['site', 'upstream'] as const,
       buckets: [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10],
+      registers,
+    });
+    this.syncWait = new Histogram({
+      name: 'understudy_director_sync_wait_seconds',
+      help: 'Sync mode: time a write answer was held for the sync barrier, by outcome (sync, degraded, timeout, unreachable).',
+      labelNames: ['site', 'outcome'] as const,
+      buckets: [0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5],
       registers,
     });
   }

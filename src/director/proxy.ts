@@ -1,4 +1,4 @@
-import type { IncomingHttpHeaders, IncomingMessage, ServerResponse } from 'node:http';
+import type { IncomingHttpHeaders, IncomingMessage, OutgoingHttpHeaders, ServerResponse } from 'node:http';
 import { performance } from 'node:perf_hooks';
 import { PassThrough } from 'node:stream';
 import type { Dispatcher, Pool } from 'undici';
@@ -9,6 +9,7 @@ import { HoldQueue, type HoldReason, type HoldTicket } from './held-requests.ts'
 import type { DirectorLogger } from './logger.ts';
 import type { DirectorMetrics } from './metrics.ts';
 import type { ConnErrorSignaller } from './signals.ts';
+import type { SyncBarrierClient, SyncRoute } from './sync-barrier.ts';
 import type { UpstreamPools } from './upstream-pools.ts';
 import { SiteCounters, type UpstreamCounters } from './upstream-stats.ts';
 
@@ -33,6 +34,15 @@ import { SiteCounters, type UpstreamCounters } from './upstream-stats.ts';
  *   must not look complete).
  *
  * Every connection failure is counted and signalled to the controller.
+ *
+ * Sync mode (route.sync set; DESIGN: "a write the client saw succeed is never lost"):
+ * the answer of a modifying request that the primary answered with a status < 500 is
+ * buffered, not streamed; once it has fully arrived (the app committed before it
+ * answered) the storage processor of the primary volume is asked for the sync
+ * barrier, and only then is the answer sent. Not confirmed: strict → 503
+ * US_SYNC_TIMEOUT, degrade → sent anyway and counted. Answers >= 500 and reads are
+ * not held (nothing to protect). The route in force when the request was *sent*
+ * decides, so a route change cannot skip the barrier of a write already sent.
  */
 
 /** An upstream as one site uses it. */
@@ -51,6 +61,7 @@ export interface SiteProxyOptions {
   signaller: ConnErrorSignaller;
   metrics: DirectorMetrics;
   logger: DirectorLogger;
+  barrier: SyncBarrierClient;
 }
 
 export class SiteProxy {
@@ -95,6 +106,37 @@ export class SiteProxy {
       this.dispatch(ex);
     }
     this.opts.logger.info({ site: this.site, epoch: route.epoch, primary: route.primary, readers: route.readers, released: released.length }, 'route set');
+  }
+
+  /** The route's sync mode, or null (async). */
+  get sync(): SyncRoute | null {
+    return this.route?.sync ?? null;
+  }
+
+  /**
+   * A held sync answer has fully arrived: ask for the barrier, then send it or 503.
+   * Bounded: the barrier client never waits longer than timeoutMs + a margin.
+   */
+  syncRelease(ex: Exchange, sync: SyncRoute): void {
+    const c = this.counters.sync;
+    c.waits++;
+    const t0 = performance.now();
+    void this.opts.barrier.barrier(this.site, sync).then((r) => {
+      const ms = performance.now() - t0;
+      c.latency.record(ms);
+      this.opts.metrics.syncWait.labels({ site: this.site, outcome: r.outcome }).observe(ms / 1000);
+      if (r.outcome === 'unreachable') c.unreachable++;
+      const confirmed = r.outcome === 'sync';
+      const release = confirmed || r.outcome === 'degraded' || (r.outcome === 'unreachable' && sync.onReplicaLost === 'degrade');
+      if (release) {
+        if (!confirmed) c.degraded++;
+        ex.releaseHeld();
+        return;
+      }
+      c.timeouts++;
+      this.opts.logger.warn({ site: this.site, reason: r.reason, waitedMs: Math.round(ms) }, 'sync write not confirmed by the replica; answered 503 US_SYNC_TIMEOUT');
+      ex.failHeld(`the write was applied by the app, but the replica did not confirm it within ${sync.timeoutMs} ms (${r.reason ?? r.outcome}); it may be lost if the primary fails now: check (e.g. look it up) before sending it again`);
+    });
   }
 
   /** Sends `ex` to an upstream the current route allows, or holds it. */
@@ -232,6 +274,12 @@ export class Exchange implements Dispatcher.DispatchHandler {
   ticket: HoldTicket | null = null;
   /** Answered, or the client went away: nothing more is done. */
   private done = false;
+  /** The upstream counted this attempt in its `inflight` (until the client is answered). */
+  private inflightOn: Target | null = null;
+  /** Sync mode of the route the current attempt was sent under (modifying requests only). */
+  private sync: SyncRoute | null = null;
+  /** The upstream's answer, buffered for the sync barrier (null: streamed through). */
+  private held: { status: number; message: string | undefined; headers: OutgoingHttpHeaders; chunks: Buffer[]; size: number } | null = null;
 
   constructor(private readonly site: SiteProxy, private readonly req: IncomingMessage, private readonly res: ServerResponse) {
     const headers: IncomingHttpHeaders = req.headers;
@@ -242,10 +290,15 @@ export class Exchange implements Dispatcher.DispatchHandler {
   }
 
   send(t: Target, epoch: number): void {
+    this.endInflight();
     this.target = t;
     this.sent = false;
     this.controller = null;
     this.sentEpoch = epoch;
+    this.sync = this.modifying ? this.site.sync : null;
+    this.held = null;
+    t.counters.inflight++;
+    this.inflightOn = t;
     this.t0 = performance.now();
     let body: PassThrough | null = null;
     if (this.hasBody) {
@@ -273,11 +326,21 @@ export class Exchange implements Dispatcher.DispatchHandler {
   onResponseStart(controller: Dispatcher.DispatchController, statusCode: number, headers: IncomingHttpHeaders, statusMessage?: string): void {
     if (statusCode < 200 || this.done) return; // 1xx informational: Node's server deals with its own
     this.status = statusCode;
+    if (this.sync !== null && statusCode < 500) {
+      this.held = { status: statusCode, message: statusMessage || undefined, headers: clientResponseHeaders(headers), chunks: [], size: 0 };
+      return;
+    }
     this.res.writeHead(statusCode, statusMessage || undefined, clientResponseHeaders(headers));
   }
 
   onResponseData(controller: Dispatcher.DispatchController, chunk: Buffer): void {
     if (this.done) return;
+    if (this.held !== null) {
+      // Write answers are small (an order's JSON); a large one is held in memory all the same.
+      this.held.chunks.push(chunk);
+      this.held.size += chunk.length;
+      return;
+    }
     if (!this.res.write(chunk)) {
       controller.pause();
       this.res.once('drain', () => controller.resume());
@@ -287,17 +350,52 @@ export class Exchange implements Dispatcher.DispatchHandler {
   onResponseEnd(): void {
     if (this.done) return;
     this.done = true;
-    this.res.end();
     const t = this.target!;
     const ms = performance.now() - this.t0;
-    t.counters.recordResponse(this.status, ms);
+    t.counters.recordResponse(this.status, ms); // the app's latency, without the barrier
     t.duration.observe(ms / 1000);
+    if (this.held !== null && this.sync !== null) {
+      this.site.syncRelease(this, this.sync);
+      return;
+    }
+    this.res.end();
+    this.endInflight();
+  }
+
+  /** The sync barrier let the held answer go: send it as the app gave it. */
+  releaseHeld(): void {
+    const h = this.held;
+    this.held = null;
+    this.endInflight();
+    if (h === null || this.res.destroyed || this.res.writableEnded) return;
+    const body = h.chunks.length === 1 ? h.chunks[0]! : Buffer.concat(h.chunks, h.size);
+    const headers = h.headers;
+    if (headers['content-length'] === undefined && this.req.method !== 'HEAD' && h.status !== 204 && h.status !== 304) headers['content-length'] = body.length;
+    this.res.writeHead(h.status, h.message, headers);
+    this.res.end(body);
+  }
+
+  /** Strict sync mode: the write was not confirmed; the client gets 503 US_SYNC_TIMEOUT. */
+  failHeld(message: string): void {
+    this.held = null;
+    this.endInflight();
+    if (this.res.destroyed || this.res.writableEnded) return;
+    sendFrontError(this.res, 503, 'US_SYNC_TIMEOUT', message);
+  }
+
+  private endInflight(): void {
+    const t = this.inflightOn;
+    if (t === null) return;
+    this.inflightOn = null;
+    t.counters.inflight--;
   }
 
   onResponseError(_controller: Dispatcher.DispatchController, err: Error): void {
     if (this.done) return;
     const t = this.target!;
     const site = this.site;
+    this.endInflight();
+    this.held = null; // a held answer that broke mid-body is never sent: handled as no answer below
     if (this.res.headersSent) {
       // Broken mid-answer: the status is out, so the only signal left is a cut connection.
       this.done = true;
@@ -337,6 +435,7 @@ export class Exchange implements Dispatcher.DispatchHandler {
   fail(status: number, code: Parameters<typeof sendFrontError>[2], message: string): void {
     if (this.done) return;
     this.done = true;
+    this.endInflight();
     sendFrontError(this.res, status, code, message);
     if (this.body !== null && !this.body.destroyed) {
       this.req.unpipe(this.body);
@@ -348,6 +447,7 @@ export class Exchange implements Dispatcher.DispatchHandler {
     if (this.done) return;
     // The client went away before its answer: stop waiting and stop the upstream request.
     this.done = true;
+    this.endInflight();
     if (this.ticket !== null) {
       this.site.hold.remove(this.ticket);
       this.ticket = null;

@@ -24,6 +24,12 @@ export const routeTableSchema = z.object({
   epoch: z.number().int().min(0),
   primary: upstreamSchema.nullable(),
   readers: z.array(upstreamSchema).default([]),
+  // Sync mode (see RouteTable.sync in contracts.ts); null or absent = async.
+  sync: z.object({
+    storageUrl: z.string().url().refine((u) => /^https?:\/\//.test(u), 'must be an http:// URL of a storage processor'),
+    onReplicaLost: z.enum(['degrade', 'strict']),
+    timeoutMs: z.number().int().positive().max(60_000),
+  }).strict().nullable().optional(),
 }).strict();
 
 /** Validates a PUT body for `site`; every problem names its field; nothing is applied on error. */
@@ -34,7 +40,10 @@ export function parseRouteTable(site: string, body: unknown): RouteTable {
   }
   // A reader equal to the primary would double its share of reads; duplicates likewise.
   const readers = [...new Set(r.readers)].filter((u) => u !== r.primary);
-  return Object.freeze({ site, epoch: r.epoch, primary: r.primary, readers: Object.freeze(readers) as string[] });
+  return Object.freeze({
+    site, epoch: r.epoch, primary: r.primary, readers: Object.freeze(readers) as string[],
+    ...(r.sync ? { sync: Object.freeze({ storageUrl: r.sync.storageUrl.replace(/\/+$/, ''), onReplicaLost: r.sync.onReplicaLost, timeoutMs: r.sync.timeoutMs }) } : {}),
+  });
 }
 
 export type RouteListener = (site: string, next: RouteTable, prev: RouteTable | null) => void;

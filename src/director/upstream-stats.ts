@@ -1,4 +1,4 @@
-import type { SiteStats, UpstreamStats } from '../shared/contracts.ts';
+import type { SiteStats, SyncStats, UpstreamStats } from '../shared/contracts.ts';
 import { LatencyWindow } from './latency-window.ts';
 
 /**
@@ -15,6 +15,8 @@ export class UpstreamCounters {
   errors5xx = 0;
   connErrors = 0;
   lastConnErrorAt: number | null = null;
+  /** Requests sent and not answered to the client yet (a held sync answer counts). */
+  inflight = 0;
   /** Responses by status code; index = code - 100. */
   readonly byStatus = new Uint32Array(500);
   readonly latency = new LatencyWindow();
@@ -44,6 +46,7 @@ export class UpstreamCounters {
       connErrors: this.connErrors,
       lastConnErrorAt: this.lastConnErrorAt,
       latencyMs: this.latency.percentiles(),
+      inflight: this.inflight,
     };
   }
 }
@@ -66,6 +69,7 @@ export class SiteCounters {
   /** Modifying requests whose connection broke after they were sent: 503 US_OUTCOME_UNKNOWN. */
   outcomeUnknown = 0;
   readonly upstreams = new Map<string, UpstreamCounters>();
+  readonly sync = new SyncCounters();
 
   upstream(name: string): UpstreamCounters {
     let u = this.upstreams.get(name);
@@ -74,6 +78,19 @@ export class SiteCounters {
       this.upstreams.set(name, u);
     }
     return u;
+  }
+}
+
+/** Sync mode: answers held for the replica's confirmation, and how they ended. See contracts' SyncStats. */
+export class SyncCounters {
+  waits = 0;
+  degraded = 0;
+  timeouts = 0;
+  unreachable = 0;
+  readonly latency = new LatencyWindow();
+
+  snapshot(): SyncStats {
+    return { waits: this.waits, degraded: this.degraded, timeouts: this.timeouts, unreachable: this.unreachable, latencyMs: this.latency.percentiles() };
   }
 }
 
@@ -99,5 +116,6 @@ export function siteSnapshot(site: string, epoch: number, holding: number, c: Si
     retried: c.retried,
     outcomeUnknown: c.outcomeUnknown,
     upstreams: [...c.upstreams.values()].map((u) => u.snapshot()),
+    sync: c.sync.snapshot(),
   };
 }

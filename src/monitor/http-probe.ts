@@ -52,7 +52,9 @@ export class HttpProbe {
       return { ok: true, at: start, latencyMs, status, servedBy };
     } catch (e) {
       const err = e as NodeJS.ErrnoException;
-      const code = err.code ?? err.name;
+      // A DOMException (AbortSignal.timeout's TimeoutError) has a numeric legacy
+      // `code` (23): its `name` is what says what happened.
+      const code = typeof err.code === 'string' ? err.code : err.name;
       const error = code === 'ECONNREFUSED' ? 'refused'
         : code === 'TimeoutError' || code === 'AbortError' || code === 'UND_ERR_HEADERS_TIMEOUT' || code === 'UND_ERR_CONNECT_TIMEOUT' ? 'timeout'
           : String(code);

@@ -1,5 +1,4 @@
 import type { UnderstudyConfig } from '../config/types.ts';
-import type { RelayDriver } from '../power/relay.ts';
 import type { StateStore } from '../state/state-store.ts';
 import { appEndpoint, probeUrl } from '../controller/site-facts.ts';
 import { HttpProbe } from './http-probe.ts';
@@ -19,7 +18,7 @@ export class StaleAppWatch {
   private readonly seen = new Set<string>();
   private running = false;
 
-  constructor(private readonly config: UnderstudyConfig, private readonly store: StateStore, private readonly relay: RelayDriver) {}
+  constructor(private readonly config: UnderstudyConfig, private readonly store: StateStore) {}
 
   start(): void {
     this.timer = setInterval(() => void this.tick(), EVERY_MS);
@@ -37,7 +36,8 @@ export class StaleAppWatch {
         const cfg = this.config.sites[rec.site];
         if (!cfg || rec.state !== 'serving') continue;
         for (const hostName of new Set([cfg.primary, ...cfg.standby])) {
-          if (hostName === rec.primaryHost || this.relay.status(hostName).power !== 'on') continue;
+          // Every host but the primary, powered by us or not: a host that rebooted by itself is exactly the case.
+          if (hostName === rec.primaryHost) continue;
           const host = this.config.hosts[hostName]!;
           const key = `${rec.site}@${hostName}`;
           const probe = new HttpProbe(probeUrl(host, cfg), 300);

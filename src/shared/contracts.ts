@@ -1,3 +1,5 @@
+import type { RenderedRule } from '../transform/render-rules.ts';
+
 /**
  * The HTTP/JSON contracts between Understudy's processes. Every part talks
  * HTTP/JSON, on loopback in the embedded default and across machines the same way.
@@ -76,7 +78,7 @@ export interface PromoteResponse { site: string; epoch: number; role: 'primary';
 export interface DemoteRequest { epoch: number }
 
 /** POST /v1/volumes/:site/transform — apply rendered rules to the volume; returns what changed. */
-export interface TransformRequest { epoch: number; rules: { file: string; set: Record<string, unknown> }[] }
+export interface TransformRequest { epoch: number; rules: RenderedRule[] }
 export interface TransformChange { file: string; key: string; from: unknown; to: unknown }
 export interface TransformResponse { changes: TransformChange[] }
 

@@ -3,9 +3,10 @@
  * disk, every transaction that was committed in the source database before I asked".
  *
  * It counts the shipper's passes (one pass = one look at the WAL file and the
- * shipping of what it found, or one new generation). A waiter registered while pass
- * n runs (or while the shipper sleeps after it) needs pass n+1: a pass that *starts*
- * after the waiter, hence reads the WAL file after the caller's commit. The pass
+ * shipping of what it found, or one new generation). A pass takes its number with
+ * `begin()` right before its first read of the files (synchronously before issuing
+ * it). A waiter registered after pass n took its number needs pass n+1: a pass that
+ * reads the WAL file after the waiter arrived, hence after the caller's commit. The pass
  * reports whether it caught up, i.e. shipped, and had acknowledged, every commit the
  * file held when it read it (`done(pass)`); only then are its waiters released. A pass
  * that did only part of the work (a WAL switch, a batch cut at maxBatchBytes) releases
@@ -36,7 +37,7 @@ export class CatchUpBarrier {
   private readonly waiting = new Map<number, Deferred>();
   private failure: Error | null = null;
 
-  /** Marks the start of a pass; returns its number. Call before reading the WAL. */
+  /** Numbers a pass; call right before its first read of the WAL (or its snapshot lock). */
   begin(): number {
     return ++this.started;
   }

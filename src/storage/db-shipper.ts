@@ -1,5 +1,4 @@
 import fs from 'node:fs';
-import fsp from 'node:fs/promises';
 import path from 'node:path';
 import { createHash } from 'node:crypto';
 import Database from 'better-sqlite3';
@@ -77,6 +76,13 @@ function lsnOf(walSeq: number, frame: number): number {
 
 class GapError extends Error {}
 
+/** WAL reads up to this size are done synchronously (see `readWal`). */
+const SYNC_READ_MAX = 256 * 1024;
+
+function readAsync(fd: number, buf: Buffer, at: number, length: number, position: number): Promise<number> {
+  return new Promise((resolve, reject) => fs.read(fd, buf, at, length, position, (err, n) => (err ? reject(err) : resolve(n))));
+}
+
 /**
  * What one pass achieved: `idle` nothing was committed beyond what the replica holds;
  * `shipped` it shipped (and had acknowledged) every commit the WAL held when read;
@@ -119,6 +125,8 @@ export class DbShipper {
   /** Commit positions seen but not acked yet, oldest first, with when they were seen. */
   private pending: { lsn: number; at: number }[] = [];
   private readonly barrier = new CatchUpBarrier();
+  /** Barrier number of the running pass, taken right before its first look at the files (0: not yet). */
+  private pass = 0;
   /** What the loop sleeps for: a sync waiter wakes an idle sleep only, never a backoff. */
   private sleeping: 'idle' | 'backoff' | null = null;
 
@@ -199,7 +207,8 @@ export class DbShipper {
    *
    * The director calls it after the app answered, so the write's commit frame C was in
    * the WAL file (the app runs synchronous=FULL and answers after COMMIT) before the
-   * waiter registered, and the pass that releases the waiter began after that. Every
+   * waiter registered, and the pass that releases the waiter took its number (right
+   * before its first read of the files; CatchUpBarrier) after that. Every
    * pass reads the WAL *file* (header, then frames from the last shipped one to the end
    * of the file), never a position remembered from earlier. At the pass's read, C is:
    *  (a) in the WAL generation whose header the pass read: the frames read run to the
@@ -229,7 +238,7 @@ export class DbShipper {
     let needGeneration = true;
     while (!this.stopped) {
       let pass: Pass;
-      const n = this.barrier.begin();
+      this.pass = 0;
       try {
         if (needGeneration) {
           await this.newGeneration();
@@ -257,7 +266,7 @@ export class DbShipper {
         backoff = Math.min(backoff * 2, isUnderstudyError(e) && e.code === 'US_STALE_EPOCH' ? 5000 : 2000);
         continue;
       }
-      if (pass !== 'more' && !this.stopped) this.barrier.done(n);
+      if (pass !== 'more' && !this.stopped && this.pass > 0) this.barrier.done(this.pass);
       if (pass === 'idle' && !this.barrier.pending) await this.sleep(this.opts.idlePollMs);
     }
   }
@@ -319,25 +328,34 @@ export class DbShipper {
     }
   }
 
+  /**
+   * Reads up to `maxBytes` of the WAL from `offset` (to the end of the file as it is
+   * now). Small reads — the steady state: a header, a few frames — are synchronous:
+   * page-cache reads of a few KiB cost microseconds, far less than the thread-pool
+   * round trips of async calls, and they are on the sync-mode write path. Larger
+   * reads go through the thread pool so that the API stays responsive.
+   */
   private async readWal(offset: number, maxBytes: number): Promise<Buffer> {
-    let h: fsp.FileHandle;
-    try { h = await fsp.open(this.walPath, 'r'); } catch (e) {
+    let fd: number;
+    try { fd = fs.openSync(this.walPath, 'r'); } catch (e) {
       if ((e as NodeJS.ErrnoException).code === 'ENOENT') return Buffer.alloc(0);
       throw e;
     }
     try {
-      const { size } = await h.stat();
+      const { size } = fs.fstatSync(fd);
       const n = Math.max(0, Math.min(size - offset, maxBytes));
       const buf = Buffer.alloc(n);
       let got = 0;
       while (got < n) {
-        const r = await h.read(buf, got, n - got, offset + got);
-        if (r.bytesRead === 0) break;
-        got += r.bytesRead;
+        const r = n <= SYNC_READ_MAX
+          ? fs.readSync(fd, buf, got, n - got, offset + got)
+          : await readAsync(fd, buf, got, n - got, offset + got);
+        if (r === 0) break;
+        got += r;
       }
       return buf.subarray(0, got);
     } finally {
-      await h.close();
+      fs.closeSync(fd);
     }
   }
 
@@ -413,6 +431,7 @@ export class DbShipper {
    * image + WAL header + frames 1..P.
    */
   private async newGeneration(): Promise<void> {
+    this.pass = this.barrier.begin(); // before the write lock: the image is taken after this
     this.state = 'snapshotting';
     this.openConnections();
     const generation = nextGeneration();
@@ -469,6 +488,9 @@ export class DbShipper {
   /** One look at the WAL; ships what is new (see `Pass`). */
   private async pollOnce(): Promise<Pass> {
     const t = this.track!;
+    // The pass's number is taken right before the WAL is read: a waiter registered until
+    // here is served by this pass (its commit precedes this read); a later one by the next.
+    this.pass = this.barrier.begin();
     const hdr = parseWalHeader(await this.readWal(0, WAL_HEADER_SIZE));
     if (!hdr) return 'idle'; // no WAL, or truncated and not rewritten yet (case (c) at `run()`)
     if (t.stale || t.hdr === null || !sameWalGeneration(hdr, t.hdr)) {

@@ -4,8 +4,10 @@ import type http from 'node:http';
 import path from 'node:path';
 import { pino, type Logger } from 'pino';
 import { z } from 'zod';
+import { renderedRuleSchema } from '../transform/rule-schema.ts';
+import type { RenderedRule } from '../transform/render-rules.ts';
 import type { UnderstudyConfig, StorageConfig } from '../config/types.ts';
-import type { PromoteResponse, StorageStatus, TransformResponse, VolumeStatus } from '../shared/contracts.ts';
+import type { PromoteResponse, StorageStatus, SyncBarrierResponse, TransformResponse, VolumeStatus } from '../shared/contracts.ts';
 import { applyTransform } from '../transform/index.ts';
 import { UnderstudyError } from '../shared/errors.ts';
 import { JsonRouter, createJsonServer, listen, parseBody } from '../shared/http-json.ts';
@@ -18,6 +20,7 @@ import { listDatabases } from './sqlite-file.ts';
 import { checkVolumeDatabases } from './volume-check.ts';
 import { VolumeShipper, type ReplicationTuning, type VolumePosition } from './volume-shipper.ts';
 import { loadAllMeta, saveMeta, volumePath, type VolumeMeta } from './volume-meta.ts';
+import { SyncGate } from './sync-gate.ts';
 
 export { checkVolumeDatabases } from './volume-check.ts';
 
@@ -42,6 +45,8 @@ interface Volume {
   shipper: VolumeShipper | null;
   writers: Map<string, ReplicaDbWriter>;
   lastAppliedAt?: number;
+  /** Sync mode state; made at the first barrier or status of a sync-mode primary. */
+  gate?: SyncGate;
 }
 
 const SITE_RE = /^[A-Za-z0-9][A-Za-z0-9._-]*$/;
@@ -49,8 +54,12 @@ const epochSchema = z.number().int().nonnegative();
 const initSchema = z.object({ epoch: epochSchema, seed: z.string().min(1).optional() });
 const replicateSchema = z.object({ epoch: epochSchema, to: z.object({ name: z.string().min(1), url: z.string().url() }) });
 const epochOnlySchema = z.object({ epoch: epochSchema });
-const transformSchema = z.object({ epoch: epochSchema, rules: z.array(z.object({ file: z.string().min(1), set: z.record(z.string(), z.unknown()) })) });
+const transformSchema = z.object({ epoch: epochSchema, rules: z.array(renderedRuleSchema) });
 const confirmSchema = z.object({ timeoutMs: z.number().int().positive().max(60_000).optional() }).optional();
+const syncBarrierSchema = z.object({
+  onReplicaLost: z.enum(['degrade', 'strict']).default('degrade'),
+  timeoutMs: z.number().int().positive().max(60_000).default(2000),
+}).prefault({});
 
 export class StorageProcessor {
   readonly storage: StorageConfig;
@@ -91,6 +100,7 @@ export class StorageProcessor {
     if (server) {
       await new Promise<void>((resolve) => { server.close(() => resolve()); server.closeAllConnections(); });
     }
+    for (const v of this.volumes.values()) v.gate?.close();
     await Promise.all([...this.volumes.values()].map(async (v) => { await v.shipper?.stop(); v.shipper = null; }));
     this.log.info('storage processor stopped');
   }
@@ -106,11 +116,47 @@ export class StorageProcessor {
     return v.shipper.position();
   }
 
+  /** Resolves once the replica holds everything committed before the call; US_TIMEOUT after timeoutMs. */
+  async catchUp(site: string, timeoutMs: number): Promise<void> {
+    const v = this.mustVolume(site);
+    const shipper = v.shipper;
+    if (!shipper) throw new UnderstudyError('US_REPLICATION', `volume ${site} on ${this.name} is not replicating`);
+    let timer: NodeJS.Timeout | undefined;
+    try {
+      await Promise.race([
+        shipper.catchUp(),
+        new Promise<never>((_, reject) => {
+          timer = setTimeout(() => reject(new UnderstudyError('US_TIMEOUT', `replica ${shipper.to.name} did not confirm ${site} within ${timeoutMs} ms (replication ${shipper.status().state})`)), timeoutMs);
+        }),
+      ]);
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+
   /** Resolves when the replica confirmed everything up to `position` (see VolumeShipper). */
   waitConfirmed(site: string, position: VolumePosition, timeoutMs?: number): Promise<void> {
     const v = this.mustVolume(site);
     if (!v.shipper) return Promise.reject(new UnderstudyError('US_REPLICATION', `volume ${site} on ${this.name} is not replicating`));
     return v.shipper.waitConfirmed(position, timeoutMs);
+  }
+
+  /**
+   * Sync mode's barrier (see SyncGate and contracts' SyncBarrierRequest): resolves
+   * once the replica holds everything the volume's databases had committed when it
+   * was called, or says it is degraded / timed out.
+   */
+  syncBarrier(site: string, onReplicaLost: 'degrade' | 'strict', timeoutMs: number): Promise<SyncBarrierResponse> {
+    const v = this.mustVolume(site);
+    if (v.meta.role !== 'primary') {
+      throw new UnderstudyError('US_BAD_REQUEST', `volume ${site} on storage ${this.name} is ${v.meta.role === 'replica' ? 'a replica' : 'not a primary'}: a sync barrier must go to the storage processor of the primary volume (the director's route names the wrong one)`);
+    }
+    return this.gateOf(v).barrier(onReplicaLost, timeoutMs);
+  }
+
+  private gateOf(v: Volume): SyncGate {
+    v.gate ??= new SyncGate(v.meta.site, () => v.shipper, this.log);
+    return v.gate;
   }
 
   /**
@@ -148,6 +194,7 @@ export class StorageProcessor {
       path: path.resolve(v.dir),
       ...(v.shipper ? { replication: v.shipper.status() } : {}),
       ...(v.meta.role === 'replica' && v.lastAppliedAt !== undefined ? { lastAppliedAt: v.lastAppliedAt } : {}),
+      ...(v.meta.role === 'primary' && (v.gate?.used || this.config.sites[v.meta.site]?.volume.replication === 'sync') ? { sync: this.gateOf(v).status() } : {}),
     };
   }
 
@@ -167,6 +214,12 @@ export class StorageProcessor {
   private startShipper(v: Volume, to: { name: string; url: string }): void {
     v.shipper = new VolumeShipper({ site: v.meta.site, volumeDir: v.dir, from: this.name, to, epochOf: () => v.meta.epoch, logger: this.log, ...(this.tuning ? { tuning: this.tuning } : {}) });
     v.shipper.start();
+  }
+
+  /** The volume stops or starts being a primary here: its sync state starts over. */
+  private resetGate(v: Volume): void {
+    v.gate?.close();
+    delete v.gate;
   }
 
   private async stopShipper(v: Volume): Promise<void> {
@@ -206,6 +259,7 @@ export class StorageProcessor {
       }
       if (v.meta.role === 'primary' && v.meta.epoch === epoch) return this.volumeStatus(v);
       if (v.meta.role === 'replica') this.foldDatabases(v);
+      if (v.meta.role !== 'primary') this.resetGate(v);
       await this.persist(v, { role: 'primary', epoch, source: undefined, ...(v.meta.role === 'primary' ? {} : { replicateTo: undefined }) });
       this.log.info({ site, epoch }, 'volume is primary');
       return this.volumeStatus(v);
@@ -242,6 +296,7 @@ export class StorageProcessor {
       // an older epoch is refused, even if persisting fails below.
       v.meta = { ...v.meta, epoch };
       await this.stopShipper(v);
+      this.resetGate(v);
       this.foldDatabases(v);
       await this.persist(v, { role: 'primary', epoch, source: undefined, replicateTo: undefined });
       this.log.info({ site, epoch, lastAppliedAt: v.lastAppliedAt }, 'replica promoted to primary');
@@ -254,6 +309,7 @@ export class StorageProcessor {
       const v = this.mustVolume(site);
       this.refuseStale(v, epoch, 'demote');
       await this.stopShipper(v);
+      this.resetGate(v);
       for (const w of v.writers.values()) w.reset();
       await this.persist(v, { role: 'none', epoch, replicateTo: undefined, source: undefined });
       this.log.info({ site, epoch }, 'volume demoted');
@@ -261,7 +317,7 @@ export class StorageProcessor {
     });
   }
 
-  async transform(site: string, epoch: number, rules: { file: string; set: Record<string, unknown> }[]): Promise<TransformResponse> {
+  async transform(site: string, epoch: number, rules: RenderedRule[]): Promise<TransformResponse> {
     return this.lock.run(site, async () => {
       const v = this.mustVolume(site);
       this.refuseStale(v, epoch, 'transform');
@@ -288,9 +344,10 @@ export class StorageProcessor {
         }
         this.log.warn({ site, epoch, was: v.meta.epoch }, 'a newer epoch replicates to this volume; it is no longer primary here');
         await this.stopShipper(v);
+        this.resetGate(v);
       }
       if (v.meta.role !== 'replica' || v.meta.epoch !== epoch) await this.persist(v, { role: 'replica', epoch, replicateTo: undefined });
-      await fsp.mkdir(v.dir, { recursive: true });
+      if (!fs.existsSync(v.dir)) await fsp.mkdir(v.dir, { recursive: true }); // a sync check: this is on every append
       const out = await fn(v);
       v.lastAppliedAt = Date.now();
       return out;
@@ -301,6 +358,11 @@ export class StorageProcessor {
 
   private router(): JsonRouter {
     const r = new JsonRouter();
+    // First: the director calls it after every write in sync mode.
+    r.on('POST', '/v1/volumes/:site/sync-barrier', (q) => {
+      const b = parseBody(syncBarrierSchema, q.body);
+      return this.syncBarrier(q.params.site!, b.onReplicaLost, b.timeoutMs);
+    });
     r.on('GET', '/healthz', () => ({ ok: true, storage: this.name }));
     r.on('GET', '/v1/status', () => this.status());
     r.on('GET', '/v1/volumes/:site', (q) => this.volumeStatus(this.mustVolume(q.params.site!)));
@@ -309,12 +371,12 @@ export class StorageProcessor {
     r.on('POST', '/v1/volumes/:site/promote', (q) => this.promote(q.params.site!, parseBody(epochOnlySchema, q.body).epoch));
     r.on('POST', '/v1/volumes/:site/demote', (q) => this.demote(q.params.site!, parseBody(epochOnlySchema, q.body).epoch));
     r.on('POST', '/v1/volumes/:site/transform', (q) => { const b = parseBody(transformSchema, q.body); return this.transform(q.params.site!, b.epoch, b.rules); });
-    // Sync-mode helper: waits until the replica confirmed everything committed so far.
+    // Waits until the replica holds everything committed so far (switchover); 504
+    // US_TIMEOUT after timeoutMs. The same barrier as sync mode's, without the degrading.
     r.on('POST', '/v1/volumes/:site/confirm', async (q) => {
       const b = parseBody(confirmSchema, q.body);
-      const position = await this.sourcePosition(q.params.site!);
-      await this.waitConfirmed(q.params.site!, position, b?.timeoutMs);
-      return { position };
+      await this.catchUp(q.params.site!, b?.timeoutMs ?? 5000);
+      return { position: this.mustVolume(q.params.site!).shipper?.confirmed() ?? {} };
     });
 
     r.on('POST', '/v1/replica/:site/hello', (q) => {

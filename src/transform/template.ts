@@ -1,11 +1,24 @@
 import { UnderstudyError } from '../shared/errors.ts';
 import type { HostConfig, SiteConfig } from '../config/types.ts';
+import { evaluate, parseExpression, refsOf } from './template-expr.ts';
+import type { Expr } from './template-expr.ts';
 
 /**
- * Templates in transform rules: `{{host.address}}`, `{{host.name}}`,
- * `{{host.profile.X}}`, `{{site.name}}`, `{{site.app.port}}`. A template that is
- * exactly one placeholder keeps the value's type (`"{{host.profile.cpus}}"` → 2);
- * placeholders inside other text are rendered as strings ("http://{{host.address}}").
+ * Templates in transform rules. Text with placeholders in double braces:
+ *
+ * - names: `{{host.address}}`, `{{host.name}}`, `{{site.name}}`, `{{site.app.port}}`,
+ *   and any profile value, nested ones with more dots: `{{host.profile.cpus}}`,
+ *   `{{host.profile.memoryMb}}`, `{{host.profile.user}}`, `{{host.profile.paths.logs}}`;
+ * - arithmetic on numbers, to derive a setting from the profile: `+ - * /`,
+ *   parentheses, number literals, `min(a, b, …)` and `max(a, b, …)`:
+ *   `{{host.profile.memoryMb * 0.25}}`, `{{max(1, host.profile.cpus - 1)}}`.
+ *   The result is rounded down to a whole number (after rounding to a millionth, so
+ *   that `0.29 * 100` is 29). Write spaces around `-`: names may contain `-`, so
+ *   `cpus-1` is a name. Every name used in arithmetic must be a number.
+ *
+ * A template that is exactly one placeholder keeps the value's type
+ * (`"{{host.profile.cpus}}"` → 2, `"{{host.profile.memoryMb / 2}}"` → 1024);
+ * placeholders inside other text are rendered as text (`"-Xmx{{host.profile.memoryMb / 2}}m"`).
  */
 
 export interface TemplateContext {
@@ -13,14 +26,21 @@ export interface TemplateContext {
   site: SiteConfig;
 }
 
-/** The placeholders a template may use; `host.profile.*` is any profile key. */
-export const KNOWN_PLACEHOLDERS = ['host.address', 'host.name', 'host.profile.<key>', 'site.name', 'site.app.port'] as const;
+/** The placeholders a template may use; `host.profile.*` is any profile key, nested with dots. */
+export const KNOWN_PLACEHOLDERS = ['host.address', 'host.name', 'host.profile.<key>[.<key>…]', 'site.name', 'site.app.port'] as const;
 
-type Part = { text: string } | { ref: string };
+/** Placeholders whose value is always text: refused in arithmetic at config time. */
+const TEXT_PLACEHOLDERS = ['host.address', 'host.name', 'site.name'];
+
+type Placeholder = { source: string; expr: Expr };
+type Part = { text: string } | Placeholder;
 
 const TOKEN = /\{\{([^{}]*)\}\}/g;
 
-/** Splits a template into text and placeholders; throws on `{{` without `}}` and the like. */
+/**
+ * Splits a template into text and parsed placeholders; throws UnderstudyError on `{{`
+ * without `}}`, on an empty `{{}}` and on an expression that does not parse.
+ */
 export function parseTemplate(template: string): Part[] {
   const parts: Part[] = [];
   let last = 0;
@@ -28,7 +48,12 @@ export function parseTemplate(template: string): Part[] {
     const before = template.slice(last, m.index);
     assertNoStrayBraces(template, before);
     if (before !== '') parts.push({ text: before });
-    parts.push({ ref: (m[1] ?? '').trim() });
+    const source = (m[1] ?? '').trim();
+    try {
+      parts.push({ source, expr: parseExpression(source) });
+    } catch (e) {
+      throw new UnderstudyError('US_BAD_REQUEST', `template "${template}": {{${source}}}: ${(e as Error).message}`);
+    }
     last = m.index + m[0].length;
   }
   const rest = template.slice(last);
@@ -45,12 +70,13 @@ function assertNoStrayBraces(template: string, text: string): void {
 
 /** Whether `ref` is a placeholder name this engine knows (not whether a host has it). */
 export function isKnownPlaceholder(ref: string): boolean {
-  return ['host.address', 'host.name', 'site.name', 'site.app.port'].includes(ref) || /^host\.profile\.[A-Za-z0-9_-]+$/.test(ref);
+  return ['host.address', 'host.name', 'site.name', 'site.app.port'].includes(ref) || /^host\.profile(\.[A-Za-z0-9_-]+)+$/.test(ref);
 }
 
 /**
  * Checks a template without a context (config time). Returns a message naming the
- * first bad placeholder, or undefined when the template is fine.
+ * first problem (syntax, unknown placeholder, text in arithmetic), or undefined when
+ * the template is fine.
  */
 export function checkTemplate(template: string): string | undefined {
   let parts: Part[];
@@ -60,19 +86,35 @@ export function checkTemplate(template: string): string | undefined {
     return (e as Error).message;
   }
   for (const p of parts) {
-    if ('ref' in p && !isKnownPlaceholder(p.ref)) {
-      return `unknown placeholder {{${p.ref}}}; known: ${KNOWN_PLACEHOLDERS.map((k) => `{{${k}}}`).join(', ')}`;
+    if (!('expr' in p)) continue;
+    for (const ref of refsOf(p.expr)) {
+      if (!isKnownPlaceholder(ref)) return unknownMessage(ref);
+      if (p.expr.kind !== 'ref' && TEXT_PLACEHOLDERS.includes(ref)) {
+        return `{{${p.source}}}: ${ref} is text, arithmetic needs numbers`;
+      }
     }
   }
   return undefined;
 }
 
-/** Renders one template against a host and a site. Throws UnderstudyError naming an unknown placeholder. */
+/** Renders one template against a host and a site. Throws UnderstudyError naming the placeholder that failed. */
 export function renderTemplate(template: string, ctx: TemplateContext): unknown {
   const parts = parseTemplate(template);
+  const render = (p: Placeholder): unknown => {
+    try {
+      return evaluate(p.expr, (ref) => lookup(ref, ctx));
+    } catch (e) {
+      if (e instanceof UnderstudyError) throw e;
+      throw new UnderstudyError('US_BAD_REQUEST', `{{${p.source}}}: ${(e as Error).message}`);
+    }
+  };
   const only = parts.length === 1 ? parts[0] : undefined;
-  if (only !== undefined && 'ref' in only) return lookup(only.ref, ctx);
-  return parts.map((p) => ('ref' in p ? asText(lookup(p.ref, ctx)) : p.text)).join('');
+  if (only !== undefined && 'expr' in only) return render(only);
+  return parts.map((p) => ('expr' in p ? asText(render(p)) : p.text)).join('');
+}
+
+function unknownMessage(ref: string): string {
+  return `unknown placeholder {{${ref}}}; known: ${KNOWN_PLACEHOLDERS.map((k) => `{{${k}}}`).join(', ')}`;
 }
 
 function lookup(ref: string, ctx: TemplateContext): unknown {
@@ -82,14 +124,19 @@ function lookup(ref: string, ctx: TemplateContext): unknown {
     case 'site.name': return ctx.site.name;
     case 'site.app.port': return ctx.site.app.port;
   }
-  const profileKey = /^host\.profile\.([A-Za-z0-9_-]+)$/.exec(ref)?.[1];
-  if (profileKey !== undefined) {
-    if (!Object.hasOwn(ctx.host.profile, profileKey)) {
-      throw new UnderstudyError('US_BAD_REQUEST', `placeholder {{${ref}}}: host ${ctx.host.name} has no profile.${profileKey}`);
+  if (isKnownPlaceholder(ref)) {
+    const keys = ref.split('.').slice(2);
+    let node: unknown = ctx.host.profile;
+    for (const [i, key] of keys.entries()) {
+      if (typeof node !== 'object' || node === null || Array.isArray(node) || !Object.hasOwn(node, key)) {
+        const hint = /-\d+$/.test(key) ? ' (for arithmetic, write spaces around -)' : '';
+        throw new UnderstudyError('US_BAD_REQUEST', `placeholder {{${ref}}}: host ${ctx.host.name} has no profile.${keys.slice(0, i + 1).join('.')}${hint}`);
+      }
+      node = (node as Record<string, unknown>)[key];
     }
-    return ctx.host.profile[profileKey];
+    return node;
   }
-  throw new UnderstudyError('US_BAD_REQUEST', `unknown placeholder {{${ref}}}; known: ${KNOWN_PLACEHOLDERS.map((k) => `{{${k}}}`).join(', ')}`);
+  throw new UnderstudyError('US_BAD_REQUEST', unknownMessage(ref));
 }
 
 function asText(v: unknown): string {

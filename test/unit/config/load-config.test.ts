@@ -97,7 +97,7 @@ sites:
   assert.deepEqual(s.standby, ['h2', 'h3'], 'pool expanded, primary left out');
   assert.equal(s.standbyPool, 'spares');
   assert.deepEqual(s.app.env, { A: 'x', B: '2', C: 'true' });
-  assert.deepEqual(s.volume, { replication: 'sync', readonly: ['catalog.db', 'public/'], backup: { to: 'v', everyMs: 30_000, keep: 20 } });
+  assert.deepEqual(s.volume, { replication: 'sync', readonly: ['catalog.db', 'public/'], backup: { to: 'v', everyMs: 30_000, keep: 20 }, sync: { onReplicaLost: 'degrade', timeoutMs: 2000 } });
   assert.deepEqual(s.transform, [{ file: 'config/site.json', set: { 'listen.host': '{{host.address}}' }, values: { workers: 2, debug: false, tag: null } }]);
   assert.deepEqual(s.health, {
     probe: { path: '/up', everyMs: 1000, timeoutMs: 2000, fall: 3, rise: 4 },

@@ -110,7 +110,7 @@ test('applyTransform: refuses paths out of the volume, unknown formats, bad JSON
   };
   refused([{ file: '../escape.json', set: { a: 1 } }], /outside the volume/);
   refused([{ file: '/etc/x.json', set: { a: 1 } }], /relative/);
-  refused([{ file: 'config/site.yaml', set: { a: 1 } }], /unsupported format/);
+  refused([{ file: 'config/site.conf', set: { a: 1 } }], /unsupported format/);
   refused([{ file: 'bad.json', set: { a: 1 } }], /bad\.json: not valid json/);
   refused([{ file: 'config/site.json', set: { workers: 2 } }, { file: 'config/site.json', set: { 'listen.host': 'x' } }], /"listen" is "127\.0\.0\.1:3000", not an object/);
   refused([{ file: 'config/site.json', set: { '__proto__.x': 1 } }], /reserved/);

@@ -1,0 +1,81 @@
+import { Pool } from 'undici';
+import type { RouteTable, SyncBarrierResponse } from '../shared/contracts.ts';
+
+/**
+ * The director's side of sync mode: asks the storage processor holding a site's
+ * primary volume whether everything committed so far is on the replica's disk
+ * (POST {storageUrl}/v1/volumes/:site/sync-barrier, see contracts.ts).
+ *
+ * Cheap on purpose: one keep-alive undici Pool per storage processor (no connect per
+ * write), a tiny JSON body, no retries. Never hangs: the call is bounded by the
+ * route's timeoutMs plus a margin (the storage processor answers by timeoutMs itself;
+ * the margin only matters when it is wedged). Any failure is `unreachable`, which the
+ * proxy treats as "not confirmed" (strict: 503; degrade: released and counted).
+ */
+export type SyncRoute = NonNullable<RouteTable['sync']>;
+
+export interface BarrierResult {
+  outcome: SyncBarrierResponse['state'] | 'unreachable';
+  /** Why it was not confirmed (for the client's 503 and the logs). */
+  reason?: string;
+}
+
+/** Extra time granted beyond timeoutMs before the storage processor counts as wedged. */
+const MARGIN_MS = 1000;
+
+export class SyncBarrierClient {
+  private readonly pools = new Map<string, Pool>();
+
+  async barrier(site: string, sync: SyncRoute): Promise<BarrierResult> {
+    const budget = sync.timeoutMs + MARGIN_MS;
+    try {
+      const res = await this.pool(sync.storageUrl).request({
+        path: `/v1/volumes/${encodeURIComponent(site)}/sync-barrier`,
+        method: 'POST',
+        headers: { 'content-type': 'application/json' },
+        body: JSON.stringify({ onReplicaLost: sync.onReplicaLost, timeoutMs: sync.timeoutMs }),
+        headersTimeout: budget,
+        bodyTimeout: budget,
+      });
+      const text = await res.body.text();
+      let body: unknown;
+      try { body = JSON.parse(text); } catch { body = undefined; }
+      if (res.statusCode !== 200) {
+        const msg = (body as { error?: { message?: string } } | undefined)?.error?.message ?? `answered ${res.statusCode}`;
+        return { outcome: 'unreachable', reason: `storage processor ${sync.storageUrl}: ${msg}` };
+      }
+      const r = body as SyncBarrierResponse;
+      if (r.state !== 'sync' && r.state !== 'degraded' && r.state !== 'timeout') {
+        return { outcome: 'unreachable', reason: `storage processor ${sync.storageUrl} gave no barrier state` };
+      }
+      return r.reason !== undefined ? { outcome: r.state, reason: r.reason } : { outcome: r.state };
+    } catch (e) {
+      const err = e as NodeJS.ErrnoException;
+      return { outcome: 'unreachable', reason: `cannot reach storage processor ${sync.storageUrl}: ${err.code ?? err.message}` };
+    }
+  }
+
+  /** Closes the pools of storage processors no route names any more. */
+  retain(urls: ReadonlySet<string>): void {
+    for (const [url, p] of this.pools) {
+      if (urls.has(url)) continue;
+      this.pools.delete(url);
+      p.close().catch(() => { /* already closed */ });
+    }
+  }
+
+  async destroyAll(): Promise<void> {
+    const all = [...this.pools.values()];
+    this.pools.clear();
+    await Promise.allSettled(all.map((p) => p.destroy()));
+  }
+
+  private pool(url: string): Pool {
+    let p = this.pools.get(url);
+    if (p === undefined) {
+      p = new Pool(url, { connections: 64, pipelining: 1, keepAliveTimeout: 30_000, connect: { timeout: 1000 } });
+      this.pools.set(url, p);
+    }
+    return p;
+  }
+}

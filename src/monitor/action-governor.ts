@@ -1,0 +1,231 @@
+/**
+ * The no-flapping rules (DESIGN.md, "Rules that never break"): every automatic
+ * action has a reason, a rate limit and hysteresis. The governor holds the memory
+ * those rules need and answers, for one proposed action, allowed or deferred and why.
+ *
+ * - Cooldown: one automatic action of a kind per site per `cooldownMs[action]`.
+ * - Trust: a host that failed is trusted again only after `rise` good probes in a row.
+ * - Flapping: a host that fails again within `flapWindowMs` of being trusted is held
+ *   out, even if its probes are good, for `backoffBaseMs`, then twice that at the
+ *   next flap, and so on up to `backoffMaxMs`. A host trusted for `flapWindowMs`
+ *   without failing is forgiven (its flap count returns to 0).
+ *
+ * Pure state: no timers; time comes from `now`. Nothing here is persisted: a new
+ * controller starts with every host trusted and no cooldown running.
+ */
+
+/** Automatic actions a controller takes. Others may be named; they get `defaultCooldownMs`. */
+export type AutoAction = 'failover' | 'failback' | 'scale-out' | 'scale-in' | 'restore' | (string & {});
+
+export interface ActionGovernorOptions {
+  /** Cooldown per action. @default { failover: 30000, failback: 300000, 'scale-out': 30000, 'scale-in': 120000, restore: 300000 } */
+  cooldownMs?: Partial<Record<AutoAction, number>>;
+  /** Cooldown of an action not in `cooldownMs`. @default 30000 */
+  defaultCooldownMs?: number;
+  /** Good probes in a row before a failed host is trusted (the site's `probe.rise`). */
+  rise: number;
+  /** A failure this soon after a host became trusted is a flap. @default 300000 */
+  flapWindowMs?: number;
+  /** Hold-out after the first flap; doubles at every further flap. @default 30000 */
+  backoffBaseMs?: number;
+  /** @default 600000 */
+  backoffMaxMs?: number;
+  /** @default Date.now */
+  now?: () => number;
+}
+
+export const DEFAULT_COOLDOWN_MS: Readonly<Record<string, number>> = {
+  failover: 30_000, failback: 300_000, 'scale-out': 30_000, 'scale-in': 120_000, restore: 300_000,
+};
+
+export interface HostTrust {
+  host: string;
+  /** `trusted`: may be chosen; `recovering`: failed, waiting for `rise` good probes; `held-out`: flapped, waiting for its backoff. */
+  state: 'trusted' | 'recovering' | 'held-out';
+  trusted: boolean;
+  goodProbes: number;
+  rise: number;
+  /** Flaps counted since the host was last forgiven. */
+  flaps: number;
+  /** End of the hold-out (null: none running). */
+  heldUntil: number | null;
+  lastFailureAt: number | null;
+  trustedSince: number | null;
+  why: string;
+}
+
+export type DeferCode = 'cooldown' | 'host-held-out' | 'host-untrusted' | 'no-reason';
+
+export type GovernorDecision =
+  | { allowed: true; site: string; action: AutoAction; reason: string; target: string | null; at: number; why: string }
+  | {
+    allowed: false; site: string; action: AutoAction; reason: string; target: string | null; at: number; why: string;
+    code: DeferCode;
+    /** When asking again may succeed; null when it depends on probes, not time. */
+    retryAt: number | null;
+  };
+
+interface HostRecord {
+  trusted: boolean;
+  /** When it became trusted after a failure; null for a host that never failed. */
+  trustedSince: number | null;
+  goodProbes: number;
+  /** When `goodProbes` reached `rise` (trust then waits only for the hold-out). */
+  roseAt: number | null;
+  flaps: number;
+  heldUntil: number | null;
+  lastFailureAt: number | null;
+}
+
+export class ActionGovernor {
+  private readonly now: () => number;
+  private readonly cooldown: Record<string, number>;
+  private readonly defaultCooldownMs: number;
+  private readonly flapWindowMs: number;
+  private readonly backoffBaseMs: number;
+  private readonly backoffMaxMs: number;
+  private readonly lastAction = new Map<string, number>();
+  private readonly hosts = new Map<string, HostRecord>();
+
+  constructor(private readonly opts: ActionGovernorOptions) {
+    if (!(opts.rise >= 1)) throw new RangeError('ActionGovernor: rise must be ≥ 1');
+    this.now = opts.now ?? Date.now;
+    this.cooldown = { ...DEFAULT_COOLDOWN_MS };
+    for (const [k, v] of Object.entries(opts.cooldownMs ?? {})) if (v !== undefined) this.cooldown[k] = v;
+    this.defaultCooldownMs = opts.defaultCooldownMs ?? 30_000;
+    this.flapWindowMs = opts.flapWindowMs ?? 300_000;
+    this.backoffBaseMs = opts.backoffBaseMs ?? 30_000;
+    this.backoffMaxMs = opts.backoffMaxMs ?? 600_000;
+  }
+
+  /**
+   * May `action` run on `site` now, for `reason`? With `target`, the host the
+   * action would use (failover/failback target, scale-out host) must be trusted.
+   * An allowed answer starts the action's cooldown at once: asking is committing,
+   * so two callers cannot both be allowed. A deferred answer changes nothing.
+   */
+  decide(site: string, action: AutoAction, reason: string, opts: { target?: string } = {}): GovernorDecision {
+    const at = this.now();
+    const target = opts.target ?? null;
+    const base = { site, action, reason, target, at };
+    if (reason.trim() === '') return { ...base, allowed: false, code: 'no-reason', retryAt: null, why: 'an automatic action needs a reason' };
+    if (target !== null) {
+      const t = this.trust(target);
+      if (t.state === 'held-out') return { ...base, allowed: false, code: 'host-held-out', retryAt: t.heldUntil, why: t.why };
+      if (t.state === 'recovering') return { ...base, allowed: false, code: 'host-untrusted', retryAt: null, why: t.why };
+    }
+    const left = this.cooldownLeft(site, action);
+    if (left > 0) {
+      const last = this.lastAction.get(key(site, action))!;
+      return {
+        ...base, allowed: false, code: 'cooldown', retryAt: at + left,
+        why: `the last ${action} of ${site} was ${at - last} ms ago; the cooldown is ${this.cooldownOf(action)} ms (${left} ms left)`,
+      };
+    }
+    this.lastAction.set(key(site, action), at);
+    return { ...base, allowed: true, why: target !== null ? `no ${action} of ${site} within the cooldown, and ${target} is trusted` : `no ${action} of ${site} within the cooldown` };
+  }
+
+  /** Restarts an action's cooldown, e.g. when its runbook ends, so that the gap counts from the end. */
+  completed(site: string, action: AutoAction): void {
+    this.lastAction.set(key(site, action), this.now());
+  }
+
+  /** Milliseconds until `action` on `site` is out of its cooldown (0: it is). */
+  cooldownLeft(site: string, action: AutoAction): number {
+    const last = this.lastAction.get(key(site, action));
+    if (last === undefined) return 0;
+    return Math.max(0, last + this.cooldownOf(action) - this.now());
+  }
+
+  /**
+   * A host failed (a detector raised crash/hang/malfunction against it, or it was
+   * fenced). Failing again soon after being trusted is a flap and starts a hold-out.
+   */
+  hostFailed(host: string): HostTrust {
+    const at = this.now();
+    const h = this.record(host);
+    this.settle(h, at);
+    if (h.trusted) {
+      if (h.trustedSince !== null && at - h.trustedSince <= this.flapWindowMs) {
+        h.flaps++;
+        h.heldUntil = at + this.backoff(h.flaps);
+      } else {
+        // Never failed before, or stable for a whole flap window: forgiven.
+        h.flaps = 0;
+        h.heldUntil = null;
+      }
+    }
+    h.trusted = false;
+    h.trustedSince = null;
+    h.goodProbes = 0;
+    h.roseAt = null;
+    h.lastFailureAt = at;
+    return this.view(host, h, at);
+  }
+
+  /** One probe of a host (good or not). Bad probes restart the count of good ones; they are not failures by themselves. */
+  hostProbe(host: string, ok: boolean): HostTrust {
+    const at = this.now();
+    const h = this.record(host);
+    if (!ok) {
+      h.goodProbes = 0;
+      h.roseAt = null;
+    } else if (!h.trusted) {
+      h.goodProbes++;
+      if (h.goodProbes >= this.opts.rise) h.roseAt ??= at;
+    }
+    this.settle(h, at);
+    return this.view(host, h, at);
+  }
+
+  trust(host: string): HostTrust {
+    const at = this.now();
+    const h = this.record(host);
+    this.settle(h, at);
+    return this.view(host, h, at);
+  }
+
+  /** The hold-out after the n-th flap: base × 2^(n−1), capped. */
+  backoff(flaps: number): number {
+    return Math.min(this.backoffMaxMs, this.backoffBaseMs * 2 ** Math.max(0, flaps - 1));
+  }
+
+  private cooldownOf(action: AutoAction): number {
+    return this.cooldown[action] ?? this.defaultCooldownMs;
+  }
+
+  private record(host: string): HostRecord {
+    let h = this.hosts.get(host);
+    if (!h) {
+      h = { trusted: true, trustedSince: null, goodProbes: 0, roseAt: null, flaps: 0, heldUntil: null, lastFailureAt: null };
+      this.hosts.set(host, h);
+    }
+    return h;
+  }
+
+  /** A recovering host that has risen and served its hold-out becomes trusted; trust dates from the later of the two. */
+  private settle(h: HostRecord, at: number): void {
+    if (h.trusted || h.roseAt === null) return;
+    if (h.heldUntil !== null && at < h.heldUntil) return;
+    h.trusted = true;
+    h.trustedSince = Math.max(h.roseAt, h.heldUntil ?? -Infinity);
+    h.heldUntil = null;
+  }
+
+  private view(host: string, h: HostRecord, at: number): HostTrust {
+    const rise = this.opts.rise;
+    const base = { host, goodProbes: h.goodProbes, rise, flaps: h.flaps, heldUntil: h.heldUntil, lastFailureAt: h.lastFailureAt, trustedSince: h.trustedSince };
+    if (h.trusted) {
+      return { ...base, state: 'trusted', trusted: true, why: h.lastFailureAt === null ? `${host} has not failed` : `${host} came back: ${h.goodProbes} good probes in a row since its failure` };
+    }
+    if (h.heldUntil !== null && at < h.heldUntil) {
+      return { ...base, state: 'held-out', trusted: false, why: `${host} flapped (${h.flaps} time${h.flaps > 1 ? 's' : ''} failing within ${this.flapWindowMs} ms of being trusted): held out for ${h.heldUntil - at} ms more (backoff ${this.backoff(h.flaps)} ms)` };
+    }
+    return { ...base, state: 'recovering', trusted: false, why: `${host} failed and has ${h.goodProbes} of ${rise} good probes in a row needed to be trusted` };
+  }
+}
+
+function key(site: string, action: string): string {
+  return `${site}\u0000${action}`;
+}

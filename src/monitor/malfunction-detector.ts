@@ -1,0 +1,218 @@
+import type { UpstreamStats } from '../shared/contracts.ts';
+import { CounterSeries, delta, type CounterDelta } from './counter-series.ts';
+import { classifyProbeError, probeFailed, type ProbeObservation } from './probe-evidence.ts';
+
+export interface MalfunctionDetectorOptions {
+  /** Share of answered requests that are 5xx at or above which the app malfunctions (`health.malfunction.errorRate`). */
+  errorRate: number;
+  /** The window the rate must hold over (`health.malfunction.windowMs`). */
+  windowMs: number;
+  /** Fewer answered requests than this in the window prove nothing. @default 20 */
+  minRequests?: number;
+  /**
+   * The window is cut into this many slices; every slice must have answered
+   * requests and a rate of at least `sliceFloor × errorRate`. This is what makes a
+   * burst shorter than the window harmless even when it alone lifts the window's
+   * average over the threshold. Polling must be at least as frequent as a slice
+   * (windowMs / slices) for all slices to exist; with sparser polls, slices that
+   * fall between the same two snapshots merge. @default 5
+   */
+  slices?: number;
+  /** @default 0.5 */
+  sliceFloor?: number;
+  /** The address the app must say it serves from (`servedBy`, e.g. `127.0.2.1:3000`); unset: not checked. */
+  expectServedBy?: string;
+  /** Wrong probe answers in a row before a probe malfunction is raised. @default 2 */
+  probeFall?: number;
+  /** Right probe answers in a row before a probe malfunction is cleared. @default 2 */
+  probeRise?: number;
+  /** Clock (ms): stamps snapshots and decisions. @default Date.now */
+  now?: () => number;
+}
+
+/** What the traffic of the primary did over the window ending at `to`. */
+export interface TrafficWindow {
+  upstream: string;
+  from: number;
+  to: number;
+  windowMs: number;
+  requests: number;
+  answered: number;
+  errors5xx: number;
+  connErrors: number;
+  /** errors5xx / answered; null when nothing was answered. */
+  rate: number | null;
+  threshold: number;
+  minRequests: number;
+  slices: (CounterDelta & { rate: number | null })[];
+  /** Every rule holds: rate ≥ threshold, answered ≥ minRequests, every slice has traffic at ≥ sliceFloor × threshold. */
+  sustained: boolean;
+}
+
+export interface ProbeAnswer {
+  at: number;
+  error?: string;
+  status?: number;
+  servedBy?: string;
+  /** Why this answer is wrong (the probe's error, or the servedBy mismatch). */
+  wrong: string;
+}
+
+export type MalfunctionDecision =
+  | { kind: 'malfunction'; source: 'traffic'; at: number; reason: string; evidence: TrafficWindow }
+  | { kind: 'malfunction'; source: 'probe'; at: number; reason: string; evidence: { probes: ProbeAnswer[]; expectServedBy: string | null } }
+  | { kind: 'malfunction-cleared'; source: 'traffic'; at: number; reason: string; evidence: TrafficWindow }
+  | { kind: 'malfunction-cleared'; source: 'probe'; at: number; reason: string; evidence: { goodProbes: number } };
+
+/** A probe as MalfunctionDetector reads it: HttpProbe's ProbeResult fits. */
+export type ProbeLike = ProbeObservation & { status?: number; servedBy?: string };
+
+/**
+ * Detects an app that is up but answers wrongly, from two sources with their own hysteresis:
+ *
+ * - Real traffic: successive director snapshots (`GET /v1/stats`) of the primary's
+ *   upstream. The rate is Δerrors5xx / Δanswered between the newest snapshot and the
+ *   newest one at least `windowMs` older, so a window is judged only once it is full.
+ *   Connection errors are excluded (they have no status; refused/timeouts are
+ *   HangDetector's) but reported. Raised once when the window is `sustained`; cleared
+ *   once a full window's rate is below half the threshold.
+ * - Probe content: `probeFall` probes in a row that got a wrong answer (a non-200
+ *   status, a body without `ok: true`, or a `servedBy` other than `expectServedBy`).
+ */
+export class MalfunctionDetector {
+  private readonly now: () => number;
+  private readonly minRequests: number;
+  private readonly slices: number;
+  private readonly sliceFloor: number;
+  private readonly probeFall: number;
+  private readonly probeRise: number;
+  private readonly series: CounterSeries;
+  private upstream: string | null = null;
+  private trafficRaised = false;
+  private wrongProbes: ProbeAnswer[] = [];
+  private goodProbes = 0;
+  private probeRaised = false;
+
+  constructor(private readonly opts: MalfunctionDetectorOptions) {
+    if (!(opts.errorRate > 0 && opts.errorRate <= 1)) throw new RangeError('MalfunctionDetector: errorRate must be in (0, 1]');
+    if (!(opts.windowMs > 0)) throw new RangeError('MalfunctionDetector: windowMs must be > 0');
+    this.now = opts.now ?? Date.now;
+    this.minRequests = opts.minRequests ?? 20;
+    this.slices = Math.max(1, Math.floor(opts.slices ?? 5));
+    this.sliceFloor = opts.sliceFloor ?? 0.5;
+    this.probeFall = opts.probeFall ?? 2;
+    this.probeRise = opts.probeRise ?? 2;
+    this.series = new CounterSeries(opts.windowMs);
+  }
+
+  /** Whether a malfunction is raised and not cleared, from either source. */
+  get malfunctioning(): boolean {
+    return this.trafficRaised || this.probeRaised;
+  }
+
+  /**
+   * One director snapshot of the primary's upstream, taken now. A different
+   * upstream (the primary moved) or counters that went down (director restarted)
+   * start the window again.
+   */
+  observeStats(u: Pick<UpstreamStats, 'upstream' | 'requests' | 'errors5xx' | 'connErrors'>): MalfunctionDecision | null {
+    const at = this.now();
+    if (this.upstream !== u.upstream) {
+      this.series.clear();
+      this.trafficRaised = false;
+      this.upstream = u.upstream;
+    }
+    this.series.push({ at, requests: u.requests, errors5xx: u.errors5xx, connErrors: u.connErrors });
+    const w = this.window();
+    if (!w) return null;
+    if (!this.trafficRaised && w.sustained) {
+      this.trafficRaised = true;
+      return {
+        kind: 'malfunction', source: 'traffic', at, evidence: w,
+        reason: `${pct(w.rate)} of ${w.answered} answered requests were 5xx over ${w.to - w.from} ms (threshold ${pct(w.threshold)} over ${w.windowMs} ms, sustained in all ${w.slices.length} slices)`,
+      };
+    }
+    if (this.trafficRaised && w.rate !== null && w.answered >= this.minRequests && w.rate < w.threshold / 2) {
+      this.trafficRaised = false;
+      return { kind: 'malfunction-cleared', source: 'traffic', at, evidence: w, reason: `5xx rate down to ${pct(w.rate)} over ${w.to - w.from} ms` };
+    }
+    return null;
+  }
+
+  /** The traffic figures over the last full window, or null until a window is full. */
+  window(): TrafficWindow | null {
+    const end = this.series.latest;
+    if (!end || this.upstream === null) return null;
+    const start = this.series.atOrBefore(end.at - this.opts.windowMs);
+    if (!start) return null;
+    const total = delta(start, end);
+    // Slice edges: the newest snapshot at or before each boundary; equal edges merge.
+    const edges = [start];
+    for (let k = 1; k < this.slices; k++) {
+      const e = this.series.atOrBefore(end.at - this.opts.windowMs + (k * this.opts.windowMs) / this.slices)!;
+      if (e.at !== edges[edges.length - 1]!.at) edges.push(e);
+    }
+    if (end.at !== edges[edges.length - 1]!.at) edges.push(end);
+    const slices = [];
+    for (let i = 1; i < edges.length; i++) {
+      const d = delta(edges[i - 1]!, edges[i]!);
+      slices.push({ ...d, rate: d.answered > 0 ? d.errors5xx / d.answered : null });
+    }
+    const rate = total.answered > 0 ? total.errors5xx / total.answered : null;
+    const floor = this.opts.errorRate * this.sliceFloor;
+    const sustained = rate !== null && total.answered >= this.minRequests && rate >= this.opts.errorRate
+      && slices.length > 0 && slices.every((s) => s.rate !== null && s.rate >= floor);
+    return {
+      upstream: this.upstream, from: total.from, to: total.to, windowMs: this.opts.windowMs,
+      requests: total.requests, answered: total.answered, errors5xx: total.errors5xx, connErrors: total.connErrors,
+      rate, threshold: this.opts.errorRate, minRequests: this.minRequests, slices, sustained,
+    };
+  }
+
+  /** One health probe of the primary (HttpProbe's ProbeResult). Timeouts and refusals are not answers: ignored here. */
+  observeProbe(p: ProbeLike): MalfunctionDecision | null {
+    const wrong = this.wrongness(p);
+    if (wrong === undefined) return null;
+    const at = this.now();
+    if (wrong === null) {
+      this.wrongProbes = [];
+      this.goodProbes++;
+      if (this.probeRaised && this.goodProbes >= this.probeRise) {
+        this.probeRaised = false;
+        return { kind: 'malfunction-cleared', source: 'probe', at, reason: `${this.goodProbes} right probe answers in a row`, evidence: { goodProbes: this.goodProbes } };
+      }
+      return null;
+    }
+    this.goodProbes = 0;
+    if (this.probeRaised) return null;
+    this.wrongProbes.push({ at: p.at, error: p.error, status: p.status, servedBy: p.servedBy, wrong });
+    if (this.wrongProbes.length < this.probeFall) return null;
+    this.probeRaised = true;
+    return {
+      kind: 'malfunction', source: 'probe', at,
+      reason: `${this.wrongProbes.length} probes in a row answered wrongly (${this.wrongProbes.map((w) => w.wrong).join(', ')})`,
+      evidence: { probes: this.wrongProbes, expectServedBy: this.opts.expectServedBy ?? null },
+    };
+  }
+
+  reset(): void {
+    this.series.clear();
+    this.upstream = null;
+    this.trafficRaised = false;
+    this.wrongProbes = [];
+    this.goodProbes = 0;
+    this.probeRaised = false;
+  }
+
+  /** null: a right answer; a string: why it is wrong; undefined: no answer at all (not this detector's evidence). */
+  private wrongness(p: ProbeLike): string | null | undefined {
+    if (probeFailed(p)) return classifyProbeError(p.error) === 'bad-answer' ? (p.error ?? 'bad answer') : undefined;
+    const expected = this.opts.expectServedBy;
+    if (expected !== undefined && p.servedBy !== undefined && p.servedBy !== expected) return `served by ${p.servedBy}, expected ${expected}`;
+    return null;
+  }
+}
+
+function pct(r: number | null): string {
+  return r === null ? 'n/a' : `${Math.round(r * 1000) / 10} %`;
+}
