@@ -19,7 +19,7 @@ import { filesSchema, framesSchema, helloSchema, snapshotChunkSchema, snapshotCo
 import { listDatabases } from './sqlite-file.ts';
 import { checkVolumeDatabases } from './volume-check.ts';
 import { VolumeShipper, type ReplicationTuning, type VolumePosition } from './volume-shipper.ts';
-import { loadAllMeta, saveMeta, volumePath, type VolumeMeta } from './volume-meta.ts';
+import { loadAllMeta, replicaPath, saveMeta, stalePath, volumePath, type VolumeMeta } from './volume-meta.ts';
 import { SyncGate } from './sync-gate.ts';
 
 export { checkVolumeDatabases } from './volume-check.ts';
@@ -173,7 +173,8 @@ export class StorageProcessor {
   private volume(site: string, meta?: VolumeMeta): Volume {
     let v = this.volumes.get(site);
     if (!v) {
-      v = { meta: meta ?? { site, role: 'none', epoch: 0, updatedAt: Date.now() }, dir: volumePath(this.storage.path, site), shipper: null, writers: new Map() };
+      const m = meta ?? { site, role: 'none' as const, epoch: 0, updatedAt: Date.now() };
+      v = { meta: m, dir: m.role === 'replica' ? replicaPath(this.storage.path, site) : volumePath(this.storage.path, site), shipper: null, writers: new Map() };
       this.volumes.set(site, v);
     }
     return v;
@@ -291,6 +292,11 @@ export class StorageProcessor {
       if (epoch <= v.meta.epoch) {
         throw new UnderstudyError('US_STALE_EPOCH', `promote of ${site} to epoch ${epoch}: storage ${this.name} is already at epoch ${v.meta.epoch}; promote with a higher epoch`, { epoch: v.meta.epoch });
       }
+      const primaryDir = volumePath(this.storage.path, site);
+      if (v.meta.role === 'replica' && !fs.existsSync(v.dir) && fs.existsSync(primaryDir)) {
+        // A promotion that moved the replica into place and stopped before persisting: it is in place.
+        v.dir = primaryDir;
+      }
       if (!fs.existsSync(v.dir)) throw new UnderstudyError('US_NOT_FOUND', `storage ${this.name} holds no data for ${site}: nothing to promote`);
       // Fence first (in memory, under the volume lock): from here every request of
       // an older epoch is refused, even if persisting fails below.
@@ -298,6 +304,18 @@ export class StorageProcessor {
       await this.stopShipper(v);
       this.resetGate(v);
       this.foldDatabases(v);
+      if (v.dir !== primaryDir) {
+        // The replica takes the primary's place; a stale copy there (the old primary's) is kept aside, never deleted.
+        if (fs.existsSync(primaryDir)) {
+          const aside = stalePath(this.storage.path, site, v.meta.epoch);
+          await fsp.mkdir(path.dirname(aside), { recursive: true });
+          await fsp.rename(primaryDir, aside);
+          this.log.warn({ site, aside }, 'a stale primary copy was moved aside');
+        }
+        await fsp.rename(v.dir, primaryDir);
+        await fsyncDir(path.dirname(primaryDir));
+        v.dir = primaryDir;
+      }
       await this.persist(v, { role: 'primary', epoch, source: undefined, replicateTo: undefined });
       this.log.info({ site, epoch, lastAppliedAt: v.lastAppliedAt }, 'replica promoted to primary');
       return res();
@@ -345,6 +363,12 @@ export class StorageProcessor {
         this.log.warn({ site, epoch, was: v.meta.epoch }, 'a newer epoch replicates to this volume; it is no longer primary here');
         await this.stopShipper(v);
         this.resetGate(v);
+      }
+      if (v.meta.role !== 'replica') {
+        // From here the copy at volumes/<site> (if any) is stale and stays untouched; the replica lives apart.
+        for (const w of v.writers.values()) w.reset();
+        v.writers.clear();
+        v.dir = replicaPath(this.storage.path, site);
       }
       if (v.meta.role !== 'replica' || v.meta.epoch !== epoch) await this.persist(v, { role: 'replica', epoch, replicateTo: undefined });
       if (!fs.existsSync(v.dir)) await fsp.mkdir(v.dir, { recursive: true }); // a sync check: this is on every append

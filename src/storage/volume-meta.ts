@@ -38,6 +38,22 @@ export function volumePath(storagePath: string, site: string): string {
   return path.join(storagePath, 'volumes', site);
 }
 
+/**
+ * Where a replica is kept: apart from `volumes/<site>`, so that a copy this storage
+ * system held as primary before a failover stays where its old host would look for
+ * it. An old primary whose app comes back by itself then writes only to its own
+ * stale copy, never into the replica. A promotion moves the replica into
+ * `volumes/<site>` and the stale copy aside to `stale/`.
+ */
+export function replicaPath(storagePath: string, site: string): string {
+  return path.join(storagePath, 'replicas', site);
+}
+
+/** Where a stale primary copy is kept once a promotion replaces it. */
+export function stalePath(storagePath: string, site: string, epoch: number): string {
+  return path.join(storagePath, 'stale', `${site}-epoch${epoch}-${Date.now()}`);
+}
+
 /** Reads every meta file; a corrupt one is an error naming the file (never silently dropped). */
 export function loadAllMeta(storagePath: string): VolumeMeta[] {
   const dir = path.join(storagePath, 'meta');

@@ -51,10 +51,10 @@ test('an old primary whose app comes back by itself writes only to its own stale
     await sleep(25);
   }
   const viaFront = await http(`${cluster.front}/api/orders?customer=written-to-the-stale-primary`);
-  assert.deepEqual((viaFront.body as unknown[]).length ?? 0, 0, 'the stale write is not visible through the front');
+  const listed = Array.isArray(viaFront.body) ? viaFront.body : ((viaFront.body as { orders?: unknown[] }).orders ?? []);
+  assert.equal(listed.length, 0, 'the stale write is not visible through the front');
 
   // Nothing it wrote reaches any replica or the current primary.
-  await api(cluster, '/v1/status');
   await sleep(1500);
   assert.equal(hasCustomer(path.join(cluster.dir, 'array-b', 'volumes', 'shop'), 'written-to-the-stale-primary'), false);
   assert.equal(hasCustomer(path.join(cluster.dir, 'array-a', 'replicas', 'shop'), 'written-to-the-stale-primary'), false);

@@ -71,7 +71,7 @@ test('planned switchovers under load fail no request and lose no order; after a 
   await waitUntil('lag 0', async () => (await api<Status>(cluster, '/v1/status')).sites[0]!.replication.lagMs === 0, 20_000);
   await sleep(500);
   const a = ordersDigest(path.join(cluster.dir, 'array-a', 'volumes', 'shop'));
-  const b = ordersDigest(path.join(cluster.dir, 'array-b', 'volumes', 'shop'));
+  const b = ordersDigest(path.join(cluster.dir, 'array-b', 'replicas', 'shop'));
   t.diagnostic(`orders.db array-a ${JSON.stringify(a)} array-b ${JSON.stringify(b)}`);
   assert.ok(a.orders >= during.acked.length + 20);
   assert.deepEqual(a, b);

@@ -166,7 +166,7 @@ export async function startSyncStack(opts: { sync: RouteTable['sync'] | 'default
     started.a = await mk('array-a');
     started.b = await mk('array-b');
     const volA = path.join(root, 'a', 'volumes', 'shop');
-    const volB = path.join(root, 'b', 'volumes', 'shop');
+    const volB = path.join(root, 'b', 'replicas', 'shop');
     await callJson(`${urlA}/v1/volumes/shop/init`, { body: { epoch: 1, seed: SEED } });
     fs.writeFileSync(path.join(volA, 'config/site.json'), JSON.stringify({ listen: { host: '127.0.0.1', port: shopPort }, workers: 1, name: 'shop' }));
     started.shop = await startShop(volA);

@@ -41,7 +41,7 @@ async function startPair(t: { after: (fn: () => Promise<void> | void) => void })
   });
   await a.start();
   await b.start();
-  return { a, b, urlA: `http://127.0.0.1:${pa}`, urlB: `http://127.0.0.1:${pb}`, root, volA: path.join(root, 'a', 'volumes', 'shop'), volB: path.join(root, 'b', 'volumes', 'shop') };
+  return { a, b, urlA: `http://127.0.0.1:${pa}`, urlB: `http://127.0.0.1:${pb}`, root, volA: path.join(root, 'a', 'volumes', 'shop'), volB: path.join(root, 'b', 'replicas', 'shop') };
 }
 
 function makeSeed(root: string): string {
@@ -229,8 +229,11 @@ test('replicates a database under concurrent load and through WAL restarts; file
   assert.equal(typeof pr.lastAppliedAt, 'number');
   const again = await callJson<PromoteResponse>(`${p.urlB}/v1/volumes/shop/promote`, { body: { epoch: 2 } });
   assert.equal(again.epoch, 2, 'promote is idempotent');
-  assert.ok(!fs.existsSync(path.join(p.volB, 'orders.db-wal')), 'no -wal left after promotion');
-  const appB = new Database(path.join(p.volB, 'orders.db'));
+  // The promoted replica takes the primary's place in volumes/.
+  const volBPrimary = path.join(p.root, 'b', 'volumes', 'shop');
+  assert.ok(!fs.existsSync(p.volB), 'the replica directory moved into volumes/');
+  assert.ok(!fs.existsSync(path.join(volBPrimary, 'orders.db-wal')), 'no -wal left after promotion');
+  const appB = new Database(path.join(volBPrimary, 'orders.db'));
   appB.pragma('journal_mode = WAL');
   appB.prepare('INSERT INTO orders (customer, payload) VALUES (?, ?)').run('after-failover', Buffer.from('x'));
   assert.equal((appB.prepare('SELECT count(*) AS n FROM orders').get() as { n: number }).n, prim.rows + 1);
@@ -248,7 +251,7 @@ test('replicates a database under concurrent load and through WAL restarts; file
   await waitFor('old primary fenced', async () => (await callJson<VolumeStatus>(`${p.urlA}/v1/volumes/shop`)).replication?.state === 'error', 3000);
   const st = await callJson<VolumeStatus>(`${p.urlA}/v1/volumes/shop`);
   assert.match(st.replication?.lastError ?? '', /epoch/);
-  const b2 = new Database(path.join(p.volB, 'orders.db'), { readonly: true });
+  const b2 = new Database(path.join(volBPrimary, 'orders.db'), { readonly: true });
   assert.equal((b2.prepare("SELECT count(*) AS n FROM orders WHERE customer = 'stale'").get() as { n: number }).n, 0);
   b2.close();
 
