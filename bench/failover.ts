@@ -124,7 +124,8 @@ async function main(): Promise<void> {
     console.log(`\nbench/failover — crash failovers (SIGKILL of the primary host's process group) under load, ${REPLICATION} replication, loopback`);
     console.log('standby  trials  detection ms (p50 p95 max)   kill → first OK request ms (p50 p95 max)');
     for (const r of rows) console.log(`${r.kind.padEnd(8)} ${String(r.detection.length).padStart(6)}  ${fmt(r.detection)}                ${fmt(r.serving)}`);
-    console.log(`\norders acknowledged: ${result.acked.length}; lost: ${missing.length}; POSTs failed: ${result.postsFailed.length}; GETs ok: ${result.getsOk}, failed: ${result.getsFailed.length}`);
+    const by503 = result.postsFailed.filter((f) => f.status === 503).length;
+    console.log(`\norders acknowledged: ${result.acked.length}; lost: ${missing.length}; POSTs not acknowledged: ${result.postsFailed.length} (answered 503 + Retry-After: ${by503}, other: ${result.postsFailed.length - by503}); GETs ok: ${result.getsOk}, failed: ${result.getsFailed.length}`);
     console.log(`replication lag under load (sampled every 100 ms, n=${lags.length}): p50 ${pct(lags, 50)} ms, p99 ${pct(lags, 99)} ms; lag at the kill p50 ${pct(rows.flatMap((r) => r.lagAtKill), 50)} ms, max ${Math.max(...rows.flatMap((r) => r.lagAtKill))} ms`);
   } finally {
     for (const f of stopAll) await f().catch(() => undefined);

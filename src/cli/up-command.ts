@@ -119,7 +119,7 @@ export async function runUp(config: UnderstudyConfig, opts: UpOptions = {}): Pro
   }, () => undefined);
   const follow = setInterval(() => {
     callJson<{ events: EventRecord[] }>(`${controller.url}/v1/events?after=${lastEvent}`, { timeoutMs: 1000 }).then((r) => {
-      for (const e of r.events) { out(formatEvent(e)); lastEvent = e.id; }
+      for (const e of r.events) { if (e.at >= runStartedAt) out(formatEvent(e)); lastEvent = e.id; }
     }, () => undefined);
   }, 300);
 
@@ -183,7 +183,7 @@ async function waitSitesServing(config: UnderstudyConfig, url: string, timeoutMs
   while (Date.now() < deadline) {
     try {
       const st = await callJson<StatusView>(`${url}/v1/status`, { timeoutMs: 1000 });
-      const waiting = Object.keys(config.sites).filter((s) => st.sites.find((x) => x.name === s)?.state !== 'serving');
+      const waiting = Object.keys(config.sites).filter((s) => !['serving', 'degraded'].includes(st.sites.find((x) => x.name === s)?.state ?? ''));
       if (waiting.length === 0) return;
       last = waiting.join(', ');
     } catch {

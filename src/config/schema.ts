@@ -146,7 +146,11 @@ const backup = z.strictObject({
  */
 const sync = z.strictObject({
   onReplicaLost: custom('must be degrade or strict', (v) => (v === 'degrade' || v === 'strict' ? v : undefined)).default('degrade'),
-  timeout: duration.default(2000),
+  // The director and the storage processor cap a barrier at 60 s: a longer one could never be routed.
+  timeout: custom('must be a duration from 1ms to 60s, like 2s', (v) => {
+    const ms = parseDuration(v);
+    return ms !== undefined && ms > 0 && ms <= 60_000 ? ms : undefined;
+  }).default(2000),
 });
 
 const volume = z

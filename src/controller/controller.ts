@@ -5,6 +5,7 @@ import { HttpProbe } from '../monitor/http-probe.ts';
 import { SiteMonitor, type FailureEvidence } from '../monitor/site-monitor.ts';
 import { StaleAppWatch } from '../monitor/stale-app-watch.ts';
 import { classifyFailure } from '../monitor/hang-detector.ts';
+import { formatTransformDiff } from '../transform/diff.ts';
 import { isProcessAlive } from '../power/process-group.ts';
 import { LocalRelay } from '../power/local-relay.ts';
 import type { RelayDriver, RelayStatus } from '../power/relay.ts';
@@ -93,7 +94,8 @@ export class Controller {
     const epoch = 1;
     this.log.info({ site, host: primary.name }, 'bootstrapping site');
     await this.clients.initVolume(primary.storage, site, epoch, cfg.app.seed);
-    await this.clients.transform(primary.storage, site, epoch, renderedTransform(primary, cfg));
+    const { changes } = await this.clients.transform(primary.storage, site, epoch, renderedTransform(primary, cfg));
+    if (changes.length > 0) this.store.addEvent({ site, host: primary.name, kind: 'transformed', message: `${site}'s new volume on ${primary.storage} fitted to ${primary.name}:\n${formatTransformDiff(changes)}`, data: { changes } });
     const replica = replicaStorageFor(this.config, cfg, primary.storage);
     this.store.putSite({ site, epoch, primaryHost: primary.name, state: 'starting', replicaStorage: replica });
     await this.startSite(site);
@@ -185,7 +187,7 @@ export class Controller {
     if (monitor?.healthy) {
       const route = routes?.find((r) => r.site === site);
       const want = routeFor(this.config, site, host.name, rec.epoch);
-      if (routes && (!route || route.epoch < rec.epoch || route.primary !== endpoint || (route.sync?.storageUrl ?? null) !== (want.sync?.storageUrl ?? null))) {
+      if (routes && (!route || route.epoch < rec.epoch || route.primary !== endpoint || JSON.stringify(route.sync ?? null) !== JSON.stringify(want.sync ?? null))) {
         await this.clients.putRoute(want);
         this.log.info({ site, epoch: rec.epoch, primary: endpoint }, 'route re-pushed to the director');
       }

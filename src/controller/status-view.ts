@@ -14,7 +14,8 @@ export interface StatusView {
     front: string;
     primary: { host: string; address: string; healthy: boolean };
     readers: { host: string; address: string; healthy: boolean }[];
-    replication: { mode: string; to: string | null; state: string; lagMs: number | null };
+    /** `sync` (sync mode, confirmed) or `degraded` (sync mode, releasing writes unconfirmed); absent in async mode. */
+    replication: { mode: string; to: string | null; state: string; lagMs: number | null; sync?: 'sync' | 'degraded' };
   }[];
   hosts: { name: string; address: string; power: 'on' | 'off'; pid: number | null; storage: string; sites: string[] }[];
   storage: { name: string; up: boolean; backup: boolean }[];
@@ -35,9 +36,12 @@ export function buildStatus(input: {
     const monitor = input.monitors.get(rec.site);
     const vol = input.volume(host.storage, rec.site);
     const rep = vol?.replication;
+    // A serving site whose protection is impaired is reported degraded: replication in error,
+    // or sync mode releasing writes before the replica confirms them.
+    const impaired = rec.state === 'serving' && (rep?.state === 'error' || vol?.sync?.state === 'degraded' || (!rec.replicaStorage && !rep));
     return {
       name: rec.site,
-      state: rec.state,
+      state: impaired ? 'degraded' as const : rec.state,
       epoch: rec.epoch,
       front: endpointToString(cfg.front),
       primary: { host: host.name, address: host.address, healthy: !!monitor?.healthy && monitor.target.host === host.name },
@@ -47,6 +51,7 @@ export function buildStatus(input: {
         to: rep?.to ?? rec.replicaStorage,
         state: rep ? rep.state : rec.replicaStorage ? 'unknown' : 'none',
         lagMs: rep ? rep.lagMs : null,
+        ...(cfg.volume.replication === 'sync' && vol?.sync ? { sync: vol.sync.state } : {}),
       },
     };
   });

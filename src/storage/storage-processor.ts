@@ -21,6 +21,8 @@ import { checkVolumeDatabases } from './volume-check.ts';
 import { VolumeShipper, type ReplicationTuning, type VolumePosition } from './volume-shipper.ts';
 import { loadAllMeta, replicaPath, saveMeta, stalePath, volumePath, type VolumeMeta } from './volume-meta.ts';
 import { SyncGate } from './sync-gate.ts';
+// Issue 6: backups, verification and restore live in ./vault/ (VaultService).
+import { VaultService, type VaultServiceOptions } from './vault/vault-service.ts';
 
 export { checkVolumeDatabases } from './volume-check.ts';
 
@@ -37,6 +39,8 @@ export { checkVolumeDatabases } from './volume-check.ts';
  */
 export interface StorageProcessorOptions {
   tuning?: ReplicationTuning;
+  /** Issue 6: schedules of backups and verification, chunk size, vault GC grace. */
+  vault?: VaultServiceOptions;
 }
 
 interface Volume {
@@ -68,6 +72,8 @@ export class StorageProcessor {
   private readonly lock = new KeyedLock();
   private server: http.Server | null = null;
   private readonly tuning: ReplicationTuning | undefined;
+  /** Issue 6: backups, verification, restore (and the vault's store when `backup: true`). */
+  private readonly vault: VaultService;
 
   constructor(readonly config: UnderstudyConfig, readonly name: string, logger?: Logger, opts: StorageProcessorOptions = {}) {
     const s = config.storage[name];
@@ -78,6 +84,13 @@ export class StorageProcessor {
     this.storage = s;
     this.log = (logger ?? pino({ level: process.env.UNDERSTUDY_LOG_LEVEL ?? 'info' }, pino.destination(2))).child({ storage: name });
     this.tuning = opts.tuning;
+    this.vault = new VaultService({
+      config, name, storage: s, log: this.log,
+      sites: () => [...this.volumes.keys()].sort(),
+      volumeInfo: (site) => { const v = this.volumes.get(site); return v ? { role: v.meta.role, epoch: v.meta.epoch, dir: v.dir } : undefined; },
+      withVolumeQuiesced: (site, fn) => this.withVolumeQuiesced(site, fn),
+      installRestored: (site, epoch, fromDir) => this.installRestored(site, epoch, fromDir),
+    }, opts.vault);
   }
 
   /** Loads the meta of every volume, resumes shipping where it was, and listens. */
@@ -90,6 +103,7 @@ export class StorageProcessor {
     }
     this.server = createJsonServer(this.router());
     await listen(this.server, this.storage.listen.host, this.storage.listen.port);
+    this.vault.start(); // issue 6: backup and verification timers
     this.log.info({ listen: `${this.storage.listen.host}:${this.storage.listen.port}`, path: this.storage.path, volumes: this.volumes.size }, 'storage processor listening');
   }
 
@@ -100,6 +114,7 @@ export class StorageProcessor {
     if (server) {
       await new Promise<void>((resolve) => { server.close(() => resolve()); server.closeAllConnections(); });
     }
+    await this.vault.stop(); // issue 6: timers off, running backups/verifications/restores settled
     for (const v of this.volumes.values()) v.gate?.close();
     await Promise.all([...this.volumes.values()].map(async (v) => { await v.shipper?.stop(); v.shipper = null; }));
     this.log.info('storage processor stopped');
@@ -196,6 +211,7 @@ export class StorageProcessor {
       ...(v.shipper ? { replication: v.shipper.status() } : {}),
       ...(v.meta.role === 'replica' && v.lastAppliedAt !== undefined ? { lastAppliedAt: v.lastAppliedAt } : {}),
       ...(v.meta.role === 'primary' && (v.gate?.used || this.config.sites[v.meta.site]?.volume.replication === 'sync') ? { sync: this.gateOf(v).status() } : {}),
+      ...this.vault.statusOf(v.meta.site), // issue 6: verification, restore
     };
   }
 
@@ -300,6 +316,7 @@ export class StorageProcessor {
       if (!fs.existsSync(v.dir)) throw new UnderstudyError('US_NOT_FOUND', `storage ${this.name} holds no data for ${site}: nothing to promote`);
       // Fence first (in memory, under the volume lock): from here every request of
       // an older epoch is refused, even if persisting fails below.
+      const epochBefore = v.meta.epoch;
       v.meta = { ...v.meta, epoch };
       await this.stopShipper(v);
       this.resetGate(v);
@@ -307,7 +324,7 @@ export class StorageProcessor {
       if (v.dir !== primaryDir) {
         // The replica takes the primary's place; a stale copy there (the old primary's) is kept aside, never deleted.
         if (fs.existsSync(primaryDir)) {
-          const aside = stalePath(this.storage.path, site, v.meta.epoch);
+          const aside = stalePath(this.storage.path, site, epochBefore);
           await fsp.mkdir(path.dirname(aside), { recursive: true });
           await fsp.rename(primaryDir, aside);
           this.log.warn({ site, aside }, 'a stale primary copy was moved aside');
@@ -341,6 +358,42 @@ export class StorageProcessor {
       this.refuseStale(v, epoch, 'transform');
       if (epoch > v.meta.epoch) await this.persist(v, { epoch });
       return { changes: applyTransform(v.dir, rules) };
+    });
+  }
+
+  /**
+   * Issue 6 (restore): puts a restored volume — rebuilt and verified by the vault
+   * service in `fromDir`, on this file system — in place as the primary at `epoch`.
+   * Refuses an epoch lower than the one seen, or equal while the volume is primary
+   * here (restoring under a live primary needs a new epoch: the fence). Whatever was
+   * here (an old primary copy, a replica) is moved aside to `stale/`, never deleted.
+   */
+  async installRestored(site: string, epoch: number, fromDir: string): Promise<void> {
+    checkSite(site);
+    return this.lock.run(site, async () => {
+      const v = this.volume(site);
+      this.refuseStale(v, epoch, 'restore');
+      if (v.meta.role === 'primary' && v.meta.epoch === epoch) {
+        throw new UnderstudyError('US_STALE_EPOCH', `restore of ${site} at epoch ${epoch}: the volume is already primary at that epoch on storage ${this.name}; restore with a higher epoch`, { epoch });
+      }
+      v.meta = { ...v.meta, epoch }; // fence first, as promote does
+      await this.stopShipper(v);
+      this.resetGate(v);
+      for (const w of v.writers.values()) w.reset();
+      v.writers.clear();
+      const primaryDir = volumePath(this.storage.path, site);
+      for (const [dir, tag] of [[primaryDir, ''], [replicaPath(this.storage.path, site), '-replica']] as const) {
+        if (!fs.existsSync(dir)) continue;
+        const aside = `${stalePath(this.storage.path, site, epoch)}${tag}`;
+        await fsp.mkdir(path.dirname(aside), { recursive: true });
+        await fsp.rename(dir, aside);
+        this.log.warn({ site, aside }, 'restore: the copy that was here was moved aside');
+      }
+      await fsp.rename(fromDir, primaryDir);
+      await fsyncDir(path.dirname(primaryDir));
+      v.dir = primaryDir;
+      delete v.lastAppliedAt;
+      await this.persist(v, { role: 'primary', epoch, source: undefined, replicateTo: undefined });
     });
   }
 
@@ -402,6 +455,8 @@ export class StorageProcessor {
       await this.catchUp(q.params.site!, b?.timeoutMs ?? 5000);
       return { position: this.mustVolume(q.params.site!).shipper?.confirmed() ?? {} };
     });
+
+    this.vault.register(r); // issue 6: /v1/vault/*, backup-now, verify, restore
 
     r.on('POST', '/v1/replica/:site/hello', (q) => {
       const b = parseBody(helloSchema, q.body);
