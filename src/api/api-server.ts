@@ -49,6 +49,7 @@ export async function startApiServer(controller: Controller): Promise<http.Serve
       auth(headers);
       return controller.switchover(params.site!, parseBody(SwitchoverBody, body).to);
     })
+    .on('GET', '/v1/sites/:site/backups', ({ headers, params }) => { auth(headers); return controller.backups(params.site!); })
     .on('GET', '/v1/hosts/:host/power', ({ headers, params }) => { auth(headers); return controller.power(params.host!, 'status'); })
     .on('POST', '/v1/hosts/:host/power', ({ headers, params, body }) => {
       auth(headers);

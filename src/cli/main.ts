@@ -77,6 +77,15 @@ apiOpts(program.command('switchover').description('planned move of SITE to HOST'
     if (r.status !== 'done') process.exitCode = 1;
   });
 
+apiOpts(program.command('backups').description('the restore points of SITE in its vault, newest first').argument('<site>').option('--json', 'as JSON'))
+  .action(async (site: string, o: ApiOptions & { json?: boolean }) => {
+    const r = await callApi<{ vault: string; points: { id: string; takenAt: number; epoch: number; bytes: number; newBytes: number; files: number }[] }>(o, `/v1/sites/${encodeURIComponent(site)}/backups`);
+    if (o.json) { console.log(JSON.stringify(r, null, 2)); return; }
+    const mb = (b: number) => `${(b / 1024 / 1024).toFixed(1)} MiB`;
+    console.log(`${site}: ${r.points.length} restore point(s) in ${r.vault}`);
+    for (const p of r.points) console.log(`  ${new Date(p.takenAt).toISOString()}  epoch ${p.epoch}  ${mb(p.bytes)} (new ${mb(p.newBytes)})  ${p.files} files  ${p.id}`);
+  });
+
 apiOpts(program.command('power').description('a host\'s relay').argument('<host>').argument('<action>', 'on, off or status'))
   .action(async (host: string, action: string, o: ApiOptions) => {
     if (!['on', 'off', 'status'].includes(action)) throw new CommanderError(1, 'understudy.badAction', `power: action must be on, off or status, not "${action}"`);

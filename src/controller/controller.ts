@@ -9,7 +9,8 @@ import { formatTransformDiff } from '../transform/diff.ts';
 import { isProcessAlive } from '../power/process-group.ts';
 import { LocalRelay } from '../power/local-relay.ts';
 import type { RelayDriver, RelayStatus } from '../power/relay.ts';
-import type { ConnErrorSignal, RouteTable, StorageStatus, VolumeStatus } from '../shared/contracts.ts';
+import type { ConnErrorSignal, RouteTable, StorageStatus, VaultPoint, VolumeStatus } from '../shared/contracts.ts';
+import { callJson } from '../shared/http-client.ts';
 import { UnderstudyError } from '../shared/errors.ts';
 import { StateStore } from '../state/state-store.ts';
 import { PartClients } from './clients.ts';
@@ -348,11 +349,44 @@ export class Controller {
   private async pollStorage(): Promise<void> {
     await Promise.all(Object.keys(this.config.storage).map(async (name) => {
       try {
-        this.storageStatus.set(name, await this.clients.storageStatus(name, 500));
+        const st = await this.clients.storageStatus(name, 500);
+        this.storageStatus.set(name, st);
+        for (const v of st.volumes) this.noticeVerification(name, v);
       } catch {
         this.storageStatus.set(name, null);
       }
     }));
+  }
+
+  private readonly lastVerification = new Map<string, boolean>();
+
+  /**
+   * A verification that fails raises an event at once (and one when the copy is good
+   * again). Acting on it — failing over to a good replica, or restoring the newest
+   * good restore point — is not automatic in this version.
+   */
+  private noticeVerification(storage: string, v: VolumeStatus): void {
+    if (!v.verification) return;
+    const key = `${storage}/${v.site}`;
+    const before = this.lastVerification.get(key);
+    this.lastVerification.set(key, v.verification.ok);
+    if (before === v.verification.ok || (before === undefined && v.verification.ok)) return;
+    if (!v.verification.ok) {
+      const problems = v.verification.problems.map((p) => `${p.file}: ${p.kind}${p.detail ? ` (${p.detail})` : ''}`).join('; ');
+      this.store.addEvent({ site: v.site, host: null, kind: 'corruption-detected', message: `the ${v.role} copy of ${v.site} on ${storage} failed verification: ${problems}`, data: { storage, role: v.role, verification: v.verification } });
+    } else {
+      this.store.addEvent({ site: v.site, host: null, kind: 'verification-ok', message: `the ${v.role} copy of ${v.site} on ${storage} verifies again`, data: { storage, role: v.role } });
+    }
+  }
+
+  /** `understudy backups SITE`: the site's restore points in its vault, newest first. */
+  async backups(site: string): Promise<{ vault: string; points: VaultPoint[] }> {
+    const cfg = this.config.sites[site];
+    if (!cfg) throw new UnderstudyError('US_NOT_FOUND', `unknown site ${site}: the config has ${Object.keys(this.config.sites).join(', ')}`);
+    if (!cfg.volume.backup) throw new UnderstudyError('US_BAD_REQUEST', `${site} has no backups: set sites.${site}.volume.backup: { to: VAULT, every: 30s, keep: 20 }`);
+    const vault = cfg.volume.backup.to;
+    const points = await callJson<VaultPoint[]>(`${this.clients.storageUrl(vault)}/v1/vault/${site}/points`, { timeoutMs: 5000 });
+    return { vault, points };
   }
 
   volumeStatus(storage: string, site: string): VolumeStatus | undefined {

@@ -25,6 +25,8 @@ export interface ClusterOptions {
   env?: Record<string, string>;
   /** Run the controller inside this storage processor (`up --controller-on`). */
   controllerOn?: string;
+  /** Restore points into the vault: { every: '1s', keep: 5 }. */
+  backup?: { every: string; keep: number };
 }
 
 export interface Cluster {
@@ -71,7 +73,8 @@ sites:
     standby: [${(opts.standby ?? hosts.slice(1).map((h) => h.name)).join(', ')}]
     volume:
       replication: ${opts.replication ?? 'async'}
-    transform:
+${opts.backup ? `      backup: { to: vault, every: ${opts.backup.every}, keep: ${opts.backup.keep} }
+` : ''}    transform:
       - { file: config/site.json, set: { listen.host: "{{host.address}}", listen.port: "{{site.app.port}}", workers: "{{host.profile.cpus}}" } }
     health:
       probe: { path: /healthz, every: 100ms, timeout: 300ms, fall: 2, rise: 1 }
