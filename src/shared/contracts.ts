@@ -38,6 +38,10 @@ export interface VolumeStatus {
    * replica has caught up. `since` is when the state last changed (epoch ms).
    */
   sync?: VolumeSyncState;
+  /** Issue 6 (vault): the latest verification of this volume (scheduled or on demand). */
+  verification?: VerificationResult;
+  /** Issue 6 (vault): a restore into this storage system in progress, or the last one. */
+  restore?: RestoreProgress;
 }
 
 export interface VolumeSyncState { state: 'sync' | 'degraded'; since: number; reason?: string }
@@ -81,6 +85,112 @@ export interface DemoteRequest { epoch: number }
 export interface TransformRequest { epoch: number; rules: RenderedRule[] }
 export interface TransformChange { file: string; key: string; from: unknown; to: unknown }
 export interface TransformResponse { changes: TransformChange[] }
+
+// ---------------------------------------------------------------- vault (issue 6)
+// Restore points of volumes, kept by the storage processor whose config says
+// `backup: true`. A restore point is a manifest of files cut into content-addressed
+// chunks (sha256); chunks are stored once and shared by every point that holds them.
+
+/** One problem a verification found. `file` is relative to the volume (or the point). */
+export interface VerificationProblem {
+  file: string;
+  /**
+   * quick-check   SQLite's `PRAGMA quick_check` found the database damaged (or could not open it)
+   * checksum      a plain file's content changed while its size and mtime did not (silent damage)
+   * chunk-missing a chunk of a restore point is not in the vault
+   * chunk-corrupt a chunk's content does not match its sha256
+   * file-hash     a rebuilt file does not match the sha256 in its manifest
+   * unreadable    the file could not be read or copied
+   */
+  kind: 'quick-check' | 'checksum' | 'chunk-missing' | 'chunk-corrupt' | 'file-hash' | 'unreadable';
+  detail: string;
+}
+
+/**
+ * POST /v1/volumes/:site/verify (body empty) and POST /v1/vault/:site/points/:id/verify
+ * → VerificationResult. `checkedAt` is when the check finished (epoch ms), `ms` its duration.
+ */
+export interface VerificationResult { ok: boolean; problems: VerificationProblem[]; checkedAt: number; ms: number }
+
+/** A restore in progress (or the last one) on a target storage processor. */
+export interface RestoreProgress {
+  state: 'fetching' | 'verifying' | 'installing' | 'done' | 'failed';
+  /** The point being fetched (with 'latest-good': the one being tried). */
+  point?: string;
+  bytesDone: number;
+  bytesTotal: number;
+  error?: string;
+}
+
+/** One file of a restore point: its chunks in order; the last may be short. */
+export interface PointFile {
+  path: string;
+  /** `db`: an SQLite database image taken inside a read transaction; `file`: a plain file. */
+  kind: 'db' | 'file';
+  size: number;
+  mode: number;
+  mtimeMs: number;
+  sha256: string;
+  chunks: string[];
+}
+
+/** `<vault.path>/points/<site>/<id>.json`. `id` is the ISO time with ':' as '-' (sorts by time). */
+export interface PointManifest {
+  version: 1;
+  site: string;
+  id: string;
+  takenAt: number;
+  /** The site's epoch on the source when the point was taken; the vault refuses a lower one than it holds. */
+  epoch: number;
+  /** The storage system that took it. */
+  source: string;
+  chunkBytes: number;
+  files: PointFile[];
+  /** Sum of the files' sizes. */
+  bytes: number;
+  /** Bytes of chunks that no other point of the site held when it was stored (set by the vault). */
+  newBytes: number;
+}
+
+/** GET /v1/vault/:site/points → VaultPoint[], newest first. */
+export interface VaultPoint { id: string; takenAt: number; epoch: number; bytes: number; newBytes: number; files: number }
+
+/** POST /v1/vault/:site/has { hashes } → { missing }: the chunks the vault does not hold yet. */
+export interface VaultHasRequest { hashes: string[] }
+export interface VaultHasResponse { missing: string[] }
+
+/**
+ * PUT /v1/vault/chunks/:hash (application/octet-stream, ≤ 4 MiB) → { stored: boolean }; 400 when
+ * the body's sha256 is not :hash. GET /v1/vault/chunks/:hash → the bytes (octet-stream).
+ * POST /v1/vault/:site/points { manifest: PointManifest (newBytes ignored), keep } → VaultPoint:
+ * every chunk must be in the vault; then the site's points beyond the newest `keep` are
+ * deleted and chunks no point references are collected.
+ * GET /v1/vault/:site/points/:id → PointManifest.
+ */
+export interface VaultCommitRequest { manifest: PointManifest; keep: number }
+
+/**
+ * POST /v1/volumes/:site/backup-now on the processor holding the primary → VaultPoint.
+ * Body optional: the vault and retention default to the site's `volume.backup`.
+ */
+export interface BackupNowRequest { vaultUrl?: string; keep?: number }
+
+/**
+ * POST /v1/volumes/:site/restore on the TARGET processor. `point` is a point id or
+ * 'latest-good' (newest first, the first that verifies). 409 US_STALE_EPOCH when
+ * `epoch` is lower than the one this processor has seen for the site, or equal while
+ * the volume is primary here. The restored volume becomes primary at `epoch`; a copy
+ * already there is moved aside to `stale/`.
+ */
+export interface RestoreRequest { epoch: number; point: string; vaultUrl: string }
+export interface RestoreResponse {
+  point: string;
+  takenAt: number;
+  bytes: number;
+  ms: number;
+  /** With 'latest-good': newer points that failed verification, and why. */
+  skipped: { id: string; problems: VerificationProblem[] }[];
+}
 
 // ---------------------------------------------------------------- director
 // `understudy director -c FILE` listens on director.listen (admin) and on every site's front.

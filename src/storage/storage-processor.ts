@@ -376,6 +376,7 @@ export class StorageProcessor {
       if (v.meta.role === 'primary' && v.meta.epoch === epoch) {
         throw new UnderstudyError('US_STALE_EPOCH', `restore of ${site} at epoch ${epoch}: the volume is already primary at that epoch on storage ${this.name}; restore with a higher epoch`, { epoch });
       }
+      const epochBefore = v.meta.epoch; // stale copies are named by the epoch they had (as promote does)
       v.meta = { ...v.meta, epoch }; // fence first, as promote does
       await this.stopShipper(v);
       this.resetGate(v);
@@ -384,7 +385,7 @@ export class StorageProcessor {
       const primaryDir = volumePath(this.storage.path, site);
       for (const [dir, tag] of [[primaryDir, ''], [replicaPath(this.storage.path, site), '-replica']] as const) {
         if (!fs.existsSync(dir)) continue;
-        const aside = `${stalePath(this.storage.path, site, epoch)}${tag}`;
+        const aside = `${stalePath(this.storage.path, site, epochBefore)}${tag}`;
         await fsp.mkdir(path.dirname(aside), { recursive: true });
         await fsp.rename(dir, aside);
         this.log.warn({ site, aside }, 'restore: the copy that was here was moved aside');

@@ -1,0 +1,39 @@
+import { createHash } from 'node:crypto';
+import path from 'node:path';
+
+/**
+ * How restore points cut files into content-addressed chunks.
+ *
+ * Fixed-size chunks, aligned to the start of the file: SQLite page sizes (512 … 65536)
+ * all divide 64 KiB, so a page never straddles two chunks and a changed page changes
+ * exactly one chunk. Content-defined chunking would find more overlap in files that
+ * shift (inserted bytes), but database files never shift: pages change in place.
+ */
+export const DEFAULT_CHUNK_BYTES = 64 * 1024;
+/** The largest chunk the vault accepts (a PUT body). */
+export const MAX_CHUNK_BYTES = 4 * 1024 * 1024;
+
+const HASH_RE = /^[0-9a-f]{64}$/;
+
+export function sha256Hex(data: Uint8Array): string {
+  return createHash('sha256').update(data).digest('hex');
+}
+
+export function isChunkHash(s: string): boolean {
+  return HASH_RE.test(s);
+}
+
+/** The chunks of `data` (views, not copies) with their sha256, in order. */
+export function splitChunks(data: Buffer, chunkBytes: number): { hash: string; data: Buffer }[] {
+  const out: { hash: string; data: Buffer }[] = [];
+  for (let at = 0; at < data.length; at += chunkBytes) {
+    const part = data.subarray(at, Math.min(at + chunkBytes, data.length));
+    out.push({ hash: sha256Hex(part), data: part });
+  }
+  return out;
+}
+
+/** `<vault>/chunks/ab/abcd…`: 256 fan-out directories keep each one small. */
+export function chunkPath(vaultPath: string, hash: string): string {
+  return path.join(vaultPath, 'chunks', hash.slice(0, 2), hash);
+}

@@ -1,0 +1,256 @@
+import fsp from 'node:fs/promises';
+import path from 'node:path';
+import type { Logger } from 'pino';
+import { z } from 'zod';
+import type { StorageConfig, UnderstudyConfig } from '../../config/types.ts';
+import type { RestoreProgress, RestoreResponse, VaultPoint, VerificationResult, VolumeRole } from '../../shared/contracts.ts';
+import { UnderstudyError } from '../../shared/errors.ts';
+import { parseBody, type JsonRouter } from '../../shared/http-json.ts';
+import { tempPathFor } from '../fs-durable.ts';
+import { KeyedLock } from '../keyed-lock.ts';
+import { volumePath } from '../volume-meta.ts';
+import { DEFAULT_CHUNK_BYTES } from './chunking.ts';
+import { LATEST_GOOD, fetchVerifiedPoint } from './fetch-point.ts';
+import { isPointId } from './point-id.ts';
+import { takePoint } from './take-point.ts';
+import { VaultClient } from './vault-client.ts';
+import { registerVaultRoutes } from './vault-routes.ts';
+import { VaultStore } from './vault-store.ts';
+import { captureVolume } from './volume-capture.ts';
+import { verifyVolume } from './volume-verifier.ts';
+
+/**
+ * Backups, verification and restore inside one storage processor (issue 6):
+ *  - on a processor holding a site's PRIMARY volume whose site has `volume.backup`:
+ *    takes a restore point into the vault `backup.to` every `everyMs` (and on
+ *    POST /v1/volumes/:site/backup-now), keeping the newest `keep`;
+ *  - verifies every volume it holds every `verifyEveryMs` and on POST
+ *    /v1/volumes/:site/verify; the latest result is in the volume's status;
+ *  - restores a point onto this storage system (POST /v1/volumes/:site/restore);
+ *  - on the vault (`backup: true`): the store and its endpoints (vault-routes.ts).
+ * The processor provides the volume operations it alone may do (VaultHost).
+ */
+export interface VaultServiceOptions {
+  /** Scheduled verification of every volume held; 0 turns it off. @default 10_000 */
+  verifyEveryMs?: number;
+  /** How often due backups are looked for. @default 1000 */
+  backupTickMs?: number;
+  /** Chunk size of new restore points. @default 64 KiB */
+  chunkBytes?: number;
+  /** On the vault: see VaultStoreOptions.gcGraceMs. @default 1 h */
+  gcGraceMs?: number;
+}
+
+export interface VaultHost {
+  readonly config: UnderstudyConfig;
+  readonly name: string;
+  readonly storage: StorageConfig;
+  readonly log: Logger;
+  /** Sites with a volume here. */
+  sites(): string[];
+  volumeInfo(site: string): { role: VolumeRole; epoch: number; dir: string } | undefined;
+  /** The processor's withVolumeQuiesced: no command or replication write runs meanwhile. */
+  withVolumeQuiesced<T>(site: string, fn: (dir: string) => Promise<T>): Promise<T>;
+  /** Under the volume lock: refuse a stale epoch, put `fromDir` in place as the primary at `epoch`. */
+  installRestored(site: string, epoch: number, fromDir: string): Promise<void>;
+}
+
+const backupNowSchema = z.object({ vaultUrl: z.string().url().optional(), keep: z.number().int().positive().optional() }).optional();
+const restoreSchema = z.object({
+  epoch: z.number().int().nonnegative(),
+  point: z.string().refine((p) => p === LATEST_GOOD || isPointId(p), `must be a point id or '${LATEST_GOOD}'`),
+  vaultUrl: z.string().url(),
+});
+
+export class VaultService {
+  private store: VaultStore | null = null;
+  private readonly verification = new Map<string, VerificationResult>();
+  private readonly restores = new Map<string, RestoreProgress>();
+  private readonly lastTakenAt = new Map<string, number>();
+  /** Backups and verifications of one site run one at a time (not under the volume lock). */
+  private readonly work = new KeyedLock();
+  private readonly timers: NodeJS.Timeout[] = [];
+  private readonly inflight = new Set<Promise<unknown>>();
+  private stopped = false;
+  private readonly opts: Required<VaultServiceOptions>;
+
+  constructor(private readonly host: VaultHost, opts: VaultServiceOptions = {}) {
+    this.opts = { verifyEveryMs: 10_000, backupTickMs: 1000, chunkBytes: DEFAULT_CHUNK_BYTES, gcGraceMs: 3_600_000, ...opts };
+  }
+
+  start(): void {
+    this.stopped = false;
+    if (this.host.storage.backup) {
+      this.store = new VaultStore(this.host.storage.path, this.host.log.child({ vault: this.host.name }), { gcGraceMs: this.opts.gcGraceMs });
+    }
+    if (this.opts.backupTickMs > 0) this.every(this.opts.backupTickMs, () => this.backupDueSites());
+    if (this.opts.verifyEveryMs > 0) this.every(this.opts.verifyEveryMs, () => this.verifyAll());
+  }
+
+  async stop(): Promise<void> {
+    this.stopped = true;
+    for (const t of this.timers.splice(0)) clearInterval(t);
+    await Promise.allSettled([...this.inflight]);
+  }
+
+  /** The fields this service adds to a VolumeStatus. */
+  statusOf(site: string): { verification?: VerificationResult; restore?: RestoreProgress } {
+    const v = this.verification.get(site);
+    const r = this.restores.get(site);
+    return { ...(v ? { verification: v } : {}), ...(r ? { restore: r } : {}) };
+  }
+
+  register(r: JsonRouter): void {
+    registerVaultRoutes(r, this.host.name, () => this.store);
+    r.on('POST', '/v1/volumes/:site/backup-now', (q) => {
+      const b = parseBody(backupNowSchema, q.body);
+      return this.track(this.backup(q.params.site!, b?.vaultUrl, b?.keep));
+    });
+    r.on('POST', '/v1/volumes/:site/verify', (q) => this.track(this.verify(q.params.site!)));
+    r.on('POST', '/v1/volumes/:site/restore', (q) => {
+      const b = parseBody(restoreSchema, q.body);
+      return this.track(this.restore(q.params.site!, b.epoch, b.point, b.vaultUrl));
+    });
+  }
+
+  // ------------------------------------------------------------ backup
+
+  /** Takes a restore point of the primary volume of `site` now. */
+  backup(site: string, vaultUrl?: string, keep?: number): Promise<VaultPoint> {
+    const cfg = this.host.config.sites[site]?.volume.backup;
+    const url = vaultUrl ?? (cfg ? this.vaultUrlOf(cfg.to) : undefined);
+    const k = keep ?? cfg?.keep;
+    if (!url || !k) throw new UnderstudyError('US_BAD_REQUEST', `site ${site} has no volume.backup in ${this.host.config.file}: set sites.${site}.volume.backup, or give vaultUrl and keep`);
+    return this.work.run(site, async () => {
+      const t0 = performance.now();
+      // Capture under the volume lock: the role, epoch and directory cannot change meanwhile.
+      const { captured, epoch } = await this.host.withVolumeQuiesced(site, async (dir) => {
+        const info = this.host.volumeInfo(site);
+        if (info?.role !== 'primary') throw new UnderstudyError('US_BAD_REQUEST', `volume ${site} on storage ${this.host.name} is not the primary: restore points are taken where the primary is`);
+        return { captured: await captureVolume(dir), epoch: info.epoch };
+      });
+      const takenAt = Math.max(Date.now(), (this.lastTakenAt.get(site) ?? 0) + 1);
+      this.lastTakenAt.set(site, takenAt);
+      const r = await takePoint({ site, captured, epoch, source: this.host.name, vault: new VaultClient(url), keep: k, chunkBytes: this.opts.chunkBytes, takenAt, log: this.host.log });
+      this.host.log.info({ site, point: r.point.id, ms: Math.round(performance.now() - t0) }, 'backup done');
+      return r.point;
+    });
+  }
+
+  private vaultUrlOf(storageName: string): string | undefined {
+    const s = this.host.config.storage[storageName];
+    return s ? `http://${s.listen.host}:${s.listen.port}` : undefined;
+  }
+
+  /** Every tick: a backup for each primary here whose site's `everyMs` has passed since its newest point. */
+  private async backupDueSites(): Promise<void> {
+    for (const site of this.host.sites()) {
+      const cfg = this.host.config.sites[site]?.volume.backup;
+      if (!cfg || this.host.volumeInfo(site)?.role !== 'primary' || this.busy(site)) continue;
+      const url = this.vaultUrlOf(cfg.to);
+      if (!url) continue;
+      if (!this.lastTakenAt.has(site)) {
+        // First look after a start: the vault knows when the newest point was taken.
+        const newest = (await new VaultClient(url, 5000).points(site).catch(() => []))[0];
+        this.lastTakenAt.set(site, newest?.takenAt ?? 0);
+      }
+      if (Date.now() - (this.lastTakenAt.get(site) ?? 0) < cfg.everyMs) continue;
+      await this.backup(site).catch((e: Error) => {
+        this.lastTakenAt.set(site, Date.now()); // retry after everyMs, not at every tick
+        this.host.log.error({ site, err: e.message }, 'scheduled backup failed');
+      });
+    }
+  }
+
+  // ------------------------------------------------------------ verification
+
+  verify(site: string): Promise<VerificationResult> {
+    const info = this.host.volumeInfo(site);
+    if (!info) throw new UnderstudyError('US_NOT_FOUND', `storage ${this.host.name} holds no volume for site ${site}`);
+    return this.work.run(site, async () => {
+      const cur = this.host.volumeInfo(site) ?? info;
+      const result = await verifyVolume({
+        dir: cur.dir,
+        role: cur.role,
+        quiesce: (fn) => this.host.withVolumeQuiesced(site, fn),
+        baselineFile: this.baselineFile(site),
+      });
+      this.verification.set(site, result);
+      if (!result.ok) this.host.log.error({ site, role: cur.role, problems: result.problems }, 'volume verification found problems');
+      return result;
+    });
+  }
+
+  private baselineFile(site: string): string {
+    return path.join(this.host.storage.path, 'verify', `${site}.json`);
+  }
+
+  private async verifyAll(): Promise<void> {
+    for (const site of this.host.sites()) {
+      if (this.stopped) return;
+      const info = this.host.volumeInfo(site);
+      if (!info || info.role === 'none' || this.busy(site)) continue;
+      await this.verify(site).catch((e: Error) => this.host.log.warn({ site, err: e.message }, 'scheduled verification failed'));
+    }
+  }
+
+  // ------------------------------------------------------------ restore
+
+  async restore(site: string, epoch: number, point: string, vaultUrl: string): Promise<RestoreResponse> {
+    const t0 = performance.now();
+    const info = this.host.volumeInfo(site);
+    if (info && (epoch < info.epoch || (epoch === info.epoch && info.role === 'primary'))) {
+      throw new UnderstudyError('US_STALE_EPOCH', `restore of ${site} at epoch ${epoch}: storage ${this.host.name} has seen epoch ${info.epoch}${info.role === 'primary' ? ' (primary here)' : ''}; restore with a higher epoch`, { epoch: info.epoch });
+    }
+    if (this.busy(site)) throw new UnderstudyError('US_BAD_REQUEST', `a restore of ${site} is already running on storage ${this.host.name}`);
+    const log = this.host.log.child({ site, restore: point });
+    const progress = (p: RestoreProgress): void => { this.restores.set(site, p); };
+    progress({ state: 'fetching', bytesDone: 0, bytesTotal: 0 });
+    // Rebuilt beside volumes/<site> (same file system): the install is a rename.
+    const tmp = tempPathFor(volumePath(this.host.storage.path, site));
+    try {
+      const got = await fetchVerifiedPoint({ site, point, vault: new VaultClient(vaultUrl), intoDir: tmp, log, onProgress: progress });
+      const m = got.manifest;
+      progress({ state: 'installing', point: m.id, bytesDone: m.bytes, bytesTotal: m.bytes });
+      await this.work.run(site, async () => {
+        await this.host.installRestored(site, epoch, tmp);
+        await fsp.rm(this.baselineFile(site), { force: true });
+        this.verification.delete(site);
+      });
+      const ms = Math.round(performance.now() - t0);
+      progress({ state: 'done', point: m.id, bytesDone: m.bytes, bytesTotal: m.bytes });
+      log.info({ point: m.id, takenAt: m.takenAt, bytes: m.bytes, epoch, ms, skipped: got.skipped.map((s) => s.id) }, 'restore done: the volume is primary here');
+      return { point: m.id, takenAt: m.takenAt, bytes: m.bytes, ms, skipped: got.skipped };
+    } catch (e) {
+      await fsp.rm(tmp, { recursive: true, force: true });
+      const prev = this.restores.get(site);
+      progress({ state: 'failed', ...(prev?.point ? { point: prev.point } : {}), bytesDone: prev?.bytesDone ?? 0, bytesTotal: prev?.bytesTotal ?? 0, error: (e as Error).message });
+      log.error({ err: (e as Error).message }, 'restore failed');
+      throw e;
+    }
+  }
+
+  private busy(site: string): boolean {
+    const r = this.restores.get(site)?.state;
+    return r === 'fetching' || r === 'verifying' || r === 'installing';
+  }
+
+  // ------------------------------------------------------------ timers
+
+  private every(ms: number, fn: () => Promise<void>): void {
+    let running = false;
+    const t = setInterval(() => {
+      if (running || this.stopped) return;
+      running = true;
+      void this.track(fn()).catch(() => undefined).finally(() => { running = false; });
+    }, ms);
+    t.unref();
+    this.timers.push(t);
+  }
+
+  private track<T>(p: Promise<T>): Promise<T> {
+    this.inflight.add(p);
+    void p.catch(() => undefined).finally(() => this.inflight.delete(p));
+    return p;
+  }
+}

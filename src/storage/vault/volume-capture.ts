@@ -1,0 +1,80 @@
+import fs from 'node:fs';
+import fsp from 'node:fs/promises';
+import path from 'node:path';
+import Database from 'better-sqlite3';
+import { UnderstudyError } from '../../shared/errors.ts';
+import { isTempName } from '../fs-durable.ts';
+import { isDatabaseArtifact, listDatabases } from '../sqlite-file.ts';
+
+/**
+ * A consistent image of a live volume, for a restore point.
+ *
+ * Databases: `db.serialize()` inside a read transaction on a read-only connection.
+ * The read transaction pins one committed state (WAL mode: the app keeps writing and
+ * checkpointing; our reader only holds the WAL's read mark for the copy's duration),
+ * and serialize() copies the pages of that state through SQLite's pager, page for page.
+ * Chosen over the alternatives because:
+ *  - `VACUUM INTO` rebuilds the database: pages move, so unchanged data lands in
+ *    changed chunks and content-addressed deduplication is lost;
+ *  - the online backup API restarts whenever another connection writes during the
+ *    copy, and under a steady stream of orders it may never finish;
+ *  - copying the file ourselves would race the app's checkpoints (they write the db file).
+ * The cost: the image is held in memory (a shop's orders.db: tens of MB). Each database
+ * is consistent in itself; two databases are not captured at one instant (the shop
+ * keeps no cross-database invariants). A read-only connection never checkpoints,
+ * so taking a point does not change the volume.
+ *
+ * Plain files (everything except databases, their -wal/-shm/-journal and our temp
+ * files): read as they are; they are replaced whole (temp + rename) by the app and by
+ * transforms, so a read sees one version.
+ */
+export interface CapturedFile {
+  path: string;
+  kind: 'db' | 'file';
+  mode: number;
+  mtimeMs: number;
+  data: Buffer;
+}
+
+export async function captureVolume(dir: string): Promise<CapturedFile[]> {
+  if (!fs.existsSync(dir)) throw new UnderstudyError('US_NOT_FOUND', `${dir}: the volume does not exist`);
+  const out: CapturedFile[] = [];
+  for (const rel of listDatabases(dir)) out.push(captureDatabase(dir, rel));
+  await walkFiles(dir, '', out);
+  return out.sort((a, b) => a.path.localeCompare(b.path));
+}
+
+function captureDatabase(dir: string, rel: string): CapturedFile {
+  const abs = path.join(dir, rel);
+  const st = fs.statSync(abs);
+  let db: Database.Database | null = null;
+  try {
+    db = new Database(abs, { readonly: true, fileMustExist: true });
+    db.pragma('busy_timeout = 5000');
+    db.exec('BEGIN');
+    db.prepare('SELECT count(*) FROM sqlite_master').get(); // starts the read: the state is fixed from here
+    const data = db.serialize();
+    db.exec('COMMIT');
+    return { path: rel, kind: 'db', mode: st.mode & 0o777, mtimeMs: st.mtimeMs, data };
+  } catch (e) {
+    throw new UnderstudyError('US_REPLICATION', `${abs}: cannot take a consistent copy of the database (${(e as Error).message})`);
+  } finally {
+    db?.close();
+  }
+}
+
+async function walkFiles(root: string, rel: string, out: CapturedFile[]): Promise<void> {
+  let entries: fs.Dirent[];
+  try { entries = await fsp.readdir(path.join(root, rel), { withFileTypes: true }); } catch { return; }
+  for (const e of entries) {
+    const r = rel ? `${rel}/${e.name}` : e.name;
+    if (isTempName(e.name)) continue;
+    if (e.isDirectory()) { await walkFiles(root, r, out); continue; }
+    if (!e.isFile() || isDatabaseArtifact(r)) continue;
+    const abs = path.join(root, r);
+    let st: fs.Stats;
+    let data: Buffer;
+    try { st = await fsp.stat(abs); data = await fsp.readFile(abs); } catch { continue; } // deleted meanwhile
+    out.push({ path: r, kind: 'file', mode: st.mode & 0o777, mtimeMs: st.mtimeMs, data });
+  }
+}
