@@ -183,8 +183,11 @@ export class DbShipper {
    * shipper stops.
    */
   catchUp(): Promise<void> {
-    const p = this.barrier.wait();
-    if (this.sleeping === 'idle') this.poke();
+    // Where the source's commit history stands now, after the caller's commit: released
+    // as soon as the replica acknowledged that position (possibly by the pass in flight).
+    const idx = readWalIndexHeader(this.shmPath);
+    const p = this.barrier.wait(idx === null ? null : { salt1: idx.salt1, salt2: idx.salt2, frame: idx.mxFrame });
+    if (this.sleeping === 'idle' && this.barrier.pending) this.poke();
     return p;
   }
 
@@ -229,6 +232,21 @@ export class DbShipper {
    *      the pass began and so contains C.
    * A pass that fails (replica down, refused, stale epoch) releases nobody; the loop
    * retries with a new generation, which covers everything committed before it began.
+   *
+   * The second way out (by position; it lets a waiter join the pass in flight). At
+   * registration, after the commit, `catchUp` reads the WAL-index header: salts S and
+   * mxFrame m, a committed state SQLite published at or after C's commit (C's COMMIT
+   * wrote it before returning; a torn read fails the copy/checksum test and falls back
+   * to the pass rule). The source's history is linear: the state (S, m) includes C. The
+   * replica holds, verbatim, a snapshot image plus a prefix of the source's WAL, so once
+   * it acknowledged (after fsync) the last commit frame F of the WAL with salts S, its
+   * database is the source's state (S, F), and F ≥ m means it includes (S, m), hence
+   * C. Salts name one WAL generation (salt1 counts restarts, salt2 is random; the same
+   * assumption as `sameWalGeneration`), so other salts release nobody this way. A
+   * waiter already covered at registration is released at once. Acknowledged data stays
+   * on the replica's disk until a new generation replaces its files, so the position is
+   * forgotten when a pass fails and when a generation begins, and set again only after
+   * the new image is acknowledged.
    * So a released waiter's write is on the replica's disk, whatever the timing.
    *
    * Plain files (FileShipper) and databases not in WAL mode are outside the barrier.
@@ -253,6 +271,7 @@ export class DbShipper {
       } catch (e) {
         if (this.stopped) break;
         needGeneration = true;
+        this.barrier.invalidate(); // the next generation replaces the replica's files
         const msg = e instanceof Error ? e.message : String(e);
         if (e instanceof GapError) {
           this.log.info({ reason: msg }, 'WAL gap; starting a new generation');
@@ -267,7 +286,7 @@ export class DbShipper {
         continue;
       }
       if (pass !== 'more' && !this.stopped && this.pass > 0) this.barrier.done(this.pass);
-      if (pass === 'idle' && !this.barrier.pending) await this.sleep(this.opts.idlePollMs);
+      if (pass === 'idle' && !this.barrier.pending && !this.stopped) await this.sleep(this.opts.idlePollMs);
     }
   }
 
@@ -431,6 +450,9 @@ export class DbShipper {
    * image + WAL header + frames 1..P.
    */
   private async newGeneration(): Promise<void> {
+    // Installing the snapshot replaces the replica's files: acknowledged positions no
+    // longer hold until it is installed (then `acked` below).
+    this.barrier.invalidate();
     this.pass = this.barrier.begin(); // before the write lock: the image is taken after this
     this.state = 'snapshotting';
     this.openConnections();
@@ -479,6 +501,7 @@ export class DbShipper {
     }
     await c.snapshotCommit({ db: this.rel, generation, dbSize: image.length, dbSha256: createHash('sha256').update(image).digest('hex'), walSize: wal.length });
     this.track = track;
+    this.ackedAt(track);
     this.noteAcked(capturedLsn);
     this.log.info({ generation, bytes: image.length, walFrames: track.lastFrame }, 'database snapshot shipped');
   }
@@ -533,7 +556,16 @@ export class DbShipper {
     if (res.lastFrame !== lastIndex) throw new UnderstudyError('US_REPLICATION', `replica acknowledged frame ${res.lastFrame}, expected ${lastIndex}`);
     this.track = { hdr, stale: false, lastFrame: lastIndex, checksum, walSeq };
     this.walSeq = walSeq;
+    this.ackedAt(this.track);
     this.noteAcked(lsn);
+  }
+
+  /**
+   * The replica acknowledged `t`: its database is the source's as of commit frame
+   * `t.lastFrame` of the WAL with `t.hdr`'s salts (a leftover header names no state).
+   */
+  private ackedAt(t: Track): void {
+    if (!t.stale && t.hdr !== null) this.barrier.acked({ salt1: t.hdr.salt1, salt2: t.hdr.salt2, frame: t.lastFrame });
   }
 
   /**
