@@ -25,7 +25,8 @@ export interface FailoverData extends Record<string, unknown> {
   newReplicaStorage?: string | null;
   fenceConfirmed?: boolean;
   transformChanges?: unknown[];
-  servingAgainAt?: number;
+  /** When the director was routed to the target (serving again). */
+  routedAt?: number;
 }
 
 /**
@@ -83,30 +84,18 @@ export class FailoverRunbook {
         return { target: d.target, newEpoch: d.newEpoch };
       });
 
-      const takeover = new TakeoverSteps(this.deps, site, d.target!, d.newEpoch!);
-      await step('promote', () => takeover.promote(d.oldPrimary));
-      await step('transform', async () => {
-        d.transformChanges = await takeover.transform();
-        return { changes: d.transformChanges };
-      });
-      await step('start', () => takeover.start());
-      await step('wait-healthy', () => takeover.waitHealthy());
-      await step('route', async () => { d.servingAgainAt = await takeover.route(); });
-      await step('reprotect', async () => {
-        d.newReplicaStorage = await takeover.reprotect();
-        return { replica: d.newReplicaStorage };
-      });
+      await new TakeoverSteps(this.deps, site, d.target!, d.newEpoch!).runJournaled(step, d.oldPrimary, d);
 
       await step('record', async () => {
         const figures = {
           detectionMs: d.detectedAt - d.lastHealthyAt,
-          servingAgainMs: (d.servingAgainAt ?? Date.now()) - d.detectedAt,
+          servingAgainMs: (d.routedAt ?? Date.now()) - d.detectedAt,
           replicationLagMsAtFailure: d.replicationLagMsAtFailure ?? null,
         };
         store.addEvent({
           site, host: d.target!, kind: 'failover-complete',
           message: `${site} failed over from ${d.oldPrimary} to ${d.target} (epoch ${d.newEpoch}): detected in ≤${figures.detectionMs} ms, serving again ${figures.servingAgainMs} ms after detection, replication lag at failure ${figures.replicationLagMsAtFailure ?? 'unknown'} ms`,
-          data: { ...figures, from: d.oldPrimary, to: d.target, epoch: d.newEpoch, reason: d.reason, evidence: d.evidence, detectedAt: d.detectedAt, lastHealthyAt: d.lastHealthyAt, servingAgainAt: d.servingAgainAt, transform: d.transformChanges ?? [] },
+          data: { ...figures, from: d.oldPrimary, to: d.target, epoch: d.newEpoch, reason: d.reason, evidence: d.evidence, detectedAt: d.detectedAt, lastHealthyAt: d.lastHealthyAt, servingAgainAt: d.routedAt, transform: d.transformChanges ?? [] },
         });
       });
       store.finishRunbook(this.rb.id, 'done');

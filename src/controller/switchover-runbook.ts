@@ -16,7 +16,8 @@ export interface SwitchoverData extends Record<string, unknown> {
   target: string;
   newEpoch: number;
   heldAt?: number;
-  releasedAt?: number;
+  /** When the director was routed to the target (held requests released). */
+  routedAt?: number;
   newReplicaStorage?: string | null;
   transformChanges?: unknown[];
 }
@@ -75,21 +76,9 @@ export class SwitchoverRunbook {
         await clients.confirm(oldHost.storage, site, CATCH_UP_TIMEOUT_MS);
       });
       promoted = true;
-      const takeover = new TakeoverSteps(this.deps, site, d.target, d.newEpoch);
-      await step('promote', () => takeover.promote(d.oldPrimary));
-      await step('transform', async () => {
-        d.transformChanges = await takeover.transform();
-        return { changes: d.transformChanges };
-      });
-      await step('start', () => takeover.start());
-      await step('wait-healthy', () => takeover.waitHealthy());
-      await step('route', async () => { d.releasedAt = await takeover.route(); });
-      await step('reprotect', async () => {
-        d.newReplicaStorage = await takeover.reprotect();
-        return { replica: d.newReplicaStorage };
-      });
+      await new TakeoverSteps(this.deps, site, d.target, d.newEpoch).runJournaled(step, d.oldPrimary, d);
       await step('record', async () => {
-        const heldMs = (d.releasedAt ?? Date.now()) - (d.heldAt ?? Date.now());
+        const heldMs = (d.routedAt ?? Date.now()) - (d.heldAt ?? Date.now());
         store.addEvent({
           site, host: d.target, kind: 'switchover-complete',
           message: `${site} switched over from ${d.oldPrimary} to ${d.target} (epoch ${d.newEpoch}); requests were held ${heldMs} ms; ${d.oldPrimary} is now a standby`,

@@ -16,6 +16,29 @@ export class TakeoverSteps {
   private get siteCfg() { return this.deps.config.sites[this.site]!; }
   private get host() { return this.deps.config.hosts[this.target]!; }
 
+  /**
+   * Runs promote → transform → start → wait-healthy → route → reprotect as journaled
+   * steps, recording their outcomes in `d`; returns when the site is routed and re-protected.
+   */
+  async runJournaled(
+    step: (name: string, fn: () => Promise<unknown>) => Promise<void>,
+    oldPrimary: string,
+    d: { transformChanges?: unknown[]; routedAt?: number; newReplicaStorage?: string | null },
+  ): Promise<void> {
+    await step('promote', () => this.promote(oldPrimary));
+    await step('transform', async () => {
+      d.transformChanges = await this.transform();
+      return { changes: d.transformChanges };
+    });
+    await step('start', () => this.start());
+    await step('wait-healthy', () => this.waitHealthy());
+    await step('route', async () => { d.routedAt = await this.route(); });
+    await step('reprotect', async () => {
+      d.newReplicaStorage = await this.reprotect();
+      return { replica: d.newReplicaStorage };
+    });
+  }
+
   /** Promotes the replica on the target's storage at the new epoch, after telling the old copy to stop shipping. */
   async promote(oldPrimary: string): Promise<{ storage: string; epoch: number }> {
     const { clients, store } = this.deps;
