@@ -7,6 +7,7 @@ import { createMetrics } from './metrics.ts';
 
 const FailoverBody = z.object({ to: z.string().optional(), force: z.boolean().optional() }).strict();
 const SwitchoverBody = z.object({ to: z.string().min(1) }).strict();
+const RestoreBody = z.object({ at: z.string().optional(), to: z.string().optional() }).strict();
 const PowerBody = z.object({ action: z.enum(['on', 'off']) }).strict();
 const SignalBody = z.object({ kind: z.literal('conn-error'), site: z.string(), upstream: z.string(), at: z.number(), error: z.string() });
 
@@ -48,6 +49,11 @@ export async function startApiServer(controller: Controller): Promise<http.Serve
     .on('POST', '/v1/sites/:site/switchover', ({ headers, params, body }) => {
       auth(headers);
       return controller.switchover(params.site!, parseBody(SwitchoverBody, body).to);
+    })
+    .on('POST', '/v1/sites/:site/restore', ({ headers, params, body }) => {
+      auth(headers);
+      const b = parseBody(RestoreBody, body ?? {});
+      return controller.restore(params.site!, { ...(b.at ? { at: Date.parse(b.at) } : {}), ...(b.to ? { to: b.to } : {}) });
     })
     .on('GET', '/v1/sites/:site/backups', ({ headers, params }) => { auth(headers); return controller.backups(params.site!); })
     .on('GET', '/v1/hosts/:host/power', ({ headers, params }) => { auth(headers); return controller.power(params.host!, 'status'); })

@@ -86,6 +86,30 @@ apiOpts(program.command('backups').description('the restore points of SITE in it
     for (const p of r.points) console.log(`  ${new Date(p.takenAt).toISOString()}  epoch ${p.epoch}  ${mb(p.bytes)} (new ${mb(p.newBytes)})  ${p.files} files  ${p.id}`);
   });
 
+apiOpts(program.command('restore').description('restore SITE from its vault (newest good restore point, or the newest taken at or before --at)').argument('<site>')
+  .option('--at <time>', 'a time like 2026-11-25T06:00:00Z').option('--to <host>', 'the host to restore onto'))
+  .action(async (site: string, o: ApiOptions & { at?: string; to?: string }) => {
+    if (o.at && !Number.isFinite(Date.parse(o.at))) throw new CommanderError(1, 'understudy.badAction', `restore: --at must be a time like 2026-11-25T06:00:00Z, not "${o.at}"`);
+    console.error(`restoring ${site}${o.at ? ` as of ${o.at}` : ''}${o.to ? ` onto ${o.to}` : ''}…`);
+    // Progress: the runbook's journaled steps as they complete.
+    const seen = new Set<number>();
+    let done = false;
+    const progress = (async () => {
+      while (!done) {
+        await new Promise((r) => setTimeout(r, 300));
+        const { runbooks } = await callApi<{ runbooks: { id: number; kind: string; status: string; journal: { id: number; step: string; phase: string; data: Record<string, unknown> }[] }[] }>(o, `/v1/runbooks?site=${encodeURIComponent(site)}`).catch(() => ({ runbooks: [] }));
+        const rb = runbooks.filter((r) => r.kind === 'restore').pop();
+        for (const j of rb?.journal ?? []) {
+          if (j.phase === 'end' && !seen.has(j.id)) { seen.add(j.id); console.error(`  ✓ ${j.step} (${String(j.data.ms ?? '?')} ms)`); }
+        }
+      }
+    })();
+    const r = await callApi<{ runbook: number; status: string }>(o, `/v1/sites/${encodeURIComponent(site)}/restore`, { body: { at: o.at, to: o.to }, timeoutMs: 900_000 }).finally(() => { done = true; });
+    await progress;
+    console.log(`restore #${r.runbook}: ${r.status}`);
+    if (r.status !== 'done') process.exitCode = 1;
+  });
+
 apiOpts(program.command('power').description('a host\'s relay').argument('<host>').argument('<action>', 'on, off or status'))
   .action(async (host: string, action: string, o: ApiOptions) => {
     if (!['on', 'off', 'status'].includes(action)) throw new CommanderError(1, 'understudy.badAction', `power: action must be on, off or status, not "${action}"`);

@@ -2,7 +2,7 @@ import type { RenderedRule } from '../transform/render-rules.ts';
 import type { UnderstudyConfig } from '../config/types.ts';
 import { endpointUrl } from '../config/types.ts';
 import type {
-  AgentStatus, PromoteResponse, RouteTable, SiteStats, StartAppRequest, StorageStatus, TransformResponse, VolumeStatus,
+  AgentStatus, PromoteResponse, RestoreRequest, RestoreResponse, VaultPoint, RouteTable, SiteStats, StartAppRequest, StorageStatus, TransformResponse, VolumeStatus,
 } from '../shared/contracts.ts';
 import { callJson } from '../shared/http-client.ts';
 
@@ -47,6 +47,12 @@ export class PartClients {
   /** Waits until the replica has confirmed everything committed on this primary volume so far. */
   confirm(storage: string, site: string, timeoutMs: number): Promise<unknown> {
     return callJson(`${this.storageUrl(storage)}/v1/volumes/${site}/confirm`, { body: { timeoutMs }, timeoutMs: timeoutMs + 2000 });
+  }
+  restore(storage: string, site: string, body: RestoreRequest): Promise<RestoreResponse> {
+    return callJson(`${this.storageUrl(storage)}/v1/volumes/${site}/restore`, { body, timeoutMs: 600_000 });
+  }
+  vaultPoints(vault: string, site: string): Promise<VaultPoint[]> {
+    return callJson(`${this.storageUrl(vault)}/v1/vault/${site}/points`, { timeoutMs: 5000 });
   }
   demote(storage: string, site: string, epoch: number): Promise<unknown> {
     return callJson(`${this.storageUrl(storage)}/v1/volumes/${site}/demote`, { body: { epoch }, timeoutMs: 2000 });

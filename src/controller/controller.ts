@@ -16,6 +16,7 @@ import { StateStore } from '../state/state-store.ts';
 import { PartClients } from './clients.ts';
 import { FailoverRunbook, type FailoverData, type RunbookDeps } from './failover-runbook.ts';
 import { SwitchoverRunbook, type SwitchoverData } from './switchover-runbook.ts';
+import { RestoreRunbook, type RestoreData } from './restore-runbook.ts';
 import type { RunbookRecord } from '../state/state-store.ts';
 import { appEndpoint, probeUrl, renderedTransform, replicaStorageFor, routeFor, startRequest } from './site-facts.ts';
 import { buildStatus, type StatusView } from './status-view.ts';
@@ -257,11 +258,13 @@ export class Controller {
     return runbook;
   }
 
-  private runbookOf(rb: RunbookRecord): FailoverRunbook | SwitchoverRunbook {
-    return rb.kind === 'switchover' ? new SwitchoverRunbook(this.deps, rb) : new FailoverRunbook(this.deps, rb);
+  private runbookOf(rb: RunbookRecord): FailoverRunbook | SwitchoverRunbook | RestoreRunbook {
+    if (rb.kind === 'switchover') return new SwitchoverRunbook(this.deps, rb);
+    if (rb.kind === 'restore') return new RestoreRunbook(this.deps, rb);
+    return new FailoverRunbook(this.deps, rb);
   }
 
-  private launchRunbook(site: string, runbook: FailoverRunbook | SwitchoverRunbook): void {
+  private launchRunbook(site: string, runbook: FailoverRunbook | SwitchoverRunbook | RestoreRunbook): void {
     this.monitors.get(site)?.stop();
     this.monitors.delete(site);
     const p = runbook.run()
@@ -362,8 +365,7 @@ export class Controller {
 
   /**
    * A verification that fails raises an event at once (and one when the copy is good
-   * again). Acting on it — failing over to a good replica, or restoring the newest
-   * good restore point — is not automatic in this version.
+   * again); a corrupt primary copy is then replaced (onPrimaryCorrupt).
    */
   private noticeVerification(storage: string, v: VolumeStatus): void {
     if (!v.verification) return;
@@ -374,8 +376,65 @@ export class Controller {
     if (!v.verification.ok) {
       const problems = v.verification.problems.map((p) => `${p.file}: ${p.kind}${p.detail ? ` (${p.detail})` : ''}`).join('; ');
       this.store.addEvent({ site: v.site, host: null, kind: 'corruption-detected', message: `the ${v.role} copy of ${v.site} on ${storage} failed verification: ${problems}`, data: { storage, role: v.role, verification: v.verification } });
+      if (v.role === 'primary') this.onPrimaryCorrupt(v.site, storage);
     } else {
       this.store.addEvent({ site: v.site, host: null, kind: 'verification-ok', message: `the ${v.role} copy of ${v.site} on ${storage} verifies again`, data: { storage, role: v.role } });
+    }
+  }
+
+  /**
+   * `understudy restore SITE [--at TIME] [--to HOST]`, and the automatic response to a
+   * primary copy that fails verification while no good replica exists. The target is
+   * HOST, else the first of the site's hosts attached to another (non-vault) storage
+   * system than the damaged copy's, else the primary host itself. Resolves when the
+   * runbook ends.
+   */
+  async restore(site: string, opts: { at?: number; to?: string; reason?: string }): Promise<{ runbook: number; status: string }> {
+    const rec = this.store.getSite(site);
+    const cfg = this.config.sites[site];
+    if (!rec || !cfg) throw new UnderstudyError('US_NOT_FOUND', `unknown site ${site}: the config has ${Object.keys(this.config.sites).join(', ')}`);
+    if (!cfg.volume.backup) throw new UnderstudyError('US_BAD_REQUEST', `${site} has no backups to restore: set sites.${site}.volume.backup`);
+    if (this.activeRunbooks.has(site)) throw new UnderstudyError('US_BAD_REQUEST', `${site} already has a runbook running; watch it with understudy events --follow`);
+    if (opts.to && ![cfg.primary, ...cfg.standby].includes(opts.to)) throw new UnderstudyError('US_BAD_REQUEST', `${opts.to} is not one of ${site}'s hosts (primary ${cfg.primary}, standby ${cfg.standby.join(', ')})`);
+    if (opts.at !== undefined && !Number.isFinite(opts.at)) throw new UnderstudyError('US_BAD_REQUEST', '--at must be a time like 2026-11-25T06:00:00Z');
+    const damaged = this.config.hosts[rec.primaryHost]!.storage;
+    const hosts = [cfg.primary, ...cfg.standby].map((h) => this.config.hosts[h]!);
+    const target = opts.to
+      ?? hosts.find((h) => h.storage !== damaged && !this.config.storage[h.storage]!.backup && this.relay.status(h.name).power === 'on')?.name
+      ?? hosts.find((h) => h.storage !== damaged && !this.config.storage[h.storage]!.backup)?.name
+      ?? rec.primaryHost;
+    const data: RestoreData = {
+      oldPrimary: rec.primaryHost, oldEpoch: rec.epoch, target, newEpoch: rec.epoch + 1, vault: cfg.volume.backup.to,
+      reason: opts.reason ?? 'operator request', startedAt: Date.now(), ...(opts.at !== undefined ? { at: opts.at } : {}),
+    };
+    const rb = this.store.startRunbook(site, 'restore', data);
+    this.store.addEvent({ site, host: target, kind: 'restore-started', message: `${site}: restore #${rb.id} from ${data.vault} onto ${target} started (${data.reason})`, data: { runbook: rb.id } });
+    this.launchRunbook(site, new RestoreRunbook(this.deps, rb));
+    await this.activeRunbooks.get(site);
+    const done = this.store.listRunbooks(site).find((r) => r.id === rb.id)!;
+    return { runbook: done.id, status: done.status };
+  }
+
+  /**
+   * The primary copy failed verification: fail over to the replica if its last
+   * verification was good, else restore the newest good restore point. Once per
+   * episode, never while a runbook runs, and rate-limited like any automatic action.
+   */
+  private onPrimaryCorrupt(site: string, storage: string): void {
+    const rec = this.store.getSite(site);
+    const cfg = this.config.sites[site];
+    if (!rec || !cfg || rec.state !== 'serving' || this.activeRunbooks.has(site)) return;
+    if (this.config.hosts[rec.primaryHost]!.storage !== storage) return;
+    const last = this.lastAutoFailoverAt.get(site) ?? 0;
+    if (Date.now() - last < AUTO_FAILOVER_MIN_GAP_MS) return;
+    this.lastAutoFailoverAt.set(site, Date.now());
+    const replica = rec.replicaStorage ? this.volumeStatus(rec.replicaStorage, site) : undefined;
+    const replicaGood = replica?.verification?.ok === true;
+    if (replicaGood) {
+      const now = Date.now();
+      this.startFailover(site, { reason: `the primary copy on ${storage} is corrupt; the replica on ${rec.replicaStorage} verifies`, evidence: { corruption: storage }, detectedAt: now, lastHealthyAt: now });
+    } else if (cfg.volume.backup) {
+      void this.restore(site, { reason: `the primary copy on ${storage} is corrupt and no verified replica exists` }).catch((e: Error) => this.log.error({ site, err: e.message }, 'automatic restore failed'));
     }
   }
 

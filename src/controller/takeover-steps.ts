@@ -24,8 +24,10 @@ export class TakeoverSteps {
     step: (name: string, fn: () => Promise<unknown>) => Promise<void>,
     oldPrimary: string,
     d: { transformChanges?: unknown[]; routedAt?: number; newReplicaStorage?: string | null },
+    opts: { promote: boolean } = { promote: true },
   ): Promise<void> {
-    await step('promote', () => this.promote(oldPrimary));
+    // A restore installs the copy itself (already primary at the new epoch): nothing to promote.
+    if (opts.promote) await step('promote', () => this.promote(oldPrimary));
     await step('transform', async () => {
       d.transformChanges = await this.transform();
       return { changes: d.transformChanges };
