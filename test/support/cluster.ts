@@ -19,7 +19,7 @@ export const BIN = path.join(ROOT, 'bin/understudy.js');
 export interface ClusterOptions {
   /** 1..20: selects ports 2xx00.. and addresses 127.0.(slot*8+i).1 — unique per test file. */
   slot: number;
-  hosts?: { name: string; storage: 'array-a' | 'array-b'; boot?: boolean; cpus?: number }[];
+  hosts?: { name: string; storage: 'array-a' | 'array-b'; boot?: boolean; cpus?: number; memoryMb?: number }[];
   standby?: string[];
   replication?: 'async' | 'sync';
   env?: Record<string, string>;
@@ -27,6 +27,8 @@ export interface ClusterOptions {
   controllerOn?: string;
   /** Restore points into the vault: { every: '1s', keep: 5 }. */
   backup?: { every: string; keep: number };
+  /** Extra `set` rules for the site's transform, after the standard one: [{ file, set: { key: template } }]. */
+  transform?: { file: string; set: Record<string, string> }[];
 }
 
 export interface Cluster {
@@ -64,7 +66,7 @@ storage:
   array-b: { path: ${dir}/array-b, listen: 127.0.0.1:${p.storageB} }
   vault: { path: ${dir}/vault, listen: 127.0.0.1:${p.vault}, backup: true }
 hosts:
-${hosts.map((h, i) => `  ${h.name}: { address: ${addr(i)}, storage: ${h.storage}, power: local, boot: ${h.boot ?? false}, profile: { cpus: ${h.cpus ?? 1}, memoryMb: 512 } }`).join('\n')}
+${hosts.map((h, i) => `  ${h.name}: { address: ${addr(i)}, storage: ${h.storage}, power: local, boot: ${h.boot ?? false}, profile: { cpus: ${h.cpus ?? 1}, memoryMb: ${h.memoryMb ?? 512} } }`).join('\n')}
 sites:
   shop:
     front: 127.0.0.1:${p.front}
@@ -76,7 +78,8 @@ sites:
 ${opts.backup ? `      backup: { to: vault, every: ${opts.backup.every}, keep: ${opts.backup.keep} }
 ` : ''}    transform:
       - { file: config/site.json, set: { listen.host: "{{host.address}}", listen.port: "{{site.app.port}}", workers: "{{host.profile.cpus}}" } }
-    health:
+${(opts.transform ?? []).map((r) => `      - { file: ${JSON.stringify(r.file)}, set: { ${Object.entries(r.set).map(([k, v]) => `${k}: ${JSON.stringify(v)}`).join(', ')} } }
+`).join('')}    health:
       probe: { path: /healthz, every: 100ms, timeout: 300ms, fall: 2, rise: 1 }
 `;
   const file = path.join(dir, 'understudy.yaml');
@@ -108,7 +111,9 @@ export async function startCluster(opts: ClusterOptions): Promise<Cluster> {
       if (up.exitCode === null && up.signalCode === null) {
         const exited = new Promise((r) => up.once('exit', r));
         up.kill('SIGINT');
-        await Promise.race([exited, sleep(15_000)]);
+        let timer: NodeJS.Timeout | undefined;
+        await Promise.race([exited, new Promise((r) => { timer = setTimeout(r, 15_000); })]);
+        clearTimeout(timer);
         if (up.exitCode === null && up.signalCode === null) up.kill('SIGKILL');
       }
       killRecordedHosts(path.join(dir, 'state'));
