@@ -55,8 +55,13 @@ function captureDatabase(dir: string, rel: string): CapturedFile {
     db.prepare('SELECT count(*) FROM sqlite_master').get(); // starts the read: the state is fixed from here
     const data = db.serialize();
     db.exec('COMMIT');
+    // A restore point of a damaged database would push good points out of retention: check
+    // the image itself (in memory) and refuse it, so that the vault keeps only points that verify.
+    const problem = imageProblem(data);
+    if (problem) throw new UnderstudyError('US_REPLICATION', `${abs}: the database is damaged (quick_check: ${problem}); no restore point is taken of it`);
     return { path: rel, kind: 'db', mode: st.mode & 0o777, mtimeMs: st.mtimeMs, data };
   } catch (e) {
+    if (e instanceof UnderstudyError) throw e;
     throw new UnderstudyError('US_REPLICATION', `${abs}: cannot take a consistent copy of the database (${(e as Error).message})`);
   } finally {
     db?.close();
@@ -76,5 +81,24 @@ async function walkFiles(root: string, rel: string, out: CapturedFile[]): Promis
     let data: Buffer;
     try { st = await fsp.stat(abs); data = await fsp.readFile(abs); } catch { continue; } // deleted meanwhile
     out.push({ path: r, kind: 'file', mode: st.mode & 0o777, mtimeMs: st.mtimeMs, data });
+  }
+}
+
+/** null when the serialized database passes `quick_check`, else the first complaint. */
+function imageProblem(image: Buffer): string | null {
+  let db: Database.Database | null = null;
+  try {
+    // An image of a WAL-mode database cannot be opened in memory as such: check a copy marked
+    // rollback-journal (header bytes 18 and 19), which changes nothing quick_check looks at.
+    const copy = Buffer.from(image);
+    if (copy.length >= 20) { copy[18] = 1; copy[19] = 1; }
+    db = new Database(copy);
+    const rows = db.pragma('quick_check(1)') as { quick_check: string }[];
+    const first = rows[0]?.quick_check ?? 'no answer';
+    return first === 'ok' ? null : first;
+  } catch (e) {
+    return (e as Error).message;
+  } finally {
+    db?.close();
   }
 }
