@@ -1,3 +1,4 @@
+import { UnderstudyError } from '../../shared/errors.ts';
 import type { Logger } from 'pino';
 import type { PointFile, PointManifest, VaultPoint } from '../../shared/contracts.ts';
 import { sha256Hex, splitChunks } from './chunking.ts';
@@ -44,6 +45,16 @@ export async function takePoint(o: TakePointOptions): Promise<TakenPoint> {
     const chunks = splitChunks(c.data, o.chunkBytes);
     for (const ch of chunks) byHash.set(ch.hash, ch.data);
     files.push({ path: c.path, kind: c.kind, size: c.data.length, mode: c.mode, mtimeMs: c.mtimeMs, sha256: sha256Hex(c.data), chunks: chunks.map((ch) => ch.hash) });
+  }
+  // A database the previous point had and this capture lacks means the volume lost it (a file
+  // removed, a directory being deleted): such a point would restore a shop without its orders.
+  const newest = (await o.vault.points(o.site))[0];
+  if (newest) {
+    const before = await o.vault.manifest(o.site, newest.id);
+    const lost = before.files.filter((f) => f.kind === 'db' && !files.some((g) => g.path === f.path)).map((f) => f.path);
+    if (lost.length > 0) {
+      throw new UnderstudyError('US_REPLICATION', `${o.site}: ${lost.join(', ')} missing from the volume (restore point ${newest.id} had it); no restore point is taken of a volume that lost a database`);
+    }
   }
   const missing = await o.vault.missing(o.site, [...byHash.keys()]);
   let sentBytes = 0;
