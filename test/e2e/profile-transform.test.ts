@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import path from 'node:path';
 import { test } from 'node:test';
-import { api, http, startCluster, waitUntil, type Cluster } from '../support/cluster.ts';
+import { api, http, startCluster, waitUntil, type Cluster, waitStreaming } from '../support/cluster.ts';
 
 interface Status {
   sites: { state: string; epoch: number; primary: { host: string }; replication: { state: string; lagMs: number | null; to: string | null } }[];
@@ -11,13 +11,7 @@ interface Status {
 interface Ev { id: number; kind: string; host: string | null; message: string; data: Record<string, unknown> }
 interface SiteJson { listen: { host: string; port: number }; workers: number; cacheMb: number; name: string }
 
-async function streaming(cluster: Cluster): Promise<Status> {
-  return waitUntil('serving and replication streaming', async () => {
-    const st = await api<Status>(cluster, '/v1/status');
-    const s = st.sites[0]!;
-    return s.state === 'serving' && s.replication.state === 'streaming' ? st : null;
-  }, 60_000, 50);
-}
+const streaming = (cluster: Cluster): Promise<Status> => waitStreaming<Status>(cluster);
 
 function siteJson(cluster: Cluster, storage: 'array-a' | 'array-b'): SiteJson {
   return JSON.parse(fs.readFileSync(path.join(cluster.dir, storage, 'volumes', 'shop', 'config', 'site.json'), 'utf8')) as SiteJson;

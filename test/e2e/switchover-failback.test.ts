@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import path from 'node:path';
 import { test } from 'node:test';
-import { api, http, sleep, startCluster, waitUntil, type Cluster } from '../support/cluster.ts';
+import { api, http, sleep, startCluster, waitUntil, type Cluster, waitStreaming } from '../support/cluster.ts';
 import { missingOrders, startLoad } from '../support/load.ts';
 import { ordersDigest } from '../support/volume-digest.ts';
 
@@ -10,13 +10,7 @@ interface Status {
   hosts: { name: string; pid: number | null; power: string }[];
 }
 
-async function streaming(cluster: Cluster): Promise<Status> {
-  return waitUntil('serving and replication streaming', async () => {
-    const st = await api<Status>(cluster, '/v1/status');
-    const s = st.sites[0]!;
-    return s.state === 'serving' && s.replication.state === 'streaming' ? st : null;
-  }, 60_000, 50);
-}
+const streaming = (cluster: Cluster): Promise<Status> => waitStreaming<Status>(cluster);
 
 test('planned switchovers under load fail no request and lose no order; after a crash the old host is brought up to date and the site switches back', { timeout: 240_000 }, async (t) => {
   const cluster = await startCluster({ slot: 4, hosts: [{ name: 'h1', storage: 'array-a', boot: true }, { name: 'h2', storage: 'array-b', boot: true }] });

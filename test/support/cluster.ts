@@ -187,3 +187,12 @@ export async function waitUntil<T>(what: string, fn: () => Promise<T | undefined
   }
   throw new Error(`timed out waiting for ${what}${lastErr ? `: ${(lastErr as Error).message}` : ''}`);
 }
+
+/** Waits until the (single) site serves with replication streaming; returns that status. */
+export async function waitStreaming<T extends { sites: { state: string; replication: { state: string } }[] }>(cluster: Cluster): Promise<T> {
+  return waitUntil('serving and replication streaming', async () => {
+    const st = await api<T>(cluster, '/v1/status');
+    const s = st.sites[0]!;
+    return s.state === 'serving' && s.replication.state === 'streaming' ? st : null;
+  }, 60_000, 50);
+}
