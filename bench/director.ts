@@ -41,7 +41,7 @@ if (role === '--upstream') {
       storage: {}, hosts: {}, pools: {},
       sites: {
         shop: {
-          name: 'shop', front: { host: '127.0.0.1', port: 0 }, app: { command: ['true'], port: 0, env: {} }, primary: 'h1', standby: [],
+          name: 'shop', front: { host: '127.0.0.1', port: 0 }, app: { command: ['true'], port: 0, env: {} }, primary: 'h1', standby: [], priority: 0,
           volume: { replication: 'sync', readonly: [] }, transform: [],
           health: { probe, malfunction: { errorRate: 0.2, windowMs: 5000 }, performance: { p95Ms: 300, windowMs: 10_000 } },
           scale: { max: 1, cooldownMs: 30_000 },

@@ -2,25 +2,31 @@
  * What sync replication costs a write: POST /api/orders through the director, in
  * async and in sync mode, side by side in one run.
  *
- *   node --import tsx bench/sync.ts [--seconds 8] [--concurrency 8] [--storage in-process|processes]
+ *   node --import tsx bench/sync.ts [--seconds 8] [--concurrency 8] [--rounds 8] [--storage in-process|processes]
  *
  * Starts (loopback only) two storage processors (in this process by default, or one
  * child process each), the real demo shop as a child process on the primary volume,
  * and the built-in director in this process (with the load generator); replicates
- * array-a → array-b; then runs each mode for --seconds with --concurrency clients
- * after a 1 s warm-up, and prints p50/p99 latency and orders/s, plus the director's own
- * barrier wait. Stops everything it started, also on Ctrl-C. Target: sync adds ≤ 2 ms
- * at p50. Run it on a quiet machine (check `uptime`).
+ * array-a → array-b; then runs --concurrency clients for --seconds per mode, after a
+ * 1 s warm-up per mode. The time is cut into --rounds rounds per mode, run alternately
+ * (async, sync, sync, async, async, …) so that other work on the machine weighs on both
+ * modes alike. Prints p50/p99 latency, orders/s, the director's own barrier wait, and
+ * the CPU time per order of this process and its children (the shop, and the storage
+ * processors with --storage processes) — what bounds throughput on a small machine.
+ * Stops everything it started, also on Ctrl-C. Target: sync adds ≤ 2 ms at p50. Run it
+ * on a quiet machine (check `uptime`).
  */
+import fs from 'node:fs';
 import { performance } from 'node:perf_hooks';
 import { parseArgs } from 'node:util';
 import { Pool } from 'undici';
 import type { RouteTable } from '../src/shared/contracts.ts';
-import { startSyncStack, type SyncStack } from '../test/unit/director/sync-fixture.ts';
+import { startSyncStack } from '../test/unit/director/sync-fixture.ts';
 
 const { values } = parseArgs({ options: {
   seconds: { type: 'string', default: '8' },
   concurrency: { type: 'string', default: '8' },
+  rounds: { type: 'string', default: '8' },
   /** in-process: both storage processors share this process; processes: one child each. */
   storage: { type: 'string', default: 'in-process' },
 } });
@@ -28,16 +34,44 @@ if (values.storage !== 'in-process' && values.storage !== 'processes') throw new
 const STORAGE: 'in-process' | 'processes' = values.storage;
 const SECONDS = Number(values.seconds);
 const CONCURRENCY = Number(values.concurrency);
+const ROUNDS = Math.max(1, Math.floor(Number(values.rounds)));
+for (const [k, v] of [['--seconds', SECONDS], ['--concurrency', CONCURRENCY], ['--rounds', ROUNDS]] as const) {
+  if (!Number.isFinite(v) || v <= 0) throw new Error(`${k} must be a positive number`);
+}
 
-interface Result { mode: string; n: number; errors: number; p50: number; p99: number; rate: number; barrierP50: number | null }
+type Mode = 'async' | 'sync';
+interface Tally { lat: number[]; errors: number; ms: number; cpuMs: number; barrierMs: number[] }
+interface Result { mode: Mode; n: number; errors: number; p50: number; p99: number; rate: number; barrierP50: number | null; cpuPerOrderMs: number }
 
 function pct(sorted: number[], p: number): number {
   if (sorted.length === 0) return NaN;
   return sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))]!;
 }
 
-async function run(stack: SyncStack, pool: Pool, mode: string, sync: RouteTable['sync']): Promise<Result> {
-  await stack.setSync(sync);
+const TICK_MS = 10; // USER_HZ = 100 on Linux
+
+/** CPU ms used so far by this process and its live children (the shop, child storage processors). */
+function cpuMs(): number {
+  const self = process.cpuUsage();
+  let children = 0;
+  let pids: string[] = [];
+  try { pids = fs.readdirSync('/proc').filter((n) => /^\d+$/.test(n)); } catch { /* not Linux */ }
+  for (const pid of pids) {
+    let stat: string;
+    try { stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8'); } catch { continue; }
+    const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    if (Number(f[1]) !== process.pid) continue; // field 4: ppid
+    children += (Number(f[11]) + Number(f[12])) * TICK_MS; // fields 14, 15: utime, stime
+  }
+  return (self.user + self.system) / 1000 + children;
+}
+
+async function main(): Promise<void> {
+  const stack = await startSyncStack({ sync: null, storage: STORAGE });
+  const pool = new Pool(stack.front, { connections: CONCURRENCY, pipelining: 1 });
+  const stopAll = async (): Promise<void> => { await pool.destroy().catch(() => undefined); await stack.stop(); };
+  process.once('SIGINT', () => { void stopAll().then(() => process.exit(130)); });
+  const syncRoute: RouteTable['sync'] = { storageUrl: stack.urlA, onReplicaLost: 'degrade', timeoutMs: 2000 };
   const body = JSON.stringify({ customer: 'bench', items: [{ productId: 1, qty: 1 }, { productId: 3, qty: 2 }] });
   const one = async (): Promise<number> => {
     const t0 = performance.now();
@@ -46,48 +80,55 @@ async function run(stack: SyncStack, pool: Pool, mode: string, sync: RouteTable[
     if (res.statusCode !== 201) throw new Error(`status ${res.statusCode}`);
     return performance.now() - t0;
   };
-  const phase = async (ms: number, record: boolean): Promise<{ lat: number[]; errors: number; elapsed: number }> => {
-    const lat: number[] = [];
-    let errors = 0;
+  const phase = async (mode: Mode, ms: number, into: Tally | null): Promise<void> => {
+    await stack.setSync(mode === 'sync' ? syncRoute : null);
+    const c0 = cpuMs();
+    const before = stack.director.stats().find((s) => s.site === 'shop')!.sync!;
     const t0 = performance.now();
     const until = t0 + ms;
+    let errors = 0;
+    const lat: number[] = [];
     await Promise.all(Array.from({ length: CONCURRENCY }, async () => {
       while (performance.now() < until) {
-        try { const l = await one(); if (record) lat.push(l); } catch { errors++; }
+        try { lat.push(await one()); } catch { errors++; }
       }
     }));
-    return { lat, errors, elapsed: performance.now() - t0 };
+    if (!into) return;
+    const after = stack.director.stats().find((s) => s.site === 'shop')!.sync!;
+    into.lat.push(...lat);
+    into.errors += errors;
+    into.ms += performance.now() - t0;
+    into.cpuMs += cpuMs() - c0;
+    // The director's window covers its last ~10 s: a round's median is close enough.
+    if (after.waits > before.waits) into.barrierMs.push(after.latencyMs.p50);
   };
-  await phase(1000, false);
-  const before = stack.director.stats().find((s) => s.site === 'shop')!.sync!;
-  const { lat, errors, elapsed } = await phase(SECONDS * 1000, true);
-  const after = stack.director.stats().find((s) => s.site === 'shop')!.sync!;
-  lat.sort((a, b) => a - b);
-  return {
-    mode, n: lat.length, errors, p50: pct(lat, 50), p99: pct(lat, 99), rate: lat.length / (elapsed / 1000),
-    // The director's window covers the last ~10 s: close enough to this phase.
-    barrierP50: after.waits > before.waits ? after.latencyMs.p50 : null,
-  };
-}
-
-async function main(): Promise<void> {
-  const stack = await startSyncStack({ sync: null, storage: STORAGE });
-  const pool = new Pool(stack.front, { connections: CONCURRENCY, pipelining: 1 });
-  const stopAll = async (): Promise<void> => { await pool.destroy().catch(() => undefined); await stack.stop(); };
-  process.once('SIGINT', () => { void stopAll().then(() => process.exit(130)); });
   try {
-    const results: Result[] = [];
-    results.push(await run(stack, pool, 'async', null));
-    results.push(await run(stack, pool, 'sync', { storageUrl: stack.urlA, onReplicaLost: 'degrade', timeoutMs: 2000 }));
+    const tallies: Record<Mode, Tally> = { async: { lat: [], errors: 0, ms: 0, cpuMs: 0, barrierMs: [] }, sync: { lat: [], errors: 0, ms: 0, cpuMs: 0, barrierMs: [] } };
+    await phase('async', 1000, null);
+    await phase('sync', 1000, null);
+    const roundMs = (SECONDS * 1000) / ROUNDS;
+    for (let r = 0; r < ROUNDS; r++) {
+      const order: Mode[] = r % 2 === 0 ? ['async', 'sync'] : ['sync', 'async'];
+      for (const m of order) await phase(m, roundMs, tallies[m]);
+    }
+    const results: Result[] = (['async', 'sync'] as const).map((mode) => {
+      const t = tallies[mode];
+      const lat = [...t.lat].sort((a, b) => a - b);
+      const b = [...t.barrierMs].sort((x, y) => x - y);
+      return {
+        mode, n: lat.length, errors: t.errors, p50: pct(lat, 50), p99: pct(lat, 99), rate: lat.length / (t.ms / 1000),
+        barrierP50: b.length > 0 ? pct(b, 50) : null, cpuPerOrderMs: t.cpuMs / Math.max(1, lat.length),
+      };
+    });
     const vol = await stack.volumeStatus();
     const f = (x: number): string => x.toFixed(2).padStart(8);
-    console.log(`\nPOST /api/orders through the director, ${CONCURRENCY} concurrent, ${SECONDS} s per mode (loopback; shop synchronous=FULL; storage ${STORAGE})\n`);
-    console.log('mode     orders   errors   p50 ms   p99 ms   orders/s   barrier p50 ms');
+    console.log(`\nPOST /api/orders through the director, ${CONCURRENCY} concurrent, ${SECONDS} s per mode in ${ROUNDS} alternating rounds (loopback; shop synchronous=FULL; storage ${STORAGE}; load ${fs.readFileSync('/proc/loadavg', 'utf8').split(' ').slice(0, 3).join(' ')})\n`);
+    console.log('mode     orders   errors   p50 ms   p99 ms   orders/s   barrier p50 ms   CPU ms/order');
     for (const r of results) {
-      console.log(`${r.mode.padEnd(6)} ${String(r.n).padStart(8)} ${String(r.errors).padStart(8)} ${f(r.p50)} ${f(r.p99)} ${r.rate.toFixed(0).padStart(10)} ${r.barrierP50 === null ? '               -' : f(r.barrierP50).padStart(16)}`);
+      console.log(`${r.mode.padEnd(6)} ${String(r.n).padStart(8)} ${String(r.errors).padStart(8)} ${f(r.p50)} ${f(r.p99)} ${r.rate.toFixed(0).padStart(10)} ${r.barrierP50 === null ? '               -' : f(r.barrierP50).padStart(16)} ${r.cpuPerOrderMs.toFixed(2).padStart(14)}`);
     }
     const [a, s] = results as [Result, Result];
-    console.log(`\nsync adds ${(s.p50 - a.p50).toFixed(2)} ms at p50, ${(s.p99 - a.p99).toFixed(2)} ms at p99; throughput ${((s.rate / a.rate - 1) * 100).toFixed(0)} %; volume sync state: ${vol.sync?.state ?? '-'}`);
+    console.log(`\nsync adds ${(s.p50 - a.p50).toFixed(2)} ms at p50, ${(s.p99 - a.p99).toFixed(2)} ms at p99; throughput ${((s.rate / a.rate - 1) * 100).toFixed(0)} %; CPU per order +${(s.cpuPerOrderMs - a.cpuPerOrderMs).toFixed(2)} ms; volume sync state: ${vol.sync?.state ?? '-'}`);
   } finally {
     await stopAll();
   }

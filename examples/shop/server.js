@@ -11,7 +11,11 @@
 // Routes: GET /healthz, GET /, GET /api/products, GET /api/products/:id,
 // POST /api/orders, GET /api/orders/:id, GET /api/orders?customer=X.
 // Every answer carries X-Served-By: <its listen address>.
-// READ_ONLY=1: modifying requests get 503 (a read-only host serving a replica).
+// READ_ONLY=1: modifying requests get 503 (a read-only host). Its databases are opened
+// read-only. It also runs on a reader copy (Understudy's scale-out: only catalog.db and
+// public/, no orders.db): the order routes then answer 421 Misdirected Request (the
+// director sends such a read to the primary), and catalog.db is reopened whenever it
+// is replaced by a newer published image (another inode), so reads follow the copy.
 // An order is answered 201 only after its transaction has committed (synchronous=FULL).
 import http from 'node:http';
 import fs from 'node:fs';
@@ -104,8 +108,38 @@ function openDatabase(file, schema) {
   return db;
 }
 
-const catalog = openDatabase(
-  path.join(DATA_DIR, 'catalog.db'),
+/** READ_ONLY: opens an existing database read-only (no schema, no pragma that writes); null if absent and optional. */
+function openReadOnly(file, optional) {
+  if (!fs.existsSync(file)) {
+    if (optional) return null;
+    fail(`${file} does not exist (a read-only host needs it)`);
+  }
+  let db;
+  try {
+    db = new Database(file, { readonly: true, fileMustExist: true });
+    db.pragma('busy_timeout = 5000');
+    db.prepare('SELECT 1').get();
+  } catch (e) {
+    db?.close();
+    fail(`${file} is not a usable SQLite database (${e.code ?? 'error'}: ${e.message})`);
+  }
+  return db;
+}
+
+const CATALOG_FILE = path.join(DATA_DIR, 'catalog.db');
+const ORDERS_FILE = path.join(DATA_DIR, 'orders.db');
+
+function inodeOf(file) {
+  try {
+    return fs.statSync(file).ino;
+  } catch {
+    return null;
+  }
+}
+
+let catalogIno = inodeOf(CATALOG_FILE);
+let catalog = READ_ONLY ? openReadOnly(CATALOG_FILE, false) : openDatabase(
+  CATALOG_FILE,
   `CREATE TABLE IF NOT EXISTS products (
      id INTEGER PRIMARY KEY,
      name TEXT NOT NULL,
@@ -113,8 +147,8 @@ const catalog = openDatabase(
      price_cents INTEGER NOT NULL CHECK (price_cents >= 0)
    );`,
 );
-const orders = openDatabase(
-  path.join(DATA_DIR, 'orders.db'),
+const orders = READ_ONLY ? openReadOnly(ORDERS_FILE, true) : openDatabase(
+  ORDERS_FILE,
   `CREATE TABLE IF NOT EXISTS orders (
      id INTEGER PRIMARY KEY AUTOINCREMENT,
      customer TEXT NOT NULL,
@@ -156,9 +190,16 @@ function seedCatalog() {
 }
 if (!READ_ONLY) seedCatalog();
 
-const q = {
-  products: catalog.prepare('SELECT id, name, description, price_cents FROM products ORDER BY id'),
-  product: catalog.prepare('SELECT id, name, description, price_cents FROM products WHERE id = ?'),
+function catalogQueries(db) {
+  return {
+    products: db.prepare('SELECT id, name, description, price_cents FROM products ORDER BY id'),
+    product: db.prepare('SELECT id, name, description, price_cents FROM products WHERE id = ?'),
+    catalogAlive: db.prepare('SELECT 1'),
+  };
+}
+
+/** Order statements; none on a reader copy (no orders.db): the order routes answer 421 there. */
+const oq = orders === null ? null : {
   insertOrder: orders.prepare('INSERT INTO orders (customer, total_cents, created_at) VALUES (?, ?, ?)'),
   insertItem: orders.prepare(
     'INSERT INTO order_items (order_id, line, product_id, name, qty, price_cents) VALUES (?, ?, ?, ?, ?, ?)',
@@ -167,9 +208,33 @@ const q = {
   items: orders.prepare('SELECT product_id, name, qty, price_cents FROM order_items WHERE order_id = ? ORDER BY line'),
   byCustomer: orders.prepare('SELECT id FROM orders WHERE customer = ? ORDER BY id DESC LIMIT 100'),
   recent: orders.prepare('SELECT id FROM orders ORDER BY id DESC LIMIT 100'),
-  catalogAlive: catalog.prepare('SELECT 1'),
   ordersAlive: orders.prepare('SELECT 1'),
 };
+
+let cq = catalogQueries(catalog);
+
+/**
+ * The catalog statements, after reopening catalog.db if a newer image replaced it
+ * (READ_ONLY on a reader copy: the storage processor renames a fresh image over it).
+ * A stat per request: microseconds.
+ */
+function catalogNow() {
+  if (READ_ONLY) {
+    const ino = inodeOf(CATALOG_FILE);
+    if (ino !== null && ino !== catalogIno) {
+      const next = openReadOnly(CATALOG_FILE, false);
+      const old = catalog;
+      catalog = next;
+      catalogIno = ino;
+      cq = catalogQueries(next);
+      old.close();
+    }
+  }
+  return cq;
+}
+
+/** Every statement the routes use, with the catalog's current. */
+const q = new Proxy({}, { get: (_t, k) => (k in cq ? cq[k] : oq?.[k]) });
 
 const money = (cents) => Math.round(cents) / 100;
 
@@ -214,7 +279,7 @@ function validateOrder(body) {
   return { customer: customer.trim(), lines };
 }
 
-const placeOrder = orders.transaction((customer, lines) => {
+const placeOrder = orders === null ? null : orders.transaction((customer, lines) => {
   const total = lines.reduce((sum, l) => sum + l.product.price_cents * l.qty, 0);
   const { lastInsertRowid } = q.insertOrder.run(customer, total, new Date().toISOString());
   const id = Number(lastInsertRowid);
@@ -285,12 +350,17 @@ async function route(req, res) {
   const m = req.method === 'HEAD' ? 'GET' : req.method;
 
   if (MODIFYING.has(m) && READ_ONLY) return send(res, 503, { error: 'read-only host' }, { 'retry-after': '1' });
+  catalogNow();
+  if (oq === null && (p === '/api/orders' || p.startsWith('/api/orders/'))) {
+    // A reader copy holds the catalog and public/ only: the director retries this read on the primary.
+    return send(res, 421, { error: 'this read-only host does not hold orders; ask the primary' });
+  }
 
   if (p === '/healthz') {
     if (m !== 'GET') return methodNotAllowed(res, 'GET, HEAD');
     q.catalogAlive.get();
-    q.ordersAlive.get();
-    return send(res, 200, { ok: true, servedBy, site: site.name, readOnly: READ_ONLY });
+    if (oq !== null) q.ordersAlive.get();
+    return send(res, 200, { ok: true, servedBy, site: site.name, readOnly: READ_ONLY, ...(oq === null ? { readerCopy: true } : {}) });
   }
   if (p === '/' || p === '/index.html') {
     if (m !== 'GET') return methodNotAllowed(res, 'GET, HEAD');
@@ -356,7 +426,7 @@ function shutdown() {
   stopping = true;
   server.close(() => {
     catalog.close();
-    orders.close();
+    orders?.close();
     process.exit(0);
   });
   server.closeIdleConnections();

@@ -2,6 +2,7 @@ import { Command, CommanderError } from 'commander';
 import { loadConfig } from '../config/load-config.ts';
 import type { UnderstudyConfig } from '../config/types.ts';
 import { isUnderstudyError } from '../shared/errors.ts';
+import type { VaultPoint } from '../shared/contracts.ts';
 import type { StatusView } from '../controller/status-view.ts';
 import type { EventRecord } from '../state/state-store.ts';
 import { callApi, type ApiOptions } from './api-client.ts';
@@ -79,11 +80,13 @@ apiOpts(program.command('switchover').description('planned move of SITE to HOST'
 
 apiOpts(program.command('backups').description('the restore points of SITE in its vault, newest first').argument('<site>').option('--json', 'as JSON'))
   .action(async (site: string, o: ApiOptions & { json?: boolean }) => {
-    const r = await callApi<{ vault: string; points: { id: string; takenAt: number; epoch: number; bytes: number; newBytes: number; files: number }[] }>(o, `/v1/sites/${encodeURIComponent(site)}/backups`);
+    const r = await callApi<{ vault: string; points: VaultPoint[] }>(o, `/v1/sites/${encodeURIComponent(site)}/backups`);
     if (o.json) { console.log(JSON.stringify(r, null, 2)); return; }
     const mb = (b: number) => `${(b / 1024 / 1024).toFixed(1)} MiB`;
     console.log(`${site}: ${r.points.length} restore point(s) in ${r.vault}`);
-    for (const p of r.points) console.log(`  ${new Date(p.takenAt).toISOString()}  epoch ${p.epoch}  ${mb(p.bytes)} (new ${mb(p.newBytes)})  ${p.files} files  ${p.id}`);
+    // VERIFIED: ok, FAILED (not counted toward keep, skipped by a restore of the newest good one), or - (not yet).
+    const verified = (p: VaultPoint) => (p.verification === undefined ? '-' : p.verification.ok ? 'ok' : `FAILED: ${p.verification.problem ?? 'see the vault log'}`);
+    for (const p of r.points) console.log(`  ${new Date(p.takenAt).toISOString()}  epoch ${p.epoch}  ${mb(p.bytes)} (new ${mb(p.newBytes)})  ${p.files} files  ${p.id}  verified ${verified(p)}`);
   });
 
 apiOpts(program.command('restore').description('restore SITE from its vault (newest good restore point, or the newest taken at or before --at)').argument('<site>')

@@ -71,6 +71,7 @@ export function compileConfig(
       primary: value.primary,
       standby: standby.hosts,
       ...(standby.pool !== undefined ? { standbyPool: standby.pool } : {}),
+      priority: value.priority,
       volume: {
         replication: value.volume.replication,
         readonly: [...value.volume.readonly],
@@ -89,7 +90,10 @@ export function compileConfig(
         malfunction: { errorRate: value.health.malfunction.errorRate, windowMs: value.health.malfunction.window },
         performance: { p95Ms: value.health.performance.p95, windowMs: value.health.performance.window },
       },
-      scale: { max: value.scale.max, cooldownMs: value.scale.cooldown },
+      scale: {
+        max: value.scale.max, cooldownMs: value.scale.cooldown, stabilizationMs: value.scale.stabilization,
+        ...(value.scale.readPaths ? { readPaths: [...value.scale.readPaths] } : {}),
+      },
     };
   }
 

@@ -250,18 +250,38 @@ const health = z
   })
   .prefault({});
 
+/**
+ * Scale reads out (issue 5). `max`: hosts serving the site at most, primary included
+ * (1 = never scale out). `cooldown`: least time between two scale-outs of the site.
+ * `stabilization`: how long the load must stay low (every host's p95 under half the
+ * threshold) before a reader is given back. `readPaths`: request paths readers may
+ * serve (exact, or a prefix ending in `*`); default every path, the reader answering
+ * 421 for what it does not hold.
+ */
+const readPath = custom('must be a URL path starting with /, optionally ending in * (a prefix), like /api/products or /public/*', (v) =>
+  typeof v === 'string' && /^\/[^\s*]*\*?$/.test(v) ? v : undefined,
+);
 const scale = z
   .strictObject({
     max: int(1).default(1),
     cooldown: duration.default(30_000),
+    stabilization: duration.default(30_000),
+    readPaths: z.array(readPath, { error: 'must be a list of URL paths like /api/products or /public/*' }).min(1, { error: 'must list at least one path (leave it out for every path)' }).optional(),
   })
   .prefault({});
+
+/** `sites.X.priority`: any whole number (negative allowed); higher wins a contested spare. */
+const priority = custom('must be a whole number, like 10 or -5 (higher wins a contested spare)', (v) =>
+  typeof v === 'number' && Number.isSafeInteger(v) ? v : undefined,
+);
 
 const site = z.strictObject({
   front: endpoint,
   app,
   primary: name,
   standby,
+  /** @default 0 — which site gets the last free spare when several fail over at once (see spare-pool.ts). */
+  priority: priority.default(0),
   volume,
   transform: z.array(transformRule, { error: 'must be a list of { file, set } or { file, replace } rules' }).default([]),
   health,

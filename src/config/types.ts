@@ -155,6 +155,12 @@ export interface SiteConfig {
   standby: string[];
   /** The pool name if `standby` was given as one. */
   standbyPool?: string;
+  /**
+   * Which site gets a spare when several sites want the last free one at about the
+   * same time: the higher priority; at equal priority the site that failed first
+   * (src/controller/spare-pool.ts). Never takes a spare back from a serving primary. @default 0
+   */
+  priority: number;
   volume: {
     replication: ReplicationMode;
     readonly: string[];
@@ -168,7 +174,13 @@ export interface SiteConfig {
     malfunction: { errorRate: number; windowMs: number };
     performance: { p95Ms: number; windowMs: number };
   };
-  scale: { max: number; cooldownMs: number };
+  /**
+   * Issue 5, scale reads out: `max` hosts at most (primary included); `cooldownMs`
+   * between two scale-outs; `stabilizationMs` of low load before a scale-in;
+   * `readPaths` readers may serve (absent: every path; the reader answers 421 for
+   * what it does not hold).
+   */
+  scale: { max: number; cooldownMs: number; /** @default 30000 */ stabilizationMs?: number; readPaths?: string[] };
 }
 
 export interface UnderstudyConfig {

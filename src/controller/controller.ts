@@ -4,12 +4,14 @@ import type { UnderstudyConfig } from '../config/types.ts';
 import { HttpProbe } from '../monitor/http-probe.ts';
 import { SiteMonitor, type FailureEvidence } from '../monitor/site-monitor.ts';
 import { StaleAppWatch } from '../monitor/stale-app-watch.ts';
-import { classifyFailure } from '../monitor/hang-detector.ts';
+import { probeDetection, type Detection } from '../monitor/detection.ts';
+import { MalfunctionWatch } from '../monitor/malfunction-watch.ts';
 import { formatTransformDiff } from '../transform/diff.ts';
 import { isProcessAlive } from '../power/process-group.ts';
 import { LocalRelay } from '../power/local-relay.ts';
 import type { RelayDriver, RelayStatus } from '../power/relay.ts';
-import type { ConnErrorSignal, RouteTable, StorageStatus, VaultPoint, VolumeStatus } from '../shared/contracts.ts';
+import type { ConnErrorSignal, RouteTable, SiteStats, StorageStatus, VaultPoint, VolumeStatus } from '../shared/contracts.ts';
+import type { ActionGovernor } from '../monitor/action-governor.ts';
 import { callJson } from '../shared/http-client.ts';
 import { UnderstudyError } from '../shared/errors.ts';
 import { StateStore } from '../state/state-store.ts';
@@ -20,10 +22,17 @@ import { RestoreRunbook, type RestoreData } from './restore-runbook.ts';
 import type { RunbookRecord } from '../state/state-store.ts';
 import { appEndpoint, probeUrl, renderedTransform, replicaStorageFor, routeFor, startRequest } from './site-facts.ts';
 import { buildStatus, type StatusView } from './status-view.ts';
+import { ScaleController } from './scale-controller.ts';
+import { heldElsewhere } from './pool-facts.ts';
+import { PoolWatch } from './pool-watch.ts';
+import { DirectorStatsFeed, type DirectorStatsListener } from './director-stats-feed.ts';
+import { createGovernor } from './governor-setup.ts';
+import { AutoFailover } from './auto-failover.ts';
+import { HostTrustWatch, trustProbeEveryMs } from './host-trust-watch.ts';
+import { primaryRecovered } from './primary-recovered.ts';
+import { trustedCandidates } from './trusted-candidates.ts';
 import { sleep, waitFor } from './timing.ts';
 
-/** Two automatic failovers of one site are at least this far apart (no flapping). */
-const AUTO_FAILOVER_MIN_GAP_MS = Number(process.env.UNDERSTUDY_FAILOVER_MIN_GAP_MS ?? 2000);
 const RECONCILE_EVERY_MS = 1000;
 const STORAGE_POLL_MS = 250;
 
@@ -38,13 +47,24 @@ export class Controller {
   readonly relay: RelayDriver;
   readonly clients: PartClients;
   readonly log: pino.Logger;
+  /** The no-flapping memory (cooldowns, host trust, flap hold-outs) every automatic action asks first. */
+  readonly governor: ActionGovernor;
+  /** Issue 5: scale reads out on a slowdown and back in (scale-controller.ts). */
+  readonly scale: ScaleController;
+  /** The director's `GET /v1/stats`, every 500 ms: real traffic for the malfunction and slowdown detectors. */
+  private readonly directorStats: DirectorStatsFeed;
   private readonly monitors = new Map<string, SiteMonitor>();
   private readonly activeRunbooks = new Map<string, Promise<void>>();
-  private readonly lastAutoFailoverAt = new Map<string, number>();
+  /** Per site, the malfunction detector of its current primary (fed by directorStats and the monitor's probes). */
+  private readonly malfunctionWatches = new Map<string, MalfunctionWatch>();
+  private readonly autoFailover: AutoFailover;
+  private readonly trustWatch: HostTrustWatch;
   private readonly storageStatus = new Map<string, StorageStatus | null>();
   private reconcileTimer: NodeJS.Timeout | null = null;
   private storageTimer: NodeJS.Timeout | null = null;
   private readonly staleWatch: StaleAppWatch;
+  /** Says when a serving site has no spare left to fail over to (pool-watch.ts). */
+  private readonly poolWatch: PoolWatch;
   private reconciling = false;
   private stopped = false;
 
@@ -53,18 +73,65 @@ export class Controller {
     this.store = new StateStore(config.controller.stateDir);
     this.relay = new LocalRelay(config, this.store, path.join(config.controller.stateDir, 'logs'));
     this.clients = new PartClients(config);
-    this.staleWatch = new StaleAppWatch(config, this.store);
+    this.staleWatch = new StaleAppWatch(config, this.store, (site, host) => this.scale.readers.of(site).some((r) => r.host === host));
+    this.poolWatch = new PoolWatch({ config, store: this.store, readers: () => this.scale.allReaders() });
+    this.governor = createGovernor(config);
+    this.directorStats = new DirectorStatsFeed(() => this.clients.stats(), (e) => this.log.warn({ err: e.message }, 'director stats listener failed'));
+    this.scale = new ScaleController({
+      config, store: this.store, relay: this.relay, clients: this.clients, log: this.log, governor: this.governor,
+      onDirectorStats: (l) => this.onDirectorStats(l), siteBusy: (site) => this.activeRunbooks.has(site),
+    });
+    this.onDirectorStats((stats) => { for (const w of this.malfunctionWatches.values()) w.observeStats(stats); });
+    const addEvent = (e: Parameters<StateStore['addEvent']>[0]): void => { this.store.addEvent(e); };
+    this.trustWatch = new HostTrustWatch({
+      governor: this.governor, addEvent,
+      hosts: () => Object.keys(this.config.hosts),
+      // A recorded primary that is not monitored is failing (its failover deferred or running): no trust from its agent.
+      primaries: () => new Set([...[...this.monitors.values()].map((m) => m.target.host), ...this.store.listSites().filter((r) => r.state !== 'down').map((r) => r.primaryHost)]),
+      powered: (h) => this.relay.status(h).power === 'on',
+      agentAnswers: (h, timeoutMs) => this.clients.agentStatus(h, timeoutMs),
+    }, trustProbeEveryMs(config));
+    this.autoFailover = new AutoFailover({
+      governor: this.governor, addEvent,
+      hostFailed: (h) => { const t = this.governor.hostFailed(h); this.trustWatch.noteFailed(t); return t; },
+      stillPrimary: (site, host) => { const r = this.store.getSite(site); return !this.stopped && r?.primaryHost === host && r.state === 'serving' && !this.activeRunbooks.has(site); },
+      candidates: (site, failed) => trustedCandidates(this.config, this.config.sites[site]!, { failed, replicaStorage: this.store.getSite(site)?.replicaStorage ?? null }, this.governor),
+      recovered: (site, host, d) => primaryRecovered(d, this.monitors.get(site), this.malfunctionWatches.get(site), host),
+      start: (site, _host, d) => {
+        this.startFailover(site, { reason: d.reason, evidence: d.data, detectedAt: d.detectedAt, lastHealthyAt: d.lastHealthyAt });
+        return this.activeRunbooks.get(site) ?? Promise.resolve();
+      },
+    });
+  }
+
+  /**
+   * Every director stats snapshot (`GET /v1/stats`, every 500 ms while the
+   * controller runs), with the controller's clock when it arrived. No snapshot
+   * while the director does not answer.
+   */
+  onDirectorStats(listener: DirectorStatsListener): void {
+    this.directorStats.subscribe(listener);
+  }
+
+  /** The newest director stats snapshot, or null before the first. */
+  get latestDirectorStats(): { stats: SiteStats[]; at: number } | null {
+    return this.directorStats.latest;
   }
 
   private get deps(): RunbookDeps {
-    return { config: this.config, store: this.store, relay: this.relay, clients: this.clients, log: this.log };
+    return {
+      config: this.config, store: this.store, relay: this.relay, clients: this.clients, log: this.log, governor: this.governor, stopping: () => this.stopped,
+      readers: () => this.scale.allReaders(), reclaimReader: (site, host) => this.scale.reclaim(site, host),
+    };
   }
 
   async start(): Promise<void> {
     this.storageTimer = setInterval(() => void this.pollStorage(), STORAGE_POLL_MS);
     await this.pollStorage();
+    this.directorStats.start();
     // Resume what a previous controller left half-done before anything else.
     for (const rb of this.store.runningRunbooks()) {
+      if (ScaleController.owns(rb.kind)) continue; // resumed by the scale controller below
       this.store.addEvent({ site: rb.site, host: null, kind: 'runbook-resumed', message: `resuming ${rb.kind} runbook #${rb.id} of ${rb.site} at its journaled step`, data: { runbook: rb.id } });
       this.launchRunbook(rb.site, this.runbookOf(rb));
     }
@@ -75,14 +142,22 @@ export class Controller {
     }
     await this.reconcileAll();
     this.reconcileTimer = setInterval(() => void this.reconcileAll(), RECONCILE_EVERY_MS);
+    this.scale.start(this.store.runningRunbooks().filter((rb) => ScaleController.owns(rb.kind)));
     this.staleWatch.start();
+    this.trustWatch.start();
   }
 
   async stop(): Promise<void> {
     this.stopped = true;
     if (this.reconcileTimer) clearInterval(this.reconcileTimer);
     if (this.storageTimer) clearInterval(this.storageTimer);
+    this.directorStats.stop();
+    this.scale.stop();
     this.staleWatch.stop();
+    this.trustWatch.stop();
+    this.autoFailover.stop();
+    for (const w of this.malfunctionWatches.values()) w.stop();
+    this.malfunctionWatches.clear();
     for (const m of this.monitors.values()) m.stop();
     this.monitors.clear();
     this.store.close();
@@ -161,6 +236,7 @@ export class Controller {
           this.log.warn({ site, err: (e as Error).message }, 'reconcile failed; will retry');
         }
       }
+      this.poolWatch.check();
     } finally {
       this.reconciling = false;
     }
@@ -188,8 +264,10 @@ export class Controller {
     const monitor = this.monitors.get(site);
     if (monitor?.healthy) {
       const route = routes?.find((r) => r.site === site);
-      const want = routeFor(this.config, site, host.name, rec.epoch);
-      if (routes && (!route || route.epoch < rec.epoch || route.primary !== endpoint || JSON.stringify(route.sync ?? null) !== JSON.stringify(want.sync ?? null))) {
+      // Issue 5: with the readers the scale controller lent the site (at this epoch).
+      const want = { ...routeFor(this.config, site, host.name, rec.epoch), readers: this.scale.readerEndpoints(site) };
+      const same = (a: unknown, b: unknown): boolean => JSON.stringify(a ?? null) === JSON.stringify(b ?? null);
+      if (routes && (!route || route.epoch < rec.epoch || route.primary !== endpoint || !same(route.sync, want.sync) || !same(route.readers, want.readers) || !same(route.ryw, want.ryw) || !same(route.readPaths, want.readPaths))) {
         await this.clients.putRoute(want);
         this.log.info({ site, epoch: rec.epoch, primary: endpoint }, 'route re-pushed to the director');
       }
@@ -216,30 +294,40 @@ export class Controller {
     existing?.stop();
     const relay = this.relay.status(hostName);
     const cfg = this.config.sites[site]!;
-    const m = new SiteMonitor({ site, host: hostName, url, pid: relay.pid }, cfg.health.probe, (e) => this.onPrimaryFailure(site, hostName, e));
+    this.malfunctionWatches.get(site)?.stop();
+    const m = new SiteMonitor({ site, host: hostName, url, pid: relay.pid }, cfg.health.probe, (e) => this.onPrimaryFailure(site, hostName, e), (r) => {
+      this.trustWatch.probe(hostName, r.ok);
+      this.malfunctionWatches.get(site)?.observeProbe(r);
+    });
+    const w = new MalfunctionWatch({ site, host: hostName, upstream: appEndpoint(this.config.hosts[hostName]!, cfg) }, cfg.health.malfunction, () => m.lastHealthyAt, (d) => this.onDetection(site, hostName, d));
     this.monitors.set(site, m);
+    this.malfunctionWatches.set(site, w);
     m.start();
   }
 
   // ------------------------------------------------------------------ failure → runbook
+  /** The site monitor raised: what kind of failure, from the evidence and the process's liveness (crash, hang, malfunction …). */
   private onPrimaryFailure(site: string, host: string, e: FailureEvidence): void {
-    this.monitors.delete(site);
-    const rec = this.store.getSite(site);
-    if (!rec || rec.primaryHost !== host || rec.state !== 'serving' || this.activeRunbooks.has(site)) return;
-    const last = this.lastAutoFailoverAt.get(site) ?? 0;
-    // What kind of failure, from the evidence: crash (gone or refused), hang (alive, not answering), malfunction (wrong answers).
     const pid = this.relay.status(host).pid;
     const processAlive = e.kind === 'process-gone' ? false : pid === null ? null : isProcessAlive(pid);
-    const classified = classifyFailure(e.probes, processAlive);
-    const reason = `${classified.kind}: ${classified.reason}`;
-    this.store.addEvent({ site, host, kind: 'failure-detected', message: `${site}: primary ${host} failed (${reason})`, data: { ...e, failure: classified.kind, classification: classified.evidence } });
-    if (Date.now() - last < AUTO_FAILOVER_MIN_GAP_MS) {
-      this.store.addEvent({ site, host, kind: 'failover-deferred', message: `${site}: automatic failover deferred: the last one was ${Date.now() - last} ms ago (minimum gap ${AUTO_FAILOVER_MIN_GAP_MS} ms)`, data: {} });
-      setTimeout(() => { if (!this.stopped) this.onPrimaryFailure(site, host, { ...e, detectedAt: e.detectedAt }); }, AUTO_FAILOVER_MIN_GAP_MS - (Date.now() - last));
-      return;
+    this.onDetection(site, host, probeDetection(e, processAlive));
+  }
+
+  /**
+   * Any detector raised against the primary: its watches end (the reconcile loop
+   * starts fresh ones while the site still serves there), and AutoFailover decides
+   * (governor: cooldown, trust) whether the failover starts now.
+   */
+  private onDetection(site: string, host: string, d: Detection): void {
+    if (this.monitors.get(site)?.target.host === host) {
+      this.monitors.get(site)!.stop();
+      this.monitors.delete(site);
     }
-    this.lastAutoFailoverAt.set(site, Date.now());
-    this.startFailover(site, { reason, evidence: { ...e }, detectedAt: e.detectedAt, lastHealthyAt: e.lastHealthyAt });
+    if (this.malfunctionWatches.get(site)?.target.host === host) {
+      this.malfunctionWatches.get(site)!.stop();
+      this.malfunctionWatches.delete(site);
+    }
+    this.autoFailover.onDetection(site, host, d);
   }
 
   private startFailover(site: string, opts: { reason: string; evidence: Record<string, unknown>; detectedAt: number; lastHealthyAt: number; requestedTarget?: string; force?: boolean }): FailoverRunbook {
@@ -267,6 +355,8 @@ export class Controller {
   private launchRunbook(site: string, runbook: FailoverRunbook | SwitchoverRunbook | RestoreRunbook): void {
     this.monitors.get(site)?.stop();
     this.monitors.delete(site);
+    this.malfunctionWatches.get(site)?.stop();
+    this.malfunctionWatches.delete(site);
     const p = runbook.run()
       .catch((e: Error) => this.log.error({ site, err: e.message }, 'runbook stopped'))
       .finally(() => {
@@ -288,6 +378,8 @@ export class Controller {
       if (opts.to === rec.primaryHost) throw new UnderstudyError('US_BAD_REQUEST', `${site} already runs on ${opts.to}`);
       if (![cfg.primary, ...cfg.standby].includes(opts.to)) throw new UnderstudyError('US_BAD_REQUEST', `${opts.to} is not one of ${site}'s hosts (primary ${cfg.primary}, standby ${cfg.standby.join(', ')})`);
       if (host.storage !== rec.replicaStorage) throw new UnderstudyError('US_NO_TARGET', `${opts.to} is attached to ${host.storage}, but ${site}'s replica is on ${rec.replicaStorage ?? 'no storage system (unprotected)'}`);
+      const held = heldElsewhere(this.config, { sites: this.store.listSites(), running: this.store.runningRunbooks(), readers: this.scale.allReaders() }, site, opts.to, 'failover');
+      if (held) throw new UnderstudyError('US_NO_TARGET', held);
     }
     if (this.activeRunbooks.has(site)) throw new UnderstudyError('US_BAD_REQUEST', `${site} already has a runbook running; watch it with understudy events --follow`);
     const now = Date.now();
@@ -317,6 +409,8 @@ export class Controller {
     if (!rec.replicaStorage || host.storage !== rec.replicaStorage) {
       throw new UnderstudyError('US_NO_TARGET', `${to} is attached to ${host.storage}, but ${site}'s replica is on ${rec.replicaStorage ?? 'no storage system (unprotected)'}: choose a host attached to it`);
     }
+    const held = heldElsewhere(this.config, { sites: this.store.listSites(), running: this.store.runningRunbooks(), readers: this.scale.allReaders() }, site, to, 'switchover');
+    if (held) throw new UnderstudyError('US_NO_TARGET', held);
     const vol = this.volumeStatus(this.config.hosts[rec.primaryHost]!.storage, site);
     if (vol?.replication?.state !== 'streaming') {
       throw new UnderstudyError('US_REPLICATION', `${site}'s replication to ${rec.replicaStorage} is ${vol?.replication?.state ?? 'unknown'}, not streaming: wait until it streams (understudy status)`);
@@ -398,7 +492,13 @@ export class Controller {
     if (opts.to && ![cfg.primary, ...cfg.standby].includes(opts.to)) throw new UnderstudyError('US_BAD_REQUEST', `${opts.to} is not one of ${site}'s hosts (primary ${cfg.primary}, standby ${cfg.standby.join(', ')})`);
     if (opts.at !== undefined && !Number.isFinite(opts.at)) throw new UnderstudyError('US_BAD_REQUEST', '--at must be a time like 2026-11-25T06:00:00Z');
     const damaged = this.config.hosts[rec.primaryHost]!.storage;
-    const hosts = [cfg.primary, ...cfg.standby].map((h) => this.config.hosts[h]!);
+    // A host another site holds (its primary, a runbook's target or a reader) is not restored onto (shared pools: spare-pool.ts).
+    const pool = { sites: this.store.listSites(), running: this.store.runningRunbooks(), readers: this.scale.allReaders() };
+    if (opts.to) {
+      const held = heldElsewhere(this.config, pool, site, opts.to, 'switchover');
+      if (held) throw new UnderstudyError('US_NO_TARGET', held);
+    }
+    const hosts = [cfg.primary, ...cfg.standby].map((h) => this.config.hosts[h]!).filter((h) => !heldElsewhere(this.config, pool, site, h.name, 'switchover'));
     const target = opts.to
       ?? hosts.find((h) => h.storage !== damaged && !this.config.storage[h.storage]!.backup && this.relay.status(h.name).power === 'on')?.name
       ?? hosts.find((h) => h.storage !== damaged && !this.config.storage[h.storage]!.backup)?.name
@@ -425,9 +525,8 @@ export class Controller {
     const cfg = this.config.sites[site];
     if (!rec || !cfg || rec.state !== 'serving' || this.activeRunbooks.has(site)) return;
     if (this.config.hosts[rec.primaryHost]!.storage !== storage) return;
-    const last = this.lastAutoFailoverAt.get(site) ?? 0;
-    if (Date.now() - last < AUTO_FAILOVER_MIN_GAP_MS) return;
-    this.lastAutoFailoverAt.set(site, Date.now());
+    // Rate-limited like any automatic failover (the restore shares the failover cooldown).
+    if (!this.governor.decide(site, 'failover', `the primary copy of ${site} on ${storage} is corrupt`).allowed) return;
     const replica = rec.replicaStorage ? this.volumeStatus(rec.replicaStorage, site) : undefined;
     const replicaGood = replica?.verification?.ok === true;
     if (replicaGood) {
@@ -455,11 +554,13 @@ export class Controller {
   async status(): Promise<StatusView> {
     return buildStatus({
       config: this.config,
+      trust: (h) => this.governor.trust(h),
       sites: this.store.listSites(),
       relay: this.relay,
       monitors: this.monitors,
       volume: (storage, site) => this.volumeStatus(storage, site),
       storageUp: (storage) => !!this.storageStatus.get(storage),
+      readers: (site) => this.scale.readerStatus(site),
     });
   }
 }

@@ -1,5 +1,6 @@
 import { UnderstudyError } from '../shared/errors.ts';
 import type { RunbookRecord } from '../state/state-store.ts';
+import { runRestoreSteps, type RestoreData } from './restore-runbook.ts';
 import { RunbookJournal, type RunbookDeps } from './runbook-journal.ts';
 import { TakeoverSteps } from './takeover-steps.ts';
 import { chooseTarget } from './target-choice.ts';
@@ -21,12 +22,18 @@ export interface FailoverData extends Record<string, unknown> {
   force?: boolean;
   replicationLagMsAtFailure?: number;
   target?: string;
+  /** The site whose reader `target` was, taken back for this failover (spare-pool.ts). */
+  reclaimFrom?: string;
   newEpoch?: number;
   newReplicaStorage?: string | null;
   fenceConfirmed?: boolean;
   transformChanges?: unknown[];
   /** When the director was routed to the target (serving again). */
   routedAt?: number;
+  /** The replica failed verification at its promotion (issue 6): why, and where. */
+  replicaRefused?: { storage: string; message: string; problems: unknown };
+  /** Then: the restore that replaces the promotion (absent when the site has no backups). */
+  restore?: RestoreData;
 }
 
 /**
@@ -37,6 +44,15 @@ export interface FailoverData extends Record<string, unknown> {
  * relay's off is idempotent, the storage processor accepts a promote at the epoch
  * it is already at, the agent accepts a start at the epoch it already runs, the
  * director accepts a route at the same epoch.
+ *
+ * A replica that fails verification when it is promoted (the storage processor refuses
+ * with US_REPLICA_CORRUPT, changing nothing) is not used: the step `replica-refused`
+ * journals why (event `promotion-refused`), and the runbook goes on as a restore of the
+ * newest good restore point onto the same target (runRestoreSteps; it ends with
+ * `restore-complete`). Without `volume.backup` it stops `blocked` (`failover-blocked`).
+ * A controller that dies before `replica-refused` ended promotes again and is refused
+ * again (the damaged replica is neither fenced nor moved by the refusal); after it, the
+ * journaled decision takes the restore path.
  */
 export class FailoverRunbook {
   private readonly journal: RunbookJournal<FailoverData>;
@@ -79,12 +95,47 @@ export class FailoverRunbook {
 
       await step('choose-target', async () => {
         const record = store.getSite(site)!;
-        d.target = await chooseTarget(this.deps, this.deps.config.sites[site]!, { failed: d.oldPrimary, replicaStorage: record.replicaStorage, requested: d.requestedTarget });
+        // May wait (site down, `pool-empty`/`spare-denied` events) until a spare of a shared pool is free.
+        const choice = await chooseTarget(this.deps, this.deps.config.sites[site]!, {
+          failed: d.oldPrimary, replicaStorage: record.replicaStorage, requested: d.requestedTarget, detectedAt: d.detectedAt,
+          commit: (host) => {
+            // Recorded before any other site's decision: from now on the host is this site's (pool-facts.ts).
+            d.target = host;
+            d.newEpoch = d.oldEpoch + 1;
+            store.updateRunbookData(this.rb.id, d);
+          },
+        });
+        d.target = choice.host;
         d.newEpoch = d.oldEpoch + 1;
-        return { target: d.target, newEpoch: d.newEpoch };
+        if (choice.reclaim) d.reclaimFrom = choice.reclaim.from;
+        return { target: d.target, newEpoch: d.newEpoch, ...(choice.reclaim ? { reclaimFrom: choice.reclaim.from } : {}) };
       });
 
-      await new TakeoverSteps(this.deps, site, d.target!, d.newEpoch!).runJournaled(step, d.oldPrimary, d);
+      if (d.reclaimFrom !== undefined) {
+        await step('reclaim-reader', async () => {
+          // Failover beats scale-out: the reader of another site on the target is taken back first.
+          if (!this.deps.reclaimReader) throw new UnderstudyError('US_INTERNAL', `${d.target} is a reader of ${d.reclaimFrom}, and this controller cannot take a reader back`);
+          await this.deps.reclaimReader(d.reclaimFrom!, d.target!);
+          store.addEvent({ site, host: d.target!, kind: 'reader-reclaimed', message: `${d.target} stops being a reader of ${d.reclaimFrom} and takes ${site} over (a failover beats a scale-out)`, data: { from: d.reclaimFrom } });
+        });
+      }
+
+      if (!d.replicaRefused) {
+        try {
+          await new TakeoverSteps(this.deps, site, d.target!, d.newEpoch!).runJournaled(step, d.oldPrimary, d);
+        } catch (e) {
+          if ((e as UnderstudyError).code !== 'US_REPLICA_CORRUPT') throw e;
+          await step('replica-refused', async () => this.refuse(e as UnderstudyError));
+        }
+      }
+      if (d.replicaRefused) {
+        if (!d.restore) {
+          throw new UnderstudyError('US_REPLICA_CORRUPT', `${d.replicaRefused.message}; ${site} has no backups (sites.${site}.volume.backup) to restore instead`);
+        }
+        await runRestoreSteps(this.deps, site, d.restore, step);
+        store.finishRunbook(this.rb.id, 'done');
+        return;
+      }
 
       await step('record', async () => {
         const figures = {
@@ -101,15 +152,39 @@ export class FailoverRunbook {
       store.finishRunbook(this.rb.id, 'done');
     } catch (e) {
       const err = e as UnderstudyError;
-      const blocked = err.code === 'US_FENCE_UNCONFIRMED' || err.code === 'US_NO_TARGET';
+      // The controller stops while the runbook waits for a spare: it stays `running` and resumes at the next start.
+      if (err.code === 'US_STOPPING') throw e;
+      const blocked = err.code === 'US_FENCE_UNCONFIRMED' || err.code === 'US_NO_TARGET' || err.code === 'US_REPLICA_CORRUPT';
       store.finishRunbook(this.rb.id, blocked ? 'blocked' : 'failed');
       store.setSiteState(site, 'down');
       store.addEvent({
         site, host: d.oldPrimary, kind: blocked ? 'failover-blocked' : 'failover-failed',
-        message: `failover of ${site} stopped: ${err.message}${err.code === 'US_FENCE_UNCONFIRMED' ? ' — an operator must act: understudy failover --force once the old host is known off' : err.code === 'US_NO_TARGET' ? ' — an operator must act: power on a standby attached to the replica\'s storage, then understudy failover ' + site : ''}`,
+        message: `failover of ${site} stopped: ${err.message}${err.code === 'US_FENCE_UNCONFIRMED' ? ' — an operator must act: understudy failover --force once the old host is known off' : err.code === 'US_NO_TARGET' ? ' — an operator must act: power on a standby attached to the replica\'s storage, then understudy failover ' + site : err.code === 'US_REPLICA_CORRUPT' ? ` — an operator must act: no copy of ${site} is known good; repair one by hand, or configure sites.${site}.volume.backup so that restore points can replace it` : ''}`,
         data: { code: err.code ?? 'US_INTERNAL' },
       });
       throw e;
     }
+  }
+
+  /** Journals the refusal and decides what replaces the promotion (a restore, when the site has backups). */
+  private refuse(err: UnderstudyError): Record<string, unknown> {
+    const { store, config } = this.deps;
+    const site = this.rb.site;
+    const d = this.journal.data;
+    const storage = config.hosts[d.target!]!.storage;
+    const backup = config.sites[site]!.volume.backup;
+    d.replicaRefused = { storage, message: err.message, problems: (err.details as { verification?: { problems?: unknown } } | undefined)?.verification?.problems ?? [] };
+    if (backup) {
+      d.restore = {
+        oldPrimary: d.oldPrimary, oldEpoch: d.oldEpoch, target: d.target!, newEpoch: d.newEpoch!, vault: backup.to,
+        reason: `${d.reason}; the replica on ${storage} failed verification before promotion`, startedAt: d.detectedAt,
+      };
+    }
+    store.addEvent({
+      site, host: d.target!, kind: 'promotion-refused',
+      message: `${site}: ${err.message}. ${backup ? `Restoring the newest good restore point from ${backup.to} onto ${d.target} (${storage}) instead.` : 'The site has no backups to restore instead.'}`,
+      data: { storage, target: d.target, epoch: d.newEpoch, problems: d.replicaRefused.problems, restoreFrom: backup?.to ?? null },
+    });
+    return { storage, restore: !!backup };
   }
 }

@@ -2,6 +2,7 @@ import type { UnderstudyConfig } from '../config/types.ts';
 import type { RelayDriver } from '../power/relay.ts';
 import type { RunbookRecord, StateStore } from '../state/state-store.ts';
 import type { PartClients } from './clients.ts';
+import type { ActionGovernor } from '../monitor/action-governor.ts';
 import { sleep } from './timing.ts';
 
 export interface RunbookDeps {
@@ -9,7 +10,19 @@ export interface RunbookDeps {
   store: StateStore;
   relay: RelayDriver;
   clients: PartClients;
+  /** Host trust (ActionGovernor): target choice skips hosts that failed and are not trusted again. Absent: every host is trusted. */
+  governor?: Pick<ActionGovernor, 'trust'>;
   log: { info: (o: object, msg: string) => void; warn: (o: object, msg: string) => void; error: (o: object, msg: string) => void };
+  /** True once the controller stops: a runbook that waits (for a spare) gives up then and stays `running`, to be resumed. */
+  stopping?: () => boolean;
+  /** The readers (read-only hosts) of every site; a failover may take one back (spare-pool.ts). */
+  readers?: () => { site: string; host: string }[];
+  /**
+   * Takes a reader back: stops `site`'s read-only app on `host` and drops it from the
+   * site's route. Required wherever `readers` lists any; a failover calls it before
+   * it starts another site on that host.
+   */
+  reclaimReader?: (site: string, host: string) => Promise<void>;
 }
 
 /**

@@ -53,5 +53,9 @@ export function routeFor(config: UnderstudyConfig, site: string, host: string, e
   const sync = cfg.volume.replication === 'sync' && cfg.volume.sync
     ? { storageUrl: endpointUrl(config.storage[h.storage]!.listen), onReplicaLost: cfg.volume.sync.onReplicaLost, timeoutMs: cfg.volume.sync.timeoutMs }
     : null;
-  return { site, epoch, primary: appEndpoint(h, cfg), readers: [], sync };
+  // Issue 5: where read-your-writes asks whether readers caught up (sites that may scale
+  // reads out), and which paths readers may serve. Readers themselves are added by the
+  // scale controller (scale-controller.ts), never here.
+  const ryw = cfg.scale.max > 1 && cfg.volume.readonly.length > 0 ? { storageUrl: endpointUrl(config.storage[h.storage]!.listen), timeoutMs: 5000 } : null;
+  return { site, epoch, primary: appEndpoint(h, cfg), readers: [], sync, ...(cfg.scale.readPaths ? { readPaths: [...cfg.scale.readPaths] } : {}), ...(ryw ? { ryw } : {}) };
 }

@@ -12,12 +12,18 @@ export interface StatusView {
     state: SiteState;
     epoch: number;
     front: string;
-    primary: { host: string; address: string; healthy: boolean };
-    readers: { host: string; address: string; healthy: boolean }[];
+    /** `probes`: what the site monitor of this primary has seen since it started (a lost probe that raised nothing still counts). */
+    primary: { host: string; address: string; healthy: boolean; probes?: { sent: number; failed: number; lastFailedAt: number | null } };
+    /** Issue 5: read-only hosts; `state` adding | serving | removing (only `serving` ones get reads). */
+    readers: { host: string; address: string; healthy: boolean; state?: string; since?: number }[];
     /** `sync` (sync mode, confirmed) or `degraded` (sync mode, releasing writes unconfirmed); absent in async mode. */
     replication: { mode: string; to: string | null; state: string; lagMs: number | null; sync?: 'sync' | 'degraded' };
   }[];
-  hosts: { name: string; address: string; power: 'on' | 'off'; pid: number | null; storage: string; sites: string[] }[];
+  /**
+   * `trust` (ActionGovernor): `trusted`; `recovering` (it failed: needs `rise` good
+   * probes before it is used again); `held-out` (it flapped: not used until its backoff ends).
+   */
+  hosts: { name: string; address: string; power: 'on' | 'off'; pid: number | null; storage: string; sites: string[]; trust?: { state: string; why: string; heldUntil: number | null } }[];
   storage: { name: string; up: boolean; backup: boolean }[];
 }
 
@@ -28,6 +34,9 @@ export function buildStatus(input: {
   monitors: Map<string, SiteMonitor>;
   volume: (storage: string, site: string) => VolumeStatus | undefined;
   storageUp: (storage: string) => boolean;
+  trust?: (host: string) => { state: string; why: string; heldUntil: number | null };
+  /** Issue 5: the site's readers (scale-controller.ts), with their probe's health. */
+  readers?: (site: string) => { host: string; address: string; healthy: boolean; state: string; since: number }[];
 }): StatusView {
   const { config } = input;
   const sites = input.sites.filter((s) => config.sites[s.site]).map((rec) => {
@@ -44,8 +53,11 @@ export function buildStatus(input: {
       state: impaired ? 'degraded' as const : rec.state,
       epoch: rec.epoch,
       front: endpointToString(cfg.front),
-      primary: { host: host.name, address: host.address, healthy: !!monitor?.healthy && monitor.target.host === host.name },
-      readers: [],
+      primary: {
+        host: host.name, address: host.address, healthy: !!monitor?.healthy && monitor.target.host === host.name,
+        ...(monitor && monitor.target.host === host.name ? { probes: { sent: monitor.counts.probes, failed: monitor.counts.failed, lastFailedAt: monitor.counts.lastFailedAt } } : {}),
+      },
+      readers: input.readers?.(rec.site) ?? [],
       replication: {
         mode: cfg.volume.replication,
         to: rep?.to ?? rec.replicaStorage,
@@ -60,8 +72,13 @@ export function buildStatus(input: {
     return {
       name: h.name, address: h.address, power: r.power, pid: r.pid, storage: h.storage,
       sites: input.sites.filter((s) => s.primaryHost === h.name && s.state !== 'down').map((s) => s.site),
+      ...(input.trust ? { trust: pickTrust(input.trust(h.name)) } : {}),
     };
   });
   const storage = Object.values(config.storage).map((s) => ({ name: s.name, up: input.storageUp(s.name), backup: s.backup }));
   return { sites, hosts, storage };
+}
+
+function pickTrust(t: { state: string; why: string; heldUntil: number | null }): { state: string; why: string; heldUntil: number | null } {
+  return { state: t.state, why: t.why, heldUntil: t.heldUntil };
 }

@@ -12,13 +12,20 @@ import type { ConnErrorSignaller } from './signals.ts';
 import type { SyncBarrierClient, SyncRoute } from './sync-barrier.ts';
 import type { UpstreamPools } from './upstream-pools.ts';
 import { SiteCounters, type UpstreamCounters } from './upstream-stats.ts';
+import { pathOf, readPathMatcher, type ReadPathMatcher } from './read-paths.ts';
+import { ReadYourWrites } from './read-your-writes.ts';
 
 /**
  * The reverse proxy of one site: what its front listener runs for every request.
  *
  * Routing (DESIGN, "Rules that never break"): a modifying request (anything but
- * GET, HEAD, OPTIONS) goes only to the route's primary; a read goes round-robin
- * to the primary and the readers.
+ * GET, HEAD, OPTIONS) goes only to the route's primary. A read goes to the primary
+ * or a reader, the one with the fewest requests in flight (round-robin among equals:
+ * a slow host gets fewer), but only to the primary when the route has no readers,
+ * when its path is not in the route's `readPaths`, or when the client wrote and the
+ * readers have not confirmed that write yet (read-your-writes.ts). A reader that
+ * answers 421 (it does not hold what the read needs) has the read sent to the
+ * primary instead: a read without body, so sending it again is safe.
  *
  * Failure handling rests on one fact undici gives us: whether the request was
  * written to a socket (`onRequestStart`) before the error.
@@ -72,6 +79,10 @@ export class SiteProxy {
   private primary: Target | null = null;
   /** primary + readers, for GET/HEAD/OPTIONS. */
   private readTargets: Target[] = [];
+  private readers: Target[] = [];
+  private readPaths: ReadPathMatcher = () => true;
+  /** Issue 5: read your writes (cookies on modifying answers, marks against the readers). */
+  readonly ryw: ReadYourWrites;
   private rr = 0;
   private stopping = false;
   private readonly targets = new Map<string, Target>();
@@ -79,6 +90,12 @@ export class SiteProxy {
   constructor(private readonly opts: SiteProxyOptions) {
     this.site = opts.site;
     this.hold = new HoldQueue(opts.holdMaxRequests);
+    this.ryw = new ReadYourWrites(opts.site, opts.logger);
+  }
+
+  /** Is `t` the current route's primary? (a 421 from anything else is retried there) */
+  isPrimary(t: Target): boolean {
+    return t === this.primary;
   }
 
   get epoch(): number {
@@ -97,7 +114,10 @@ export class SiteProxy {
   setRoute(route: RouteTable): void {
     this.route = route;
     this.primary = route.primary === null ? null : this.target(route.primary);
-    this.readTargets = this.primary === null ? [] : [this.primary, ...route.readers.map((r) => this.target(r))];
+    this.readers = this.primary === null ? [] : route.readers.map((r) => this.target(r));
+    this.readTargets = this.primary === null ? [] : [this.primary, ...this.readers];
+    this.readPaths = readPathMatcher(route.readPaths);
+    this.ryw.configure(route.ryw ?? null, this.readers.length > 0);
     this.rr = 0;
     const released = this.hold.release(route);
     for (const ex of released) {
@@ -157,15 +177,20 @@ export class SiteProxy {
     const primary = this.primary;
     if (primary === null) return null;
     const failed = ex.failed;
-    if (ex.modifying) return failed !== null && failed.includes(primary.name) ? null : primary;
+    const primaryOrNull = failed !== null && failed.includes(primary.name) ? null : primary;
+    if (ex.modifying) return primaryOrNull;
+    if (this.readers.length === 0 || ex.primaryOnly || !this.readPaths(ex.path) || !this.ryw.mayUseReaders(ex.cookie)) return primaryOrNull;
+    // Fewest in flight wins; the round-robin start breaks ties.
     const targets = this.readTargets;
     const n = targets.length;
+    let best: Target | null = null;
     for (let k = 0; k < n; k++) {
-      const t = targets[this.rr]!;
-      this.rr = this.rr + 1 === n ? 0 : this.rr + 1;
-      if (failed === null || !failed.includes(t.name)) return t;
+      const t = targets[(this.rr + k) % n]!;
+      if (failed !== null && failed.includes(t.name)) continue;
+      if (best === null || t.counters.inflight < best.counters.inflight) best = t;
     }
-    return null;
+    this.rr = this.rr + 1 >= n ? 0 : this.rr + 1;
+    return best;
   }
 
   private holdExchange(ex: Exchange, reason: HoldReason): void {
@@ -206,6 +231,7 @@ export class SiteProxy {
   /** Answers every held request 503 and holds nothing more (shutdown). */
   stop(): void {
     this.stopping = true;
+    this.ryw.stop();
     for (const ex of this.hold.drain()) {
       ex.ticket = null;
       ex.fail(503, 'US_DIRECTOR_STOPPING', 'the director is shutting down; the request did not reach the app, send it again');
@@ -234,6 +260,12 @@ export class SiteProxy {
   }
 }
 
+/** Adds a Set-Cookie to the client's answer, keeping the app's own. */
+function addSetCookie(headers: OutgoingHttpHeaders, cookie: string): void {
+  const prev = headers['set-cookie'];
+  headers['set-cookie'] = prev === undefined ? [cookie] : Array.isArray(prev) ? [...prev, cookie] : [String(prev), cookie];
+}
+
 function isReadOnly(method: string | undefined): boolean {
   return method === 'GET' || method === 'HEAD' || method === 'OPTIONS';
 }
@@ -255,6 +287,14 @@ function isRequestError(err: Error): boolean {
  */
 export class Exchange implements Dispatcher.DispatchHandler {
   readonly modifying: boolean;
+  /** The request's path (no query): matched against the route's readPaths. */
+  readonly path: string;
+  /** The client's Cookie header (read your writes). */
+  readonly cookie: string | string[] | undefined;
+  /** A reader answered 421: this read goes to the primary only. */
+  primaryOnly = false;
+  /** The current attempt's answer is a reader's 421, to be dropped and retried on the primary. */
+  private misdirected = false;
   private readonly hasBody: boolean;
   private readonly headers: string[];
   private body: PassThrough | null = null;
@@ -284,6 +324,8 @@ export class Exchange implements Dispatcher.DispatchHandler {
   constructor(private readonly site: SiteProxy, private readonly req: IncomingMessage, private readonly res: ServerResponse) {
     const headers: IncomingHttpHeaders = req.headers;
     this.modifying = !isReadOnly(req.method);
+    this.path = pathOf(req.url);
+    this.cookie = headers.cookie;
     this.hasBody = hasRequestBody(headers);
     this.headers = upstreamRequestHeaders(req.rawHeaders, req.socket.remoteAddress, headers.connection);
     res.once('close', this.onClientClose);
@@ -297,6 +339,7 @@ export class Exchange implements Dispatcher.DispatchHandler {
     this.sentEpoch = epoch;
     this.sync = this.modifying ? this.site.sync : null;
     this.held = null;
+    this.misdirected = false;
     t.counters.inflight++;
     this.inflightOn = t;
     this.t0 = performance.now();
@@ -326,15 +369,22 @@ export class Exchange implements Dispatcher.DispatchHandler {
   onResponseStart(controller: Dispatcher.DispatchController, statusCode: number, headers: IncomingHttpHeaders, statusMessage?: string): void {
     if (statusCode < 200 || this.done) return; // 1xx informational: Node's server deals with its own
     this.status = statusCode;
-    if (this.sync !== null && statusCode < 500) {
-      this.held = { status: statusCode, message: statusMessage || undefined, headers: clientResponseHeaders(headers), chunks: [], size: 0 };
+    if (statusCode === 421 && !this.modifying && !this.hasBody && !this.primaryOnly && !this.site.isPrimary(this.target!)) {
+      // A reader that does not hold what this read needs: its answer is dropped, the read goes to the primary.
+      this.misdirected = true;
       return;
     }
-    this.res.writeHead(statusCode, statusMessage || undefined, clientResponseHeaders(headers));
+    const out = clientResponseHeaders(headers);
+    if (this.modifying && this.site.ryw.enabled) addSetCookie(out, this.site.ryw.noteWrite());
+    if (this.sync !== null && statusCode < 500) {
+      this.held = { status: statusCode, message: statusMessage || undefined, headers: out, chunks: [], size: 0 };
+      return;
+    }
+    this.res.writeHead(statusCode, statusMessage || undefined, out);
   }
 
   onResponseData(controller: Dispatcher.DispatchController, chunk: Buffer): void {
-    if (this.done) return;
+    if (this.done || this.misdirected) return;
     if (this.held !== null) {
       // Write answers are small (an order's JSON); a large one is held in memory all the same.
       this.held.chunks.push(chunk);
@@ -349,6 +399,14 @@ export class Exchange implements Dispatcher.DispatchHandler {
 
   onResponseEnd(): void {
     if (this.done) return;
+    if (this.misdirected) {
+      this.misdirected = false;
+      this.primaryOnly = true;
+      this.endInflight();
+      this.site.counters.misdirected++;
+      this.site.dispatch(this);
+      return;
+    }
     this.done = true;
     const t = this.target!;
     const ms = performance.now() - this.t0;

@@ -30,6 +30,12 @@ export const routeTableSchema = z.object({
     onReplicaLost: z.enum(['degrade', 'strict']),
     timeoutMs: z.number().int().positive().max(60_000),
   }).strict().nullable().optional(),
+  // Issue 5: paths readers may serve, and where read-your-writes asks whether readers caught up.
+  readPaths: z.array(z.string().regex(/^\/[^\s]*$/, 'must be a path starting with /, optionally ending in *')).optional(),
+  ryw: z.object({
+    storageUrl: z.string().url().refine((u) => /^https?:\/\//.test(u), 'must be an http:// URL of a storage processor'),
+    timeoutMs: z.number().int().positive().max(60_000),
+  }).strict().nullable().optional(),
 }).strict();
 
 /** Validates a PUT body for `site`; every problem names its field; nothing is applied on error. */
@@ -43,6 +49,8 @@ export function parseRouteTable(site: string, body: unknown): RouteTable {
   return Object.freeze({
     site, epoch: r.epoch, primary: r.primary, readers: Object.freeze(readers) as string[],
     ...(r.sync ? { sync: Object.freeze({ storageUrl: r.sync.storageUrl.replace(/\/+$/, ''), onReplicaLost: r.sync.onReplicaLost, timeoutMs: r.sync.timeoutMs }) } : {}),
+    ...(r.readPaths ? { readPaths: Object.freeze([...r.readPaths]) as string[] } : {}),
+    ...(r.ryw ? { ryw: Object.freeze({ storageUrl: r.ryw.storageUrl.replace(/\/+$/, ''), timeoutMs: r.ryw.timeoutMs }) } : {}),
   });
 }
 

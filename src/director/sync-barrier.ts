@@ -7,7 +7,11 @@ import type { RouteTable, SyncBarrierResponse } from '../shared/contracts.ts';
  * (POST {storageUrl}/v1/volumes/:site/sync-barrier, see contracts.ts).
  *
  * Cheap on purpose: one keep-alive undici Pool per storage processor (no connect per
- * write), a tiny JSON body, no retries. Never hangs: the call is bounded by the
+ * write), a tiny JSON body, no retries, and group commit on this side too: the answers
+ * that arrive in one turn of the event loop share one barrier call, sent right after
+ * that turn (setImmediate). That call reaches the storage processor after every one of
+ * those answers had fully arrived, so it covers each of them exactly as a call of its
+ * own would (docs/architecture.md, "Sync mode: the barrier"). Never hangs: the call is bounded by the
  * route's timeoutMs plus a margin (the storage processor answers by timeoutMs itself;
  * the margin only matters when it is wedged). Any failure is `unreachable`, which the
  * proxy treats as "not confirmed" (strict: 503; degrade: released and counted).
@@ -25,8 +29,32 @@ const MARGIN_MS = 1000;
 
 export class SyncBarrierClient {
   private readonly pools = new Map<string, Pool>();
+  /** Barriers waiting for the call of this event-loop turn, by site and route settings. */
+  private readonly batches = new Map<string, ((r: BarrierResult) => void)[]>();
+  /** Barriers asked for, and calls made (a call serves one or more barriers). */
+  readonly counts = { barriers: 0, calls: 0 };
 
-  async barrier(site: string, sync: SyncRoute): Promise<BarrierResult> {
+  /** Resolves with the storage processor's answer for everything committed before the call. */
+  barrier(site: string, sync: SyncRoute): Promise<BarrierResult> {
+    this.counts.barriers++;
+    const key = `${sync.storageUrl}\n${site}\n${sync.onReplicaLost}\n${sync.timeoutMs}`;
+    let waiters = this.batches.get(key);
+    if (waiters === undefined) {
+      const batch: ((r: BarrierResult) => void)[] = [];
+      waiters = batch;
+      this.batches.set(key, batch);
+      setImmediate(() => {
+        this.batches.delete(key);
+        this.counts.calls++;
+        void this.call(site, sync).then((r) => { for (const w of batch) w(r); });
+      });
+    }
+    const list = waiters;
+    return new Promise((resolve) => list.push(resolve));
+  }
+
+  /** One barrier call; never rejects. */
+  private async call(site: string, sync: SyncRoute): Promise<BarrierResult> {
     const budget = sync.timeoutMs + MARGIN_MS;
     try {
       const res = await this.pool(sync.storageUrl).request({

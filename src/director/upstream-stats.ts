@@ -68,6 +68,8 @@ export class SiteCounters {
   retried = 0;
   /** Modifying requests whose connection broke after they were sent: 503 US_OUTCOME_UNKNOWN. */
   outcomeUnknown = 0;
+  /** Issue 5: reads a reader answered 421 (it does not hold their data), sent on to the primary. */
+  misdirected = 0;
   readonly upstreams = new Map<string, UpstreamCounters>();
   readonly sync = new SyncCounters();
 
@@ -102,6 +104,8 @@ export interface DirectorSiteStats extends SiteStats {
   holdRejected: number;
   retried: number;
   outcomeUnknown: number;
+  /** Issue 5: reads a reader answered 421, sent on to the primary. */
+  misdirected: number;
 }
 
 export function siteSnapshot(site: string, epoch: number, holding: number, c: SiteCounters): DirectorSiteStats {
@@ -115,6 +119,7 @@ export function siteSnapshot(site: string, epoch: number, holding: number, c: Si
     holdRejected: c.holdRejected,
     retried: c.retried,
     outcomeUnknown: c.outcomeUnknown,
+    misdirected: c.misdirected,
     upstreams: [...c.upstreams.values()].map((u) => u.snapshot()),
     sync: c.sync.snapshot(),
   };

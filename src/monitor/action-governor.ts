@@ -85,6 +85,8 @@ export class ActionGovernor {
   private readonly backoffBaseMs: number;
   private readonly backoffMaxMs: number;
   private readonly lastAction = new Map<string, number>();
+  /** Per site and action, when a caller gave one (e.g. the site's `scale.cooldown`). */
+  private readonly siteCooldown = new Map<string, number>();
   private readonly hosts = new Map<string, HostRecord>();
 
   constructor(private readonly opts: ActionGovernorOptions) {
@@ -101,11 +103,14 @@ export class ActionGovernor {
   /**
    * May `action` run on `site` now, for `reason`? With `target`, the host the
    * action would use (failover/failback target, scale-out host) must be trusted.
+   * `cooldownMs` sets this site's cooldown of `action` (kept for later calls and
+   * `cooldownLeft`), overriding the governor-wide one.
    * An allowed answer starts the action's cooldown at once: asking is committing,
    * so two callers cannot both be allowed. A deferred answer changes nothing.
    */
-  decide(site: string, action: AutoAction, reason: string, opts: { target?: string } = {}): GovernorDecision {
+  decide(site: string, action: AutoAction, reason: string, opts: { target?: string; cooldownMs?: number } = {}): GovernorDecision {
     const at = this.now();
+    if (opts.cooldownMs !== undefined) this.siteCooldown.set(key(site, action), opts.cooldownMs);
     const target = opts.target ?? null;
     const base = { site, action, reason, target, at };
     if (reason.trim() === '') return { ...base, allowed: false, code: 'no-reason', retryAt: null, why: 'an automatic action needs a reason' };
@@ -119,7 +124,7 @@ export class ActionGovernor {
       const last = this.lastAction.get(key(site, action))!;
       return {
         ...base, allowed: false, code: 'cooldown', retryAt: at + left,
-        why: `the last ${action} of ${site} was ${at - last} ms ago; the cooldown is ${this.cooldownOf(action)} ms (${left} ms left)`,
+        why: `the last ${action} of ${site} was ${at - last} ms ago; the cooldown is ${this.cooldownOf(site, action)} ms (${left} ms left)`,
       };
     }
     this.lastAction.set(key(site, action), at);
@@ -135,7 +140,7 @@ export class ActionGovernor {
   cooldownLeft(site: string, action: AutoAction): number {
     const last = this.lastAction.get(key(site, action));
     if (last === undefined) return 0;
-    return Math.max(0, last + this.cooldownOf(action) - this.now());
+    return Math.max(0, last + this.cooldownOf(site, action) - this.now());
   }
 
   /**
@@ -191,8 +196,9 @@ export class ActionGovernor {
     return Math.min(this.backoffMaxMs, this.backoffBaseMs * 2 ** Math.max(0, flaps - 1));
   }
 
-  private cooldownOf(action: AutoAction): number {
-    return this.cooldown[action] ?? this.defaultCooldownMs;
+  /** The cooldown of `action` on `site`: the one its last caller gave, else the action's, else the default. */
+  cooldownOf(site: string, action: AutoAction): number {
+    return this.siteCooldown.get(key(site, action)) ?? this.cooldown[action] ?? this.defaultCooldownMs;
   }
 
   private record(host: string): HostRecord {

@@ -20,6 +20,13 @@ export interface MalfunctionDetectorOptions {
   slices?: number;
   /** @default 0.5 */
   sliceFloor?: number;
+  /**
+   * Count the upstream's connection errors (refused, reset, timed out) as errors
+   * too: they are failures the clients saw. Then the rate is (5xx + connErrors) /
+   * requests; else connection errors are left to the hang detector and the rate is
+   * 5xx / answered. @default false
+   */
+  countConnErrors?: boolean;
   /** The address the app must say it serves from (`servedBy`, e.g. `127.0.2.1:3000`); unset: not checked. */
   expectServedBy?: string;
   /** Wrong probe answers in a row before a probe malfunction is raised. @default 2 */
@@ -40,12 +47,17 @@ export interface TrafficWindow {
   answered: number;
   errors5xx: number;
   connErrors: number;
-  /** errors5xx / answered; null when nothing was answered. */
+  /** The errors the rate counts: errors5xx, plus connErrors with `countConnErrors`. */
+  errors: number;
+  /** What the rate divides by: `answered`, or `requests` with `countConnErrors`. */
+  base: number;
+  countConnErrors: boolean;
+  /** errors / base; null when the base is 0. */
   rate: number | null;
   threshold: number;
   minRequests: number;
   slices: (CounterDelta & { rate: number | null })[];
-  /** Every rule holds: rate ≥ threshold, answered ≥ minRequests, every slice has traffic at ≥ sliceFloor × threshold. */
+  /** Every rule holds: rate ≥ threshold, base ≥ minRequests, every slice has traffic at ≥ sliceFloor × threshold. */
   sustained: boolean;
 }
 
@@ -74,7 +86,8 @@ export type ProbeLike = ProbeObservation & { status?: number; servedBy?: string 
  *   upstream. The rate is Δerrors5xx / Δanswered between the newest snapshot and the
  *   newest one at least `windowMs` older, so a window is judged only once it is full.
  *   Connection errors are excluded (they have no status; refused/timeouts are
- *   HangDetector's) but reported. Raised once when the window is `sustained`; cleared
+ *   HangDetector's) but reported, unless `countConnErrors` makes them errors too
+ *   (then Δ(5xx + connErrors) / Δrequests). Raised once when the window is `sustained`; cleared
  *   once a full window's rate is below half the threshold.
  * - Probe content: `probeFall` probes in a row that got a wrong answer (a non-200
  *   status, a body without `ok: true`, or a `servedBy` other than `expectServedBy`).
@@ -129,10 +142,12 @@ export class MalfunctionDetector {
       this.trafficRaised = true;
       return {
         kind: 'malfunction', source: 'traffic', at, evidence: w,
-        reason: `${pct(w.rate)} of ${w.answered} answered requests were 5xx over ${w.to - w.from} ms (threshold ${pct(w.threshold)} over ${w.windowMs} ms, sustained in all ${w.slices.length} slices)`,
+        reason: w.countConnErrors
+          ? `error rate ${pct(w.rate)}: ${w.errors} of ${w.requests} requests failed (${w.errors5xx} 5xx, ${w.connErrors} connection errors) over ${w.to - w.from} ms (threshold ${pct(w.threshold)} over a ${w.windowMs} ms window, sustained in all ${w.slices.length} slices)`
+          : `error rate ${pct(w.rate)}: ${w.errors5xx} of ${w.answered} answered requests were 5xx over ${w.to - w.from} ms (threshold ${pct(w.threshold)} over a ${w.windowMs} ms window, sustained in all ${w.slices.length} slices)`,
       };
     }
-    if (this.trafficRaised && w.rate !== null && w.answered >= this.minRequests && w.rate < w.threshold / 2) {
+    if (this.trafficRaised && w.rate !== null && w.base >= this.minRequests && w.rate < w.threshold / 2) {
       this.trafficRaised = false;
       return { kind: 'malfunction-cleared', source: 'traffic', at, evidence: w, reason: `5xx rate down to ${pct(w.rate)} over ${w.to - w.from} ms` };
     }
@@ -156,15 +171,19 @@ export class MalfunctionDetector {
     const slices = [];
     for (let i = 1; i < edges.length; i++) {
       const d = delta(edges[i - 1]!, edges[i]!);
-      slices.push({ ...d, rate: d.answered > 0 ? d.errors5xx / d.answered : null });
+      slices.push({ ...d, rate: this.rateOf(d) });
     }
-    const rate = total.answered > 0 ? total.errors5xx / total.answered : null;
+    const withConn = this.opts.countConnErrors === true;
+    const base = withConn ? total.requests : total.answered;
+    const errors = withConn ? total.errors5xx + total.connErrors : total.errors5xx;
+    const rate = this.rateOf(total);
     const floor = this.opts.errorRate * this.sliceFloor;
-    const sustained = rate !== null && total.answered >= this.minRequests && rate >= this.opts.errorRate
+    const sustained = rate !== null && base >= this.minRequests && rate >= this.opts.errorRate
       && slices.length > 0 && slices.every((s) => s.rate !== null && s.rate >= floor);
     return {
       upstream: this.upstream, from: total.from, to: total.to, windowMs: this.opts.windowMs,
       requests: total.requests, answered: total.answered, errors5xx: total.errors5xx, connErrors: total.connErrors,
+      errors, base, countConnErrors: withConn,
       rate, threshold: this.opts.errorRate, minRequests: this.minRequests, slices, sustained,
     };
   }
@@ -202,6 +221,11 @@ export class MalfunctionDetector {
     this.wrongProbes = [];
     this.goodProbes = 0;
     this.probeRaised = false;
+  }
+
+  private rateOf(d: CounterDelta): number | null {
+    if (this.opts.countConnErrors === true) return d.requests > 0 ? (d.errors5xx + d.connErrors) / d.requests : null;
+    return d.answered > 0 ? d.errors5xx / d.answered : null;
   }
 
   /** null: a right answer; a string: why it is wrong; undefined: no answer at all (not this detector's evidence). */

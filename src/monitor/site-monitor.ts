@@ -47,11 +47,19 @@ export class SiteMonitor {
   lastHealthyAt = Date.now();
   healthy = false;
   lastProbe: ProbeResult | null = null;
+  /** Probes run and failed since the monitor started (a lost probe that raised nothing still counts). */
+  readonly counts = { probes: 0, failed: 0, lastFailedAt: null as number | null };
 
+  /**
+   * @param onProbe every probe result, good or bad, before the monitor judges it
+   *   (the malfunction detector reads the answers; the governor counts good probes
+   *   towards a host's trust). Must not throw.
+   */
   constructor(
     readonly target: MonitorTarget,
     private readonly cfg: ProbeConfig,
     private readonly onFailure: (e: FailureEvidence) => void,
+    private readonly onProbe?: (r: ProbeResult) => void,
   ) {
     this.probe = new HttpProbe(target.url, cfg.timeoutMs);
   }
@@ -93,6 +101,13 @@ export class SiteMonitor {
     this.probing = false;
     if (this.stopped || this.fired) return;
     this.lastProbe = r;
+    this.counts.probes++;
+    if (!r.ok) {
+      this.counts.failed++;
+      this.counts.lastFailedAt = r.at;
+    }
+    this.onProbe?.(r);
+    if (this.stopped || this.fired) return;
     if (r.ok) {
       this.consecutiveFailures = 0;
       this.consecutiveSuccesses++;

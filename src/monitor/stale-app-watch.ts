@@ -18,7 +18,8 @@ export class StaleAppWatch {
   private readonly seen = new Set<string>();
   private running = false;
 
-  constructor(private readonly config: UnderstudyConfig, private readonly store: StateStore) {}
+  /** @param isReader issue 5: a host lent to the site as a reader answers on purpose (read-only): not stale. */
+  constructor(private readonly config: UnderstudyConfig, private readonly store: StateStore, private readonly isReader: (site: string, host: string) => boolean = () => false) {}
 
   start(): void {
     this.timer = setInterval(() => void this.tick(), EVERY_MS);
@@ -37,7 +38,7 @@ export class StaleAppWatch {
         if (!cfg || rec.state !== 'serving') continue;
         for (const hostName of new Set([cfg.primary, ...cfg.standby])) {
           // Every host but the primary, powered by us or not: a host that rebooted by itself is exactly the case.
-          if (hostName === rec.primaryHost) continue;
+          if (hostName === rec.primaryHost || this.isReader(rec.site, hostName)) continue;
           const host = this.config.hosts[hostName]!;
           const key = `${rec.site}@${hostName}`;
           const probe = new HttpProbe(probeUrl(host, cfg), 300);

@@ -28,6 +28,14 @@ export interface VolumeStatus {
     lagMs: number;
     generation: number;
     lastError?: string;
+    /**
+     * How each database's current generation reached the replica: `full` (the whole
+     * image) or `differential` (the replica held an older copy — failback — and only
+     * the differing pages were sent), with the bytes sent. One entry per database.
+     */
+    seeds?: GenerationSeed[];
+    /** Bytes of plain files (not databases) sent since this replication started. */
+    fileBytesSent?: number;
   };
   /** Only on a replica: when the last batch from the primary was applied (epoch ms). */
   lastAppliedAt?: number;
@@ -42,6 +50,54 @@ export interface VolumeStatus {
   verification?: VerificationResult;
   /** Issue 6 (vault): a restore into this storage system in progress, or the last one. */
   restore?: RestoreProgress;
+  /** Issue 5 (readers): on a primary, the reader copies its storage processor feeds. */
+  readers?: ReaderShippingStatus[];
+}
+
+/**
+ * Issue 5 (scale reads out). The primary's storage ships the site's `volume.readonly`
+ * portion to a reader host's storage system (src/storage/reader-shipping.ts):
+ *   POST /v1/volumes/:site/readers            { epoch, to: { name, url } } → ReaderShippingStatus[]
+ *   POST /v1/volumes/:site/readers/stop       { epoch, to: name }
+ *   POST /v1/volumes/:site/readers/catch-up   { timeoutMs, to? } → { readers } once every reader
+ *        copy (or `to`) serves everything committed before the call; 504 US_TIMEOUT otherwise.
+ * The reader's storage keeps the copy (src/storage/reader-copies.ts):
+ *   POST /v1/reader/:site/{hello,snapshot/chunk,snapshot/commit,frames,files}  (the replica protocol)
+ *   POST /v1/readers/:site/transform { epoch, rules } → TransformResponse
+ *   POST /v1/readers/:site/drop      { epoch } → { dropped }
+ *   GET  /v1/readers/:site → ReaderCopyStatus
+ */
+export interface ReaderShippingStatus { to: string; state: ReplicationState; lagMs: number; lastError?: string }
+export interface ReaderCopyStatus {
+  site: string;
+  epoch: number;
+  /** The storage system that feeds it. */
+  source: string | null;
+  /** The reader app's DATA_DIR. */
+  path: string;
+  /** When the last batch was published to the served directory (epoch ms). */
+  publishedAt: number | null;
+  databases: string[];
+}
+
+/** How one database's replication generation was seeded on the replica (VolumeStatus.replication.seeds). */
+export interface GenerationSeed {
+  db: string;
+  generation: number;
+  kind: 'full' | 'differential';
+  /** Bytes of database content sent for the generation: differing pages (or the whole image) plus the WAL part. */
+  bytesSent: number;
+  /** Size of the database image. */
+  dbBytes: number;
+  /** Size of the WAL part sent with it (header + frames already committed). */
+  walBytes: number;
+  /** Pages of the image, and pages sent. */
+  blocks: number;
+  blocksSent: number;
+  /** Why a differential generation was not used or fell back to a full copy. */
+  fallback?: string;
+  /** When it was installed (epoch ms). */
+  at: number;
 }
 
 export interface VolumeSyncState { state: 'sync' | 'degraded'; since: number; reason?: string }
@@ -66,6 +122,8 @@ export interface SyncBarrierResponse { state: 'sync' | 'degraded' | 'timeout'; w
 export interface StorageStatus {
   name: string;
   volumes: VolumeStatus[];
+  /** Issue 5: the reader copies this storage system holds for reader hosts. */
+  readerCopies?: ReaderCopyStatus[];
 }
 
 /** POST /v1/volumes/:site/init — create the volume from a seed if it does not exist; become primary at epoch. */
@@ -153,7 +211,14 @@ export interface PointManifest {
 }
 
 /** GET /v1/vault/:site/points → VaultPoint[], newest first. */
-export interface VaultPoint { id: string; takenAt: number; epoch: number; bytes: number; newBytes: number; files: number }
+export interface VaultPoint {
+  id: string; takenAt: number; epoch: number; bytes: number; newBytes: number; files: number;
+  /**
+   * The vault's latest verification of the point (absent: not verified yet). A point with
+   * `ok: false` does not count toward `keep`, and a restore of 'latest-good' skips it.
+   */
+  verification?: { ok: boolean; checkedAt: number; problem?: string };
+}
 
 /** POST /v1/vault/:site/has { hashes } → { missing }: the chunks the vault does not hold yet. */
 export interface VaultHasRequest { hashes: string[] }
@@ -212,6 +277,20 @@ export interface RouteTable {
    * processor that cannot be reached counts as not confirmed.
    */
   sync?: { storageUrl: string; onReplicaLost: SyncReplicaLost; timeoutMs: number } | null;
+  /**
+   * Issue 5: which request paths readers may serve (`scale.readPaths`): exact paths, or
+   * prefixes ending in `*`. Absent: every path (a reader answers 421 for what it cannot
+   * serve and the director sends that read to the primary).
+   */
+  readPaths?: string[];
+  /**
+   * Issue 5, read your writes: the storage processor holding the primary volume. The
+   * director marks each modifying answer with a cookie carrying a write number, and
+   * sends that client's reads to the primary until `storageUrl` confirmed
+   * (POST /v1/volumes/:site/readers/catch-up) that every reader copy serves what was
+   * committed before the write number was covered. Absent: every read may go to readers.
+   */
+  ryw?: { storageUrl: string; timeoutMs: number } | null;
 }
 
 /** PUT /v1/routes/:site with RouteTable — 409 US_STALE_EPOCH if epoch < current. */

@@ -16,7 +16,11 @@ export type ErrorCode =
   | 'US_UNREACHABLE'
   | 'US_TIMEOUT'
   | 'US_REPLICATION'
+  // A replica that fails verification (quick_check, file checksums) when it is to be promoted: not promoted (issue 6).
+  | 'US_REPLICA_CORRUPT'
   | 'US_INTERNAL'
+  /** The controller is stopping; a runbook that was waiting stays `running` and resumes at the next start. */
+  | 'US_STOPPING'
   // Answers the director gives a shop's client (503 + Retry-After), see director/front-errors.ts:
   | 'US_HOLD_TIMEOUT'
   | 'US_HOLD_FULL'

@@ -8,8 +8,10 @@ import { UnderstudyError, isUnderstudyError } from '../shared/errors.ts';
 import { type WalChecksum } from './wal-checksum.ts';
 import { WAL_HEADER_SIZE, frameOffset, frameSize, parseWalHeader, sameWalGeneration, scanFrames, type WalHeader } from './wal-format.ts';
 import { readWalIndexHeader } from './wal-index.ts';
-import { CatchUpBarrier } from './catch-up-barrier.ts';
+import { CatchUpBarrier, type WalPosition } from './catch-up-barrier.ts';
 import type { ReplicaClient } from './replica-protocol.ts';
+import { differingBlocks, packBlocks, sqlitePageSize } from './block-diff.ts';
+import type { GenerationSeed } from '../shared/contracts.ts';
 
 /**
  * Ships one SQLite database (WAL mode) to a replica by copying verbatim WAL frames,
@@ -76,6 +78,14 @@ function lsnOf(walSeq: number, frame: number): number {
 
 class GapError extends Error {}
 
+/** Images smaller than this are sent whole (a base round trip would cost more). */
+const DIFF_MIN_BYTES = 8 * 1024;
+/** A differential generation is used only when at most this share of the blocks differ. */
+const DIFF_MAX_SHARE = 0.5;
+
+/** First read of a pass (see `shipFrom`): 60 frames of 4 KiB pages, below SYNC_READ_MAX. */
+const FIRST_READ_BYTES = 60 * (4096 + 24);
+
 /** WAL reads up to this size are done synchronously (see `readWal`). */
 const SYNC_READ_MAX = 256 * 1024;
 
@@ -113,11 +123,15 @@ export class DbShipper {
   private wake: (() => void) | null = null;
   private watcher: fs.FSWatcher | null = null;
   private lastCkpt: unknown = null;
+  /** The buffer of a pass's first WAL read (see `readWal`). */
+  private window: Buffer | null = null;
   /** Position of the last checkpoint cycle: one cycle per position is enough. */
   private lastCycleLsn = -1;
 
   state: ReplicationState = 'none';
   generation = 0;
+  /** How the current generation's image reached the replica (full or differential) and what it cost. */
+  lastSeed: GenerationSeed | null = null;
   lastError: string | undefined;
   ackedLsn = 0;
   seenLsn = 0;
@@ -354,7 +368,7 @@ export class DbShipper {
    * round trips of async calls, and they are on the sync-mode write path. Larger
    * reads go through the thread pool so that the API stays responsive.
    */
-  private async readWal(offset: number, maxBytes: number): Promise<Buffer> {
+  private async readWal(offset: number, maxBytes: number, reuse = false): Promise<Buffer> {
     let fd: number;
     try { fd = fs.openSync(this.walPath, 'r'); } catch (e) {
       if ((e as NodeJS.ErrnoException).code === 'ENOENT') return Buffer.alloc(0);
@@ -363,7 +377,10 @@ export class DbShipper {
     try {
       const { size } = fs.fstatSync(fd);
       const n = Math.max(0, Math.min(size - offset, maxBytes));
-      const buf = Buffer.alloc(n);
+      // Only the `got` bytes read are returned. `reuse`: the pass's first window goes into
+      // one buffer kept for it (a fresh one at every pass made the GC a sizeable share of
+      // the sync write path); its content is valid until the next `reuse` read.
+      const buf = reuse && n <= FIRST_READ_BYTES ? (this.window ??= Buffer.allocUnsafe(FIRST_READ_BYTES)) : Buffer.allocUnsafe(n);
       let got = 0;
       while (got < n) {
         const r = n <= SYNC_READ_MAX
@@ -461,10 +478,13 @@ export class DbShipper {
     let image!: Buffer;
     let wal!: Buffer;
     let track!: Track;
+    let imagePos!: WalPosition;
     await this.withWriteLock(() => {
       this.beginRead();
       const idx = readWalIndexHeader(this.shmPath);
       if (!idx) throw new UnderstudyError('US_REPLICATION', `${this.dbPath}-shm: cannot read the WAL index; is the database in WAL mode?`);
+      // The image is the state the WAL index names: nothing commits under the write lock.
+      imagePos = { salt1: idx.salt1, salt2: idx.salt2, frame: idx.mxFrame };
       const fileHdr = parseWalHeader(this.readWalSync(0, WAL_HEADER_SIZE));
       const live = fileHdr !== null && fileHdr.salt1 === idx.salt1 && fileHdr.salt2 === idx.salt2;
       if (idx.mxFrame > 0) {
@@ -491,19 +511,87 @@ export class DbShipper {
     this.walSeq = walSeq;
     this.track = null;
     this.generation = generation;
-    const c = this.opts.client;
-    for (const [part, buf] of [['db', image], ['wal', wal]] as const) {
-      for (let off = 0; off < buf.length || off === 0; off += this.opts.chunkBytes) {
-        if (this.stopped) return;
-        await c.snapshotChunk({ db: this.rel, generation, part, offset: off, data: buf.subarray(off, off + this.opts.chunkBytes).toString('base64') });
-        if (buf.length === 0) break;
-      }
-    }
-    await c.snapshotCommit({ db: this.rel, generation, dbSize: image.length, dbSha256: createHash('sha256').update(image).digest('hex'), walSize: wal.length });
+    const seed = await this.sendImage(generation, image, wal);
+    if (seed === null) return; // stopped
     this.track = track;
+    // The replica holds the state (salts, mxFrame) of the WAL index at the image — also
+    // when the WAL had no live frame (mxFrame 0, the database file held everything): an
+    // idle database (catalog.db) then releases its barriers by position at once, since
+    // its WAL index does not move, instead of needing a pass per barrier. Its next
+    // commit continues that WAL (same salts, frames from 1) or restarts it (new salts).
+    this.barrier.acked(imagePos);
     this.ackedAt(track);
     this.noteAcked(capturedLsn);
-    this.log.info({ generation, bytes: image.length, walFrames: track.lastFrame }, 'database snapshot shipped');
+    this.lastSeed = { ...seed, at: Date.now() };
+    this.log.info({ generation, kind: seed.kind, bytesSent: seed.bytesSent, dbBytes: seed.dbBytes, blocksSent: seed.blocksSent, blocks: seed.blocks, walFrames: track.lastFrame, ...(seed.fallback ? { fallback: seed.fallback } : {}) }, 'database snapshot shipped');
+  }
+
+  /**
+   * Sends a generation's image and WAL part and commits them on the replica; returns
+   * what it cost (null when stopped meanwhile). Differential when the replica holds an
+   * older copy of the database (snapshot/base answers its block hashes) and less than
+   * `DIFF_MAX_SHARE` of the image differs: only the differing blocks go; the replica
+   * rebuilds the image from its copy and checks size and sha256 against ours, and any
+   * mismatch (needSnapshot) makes us send the full image at once.
+   */
+  private async sendImage(generation: number, image: Buffer, wal: Buffer): Promise<GenerationSeed | null> {
+    const c = this.opts.client;
+    const dbSha256 = createHash('sha256').update(image).digest('hex');
+    const seed: GenerationSeed = { db: this.rel, generation, kind: 'full', bytesSent: 0, dbBytes: image.length, walBytes: wal.length, blocks: 0, blocksSent: 0, at: Date.now() };
+    const sendParts = async (parts: readonly (readonly ['db' | 'wal', Buffer])[]): Promise<boolean> => {
+      for (const [part, buf] of parts) {
+        for (let off = 0; off < buf.length || off === 0; off += this.opts.chunkBytes) {
+          if (this.stopped) return false;
+          const data = buf.subarray(off, off + this.opts.chunkBytes);
+          await c.snapshotChunk({ db: this.rel, generation, part, offset: off, data: data.toString('base64') });
+          seed.bytesSent += data.length;
+          if (buf.length === 0) break;
+        }
+      }
+      return true;
+    };
+    const blockSize = sqlitePageSize(image);
+    let base: { size: number; hashes: Buffer } | null = null;
+    if (blockSize !== null && image.length >= DIFF_MIN_BYTES) {
+      try {
+        const r = await c.snapshotBase({ db: this.rel, generation, blockSize });
+        if (r.base && r.base.blockSize === blockSize) base = { size: r.base.size, hashes: Buffer.from(r.base.hashes, 'base64') };
+      } catch (e) {
+        // A replica that does not know snapshot/base (older version) gets a full copy.
+        if (!isUnderstudyError(e) || e.code !== 'US_NOT_FOUND') throw e;
+      }
+    }
+    seed.blocks = blockSize === null ? 0 : Math.ceil(image.length / blockSize);
+    if (base !== null && blockSize !== null) {
+      const differ = differingBlocks(image, blockSize, base.hashes);
+      if (differ.length <= seed.blocks * DIFF_MAX_SHARE) {
+        const per = Math.max(1, Math.floor(this.opts.chunkBytes / blockSize));
+        for (let k = 0; k < differ.length; k += per) {
+          if (this.stopped) return null;
+          const indexes = differ.slice(k, k + per);
+          const data = packBlocks(image, blockSize, indexes);
+          await c.snapshotBlocks({ db: this.rel, generation, blockSize, indexes, data: data.toString('base64') });
+          seed.bytesSent += data.length;
+        }
+        if (!(await sendParts([['wal', wal]]))) return null;
+        try {
+          await c.snapshotCommit({ db: this.rel, generation, dbSize: image.length, dbSha256, walSize: wal.length, diff: true });
+          seed.kind = 'differential';
+          seed.blocksSent = differ.length;
+          return seed;
+        } catch (e) {
+          if (!isUnderstudyError(e) || (e.details as { needSnapshot?: boolean } | undefined)?.needSnapshot !== true) throw e;
+          seed.fallback = e.message;
+          this.log.warn({ generation, err: e.message }, 'differential snapshot did not verify on the replica; sending the full image');
+        }
+      } else {
+        seed.fallback = `${differ.length} of ${seed.blocks} blocks differ: a full copy is cheaper`;
+      }
+    }
+    if (!(await sendParts([['db', image], ['wal', wal]]))) return null;
+    await c.snapshotCommit({ db: this.rel, generation, dbSize: image.length, dbSha256, walSize: wal.length });
+    seed.blocksSent = seed.blocks;
+    return seed;
   }
 
   // ------------------------------------------------------------ steady state
@@ -527,12 +615,32 @@ export class DbShipper {
     return shipped;
   }
 
-  /** Ships the committed frames after `track.lastFrame` in the current WAL. */
+  /**
+   * Ships the committed frames after `track.lastFrame` in the current WAL.
+   *
+   * Reads a small window first (the steady state: a few new frames) and the whole batch
+   * only when the window held nothing but valid frames. The WAL file is usually much
+   * longer than its live part — SQLite restarts a WAL without truncating it, so frames
+   * of the previous generation (other salts) follow the live ones — and reading those
+   * megabytes at every pass cost the sync-mode write path most of its CPU. The pass
+   * still sees everything committed before it began: a commit is part of the valid
+   * chain (frames with this WAL's salts continuing the checksum chain, SQLite's own
+   * rule), and the chain ends at the end of the file or at the first frame that does not
+   * continue it; whatever follows such a frame was not committed to this WAL when read.
+   */
   private async shipFrom(hdr: WalHeader): Promise<Pass> {
     const t = this.track!;
-    const data = await this.readWal(frameOffset(hdr.pageSize, t.lastFrame + 1), this.opts.maxBatchBytes);
-    const toEnd = data.length < this.opts.maxBatchBytes;
-    const scan = scanFrames(data, hdr, t.lastFrame + 1, t.checksum);
+    const at = frameOffset(hdr.pageSize, t.lastFrame + 1);
+    let window = Math.min(FIRST_READ_BYTES, this.opts.maxBatchBytes);
+    let data = await this.readWal(at, window, true); // used up (sent) before the next pass
+    let scan = scanFrames(data, hdr, t.lastFrame + 1, t.checksum);
+    if (data.length >= window && scan.stop === 'end' && window < this.opts.maxBatchBytes) {
+      window = this.opts.maxBatchBytes;
+      data = await this.readWal(at, window);
+      scan = scanFrames(data, hdr, t.lastFrame + 1, t.checksum);
+    }
+    // Read to the end of the valid chain: the end of the file, or a frame that does not continue it.
+    const toEnd = data.length < window || scan.stop !== 'end';
     if (scan.lastCommitIndex <= t.lastFrame) {
       if (!toEnd && scan.stop === 'end') {
         throw new UnderstudyError('US_REPLICATION', `${this.dbPath}: a transaction larger than ${this.opts.maxBatchBytes} bytes; shipping a snapshot instead`);

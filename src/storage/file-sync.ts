@@ -1,4 +1,3 @@
-import fs from 'node:fs';
 import fsp from 'node:fs/promises';
 import path from 'node:path';
 import type { Logger } from 'pino';
@@ -6,6 +5,7 @@ import { UnderstudyError } from '../shared/errors.ts';
 import { removeDurable, writeFileDurable } from './fs-durable.ts';
 import { FileManifest, sha256 } from './file-manifest.ts';
 import { isDatabaseArtifact } from './sqlite-file.ts';
+import { DirectoryWatch } from './dir-watch.ts';
 import type { FilesRequest, ReplicaClient } from './replica-protocol.ts';
 
 /**
@@ -22,6 +22,8 @@ export interface FileShipperOptions {
   scanMs?: number;
   /** Most bytes of file content per request. @default 16 MiB */
   maxBatchBytes?: number;
+  /** Only paths this accepts are shipped, compared or deleted (a reader copy's portion). @default everything */
+  include?: (rel: string) => boolean;
 }
 
 export class FileShipper {
@@ -30,11 +32,13 @@ export class FileShipper {
   private stopped = false;
   private loop: Promise<void> | null = null;
   private wake: (() => void) | null = null;
-  private watcher: fs.FSWatcher | null = null;
+  private watcher: DirectoryWatch | null = null;
   /** When the oldest difference not yet confirmed was first seen. */
   private dirtySince: number | null = null;
   state: 'streaming' | 'error' | 'stopped' = 'streaming';
   lastError: string | undefined;
+  /** Bytes of file content acknowledged by the replica since start. */
+  bytesSent = 0;
   /** Called after every scan (the volume shipper discovers new databases then). */
   onScan: (() => void) | null = null;
 
@@ -44,13 +48,10 @@ export class FileShipper {
 
   /** `replicaFiles` is the replica's manifest from hello. */
   start(replicaFiles: { path: string; sha256: string }[]): void {
-    this.confirmed = new Map(replicaFiles.map((f) => [f.path, f.sha256]));
-    try {
-      this.watcher = fs.watch(this.opts.volumeDir, { recursive: true, persistent: false }, (_e, name) => {
-        if (name && !isDatabaseArtifact(String(name))) this.poke();
-      });
-      this.watcher.on('error', () => { this.watcher?.close(); this.watcher = null; });
-    } catch { this.watcher = null; }
+    const include = this.opts.include ?? (() => true);
+    this.confirmed = new Map(replicaFiles.filter((f) => include(f.path)).map((f) => [f.path, f.sha256]));
+    this.watcher = new DirectoryWatch(this.opts.volumeDir, (rel) => { if (rel === null || !isDatabaseArtifact(rel)) this.poke(); });
+    this.watcher.refresh();
     this.loop = this.run();
   }
 
@@ -67,6 +68,20 @@ export class FileShipper {
     return this.dirtySince === null ? 0 : Math.max(0, now - this.dirtySince);
   }
 
+  /** Callers of `nextScan()` waiting for a scan that begins after their call. */
+  private scanWaiters: (() => void)[] = [];
+
+  /**
+   * Resolves after a scan that began after this call has shipped everything it found
+   * (the copy then holds every plain file as of the call). Never rejects; it waits
+   * through errors (race it with a timeout). Used before a reader host starts serving.
+   */
+  nextScan(): Promise<void> {
+    const p = new Promise<void>((resolve) => this.scanWaiters.push(resolve));
+    this.poke();
+    return p;
+  }
+
   private poke(): void {
     const w = this.wake;
     this.wake = null;
@@ -77,8 +92,11 @@ export class FileShipper {
     let backoff = 100;
     while (!this.stopped) {
       let delay = this.opts.scanMs ?? 1000;
+      const waiting = this.scanWaiters;
+      this.scanWaiters = [];
       try {
         await this.syncOnce();
+        for (const w of waiting) w();
         this.state = 'streaming';
         this.lastError = undefined;
         backoff = 100;
@@ -87,10 +105,12 @@ export class FileShipper {
         if (this.lastError !== msg) this.opts.logger.warn({ err: msg }, 'file replication interrupted; retrying');
         this.state = 'error';
         this.lastError = msg;
+        this.scanWaiters.unshift(...waiting);
         delay = backoff;
         backoff = Math.min(backoff * 2, 2000);
       }
       try { this.onScan?.(); } catch { /* discovery is best effort */ }
+      this.watcher?.refresh(); // directories created since the last scan
       if (this.stopped) break;
       await new Promise<void>((resolve) => {
         // A watch event arriving mid-write is followed by a short settle delay.
@@ -102,7 +122,9 @@ export class FileShipper {
 
   /** One scan; sends what differs from what the replica confirmed. */
   async syncOnce(): Promise<void> {
-    const now = await this.manifest.scan();
+    const all = await this.manifest.scan();
+    const include = this.opts.include;
+    const now = include ? new Map([...all].filter(([p]) => include(p))) : all;
     const changed = [...now.values()].filter((e) => this.confirmed.get(e.path) !== e.sha256);
     const deleted = [...this.confirmed.keys()].filter((p) => !now.has(p));
     if (changed.length === 0 && deleted.length === 0) { this.dirtySince = null; return; }
@@ -114,6 +136,7 @@ export class FileShipper {
     const flush = async (del: string[]): Promise<void> => {
       if (batch.length === 0 && del.length === 0) return;
       await this.opts.client.files({ put: batch, delete: del });
+      this.bytesSent += bytes;
       for (const [p, h] of sent) this.confirmed.set(p, h);
       for (const p of del) this.confirmed.delete(p);
       batch = [];

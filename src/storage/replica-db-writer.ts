@@ -6,6 +6,7 @@ import Database from 'better-sqlite3';
 import { UnderstudyError } from '../shared/errors.ts';
 import { fsyncDir, removeDurable, TEMP_PREFIX } from './fs-durable.ts';
 import { SQLITE_MAGIC } from './sqlite-file.ts';
+import { fileBlockHashes, writeBlocks } from './block-diff.ts';
 import type { WalChecksum } from './wal-checksum.ts';
 import { WAL_HEADER_SIZE, frameOffset, frameSize, parseWalHeader, scanFrames, type WalHeader } from './wal-format.ts';
 
@@ -20,6 +21,16 @@ import { WAL_HEADER_SIZE, frameOffset, frameSize, parseWalHeader, scanFrames, ty
 export function needSnapshot(message: string): UnderstudyError {
   return new UnderstudyError('US_REPLICATION', message, { needSnapshot: true });
 }
+
+/**
+ * Zero-filled room kept after the last frame of a replica's WAL file. Appending inside
+ * allocated, initialized blocks changes neither the size nor the allocation, so
+ * fdatasync flushes the data alone instead of committing the file system's journal.
+ * SQLite reads such a file correctly: its WAL recovery stops at the first frame whose
+ * salts or checksum do not continue the chain (an all-zero frame never does), exactly
+ * as for the leftover tail of a WAL it restarted itself.
+ */
+export const WAL_PREALLOC_BYTES = 1 << 20;
 
 interface Tail {
   generation: number;
@@ -58,17 +69,48 @@ export class ReplicaDbWriter {
   }
 
   /**
+   * Differential generation, step 1: copies `baseFile` (an older copy of this database:
+   * see replica-base.ts) to the snapshot's image temp file and answers the hashes of
+   * its blocks. The source then sends only the blocks that differ (`snapshotBlocks`),
+   * written over this copy, and `snapshotCommit(…, diff)` cuts it to the image's size
+   * and verifies it like a full image. The copy is aside (a temp name): the replica's
+   * files are untouched until the commit has verified the whole image.
+   */
+  async prepareBase(generation: number, baseFile: string, blockSize: number): Promise<{ size: number; hashes: Buffer }> {
+    const p = this.snapPath(generation, 'db');
+    await fsp.mkdir(path.dirname(p), { recursive: true });
+    await fsp.copyFile(baseFile, p);
+    return fileBlockHashes(p, blockSize);
+  }
+
+  /** Differential generation, step 2: writes blocks of the new image over the base copy. */
+  async snapshotBlocks(generation: number, blockSize: number, indexes: readonly number[], data: Buffer): Promise<void> {
+    const p = this.snapPath(generation, 'db');
+    let fd: number;
+    try { fd = fs.openSync(p, 'r+'); } catch { throw needSnapshot(`${p}: blocks of a differential snapshot without its base copy`); }
+    try {
+      try { writeBlocks(fd, blockSize, indexes, data); } catch (e) { if (e instanceof RangeError) throw needSnapshot(`${p}: ${e.message}`); throw e; }
+    } finally {
+      fs.closeSync(fd);
+    }
+  }
+
+  /**
    * Installs a snapshot: verifies both parts, removes the old -wal/-shm (the old db
    * file alone is still a consistent, older state), then renames the image over the
    * db and the WAL beside it. A crash between the renames leaves the image alone: a
    * consistent database.
    */
-  async snapshotCommit(generation: number, dbSize: number, dbSha256: string, walSize: number): Promise<number> {
+  async snapshotCommit(generation: number, dbSize: number, dbSha256: string, walSize: number, diff = false): Promise<number> {
     const dbTmp = this.snapPath(generation, 'db');
     const walTmp = this.snapPath(generation, 'wal');
+    // A differential image is the base copy with the differing blocks written over it:
+    // cut to the image's size (a larger base); a smaller one was extended by the blocks.
+    if (diff) await fsp.truncate(dbTmp, dbSize).catch(() => undefined);
     const image = await fsp.readFile(dbTmp).catch(() => null);
-    if (!image || image.length !== dbSize) throw needSnapshot(`${dbTmp}: snapshot image incomplete`);
-    if (createHash('sha256').update(image).digest('hex') !== dbSha256) throw needSnapshot(`${dbTmp}: snapshot image checksum mismatch`);
+    const what = diff ? 'differential snapshot image (base copy + differing blocks)' : 'snapshot image';
+    if (!image || image.length !== dbSize) throw needSnapshot(`${dbTmp}: ${what} incomplete`);
+    if (createHash('sha256').update(image).digest('hex') !== dbSha256) throw needSnapshot(`${dbTmp}: ${what} checksum mismatch`);
     if (!image.subarray(0, 16).equals(SQLITE_MAGIC)) throw needSnapshot(`${dbTmp}: snapshot image is not an SQLite database`);
     const wal = walSize > 0 ? await fsp.readFile(walTmp).catch(() => null) : Buffer.alloc(0);
     if (!wal || wal.length !== walSize) throw needSnapshot(`${walTmp}: snapshot WAL incomplete`);
@@ -83,7 +125,7 @@ export class ReplicaDbWriter {
       tail = { generation, hdr, lastFrame: n, checksum: n > 0 ? scan.lastCommitChecksum : hdr.checksum };
     }
     await syncFile(dbTmp);
-    if (walSize > 0) await syncFile(walTmp);
+    if (walSize > 0) await syncFile(walTmp, WAL_PREALLOC_BYTES);
     this.tail = null;
     await removeDurable(this.walPath);
     await removeDurable(`${this.dbPath}-shm`);
@@ -128,7 +170,7 @@ export class ReplicaDbWriter {
       const tmp = `${path.dirname(this.walPath)}/${TEMP_PREFIX}${path.basename(this.walPath)}-${generation}`;
       const h = await fsp.open(tmp, 'w');
       try {
-        await h.writev([newWal, frames]);
+        await h.writev([newWal, frames, Buffer.alloc(WAL_PREALLOC_BYTES)]);
         await h.sync();
       } finally {
         await h.close();
@@ -138,20 +180,32 @@ export class ReplicaDbWriter {
     } else {
       // Steady state, on the sync-mode write path: a few KiB appended. The small
       // syscalls are made synchronously (page cache, microseconds; thread-pool round
-      // trips cost more); the fsync, which waits for the disk, goes to the thread pool.
+      // trips cost more); the flush to disk, which waits for the disk, goes to the
+      // thread pool. The file is kept zero-filled ahead of its last frame (see
+      // WAL_PREALLOC_BYTES): a write inside it is flushed with fdatasync, which need
+      // not commit the file system's journal (no size or allocation change) — on the
+      // development machine 0.2 ms instead of 2 ms for an fsync of a growing file.
       const fd = fs.openSync(this.walPath, 'r+');
       try {
         const at = frameOffset(hdr.pageSize, firstIndex);
+        const end = at + frames.length;
         const { size } = fs.fstatSync(fd);
-        if (size > at) fs.ftruncateSync(fd, at); // a torn tail from an interrupted append
-        else if (size < at) throw needSnapshot(`${this.walPath}: is ${size} bytes, expected at least ${at}`);
+        if (size < at) throw needSnapshot(`${this.walPath}: is ${size} bytes, expected at least ${at}`);
+        // Bytes after `at` are zeros or a torn, unacknowledged tail: both are overwritten,
+        // and SQLite's recovery stops at the first frame that does not continue the chain.
         if (frames.length <= 256 * 1024) {
           let done = 0;
           while (done < frames.length) done += fs.writeSync(fd, frames, done, frames.length - done, at + done);
         } else {
           await new Promise<void>((resolve, reject) => fs.write(fd, frames, 0, frames.length, at, (err, n) => (err ? reject(err) : n === frames.length ? resolve() : reject(new Error(`${this.walPath}: short write`)))));
         }
-        await new Promise<void>((resolve, reject) => fs.fsync(fd, (err) => (err ? reject(err) : resolve())));
+        if (end <= size) {
+          await new Promise<void>((resolve, reject) => fs.fdatasync(fd, (err) => (err ? reject(err) : resolve())));
+        } else {
+          // Grown past the zero-filled part: fill ahead again, and one full fsync (size changed).
+          fs.writeSync(fd, Buffer.alloc(WAL_PREALLOC_BYTES), 0, WAL_PREALLOC_BYTES, end);
+          await new Promise<void>((resolve, reject) => fs.fsync(fd, (err) => (err ? reject(err) : resolve())));
+        }
       } finally {
         fs.closeSync(fd);
       }
@@ -182,7 +236,13 @@ export class ReplicaDbWriter {
   }
 }
 
-async function syncFile(p: string): Promise<void> {
+/** fsyncs a file, first zero-filling `zeros` bytes after its end (a WAL's room to grow). */
+async function syncFile(p: string, zeros = 0): Promise<void> {
   const h = await fsp.open(p, 'r+');
-  try { await h.sync(); } finally { await h.close(); }
+  try {
+    if (zeros > 0) await h.write(Buffer.alloc(zeros), 0, zeros, (await h.stat()).size);
+    await h.sync();
+  } finally {
+    await h.close();
+  }
 }

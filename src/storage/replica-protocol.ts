@@ -11,11 +11,21 @@ import { callJson } from '../shared/http-client.ts';
  *
  *   POST /v1/replica/:site/hello            { epoch, from }                → { files: FileEntry[] }
  *   POST /v1/replica/:site/snapshot/chunk   { epoch, db, generation, part: 'db'|'wal', offset, data }
- *   POST /v1/replica/:site/snapshot/commit  { epoch, db, generation, dbSize, dbSha256, walSize } → { lastFrame }
+ *   POST /v1/replica/:site/snapshot/base    { epoch, db, generation, blockSize } → { base: { size, blockSize, hashes } | null }
+ *   POST /v1/replica/:site/snapshot/blocks  { epoch, db, generation, blockSize, indexes, data }
+ *   POST /v1/replica/:site/snapshot/commit  { epoch, db, generation, dbSize, dbSha256, walSize, diff? } → { lastFrame }
  *   POST /v1/replica/:site/frames           { epoch, db, generation, newWal?, firstIndex, frames } → { lastFrame }
  *   POST /v1/replica/:site/files            { epoch, put: [{ path, data, mtimeMs, mode, sha256 }], delete: [path] }
  *
- * Binary payloads (`data`, `frames`, `newWal`) are base64 in JSON. `db` is the
+ * A differential generation (the replica already holds an older copy: failback) asks
+ * `snapshot/base` first: the replica copies its best older copy of the database aside
+ * and answers the hashes of its blocks (BLOCK_HASH_BYTES each, base64), or null; the
+ * source sends only the differing blocks (`snapshot/blocks`, `data` = the blocks
+ * concatenated in `indexes` order), then the WAL part and `snapshot/commit` with
+ * `diff: true`, which verifies the rebuilt image's size and sha256 like a full one
+ * (needSnapshot on any mismatch: the source then sends the full image).
+ *
+ * Binary payloads (`data`, `frames`, `newWal`, `hashes`) are base64 in JSON. `db` is the
  * database's path relative to the volume root, e.g. `orders.db`.
  */
 const epoch = z.number().int().nonnegative();
@@ -27,9 +37,16 @@ export const snapshotChunkSchema = z.object({
   epoch, db: dbName, generation: z.number().int(), part: z.enum(['db', 'wal']),
   offset: z.number().int().nonnegative(), data: b64,
 });
+const blockSize = z.number().int().min(512).max(1 << 20);
+export const snapshotBaseSchema = z.object({ epoch, db: dbName, generation: z.number().int(), blockSize });
+export const snapshotBlocksSchema = z.object({
+  epoch, db: dbName, generation: z.number().int(), blockSize,
+  indexes: z.array(z.number().int().nonnegative()), data: b64,
+});
 export const snapshotCommitSchema = z.object({
   epoch, db: dbName, generation: z.number().int(),
   dbSize: z.number().int().nonnegative(), dbSha256: z.string(), walSize: z.number().int().nonnegative(),
+  diff: z.boolean().optional(),
 });
 export const framesSchema = z.object({
   epoch, db: dbName, generation: z.number().int(), newWal: b64.optional(),
@@ -44,9 +61,12 @@ export const filesSchema = z.object({
 export interface FileEntry { path: string; size: number; sha256: string }
 export interface HelloResponse { files: FileEntry[] }
 export interface FramesResponse { lastFrame: number }
+export interface SnapshotBaseResponse { base: { size: number; blockSize: number; hashes: string } | null }
 
 export type SnapshotChunk = z.infer<typeof snapshotChunkSchema>;
 export type SnapshotCommit = z.infer<typeof snapshotCommitSchema>;
+export type SnapshotBase = z.infer<typeof snapshotBaseSchema>;
+export type SnapshotBlocks = z.infer<typeof snapshotBlocksSchema>;
 export type FramesRequest = z.infer<typeof framesSchema>;
 export type FilesRequest = z.infer<typeof filesSchema>;
 
@@ -57,10 +77,16 @@ export class ReplicaClient {
     readonly site: string,
     private readonly epochOf: () => number,
     private readonly timeoutMs = 15_000,
+    /**
+     * `replica` (the site's replica, promotable) or `reader` (a read-only copy of the
+     * site's `volume.readonly` portion for a reader host, never promotable:
+     * src/storage/reader-copies.ts). The same protocol under /v1/<channel>/:site/.
+     */
+    readonly channel: 'replica' | 'reader' = 'replica',
   ) {}
 
   private url(p: string): string {
-    return `${this.baseUrl.replace(/\/$/, '')}/v1/replica/${encodeURIComponent(this.site)}/${p}`;
+    return `${this.baseUrl.replace(/\/$/, '')}/v1/${this.channel}/${encodeURIComponent(this.site)}/${p}`;
   }
 
   hello(from: string): Promise<HelloResponse> {
@@ -69,6 +95,14 @@ export class ReplicaClient {
 
   snapshotChunk(c: Omit<SnapshotChunk, 'epoch'>): Promise<unknown> {
     return callJson(this.url('snapshot/chunk'), { body: { ...c, epoch: this.epochOf() }, timeoutMs: this.timeoutMs });
+  }
+
+  snapshotBase(c: Omit<SnapshotBase, 'epoch'>): Promise<SnapshotBaseResponse> {
+    return callJson<SnapshotBaseResponse>(this.url('snapshot/base'), { body: { ...c, epoch: this.epochOf() }, timeoutMs: this.timeoutMs });
+  }
+
+  snapshotBlocks(c: Omit<SnapshotBlocks, 'epoch'>): Promise<unknown> {
+    return callJson(this.url('snapshot/blocks'), { body: { ...c, epoch: this.epochOf() }, timeoutMs: this.timeoutMs });
   }
 
   snapshotCommit(c: Omit<SnapshotCommit, 'epoch'>): Promise<FramesResponse> {

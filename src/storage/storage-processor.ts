@@ -15,7 +15,8 @@ import { applyFiles, replicaManifest } from './file-sync.ts';
 import { fsyncDir, tempPathFor } from './fs-durable.ts';
 import { KeyedLock } from './keyed-lock.ts';
 import { ReplicaDbWriter } from './replica-db-writer.ts';
-import { filesSchema, framesSchema, helloSchema, snapshotChunkSchema, snapshotCommitSchema } from './replica-protocol.ts';
+import { filesSchema, framesSchema, helloSchema, snapshotBaseSchema, snapshotBlocksSchema, snapshotChunkSchema, snapshotCommitSchema } from './replica-protocol.ts';
+import { baseVolumeDirs, findBaseDatabase, seedReplicaFiles } from './replica-base.ts';
 import { listDatabases } from './sqlite-file.ts';
 import { checkVolumeDatabases } from './volume-check.ts';
 import { VolumeShipper, type ReplicationTuning, type VolumePosition } from './volume-shipper.ts';
@@ -23,6 +24,10 @@ import { loadAllMeta, replicaPath, saveMeta, stalePath, volumePath, type VolumeM
 import { SyncGate } from './sync-gate.ts';
 // Issue 6: backups, verification and restore live in ./vault/ (VaultService).
 import { VaultService, type VaultServiceOptions } from './vault/vault-service.ts';
+import { TestHooks } from './test-hooks.ts';
+// Issue 5: reader copies (the read-only portion for reader hosts), fed and held.
+import { ReaderShipping } from './reader-shipping.ts';
+import { ReaderCopies } from './reader-copies.ts';
 
 export { checkVolumeDatabases } from './volume-check.ts';
 
@@ -60,6 +65,9 @@ const replicateSchema = z.object({ epoch: epochSchema, to: z.object({ name: z.st
 const epochOnlySchema = z.object({ epoch: epochSchema });
 const transformSchema = z.object({ epoch: epochSchema, rules: z.array(renderedRuleSchema) });
 const confirmSchema = z.object({ timeoutMs: z.number().int().positive().max(60_000).optional() }).optional();
+const readerStartSchema = z.object({ epoch: epochSchema, to: z.object({ name: z.string().min(1), url: z.string().url() }) });
+const readerStopSchema = z.object({ epoch: epochSchema.optional(), to: z.string().min(1) });
+const readerCatchUpSchema = z.object({ timeoutMs: z.number().int().positive().max(60_000).default(5000), to: z.string().min(1).optional() });
 const syncBarrierSchema = z.object({
   onReplicaLost: z.enum(['degrade', 'strict']).default('degrade'),
   timeoutMs: z.number().int().positive().max(60_000).default(2000),
@@ -74,6 +82,12 @@ export class StorageProcessor {
   private readonly tuning: ReplicationTuning | undefined;
   /** Issue 6: backups, verification, restore (and the vault's store when `backup: true`). */
   private readonly vault: VaultService;
+  /** Fault injection for e2e tests; off unless UNDERSTUDY_TEST_HOOKS=1 (test-hooks.ts). */
+  private readonly testHooks: TestHooks;
+  /** Issue 5: ships the read-only portion of primaries here to reader hosts' storage. */
+  private readonly readerShipping: ReaderShipping;
+  /** Issue 5: reader copies held here for reader hosts. */
+  private readonly readerCopies: ReaderCopies;
 
   constructor(readonly config: UnderstudyConfig, readonly name: string, logger?: Logger, opts: StorageProcessorOptions = {}) {
     const s = config.storage[name];
@@ -84,6 +98,13 @@ export class StorageProcessor {
     this.storage = s;
     this.log = (logger ?? pino({ level: process.env.UNDERSTUDY_LOG_LEVEL ?? 'info' }, pino.destination(2))).child({ storage: name });
     this.tuning = opts.tuning;
+    this.readerShipping = new ReaderShipping({
+      name, log: this.log, ...(opts.tuning ? { tuning: opts.tuning } : {}),
+      primaryOf: (site) => { const v = this.volumes.get(site); return v && v.meta.role === 'primary' ? { dir: v.dir, epoch: v.meta.epoch } : null; },
+      portionOf: (site) => config.sites[site]?.volume.readonly ?? [],
+    });
+    this.readerCopies = new ReaderCopies(s.path, name, this.log, (site) => config.sites[site]?.app.seed);
+    this.testHooks = new TestHooks({ withVolumeQuiesced: (site, fn) => this.withVolumeQuiesced(site, fn) }, name);
     this.vault = new VaultService({
       config, name, storage: s, log: this.log,
       sites: () => [...this.volumes.keys()].sort(),
@@ -115,13 +136,15 @@ export class StorageProcessor {
       await new Promise<void>((resolve) => { server.close(() => resolve()); server.closeAllConnections(); });
     }
     await this.vault.stop(); // issue 6: timers off, running backups/verifications/restores settled
+    await this.readerShipping.stopEverything(); // issue 5
     for (const v of this.volumes.values()) v.gate?.close();
     await Promise.all([...this.volumes.values()].map(async (v) => { await v.shipper?.stop(); v.shipper = null; }));
     this.log.info('storage processor stopped');
   }
 
   status(): StorageStatus {
-    return { name: this.name, volumes: [...this.volumes.values()].sort((a, b) => a.meta.site.localeCompare(b.meta.site)).map((v) => this.volumeStatus(v)) };
+    const readerCopies = this.readerCopies.status(); // issue 5
+    return { name: this.name, volumes: [...this.volumes.values()].sort((a, b) => a.meta.site.localeCompare(b.meta.site)).map((v) => this.volumeStatus(v)), ...(readerCopies.length > 0 ? { readerCopies } : {}) };
   }
 
   /** Current committed position of every database of a primary that ships (sync mode). */
@@ -212,6 +235,7 @@ export class StorageProcessor {
       ...(v.meta.role === 'replica' && v.lastAppliedAt !== undefined ? { lastAppliedAt: v.lastAppliedAt } : {}),
       ...(v.meta.role === 'primary' && (v.gate?.used || this.config.sites[v.meta.site]?.volume.replication === 'sync') ? { sync: this.gateOf(v).status() } : {}),
       ...this.vault.statusOf(v.meta.site), // issue 6: verification, restore
+      ...(this.readerShipping.status(v.meta.site).length > 0 ? { readers: this.readerShipping.status(v.meta.site) } : {}), // issue 5
     };
   }
 
@@ -314,11 +338,20 @@ export class StorageProcessor {
         v.dir = primaryDir;
       }
       if (!fs.existsSync(v.dir)) throw new UnderstudyError('US_NOT_FOUND', `storage ${this.name} holds no data for ${site}: nothing to promote`);
+      // Issue 6: verified before it becomes primary, once everything it applied is folded in.
+      // A refusal changes nothing else (no fence, no move): the same promotion fails the same way again.
+      if (v.meta.role === 'replica') this.foldDatabases(v);
+      const check = await this.vault.verifyForPromotion(site, v.dir);
+      if (!check.ok) {
+        const problems = check.problems.slice(0, 3).map((p) => `${p.file}: ${p.kind}${p.detail ? ` (${p.detail})` : ''}`).join('; ');
+        throw new UnderstudyError('US_REPLICA_CORRUPT', `the copy of ${site} on storage ${this.name} failed verification before promotion (${problems}): it was not promoted; restore the newest good restore point instead (understudy restore ${site})`, { verification: check });
+      }
       // Fence first (in memory, under the volume lock): from here every request of
       // an older epoch is refused, even if persisting fails below.
       const epochBefore = v.meta.epoch;
       v.meta = { ...v.meta, epoch };
       await this.stopShipper(v);
+      await this.readerShipping.stopAll(site); // issue 5: a copy that is no longer primary here feeds no reader
       this.resetGate(v);
       this.foldDatabases(v);
       if (v.dir !== primaryDir) {
@@ -334,7 +367,7 @@ export class StorageProcessor {
         v.dir = primaryDir;
       }
       await this.persist(v, { role: 'primary', epoch, source: undefined, replicateTo: undefined });
-      this.log.info({ site, epoch, lastAppliedAt: v.lastAppliedAt }, 'replica promoted to primary');
+      this.log.info({ site, epoch, lastAppliedAt: v.lastAppliedAt, verifyMs: check.ms }, 'replica promoted to primary');
       return res();
     });
   }
@@ -344,6 +377,7 @@ export class StorageProcessor {
       const v = this.mustVolume(site);
       this.refuseStale(v, epoch, 'demote');
       await this.stopShipper(v);
+      await this.readerShipping.stopAll(site); // issue 5: a copy that is no longer primary here feeds no reader
       this.resetGate(v);
       for (const w of v.writers.values()) w.reset();
       await this.persist(v, { role: 'none', epoch, replicateTo: undefined, source: undefined });
@@ -379,6 +413,7 @@ export class StorageProcessor {
       const epochBefore = v.meta.epoch; // stale copies are named by the epoch they had (as promote does)
       v.meta = { ...v.meta, epoch }; // fence first, as promote does
       await this.stopShipper(v);
+      await this.readerShipping.stopAll(site); // issue 5: a copy that is no longer primary here feeds no reader
       this.resetGate(v);
       for (const w of v.writers.values()) w.reset();
       v.writers.clear();
@@ -409,6 +444,7 @@ export class StorageProcessor {
     checkSite(site);
     return this.lock.run(site, async () => {
       const v = this.volume(site);
+      this.testHooks.refuseReplication(site);
       this.refuseStale(v, epoch, 'replication');
       if (v.meta.role === 'primary') {
         if (epoch === v.meta.epoch) {
@@ -416,6 +452,7 @@ export class StorageProcessor {
         }
         this.log.warn({ site, epoch, was: v.meta.epoch }, 'a newer epoch replicates to this volume; it is no longer primary here');
         await this.stopShipper(v);
+        await this.readerShipping.stopAll(site); // issue 5: a copy that is no longer primary here feeds no reader
         this.resetGate(v);
       }
       if (v.meta.role !== 'replica') {
@@ -433,6 +470,25 @@ export class StorageProcessor {
   }
 
   // ------------------------------------------------------------ HTTP
+
+  /** Issue 5: the reader-copy endpoints (contracts.ts, "scale reads out"). */
+  private registerReaders(r: JsonRouter): void {
+    r.on('POST', '/v1/volumes/:site/readers', (q) => {
+      const b = parseBody(readerStartSchema, q.body);
+      const site = q.params.site!;
+      return this.lock.run(site, async () => { this.mustVolume(site); return this.readerShipping.start(site, b.epoch, b.to); });
+    });
+    r.on('POST', '/v1/volumes/:site/readers/stop', async (q) => {
+      const b = parseBody(readerStopSchema, q.body);
+      await this.readerShipping.stop(q.params.site!, b.to);
+      return { ok: true };
+    });
+    r.on('POST', '/v1/volumes/:site/readers/catch-up', (q) => {
+      const b = parseBody(readerCatchUpSchema, q.body);
+      return this.readerShipping.catchUp(q.params.site!, b.timeoutMs, b.to);
+    });
+    this.readerCopies.register(r);
+  }
 
   private router(): JsonRouter {
     const r = new JsonRouter();
@@ -458,12 +514,35 @@ export class StorageProcessor {
     });
 
     this.vault.register(r); // issue 6: /v1/vault/*, backup-now, verify, restore
+    this.testHooks.register(r); // only with UNDERSTUDY_TEST_HOOKS=1
+    this.registerReaders(r); // issue 5: reader copies, both sides
 
     r.on('POST', '/v1/replica/:site/hello', (q) => {
       const b = parseBody(helloSchema, q.body);
       return this.replicaOp(q.params.site!, b.epoch, async (v) => {
         if (v.meta.source !== b.from) await this.persist(v, { source: b.from });
+        // Failback: an empty replica starts from the plain files of an older copy held here, so only what differs is sent.
+        const seeded = await seedReplicaFiles(v.dir, baseVolumeDirs(this.storage.path, v.meta.site));
+        if (seeded) this.log.info({ site: v.meta.site, from: seeded.from, files: seeded.files }, 'replica seeded with the plain files of an older copy; only what differs will be sent');
         return { files: await replicaManifest(v.dir) };
+      });
+    });
+    r.on('POST', '/v1/replica/:site/snapshot/base', (q) => {
+      const b = parseBody(snapshotBaseSchema, q.body);
+      return this.replicaOp(q.params.site!, b.epoch, async (v) => {
+        const rel = checkDbRel(b.db);
+        const from = findBaseDatabase(baseVolumeDirs(this.storage.path, v.meta.site), rel);
+        if (from === null) return { base: null };
+        const { size, hashes } = await this.writer(v, rel).prepareBase(b.generation, from, b.blockSize);
+        this.log.info({ site: v.meta.site, db: rel, from, size }, 'differential generation: an older copy of the database is the base');
+        return { base: { size, blockSize: b.blockSize, hashes: hashes.toString('base64') } };
+      });
+    });
+    r.on('POST', '/v1/replica/:site/snapshot/blocks', (q) => {
+      const b = parseBody(snapshotBlocksSchema, q.body);
+      return this.replicaOp(q.params.site!, b.epoch, async (v) => {
+        await this.writer(v, checkDbRel(b.db)).snapshotBlocks(b.generation, b.blockSize, b.indexes, Buffer.from(b.data, 'base64'));
+        return { ok: true };
       });
     });
     r.on('POST', '/v1/replica/:site/snapshot/chunk', (q) => {
@@ -475,7 +554,7 @@ export class StorageProcessor {
     });
     r.on('POST', '/v1/replica/:site/snapshot/commit', (q) => {
       const b = parseBody(snapshotCommitSchema, q.body);
-      return this.replicaOp(q.params.site!, b.epoch, async (v) => ({ lastFrame: await this.writer(v, checkDbRel(b.db)).snapshotCommit(b.generation, b.dbSize, b.dbSha256, b.walSize) }));
+      return this.replicaOp(q.params.site!, b.epoch, async (v) => ({ lastFrame: await this.writer(v, checkDbRel(b.db)).snapshotCommit(b.generation, b.dbSize, b.dbSha256, b.walSize, b.diff === true) }));
     });
     r.on('POST', '/v1/replica/:site/frames', (q) => {
       const b = parseBody(framesSchema, q.body);

@@ -39,6 +39,14 @@ export interface VolumeShipperOptions {
   epochOf: () => number;
   logger: Logger;
   tuning?: ReplicationTuning;
+  /**
+   * Only the volume paths this accepts are shipped (databases and plain files), and
+   * only those are compared with (or deleted from) the copy: a reader copy gets the
+   * site's `volume.readonly` portion (reader-portion.ts). @default everything
+   */
+  include?: (rel: string) => boolean;
+  /** Which protocol channel of the destination (ReplicaClient.channel). @default 'replica' */
+  channel?: 'replica' | 'reader';
 }
 
 interface Waiter { pos: VolumePosition; resolve: () => void; reject: (e: Error) => void; timer: NodeJS.Timeout }
@@ -61,7 +69,7 @@ export class VolumeShipper {
 
   constructor(private readonly opts: VolumeShipperOptions) {
     this.to = opts.to;
-    this.client = new ReplicaClient(opts.to.url, opts.site, opts.epochOf);
+    this.client = new ReplicaClient(opts.to.url, opts.site, opts.epochOf, undefined, opts.channel ?? 'replica');
     this.log = opts.logger.child({ site: opts.site, replicaOf: opts.site, to: opts.to.name });
     this.booted = new Promise<void>((resolve) => { this.bootedResolve = resolve; });
   }
@@ -78,7 +86,7 @@ export class VolumeShipper {
         const hello = await this.client.hello(this.opts.from);
         if (this.stopped) return;
         this.bootError = undefined;
-        this.files = new FileShipper({ volumeDir: this.opts.volumeDir, client: this.client, logger: this.log, ...(this.opts.tuning?.fileScanMs ? { scanMs: this.opts.tuning.fileScanMs } : {}) });
+        this.files = new FileShipper({ volumeDir: this.opts.volumeDir, client: this.client, logger: this.log, ...(this.opts.include ? { include: this.opts.include } : {}), ...(this.opts.tuning?.fileScanMs ? { scanMs: this.opts.tuning.fileScanMs } : {}) });
         this.files.onScan = () => this.discover();
         this.files.start(hello.files);
         this.discover();
@@ -99,7 +107,7 @@ export class VolumeShipper {
   discover(): void {
     if (this.stopped) return;
     for (const rel of listDatabases(this.opts.volumeDir)) {
-      if (this.dbs.has(rel)) continue;
+      if (this.dbs.has(rel) || (this.opts.include && !this.opts.include(rel))) continue;
       if (!isWalModeDatabase(path.join(this.opts.volumeDir, rel))) {
         if (!this.notWal.has(rel)) this.log.warn({ db: rel }, 'database is not in WAL mode (yet); it is not replicated until it is');
         this.notWal.add(rel);
@@ -138,7 +146,11 @@ export class VolumeShipper {
     if (!lastError && this.notWal.size > 0) lastError = `not replicated (not in WAL mode): ${[...this.notWal].join(', ')}`;
     const lagMs = Math.max(0, this.files?.lagMs(now) ?? 0, ...[...this.dbs.values()].map((d) => d.lagMs(now)));
     const generation = Math.max(0, ...[...this.dbs.values()].map((d) => d.generation));
-    return { to: this.to.name, state, lagMs, generation, ...(lastError ? { lastError } : {}) };
+    const seeds = [...this.dbs.values()].flatMap((d) => (d.lastSeed ? [d.lastSeed] : []));
+    return {
+      to: this.to.name, state, lagMs, generation, ...(lastError ? { lastError } : {}),
+      ...(seeds.length > 0 ? { seeds } : {}), ...(this.files ? { fileBytesSent: this.files.bytesSent } : {}),
+    };
   }
 
   /**
@@ -156,6 +168,13 @@ export class VolumeShipper {
     const dbs = [...this.dbs.values()];
     if (dbs.length === 1) return dbs[0]!.catchUp();
     await Promise.all(dbs.map((d) => d.catchUp()));
+  }
+
+  /** Resolves once a file scan begun after the call has shipped (plain files as of the call are on the copy). */
+  async filesCaughtUp(): Promise<void> {
+    await this.booted;
+    if (this.stopped || !this.files) throw new UnderstudyError('US_REPLICATION', `replication of ${this.opts.site} to ${this.to.name} stopped`);
+    await this.files.nextScan();
   }
 
   async position(): Promise<VolumePosition> {

@@ -1,7 +1,8 @@
 import assert from 'node:assert/strict';
 import path from 'node:path';
 import { test } from 'node:test';
-import { api, http, sleep, startCluster, waitUntil, type Cluster, waitStreaming } from '../support/cluster.ts';
+import type { GenerationSeed, VolumeStatus } from '../../src/shared/contracts.ts';
+import { api, http, ports, sleep, startCluster, waitUntil, type Cluster, waitStreaming } from '../support/cluster.ts';
 import { missingOrders, startLoad } from '../support/load.ts';
 import { ordersDigest } from '../support/volume-digest.ts';
 
@@ -53,6 +54,8 @@ test('planned switchovers under load fail no request and lose no order; after a 
   await api(cluster, '/v1/hosts/h1/power', { action: 'on' });
   await streaming(cluster);
   await waitUntil('lag 0', async () => (await api<Status>(cluster, '/v1/status')).sites[0]!.replication.lagMs === 0, 20_000);
+  // Failback sent only what differs: array-a still held its (stale) copy of orders.db.
+  const failback = await differentialSeed(t, ports(4).storageB, 'array-a');
   const back = await api<{ status: string }>(cluster, '/v1/sites/shop/switchover', { to: 'h1' });
   assert.equal(back.status, 'done');
   const served = await http(`${cluster.front}/healthz`);
@@ -69,4 +72,25 @@ test('planned switchovers under load fail no request and lose no order; after a 
   t.diagnostic(`orders.db array-a ${JSON.stringify(a)} array-b ${JSON.stringify(b)}`);
   assert.ok(a.orders >= during.acked.length + 20);
   assert.deepEqual(a, b);
+  // Re-protection after the switchover back: array-b's just-demoted copy is the base.
+  const again = await differentialSeed(t, ports(4).storageA, 'array-b');
+  assert.ok(again.generation > failback.generation);
 });
+
+/**
+ * The seed of orders.db's current replication generation on the storage processor at
+ * `port` (shipping to `to`): it must be differential and have sent far fewer bytes
+ * than the database holds.
+ */
+async function differentialSeed(t: { diagnostic: (m: string) => void }, port: number, to: string): Promise<GenerationSeed> {
+  const url = `http://127.0.0.1:${port}/v1/volumes/shop`;
+  const vol = await waitUntil(`replication of shop to ${to} seeded`, async () => {
+    const v = (await http(url)).body as VolumeStatus;
+    return v.replication?.to === to && v.replication.state === 'streaming' && v.replication.seeds?.some((x) => x.db === 'orders.db') ? v : undefined;
+  }, 20_000);
+  const seed = vol.replication!.seeds!.find((x) => x.db === 'orders.db')!;
+  t.diagnostic(`generation to ${to}: ${JSON.stringify(seed)}; file bytes sent ${vol.replication!.fileBytesSent}`);
+  assert.equal(seed.kind, 'differential', `the generation to ${to} was differential (${seed.fallback ?? 'no fallback'})`);
+  assert.ok(seed.bytesSent * 4 < seed.dbBytes, `sent ${seed.bytesSent} bytes for a ${seed.dbBytes}-byte orders.db`);
+  return seed;
+}

@@ -28,10 +28,17 @@ export interface FetchPointOptions {
 export interface FetchedPoint { manifest: PointManifest; skipped: { id: string; problems: VerificationProblem[] }[] }
 
 export async function fetchVerifiedPoint(o: FetchPointOptions): Promise<FetchedPoint> {
-  const ids = o.point === LATEST_GOOD ? (await o.vault.points(o.site)).map((p) => p.id) : [o.point];
+  const listed = o.point === LATEST_GOOD ? await o.vault.points(o.site) : [];
+  const ids = o.point === LATEST_GOOD ? listed.map((p) => p.id) : [o.point];
   if (ids.length === 0) throw new UnderstudyError('US_NOT_FOUND', `the vault at ${o.vault.url} holds no restore point of ${o.site}: nothing to restore`);
   const skipped: FetchedPoint['skipped'] = [];
   for (const id of ids) {
+    // 'latest-good' passes over points the vault already found bad (VaultPoint.verification).
+    const known = listed.find((p) => p.id === id)?.verification;
+    if (known?.ok === false) {
+      skipped.push({ id, problems: [{ file: `${id}`, kind: 'checksum', detail: `failed the vault's verification at ${new Date(known.checkedAt).toISOString()}: ${known.problem ?? 'see the vault log'}` }] });
+      continue;
+    }
     await fsp.rm(o.intoDir, { recursive: true, force: true });
     let manifest: PointManifest;
     try { manifest = await readManifest(o, id); } catch (e) {
@@ -53,6 +60,8 @@ export async function fetchVerifiedPoint(o: FetchPointOptions): Promise<FetchedP
     }
     o.log.warn({ site: o.site, point: id, problems }, 'restore: point failed verification');
     skipped.push({ id, problems });
+    // The vault checks it itself and records the result, so retention stops counting it (not awaited).
+    void o.vault.verifyPoint(o.site, id).catch(() => undefined);
     if (o.point !== LATEST_GOOD) break;
   }
   await fsp.rm(o.intoDir, { recursive: true, force: true });

@@ -1,6 +1,6 @@
 import { UnderstudyError } from '../../shared/errors.ts';
 import type { Logger } from 'pino';
-import type { PointFile, PointManifest, VaultPoint } from '../../shared/contracts.ts';
+import type { PointFile, PointManifest, VaultPoint, VerificationProblem } from '../../shared/contracts.ts';
 import { sha256Hex, splitChunks } from './chunking.ts';
 import { pointIdOf } from './point-id.ts';
 import type { VaultClient } from './vault-client.ts';
@@ -53,7 +53,7 @@ export async function takePoint(o: TakePointOptions): Promise<TakenPoint> {
     const before = await o.vault.manifest(o.site, newest.id);
     const lost = before.files.filter((f) => f.kind === 'db' && !files.some((g) => g.path === f.path)).map((f) => f.path);
     if (lost.length > 0) {
-      throw new UnderstudyError('US_REPLICATION', `${o.site}: ${lost.join(', ')} missing from the volume (restore point ${newest.id} had it); no restore point is taken of a volume that lost a database`);
+      throw new UnderstudyError('US_REPLICATION', `${o.site}: ${lost.join(', ')} missing from the volume (restore point ${newest.id} had it); no restore point is taken of a volume that lost a database`, { problem: { file: lost[0]!, kind: 'unreadable', detail: `missing from the volume (restore point ${newest.id} had it)` } satisfies VerificationProblem });
     }
   }
   const missing = await o.vault.missing(o.site, [...byHash.keys()]);

@@ -1,13 +1,9 @@
-import fsp from 'node:fs/promises';
-import path from 'node:path';
 import { z } from 'zod';
 import type { VaultHasResponse, VerificationResult } from '../../shared/contracts.ts';
 import { UnderstudyError } from '../../shared/errors.ts';
 import { parseBody, type JsonRouter } from '../../shared/http-json.ts';
-import { tempPathFor } from '../fs-durable.ts';
 import { MAX_CHUNK_BYTES, isChunkHash } from './chunking.ts';
 import { pointManifestSchema } from './point-manifest-schema.ts';
-import { rebuildPoint } from './rebuild-point.ts';
 import type { VaultStore } from './vault-store.ts';
 
 /**
@@ -60,16 +56,6 @@ export function registerVaultRoutes(r: JsonRouter, storageName: string, store: (
   });
   r.on('GET', '/v1/vault/:site/points', (q) => vault().list(site(q.params)));
   r.on('GET', '/v1/vault/:site/points/:id', (q) => vault().readManifest(site(q.params), q.params.id!));
-  r.on('POST', '/v1/vault/:site/points/:id/verify', async (q): Promise<VerificationResult> => {
-    const s = vault();
-    const t0 = performance.now();
-    const m = await s.readManifest(site(q.params), q.params.id!);
-    const tmp = tempPathFor(path.join(s.root, `verify-${m.site}-${m.id}`));
-    try {
-      const problems = await rebuildPoint(m, { get: (h) => s.readChunk(h) }, tmp);
-      return { ok: problems.length === 0, problems, checkedAt: Date.now(), ms: Math.round(performance.now() - t0) };
-    } finally {
-      await fsp.rm(tmp, { recursive: true, force: true });
-    }
-  });
+  // Verifies a stored point as a restore would and records the result (VaultPoint.verification).
+  r.on('POST', '/v1/vault/:site/points/:id/verify', (q): Promise<VerificationResult> => vault().verifyPoint(site(q.params), q.params.id!));
 }

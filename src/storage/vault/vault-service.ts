@@ -3,7 +3,7 @@ import path from 'node:path';
 import type { Logger } from 'pino';
 import { z } from 'zod';
 import type { StorageConfig, UnderstudyConfig } from '../../config/types.ts';
-import type { RestoreProgress, RestoreResponse, VaultPoint, VerificationResult, VolumeRole } from '../../shared/contracts.ts';
+import type { RestoreProgress, RestoreResponse, VaultPoint, VerificationProblem, VerificationResult, VolumeRole } from '../../shared/contracts.ts';
 import { UnderstudyError } from '../../shared/errors.ts';
 import { parseBody, type JsonRouter } from '../../shared/http-json.ts';
 import { tempPathFor } from '../fs-durable.ts';
@@ -12,6 +12,7 @@ import { volumePath } from '../volume-meta.ts';
 import { DEFAULT_CHUNK_BYTES } from './chunking.ts';
 import { LATEST_GOOD, fetchVerifiedPoint } from './fetch-point.ts';
 import { isPointId } from './point-id.ts';
+import { BackupSchedule, backupTickFor } from './backup-schedule.ts';
 import { takePoint } from './take-point.ts';
 import { VaultClient } from './vault-client.ts';
 import { registerVaultRoutes } from './vault-routes.ts';
@@ -33,7 +34,11 @@ import { verifyVolume } from './volume-verifier.ts';
 export interface VaultServiceOptions {
   /** Scheduled verification of every volume held; 0 turns it off. @default 10_000 */
   verifyEveryMs?: number;
-  /** How often due backups are looked for. @default 1000 */
+  /**
+   * How often due backups are looked for, at most; the tick used is a tenth of the
+   * shortest `backup.every` (≥ 50 ms) when that is shorter (backup-schedule.ts). 0 turns
+   * scheduled backups off. @default 1000
+   */
   backupTickMs?: number;
   /** Chunk size of new restore points. @default 64 KiB */
   chunkBytes?: number;
@@ -55,6 +60,9 @@ export interface VaultHost {
   installRestored(site: string, epoch: number, fromDir: string): Promise<void>;
 }
 
+/** Points the vault verifies per site per verification round (verifyNewPoints). */
+const POINTS_PER_ROUND = 2;
+
 const backupNowSchema = z.object({ vaultUrl: z.string().url().optional(), keep: z.number().int().positive().optional() }).optional();
 const restoreSchema = z.object({
   epoch: z.number().int().nonnegative(),
@@ -67,8 +75,13 @@ export class VaultService {
   private readonly verification = new Map<string, VerificationResult>();
   private readonly restores = new Map<string, RestoreProgress>();
   private readonly lastTakenAt = new Map<string, number>();
-  /** Backups and verifications of one site run one at a time (not under the volume lock). */
+  /** Verifications (and a restore's install) of one site run one at a time (not under the volume lock). */
   private readonly work = new KeyedLock();
+  /** Backups of one site run one at a time, apart from verifications: a long quick_check does not delay a point. */
+  private readonly backups = new KeyedLock();
+  private readonly schedule = new BackupSchedule();
+  /** Sites whose newest point is being asked of the vault (first look after a start or a change of role). */
+  private readonly seeding = new Set<string>();
   private readonly timers: NodeJS.Timeout[] = [];
   private readonly inflight = new Set<Promise<unknown>>();
   private stopped = false;
@@ -83,7 +96,10 @@ export class VaultService {
     if (this.host.storage.backup) {
       this.store = new VaultStore(this.host.storage.path, this.host.log.child({ vault: this.host.name }), { gcGraceMs: this.opts.gcGraceMs });
     }
-    if (this.opts.backupTickMs > 0) this.every(this.opts.backupTickMs, () => this.backupDueSites());
+    if (this.opts.backupTickMs > 0) {
+      const everys = Object.values(this.host.config.sites).flatMap((c) => (c.volume.backup ? [c.volume.backup.everyMs] : []));
+      this.every(backupTickFor(everys, this.opts.backupTickMs), async () => { this.backupDueSites(); });
+    }
     if (this.opts.verifyEveryMs > 0) this.every(this.opts.verifyEveryMs, () => this.verifyAll());
   }
 
@@ -121,20 +137,39 @@ export class VaultService {
     const url = vaultUrl ?? (cfg ? this.vaultUrlOf(cfg.to) : undefined);
     const k = keep ?? cfg?.keep;
     if (!url || !k) throw new UnderstudyError('US_BAD_REQUEST', `site ${site} has no volume.backup in ${this.host.config.file}: set sites.${site}.volume.backup, or give vaultUrl and keep`);
-    return this.work.run(site, async () => {
+    this.schedule.started(site);
+    return this.backups.run(site, async () => {
       const t0 = performance.now();
+      // The point's time is stamped BEFORE the capture begins: every write committed before
+      // `takenAt` is in the point (each database's read transaction starts after it), so
+      // "acknowledged before the point's time" means "restored by it". Unique per site.
+      const takenAt = Math.max(Date.now(), (this.lastTakenAt.get(site) ?? 0) + 1);
+      this.lastTakenAt.set(site, takenAt);
       // Capture under the volume lock: the role, epoch and directory cannot change meanwhile.
       const { captured, epoch } = await this.host.withVolumeQuiesced(site, async (dir) => {
         const info = this.host.volumeInfo(site);
         if (info?.role !== 'primary') throw new UnderstudyError('US_BAD_REQUEST', `volume ${site} on storage ${this.host.name} is not the primary: restore points are taken where the primary is`);
         return { captured: await captureVolume(dir), epoch: info.epoch };
-      });
-      const takenAt = Math.max(Date.now(), (this.lastTakenAt.get(site) ?? 0) + 1);
-      this.lastTakenAt.set(site, takenAt);
-      const r = await takePoint({ site, captured, epoch, source: this.host.name, vault: new VaultClient(url), keep: k, chunkBytes: this.opts.chunkBytes, takenAt, log: this.host.log });
+      }).catch((e: unknown) => { this.noticeRefusedPoint(site, e); throw e; });
+      const r = await takePoint({ site, captured, epoch, source: this.host.name, vault: new VaultClient(url), keep: k, chunkBytes: this.opts.chunkBytes, takenAt, log: this.host.log })
+        .catch((e: unknown) => { this.noticeRefusedPoint(site, e); throw e; });
       this.host.log.info({ site, point: r.point.id, ms: Math.round(performance.now() - t0) }, 'backup done');
       return r.point;
-    });
+    }).finally(() => this.schedule.finished(site));
+  }
+
+  /**
+   * A point refused because the volume is damaged (a database image that fails quick_check,
+   * the volume directory gone, a database missing) is a failed verification of the primary
+   * found by the backup, every `backup.every` rather than every `verifyEveryMs`: it is
+   * recorded as the volume's latest verification at once, so the controller raises
+   * corruption-detected without waiting for the next scheduled check.
+   */
+  private noticeRefusedPoint(site: string, e: unknown): void {
+    const problem = e instanceof UnderstudyError ? (e.details as { problem?: VerificationProblem } | undefined)?.problem : undefined;
+    if (!problem) return;
+    this.verification.set(site, { ok: false, problems: [problem], checkedAt: Date.now(), ms: 0 });
+    this.host.log.error({ site, problem }, 'the primary volume is damaged (found while taking a restore point)');
   }
 
   private vaultUrlOf(storageName: string): string | undefined {
@@ -142,23 +177,31 @@ export class VaultService {
     return s ? `http://${s.listen.host}:${s.listen.port}` : undefined;
   }
 
-  /** Every tick: a backup for each primary here whose site's `everyMs` has passed since its newest point. */
-  private async backupDueSites(): Promise<void> {
+  /**
+   * Every tick: starts a point for each primary here whose site's `everyMs` has passed
+   * since its previous point STARTED (backup-schedule.ts). Sites do not wait for each
+   * other; a failure is logged and the next attempt comes `everyMs` later.
+   */
+  private backupDueSites(): void {
     for (const site of this.host.sites()) {
+      if (this.stopped) return;
       const cfg = this.host.config.sites[site]?.volume.backup;
-      if (!cfg || this.host.volumeInfo(site)?.role !== 'primary' || this.busy(site)) continue;
+      if (!cfg || this.host.volumeInfo(site)?.role !== 'primary') { this.schedule.forget(site); continue; }
+      if (this.busy(site) || this.schedule.isRunning(site)) continue;
       const url = this.vaultUrlOf(cfg.to);
       if (!url) continue;
-      if (!this.lastTakenAt.has(site)) {
-        // First look after a start: the vault knows when the newest point was taken.
-        const newest = (await new VaultClient(url, 5000).points(site).catch(() => []))[0];
-        this.lastTakenAt.set(site, newest?.takenAt ?? 0);
+      if (!this.schedule.knows(site)) {
+        // First look after a start (or after the volume became primary here): the vault
+        // knows when the newest point was taken; with none, the first point is due now.
+        if (this.seeding.has(site)) continue;
+        this.seeding.add(site);
+        void this.track(new VaultClient(url, 5000).points(site).catch(() => []))
+          .then((pts) => this.schedule.seed(site, pts[0]?.takenAt ?? 0))
+          .finally(() => this.seeding.delete(site));
+        continue;
       }
-      if (Date.now() - (this.lastTakenAt.get(site) ?? 0) < cfg.everyMs) continue;
-      await this.backup(site).catch((e: Error) => {
-        this.lastTakenAt.set(site, Date.now()); // retry after everyMs, not at every tick
-        this.host.log.error({ site, err: e.message }, 'scheduled backup failed');
-      });
+      if (!this.schedule.due(site, cfg.everyMs)) continue;
+      void this.track(this.backup(site)).catch((e: Error) => this.host.log.error({ site, err: e.message }, 'scheduled backup failed'));
     }
   }
 
@@ -181,6 +224,21 @@ export class VaultService {
     });
   }
 
+  /**
+   * Verification right before a promotion. The processor calls it under the volume lock,
+   * after folding the replica's WAL into its databases: nothing is appended meanwhile,
+   * so the databases are checked in place (quick_check) and the plain files against the
+   * record of the previous verifications. Recorded as the volume's latest verification
+   * (so the controller sees a failure as corruption-detected). Must not take `work`:
+   * a scheduled verification holds it while it waits for the volume lock.
+   */
+  async verifyForPromotion(site: string, dir: string): Promise<VerificationResult> {
+    const result = await verifyVolume({ dir, role: 'primary', quiesce: (fn) => fn(dir), baselineFile: this.baselineFile(site) });
+    this.verification.set(site, result);
+    if (!result.ok) this.host.log.error({ site, problems: result.problems }, 'the replica failed verification before promotion: not promoted');
+    return result;
+  }
+
   private baselineFile(site: string): string {
     return path.join(this.host.storage.path, 'verify', `${site}.json`);
   }
@@ -191,6 +249,21 @@ export class VaultService {
       const info = this.host.volumeInfo(site);
       if (!info || info.role === 'none' || this.busy(site)) continue;
       await this.verify(site).catch((e: Error) => this.host.log.warn({ site, err: e.message }, 'scheduled verification failed'));
+    }
+    if (this.store) await this.verifyNewPoints(this.store);
+  }
+
+  /**
+   * On the vault: verifies points never verified yet, newest first, at most
+   * POINTS_PER_ROUND per site per round (each is rebuilt in a temp directory), so that
+   * retention knows which points are bad and `backups` shows them.
+   */
+  private async verifyNewPoints(store: VaultStore): Promise<void> {
+    for (const site of await store.sites()) {
+      for (const id of (await store.unverified(site)).slice(0, POINTS_PER_ROUND)) {
+        if (this.stopped) return;
+        await store.verifyPoint(site, id).catch((e: Error) => this.host.log.warn({ site, point: id, err: e.message }, 'scheduled verification of a restore point failed'));
+      }
     }
   }
 

@@ -2,13 +2,14 @@ import fs from 'node:fs';
 import fsp from 'node:fs/promises';
 import path from 'node:path';
 import type { Logger } from 'pino';
-import type { PointManifest, VaultPoint } from '../../shared/contracts.ts';
+import type { PointManifest, VaultPoint, VerificationResult } from '../../shared/contracts.ts';
 import { UnderstudyError } from '../../shared/errors.ts';
-import { fsyncDir, removeDurable, writeFileDurable, writeTemp } from '../fs-durable.ts';
+import { fsyncDir, removeDurable, tempPathFor, writeFileDurable, writeTemp } from '../fs-durable.ts';
 import { KeyedLock } from '../keyed-lock.ts';
 import { chunkPath, sha256Hex } from './chunking.ts';
 import { isPointId } from './point-id.ts';
 import { pointManifestSchema } from './point-manifest-schema.ts';
+import { rebuildPoint } from './rebuild-point.ts';
 
 /**
  * The vault's disk: `<path>/chunks/ab/<sha256>` (each chunk once, whoever refers to
@@ -25,6 +26,11 @@ import { pointManifestSchema } from './point-manifest-schema.ts';
  *    a backup that was told "you need not send X" cannot lose X to a collection that
  *    runs before its manifest arrives. If any manifest cannot be read, nothing is collected.
  *  - Commits, retention and collection run one at a time (one lock for the vault).
+ *  - Retention keeps the newest `keep` points that are not known bad: a point whose
+ *    latest verification failed (`<id>.verify.json` beside its manifest, written by
+ *    verifyPoint) does not count, so newer bad points never push out the newest good
+ *    one. Bad points newer than the oldest point kept are kept too (at most `keep`),
+ *    for the operator to see; the others go.
  */
 export interface VaultStoreOptions {
   /** A chunk younger than this is never collected (see above). @default 3_600_000 */
@@ -47,6 +53,60 @@ export class VaultStore {
   private pointFile(site: string, id: string): string {
     if (!isPointId(id)) throw new UnderstudyError('US_BAD_REQUEST', `"${id}" is not a restore point id (like 2025-03-01T12-00-05.123Z)`);
     return path.join(this.pointsDir(site), `${id}.json`);
+  }
+
+  /** Beside the manifest: the point's latest verification (not matched by ids(): `<id>.verify` is no point id). */
+  private verificationFile(site: string, id: string): string {
+    return `${this.pointFile(site, id).slice(0, -5)}.verify.json`;
+  }
+
+  /** The point's latest recorded verification, or undefined when it was never verified. */
+  async verificationOf(site: string, id: string): Promise<VaultPoint['verification']> {
+    try {
+      const v = JSON.parse(await fsp.readFile(this.verificationFile(site, id), 'utf8')) as VaultPoint['verification'];
+      return v && typeof v.ok === 'boolean' ? v : undefined;
+    } catch {
+      return undefined;
+    }
+  }
+
+  /**
+   * Verifies a stored point as a restore would (rebuild-point.ts: every chunk's hash, every
+   * file's sha256, quick_check of the databases) in a temp directory, and records the result
+   * beside its manifest — unless the point was removed meanwhile. Not under the vault lock
+   * (it reads only; chunks a manifest refers to are never collected).
+   */
+  async verifyPoint(site: string, id: string): Promise<VerificationResult> {
+    const t0 = performance.now();
+    const m = await this.readManifest(site, id);
+    const tmp = tempPathFor(path.join(this.root, `verify-${m.site}-${m.id}`));
+    let problems;
+    try {
+      problems = await rebuildPoint(m, { get: (h) => this.readChunk(h) }, tmp);
+    } finally {
+      await fsp.rm(tmp, { recursive: true, force: true });
+    }
+    const result: VerificationResult = { ok: problems.length === 0, problems, checkedAt: Date.now(), ms: Math.round(performance.now() - t0) };
+    await this.lock.run('vault', async () => {
+      if (!fs.existsSync(this.pointFile(site, id))) return;
+      const p = problems[0];
+      const rec: NonNullable<VaultPoint['verification']> = { ok: result.ok, checkedAt: result.checkedAt, ...(p ? { problem: `${p.file}: ${p.kind}${p.detail ? ` (${p.detail})` : ''}` } : {}) };
+      await writeFileDurable(this.verificationFile(site, id), JSON.stringify(rec));
+      if (!result.ok) this.log.warn({ site, point: id, problems }, 'restore point failed verification: it no longer counts toward keep');
+    });
+    return result;
+  }
+
+  /** The site's points never verified, newest first. */
+  async unverified(site: string): Promise<string[]> {
+    const out: string[] = [];
+    for (const id of await this.ids(site)) if (!fs.existsSync(this.verificationFile(site, id))) out.push(id);
+    return out;
+  }
+
+  /** Sites with points. */
+  async sites(): Promise<string[]> {
+    return readdirOrEmpty(path.join(this.root, 'points'));
   }
 
   /** The hashes among `hashes` that the vault does not hold; refreshes the mtime of those it holds. */
@@ -122,9 +182,14 @@ export class VaultStore {
     });
   }
 
-  /** Every point of a site, newest first. */
+  /** Every point of a site, newest first, with its latest verification when it has one. */
   async list(site: string): Promise<VaultPoint[]> {
-    return (await this.manifests(site)).map(summaryOf);
+    const out: VaultPoint[] = [];
+    for (const m of await this.manifests(site)) {
+      const v = await this.verificationOf(site, m.id);
+      out.push({ ...summaryOf(m), ...(v ? { verification: v } : {}) });
+    }
+    return out;
   }
 
   async readManifest(site: string, id: string): Promise<PointManifest> {
@@ -140,12 +205,16 @@ export class VaultStore {
     return r.data;
   }
 
-  /** Deletes a site's points beyond the newest `keep`, then collects garbage. Runs inside the lock. */
+  /** Applies retention (see the class comment), then collects garbage. Runs inside the lock. */
   private async applyRetention(site: string, keep: number): Promise<void> {
     const ids = await this.ids(site);
-    for (const id of ids.slice(keep)) {
+    const bad = new Set<string>();
+    for (const id of ids) if ((await this.verificationOf(site, id))?.ok === false) bad.add(id);
+    const drop = retentionDrops(ids, bad, keep);
+    for (const id of drop) {
       await removeDurable(this.pointFile(site, id));
-      this.log.info({ site, point: id, keep }, 'restore point removed by retention');
+      await fsp.rm(this.verificationFile(site, id), { force: true });
+      this.log.info({ site, point: id, keep, failedVerification: bad.has(id) }, 'restore point removed by retention');
     }
     await this.collect();
   }
@@ -198,6 +267,26 @@ export class VaultStore {
     for (const id of await this.ids(site)) out.push(await this.readManifest(site, id));
     return out;
   }
+}
+
+/**
+ * Which points retention removes: `ids` newest first, `bad` those whose verification failed.
+ * The newest `keep` points not in `bad` stay; so do bad points newer than the oldest of
+ * them (at most `keep`, newest first); everything else goes.
+ */
+export function retentionDrops(ids: string[], bad: ReadonlySet<string>, keep: number): string[] {
+  const kept = new Set<string>();
+  let good = 0;
+  let badKept = 0;
+  for (const id of ids) {
+    if (!bad.has(id)) {
+      if (good < keep) { kept.add(id); good++; }
+    } else if (good < keep && badKept < keep) {
+      kept.add(id);
+      badKept++;
+    }
+  }
+  return ids.filter((id) => !kept.has(id));
 }
 
 export function summaryOf(m: PointManifest): VaultPoint {

@@ -2,6 +2,7 @@ import fs from 'node:fs';
 import fsp from 'node:fs/promises';
 import path from 'node:path';
 import Database from 'better-sqlite3';
+import type { VerificationProblem } from '../../shared/contracts.ts';
 import { UnderstudyError } from '../../shared/errors.ts';
 import { isTempName } from '../fs-durable.ts';
 import { isDatabaseArtifact, listDatabases } from '../sqlite-file.ts';
@@ -37,7 +38,7 @@ export interface CapturedFile {
 }
 
 export async function captureVolume(dir: string): Promise<CapturedFile[]> {
-  if (!fs.existsSync(dir)) throw new UnderstudyError('US_NOT_FOUND', `${dir}: the volume does not exist`);
+  if (!fs.existsSync(dir)) throw new UnderstudyError('US_NOT_FOUND', `${dir}: the volume does not exist`, { problem: { file: '.', kind: 'unreadable', detail: `${dir}: the volume directory does not exist` } satisfies VerificationProblem });
   const out: CapturedFile[] = [];
   for (const rel of listDatabases(dir)) out.push(captureDatabase(dir, rel));
   await walkFiles(dir, '', out);
@@ -49,22 +50,41 @@ function captureDatabase(dir: string, rel: string): CapturedFile {
   const st = fs.statSync(abs);
   let db: Database.Database | null = null;
   try {
+    refuseLostWal(abs, rel);
     db = new Database(abs, { readonly: true, fileMustExist: true });
     db.pragma('busy_timeout = 5000');
     db.exec('BEGIN');
     db.prepare('SELECT count(*) FROM sqlite_master').get(); // starts the read: the state is fixed from here
     const data = db.serialize();
     db.exec('COMMIT');
+    // Removed while it was copied (an rm -rf under way): the image may lack what the WAL held.
+    refuseLostWal(abs, rel);
+    if (!fs.existsSync(abs)) throw new UnderstudyError('US_NOT_FOUND', `${abs}: removed while a restore point was taken`, { problem: { file: rel, kind: 'unreadable', detail: 'removed while a restore point was taken' } satisfies VerificationProblem });
     // A restore point of a damaged database would push good points out of retention: check
     // the image itself (in memory) and refuse it, so that the vault keeps only points that verify.
     const problem = imageProblem(data);
-    if (problem) throw new UnderstudyError('US_REPLICATION', `${abs}: the database is damaged (quick_check: ${problem}); no restore point is taken of it`);
+    // The refusal is also a verification of the primary (a quick_check of a consistent image): `problem` lets the caller raise it at once.
+    if (problem) throw new UnderstudyError('US_REPLICATION', `${abs}: the database is damaged (quick_check: ${problem}); no restore point is taken of it`, { problem: { file: rel, kind: 'quick-check', detail: problem } satisfies VerificationProblem });
     return { path: rel, kind: 'db', mode: st.mode & 0o777, mtimeMs: st.mtimeMs, data };
   } catch (e) {
     if (e instanceof UnderstudyError) throw e;
     throw new UnderstudyError('US_REPLICATION', `${abs}: cannot take a consistent copy of the database (${(e as Error).message})`);
   } finally {
     db?.close();
+  }
+}
+
+/**
+ * A WAL-mode database whose `-shm` index exists but whose `-wal` does not has lost its WAL
+ * (a file removed by hand, an `rm -rf` of the volume under way): SQLite then reads the db file
+ * alone, a consistent but OLDER state that passes quick_check (measured: 100 committed rows
+ * read as 0). Such an image must not become the newest "good" point. (A clean close of the
+ * last connection removes both files; a crash leaves both.)
+ */
+function refuseLostWal(abs: string, rel: string): void {
+  if (fs.existsSync(`${abs}-shm`) && !fs.existsSync(`${abs}-wal`)) {
+    const detail = `${rel}-wal is missing while ${rel}-shm exists: the database lost its write-ahead log (committed writes)`;
+    throw new UnderstudyError('US_REPLICATION', `${abs}: ${detail}; no restore point is taken of it`, { problem: { file: rel, kind: 'unreadable', detail } satisfies VerificationProblem });
   }
 }
 

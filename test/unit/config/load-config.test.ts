@@ -40,7 +40,7 @@ test('defaults: every optional field gets its documented default', () => {
     malfunction: { errorRate: 0.2, windowMs: 5000 },
     performance: { p95Ms: 300, windowMs: 10_000 },
   });
-  assert.deepEqual(s.scale, { max: 1, cooldownMs: 30_000 });
+  assert.deepEqual(s.scale, { max: 1, cooldownMs: 30_000, stabilizationMs: 30_000 });
 });
 
 test('defaults: baseDir defaults to the current directory; seed and paths resolve against it', () => {
@@ -104,7 +104,7 @@ sites:
     malfunction: { errorRate: 0.5, windowMs: 60_000 },
     performance: { p95Ms: 1000, windowMs: 120_000 },
   });
-  assert.deepEqual(s.scale, { max: 3, cooldownMs: 90_000 });
+  assert.deepEqual(s.scale, { max: 3, cooldownMs: 90_000, stabilizationMs: 30_000 });
 });
 
 test('the result is frozen', () => {

@@ -61,3 +61,23 @@ test('a dead process is a failure at once', async (t) => {
   assert.equal(failures.length, 1);
   assert.equal(failures[0]!.kind, 'process-gone');
 });
+
+test('every probe result goes to onProbe before it is judged, and is counted', async (t) => {
+  let fail = false;
+  const s = await server((_req, res) => { if (fail) { res.statusCode = 503; res.end('{}'); } else res.end(JSON.stringify({ ok: true, servedBy: 'x:1' })); });
+  t.after(() => s.close());
+  const seen: { ok: boolean; servedBy?: string }[] = [];
+  const m = new SiteMonitor({ site: 'shop', host: 'h1', url: s.url, pid: null }, probe, () => undefined, (r) => seen.push({ ok: r.ok, servedBy: r.servedBy }));
+  t.after(() => m.stop());
+  m.start();
+  await new Promise((r) => setTimeout(r, 200));
+  fail = true;
+  await new Promise((r) => setTimeout(r, 60));
+  fail = false;
+  await new Promise((r) => setTimeout(r, 150));
+  assert.ok(seen.length >= 4);
+  assert.equal(seen[0]!.servedBy, 'x:1');
+  assert.equal(m.counts.probes, seen.length);
+  assert.equal(m.counts.failed, seen.filter((x) => !x.ok).length);
+  assert.ok(m.counts.failed >= 1 && m.counts.lastFailedAt !== null);
+});

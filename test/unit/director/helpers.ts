@@ -30,7 +30,7 @@ export function makeConfig(opts: { sites?: string[]; holdMaxRequests?: number; h
       front: { host: '127.0.0.1', port: 0 },
       app: { command: ['true'], port: 3000, env: {} },
       primary: 'h1',
-      standby: [],
+      standby: [], priority: 0,
       volume: { replication: 'sync' as const, readonly: [] },
       transform: [],
       health: { probe, malfunction: { errorRate: 0.2, windowMs: 5000 }, performance: { p95Ms: 300, windowMs: 10_000 } },

@@ -77,7 +77,7 @@ function makeConfig(root: string, pa: number, pb: number): UnderstudyConfig {
         front: { host: '127.0.0.1', port: 0 },
         app: { command: ['node', SHOP], port: 3000, env: {} },
         primary: 'h1',
-        standby: [],
+        standby: [], priority: 0,
         volume: { replication: 'sync', readonly: [], sync: { onReplicaLost: 'degrade', timeoutMs: 2000 } },
         transform: [],
         health: { probe, malfunction: { errorRate: 0.2, windowMs: 5000 }, performance: { p95Ms: 300, windowMs: 10_000 } },

@@ -103,3 +103,17 @@ test('a host that never rose stays untrusted however long it waits; a bad probe 
   g.hostProbe('h1', false);
   assert.equal(g.hostProbe('h1', true).goodProbes, 1);
 });
+
+test('a caller may give a site its own cooldown of an action (e.g. its scale.cooldown); it is kept for later calls', () => {
+  const clock = new FakeClock();
+  const g = new ActionGovernor({ rise: 2, cooldownMs: { 'scale-out': 30_000 }, now: clock.now });
+  assert.equal(g.decide('shop', 'scale-out', 'slow', { cooldownMs: 5_000 }).allowed, true);
+  assert.equal(g.cooldownLeft('shop', 'scale-out'), 5_000);
+  assert.equal(g.cooldownOf('blog', 'scale-out'), 30_000, 'other sites keep the governor-wide cooldown');
+  clock.advance(4_000);
+  const d = g.decide('shop', 'scale-out', 'slow');
+  assert.equal(d.allowed, false);
+  assert.match(d.why, /the cooldown is 5000 ms \(1000 ms left\)/);
+  clock.advance(1_000);
+  assert.equal(g.decide('shop', 'scale-out', 'slow').allowed, true);
+});

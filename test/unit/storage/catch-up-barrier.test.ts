@@ -59,7 +59,7 @@ test('CatchUpBarrier: a position releases only when the same WAL is acknowledged
  * A DbShipper with a replica client that can hold the frames call, i.e. keep a pass in
  * flight: the replica's acknowledged position is recorded when each call returns.
  */
-async function heldShipper(t: { after: (fn: () => Promise<void> | void) => void }) {
+async function heldShipper(t: { after: (fn: () => Promise<void> | void) => void }, opts: { truncateFirst?: boolean } = {}) {
   const root = tempDir('us-catchup-');
   const src = path.join(root, 'src');
   const dst = path.join(root, 'dst');
@@ -69,6 +69,7 @@ async function heldShipper(t: { after: (fn: () => Promise<void> | void) => void 
   app.pragma('journal_mode = WAL');
   app.pragma('synchronous = FULL');
   app.exec('CREATE TABLE orders (id INTEGER PRIMARY KEY, payload BLOB NOT NULL)');
+  if (opts.truncateFirst) app.pragma('wal_checkpoint(TRUNCATE)'); // no live WAL frame at the image
   const writer = new ReplicaDbWriter(dst, 'orders.db');
   const st = { hold: false, held: 0, frameCalls: 0, acked: null as WalPosition | null, gates: [] as (() => void)[] };
   const client = {
@@ -76,6 +77,7 @@ async function heldShipper(t: { after: (fn: () => Promise<void> | void) => void 
       await writer.snapshotChunk(c.generation, c.part, c.offset, Buffer.from(c.data, 'base64'));
       return { ok: true };
     },
+    snapshotBase: () => Promise.resolve({ base: null }), // no older copy: full images
     snapshotCommit: async (c: { generation: number; dbSize: number; dbSha256: string; walSize: number }) => ({
       lastFrame: await writer.snapshotCommit(c.generation, c.dbSize, c.dbSha256, c.walSize),
     }),
@@ -147,4 +149,22 @@ test('a waiter whose commit the in-flight pass already read joins that pass (no 
   h.release();
   await waitFor('both released', () => p1.done && p2.done, 5000);
   assert.equal(begunAtRelease, 0, 'the joined waiter was released by the pass in flight, not a later one');
+});
+
+test('a database nobody writes releases its barriers by position, without a pass; a write after the image needs one', async (t) => {
+  const h = await heldShipper(t, { truncateFirst: true });
+  // Everything is in the database file at the image (empty WAL); the WAL index has not moved since.
+  const barrier = (h.shipper as unknown as { barrier: CatchUpBarrier }).barrier;
+  let begun = 0;
+  const begin = barrier.begin.bind(barrier);
+  barrier.begin = () => { begun++; return begin(); };
+  for (let i = 0; i < 5; i++) await h.shipper.catchUp();
+  assert.equal(begun, 0, 'no pass for the barriers of an idle database');
+  // A commit after the image is not covered by the image's position.
+  h.insert.run();
+  const p = tracked(h.shipper.catchUp());
+  await tick();
+  assert.equal(p.done, false);
+  await waitFor('released by a pass', () => p.done, 5000);
+  assert.ok(begun >= 1);
 });

@@ -15,7 +15,7 @@ const h2: HostConfig = { ...base, name: 'h2', address: '127.0.2.1', profile: { c
 const site: SiteConfig = {
   name: 'shop', front: { host: '127.0.0.1', port: 8080 },
   app: { command: ['node', 'server.js'], port: 3000, env: {} },
-  primary: 'h1', standby: ['h2'],
+  primary: 'h1', standby: ['h2'], priority: 0,
   volume: { replication: 'async', readonly: [] },
   transform: [],
   health: { probe: { path: '/healthz', everyMs: 200, timeoutMs: 500, fall: 2, rise: 2 }, malfunction: { errorRate: 0.2, windowMs: 5000 }, performance: { p95Ms: 300, windowMs: 10_000 } },

@@ -17,7 +17,7 @@ const host: HostConfig = {
 const site: SiteConfig = {
   name: 'shop', front: { host: '127.0.0.1', port: 8080 },
   app: { command: ['node', 'server.js'], port: 3000, env: {} },
-  primary: 'h1', standby: ['h3'],
+  primary: 'h1', standby: ['h3'], priority: 0,
   volume: { replication: 'async', readonly: [] },
   transform: [],
   health: {

@@ -1,0 +1,60 @@
+import { performance } from 'node:perf_hooks';
+import { LatencyWindow } from '../director/latency-window.ts';
+
+/**
+ * Latency of a site's powered hosts that carry none of its traffic (the warm
+ * standby, idle spares of its pool), measured by asking their agents for status
+ * every `everyMs`. The slowdown detector judges them beside the hosts that serve,
+ * under the name `host:<name>`, so that "every host of the site is slow at once" can
+ * be seen even before a reader exists: a primary slow together with its idle
+ * standby is a shared cause (the machine, the network, the storage), and no reason
+ * to add hosts or to move anything (`global-slowdown`). A probe that fails or times
+ * out counts as its timeout. Same 10 s window as the director's stats.
+ */
+export class PeerLatency {
+  private readonly windows = new Map<string, LatencyWindow>();
+  private timer: NodeJS.Timeout | null = null;
+  private readonly running = new Set<string>();
+
+  constructor(
+    /** The hosts to sample right now (re-read at every round). */
+    private readonly hosts: () => string[],
+    private readonly ask: (host: string, timeoutMs: number) => Promise<unknown>,
+    private readonly everyMs = 250,
+    private readonly timeoutMs = 2000,
+  ) {}
+
+  start(): void {
+    this.timer ??= setInterval(() => this.round(), this.everyMs);
+  }
+
+  stop(): void {
+    if (this.timer) clearInterval(this.timer);
+    this.timer = null;
+  }
+
+  /** Upstream-like entries for the detector: `{ upstream: 'host:<name>', latencyMs }`. */
+  snapshot(): { upstream: string; latencyMs: { p50: number; p95: number; p99: number; count: number } }[] {
+    const want = new Set(this.hosts());
+    for (const h of this.windows.keys()) if (!want.has(h)) this.windows.delete(h);
+    return [...this.windows].map(([h, w]) => ({ upstream: `host:${h}`, latencyMs: w.percentiles() }));
+  }
+
+  private round(): void {
+    for (const h of this.hosts()) {
+      if (this.running.has(h)) continue; // a probe still waiting: its lateness is recorded when it ends
+      this.running.add(h);
+      const t0 = performance.now();
+      void this.ask(h, this.timeoutMs).then(
+        () => this.record(h, performance.now() - t0),
+        () => this.record(h, Math.max(this.timeoutMs, performance.now() - t0)),
+      ).finally(() => this.running.delete(h));
+    }
+  }
+
+  private record(host: string, ms: number): void {
+    let w = this.windows.get(host);
+    if (!w) { w = new LatencyWindow(); this.windows.set(host, w); }
+    w.record(ms);
+  }
+}

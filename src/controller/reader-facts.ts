@@ -1,0 +1,33 @@
+import path from 'node:path';
+import type { HostConfig, SiteConfig, UnderstudyConfig } from '../config/types.ts';
+import type { StartAppRequest } from '../shared/contracts.ts';
+import { readerCopyPath } from '../storage/reader-copies.ts';
+import { appEndpoint } from './site-facts.ts';
+
+/** Facts derived from the config about a site's reader on a host (issue 5). */
+
+/** The reader copy the app serves on `host` (its storage system's `readers/<site>`). */
+export function readerDataDir(config: UnderstudyConfig, host: HostConfig, site: string): string {
+  return path.resolve(config.baseDir, readerCopyPath(config.storage[host.storage]!.path, site));
+}
+
+/** The app started read-only (READ_ONLY=1) on the reader copy. */
+export function readerStartRequest(config: UnderstudyConfig, host: HostConfig, site: SiteConfig, epoch: number): StartAppRequest {
+  return {
+    epoch,
+    command: site.app.command.map((c) => (c === 'node' ? process.execPath : c)),
+    cwd: config.baseDir,
+    dataDir: readerDataDir(config, host, site.name),
+    env: { ...site.app.env, UNDERSTUDY_SITE: site.name, UNDERSTUDY_HOST: host.name, UNDERSTUDY_ROLE: 'reader' },
+    mode: 'ro',
+  };
+}
+
+export function readerEndpoint(config: UnderstudyConfig, host: string, site: SiteConfig): string {
+  return appEndpoint(config.hosts[host]!, site);
+}
+
+/** May the site scale reads out at all? (a read-only portion, and room for more than the primary) */
+export function canScale(site: SiteConfig): boolean {
+  return site.scale.max > 1 && site.volume.readonly.length > 0;
+}

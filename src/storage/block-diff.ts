@@ -1,0 +1,114 @@
+import fs from 'node:fs';
+import { createHash } from 'node:crypto';
+
+/**
+ * Differential copies of a database image (issue 4, failback): the replica hashes the
+ * blocks (database pages) of an older copy it already holds (its base), the source
+ * compares them with the blocks of its new image and sends only those that differ,
+ * and the replica writes them over its base copy. Whatever the base was, the result is
+ * then checked against the source's size and sha256 of the whole image (the caller's
+ * job: ReplicaDbWriter.snapshotCommit), so a block hash only has to tell "probably
+ * equal" from "differs": a truncated sha256 (BLOCK_HASH_BYTES) is plenty, and a false
+ * "equal" can only cost a fallback to a full copy, never a wrong replica.
+ *
+ * Block i covers bytes [i*blockSize, (i+1)*blockSize) of the file; the last block of a
+ * file whose size is not a multiple of blockSize is hashed as it is (shorter), so it
+ * never matches a full block of the image.
+ */
+export const BLOCK_HASH_BYTES = 16;
+
+/** Most bytes of a file read at once while hashing (bounded memory for large bases). */
+const READ_BYTES = 4 << 20;
+
+function hashBlock(block: Uint8Array): Buffer {
+  return createHash('sha256').update(block).digest().subarray(0, BLOCK_HASH_BYTES);
+}
+
+/** Hashes of every block of `data`, concatenated (BLOCK_HASH_BYTES each). */
+export function blockHashes(data: Uint8Array, blockSize: number): Buffer {
+  checkBlockSize(blockSize);
+  const n = Math.ceil(data.length / blockSize);
+  const out = Buffer.alloc(n * BLOCK_HASH_BYTES);
+  for (let i = 0; i < n; i++) hashBlock(data.subarray(i * blockSize, (i + 1) * blockSize)).copy(out, i * BLOCK_HASH_BYTES);
+  return out;
+}
+
+/** Hashes of every block of a file, read in bounded pieces; also its size. */
+export function fileBlockHashes(file: string, blockSize: number): { size: number; hashes: Buffer } {
+  checkBlockSize(blockSize);
+  const fd = fs.openSync(file, 'r');
+  try {
+    const size = fs.fstatSync(fd).size;
+    const n = Math.ceil(size / blockSize);
+    const out = Buffer.alloc(n * BLOCK_HASH_BYTES);
+    const per = Math.max(1, Math.floor(READ_BYTES / blockSize));
+    const buf = Buffer.alloc(per * blockSize);
+    for (let first = 0; first < n; first += per) {
+      const want = Math.min(buf.length, size - first * blockSize);
+      let got = 0;
+      while (got < want) {
+        const r = fs.readSync(fd, buf, got, want - got, first * blockSize + got);
+        if (r === 0) break;
+        got += r;
+      }
+      const blocks = Math.ceil(got / blockSize);
+      for (let j = 0; j < blocks; j++) hashBlock(buf.subarray(j * blockSize, Math.min(got, (j + 1) * blockSize))).copy(out, (first + j) * BLOCK_HASH_BYTES);
+      if (got < want) return { size: first * blockSize + got, hashes: out.subarray(0, (first + blocks) * BLOCK_HASH_BYTES) };
+    }
+    return { size, hashes: out };
+  } finally {
+    fs.closeSync(fd);
+  }
+}
+
+/**
+ * Indexes of the blocks of `image` that the base (its block hashes) does not hold
+ * identically: blocks beyond the base's end, and blocks whose hash differs.
+ */
+export function differingBlocks(image: Uint8Array, blockSize: number, baseHashes: Uint8Array): number[] {
+  checkBlockSize(blockSize);
+  const n = Math.ceil(image.length / blockSize);
+  const baseBlocks = Math.floor(baseHashes.length / BLOCK_HASH_BYTES);
+  const out: number[] = [];
+  for (let i = 0; i < n; i++) {
+    if (i >= baseBlocks) { out.push(i); continue; }
+    const h = hashBlock(image.subarray(i * blockSize, (i + 1) * blockSize));
+    if (!h.equals(baseHashes.subarray(i * BLOCK_HASH_BYTES, (i + 1) * BLOCK_HASH_BYTES))) out.push(i);
+  }
+  return out;
+}
+
+/** The bytes of the listed blocks of `image`, concatenated in that order (the last may be short). */
+export function packBlocks(image: Uint8Array, blockSize: number, indexes: readonly number[]): Buffer {
+  return Buffer.concat(indexes.map((i) => image.subarray(i * blockSize, (i + 1) * blockSize)));
+}
+
+/**
+ * Writes packed blocks (`packBlocks`) into an open file at their places. Every block
+ * but a final short one (the image's last block) must be exactly blockSize long.
+ */
+export function writeBlocks(fd: number, blockSize: number, indexes: readonly number[], data: Uint8Array): void {
+  checkBlockSize(blockSize);
+  const full = (indexes.length - 1) * blockSize;
+  if (indexes.length === 0 ? data.length !== 0 : data.length <= full || data.length > full + blockSize) {
+    throw new RangeError(`${indexes.length} blocks of ${blockSize} bytes cannot be ${data.length} bytes`);
+  }
+  indexes.forEach((idx, k) => {
+    if (!Number.isInteger(idx) || idx < 0) throw new RangeError(`block index ${idx} is not a block`);
+    const part = data.subarray(k * blockSize, Math.min(data.length, (k + 1) * blockSize));
+    let done = 0;
+    while (done < part.length) done += fs.writeSync(fd, part, done, part.length - done, idx * blockSize + done);
+  });
+}
+
+/** The page size of an SQLite database image (header offset 16; 1 means 65536); null when not one. */
+export function sqlitePageSize(image: Uint8Array): number | null {
+  if (image.length < 100) return null;
+  const v = (image[16]! << 8) | image[17]!;
+  const size = v === 1 ? 65536 : v;
+  return size >= 512 && size <= 65536 && (size & (size - 1)) === 0 ? size : null;
+}
+
+function checkBlockSize(blockSize: number): void {
+  if (!Number.isInteger(blockSize) || blockSize < 512 || blockSize > 1 << 20) throw new RangeError(`block size ${blockSize} is not between 512 bytes and 1 MiB`);
+}
