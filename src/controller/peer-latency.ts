@@ -1,5 +1,10 @@
 import { performance } from 'node:perf_hooks';
 import { LatencyWindow } from '../director/latency-window.ts';
+import { RECENT_LATENCY_SECONDS } from '../shared/contracts.ts';
+
+/** Probes of an idle host judged together: 3 s at 4 probes a second (fewer while it is stopped). */
+const PEER_SPAN_SECONDS = RECENT_LATENCY_SECONDS + 1;
+const PEER_MIN_PROBES = 4;
 
 /**
  * Latency of a site's powered hosts that carry none of its traffic (the warm
@@ -9,7 +14,8 @@ import { LatencyWindow } from '../director/latency-window.ts';
  * be seen even before a reader exists: a primary slow together with its idle
  * standby is a shared cause (the machine, the network, the storage), and no reason
  * to add hosts or to move anything (`global-slowdown`). A probe that fails or times
- * out counts as its timeout. Same 10 s window as the director's stats.
+ * out counts as its timeout. Judged over a span a little longer than the director's
+ * `recentLatencyMs` (a few probes a second, not real traffic), with its own minimum.
  */
 export class PeerLatency {
   private readonly windows = new Map<string, LatencyWindow>();
@@ -34,10 +40,10 @@ export class PeerLatency {
   }
 
   /** Upstream-like entries for the detector: `{ upstream: 'host:<name>', latencyMs }`. */
-  snapshot(): { upstream: string; latencyMs: { p50: number; p95: number; p99: number; count: number } }[] {
+  snapshot(): { upstream: string; latencyMs: { p50: number; p95: number; p99: number; count: number }; minRequests: number }[] {
     const want = new Set(this.hosts());
     for (const h of this.windows.keys()) if (!want.has(h)) this.windows.delete(h);
-    return [...this.windows].map(([h, w]) => ({ upstream: `host:${h}`, latencyMs: w.percentiles() }));
+    return [...this.windows].map(([h, w]) => ({ upstream: `host:${h}`, latencyMs: w.percentiles(PEER_SPAN_SECONDS), minRequests: PEER_MIN_PROBES }));
   }
 
   private round(): void {

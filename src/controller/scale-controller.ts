@@ -1,5 +1,6 @@
 import { HttpProbe } from '../monitor/http-probe.ts';
 import type { ActionGovernor } from '../monitor/action-governor.ts';
+import { RECENT_LATENCY_SECONDS } from '../shared/contracts.ts';
 import { SlowdownDetector, type SlowdownDecision } from '../monitor/slowdown-detector.ts';
 import type { SiteStats } from '../shared/contracts.ts';
 import type { RunbookRecord } from '../state/state-store.ts';
@@ -13,8 +14,8 @@ import { ScaleInRunbook, type ScaleInData } from './scale-in-runbook.ts';
 import { ScaleOutRunbook, type ScaleDeps, type ScaleOutData } from './scale-out-runbook.ts';
 import { appEndpoint, probeUrl, routeFor } from './site-facts.ts';
 
-/** The director's stats window: a p95 reflects the last 10 s (director/latency-window.ts). */
-const STATS_WINDOW_MS = 10_000;
+/** The span the slowdown detector's p95s cover: the director's `recentLatencyMs` (1–2 s). */
+const STATS_WINDOW_MS = RECENT_LATENCY_SECONDS * 1000;
 /** A reader whose probe fails this many times in a row is removed. */
 const READER_FALL = 3;
 const READER_PROBE_EVERY_MS = 250;
@@ -183,7 +184,7 @@ export class ScaleController {
     const members = new Set([primary, ...this.readerEndpoints(site)]);
     // Only the hosts serving the site now: the director keeps stats of old upstreams.
     const serving = (stats?.upstreams ?? []).filter((u) => members.has(u.upstream));
-    const decision = st.detector.observe([...serving, ...this.peers.snapshot()]);
+    const decision = st.detector.observe([...serving.map((u) => ({ upstream: u.upstream, latencyMs: u.recentLatencyMs })), ...this.peers.snapshot()]);
     if (decision) this.tell(site, rec.primaryHost, decision, at);
 
     // Low load: every serving host well under the threshold (or too little traffic to judge).

@@ -53,13 +53,19 @@ export class LatencyWindow {
     slot[bucketOf(ms)]!++;
   }
 
-  percentiles(): Percentiles {
+  /**
+   * Percentiles over the last `lastSeconds` slots (the current, partial one
+   * included), so over between `lastSeconds − 1` and `lastSeconds` seconds of
+   * traffic. @default the whole window
+   */
+  percentiles(lastSeconds = this.windowSeconds): Percentiles {
+    const span = Math.max(1, Math.min(this.windowSeconds, Math.floor(lastSeconds)));
     const sec = Math.floor(this.now() / 1000);
     const merged = new Float64Array(BUCKETS);
     let count = 0;
     for (let s = 0; s < this.windowSeconds; s++) {
       const age = sec - this.slotSecond[s]!;
-      if (this.slotSecond[s]! < 0 || age < 0 || age >= this.windowSeconds) continue;
+      if (this.slotSecond[s]! < 0 || age < 0 || age >= span) continue;
       const slot = this.slots[s]!;
       for (let b = 0; b < BUCKETS; b++) {
         const n = slot[b]!;

@@ -1,5 +1,6 @@
 import type { SiteStats, SyncStats, UpstreamStats } from '../shared/contracts.ts';
 import { LatencyWindow } from './latency-window.ts';
+import { RECENT_LATENCY_SECONDS } from '../shared/contracts.ts';
 
 /**
  * Passive statistics, per site and per upstream, kept on the request path: what
@@ -46,6 +47,7 @@ export class UpstreamCounters {
       connErrors: this.connErrors,
       lastConnErrorAt: this.lastConnErrorAt,
       latencyMs: this.latency.percentiles(),
+      recentLatencyMs: this.latency.percentiles(RECENT_LATENCY_SECONDS),
       inflight: this.inflight,
     };
   }

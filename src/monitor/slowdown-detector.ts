@@ -129,9 +129,11 @@ export class SlowdownDetector {
 
   /**
    * One director snapshot of every upstream of the site (`SiteStats.upstreams`).
+   * An entry's own `minRequests` replaces the option's (sampled hosts, which see a
+   * few probes a second rather than real traffic).
    * Returns a decision only when the reported level changes.
    */
-  observe(upstreams: readonly Pick<UpstreamStats, 'upstream' | 'latencyMs'>[]): SlowdownDecision | null {
+  observe(upstreams: readonly (Pick<UpstreamStats, 'upstream' | 'latencyMs'> & { minRequests?: number })[]): SlowdownDecision | null {
     const at = this.now();
     const judged: HostLatencyEvidence[] = [];
     const present = new Set<string>();
@@ -139,7 +141,7 @@ export class SlowdownDetector {
       present.add(u.upstream);
       const st = this.state(u.upstream);
       const { p95, count } = u.latencyMs;
-      if (count < this.o.minRequests) {
+      if (count < (u.minRequests ?? this.o.minRequests)) {
         st.slowSince = null;
         continue;
       }

@@ -295,13 +295,23 @@ export interface RouteTable {
 
 /** PUT /v1/routes/:site with RouteTable — 409 US_STALE_EPOCH if epoch < current. */
 
+/** The span of `UpstreamStats.recentLatencyMs`, in one-second slots. */
+export const RECENT_LATENCY_SECONDS = 2;
+
 export interface UpstreamStats {
   upstream: string;
   requests: number;
   errors5xx: number;
   connErrors: number;
   lastConnErrorAt: number | null;
+  /** Over the last ~10 s (the director's whole latency window). */
   latencyMs: { p50: number; p95: number; p99: number; count: number };
+  /**
+   * Over the last `RECENT_LATENCY_SECONDS` one-second slots (1–2 s of traffic): what
+   * the slowdown detector judges, so that a slowdown is seen about
+   * `health.performance.window` + 2 s after it began rather than 10 s later.
+   */
+  recentLatencyMs: { p50: number; p95: number; p99: number; count: number };
   /**
    * Requests sent to this upstream whose answer the client has not got yet (including
    * answers held for the sync barrier). A planned switchover holds new requests, then

@@ -1,5 +1,6 @@
 import fs from 'node:fs';
 import { createHash } from 'node:crypto';
+import { deflateRawSync, inflateRawSync } from 'node:zlib';
 
 /**
  * Differential copies of a database image (issue 4, failback): the replica hashes the
@@ -111,4 +112,37 @@ export function sqlitePageSize(image: Uint8Array): number | null {
 
 function checkBlockSize(blockSize: number): void {
   if (!Number.isInteger(blockSize) || blockSize < 512 || blockSize > 1 << 20) throw new RangeError(`block size ${blockSize} is not between 512 bytes and 1 MiB`);
+}
+
+/**
+ * The WAL part of a differential generation, made small: every frame's page is XORed
+ * with the same page of the image (the WAL's frames are mostly older versions of pages
+ * whose final version is in the image, so what remains is mostly zeros), then the
+ * whole is deflated. The replica undoes it with the image it has rebuilt and verified
+ * (`decodeWalPart`), and then checks the WAL's frames and checksum chain as for a WAL
+ * sent verbatim. Frame headers and pages beyond the image are kept as they are.
+ */
+export function encodeWalPart(wal: Buffer, image: Uint8Array, pageSize: number): Buffer {
+  return deflateRawSync(xorPages(Buffer.from(wal), image, pageSize), { level: 1 });
+}
+
+/** Inverse of `encodeWalPart`; throws RangeError when the result is not `size` bytes. */
+export function decodeWalPart(encoded: Buffer, image: Uint8Array, pageSize: number, size: number): Buffer {
+  let raw: Buffer;
+  try { raw = inflateRawSync(encoded, { maxOutputLength: Math.max(size, 1) }); } catch (e) { throw new RangeError(`the encoded WAL part does not inflate to ${size} bytes: ${(e as Error).message}`, { cause: e }); }
+  if (raw.length !== size) throw new RangeError(`the encoded WAL part inflates to ${raw.length} bytes, expected ${size}`);
+  return xorPages(raw, image, pageSize);
+}
+
+/** XORs, in place, each frame's page of a WAL (32-byte header, then frames) with the image's page of the same number. */
+function xorPages(wal: Buffer, image: Uint8Array, pageSize: number): Buffer {
+  const fsz = 24 + pageSize;
+  for (let off = 32; off + fsz <= wal.length; off += fsz) {
+    const pgno = wal.readUInt32BE(off);
+    const at = (pgno - 1) * pageSize;
+    if (pgno < 1 || at + pageSize > image.length) continue;
+    const page = wal.subarray(off + 24, off + fsz);
+    for (let i = 0; i < pageSize; i++) page[i]! ^= image[at + i]!;
+  }
+  return wal;
 }

@@ -10,7 +10,7 @@ import { WAL_HEADER_SIZE, frameOffset, frameSize, parseWalHeader, sameWalGenerat
 import { readWalIndexHeader } from './wal-index.ts';
 import { CatchUpBarrier, type WalPosition } from './catch-up-barrier.ts';
 import type { ReplicaClient } from './replica-protocol.ts';
-import { differingBlocks, packBlocks, sqlitePageSize } from './block-diff.ts';
+import { differingBlocks, encodeWalPart, packBlocks, sqlitePageSize } from './block-diff.ts';
 import type { GenerationSeed } from '../shared/contracts.ts';
 
 /**
@@ -229,11 +229,12 @@ export class DbShipper {
    * pass reads the WAL *file* (header, then frames from the last shipped one to the end
    * of the file), never a position remembered from earlier. At the pass's read, C is:
    *  (a) in the WAL generation whose header the pass read: the frames read run to the
-   *      end of the file, so they include C (a valid chain of commits through C, written
-   *      before the read); the pass counts as caught up only if it read to end of file
-   *      (not cut at maxBatchBytes) and its frames were acknowledged (the replica answers
-   *      after fsync). A restart after the header read does not matter: all its commits
-   *      come after the pass began;
+   *      end of the valid chain — the end of the file, or the first frame that does not
+   *      continue the chain (see `shipFrom`) — so they include C (a valid chain of commits
+   *      through C, written before the read); the pass counts as caught up only if it
+   *      read to that end (not cut at a window or at maxBatchBytes) and its frames were
+   *      acknowledged (the replica answers once they are on its disk). A restart after
+   *      the header read does not matter: all its commits come after the pass began;
    *  (b) in a WAL the app restarted since (a checkpoint folded C into the db file and
    *      a writer began a new WAL): the header differs, `switchWal` first ships the old
    *      WAL's unshipped tail (still in the file: R pins the WAL, so a restart only
@@ -573,9 +574,11 @@ export class DbShipper {
           await c.snapshotBlocks({ db: this.rel, generation, blockSize, indexes, data: data.toString('base64') });
           seed.bytesSent += data.length;
         }
-        if (!(await sendParts([['wal', wal]]))) return null;
+        // The WAL part (frames 1..P, older versions of pages mostly) goes encoded against the image.
+        const encoded = wal.length > 0;
+        if (!(await sendParts([['wal', encoded ? encodeWalPart(wal, image, blockSize) : wal]]))) return null;
         try {
-          await c.snapshotCommit({ db: this.rel, generation, dbSize: image.length, dbSha256, walSize: wal.length, diff: true });
+          await c.snapshotCommit({ db: this.rel, generation, dbSize: image.length, dbSha256, walSize: wal.length, diff: true, ...(encoded ? { walEncoding: 'xor-image-deflate' as const } : {}) });
           seed.kind = 'differential';
           seed.blocksSent = differ.length;
           return seed;

@@ -105,7 +105,7 @@ export class ReaderCopies {
     r.on('POST', '/v1/reader/:site/snapshot/base', () => ({ base: null }));
     r.on('POST', '/v1/reader/:site/snapshot/commit', (q) => {
       const b = parseBody(snapshotCommitSchema, q.body);
-      if (b.diff) throw new UnderstudyError('US_BAD_REQUEST', 'a reader copy takes full snapshot images only');
+      if (b.diff || (b as { walEncoding?: string }).walEncoding) throw new UnderstudyError('US_BAD_REQUEST', 'a reader copy takes full, unencoded snapshot images only');
       return this.op(q.params.site!, b.epoch, async (c) => {
         const lastFrame = await this.writer(c, b.db).snapshotCommit(b.generation, b.dbSize, b.dbSha256, b.walSize);
         await this.publish(c, b.db);

@@ -3,7 +3,7 @@ import fsp from 'node:fs/promises';
 import path from 'node:path';
 import { fsyncDir, isTempName, tempPathFor } from './fs-durable.ts';
 import { FileManifest } from './file-manifest.ts';
-import { hasSqliteMagic, listDatabases } from './sqlite-file.ts';
+import { hasSqliteMagic } from './sqlite-file.ts';
 import { replicaPath, volumePath } from './volume-meta.ts';
 
 /**
@@ -56,8 +56,10 @@ export function findBaseDatabase(dirs: readonly string[], rel: string): string |
  * nothing when the replica already holds any file or database.
  */
 export async function seedReplicaFiles(replicaDir: string, dirs: readonly string[]): Promise<{ from: string; files: number } | null> {
-  const existing = await new FileManifest(replicaDir).scan();
-  if (existing.size > 0 || listDatabases(replicaDir).length > 0) return null;
+  // Anything in it but our temp files (a replica already being written): leave it alone.
+  let entries: string[] = [];
+  try { entries = await fsp.readdir(replicaDir); } catch { /* not there yet: empty */ }
+  if (entries.some((n) => !isTempName(n))) return null;
   for (const from of dirs) {
     if (path.resolve(from) === path.resolve(replicaDir) || !fs.existsSync(from)) continue;
     const files = await new FileManifest(from).scan();

@@ -6,7 +6,7 @@ import Database from 'better-sqlite3';
 import { UnderstudyError } from '../shared/errors.ts';
 import { fsyncDir, removeDurable, TEMP_PREFIX } from './fs-durable.ts';
 import { SQLITE_MAGIC } from './sqlite-file.ts';
-import { fileBlockHashes, writeBlocks } from './block-diff.ts';
+import { decodeWalPart, fileBlockHashes, sqlitePageSize, writeBlocks } from './block-diff.ts';
 import type { WalChecksum } from './wal-checksum.ts';
 import { WAL_HEADER_SIZE, frameOffset, frameSize, parseWalHeader, scanFrames, type WalHeader } from './wal-format.ts';
 
@@ -101,7 +101,7 @@ export class ReplicaDbWriter {
    * db and the WAL beside it. A crash between the renames leaves the image alone: a
    * consistent database.
    */
-  async snapshotCommit(generation: number, dbSize: number, dbSha256: string, walSize: number, diff = false): Promise<number> {
+  async snapshotCommit(generation: number, dbSize: number, dbSha256: string, walSize: number, diff = false, walEncoding?: 'xor-image-deflate'): Promise<number> {
     const dbTmp = this.snapPath(generation, 'db');
     const walTmp = this.snapPath(generation, 'wal');
     // A differential image is the base copy with the differing blocks written over it:
@@ -112,7 +112,19 @@ export class ReplicaDbWriter {
     if (!image || image.length !== dbSize) throw needSnapshot(`${dbTmp}: ${what} incomplete`);
     if (createHash('sha256').update(image).digest('hex') !== dbSha256) throw needSnapshot(`${dbTmp}: ${what} checksum mismatch`);
     if (!image.subarray(0, 16).equals(SQLITE_MAGIC)) throw needSnapshot(`${dbTmp}: snapshot image is not an SQLite database`);
-    const wal = walSize > 0 ? await fsp.readFile(walTmp).catch(() => null) : Buffer.alloc(0);
+    let wal: Buffer | null = walSize > 0 ? await fsp.readFile(walTmp).catch(() => null) : Buffer.alloc(0);
+    if (wal && walSize > 0 && walEncoding === 'xor-image-deflate') {
+      // Encoded against the image just verified (block-diff.ts); checked below like a verbatim WAL.
+      const pageSize = sqlitePageSize(image);
+      try {
+        if (pageSize === null) throw new RangeError('the image has no valid page size');
+        wal = decodeWalPart(wal, image, pageSize, walSize);
+      } catch (e) {
+        if (e instanceof RangeError) throw needSnapshot(`${walTmp}: ${e.message}`);
+        throw e;
+      }
+      await fsp.writeFile(walTmp, wal);
+    }
     if (!wal || wal.length !== walSize) throw needSnapshot(`${walTmp}: snapshot WAL incomplete`);
     let tail: Tail = { generation, hdr: null, lastFrame: 0, checksum: [0, 0] };
     if (walSize > 0) {

@@ -47,6 +47,8 @@ export const snapshotCommitSchema = z.object({
   epoch, db: dbName, generation: z.number().int(),
   dbSize: z.number().int().nonnegative(), dbSha256: z.string(), walSize: z.number().int().nonnegative(),
   diff: z.boolean().optional(),
+  /** The WAL part was sent encoded against the image (block-diff.ts encodeWalPart); walSize is its decoded size. */
+  walEncoding: z.enum(['xor-image-deflate']).optional(),
 });
 export const framesSchema = z.object({
   epoch, db: dbName, generation: z.number().int(), newWal: b64.optional(),

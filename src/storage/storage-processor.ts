@@ -554,7 +554,7 @@ export class StorageProcessor {
     });
     r.on('POST', '/v1/replica/:site/snapshot/commit', (q) => {
       const b = parseBody(snapshotCommitSchema, q.body);
-      return this.replicaOp(q.params.site!, b.epoch, async (v) => ({ lastFrame: await this.writer(v, checkDbRel(b.db)).snapshotCommit(b.generation, b.dbSize, b.dbSha256, b.walSize, b.diff === true) }));
+      return this.replicaOp(q.params.site!, b.epoch, async (v) => ({ lastFrame: await this.writer(v, checkDbRel(b.db)).snapshotCommit(b.generation, b.dbSize, b.dbSha256, b.walSize, b.diff === true, b.walEncoding) }));
     });
     r.on('POST', '/v1/replica/:site/frames', (q) => {
       const b = parseBody(framesSchema, q.body);

@@ -72,5 +72,5 @@ test('crash with a damaged replica: the promotion is refused after verification 
   const before = r.acked.filter((o) => o.ackAt < takenAt);
   assert.ok(before.length >= 100);
   assert.deepEqual(await missingOrders(cluster.front, before), [], 'every order acknowledged before the restored point is there');
-  t.diagnostic(`${r.acked.length} orders acknowledged, ${before.length} before the restored point; serving again ${Date.now() - killedAt} ms after the kill (upper bound; includes the 4 s pause and the controller's restart)`);
+  t.diagnostic(`${r.acked.length} orders acknowledged, ${before.length} before the restored point; serving again ${Date.now() - killedAt} ms after the kill (upper bound; includes the controller killed in its pause after replica-refused and its restart by up)`);
 });

@@ -10,7 +10,7 @@ import type { SiteStats } from '../../../src/shared/contracts.ts';
 
 const stats = (requests: number): SiteStats[] => [{
   site: 'shop', epoch: 1, held: 0, heldTimedOut: 0,
-  upstreams: [{ upstream: '127.0.1.1:3000', requests, errors5xx: 0, connErrors: 0, lastConnErrorAt: null, latencyMs: { p50: 1, p95: 2, p99: 3, count: requests }, inflight: 0 }],
+  upstreams: [{ upstream: '127.0.1.1:3000', requests, errors5xx: 0, connErrors: 0, lastConnErrorAt: null, latencyMs: { p50: 1, p95: 2, p99: 3, count: requests }, recentLatencyMs: { p50: 1, p95: 2, p99: 3, count: requests }, inflight: 0 }],
 }];
 
 test('director stats feed: every snapshot to every listener, a throwing listener does not stop the others, no snapshot while the director is down', async (t) => {

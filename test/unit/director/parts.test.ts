@@ -64,6 +64,20 @@ test('latency window: percentiles within a bucket, old seconds slide out', () =>
   assert.deepEqual(w.percentiles(), { p50: 0, p95: 0, p99: 0, count: 0 });
 });
 
+test('latency window: the recent span counts only its last slots, so a slowdown shows at once and a calm second ends it', () => {
+  let now = 100_000;
+  const w = new LatencyWindow(10, () => now);
+  for (let s = 0; s < 5; s++) { for (let i = 0; i < 50; i++) w.record(500); now += 1000; } // five slow seconds
+  for (let i = 0; i < 50; i++) w.record(2); // the current second is calm
+  assert.ok(w.percentiles().p95 > 400, 'the 10 s window still remembers the slow seconds');
+  assert.ok(w.percentiles(2).p95 > 400, 'the previous second is in the 2 s span');
+  assert.equal(w.percentiles(2).count, 100);
+  now += 1000;
+  for (let i = 0; i < 50; i++) w.record(2);
+  assert.ok(w.percentiles(2).p95 < 3, `two calm seconds: recent p95 ${w.percentiles(2).p95}`);
+  assert.equal(w.percentiles(1).count, 50);
+});
+
 test('route table: validation names fields, stale epoch refused, readers deduplicated', () => {
   assert.throws(() => parseRouteTable('shop', { epoch: -1, primary: 'x', readers: [1] }), (e: Error & { code?: string }) =>
     e.code === 'US_BAD_REQUEST' && /epoch/.test(e.message) && /primary/.test(e.message) && /readers\.0/.test(e.message));

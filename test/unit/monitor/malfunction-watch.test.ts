@@ -7,7 +7,7 @@ import type { SiteStats } from '../../../src/shared/contracts.ts';
 import { FakeClock } from './fake-clock.ts';
 
 function snapshot(site: string, upstream: string, c: { requests: number; errors5xx: number; connErrors: number }): SiteStats[] {
-  return [{ site, epoch: 1, held: 0, heldTimedOut: 0, upstreams: [{ upstream, ...c, lastConnErrorAt: null, latencyMs: { p50: 1, p95: 1, p99: 1, count: 0 }, inflight: 0 }] }];
+  return [{ site, epoch: 1, held: 0, heldTimedOut: 0, upstreams: [{ upstream, ...c, lastConnErrorAt: null, latencyMs: { p50: 1, p95: 1, p99: 1, count: 0 }, recentLatencyMs: { p50: 1, p95: 1, p99: 1, count: 0 }, inflight: 0 }] }];
 }
 
 test('countConnErrors: connection errors count as failed requests of the window', () => {

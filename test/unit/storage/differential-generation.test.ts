@@ -4,7 +4,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { createHash, randomBytes } from 'node:crypto';
 import Database from 'better-sqlite3';
-import { BLOCK_HASH_BYTES, blockHashes, differingBlocks, fileBlockHashes, packBlocks, sqlitePageSize, writeBlocks } from '../../../src/storage/block-diff.ts';
+import { BLOCK_HASH_BYTES, blockHashes, decodeWalPart, differingBlocks, encodeWalPart, fileBlockHashes, packBlocks, sqlitePageSize, writeBlocks } from '../../../src/storage/block-diff.ts';
 import { ReplicaDbWriter } from '../../../src/storage/replica-db-writer.ts';
 import { baseVolumeDirs, findBaseDatabase, seedReplicaFiles } from '../../../src/storage/replica-base.ts';
 import { DbShipper } from '../../../src/storage/db-shipper.ts';
@@ -64,6 +64,30 @@ test('block diff: only changed, added and short blocks are sent, and base + bloc
   assert.throws(() => writeBlocks(fd, B, [1, 2], Buffer.alloc(B)), RangeError);
   assert.throws(() => writeBlocks(fd, B, [-1], Buffer.alloc(B)), RangeError);
   assert.throws(() => blockHashes(base, 100), RangeError);
+});
+
+test('the WAL part encoded against the image: small when its pages resemble the image, decoded exactly, refused when wrong', () => {
+  const B = 4096;
+  const image = randomBytes(B * 8);
+  const frames: Buffer[] = [Buffer.alloc(32, 7)];
+  for (let i = 0; i < 40; i++) {
+    const hdr = Buffer.alloc(24);
+    const pgno = 1 + (i % 10); // 1..10: pages 9 and 10 are past the image's end
+    hdr.writeUInt32BE(pgno, 0);
+    hdr.writeUInt32BE(i, 16);
+    const page = pgno <= 8 ? Buffer.from(image.subarray((pgno - 1) * B, pgno * B)) : randomBytes(B);
+    page.writeUInt32BE(i, 100); // an older version: a few bytes differ
+    frames.push(hdr, page);
+  }
+  const wal = Buffer.concat(frames);
+  const enc = encodeWalPart(wal, image, B);
+  assert.ok(enc.length < wal.length / 3, `${enc.length} bytes for a ${wal.length}-byte WAL part`);
+  assert.ok(decodeWalPart(enc, image, B, wal.length).equals(wal));
+  assert.throws(() => decodeWalPart(enc, image, B, wal.length + 1), RangeError);
+  assert.throws(() => decodeWalPart(Buffer.from('garbage'), image, B, wal.length), RangeError);
+  const other = Buffer.from(image);
+  flip(other, 5);
+  assert.ok(!decodeWalPart(enc, other, B, wal.length).equals(wal), 'another image decodes to another WAL (the chain check refuses it)');
 });
 
 test('block hashes of a file equal those of its bytes (read in pieces)', (t) => {
@@ -193,7 +217,7 @@ function localClient(w: ReplicaDbWriter, baseDirs: string[], opts: { corrupt?: b
       await w.snapshotBlocks(x.generation, x.blockSize, x.indexes, b);
       return { ok: true };
     },
-    snapshotCommit: async (x: { generation: number; dbSize: number; dbSha256: string; walSize: number; diff?: boolean }) => ({ lastFrame: await w.snapshotCommit(x.generation, x.dbSize, x.dbSha256, x.walSize, x.diff === true) }),
+    snapshotCommit: async (x: { generation: number; dbSize: number; dbSha256: string; walSize: number; diff?: boolean; walEncoding?: 'xor-image-deflate' }) => ({ lastFrame: await w.snapshotCommit(x.generation, x.dbSize, x.dbSha256, x.walSize, x.diff === true, x.walEncoding) }),
     frames: async (x: { generation: number; newWal?: string; firstIndex: number; frames: string }) => ({ lastFrame: await w.appendFrames(x.generation, x.newWal ? Buffer.from(x.newWal, 'base64') : undefined, x.firstIndex, Buffer.from(x.frames, 'base64')) }),
     files: () => Promise.resolve({ ok: true }),
   };
@@ -231,6 +255,7 @@ for (const variant of ['differential', 'fallback after a bad rebuild', 'full wit
       assert.equal(seed.fallback, undefined);
       assert.ok(seed.blocksSent > 0 && seed.blocksSent < seed.blocks / 4, `${seed.blocksSent} of ${seed.blocks} pages sent`);
       assert.ok(seed.bytesSent < seed.dbBytes / 4, `${seed.bytesSent} bytes sent for a ${seed.dbBytes}-byte database`);
+      assert.ok(seed.bytesSent < seed.walBytes, 'the WAL part went encoded against the image');
     } else if (variant === 'fallback after a bad rebuild') {
       assert.equal(seed.kind, 'full');
       assert.match(seed.fallback ?? '', /checksum mismatch/);
