@@ -10,13 +10,18 @@ interface Ev { kind: string; site: string | null; message: string; data: Record<
 test('restore points are taken on schedule; a corrupted primary copy is detected and replaced (verified replica or vault); a restore by hand brings the site back', { timeout: 120_000 }, async (t) => {
   const cluster = await startCluster({ slot: 8, backup: { every: '1s', keep: 3 } });
   t.after(() => cluster.stop());
+  let lastAckAt = 0;
   for (let i = 0; i < 200; i++) {
     const r = await http(`${cluster.front}/api/orders`, { method: 'POST', body: { customer: `backup-${i}`, items: [{ productId: 3, qty: 2 }] } });
     assert.equal(r.status, 201);
+    lastAckAt = r.at;
   }
-  const listed = await waitUntil('three restore points', async () => {
+  // Three points, the newest taken after the last order: it holds all 200 (a point's time is
+  // stamped before its capture). The corruption below is found within about a second, so
+  // without this the newest good point could predate some of them.
+  const listed = await waitUntil('three restore points, the newest holding every order', async () => {
     const p = await api<Points>(cluster, '/v1/sites/shop/backups');
-    return p.points.length >= 3 ? p : null;
+    return p.points.length >= 3 && p.points[0]!.takenAt > lastAckAt ? p : null;
   }, 30_000, 200);
   assert.equal(listed.vault, 'vault');
   assert.ok(listed.points.length <= 3, 'retention keeps 3');
