@@ -89,6 +89,30 @@ export class SwitchoverRunbook {
     } catch (e) {
       const err = e as UnderstudyError;
       store.finishRunbook(this.rb.id, 'failed');
+      const refused = err.code === 'US_REPLICA_CORRUPT' && store.getSite(site)?.primaryHost === d.oldPrimary;
+      if (refused) {
+        // The replica failed its check before promotion (issue 6): nothing was promoted,
+        // but the old copy was already demoted at the new epoch. It takes the primary role
+        // back one epoch higher and serves again; the bad replica is overwritten by the
+        // next replication generation.
+        const backEpoch = d.newEpoch + 1;
+        try {
+          await clients.promote(oldHost.storage, site, backEpoch);
+          const rec = store.getSite(site)!;
+          store.putSite({ ...rec, epoch: backEpoch, primaryHost: d.oldPrimary, replicaStorage: config.hosts[d.target]!.storage });
+          await clients.startApp(d.oldPrimary, site, startRequest(config, oldHost, siteCfg, backEpoch));
+          await new TakeoverSteps(this.deps, site, d.oldPrimary, backEpoch).waitHealthy();
+          await clients.putRoute(routeFor(config, site, d.oldPrimary, backEpoch));
+          store.setSiteState(site, 'serving');
+          store.addEvent({ site, host: d.oldPrimary, kind: 'switchover-aborted', message: `switchover of ${site} to ${d.target} abandoned: ${err.message}; ${site} serves on ${d.oldPrimary} again at epoch ${backEpoch}, and its replica on ${config.hosts[d.target]!.storage} is rebuilt by replication`, data: { code: err.code, epoch: backEpoch } });
+          throw e;
+        } catch (back) {
+          if (back === e) throw e;
+          store.setSiteState(site, 'down');
+          store.addEvent({ site, host: d.oldPrimary, kind: 'switchover-failed', message: `switchover of ${site} to ${d.target} refused (${err.message}) and ${d.oldPrimary} could not take the site back: ${(back as Error).message}; restore it: understudy restore ${site}`, data: { code: err.code } });
+          throw e;
+        }
+      }
       if (!promoted) {
         // Nothing was promoted: the old primary's copy is still the only primary. Put it back.
         await clients.startApp(d.oldPrimary, site, startRequest(config, oldHost, siteCfg, d.oldEpoch)).catch(() => undefined);
