@@ -380,6 +380,9 @@ export class Controller {
       if (host.storage !== rec.replicaStorage) throw new UnderstudyError('US_NO_TARGET', `${opts.to} is attached to ${host.storage}, but ${site}'s replica is on ${rec.replicaStorage ?? 'no storage system (unprotected)'}`);
       const held = heldElsewhere(this.config, { sites: this.store.listSites(), running: this.store.runningRunbooks(), readers: this.scale.allReaders() }, site, opts.to, 'failover');
       if (held) throw new UnderstudyError('US_NO_TARGET', held);
+      // Checked before the fence too: an untrusted target would be refused after it, leaving the site down.
+      const trust = this.governor.trust(opts.to);
+      if (!trust.trusted) throw new UnderstudyError('US_NO_TARGET', `${opts.to} is not trusted yet (${trust.why}): wait until it is (understudy status shows hosts' trust), or choose another host`);
     }
     if (this.activeRunbooks.has(site)) throw new UnderstudyError('US_BAD_REQUEST', `${site} already has a runbook running; watch it with understudy events --follow`);
     const now = Date.now();

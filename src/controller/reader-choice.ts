@@ -24,6 +24,8 @@ export interface ReaderChoiceInput {
   /** Primary hosts of every site. */
   primaries: ReadonlySet<string>;
   power: (host: string) => 'on' | 'off';
+  /** Why another site holds `host` (its primary, a running runbook's target, its reader), or undefined. */
+  heldElsewhere?: (host: string) => string | undefined;
 }
 
 export type ReaderChoice = { host: string; why: string } | { host: null; why: string };
@@ -43,6 +45,7 @@ export function chooseReaderHost(input: ReaderChoiceInput): ReaderChoice {
     if (h === keep) { skipped.push(`${h} (the failover standby)`); continue; }
     if (input.readersInUse.has(h)) { skipped.push(`${h} (already a reader)`); continue; }
     if (input.primaries.has(h)) { skipped.push(`${h} (primary of another site)`); continue; }
+    if (input.heldElsewhere?.(h)) { skipped.push(`${h} (held by another site's runbook)`); continue; }
     if (!config.hosts[h]) continue;
     candidates.push(h);
   }

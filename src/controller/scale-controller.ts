@@ -7,6 +7,7 @@ import type { RunbookRecord } from '../state/state-store.ts';
 import { PeerLatency } from './peer-latency.ts';
 import { ReaderClients } from './reader-clients.ts';
 import { chooseReaderHost } from './reader-choice.ts';
+import { heldElsewhere } from './pool-facts.ts';
 import { canScale, readerEndpoint } from './reader-facts.ts';
 import { ReaderSet } from './reader-set.ts';
 import type { RunbookDeps } from './runbook-journal.ts';
@@ -235,7 +236,9 @@ export class ScaleController {
     const left = st.lastScaleOutAt + cfg.scale.cooldownMs - at;
     if (left > 0) return; // the site's own cooldown (scale.cooldown) — silent: it ends by itself
     const primaries = new Set(this.deps.store.listSites().map((s) => s.primaryHost));
-    const choice = chooseReaderHost({ config, site: cfg, primaryHost, replicaStorage, readersInUse: this.readers.hostsInUse(), primaries, power: (h) => relay.status(h).power });
+    const choice = chooseReaderHost({ config, site: cfg, primaryHost, replicaStorage, readersInUse: this.readers.hostsInUse(), primaries, power: (h) => relay.status(h).power,
+      // A host another site's runbook is taking (a failover's or switchover's target) is not lent.
+      heldElsewhere: (h) => heldElsewhere(config, { sites: this.deps.store.listSites(), running: this.deps.store.runningRunbooks(), readers: this.allReaders() }, site, h, 'switchover') });
     if (choice.host === null) return this.defer(site, 'no-host', choice.why);
     const d = st.lastDecision;
     const reason = d ? `performance decrease: ${d.reason}` : 'performance decrease';

@@ -37,3 +37,13 @@ test('after a failover the old primary may become a reader; the new primary neve
   const c = chooseReaderHost({ config, site: { ...site, standby: ['h1', 'h2', 'h3'] }, primaryHost: 'h2', replicaStorage: 'array-a', readersInUse: new Set(), primaries: new Set(['h2']), power: () => 'off' });
   assert.equal(c.host, 'h3');
 });
+
+test('a host another site\'s runbook is taking is not lent as a reader', () => {
+  const { config, site } = world(['h2', 'h3', 'h4']);
+  const c = chooseReaderHost({
+    config, site, primaryHost: 'h1', replicaStorage: 'array-b', readersInUse: new Set(), primaries: new Set(['h1']), power: () => 'off',
+    heldElsewhere: (h) => (h === 'h3' ? 'h3 is the target of a running runbook of outlet (priority 0)' : undefined),
+  });
+  assert.equal(c.host, 'h4');
+  assert.match(c.why, /not h2 \(the failover standby\), h3 \(held by another site's runbook\)/);
+});
