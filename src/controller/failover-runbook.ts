@@ -1,7 +1,6 @@
 import { UnderstudyError } from '../shared/errors.ts';
-import type { RunbookRecord } from '../state/state-store.ts';
+import { JournaledRunbook } from './journaled-runbook.ts';
 import { runRestoreSteps, type RestoreData } from './restore-runbook.ts';
-import { RunbookJournal, type RunbookDeps } from './runbook-journal.ts';
 import { TakeoverSteps } from './takeover-steps.ts';
 import { chooseTarget } from './target-choice.ts';
 
@@ -54,17 +53,7 @@ export interface FailoverData extends Record<string, unknown> {
  * again (the damaged replica is neither fenced nor moved by the refusal); after it, the
  * journaled decision takes the restore path.
  */
-export class FailoverRunbook {
-  private readonly journal: RunbookJournal<FailoverData>;
-
-  constructor(private readonly deps: RunbookDeps, private readonly rb: RunbookRecord) {
-    this.journal = new RunbookJournal(deps, rb, rb.data as FailoverData);
-  }
-
-  get id(): number {
-    return this.rb.id;
-  }
-
+export class FailoverRunbook extends JournaledRunbook<FailoverData> {
   async run(): Promise<void> {
     const { store } = this.deps;
     const site = this.rb.site;

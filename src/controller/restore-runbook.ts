@@ -1,7 +1,7 @@
 import { UnderstudyError } from '../shared/errors.ts';
+import { JournaledRunbook } from './journaled-runbook.ts';
 import type { RestoreResponse } from '../shared/contracts.ts';
-import type { RunbookRecord } from '../state/state-store.ts';
-import { RunbookJournal, type RunbookDeps } from './runbook-journal.ts';
+import type { RunbookDeps } from './runbook-journal.ts';
 import { TakeoverSteps } from './takeover-steps.ts';
 
 export interface RestoreData extends Record<string, unknown> {
@@ -28,17 +28,7 @@ export interface RestoreData extends Record<string, unknown> {
  * new epoch, then transform, start, route and re-protect as a failover does. The
  * event names the restore point and how much time was lost (now − point taken).
  */
-export class RestoreRunbook {
-  private readonly journal: RunbookJournal<RestoreData>;
-
-  constructor(private readonly deps: RunbookDeps, private readonly rb: RunbookRecord) {
-    this.journal = new RunbookJournal(deps, rb, rb.data as RestoreData);
-  }
-
-  get id(): number {
-    return this.rb.id;
-  }
-
+export class RestoreRunbook extends JournaledRunbook<RestoreData> {
   async run(): Promise<void> {
     const { store } = this.deps;
     const site = this.rb.site;

@@ -1,7 +1,6 @@
 import type { UnderstudyError } from '../shared/errors.ts';
-import type { RunbookRecord } from '../state/state-store.ts';
+import { JournaledRunbook } from './journaled-runbook.ts';
 import { readerEndpoint } from './reader-facts.ts';
-import { RunbookJournal } from './runbook-journal.ts';
 import { takeDownReader, type ScaleDeps } from './scale-out-runbook.ts';
 import { sleep } from './timing.ts';
 
@@ -27,17 +26,7 @@ const DRAIN_TIMEOUT_MS = 10_000;
  * Also how a failed reader is removed (no failover: a reader holds nothing that is
  * not on the primary) and how readers of an old epoch go after a change of primary.
  */
-export class ScaleInRunbook {
-  private readonly journal: RunbookJournal<ScaleInData>;
-
-  constructor(private readonly deps: ScaleDeps, private readonly rb: RunbookRecord) {
-    this.journal = new RunbookJournal(deps, rb, rb.data as ScaleInData);
-  }
-
-  get id(): number {
-    return this.rb.id;
-  }
-
+export class ScaleInRunbook extends JournaledRunbook<ScaleInData, ScaleDeps> {
   async run(): Promise<void> {
     const { store, clients, config, readerSet: readers } = this.deps;
     const site = this.rb.site;

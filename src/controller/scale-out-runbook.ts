@@ -1,10 +1,10 @@
 import { HttpProbe } from '../monitor/http-probe.ts';
+import { JournaledRunbook } from './journaled-runbook.ts';
 import type { UnderstudyError } from '../shared/errors.ts';
-import type { RunbookRecord } from '../state/state-store.ts';
 import type { ReaderClients } from './reader-clients.ts';
 import { readerEndpoint, readerStartRequest } from './reader-facts.ts';
 import type { ReaderSet } from './reader-set.ts';
-import { RunbookJournal, type RunbookDeps } from './runbook-journal.ts';
+import type { RunbookDeps } from './runbook-journal.ts';
 import { probeUrl, renderedTransform } from './site-facts.ts';
 import { waitFor } from './timing.ts';
 
@@ -47,21 +47,7 @@ const CATCH_UP_TIMEOUT_MS = 30_000;
  * what it set up is taken down again (app stopped, host powered off, copy dropped)
  * and the site goes on as it was.
  */
-export class ScaleOutRunbook {
-  private readonly journal: RunbookJournal<ScaleOutData>;
-
-  constructor(private readonly deps: ScaleDeps, private readonly rb: RunbookRecord) {
-    this.journal = new RunbookJournal(deps, rb, rb.data as ScaleOutData);
-  }
-
-  get id(): number {
-    return this.rb.id;
-  }
-
-  get data(): ScaleOutData {
-    return this.journal.data;
-  }
-
+export class ScaleOutRunbook extends JournaledRunbook<ScaleOutData, ScaleDeps> {
   async run(): Promise<void> {
     const { store, relay, clients, config, readerSet: readers, readerClients } = this.deps;
     const site = this.rb.site;

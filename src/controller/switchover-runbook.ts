@@ -1,6 +1,5 @@
 import { UnderstudyError } from '../shared/errors.ts';
-import type { RunbookRecord } from '../state/state-store.ts';
-import { RunbookJournal, type RunbookDeps } from './runbook-journal.ts';
+import { JournaledRunbook } from './journaled-runbook.ts';
 import { appEndpoint, routeFor, startRequest } from './site-facts.ts';
 import { TakeoverSteps } from './takeover-steps.ts';
 import { sleep } from './timing.ts';
@@ -32,17 +31,7 @@ export interface SwitchoverData extends Record<string, unknown> {
  * check, drain or catch-up restarts the old app and routes it again at the old
  * epoch.
  */
-export class SwitchoverRunbook {
-  private readonly journal: RunbookJournal<SwitchoverData>;
-
-  constructor(private readonly deps: RunbookDeps, private readonly rb: RunbookRecord) {
-    this.journal = new RunbookJournal(deps, rb, rb.data as SwitchoverData);
-  }
-
-  get id(): number {
-    return this.rb.id;
-  }
-
+export class SwitchoverRunbook extends JournaledRunbook<SwitchoverData> {
   async run(): Promise<void> {
     const { store, clients, config } = this.deps;
     const site = this.rb.site;
