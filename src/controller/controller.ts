@@ -272,6 +272,10 @@ export class Controller {
         this.log.info({ site, epoch: rec.epoch, primary: endpoint }, 'route re-pushed to the director');
       }
     }
+    // Level-based too: a corrupt primary copy whose replacement the governor deferred
+    // (cooldown) is acted on once it allows. A restore or promotion resets the result.
+    const primaryCopy = this.volumeStatus(host.storage, site);
+    if (primaryCopy?.role === 'primary' && primaryCopy.verification?.ok === false) this.onPrimaryCorrupt(site, host.storage);
     if (!rec.replicaStorage) {
       // Unprotected (a re-protect failed, or the replica's storage was down): try again.
       const replica = replicaStorageFor(this.config, cfg, host.storage);
