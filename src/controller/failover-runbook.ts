@@ -62,13 +62,7 @@ export class FailoverRunbook extends JournaledRunbook<FailoverData> {
     store.setSiteState(site, 'failing-over');
 
     try {
-      await step('hold', async () => {
-        // New requests wait in the director instead of failing while the site moves.
-        await this.deps.clients.putRoute({ site, epoch: d.oldEpoch, primary: null, readers: [] }).catch((e: UnderstudyError) => {
-          // A newer epoch already there means a later step ran: nothing to hold.
-          if (e.code !== 'US_STALE_EPOCH') throw e;
-        });
-      });
+      await step('hold', () => this.holdRequests(site, d.oldEpoch));
 
       await step('fence', async () => {
         try {

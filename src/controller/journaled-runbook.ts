@@ -1,4 +1,5 @@
 import type { RunbookRecord } from '../state/state-store.ts';
+import type { UnderstudyError } from '../shared/errors.ts';
 import { RunbookJournal, type RunbookDeps } from './runbook-journal.ts';
 
 /**
@@ -24,4 +25,14 @@ export abstract class JournaledRunbook<D extends Record<string, unknown>, Deps e
   }
 
   abstract run(): Promise<void>;
+
+  /**
+   * The `hold` step's work: new requests wait in the director instead of failing while
+   * the site moves. A newer epoch already there means a later step ran: nothing to hold.
+   */
+  protected async holdRequests(site: string, epoch: number): Promise<void> {
+    await this.deps.clients.putRoute({ site, epoch, primary: null, readers: [] }).catch((e: UnderstudyError) => {
+      if (e.code !== 'US_STALE_EPOCH') throw e;
+    });
+  }
 }

@@ -36,11 +36,7 @@ export class RestoreRunbook extends JournaledRunbook<RestoreData> {
     const step = this.journal.step.bind(this.journal);
     store.setSiteState(site, 'failing-over');
     try {
-      await step('hold', async () => {
-        await this.deps.clients.putRoute({ site, epoch: d.oldEpoch, primary: null, readers: [] }).catch((e: UnderstudyError) => {
-          if (e.code !== 'US_STALE_EPOCH') throw e;
-        });
-      });
+      await step('hold', () => this.holdRequests(site, d.oldEpoch));
       await step('fence', () => this.deps.relay.off(d.oldPrimary));
       await runRestoreSteps(this.deps, site, d, step);
       store.finishRunbook(this.rb.id, 'done');
