@@ -17,7 +17,10 @@ export const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '
 export const BIN = path.join(ROOT, 'bin/understudy.js');
 
 export interface ClusterOptions {
-  /** 1..20: selects ports 2xx00.. and addresses 127.0.(slot*8+i).1 — unique per test file. */
+  /**
+   * 1..89: selects ports 20000 + slot*100 … and addresses 127.(slot/30).((slot%30)*8+i+1).1 —
+   * unique per test file (slots below 30 keep their 127.0.x.1 addresses).
+   */
   slot: number;
   hosts?: { name: string; storage: 'array-a' | 'array-b'; boot?: boolean; cpus?: number; memoryMb?: number }[];
   standby?: string[];
@@ -61,6 +64,11 @@ export interface Cluster {
   stop: () => Promise<void>;
 }
 
+/** Host i's loopback address in a slot: a /24 of its own, so that every host is on its own subnet. */
+export function slotAddress(slot: number, i: number): string {
+  return `127.${Math.floor(slot / 30)}.${(slot % 30) * 8 + i + 1}.1`;
+}
+
 export function ports(slot: number) {
   const base = 20000 + slot * 100;
   return { controller: base, director: base + 1, storageA: base + 10, storageB: base + 11, vault: base + 12, front: base + 20 };
@@ -73,7 +81,7 @@ export function writeConfig(opts: ClusterOptions, dir: string): string {
     { name: 'h2', storage: 'array-b' as const, boot: true },
     { name: 'h3', storage: 'array-b' as const, boot: false },
   ];
-  const addr = (i: number) => `127.0.${opts.slot * 8 + i + 1}.1`;
+  const addr = (i: number) => slotAddress(opts.slot, i);
   if (opts.config) {
     const file = path.join(dir, 'understudy.yaml');
     fs.writeFileSync(file, opts.config({ dir, ports: p, address: addr, root: ROOT }));
