@@ -45,7 +45,9 @@ export async function runController(config: UnderstudyConfig): Promise<void> {
   process.on('SIGINT', onSignal);
   try {
     service = await startControllerService(config);
-  } catch {
+  } catch (e) {
+    // A failed start of the sites is logged above; one before (a bad environment variable) only here.
+    process.stderr.write(`understudy controller: ${(e as Error).message}\n`);
     process.exit(1);
   }
 }

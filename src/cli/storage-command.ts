@@ -22,7 +22,8 @@ export async function runStorage(opts: { config: UnderstudyConfig; name: string;
     const { startControllerService } = await import('./controller-command.ts');
     try {
       controller = await startControllerService(opts.config);
-    } catch {
+    } catch (e) {
+      process.stderr.write(`understudy storage --with-controller: ${(e as Error).message}\n`);
       await processor.stop();
       process.exit(1);
     }

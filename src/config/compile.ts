@@ -1,7 +1,7 @@
 import path from 'node:path';
 import type { Finding } from './problems.ts';
 import type { ParsedSections } from './parse-sections.ts';
-import type { SiteInput } from './schema.ts';
+import { sectionSchemas, type SiteInput } from './schema.ts';
 import type {
   HostConfig,
   SiteConfig,
@@ -109,19 +109,25 @@ export function compileConfig(
     if (h && value && value.boot === undefined) h.boot = warm.has(name);
   }
 
-  const c = parsed.controller;
-  const d = parsed.director;
+  // A section that failed validation is reported already; its defaults stand in (the schema's, written once).
+  const c = parsed.controller ?? sectionSchemas.controller.parse({});
+  const d = parsed.director ?? sectionSchemas.director.parse({});
   return {
     file: where.file,
     baseDir: where.baseDir,
     controller: {
-      listen: c?.listen ?? { host: '127.0.0.1', port: 7070 },
-      stateDir: abs(c?.state ?? '.understudy/state'),
+      listen: c.listen,
+      stateDir: abs(c.state),
+      failover: {
+        cooldownMs: c.failover.cooldown,
+        flapWindowMs: c.failover.flapWindow,
+        flapBackoffMs: c.failover.flapBackoff ?? c.failover.cooldown,
+      },
     },
     director: {
-      listen: d?.listen ?? { host: '127.0.0.1', port: 7071 },
-      holdMaxRequests: d?.hold.maxRequests ?? 1000,
-      holdTimeoutMs: d?.hold.timeout ?? 5000,
+      listen: d.listen,
+      holdMaxRequests: d.hold.maxRequests,
+      holdTimeoutMs: d.hold.timeout,
     },
     storage,
     hosts,
@@ -200,6 +206,9 @@ function compileSync(
   sync: { onReplicaLost: 'degrade' | 'strict'; timeout: number } | undefined,
 ): { sync?: SyncConfig } {
   if (sync !== undefined) return { sync: { onReplicaLost: sync.onReplicaLost, timeoutMs: sync.timeout } };
-  if (replication === 'sync') return { sync: { onReplicaLost: 'degrade', timeoutMs: 2000 } };
+  if (replication === 'sync') {
+    const dflt = sectionSchemas.sync.parse({});
+    return { sync: { onReplicaLost: dflt.onReplicaLost, timeoutMs: dflt.timeout } };
+  }
   return {};
 }

@@ -34,6 +34,12 @@ const duration = custom(DURATION_MESSAGE, (v) => {
   return ms !== undefined && ms > 0 ? ms : undefined;
 });
 
+/** A duration that may be zero ("0s": the setting is off) → milliseconds. */
+const durationOrOff = custom('must be a duration like 10s (0s turns it off)', (v) => {
+  const ms = parseDuration(v);
+  return ms !== undefined && ms >= 0 ? ms : undefined;
+});
+
 const endpoint = custom(ENDPOINT_MESSAGE, parseEndpoint);
 const address = custom(ADDRESS_MESSAGE, (v) => (isAddress(v) ? v : undefined));
 const port = custom('must be a port number (1-65535)', (v) => (isPort(v) ? v : undefined));
@@ -56,12 +62,29 @@ const recordKey = z.string().regex(NAME_RE, { error: NAME_MESSAGE });
 
 // ---------------------------------------------------------------- sections
 
+/**
+ * `controller.failover`: the no-flapping settings of automatic failovers.
+ * `cooldown`: least time between two automatic failovers of one site that could be a
+ * flap (an independent crash is not held back, see ActionGovernor). `flapWindow`: a
+ * host that fails again this soon after it was trusted again flaps and is held out.
+ * `flapBackoff`: that hold-out after the first flap, doubling at each further one
+ * (up to 10 minutes); absent: the cooldown.
+ */
+const failover = z
+  .strictObject({
+    cooldown: durationOrOff.default(10_000),
+    flapWindow: durationOrOff.default(300_000),
+    flapBackoff: durationOrOff.optional(),
+  })
+  .prefault({});
+
 const controller = z
   .strictObject({
     listen: endpoint.default({ host: '127.0.0.1', port: 7070 }),
     state: custom('must be a directory path (etcd state is not supported yet)', (v) =>
       typeof v === 'string' && v.trim() !== '' ? v : undefined,
     ).default('.understudy/state'),
+    failover,
   })
   .prefault({});
 
@@ -296,6 +319,8 @@ const site = z.strictObject({
 export const sectionSchemas = {
   controller,
   director,
+  /** `sites.X.volume.sync`, for the defaults of a sync-mode site that does not write it. */
+  sync,
   storage,
   host,
   pool: z.array(name, { error: 'must be a list of host names' }),

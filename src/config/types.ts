@@ -30,6 +30,25 @@ export interface ControllerConfig {
   listen: Endpoint;
   /** Directory of the embedded state store (absolute). @default .understudy/state */
   stateDir: string;
+  failover: FailoverGovernance;
+}
+
+/**
+ * `controller.failover`: how automatic failovers are kept from flapping
+ * (ActionGovernor). Each may be 0 (off).
+ */
+export interface FailoverGovernance {
+  /**
+   * Least time between two automatic failovers of one site that could be a flap
+   * (from the end of one to the start of the next). An independent crash — hard
+   * evidence, on a host that is not where the last failover came from, with a trusted
+   * target other than that host — is not held back. @default 10000 (`cooldown: 10s`)
+   */
+  cooldownMs: number;
+  /** A host that fails again this soon after it was trusted again flaps. @default 300000 (`flapWindow: 5m`) */
+  flapWindowMs: number;
+  /** How long a host that flapped is held out after its first flap; doubles at each further one, up to 10 minutes. @default `cooldownMs` */
+  flapBackoffMs: number;
 }
 
 export interface DirectorConfig {

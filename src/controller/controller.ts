@@ -20,7 +20,9 @@ import { FailoverRunbook, type FailoverData, type RunbookDeps } from './failover
 import { SwitchoverRunbook, type SwitchoverData } from './switchover-runbook.ts';
 import { RestoreRunbook, type RestoreData } from './restore-runbook.ts';
 import type { RunbookRecord } from '../state/state-store.ts';
-import { appEndpoint, probeUrl, renderedTransform, replicaStorageFor, routeFor, startRequest } from './site-facts.ts';
+import { appEndpoint, probeUrl, renderedTransform, routeFor, startRequest } from './site-facts.ts';
+import { keepProtected, placementFacts, replicaStorageFor } from './reprotection.ts';
+import { nextTakeover } from './placement.ts';
 import { buildStatus, type StatusView } from './status-view.ts';
 import { ScaleController } from './scale-controller.ts';
 import { heldElsewhere } from './pool-facts.ts';
@@ -97,8 +99,8 @@ export class Controller {
       stillPrimary: (site, host) => { const r = this.store.getSite(site); return !this.stopped && r?.primaryHost === host && r.state === 'serving' && !this.activeRunbooks.has(site); },
       candidates: (site, failed) => trustedCandidates(this.config, this.config.sites[site]!, { failed, replicaStorage: this.store.getSite(site)?.replicaStorage ?? null }, this.governor),
       recovered: (site, host, d) => primaryRecovered(d, this.monitors.get(site), this.malfunctionWatches.get(site), host),
-      start: (site, _host, d) => {
-        this.startFailover(site, { reason: d.reason, evidence: d.data, detectedAt: d.detectedAt, lastHealthyAt: d.lastHealthyAt });
+      start: (site, _host, d, opts) => {
+        this.startFailover(site, { reason: d.reason, evidence: d.data, detectedAt: d.detectedAt, lastHealthyAt: d.lastHealthyAt, ...(opts.avoid.length > 0 ? { avoid: opts.avoid } : {}) });
         return this.activeRunbooks.get(site) ?? Promise.resolve();
       },
     });
@@ -173,7 +175,7 @@ export class Controller {
     await this.clients.initVolume(primary.storage, site, epoch, cfg.app.seed);
     const { changes } = await this.clients.transform(primary.storage, site, epoch, renderedTransform(primary, cfg));
     if (changes.length > 0) this.store.addEvent({ site, host: primary.name, kind: 'transformed', message: `${site}'s new volume on ${primary.storage} fitted to ${primary.name}:\n${formatTransformDiff(changes)}`, data: { changes } });
-    const replica = replicaStorageFor(this.config, cfg, primary.storage);
+    const replica = replicaStorageFor(this.deps, site, primary.name);
     this.store.putSite({ site, epoch, primaryHost: primary.name, state: 'starting', replicaStorage: replica });
     await this.startSite(site);
   }
@@ -276,15 +278,10 @@ export class Controller {
     // (cooldown) is acted on once it allows. A restore or promotion resets the result.
     const primaryCopy = this.volumeStatus(host.storage, site);
     if (primaryCopy?.role === 'primary' && primaryCopy.verification?.ok === false) this.onPrimaryCorrupt(site, host.storage);
-    if (!rec.replicaStorage) {
-      // Unprotected (a re-protect failed, or the replica's storage was down): try again.
-      const replica = replicaStorageFor(this.config, cfg, host.storage);
-      if (replica && this.storageStatus.get(replica)) {
-        await this.clients.replicate(host.storage, site, rec.epoch, replica);
-        this.store.putSite({ ...rec, replicaStorage: replica });
-        this.store.addEvent({ site, host: null, kind: 'reprotected', message: `${site} replicates to ${replica} again`, data: { replica } });
-      }
-    } else {
+    // Unprotected (a re-protect failed, or the replica's storage was down), or a replica
+    // no host could take over from any more: placed again (reprotection.ts).
+    const now = await keepProtected({ ...this.deps, storageUp: (s) => !!this.storageStatus.get(s) }, rec);
+    if (now === rec && rec.replicaStorage) {
       const vol = this.volumeStatus(host.storage, site);
       if (vol && vol.role === 'primary' && (!vol.replication || vol.replication.to !== rec.replicaStorage || vol.replication.state === 'stopped' || vol.replication.state === 'none')) {
         await this.clients.replicate(host.storage, site, rec.epoch, rec.replicaStorage);
@@ -334,7 +331,7 @@ export class Controller {
     this.autoFailover.onDetection(site, host, d);
   }
 
-  private startFailover(site: string, opts: { reason: string; evidence: Record<string, unknown>; detectedAt: number; lastHealthyAt: number; requestedTarget?: string; force?: boolean }): FailoverRunbook {
+  private startFailover(site: string, opts: { reason: string; evidence: Record<string, unknown>; detectedAt: number; lastHealthyAt: number; requestedTarget?: string; force?: boolean; avoid?: string[] }): FailoverRunbook {
     const rec = this.store.getSite(site)!;
     const cfg = this.config.sites[site]!;
     const vol = this.volumeStatus(this.config.hosts[rec.primaryHost]!.storage, site);
@@ -533,7 +530,7 @@ export class Controller {
     if (!rec || !cfg || rec.state !== 'serving' || this.activeRunbooks.has(site)) return;
     if (this.config.hosts[rec.primaryHost]!.storage !== storage) return;
     // Rate-limited like any automatic failover (the restore shares the failover cooldown).
-    if (!this.governor.decide(site, 'failover', `the primary copy of ${site} on ${storage} is corrupt`).allowed) return;
+    if (!this.governor.decide(site, 'failover', `the primary copy of ${site} on ${storage} is corrupt`, { failover: { from: rec.primaryHost, hardEvidence: false, targets: [] } }).allowed) return;
     const replica = rec.replicaStorage ? this.volumeStatus(rec.replicaStorage, site) : undefined;
     const replicaGood = replica?.verification?.ok === true;
     if (replicaGood) {
@@ -568,6 +565,10 @@ export class Controller {
       volume: (storage, site) => this.volumeStatus(storage, site),
       storageUp: (storage) => !!this.storageStatus.get(storage),
       readers: (site) => this.scale.readerStatus(site),
+      next: (rec) => {
+        const facts = { ...placementFacts({ ...this.deps, storageUp: (s) => !!this.storageStatus.get(s) }), powered: (h: string) => this.relay.status(h).power === 'on' };
+        return nextTakeover(this.config, this.config.sites[rec.site]!, rec, facts);
+      },
     });
   }
 }

@@ -18,6 +18,8 @@ export interface FailoverData extends Record<string, unknown> {
   lastHealthyAt: number;
   /** The operator's choice (`failover --to`), if any. */
   requestedTarget?: string;
+  /** Hosts taken only when no other is usable: the last failover's source, when the governor let this one through its cooldown as an independent crash. */
+  avoid?: string[];
   force?: boolean;
   replicationLagMsAtFailure?: number;
   target?: string;
@@ -80,7 +82,7 @@ export class FailoverRunbook extends JournaledRunbook<FailoverData> {
         const record = store.getSite(site)!;
         // May wait (site down, `pool-empty`/`spare-denied` events) until a spare of a shared pool is free.
         const choice = await chooseTarget(this.deps, this.deps.config.sites[site]!, {
-          failed: d.oldPrimary, replicaStorage: record.replicaStorage, requested: d.requestedTarget, detectedAt: d.detectedAt,
+          failed: d.oldPrimary, replicaStorage: record.replicaStorage, requested: d.requestedTarget, detectedAt: d.detectedAt, ...(d.avoid ? { avoid: d.avoid } : {}),
           commit: (host) => {
             // Recorded before any other site's decision: from now on the host is this site's (pool-facts.ts).
             d.target = host;

@@ -33,19 +33,6 @@ export function renderedTransform(host: HostConfig, site: SiteConfig): RenderedR
   return renderRules(site.transform, { host, site });
 }
 
-/**
- * The storage system that should hold a site's replica when its primary copy is on
- * `primaryStorage`: the storage of the first standby host that is attached elsewhere
- * (and is not a backup vault). Null when there is none: the site is unprotected.
- */
-export function replicaStorageFor(config: UnderstudyConfig, site: SiteConfig, primaryStorage: string, exclude: string[] = []): string | null {
-  const candidates = [site.primary, ...site.standby]
-    .map((h) => config.hosts[h]!)
-    .filter((h) => h.storage !== primaryStorage && !exclude.includes(h.storage) && !config.storage[h.storage]!.backup)
-    .map((h) => h.storage);
-  return candidates[0] ?? null;
-}
-
 /** The director's route for a site served by `host` at `epoch` (sync barrier included when the site replicates synchronously). */
 export function routeFor(config: UnderstudyConfig, site: string, host: string, epoch: number): RouteTable {
   const cfg = config.sites[site]!;

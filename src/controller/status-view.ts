@@ -18,6 +18,13 @@ export interface StatusView {
     readers: { host: string; address: string; healthy: boolean; state?: string; since?: number }[];
     /** `sync` (sync mode, confirmed) or `degraded` (sync mode, releasing writes unconfirmed); absent in async mode. */
     replication: { mode: string; to: string | null; state: string; lagMs: number | null; sync?: 'sync' | 'degraded' };
+    /**
+     * The host that would take the site over if its primary failed now, and the storage
+     * system whose replica it would promote (placement.ts `nextTakeover`); null when none
+     * could (no replica, or no host on its storage system is trusted and free), and while
+     * the site is failing over or down.
+     */
+    next: { host: string; storage: string } | null;
   }[];
   /**
    * `trust` (ActionGovernor): `trusted`; `recovering` (it failed: needs `rise` good
@@ -37,6 +44,8 @@ export function buildStatus(input: {
   trust?: (host: string) => { state: string; why: string; heldUntil: number | null };
   /** Issue 5: the site's readers (scale-controller.ts), with their probe's health. */
   readers?: (site: string) => { host: string; address: string; healthy: boolean; state: string; since: number }[];
+  /** Who would take the site over now (placement.ts `nextTakeover`). */
+  next?: (rec: SiteRecord) => { host: string; storage: string } | null;
 }): StatusView {
   const { config } = input;
   const sites = input.sites.filter((s) => config.sites[s.site]).map((rec) => {
@@ -65,6 +74,7 @@ export function buildStatus(input: {
         lagMs: rep ? rep.lagMs : null,
         ...(cfg.volume.replication === 'sync' && vol?.sync ? { sync: vol.sync.state } : {}),
       },
+      next: rec.state === 'serving' || rec.state === 'starting' ? input.next?.(rec) ?? null : null,
     };
   });
   const hosts = Object.values(config.hosts).map((h) => {

@@ -2,7 +2,8 @@ import { HttpProbe } from '../monitor/http-probe.ts';
 import { formatTransformDiff } from '../transform/diff.ts';
 import type { TransformChange } from '../shared/contracts.ts';
 import type { RunbookDeps } from './runbook-journal.ts';
-import { appEndpoint, probeUrl, renderedTransform, replicaStorageFor, routeFor, startRequest } from './site-facts.ts';
+import { replicaStorageFor } from './reprotection.ts';
+import { appEndpoint, probeUrl, renderedTransform, routeFor, startRequest } from './site-facts.ts';
 import { waitFor } from './timing.ts';
 
 /**
@@ -85,10 +86,14 @@ export class TakeoverSteps {
     return Date.now();
   }
 
-  /** Starts shipping the new primary to another storage system, if one is free; returns it (or null). */
+  /**
+   * Starts shipping the new primary to the storage system of the best host that
+   * could take the site over next (placement.ts: a free spare first, the old primary
+   * once it is trusted again); returns it, or null when there is none.
+   */
   async reprotect(): Promise<string | null> {
     const { clients, store } = this.deps;
-    let replica = replicaStorageFor(this.deps.config, this.siteCfg, this.host.storage);
+    let replica = replicaStorageFor(this.deps, this.site, this.target);
     if (replica) {
       try {
         await clients.replicate(this.host.storage, this.site, this.epoch, replica);

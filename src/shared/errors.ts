@@ -5,6 +5,8 @@
 export type ErrorCode =
   | 'US_CONFIG_INVALID'
   | 'US_CONFIG_NOT_FOUND'
+  /** An environment variable Understudy reads has a value it cannot use (the message names it and what it must be). */
+  | 'US_BAD_ENV'
   | 'US_PORT_IN_USE'
   | 'US_VOLUME_NOT_DATABASE'
   | 'US_STALE_EPOCH'
