@@ -14,13 +14,14 @@ function table(rows: string[][]): string {
 }
 
 export function formatStatus(st: StatusView): string {
-  const sites = [['SITE', 'STATE', 'EPOCH', 'FRONT', 'PRIMARY', 'HEALTHY', 'REPLICATION', 'LAG', 'READERS']];
+  const sites = [['SITE', 'STATE', 'EPOCH', 'FRONT', 'PRIMARY', 'HEALTHY', 'REPLICATION', 'LAG', 'READERS', 'NEXT']];
   for (const s of st.sites) {
     sites.push([
       s.name, s.state, String(s.epoch), s.front, `${s.primary.host} (${s.primary.address})`, s.primary.healthy ? 'yes' : 'no',
       `${s.replication.mode} → ${s.replication.to ?? '-'} ${s.replication.state}`, s.replication.lagMs === null ? '-' : `${s.replication.lagMs} ms`,
       // Issue 5: read-only hosts, `host` when serving and healthy, else with its state.
       s.readers.map((r) => `${r.host}${r.state && r.state !== 'serving' ? ` (${r.state})` : r.healthy ? '' : ' (unhealthy)'}`).join(', ') || '-',
+      s.next ? `${s.next.host} (${s.next.storage})` : '-',
     ]);
   }
   const hosts = [['HOST', 'ADDRESS', 'POWER', 'PID', 'STORAGE', 'SITES']];

@@ -51,6 +51,8 @@ export interface ClusterOptions {
     performance?: { p95: string; window: string };
   };
   config?: (ctx: { dir: string; ports: ReturnType<typeof ports>; address: (i: number) => string; root: string }) => string;
+  /** `controller.failover`, as YAML durations: { cooldown: '8s' }. */
+  failover?: { cooldown?: string; flapWindow?: string; flapBackoff?: string };
 }
 
 export interface Cluster {
@@ -91,7 +93,8 @@ export function writeConfig(opts: ClusterOptions, dir: string): string {
 controller:
   listen: 127.0.0.1:${p.controller}
   state: ${dir}/state
-director:
+${opts.failover ? `  failover: { ${Object.entries(opts.failover).map(([k, v]) => `${k}: ${v}`).join(', ')} }
+` : ''}director:
   listen: 127.0.0.1:${p.director}
 storage:
   array-a: { path: ${dir}/array-a, listen: 127.0.0.1:${p.storageA} }
