@@ -17,7 +17,7 @@ const DIGIT = /[0-9]/;
  * segments) is returned as is, without allocating.
  */
 export function routeOf(path: string): string {
-  if (path.length <= 64 && !DIGIT.test(path)) {
+  if (path.length <= 41 && !DIGIT.test(path)) {
     let slashes = 0;
     for (let i = 0; i < path.length; i++) if (path.charCodeAt(i) === 47) slashes++;
     if (slashes <= MAX_SEGMENTS) return path;
