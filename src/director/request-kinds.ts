@@ -46,24 +46,31 @@ class KindCounters {
 /**
  * Answers of one upstream by kind of request (method and route): the figures
  * that tell errors that follow the request (one kind fails, the others and the
- * probe succeed) from errors of the host. On the request path: one string
- * concatenation and one Map lookup per answer; samples only on failures.
+ * probe succeed) from errors of the host. On the request path: two Map lookups
+ * per answer (method, route); samples only on failures.
  */
 export class RequestKinds {
-  private readonly kinds = new Map<string, KindCounters>();
+  /** method → route → counters: no string is built per answer. */
+  private readonly byMethod = new Map<string, Map<string, KindCounters>>();
+  private size = 0;
 
   /** One answer. `url`: path and query as the client sent them; `hasBody`: the request had a body. */
   record(method: string, path: string, url: string, status: number, shed: boolean, hasBody: boolean): void {
-    let key = `${method} ${routeOf(path)}`;
-    let k = this.kinds.get(key);
+    let routes = this.byMethod.get(method);
+    if (routes === undefined) {
+      routes = new Map();
+      this.byMethod.set(method, routes);
+    }
+    const route = routeOf(path);
+    let k = routes.get(route);
     if (k === undefined) {
-      if (this.kinds.size >= MAX_KINDS) {
-        key = `${method} *`;
-        k = this.kinds.get(key);
-      }
+      const overflow = this.size >= MAX_KINDS;
+      const r = overflow ? '*' : route;
+      k = routes.get(r);
       if (k === undefined) {
-        k = new KindCounters(key, method);
-        this.kinds.set(key, k);
+        k = new KindCounters(`${method} ${r}`, method);
+        routes.set(r, k);
+        this.size++;
       }
     }
     k.requests++;
@@ -80,8 +87,10 @@ export class RequestKinds {
 
   snapshot(): RequestKindStats[] {
     const out: RequestKindStats[] = [];
-    for (const k of this.kinds.values()) {
-      out.push({ kind: k.kind, method: k.method, requests: k.requests, errors: k.errors, shed: k.shed, ...(k.samples ? { samples: [...k.samples] } : {}) });
+    for (const routes of this.byMethod.values()) {
+      for (const k of routes.values()) {
+        out.push({ kind: k.kind, method: k.method, requests: k.requests, errors: k.errors, shed: k.shed, ...(k.samples ? { samples: [...k.samples] } : {}) });
+      }
     }
     return out;
   }
