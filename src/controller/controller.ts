@@ -324,16 +324,20 @@ export class Controller {
     existing?.stop();
     const relay = this.relay.status(hostName);
     const cfg = this.config.sites[site]!;
-    this.malfunctionWatches.get(site)?.stop();
     const m = new SiteMonitor({ site, host: hostName, url, pid: relay.pid }, cfg.health.probe, (e) => this.onPrimaryFailure(site, hostName, e), (r) => {
       this.trustWatch.probe(hostName, r.ok);
       this.malfunctionWatches.get(site)?.observeProbe(r);
       this.loadWatches.get(site)?.observeProbe(r);
     });
-    const endpoint = appEndpoint(this.config.hosts[hostName]!, cfg);
-    const w = new MalfunctionWatch({ site, host: hostName, upstream: endpoint }, cfg.health.malfunction, () => m.lastHealthyAt, (d) => this.onDetection(site, hostName, d));
     this.monitors.set(site, m);
-    this.malfunctionWatches.set(site, w);
+    // A malfunction watch of this primary that was not acted on (its errors were not the
+    // host's) is kept with what it learnt; any other is replaced by a fresh one.
+    if (this.malfunctionWatches.get(site)?.target.host !== hostName) {
+      this.malfunctionWatches.get(site)?.stop();
+      const endpoint = appEndpoint(this.config.hosts[hostName]!, cfg);
+      const w = new MalfunctionWatch({ site, host: hostName, upstream: endpoint }, cfg.health.malfunction, () => this.monitors.get(site)?.lastHealthyAt ?? Date.now(), (d) => this.onDetection(site, hostName, d));
+      this.malfunctionWatches.set(site, w);
+    }
     this.ensureLoadWatch(site, hostName);
     m.start();
   }
