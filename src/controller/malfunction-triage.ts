@@ -83,7 +83,8 @@ export class MalfunctionTriage {
     if (incident && incident.from !== t.host) {
       incident.lastAt = this.now();
       this.tellAppErrors(t, incident);
-      t.watch?.excuse(this.failingOf(t));
+      // The watch that raised is armed again without these kinds (a site monitor that raised is replaced by the controller).
+      if (d.source !== 'probe') t.watch?.excuse(this.failingOf(t));
       return { act: 'keep', why: 'app' };
     }
     if (d.source !== 'traffic' || !t.watch) return { act: 'fail-over', detection: d };
