@@ -1,4 +1,5 @@
 import { Agent, request } from 'undici';
+import { loadSignal, type LoadSignal } from './load-signal.ts';
 
 export interface ProbeResult {
   ok: boolean;
@@ -13,6 +14,12 @@ export interface ProbeResult {
    * HttpProbe does not judge it; a detector compares it with the expected address.
    */
   servedBy?: string;
+  /**
+   * The app said it sheds load (429, or 503 with Retry-After; load-signal.ts): then
+   * `ok` is true — a sign of load is never a failed probe — and the watchers that
+   * care (the load watch) read this.
+   */
+  load?: LoadSignal;
 }
 
 /**
@@ -41,6 +48,8 @@ export class HttpProbe {
       const status = res.statusCode;
       const header = res.headers['x-served-by'];
       let servedBy = typeof header === 'string' ? header : undefined;
+      const load = loadSignal(status, res.headers['retry-after']);
+      if (load) return { ok: true, at: start, latencyMs, status, servedBy, load };
       if (status !== 200) return { ok: false, at: start, latencyMs, error: `status ${status}`, status, servedBy };
       try {
         const body = JSON.parse(text) as { ok?: unknown; servedBy?: unknown };
