@@ -42,6 +42,8 @@ export interface ReplicationTuning {
   checkpointFrames?: number;
   /** Interval of the full file scan. @default 1000 */
   fileScanMs?: number;
+  /** How long a database snapshot may wait for SQLite's shared lock before the database counts as unprotected. @default 10000 */
+  snapshotLockWaitMs?: number;
 }
 
 export interface VolumeShipperOptions {
@@ -203,7 +205,11 @@ export class VolumeShipper {
   private startDb(rel: string, method: Method): void {
     const common = { volumeDir: this.opts.volumeDir, rel, client: this.client, logger: this.log, onAck: () => this.checkWaiters() };
     const s: DatabaseShipper = method === 'snapshots'
-      ? new SnapshotShipper({ ...common, onModeChange: () => this.discover(false), ...(this.opts.tuning?.walPollMs ? { idlePollMs: this.opts.tuning.walPollMs } : {}) })
+      ? new SnapshotShipper({
+        ...common, onModeChange: () => this.discover(false),
+        ...(this.opts.tuning?.walPollMs ? { idlePollMs: this.opts.tuning.walPollMs } : {}),
+        ...(this.opts.tuning?.snapshotLockWaitMs ? { lockWaitMs: this.opts.tuning.snapshotLockWaitMs } : {}),
+      })
       : new DbShipper({
         ...common,
         ...(this.opts.tuning?.walPollMs ? { idlePollMs: this.opts.tuning.walPollMs } : {}),
