@@ -160,8 +160,12 @@ export class VolumeShipper {
     }
     for (const rel of rels) {
       const abs = path.join(this.opts.volumeDir, rel);
-      const mode = readDatabaseHeader(abs).mode;
       let f = this.found.get(rel);
+      // The quick look (sync barrier, on the write path) leaves alone a database shipped
+      // without trouble: its mode cannot change under DbShipper's connections, and
+      // SnapshotShipper reports a change itself (onModeChange).
+      if (!full && f && this.dbs.get(rel)?.state === 'streaming') continue;
+      const mode = readDatabaseHeader(abs).mode;
       if (!f) {
         f = { mode, since: now, switchedToWal: switchedToWalHere(abs), revertedByApp: false };
         this.found.set(rel, f);
@@ -206,7 +210,7 @@ export class VolumeShipper {
     const common = { volumeDir: this.opts.volumeDir, rel, client: this.client, logger: this.log, onAck: () => this.checkWaiters() };
     const s: DatabaseShipper = method === 'snapshots'
       ? new SnapshotShipper({
-        ...common, onModeChange: () => this.discover(false),
+        ...common, onModeChange: () => this.discover(true),
         ...(this.opts.tuning?.walPollMs ? { idlePollMs: this.opts.tuning.walPollMs } : {}),
         ...(this.opts.tuning?.snapshotLockWaitMs ? { lockWaitMs: this.opts.tuning.snapshotLockWaitMs } : {}),
       })
