@@ -1,7 +1,7 @@
 import path from 'node:path';
 import pino from 'pino';
 import type { UnderstudyConfig } from '../config/types.ts';
-import { HttpProbe } from '../monitor/http-probe.ts';
+import type { AppProbe } from '../monitor/app-probe.ts';
 import { SiteMonitor, type FailureEvidence } from '../monitor/site-monitor.ts';
 import { StaleAppWatch } from '../monitor/stale-app-watch.ts';
 import { probeDetection, type Detection } from '../monitor/detection.ts';
@@ -20,7 +20,7 @@ import { FailoverRunbook, type FailoverData, type RunbookDeps } from './failover
 import { SwitchoverRunbook, type SwitchoverData } from './switchover-runbook.ts';
 import { RestoreRunbook, type RestoreData } from './restore-runbook.ts';
 import type { RunbookRecord } from '../state/state-store.ts';
-import { appEndpoint, probeUrl, renderedTransform, replicaStorageFor, routeFor, startRequest } from './site-facts.ts';
+import { appEndpoint, probeUrl, renderedTransform, replicaStorageFor, routeFor, siteProbe, startRequest } from './site-facts.ts';
 import { buildStatus, type StatusView } from './status-view.ts';
 import { ScaleController } from './scale-controller.ts';
 import { heldElsewhere } from './pool-facts.ts';
@@ -191,7 +191,7 @@ export class Controller {
     await waitFor(() => this.clients.agentStatus(primary.name, 300), { timeoutMs: 20_000, everyMs: 50, what: `the agent of ${primary.name}` });
     await this.clients.initVolume(primary.storage, site, rec.epoch, cfg.app.seed);
     await this.clients.startApp(primary.name, site, startRequest(this.config, primary, cfg, rec.epoch));
-    await this.waitHealthy(probeUrl(primary, cfg), cfg.health.probe.timeoutMs, `${site} on ${primary.name}`);
+    await this.waitHealthy(siteProbe(primary, cfg), `${site} on ${primary.name}`);
     await this.clients.putRoute(routeFor(this.config, site, primary.name, rec.epoch));
     if (rec.replicaStorage) await this.clients.replicate(primary.storage, site, rec.epoch, rec.replicaStorage);
     this.store.putSite({ ...rec, state: 'serving' });
@@ -208,8 +208,7 @@ export class Controller {
     }
   }
 
-  private async waitHealthy(url: string, timeoutMs: number, what: string): Promise<void> {
-    const probe = new HttpProbe(url, timeoutMs);
+  private async waitHealthy(probe: AppProbe, what: string): Promise<void> {
     try {
       await waitFor(async () => (await probe.run()).ok, { timeoutMs: 30_000, everyMs: 20, what });
     } finally {

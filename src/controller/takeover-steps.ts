@@ -1,8 +1,7 @@
-import { HttpProbe } from '../monitor/http-probe.ts';
 import { formatTransformDiff } from '../transform/diff.ts';
 import type { TransformChange } from '../shared/contracts.ts';
 import type { RunbookDeps } from './runbook-journal.ts';
-import { appEndpoint, probeUrl, renderedTransform, replicaStorageFor, routeFor, startRequest } from './site-facts.ts';
+import { appEndpoint, renderedTransform, replicaStorageFor, routeFor, siteProbe, startRequest } from './site-facts.ts';
 import { waitFor } from './timing.ts';
 
 /**
@@ -70,7 +69,7 @@ export class TakeoverSteps {
   }
 
   async waitHealthy(): Promise<void> {
-    const probe = new HttpProbe(probeUrl(this.host, this.siteCfg), this.siteCfg.health.probe.timeoutMs);
+    const probe = siteProbe(this.host, this.siteCfg);
     try {
       await waitFor(async () => (await probe.run()).ok, { timeoutMs: 30_000, everyMs: 10, what: `${this.site} to answer on ${appEndpoint(this.host, this.siteCfg)}` });
     } finally {

@@ -375,5 +375,10 @@ export interface StartAppRequest {
   dataDir: string;
   env: Record<string, string>;
   mode: 'rw' | 'ro';
+  /**
+   * Where the app must listen (the host's address and `app.port`): the agent checks
+   * that nothing else holds it before it starts the app (US_APP_PORT_IN_USE).
+   */
+  listen?: { address: string; port: number };
 }
 /** DELETE /v1/sites/:site — stop the app (SIGTERM, then SIGKILL after 2 s). */

@@ -29,14 +29,14 @@ test('defaults: every optional field gets its documented default', () => {
   assert.deepEqual(c.pools, {});
   const s = c.sites.shop!;
   assert.deepEqual(s.front, { host: '127.0.0.1', port: 8080 });
-  assert.deepEqual(s.app, { command: ['node', 'server.js'], port: 3000, env: {} });
+  assert.deepEqual(s.app, { command: ['node', 'server.js'], port: 3000, env: {}, startTimeoutMs: 30_000 });
   assert.equal(s.primary, 'h1');
   assert.deepEqual(s.standby, ['h2']);
   assert.equal(s.standbyPool, undefined);
   assert.deepEqual(s.volume, { replication: 'async', readonly: [] });
   assert.deepEqual(s.transform, []);
   assert.deepEqual(s.health, {
-    probe: { path: '/healthz', everyMs: 200, timeoutMs: 500, fall: 2, rise: 2 },
+    probe: { type: 'http', path: '/healthz', everyMs: 200, timeoutMs: 500, fall: 2, rise: 2 },
     malfunction: { errorRate: 0.2, windowMs: 5000 },
     performance: { p95Ms: 300, windowMs: 10_000 },
   });
@@ -100,7 +100,7 @@ sites:
   assert.deepEqual(s.volume, { replication: 'sync', readonly: ['catalog.db', 'public/'], backup: { to: 'v', everyMs: 30_000, keep: 20 }, sync: { onReplicaLost: 'degrade', timeoutMs: 2000 } });
   assert.deepEqual(s.transform, [{ file: 'config/site.json', set: { 'listen.host': '{{host.address}}' }, values: { workers: 2, debug: false, tag: null } }]);
   assert.deepEqual(s.health, {
-    probe: { path: '/up', everyMs: 1000, timeoutMs: 2000, fall: 3, rise: 4 },
+    probe: { type: 'http', path: '/up', everyMs: 1000, timeoutMs: 2000, fall: 3, rise: 4 },
     malfunction: { errorRate: 0.5, windowMs: 60_000 },
     performance: { p95Ms: 1000, windowMs: 120_000 },
   });
