@@ -43,13 +43,19 @@ test('defaults: every optional field gets its documented default', () => {
   assert.deepEqual(s.scale, { max: 1, cooldownMs: 30_000, stabilizationMs: 30_000 });
 });
 
-test('defaults: baseDir defaults to the current directory; seed and paths resolve against it', () => {
+test('defaults: baseDir is the file\'s own directory, whatever the working directory; seed, state and storage paths resolve against it', () => {
   const text = MINIMAL.replace('port: 3000 }', 'port: 3000, seed: shop/seed }');
   const file = writeYaml(text);
+  const dir = path.dirname(file);
+  assert.notEqual(dir, process.cwd());
   const c = loadConfig(file);
-  assert.equal(c.baseDir, process.cwd());
-  assert.equal(c.sites.shop?.app.seed, path.join(process.cwd(), 'shop/seed'));
-  assert.equal(c.storage['array-a']?.path, path.join(process.cwd(), 'data/array-a'));
+  assert.equal(c.baseDir, dir);
+  assert.equal(c.sites.shop?.app.seed, path.join(dir, 'shop/seed'));
+  assert.equal(c.storage['array-a']?.path, path.join(dir, 'data/array-a'));
+  assert.equal(c.controller.stateDir, path.join(dir, '.understudy/state'));
+  // Given relatively, the same: against the file's directory, not the working directory.
+  const rel = path.relative(process.cwd(), file);
+  assert.equal(loadConfig(rel).controller.stateDir, path.join(dir, '.understudy/state'));
 });
 
 test('full shape: every field given is compiled (durations in ms, pools expanded, literals kept)', () => {
@@ -133,13 +139,16 @@ test('the bundled demo config loads', () => {
     const primary = c.hosts[s.primary]!;
     const first = c.hosts[s.standby[0]!]!;
     assert.notEqual(first.storage, primary.storage, `${s.name}: first standby holds the replica elsewhere`);
-    assert.equal(s.app.seed, path.resolve('examples/shop/seed'));
+    assert.equal(s.app.seed, path.resolve('examples/shop/seed'), 'relative to the demo file\'s directory');
+    assert.deepEqual(s.app.command, ['node', 'shop/server.js']);
     assert.deepEqual(s.transform[0]?.set, {
       'listen.host': '{{host.address}}', 'listen.port': '{{site.app.port}}', workers: '{{host.profile.cpus}}', name: '{{site.name}}',
     });
     assert.equal(s.volume.replication, 'async');
   }
   assert.equal(c.storage.vault?.backup, true);
+  assert.equal(c.baseDir, path.resolve('examples'));
+  assert.equal(c.controller.stateDir, path.resolve('examples/.understudy/state'));
   assert.ok(Object.values(c.hosts).every((h) => h.boot));
 });
 
