@@ -32,5 +32,12 @@ export function formatStatus(st: StatusView): string {
   }
   const hosts = [['HOST', 'ADDRESS', 'POWER', 'PID', 'STORAGE', 'SITES']];
   for (const h of st.hosts) hosts.push([h.name, h.address, h.power, h.pid === null ? '-' : String(h.pid), h.storage, h.sites.join(',') || '-']);
-  return `${table(sites)}\n\n${dbs.length > 1 ? `${table(dbs)}\n\n` : ''}${table(hosts)}`;
+  // The command each primary runs, templates rendered for its host.
+  const commands = st.sites.filter((s) => s.primary.command).map((s) => `${s.name} on ${s.primary.host} runs: ${s.primary.command!.map(shellWord).join(' ')}`);
+  return `${table(sites)}\n${commands.length ? `\n${commands.join('\n')}\n` : ''}\n${dbs.length > 1 ? `${table(dbs)}\n\n` : ''}${table(hosts)}`;
+}
+
+/** An argv element as a shell would need it written (quoted when it has spaces or quotes). */
+function shellWord(a: string): string {
+  return /^[\w@%+=:,./-]+$/.test(a) ? a : `'${a.replace(/'/g, `'\\''`)}'`;
 }

@@ -1,7 +1,6 @@
 import path from 'node:path';
 import pino from 'pino';
 import type { UnderstudyConfig } from '../config/types.ts';
-import { HttpProbe } from '../monitor/http-probe.ts';
 import { SiteMonitor, type FailureEvidence } from '../monitor/site-monitor.ts';
 import { StaleAppWatch } from '../monitor/stale-app-watch.ts';
 import { probeDetection, type Detection } from '../monitor/detection.ts';
@@ -21,6 +20,7 @@ import { SwitchoverRunbook, type SwitchoverData } from './switchover-runbook.ts'
 import { RestoreRunbook, type RestoreData } from './restore-runbook.ts';
 import type { RunbookRecord } from '../state/state-store.ts';
 import { appEndpoint, probeUrl, renderedTransform, replicaStorageFor, routeFor, startRequest } from './site-facts.ts';
+import { waitSiteStarted } from './app-start-watch.ts';
 import { buildStatus, unprotectedDatabases, type StatusView } from './status-view.ts';
 import { DatabaseWatch } from './database-watch.ts';
 import { ScaleController } from './scale-controller.ts';
@@ -191,8 +191,9 @@ export class Controller {
     if (this.relay.status(primary.name).power === 'off') await this.relay.on(primary.name);
     await waitFor(() => this.clients.agentStatus(primary.name, 300), { timeoutMs: 20_000, everyMs: 50, what: `the agent of ${primary.name}` });
     await this.clients.initVolume(primary.storage, site, rec.epoch, cfg.app.seed);
-    await this.clients.startApp(primary.name, site, startRequest(this.config, primary, cfg, rec.epoch));
-    await this.waitHealthy(probeUrl(primary, cfg), cfg.health.probe.timeoutMs, `${site} on ${primary.name}`);
+    const start = startRequest(this.config, primary, cfg, rec.epoch);
+    await this.clients.startApp(primary.name, site, start);
+    await waitSiteStarted((h, t) => this.clients.agentStatus(h, t), primary, cfg, start.command, 20);
     await this.clients.putRoute(routeFor(this.config, site, primary.name, rec.epoch));
     if (rec.replicaStorage) await this.clients.replicate(primary.storage, site, rec.epoch, rec.replicaStorage);
     this.store.putSite({ ...rec, state: 'serving' });
@@ -206,15 +207,6 @@ export class Controller {
         await this.relay.on(h.name);
         this.store.addEvent({ site: null, host: h.name, kind: 'power-on', message: `${h.name} powered on (boot)`, data: {} });
       }
-    }
-  }
-
-  private async waitHealthy(url: string, timeoutMs: number, what: string): Promise<void> {
-    const probe = new HttpProbe(url, timeoutMs);
-    try {
-      await waitFor(async () => (await probe.run()).ok, { timeoutMs: 30_000, everyMs: 20, what });
-    } finally {
-      await probe.close();
     }
   }
 

@@ -4,6 +4,8 @@ import type { RelayDriver } from '../power/relay.ts';
 import type { DatabaseStatus, VolumeStatus } from '../shared/contracts.ts';
 import type { SiteRecord, SiteState } from '../state/state-store.ts';
 import { endpointToString } from '../config/types.ts';
+import type { HostConfig, SiteConfig } from '../config/types.ts';
+import { appLaunch } from './site-facts.ts';
 
 /** The status contract of DESIGN.md ("Status JSON"): `status --json` and GET /v1/status. */
 export interface StatusView {
@@ -13,7 +15,11 @@ export interface StatusView {
     epoch: number;
     front: string;
     /** `probes`: what the site monitor of this primary has seen since it started (a lost probe that raised nothing still counts). */
-    primary: { host: string; address: string; healthy: boolean; probes?: { sent: number; failed: number; lastFailedAt: number | null } };
+    primary: {
+      host: string; address: string; healthy: boolean; probes?: { sent: number; failed: number; lastFailedAt: number | null };
+      /** The app's command line on this host, templates rendered (`app.command`). */
+      command?: string[];
+    };
     /** Issue 5: read-only hosts; `state` adding | serving | removing (only `serving` ones get reads). */
     readers: { host: string; address: string; healthy: boolean; state?: string; since?: number }[];
     /**
@@ -78,6 +84,7 @@ export function buildStatus(input: {
       front: endpointToString(cfg.front),
       primary: {
         host: host.name, address: host.address, healthy: !!monitor?.healthy && monitor.target.host === host.name,
+        command: renderedCommand(host, cfg),
         ...(monitor && monitor.target.host === host.name ? { probes: { sent: monitor.counts.probes, failed: monitor.counts.failed, lastFailedAt: monitor.counts.lastFailedAt } } : {}),
       },
       readers: input.readers?.(rec.site) ?? [],
@@ -107,4 +114,13 @@ export function buildStatus(input: {
 
 function pickTrust(t: { state: string; why: string; heldUntil: number | null }): { state: string; why: string; heldUntil: number | null } {
   return { state: t.state, why: t.why, heldUntil: t.heldUntil };
+}
+
+/** Checked at config load for every host of the site, so it renders; a failure shows as its message rather than breaking status. */
+function renderedCommand(host: HostConfig, site: SiteConfig): string[] {
+  try {
+    return appLaunch(host, site).command;
+  } catch (e) {
+    return [`(cannot render: ${(e as Error).message})`];
+  }
 }

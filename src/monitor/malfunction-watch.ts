@@ -6,7 +6,7 @@ import { MalfunctionDetector } from './malfunction-detector.ts';
 export interface MalfunctionWatchTarget {
   site: string;
   host: string;
-  /** The primary's upstream as the director names it (`127.0.1.1:3000`); also the `servedBy` its probe must name. */
+  /** The primary's upstream as the director names it (`127.0.1.1:3000`). */
   upstream: string;
 }
 
@@ -14,7 +14,7 @@ export interface MalfunctionWatchTarget {
  * Runs a MalfunctionDetector against one site's current primary: every director
  * stats snapshot (the primary's upstream: 5xx and connection errors of real
  * traffic over the site's `health.malfunction.window`) and every health probe
- * answer (content check: 200, JSON, `ok: true`, served by the primary's address).
+ * answer (content check: an answer the site's probe accepts, http-probe.ts).
  * Calls `onMalfunction` once, with the evidence, when either source raises; a new
  * primary gets a new watch, so its window starts empty.
  */
@@ -31,7 +31,7 @@ export class MalfunctionWatch {
   ) {
     this.detector = new MalfunctionDetector({
       errorRate: cfg.errorRate, windowMs: cfg.windowMs, minRequests: cfg.minRequests,
-      countConnErrors: true, expectServedBy: target.upstream,
+      countConnErrors: true,
     });
   }
 

@@ -1,7 +1,6 @@
 import type { UnderstudyConfig } from '../config/types.ts';
 import type { StateStore } from '../state/state-store.ts';
-import { appEndpoint, probeUrl } from '../controller/site-facts.ts';
-import { HttpProbe } from './http-probe.ts';
+import { appEndpoint, siteProbe } from '../controller/site-facts.ts';
 
 const EVERY_MS = 1000;
 
@@ -41,7 +40,7 @@ export class StaleAppWatch {
           if (hostName === rec.primaryHost || this.isReader(rec.site, hostName)) continue;
           const host = this.config.hosts[hostName]!;
           const key = `${rec.site}@${hostName}`;
-          const probe = new HttpProbe(probeUrl(host, cfg), 300);
+          const probe = siteProbe(host, cfg, 300);
           const r = await probe.run();
           await probe.close();
           if (r.ok && !this.seen.has(key)) {

@@ -403,8 +403,17 @@ export interface AgentAppStatus {
   site: string;
   state: AppState;
   pid: number | null;
+  /** The exit code of an `exited` app (128 + n when a signal ended it). */
   exitCode: number | null;
   since: number;
+  /** The signal that ended an `exited` app (`SIGKILL`), when one did. */
+  signal?: string | null;
+  /** Why the program could not be started at all (`spawn nosuchprogram ENOENT`). */
+  error?: string;
+  /** An `exited` app's last lines of output (stdout and stderr, at most 20 lines / 8 KiB), for the operator. */
+  output?: string[];
+  /** The file the app's output goes to, on the host. */
+  logFile?: string;
 }
 
 export interface AgentStatus { host: string; pid: number; pgid: number; sites: AgentAppStatus[] }
@@ -417,5 +426,10 @@ export interface StartAppRequest {
   dataDir: string;
   env: Record<string, string>;
   mode: 'rw' | 'ro';
+  /**
+   * Where the app must listen (the host's address and `app.port`): the agent checks
+   * that nothing else holds it before it starts the app (US_APP_PORT_IN_USE).
+   */
+  listen?: { address: string; port: number };
 }
 /** DELETE /v1/sites/:site — stop the app (SIGTERM, then SIGKILL after 2 s). */

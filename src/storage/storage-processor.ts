@@ -9,6 +9,7 @@ import type { RenderedRule } from '../transform/render-rules.ts';
 import type { UnderstudyConfig, StorageConfig } from '../config/types.ts';
 import type { DatabaseStatus, PromoteResponse, StorageStatus, SyncBarrierResponse, TransformResponse, VolumeStatus } from '../shared/contracts.ts';
 import { applyTransform } from '../transform/index.ts';
+import { seedProblem } from '../shared/seed.ts';
 import { UnderstudyError } from '../shared/errors.ts';
 import { JsonRouter, createJsonServer, listen, parseBody } from '../shared/http-json.ts';
 import { applyFiles, replicaManifest } from './file-sync.ts';
@@ -599,7 +600,8 @@ async function createVolume(dir: string, seed?: string): Promise<void> {
   await fsp.mkdir(path.dirname(dir), { recursive: true });
   try {
     if (seed) {
-      if (!fs.existsSync(seed)) throw new UnderstudyError('US_NOT_FOUND', `seed ${seed} does not exist: fix sites.<site>.app.seed in the config`);
+      const missing = seedProblem(seed, path.basename(dir));
+      if (missing) throw missing;
       await fsp.cp(seed, tmp, { recursive: true, errorOnExist: false, force: true, preserveTimestamps: true });
     } else {
       await fsp.mkdir(tmp, { recursive: true });
