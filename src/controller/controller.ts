@@ -450,7 +450,11 @@ export class Controller {
       try {
         const st = await this.clients.storageStatus(name, 500);
         this.storageStatus.set(name, st);
-        for (const v of st.volumes) { this.noticeVerification(name, v); this.databaseWatch.notice(name, v); }
+        for (const v of st.volumes) {
+          this.noticeVerification(name, v);
+          const rec = this.store.getSite(v.site);
+          this.databaseWatch.notice(name, v, !!rec && this.config.hosts[rec.primaryHost]?.storage === name);
+        }
       } catch {
         this.storageStatus.set(name, null);
       }

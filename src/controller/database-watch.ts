@@ -18,9 +18,13 @@ export class DatabaseWatch {
 
   constructor(private readonly addEvent: (e: NewEvent) => void) {}
 
-  notice(storage: string, v: VolumeStatus): void {
+  /**
+   * `current`: `storage` holds the site's recorded primary. A deposed primary's copy (its
+   * shipping refused at the new epoch until it is demoted) says nothing about the site.
+   */
+  notice(storage: string, v: VolumeStatus, current: boolean): void {
     const key = `${storage}/${v.site}`;
-    const dbs = v.role === 'primary' ? v.replication?.databases : undefined;
+    const dbs = v.role === 'primary' && current ? v.replication?.databases : undefined;
     if (!dbs) { this.said.delete(key); return; }
     const before = this.said.get(key) ?? new Map<string, string>();
     const now = new Map<string, string>();

@@ -232,9 +232,9 @@ test('a database the app keeps locked is unprotected: status names it, an event 
   await waitFor('streaming', async () => (await volume(p)).replication?.state === 'streaming', 5000);
   const events: { kind: string; message: string }[] = [];
   const watch = new DatabaseWatch((e) => events.push({ kind: e.kind, message: e.message }));
-  watch.notice('array-a', await volume(p));
+  watch.notice('array-a', await volume(p), true);
   assert.deepEqual(events.map((e) => e.kind), ['database-snapshots'], 'held by snapshots: said once');
-  watch.notice('array-a', await volume(p));
+  watch.notice('array-a', await volume(p), true);
   assert.equal(events.length, 1, 'said once only');
 
   const holder = new Database(path.join(p.volA, 'notes.sqlite'));
@@ -248,17 +248,23 @@ test('a database the app keeps locked is unprotected: status names it, an event 
   assert.match(d.lastError!, /notes\.sqlite: cannot take a consistent snapshot/);
   assert.deepEqual(unprotectedDatabases(v).map((x) => x.path), ['notes.sqlite']);
   assert.ok(d.lagMs > 0, 'its lag grows');
-  watch.notice('array-a', v);
+  watch.notice('array-a', v, true);
   assert.equal(events.at(-1)!.kind, 'database-unprotected');
   assert.match(events.at(-1)!.message, /database notes\.sqlite on array-a is not being replicated: .*notes\.sqlite: cannot take a consistent snapshot/);
 
   holder.close(); // lets go
   await waitFor('protected again', async () => dbStatus(await volume(p), 'notes.sqlite')?.protected === true && dbStatus(await volume(p), 'notes.sqlite')?.lagMs === 0, 5000);
-  watch.notice('array-a', await volume(p));
+  watch.notice('array-a', await volume(p), true);
   assert.equal(events.at(-1)!.kind, 'database-protected');
   const c = await replicaCopy(p, 'notes.sqlite');
   assert.equal(c?.rows, 2, 'the note written under the lock reached the replica');
   assert.equal(events.filter((e) => e.kind === 'database-unprotected').length, 1);
+  // A copy that is not the site's current primary (a deposed primary whose shipping is refused) raises nothing.
+  const deposed = await volume(p);
+  deposed.replication!.databases = deposed.replication!.databases!.map((x) => ({ ...x, state: 'error', protected: false }));
+  const n = events.length;
+  watch.notice('array-a', deposed, false);
+  assert.equal(events.length, n);
 });
 
 test('an app that keeps the switched database in WAL mode and writes gets WAL-frame shipping', async (t) => {
