@@ -1,6 +1,7 @@
 import type { UnderstudyConfig } from '../config/types.ts';
 import { startApiServer } from '../api/api-server.ts';
 import { Controller } from '../controller/controller.ts';
+import { isUnderstudyError } from '../shared/errors.ts';
 
 export interface ControllerService {
   controller: Controller;
@@ -24,8 +25,11 @@ export async function startControllerService(config: UnderstudyConfig): Promise<
   try {
     await controller.start();
   } catch (e) {
-    controller.log.error({ err: (e as Error).message }, 'controller could not start the sites');
-    controller.store.addEvent({ site: null, host: null, kind: 'controller-start-failed', message: `the controller could not start: ${(e as Error).message}`, data: {} });
+    // The cause, with its code, for `up` to print (start-failure.ts) and for the event log.
+    const code = typeof (e as { code?: unknown }).code === 'string' ? (e as { code: string }).code : 'US_INTERNAL';
+    const details = isUnderstudyError(e) ? e.details ?? null : null;
+    controller.log.error({ err: (e as Error).message, code }, 'controller could not start the sites');
+    controller.store.addEvent({ site: null, host: null, kind: 'controller-start-failed', message: `the controller could not start: ${(e as Error).message}`, data: { code, error: (e as Error).message, details } });
     await stop();
     throw e;
   }

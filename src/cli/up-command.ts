@@ -13,6 +13,7 @@ import type { StatusView } from '../controller/status-view.ts';
 import type { EventRecord } from '../state/state-store.ts';
 import { PACKAGE_ROOT } from './config-path.ts';
 import { formatEvent } from './format.ts';
+import { checkSeeds, controllerStartFailure, startFailureLines, startFailureSummary } from './start-failure.ts';
 
 const BIN = path.join(PACKAGE_ROOT, 'bin/understudy.js');
 
@@ -76,7 +77,9 @@ export async function runUp(config: UnderstudyConfig, opts: UpOptions = {}): Pro
       p.child = null;
       if (stopping) return;
       if (!startupDone) {
-        startupFailed?.(new UnderstudyError('US_INTERNAL', `${p.name} exited during start (${signal ?? `code ${code}`}); see ${logDir}/${p.name.replace(/\s+/g, '-')}.log`));
+        // The controller records why it could not start (start-failure.ts): that cause, with its code.
+        startupFailed?.((p === controller ? controllerStartFailure(config, runStartedAt) : null)
+          ?? new UnderstudyError('US_INTERNAL', `${p.name} exited during start (${signal ?? `code ${code}`}); see ${logDir}/${p.name.replace(/\s+/g, '-')}.log`));
         return;
       }
       out(`! ${p.name} exited (${signal ?? `code ${code}`}); restarting in ${RESTART_DELAY_MS} ms`);
@@ -104,10 +107,10 @@ export async function runUp(config: UnderstudyConfig, opts: UpOptions = {}): Pro
     await Promise.race([failed, waitSitesServing(config, controller.url, 60_000)]);
     startupDone = true;
   } catch (e) {
-    out(`understudy: start failed: ${(e as Error).message}`);
+    for (const line of startFailureLines(e)) out(line);
     out('understudy: stopping what was started');
     await stopAll();
-    throw e;
+    throw startFailureSummary(e);
   }
   for (const s of Object.values(config.sites)) out(`  ✓ site ${s.name} serving at http://${endpointToString(s.front)}`);
   out('understudy is up. Ctrl-C stops everything. Events:');
@@ -136,6 +139,7 @@ export async function runUp(config: UnderstudyConfig, opts: UpOptions = {}): Pro
 
 /** Everything checked before anything starts, so that a bad start leaves nothing half-started. */
 async function preflight(config: UnderstudyConfig): Promise<void> {
+  checkSeeds(config);
   const volumeProblems: string[] = [];
   for (const s of Object.values(config.storage)) {
     const volumes = path.join(s.path, 'volumes');

@@ -67,6 +67,7 @@ export function compileConfig(
         port: value.app.port,
         ...(value.app.seed !== undefined ? { seed: abs(value.app.seed) } : {}),
         env: { ...value.app.env },
+        startTimeoutMs: value.app.startTimeout,
       },
       primary: value.primary,
       standby: standby.hosts,
@@ -81,7 +82,9 @@ export function compileConfig(
       transform: value.transform.map(compileRule),
       health: {
         probe: {
-          path: value.health.probe.path,
+          type: value.health.probe.type,
+          path: value.health.probe.type === 'tcp' ? '' : value.health.probe.path ?? '/healthz',
+          ...(value.health.probe.expect ? { expect: { ...value.health.probe.expect, ...(value.health.probe.expect.status ? { status: [...value.health.probe.expect.status] } : {}) } } : {}),
           everyMs: value.health.probe.every,
           timeoutMs: value.health.probe.timeout,
           fall: value.health.probe.fall,

@@ -137,15 +137,29 @@ const host = z.strictObject({
   boot: bool.optional(),
 });
 
-const envValue = custom('must be a string, number or boolean', (v) =>
-  typeof v === 'string' ? v : typeof v === 'number' || typeof v === 'boolean' ? String(v) : undefined,
-);
+/** A string that may hold `{{…}}` placeholders (the transform's templates), checked here so that a typo is a file:line:col error. */
+function templated<T extends z.ZodType<string>>(schema: T) {
+  return schema.superRefine((v, ctx) => {
+    const problem = checkTemplate(v);
+    if (problem !== undefined) ctx.addIssue({ code: 'custom', message: problem });
+  });
+}
 
+const envValue = templated(custom('must be a string, number or boolean', (v) =>
+  typeof v === 'string' ? v : typeof v === 'number' || typeof v === 'boolean' ? String(v) : undefined,
+));
+
+/**
+ * `sites.X.app`. `command` and `env` values are templates, rendered per host
+ * (`[node, app.mjs, --listen, "{{host.address}}:{{site.app.port}}"]`).
+ * `startTimeout`: how long a start waits for the app's first healthy probe.
+ */
 const app = z.strictObject({
-  command: z.array(text, { error: 'must be a list like [node, server.js]' }).min(1, { error: 'must name a program to run' }),
+  command: z.array(templated(text), { error: 'must be a list like [node, server.js]' }).min(1, { error: 'must name a program to run' }),
   port,
   seed: text.optional(),
   env: z.record(z.string(), envValue, { error: 'must be a map of NAME: value' }).default({}),
+  startTimeout: duration.default(30_000),
 });
 
 const standby = custom('must be a pool name or a list of host names', (v) => {
@@ -243,19 +257,52 @@ const transformRule = z
     }
   });
 
+/** `health.probe.expect.status`: codes (200) and classes ("2xx"). */
+const statusMatch = custom('must be a status code like 200 or a class like 2xx', (v) => {
+  if (typeof v === 'number' && Number.isInteger(v) && v >= 100 && v <= 599) return String(v);
+  if (typeof v === 'string' && /^[1-5](\d\d|xx)$/i.test(v)) return v.toLowerCase();
+  return undefined;
+});
+const bodyPattern = custom('must be a regular expression (a non-empty string)', (v) => (typeof v === 'string' && v !== '' ? v : undefined)).superRefine(
+  (v, ctx) => {
+    try {
+      new RegExp(v);
+    } catch (e) {
+      ctx.addIssue({ code: 'custom', message: `not a valid regular expression (${(e as Error).message})` });
+    }
+  },
+);
+
+/**
+ * `health.probe`: `type: http` (default) asks `path` and counts any 2xx or 3xx as
+ * healthy unless `expect` tightens it (`status: [200, 2xx]`, `body: <regex>`);
+ * `type: tcp` only connects to the app's port (apps without a health path).
+ */
+const probe = z
+  .strictObject({
+    type: custom('must be http or tcp', (v) => (v === 'http' || v === 'tcp' ? v : undefined)).default('http'),
+    path: custom('must be a URL path starting with /', (v) => (typeof v === 'string' && v.startsWith('/') ? v : undefined)).optional(),
+    expect: z
+      .strictObject({
+        status: z.array(statusMatch, { error: 'must be a list like [200, 2xx]' }).min(1, { error: 'must list at least one status (leave it out for any 2xx or 3xx)' }).optional(),
+        body: bodyPattern.optional(),
+      })
+      .optional(),
+    every: duration.default(200),
+    timeout: duration.default(500),
+    fall: int(1).default(2),
+    rise: int(1).default(2),
+  })
+  .superRefine((p, ctx) => {
+    if (p.type !== 'tcp') return;
+    if (p.path !== undefined) ctx.addIssue({ code: 'custom', path: ['path'], message: 'a tcp probe only connects: it has no path (use type: http)' });
+    if (p.expect !== undefined) ctx.addIssue({ code: 'custom', path: ['expect'], message: 'a tcp probe only connects: it has no answer to expect (use type: http)' });
+  })
+  .prefault({});
+
 const health = z
   .strictObject({
-    probe: z
-      .strictObject({
-        path: custom('must be a URL path starting with /', (v) => (typeof v === 'string' && v.startsWith('/') ? v : undefined)).default(
-          '/healthz',
-        ),
-        every: duration.default(200),
-        timeout: duration.default(500),
-        fall: int(1).default(2),
-        rise: int(1).default(2),
-      })
-      .prefault({}),
+    probe,
     malfunction: z
       .strictObject({
         errorRate: custom('must be a fraction between 0 and 1, like 0.2', (v) =>

@@ -110,17 +110,44 @@ export interface HostConfig {
 }
 
 export interface AppConfig {
-  /** argv of the site's application; run with cwd = project directory. */
+  /**
+   * argv of the site's application, as written: each element is a template
+   * (`{{host.address}}`, `{{site.app.port}}`, `{{host.profile.cpus}}` …) rendered for
+   * the host it starts on (src/transform/render-app.ts). Run with cwd = `baseDir`
+   * (the config file's directory); `node` as a program is the running Node.js.
+   */
   command: string[];
   /** Port the app listens on, on the host's address. */
   port: number;
   /** Absolute directory copied into a fresh volume (may be undefined). */
   seed?: string;
+  /**
+   * Extra environment, values being templates like `command`'s. The app also gets
+   * DATA_DIR, UNDERSTUDY_SITE, UNDERSTUDY_HOST, UNDERSTUDY_ADDRESS and UNDERSTUDY_PORT.
+   */
   env: Record<string, string>;
+  /** How long a start waits for the app's first healthy probe before it fails. @default 30000 (`startTimeout: 30s`); always set by loadConfig */
+  startTimeoutMs?: number;
 }
 
+/**
+ * `health.probe`. `http` (the default): GET `path`; healthy is any 2xx or 3xx
+ * (redirects are not followed) unless `expect` says otherwise. `tcp`: healthy is a
+ * connection accepted on the app's port. Either way the probe goes to the address
+ * of the host it judges: who answered is known from the address called, never
+ * from the answer.
+ */
 export interface ProbeConfig {
+  /** @default 'http' (absent: http); always set by loadConfig */
+  type?: 'http' | 'tcp';
+  /** The HTTP path. @default '/healthz' ('' for a tcp probe) */
   path: string;
+  /**
+   * Tightens what counts as healthy: `status`, codes ("200") and classes ("2xx"),
+   * one of which must match; `body`, a regular expression the answer's first 64 KiB
+   * must match. Absent: any 2xx or 3xx.
+   */
+  expect?: { status?: string[]; body?: string };
   everyMs: number;
   timeoutMs: number;
   fall: number;
@@ -205,7 +232,7 @@ export interface SiteConfig {
 export interface UnderstudyConfig {
   /** Absolute path of the file this was loaded from. */
   file: string;
-  /** Directory relative paths in the file are resolved against (the file's directory's project root: cwd). */
+  /** Directory relative paths in the file are resolved against: the file's own directory (as Docker Compose does). */
   baseDir: string;
   controller: ControllerConfig;
   director: DirectorConfig;

@@ -1,7 +1,6 @@
 import path from 'node:path';
 import pino from 'pino';
 import type { UnderstudyConfig } from '../config/types.ts';
-import { HttpProbe } from '../monitor/http-probe.ts';
 import { SiteMonitor, type FailureEvidence } from '../monitor/site-monitor.ts';
 import { StaleAppWatch } from '../monitor/stale-app-watch.ts';
 import { probeDetection, type Detection } from '../monitor/detection.ts';
@@ -25,7 +24,9 @@ import type { RunbookRecord } from '../state/state-store.ts';
 import { appEndpoint, probeUrl, renderedTransform, routeFor, startRequest } from './site-facts.ts';
 import { keepProtected, placementFacts, replicaStorageFor } from './reprotection.ts';
 import { nextTakeover } from './placement.ts';
-import { buildStatus, type StatusView } from './status-view.ts';
+import { waitSiteStarted } from './app-start-watch.ts';
+import { buildStatus, unprotectedDatabases, type StatusView } from './status-view.ts';
+import { DatabaseWatch } from './database-watch.ts';
 import { ScaleController } from './scale-controller.ts';
 import { heldElsewhere } from './pool-facts.ts';
 import { PoolWatch } from './pool-watch.ts';
@@ -218,8 +219,9 @@ export class Controller {
     if (this.relay.status(primary.name).power === 'off') await this.relay.on(primary.name);
     await waitFor(() => this.clients.agentStatus(primary.name, 300), { timeoutMs: 20_000, everyMs: 50, what: `the agent of ${primary.name}` });
     await this.clients.initVolume(primary.storage, site, rec.epoch, cfg.app.seed);
-    await this.clients.startApp(primary.name, site, startRequest(this.config, primary, cfg, rec.epoch));
-    await this.waitHealthy(probeUrl(primary, cfg), cfg.health.probe.timeoutMs, `${site} on ${primary.name}`);
+    const start = startRequest(this.config, primary, cfg, rec.epoch);
+    await this.clients.startApp(primary.name, site, start);
+    await waitSiteStarted((h, t) => this.clients.agentStatus(h, t), primary, cfg, start.command, 20);
     await this.clients.putRoute(routeFor(this.config, site, primary.name, rec.epoch));
     if (rec.replicaStorage) await this.clients.replicate(primary.storage, site, rec.epoch, rec.replicaStorage);
     this.store.putSite({ ...rec, state: 'serving' });
@@ -233,15 +235,6 @@ export class Controller {
         await this.relay.on(h.name);
         this.store.addEvent({ site: null, host: h.name, kind: 'power-on', message: `${h.name} powered on (boot)`, data: {} });
       }
-    }
-  }
-
-  private async waitHealthy(url: string, timeoutMs: number, what: string): Promise<void> {
-    const probe = new HttpProbe(url, timeoutMs);
-    try {
-      await waitFor(async () => (await probe.run()).ok, { timeoutMs: 30_000, everyMs: 20, what });
-    } finally {
-      await probe.close();
     }
   }
 
@@ -456,6 +449,8 @@ export class Controller {
     const data: FailoverData = {
       oldPrimary: rec.primaryHost, oldEpoch: rec.epoch, ...opts,
       replicationLagMsAtFailure: vol?.replication?.lagMs,
+      ...(vol?.replication?.lagOf ? { replicationLagOfAtFailure: vol.replication.lagOf } : {}),
+      ...(unprotectedDatabases(vol).length > 0 ? { unprotectedAtFailure: unprotectedDatabases(vol).map((d) => d.path) } : {}),
     };
     void cfg;
     const rb = this.store.startRunbook(site, 'failover', data);
@@ -577,7 +572,11 @@ export class Controller {
       try {
         const st = await this.clients.storageStatus(name, 500);
         this.storageStatus.set(name, st);
-        for (const v of st.volumes) this.noticeVerification(name, v);
+        for (const v of st.volumes) {
+          this.noticeVerification(name, v);
+          const rec = this.store.getSite(v.site);
+          this.databaseWatch.notice(name, v, !!rec && this.config.hosts[rec.primaryHost]?.storage === name);
+        }
       } catch {
         this.storageStatus.set(name, null);
       }
@@ -585,6 +584,8 @@ export class Controller {
   }
 
   private readonly lastVerification = new Map<string, boolean>();
+  /** Events about databases that are not replicated, or replicated by snapshots. */
+  private readonly databaseWatch = new DatabaseWatch((e) => this.store.addEvent(e));
 
   /**
    * A verification that fails raises an event at once (and one when the copy is good

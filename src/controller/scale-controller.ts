@@ -1,4 +1,4 @@
-import { HttpProbe } from '../monitor/http-probe.ts';
+import type { AppProbe } from '../monitor/app-probe.ts';
 import type { ActionGovernor } from '../monitor/action-governor.ts';
 import { RECENT_LATENCY_SECONDS } from '../shared/contracts.ts';
 import { SlowdownDetector, type SlowdownDecision } from '../monitor/slowdown-detector.ts';
@@ -13,7 +13,7 @@ import { ReaderSet } from './reader-set.ts';
 import type { RunbookDeps } from './runbook-journal.ts';
 import { ScaleInRunbook, type ScaleInData } from './scale-in-runbook.ts';
 import { ScaleOutRunbook, type ScaleDeps, type ScaleOutData } from './scale-out-runbook.ts';
-import { appEndpoint, probeUrl, routeFor } from './site-facts.ts';
+import { appEndpoint, routeFor, siteProbe } from './site-facts.ts';
 
 /** The span the slowdown detector's p95s cover: the director's `recentLatencyMs` (1–2 s). */
 const STATS_WINDOW_MS = RECENT_LATENCY_SECONDS * 1000;
@@ -47,7 +47,7 @@ interface SiteScaleState {
 /** Why the site wants more hosts beside a slowdown: its app sheds load. */
 export interface LoadCause { reason: string; since: number; evidence: unknown }
 
-interface ReaderProbe { probe: HttpProbe; fails: number; healthy: boolean; running: boolean }
+interface ReaderProbe { probe: AppProbe; fails: number; healthy: boolean; running: boolean }
 
 /**
  * Scaling reads out and back in (issue 5, claims 16 and 17). Fed by the director's
@@ -322,7 +322,7 @@ export class ScaleController {
         want.add(key);
         let p = this.probes.get(key);
         if (!p) {
-          p = { probe: new HttpProbe(probeUrl(this.deps.config.hosts[r.host]!, cfg), cfg.health.probe.timeoutMs), fails: 0, healthy: false, running: false };
+          p = { probe: siteProbe(this.deps.config.hosts[r.host]!, cfg), fails: 0, healthy: false, running: false };
           this.probes.set(key, p);
         }
         if (p.running) continue;

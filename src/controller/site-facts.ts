@@ -3,6 +3,8 @@ import type { HostConfig, SiteConfig, UnderstudyConfig } from '../config/types.t
 import { endpointUrl } from '../config/types.ts';
 import type { RouteTable, StartAppRequest } from '../shared/contracts.ts';
 import { renderRules, type RenderedRule } from '../transform/render-rules.ts';
+import { renderApp, type RenderedApp } from '../transform/render-app.ts';
+import { createProbe, probeTarget, type AppProbe } from '../monitor/app-probe.ts';
 
 /** Facts derived from the config about a site on a host: where its volume is, how to start it, where it answers. */
 
@@ -14,18 +16,35 @@ export function appEndpoint(host: HostConfig, site: SiteConfig): string {
   return `${host.address}:${site.app.port}`;
 }
 
+/** What the site's probe calls on `host`: `http://address:port/path`, or `tcp://address:port` for a TCP probe. */
 export function probeUrl(host: HostConfig, site: SiteConfig): string {
-  return `http://${appEndpoint(host, site)}${site.health.probe.path}`;
+  return probeTarget(host.address, site.app.port, site.health.probe);
+}
+
+/** The site's health probe (`health.probe`) of its app on `host`. */
+export function siteProbe(host: HostConfig, site: SiteConfig, timeoutMs = site.health.probe.timeoutMs): AppProbe {
+  return createProbe(probeUrl(host, site), site.health.probe, timeoutMs);
+}
+
+/**
+ * The app's argv and env for `host` (templates rendered, src/transform/render-app.ts),
+ * with `node` as a program meaning the Node.js that runs Understudy.
+ */
+export function appLaunch(host: HostConfig, site: SiteConfig): RenderedApp {
+  const app = renderApp(host, site);
+  return { command: app.command.map((c) => (c === 'node' ? process.execPath : c)), env: app.env };
 }
 
 export function startRequest(config: UnderstudyConfig, host: HostConfig, site: SiteConfig, epoch: number): StartAppRequest {
+  const app = appLaunch(host, site);
   return {
     epoch,
-    command: site.app.command.map((c) => (c === 'node' ? process.execPath : c)),
+    command: app.command,
     cwd: config.baseDir,
     dataDir: volumeDir(config, host.storage, site.name),
-    env: { ...site.app.env, UNDERSTUDY_SITE: site.name, UNDERSTUDY_HOST: host.name },
+    env: app.env,
     mode: 'rw',
+    listen: { address: host.address, port: site.app.port },
   };
 }
 

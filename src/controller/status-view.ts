@@ -1,9 +1,11 @@
 import type { UnderstudyConfig } from '../config/types.ts';
 import type { SiteMonitor } from '../monitor/site-monitor.ts';
 import type { RelayDriver } from '../power/relay.ts';
-import type { VolumeStatus } from '../shared/contracts.ts';
+import type { DatabaseStatus, VolumeStatus } from '../shared/contracts.ts';
 import type { SiteRecord, SiteState } from '../state/state-store.ts';
 import { endpointToString } from '../config/types.ts';
+import type { HostConfig, SiteConfig } from '../config/types.ts';
+import { appLaunch } from './site-facts.ts';
 
 /** The status contract of DESIGN.md ("Status JSON"): `status --json` and GET /v1/status. */
 export interface StatusView {
@@ -13,11 +15,21 @@ export interface StatusView {
     epoch: number;
     front: string;
     /** `probes`: what the site monitor of this primary has seen since it started (a lost probe that raised nothing still counts). */
-    primary: { host: string; address: string; healthy: boolean; probes?: { sent: number; failed: number; lastFailedAt: number | null } };
+    primary: {
+      host: string; address: string; healthy: boolean; probes?: { sent: number; failed: number; lastFailedAt: number | null };
+      /** The app's command line on this host, templates rendered (`app.command`). */
+      command?: string[];
+    };
     /** Issue 5: read-only hosts; `state` adding | serving | removing (only `serving` ones get reads). */
     readers: { host: string; address: string; healthy: boolean; state?: string; since?: number }[];
-    /** `sync` (sync mode, confirmed) or `degraded` (sync mode, releasing writes unconfirmed); absent in async mode. */
-    replication: { mode: string; to: string | null; state: string; lagMs: number | null; sync?: 'sync' | 'degraded' };
+    /**
+     * `sync` (sync mode, confirmed) or `degraded` (sync mode, releasing writes unconfirmed); absent in async mode.
+     * `lagMs` is the worst of the volume's databases and files (`lagOf` names it); `unprotected`
+     * lists databases whose changes are not reaching the replica (the site is then `degraded`).
+     */
+    replication: { mode: string; to: string | null; state: string; lagMs: number | null; lagOf?: string; sync?: 'sync' | 'degraded'; unprotected?: string[] };
+    /** Every SQLite database of the primary's volume (found by header, whatever its name): see contracts' DatabaseStatus. */
+    databases: SiteDatabase[];
     /**
      * The host that would take the site over if its primary failed now, and the storage
      * system whose replica it would promote (placement.ts `nextTakeover`); null when none
@@ -32,6 +44,21 @@ export interface StatusView {
    */
   hosts: { name: string; address: string; power: 'on' | 'off'; pid: number | null; storage: string; sites: string[]; trust?: { state: string; why: string; heldUntil: number | null } }[];
   storage: { name: string; up: boolean; backup: boolean }[];
+}
+
+/** A database of a site as `status` shows it. */
+export type SiteDatabase = Pick<DatabaseStatus, 'path' | 'mode' | 'method' | 'state' | 'protected' | 'lagMs' | 'reason' | 'lastError' | 'switchedToWal'>;
+
+function siteDatabase(d: DatabaseStatus): SiteDatabase {
+  return {
+    path: d.path, mode: d.mode, method: d.method, state: d.state, protected: d.protected, lagMs: d.lagMs,
+    ...(d.switchedToWal ? { switchedToWal: true } : {}), ...(d.reason ? { reason: d.reason } : {}), ...(d.lastError ? { lastError: d.lastError } : {}),
+  };
+}
+
+/** The databases of a shipping volume whose changes are not reaching the replica. */
+export function unprotectedDatabases(vol: VolumeStatus | undefined): DatabaseStatus[] {
+  return (vol?.replication?.databases ?? []).filter((d) => !d.protected);
 }
 
 export function buildStatus(input: {
@@ -56,7 +83,9 @@ export function buildStatus(input: {
     const rep = vol?.replication;
     // A serving site whose protection is impaired is reported degraded: replication in error,
     // or sync mode releasing writes before the replica confirms them.
-    const impaired = rec.state === 'serving' && (rep?.state === 'error' || vol?.sync?.state === 'degraded' || (!rec.replicaStorage && !rep));
+    // So is one with a database whose changes do not reach the replica (DatabaseStatus.protected).
+    const unprotected = unprotectedDatabases(vol).map((d) => d.path);
+    const impaired = rec.state === 'serving' && (rep?.state === 'error' || vol?.sync?.state === 'degraded' || (!rec.replicaStorage && !rep) || unprotected.length > 0);
     return {
       name: rec.site,
       state: impaired ? 'degraded' as const : rec.state,
@@ -64,6 +93,7 @@ export function buildStatus(input: {
       front: endpointToString(cfg.front),
       primary: {
         host: host.name, address: host.address, healthy: !!monitor?.healthy && monitor.target.host === host.name,
+        command: renderedCommand(host, cfg),
         ...(monitor && monitor.target.host === host.name ? { probes: { sent: monitor.counts.probes, failed: monitor.counts.failed, lastFailedAt: monitor.counts.lastFailedAt } } : {}),
       },
       readers: input.readers?.(rec.site) ?? [],
@@ -72,9 +102,12 @@ export function buildStatus(input: {
         to: rep?.to ?? rec.replicaStorage,
         state: rep ? rep.state : rec.replicaStorage ? 'unknown' : 'none',
         lagMs: rep ? rep.lagMs : null,
+        ...(rep?.lagOf ? { lagOf: rep.lagOf } : {}),
         ...(cfg.volume.replication === 'sync' && vol?.sync ? { sync: vol.sync.state } : {}),
+        ...(unprotected.length > 0 ? { unprotected } : {}),
       },
       next: rec.state === 'serving' || rec.state === 'starting' ? input.next?.(rec) ?? null : null,
+      databases: (rep?.databases ?? vol?.databases ?? []).map(siteDatabase),
     };
   });
   const hosts = Object.values(config.hosts).map((h) => {
@@ -91,4 +124,13 @@ export function buildStatus(input: {
 
 function pickTrust(t: { state: string; why: string; heldUntil: number | null }): { state: string; why: string; heldUntil: number | null } {
   return { state: t.state, why: t.why, heldUntil: t.heldUntil };
+}
+
+/** Checked at config load for every host of the site, so it renders; a failure shows as its message rather than breaking status. */
+function renderedCommand(host: HostConfig, site: SiteConfig): string[] {
+  try {
+    return appLaunch(host, site).command;
+  } catch (e) {
+    return [`(cannot render: ${(e as Error).message})`];
+  }
 }

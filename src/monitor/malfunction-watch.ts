@@ -7,7 +7,7 @@ import { MalfunctionDetector, type TrafficWindow } from './malfunction-detector.
 export interface MalfunctionWatchTarget {
   site: string;
   host: string;
-  /** The primary's upstream as the director names it (`127.0.1.1:3000`); also the `servedBy` its probe must name. */
+  /** The primary's upstream as the director names it (`127.0.1.1:3000`). */
   upstream: string;
 }
 
@@ -18,7 +18,7 @@ const HISTORY_WINDOWS = 3;
  * Runs a MalfunctionDetector against one site's current primary: every director
  * stats snapshot (the primary's upstream: 5xx and connection errors of real
  * traffic over the site's `health.malfunction.window`) and every health probe
- * answer (content check: the probe's verdict, served by the primary's address).
+ * answer (content check: an answer the site's probe accepts, http-probe.ts).
  * Calls `onMalfunction` once, with the evidence, when either source raises; a new
  * primary gets a new watch, so its window starts empty.
  *
@@ -48,7 +48,7 @@ export class MalfunctionWatch {
     this.now = cfg.now ?? Date.now;
     this.detector = new MalfunctionDetector({
       errorRate: cfg.errorRate, windowMs: cfg.windowMs, minRequests: cfg.minRequests, now: this.now,
-      countConnErrors: true, expectServedBy: target.upstream,
+      countConnErrors: true,
     });
     this.history = new KindHistory(cfg.windowMs * HISTORY_WINDOWS);
   }

@@ -1,8 +1,7 @@
 import type { UnderstudyConfig } from '../config/types.ts';
 import type { StateStore } from '../state/state-store.ts';
-import { appEndpoint, probeUrl } from '../controller/site-facts.ts';
+import { appEndpoint, siteProbe } from '../controller/site-facts.ts';
 import type { ListenerLookup, ListenerOwner } from '../hosts/local-listeners.ts';
-import { HttpProbe } from './http-probe.ts';
 
 const EVERY_MS = 1000;
 
@@ -63,7 +62,7 @@ export class StaleAppWatch {
           if (hostName === rec.primaryHost || this.isReader(rec.site, hostName)) continue;
           const host = this.config.hosts[hostName]!;
           const key = `${rec.site}@${hostName}`;
-          const probe = new HttpProbe(probeUrl(host, cfg), 300);
+          const probe = siteProbe(host, cfg, 300);
           const r = await probe.run();
           await probe.close();
           const owner = r.ok ? this.owner(host.address, cfg.app.port) : null;

@@ -20,6 +20,17 @@ export type ErrorCode =
   | 'US_REPLICATION'
   // A replica that fails verification (quick_check, file checksums) when it is to be promoted: not promoted (issue 6).
   | 'US_REPLICA_CORRUPT'
+  // A site that does not start names its cause (start-failure.ts); each message says what to do:
+  /** `app.seed` names no directory, and the site has no volume yet to start from. */
+  | 'US_SEED_MISSING'
+  /** The app's program could not be started at all (not found, not executable). */
+  | 'US_APP_SPAWN_FAILED'
+  /** The app exited before it answered its probe: exit code and last lines of output. */
+  | 'US_APP_EXITED'
+  /** The app runs but gave no healthy probe answer within `app.startTimeout`: the probe and its last answers. */
+  | 'US_APP_NOT_HEALTHY'
+  /** The address and port the app must listen on are taken on its host. */
+  | 'US_APP_PORT_IN_USE'
   | 'US_INTERNAL'
   /** The controller is stopping; a runbook that was waiting stays `running` and resumes at the next start. */
   | 'US_STOPPING'

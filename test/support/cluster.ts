@@ -105,7 +105,7 @@ ${hosts.map((h, i) => `  ${h.name}: { address: ${addr(i)}, storage: ${h.storage}
 sites:
   shop:
     front: 127.0.0.1:${p.front}
-    app: { command: [node, examples/shop/server.js], port: 3000, seed: ${ROOT}/examples/shop/seed }
+    app: { command: [node, ${ROOT}/examples/shop/server.js], port: 3000, seed: ${ROOT}/examples/shop/seed }
     primary: ${hosts[0]!.name}
     standby: [${(opts.standby ?? hosts.slice(1).map((h) => h.name)).join(', ')}]
     volume:
