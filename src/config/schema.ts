@@ -137,10 +137,13 @@ const host = z.strictObject({
   boot: bool.optional(),
 });
 
-/** A string that may hold `{{…}}` placeholders (the transform's templates), checked here so that a typo is a file:line:col error. */
+/**
+ * A string of `app.command` or `app.env` that may hold `{{…}}` placeholders (the
+ * transform's, and `{{volume.path}}`), checked here so that a typo is a file:line:col error.
+ */
 function templated<T extends z.ZodType<string>>(schema: T) {
   return schema.superRefine((v, ctx) => {
-    const problem = checkTemplate(v);
+    const problem = checkTemplate(v, { app: true });
     if (problem !== undefined) ctx.addIssue({ code: 'custom', message: problem });
   });
 }

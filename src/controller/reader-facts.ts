@@ -13,12 +13,13 @@ export function readerDataDir(config: UnderstudyConfig, host: HostConfig, site: 
 
 /** The app started read-only (READ_ONLY=1) on the reader copy. */
 export function readerStartRequest(config: UnderstudyConfig, host: HostConfig, site: SiteConfig, epoch: number): StartAppRequest {
-  const app = appLaunch(host, site);
+  const dataDir = readerDataDir(config, host, site.name);
+  const app = appLaunch(host, site, dataDir);
   return {
     epoch,
     command: app.command,
     cwd: config.baseDir,
-    dataDir: readerDataDir(config, host, site.name),
+    dataDir,
     env: { ...app.env, UNDERSTUDY_ROLE: 'reader' },
     mode: 'ro',
     listen: { address: host.address, port: site.app.port },

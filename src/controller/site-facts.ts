@@ -30,18 +30,19 @@ export function siteProbe(host: HostConfig, site: SiteConfig, timeoutMs = site.h
  * The app's argv and env for `host` (templates rendered, src/transform/render-app.ts),
  * with `node` as a program meaning the Node.js that runs Understudy.
  */
-export function appLaunch(host: HostConfig, site: SiteConfig): RenderedApp {
-  const app = renderApp(host, site);
+export function appLaunch(host: HostConfig, site: SiteConfig, dataDir: string): RenderedApp {
+  const app = renderApp(host, site, dataDir);
   return { command: app.command.map((c) => (c === 'node' ? process.execPath : c)), env: app.env };
 }
 
 export function startRequest(config: UnderstudyConfig, host: HostConfig, site: SiteConfig, epoch: number): StartAppRequest {
-  const app = appLaunch(host, site);
+  const dataDir = volumeDir(config, host.storage, site.name);
+  const app = appLaunch(host, site, dataDir);
   return {
     epoch,
     command: app.command,
     cwd: config.baseDir,
-    dataDir: volumeDir(config, host.storage, site.name),
+    dataDir,
     env: app.env,
     mode: 'rw',
     listen: { address: host.address, port: site.app.port },

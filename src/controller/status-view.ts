@@ -5,7 +5,7 @@ import type { DatabaseStatus, VolumeStatus } from '../shared/contracts.ts';
 import type { SiteRecord, SiteState } from '../state/state-store.ts';
 import { endpointToString } from '../config/types.ts';
 import type { HostConfig, SiteConfig } from '../config/types.ts';
-import { appLaunch } from './site-facts.ts';
+import { appLaunch, volumeDir } from './site-facts.ts';
 
 /** The status contract of DESIGN.md ("Status JSON"): `status --json` and GET /v1/status. */
 export interface StatusView {
@@ -93,7 +93,7 @@ export function buildStatus(input: {
       front: endpointToString(cfg.front),
       primary: {
         host: host.name, address: host.address, healthy: !!monitor?.healthy && monitor.target.host === host.name,
-        command: renderedCommand(host, cfg),
+        command: renderedCommand(host, cfg, volumeDir(config, host.storage, rec.site)),
         ...(monitor && monitor.target.host === host.name ? { probes: { sent: monitor.counts.probes, failed: monitor.counts.failed, lastFailedAt: monitor.counts.lastFailedAt } } : {}),
       },
       readers: input.readers?.(rec.site) ?? [],
@@ -127,9 +127,9 @@ function pickTrust(t: { state: string; why: string; heldUntil: number | null }):
 }
 
 /** Checked at config load for every host of the site, so it renders; a failure shows as its message rather than breaking status. */
-function renderedCommand(host: HostConfig, site: SiteConfig): string[] {
+function renderedCommand(host: HostConfig, site: SiteConfig, dataDir: string): string[] {
   try {
-    return appLaunch(host, site).command;
+    return appLaunch(host, site, dataDir).command;
   } catch (e) {
     return [`(cannot render: ${(e as Error).message})`];
   }

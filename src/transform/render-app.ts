@@ -5,8 +5,9 @@ import { renderTemplate } from './template.ts';
 /**
  * A site's `app.command` and `app.env` with their templates filled in for the
  * host the app starts on: the same placeholders as transform rules
- * (`{{host.address}}`, `{{site.app.port}}`, `{{host.profile.cpus}}`, arithmetic),
- * always rendered as text (an argv element and an environment value are strings).
+ * (`{{host.address}}`, `{{site.app.port}}`, `{{host.profile.cpus}}`, arithmetic) and
+ * `{{volume.path}}` (the app's data directory on that host, its DATA_DIR), always
+ * rendered as text (an argv element and an environment value are strings).
  *
  * Besides the configured env, every app gets these (they win over a configured
  * value of the same name, so that an app can rely on them):
@@ -19,8 +20,8 @@ export interface RenderedApp {
   env: Record<string, string>;
 }
 
-export function renderApp(host: HostConfig, site: SiteConfig): RenderedApp {
-  const ctx = { host, site };
+export function renderApp(host: HostConfig, site: SiteConfig, volumePath: string): RenderedApp {
+  const ctx = { host, site, volumePath };
   const fail = (where: string, e: unknown): never => {
     const why = e instanceof Error ? e.message : String(e);
     throw new UnderstudyError('US_BAD_REQUEST', `sites.${site.name}.app.${where} on host ${host.name}: ${why}`, { site: site.name, host: host.name, where });
@@ -54,7 +55,7 @@ export function renderApp(host: HostConfig, site: SiteConfig): RenderedApp {
 export function appTemplateProblems(hosts: readonly HostConfig[], site: SiteConfig): { path: (string | number)[]; message: string }[] {
   const out: { path: (string | number)[]; message: string }[] = [];
   const seen = new Set<string>();
-  const ctxOf = (host: HostConfig) => ({ host, site });
+  const ctxOf = (host: HostConfig) => ({ host, site, volumePath: '/volume' });
   const check = (path: (string | number)[], template: string): void => {
     for (const host of hosts) {
       try {

@@ -1,4 +1,5 @@
 import assert from 'node:assert/strict';
+import path from 'node:path';
 import { after, test } from 'node:test';
 import { startRequest } from '../../../src/controller/site-facts.ts';
 import { readerStartRequest } from '../../../src/controller/reader-facts.ts';
@@ -15,7 +16,7 @@ test('app.command and app.env: templates rendered per host; UNDERSTUDY_ADDRESS a
   const c = load(withApp(`    app:
       command: [node, app.mjs, --listen, "{{host.address}}:{{site.app.port}}", --workers, "{{max(1, host.profile.cpus - 1)}}"]
       port: 3000
-      env: { HOST: "{{host.address}}", PORT: "{{site.app.port}}", NAME: "{{site.name}}-{{host.name}}", PLAIN: 7, UNDERSTUDY_PORT: "9" }
+      env: { HOST: "{{host.address}}", PORT: "{{site.app.port}}", NAME: "{{site.name}}-{{host.name}}", PLAIN: 7, UNDERSTUDY_PORT: "9", APP_DATA: "{{volume.path}}/data" }
 `));
   const site = c.sites.shop!;
   // Compiled as written: rendering is per host.
@@ -28,6 +29,8 @@ test('app.command and app.env: templates rendered per host; UNDERSTUDY_ADDRESS a
     assert.equal(req.env.PORT, '3000');
     assert.equal(req.env.NAME, `shop-${h}`);
     assert.equal(req.env.PLAIN, '7');
+    assert.equal(req.env.APP_DATA, `${req.dataDir}/data`, '{{volume.path}} is the app\'s data directory on that host');
+    assert.equal(req.dataDir, path.join(c.storage[c.hosts[h]!.storage]!.path, 'volumes', 'shop'));
     assert.equal(req.env.UNDERSTUDY_ADDRESS, addr);
     assert.equal(req.env.UNDERSTUDY_PORT, '3000', 'the address Understudy gives wins over a configured value');
     assert.equal(req.env.UNDERSTUDY_HOST, h);
@@ -39,6 +42,8 @@ test('app.command and app.env: templates rendered per host; UNDERSTUDY_ADDRESS a
   assert.deepEqual(reader.command.slice(2, 4), ['--listen', '127.0.2.1:3000']);
   assert.equal(reader.env.UNDERSTUDY_ROLE, 'reader');
   assert.equal(reader.env.UNDERSTUDY_ADDRESS, '127.0.2.1');
+  assert.equal(reader.env.APP_DATA, `${reader.dataDir}/data`, 'a reader\'s {{volume.path}} is its reader copy');
+  assert.notEqual(reader.dataDir, startRequest(c, c.hosts.h2!, site, 3).dataDir);
 });
 
 test('app.command: a command without templates is run as written', () => {
@@ -52,9 +57,19 @@ test('app templates: an unknown name, a bad expression and text in arithmetic ar
       port: 3000
       env: { HOST: "{{host.address", CPUS: "{{host.address * 2}}" }
 `)), [
-    '13:42: sites.shop.app.command[3]: unknown placeholder {{host.adress}}; known: {{host.address}}, {{host.name}}, {{host.profile.<key>[.<key>…]}}, {{site.name}}, {{site.app.port}}',
+    '13:42: sites.shop.app.command[3]: unknown placeholder {{host.adress}}; known: {{host.address}}, {{host.name}}, {{host.profile.<key>[.<key>…]}}, {{site.name}}, {{site.app.port}}, {{volume.path}}',
     '15:20: sites.shop.app.env.HOST: template "{{host.address" has an unbalanced {{ or }}',
     '15:44: sites.shop.app.env.CPUS: {{host.address * 2}}: host.address is text, arithmetic needs numbers',
+  ]);
+});
+
+test('{{volume.path}} is known in app.command and app.env only; not in arithmetic', () => {
+  assert.deepEqual(lines(withApp(`    app: { command: [node, server.js, "{{volume.path * 2}}"], port: 3000 }
+    transform:
+      - { file: config/site.json, set: { data: "{{volume.path}}" } }
+`)), [
+    '12:39: sites.shop.app.command[2]: {{volume.path * 2}}: volume.path is text, arithmetic needs numbers',
+    '14:48: sites.shop.transform[0].set.data: unknown placeholder {{volume.path}} (only in app.command and app.env); known: {{host.address}}, {{host.name}}, {{host.profile.<key>[.<key>…]}}, {{site.name}}, {{site.app.port}}',
   ]);
 });
 
