@@ -19,7 +19,7 @@ export function formatStatus(st: StatusView): string {
     sites.push([
       s.name, s.state, String(s.epoch), s.front, `${s.primary.host} (${s.primary.address})`, s.primary.healthy ? 'yes' : 'no',
       `${s.replication.mode} → ${s.replication.to ?? '-'} ${s.replication.state}`, s.replication.lagMs === null ? '-' : `${s.replication.lagMs} ms`,
-      // Issue 5: read-only hosts, `host` when serving and healthy, else with its state.
+      // Read-only hosts, `host` when serving and healthy, else with its state.
       s.readers.map((r) => `${r.host}${r.state && r.state !== 'serving' ? ` (${r.state})` : r.healthy ? '' : ' (unhealthy)'}`).join(', ') || '-',
       s.next ? `${s.next.host} (${s.next.storage})` : '-',
     ]);

@@ -6,8 +6,8 @@ import { FORMAT_HINT, FORMAT_NAMES, formatFor } from '../transform/formats/index
 import { compilePattern } from '../transform/text-replace.ts';
 
 /**
- * The config file as an operator writes it (see DESIGN.md "Config (YAML) — the
- * shape"), validated field by field with defaults applied. Durations come out as
+ * The config file as an operator writes it (docs/configuration.md),
+ * validated field by field with defaults applied. Durations come out as
  * milliseconds and addresses as endpoints; `compile.ts` then resolves paths,
  * expands pools and fills defaults that depend on other sections. Every object is
  * strict: an unknown key (a typo) is an error, never silently ignored.
@@ -324,7 +324,7 @@ const health = z
   .prefault({});
 
 /**
- * Scale reads out (issue 5). `max`: hosts serving the site at most, primary included
+ * Scale reads out. `max`: hosts serving the site at most, primary included
  * (1 = never scale out). `cooldown`: least time between two scale-outs of the site.
  * `stabilization`: how long the load must stay low (every host's p95 under half the
  * threshold) before a reader is given back. `readPaths`: request paths readers may

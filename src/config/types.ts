@@ -221,7 +221,7 @@ export interface SiteConfig {
     performance: { p95Ms: number; windowMs: number };
   };
   /**
-   * Issue 5, scale reads out: `max` hosts at most (primary included); `cooldownMs`
+   * Scale reads out: `max` hosts at most (primary included); `cooldownMs`
    * between two scale-outs; `stabilizationMs` of low load before a scale-in;
    * `readPaths` readers may serve (absent: every path; the reader answers 421 for
    * what it does not hold).

@@ -55,7 +55,7 @@ export class Controller {
   readonly log: pino.Logger;
   /** The no-flapping memory (cooldowns, host trust, flap hold-outs) every automatic action asks first. */
   readonly governor: ActionGovernor;
-  /** Issue 5: scale reads out on a slowdown and back in (scale-controller.ts). */
+  /** Scale reads out on a slowdown and back in (scale-controller.ts). */
   readonly scale: ScaleController;
   /** The director's `GET /v1/stats`, every 500 ms: real traffic for the malfunction and slowdown detectors. */
   private readonly directorStats: DirectorStatsFeed;
@@ -285,7 +285,7 @@ export class Controller {
     const monitor = this.monitors.get(site);
     if (monitor?.healthy) {
       const route = routes?.find((r) => r.site === site);
-      // Issue 5: with the readers the scale controller lent the site (at this epoch).
+      // With the readers the scale controller lent the site (at this epoch).
       const want = { ...routeFor(this.config, site, host.name, rec.epoch), readers: this.scale.readerEndpoints(site) };
       const same = (a: unknown, b: unknown): boolean => JSON.stringify(a ?? null) === JSON.stringify(b ?? null);
       if (routes && (!route || route.epoch < rec.epoch || route.primary !== endpoint || !same(route.sync, want.sync) || !same(route.readers, want.readers) || !same(route.ryw, want.ryw) || !same(route.readPaths, want.readPaths))) {

@@ -35,14 +35,14 @@ export interface FailoverData extends Record<string, unknown> {
   transformChanges?: unknown[];
   /** When the director was routed to the target (serving again). */
   routedAt?: number;
-  /** The replica failed verification at its promotion (issue 6): why, and where. */
+  /** The replica failed verification at its promotion: why, and where. */
   replicaRefused?: { storage: string; message: string; problems: unknown };
   /** Then: the restore that replaces the promotion (absent when the site has no backups). */
   restore?: RestoreData;
 }
 
 /**
- * The crash-failover runbook (DESIGN.md "The failover runbook"): hold, fence,
+ * The crash-failover runbook (docs/architecture.md, "The failover runbook"): hold, fence,
  * choose the target, promote, transform, start, wait, route, re-protect, record.
  * Journaled step by step (RunbookJournal): a restarted controller runs it again
  * and it resumes at the step it stopped in. Every step is safe to run twice: the

@@ -4,7 +4,7 @@ import type { StartAppRequest } from '../shared/contracts.ts';
 import { readerCopyPath } from '../storage/reader-copies.ts';
 import { appEndpoint, appLaunch } from './site-facts.ts';
 
-/** Facts derived from the config about a site's reader on a host (issue 5). */
+/** Facts derived from the config about a site's reader on a host. */
 
 /** The reader copy the app serves on `host` (its storage system's `readers/<site>`). */
 export function readerDataDir(config: UnderstudyConfig, host: HostConfig, site: string): string {

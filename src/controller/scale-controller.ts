@@ -50,7 +50,7 @@ export interface LoadCause { reason: string; since: number; evidence: unknown }
 interface ReaderProbe { probe: AppProbe; fails: number; healthy: boolean; running: boolean }
 
 /**
- * Scaling reads out and back in (issue 5, claims 16 and 17). Fed by the director's
+ * Scaling reads out and back in. Fed by the director's
  * per-upstream latency (every 500 ms): a SlowdownDetector per site judges the hosts
  * that serve it (primary and readers, from real traffic) and its idle powered hosts
  * (PeerLatency). Decisions:

@@ -34,7 +34,7 @@ export interface ScaleOutData extends Record<string, unknown> {
 const CATCH_UP_TIMEOUT_MS = 30_000;
 
 /**
- * Scale-out (issue 5, claims 16 and 17): adds one reader host to a slow site. Power
+ * Scale-out: adds one reader host to a slow site. Power
  * it on (relay), have the primary's storage give its storage a copy of the site's
  * read-only portion (reader-shipping.ts), fit the copy's config to the host, wait
  * until the copy serves everything committed so far, start the app read-only on it,

@@ -60,7 +60,7 @@ export function routeFor(config: UnderstudyConfig, site: string, host: string, e
   const sync = cfg.volume.replication === 'sync' && cfg.volume.sync
     ? { storageUrl: endpointUrl(config.storage[h.storage]!.listen), onReplicaLost: cfg.volume.sync.onReplicaLost, timeoutMs: cfg.volume.sync.timeoutMs }
     : null;
-  // Issue 5: where read-your-writes asks whether readers caught up (sites that may scale
+  // Where read-your-writes asks whether readers caught up (sites that may scale
   // reads out), and which paths readers may serve. Readers themselves are added by the
   // scale controller (scale-controller.ts), never here.
   const ryw = cfg.scale.max > 1 && cfg.volume.readonly.length > 0 ? { storageUrl: endpointUrl(config.storage[h.storage]!.listen), timeoutMs: 5000 } : null;

@@ -7,7 +7,7 @@ import { endpointToString } from '../config/types.ts';
 import type { HostConfig, SiteConfig } from '../config/types.ts';
 import { appLaunch, volumeDir } from './site-facts.ts';
 
-/** The status contract of DESIGN.md ("Status JSON"): `status --json` and GET /v1/status. */
+/** The status contract: `status --json` and GET /v1/status. */
 export interface StatusView {
   sites: {
     name: string;
@@ -20,7 +20,7 @@ export interface StatusView {
       /** The app's command line on this host, templates rendered (`app.command`). */
       command?: string[];
     };
-    /** Issue 5: read-only hosts; `state` adding | serving | removing (only `serving` ones get reads). */
+    /** Read-only hosts; `state` adding | serving | removing (only `serving` ones get reads). */
     readers: { host: string; address: string; healthy: boolean; state?: string; since?: number }[];
     /**
      * `sync` (sync mode, confirmed) or `degraded` (sync mode, releasing writes unconfirmed); absent in async mode.
@@ -69,7 +69,7 @@ export function buildStatus(input: {
   volume: (storage: string, site: string) => VolumeStatus | undefined;
   storageUp: (storage: string) => boolean;
   trust?: (host: string) => { state: string; why: string; heldUntil: number | null };
-  /** Issue 5: the site's readers (scale-controller.ts), with their probe's health. */
+  /** The site's readers (scale-controller.ts), with their probe's health. */
   readers?: (site: string) => { host: string; address: string; healthy: boolean; state: string; since: number }[];
   /** Who would take the site over now (placement.ts `nextTakeover`). */
   next?: (rec: SiteRecord) => { host: string; storage: string } | null;

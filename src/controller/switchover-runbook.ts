@@ -80,7 +80,7 @@ export class SwitchoverRunbook extends JournaledRunbook<SwitchoverData> {
       store.finishRunbook(this.rb.id, 'failed');
       const refused = err.code === 'US_REPLICA_CORRUPT' && store.getSite(site)?.primaryHost === d.oldPrimary;
       if (refused) {
-        // The replica failed its check before promotion (issue 6): nothing was promoted,
+        // The replica failed its check before promotion: nothing was promoted,
         // but the old copy was already demoted at the new epoch. It takes the primary role
         // back one epoch higher and serves again; the bad replica is overwritten by the
         // next replication generation.

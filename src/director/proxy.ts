@@ -82,7 +82,7 @@ export class SiteProxy {
   private readTargets: Target[] = [];
   private readers: Target[] = [];
   private readPaths: ReadPathMatcher = () => true;
-  /** Issue 5: read your writes (cookies on modifying answers, marks against the readers). */
+  /** Read your writes (cookies on modifying answers, marks against the readers). */
   readonly ryw: ReadYourWrites;
   private rr = 0;
   private stopping = false;

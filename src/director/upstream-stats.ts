@@ -83,7 +83,7 @@ export class SiteCounters {
   retried = 0;
   /** Modifying requests whose connection broke after they were sent: 503 US_OUTCOME_UNKNOWN. */
   outcomeUnknown = 0;
-  /** Issue 5: reads a reader answered 421 (it does not hold their data), sent on to the primary. */
+  /** Reads a reader answered 421 (it does not hold their data), sent on to the primary. */
   misdirected = 0;
   readonly upstreams = new Map<string, UpstreamCounters>();
   readonly sync = new SyncCounters();
@@ -119,7 +119,7 @@ export interface DirectorSiteStats extends SiteStats {
   holdRejected: number;
   retried: number;
   outcomeUnknown: number;
-  /** Issue 5: reads a reader answered 421, sent on to the primary. */
+  /** Reads a reader answered 421, sent on to the primary. */
   misdirected: number;
 }
 

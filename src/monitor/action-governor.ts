@@ -1,5 +1,5 @@
 /**
- * The no-flapping rules (DESIGN.md, "Rules that never break"): every automatic
+ * The no-flapping rules (docs/architecture.md): every automatic
  * action has a reason, a rate limit and hysteresis. The governor holds the memory
  * those rules need and answers, for one proposed action, allowed or deferred and why.
  *

@@ -52,16 +52,16 @@ export interface VolumeStatus {
    * replica has caught up. `since` is when the state last changed (epoch ms).
    */
   sync?: VolumeSyncState;
-  /** Issue 6 (vault): the latest verification of this volume (scheduled or on demand). */
+  /** The latest verification of this volume (scheduled or on demand). */
   verification?: VerificationResult;
-  /** Issue 6 (vault): a restore into this storage system in progress, or the last one. */
+  /** A restore into this storage system in progress, or the last one. */
   restore?: RestoreProgress;
-  /** Issue 5 (readers): on a primary, the reader copies its storage processor feeds. */
+  /** On a primary, the reader copies its storage processor feeds. */
   readers?: ReaderShippingStatus[];
 }
 
 /**
- * Issue 5 (scale reads out). The primary's storage ships the site's `volume.readonly`
+ * Scale reads out. The primary's storage ships the site's `volume.readonly`
  * portion to a reader host's storage system (src/storage/reader-shipping.ts):
  *   POST /v1/volumes/:site/readers            { epoch, to: { name, url } } → ReaderShippingStatus[]
  *   POST /v1/volumes/:site/readers/stop       { epoch, to: name }
@@ -164,7 +164,7 @@ export interface SyncBarrierResponse { state: 'sync' | 'degraded' | 'timeout'; w
 export interface StorageStatus {
   name: string;
   volumes: VolumeStatus[];
-  /** Issue 5: the reader copies this storage system holds for reader hosts. */
+  /** The reader copies this storage system holds for reader hosts. */
   readerCopies?: ReaderCopyStatus[];
 }
 
@@ -186,7 +186,7 @@ export interface TransformRequest { epoch: number; rules: RenderedRule[] }
 export interface TransformChange { file: string; key: string; from: unknown; to: unknown }
 export interface TransformResponse { changes: TransformChange[] }
 
-// ---------------------------------------------------------------- vault (issue 6)
+// ---------------------------------------------------------------- vault
 // Restore points of volumes, kept by the storage processor whose config says
 // `backup: true`. A restore point is a manifest of files cut into content-addressed
 // chunks (sha256); chunks are stored once and shared by every point that holds them.
@@ -320,13 +320,13 @@ export interface RouteTable {
    */
   sync?: { storageUrl: string; onReplicaLost: SyncReplicaLost; timeoutMs: number } | null;
   /**
-   * Issue 5: which request paths readers may serve (`scale.readPaths`): exact paths, or
+   * Which request paths readers may serve (`scale.readPaths`): exact paths, or
    * prefixes ending in `*`. Absent: every path (a reader answers 421 for what it cannot
    * serve and the director sends that read to the primary).
    */
   readPaths?: string[];
   /**
-   * Issue 5, read your writes: the storage processor holding the primary volume. The
+   * Read your writes: the storage processor holding the primary volume. The
    * director marks each modifying answer with a cookie carrying a write number, and
    * sends that client's reads to the primary until `storageUrl` confirmed
    * (POST /v1/volumes/:site/readers/catch-up) that every reader copy serves what was

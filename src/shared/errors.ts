@@ -18,7 +18,7 @@ export type ErrorCode =
   | 'US_UNREACHABLE'
   | 'US_TIMEOUT'
   | 'US_REPLICATION'
-  // A replica that fails verification (quick_check, file checksums) when it is to be promoted: not promoted (issue 6).
+  // A replica that fails verification (quick_check, file checksums) when it is to be promoted: not promoted.
   | 'US_REPLICA_CORRUPT'
   // A site that does not start names its cause (start-failure.ts); each message says what to do:
   /** `app.seed` names no directory, and the site has no volume yet to start from. */

@@ -24,10 +24,10 @@ import { checkVolumeDatabases } from './volume-check.ts';
 import { VolumeShipper, type ReplicationTuning, type VolumePosition } from './volume-shipper.ts';
 import { loadAllMeta, replicaPath, saveMeta, stalePath, volumePath, type VolumeMeta } from './volume-meta.ts';
 import { SyncGate } from './sync-gate.ts';
-// Issue 6: backups, verification and restore live in ./vault/ (VaultService).
+// Backups, verification and restore live in ./vault/ (VaultService).
 import { VaultService, type VaultServiceOptions } from './vault/vault-service.ts';
 import { TestHooks } from './test-hooks.ts';
-// Issue 5: reader copies (the read-only portion for reader hosts), fed and held.
+// Reader copies (the read-only portion for reader hosts), fed and held.
 import { ReaderShipping } from './reader-shipping.ts';
 import { ReaderCopies } from './reader-copies.ts';
 
@@ -46,7 +46,7 @@ export { checkVolumeDatabases } from './volume-check.ts';
  */
 export interface StorageProcessorOptions {
   tuning?: ReplicationTuning;
-  /** Issue 6: schedules of backups and verification, chunk size, vault GC grace. */
+  /** Schedules of backups and verification, chunk size, vault GC grace. */
   vault?: VaultServiceOptions;
 }
 
@@ -82,13 +82,13 @@ export class StorageProcessor {
   private readonly lock = new KeyedLock();
   private server: http.Server | null = null;
   private readonly tuning: ReplicationTuning | undefined;
-  /** Issue 6: backups, verification, restore (and the vault's store when `backup: true`). */
+  /** Backups, verification, restore (and the vault's store when `backup: true`). */
   private readonly vault: VaultService;
   /** Fault injection for e2e tests; off unless UNDERSTUDY_TEST_HOOKS=1 (test-hooks.ts). */
   private readonly testHooks: TestHooks;
-  /** Issue 5: ships the read-only portion of primaries here to reader hosts' storage. */
+  /** Ships the read-only portion of primaries here to reader hosts' storage. */
   private readonly readerShipping: ReaderShipping;
-  /** Issue 5: reader copies held here for reader hosts. */
+  /** Reader copies held here for reader hosts. */
   private readonly readerCopies: ReaderCopies;
 
   constructor(readonly config: UnderstudyConfig, readonly name: string, logger?: Logger, opts: StorageProcessorOptions = {}) {
@@ -126,7 +126,7 @@ export class StorageProcessor {
     }
     this.server = createJsonServer(this.router());
     await listen(this.server, this.storage.listen.host, this.storage.listen.port);
-    this.vault.start(); // issue 6: backup and verification timers
+    this.vault.start(); // backup and verification timers
     this.log.info({ listen: `${this.storage.listen.host}:${this.storage.listen.port}`, path: this.storage.path, volumes: this.volumes.size }, 'storage processor listening');
   }
 
@@ -137,15 +137,15 @@ export class StorageProcessor {
     if (server) {
       await new Promise<void>((resolve) => { server.close(() => resolve()); server.closeAllConnections(); });
     }
-    await this.vault.stop(); // issue 6: timers off, running backups/verifications/restores settled
-    await this.readerShipping.stopEverything(); // issue 5
+    await this.vault.stop(); // timers off, running backups/verifications/restores settled
+    await this.readerShipping.stopEverything();
     for (const v of this.volumes.values()) v.gate?.close();
     await Promise.all([...this.volumes.values()].map(async (v) => { await v.shipper?.stop(); v.shipper = null; }));
     this.log.info('storage processor stopped');
   }
 
   status(): StorageStatus {
-    const readerCopies = this.readerCopies.status(); // issue 5
+    const readerCopies = this.readerCopies.status();
     return { name: this.name, volumes: [...this.volumes.values()].sort((a, b) => a.meta.site.localeCompare(b.meta.site)).map((v) => this.volumeStatus(v)), ...(readerCopies.length > 0 ? { readerCopies } : {}) };
   }
 
@@ -236,8 +236,8 @@ export class StorageProcessor {
       ...(v.shipper ? { replication: v.shipper.status() } : v.meta.role === 'primary' ? { databases: unreplicatedDatabases(v.dir) } : {}),
       ...(v.meta.role === 'replica' && v.lastAppliedAt !== undefined ? { lastAppliedAt: v.lastAppliedAt } : {}),
       ...(v.meta.role === 'primary' && (v.gate?.used || this.config.sites[v.meta.site]?.volume.replication === 'sync') ? { sync: this.gateOf(v).status() } : {}),
-      ...this.vault.statusOf(v.meta.site), // issue 6: verification, restore
-      ...(this.readerShipping.status(v.meta.site).length > 0 ? { readers: this.readerShipping.status(v.meta.site) } : {}), // issue 5
+      ...this.vault.statusOf(v.meta.site), // verification, restore
+      ...(this.readerShipping.status(v.meta.site).length > 0 ? { readers: this.readerShipping.status(v.meta.site) } : {}),
     };
   }
 
@@ -342,7 +342,7 @@ export class StorageProcessor {
         v.dir = primaryDir;
       }
       if (!fs.existsSync(v.dir)) throw new UnderstudyError('US_NOT_FOUND', `storage ${this.name} holds no data for ${site}: nothing to promote`);
-      // Issue 6: verified before it becomes primary, once everything it applied is folded in.
+      // Verified before it becomes primary, once everything it applied is folded in.
       // A refusal changes nothing else (no fence, no move): the same promotion fails the same way again.
       if (v.meta.role === 'replica') this.foldDatabases(v);
       const check = await this.vault.verifyForPromotion(site, v.dir);
@@ -355,7 +355,7 @@ export class StorageProcessor {
       const epochBefore = v.meta.epoch;
       v.meta = { ...v.meta, epoch };
       await this.stopShipper(v);
-      await this.readerShipping.stopAll(site); // issue 5: a copy that is no longer primary here feeds no reader
+      await this.readerShipping.stopAll(site); // a copy that is no longer primary here feeds no reader
       this.resetGate(v);
       this.foldDatabases(v);
       if (v.dir !== primaryDir) {
@@ -383,7 +383,7 @@ export class StorageProcessor {
       const v = this.mustVolume(site);
       this.refuseStale(v, epoch, 'demote');
       await this.stopShipper(v);
-      await this.readerShipping.stopAll(site); // issue 5: a copy that is no longer primary here feeds no reader
+      await this.readerShipping.stopAll(site); // a copy that is no longer primary here feeds no reader
       this.resetGate(v);
       for (const w of v.writers.values()) w.reset();
       await this.persist(v, { role: 'none', epoch, replicateTo: undefined, source: undefined });
@@ -402,7 +402,7 @@ export class StorageProcessor {
   }
 
   /**
-   * Issue 6 (restore): puts a restored volume — rebuilt and verified by the vault
+   * Puts a restored volume — rebuilt and verified by the vault
    * service in `fromDir`, on this file system — in place as the primary at `epoch`.
    * Refuses an epoch lower than the one seen, or equal while the volume is primary
    * here (restoring under a live primary needs a new epoch: the fence). Whatever was
@@ -419,7 +419,7 @@ export class StorageProcessor {
       const epochBefore = v.meta.epoch; // stale copies are named by the epoch they had (as promote does)
       v.meta = { ...v.meta, epoch }; // fence first, as promote does
       await this.stopShipper(v);
-      await this.readerShipping.stopAll(site); // issue 5: a copy that is no longer primary here feeds no reader
+      await this.readerShipping.stopAll(site); // a copy that is no longer primary here feeds no reader
       this.resetGate(v);
       for (const w of v.writers.values()) w.reset();
       v.writers.clear();
@@ -459,7 +459,7 @@ export class StorageProcessor {
         }
         this.log.warn({ site, epoch, was: v.meta.epoch }, 'a newer epoch replicates to this volume; it is no longer primary here');
         await this.stopShipper(v);
-        await this.readerShipping.stopAll(site); // issue 5: a copy that is no longer primary here feeds no reader
+        await this.readerShipping.stopAll(site); // a copy that is no longer primary here feeds no reader
         this.resetGate(v);
       }
       if (v.meta.role !== 'replica') {
@@ -478,7 +478,7 @@ export class StorageProcessor {
 
   // ------------------------------------------------------------ HTTP
 
-  /** Issue 5: the reader-copy endpoints (contracts.ts, "scale reads out"). */
+  /** The reader-copy endpoints (contracts.ts, "scale reads out"). */
   private registerReaders(r: JsonRouter): void {
     r.on('POST', '/v1/volumes/:site/readers', (q) => {
       const b = parseBody(readerStartSchema, q.body);
@@ -520,9 +520,9 @@ export class StorageProcessor {
       return { position: this.mustVolume(q.params.site!).shipper?.confirmed() ?? {} };
     });
 
-    this.vault.register(r); // issue 6: /v1/vault/*, backup-now, verify, restore
+    this.vault.register(r); // /v1/vault/*, backup-now, verify, restore
     this.testHooks.register(r); // only with UNDERSTUDY_TEST_HOOKS=1
-    this.registerReaders(r); // issue 5: reader copies, both sides
+    this.registerReaders(r); // reader copies, both sides
 
     r.on('POST', '/v1/replica/:site/hello', (q) => {
       const b = parseBody(helloSchema, q.body);
