@@ -1,6 +1,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { isTempName } from './fs-durable.ts';
+import { peekFileHead } from './stable-read.ts';
 
 /**
  * Facts about SQLite database files read straight from their 100-byte header, without
@@ -49,18 +50,13 @@ export function isDatabaseFile(rel: string): boolean {
   return isDatabaseName(rel);
 }
 
+/**
+ * The first `n` bytes of a file. Never through a descriptor that is closed afterwards if
+ * the file is a database: closing any descriptor of a file releases the locks this
+ * process's SQLite connections hold on it (stable-read.ts).
+ */
 function readHead(file: string, n: number): Buffer | null {
-  let fd: number;
-  try { fd = fs.openSync(file, 'r'); } catch { return null; }
-  try {
-    const buf = Buffer.alloc(n);
-    const got = fs.readSync(fd, buf, 0, n, 0);
-    return buf.subarray(0, got);
-  } catch {
-    return null;
-  } finally {
-    fs.closeSync(fd);
-  }
+  return peekFileHead(file, n, startsWithMagic);
 }
 
 /** True when the file starts with the SQLite header magic. */
@@ -86,20 +82,12 @@ export interface DatabaseHeader {
 }
 
 export function readDatabaseHeader(file: string): DatabaseHeader {
-  let fd: number;
-  try { fd = fs.openSync(file, 'r'); } catch { return { mode: 'missing', changeCounter: 0, pages: 0 }; }
-  try {
-    const head = Buffer.alloc(100);
-    const got = fs.readSync(fd, head, 0, 100, 0);
-    if (got === 0) return { mode: 'empty', changeCounter: 0, pages: 0 };
-    if (got < 100 || !startsWithMagic(head)) return { mode: 'not-sqlite', changeCounter: 0, pages: 0 };
-    const mode: DatabaseMode = head[18] === 2 && head[19] === 2 ? 'wal' : head[18] === 1 && head[19] === 1 ? 'rollback' : 'not-sqlite';
-    return { mode, changeCounter: head.readUInt32BE(24), pages: head.readUInt32BE(28) };
-  } catch {
-    return { mode: 'not-sqlite', changeCounter: 0, pages: 0 };
-  } finally {
-    fs.closeSync(fd);
-  }
+  const head = readHead(file, 100);
+  if (head === null) return { mode: 'missing', changeCounter: 0, pages: 0 };
+  if (head.length === 0) return { mode: 'empty', changeCounter: 0, pages: 0 };
+  if (head.length < 100 || !startsWithMagic(head)) return { mode: 'not-sqlite', changeCounter: 0, pages: 0 };
+  const mode: DatabaseMode = head[18] === 2 && head[19] === 2 ? 'wal' : head[18] === 1 && head[19] === 1 ? 'rollback' : 'not-sqlite';
+  return { mode, changeCounter: head.readUInt32BE(24), pages: head.readUInt32BE(28) };
 }
 
 /**

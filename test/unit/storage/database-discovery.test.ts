@@ -142,3 +142,40 @@ test('rollback-journal databases are switched to WAL mode while nothing has them
   assert.match(r2.failed[0]!.error, /locked/);
   assert.equal(readDatabaseHeader(path.join(dir, 'notes.sqlite')).mode, 'rollback');
 });
+
+test('reading a database\'s header or its WAL index never releases this process\'s SQLite locks', async (t) => {
+  const dir = tempDir('us-locks-');
+  t.after(() => fs.rmSync(dir, { recursive: true, force: true }));
+  const file = path.join(dir, 'app.sqlite');
+  makeDb(file, 'delete', 1);
+  // Another process writes with a short busy timeout: it can only commit when nothing here holds a lock.
+  const { execFile } = await import('node:child_process');
+  const otherWrites = (sql: string): Promise<string> => new Promise((resolve) => {
+    const code = `const D = require(${JSON.stringify(path.join(process.cwd(), 'node_modules', 'better-sqlite3'))}); const d = new D(${JSON.stringify(file)}, { timeout: 50 }); try { const r = d.${sql}; console.log(JSON.stringify(r ?? 'ok')); } catch (e) { console.log(e.code); } d.close();`;
+    execFile(process.execPath, ['-e', code], (_e, out) => resolve(out.trim()));
+  });
+  // Rollback-journal mode: a read transaction here holds SHARED; the other process cannot commit.
+  const reader = new Database(file);
+  reader.exec('BEGIN');
+  reader.prepare('SELECT count(*) FROM t').get();
+  assert.equal(await otherWrites("exec(\"INSERT INTO t (v) VALUES ('x')\")"), 'SQLITE_BUSY');
+  for (let i = 0; i < 3; i++) { readDatabaseHeader(file); listDatabases(dir); new DatabaseFinder(dir).find(true); }
+  assert.equal(await otherWrites("exec(\"INSERT INTO t (v) VALUES ('x')\")"), 'SQLITE_BUSY', 'still locked after the header was read (a plain open/close would have released it)');
+  reader.exec('COMMIT');
+  reader.close();
+  // WAL mode: a reader here pins the WAL; the other process's TRUNCATE checkpoint cannot pass it.
+  const w = new Database(file);
+  w.pragma('journal_mode = WAL');
+  for (let i = 0; i < 20; i++) w.exec("INSERT INTO t (v) VALUES ('a')");
+  const r2 = new Database(file);
+  r2.exec('BEGIN');
+  r2.prepare('SELECT count(*) FROM t').get();
+  for (let i = 0; i < 20; i++) w.exec("INSERT INTO t (v) VALUES ('b')");
+  const { readWalIndexHeader } = await import('../../../src/storage/wal-index.ts');
+  for (let i = 0; i < 3; i++) { assert.ok(readWalIndexHeader(`${file}-shm`)); readDatabaseHeader(file); }
+  const ck = JSON.parse(await otherWrites("pragma('wal_checkpoint(TRUNCATE)')")) as { busy: number }[];
+  assert.equal(ck[0]!.busy, 1, 'the checkpoint is still held back by the reader here');
+  r2.exec('COMMIT');
+  r2.close();
+  w.close();
+});
