@@ -44,7 +44,7 @@ apiOpts(program.command('status').description('sites, hosts and replication').op
     console.log(o.json ? JSON.stringify(st, null, 2) : formatStatus(st));
   });
 
-apiOpts(program.command('events').description('the event log').option('--follow', 'keep printing new events').option('--json', 'one JSON object per line'))
+apiOpts(program.command('events').description('the event log').option('--follow', 'keep printing new events and runbook steps as they happen').option('--json', 'one JSON object per line'))
   .action(async (o: ApiOptions & { follow?: boolean; json?: boolean }) => {
     let after = 0;
     const print = (events: EventRecord[]) => {
@@ -56,10 +56,18 @@ apiOpts(program.command('events').description('the event log').option('--follow'
       print(page);
       if (page.length < 1000) break;
     }
-    while (o.follow) {
-      await new Promise((r) => setTimeout(r, 300));
-      print((await callApi<{ events: EventRecord[] }>(o, `/v1/events?after=${after}`)).events);
-    }
+    if (!o.follow) return;
+    // Then the live stream (Server-Sent Events), resumed after the last event printed.
+    const { followEvents } = await import('./event-follow.ts');
+    await followEvents(o, after, {
+      event: (e) => print([e]),
+      step: (s) => {
+        if (o.json) console.log(JSON.stringify({ step: s }));
+        else if (s.phase !== 'begin') console.log(`${new Date(s.at).toISOString()}  ${s.site}  ${s.kind} #${s.runbook}: ${s.step} ${s.phase === 'end' ? `done${s.ms !== undefined ? ` (${s.ms} ms)` : ''}` : `failed: ${s.error ?? ''}`}`);
+      },
+      lost: (why) => console.error(`understudy: ${why}`),
+      resumed: () => console.error('understudy: events stream resumed'),
+    });
   });
 
 apiOpts(program.command('failover').description('unplanned move of SITE now').argument('<site>').option('--to <host>', 'target host').option('--force', 'go on even if the old host cannot be confirmed off'))
