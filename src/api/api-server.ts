@@ -2,6 +2,7 @@ import type http from 'node:http';
 import { z } from 'zod';
 import type { Controller } from '../controller/controller.ts';
 import { UnderstudyError } from '../shared/errors.ts';
+import { parseEndpoint } from '../config/endpoint.ts';
 import { JsonRouter, createJsonServer, listen, parseBody } from '../shared/http-json.ts';
 import { serveDashboardFile } from './dashboard-assets.ts';
 import { serveEventStream } from './event-stream.ts';
@@ -11,6 +12,11 @@ import type { Notifier } from '../notify/notifier.ts';
 const FailoverBody = z.object({ to: z.string().optional(), force: z.boolean().optional() }).strict();
 const SwitchoverBody = z.object({ to: z.string().min(1) }).strict();
 const RestoreBody = z.object({ at: z.string().optional(), to: z.string().optional() }).strict();
+const DrillBody = z.object({
+  to: z.string().min(1).optional(),
+  front: z.string().refine((v) => parseEndpoint(v) !== undefined, 'must be an address like 127.0.0.1:9080').optional(),
+  smoke: z.string().regex(/^\/[^\s]*$/, 'must be a URL path like / or /api/products').optional(),
+}).strict();
 const PowerBody = z.object({ action: z.enum(['on', 'off']) }).strict();
 const SignalBody = z.object({ kind: z.literal('conn-error'), site: z.string(), upstream: z.string(), at: z.number(), error: z.string() });
 
@@ -88,6 +94,11 @@ export async function startApiServer(controller: Controller, parts: ApiParts = {
       auth(headers);
       const b = parseBody(RestoreBody, body ?? {});
       return controller.restore(params.site!, { ...(b.at ? { at: Date.parse(b.at) } : {}), ...(b.to ? { to: b.to } : {}) });
+    })
+    .on('POST', '/v1/sites/:site/drill', ({ headers, params, body }) => {
+      auth(headers);
+      const b = parseBody(DrillBody, body ?? {});
+      return controller.drills.run(params.site!, { ...(b.to ? { to: b.to } : {}), ...(b.front ? { front: parseEndpoint(b.front)! } : {}), ...(b.smoke ? { smokePath: b.smoke } : {}) });
     })
     .on('GET', '/v1/sites/:site/backups', ({ headers, params }) => { auth(headers); return controller.backups(params.site!); })
     .on('GET', '/v1/hosts/:host/power', ({ headers, params }) => { auth(headers); return controller.power(params.host!, 'status'); })

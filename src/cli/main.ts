@@ -121,6 +121,31 @@ apiOpts(program.command('restore').description('restore SITE from its vault (new
     if (r.status !== 'done') process.exitCode = 1;
   });
 
+apiOpts(program.command('drill').description('rehearse a failover of SITE on a free spare, without touching the site').argument('<site>')
+  .option('--to <host>', 'the spare to rehearse on (default: the one a failover would take, if free)')
+  .option('--front <address>', 'where the drill front listens, like 127.0.0.1:9080 (default: the site\'s front address, any free port)')
+  .option('--smoke <path>', 'the smoke request sent through the drill front', '/')
+  .option('--json', 'the report as JSON'))
+  .action(async (site: string, o: ApiOptions & { to?: string; front?: string; smoke: string; json?: boolean }) => {
+    const { formatDrillReport } = await import('./drill-report.ts');
+    if (!o.json) console.error(`rehearsing a failover of ${site}${o.to ? ` on ${o.to}` : ''}…`);
+    // Progress: the drill's steps from the live events stream.
+    const { followEvents } = await import('./event-follow.ts');
+    const ac = new AbortController();
+    const progress = o.json ? Promise.resolve() : followEvents(o, Number.MAX_SAFE_INTEGER, {
+      event: () => undefined,
+      step: (s) => { if (s.site === site && s.kind === 'drill' && s.phase !== 'begin') console.error(`  ${s.phase === 'end' ? '✓' : '✗'} ${s.step}${s.ms !== undefined ? ` (${s.ms} ms)` : ''}${s.error ? `: ${s.error}` : ''}`); },
+    }, ac.signal).catch(() => undefined);
+    try {
+      const r = await callApi<import('../controller/drill-runbook.ts').DrillReport>(o, `/v1/sites/${encodeURIComponent(site)}/drill`, { body: { to: o.to, front: o.front, smoke: o.smoke }, timeoutMs: 900_000 });
+      console.log(o.json ? JSON.stringify(r, null, 2) : formatDrillReport(r));
+      if (!r.ok) process.exitCode = 1;
+    } finally {
+      ac.abort();
+      await progress;
+    }
+  });
+
 apiOpts(program.command('power').description('a host\'s relay').argument('<host>').argument('<action>', 'on, off or status'))
   .action(async (host: string, action: string, o: ApiOptions) => {
     if (!['on', 'off', 'status'].includes(action)) throw new CommanderError(1, 'understudy.badAction', `power: action must be on, off or status, not "${action}"`);

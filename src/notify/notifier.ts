@@ -1,4 +1,3 @@
-import type { Logger } from 'pino';
 import type { NotifyTarget, UnderstudyConfig } from '../config/types.ts';
 import type { EventRecord, StateStore } from '../state/state-store.ts';
 import { deliver } from './deliver.ts';
@@ -7,6 +6,12 @@ import { deliver } from './deliver.ts';
 const TICK_MS = 250;
 /** Delivered and given-up rows are kept this long for `GET /v1/notify`, then pruned. */
 const KEEP_MS = 7 * 24 * 3600_000;
+
+/** Where the notifier says what went wrong (pino's shape); never a header value. */
+export interface NotifierLog {
+  warn: (o: object, msg: string) => void;
+  error: (o: object, msg: string) => void;
+}
 
 export interface TargetStats {
   target: string;
@@ -51,7 +56,7 @@ export class Notifier {
   private stopped = false;
   private wakeQueued = false;
 
-  constructor(private readonly config: UnderstudyConfig, private readonly store: StateStore, private readonly log: Pick<Logger, 'info' | 'warn' | 'error'>, private readonly random: () => number = Math.random) {
+  constructor(private readonly config: UnderstudyConfig, private readonly store: StateStore, private readonly log: NotifierLog, private readonly random: () => number = Math.random) {
     this.targets = Object.values(config.notify ?? {});
     for (const t of this.targets) {
       this.patterns.set(t.name, t.events.map(globToRegExp));
