@@ -12,4 +12,9 @@ export default tseslint.config(
       'no-constant-condition': ['error', { checkLoops: false }],
     },
   },
+  {
+    // The dashboard: plain browser JavaScript served as is (no build step).
+    files: ['dashboard/**/*.js'],
+    languageOptions: { sourceType: 'script', globals: { document: 'readonly', window: 'readonly', sessionStorage: 'readonly', Node: 'readonly', TextDecoder: 'readonly', console: 'readonly' } },
+  },
 );

@@ -2,6 +2,7 @@ import type { UnderstudyConfig } from '../config/types.ts';
 import { startApiServer } from '../api/api-server.ts';
 import { Controller } from '../controller/controller.ts';
 import { isUnderstudyError } from '../shared/errors.ts';
+import { Notifier } from '../notify/notifier.ts';
 
 export interface ControllerService {
   controller: Controller;
@@ -16,8 +17,12 @@ export interface ControllerService {
  */
 export async function startControllerService(config: UnderstudyConfig): Promise<ControllerService> {
   const controller = new Controller(config);
-  const server = await startApiServer(controller);
+  // Notifications are delivered from the state store's queue, beside the runbooks, never inside them.
+  const notifier = new Notifier(config, controller.store, controller.log);
+  const server = await startApiServer(controller, { notifier });
+  notifier.start();
   const stop = async () => {
+    notifier.stop();
     server.close();
     server.closeAllConnections();
     await controller.stop();

@@ -44,7 +44,7 @@ apiOpts(program.command('status').description('sites, hosts and replication').op
     console.log(o.json ? JSON.stringify(st, null, 2) : formatStatus(st));
   });
 
-apiOpts(program.command('events').description('the event log').option('--follow', 'keep printing new events').option('--json', 'one JSON object per line'))
+apiOpts(program.command('events').description('the event log').option('--follow', 'keep printing new events and runbook steps as they happen').option('--json', 'one JSON object per line'))
   .action(async (o: ApiOptions & { follow?: boolean; json?: boolean }) => {
     let after = 0;
     const print = (events: EventRecord[]) => {
@@ -56,10 +56,18 @@ apiOpts(program.command('events').description('the event log').option('--follow'
       print(page);
       if (page.length < 1000) break;
     }
-    while (o.follow) {
-      await new Promise((r) => setTimeout(r, 300));
-      print((await callApi<{ events: EventRecord[] }>(o, `/v1/events?after=${after}`)).events);
-    }
+    if (!o.follow) return;
+    // Then the live stream (Server-Sent Events), resumed after the last event printed.
+    const { followEvents } = await import('./event-follow.ts');
+    await followEvents(o, after, {
+      event: (e) => print([e]),
+      step: (s) => {
+        if (o.json) console.log(JSON.stringify({ step: s }));
+        else if (s.phase !== 'begin') console.log(`${new Date(s.at).toISOString()}  ${s.site}  ${s.kind} #${s.runbook}: ${s.step} ${s.phase === 'end' ? `done${s.ms !== undefined ? ` (${s.ms} ms)` : ''}` : `failed: ${s.error ?? ''}`}`);
+      },
+      lost: (why) => console.error(`understudy: ${why}`),
+      resumed: () => console.error('understudy: events stream resumed'),
+    });
   });
 
 apiOpts(program.command('failover').description('unplanned move of SITE now').argument('<site>').option('--to <host>', 'target host').option('--force', 'go on even if the old host cannot be confirmed off'))
@@ -111,6 +119,31 @@ apiOpts(program.command('restore').description('restore SITE from its vault (new
     await progress;
     console.log(`restore #${r.runbook}: ${r.status}`);
     if (r.status !== 'done') process.exitCode = 1;
+  });
+
+apiOpts(program.command('drill').description('rehearse a failover of SITE on a free spare, without touching the site').argument('<site>')
+  .option('--to <host>', 'the spare to rehearse on (default: the one a failover would take, if free)')
+  .option('--front <address>', 'where the drill front listens, like 127.0.0.1:9080 (default: the site\'s front address, any free port)')
+  .option('--smoke <path>', 'the smoke request sent through the drill front', '/')
+  .option('--json', 'the report as JSON'))
+  .action(async (site: string, o: ApiOptions & { to?: string; front?: string; smoke: string; json?: boolean }) => {
+    const { formatDrillReport } = await import('./drill-report.ts');
+    if (!o.json) console.error(`rehearsing a failover of ${site}${o.to ? ` on ${o.to}` : ''}…`);
+    // Progress: the drill's steps from the live events stream.
+    const { followEvents } = await import('./event-follow.ts');
+    const ac = new AbortController();
+    const progress = o.json ? Promise.resolve() : followEvents(o, Number.MAX_SAFE_INTEGER, {
+      event: () => undefined,
+      step: (s) => { if (s.site === site && s.kind === 'drill' && s.phase !== 'begin') console.error(`  ${s.phase === 'end' ? '✓' : '✗'} ${s.step}${s.ms !== undefined ? ` (${s.ms} ms)` : ''}${s.error ? `: ${s.error}` : ''}`); },
+    }, ac.signal).catch(() => undefined);
+    try {
+      const r = await callApi<import('../controller/drill-runbook.ts').DrillReport>(o, `/v1/sites/${encodeURIComponent(site)}/drill`, { body: { to: o.to, front: o.front, smoke: o.smoke }, timeoutMs: 900_000 });
+      console.log(o.json ? JSON.stringify(r, null, 2) : formatDrillReport(r));
+      if (!r.ok) process.exitCode = 1;
+    } finally {
+      ac.abort();
+      await progress;
+    }
   });
 
 apiOpts(program.command('power').description('a host\'s relay').argument('<host>').argument('<action>', 'on, off or status'))

@@ -4,6 +4,7 @@ import type { ParsedSections } from './parse-sections.ts';
 import { sectionSchemas, type SiteInput } from './schema.ts';
 import type {
   HostConfig,
+  NotifyTarget,
   SiteConfig,
   SyncConfig,
   StorageConfig,
@@ -112,6 +113,22 @@ export function compileConfig(
     if (h && value && value.boot === undefined) h.boot = warm.has(name);
   }
 
+  const notify: Record<string, NotifyTarget> = {};
+  for (const { name, value } of parsed.notify) {
+    if (!value) continue;
+    value.sites?.forEach((s, i) => {
+      if (!parsed.sites.some((e) => e.name === s)) findings.push({ path: ['notify', name, 'sites', i], message: `unknown site ${s}${parsed.sites.length ? ` (known: ${parsed.sites.map((e) => e.name).join(', ')})` : ''}` });
+    });
+    notify[name] = {
+      name,
+      ...(value.webhook ? { webhook: { url: value.webhook.url, headers: Object.fromEntries(Object.entries(value.webhook.headers).map(([h, v]) => [h, 'file' in v && v.file !== undefined ? { file: abs(v.file) } : v])), timeoutMs: value.webhook.timeout } } : {}),
+      ...(value.command ? { command: { run: [...value.command.run], timeoutMs: value.command.timeout } } : {}),
+      events: [...value.events],
+      ...(value.sites ? { sites: [...value.sites] } : {}),
+      retry: { minMs: value.retry.min, maxMs: value.retry.max, alertAfter: value.retry.alertAfter, giveUpAfterMs: value.retry.giveUpAfter },
+    };
+  }
+
   // A section that failed validation is reported already; its defaults stand in (the schema's, written once).
   const c = parsed.controller ?? sectionSchemas.controller.parse({});
   const d = parsed.director ?? sectionSchemas.director.parse({});
@@ -136,6 +153,7 @@ export function compileConfig(
     hosts,
     pools,
     sites,
+    ...(Object.keys(notify).length > 0 ? { notify } : {}),
   };
 }
 

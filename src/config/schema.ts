@@ -362,6 +362,71 @@ const site = z.strictObject({
 });
 
 /**
+ * `notify.X`: where events go (src/notify/). A webhook (POST of the event as JSON) or a
+ * command (the event as JSON on its stdin), for the events whose kind matches one of
+ * `events` (`*` matches any run of characters: `failover-*`) and, with `sites`, only
+ * those sites' events. A header value is a literal string, or `{ env: NAME }` /
+ * `{ file: PATH }` for a secret (read at each delivery, never logged).
+ */
+const secret = custom('must be a string, { env: NAME } or { file: PATH }', (v) => {
+  if (typeof v === 'string') return { value: v };
+  if (v && typeof v === 'object' && !Array.isArray(v)) {
+    const o = v as Record<string, unknown>;
+    const keys = Object.keys(o);
+    if (keys.length === 1 && typeof o.env === 'string' && /^[A-Za-z_][A-Za-z0-9_]*$/.test(o.env)) return { env: o.env };
+    if (keys.length === 1 && typeof o.file === 'string' && o.file.trim() !== '') return { file: o.file };
+  }
+  return undefined;
+});
+const webhookUrl = custom('must be an http:// or https:// URL', (v) => {
+  if (typeof v !== 'string') return undefined;
+  try {
+    const u = new URL(v);
+    return u.protocol === 'http:' || u.protocol === 'https:' ? v : undefined;
+  } catch {
+    return undefined;
+  }
+});
+const eventPattern = custom('must be an event kind like failover-complete, or a pattern like failover-* or *', (v) =>
+  typeof v === 'string' && /^[a-z0-9*][a-z0-9*-]*$/.test(v) ? v : undefined,
+);
+const headerName = z.string().regex(/^[A-Za-z0-9!#$%&'*+.^_`|~-]+$/, { error: 'must be an HTTP header name like Authorization' });
+const notifyTarget = z
+  .strictObject({
+    webhook: z
+      .strictObject({
+        url: webhookUrl,
+        headers: z.record(headerName, secret, { error: 'must be a map of Header-Name: value' }).default({}),
+        timeout: duration.default(5000),
+      })
+      .optional(),
+    command: z
+      .strictObject({
+        run: z.array(text, { error: 'must be a list like [scripts/page.sh, --urgent]' }).min(1, { error: 'must name a program to run' }),
+        timeout: duration.default(10_000),
+      })
+      .optional(),
+    events: z.array(eventPattern, { error: 'must be a list of event kinds or patterns like [failover-*, drill-complete]' }).min(1, { error: 'must list at least one event kind (or leave it out for every event)' }).default(['*']),
+    sites: z.array(name, { error: 'must be a list of site names' }).optional(),
+    retry: z
+      .strictObject({
+        min: duration.default(1000),
+        max: duration.default(60_000),
+        alertAfter: int(1).default(5),
+        giveUpAfter: duration.default(24 * 3600_000),
+      })
+      .prefault({}),
+  })
+  .superRefine((t, ctx) => {
+    if ((t.webhook === undefined) === (t.command === undefined)) {
+      ctx.addIssue({ code: 'custom', message: 'needs exactly one of webhook: { url } or command: { run: [program, ...] }' });
+    }
+    if (typeof t.retry.min === 'number' && typeof t.retry.max === 'number' && t.retry.max < t.retry.min) {
+      ctx.addIssue({ code: 'custom', path: ['retry', 'max'], message: 'must be at least retry.min' });
+    }
+  });
+
+/**
  * The schemas of each part of the file. `load-config.ts` validates the file section
  * by section and entry by entry, so that one broken host does not hide the
  * problems of the others (and the reference checks still run on the rest).
@@ -375,6 +440,7 @@ export const sectionSchemas = {
   host,
   pool: z.array(name, { error: 'must be a list of host names' }),
   site,
+  notify: notifyTarget,
   recordKey,
   nameMessage: NAME_MESSAGE,
 } as const;
@@ -388,8 +454,9 @@ export const topLevelSchema = z.strictObject(
     hosts: z.unknown().optional(),
     pools: z.unknown().optional(),
     sites: z.unknown().optional(),
+    notify: z.unknown().optional(),
   },
-  { error: 'the file must be a YAML map with controller, storage, hosts, pools and sites' },
+  { error: 'the file must be a YAML map with controller, storage, hosts, pools, sites and notify' },
 );
 
 export type ControllerInput = z.output<typeof controller>;
@@ -397,3 +464,4 @@ export type DirectorInput = z.output<typeof director>;
 export type StorageInput = z.output<typeof storage>;
 export type HostInput = z.output<typeof host>;
 export type SiteInput = z.output<typeof site>;
+export type NotifyInput = z.output<typeof notifyTarget>;

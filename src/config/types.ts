@@ -229,6 +229,35 @@ export interface SiteConfig {
   scale: { max: number; cooldownMs: number; /** @default 30000 */ stabilizationMs?: number; readPaths?: string[] };
 }
 
+/** A secret's source: written in the config (no secret), an environment variable, or a file (read when used). */
+export type SecretSource = { value: string } | { env: string } | { file: string };
+
+/**
+ * `notify.X`: one place events are delivered to (src/notify/), at least once, from a
+ * durable queue in the state store, each target in event order.
+ */
+export interface NotifyTarget {
+  name: string;
+  /** POST of the event as JSON; a 2xx answer is a delivery. Header values may be secrets. */
+  webhook?: { url: string; headers: Record<string, SecretSource>; /** @default 5000 */ timeoutMs: number };
+  /** The event as JSON on stdin (and UNDERSTUDY_EVENT_* variables); exit 0 is a delivery. Run with cwd = baseDir. */
+  command?: { run: string[]; /** @default 10000 */ timeoutMs: number };
+  /** Event kinds or patterns (`*` = any characters). @default ['*'] */
+  events: string[];
+  /** Only these sites' events (events of no site are left out too). @default absent: every event */
+  sites?: string[];
+  retry: {
+    /** First wait after a failed delivery; it doubles each time. @default 1000 */
+    minMs: number;
+    /** Longest wait between two attempts. @default 60000 */
+    maxMs: number;
+    /** After this many failed attempts in a row, a `notify-failing` event is raised. @default 5 */
+    alertAfter: number;
+    /** A notification still undelivered this long after its event is given up (`notify-given-up`). @default 86400000 */
+    giveUpAfterMs: number;
+  };
+}
+
 export interface UnderstudyConfig {
   /** Absolute path of the file this was loaded from. */
   file: string;
@@ -240,6 +269,8 @@ export interface UnderstudyConfig {
   hosts: Record<string, HostConfig>;
   pools: Record<string, string[]>;
   sites: Record<string, SiteConfig>;
+  /** Where events are delivered (`notify:`). Absent or empty: nowhere. */
+  notify?: Record<string, NotifyTarget>;
 }
 
 export function endpointToString(e: Endpoint): string {

@@ -38,6 +38,7 @@ import { primaryRecovered } from './primary-recovered.ts';
 import { MalfunctionTriage } from './malfunction-triage.ts';
 import { trustedCandidates } from './trusted-candidates.ts';
 import { sleep, waitFor } from './timing.ts';
+import { Drills } from './drills.ts';
 
 const RECONCILE_EVERY_MS = 1000;
 const STORAGE_POLL_MS = 250;
@@ -81,6 +82,8 @@ export class Controller {
   private readonly poolWatch: PoolWatch;
   private reconciling = false;
   private stopped = false;
+  /** Rehearsals (`understudy drill`): they hold off scaling and give way to any runbook (drills.ts). */
+  readonly drills: Drills;
 
   constructor(readonly config: UnderstudyConfig, logger?: pino.Logger) {
     this.log = logger ?? pino({ level: process.env.UNDERSTUDY_LOG_LEVEL ?? 'info' }, pino.destination(2));
@@ -95,7 +98,7 @@ export class Controller {
     this.directorStats = new DirectorStatsFeed(() => this.clients.stats(), (e) => this.log.warn({ err: e.message }, 'director stats listener failed'));
     this.scale = new ScaleController({
       config, store: this.store, relay: this.relay, clients: this.clients, log: this.log, governor: this.governor,
-      onDirectorStats: (l) => this.onDirectorStats(l), siteBusy: (site) => this.activeRunbooks.has(site),
+      onDirectorStats: (l) => this.onDirectorStats(l), siteBusy: (site) => this.activeRunbooks.has(site) || this.drills.running() !== null,
     });
     this.onDirectorStats((stats) => {
       for (const w of this.malfunctionWatches.values()) w.observeStats(stats);
@@ -129,6 +132,7 @@ export class Controller {
         return this.activeRunbooks.get(site) ?? Promise.resolve();
       },
     });
+    this.drills = new Drills({ ...this.deps, volume: (storage, site) => this.volumeStatus(storage, site) });
   }
 
   /**
@@ -158,10 +162,11 @@ export class Controller {
     this.directorStats.start();
     // Resume what a previous controller left half-done before anything else.
     for (const rb of this.store.runningRunbooks()) {
-      if (ScaleController.owns(rb.kind)) continue; // resumed by the scale controller below
+      if (ScaleController.owns(rb.kind) || rb.kind === 'drill') continue; // resumed by the scale controller below, or the drills
       this.store.addEvent({ site: rb.site, host: null, kind: 'runbook-resumed', message: `resuming ${rb.kind} runbook #${rb.id} of ${rb.site} at its journaled step`, data: { runbook: rb.id } });
       this.launchRunbook(rb.site, this.runbookOf(rb));
     }
+    this.drills.resume();
     for (const site of Object.keys(this.config.sites)) {
       const rec = this.store.getSite(site);
       if (!rec) await this.bootstrapSite(site);
@@ -467,6 +472,7 @@ export class Controller {
   }
 
   private launchRunbook(site: string, runbook: FailoverRunbook | SwitchoverRunbook | RestoreRunbook): void {
+    this.drills.preempt(`runbook #${runbook.id} of ${site} started`);
     this.monitors.get(site)?.stop();
     this.monitors.delete(site);
     this.malfunctionWatches.get(site)?.stop();

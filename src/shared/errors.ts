@@ -34,6 +34,8 @@ export type ErrorCode =
   | 'US_INTERNAL'
   /** The controller is stopping; a runbook that was waiting stays `running` and resumes at the next start. */
   | 'US_STOPPING'
+  /** A rehearsal (`understudy drill`) that cannot run now (no free spare, a runbook running, …) or gave way to one. */
+  | 'US_DRILL_REFUSED'
   // Answers the director gives a shop's client (503 + Retry-After), see director/front-errors.ts:
   | 'US_HOLD_TIMEOUT'
   | 'US_HOLD_FULL'

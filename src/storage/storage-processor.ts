@@ -30,6 +30,7 @@ import { TestHooks } from './test-hooks.ts';
 // Reader copies (the read-only portion for reader hosts), fed and held.
 import { ReaderShipping } from './reader-shipping.ts';
 import { ReaderCopies } from './reader-copies.ts';
+import { DrillCopies } from './drill-copies.ts';
 
 export { checkVolumeDatabases } from './volume-check.ts';
 
@@ -90,6 +91,8 @@ export class StorageProcessor {
   private readonly readerShipping: ReaderShipping;
   /** Reader copies held here for reader hosts. */
   private readonly readerCopies: ReaderCopies;
+  /** Throwaway copies of replicas for rehearsals (`understudy drill`), apart from everything else. */
+  private readonly drills: DrillCopies;
 
   constructor(readonly config: UnderstudyConfig, readonly name: string, logger?: Logger, opts: StorageProcessorOptions = {}) {
     const s = config.storage[name];
@@ -106,6 +109,10 @@ export class StorageProcessor {
       portionOf: (site) => config.sites[site]?.volume.readonly ?? [],
     });
     this.readerCopies = new ReaderCopies(s.path, name, this.log, (site) => config.sites[site]?.app.seed);
+    this.drills = new DrillCopies(name, s.path, this.log, {
+      withVolumeQuiesced: (site, fn) => this.withVolumeQuiesced(site, fn),
+      volumeInfo: (site) => { const v = this.volumes.get(site); return v ? { role: v.meta.role, lastAppliedAt: v.lastAppliedAt ?? null } : undefined; },
+    });
     this.testHooks = new TestHooks({ withVolumeQuiesced: (site, fn) => this.withVolumeQuiesced(site, fn) }, name);
     this.vault = new VaultService({
       config, name, storage: s, log: this.log,
@@ -523,6 +530,7 @@ export class StorageProcessor {
     this.vault.register(r); // /v1/vault/*, backup-now, verify, restore
     this.testHooks.register(r); // only with UNDERSTUDY_TEST_HOOKS=1
     this.registerReaders(r); // reader copies, both sides
+    this.drills.register(r); // rehearsal copies (drill-copies.ts)
 
     r.on('POST', '/v1/replica/:site/hello', (q) => {
       const b = parseBody(helloSchema, q.body);
