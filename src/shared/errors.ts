@@ -19,6 +19,8 @@ export type ErrorCode =
   // A replica that fails verification (quick_check, file checksums) when it is to be promoted: not promoted (issue 6).
   | 'US_REPLICA_CORRUPT'
   | 'US_INTERNAL'
+  /** bin/understudy.js found no compiled build (dist/): `npm run build`, or `npm ci`, which runs it. */
+  | 'US_NOT_BUILT'
   /** The controller is stopping; a runbook that was waiting stays `running` and resumes at the next start. */
   | 'US_STOPPING'
   // Answers the director gives a shop's client (503 + Retry-After), see director/front-errors.ts:
