@@ -1,6 +1,6 @@
 import { z } from 'zod';
 import { DURATION_MESSAGE, parseDuration } from './duration.ts';
-import { ADDRESS_MESSAGE, ENDPOINT_MESSAGE, isAddress, isPort, parseEndpoint } from './endpoint.ts';
+import { ADDRESS_MESSAGE, DEFAULT_CONTROLLER_LISTEN, ENDPOINT_MESSAGE, isAddress, isPort, parseEndpoint } from './endpoint.ts';
 import { checkTemplate } from '../transform/template.ts';
 import { FORMAT_HINT, FORMAT_NAMES, formatFor } from '../transform/formats/index.ts';
 import { compilePattern } from '../transform/text-replace.ts';
@@ -80,7 +80,7 @@ const failover = z
 
 const controller = z
   .strictObject({
-    listen: endpoint.default({ host: '127.0.0.1', port: 7070 }),
+    listen: endpoint.default({ ...DEFAULT_CONTROLLER_LISTEN }),
     state: custom('must be a directory path (etcd state is not supported yet)', (v) =>
       typeof v === 'string' && v.trim() !== '' ? v : undefined,
     ).default('.understudy/state'),

@@ -32,6 +32,8 @@ export type ErrorCode =
   /** The address and port the app must listen on are taken on its host. */
   | 'US_APP_PORT_IN_USE'
   | 'US_INTERNAL'
+  /** bin/understudy.js found no compiled build (dist/): `npm run build`, or `npm ci`, which runs it. */
+  | 'US_NOT_BUILT'
   /** The controller is stopping; a runbook that was waiting stays `running` and resumes at the next start. */
   | 'US_STOPPING'
   /** A rehearsal (`understudy drill`) that cannot run now (no free spare, a runbook running, …) or gave way to one. */

@@ -5,6 +5,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { request } from 'undici';
 import Database from 'better-sqlite3';
+import { ensureBuilt } from './build.ts';
 
 /**
  * Test support: a real Understudy (`understudy up`) on its own ports, loopback
@@ -14,7 +15,9 @@ import Database from 'better-sqlite3';
  */
 
 export const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
+/** The installed entry point; it runs the compiled build, rebuilt here first if src/ changed since. */
 export const BIN = path.join(ROOT, 'bin/understudy.js');
+ensureBuilt();
 
 export interface ClusterOptions {
   /**
