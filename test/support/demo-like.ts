@@ -27,7 +27,7 @@ pools:
 sites:
 ${['shop', 'outlet'].map((name, i) => `  ${name}:
     front: 127.0.0.1:${ctx.ports.front + i}
-    app: { command: [node, examples/shop/server.js], port: ${3000 + i}, seed: ${ctx.root}/examples/shop/seed }
+    app: { command: [node, ${ctx.root}/examples/shop/server.js], port: ${3000 + i}, seed: ${ctx.root}/examples/shop/seed }
     primary: ${i === 0 ? 'h1' : 'h2'}
     standby: ${i === 0 ? 'spares' : '[h4, h3]'}
     volume:

@@ -38,7 +38,7 @@ export function oneDiskPerHost(layout: Layout): NonNullable<ClusterOptions['conf
       ...(layout.pools ? { pools: layout.pools } : {}),
       sites: Object.fromEntries(layout.sites.map((s, j) => [s.name, {
         front: `127.0.0.1:${ctx.ports.front + j}`,
-        app: { command: ['node', 'examples/shop/server.js'], port: 3000 + j, seed: `${ctx.root}/examples/shop/seed` },
+        app: { command: ['node', `${ctx.root}/examples/shop/server.js`], port: 3000 + j, seed: `${ctx.root}/examples/shop/seed` },
         primary: s.primary,
         standby: s.standby,
         volume: { replication: s.replication },
