@@ -21,7 +21,8 @@ import { RestoreRunbook, type RestoreData } from './restore-runbook.ts';
 import type { RunbookRecord } from '../state/state-store.ts';
 import { appEndpoint, probeUrl, renderedTransform, replicaStorageFor, routeFor, startRequest } from './site-facts.ts';
 import { waitSiteStarted } from './app-start-watch.ts';
-import { buildStatus, type StatusView } from './status-view.ts';
+import { buildStatus, unprotectedDatabases, type StatusView } from './status-view.ts';
+import { DatabaseWatch } from './database-watch.ts';
 import { ScaleController } from './scale-controller.ts';
 import { heldElsewhere } from './pool-facts.ts';
 import { PoolWatch } from './pool-watch.ts';
@@ -333,6 +334,8 @@ export class Controller {
     const data: FailoverData = {
       oldPrimary: rec.primaryHost, oldEpoch: rec.epoch, ...opts,
       replicationLagMsAtFailure: vol?.replication?.lagMs,
+      ...(vol?.replication?.lagOf ? { replicationLagOfAtFailure: vol.replication.lagOf } : {}),
+      ...(unprotectedDatabases(vol).length > 0 ? { unprotectedAtFailure: unprotectedDatabases(vol).map((d) => d.path) } : {}),
     };
     void cfg;
     const rb = this.store.startRunbook(site, 'failover', data);
@@ -447,7 +450,11 @@ export class Controller {
       try {
         const st = await this.clients.storageStatus(name, 500);
         this.storageStatus.set(name, st);
-        for (const v of st.volumes) this.noticeVerification(name, v);
+        for (const v of st.volumes) {
+          this.noticeVerification(name, v);
+          const rec = this.store.getSite(v.site);
+          this.databaseWatch.notice(name, v, !!rec && this.config.hosts[rec.primaryHost]?.storage === name);
+        }
       } catch {
         this.storageStatus.set(name, null);
       }
@@ -455,6 +462,8 @@ export class Controller {
   }
 
   private readonly lastVerification = new Map<string, boolean>();
+  /** Events about databases that are not replicated, or replicated by snapshots. */
+  private readonly databaseWatch = new DatabaseWatch((e) => this.store.addEvent(e));
 
   /**
    * A verification that fails raises an event at once (and one when the copy is good

@@ -19,7 +19,11 @@ export interface FailoverData extends Record<string, unknown> {
   /** The operator's choice (`failover --to`), if any. */
   requestedTarget?: string;
   force?: boolean;
+  /** The worst replication lag of the volume's databases and files when the failure was detected, and whose it was. */
   replicationLagMsAtFailure?: number;
+  replicationLagOfAtFailure?: string;
+  /** Databases that were not being replicated at the failure: their changes since their last copy are lost. */
+  unprotectedAtFailure?: string[];
   target?: string;
   /** The site whose reader `target` was, taken back for this failover (spare-pool.ts). */
   reclaimFrom?: string;
@@ -125,10 +129,14 @@ export class FailoverRunbook extends JournaledRunbook<FailoverData> {
           detectionMs: d.detectedAt - d.lastHealthyAt,
           servingAgainMs: (d.routedAt ?? Date.now()) - d.detectedAt,
           replicationLagMsAtFailure: d.replicationLagMsAtFailure ?? null,
+          replicationLagOfAtFailure: d.replicationLagOfAtFailure ?? null,
+          unprotectedAtFailure: d.unprotectedAtFailure ?? [],
         };
+        const lagOf = figures.replicationLagOfAtFailure ? ` (${figures.replicationLagOfAtFailure})` : '';
+        const unprotected = figures.unprotectedAtFailure.length > 0 ? `; not replicated at failure: ${figures.unprotectedAtFailure.join(', ')} (changes since their last copy are lost)` : '';
         store.addEvent({
           site, host: d.target!, kind: 'failover-complete',
-          message: `${site} failed over from ${d.oldPrimary} to ${d.target} (epoch ${d.newEpoch}): detected in ≤${figures.detectionMs} ms, serving again ${figures.servingAgainMs} ms after detection, replication lag at failure ${figures.replicationLagMsAtFailure ?? 'unknown'} ms`,
+          message: `${site} failed over from ${d.oldPrimary} to ${d.target} (epoch ${d.newEpoch}): detected in ≤${figures.detectionMs} ms, serving again ${figures.servingAgainMs} ms after detection, replication lag at failure ${figures.replicationLagMsAtFailure ?? 'unknown'} ms${lagOf}${unprotected}`,
           data: { ...figures, from: d.oldPrimary, to: d.target, epoch: d.newEpoch, reason: d.reason, evidence: d.evidence, detectedAt: d.detectedAt, lastHealthyAt: d.lastHealthyAt, servingAgainAt: d.routedAt, transform: d.transformChanges ?? [] },
         });
       });

@@ -1,7 +1,7 @@
 import type { UnderstudyConfig } from '../config/types.ts';
 import type { SiteMonitor } from '../monitor/site-monitor.ts';
 import type { RelayDriver } from '../power/relay.ts';
-import type { VolumeStatus } from '../shared/contracts.ts';
+import type { DatabaseStatus, VolumeStatus } from '../shared/contracts.ts';
 import type { SiteRecord, SiteState } from '../state/state-store.ts';
 import { endpointToString } from '../config/types.ts';
 import type { HostConfig, SiteConfig } from '../config/types.ts';
@@ -22,8 +22,14 @@ export interface StatusView {
     };
     /** Issue 5: read-only hosts; `state` adding | serving | removing (only `serving` ones get reads). */
     readers: { host: string; address: string; healthy: boolean; state?: string; since?: number }[];
-    /** `sync` (sync mode, confirmed) or `degraded` (sync mode, releasing writes unconfirmed); absent in async mode. */
-    replication: { mode: string; to: string | null; state: string; lagMs: number | null; sync?: 'sync' | 'degraded' };
+    /**
+     * `sync` (sync mode, confirmed) or `degraded` (sync mode, releasing writes unconfirmed); absent in async mode.
+     * `lagMs` is the worst of the volume's databases and files (`lagOf` names it); `unprotected`
+     * lists databases whose changes are not reaching the replica (the site is then `degraded`).
+     */
+    replication: { mode: string; to: string | null; state: string; lagMs: number | null; lagOf?: string; sync?: 'sync' | 'degraded'; unprotected?: string[] };
+    /** Every SQLite database of the primary's volume (found by header, whatever its name): see contracts' DatabaseStatus. */
+    databases: SiteDatabase[];
   }[];
   /**
    * `trust` (ActionGovernor): `trusted`; `recovering` (it failed: needs `rise` good
@@ -31,6 +37,21 @@ export interface StatusView {
    */
   hosts: { name: string; address: string; power: 'on' | 'off'; pid: number | null; storage: string; sites: string[]; trust?: { state: string; why: string; heldUntil: number | null } }[];
   storage: { name: string; up: boolean; backup: boolean }[];
+}
+
+/** A database of a site as `status` shows it. */
+export type SiteDatabase = Pick<DatabaseStatus, 'path' | 'mode' | 'method' | 'state' | 'protected' | 'lagMs' | 'reason' | 'lastError' | 'switchedToWal'>;
+
+function siteDatabase(d: DatabaseStatus): SiteDatabase {
+  return {
+    path: d.path, mode: d.mode, method: d.method, state: d.state, protected: d.protected, lagMs: d.lagMs,
+    ...(d.switchedToWal ? { switchedToWal: true } : {}), ...(d.reason ? { reason: d.reason } : {}), ...(d.lastError ? { lastError: d.lastError } : {}),
+  };
+}
+
+/** The databases of a shipping volume whose changes are not reaching the replica. */
+export function unprotectedDatabases(vol: VolumeStatus | undefined): DatabaseStatus[] {
+  return (vol?.replication?.databases ?? []).filter((d) => !d.protected);
 }
 
 export function buildStatus(input: {
@@ -53,7 +74,9 @@ export function buildStatus(input: {
     const rep = vol?.replication;
     // A serving site whose protection is impaired is reported degraded: replication in error,
     // or sync mode releasing writes before the replica confirms them.
-    const impaired = rec.state === 'serving' && (rep?.state === 'error' || vol?.sync?.state === 'degraded' || (!rec.replicaStorage && !rep));
+    // So is one with a database whose changes do not reach the replica (DatabaseStatus.protected).
+    const unprotected = unprotectedDatabases(vol).map((d) => d.path);
+    const impaired = rec.state === 'serving' && (rep?.state === 'error' || vol?.sync?.state === 'degraded' || (!rec.replicaStorage && !rep) || unprotected.length > 0);
     return {
       name: rec.site,
       state: impaired ? 'degraded' as const : rec.state,
@@ -70,8 +93,11 @@ export function buildStatus(input: {
         to: rep?.to ?? rec.replicaStorage,
         state: rep ? rep.state : rec.replicaStorage ? 'unknown' : 'none',
         lagMs: rep ? rep.lagMs : null,
+        ...(rep?.lagOf ? { lagOf: rep.lagOf } : {}),
         ...(cfg.volume.replication === 'sync' && vol?.sync ? { sync: vol.sync.state } : {}),
+        ...(unprotected.length > 0 ? { unprotected } : {}),
       },
+      databases: (rep?.databases ?? vol?.databases ?? []).map(siteDatabase),
     };
   });
   const hosts = Object.values(config.hosts).map((h) => {

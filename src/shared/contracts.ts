@@ -36,7 +36,13 @@ export interface VolumeStatus {
     seeds?: GenerationSeed[];
     /** Bytes of plain files (not databases) sent since this replication started. */
     fileBytesSent?: number;
+    /** Which database (its path) or `files` the lag is that of: the worst one. Absent when caught up. */
+    lagOf?: string;
+    /** Every database of the volume: how it is replicated, and whether it is protected. */
+    databases?: DatabaseStatus[];
   };
+  /** On a primary that does not ship (no replica): its databases, all `method: none`. */
+  databases?: DatabaseStatus[];
   /** Only on a replica: when the last batch from the primary was applied (epoch ms). */
   lastAppliedAt?: number;
   /**
@@ -100,6 +106,40 @@ export interface GenerationSeed {
   at: number;
 }
 
+/**
+ * One SQLite database of a volume (found by its header, whatever its name) on the primary.
+ *
+ * `mode` is the journal mode its header records: `wal`, `rollback` (a rollback journal:
+ * DELETE, TRUNCATE, PERSIST, MEMORY or OFF), `empty` (created, never written) or
+ * `not-sqlite` (named like a database, not one: damaged).
+ * `method` is how it reaches the replica: `wal-frames` (verbatim WAL frames, continuous),
+ * `snapshots` (a consistent image after each change: rollback-journal mode, or switched
+ * to WAL mode by Understudy and not written in it yet — see `reason`), `none`.
+ * In sync mode both methods are held per write: the barrier waits for the frames, or for
+ * a snapshot taken after the write (one image per barrier round: slow for large
+ * databases, whose barrier then times out and the volume's sync state says `degraded`).
+ * `protected` is false when its changes are not reaching the replica (`state: error`,
+ * or `not-sqlite`): the site is then reported `degraded` and an event names the file.
+ * `lagMs` is the age of its oldest change the replica does not hold.
+ */
+export interface DatabaseStatus {
+  /** Path relative to the volume. */
+  path: string;
+  mode: 'wal' | 'rollback' | 'empty' | 'not-sqlite';
+  method: 'wal-frames' | 'snapshots' | 'none';
+  state: ReplicationState;
+  protected: boolean;
+  lagMs: number;
+  /** Understudy switched it from rollback-journal to WAL mode before the app opened it (seed, promotion, restore). */
+  switchedToWal?: boolean;
+  /** Why it is shipped (or not) this way. */
+  reason?: string;
+  lastError?: string;
+  /** Snapshots: images acknowledged since replication started, and the last one's time (image to acknowledgment). */
+  snapshots?: number;
+  lastSnapshotMs?: number;
+}
+
 export interface VolumeSyncState { state: 'sync' | 'degraded'; since: number; reason?: string }
 
 export type SyncReplicaLost = 'degrade' | 'strict';
@@ -114,7 +154,9 @@ export type SyncReplicaLost = 'degrade' | 'strict';
  *             volume's `sync.state` is `degraded`; later barriers answer at once);
  *   timeout   not confirmed within timeoutMs, onReplicaLost is strict: answer 503
  *             US_SYNC_TIMEOUT instead.
- * Covers SQLite databases in WAL mode; plain files are replicated asynchronously.
+ * Covers every SQLite database of the volume: WAL-mode ones by their frames, the others
+ * by a snapshot taken after the call (DatabaseStatus); plain files are replicated
+ * asynchronously.
  */
 export interface SyncBarrierRequest { onReplicaLost: SyncReplicaLost; timeoutMs: number }
 export interface SyncBarrierResponse { state: 'sync' | 'degraded' | 'timeout'; waitedMs: number; reason?: string }

@@ -7,7 +7,7 @@ import { z } from 'zod';
 import { renderedRuleSchema } from '../transform/rule-schema.ts';
 import type { RenderedRule } from '../transform/render-rules.ts';
 import type { UnderstudyConfig, StorageConfig } from '../config/types.ts';
-import type { PromoteResponse, StorageStatus, SyncBarrierResponse, TransformResponse, VolumeStatus } from '../shared/contracts.ts';
+import type { DatabaseStatus, PromoteResponse, StorageStatus, SyncBarrierResponse, TransformResponse, VolumeStatus } from '../shared/contracts.ts';
 import { applyTransform } from '../transform/index.ts';
 import { seedProblem } from '../shared/seed.ts';
 import { UnderstudyError } from '../shared/errors.ts';
@@ -18,7 +18,8 @@ import { KeyedLock } from './keyed-lock.ts';
 import { ReplicaDbWriter } from './replica-db-writer.ts';
 import { filesSchema, framesSchema, helloSchema, snapshotBaseSchema, snapshotBlocksSchema, snapshotChunkSchema, snapshotCommitSchema } from './replica-protocol.ts';
 import { baseVolumeDirs, findBaseDatabase, seedReplicaFiles } from './replica-base.ts';
-import { listDatabases } from './sqlite-file.ts';
+import { listDatabases, readDatabaseHeader } from './sqlite-file.ts';
+import { switchDatabasesToWal } from './wal-switch.ts';
 import { checkVolumeDatabases } from './volume-check.ts';
 import { VolumeShipper, type ReplicationTuning, type VolumePosition } from './volume-shipper.ts';
 import { loadAllMeta, replicaPath, saveMeta, stalePath, volumePath, type VolumeMeta } from './volume-meta.ts';
@@ -232,7 +233,7 @@ export class StorageProcessor {
       role: v.meta.role,
       epoch: v.meta.epoch,
       path: path.resolve(v.dir),
-      ...(v.shipper ? { replication: v.shipper.status() } : {}),
+      ...(v.shipper ? { replication: v.shipper.status() } : v.meta.role === 'primary' ? { databases: unreplicatedDatabases(v.dir) } : {}),
       ...(v.meta.role === 'replica' && v.lastAppliedAt !== undefined ? { lastAppliedAt: v.lastAppliedAt } : {}),
       ...(v.meta.role === 'primary' && (v.gate?.used || this.config.sites[v.meta.site]?.volume.replication === 'sync') ? { sync: this.gateOf(v).status() } : {}),
       ...this.vault.statusOf(v.meta.site), // issue 6: verification, restore
@@ -295,6 +296,8 @@ export class StorageProcessor {
       this.refuseStale(v, epoch, 'init');
       if (!fs.existsSync(v.dir)) {
         await createVolume(v.dir, seed);
+        // A new volume: no app has opened its databases yet (wal-switch.ts).
+        switchDatabasesToWal(v.dir, this.log.child({ site }));
       } else {
         const problems = checkVolumeDatabases(v.dir);
         if (problems.length > 0) throw new UnderstudyError('US_VOLUME_NOT_DATABASE', problems[0]!, { problems });
@@ -368,6 +371,8 @@ export class StorageProcessor {
         v.dir = primaryDir;
       }
       await this.persist(v, { role: 'primary', epoch, source: undefined, replicateTo: undefined });
+      // Before the app starts on it (the takeover starts it after the promotion): wal-switch.ts.
+      switchDatabasesToWal(v.dir, this.log.child({ site }));
       this.log.info({ site, epoch, lastAppliedAt: v.lastAppliedAt, verifyMs: check.ms }, 'replica promoted to primary');
       return res();
     });
@@ -430,6 +435,7 @@ export class StorageProcessor {
       await fsyncDir(path.dirname(primaryDir));
       v.dir = primaryDir;
       delete v.lastAppliedAt;
+      switchDatabasesToWal(v.dir, this.log.child({ site })); // before the app starts on it (wal-switch.ts)
       await this.persist(v, { role: 'primary', epoch, source: undefined, replicateTo: undefined });
     });
   }
@@ -569,6 +575,14 @@ export class StorageProcessor {
     });
     return r;
   }
+}
+
+/** A primary volume that does not ship: its databases, none of them replicated. */
+function unreplicatedDatabases(dir: string): DatabaseStatus[] {
+  return listDatabases(dir).map((rel) => {
+    const mode = readDatabaseHeader(path.join(dir, rel)).mode;
+    return { path: rel, mode: mode === 'missing' ? 'not-sqlite' : mode, method: 'none', state: 'none', protected: false, lagMs: 0, reason: 'the volume has no replica' };
+  });
 }
 
 function checkSite(site: string): void {
