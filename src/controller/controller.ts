@@ -5,6 +5,8 @@ import { SiteMonitor, type FailureEvidence } from '../monitor/site-monitor.ts';
 import { StaleAppWatch } from '../monitor/stale-app-watch.ts';
 import { probeDetection, type Detection } from '../monitor/detection.ts';
 import { MalfunctionWatch } from '../monitor/malfunction-watch.ts';
+import { LoadWatch, type LoadEpisode } from '../monitor/load-watch.ts';
+import { LocalListeners } from '../hosts/local-listeners.ts';
 import { formatTransformDiff } from '../transform/diff.ts';
 import { isProcessAlive } from '../power/process-group.ts';
 import { LocalRelay } from '../power/local-relay.ts';
@@ -31,6 +33,7 @@ import { createGovernor } from './governor-setup.ts';
 import { AutoFailover } from './auto-failover.ts';
 import { HostTrustWatch, trustProbeEveryMs } from './host-trust-watch.ts';
 import { primaryRecovered } from './primary-recovered.ts';
+import { MalfunctionTriage } from './malfunction-triage.ts';
 import { trustedCandidates } from './trusted-candidates.ts';
 import { sleep, waitFor } from './timing.ts';
 
@@ -58,6 +61,14 @@ export class Controller {
   private readonly activeRunbooks = new Map<string, Promise<void>>();
   /** Per site, the malfunction detector of its current primary (fed by directorStats and the monitor's probes). */
   private readonly malfunctionWatches = new Map<string, MalfunctionWatch>();
+  /** Per site, whether its app says it sheds load (429, 503 with Retry-After): fed like the malfunction watch. */
+  private readonly loadWatches = new Map<string, LoadWatch>();
+  /** The primary each load watch follows. */
+  private readonly loadWatchHost = new Map<string, string>();
+  /** Whose a malfunction's errors are (the host's, the request's, the app's) before any failover for it. */
+  private readonly triage: MalfunctionTriage;
+  /** Sites whose malfunction is being judged now (one judgement at a time per site). */
+  private readonly triaging = new Set<string>();
   private readonly autoFailover: AutoFailover;
   private readonly trustWatch: HostTrustWatch;
   private readonly storageStatus = new Map<string, StorageStatus | null>();
@@ -74,7 +85,9 @@ export class Controller {
     this.store = new StateStore(config.controller.stateDir);
     this.relay = new LocalRelay(config, this.store, path.join(config.controller.stateDir, 'logs'));
     this.clients = new PartClients(config);
-    this.staleWatch = new StaleAppWatch(config, this.store, (site, host) => this.scale.readers.of(site).some((r) => r.host === host));
+    // Embedded hosts share one network stack: who answers on an address is told by the process that listens (local-listeners.ts).
+    const listeners = new LocalListeners(() => Object.keys(config.hosts).map((h) => ({ host: h, group: this.store.getRelay(h)?.pgid ?? null })));
+    this.staleWatch = new StaleAppWatch(config, this.store, (site, host) => this.scale.readers.of(site).some((r) => r.host === host), listeners);
     this.poolWatch = new PoolWatch({ config, store: this.store, readers: () => this.scale.allReaders() });
     this.governor = createGovernor(config);
     this.directorStats = new DirectorStatsFeed(() => this.clients.stats(), (e) => this.log.warn({ err: e.message }, 'director stats listener failed'));
@@ -82,7 +95,17 @@ export class Controller {
       config, store: this.store, relay: this.relay, clients: this.clients, log: this.log, governor: this.governor,
       onDirectorStats: (l) => this.onDirectorStats(l), siteBusy: (site) => this.activeRunbooks.has(site),
     });
-    this.onDirectorStats((stats) => { for (const w of this.malfunctionWatches.values()) w.observeStats(stats); });
+    this.onDirectorStats((stats) => {
+      for (const w of this.malfunctionWatches.values()) w.observeStats(stats);
+      for (const w of this.loadWatches.values()) w.observeStats(stats);
+    });
+    this.triage = new MalfunctionTriage({
+      addEvent: (e) => { this.store.addEvent(e); },
+      others: (site) => {
+        const cfg = this.config.sites[site]!;
+        return this.scale.readers.of(site).filter((r) => r.state === 'serving').map((r) => ({ host: r.host, endpoint: appEndpoint(this.config.hosts[r.host]!, cfg) }));
+      },
+    });
     const addEvent = (e: Parameters<StateStore['addEvent']>[0]): void => { this.store.addEvent(e); };
     this.trustWatch = new HostTrustWatch({
       governor: this.governor, addEvent,
@@ -98,7 +121,8 @@ export class Controller {
       stillPrimary: (site, host) => { const r = this.store.getSite(site); return !this.stopped && r?.primaryHost === host && r.state === 'serving' && !this.activeRunbooks.has(site); },
       candidates: (site, failed) => trustedCandidates(this.config, this.config.sites[site]!, { failed, replicaStorage: this.store.getSite(site)?.replicaStorage ?? null }, this.governor),
       recovered: (site, host, d) => primaryRecovered(d, this.monitors.get(site), this.malfunctionWatches.get(site), host),
-      start: (site, _host, d) => {
+      start: (site, host, d) => {
+        this.triage.noteFailover(site, host, d, this.config.sites[site]!.health.malfunction.windowMs);
         this.startFailover(site, { reason: d.reason, evidence: d.data, detectedAt: d.detectedAt, lastHealthyAt: d.lastHealthyAt });
         return this.activeRunbooks.get(site) ?? Promise.resolve();
       },
@@ -159,6 +183,8 @@ export class Controller {
     this.autoFailover.stop();
     for (const w of this.malfunctionWatches.values()) w.stop();
     this.malfunctionWatches.clear();
+    for (const w of this.loadWatches.values()) w.stop();
+    this.loadWatches.clear();
     for (const m of this.monitors.values()) m.stop();
     this.monitors.clear();
     this.store.close();
@@ -291,15 +317,57 @@ export class Controller {
     existing?.stop();
     const relay = this.relay.status(hostName);
     const cfg = this.config.sites[site]!;
-    this.malfunctionWatches.get(site)?.stop();
     const m = new SiteMonitor({ site, host: hostName, url, pid: relay.pid }, cfg.health.probe, (e) => this.onPrimaryFailure(site, hostName, e), (r) => {
       this.trustWatch.probe(hostName, r.ok);
       this.malfunctionWatches.get(site)?.observeProbe(r);
+      this.loadWatches.get(site)?.observeProbe(r);
     });
-    const w = new MalfunctionWatch({ site, host: hostName, upstream: appEndpoint(this.config.hosts[hostName]!, cfg) }, cfg.health.malfunction, () => m.lastHealthyAt, (d) => this.onDetection(site, hostName, d));
     this.monitors.set(site, m);
-    this.malfunctionWatches.set(site, w);
+    // A malfunction watch of this primary that was not acted on (its errors were not the
+    // host's) is kept with what it learnt; any other is replaced by a fresh one.
+    if (this.malfunctionWatches.get(site)?.target.host !== hostName) {
+      this.malfunctionWatches.get(site)?.stop();
+      const endpoint = appEndpoint(this.config.hosts[hostName]!, cfg);
+      const w = new MalfunctionWatch({ site, host: hostName, upstream: endpoint }, cfg.health.malfunction, () => this.monitors.get(site)?.lastHealthyAt ?? Date.now(), (d) => this.onDetection(site, hostName, d));
+      this.malfunctionWatches.set(site, w);
+    }
+    this.ensureLoadWatch(site, hostName);
     m.start();
+  }
+
+  /**
+   * The site's load watch follows its primary: a new primary starts a new one (an
+   * episode still open on the old one is cleared, so the scale controller never
+   * keeps a stale reason to scale).
+   */
+  private ensureLoadWatch(site: string, hostName: string): void {
+    const old = this.loadWatches.get(site);
+    if (old && this.loadWatchHost.get(site) === hostName) return;
+    if (old) {
+      old.stop();
+      if (old.shedding) this.scale.noteLoad(site, null);
+    }
+    const cfg = this.config.sites[site]!;
+    const lw = new LoadWatch(site, { windowMs: cfg.health.malfunction.windowMs, probeFall: cfg.health.probe.fall },
+      () => [appEndpoint(this.config.hosts[hostName]!, cfg), ...this.scale.readerEndpoints(site)],
+      (e) => this.onLoadEpisode(site, hostName, e));
+    this.loadWatches.set(site, lw);
+    this.loadWatchHost.set(site, hostName);
+  }
+
+  /** The app sheds load (or stopped): an event, and a reason to scale reads out where the site may. Never a failover. */
+  private onLoadEpisode(site: string, host: string, e: LoadEpisode): void {
+    const cfg = this.config.sites[site]!;
+    if (e.kind === 'load-shedding') {
+      const response = cfg.scale.max > 1 && cfg.volume.readonly.length > 0
+        ? `adding read-only hosts (up to ${cfg.scale.max} in all)`
+        : 'none possible here (scale.max 1 or no volume.readonly); raise the app\'s limit or give its host more capacity';
+      this.store.addEvent({ site, host, kind: 'load-shedding', message: `${site}: load on ${host}: ${e.reason}. A sign of load, not a failure: no failover, no fencing. Response: ${response}`, data: { ...e.evidence, detectedAt: e.at } });
+      this.scale.noteLoad(site, { reason: `load: ${e.reason}`, since: e.at, evidence: e.evidence });
+    } else {
+      this.store.addEvent({ site, host, kind: 'load-shedding-cleared', message: `${site}: ${e.reason}`, data: { ...e.evidence } });
+      this.scale.noteLoad(site, null);
+    }
   }
 
   // ------------------------------------------------------------------ failure → runbook
@@ -316,6 +384,56 @@ export class Controller {
    * (governor: cooldown, trust) whether the failover starts now.
    */
   private onDetection(site: string, host: string, d: Detection): void {
+    if (d.failure === 'malfunction') {
+      void this.judgeMalfunction(site, host, d);
+      return;
+    }
+    this.actOnDetection(site, host, d);
+  }
+
+  /**
+   * A malfunction is acted on only when its errors are the host's (malfunction-triage.ts):
+   * not when they follow the request, and not a second time in one incident.
+   */
+  private async judgeMalfunction(site: string, host: string, d: Detection): Promise<void> {
+    if (this.triaging.has(site)) {
+      // Judged already: a site monitor that raised meanwhile has stopped, so the reconcile loop starts a fresh one.
+      if (d.source === 'probe' && this.monitors.get(site)?.target.host === host) {
+        this.monitors.get(site)!.stop();
+        this.monitors.delete(site);
+      }
+      return;
+    }
+    this.triaging.add(site);
+    try {
+      const cfg = this.config.sites[site]!;
+      const monitor = this.monitors.get(site);
+      const watch = this.malfunctionWatches.get(site);
+      const verdict = await this.triage.triage({
+        site, host, endpoint: appEndpoint(this.config.hosts[host]!, cfg), detection: d,
+        watch: watch?.target.host === host ? watch : undefined,
+        lastProbe: monitor?.target.host === host ? monitor.lastProbe : null,
+        windowMs: cfg.health.malfunction.windowMs, probeTimeoutMs: cfg.health.probe.timeoutMs,
+      });
+      if (this.stopped) return;
+      if (verdict.act === 'fail-over') {
+        this.actOnDetection(site, host, verdict.detection);
+        return;
+      }
+      // Not acted on. A site monitor that raised has stopped: the reconcile loop starts a fresh one.
+      if (d.source === 'probe' && this.monitors.get(site)?.target.host === host) {
+        this.monitors.get(site)!.stop();
+        this.monitors.delete(site);
+      }
+    } catch (e) {
+      this.log.warn({ site, err: (e as Error).message }, 'malfunction judgement failed; acting on the detection');
+      this.actOnDetection(site, host, d);
+    } finally {
+      this.triaging.delete(site);
+    }
+  }
+
+  private actOnDetection(site: string, host: string, d: Detection): void {
     if (this.monitors.get(site)?.target.host === host) {
       this.monitors.get(site)!.stop();
       this.monitors.delete(site);
@@ -356,6 +474,13 @@ export class Controller {
     this.monitors.delete(site);
     this.malfunctionWatches.get(site)?.stop();
     this.malfunctionWatches.delete(site);
+    const lw = this.loadWatches.get(site);
+    if (lw) {
+      lw.stop();
+      this.loadWatches.delete(site);
+      this.loadWatchHost.delete(site);
+      if (lw.shedding) this.scale.noteLoad(site, null);
+    }
     const p = runbook.run()
       .catch((e: Error) => this.log.error({ site, err: e.message }, 'runbook stopped'))
       .finally(() => {

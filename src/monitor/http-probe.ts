@@ -1,4 +1,5 @@
 import { Agent, request } from 'undici';
+import { loadSignal, type LoadSignal } from './load-signal.ts';
 
 export interface ProbeResult {
   ok: boolean;
@@ -10,6 +11,12 @@ export interface ProbeResult {
   status?: number;
   /** The start of a wrong answer's body (one line, at most 200 characters), for the operator. */
   answer?: string;
+  /**
+   * The app said it sheds load (429, or 503 with Retry-After; load-signal.ts): then
+   * `ok` is true — a sign of load is never a failed probe — and the watchers that
+   * care (the load watch) read this.
+   */
+  load?: LoadSignal;
 }
 
 /**
@@ -65,6 +72,8 @@ export class HttpProbe {
       const text = await readCapped(res.body);
       const latencyMs = Date.now() - start;
       const status = res.statusCode;
+      const load = loadSignal(status, res.headers['retry-after']);
+      if (load) return { ok: true, at: start, latencyMs, status, load };
       if (!statusAccepted(status, this.expect)) return { ok: false, at: start, latencyMs, error: `status ${status}`, status, answer: excerpt(text) };
       if (this.bodyPattern && !this.bodyPattern.test(text)) {
         return { ok: false, at: start, latencyMs, error: `body does not match /${this.bodyPattern.source}/`, status, answer: excerpt(text) };

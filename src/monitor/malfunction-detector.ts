@@ -212,6 +212,12 @@ export class MalfunctionDetector {
     };
   }
 
+  /** Starts the traffic window again (the counters it is fed changed meaning): a malfunction needs a whole new window. */
+  restartTraffic(): void {
+    this.series.clear();
+    this.trafficRaised = false;
+  }
+
   reset(): void {
     this.series.clear();
     this.upstream = null;

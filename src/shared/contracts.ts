@@ -360,6 +360,40 @@ export interface UpstreamStats {
    * waits for this to reach 0 on the old primary.
    */
   inflight: number;
+  /**
+   * Answers in which the app said it sheds load (429, or 503 with Retry-After;
+   * src/monitor/load-signal.ts): a sign of load, not an error of the host. Absent
+   * from a director that does not count them.
+   */
+  shed?: number;
+  /** Of `shed`, the 503s: they are counted in `errors5xx` too, and the malfunction detector takes them out. */
+  shed5xx?: number;
+  /**
+   * The same answers by kind of request (method and route), so that the controller
+   * can tell errors that follow the request from errors of the host
+   * (src/monitor/error-attribution.ts). At most 64 kinds per upstream; more are
+   * counted under `METHOD *`.
+   */
+  kinds?: RequestKindStats[];
+}
+
+/** One kind of request answered by one upstream, cumulative since the director started. */
+export interface RequestKindStats {
+  /** `POST /api/orders`: the method, then the path with every segment that holds a digit as `:id` (at most 4 segments, then `/*`). */
+  kind: string;
+  method: string;
+  /** Answers received, any status. */
+  requests: number;
+  /** 5xx answers that are not load answers. */
+  errors: number;
+  /** Load answers (429, 503 with Retry-After). */
+  shed: number;
+  /**
+   * The newest failing requests of the kind (path and query, newest last, at most 3),
+   * kept only for GET and HEAD without a body: requests the controller may send
+   * again to see whether they fail elsewhere too.
+   */
+  samples?: string[];
 }
 
 /** What sync mode did to a site's modifying requests (cumulative since the director started). */
