@@ -95,7 +95,7 @@ async function upload(token: string, id: string): Promise<Upload> {
   try {
     const r = await call('POST', '/sync/upload-user-file', {
       token, body,
-      headers: { 'content-type': 'application/encrypted-file', 'x-actual-name': encodeURIComponent(`budget ${id}`), 'x-actual-file-id': id },
+      headers: { 'content-type': 'application/encrypted-file', 'x-actual-format': '2', 'x-actual-name': encodeURIComponent(`budget ${id}`), 'x-actual-file-id': id },
     });
     u.status = r.status;
     if (r.status === 200 && (JSON.parse(r.body.toString()) as { status?: string }).status === 'ok') u.ackAt = Date.now();
