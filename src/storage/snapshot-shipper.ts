@@ -73,6 +73,9 @@ interface Fingerprint {
   walFrames: number | null;
 }
 
+/** Over how long `lagPeakMs` looks back. */
+export const PEAK_WINDOW_MS = 2000;
+
 function statKey(file: string): string {
   try {
     const st = fs.statSync(file, { bigint: true });
@@ -110,6 +113,8 @@ export class SnapshotShipper {
   private acked: { key: string; exact: boolean } | null = null;
   private lastImageSha: string | null = null;
   private pending: { lsn: number; at: number }[] = [];
+  /** The lag of each acknowledged image when it was acknowledged (the last PEAK_WINDOW_MS). */
+  private peaks: { at: number; lag: number }[] = [];
   private walFramesSeen = false;
   private readonly startedAt = Date.now();
 
@@ -213,8 +218,23 @@ export class SnapshotShipper {
   private noteAcked(lsn: number, fp: Fingerprint): void {
     this.acked = { key: fp.key, exact: fp.exact };
     if (lsn > this.ackedLsn) this.ackedLsn = lsn;
+    const now = Date.now();
+    const oldest = this.pending[0];
+    if (oldest && oldest.lsn <= this.ackedLsn) this.peaks.push({ at: now, lag: now - oldest.at });
     while (this.pending.length > 0 && this.pending[0]!.lsn <= this.ackedLsn) this.pending.shift();
+    while (this.peaks.length > 0 && this.peaks[0]!.at < now - PEAK_WINDOW_MS) this.peaks.shift();
     this.opts.onAck?.();
+  }
+
+  /**
+   * The worst lag of the last `PEAK_WINDOW_MS`: the lag comes and goes with each image
+   * (0 right after one is acknowledged, the image's time just before), so one sample of
+   * `lagMs` understates what a crash at a random instant loses; this does not.
+   */
+  lagPeakMs(now = Date.now()): number {
+    let peak = this.lagMs(now);
+    for (const p of this.peaks) if (p.at >= now - PEAK_WINDOW_MS && p.lag > peak) peak = p.lag;
+    return peak;
   }
 
   private async run(): Promise<void> {

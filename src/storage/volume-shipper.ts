@@ -256,12 +256,17 @@ export class VolumeShipper {
     const unprotected = databases.filter((d) => !d.protected).map((d) => d.path);
     if (!lastError && unprotected.length > 0) lastError = `not replicated: ${unprotected.join(', ')}`;
     let lagMs = this.files?.lagMs(now) ?? 0;
+    let lagPeakMs = lagMs;
     let lagOf: string | undefined = lagMs > 0 ? 'files' : undefined;
-    for (const d of databases) if (d.lagMs > lagMs) { lagMs = d.lagMs; lagOf = d.path; }
+    for (const d of databases) {
+      lagMs = Math.max(lagMs, d.lagMs);
+      const peak = Math.max(d.lagMs, d.lagPeakMs ?? 0);
+      if (peak > lagPeakMs) { lagPeakMs = peak; lagOf = d.path; }
+    }
     const generation = Math.max(0, ...[...this.dbs.values()].map((d) => d.generation));
     const seeds = [...this.dbs.values()].flatMap((d) => (d.lastSeed ? [d.lastSeed] : []));
     return {
-      to: this.to.name, state, lagMs, ...(lagOf ? { lagOf } : {}), generation, ...(lastError ? { lastError } : {}),
+      to: this.to.name, state, lagMs, lagPeakMs, ...(lagOf ? { lagOf } : {}), generation, ...(lastError ? { lastError } : {}),
       ...(seeds.length > 0 ? { seeds } : {}), ...(this.files ? { fileBytesSent: this.files.bytesSent } : {}),
       databases,
     };
@@ -287,7 +292,7 @@ export class VolumeShipper {
       return {
         ...common, method: methodOf(s), state: s.state, protected: s.state !== 'error', lagMs: s.lagMs(now),
         ...(reason ? { reason } : {}), ...(s.lastError ? { lastError: s.lastError } : {}),
-        ...(snap ? { snapshots: snap.snapshots, ...(snap.lastSnapshotMs !== null ? { lastSnapshotMs: snap.lastSnapshotMs } : {}) } : {}),
+        ...(snap ? { lagPeakMs: snap.lagPeakMs(now), snapshots: snap.snapshots, ...(snap.lastSnapshotMs !== null ? { lastSnapshotMs: snap.lastSnapshotMs } : {}) } : {}),
       };
     });
   }
