@@ -73,6 +73,9 @@ interface Fingerprint {
   walFrames: number | null;
 }
 
+/** Images below this size are sent whole rather than as the pages that differ from the replica's copy. */
+const SEND_WHOLE_BELOW = 1 << 20;
+
 /** Over how long `lagPeakMs` looks back. */
 export const PEAK_WINDOW_MS = 2000;
 
@@ -290,7 +293,9 @@ export class SnapshotShipper {
       return;
     }
     const generation = nextGeneration();
-    const seed = await sendImage({ client: this.opts.client, rel: this.rel, chunkBytes: this.opts.chunkBytes, log: this.log, stopped: () => this.stopped }, generation, image, Buffer.alloc(0));
+    // Small images go whole: two requests (image, commit) instead of four, and no copy of
+    // the replica's file to hash — what the sync barrier waits for at every write.
+    const seed = await sendImage({ client: this.opts.client, rel: this.rel, chunkBytes: this.opts.chunkBytes, log: this.log, stopped: () => this.stopped, diffMinBytes: SEND_WHOLE_BELOW }, generation, image, Buffer.alloc(0));
     if (seed === null) return; // stopped
     this.generation = generation;
     this.lastImageSha = sha;
