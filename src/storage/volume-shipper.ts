@@ -24,7 +24,8 @@ import { readWalIndexHeader } from './wal-index.ts';
  *    unprotected in `status().databases`, never copied as a plain file.
  * The method follows the mode: a database whose mode changes gets the other shipper
  * (the new one starts with a whole image). `status().databases` lists every database
- * with its mode, method, state and lag; `lagMs` is the worst of them (and of the files).
+ * with its mode, method, state and lag; `lagMs` is the worst of them (and of the files)
+ * now, `lagPeakMs` the worst of the last 2 s.
  *
  * Confirmation API (for sync mode): `position()` reads every database's WAL now and
  * returns `{ [db]: lsn }`; `waitConfirmed(pos)` resolves once the replica has
