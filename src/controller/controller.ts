@@ -453,7 +453,8 @@ export class Controller {
     const vol = this.volumeStatus(this.config.hosts[rec.primaryHost]!.storage, site);
     const data: FailoverData = {
       oldPrimary: rec.primaryHost, oldEpoch: rec.epoch, ...opts,
-      replicationLagMsAtFailure: vol?.replication?.lagMs,
+      // The worst lag of the last seconds: one sample of a lag that comes and goes with each snapshot understates it.
+      replicationLagMsAtFailure: vol?.replication ? Math.max(vol.replication.lagMs, vol.replication.lagPeakMs ?? 0) : undefined,
       ...(vol?.replication?.lagOf ? { replicationLagOfAtFailure: vol.replication.lagOf } : {}),
       ...(unprotectedDatabases(vol).length > 0 ? { unprotectedAtFailure: unprotectedDatabases(vol).map((d) => d.path) } : {}),
     };

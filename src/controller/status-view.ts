@@ -24,10 +24,11 @@ export interface StatusView {
     readers: { host: string; address: string; healthy: boolean; state?: string; since?: number }[];
     /**
      * `sync` (sync mode, confirmed) or `degraded` (sync mode, releasing writes unconfirmed); absent in async mode.
-     * `lagMs` is the worst of the volume's databases and files (`lagOf` names it); `unprotected`
+     * `lagMs` is the worst of the volume's databases and files now, `lagPeakMs` the worst of the
+     * last 2 s (`lagOf` names whose); `unprotected`
      * lists databases whose changes are not reaching the replica (the site is then `degraded`).
      */
-    replication: { mode: string; to: string | null; state: string; lagMs: number | null; lagOf?: string; sync?: 'sync' | 'degraded'; unprotected?: string[] };
+    replication: { mode: string; to: string | null; state: string; lagMs: number | null; lagPeakMs?: number; lagOf?: string; sync?: 'sync' | 'degraded'; unprotected?: string[] };
     /** Every SQLite database of the primary's volume (found by header, whatever its name): see contracts' DatabaseStatus. */
     databases: SiteDatabase[];
     /**
@@ -102,6 +103,7 @@ export function buildStatus(input: {
         to: rep?.to ?? rec.replicaStorage,
         state: rep ? rep.state : rec.replicaStorage ? 'unknown' : 'none',
         lagMs: rep ? rep.lagMs : null,
+        ...(rep?.lagPeakMs !== undefined ? { lagPeakMs: rep.lagPeakMs } : {}),
         ...(rep?.lagOf ? { lagOf: rep.lagOf } : {}),
         ...(cfg.volume.replication === 'sync' && vol?.sync ? { sync: vol.sync.state } : {}),
         ...(unprotected.length > 0 ? { unprotected } : {}),

@@ -36,7 +36,14 @@ export interface VolumeStatus {
     seeds?: GenerationSeed[];
     /** Bytes of plain files (not databases) sent since this replication started. */
     fileBytesSent?: number;
-    /** Which database (its path) or `files` the lag is that of: the worst one. Absent when caught up. */
+    /**
+     * The worst lag of the last 2 s (at least `lagMs`): a database shipped by snapshots
+     * lags by up to one image's time just before each image lands and by 0 right after,
+     * so `lagMs` alone understates what a crash at a random instant loses. What the
+     * failover reports as the lag at failure.
+     */
+    lagPeakMs?: number;
+    /** Which database (its path) or `files` `lagPeakMs` is that of. Absent when caught up. */
     lagOf?: string;
     /** Every database of the volume: how it is replicated, and whether it is protected. */
     databases?: DatabaseStatus[];
@@ -135,6 +142,8 @@ export interface DatabaseStatus {
   /** Why it is shipped (or not) this way. */
   reason?: string;
   lastError?: string;
+  /** Snapshots: the worst lag of the last 2 s (see VolumeStatus.replication.lagPeakMs). */
+  lagPeakMs?: number;
   /** Snapshots: images acknowledged since replication started, and the last one's time (image to acknowledgment). */
   snapshots?: number;
   lastSnapshotMs?: number;

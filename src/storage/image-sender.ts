@@ -5,7 +5,7 @@ import { isUnderstudyError } from '../shared/errors.ts';
 import { differingBlocks, encodeWalPart, packBlocks, sqlitePageSize } from './block-diff.ts';
 import type { ReplicaClient } from './replica-protocol.ts';
 
-/** Images smaller than this are sent whole (a base round trip would cost more). */
+/** Images smaller than this are sent whole (a base round trip would cost more). @see ImageSendContext.diffMinBytes */
 const DIFF_MIN_BYTES = 8 * 1024;
 /** A differential generation is used only when at most this share of the blocks differ. */
 const DIFF_MAX_SHARE = 0.5;
@@ -19,6 +19,8 @@ export interface ImageSendContext {
   log: Logger;
   /** True once the sender was stopped: the send ends early (answers null). */
   stopped: () => boolean;
+  /** Images smaller than this are sent whole, without asking the replica for a base. @default 8 KiB */
+  diffMinBytes?: number;
 }
 
 /**
@@ -35,6 +37,8 @@ export async function sendImage(ctx: ImageSendContext, generation: number, image
   const seed: GenerationSeed = { db: ctx.rel, generation, kind: 'full', bytesSent: 0, dbBytes: image.length, walBytes: wal.length, blocks: 0, blocksSent: 0, at: Date.now() };
   const sendParts = async (parts: readonly (readonly ['db' | 'wal', Buffer])[]): Promise<boolean> => {
     for (const [part, buf] of parts) {
+      // An empty WAL part is not sent: the commit says walSize 0 and reads none.
+      if (part === 'wal' && buf.length === 0) continue;
       for (let off = 0; off < buf.length || off === 0; off += ctx.chunkBytes) {
         if (ctx.stopped()) return false;
         const data = buf.subarray(off, off + ctx.chunkBytes);
@@ -47,7 +51,7 @@ export async function sendImage(ctx: ImageSendContext, generation: number, image
   };
   const blockSize = sqlitePageSize(image);
   let base: { size: number; hashes: Buffer } | null = null;
-  if (blockSize !== null && image.length >= DIFF_MIN_BYTES) {
+  if (blockSize !== null && image.length >= (ctx.diffMinBytes ?? DIFF_MIN_BYTES)) {
     try {
       const r = await c.snapshotBase({ db: ctx.rel, generation, blockSize });
       if (r.base && r.base.blockSize === blockSize) base = { size: r.base.size, hashes: Buffer.from(r.base.hashes, 'base64') };

@@ -73,6 +73,12 @@ interface Fingerprint {
   walFrames: number | null;
 }
 
+/** Images below this size are sent whole rather than as the pages that differ from the replica's copy. */
+const SEND_WHOLE_BELOW = 1 << 20;
+
+/** Over how long `lagPeakMs` looks back. */
+export const PEAK_WINDOW_MS = 2000;
+
 function statKey(file: string): string {
   try {
     const st = fs.statSync(file, { bigint: true });
@@ -110,6 +116,8 @@ export class SnapshotShipper {
   private acked: { key: string; exact: boolean } | null = null;
   private lastImageSha: string | null = null;
   private pending: { lsn: number; at: number }[] = [];
+  /** The lag of each acknowledged image when it was acknowledged (the last PEAK_WINDOW_MS). */
+  private peaks: { at: number; lag: number }[] = [];
   private walFramesSeen = false;
   private readonly startedAt = Date.now();
 
@@ -213,8 +221,23 @@ export class SnapshotShipper {
   private noteAcked(lsn: number, fp: Fingerprint): void {
     this.acked = { key: fp.key, exact: fp.exact };
     if (lsn > this.ackedLsn) this.ackedLsn = lsn;
+    const now = Date.now();
+    const oldest = this.pending[0];
+    if (oldest && oldest.lsn <= this.ackedLsn) this.peaks.push({ at: now, lag: now - oldest.at });
     while (this.pending.length > 0 && this.pending[0]!.lsn <= this.ackedLsn) this.pending.shift();
+    while (this.peaks.length > 0 && this.peaks[0]!.at < now - PEAK_WINDOW_MS) this.peaks.shift();
     this.opts.onAck?.();
+  }
+
+  /**
+   * The worst lag of the last `PEAK_WINDOW_MS`: the lag comes and goes with each image
+   * (0 right after one is acknowledged, the image's time just before), so one sample of
+   * `lagMs` understates what a crash at a random instant loses; this does not.
+   */
+  lagPeakMs(now = Date.now()): number {
+    let peak = this.lagMs(now);
+    for (const p of this.peaks) if (p.at >= now - PEAK_WINDOW_MS && p.lag > peak) peak = p.lag;
+    return peak;
   }
 
   private async run(): Promise<void> {
@@ -270,7 +293,9 @@ export class SnapshotShipper {
       return;
     }
     const generation = nextGeneration();
-    const seed = await sendImage({ client: this.opts.client, rel: this.rel, chunkBytes: this.opts.chunkBytes, log: this.log, stopped: () => this.stopped }, generation, image, Buffer.alloc(0));
+    // Small images go whole: two requests (image, commit) instead of four, and no copy of
+    // the replica's file to hash — what the sync barrier waits for at every write.
+    const seed = await sendImage({ client: this.opts.client, rel: this.rel, chunkBytes: this.opts.chunkBytes, log: this.log, stopped: () => this.stopped, diffMinBytes: SEND_WHOLE_BELOW }, generation, image, Buffer.alloc(0));
     if (seed === null) return; // stopped
     this.generation = generation;
     this.lastImageSha = sha;

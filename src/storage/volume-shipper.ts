@@ -24,7 +24,8 @@ import { readWalIndexHeader } from './wal-index.ts';
  *    unprotected in `status().databases`, never copied as a plain file.
  * The method follows the mode: a database whose mode changes gets the other shipper
  * (the new one starts with a whole image). `status().databases` lists every database
- * with its mode, method, state and lag; `lagMs` is the worst of them (and of the files).
+ * with its mode, method, state and lag; `lagMs` is the worst of them (and of the files)
+ * now, `lagPeakMs` the worst of the last 2 s.
  *
  * Confirmation API (for sync mode): `position()` reads every database's WAL now and
  * returns `{ [db]: lsn }`; `waitConfirmed(pos)` resolves once the replica has
@@ -256,12 +257,17 @@ export class VolumeShipper {
     const unprotected = databases.filter((d) => !d.protected).map((d) => d.path);
     if (!lastError && unprotected.length > 0) lastError = `not replicated: ${unprotected.join(', ')}`;
     let lagMs = this.files?.lagMs(now) ?? 0;
+    let lagPeakMs = lagMs;
     let lagOf: string | undefined = lagMs > 0 ? 'files' : undefined;
-    for (const d of databases) if (d.lagMs > lagMs) { lagMs = d.lagMs; lagOf = d.path; }
+    for (const d of databases) {
+      lagMs = Math.max(lagMs, d.lagMs);
+      const peak = Math.max(d.lagMs, d.lagPeakMs ?? 0);
+      if (peak > lagPeakMs) { lagPeakMs = peak; lagOf = d.path; }
+    }
     const generation = Math.max(0, ...[...this.dbs.values()].map((d) => d.generation));
     const seeds = [...this.dbs.values()].flatMap((d) => (d.lastSeed ? [d.lastSeed] : []));
     return {
-      to: this.to.name, state, lagMs, ...(lagOf ? { lagOf } : {}), generation, ...(lastError ? { lastError } : {}),
+      to: this.to.name, state, lagMs, lagPeakMs, ...(lagOf ? { lagOf } : {}), generation, ...(lastError ? { lastError } : {}),
       ...(seeds.length > 0 ? { seeds } : {}), ...(this.files ? { fileBytesSent: this.files.bytesSent } : {}),
       databases,
     };
@@ -287,7 +293,7 @@ export class VolumeShipper {
       return {
         ...common, method: methodOf(s), state: s.state, protected: s.state !== 'error', lagMs: s.lagMs(now),
         ...(reason ? { reason } : {}), ...(s.lastError ? { lastError: s.lastError } : {}),
-        ...(snap ? { snapshots: snap.snapshots, ...(snap.lastSnapshotMs !== null ? { lastSnapshotMs: snap.lastSnapshotMs } : {}) } : {}),
+        ...(snap ? { lagPeakMs: snap.lagPeakMs(now), snapshots: snap.snapshots, ...(snap.lastSnapshotMs !== null ? { lastSnapshotMs: snap.lastSnapshotMs } : {}) } : {}),
       };
     });
   }
