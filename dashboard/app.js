@@ -88,7 +88,7 @@ function askToken() {
     tokenAsked = false;
     if (dlg.returnValue === 'ok' && input.value.trim()) {
       sessionStorage.setItem(TOKEN_KEY, input.value.trim());
-      refresh();
+      refresh().then(refreshBackups);
     }
   }, { once: true });
   dlg.showModal();
@@ -238,6 +238,7 @@ function renderStorage() {
     if (s.backup) {
       const rows = [];
       for (const [site, b] of state.backups) {
+        if (b.error) { if (b.status !== 400) rows.push(h('div', { class: 'muted' }, h('b', {}, site), `: ${b.error}`)); continue; }
         if (!b.points || b.vault !== s.name) continue;
         const newest = b.points[0];
         rows.push(h('div', {}, h('b', {}, site), ': ', newest
@@ -323,7 +324,8 @@ async function refreshBackups() {
     try {
       state.backups.set(s.name, await api(`/v1/sites/${encodeURIComponent(s.name)}/backups`));
     } catch (e) {
-      state.backups.set(s.name, { error: e.message });
+      // 400: the site has no backups configured.
+      state.backups.set(s.name, { error: e.message, status: e.status });
     }
   }
   renderStorage();

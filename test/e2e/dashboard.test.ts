@@ -7,7 +7,7 @@ import { test } from 'node:test';
 import { chromium, type BrowserContext, type Page } from 'playwright-core';
 import { BIN, ROOT, http, sleep, startCluster, waitUntil } from '../support/cluster.ts';
 import { apiCall, demoLikeConfig, type DemoStatus } from '../support/demo-like.ts';
-import { parseMetrics, samples } from '../support/prometheus.ts';
+import { histogram, parseMetrics, samples } from '../support/prometheus.ts';
 
 /**
  * The dashboard in a real browser (Debian's chromium, driven by playwright-core), on a
@@ -95,7 +95,10 @@ test('the dashboard shows a failover live and runs a switchover from the page', 
   const serving = await card('shop').locator('[data-test=fig-serving]').textContent();
   assert.match(detection ?? '', /^\d+(\.\d)? m?s$/);
   assert.match(serving ?? '', /^\d+(\.\d)? m?s$/);
-  await page.screenshot({ path: path.join(ROOT, 'docs/dashboard-failover.png') });
+  // The picture in docs/operations.md: UNDERSTUDY_DOCS_SCREENSHOT=1 writes it there; else it goes to the test's temp dir.
+  const shot = process.env.UNDERSTUDY_DOCS_SCREENSHOT === '1' ? path.join(ROOT, 'docs/dashboard-failover.png') : path.join(userDir, 'dashboard-failover.png');
+  await page.screenshot({ path: shot });
+  assert.ok(fs.statSync(shot).size > 10_000, 'a screenshot of the page during the failover');
   const afterFailover = await status();
   assert.equal(site(afterFailover, 'shop').primary.host, 'h3', 'shop failed over to its first spare on the replica\'s storage');
   assert.equal(site(afterFailover, 'shop').epoch, site(before, 'shop').epoch + 1);
@@ -138,12 +141,16 @@ test('the dashboard shows a failover live and runs a switchover from the page', 
   assert.ok(followed.some((e) => e.step?.step === 'fence'), 'runbook steps arrive live too');
 
   // /metrics parses (a real Prometheus text-format parser) and carries the figures.
-  const metrics = parseMetrics(String((await http(`${cluster.api}/metrics`)).body));
-  const count = (name: string, labels: Record<string, string>) => Number(samples(metrics, name, labels)[0]?.count ?? 0);
+  const text = String((await http(`${cluster.api}/metrics`)).body);
+  const metrics = parseMetrics(text);
+  const count = (name: string, labels: Record<string, string>) => histogram(text, name, labels)?.count ?? 0;
   assert.equal(count('understudy_failover_seconds', { site: 'shop' }), 1);
   assert.equal(count('understudy_detection_seconds', { site: 'shop' }), 1);
-  assert.ok(count('understudy_fence_seconds', { site: 'shop', kind: 'failover' }) >= 1);
+  assert.equal(count('understudy_fence_seconds', { site: 'shop', kind: 'failover' }), 1);
   assert.equal(count('understudy_switchover_held_seconds', { site: 'shop' }), 1);
+  assert.equal(count('understudy_failover_seconds', { site: 'outlet' }), 0, 'no failover of the outlet');
+  const failoverSum = histogram(text, 'understudy_failover_seconds', { site: 'shop' })!.sum;
+  assert.ok(failoverSum > 0 && failoverSum < 30, `failover took ${failoverSum} s`);
   assert.equal(samples(metrics, 'understudy_replication_lag_ms').length, 2, 'replication lag of both sites');
   assert.ok(samples(metrics, 'understudy_requests_held', { site: 'shop' }).length === 1, 'held requests (from the director)');
   assert.ok(samples(metrics, 'understudy_requests_retried', { site: 'shop' }).length === 1, 'retried requests (from the director)');
