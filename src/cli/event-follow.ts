@@ -20,7 +20,7 @@ export interface FollowHandlers {
  * Rejects only on a refusal that retrying cannot fix (401, 404).
  */
 export async function followEvents(opts: ApiOptions, after: number, on: FollowHandlers, signal?: AbortSignal): Promise<void> {
-  const url = `${apiBase(opts)}/v1/events/stream`;
+  const url = `${await apiBase(opts)}/v1/events/stream`;
   const token = process.env.UNDERSTUDY_TOKEN;
   let lastId = after;
   let retryMs = 1000;

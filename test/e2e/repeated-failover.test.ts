@@ -85,7 +85,7 @@ test('one disk per host, sync: three failures in a row under load — served eac
   for (const h of ['h1', 'h2', 'h3']) {
     assert.ok(result.acked.some((o) => o.servedBy?.startsWith(`${addr[h]}:`)), `orders were taken by ${h}`);
   }
-  assert.ok(result.acked.length >= 100, `enough acknowledged orders to prove something (${result.acked.length})`);
+  assert.ok(result.acked.length >= 50, `enough acknowledged orders to prove something (${result.acked.length})`);
   const missing = await missingOrders(cluster.front, result.acked);
   t.diagnostic(`${figures.join('; ')}; orders acknowledged ${result.acked.length}, missing ${missing.length}, POSTs refused ${result.postsFailed.length}`);
   assert.deepEqual(missing, [], 'sync mode: no acknowledged order is lost across three failovers');
