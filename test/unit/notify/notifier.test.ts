@@ -120,8 +120,9 @@ test('the queue survives a restart: what was not confirmed is delivered by the n
   const later = store.addEvent({ site: 'shop', host: null, kind: 'k4', message: 'while nobody listened', data: {} }).id;
   n = new Notifier(cfg, store, quiet);
   n.start();
-  await until('all delivered', () => rx.got.length >= 4);
-  assert.deepEqual(rx.got.map((g) => g.id), [...ids, later]);
+  await until('all delivered', () => new Set(rx.got.map((g) => g.id)).size >= 4);
+  // At least once: an attempt the stopped notifier had in flight may also land (a receiver dedupes by id).
+  assert.deepEqual([...new Set(rx.got.map((g) => g.id))], [...ids, later]);
   n.stop();
   store.close();
   await rx.close();
