@@ -9,7 +9,7 @@ import { LoadWatch, type LoadEpisode } from '../monitor/load-watch.ts';
 import { LocalListeners } from '../hosts/local-listeners.ts';
 import { formatTransformDiff } from '../transform/diff.ts';
 import { isProcessAlive } from '../power/process-group.ts';
-import { LocalRelay } from '../power/local-relay.ts';
+import { HostRelays } from '../power/host-relays.ts';
 import type { RelayDriver, RelayStatus } from '../power/relay.ts';
 import type { ConnErrorSignal, RouteTable, SiteStats, StorageStatus, VaultPoint, VolumeStatus } from '../shared/contracts.ts';
 import type { ActionGovernor } from '../monitor/action-governor.ts';
@@ -88,7 +88,7 @@ export class Controller {
   constructor(readonly config: UnderstudyConfig, logger?: pino.Logger) {
     this.log = logger ?? pino({ level: process.env.UNDERSTUDY_LOG_LEVEL ?? 'info' }, pino.destination(2));
     this.store = new StateStore(config.controller.stateDir);
-    this.relay = new LocalRelay(config, this.store, path.join(config.controller.stateDir, 'logs'));
+    this.relay = new HostRelays(config, this.store, path.join(config.controller.stateDir, 'logs'));
     this.clients = new PartClients(config);
     // Embedded hosts share one network stack: who answers on an address is told by the process that listens (local-listeners.ts).
     const listeners = new LocalListeners(() => Object.keys(config.hosts).map((h) => ({ host: h, group: this.store.getRelay(h)?.pgid ?? null })));

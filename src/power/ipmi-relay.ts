@@ -1,0 +1,99 @@
+import { execFile } from 'node:child_process';
+import fs from 'node:fs';
+import type { IpmiPower, UnderstudyConfig } from '../config/types.ts';
+import { UnderstudyError } from '../shared/errors.ts';
+import type { StateStore } from '../state/state-store.ts';
+import type { RelayDriver, RelayStatus } from './relay.ts';
+
+/** How long one ipmitool call may take (it retries once inside, `-R 1`). */
+const CALL_TIMEOUT_MS = 3000;
+
+export interface IpmiCallResult { ok: boolean; out: string }
+
+/** Runs `ipmitool -I lanplus … ARGS` against a BMC; the password goes by file (`-f`), never on the command line. */
+export function ipmitool(bmc: IpmiPower, args: string[], timeoutMs = CALL_TIMEOUT_MS): Promise<IpmiCallResult> {
+  const argv = ['-I', 'lanplus', '-H', bmc.address, '-p', String(bmc.port), '-U', bmc.user, '-f', bmc.passwordFile, '-C', String(bmc.cipherSuite), '-N', '1', '-R', '1', ...args];
+  return new Promise((resolve) => {
+    execFile('ipmitool', argv, { timeout: timeoutMs, encoding: 'utf8' }, (err, stdout, stderr) => {
+      const out = `${stdout}${stderr}`.trim();
+      if (err) {
+        const e = err as NodeJS.ErrnoException & { killed?: boolean };
+        resolve({ ok: false, out: e.code === 'ENOENT' ? 'ipmitool is not installed (apt-get install ipmitool)' : e.killed ? `no answer within ${timeoutMs} ms` : out || e.message });
+      } else {
+        resolve({ ok: true, out });
+      }
+    });
+  });
+}
+
+/** `chassis power status` → on / off, or why it could not be told. */
+export async function chassisPower(bmc: IpmiPower): Promise<'on' | 'off' | { error: string }> {
+  const r = await ipmitool(bmc, ['chassis', 'power', 'status']);
+  if (!r.ok) return { error: r.out };
+  if (/Chassis Power is off/i.test(r.out)) return 'off';
+  if (/Chassis Power is on/i.test(r.out)) return 'on';
+  return { error: `unexpected answer: ${r.out}` };
+}
+
+/**
+ * The relay of a host with a BMC: `off` is `chassis power off`, confirmed only once
+ * `chassis power status` says off (first asked after the power wait, then every
+ * poll, for at most the power timeout, as fence_ipmilan does). Anything short of
+ * that (BMC unreachable, wrong password, still on) throws US_FENCE_UNCONFIRMED, so
+ * that nothing is promoted while the host may still write. `on` is `chassis power on`.
+ * No pid: the host is another machine; its status is the last confirmed state,
+ * kept in the state store.
+ */
+export class IpmiRelay implements RelayDriver {
+  constructor(private readonly config: UnderstudyConfig, private readonly store: StateStore) {}
+
+  private bmc(host: string): IpmiPower {
+    const h = this.config.hosts[host];
+    if (!h) throw new UnderstudyError('US_NOT_FOUND', `unknown host ${host}: see hosts: in ${this.config.file}`);
+    if (h.power === 'local') throw new UnderstudyError('US_INTERNAL', `host ${host} has no BMC (power: local)`);
+    if (!fs.existsSync(h.power.ipmi.passwordFile)) {
+      throw new UnderstudyError('US_FENCE_UNCONFIRMED', `host ${host}: the BMC password file ${h.power.ipmi.passwordFile} does not exist; create it (hosts.${host}.power.ipmi.passwordFile in ${this.config.file})`);
+    }
+    return h.power.ipmi;
+  }
+
+  status(host: string): RelayStatus {
+    return { host, power: this.store.getRelay(host)?.power === 'on' ? 'on' : 'off', pid: null };
+  }
+
+  async on(host: string): Promise<RelayStatus> {
+    const bmc = this.bmc(host);
+    const r = await ipmitool(bmc, ['chassis', 'power', 'on']);
+    if (!r.ok) {
+      throw new UnderstudyError('US_UNREACHABLE', `host ${host}: its BMC at ${bmc.address}:${bmc.port} did not power it on (${r.out}); check the management network and hosts.${host}.power.ipmi in ${this.config.file}`);
+    }
+    this.store.putRelay(host, 'on', null);
+    return { host, power: 'on', pid: null };
+  }
+
+  async off(host: string): Promise<RelayStatus> {
+    const bmc = this.bmc(host);
+    const started = Date.now();
+    const deadline = started + bmc.timeoutMs;
+    const cut = await ipmitool(bmc, ['chassis', 'power', 'off']);
+    let last = cut.ok ? 'no status yet' : `power off refused: ${cut.out}`;
+    if (bmc.waitMs > 0) await sleep(Math.min(bmc.waitMs, Math.max(0, deadline - Date.now())));
+    for (;;) {
+      const p = await chassisPower(bmc);
+      if (p === 'off') break;
+      last = p === 'on' ? 'the BMC still reports power on' : p.error;
+      // A cut that did not go through is asked again (the BMC may have dropped it).
+      if (p === 'on' && !cut.ok) await ipmitool(bmc, ['chassis', 'power', 'off']);
+      if (Date.now() + bmc.pollMs > deadline) {
+        throw new UnderstudyError('US_FENCE_UNCONFIRMED', `host ${host}: power off not confirmed by its BMC at ${bmc.address}:${bmc.port} within ${bmc.timeoutMs} ms (${last}); check the management network to the BMC, cut the host's power by hand, then run understudy failover --force`);
+      }
+      await sleep(bmc.pollMs);
+    }
+    this.store.putRelay(host, 'off', null);
+    return { host, power: 'off', pid: null };
+  }
+}
+
+function sleep(ms: number): Promise<void> {
+  return new Promise((r) => setTimeout(r, ms));
+}
