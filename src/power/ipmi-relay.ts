@@ -76,12 +76,12 @@ export class IpmiRelay implements RelayDriver {
     const started = Date.now();
     const deadline = started + bmc.timeoutMs;
     const cut = await ipmitool(bmc, ['chassis', 'power', 'off']);
-    let last = cut.ok ? 'no status yet' : `power off refused: ${cut.out}`;
+    const refused = cut.ok ? '' : `; power off refused: ${cut.out}`;
     if (bmc.waitMs > 0) await sleep(Math.min(bmc.waitMs, Math.max(0, deadline - Date.now())));
     for (;;) {
       const p = await chassisPower(bmc);
       if (p === 'off') break;
-      last = p === 'on' ? 'the BMC still reports power on' : p.error;
+      const last = `${p === 'on' ? 'the BMC still reports power on' : p.error}${refused}`;
       // A cut that did not go through is asked again (the BMC may have dropped it).
       if (p === 'on' && !cut.ok) await ipmitool(bmc, ['chassis', 'power', 'off']);
       if (Date.now() + bmc.pollMs > deadline) {

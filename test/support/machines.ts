@@ -189,7 +189,7 @@ export function createRig(opts: RigOptions): Rig {
   } catch (e) {
     rig.destroy();
     const err = e as { stderr?: string; message: string };
-    throw new Error(`could not build the rig: ${err.stderr ?? err.message}`);
+    throw new Error(`could not build the rig: ${err.stderr ?? err.message}`, { cause: e });
   }
   return rig;
 }

@@ -160,7 +160,7 @@ sites:
     const tail = ['controller', 'director', 'storage-sa', 'storage-sb', ...names.map((h) => `agent-${h}`), ...names.map((h) => `bmc-${h}`)]
       .map((p) => { try { return `--- ${p}\n${fs.readFileSync(path.join(logs, `${p}.log`), 'utf8').slice(-1500)}`; } catch { return ''; } }).join('\n');
     stop();
-    throw new Error(`${(e as Error).message}\n${tail}`);
+    throw new Error(`${(e as Error).message}\n${tail}`, { cause: e });
   }
 }
 
