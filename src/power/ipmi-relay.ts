@@ -85,7 +85,7 @@ export class IpmiRelay implements RelayDriver {
       // A cut that did not go through is asked again (the BMC may have dropped it).
       if (p === 'on' && !cut.ok) await ipmitool(bmc, ['chassis', 'power', 'off']);
       if (Date.now() + bmc.pollMs > deadline) {
-        throw new UnderstudyError('US_FENCE_UNCONFIRMED', `host ${host}: power off not confirmed by its BMC at ${bmc.address}:${bmc.port} within ${bmc.timeoutMs} ms (${last}); check the management network to the BMC, cut the host's power by hand, then run understudy failover --force`);
+        throw new UnderstudyError('US_FENCE_UNCONFIRMED', `host ${host}: power off not confirmed by its BMC at ${bmc.address}:${bmc.port} within ${bmc.timeoutMs} ms (${last}); check the management network to the BMC and cut the host's power by hand`);
       }
       await sleep(bmc.pollMs);
     }
