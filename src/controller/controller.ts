@@ -6,7 +6,7 @@ import { StaleAppWatch } from '../monitor/stale-app-watch.ts';
 import { probeDetection, type Detection } from '../monitor/detection.ts';
 import { MalfunctionWatch } from '../monitor/malfunction-watch.ts';
 import { LoadWatch, type LoadEpisode } from '../monitor/load-watch.ts';
-import { LocalListeners } from '../hosts/local-listeners.ts';
+import { LocalListeners, type ListenerLookup } from '../hosts/local-listeners.ts';
 import { formatTransformDiff } from '../transform/diff.ts';
 import { isProcessAlive } from '../power/process-group.ts';
 import { HostRelays } from '../power/host-relays.ts';
@@ -91,7 +91,12 @@ export class Controller {
     this.relay = new HostRelays(config, this.store, path.join(config.controller.stateDir, 'logs'));
     this.clients = new PartClients(config);
     // Embedded hosts share one network stack: who answers on an address is told by the process that listens (local-listeners.ts).
-    const listeners = new LocalListeners(() => Object.keys(config.hosts).map((h) => ({ host: h, group: this.store.getRelay(h)?.pgid ?? null })));
+    const local = new LocalListeners(() => Object.keys(config.hosts).map((h) => ({ host: h, group: this.store.getRelay(h)?.pgid ?? null })));
+    // A host behind another relay is another machine: this machine's sockets say nothing about it.
+    const remote = new Set(Object.values(config.hosts).filter((h) => h.power !== 'local').map((h) => h.address));
+    const listeners: ListenerLookup = {
+      whoListens: (address, port) => (remote.has(address) ? { kind: 'unknown', why: `${address} is another machine` } : local.whoListens(address, port)),
+    };
     this.staleWatch = new StaleAppWatch(config, this.store, (site, host) => this.scale.readers.of(site).some((r) => r.host === host), listeners);
     this.poolWatch = new PoolWatch({ config, store: this.store, readers: () => this.scale.allReaders() });
     this.governor = createGovernor(config);
