@@ -7,7 +7,7 @@ import { missingOrders, startLoad } from '../support/load.ts';
 import { startRigCluster, type RigCluster } from '../support/rig-cluster.ts';
 
 interface Status {
-  sites: { state: string; epoch: number; primary: { host: string; address: string }; replication: { state: string } }[];
+  sites: { state: string; epoch: number; primary: { host: string; address: string }; replication: { state: string; sync?: string } }[];
   hosts: { name: string; power: string; pid: number | null }[];
 }
 interface Runbook { id: number; kind: string; status: string; data: { oldPrimary?: string; target?: string }; journal: { step: string; phase: string; at: number; data: { ms?: number } }[] }
@@ -33,9 +33,11 @@ function streaming(c: RigCluster, host: string) {
  * host's every process dies), then, after the old host is powered on again through
  * the API and has become the replica, the new primary's machine crashes (every
  * process in its namespace SIGKILLed). Each time the controller confirms the cut
- * through the BMC before it promotes, and no acknowledged order is lost.
+ * through the BMC before it promotes, and no acknowledged order is lost. Then the
+ * storage nodes lose each other: the volume degrades (sync.onReplicaLost: degrade),
+ * orders are still acknowledged, and it is in sync again after the heal.
  */
-test('across machines: crash failovers under sync load, fenced through IPMI, lose no acknowledged order', { timeout: 120_000 }, async (t) => {
+test('across machines: crash failovers under sync load, fenced through IPMI, lose no acknowledged order; storage nodes cut apart degrade sync, then recover', { timeout: 120_000 }, async (t) => {
   const c = await startRigCluster({ replication: 'sync' });
   t.after(() => c.stop());
   await streaming(c, 'h1');
@@ -71,6 +73,16 @@ test('across machines: crash failovers under sync load, fenced through IPMI, los
   await waitUntil('answers from h1 again', async () => load.result.answers.some((a) => a.ok && a.at > crashAt && a.servedBy?.startsWith(`${c.hostAddress('h1')}:`)), 30_000);
   await waitUntil('orders acknowledged after the second failover', async () => load.result.acked.some((o) => o.ackAt > crashAt + 500), 20_000);
 
+  // The storage nodes lose each other: sync mode follows its setting (degrade after sync.timeout), then recovers.
+  await streaming(c, 'h1');
+  c.rig.drop('sa', 'sb');
+  c.rig.drop('sb', 'sa');
+  const splitAt = Date.now();
+  await waitUntil('sync degraded', async () => (await get<Status>(c, '/v1/status')).sites[0]!.replication.sync === 'degraded', 20_000, 100);
+  await waitUntil('orders acknowledged while degraded', async () => load.result.acked.filter((o) => o.ackAt > splitAt + 2500).length >= 5, 20_000);
+  c.rig.heal();
+  await waitUntil('sync again after the heal', async () => (await get<Status>(c, '/v1/status')).sites[0]!.replication.sync === 'sync', 30_000, 100);
+
   const result = await load.stop();
   const missing = await missingOrders(c.front, result.acked);
   const by503 = result.postsFailed.filter((f) => f.status === 503).length;
@@ -83,6 +95,7 @@ test('across machines: crash failovers under sync load, fenced through IPMI, los
   assert.equal(st.sites[0]!.primary.host, 'h1');
   assert.ok(st.hosts.every((h) => h.pid === null), 'no pid is known for a host on another machine');
   assert.equal(await c.bmcPower('h2'), 'off', 'h2 stays off: it is fenced');
+  assert.equal(st.sites[0]!.replication.sync, 'sync');
 
   // Each failover confirmed the cut through the BMC before it promoted anything.
   const { runbooks } = await get<{ runbooks: Runbook[] }>(c, '/v1/runbooks?site=shop');
