@@ -42,7 +42,7 @@ function serving(c: RigCluster, host: string) {
  *    powered (its shop still runs): the controller fences it through its BMC (the
  *    management network is intact), then fails over to h2; once the link heals, h1
  *    is off and nothing is ever served by it again; the director then refuses the
- *    failed-over-from epoch.
+ *    failed-over-from epoch. Then the same again from h2 back to h1.
  */
 test('across machines: director cut from the controller keeps routing; primary cut off while powered is fenced through its BMC, then failed over', { timeout: 120_000 }, async (t) => {
   const c = await startRigCluster({ replication: 'async' });
@@ -99,9 +99,8 @@ test('across machines: director cut from the controller keeps routing; primary c
   await sleep(3000);
   assert.equal(await connects(h1, 3000), false, 'nothing listens on h1 after the heal');
   assert.equal(await c.bmcPower('h1'), 'off');
-  const result = await load.stop();
-  assert.ok(result.answers.some((a) => a.ok && a.at > healAt), 'the site serves after the heal');
-  assert.ok(result.answers.filter((a) => a.at > partitionAt + 100).every((a) => !a.servedBy?.startsWith(`${h1}:`)), 'no answer from h1 after it was cut off');
+  assert.ok(load.result.answers.some((a) => a.ok && a.at > healAt), 'the site serves after the heal');
+  assert.ok(load.result.answers.filter((a) => a.at > partitionAt + 100).every((a) => !a.servedBy?.startsWith(`${h1}:`)), 'no answer from h1 after it was cut off');
   const st = await get<Status>(`${c.api}/v1/status`);
   assert.equal(st.sites[0]!.epoch, 2, 'one failover, no more');
   assert.equal(st.sites[0]!.primary.host, 'h2');
@@ -111,4 +110,28 @@ test('across machines: director cut from the controller keeps routing; primary c
   assert.equal(stale.status, 409, JSON.stringify(stale.body));
   assert.equal((stale.body as { error: { code: string } }).error.code, 'US_STALE_EPOCH');
   assert.equal((await get<{ epoch: number }>(`${directorAdmin}/v1/routes/shop`)).epoch, 2);
+
+  // Again, the other way: h1 is powered on through its BMC, becomes h2's replica, and then h2 is cut off.
+  const on = await http(`${c.api}/v1/hosts/h1/power`, { method: 'POST', body: { action: 'on' }, timeoutMs: 10_000 });
+  assert.equal(on.status, 200, JSON.stringify(on.body));
+  await serving(c, 'h2');
+  const h2Pids = c.rig.pids(c.rig.ns('h2'));
+  for (const other of ['dir', 'ctl']) {
+    c.rig.drop('h2', other);
+    c.rig.drop(other, 'h2');
+  }
+  const secondAt = Date.now();
+  await waitUntil('answers from h1 again', async () => load.result.answers.some((a) => a.ok && a.at > secondAt && a.servedBy?.startsWith(`${h1}:`)), 30_000);
+  assert.equal(await c.bmcPower('h2'), 'off', 'h2 was powered off through its BMC');
+  assert.ok(h2Pids.length >= 2 && c.rig.pids(c.rig.ns('h2')).length === 0, 'h2 ran until its BMC cut it');
+  c.rig.heal();
+  await sleep(2000);
+  assert.equal(await connects(h2, 3000), false, 'nothing listens on h2 after the heal');
+  const result = await load.stop();
+  assert.ok(result.answers.filter((a) => a.at > secondAt + 100).every((a) => !a.servedBy?.startsWith(`${h2}:`)), 'no answer from h2 after it was cut off');
+  const end = await get<Status>(`${c.api}/v1/status`);
+  assert.equal(end.sites[0]!.epoch, 3, 'two failovers, no more');
+  const stale2 = await http(`${directorAdmin}/v1/routes/shop`, { method: 'PUT', body: { epoch: 2, primary: `${h2}:3000` } });
+  assert.equal(stale2.status, 409, JSON.stringify(stale2.body));
+  assert.equal((await get<{ epoch: number; primary: string }>(`${directorAdmin}/v1/routes/shop`)).primary, `${h1}:3000`);
 });

@@ -26,7 +26,8 @@ const status = (c: RigCluster) => get<Status>(`${c.api}/v1/status`);
  *    generation (no full copy is sent again).
  * 2. The controller cannot reach h1's BMC when h1's machine crashes: the fence cannot
  *    be confirmed, so nothing is promoted (h2 never starts the site, the replica's
- *    epoch stays), and the controller raises an alert that says what to do.
+ *    epoch stays), and the controller raises an alert that says what to do. Once the
+ *    network heals, `failover --force` goes on, with the fence confirmed by the BMC.
  */
 test('across machines: storage nodes cut apart lag and resume without a full copy; an unreachable BMC stops the failover with an alert', { timeout: 120_000 }, async (t) => {
   const c = await startRigCluster({ replication: 'async' });
@@ -99,5 +100,20 @@ test('across machines: storage nodes cut apart lag and resume without a full cop
   assert.equal(replicaAfter.epoch, replicaBefore.epoch, 'the replica on array-b was not promoted');
   const h2Agent = await get<{ sites: { site: string; state: string }[] }>(`http://${c.hostAddress('h2')}:7001/v1/status`);
   assert.ok(!h2Agent.sites.some((s) => s.site === 'shop' && s.state === 'running'), 'h2 did not start the site');
+
+  // The way out: the management network heals, and an operator forces the failover; the
+  // fence is tried again, and this time the BMC confirms that h1 is off.
   c.rig.heal();
+  const forced = await http(`${c.api}/v1/sites/shop/failover`, { method: 'POST', body: { force: true }, timeoutMs: 60_000 });
+  assert.equal(forced.status, 200, JSON.stringify(forced.body));
+  const after2 = await get<{ runbooks: Runbook[] }>(`${c.api}/v1/runbooks?site=shop`);
+  const last = after2.runbooks.filter((r) => r.kind === 'failover').at(-1)!;
+  assert.equal(last.status, 'done');
+  const { events } = await get<{ events: Event[] }>(`${c.api}/v1/events?site=shop`);
+  assert.ok(!events.some((e) => e.kind === 'fence-forced'), 'the fence was confirmed this time, not forced');
+  const end = (await status(c)).sites[0]!;
+  assert.equal(end.primary.host, 'h2');
+  assert.equal(end.epoch, 2);
+  assert.equal(await c.bmcPower('h1'), 'off');
+  assert.equal((await http(`${c.front}/api/products`)).servedBy, `${c.hostAddress('h2')}:3000`);
 });
