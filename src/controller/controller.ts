@@ -52,6 +52,7 @@ const STORAGE_POLL_MS = 250;
 export class Controller {
   readonly store: StateStore;
   readonly relay: RelayDriver;
+  private readonly relays: HostRelays;
   readonly clients: PartClients;
   readonly log: pino.Logger;
   /** The no-flapping memory (cooldowns, host trust, flap hold-outs) every automatic action asks first. */
@@ -88,7 +89,8 @@ export class Controller {
   constructor(readonly config: UnderstudyConfig, logger?: pino.Logger) {
     this.log = logger ?? pino({ level: process.env.UNDERSTUDY_LOG_LEVEL ?? 'info' }, pino.destination(2));
     this.store = new StateStore(config.controller.stateDir);
-    this.relay = new HostRelays(config, this.store, path.join(config.controller.stateDir, 'logs'));
+    this.relays = new HostRelays(config, this.store, path.join(config.controller.stateDir, 'logs'));
+    this.relay = this.relays;
     this.clients = new PartClients(config);
     // Embedded hosts share one network stack: who answers on an address is told by the process that listens (local-listeners.ts).
     const local = new LocalListeners(() => Object.keys(config.hosts).map((h) => ({ host: h, group: this.store.getRelay(h)?.pgid ?? null })));
@@ -182,6 +184,7 @@ export class Controller {
     this.scale.start(this.store.runningRunbooks().filter((rb) => ScaleController.owns(rb.kind)));
     this.staleWatch.start();
     this.trustWatch.start();
+    this.relays.watch();
   }
 
   async stop(): Promise<void> {
@@ -192,6 +195,7 @@ export class Controller {
     this.scale.stop();
     this.staleWatch.stop();
     this.trustWatch.stop();
+    this.relays.unwatch();
     this.autoFailover.stop();
     for (const w of this.malfunctionWatches.values()) w.stop();
     this.malfunctionWatches.clear();

@@ -23,6 +23,22 @@ export class HostRelays implements RelayDriver {
     return h && h.power !== 'local' ? this.ipmi : this.local;
   }
 
+  private watchTimer: NodeJS.Timeout | null = null;
+
+  /** Every `everyMs`, and once now, asks each BMC for its host's power (IpmiRelay.refresh). */
+  watch(everyMs = 5000): void {
+    const hosts = Object.values(this.config.hosts).filter((h) => h.power !== 'local').map((h) => h.name);
+    if (hosts.length === 0 || this.watchTimer) return;
+    const round = () => { for (const h of hosts) void this.ipmi.refresh(h).catch(() => undefined); };
+    round();
+    this.watchTimer = setInterval(round, everyMs);
+  }
+
+  unwatch(): void {
+    if (this.watchTimer) clearInterval(this.watchTimer);
+    this.watchTimer = null;
+  }
+
   on(host: string): Promise<RelayStatus> { return this.driver(host).on(host); }
   off(host: string): Promise<RelayStatus> { return this.driver(host).off(host); }
   status(host: string): RelayStatus { return this.driver(host).status(host); }

@@ -45,7 +45,33 @@ export async function chassisPower(bmc: IpmiPower): Promise<'on' | 'off' | { err
  * kept in the state store.
  */
 export class IpmiRelay implements RelayDriver {
+  /** Per host: bumped by every on/off, so that a status read that raced one is not recorded. */
+  private readonly version = new Map<string, number>();
+  private readonly busy = new Set<string>();
+
   constructor(private readonly config: UnderstudyConfig, private readonly store: StateStore) {}
+
+  private bump(host: string): void {
+    this.version.set(host, (this.version.get(host) ?? 0) + 1);
+  }
+
+  /**
+   * Asks the BMC and records what it says when it differs from the last recorded state
+   * (a machine powered by hand, or back after a power loss), with a `power-observed`
+   * event. Skipped while an on/off of the host runs; a read that raced one is dropped.
+   */
+  async refresh(host: string): Promise<void> {
+    if (this.busy.has(host)) return;
+    const v = this.version.get(host) ?? 0;
+    let bmc: IpmiPower;
+    try { bmc = this.bmc(host); } catch { return; }
+    const p = await chassisPower(bmc);
+    if (typeof p !== 'string' || this.busy.has(host) || (this.version.get(host) ?? 0) !== v) return;
+    const recorded = this.status(host).power;
+    if (p === recorded) return;
+    this.store.putRelay(host, p, null);
+    this.store.addEvent({ site: null, host, kind: 'power-observed', message: `${host}: its BMC reports power ${p} (last recorded ${recorded})`, data: { power: p, recorded } });
+  }
 
   private bmc(host: string): IpmiPower {
     const h = this.config.hosts[host];
@@ -62,6 +88,28 @@ export class IpmiRelay implements RelayDriver {
   }
 
   async on(host: string): Promise<RelayStatus> {
+    this.bump(host);
+    this.busy.add(host);
+    try {
+      return await this.powerOn(host);
+    } finally {
+      this.busy.delete(host);
+      this.bump(host);
+    }
+  }
+
+  async off(host: string): Promise<RelayStatus> {
+    this.bump(host);
+    this.busy.add(host);
+    try {
+      return await this.powerOff(host);
+    } finally {
+      this.busy.delete(host);
+      this.bump(host);
+    }
+  }
+
+  private async powerOn(host: string): Promise<RelayStatus> {
     const bmc = this.bmc(host);
     const r = await ipmitool(bmc, ['chassis', 'power', 'on']);
     if (!r.ok) {
@@ -71,7 +119,7 @@ export class IpmiRelay implements RelayDriver {
     return { host, power: 'on', pid: null };
   }
 
-  async off(host: string): Promise<RelayStatus> {
+  private async powerOff(host: string): Promise<RelayStatus> {
     const bmc = this.bmc(host);
     const started = Date.now();
     const deadline = started + bmc.timeoutMs;

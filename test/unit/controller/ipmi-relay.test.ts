@@ -50,7 +50,7 @@ sites:
   const oldPath = process.env.PATH;
   process.env.PATH = `${bin}:${oldPath}`;
   t.after(() => { process.env.PATH = oldPath; store.close(); fs.rmSync(dir, { recursive: true, force: true }); });
-  return { relay: new HostRelays(config, store, path.join(dir, 'logs')), calls: () => fs.readFileSync(path.join(dir, 'calls'), 'utf8').trim().split('\n'), power: () => fs.readFileSync(path.join(dir, 'power'), 'utf8').trim() };
+  return { store, relay: new HostRelays(config, store, path.join(dir, 'logs')), setPower: (p: string) => fs.writeFileSync(path.join(dir, 'power'), p), calls: () => fs.readFileSync(path.join(dir, 'calls'), 'utf8').trim().split('\n'), power: () => fs.readFileSync(path.join(dir, 'power'), 'utf8').trim() };
 }
 
 test('ipmi relay: off is chassis power off, confirmed by a status that says off; on is chassis power on; no pid', async (t) => {
@@ -100,4 +100,23 @@ test('ipmi relay: an unreachable BMC is an unconfirmed fence saying what failed 
 test('host relays: a host with power: local keeps the local driver', async (t) => {
   const { relay } = setup(t, 'normal');
   assert.deepEqual(relay.status('r2'), { host: 'r2', power: 'off', pid: null });
+});
+
+test('host relays: watch records what the BMC reports when it differs (a machine powered by hand), with an event', async (t) => {
+  const { relay, store, setPower } = setup(t, 'normal');
+  await relay.on('r1');
+  setPower('off');
+  relay.watch(50);
+  t.after(() => relay.unwatch());
+  const deadline = Date.now() + 3000;
+  while (relay.status('r1').power !== 'off' && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
+  assert.equal(relay.status('r1').power, 'off');
+  const ev = store.listEvents({ afterId: 0 }).filter((e) => e.kind === 'power-observed');
+  assert.equal(ev.length, 1);
+  assert.match(ev[0]!.message, /r1: its BMC reports power off \(last recorded on\)/);
+  setPower('on');
+  while (relay.status('r1').power !== 'on' && Date.now() < deadline + 3000) await new Promise((r) => setTimeout(r, 20));
+  assert.equal(relay.status('r1').power, 'on');
+  relay.unwatch();
+  assert.equal(relay.status('r2').power, 'off', 'a local host is not asked');
 });
