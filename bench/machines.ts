@@ -13,7 +13,7 @@
  *
  * Needs root, iproute2, nftables, openipmi (ipmi_sim) and ipmitool.
  */
-import { http, sleep, startCluster, waitUntil } from '../test/support/cluster.ts';
+import { http, sleep, startCluster, waitUntil, type HttpAnswer } from '../test/support/cluster.ts';
 import { missingOrders, startLoad } from '../test/support/load.ts';
 import { startRigCluster } from '../test/support/rig-cluster.ts';
 
@@ -40,15 +40,16 @@ function pct(xs: number[], p: number): number {
   return s[Math.min(s.length - 1, Math.ceil((p / 100) * s.length) - 1)]!;
 }
 
-async function get<T>(url: string): Promise<T> {
-  const r = await http(url, { timeoutMs: 10_000 });
-  if (r.status >= 400) throw new Error(`${url}: ${r.status} ${JSON.stringify(r.body)}`);
+async function get<T>(s: Setup, p: string): Promise<T> {
+  const r = await s.call(p);
+  if (r.status >= 400) throw new Error(`${p}: ${r.status} ${JSON.stringify(r.body)}`);
   return r.body as T;
 }
 
 interface Setup {
   name: string;
-  api: string;
+  /** A call to the controller's API (with its token where it has one). */
+  call(p: string, init?: { method?: string; body?: unknown; timeoutMs?: number }): Promise<HttpAnswer>;
   front: string;
   /** Crashes the host for real. */
   crash(st: Status, host: string): void;
@@ -65,7 +66,7 @@ async function rounds(s: Setup, n: number): Promise<Row> {
     let lastId = 0;
     for (let i = 0; i < n; i++) {
       const st = await waitUntil('serving and streaming', async () => {
-        const x = await get<Status>(`${s.api}/v1/status`);
+        const x = await get<Status>(s, `/v1/status`);
         return x.sites[0]!.state === 'serving' && x.sites[0]!.replication.state === 'streaming' ? x : null;
       }, 60_000, 50);
       await sleep(700);
@@ -73,7 +74,7 @@ async function rounds(s: Setup, n: number): Promise<Row> {
       const killAt = Date.now();
       s.crash(st, primary.host);
       const done = await waitUntil('failover-complete', async () => {
-        const { events } = await get<{ events: Ev[] }>(`${s.api}/v1/events?after=${lastId}`);
+        const { events } = await get<{ events: Ev[] }>(s, `/v1/events?after=${lastId}`);
         const detected = events.find((e) => e.kind === 'failure-detected');
         const complete = events.find((e) => e.kind === 'failover-complete' || e.kind === 'failover-failed' || e.kind === 'failover-blocked');
         return detected && complete ? { detected, complete, lastId: events[events.length - 1]!.id } : null;
@@ -82,7 +83,7 @@ async function rounds(s: Setup, n: number): Promise<Row> {
       lastId = done.lastId;
       const firstOk = await waitUntil('a served answer from the new primary', async () =>
         load.result.answers.find((x) => x.ok && x.at > killAt && x.servedBy && !x.servedBy.startsWith(`${primary.address}:`)) ?? null, 30_000, 20);
-      const { runbooks } = await get<{ runbooks: Runbook[] }>(`${s.api}/v1/runbooks?site=shop`);
+      const { runbooks } = await get<{ runbooks: Runbook[] }>(s, `/v1/runbooks?site=shop`);
       const fence = runbooks.filter((r) => r.kind === 'failover').at(-1)!.journal.find((j) => j.step === 'fence' && j.phase === 'end')!;
       const r = { detection: Number(done.detected.data.detectedAt) - killAt, fence: fence.data.ms ?? NaN, serving: firstOk.at - killAt };
       row.detection.push(r.detection);
@@ -90,7 +91,7 @@ async function rounds(s: Setup, n: number): Promise<Row> {
       row.serving.push(r.serving);
       process.stderr.write(`${s.name} #${i + 1}: detection ${r.detection} ms, fence ${r.fence} ms, serving again ${r.serving} ms after the kill\n`);
       // The old host comes back, powered through its relay, as the next round's target.
-      const on = await http(`${s.api}/v1/hosts/${primary.host}/power`, { method: 'POST', body: { action: 'on' }, timeoutMs: 10_000 });
+      const on = await s.call(`/v1/hosts/${primary.host}/power`, { method: 'POST', body: { action: 'on' } });
       if (on.status !== 200) throw new Error(`power on ${primary.host}: ${on.status} ${JSON.stringify(on.body)}`);
       await waitUntil(`the agent of ${primary.host}`, () => s.agentUp(primary.host, primary.address), 20_000, 50);
     }
@@ -109,7 +110,7 @@ async function main(): Promise<void> {
   const rig = await startRigCluster({ replication: REPLICATION, env: { UNDERSTUDY_FAILOVER_MIN_GAP_MS: '0' } });
   try {
     out.push(['machines (rig, IPMI)', await rounds({
-      name: 'rig', api: rig.api, front: rig.front,
+      name: 'rig', call: rig.call, front: rig.front,
       crash: (_st, host) => rig.rig.killAll(rig.rig.ns(host)),
       agentUp: async (_h, address) => (await http(`http://${address}:7001/healthz`, { timeoutMs: 500 })).status === 200,
     }, ROUNDS)]);
@@ -123,7 +124,7 @@ async function main(): Promise<void> {
   });
   try {
     out.push(['embedded (up, local)', await rounds({
-      name: 'embedded', api: cluster.api, front: cluster.front,
+      name: 'embedded', call: (p, init) => http(`${cluster.api}${p}`, init), front: cluster.front,
       crash: (st, host) => process.kill(-st.hosts.find((h) => h.name === host)!.pid!, 'SIGKILL'),
       agentUp: async (_h, address) => (await http(`http://${address}:7001/healthz`, { timeoutMs: 500 })).status === 200,
     }, ROUNDS)]);

@@ -1,5 +1,6 @@
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
+import fs from 'node:fs';
 import path from 'node:path';
 import { test } from 'node:test';
 import { http, sleep, waitUntil } from '../support/cluster.ts';
@@ -13,7 +14,7 @@ interface Status {
 interface Runbook { id: number; kind: string; status: string; data: { oldPrimary?: string; target?: string }; journal: { step: string; phase: string; at: number; data: { ms?: number } }[] }
 
 async function get<T>(c: RigCluster, p: string): Promise<T> {
-  const r = await http(`${c.api}${p}`, { timeoutMs: 10_000 });
+  const r = await c.call(p);
   if (r.status !== 200) throw new Error(`${p}: ${r.status} ${JSON.stringify(r.body)}`);
   return r.body as T;
 }
@@ -46,6 +47,10 @@ test('across machines: crash failovers under sync load, fenced through IPMI, los
   // The site's processes run on the host machines, not on the controller's.
   assert.ok(c.rig.pids(c.rig.ns('h1')).length >= 2, 'h1 runs its agent and the shop');
   assert.equal(c.rig.pids(c.rig.ns('ctl')).length, 1, 'the controller machine runs the controller only');
+  for (const pid of c.rig.pids(c.rig.ns('h1'))) {
+    assert.ok(!fs.readFileSync(`/proc/${pid}/environ`, 'utf8').includes('UNDERSTUDY_TOKEN='), `no process on h1 holds the controller's token (pid ${pid})`);
+  }
+  assert.equal((await http(`${c.api}/v1/status`)).status, 401, 'the controller, listening beyond loopback, refuses a call without its token');
 
   const load = startLoad(c.front, { workers: 4, maxMs: 80_000, maxRequests: 20_000 });
   t.after(() => load.stop());
@@ -60,7 +65,7 @@ test('across machines: crash failovers under sync load, fenced through IPMI, los
   const ackedBeforeRound2 = load.result.acked.length;
 
   // h1 comes back through its BMC (the API's power on) and becomes the replica of h2.
-  const on = await http(`${c.api}/v1/hosts/h1/power`, { method: 'POST', body: { action: 'on' }, timeoutMs: 10_000 });
+  const on = await c.call('/v1/hosts/h1/power', { method: 'POST', body: { action: 'on' } });
   assert.equal(on.status, 200, JSON.stringify(on.body));
   await waitUntil('h1 powered again', async () => (await c.bmcPower('h1')) === 'on' && c.rig.pids(c.rig.ns('h1')).length > 0, 10_000);
   await streaming(c, 'h2');

@@ -10,6 +10,12 @@ interface Status {
 }
 interface Runbook { kind: string; status: string; data: { oldPrimary?: string; target?: string }; journal: { step: string; phase: string; at: number }[] }
 
+async function apiGet<T>(c: RigCluster, p: string): Promise<T> {
+  const r = await c.call(p);
+  if (r.status !== 200) throw new Error(`${p}: ${r.status} ${JSON.stringify(r.body)}`);
+  return r.body as T;
+}
+
 async function get<T>(url: string): Promise<T> {
   const r = await http(url, { timeoutMs: 10_000 });
   if (r.status !== 200) throw new Error(`${url}: ${r.status} ${JSON.stringify(r.body)}`);
@@ -27,7 +33,7 @@ function connects(host: string, port: number): Promise<boolean> {
 
 function serving(c: RigCluster, host: string) {
   return waitUntil(`serving on ${host}`, async () => {
-    const s = await get<Status>(`${c.api}/v1/status`);
+    const s = await apiGet<Status>(c, `/v1/status`);
     const site = s.sites[0]!;
     return site.state === 'serving' && site.primary.host === host && site.replication.state === 'streaming' ? s : null;
   }, 40_000, 100);
@@ -66,7 +72,7 @@ test('across machines: director cut from the controller keeps routing; primary c
   assert.ok(during.every((a) => !a.ok || a.servedBy?.startsWith(`${h1}:`)), 'every answer came from h1, the primary of its epoch');
   const route = await get<{ epoch: number; primary: string }>(`${directorAdmin}/v1/routes/shop`);
   assert.equal(route.epoch, 1);
-  const { runbooks: rb1 } = await get<{ runbooks: Runbook[] }>(`${c.api}/v1/runbooks?site=shop`);
+  const { runbooks: rb1 } = await apiGet<{ runbooks: Runbook[] }>(c, `/v1/runbooks?site=shop`);
   assert.equal(rb1.filter((r) => r.kind === 'failover').length, 0, 'no failover: the primary is healthy');
   c.rig.heal();
   await sleep(500);
@@ -85,7 +91,7 @@ test('across machines: director cut from the controller keeps routing; primary c
   await waitUntil('answers from h2', async () => load.result.answers.some((a) => a.ok && a.at > partitionAt && a.servedBy?.startsWith(`${h2}:`)), 30_000);
   assert.equal(await c.bmcPower('h1'), 'off', 'h1 was powered off through its BMC');
   assert.deepEqual(c.rig.pids(c.rig.ns('h1')), [], 'no process is left on h1');
-  const { runbooks } = await get<{ runbooks: Runbook[] }>(`${c.api}/v1/runbooks?site=shop`);
+  const { runbooks } = await apiGet<{ runbooks: Runbook[] }>(c, `/v1/runbooks?site=shop`);
   const failovers = runbooks.filter((r) => r.kind === 'failover');
   assert.equal(failovers.length, 1);
   const fo = failovers[0]!;
@@ -101,7 +107,7 @@ test('across machines: director cut from the controller keeps routing; primary c
   assert.equal(await c.bmcPower('h1'), 'off');
   assert.ok(load.result.answers.some((a) => a.ok && a.at > healAt), 'the site serves after the heal');
   assert.ok(load.result.answers.filter((a) => a.at > partitionAt + 100).every((a) => !a.servedBy?.startsWith(`${h1}:`)), 'no answer from h1 after it was cut off');
-  const st = await get<Status>(`${c.api}/v1/status`);
+  const st = await apiGet<Status>(c, `/v1/status`);
   assert.equal(st.sites[0]!.epoch, 2, 'one failover, no more');
   assert.equal(st.sites[0]!.primary.host, 'h2');
 
@@ -112,7 +118,7 @@ test('across machines: director cut from the controller keeps routing; primary c
   assert.equal((await get<{ epoch: number }>(`${directorAdmin}/v1/routes/shop`)).epoch, 2);
 
   // Again, the other way: h1 is powered on through its BMC, becomes h2's replica, and then h2 is cut off.
-  const on = await http(`${c.api}/v1/hosts/h1/power`, { method: 'POST', body: { action: 'on' }, timeoutMs: 10_000 });
+  const on = await c.call('/v1/hosts/h1/power', { method: 'POST', body: { action: 'on' } });
   assert.equal(on.status, 200, JSON.stringify(on.body));
   await serving(c, 'h2');
   const h2Pids = c.rig.pids(c.rig.ns('h2'));
@@ -129,7 +135,7 @@ test('across machines: director cut from the controller keeps routing; primary c
   assert.equal(await connects(h2, 3000), false, 'nothing listens on h2 after the heal');
   const result = await load.stop();
   assert.ok(result.answers.filter((a) => a.at > secondAt + 100).every((a) => !a.servedBy?.startsWith(`${h2}:`)), 'no answer from h2 after it was cut off');
-  const end = await get<Status>(`${c.api}/v1/status`);
+  const end = await apiGet<Status>(c, `/v1/status`);
   assert.equal(end.sites[0]!.epoch, 3, 'two failovers, no more');
   const stale2 = await http(`${directorAdmin}/v1/routes/shop`, { method: 'PUT', body: { epoch: 2, primary: `${h2}:3000` } });
   assert.equal(stale2.status, 409, JSON.stringify(stale2.body));

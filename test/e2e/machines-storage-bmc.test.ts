@@ -11,13 +11,19 @@ interface Volume { epoch: number; role?: string; replication?: { state: string; 
 interface Runbook { kind: string; status: string; journal: { step: string; phase: string }[] }
 interface Event { kind: string; host: string | null; message: string }
 
+async function apiGet<T>(c: RigCluster, p: string): Promise<T> {
+  const r = await c.call(p);
+  if (r.status !== 200) throw new Error(`${p}: ${r.status} ${JSON.stringify(r.body)}`);
+  return r.body as T;
+}
+
 async function get<T>(url: string): Promise<T> {
   const r = await http(url, { timeoutMs: 10_000 });
   if (r.status !== 200) throw new Error(`${url}: ${r.status} ${JSON.stringify(r.body)}`);
   return r.body as T;
 }
 
-const status = (c: RigCluster) => get<Status>(`${c.api}/v1/status`);
+const status = (c: RigCluster) => apiGet<Status>(c, `/v1/status`);
 
 /**
  * 1. The primary's storage node is cut off from the replica's node (async mode):
@@ -80,7 +86,7 @@ test('across machines: storage nodes cut apart lag and resume without a full cop
   const crashAt = Date.now();
   c.rig.killAll(c.rig.ns('h1'));
   const blocked = await waitUntil('failover-blocked', async () => {
-    const { events } = await get<{ events: Event[] }>(`${c.api}/v1/events?site=shop`);
+    const { events } = await apiGet<{ events: Event[] }>(c, `/v1/events?site=shop`);
     return events.find((e) => e.kind === 'failover-blocked');
   }, 30_000, 200);
   t.diagnostic(`alert ${Date.now() - crashAt} ms after the crash: ${blocked.message}`);
@@ -88,7 +94,7 @@ test('across machines: storage nodes cut apart lag and resume without a full cop
   assert.match(blocked.message, /management network/);
   assert.match(blocked.message, /failover --force/);
   await sleep(2000);
-  const { runbooks } = await get<{ runbooks: Runbook[] }>(`${c.api}/v1/runbooks?site=shop`);
+  const { runbooks } = await apiGet<{ runbooks: Runbook[] }>(c, `/v1/runbooks?site=shop`);
   const fo = runbooks.filter((r) => r.kind === 'failover');
   assert.equal(fo.length, 1);
   assert.equal(fo[0]!.status, 'blocked');
@@ -104,12 +110,12 @@ test('across machines: storage nodes cut apart lag and resume without a full cop
   // The way out: the management network heals, and an operator forces the failover; the
   // fence is tried again, and this time the BMC confirms that h1 is off.
   c.rig.heal();
-  const forced = await http(`${c.api}/v1/sites/shop/failover`, { method: 'POST', body: { force: true }, timeoutMs: 60_000 });
+  const forced = await c.call('/v1/sites/shop/failover', { method: 'POST', body: { force: true }, timeoutMs: 60_000 });
   assert.equal(forced.status, 200, JSON.stringify(forced.body));
-  const after2 = await get<{ runbooks: Runbook[] }>(`${c.api}/v1/runbooks?site=shop`);
+  const after2 = await apiGet<{ runbooks: Runbook[] }>(c, `/v1/runbooks?site=shop`);
   const last = after2.runbooks.filter((r) => r.kind === 'failover').at(-1)!;
   assert.equal(last.status, 'done');
-  const { events } = await get<{ events: Event[] }>(`${c.api}/v1/events?site=shop`);
+  const { events } = await apiGet<{ events: Event[] }>(c, `/v1/events?site=shop`);
   assert.ok(!events.some((e) => e.kind === 'fence-forced'), 'the fence was confirmed this time, not forced');
   const end = (await status(c)).sites[0]!;
   assert.equal(end.primary.host, 'h2');

@@ -1,8 +1,10 @@
 import type { ChildProcess } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { BIN, ROOT, http, sleep, waitUntil } from './cluster.ts';
+import { request } from 'undici';
+import { BIN, ROOT, http, sleep, waitUntil, type HttpAnswer } from './cluster.ts';
 import { createRig, type Rig } from './machines.ts';
 
 /**
@@ -31,6 +33,8 @@ export interface RigCluster {
   configFile: string;
   front: string;
   api: string;
+  /** A call to the controller's API with its token (the controller listens beyond loopback: it has one). */
+  call(p: string, init?: { method?: string; body?: unknown; timeoutMs?: number }): Promise<HttpAnswer>;
   hostAddress(host: string): string;
   /** A part's log (storage-sa, director, controller, bmc-h1, agent-h1). */
   log(part: string): string;
@@ -110,7 +114,11 @@ sites:
     health:
       probe: { path: /healthz, every: 100ms, timeout: 300ms, fall: 2, rise: 1 }
 `);
-    const env = { ...process.env, UNDERSTUDY_LOG_LEVEL: 'warn', ...opts.env };
+    const token = randomBytes(16).toString('hex');
+    // The controller's token goes to the parts `up` would give it to; hosts (started by their BMCs) never see it.
+    const { UNDERSTUDY_TOKEN: _none, ...baseEnv } = process.env;
+    const env = { ...baseEnv, UNDERSTUDY_LOG_LEVEL: 'warn', ...opts.env, UNDERSTUDY_TOKEN: token };
+    const hostEnv = { ...baseEnv, UNDERSTUDY_LOG_LEVEL: 'warn', ...opts.env };
     const start = (machine: string, part: string, args: string[]) => {
       const out = fs.openSync(path.join(logs, `${part}.log`), 'a');
       const p = rig.spawn(rig.ns(machine), [process.execPath, BIN, ...args, '-c', configFile], { cwd: ROOT, env, stdio: ['ignore', out, out] });
@@ -130,7 +138,7 @@ sites:
       fs.writeFileSync(path.join(bmcDir, 'lan.conf'), lanConf(h, rig.bmcAddress(h), `${ROOT}/test/support/bmc-chassis.sh ${rig.ns(h)} ${boot}`));
       fs.writeFileSync(path.join(bmcDir, 'emu.cmd'), EMU);
       const out = fs.openSync(path.join(logs, `bmc-${h}.log`), 'a');
-      procs.push(rig.spawn(rig.bmcNs(h), ['ipmi_sim', '-n', '-c', path.join(bmcDir, 'lan.conf'), '-f', path.join(bmcDir, 'emu.cmd'), '-s', bmcDir], { env, stdio: ['ignore', out, out] }));
+      procs.push(rig.spawn(rig.bmcNs(h), ['ipmi_sim', '-n', '-c', path.join(bmcDir, 'lan.conf'), '-f', path.join(bmcDir, 'emu.cmd'), '-s', bmcDir], { env: hostEnv, stdio: ['ignore', out, out] }));
       fs.closeSync(out);
     }
     for (const [m, port] of [['sa', 7100], ['sb', 7100], ['dir', 7071]] as const) {
@@ -141,6 +149,19 @@ sites:
       rig, dir, configFile,
       front: `http://${a('dir')}:8080`,
       api: `http://${a('ctl')}:7070`,
+      call: async (p, init = {}) => {
+        const res = await request(`http://${a('ctl')}:7070${p}`, {
+          method: (init.method ?? (init.body === undefined ? 'GET' : 'POST')) as 'GET',
+          body: init.body === undefined ? undefined : JSON.stringify(init.body),
+          headers: { authorization: `Bearer ${token}`, ...(init.body === undefined ? {} : { 'content-type': 'application/json' }) },
+          headersTimeout: init.timeoutMs ?? 10_000,
+          bodyTimeout: init.timeoutMs ?? 10_000,
+        });
+        const text = await res.body.text();
+        let body: unknown = text;
+        try { body = JSON.parse(text); } catch { /* not JSON */ }
+        return { status: res.statusCode, servedBy: null, body, at: Date.now() };
+      },
       hostAddress: (h) => a(h),
       log: (part) => { try { return fs.readFileSync(path.join(logs, `${part}.log`), 'utf8'); } catch { return ''; } },
       bmcPower: async (h) => {
