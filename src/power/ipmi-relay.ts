@@ -1,5 +1,7 @@
 import { execFile } from 'node:child_process';
 import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
 import type { IpmiPower, UnderstudyConfig } from '../config/types.ts';
 import { UnderstudyError } from '../shared/errors.ts';
 import type { StateStore } from '../state/state-store.ts';
@@ -14,7 +16,7 @@ export interface IpmiCallResult { ok: boolean; out: string }
 export function ipmitool(bmc: IpmiPower, args: string[], timeoutMs = CALL_TIMEOUT_MS): Promise<IpmiCallResult> {
   const argv = ['-I', 'lanplus', '-H', bmc.address, '-p', String(bmc.port), '-U', bmc.user, '-f', bmc.passwordFile, '-C', String(bmc.cipherSuite), '-N', '1', '-R', '1', ...args];
   return new Promise((resolve) => {
-    execFile('ipmitool', argv, { timeout: timeoutMs, encoding: 'utf8' }, (err, stdout, stderr) => {
+    const child = execFile('ipmitool', argv, { timeout: timeoutMs, encoding: 'utf8' }, (err, stdout, stderr) => {
       const out = `${stdout}${stderr}`.trim();
       if (err) {
         const e = err as NodeJS.ErrnoException & { killed?: boolean };
@@ -23,16 +25,31 @@ export function ipmitool(bmc: IpmiPower, args: string[], timeoutMs = CALL_TIMEOU
         resolve({ ok: true, out });
       }
     });
+    child.stdin?.end();
   });
+}
+
+let fenceFile: string | null = null;
+
+/** `ipmitool exec FILE` for the cut and its first status in one session (ipmitool cannot read commands from a pipe). */
+function fenceCommands(): string {
+  if (fenceFile === null || !fs.existsSync(fenceFile)) {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'understudy-ipmi-'));
+    fenceFile = path.join(dir, 'fence.cmd');
+    fs.writeFileSync(fenceFile, 'chassis power off\nchassis power status\n');
+  }
+  return fenceFile;
+}
+
+function powerIn(r: IpmiCallResult): 'on' | 'off' | { error: string } {
+  if (/Chassis Power is off/i.test(r.out)) return 'off';
+  if (/Chassis Power is on/i.test(r.out)) return 'on';
+  return { error: r.ok ? `unexpected answer: ${r.out}` : r.out };
 }
 
 /** `chassis power status` → on / off, or why it could not be told. */
 export async function chassisPower(bmc: IpmiPower): Promise<'on' | 'off' | { error: string }> {
-  const r = await ipmitool(bmc, ['chassis', 'power', 'status']);
-  if (!r.ok) return { error: r.out };
-  if (/Chassis Power is off/i.test(r.out)) return 'off';
-  if (/Chassis Power is on/i.test(r.out)) return 'on';
-  return { error: `unexpected answer: ${r.out}` };
+  return powerIn(await ipmitool(bmc, ['chassis', 'power', 'status']));
 }
 
 /**
@@ -123,11 +140,21 @@ export class IpmiRelay implements RelayDriver {
     const bmc = this.bmc(host);
     const started = Date.now();
     const deadline = started + bmc.timeoutMs;
-    const cut = await ipmitool(bmc, ['chassis', 'power', 'off']);
+    let cut: IpmiCallResult;
+    let first: 'on' | 'off' | { error: string } | null = null;
+    if (bmc.waitMs === 0) {
+      // No power wait: the cut and the first status in one session (one RMCP+ handshake less).
+      const r = await ipmitool(bmc, ['exec', fenceCommands()]);
+      cut = { ok: r.ok && /Down\/Off/i.test(r.out), out: r.out };
+      first = powerIn(r);
+    } else {
+      cut = await ipmitool(bmc, ['chassis', 'power', 'off']);
+      await sleep(Math.min(bmc.waitMs, Math.max(0, deadline - Date.now())));
+    }
     const refused = cut.ok ? '' : `; power off refused: ${cut.out}`;
-    if (bmc.waitMs > 0) await sleep(Math.min(bmc.waitMs, Math.max(0, deadline - Date.now())));
     for (;;) {
-      const p = await chassisPower(bmc);
+      const p = first ?? await chassisPower(bmc);
+      first = null;
       if (p === 'off') break;
       const last = `${p === 'on' ? 'the BMC still reports power on' : p.error}${refused}`;
       // A cut that did not go through is asked again (the BMC may have dropped it).

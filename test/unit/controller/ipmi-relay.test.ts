@@ -12,7 +12,7 @@ import { StateStore } from '../../../src/state/state-store.ts';
  * chassis state in a file and records its arguments): the real thing is exercised
  * against ipmi_sim in the machines e2e tests.
  */
-function setup(t: { after: (fn: () => void) => void }, mode: 'normal' | 'stays-on' | 'unreachable') {
+function setup(t: { after: (fn: () => void) => void }, mode: 'normal' | 'stays-on' | 'unreachable', extra = '') {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'us-ipmi-'));
   const bin = path.join(dir, 'bin');
   fs.mkdirSync(bin);
@@ -21,12 +21,20 @@ function setup(t: { after: (fn: () => void) => void }, mode: 'normal' | 'stays-o
 echo "$@" >> ${dir}/calls
 mode=${mode}
 if [ $mode = unreachable ]; then echo "Error: Unable to establish IPMI v2 / RMCP+ session" >&2; exit 1; fi
-for last; do :; done
-case "$last" in
-  status) echo "Chassis Power is $(cat ${dir}/power)" ;;
-  off) [ $mode = stays-on ] || echo off > ${dir}/power; echo "Chassis Power Control: Down/Off" ;;
-  on) echo on > ${dir}/power; echo "Chassis Power Control: Up/On" ;;
-esac
+handle() {
+  case "$1" in
+    status) echo "Chassis Power is $(cat ${dir}/power)" ;;
+    off) [ $mode = stays-on ] || echo off > ${dir}/power; echo "Chassis Power Control: Down/Off" ;;
+    on) echo on > ${dir}/power; echo "Chassis Power Control: Up/On" ;;
+  esac
+}
+prev=; last=
+for a; do prev=$last; last=$a; done
+if [ "$prev" = exec ]; then
+  while read -r a b c; do echo "> $a $b $c" >> ${dir}/calls; handle "$c"; done < "$last"
+else
+  handle "$last"
+fi
 `, { mode: 0o755 });
   fs.writeFileSync(path.join(dir, 'bmc-password'), 'not-in-argv\n');
   const file = path.join(dir, 'understudy.yaml');
@@ -36,7 +44,7 @@ storage:
   a: { path: ${dir}/a }
   b: { path: ${dir}/b }
 hosts:
-  r1: { address: 10.0.1.2, storage: a, power: { ipmi: { address: 10.0.9.1, user: fence, passwordFile: bmc-password, poll: 50ms, timeout: 600ms } } }
+  r1: { address: 10.0.1.2, storage: a, power: { ipmi: { address: 10.0.9.1, user: fence, passwordFile: bmc-password, poll: 50ms, timeout: 600ms${extra} } } }
   r2: { address: 127.0.198.1, storage: b }
 sites:
   shop:
@@ -60,8 +68,9 @@ test('ipmi relay: off is chassis power off, confirmed by a status that says off;
   assert.deepEqual(off, { host: 'r1', power: 'off', pid: null });
   assert.equal(power(), 'off');
   const c = calls();
-  assert.match(c[0]!, /^-I lanplus -H 10\.0\.9\.1 -p 623 -U fence -f \S+bmc-password -C 17 .*chassis power off$/);
-  assert.match(c[1]!, /chassis power status$/);
+  // No power wait: the cut and the first status in one session.
+  assert.match(c[0]!, /^-I lanplus -H 10\.0\.9\.1 -p 623 -U fence -f \S+bmc-password -C 17 .*exec \S+fence\.cmd$/);
+  assert.deepEqual(c.slice(1, 3), ['> chassis power off', '> chassis power status']);
   assert.ok(c.every((l) => !l.includes('not-in-argv')), 'the password never is on the command line');
   assert.deepEqual(await relay.on('r1'), { host: 'r1', power: 'on', pid: null });
   assert.equal(power(), 'on');
@@ -119,4 +128,15 @@ test('host relays: watch records what the BMC reports when it differs (a machine
   assert.equal(relay.status('r1').power, 'on');
   relay.unwatch();
   assert.equal(relay.status('r2').power, 'off', 'a local host is not asked');
+});
+
+test('ipmi relay: with a power wait, the cut and the status polls are separate calls, the first status after the wait', async (t) => {
+  const { relay, calls } = setup(t, 'normal', ', wait: 200ms');
+  const started = Date.now();
+  await relay.off('r1');
+  assert.ok(Date.now() - started >= 200, 'the power wait was kept');
+  const c = calls();
+  assert.match(c[0]!, /chassis power off$/);
+  assert.match(c[1]!, /chassis power status$/);
+  assert.equal(c.length, 2);
 });
