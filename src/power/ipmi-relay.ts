@@ -1,6 +1,5 @@
 import { execFile } from 'node:child_process';
 import fs from 'node:fs';
-import os from 'node:os';
 import path from 'node:path';
 import type { IpmiPower, UnderstudyConfig } from '../config/types.ts';
 import { UnderstudyError } from '../shared/errors.ts';
@@ -29,16 +28,21 @@ export function ipmitool(bmc: IpmiPower, args: string[], timeoutMs = CALL_TIMEOU
   });
 }
 
-let fenceFile: string | null = null;
-
-/** `ipmitool exec FILE` for the cut and its first status in one session (ipmitool cannot read commands from a pipe). */
-function fenceCommands(): string {
-  if (fenceFile === null || !fs.existsSync(fenceFile)) {
-    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'understudy-ipmi-'));
-    fenceFile = path.join(dir, 'fence.cmd');
-    fs.writeFileSync(fenceFile, 'chassis power off\nchassis power status\n');
+/**
+ * `ipmitool exec FILE` runs the cut and its first status in one session (ipmitool
+ * cannot read commands from a pipe): the file, in the controller's state directory.
+ */
+function fenceCommands(stateDir: string): string | null {
+  const file = path.join(stateDir, 'ipmi-fence.cmd');
+  try {
+    if (!fs.existsSync(file)) {
+      fs.mkdirSync(stateDir, { recursive: true });
+      fs.writeFileSync(file, 'chassis power off\nchassis power status\n');
+    }
+    return file;
+  } catch {
+    return null; // one session per command, then
   }
-  return fenceFile;
 }
 
 function powerIn(r: IpmiCallResult): 'on' | 'off' | { error: string } {
@@ -142,9 +146,10 @@ export class IpmiRelay implements RelayDriver {
     const deadline = started + bmc.timeoutMs;
     let cut: IpmiCallResult;
     let first: 'on' | 'off' | { error: string } | null = null;
-    if (bmc.waitMs === 0) {
+    const commands = bmc.waitMs === 0 ? fenceCommands(this.config.controller.stateDir) : null;
+    if (commands !== null) {
       // No power wait: the cut and the first status in one session (one RMCP+ handshake less).
-      const r = await ipmitool(bmc, ['exec', fenceCommands()]);
+      const r = await ipmitool(bmc, ['exec', commands]);
       cut = { ok: r.ok && /Down\/Off/i.test(r.out), out: r.out };
       first = powerIn(r);
     } else {
