@@ -517,18 +517,21 @@ export class DbShipper {
     let track!: Track;
     let imagePos!: WalPosition;
     await this.withWriteLock(() => {
-      this.refuseDamaged();
-      this.beginRead();
+      // W's BEGIN IMMEDIATE brought the WAL index up to date (running SQLite's recovery if
+      // nobody had the database open), and nothing commits nor restarts the WAL until the
+      // end of this block. R moves (beginRead) only once the WAL is known whole: refuseDamaged.
       const idx = readWalIndexHeader(this.shmPath);
       if (!idx) throw new UnderstudyError('US_REPLICATION', `${this.dbPath}-shm: cannot read the WAL index; is the database in WAL mode?`);
       // The image is the state the WAL index names: nothing commits under the write lock.
       imagePos = { salt1: idx.salt1, salt2: idx.salt2, frame: idx.mxFrame };
       const fileHdr = parseWalHeader(this.readWalSync(0, WAL_HEADER_SIZE));
       const live = fileHdr !== null && fileHdr.salt1 === idx.salt1 && fileHdr.salt2 === idx.salt2;
+      const body = idx.mxFrame > 0 && live ? this.readWalSync(WAL_HEADER_SIZE, idx.mxFrame * frameSize(fileHdr.pageSize)) : null;
+      const scan = body && fileHdr ? scanFrames(body, fileHdr, 1, fileHdr.checksum) : null;
+      this.refuseDamaged(idx, live, body, scan);
+      this.beginRead();
       if (idx.mxFrame > 0) {
-        if (!live) throw new UnderstudyError('US_REPLICATION', `${this.walPath}: the WAL header does not match the WAL index`);
-        const body = this.readWalSync(WAL_HEADER_SIZE, idx.mxFrame * frameSize(fileHdr.pageSize));
-        const scan = scanFrames(body, fileHdr, 1, fileHdr.checksum);
+        if (!live || !body || !scan) throw new UnderstudyError('US_REPLICATION', `${this.walPath}: the WAL header does not match the WAL index`);
         if (scan.lastCommitIndex < idx.mxFrame) {
           throw new UnderstudyError('US_REPLICATION', `${this.walPath}: live frames 1..${idx.mxFrame} do not verify (valid commits up to ${scan.lastCommitIndex})`);
         }
@@ -656,7 +659,8 @@ export class DbShipper {
     const shipped = await this.shipFrom(hdr);
     // Under steady load there is always something new: the cycle captures it under the lock.
     const t2 = this.track!;
-    if (shipped !== 'more' && t2.lastFrame >= this.opts.checkpointFrames && lsnOf(t2.walSeq, t2.lastFrame) !== this.lastCycleLsn) return this.checkpointCycle();
+    // A damaged WAL is not checkpointed by us any more (see checkpointCycle).
+    if (shipped !== 'more' && !this.damaged && t2.lastFrame >= this.opts.checkpointFrames && lsnOf(t2.walSeq, t2.lastFrame) !== this.lastCycleLsn) return this.checkpointCycle();
     return shipped;
   }
 
@@ -726,22 +730,33 @@ export class DbShipper {
   }
 
   /**
-   * Under the write lock (nothing commits, the WAL cannot restart): the WAL must still
-   * hold every committed frame (the WAL index's) and what the replica confirmed last
-   * (`lastShipped`, or the end an earlier run persisted), verbatim (wal-chain-check.ts).
-   * A copy that does not is damaged, and a generation of it would replace the replica's
-   * good copy with the truncated state SQLite's recovery makes of it: refused, before R
-   * moves (R's read mark bounds what a checkpoint may copy into the db file). The live
-   * copy check reports the damage; the replica keeps what it holds.
+   * A new generation's check, under the write lock (nothing commits, the WAL cannot
+   * restart), with the frames 1..mxFrame it read and scanned anyway: they must verify, and
+   * the position the replica confirmed last (`lastShipped`, or the one an earlier run
+   * persisted) must still be there with the checksum shipped — else SQLite's recovery
+   * already dropped commits (a restart after damage). A copy that fails is damaged, and a
+   * generation of it would replace the replica's good copy with its truncated state: it is
+   * refused, before R moves (R's read mark bounds what a checkpoint may copy into the db
+   * file). The live copy check reports the damage; the replica keeps what it holds.
    */
-  private refuseDamaged(): void {
-    const idx = readWalIndexHeader(this.shmPath);
-    const committed = idx ? { salt1: idx.salt1, salt2: idx.salt2, frames: idx.mxFrame } : null;
-    const chain = inspectWalChain(this.dbPath, this.rel, { committed, known: this.lastShipped ?? this.opts.knownEnd?.() ?? null });
-    if (chain.problems.length === 0) return;
-    this.damaged = chain.problems;
-    const p = chain.problems[0]!;
-    throw new UnderstudyError('US_REPLICATION', `${path.join(this.opts.volumeDir, p.file)}: ${p.detail}; no new generation is shipped from a damaged copy (the replica keeps what it holds)`, { problems: chain.problems });
+  private refuseDamaged(idx: { salt1: number; salt2: number; mxFrame: number }, live: boolean, body: Buffer | null, scan: ReturnType<typeof scanFrames> | null): void {
+    const known = this.lastShipped ?? this.opts.knownEnd?.() ?? null;
+    let bad = idx.mxFrame > 0 && (!live || !body || !scan || scan.lastCommitIndex < idx.mxFrame);
+    if (!bad && known && known.frame > 0 && known.salt1 === idx.salt1 && known.salt2 === idx.salt2) {
+      if (idx.mxFrame < known.frame || !body) bad = true;
+      else {
+        // The chain verified: a frame's stored checksum is the chain's value there.
+        const at = (known.frame - 1) * (body.length / idx.mxFrame) + 16;
+        bad = body.readUInt32BE(at) !== known.checksum[0] || body.readUInt32BE(at + 4) !== known.checksum[1];
+      }
+    }
+    if (!bad) return;
+    // The detailed report (which frame, how many commits): read once more, on this rare path.
+    const chain = inspectWalChain(this.dbPath, this.rel, { committed: { salt1: idx.salt1, salt2: idx.salt2, frames: idx.mxFrame }, known });
+    const problems: VerificationProblem[] = chain.problems.length > 0 ? chain.problems : [{ file: `${this.rel}-wal`, kind: 'wal-frame', detail: 'the WAL does not hold the frames committed and confirmed' }];
+    this.damaged = problems;
+    const p = problems[0]!;
+    throw new UnderstudyError('US_REPLICATION', `${path.join(this.opts.volumeDir, p.file)}: ${p.detail}; no new generation is shipped from a damaged copy (the replica keeps what it holds)`, { problems });
   }
 
   /**
@@ -809,7 +824,22 @@ export class DbShipper {
    */
   private async checkpointCycle(): Promise<Pass> {
     const t = this.track!;
-    if (this.damaged) return 'shipped'; // no checkpoint of a damaged WAL (see below)
+    // A checkpoint copies the newest version of each page from the WAL into the db file
+    // without verifying frames: one of a damaged WAL would write the damage into the db
+    // file and, once the WAL restarts, erase the evidence. So the frames are checked first,
+    // outside the write lock (frames up to mxFrame do not change until the WAL restarts,
+    // and R pins it); those committed since are scanned under the lock below. A damaged WAL
+    // is not checkpointed by us again (R stays where it is, which bounds the app's own
+    // checkpoints too) until the copy is replaced; the frames that verified still ship.
+    const pre = readWalIndexHeader(this.shmPath);
+    if (pre && t.hdr && pre.salt1 === t.hdr.salt1 && pre.salt2 === t.hdr.salt2) {
+      const chain = inspectWalChain(this.dbPath, this.rel, { committed: { salt1: pre.salt1, salt2: pre.salt2, frames: pre.mxFrame }, known: this.lastShipped });
+      if (chain.problems.length > 0) {
+        this.damaged = chain.problems;
+        this.log.error({ problems: chain.problems }, 'the WAL is damaged: no checkpoint of it (the copy must be replaced)');
+        return 'shipped';
+      }
+    }
     let captured: { first: number; frames: Buffer; last: number; checksum: WalChecksum } | null = null;
     let ok = true;
     await this.withWriteLock(() => {
@@ -825,16 +855,8 @@ export class DbShipper {
         if (scan.lastCommitIndex !== idx.mxFrame) throw new GapError(`${this.walPath}: frames up to ${idx.mxFrame} do not verify`);
         captured = { first: t.lastFrame + 1, frames: Buffer.from(scan.frames), last: scan.lastCommitIndex, checksum: scan.lastCommitChecksum };
       }
-      // A checkpoint copies the newest version of each page from the WAL into the db file
-      // without verifying frames: one of a damaged WAL would write the damage into the db
-      // file and, once the WAL restarts, erase the evidence. Checked here, where the frames
-      // up to mxFrame cannot change; a damaged WAL is never checkpointed by us again (R
-      // stays where it is, which bounds the app's own checkpoints too) until the copy is
-      // replaced. The captured frames still ship: they verified.
-      const chain = inspectWalChain(this.dbPath, this.rel, { committed: { salt1: idx.salt1, salt2: idx.salt2, frames: idx.mxFrame }, known: this.lastShipped });
-      if (chain.problems.length > 0) {
-        this.damaged = chain.problems;
-        this.log.error({ problems: chain.problems }, 'the WAL is damaged: no checkpoint of it (the copy must be replaced)');
+      if (!pre || pre.salt1 !== idx.salt1 || pre.salt2 !== idx.salt2) {
+        ok = false; // the WAL restarted since it was checked: the next poll handles it
         return;
       }
       const R = this.R!;

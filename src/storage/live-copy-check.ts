@@ -7,7 +7,7 @@ import { writeFileDurable } from './fs-durable.ts';
 import { pageProblem, readPageSlice, type PageCursor } from './page-record.ts';
 import type { ReplicaDbWriter } from './replica-db-writer.ts';
 import { isWalModeDatabase, listDatabases } from './sqlite-file.ts';
-import { checkLiveWal, type ChainReport, type WalEnd } from './wal-chain-check.ts';
+import { checkLiveWal, type ChainCursor, type ChainReport, type WalEnd } from './wal-chain-check.ts';
 
 /**
  * The live copy check: every `everyMs`, every live copy this storage processor holds (a
@@ -19,9 +19,13 @@ import { checkLiveWal, type ChainReport, type WalEnd } from './wal-chain-check.t
  *  - the db file (page-record.ts): every page no WAL frame supersedes must be the page
  *    that was shipped; up to `pageBytesPerRound` of each file per round, so a large file
  *    is covered over several rounds.
- * It reads files only (a few MB per round: about 3 ms of checksums per 4 MiB), so it can
- * run every second, where quick_check (the full verification, every 10 s) reads the whole
- * database through SQLite and cannot see damage that SQLite's own WAL index hides.
+ * It reads files only (a WAL of a few MB and a slice of the db file: about 3 ms of
+ * checksums per 4 MiB), so it can run every second, where quick_check (the full
+ * verification, every 10 s) reads the whole database through SQLite and cannot see damage
+ * that SQLite's own WAL index hides. A WAL longer than `walBytesPerRound` is judged a slice
+ * per round (wal-chain-check.ts, ChainCursor), and the db file is then not compared (which
+ * pages the WAL supersedes is not known without reading all of it): the cost of a round is
+ * bounded, whatever the WAL's length.
  *
  * Results go to the processor (`report`), which adds them to the volume's verification,
  * so the controller raises `corruption-detected` with the file and the frame or page, and
@@ -38,7 +42,12 @@ export interface LiveCopyCheckOptions {
   everyMs?: number;
   /** Bytes of each db file compared with its page record per round. @default 8 MiB */
   pageBytesPerRound?: number;
+  /** Bytes of each WAL read per round; a longer WAL is judged over several rounds. @default 16 MiB */
+  walBytesPerRound?: number;
 }
+
+/** Where the rounds are in one database: the next page of the db file, the next frame of a long WAL. */
+interface DbCursor { pages: PageCursor; chain: ChainCursor }
 
 /** A copy as the processor holds it, handed to the check under the volume lock. */
 export type LiveCopy =
@@ -58,7 +67,7 @@ export interface LiveCopyHost {
 
 export class LiveCopyCheck {
   private readonly opts: Required<LiveCopyCheckOptions>;
-  private readonly cursors = new Map<string, PageCursor>();
+  private readonly cursors = new Map<string, DbCursor>();
   /** Positions persisted per site (loaded lazily), and what was last written. */
   private readonly ends = new Map<string, Record<string, WalEnd>>();
   private readonly written = new Map<string, string>();
@@ -67,7 +76,7 @@ export class LiveCopyCheck {
   private stopped = false;
 
   constructor(private readonly host: LiveCopyHost, opts: LiveCopyCheckOptions = {}) {
-    this.opts = { everyMs: 1000, pageBytesPerRound: 8 << 20, ...opts };
+    this.opts = { everyMs: 1000, pageBytesPerRound: 8 << 20, walBytesPerRound: 16 << 20, ...opts };
   }
 
   start(): void {
@@ -131,11 +140,11 @@ export class LiveCopyCheck {
         if (!isWalModeDatabase(abs)) continue; // not shipped: nothing is known of it
         const state = copy.shipped.get(rel) ?? null;
         const known = state?.end ?? this.knownEnd(site, rel);
-        problems.push(...checkPrimaryDatabase(abs, rel, state, known, cursor, this.opts.pageBytesPerRound));
+        problems.push(...checkPrimaryDatabase(abs, rel, state, known, cursor.pages, this.opts.pageBytesPerRound, { maxBytes: this.opts.walBytesPerRound, cursor: cursor.chain }));
         if (known) ends[rel] = known;
       } else {
         const w = copy.writer(rel);
-        problems.push(...w.check(cursor, this.opts.pageBytesPerRound));
+        problems.push(...w.check(cursor.pages, this.opts.pageBytesPerRound, { maxBytes: this.opts.walBytesPerRound, cursor: cursor.chain }));
         const held = w.heldEnd() ?? this.knownEnd(site, rel);
         if (held) ends[rel] = held;
       }
@@ -143,10 +152,10 @@ export class LiveCopyCheck {
     return { problems, ends };
   }
 
-  private cursorOf(site: string, rel: string): PageCursor {
+  private cursorOf(site: string, rel: string): DbCursor {
     const k = `${site}/${rel}`;
     let c = this.cursors.get(k);
-    if (!c) { c = { next: 1 }; this.cursors.set(k, c); }
+    if (!c) { c = { pages: { next: 1 }, chain: { salt1: 0, salt2: 0, next: 1 } }; this.cursors.set(k, c); }
     return c;
   }
 
@@ -191,16 +200,17 @@ export class LiveCopyCheck {
  * is synchronous: the shipper, in this process, cannot move its record meanwhile. A look
  * during a WAL restart is inconclusive and reports nothing; the next round decides.
  */
-export function checkPrimaryDatabase(abs: string, rel: string, state: ShippedState | null, known: WalEnd | null, cursor: PageCursor, pageBytes: number): VerificationProblem[] {
+export function checkPrimaryDatabase(abs: string, rel: string, state: ShippedState | null, known: WalEnd | null, cursor: PageCursor, pageBytes: number, walBudget?: { maxBytes: number; cursor: ChainCursor }): VerificationProblem[] {
   const record = state?.record ?? null;
   let slice: { buf: Buffer; from: number } | null = null;
-  const chain: ChainReport = checkLiveWal(abs, rel, known, () => { if (record) slice = readPageSlice(abs, record, cursor, pageBytes); });
+  const chain: ChainReport = checkLiveWal(abs, rel, known, () => { if (record) slice = readPageSlice(abs, record, cursor, pageBytes); }, walBudget);
   if (!chain.conclusive) return [];
   const problems = [...chain.problems];
   const s = slice as { buf: Buffer; from: number } | null;
   // The record is at the shipped position of the WAL in the file: pages without frames
-  // in it were last written before it began, and must be the record's.
-  if (problems.length === 0 && record && s && state && chain.salts && chain.salts[0] === state.end.salt1 && chain.salts[1] === state.end.salt2) {
+  // in it were last written before it began, and must be the record's (also when the WAL
+  // is damaged: the report then names both files).
+  if (record && s && state && chain.shadowed && chain.salts && chain.salts[0] === state.end.salt1 && chain.salts[1] === state.end.salt2) {
     const bad = record.differing(s.buf, s.from, chain.shadowed);
     if (bad.length > 0) problems.push(pageProblem(rel, bad, record.pageSize));
   }

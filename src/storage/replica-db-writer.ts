@@ -6,7 +6,7 @@ import Database from 'better-sqlite3';
 import type { VerificationProblem } from '../shared/contracts.ts';
 import { UnderstudyError } from '../shared/errors.ts';
 import { PageRecord, pageProblem, readPageSlice, type PageCursor } from './page-record.ts';
-import { inspectWalChain, type WalEnd } from './wal-chain-check.ts';
+import { inspectWalChain, type ChainExpectation, type WalEnd } from './wal-chain-check.ts';
 import { fsyncDir, removeDurable, TEMP_PREFIX } from './fs-durable.ts';
 import { SQLITE_MAGIC } from './sqlite-file.ts';
 import { decodeWalPart, fileBlockHashes, sqlitePageSize, writeBlocks } from './block-diff.ts';
@@ -89,10 +89,10 @@ export class ReplicaDbWriter {
    * received. A copy that fails is forgotten (`forgetDamaged`): the source's next
    * request gets needSnapshot and ships a new generation over it.
    */
-  check(cursor: PageCursor, pageBytes: number): VerificationProblem[] {
+  check(cursor: PageCursor, pageBytes: number, walBudget?: ChainExpectation['budget']): VerificationProblem[] {
     if (this.damage) return this.damage;
-    const { problems, shadowed } = this.inspectWal();
-    if (problems.length === 0 && this.tail && this.record) {
+    const { problems, shadowed } = this.inspectWal(walBudget);
+    if (this.tail && this.record && shadowed) {
       const slice = readPageSlice(this.dbPath, this.record, cursor, pageBytes);
       const bad = slice ? this.record.differing(slice.buf, slice.from, shadowed) : [];
       if (bad.length > 0) problems.push(pageProblem(this.rel, bad, this.record.pageSize));
@@ -102,11 +102,11 @@ export class ReplicaDbWriter {
   }
 
   /** The WAL against the tail held (or the position acknowledged in an earlier run); the pages its frames hold. */
-  private inspectWal(): { problems: VerificationProblem[]; shadowed: ReadonlySet<number> } {
+  private inspectWal(budget?: ChainExpectation['budget']): { problems: VerificationProblem[]; shadowed: ReadonlySet<number> | null } {
     const t = this.tail;
     const known = t ? null : this.opts.known?.() ?? null;
     const committed = t ? (t.hdr ? { salt1: t.hdr.salt1, salt2: t.hdr.salt2, frames: t.lastFrame } : { salt1: 0, salt2: 0, frames: 0 }) : null;
-    const chain = inspectWalChain(this.dbPath, this.rel, { committed, known });
+    const chain = inspectWalChain(this.dbPath, this.rel, { committed, known, ...(budget ? { budget } : {}) });
     if (!chain.conclusive) {
       // Under the volume lock nothing else writes this WAL: another header is not ours.
       return { shadowed: chain.shadowed, problems: [{ file: `${this.rel}-wal`, kind: 'wal-frame', detail: `the WAL's header names another WAL than the one this replica holds (frames 1..${t?.lastFrame ?? 0}): it was replaced or damaged` }] };

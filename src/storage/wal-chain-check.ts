@@ -1,7 +1,7 @@
 import fs from 'node:fs';
 import type { VerificationProblem } from '../shared/contracts.ts';
 import { sameChecksum, walChecksum, type WalChecksum } from './wal-checksum.ts';
-import { WAL_FRAME_HEADER_SIZE, WAL_HEADER_SIZE, frameSize, parseWalHeader } from './wal-format.ts';
+import { WAL_FRAME_HEADER_SIZE, WAL_HEADER_SIZE, frameSize, parseWalHeader, type WalHeader } from './wal-format.ts';
 import { readWalIndexHeader } from './wal-index.ts';
 
 /**
@@ -44,7 +44,23 @@ export interface ChainExpectation {
   committed?: { salt1: number; salt2: number; frames: number } | null;
   /** A position shipped and confirmed: it must still be there, unchanged. */
   known?: WalEnd | null;
+  /**
+   * At most this many bytes of frames are read (the periodic check; see `ChainCursor`).
+   * A WAL within it is judged whole; a longer one a slice at a time. @default unbounded
+   */
+  budget?: { maxBytes: number; cursor: ChainCursor };
 }
+
+/**
+ * Where a bounded check of a long WAL goes on next time. Frame i is valid when its salts
+ * are the header's and its checksum continues from frame i-1's STORED checksum (the
+ * header's for frame 1): checking every frame that way is exactly SQLite's chain rule,
+ * so a WAL can be judged a slice per round (a damaged stored checksum fails its own frame
+ * and the next). The known end's check reads one frame header. A WAL normally holds a few
+ * MB (it restarts after each checkpoint); one that grew long (a shipper behind, a long
+ * reader) must not make every check read all of it: that would slow the shipper further.
+ */
+export interface ChainCursor { salt1: number; salt2: number; next: number }
 
 export interface ChainReport {
   /** Empty when the WAL holds everything known to be committed, verbatim. */
@@ -53,13 +69,26 @@ export interface ChainReport {
   conclusive: boolean;
   /** Salts of the WAL in the file (null: no WAL, or its header does not verify). */
   salts: readonly [number, number] | null;
-  /** Frames 1..end were judged. */
+  /** The committed end: frames 1..end were (or, with a budget, are being) judged. */
   end: number;
-  /** Pages of frames 1..end: their newest versions are in the WAL, so the db file's copies are not current. */
-  shadowed: Set<number>;
+  /**
+   * Pages of frames 1..end: their newest versions are in the WAL, so the db file's copies
+   * are not current. null when not every frame was read this time (a slice of a long WAL).
+   */
+  shadowed: Set<number> | null;
 }
 
 const EMPTY: Omit<ChainReport, 'problems'> = { conclusive: true, salts: null, end: 0, shadowed: new Set() };
+
+function readAt(fd: number, buf: Buffer, position: number): number {
+  let n = 0;
+  while (n < buf.length) {
+    const r = fs.readSync(fd, buf, n, buf.length - n, position + n);
+    if (r === 0) break;
+    n += r;
+  }
+  return n;
+}
 
 /**
  * Judges the WAL of database `dbPath` (`rel` names it in problems) against `expect`.
@@ -108,13 +137,21 @@ export function inspectWalChain(dbPath: string, rel: string, expect: ChainExpect
     if (end === 0) return { ...EMPTY, salts, problems: [] };
 
     const fsz = frameSize(hdr.pageSize);
-    const data = Buffer.allocUnsafe(end * fsz);
-    let n = 0;
-    while (n < data.length) {
-      const r = fs.readSync(fd, data, n, data.length - n, WAL_HEADER_SIZE + n);
-      if (r === 0) break;
-      n += r;
+    const budget = expect.budget;
+    if (budget && end * fsz > budget.maxBytes && size >= WAL_HEADER_SIZE + end * fsz) {
+      // A long WAL: a slice this time. Anything that fails is looked at whole below, once.
+      const c = budget.cursor;
+      if (c.salt1 !== hdr.salt1 || c.salt2 !== hdr.salt2 || c.next < 1 || c.next > end) Object.assign(c, { salt1: hdr.salt1, salt2: hdr.salt2, next: 1 });
+      const a = c.next;
+      const b = Math.min(end, a + Math.max(1, Math.floor(budget.maxBytes / fsz)) - 1);
+      const okSlice = sliceVerifies(fd, hdr, a, b) && (!knownHere || knownEndHolds(fd, hdr, knownHere, committedEnd));
+      if (okSlice) {
+        c.next = b >= end ? 1 : b + 1;
+        return { problems: [], conclusive: true, salts, end, shadowed: null };
+      }
     }
+    const data = Buffer.allocUnsafe(end * fsz);
+    const n = readAt(fd, data, WAL_HEADER_SIZE);
     const whole = Math.floor(n / fsz);
     const shadowed = new Set<number>();
     let ck: WalChecksum = hdr.checksum;
@@ -190,12 +227,12 @@ export function inspectWalChain(dbPath: string, rel: string, expect: ChainExpect
  * reads the db file there, so that every frame a checkpoint could have copied into it
  * meanwhile is among the frames read, hence `shadowed`).
  */
-export function checkLiveWal(dbPath: string, rel: string, known: WalEnd | null, between?: () => void): ChainReport & { indexEnd: number | null } {
+export function checkLiveWal(dbPath: string, rel: string, known: WalEnd | null, between?: () => void, budget?: ChainExpectation['budget']): ChainReport & { indexEnd: number | null } {
   const shm = `${dbPath}-shm`;
   const before = readWalIndexHeader(shm);
   between?.();
   const idx = readWalIndexHeader(shm);
-  const report = inspectWalChain(dbPath, rel, { committed: idx ? { salt1: idx.salt1, salt2: idx.salt2, frames: idx.mxFrame } : null, known });
+  const report = inspectWalChain(dbPath, rel, { committed: idx ? { salt1: idx.salt1, salt2: idx.salt2, frames: idx.mxFrame } : null, known, ...(budget ? { budget } : {}) });
   const after = readWalIndexHeader(shm);
   const moved = (a: typeof idx, b: typeof idx): boolean => !a || !b || a.salt1 !== b.salt1 || a.salt2 !== b.salt2 || b.mxFrame < a.mxFrame;
   // No valid index at all (no -shm: nobody has the database open in WAL mode): the file
@@ -204,6 +241,31 @@ export function checkLiveWal(dbPath: string, rel: string, known: WalEnd | null, 
   if (!before && !idx && !after) return { ...report, indexEnd: null };
   if (moved(before, idx) || moved(idx, after)) return { ...report, conclusive: false, problems: [], indexEnd: idx?.mxFrame ?? null };
   return { ...report, indexEnd: idx!.mxFrame };
+}
+
+/** Frames a..b each verify against their predecessor's stored checksum (the header's for frame 1). */
+function sliceVerifies(fd: number, hdr: WalHeader, a: number, b: number): boolean {
+  const fsz = frameSize(hdr.pageSize);
+  const first = Math.max(1, a - 1); // the predecessor's header gives the checksum to continue from
+  const data = Buffer.allocUnsafe((b - first + 1) * fsz);
+  if (readAt(fd, data, WAL_HEADER_SIZE + (first - 1) * fsz) < data.length) return false;
+  for (let i = a; i <= b; i++) {
+    const off = (i - first) * fsz;
+    const from: WalChecksum = i === 1 ? hdr.checksum : [data.readUInt32BE(off - fsz + 16), data.readUInt32BE(off - fsz + 20)];
+    if (data.readUInt32BE(off + 8) !== hdr.salt1 || data.readUInt32BE(off + 12) !== hdr.salt2) return false;
+    let c = walChecksum(data, hdr.bigEndian, from, off, off + 8);
+    c = walChecksum(data, hdr.bigEndian, c, off + WAL_FRAME_HEADER_SIZE, off + fsz);
+    if (!sameChecksum(c, [data.readUInt32BE(off + 16), data.readUInt32BE(off + 20)])) return false;
+  }
+  return true;
+}
+
+/** The known end is inside the committed frames and its frame stores the checksum that was shipped. */
+function knownEndHolds(fd: number, hdr: WalHeader, known: WalEnd, committedEnd: number | null): boolean {
+  if (committedEnd !== null && committedEnd < known.frame) return false;
+  const h = Buffer.alloc(WAL_FRAME_HEADER_SIZE);
+  if (readAt(fd, h, WAL_HEADER_SIZE + (known.frame - 1) * frameSize(hdr.pageSize)) < h.length) return false;
+  return sameChecksum([h.readUInt32BE(16), h.readUInt32BE(20)], known.checksum);
 }
 
 /** "3", "3-7", "3-7, 12": the frame numbers, as ranges. */

@@ -134,7 +134,7 @@ function copyDamage(abs: string, rel: string, image: Buffer, k: CaptureKnowledge
   if (!chain.conclusive) return null;
   if (chain.problems.length > 0) return chain.problems[0]!;
   const record = state?.record;
-  if (!record || !chain.salts || chain.salts[0] !== state.end.salt1 || chain.salts[1] !== state.end.salt2 || image.length % record.pageSize !== 0) return null;
+  if (!record || !chain.shadowed || !chain.salts || chain.salts[0] !== state.end.salt1 || chain.salts[1] !== state.end.salt2 || image.length % record.pageSize !== 0) return null;
   const bad = record.differing(image, 1, chain.shadowed);
   return bad.length > 0 ? pageProblem(rel, bad, record.pageSize) : null;
 }

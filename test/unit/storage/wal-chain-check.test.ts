@@ -166,11 +166,11 @@ test('page record: a page of the db file that no WAL frame supersedes must be th
   const check = (): number[] => {
     const chain = checkLiveWal(file, 'orders.db', null);
     const slice = readPageSlice(file, record, { next: 1 }, 1 << 30)!;
-    return record.differing(slice.buf, slice.from, chain.shadowed);
+    return record.differing(slice.buf, slice.from, chain.shadowed!);
   };
   assert.deepEqual(check(), [], 'the db file is what was shipped');
   // Damage pages in the middle of the file, which the WAL does not hold (full leaves of old orders).
-  const shadowed = checkLiveWal(file, 'orders.db', null).shadowed;
+  const shadowed = checkLiveWal(file, 'orders.db', null).shadowed!;
   let page = Math.floor(record.pages / 2);
   while (shadowed.has(page) || shadowed.has(page + 1)) page++;
   const fd = fs.openSync(file, 'r+');
