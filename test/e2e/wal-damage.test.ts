@@ -114,6 +114,22 @@ async function serving(c: Cluster): Promise<Status> {
   }, 60_000, 100);
 }
 
+/**
+ * A switchover to `host` (powered on first if a fence cut it): the copy on its storage is
+ * promoted, so its databases are opened fresh. Retried while the host is not trusted yet.
+ */
+async function switchTo(c: Cluster, host: string): Promise<void> {
+  await api(c, `/v1/hosts/${host}/power`, { action: 'on' });
+  await serving(c);
+  await waitUntil(`a switchover to ${host}`, async () => {
+    const r = await http(`${c.api}/v1/sites/shop/switchover`, { method: 'POST', body: { to: host }, timeoutMs: 60_000 });
+    if (r.status === 409) return null;
+    assert.equal(r.status, 200, JSON.stringify(r.body));
+    return (r.body as { status: string }).status === 'done';
+  }, 30_000, 500);
+  assert.equal((await api<Status>(c, '/v1/status')).sites[0]!.primary.host, host);
+}
+
 /** Orders acknowledged in `acked` that the shop no longer has. */
 async function lost(c: Cluster, acked: AckedOrder[]): Promise<AckedOrder[]> {
   return missingOrders(c.front, acked);
@@ -186,11 +202,7 @@ test('damage in the db file and the WAL of every live copy while the shop writes
     assert.equal(w.status, 201);
     after.push({ id: (w.body as { id: number }).id, customer: `wd-after-${i}`, ackAt: w.at, servedBy: w.servedBy });
   }
-  await serving(cluster);
-  const sw = await api<{ status: string }>(cluster, '/v1/sites/shop/switchover', { to: 'h1' });
-  assert.equal(sw.status, 'done');
-  const st = await api<Status>(cluster, '/v1/status');
-  assert.equal(st.sites[0]!.primary.host, 'h1');
+  await switchTo(cluster, 'h1');
   assert.deepEqual(await lost(cluster, [...before, ...after]), [], 'after the db was reopened on h1: every order acknowledged before the point, and since the restore, is there');
 });
 
@@ -235,9 +247,7 @@ test('only the replica\'s WAL damaged: found, the replica re-seeded from the hea
   assert.deepEqual(await lost(cluster, r.acked), [], 'no acknowledged order lost');
 
   // The re-seeded replica opened fresh by a switchover holds every order.
-  const sw = await api<{ status: string }>(cluster, '/v1/sites/shop/switchover', { to: 'h2' });
-  assert.equal(sw.status, 'done');
-  assert.equal((await api<Status>(cluster, '/v1/status')).sites[0]!.primary.host, 'h2');
+  await switchTo(cluster, 'h2');
   assert.deepEqual(await lost(cluster, r.acked), [], `all ${r.acked.length} orders on the re-seeded copy`);
 });
 
@@ -277,9 +287,6 @@ test('damage in the primary\'s db file and WAL only (sync mode): found within th
   assert.deepEqual(await lost(cluster, r.acked), [], `none of the ${r.acked.length} acknowledged orders lost`);
 
   // Re-protected onto array-a (a new generation over the damaged old copy), then a switchover back.
-  await serving(cluster);
-  const sw = await api<{ status: string }>(cluster, '/v1/sites/shop/switchover', { to: 'h1' });
-  assert.equal(sw.status, 'done');
-  assert.equal((await api<Status>(cluster, '/v1/status')).sites[0]!.primary.host, 'h1');
+  await switchTo(cluster, 'h1');
   assert.deepEqual(await lost(cluster, r.acked), [], 'every order on h1\'s re-seeded copy, opened fresh');
 });

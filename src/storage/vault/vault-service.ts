@@ -199,10 +199,11 @@ export class VaultService {
    * corruption-detected without waiting for the next scheduled check.
    */
   private noticeRefusedPoint(site: string, e: unknown): void {
-    const problem = e instanceof UnderstudyError ? (e.details as { problem?: VerificationProblem } | undefined)?.problem : undefined;
-    if (!problem) return;
-    this.verification.set(site, { ok: false, problems: [problem], checkedAt: Date.now(), ms: 0 });
-    this.host.log.error({ site, problem }, 'the primary volume is damaged (found while taking a restore point)');
+    const d = e instanceof UnderstudyError ? (e.details as { problem?: VerificationProblem; problems?: VerificationProblem[] } | undefined) : undefined;
+    const problems = d?.problems ?? (d?.problem ? [d.problem] : []);
+    if (problems.length === 0) return;
+    this.verification.set(site, { ok: false, problems, checkedAt: Date.now(), ms: 0 });
+    this.host.log.error({ site, problems }, 'the primary volume is damaged (found while taking a restore point)');
   }
 
   private vaultUrlOf(storageName: string): string | undefined {

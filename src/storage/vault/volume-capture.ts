@@ -70,7 +70,7 @@ function captureDatabase(dir: string, rel: string, knowledge?: CaptureKnowledge)
     // come from a damaged WAL, nor from one SQLite already recovered short. See copyDamage.
     const damage = copyDamage(abs, rel, data, knowledge);
     db.exec('COMMIT');
-    if (damage) throw new UnderstudyError('US_REPLICATION', `${abs}: ${damage.file}: ${damage.detail}; no restore point is taken of it`, { problem: damage });
+    if (damage.length > 0) throw new UnderstudyError('US_REPLICATION', `${abs}: ${damage.map((p) => `${p.file}: ${p.detail}`).join('; ')}; no restore point is taken of it`, { problem: damage[0], problems: damage });
     // Removed while it was copied (an rm -rf under way): the image may lack what the WAL held.
     refuseLostWal(abs, rel);
     if (!fs.existsSync(abs)) throw new UnderstudyError('US_NOT_FOUND', `${abs}: removed while a restore point was taken`, { problem: { file: rel, kind: 'unreadable', detail: 'removed while a restore point was taken' } satisfies VerificationProblem });
@@ -126,17 +126,19 @@ async function walkFiles(root: string, rel: string, out: CapturedFile[]): Promis
  * every committed frame and what was shipped and confirmed, verbatim (wal-chain-check.ts),
  * and every page of the image that no WAL frame supersedes must be the page that was
  * shipped (page-record.ts: such a page was read from the db file, which has not changed
- * since the WAL began). null when all is well, or nothing is known to compare with.
+ * since the WAL began). Empty when all is well, or nothing is known to compare with.
  */
-function copyDamage(abs: string, rel: string, image: Buffer, k: CaptureKnowledge | undefined): VerificationProblem | null {
+function copyDamage(abs: string, rel: string, image: Buffer, k: CaptureKnowledge | undefined): VerificationProblem[] {
   const state = k?.state ?? null;
   const chain = checkLiveWal(abs, rel, state?.end ?? k?.known ?? null);
-  if (!chain.conclusive) return null;
-  if (chain.problems.length > 0) return chain.problems[0]!;
+  if (!chain.conclusive) return [];
+  const problems = [...chain.problems];
   const record = state?.record;
-  if (!record || !chain.shadowed || !chain.salts || chain.salts[0] !== state.end.salt1 || chain.salts[1] !== state.end.salt2 || image.length % record.pageSize !== 0) return null;
-  const bad = record.differing(image, 1, chain.shadowed);
-  return bad.length > 0 ? pageProblem(rel, bad, record.pageSize) : null;
+  if (record && chain.shadowed && chain.salts && chain.salts[0] === state.end.salt1 && chain.salts[1] === state.end.salt2 && image.length % record.pageSize === 0) {
+    const bad = record.differing(image, 1, chain.shadowed);
+    if (bad.length > 0) problems.push(pageProblem(rel, bad, record.pageSize));
+  }
+  return problems;
 }
 
 /** null when the serialized database passes `quick_check`, else the first complaint. */
