@@ -36,7 +36,7 @@ if (role === '--upstream') {
     logger: silentLogger,
     config: {
       file: '', baseDir: process.cwd(),
-      controller: { listen: { host: '127.0.0.1', port: 0 }, stateDir: '' },
+      controller: { listen: { host: '127.0.0.1', port: 0 }, stateDir: '', failover: { cooldownMs: 0, flapWindowMs: 0, flapBackoffMs: 0 } },
       director: { listen: { host: '127.0.0.1', port: 0 }, holdMaxRequests: 1000, holdTimeoutMs: 5000 },
       storage: {}, hosts: {}, pools: {},
       sites: {

@@ -17,6 +17,14 @@
 // director sends such a read to the primary), and catalog.db is reopened whenever it
 // is replaced by a newer published image (another inode), so reads follow the copy.
 // An order is answered 201 only after its transaction has committed (synchronous=FULL).
+//
+// Optional behaviour, off unless its variable is set (Understudy's tests use them to
+// play apps with faults that are not the host's; any shop may have such code):
+//   SHOP_UPLOADS=1     POST /api/uploads stores a small JSON upload in orders.db under the
+//                      name in its X-Upload-Name header. The handler does not check that the
+//                      header is there: without it the request fails with 500, on every host.
+//   SHOP_RATE_LIMIT=N  at most N requests a second per client address (a token bucket of N);
+//                      beyond: 429 Too Many Requests with Retry-After: 1, health checks included.
 import http from 'node:http';
 import fs from 'node:fs';
 import path from 'node:path';
@@ -24,6 +32,8 @@ import Database from 'better-sqlite3';
 
 const MAX_BODY = 1024 * 1024;
 const READ_ONLY = process.env.READ_ONLY === '1';
+const UPLOADS = process.env.SHOP_UPLOADS === '1';
+const RATE_LIMIT = Number(process.env.SHOP_RATE_LIMIT ?? 0);
 const MODIFYING = new Set(['POST', 'PUT', 'PATCH', 'DELETE']);
 
 const DEFAULT_CATALOG = [
@@ -198,6 +208,23 @@ function catalogQueries(db) {
   };
 }
 
+if (UPLOADS && !READ_ONLY) orders.exec('CREATE TABLE IF NOT EXISTS uploads (name TEXT NOT NULL, data TEXT NOT NULL, created_at TEXT NOT NULL)');
+const insertUpload = UPLOADS && !READ_ONLY ? orders.prepare('INSERT INTO uploads (name, data, created_at) VALUES (?, ?, ?)') : null;
+
+/** SHOP_RATE_LIMIT: a token bucket of RATE_LIMIT per client address, refilled at RATE_LIMIT a second. */
+const buckets = new Map();
+function withinRateLimit(address) {
+  if (!(RATE_LIMIT > 0)) return true;
+  const now = Date.now();
+  const b = buckets.get(address) ?? { tokens: RATE_LIMIT, at: now };
+  b.tokens = Math.min(RATE_LIMIT, b.tokens + ((now - b.at) / 1000) * RATE_LIMIT);
+  b.at = now;
+  buckets.set(address, b);
+  if (b.tokens < 1) return false;
+  b.tokens -= 1;
+  return true;
+}
+
 /** Order statements; none on a reader copy (no orders.db): the order routes answer 421 there. */
 const oq = orders === null ? null : {
   insertOrder: orders.prepare('INSERT INTO orders (customer, total_cents, created_at) VALUES (?, ?, ?)'),
@@ -349,6 +376,7 @@ async function route(req, res) {
   const p = url.pathname;
   const m = req.method === 'HEAD' ? 'GET' : req.method;
 
+  if (!withinRateLimit(req.socket.remoteAddress ?? '')) return send(res, 429, { error: 'too many requests' }, { 'retry-after': '1' });
   if (MODIFYING.has(m) && READ_ONLY) return send(res, 503, { error: 'read-only host' }, { 'retry-after': '1' });
   catalogNow();
   if (oq === null && (p === '/api/orders' || p.startsWith('/api/orders/'))) {
@@ -380,6 +408,13 @@ async function route(req, res) {
     const id = Number(match[1]);
     const row = Number.isInteger(id) ? q.product.get(id) : undefined;
     return row ? send(res, 200, productJson(row)) : send(res, 404, { error: `no product ${match[1]}` });
+  }
+  if (insertUpload !== null && p === '/api/uploads') {
+    if (m !== 'POST') return methodNotAllowed(res, 'POST');
+    const body = await readJson(req);
+    const name = req.headers['x-upload-name'].trim(); // no header: a TypeError, answered 500
+    insertUpload.run(name, JSON.stringify(body ?? null), new Date().toISOString());
+    return send(res, 201, { name });
   }
   if (p === '/api/orders') {
     if (m === 'GET') {

@@ -2,24 +2,44 @@ import type http from 'node:http';
 import { z } from 'zod';
 import type { Controller } from '../controller/controller.ts';
 import { UnderstudyError } from '../shared/errors.ts';
+import { parseEndpoint } from '../config/endpoint.ts';
 import { JsonRouter, createJsonServer, listen, parseBody } from '../shared/http-json.ts';
-import { createMetrics } from './metrics.ts';
+import { serveDashboardFile } from './dashboard-assets.ts';
+import { serveEventStream } from './event-stream.ts';
+import { createMetrics, type MetricsSources } from './metrics.ts';
+import type { Notifier } from '../notify/notifier.ts';
 
 const FailoverBody = z.object({ to: z.string().optional(), force: z.boolean().optional() }).strict();
 const SwitchoverBody = z.object({ to: z.string().min(1) }).strict();
 const RestoreBody = z.object({ at: z.string().optional(), to: z.string().optional() }).strict();
+const DrillBody = z.object({
+  to: z.string().min(1).optional(),
+  front: z.string().refine((v) => parseEndpoint(v) !== undefined, 'must be an address like 127.0.0.1:9080').optional(),
+  smoke: z.string().regex(/^\/[^\s]*$/, 'must be a URL path like / or /api/products').optional(),
+}).strict();
 const PowerBody = z.object({ action: z.enum(['on', 'off']) }).strict();
 const SignalBody = z.object({ kind: z.literal('conn-error'), site: z.string(), upstream: z.string(), at: z.number(), error: z.string() });
 
+/** The parts the API shows besides the controller itself. */
+export interface ApiParts {
+  notifier?: Notifier;
+}
+
+/** Failover figures the dashboard and `status --json` show per site (from its newest `failover-complete` event). */
+const LAST_FAILOVER_FIELDS = ['from', 'to', 'epoch', 'reason', 'detectionMs', 'servingAgainMs', 'replicationLagMsAtFailure', 'detectedAt', 'servingAgainAt'] as const;
+
 /**
- * The controller's HTTP API: status, events, failover, power, signals, /metrics.
- * When UNDERSTUDY_TOKEN is set, every call but /healthz, /metrics and /v1/signals
- * needs `Authorization: Bearer <token>`; the token is never logged. A signal only
- * makes the controller probe a primary at once: it can trigger no action by itself.
+ * The controller's HTTP API: status, events (and their live stream), runbooks,
+ * failover, switchover, restore, power, notifications, signals, /metrics, and the
+ * dashboard at `/`. When UNDERSTUDY_TOKEN is set, every call but /healthz, /metrics,
+ * /v1/signals and the dashboard's static files needs `Authorization: Bearer <token>`;
+ * the token is never logged, and the dashboard asks the operator for it. A signal
+ * only makes the controller probe a primary at once: it can trigger no action by itself.
  */
-export async function startApiServer(controller: Controller): Promise<http.Server> {
+export async function startApiServer(controller: Controller, parts: ApiParts = {}): Promise<http.Server> {
   const token = process.env.UNDERSTUDY_TOKEN;
-  const registry = createMetrics(controller);
+  const sources: MetricsSources = parts.notifier ? { notify: () => parts.notifier!.stats() } : {};
+  const registry = createMetrics(controller, sources);
   const auth = (headers: http.IncomingHttpHeaders): void => {
     if (token && headers.authorization !== `Bearer ${token}`) {
       throw new UnderstudyError('US_UNAUTHORIZED', 'missing or wrong token: set UNDERSTUDY_TOKEN to the controller\'s token');
@@ -27,7 +47,27 @@ export async function startApiServer(controller: Controller): Promise<http.Serve
   };
   const router = new JsonRouter()
     .on('GET', '/healthz', () => ({ ok: true, pid: process.pid }))
-    .on('GET', '/v1/status', ({ headers }) => { auth(headers); return controller.status(); })
+    .on('GET', '/', (_req, res) => serveDashboardFile('index.html', res))
+    .on('GET', '/dashboard/:file', ({ params }, res) => serveDashboardFile(params.file!, res))
+    .on('GET', '/v1/status', async ({ headers }) => {
+      auth(headers);
+      const st = await controller.status();
+      return {
+        ...st,
+        sites: st.sites.map((s) => {
+          const e = controller.store.latestEvent('failover-complete', s.name);
+          return e ? { ...s, lastFailover: { at: e.at, ...Object.fromEntries(LAST_FAILOVER_FIELDS.filter((k) => e.data[k] !== undefined).map((k) => [k, e.data[k]])) } } : s;
+        }),
+      };
+    })
+    .on('GET', '/v1/events/stream', ({ headers, query, raw }, res) => {
+      auth(headers);
+      serveEventStream(controller.store, raw, res, query);
+    })
+    .on('GET', '/v1/notify', ({ headers }) => {
+      auth(headers);
+      return { targets: parts.notifier?.stats() ?? [] };
+    })
     .on('GET', '/v1/events', ({ headers, query }) => {
       auth(headers);
       const events = controller.store.listEvents({
@@ -54,6 +94,11 @@ export async function startApiServer(controller: Controller): Promise<http.Serve
       auth(headers);
       const b = parseBody(RestoreBody, body ?? {});
       return controller.restore(params.site!, { ...(b.at ? { at: Date.parse(b.at) } : {}), ...(b.to ? { to: b.to } : {}) });
+    })
+    .on('POST', '/v1/sites/:site/drill', ({ headers, params, body }) => {
+      auth(headers);
+      const b = parseBody(DrillBody, body ?? {});
+      return controller.drills.run(params.site!, { ...(b.to ? { to: b.to } : {}), ...(b.front ? { front: parseEndpoint(b.front)! } : {}), ...(b.smoke ? { smokePath: b.smoke } : {}) });
     })
     .on('GET', '/v1/sites/:site/backups', ({ headers, params }) => { auth(headers); return controller.backups(params.site!); })
     .on('GET', '/v1/hosts/:host/power', ({ headers, params }) => { auth(headers); return controller.power(params.host!, 'status'); })

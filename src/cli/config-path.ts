@@ -12,7 +12,11 @@ export function resolveConfigPath(given?: string): string {
   return fs.existsSync(local) ? local : BUNDLED_DEMO;
 }
 
-/** Relative paths of the bundled demo resolve against the package root, the user's against the working directory. */
+/**
+ * Relative paths in a config file resolve against the file's own directory (as
+ * Docker Compose does), whatever the working directory: `up -c /etc/understudy/shop.yaml`
+ * run by a service manager from `/` keeps its state beside the file.
+ */
 export function baseDirFor(configPath: string): string {
-  return configPath === BUNDLED_DEMO ? PACKAGE_ROOT : process.cwd();
+  return path.dirname(path.resolve(configPath));
 }

@@ -1,6 +1,8 @@
 import type { UnderstudyConfig } from '../config/types.ts';
 import { startApiServer } from '../api/api-server.ts';
 import { Controller } from '../controller/controller.ts';
+import { isUnderstudyError } from '../shared/errors.ts';
+import { Notifier } from '../notify/notifier.ts';
 
 export interface ControllerService {
   controller: Controller;
@@ -15,8 +17,12 @@ export interface ControllerService {
  */
 export async function startControllerService(config: UnderstudyConfig): Promise<ControllerService> {
   const controller = new Controller(config);
-  const server = await startApiServer(controller);
+  // Notifications are delivered from the state store's queue, beside the runbooks, never inside them.
+  const notifier = new Notifier(config, controller.store, controller.log);
+  const server = await startApiServer(controller, { notifier });
+  notifier.start();
   const stop = async () => {
+    notifier.stop();
     server.close();
     server.closeAllConnections();
     await controller.stop();
@@ -24,8 +30,11 @@ export async function startControllerService(config: UnderstudyConfig): Promise<
   try {
     await controller.start();
   } catch (e) {
-    controller.log.error({ err: (e as Error).message }, 'controller could not start the sites');
-    controller.store.addEvent({ site: null, host: null, kind: 'controller-start-failed', message: `the controller could not start: ${(e as Error).message}`, data: {} });
+    // The cause, with its code, for `up` to print (start-failure.ts) and for the event log.
+    const code = typeof (e as { code?: unknown }).code === 'string' ? (e as { code: string }).code : 'US_INTERNAL';
+    const details = isUnderstudyError(e) ? e.details ?? null : null;
+    controller.log.error({ err: (e as Error).message, code }, 'controller could not start the sites');
+    controller.store.addEvent({ site: null, host: null, kind: 'controller-start-failed', message: `the controller could not start: ${(e as Error).message}`, data: { code, error: (e as Error).message, details } });
     await stop();
     throw e;
   }
@@ -45,7 +54,9 @@ export async function runController(config: UnderstudyConfig): Promise<void> {
   process.on('SIGINT', onSignal);
   try {
     service = await startControllerService(config);
-  } catch {
+  } catch (e) {
+    // A failed start of the sites is logged above; one before (a bad environment variable) only here.
+    process.stderr.write(`understudy controller: ${(e as Error).message}\n`);
     process.exit(1);
   }
 }

@@ -1,17 +1,30 @@
 import { Command, CommanderError } from 'commander';
-import { loadConfig } from '../config/load-config.ts';
 import type { UnderstudyConfig } from '../config/types.ts';
-import { isUnderstudyError } from '../shared/errors.ts';
 import type { VaultPoint } from '../shared/contracts.ts';
 import type { StatusView } from '../controller/status-view.ts';
 import type { EventRecord } from '../state/state-store.ts';
-import { callApi, type ApiOptions } from './api-client.ts';
-import { baseDirFor, resolveConfigPath } from './config-path.ts';
-import { formatEvent, formatStatus } from './format.ts';
+import type { ApiCallOptions, ApiOptions } from './api-client.ts';
 
-function config(file?: string): UnderstudyConfig {
+/*
+ * Every command loads its own modules when it runs, not before: `--help` loads
+ * only commander, `status` only a YAML parser and node:http (api-client.ts), and
+ * the parts (`up`, `director`, …) the rest. A CLI call is a short process; what it
+ * does not import it does not pay for.
+ */
+
+async function config(file?: string): Promise<UnderstudyConfig> {
+  const [{ loadConfig }, { baseDirFor, resolveConfigPath }] = await Promise.all([import('../config/load-config.ts'), import('./config-path.ts')]);
   const path = resolveConfigPath(file);
   return loadConfig(path, { baseDir: baseDirFor(path) });
+}
+
+async function callApi<T>(opts: ApiOptions, pathAndQuery: string, call?: ApiCallOptions): Promise<T> {
+  const api = await import('./api-client.ts');
+  return api.callApi<T>(opts, pathAndQuery, call);
+}
+
+async function format(): Promise<typeof import('./format.ts')> {
+  return import('./format.ts');
 }
 
 const program = new Command('understudy')
@@ -27,7 +40,7 @@ program.command('up')
   .option('--controller-on <storage>', 'run the controller inside this storage system\'s processor instead of its own process')
   .action(async (o: { config?: string; controllerOn?: string }) => {
     const { runUp } = await import('./up-command.ts');
-    process.exitCode = await runUp(config(o.config), { controllerOn: o.controllerOn });
+    process.exitCode = await runUp(await config(o.config), { controllerOn: o.controllerOn });
   });
 
 program.command('validate')
@@ -41,12 +54,13 @@ program.command('validate')
 apiOpts(program.command('status').description('sites, hosts and replication').option('--json', 'the status as JSON'))
   .action(async (o: ApiOptions & { json?: boolean }) => {
     const st = await callApi<StatusView>(o, '/v1/status');
-    console.log(o.json ? JSON.stringify(st, null, 2) : formatStatus(st));
+    console.log(o.json ? JSON.stringify(st, null, 2) : (await format()).formatStatus(st));
   });
 
-apiOpts(program.command('events').description('the event log').option('--follow', 'keep printing new events').option('--json', 'one JSON object per line'))
+apiOpts(program.command('events').description('the event log').option('--follow', 'keep printing new events and runbook steps as they happen').option('--json', 'one JSON object per line'))
   .action(async (o: ApiOptions & { follow?: boolean; json?: boolean }) => {
     let after = 0;
+    const { formatEvent } = await format();
     const print = (events: EventRecord[]) => {
       for (const e of events) { console.log(o.json ? JSON.stringify(e) : formatEvent(e)); after = e.id; }
     };
@@ -56,10 +70,18 @@ apiOpts(program.command('events').description('the event log').option('--follow'
       print(page);
       if (page.length < 1000) break;
     }
-    while (o.follow) {
-      await new Promise((r) => setTimeout(r, 300));
-      print((await callApi<{ events: EventRecord[] }>(o, `/v1/events?after=${after}`)).events);
-    }
+    if (!o.follow) return;
+    // Then the live stream (Server-Sent Events), resumed after the last event printed.
+    const { followEvents } = await import('./event-follow.ts');
+    await followEvents(o, after, {
+      event: (e) => print([e]),
+      step: (s) => {
+        if (o.json) console.log(JSON.stringify({ step: s }));
+        else if (s.phase !== 'begin') console.log(`${new Date(s.at).toISOString()}  ${s.site}  ${s.kind} #${s.runbook}: ${s.step} ${s.phase === 'end' ? `done${s.ms !== undefined ? ` (${s.ms} ms)` : ''}` : `failed: ${s.error ?? ''}`}`);
+      },
+      lost: (why) => console.error(`understudy: ${why}`),
+      resumed: () => console.error('understudy: events stream resumed'),
+    });
   });
 
 apiOpts(program.command('failover').description('unplanned move of SITE now').argument('<site>').option('--to <host>', 'target host').option('--force', 'go on even if the old host cannot be confirmed off'))
@@ -113,6 +135,31 @@ apiOpts(program.command('restore').description('restore SITE from its vault (new
     if (r.status !== 'done') process.exitCode = 1;
   });
 
+apiOpts(program.command('drill').description('rehearse a failover of SITE on a free spare, without touching the site').argument('<site>')
+  .option('--to <host>', 'the spare to rehearse on (default: the one a failover would take, if free)')
+  .option('--front <address>', 'where the drill front listens, like 127.0.0.1:9080 (default: the site\'s front address, any free port)')
+  .option('--smoke <path>', 'the smoke request sent through the drill front', '/')
+  .option('--json', 'the report as JSON'))
+  .action(async (site: string, o: ApiOptions & { to?: string; front?: string; smoke: string; json?: boolean }) => {
+    const { formatDrillReport } = await import('./drill-report.ts');
+    if (!o.json) console.error(`rehearsing a failover of ${site}${o.to ? ` on ${o.to}` : ''}…`);
+    // Progress: the drill's steps from the live events stream.
+    const { followEvents } = await import('./event-follow.ts');
+    const ac = new AbortController();
+    const progress = o.json ? Promise.resolve() : followEvents(o, Number.MAX_SAFE_INTEGER, {
+      event: () => undefined,
+      step: (s) => { if (s.site === site && s.kind === 'drill' && s.phase !== 'begin') console.error(`  ${s.phase === 'end' ? '✓' : '✗'} ${s.step}${s.ms !== undefined ? ` (${s.ms} ms)` : ''}${s.error ? `: ${s.error}` : ''}`); },
+    }, ac.signal).catch(() => undefined);
+    try {
+      const r = await callApi<import('../controller/drill-runbook.ts').DrillReport>(o, `/v1/sites/${encodeURIComponent(site)}/drill`, { body: { to: o.to, front: o.front, smoke: o.smoke }, timeoutMs: 900_000 });
+      console.log(o.json ? JSON.stringify(r, null, 2) : formatDrillReport(r));
+      if (!r.ok) process.exitCode = 1;
+    } finally {
+      ac.abort();
+      await progress;
+    }
+  });
+
 apiOpts(program.command('power').description('a host\'s relay').argument('<host>').argument('<action>', 'on, off or status'))
   .action(async (host: string, action: string, o: ApiOptions) => {
     if (!['on', 'off', 'status'].includes(action)) throw new CommanderError(1, 'understudy.badAction', `power: action must be on, off or status, not "${action}"`);
@@ -125,21 +172,21 @@ apiOpts(program.command('power').description('a host\'s relay').argument('<host>
 // Internal commands: the processes that `up` starts; also what runs on other machines.
 program.command('controller', { hidden: true }).requiredOption('-c, --config <file>').action(async (o: { config: string }) => {
   const { runController } = await import('./controller-command.ts');
-  await runController(config(o.config));
+  await runController(await config(o.config));
 });
 program.command('director').description('run the built-in network director').requiredOption('-c, --config <file>').action(async (o: { config: string }) => {
   const { runDirector } = await import('./director-command.ts');
-  await runDirector({ config: config(o.config) });
+  await runDirector({ config: await config(o.config) });
 });
 program.command('storage').description('run a storage processor').requiredOption('--name <storage>').requiredOption('-c, --config <file>')
   .option('--with-controller', 'also run the controller inside this storage processor')
   .action(async (o: { name: string; config: string; withController?: boolean }) => {
     const { runStorage } = await import('./storage-command.ts');
-    await runStorage({ config: config(o.config), name: o.name, withController: o.withController });
+    await runStorage({ config: await config(o.config), name: o.name, withController: o.withController });
   });
 program.command('agent').description('run a host agent').requiredOption('--host <host>').requiredOption('-c, --config <file>').action(async (o: { host: string; config: string }) => {
   const { runAgent } = await import('./agent-command.ts');
-  await runAgent(config(o.config), o.host);
+  await runAgent(await config(o.config), o.host);
 });
 
 try {
@@ -150,7 +197,7 @@ try {
       if (e.code === 'understudy.badAction') console.error(`understudy: ${e.message}`);
       process.exitCode = e.exitCode || 1;
     }
-  } else if (isUnderstudyError(e)) {
+  } else if ((await import('../shared/errors.ts')).isUnderstudyError(e)) {
     const problems = (e as { problems?: unknown[] }).problems;
     if (e.code === 'US_CONFIG_INVALID' && Array.isArray(problems)) console.error(e.message);
     else console.error(`understudy: ${e.message} [${e.code}]`);

@@ -9,7 +9,7 @@ import type { ControllerService } from './controller-command.ts';
  * stopped, SQLite handles closed) and resolves.
  *
  * With `withController`, the controller runs inside this storage processor's
- * process (claims 43 and 47: the controller on the storage system's processor):
+ * process (the controller on the storage system's processor):
  * the same controller, API and behaviour as `understudy controller`, started once
  * the storage processor answers, stopped before it.
  */
@@ -22,7 +22,8 @@ export async function runStorage(opts: { config: UnderstudyConfig; name: string;
     const { startControllerService } = await import('./controller-command.ts');
     try {
       controller = await startControllerService(opts.config);
-    } catch {
+    } catch (e) {
+      process.stderr.write(`understudy storage --with-controller: ${(e as Error).message}\n`);
       await processor.stop();
       process.exit(1);
     }

@@ -13,6 +13,7 @@ import type { StatusView } from '../controller/status-view.ts';
 import type { EventRecord } from '../state/state-store.ts';
 import { PACKAGE_ROOT } from './config-path.ts';
 import { formatEvent } from './format.ts';
+import { checkSeeds, controllerStartFailure, startFailureLines, startFailureSummary } from './start-failure.ts';
 
 const BIN = path.join(PACKAGE_ROOT, 'bin/understudy.js');
 
@@ -76,7 +77,9 @@ export async function runUp(config: UnderstudyConfig, opts: UpOptions = {}): Pro
       p.child = null;
       if (stopping) return;
       if (!startupDone) {
-        startupFailed?.(new UnderstudyError('US_INTERNAL', `${p.name} exited during start (${signal ?? `code ${code}`}); see ${logDir}/${p.name.replace(/\s+/g, '-')}.log`));
+        // The controller records why it could not start (start-failure.ts): that cause, with its code.
+        startupFailed?.((p === controller ? controllerStartFailure(config, runStartedAt) : null)
+          ?? new UnderstudyError('US_INTERNAL', `${p.name} exited during start (${signal ?? `code ${code}`}); see ${logDir}/${p.name.replace(/\s+/g, '-')}.log`));
         return;
       }
       out(`! ${p.name} exited (${signal ?? `code ${code}`}); restarting in ${RESTART_DELAY_MS} ms`);
@@ -93,21 +96,24 @@ export async function runUp(config: UnderstudyConfig, opts: UpOptions = {}): Pro
   };
 
   const failed = new Promise<never>((_, reject) => { startupFailed = reject; });
+  // The waits a failed start leaves behind end with it (else they keep `up` alive until their timeouts).
+  const waits = new AbortController();
   try {
     out(`understudy: starting ${Object.keys(config.sites).length} site(s) from ${config.file}`);
     for (const p of parts) spawnPart(p);
-    await Promise.race([failed, Promise.all(parts.map((p) => waitHealthz(p.url, 30_000, p.name)))]);
+    await Promise.race([failed, Promise.all(parts.map((p) => waitHealthz(p.url, 30_000, p.name, waits.signal)))]);
     for (const p of parts) out(`  ✓ ${p.name} on ${p.url.replace('http://', '')}`);
     spawnPart(controller);
-    await Promise.race([failed, waitHealthz(controller.url, 30_000, 'controller')]);
+    await Promise.race([failed, waitHealthz(controller.url, 30_000, 'controller', waits.signal)]);
     out(`  ✓ ${controller.name} on ${controller.url.replace('http://', '')}`);
-    await Promise.race([failed, waitSitesServing(config, controller.url, 60_000)]);
+    await Promise.race([failed, waitSitesServing(config, controller.url, 60_000, waits.signal)]);
     startupDone = true;
   } catch (e) {
-    out(`understudy: start failed: ${(e as Error).message}`);
+    waits.abort();
+    for (const line of startFailureLines(e)) out(line);
     out('understudy: stopping what was started');
     await stopAll();
-    throw e;
+    throw startFailureSummary(e);
   }
   for (const s of Object.values(config.sites)) out(`  ✓ site ${s.name} serving at http://${endpointToString(s.front)}`);
   out('understudy is up. Ctrl-C stops everything. Events:');
@@ -136,6 +142,7 @@ export async function runUp(config: UnderstudyConfig, opts: UpOptions = {}): Pro
 
 /** Everything checked before anything starts, so that a bad start leaves nothing half-started. */
 async function preflight(config: UnderstudyConfig): Promise<void> {
+  checkSeeds(config);
   const volumeProblems: string[] = [];
   for (const s of Object.values(config.storage)) {
     const volumes = path.join(s.path, 'volumes');
@@ -164,9 +171,9 @@ function portFree(e: Endpoint): Promise<boolean> {
   });
 }
 
-async function waitHealthz(url: string, timeoutMs: number, name: string): Promise<void> {
+async function waitHealthz(url: string, timeoutMs: number, name: string, signal: AbortSignal): Promise<void> {
   const deadline = Date.now() + timeoutMs;
-  while (Date.now() < deadline) {
+  while (Date.now() < deadline && !signal.aborted) {
     try {
       await callJson(`${url}/healthz`, { timeoutMs: 500 });
       return;
@@ -177,10 +184,10 @@ async function waitHealthz(url: string, timeoutMs: number, name: string): Promis
   throw new UnderstudyError('US_TIMEOUT', `${name} did not answer on ${url} within ${timeoutMs} ms`);
 }
 
-async function waitSitesServing(config: UnderstudyConfig, url: string, timeoutMs: number): Promise<void> {
+async function waitSitesServing(config: UnderstudyConfig, url: string, timeoutMs: number, signal: AbortSignal): Promise<void> {
   const deadline = Date.now() + timeoutMs;
   let last = '';
-  while (Date.now() < deadline) {
+  while (Date.now() < deadline && !signal.aborted) {
     try {
       const st = await callJson<StatusView>(`${url}/v1/status`, { timeoutMs: 1000 });
       const waiting = Object.keys(config.sites).filter((s) => !['serving', 'degraded'].includes(st.sites.find((x) => x.name === s)?.state ?? ''));

@@ -1,9 +1,10 @@
 import path from 'node:path';
 import type { Finding } from './problems.ts';
 import type { ParsedSections } from './parse-sections.ts';
-import type { SiteInput } from './schema.ts';
+import { sectionSchemas, type SiteInput } from './schema.ts';
 import type {
   HostConfig,
+  NotifyTarget,
   SiteConfig,
   SyncConfig,
   StorageConfig,
@@ -67,6 +68,7 @@ export function compileConfig(
         port: value.app.port,
         ...(value.app.seed !== undefined ? { seed: abs(value.app.seed) } : {}),
         env: { ...value.app.env },
+        startTimeoutMs: value.app.startTimeout,
       },
       primary: value.primary,
       standby: standby.hosts,
@@ -81,7 +83,9 @@ export function compileConfig(
       transform: value.transform.map(compileRule),
       health: {
         probe: {
-          path: value.health.probe.path,
+          type: value.health.probe.type,
+          path: value.health.probe.type === 'tcp' ? '' : value.health.probe.path ?? '/healthz',
+          ...(value.health.probe.expect ? { expect: { ...value.health.probe.expect, ...(value.health.probe.expect.status ? { status: [...value.health.probe.expect.status] } : {}) } } : {}),
           everyMs: value.health.probe.every,
           timeoutMs: value.health.probe.timeout,
           fall: value.health.probe.fall,
@@ -109,24 +113,47 @@ export function compileConfig(
     if (h && value && value.boot === undefined) h.boot = warm.has(name);
   }
 
-  const c = parsed.controller;
-  const d = parsed.director;
+  const notify: Record<string, NotifyTarget> = {};
+  for (const { name, value } of parsed.notify) {
+    if (!value) continue;
+    value.sites?.forEach((s, i) => {
+      if (!parsed.sites.some((e) => e.name === s)) findings.push({ path: ['notify', name, 'sites', i], message: `unknown site ${s}${parsed.sites.length ? ` (known: ${parsed.sites.map((e) => e.name).join(', ')})` : ''}` });
+    });
+    notify[name] = {
+      name,
+      ...(value.webhook ? { webhook: { url: value.webhook.url, headers: Object.fromEntries(Object.entries(value.webhook.headers).map(([h, v]) => [h, 'file' in v && v.file !== undefined ? { file: abs(v.file) } : v])), timeoutMs: value.webhook.timeout } } : {}),
+      ...(value.command ? { command: { run: [...value.command.run], timeoutMs: value.command.timeout } } : {}),
+      events: [...value.events],
+      ...(value.sites ? { sites: [...value.sites] } : {}),
+      retry: { minMs: value.retry.min, maxMs: value.retry.max, alertAfter: value.retry.alertAfter, giveUpAfterMs: value.retry.giveUpAfter },
+    };
+  }
+
+  // A section that failed validation is reported already; its defaults stand in (the schema's, written once).
+  const c = parsed.controller ?? sectionSchemas.controller.parse({});
+  const d = parsed.director ?? sectionSchemas.director.parse({});
   return {
     file: where.file,
     baseDir: where.baseDir,
     controller: {
-      listen: c?.listen ?? { host: '127.0.0.1', port: 7070 },
-      stateDir: abs(c?.state ?? '.understudy/state'),
+      listen: c.listen,
+      stateDir: abs(c.state),
+      failover: {
+        cooldownMs: c.failover.cooldown,
+        flapWindowMs: c.failover.flapWindow,
+        flapBackoffMs: c.failover.flapBackoff ?? c.failover.cooldown,
+      },
     },
     director: {
-      listen: d?.listen ?? { host: '127.0.0.1', port: 7071 },
-      holdMaxRequests: d?.hold.maxRequests ?? 1000,
-      holdTimeoutMs: d?.hold.timeout ?? 5000,
+      listen: d.listen,
+      holdMaxRequests: d.hold.maxRequests,
+      holdTimeoutMs: d.hold.timeout,
     },
     storage,
     hosts,
     pools,
     sites,
+    ...(Object.keys(notify).length > 0 ? { notify } : {}),
   };
 }
 
@@ -200,6 +227,9 @@ function compileSync(
   sync: { onReplicaLost: 'degrade' | 'strict'; timeout: number } | undefined,
 ): { sync?: SyncConfig } {
   if (sync !== undefined) return { sync: { onReplicaLost: sync.onReplicaLost, timeoutMs: sync.timeout } };
-  if (replication === 'sync') return { sync: { onReplicaLost: 'degrade', timeoutMs: 2000 } };
+  if (replication === 'sync') {
+    const dflt = sectionSchemas.sync.parse({});
+    return { sync: { onReplicaLost: dflt.onReplicaLost, timeoutMs: dflt.timeout } };
+  }
   return {};
 }

@@ -10,6 +10,9 @@ import type { Endpoint } from './types.ts';
 export const ENDPOINT_MESSAGE = 'must be an address like 127.0.0.1:8080 (IPv4, or [::1]:8080)';
 export const ADDRESS_MESSAGE = 'must be an IP address like 127.0.1.1';
 
+/** `controller.listen` when the config does not set it (also where the CLI looks for the API). */
+export const DEFAULT_CONTROLLER_LISTEN: Endpoint = Object.freeze({ host: '127.0.0.1', port: 7070 });
+
 /** Parses "host:port"; undefined when it is not one. */
 export function parseEndpoint(text: unknown): Endpoint | undefined {
   if (typeof text !== 'string') return undefined;

@@ -13,7 +13,7 @@ export { ConfigError, formatProblems } from './problems.ts';
 export type { ConfigProblem } from './problems.ts';
 
 export interface LoadConfigOptions {
-  /** Directory relative paths in the file are resolved against. @default process.cwd() */
+  /** Directory relative paths in the file are resolved against. @default the file's own directory */
   baseDir?: string;
 }
 
@@ -32,7 +32,7 @@ export function loadConfig(file: string, opts: LoadConfigOptions = {}): Understu
 
 /** Same as `loadConfig`, from text already read (`file` only names it in problems). */
 export function parseConfig(text: string, file: string, opts: LoadConfigOptions = {}): UnderstudyConfig {
-  const baseDir = path.resolve(opts.baseDir ?? process.cwd());
+  const baseDir = path.resolve(opts.baseDir ?? path.dirname(path.resolve(file)));
   const source = parseYamlSource(text);
   if (source.syntaxErrors.length > 0) {
     throw new ConfigError(source.syntaxErrors.map((e) => ({ file, line: e.line, col: e.col, path: '', message: e.message })));

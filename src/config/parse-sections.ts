@@ -1,7 +1,7 @@
 import type { z } from 'zod';
 import type { Finding } from './problems.ts';
 import { sectionSchemas, topLevelSchema } from './schema.ts';
-import type { ControllerInput, DirectorInput, HostInput, SiteInput, StorageInput } from './schema.ts';
+import type { ControllerInput, DirectorInput, HostInput, NotifyInput, SiteInput, StorageInput } from './schema.ts';
 import { salvage } from './salvage.ts';
 import { zodFindings } from './zod-findings.ts';
 
@@ -29,10 +29,11 @@ export interface ParsedSections {
   hosts: Entry<HostInput>[];
   pools: Entry<string[]>[];
   sites: Entry<SiteInput>[];
+  notify: Entry<NotifyInput>[];
 }
 
 export function parseSections(data: unknown, findings: Finding[]): ParsedSections {
-  const out: ParsedSections = { storage: [], hosts: [], pools: [], sites: [] };
+  const out: ParsedSections = { storage: [], hosts: [], pools: [], sites: [], notify: [] };
   if (data === undefined || data === null) {
     findings.push({ path: [], message: 'the file is empty; it needs at least storage, hosts and sites' });
     return out;
@@ -49,6 +50,7 @@ export function parseSections(data: unknown, findings: Finding[]): ParsedSection
   out.hosts = parseRecord(sectionSchemas.host, raw.hosts, 'hosts', 'host (name: { address, storage })', true, findings);
   out.pools = parseRecord(sectionSchemas.pool, raw.pools, 'pools', 'pool (name: [host, ...])', false, findings);
   out.sites = parseRecord(sectionSchemas.site, raw.sites, 'sites', 'site (name: { front, app, primary, standby })', true, findings);
+  out.notify = parseRecord(sectionSchemas.notify, raw.notify, 'notify', 'notification target (name: { webhook: { url } } or { command: { run } })', false, findings);
   return out;
 }
 

@@ -3,6 +3,7 @@ import type { Finding } from './problems.ts';
 import type { ParsedSections } from './parse-sections.ts';
 import { endpointToString } from './types.ts';
 import type { Endpoint, UnderstudyConfig } from './types.ts';
+import { appTemplateProblems } from '../transform/render-app.ts';
 
 /**
  * Checks that hold across sections: names that refer to something, addresses and
@@ -110,6 +111,10 @@ function checkSites(config: UnderstudyConfig, names: { storage: string[]; hosts:
         });
       }
     }
+
+    // app.command / app.env templates render on every host that may run the site.
+    const runners = candidates.map((h) => config.hosts[h]).filter((h) => h !== undefined);
+    for (const p of appTemplateProblems(runners, site)) findings.push({ path: [...base, 'app', ...p.path], message: p.message });
 
     const backup = site.volume.backup;
     if (backup) {

@@ -1,13 +1,13 @@
 import { z } from 'zod';
 import { DURATION_MESSAGE, parseDuration } from './duration.ts';
-import { ADDRESS_MESSAGE, ENDPOINT_MESSAGE, isAddress, isPort, parseEndpoint } from './endpoint.ts';
+import { ADDRESS_MESSAGE, DEFAULT_CONTROLLER_LISTEN, ENDPOINT_MESSAGE, isAddress, isPort, parseEndpoint } from './endpoint.ts';
 import { checkTemplate } from '../transform/template.ts';
 import { FORMAT_HINT, FORMAT_NAMES, formatFor } from '../transform/formats/index.ts';
 import { compilePattern } from '../transform/text-replace.ts';
 
 /**
- * The config file as an operator writes it (see DESIGN.md "Config (YAML) — the
- * shape"), validated field by field with defaults applied. Durations come out as
+ * The config file as an operator writes it (docs/configuration.md),
+ * validated field by field with defaults applied. Durations come out as
  * milliseconds and addresses as endpoints; `compile.ts` then resolves paths,
  * expands pools and fills defaults that depend on other sections. Every object is
  * strict: an unknown key (a typo) is an error, never silently ignored.
@@ -34,6 +34,12 @@ const duration = custom(DURATION_MESSAGE, (v) => {
   return ms !== undefined && ms > 0 ? ms : undefined;
 });
 
+/** A duration that may be zero ("0s": the setting is off) → milliseconds. */
+const durationOrOff = custom('must be a duration like 10s (0s turns it off)', (v) => {
+  const ms = parseDuration(v);
+  return ms !== undefined && ms >= 0 ? ms : undefined;
+});
+
 const endpoint = custom(ENDPOINT_MESSAGE, parseEndpoint);
 const address = custom(ADDRESS_MESSAGE, (v) => (isAddress(v) ? v : undefined));
 const port = custom('must be a port number (1-65535)', (v) => (isPort(v) ? v : undefined));
@@ -56,12 +62,29 @@ const recordKey = z.string().regex(NAME_RE, { error: NAME_MESSAGE });
 
 // ---------------------------------------------------------------- sections
 
+/**
+ * `controller.failover`: the no-flapping settings of automatic failovers.
+ * `cooldown`: least time between two automatic failovers of one site that could be a
+ * flap (an independent crash is not held back, see ActionGovernor). `flapWindow`: a
+ * host that fails again this soon after it was trusted again flaps and is held out.
+ * `flapBackoff`: that hold-out after the first flap, doubling at each further one
+ * (up to 10 minutes); absent: the cooldown.
+ */
+const failover = z
+  .strictObject({
+    cooldown: durationOrOff.default(10_000),
+    flapWindow: durationOrOff.default(300_000),
+    flapBackoff: durationOrOff.optional(),
+  })
+  .prefault({});
+
 const controller = z
   .strictObject({
-    listen: endpoint.default({ host: '127.0.0.1', port: 7070 }),
+    listen: endpoint.default({ ...DEFAULT_CONTROLLER_LISTEN }),
     state: custom('must be a directory path (etcd state is not supported yet)', (v) =>
       typeof v === 'string' && v.trim() !== '' ? v : undefined,
     ).default('.understudy/state'),
+    failover,
   })
   .prefault({});
 
@@ -114,15 +137,32 @@ const host = z.strictObject({
   boot: bool.optional(),
 });
 
-const envValue = custom('must be a string, number or boolean', (v) =>
-  typeof v === 'string' ? v : typeof v === 'number' || typeof v === 'boolean' ? String(v) : undefined,
-);
+/**
+ * A string of `app.command` or `app.env` that may hold `{{…}}` placeholders (the
+ * transform's, and `{{volume.path}}`), checked here so that a typo is a file:line:col error.
+ */
+function templated<T extends z.ZodType<string>>(schema: T) {
+  return schema.superRefine((v, ctx) => {
+    const problem = checkTemplate(v, { app: true });
+    if (problem !== undefined) ctx.addIssue({ code: 'custom', message: problem });
+  });
+}
 
+const envValue = templated(custom('must be a string, number or boolean', (v) =>
+  typeof v === 'string' ? v : typeof v === 'number' || typeof v === 'boolean' ? String(v) : undefined,
+));
+
+/**
+ * `sites.X.app`. `command` and `env` values are templates, rendered per host
+ * (`[node, app.mjs, --listen, "{{host.address}}:{{site.app.port}}"]`).
+ * `startTimeout`: how long a start waits for the app's first healthy probe.
+ */
 const app = z.strictObject({
-  command: z.array(text, { error: 'must be a list like [node, server.js]' }).min(1, { error: 'must name a program to run' }),
+  command: z.array(templated(text), { error: 'must be a list like [node, server.js]' }).min(1, { error: 'must name a program to run' }),
   port,
   seed: text.optional(),
   env: z.record(z.string(), envValue, { error: 'must be a map of NAME: value' }).default({}),
+  startTimeout: duration.default(30_000),
 });
 
 const standby = custom('must be a pool name or a list of host names', (v) => {
@@ -220,19 +260,52 @@ const transformRule = z
     }
   });
 
+/** `health.probe.expect.status`: codes (200) and classes ("2xx"). */
+const statusMatch = custom('must be a status code like 200 or a class like 2xx', (v) => {
+  if (typeof v === 'number' && Number.isInteger(v) && v >= 100 && v <= 599) return String(v);
+  if (typeof v === 'string' && /^[1-5](\d\d|xx)$/i.test(v)) return v.toLowerCase();
+  return undefined;
+});
+const bodyPattern = custom('must be a regular expression (a non-empty string)', (v) => (typeof v === 'string' && v !== '' ? v : undefined)).superRefine(
+  (v, ctx) => {
+    try {
+      new RegExp(v);
+    } catch (e) {
+      ctx.addIssue({ code: 'custom', message: `not a valid regular expression (${(e as Error).message})` });
+    }
+  },
+);
+
+/**
+ * `health.probe`: `type: http` (default) asks `path` and counts any 2xx or 3xx as
+ * healthy unless `expect` tightens it (`status: [200, 2xx]`, `body: <regex>`);
+ * `type: tcp` only connects to the app's port (apps without a health path).
+ */
+const probe = z
+  .strictObject({
+    type: custom('must be http or tcp', (v) => (v === 'http' || v === 'tcp' ? v : undefined)).default('http'),
+    path: custom('must be a URL path starting with /', (v) => (typeof v === 'string' && v.startsWith('/') ? v : undefined)).optional(),
+    expect: z
+      .strictObject({
+        status: z.array(statusMatch, { error: 'must be a list like [200, 2xx]' }).min(1, { error: 'must list at least one status (leave it out for any 2xx or 3xx)' }).optional(),
+        body: bodyPattern.optional(),
+      })
+      .optional(),
+    every: duration.default(200),
+    timeout: duration.default(500),
+    fall: int(1).default(2),
+    rise: int(1).default(2),
+  })
+  .superRefine((p, ctx) => {
+    if (p.type !== 'tcp') return;
+    if (p.path !== undefined) ctx.addIssue({ code: 'custom', path: ['path'], message: 'a tcp probe only connects: it has no path (use type: http)' });
+    if (p.expect !== undefined) ctx.addIssue({ code: 'custom', path: ['expect'], message: 'a tcp probe only connects: it has no answer to expect (use type: http)' });
+  })
+  .prefault({});
+
 const health = z
   .strictObject({
-    probe: z
-      .strictObject({
-        path: custom('must be a URL path starting with /', (v) => (typeof v === 'string' && v.startsWith('/') ? v : undefined)).default(
-          '/healthz',
-        ),
-        every: duration.default(200),
-        timeout: duration.default(500),
-        fall: int(1).default(2),
-        rise: int(1).default(2),
-      })
-      .prefault({}),
+    probe,
     malfunction: z
       .strictObject({
         errorRate: custom('must be a fraction between 0 and 1, like 0.2', (v) =>
@@ -251,7 +324,7 @@ const health = z
   .prefault({});
 
 /**
- * Scale reads out (issue 5). `max`: hosts serving the site at most, primary included
+ * Scale reads out. `max`: hosts serving the site at most, primary included
  * (1 = never scale out). `cooldown`: least time between two scale-outs of the site.
  * `stabilization`: how long the load must stay low (every host's p95 under half the
  * threshold) before a reader is given back. `readPaths`: request paths readers may
@@ -289,6 +362,71 @@ const site = z.strictObject({
 });
 
 /**
+ * `notify.X`: where events go (src/notify/). A webhook (POST of the event as JSON) or a
+ * command (the event as JSON on its stdin), for the events whose kind matches one of
+ * `events` (`*` matches any run of characters: `failover-*`) and, with `sites`, only
+ * those sites' events. A header value is a literal string, or `{ env: NAME }` /
+ * `{ file: PATH }` for a secret (read at each delivery, never logged).
+ */
+const secret = custom('must be a string, { env: NAME } or { file: PATH }', (v) => {
+  if (typeof v === 'string') return { value: v };
+  if (v && typeof v === 'object' && !Array.isArray(v)) {
+    const o = v as Record<string, unknown>;
+    const keys = Object.keys(o);
+    if (keys.length === 1 && typeof o.env === 'string' && /^[A-Za-z_][A-Za-z0-9_]*$/.test(o.env)) return { env: o.env };
+    if (keys.length === 1 && typeof o.file === 'string' && o.file.trim() !== '') return { file: o.file };
+  }
+  return undefined;
+});
+const webhookUrl = custom('must be an http:// or https:// URL', (v) => {
+  if (typeof v !== 'string') return undefined;
+  try {
+    const u = new URL(v);
+    return u.protocol === 'http:' || u.protocol === 'https:' ? v : undefined;
+  } catch {
+    return undefined;
+  }
+});
+const eventPattern = custom('must be an event kind like failover-complete, or a pattern like failover-* or *', (v) =>
+  typeof v === 'string' && /^[a-z0-9*][a-z0-9*-]*$/.test(v) ? v : undefined,
+);
+const headerName = z.string().regex(/^[A-Za-z0-9!#$%&'*+.^_`|~-]+$/, { error: 'must be an HTTP header name like Authorization' });
+const notifyTarget = z
+  .strictObject({
+    webhook: z
+      .strictObject({
+        url: webhookUrl,
+        headers: z.record(headerName, secret, { error: 'must be a map of Header-Name: value' }).default({}),
+        timeout: duration.default(5000),
+      })
+      .optional(),
+    command: z
+      .strictObject({
+        run: z.array(text, { error: 'must be a list like [scripts/page.sh, --urgent]' }).min(1, { error: 'must name a program to run' }),
+        timeout: duration.default(10_000),
+      })
+      .optional(),
+    events: z.array(eventPattern, { error: 'must be a list of event kinds or patterns like [failover-*, drill-complete]' }).min(1, { error: 'must list at least one event kind (or leave it out for every event)' }).default(['*']),
+    sites: z.array(name, { error: 'must be a list of site names' }).optional(),
+    retry: z
+      .strictObject({
+        min: duration.default(1000),
+        max: duration.default(60_000),
+        alertAfter: int(1).default(5),
+        giveUpAfter: duration.default(24 * 3600_000),
+      })
+      .prefault({}),
+  })
+  .superRefine((t, ctx) => {
+    if ((t.webhook === undefined) === (t.command === undefined)) {
+      ctx.addIssue({ code: 'custom', message: 'needs exactly one of webhook: { url } or command: { run: [program, ...] }' });
+    }
+    if (typeof t.retry.min === 'number' && typeof t.retry.max === 'number' && t.retry.max < t.retry.min) {
+      ctx.addIssue({ code: 'custom', path: ['retry', 'max'], message: 'must be at least retry.min' });
+    }
+  });
+
+/**
  * The schemas of each part of the file. `load-config.ts` validates the file section
  * by section and entry by entry, so that one broken host does not hide the
  * problems of the others (and the reference checks still run on the rest).
@@ -296,10 +434,13 @@ const site = z.strictObject({
 export const sectionSchemas = {
   controller,
   director,
+  /** `sites.X.volume.sync`, for the defaults of a sync-mode site that does not write it. */
+  sync,
   storage,
   host,
   pool: z.array(name, { error: 'must be a list of host names' }),
   site,
+  notify: notifyTarget,
   recordKey,
   nameMessage: NAME_MESSAGE,
 } as const;
@@ -313,8 +454,9 @@ export const topLevelSchema = z.strictObject(
     hosts: z.unknown().optional(),
     pools: z.unknown().optional(),
     sites: z.unknown().optional(),
+    notify: z.unknown().optional(),
   },
-  { error: 'the file must be a YAML map with controller, storage, hosts, pools and sites' },
+  { error: 'the file must be a YAML map with controller, storage, hosts, pools, sites and notify' },
 );
 
 export type ControllerInput = z.output<typeof controller>;
@@ -322,3 +464,4 @@ export type DirectorInput = z.output<typeof director>;
 export type StorageInput = z.output<typeof storage>;
 export type HostInput = z.output<typeof host>;
 export type SiteInput = z.output<typeof site>;
+export type NotifyInput = z.output<typeof notifyTarget>;

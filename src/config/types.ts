@@ -30,6 +30,25 @@ export interface ControllerConfig {
   listen: Endpoint;
   /** Directory of the embedded state store (absolute). @default .understudy/state */
   stateDir: string;
+  failover: FailoverGovernance;
+}
+
+/**
+ * `controller.failover`: how automatic failovers are kept from flapping
+ * (ActionGovernor). Each may be 0 (off).
+ */
+export interface FailoverGovernance {
+  /**
+   * Least time between two automatic failovers of one site that could be a flap
+   * (from the end of one to the start of the next). An independent crash — hard
+   * evidence, on a host that is not where the last failover came from, with a trusted
+   * target other than that host — is not held back. @default 10000 (`cooldown: 10s`)
+   */
+  cooldownMs: number;
+  /** A host that fails again this soon after it was trusted again flaps. @default 300000 (`flapWindow: 5m`) */
+  flapWindowMs: number;
+  /** How long a host that flapped is held out after its first flap; doubles at each further one, up to 10 minutes. @default `cooldownMs` */
+  flapBackoffMs: number;
 }
 
 export interface DirectorConfig {
@@ -91,17 +110,44 @@ export interface HostConfig {
 }
 
 export interface AppConfig {
-  /** argv of the site's application; run with cwd = project directory. */
+  /**
+   * argv of the site's application, as written: each element is a template
+   * (`{{host.address}}`, `{{site.app.port}}`, `{{host.profile.cpus}}` …) rendered for
+   * the host it starts on (src/transform/render-app.ts). Run with cwd = `baseDir`
+   * (the config file's directory); `node` as a program is the running Node.js.
+   */
   command: string[];
   /** Port the app listens on, on the host's address. */
   port: number;
   /** Absolute directory copied into a fresh volume (may be undefined). */
   seed?: string;
+  /**
+   * Extra environment, values being templates like `command`'s. The app also gets
+   * DATA_DIR, UNDERSTUDY_SITE, UNDERSTUDY_HOST, UNDERSTUDY_ADDRESS and UNDERSTUDY_PORT.
+   */
   env: Record<string, string>;
+  /** How long a start waits for the app's first healthy probe before it fails. @default 30000 (`startTimeout: 30s`); always set by loadConfig */
+  startTimeoutMs?: number;
 }
 
+/**
+ * `health.probe`. `http` (the default): GET `path`; healthy is any 2xx or 3xx
+ * (redirects are not followed) unless `expect` says otherwise. `tcp`: healthy is a
+ * connection accepted on the app's port. Either way the probe goes to the address
+ * of the host it judges: who answered is known from the address called, never
+ * from the answer.
+ */
 export interface ProbeConfig {
+  /** @default 'http' (absent: http); always set by loadConfig */
+  type?: 'http' | 'tcp';
+  /** The HTTP path. @default '/healthz' ('' for a tcp probe) */
   path: string;
+  /**
+   * Tightens what counts as healthy: `status`, codes ("200") and classes ("2xx"),
+   * one of which must match; `body`, a regular expression the answer's first 64 KiB
+   * must match. Absent: any 2xx or 3xx.
+   */
+  expect?: { status?: string[]; body?: string };
   everyMs: number;
   timeoutMs: number;
   fall: number;
@@ -175,7 +221,7 @@ export interface SiteConfig {
     performance: { p95Ms: number; windowMs: number };
   };
   /**
-   * Issue 5, scale reads out: `max` hosts at most (primary included); `cooldownMs`
+   * Scale reads out: `max` hosts at most (primary included); `cooldownMs`
    * between two scale-outs; `stabilizationMs` of low load before a scale-in;
    * `readPaths` readers may serve (absent: every path; the reader answers 421 for
    * what it does not hold).
@@ -183,10 +229,39 @@ export interface SiteConfig {
   scale: { max: number; cooldownMs: number; /** @default 30000 */ stabilizationMs?: number; readPaths?: string[] };
 }
 
+/** A secret's source: written in the config (no secret), an environment variable, or a file (read when used). */
+export type SecretSource = { value: string } | { env: string } | { file: string };
+
+/**
+ * `notify.X`: one place events are delivered to (src/notify/), at least once, from a
+ * durable queue in the state store, each target in event order.
+ */
+export interface NotifyTarget {
+  name: string;
+  /** POST of the event as JSON; a 2xx answer is a delivery. Header values may be secrets. */
+  webhook?: { url: string; headers: Record<string, SecretSource>; /** @default 5000 */ timeoutMs: number };
+  /** The event as JSON on stdin (and UNDERSTUDY_EVENT_* variables); exit 0 is a delivery. Run with cwd = baseDir. */
+  command?: { run: string[]; /** @default 10000 */ timeoutMs: number };
+  /** Event kinds or patterns (`*` = any characters). @default ['*'] */
+  events: string[];
+  /** Only these sites' events (events of no site are left out too). @default absent: every event */
+  sites?: string[];
+  retry: {
+    /** First wait after a failed delivery; it doubles each time. @default 1000 */
+    minMs: number;
+    /** Longest wait between two attempts. @default 60000 */
+    maxMs: number;
+    /** After this many failed attempts in a row, a `notify-failing` event is raised. @default 5 */
+    alertAfter: number;
+    /** A notification still undelivered this long after its event is given up (`notify-given-up`). @default 86400000 */
+    giveUpAfterMs: number;
+  };
+}
+
 export interface UnderstudyConfig {
   /** Absolute path of the file this was loaded from. */
   file: string;
-  /** Directory relative paths in the file are resolved against (the file's directory's project root: cwd). */
+  /** Directory relative paths in the file are resolved against: the file's own directory (as Docker Compose does). */
   baseDir: string;
   controller: ControllerConfig;
   director: DirectorConfig;
@@ -194,6 +269,8 @@ export interface UnderstudyConfig {
   hosts: Record<string, HostConfig>;
   pools: Record<string, string[]>;
   sites: Record<string, SiteConfig>;
+  /** Where events are delivered (`notify:`). Absent or empty: nowhere. */
+  notify?: Record<string, NotifyTarget>;
 }
 
 export function endpointToString(e: Endpoint): string {

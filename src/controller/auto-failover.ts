@@ -20,8 +20,12 @@ export interface AutoFailoverDeps {
    * from what `detection` found (the detector that raised it sees it well again), else null.
    */
   recovered: (site: string, host: string, detection: Detection) => string | null;
-  /** Starts the failover runbook; resolves when it ends. */
-  start: (site: string, host: string, detection: Detection) => Promise<void>;
+  /**
+   * Starts the failover runbook; resolves when it ends. `avoid`: hosts it takes only
+   * when no other is usable (the last failover's source, for an independent crash
+   * let through the cooldown).
+   */
+  start: (site: string, host: string, detection: Detection, opts: { avoid: string[] }) => Promise<void>;
 }
 
 interface Pending {
@@ -42,7 +46,10 @@ interface Pending {
  * 2. With no trusted standby left (every candidate failed recently or flaps), the
  *    failover is deferred: fencing a primary that may still half-serve, with nowhere
  *    to go, would only make things worse.
- * 3. Within the failover cooldown (`UNDERSTUDY_FAILOVER_MIN_GAP_MS`), it is deferred.
+ * 3. Within the failover cooldown (`controller.failover.cooldown`), it is deferred,
+ *    unless it is an independent crash (ActionGovernor `independent`: hard evidence,
+ *    not where the last failover came from, a trusted target other than that host):
+ *    then it starts at once, with a `cooldown-waived` event that says why.
  *
  * A deferral is one `failover-deferred` event saying why and when it is retried (a
  * new event only when the reason changes); at the retry, a primary that has
@@ -100,13 +107,17 @@ export class AutoFailover {
       this.defer(site, host, detection, 'no-trusted-target', `no trusted standby is left: ${describeSkipped(skipped)}`, retryAt);
       return;
     }
-    const d = this.deps.governor.decide(site, 'failover', detection.reason);
+    const d = this.deps.governor.decide(site, 'failover', detection.reason, { failover: { from: host, hardEvidence: detection.failure === 'crash', targets: candidates } });
     if (!d.allowed) {
       this.defer(site, host, detection, d.code, d.why, d.retryAt);
       return;
     }
     this.clear(site);
-    void this.deps.start(site, host, detection).finally(() => this.deps.governor.completed(site, 'failover'));
+    const avoid = d.avoid ?? [];
+    if (avoid.length > 0) {
+      this.deps.addEvent({ site, host, kind: 'cooldown-waived', message: `${site}: automatic failover from ${host} starts at once: ${d.why}`, data: { why: d.why, avoid, targets: candidates, failure: detection.failure } });
+    }
+    void this.deps.start(site, host, detection, { avoid }).finally(() => this.deps.governor.completed(site, 'failover'));
   }
 
   private defer(site: string, host: string, detection: Detection, code: Pending['code'], why: string, retryAt: number | null): void {

@@ -1,11 +1,12 @@
 import path from 'node:path';
 import pino from 'pino';
 import type { UnderstudyConfig } from '../config/types.ts';
-import { HttpProbe } from '../monitor/http-probe.ts';
 import { SiteMonitor, type FailureEvidence } from '../monitor/site-monitor.ts';
 import { StaleAppWatch } from '../monitor/stale-app-watch.ts';
 import { probeDetection, type Detection } from '../monitor/detection.ts';
 import { MalfunctionWatch } from '../monitor/malfunction-watch.ts';
+import { LoadWatch, type LoadEpisode } from '../monitor/load-watch.ts';
+import { LocalListeners } from '../hosts/local-listeners.ts';
 import { formatTransformDiff } from '../transform/diff.ts';
 import { isProcessAlive } from '../power/process-group.ts';
 import { LocalRelay } from '../power/local-relay.ts';
@@ -20,8 +21,12 @@ import { FailoverRunbook, type FailoverData, type RunbookDeps } from './failover
 import { SwitchoverRunbook, type SwitchoverData } from './switchover-runbook.ts';
 import { RestoreRunbook, type RestoreData } from './restore-runbook.ts';
 import type { RunbookRecord } from '../state/state-store.ts';
-import { appEndpoint, probeUrl, renderedTransform, replicaStorageFor, routeFor, startRequest } from './site-facts.ts';
-import { buildStatus, type StatusView } from './status-view.ts';
+import { appEndpoint, probeUrl, renderedTransform, routeFor, startRequest } from './site-facts.ts';
+import { keepProtected, placementFacts, replicaStorageFor } from './reprotection.ts';
+import { nextTakeover } from './placement.ts';
+import { waitSiteStarted } from './app-start-watch.ts';
+import { buildStatus, unprotectedDatabases, type StatusView } from './status-view.ts';
+import { DatabaseWatch } from './database-watch.ts';
 import { ScaleController } from './scale-controller.ts';
 import { heldElsewhere } from './pool-facts.ts';
 import { PoolWatch } from './pool-watch.ts';
@@ -30,8 +35,10 @@ import { createGovernor } from './governor-setup.ts';
 import { AutoFailover } from './auto-failover.ts';
 import { HostTrustWatch, trustProbeEveryMs } from './host-trust-watch.ts';
 import { primaryRecovered } from './primary-recovered.ts';
+import { MalfunctionTriage } from './malfunction-triage.ts';
 import { trustedCandidates } from './trusted-candidates.ts';
 import { sleep, waitFor } from './timing.ts';
+import { Drills } from './drills.ts';
 
 const RECONCILE_EVERY_MS = 1000;
 const STORAGE_POLL_MS = 250;
@@ -49,7 +56,7 @@ export class Controller {
   readonly log: pino.Logger;
   /** The no-flapping memory (cooldowns, host trust, flap hold-outs) every automatic action asks first. */
   readonly governor: ActionGovernor;
-  /** Issue 5: scale reads out on a slowdown and back in (scale-controller.ts). */
+  /** Scale reads out on a slowdown and back in (scale-controller.ts). */
   readonly scale: ScaleController;
   /** The director's `GET /v1/stats`, every 500 ms: real traffic for the malfunction and slowdown detectors. */
   private readonly directorStats: DirectorStatsFeed;
@@ -57,6 +64,14 @@ export class Controller {
   private readonly activeRunbooks = new Map<string, Promise<void>>();
   /** Per site, the malfunction detector of its current primary (fed by directorStats and the monitor's probes). */
   private readonly malfunctionWatches = new Map<string, MalfunctionWatch>();
+  /** Per site, whether its app says it sheds load (429, 503 with Retry-After): fed like the malfunction watch. */
+  private readonly loadWatches = new Map<string, LoadWatch>();
+  /** The primary each load watch follows. */
+  private readonly loadWatchHost = new Map<string, string>();
+  /** Whose a malfunction's errors are (the host's, the request's, the app's) before any failover for it. */
+  private readonly triage: MalfunctionTriage;
+  /** Sites whose malfunction is being judged now (one judgement at a time per site). */
+  private readonly triaging = new Set<string>();
   private readonly autoFailover: AutoFailover;
   private readonly trustWatch: HostTrustWatch;
   private readonly storageStatus = new Map<string, StorageStatus | null>();
@@ -67,21 +82,35 @@ export class Controller {
   private readonly poolWatch: PoolWatch;
   private reconciling = false;
   private stopped = false;
+  /** Rehearsals (`understudy drill`): they hold off scaling and give way to any runbook (drills.ts). */
+  readonly drills: Drills;
 
   constructor(readonly config: UnderstudyConfig, logger?: pino.Logger) {
     this.log = logger ?? pino({ level: process.env.UNDERSTUDY_LOG_LEVEL ?? 'info' }, pino.destination(2));
     this.store = new StateStore(config.controller.stateDir);
     this.relay = new LocalRelay(config, this.store, path.join(config.controller.stateDir, 'logs'));
     this.clients = new PartClients(config);
-    this.staleWatch = new StaleAppWatch(config, this.store, (site, host) => this.scale.readers.of(site).some((r) => r.host === host));
+    // Embedded hosts share one network stack: who answers on an address is told by the process that listens (local-listeners.ts).
+    const listeners = new LocalListeners(() => Object.keys(config.hosts).map((h) => ({ host: h, group: this.store.getRelay(h)?.pgid ?? null })));
+    this.staleWatch = new StaleAppWatch(config, this.store, (site, host) => this.scale.readers.of(site).some((r) => r.host === host), listeners);
     this.poolWatch = new PoolWatch({ config, store: this.store, readers: () => this.scale.allReaders() });
     this.governor = createGovernor(config);
     this.directorStats = new DirectorStatsFeed(() => this.clients.stats(), (e) => this.log.warn({ err: e.message }, 'director stats listener failed'));
     this.scale = new ScaleController({
       config, store: this.store, relay: this.relay, clients: this.clients, log: this.log, governor: this.governor,
-      onDirectorStats: (l) => this.onDirectorStats(l), siteBusy: (site) => this.activeRunbooks.has(site),
+      onDirectorStats: (l) => this.onDirectorStats(l), siteBusy: (site) => this.activeRunbooks.has(site) || this.drills.running() !== null,
     });
-    this.onDirectorStats((stats) => { for (const w of this.malfunctionWatches.values()) w.observeStats(stats); });
+    this.onDirectorStats((stats) => {
+      for (const w of this.malfunctionWatches.values()) w.observeStats(stats);
+      for (const w of this.loadWatches.values()) w.observeStats(stats);
+    });
+    this.triage = new MalfunctionTriage({
+      addEvent: (e) => { this.store.addEvent(e); },
+      others: (site) => {
+        const cfg = this.config.sites[site]!;
+        return this.scale.readers.of(site).filter((r) => r.state === 'serving').map((r) => ({ host: r.host, endpoint: appEndpoint(this.config.hosts[r.host]!, cfg) }));
+      },
+    });
     const addEvent = (e: Parameters<StateStore['addEvent']>[0]): void => { this.store.addEvent(e); };
     this.trustWatch = new HostTrustWatch({
       governor: this.governor, addEvent,
@@ -97,11 +126,13 @@ export class Controller {
       stillPrimary: (site, host) => { const r = this.store.getSite(site); return !this.stopped && r?.primaryHost === host && r.state === 'serving' && !this.activeRunbooks.has(site); },
       candidates: (site, failed) => trustedCandidates(this.config, this.config.sites[site]!, { failed, replicaStorage: this.store.getSite(site)?.replicaStorage ?? null }, this.governor),
       recovered: (site, host, d) => primaryRecovered(d, this.monitors.get(site), this.malfunctionWatches.get(site), host),
-      start: (site, _host, d) => {
-        this.startFailover(site, { reason: d.reason, evidence: d.data, detectedAt: d.detectedAt, lastHealthyAt: d.lastHealthyAt });
+      start: (site, host, d, opts) => {
+        this.triage.noteFailover(site, host, d, this.config.sites[site]!.health.malfunction.windowMs);
+        this.startFailover(site, { reason: d.reason, evidence: d.data, detectedAt: d.detectedAt, lastHealthyAt: d.lastHealthyAt, ...(opts.avoid.length > 0 ? { avoid: opts.avoid } : {}) });
         return this.activeRunbooks.get(site) ?? Promise.resolve();
       },
     });
+    this.drills = new Drills({ ...this.deps, volume: (storage, site) => this.volumeStatus(storage, site) });
   }
 
   /**
@@ -131,10 +162,11 @@ export class Controller {
     this.directorStats.start();
     // Resume what a previous controller left half-done before anything else.
     for (const rb of this.store.runningRunbooks()) {
-      if (ScaleController.owns(rb.kind)) continue; // resumed by the scale controller below
+      if (ScaleController.owns(rb.kind) || rb.kind === 'drill') continue; // resumed by the scale controller below, or the drills
       this.store.addEvent({ site: rb.site, host: null, kind: 'runbook-resumed', message: `resuming ${rb.kind} runbook #${rb.id} of ${rb.site} at its journaled step`, data: { runbook: rb.id } });
       this.launchRunbook(rb.site, this.runbookOf(rb));
     }
+    this.drills.resume();
     for (const site of Object.keys(this.config.sites)) {
       const rec = this.store.getSite(site);
       if (!rec) await this.bootstrapSite(site);
@@ -158,6 +190,8 @@ export class Controller {
     this.autoFailover.stop();
     for (const w of this.malfunctionWatches.values()) w.stop();
     this.malfunctionWatches.clear();
+    for (const w of this.loadWatches.values()) w.stop();
+    this.loadWatches.clear();
     for (const m of this.monitors.values()) m.stop();
     this.monitors.clear();
     this.store.close();
@@ -173,7 +207,7 @@ export class Controller {
     await this.clients.initVolume(primary.storage, site, epoch, cfg.app.seed);
     const { changes } = await this.clients.transform(primary.storage, site, epoch, renderedTransform(primary, cfg));
     if (changes.length > 0) this.store.addEvent({ site, host: primary.name, kind: 'transformed', message: `${site}'s new volume on ${primary.storage} fitted to ${primary.name}:\n${formatTransformDiff(changes)}`, data: { changes } });
-    const replica = replicaStorageFor(this.config, cfg, primary.storage);
+    const replica = replicaStorageFor(this.deps, site, primary.name);
     this.store.putSite({ site, epoch, primaryHost: primary.name, state: 'starting', replicaStorage: replica });
     await this.startSite(site);
   }
@@ -190,8 +224,9 @@ export class Controller {
     if (this.relay.status(primary.name).power === 'off') await this.relay.on(primary.name);
     await waitFor(() => this.clients.agentStatus(primary.name, 300), { timeoutMs: 20_000, everyMs: 50, what: `the agent of ${primary.name}` });
     await this.clients.initVolume(primary.storage, site, rec.epoch, cfg.app.seed);
-    await this.clients.startApp(primary.name, site, startRequest(this.config, primary, cfg, rec.epoch));
-    await this.waitHealthy(probeUrl(primary, cfg), cfg.health.probe.timeoutMs, `${site} on ${primary.name}`);
+    const start = startRequest(this.config, primary, cfg, rec.epoch);
+    await this.clients.startApp(primary.name, site, start);
+    await waitSiteStarted((h, t) => this.clients.agentStatus(h, t), primary, cfg, start.command, 20);
     await this.clients.putRoute(routeFor(this.config, site, primary.name, rec.epoch));
     if (rec.replicaStorage) await this.clients.replicate(primary.storage, site, rec.epoch, rec.replicaStorage);
     this.store.putSite({ ...rec, state: 'serving' });
@@ -205,15 +240,6 @@ export class Controller {
         await this.relay.on(h.name);
         this.store.addEvent({ site: null, host: h.name, kind: 'power-on', message: `${h.name} powered on (boot)`, data: {} });
       }
-    }
-  }
-
-  private async waitHealthy(url: string, timeoutMs: number, what: string): Promise<void> {
-    const probe = new HttpProbe(url, timeoutMs);
-    try {
-      await waitFor(async () => (await probe.run()).ok, { timeoutMs: 30_000, everyMs: 20, what });
-    } finally {
-      await probe.close();
     }
   }
 
@@ -264,7 +290,7 @@ export class Controller {
     const monitor = this.monitors.get(site);
     if (monitor?.healthy) {
       const route = routes?.find((r) => r.site === site);
-      // Issue 5: with the readers the scale controller lent the site (at this epoch).
+      // With the readers the scale controller lent the site (at this epoch).
       const want = { ...routeFor(this.config, site, host.name, rec.epoch), readers: this.scale.readerEndpoints(site) };
       const same = (a: unknown, b: unknown): boolean => JSON.stringify(a ?? null) === JSON.stringify(b ?? null);
       if (routes && (!route || route.epoch < rec.epoch || route.primary !== endpoint || !same(route.sync, want.sync) || !same(route.readers, want.readers) || !same(route.ryw, want.ryw) || !same(route.readPaths, want.readPaths))) {
@@ -276,15 +302,10 @@ export class Controller {
     // (cooldown) is acted on once it allows. A restore or promotion resets the result.
     const primaryCopy = this.volumeStatus(host.storage, site);
     if (primaryCopy?.role === 'primary' && primaryCopy.verification?.ok === false) this.onPrimaryCorrupt(site, host.storage);
-    if (!rec.replicaStorage) {
-      // Unprotected (a re-protect failed, or the replica's storage was down): try again.
-      const replica = replicaStorageFor(this.config, cfg, host.storage);
-      if (replica && this.storageStatus.get(replica)) {
-        await this.clients.replicate(host.storage, site, rec.epoch, replica);
-        this.store.putSite({ ...rec, replicaStorage: replica });
-        this.store.addEvent({ site, host: null, kind: 'reprotected', message: `${site} replicates to ${replica} again`, data: { replica } });
-      }
-    } else {
+    // Unprotected (a re-protect failed, or the replica's storage was down), or a replica
+    // no host could take over from any more: placed again (reprotection.ts).
+    const now = await keepProtected({ ...this.deps, storageUp: (s) => !!this.storageStatus.get(s) }, rec);
+    if (now === rec && rec.replicaStorage) {
       const vol = this.volumeStatus(host.storage, site);
       if (vol && vol.role === 'primary' && (!vol.replication || vol.replication.to !== rec.replicaStorage || vol.replication.state === 'stopped' || vol.replication.state === 'none')) {
         await this.clients.replicate(host.storage, site, rec.epoch, rec.replicaStorage);
@@ -298,15 +319,57 @@ export class Controller {
     existing?.stop();
     const relay = this.relay.status(hostName);
     const cfg = this.config.sites[site]!;
-    this.malfunctionWatches.get(site)?.stop();
     const m = new SiteMonitor({ site, host: hostName, url, pid: relay.pid }, cfg.health.probe, (e) => this.onPrimaryFailure(site, hostName, e), (r) => {
       this.trustWatch.probe(hostName, r.ok);
       this.malfunctionWatches.get(site)?.observeProbe(r);
+      this.loadWatches.get(site)?.observeProbe(r);
     });
-    const w = new MalfunctionWatch({ site, host: hostName, upstream: appEndpoint(this.config.hosts[hostName]!, cfg) }, cfg.health.malfunction, () => m.lastHealthyAt, (d) => this.onDetection(site, hostName, d));
     this.monitors.set(site, m);
-    this.malfunctionWatches.set(site, w);
+    // A malfunction watch of this primary that was not acted on (its errors were not the
+    // host's) is kept with what it learnt; any other is replaced by a fresh one.
+    if (this.malfunctionWatches.get(site)?.target.host !== hostName) {
+      this.malfunctionWatches.get(site)?.stop();
+      const endpoint = appEndpoint(this.config.hosts[hostName]!, cfg);
+      const w = new MalfunctionWatch({ site, host: hostName, upstream: endpoint }, cfg.health.malfunction, () => this.monitors.get(site)?.lastHealthyAt ?? Date.now(), (d) => this.onDetection(site, hostName, d));
+      this.malfunctionWatches.set(site, w);
+    }
+    this.ensureLoadWatch(site, hostName);
     m.start();
+  }
+
+  /**
+   * The site's load watch follows its primary: a new primary starts a new one (an
+   * episode still open on the old one is cleared, so the scale controller never
+   * keeps a stale reason to scale).
+   */
+  private ensureLoadWatch(site: string, hostName: string): void {
+    const old = this.loadWatches.get(site);
+    if (old && this.loadWatchHost.get(site) === hostName) return;
+    if (old) {
+      old.stop();
+      if (old.shedding) this.scale.noteLoad(site, null);
+    }
+    const cfg = this.config.sites[site]!;
+    const lw = new LoadWatch(site, { windowMs: cfg.health.malfunction.windowMs, probeFall: cfg.health.probe.fall },
+      () => [appEndpoint(this.config.hosts[hostName]!, cfg), ...this.scale.readerEndpoints(site)],
+      (e) => this.onLoadEpisode(site, hostName, e));
+    this.loadWatches.set(site, lw);
+    this.loadWatchHost.set(site, hostName);
+  }
+
+  /** The app sheds load (or stopped): an event, and a reason to scale reads out where the site may. Never a failover. */
+  private onLoadEpisode(site: string, host: string, e: LoadEpisode): void {
+    const cfg = this.config.sites[site]!;
+    if (e.kind === 'load-shedding') {
+      const response = cfg.scale.max > 1 && cfg.volume.readonly.length > 0
+        ? `adding read-only hosts (up to ${cfg.scale.max} in all)`
+        : 'none possible here (scale.max 1 or no volume.readonly); raise the app\'s limit or give its host more capacity';
+      this.store.addEvent({ site, host, kind: 'load-shedding', message: `${site}: load on ${host}: ${e.reason}. A sign of load, not a failure: no failover, no fencing. Response: ${response}`, data: { ...e.evidence, detectedAt: e.at } });
+      this.scale.noteLoad(site, { reason: `load: ${e.reason}`, since: e.at, evidence: e.evidence });
+    } else {
+      this.store.addEvent({ site, host, kind: 'load-shedding-cleared', message: `${site}: ${e.reason}`, data: { ...e.evidence } });
+      this.scale.noteLoad(site, null);
+    }
   }
 
   // ------------------------------------------------------------------ failure → runbook
@@ -323,6 +386,56 @@ export class Controller {
    * (governor: cooldown, trust) whether the failover starts now.
    */
   private onDetection(site: string, host: string, d: Detection): void {
+    if (d.failure === 'malfunction') {
+      void this.judgeMalfunction(site, host, d);
+      return;
+    }
+    this.actOnDetection(site, host, d);
+  }
+
+  /**
+   * A malfunction is acted on only when its errors are the host's (malfunction-triage.ts):
+   * not when they follow the request, and not a second time in one incident.
+   */
+  private async judgeMalfunction(site: string, host: string, d: Detection): Promise<void> {
+    if (this.triaging.has(site)) {
+      // Judged already: a site monitor that raised meanwhile has stopped, so the reconcile loop starts a fresh one.
+      if (d.source === 'probe' && this.monitors.get(site)?.target.host === host) {
+        this.monitors.get(site)!.stop();
+        this.monitors.delete(site);
+      }
+      return;
+    }
+    this.triaging.add(site);
+    try {
+      const cfg = this.config.sites[site]!;
+      const monitor = this.monitors.get(site);
+      const watch = this.malfunctionWatches.get(site);
+      const verdict = await this.triage.triage({
+        site, host, endpoint: appEndpoint(this.config.hosts[host]!, cfg), detection: d,
+        watch: watch?.target.host === host ? watch : undefined,
+        lastProbe: monitor?.target.host === host ? monitor.lastProbe : null,
+        windowMs: cfg.health.malfunction.windowMs, probeTimeoutMs: cfg.health.probe.timeoutMs,
+      });
+      if (this.stopped) return;
+      if (verdict.act === 'fail-over') {
+        this.actOnDetection(site, host, verdict.detection);
+        return;
+      }
+      // Not acted on. A site monitor that raised has stopped: the reconcile loop starts a fresh one.
+      if (d.source === 'probe' && this.monitors.get(site)?.target.host === host) {
+        this.monitors.get(site)!.stop();
+        this.monitors.delete(site);
+      }
+    } catch (e) {
+      this.log.warn({ site, err: (e as Error).message }, 'malfunction judgement failed; acting on the detection');
+      this.actOnDetection(site, host, d);
+    } finally {
+      this.triaging.delete(site);
+    }
+  }
+
+  private actOnDetection(site: string, host: string, d: Detection): void {
     if (this.monitors.get(site)?.target.host === host) {
       this.monitors.get(site)!.stop();
       this.monitors.delete(site);
@@ -334,13 +447,16 @@ export class Controller {
     this.autoFailover.onDetection(site, host, d);
   }
 
-  private startFailover(site: string, opts: { reason: string; evidence: Record<string, unknown>; detectedAt: number; lastHealthyAt: number; requestedTarget?: string; force?: boolean }): FailoverRunbook {
+  private startFailover(site: string, opts: { reason: string; evidence: Record<string, unknown>; detectedAt: number; lastHealthyAt: number; requestedTarget?: string; force?: boolean; avoid?: string[] }): FailoverRunbook {
     const rec = this.store.getSite(site)!;
     const cfg = this.config.sites[site]!;
     const vol = this.volumeStatus(this.config.hosts[rec.primaryHost]!.storage, site);
     const data: FailoverData = {
       oldPrimary: rec.primaryHost, oldEpoch: rec.epoch, ...opts,
-      replicationLagMsAtFailure: vol?.replication?.lagMs,
+      // The worst lag of the last seconds: one sample of a lag that comes and goes with each snapshot understates it.
+      replicationLagMsAtFailure: vol?.replication ? Math.max(vol.replication.lagMs, vol.replication.lagPeakMs ?? 0) : undefined,
+      ...(vol?.replication?.lagOf ? { replicationLagOfAtFailure: vol.replication.lagOf } : {}),
+      ...(unprotectedDatabases(vol).length > 0 ? { unprotectedAtFailure: unprotectedDatabases(vol).map((d) => d.path) } : {}),
     };
     void cfg;
     const rb = this.store.startRunbook(site, 'failover', data);
@@ -357,10 +473,18 @@ export class Controller {
   }
 
   private launchRunbook(site: string, runbook: FailoverRunbook | SwitchoverRunbook | RestoreRunbook): void {
+    this.drills.preempt(`runbook #${runbook.id} of ${site} started`);
     this.monitors.get(site)?.stop();
     this.monitors.delete(site);
     this.malfunctionWatches.get(site)?.stop();
     this.malfunctionWatches.delete(site);
+    const lw = this.loadWatches.get(site);
+    if (lw) {
+      lw.stop();
+      this.loadWatches.delete(site);
+      this.loadWatchHost.delete(site);
+      if (lw.shedding) this.scale.noteLoad(site, null);
+    }
     const p = runbook.run()
       .catch((e: Error) => this.log.error({ site, err: e.message }, 'runbook stopped'))
       .finally(() => {
@@ -455,7 +579,11 @@ export class Controller {
       try {
         const st = await this.clients.storageStatus(name, 500);
         this.storageStatus.set(name, st);
-        for (const v of st.volumes) this.noticeVerification(name, v);
+        for (const v of st.volumes) {
+          this.noticeVerification(name, v);
+          const rec = this.store.getSite(v.site);
+          this.databaseWatch.notice(name, v, !!rec && this.config.hosts[rec.primaryHost]?.storage === name);
+        }
       } catch {
         this.storageStatus.set(name, null);
       }
@@ -463,6 +591,8 @@ export class Controller {
   }
 
   private readonly lastVerification = new Map<string, boolean>();
+  /** Events about databases that are not replicated, or replicated by snapshots. */
+  private readonly databaseWatch = new DatabaseWatch((e) => this.store.addEvent(e));
 
   /**
    * A verification that fails raises an event at once (and one when the copy is good
@@ -533,7 +663,7 @@ export class Controller {
     if (!rec || !cfg || rec.state !== 'serving' || this.activeRunbooks.has(site)) return;
     if (this.config.hosts[rec.primaryHost]!.storage !== storage) return;
     // Rate-limited like any automatic failover (the restore shares the failover cooldown).
-    if (!this.governor.decide(site, 'failover', `the primary copy of ${site} on ${storage} is corrupt`).allowed) return;
+    if (!this.governor.decide(site, 'failover', `the primary copy of ${site} on ${storage} is corrupt`, { failover: { from: rec.primaryHost, hardEvidence: false, targets: [] } }).allowed) return;
     const replica = rec.replicaStorage ? this.volumeStatus(rec.replicaStorage, site) : undefined;
     const replicaGood = replica?.verification?.ok === true;
     if (replicaGood) {
@@ -568,6 +698,10 @@ export class Controller {
       volume: (storage, site) => this.volumeStatus(storage, site),
       storageUp: (storage) => !!this.storageStatus.get(storage),
       readers: (site) => this.scale.readerStatus(site),
+      next: (rec) => {
+        const facts = { ...placementFacts({ ...this.deps, storageUp: (s) => !!this.storageStatus.get(s) }), powered: (h: string) => this.relay.status(h).power === 'on' };
+        return nextTakeover(this.config, this.config.sites[rec.site]!, rec, facts);
+      },
     });
   }
 }

@@ -18,8 +18,14 @@ export interface FailoverData extends Record<string, unknown> {
   lastHealthyAt: number;
   /** The operator's choice (`failover --to`), if any. */
   requestedTarget?: string;
+  /** Hosts taken only when no other is usable: the last failover's source, when the governor let this one through its cooldown as an independent crash. */
+  avoid?: string[];
   force?: boolean;
+  /** The worst replication lag of the volume's databases and files when the failure was detected, and whose it was. */
   replicationLagMsAtFailure?: number;
+  replicationLagOfAtFailure?: string;
+  /** Databases that were not being replicated at the failure: their changes since their last copy are lost. */
+  unprotectedAtFailure?: string[];
   target?: string;
   /** The site whose reader `target` was, taken back for this failover (spare-pool.ts). */
   reclaimFrom?: string;
@@ -29,14 +35,14 @@ export interface FailoverData extends Record<string, unknown> {
   transformChanges?: unknown[];
   /** When the director was routed to the target (serving again). */
   routedAt?: number;
-  /** The replica failed verification at its promotion (issue 6): why, and where. */
+  /** The replica failed verification at its promotion: why, and where. */
   replicaRefused?: { storage: string; message: string; problems: unknown };
   /** Then: the restore that replaces the promotion (absent when the site has no backups). */
   restore?: RestoreData;
 }
 
 /**
- * The crash-failover runbook (DESIGN.md "The failover runbook"): hold, fence,
+ * The crash-failover runbook (docs/architecture.md, "The failover runbook"): hold, fence,
  * choose the target, promote, transform, start, wait, route, re-protect, record.
  * Journaled step by step (RunbookJournal): a restarted controller runs it again
  * and it resumes at the step it stopped in. Every step is safe to run twice: the
@@ -80,7 +86,7 @@ export class FailoverRunbook extends JournaledRunbook<FailoverData> {
         const record = store.getSite(site)!;
         // May wait (site down, `pool-empty`/`spare-denied` events) until a spare of a shared pool is free.
         const choice = await chooseTarget(this.deps, this.deps.config.sites[site]!, {
-          failed: d.oldPrimary, replicaStorage: record.replicaStorage, requested: d.requestedTarget, detectedAt: d.detectedAt,
+          failed: d.oldPrimary, replicaStorage: record.replicaStorage, requested: d.requestedTarget, detectedAt: d.detectedAt, ...(d.avoid ? { avoid: d.avoid } : {}),
           commit: (host) => {
             // Recorded before any other site's decision: from now on the host is this site's (pool-facts.ts).
             d.target = host;
@@ -125,10 +131,14 @@ export class FailoverRunbook extends JournaledRunbook<FailoverData> {
           detectionMs: d.detectedAt - d.lastHealthyAt,
           servingAgainMs: (d.routedAt ?? Date.now()) - d.detectedAt,
           replicationLagMsAtFailure: d.replicationLagMsAtFailure ?? null,
+          replicationLagOfAtFailure: d.replicationLagOfAtFailure ?? null,
+          unprotectedAtFailure: d.unprotectedAtFailure ?? [],
         };
+        const lagOf = figures.replicationLagOfAtFailure ? ` (${figures.replicationLagOfAtFailure})` : '';
+        const unprotected = figures.unprotectedAtFailure.length > 0 ? `; not replicated at failure: ${figures.unprotectedAtFailure.join(', ')} (changes since their last copy are lost)` : '';
         store.addEvent({
           site, host: d.target!, kind: 'failover-complete',
-          message: `${site} failed over from ${d.oldPrimary} to ${d.target} (epoch ${d.newEpoch}): detected in ≤${figures.detectionMs} ms, serving again ${figures.servingAgainMs} ms after detection, replication lag at failure ${figures.replicationLagMsAtFailure ?? 'unknown'} ms`,
+          message: `${site} failed over from ${d.oldPrimary} to ${d.target} (epoch ${d.newEpoch}): detected in ≤${figures.detectionMs} ms, serving again ${figures.servingAgainMs} ms after detection, replication lag at failure ${figures.replicationLagMsAtFailure ?? 'unknown'} ms${lagOf}${unprotected}`,
           data: { ...figures, from: d.oldPrimary, to: d.target, epoch: d.newEpoch, reason: d.reason, evidence: d.evidence, detectedAt: d.detectedAt, lastHealthyAt: d.lastHealthyAt, servingAgainAt: d.routedAt, transform: d.transformChanges ?? [] },
         });
       });

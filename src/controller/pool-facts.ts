@@ -1,5 +1,6 @@
 import type { SiteConfig, UnderstudyConfig } from '../config/types.ts';
 import type { RunbookRecord, SiteRecord } from '../state/state-store.ts';
+import { takeoverHosts } from './placement.ts';
 import type { Claim, Hold } from './spare-pool.ts';
 
 /**
@@ -18,6 +19,7 @@ interface FailoverFields {
   detectedAt?: unknown;
   requestedTarget?: unknown;
   target?: unknown;
+  avoid?: unknown;
 }
 
 /**
@@ -36,13 +38,14 @@ export function holdsFrom(sites: SiteRecord[], running: RunbookRecord[], readers
 }
 
 /**
- * The hosts that can take `site` over when its replica is on `replicaStorage`: its
- * standbys (in order) attached to that storage system, without the failed host;
- * just `[requested]` when an operator named one (and it qualifies).
+ * The hosts that can take `site` over when its replica is on `replicaStorage`: of
+ * its standbys and then its configured primary (placement.ts `takeoverHosts`), those
+ * attached to that storage system, without the failed host; just `[requested]` when
+ * an operator named one (and it qualifies).
  */
 export function candidatesFor(config: UnderstudyConfig, site: SiteConfig, opts: { failed: string; replicaStorage: string | null; requested?: string }): string[] {
   if (!opts.replicaStorage) return [];
-  return (opts.requested !== undefined ? [opts.requested] : site.standby)
+  return (opts.requested !== undefined ? [opts.requested] : takeoverHosts(site))
     .filter((h) => h !== opts.failed)
     .filter((h) => config.hosts[h]?.storage === opts.replicaStorage);
 }
@@ -62,6 +65,7 @@ export function claimsFrom(config: UnderstudyConfig, sites: SiteRecord[], runnin
       priority: cfg.priority,
       detectedAt: typeof d.detectedAt === 'number' ? d.detectedAt : rb.startedAt,
       candidates: candidatesFor(config, cfg, { failed, replicaStorage: rec.replicaStorage, ...(typeof d.requestedTarget === 'string' ? { requested: d.requestedTarget } : {}) }),
+      ...(Array.isArray(d.avoid) ? { avoid: d.avoid.filter((h): h is string => typeof h === 'string') } : {}),
     });
   }
   return claims;

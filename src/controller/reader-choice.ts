@@ -1,7 +1,7 @@
 import type { SiteConfig, UnderstudyConfig } from '../config/types.ts';
 
 /**
- * Which host becomes a site's next reader (issue 5), or why none can. The one place
+ * Which host becomes a site's next reader, or why none can. The one place
  * this is decided, so that pool priorities (spare pools shared between sites) can
  * be applied here later.
  *

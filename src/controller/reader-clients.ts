@@ -3,7 +3,7 @@ import type { ReaderShippingStatus, TransformResponse } from '../shared/contract
 import { callJson } from '../shared/http-client.ts';
 import type { PartClients } from './clients.ts';
 
-/** Typed calls from the controller to the storage processors about reader copies (contracts.ts, issue 5). */
+/** Typed calls from the controller to the storage processors about reader copies (contracts.ts). */
 export class ReaderClients {
   constructor(private readonly clients: PartClients) {}
 

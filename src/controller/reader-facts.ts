@@ -2,9 +2,9 @@ import path from 'node:path';
 import type { HostConfig, SiteConfig, UnderstudyConfig } from '../config/types.ts';
 import type { StartAppRequest } from '../shared/contracts.ts';
 import { readerCopyPath } from '../storage/reader-copies.ts';
-import { appEndpoint } from './site-facts.ts';
+import { appEndpoint, appLaunch } from './site-facts.ts';
 
-/** Facts derived from the config about a site's reader on a host (issue 5). */
+/** Facts derived from the config about a site's reader on a host. */
 
 /** The reader copy the app serves on `host` (its storage system's `readers/<site>`). */
 export function readerDataDir(config: UnderstudyConfig, host: HostConfig, site: string): string {
@@ -13,13 +13,16 @@ export function readerDataDir(config: UnderstudyConfig, host: HostConfig, site: 
 
 /** The app started read-only (READ_ONLY=1) on the reader copy. */
 export function readerStartRequest(config: UnderstudyConfig, host: HostConfig, site: SiteConfig, epoch: number): StartAppRequest {
+  const dataDir = readerDataDir(config, host, site.name);
+  const app = appLaunch(host, site, dataDir);
   return {
     epoch,
-    command: site.app.command.map((c) => (c === 'node' ? process.execPath : c)),
+    command: app.command,
     cwd: config.baseDir,
-    dataDir: readerDataDir(config, host, site.name),
-    env: { ...site.app.env, UNDERSTUDY_SITE: site.name, UNDERSTUDY_HOST: host.name, UNDERSTUDY_ROLE: 'reader' },
+    dataDir,
+    env: { ...app.env, UNDERSTUDY_ROLE: 'reader' },
     mode: 'ro',
+    listen: { address: host.address, port: site.app.port },
   };
 }
 

@@ -4,7 +4,7 @@ import { z } from 'zod';
 import { writeFileDurable } from '../storage/fs-durable.ts';
 
 /**
- * The readers each site has (issue 5), kept in `<controller.state>/readers.json` so
+ * The readers each site has, kept in `<controller.state>/readers.json` so
  * that a restarted controller knows which hosts it lent to which site: the status
  * page shows them, the route keeps them, scale-in can give them back.
  *

@@ -1,4 +1,4 @@
-import { HttpProbe } from '../monitor/http-probe.ts';
+import type { AppProbe } from '../monitor/app-probe.ts';
 import type { ActionGovernor } from '../monitor/action-governor.ts';
 import { RECENT_LATENCY_SECONDS } from '../shared/contracts.ts';
 import { SlowdownDetector, type SlowdownDecision } from '../monitor/slowdown-detector.ts';
@@ -13,7 +13,7 @@ import { ReaderSet } from './reader-set.ts';
 import type { RunbookDeps } from './runbook-journal.ts';
 import { ScaleInRunbook, type ScaleInData } from './scale-in-runbook.ts';
 import { ScaleOutRunbook, type ScaleDeps, type ScaleOutData } from './scale-out-runbook.ts';
-import { appEndpoint, probeUrl, routeFor } from './site-facts.ts';
+import { appEndpoint, routeFor, siteProbe } from './site-facts.ts';
 
 /** The span the slowdown detector's p95s cover: the director's `recentLatencyMs` (1–2 s). */
 const STATS_WINDOW_MS = RECENT_LATENCY_SECONDS * 1000;
@@ -40,12 +40,17 @@ interface SiteScaleState {
   lastDeferral: string | null;
   /** The last slowdown decision (for scale-out reasons and evidence). */
   lastDecision: SlowdownDecision | null;
+  /** The app says it sheds load (load-watch.ts): a reason to scale out like a slowdown, and never to scale in. */
+  shedding: LoadCause | null;
 }
 
-interface ReaderProbe { probe: HttpProbe; fails: number; healthy: boolean; running: boolean }
+/** Why the site wants more hosts beside a slowdown: its app sheds load. */
+export interface LoadCause { reason: string; since: number; evidence: unknown }
+
+interface ReaderProbe { probe: AppProbe; fails: number; healthy: boolean; running: boolean }
 
 /**
- * Scaling reads out and back in (issue 5, claims 16 and 17). Fed by the director's
+ * Scaling reads out and back in. Fed by the director's
  * per-upstream latency (every 500 ms): a SlowdownDetector per site judges the hosts
  * that serve it (primary and readers, from real traffic) and its idle powered hosts
  * (PeerLatency). Decisions:
@@ -86,7 +91,7 @@ export class ScaleController {
     for (const [name, cfg] of Object.entries(deps.config.sites)) {
       this.sites.set(name, {
         detector: new SlowdownDetector({ p95Ms: cfg.health.performance.p95Ms, windowMs: cfg.health.performance.windowMs, statsWindowMs: STATS_WINDOW_MS, globalFactor: 4, ...(deps.now ? { now: deps.now } : {}) }),
-        lowSince: null, lastScaleOutAt: 0, lastDeferral: null, lastDecision: null,
+        lowSince: null, lastScaleOutAt: 0, lastDeferral: null, lastDecision: null, shedding: null,
       });
     }
   }
@@ -113,6 +118,16 @@ export class ScaleController {
     if (this.probeTimer) clearInterval(this.probeTimer);
     for (const p of this.probes.values()) void p.probe.close();
     this.probes.clear();
+  }
+
+  /**
+   * The site's app sheds load (429, 503 with Retry-After), or no longer (null): while it
+   * does, each judgement may add a reader as for a slowdown (same cooldown, `scale.max`,
+   * free host and governor), and no reader is given back.
+   */
+  noteLoad(site: string, cause: LoadCause | null): void {
+    const st = this.sites.get(site);
+    if (st) st.shedding = cause;
   }
 
   /** host:port of the readers the site's route should name now (serving, current epoch). */
@@ -189,7 +204,7 @@ export class ScaleController {
     if (decision) this.tell(site, rec.primaryHost, decision, at);
 
     // Low load: every serving host well under the threshold (or too little traffic to judge).
-    const low = st.detector.level === 'none' && serving.every((u) => u.latencyMs.count < 20 || u.latencyMs.p95 < cfg.health.performance.p95Ms / 2);
+    const low = st.shedding === null && st.detector.level === 'none' && serving.every((u) => u.latencyMs.count < 20 || u.latencyMs.p95 < cfg.health.performance.p95Ms / 2);
     st.lowSince = low ? (st.lowSince ?? at) : null;
 
     if (this.active.has(site)) return;
@@ -199,6 +214,9 @@ export class ScaleController {
       if (slow.length > 0 && !canScale(cfg)) {
         this.defer(site, 'cannot-scale', cfg.scale.max <= 1 ? `scale.max is ${cfg.scale.max}` : 'the site has no volume.readonly portion a reader could serve');
       } else if (slow.length > 0) this.tryScaleOut(site, st, rec.primaryHost, rec.epoch, rec.replicaStorage, 1 + servingReaders.length, at);
+    } else if (st.shedding !== null) {
+      if (!canScale(cfg)) this.defer(site, 'cannot-scale', cfg.scale.max <= 1 ? `scale.max is ${cfg.scale.max}` : 'the site has no volume.readonly portion a reader could serve');
+      else this.tryScaleOut(site, st, rec.primaryHost, rec.epoch, rec.replicaStorage, 1 + servingReaders.length, at, st.shedding);
     } else if (servingReaders.length > 0 && st.lowSince !== null && at - st.lowSince >= (cfg.scale.stabilizationMs ?? 30_000)) {
       this.tryScaleIn(site, st, rec.primaryHost, rec.epoch, servingReaders[servingReaders.length - 1]!.host, at);
     }
@@ -229,7 +247,7 @@ export class ScaleController {
     this.deps.store.addEvent({ site, host: null, kind: 'scale-out-deferred', message: `${site}: no scale-out now: ${message}`, data: { code, ...data } });
   }
 
-  private tryScaleOut(site: string, st: SiteScaleState, primaryHost: string, epoch: number, replicaStorage: string | null, hosts: number, at: number): void {
+  private tryScaleOut(site: string, st: SiteScaleState, primaryHost: string, epoch: number, replicaStorage: string | null, hosts: number, at: number, load?: LoadCause): void {
     const { config, governor, relay } = this.deps;
     const cfg = config.sites[site]!;
     if (hosts >= cfg.scale.max) return this.defer(site, 'at-max', `${hosts} hosts serve ${site}, scale.max is ${cfg.scale.max}`);
@@ -240,12 +258,13 @@ export class ScaleController {
       // A host another site's runbook is taking (a failover's or switchover's target) is not lent.
       heldElsewhere: (h) => heldElsewhere(config, { sites: this.deps.store.listSites(), running: this.deps.store.runningRunbooks(), readers: this.allReaders() }, site, h, 'switchover') });
     if (choice.host === null) return this.defer(site, 'no-host', choice.why);
-    const d = st.lastDecision;
-    const reason = d ? `performance decrease: ${d.reason}` : 'performance decrease';
+    const d = load ? null : st.lastDecision;
+    const reason = load ? load.reason : d ? `performance decrease: ${d.reason}` : 'performance decrease';
     const g = governor.decide(site, 'scale-out', reason, { target: choice.host });
     if (!g.allowed) return this.defer(site, `governor-${g.code}`, g.why, { retryAt: g.retryAt });
     st.lastDeferral = null;
-    const data: ScaleOutData = { host: choice.host, epoch, primary: primaryHost, reason, evidence: { ...(d?.evidence ?? {}), choice: choice.why }, detectedAt: d?.at ?? at };
+    const evidence = load ? { load: load.evidence } : (d?.evidence ?? {});
+    const data: ScaleOutData = { host: choice.host, epoch, primary: primaryHost, reason, evidence: { ...evidence, choice: choice.why }, detectedAt: load?.since ?? d?.at ?? at };
     const rb = this.deps.store.startRunbook(site, 'scale-out', data);
     this.deps.store.addEvent({ site, host: choice.host, kind: 'scale-out-started', message: `${site}: scale-out #${rb.id}: adding ${choice.host} as a read-only host (${reason}; ${choice.why})`, data: { runbook: rb.id, host: choice.host, reason } });
     this.launch(rb);
@@ -303,7 +322,7 @@ export class ScaleController {
         want.add(key);
         let p = this.probes.get(key);
         if (!p) {
-          p = { probe: new HttpProbe(probeUrl(this.deps.config.hosts[r.host]!, cfg), cfg.health.probe.timeoutMs), fails: 0, healthy: false, running: false };
+          p = { probe: siteProbe(this.deps.config.hosts[r.host]!, cfg), fails: 0, healthy: false, running: false };
           this.probes.set(key, p);
         }
         if (p.running) continue;

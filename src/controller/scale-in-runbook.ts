@@ -19,7 +19,7 @@ export interface ScaleInData extends Record<string, unknown> {
 const DRAIN_TIMEOUT_MS = 10_000;
 
 /**
- * Scale-in (issue 5): gives one reader back. Out of the route's readers first (new
+ * Scale-in: gives one reader back. Out of the route's readers first (new
  * reads go elsewhere), then the reads in flight on it finish (the director's
  * `inflight` of that upstream reaches 0, bounded), then the app is stopped, the host
  * powered off, the primary's storage stops feeding the copy and the copy is dropped.

@@ -1,11 +1,11 @@
-import { HttpProbe } from '../monitor/http-probe.ts';
 import { JournaledRunbook } from './journaled-runbook.ts';
 import type { UnderstudyError } from '../shared/errors.ts';
 import type { ReaderClients } from './reader-clients.ts';
 import { readerEndpoint, readerStartRequest } from './reader-facts.ts';
 import type { ReaderSet } from './reader-set.ts';
 import type { RunbookDeps } from './runbook-journal.ts';
-import { probeUrl, renderedTransform } from './site-facts.ts';
+import { renderedTransform } from './site-facts.ts';
+import { waitSiteStarted } from './app-start-watch.ts';
 import { waitFor } from './timing.ts';
 
 /** What the scale runbooks need beyond the other runbooks' parts. */
@@ -34,7 +34,7 @@ export interface ScaleOutData extends Record<string, unknown> {
 const CATCH_UP_TIMEOUT_MS = 30_000;
 
 /**
- * Scale-out (issue 5, claims 16 and 17): adds one reader host to a slow site. Power
+ * Scale-out: adds one reader host to a slow site. Power
  * it on (relay), have the primary's storage give its storage a copy of the site's
  * read-only portion (reader-shipping.ts), fit the copy's config to the host, wait
  * until the copy serves everything committed so far, start the app read-only on it,
@@ -72,14 +72,7 @@ export class ScaleOutRunbook extends JournaledRunbook<ScaleOutData, ScaleDeps> {
         return { changes: res.changes };
       });
       await step('start', () => clients.startApp(d.host, site, readerStartRequest(config, host, cfg, d.epoch)));
-      await step('wait-healthy', async () => {
-        const probe = new HttpProbe(probeUrl(host, cfg), cfg.health.probe.timeoutMs);
-        try {
-          await waitFor(async () => (await probe.run()).ok, { timeoutMs: 30_000, everyMs: 10, what: `${site} to answer read-only on ${readerEndpoint(config, d.host, cfg)}` });
-        } finally {
-          await probe.close();
-        }
-      });
+      await step('wait-healthy', () => waitSiteStarted((h, t) => clients.agentStatus(h, t), host, cfg, readerStartRequest(config, host, cfg, d.epoch).command, 10));
       await step('route', async () => {
         await readers.put(site, { host: d.host, epoch: d.epoch, state: 'serving', since: Date.now(), reason: d.reason });
         await this.deps.pushRoute(site);

@@ -45,6 +45,12 @@ export interface Claim {
    * to the storage system that holds its replica, without the failed host.
    */
   candidates: string[];
+  /**
+   * Candidates taken only when no other one is usable: the host the site's last
+   * failover came from, when this failover was let through its cooldown as an
+   * independent crash (ActionGovernor), so that it does not go back to that host.
+   */
+  avoid?: string[];
 }
 
 /**
@@ -111,7 +117,8 @@ export function allocate(facts: PoolFacts): Decision[] {
       return !taken.has(h) && (hold === undefined || hold.site === c.site) && readiness(h).state !== 'unusable';
     });
     const outright = open.filter((h) => !readerOf.has(h) || readerOf.get(h)!.site === c.site);
-    const pick = outright.find((h) => readiness(h).state === 'warm') ?? outright[0];
+    const preferred = outright.filter((h) => !c.avoid?.includes(h));
+    const pick = preferred.find((h) => readiness(h).state === 'warm') ?? preferred[0] ?? outright.find((h) => readiness(h).state === 'warm') ?? outright[0];
     if (pick !== undefined) {
       taken.set(pick, c);
       const own = readerOf.get(pick);
@@ -119,7 +126,8 @@ export function allocate(facts: PoolFacts): Decision[] {
       continue;
     }
     // No free host: take a reader of another site back (failover beats scale-out).
-    const reader = open.find((h) => readiness(h).state === 'warm') ?? open[0];
+    const preferredReaders = open.filter((h) => !c.avoid?.includes(h));
+    const reader = preferredReaders.find((h) => readiness(h).state === 'warm') ?? preferredReaders[0] ?? open.find((h) => readiness(h).state === 'warm') ?? open[0];
     if (reader !== undefined) {
       taken.set(reader, c);
       decisions.push({ kind: 'granted', site: c.site, host: reader, warm: readiness(reader).state === 'warm', reclaim: { from: readerOf.get(reader)!.site } });

@@ -26,8 +26,8 @@ export interface SwitchoverData extends Record<string, unknown> {
  * held in the director; in-flight ones finish on the old primary; the old app is
  * stopped cleanly (nothing more can be written), the replica confirms everything;
  * then the replica is promoted and the site started, routed and released on the
- * target. The old host stays powered as the new standby, and its storage becomes
- * the new replica. Until the promotion nothing is lost by giving up: a failed
+ * target. The old host stays powered, a standby for a later failback; the new
+ * replica goes where placement.ts says (a free spare first, else the old host's storage). Until the promotion nothing is lost by giving up: a failed
  * check, drain or catch-up restarts the old app and routes it again at the old
  * epoch.
  */
@@ -80,7 +80,7 @@ export class SwitchoverRunbook extends JournaledRunbook<SwitchoverData> {
       store.finishRunbook(this.rb.id, 'failed');
       const refused = err.code === 'US_REPLICA_CORRUPT' && store.getSite(site)?.primaryHost === d.oldPrimary;
       if (refused) {
-        // The replica failed its check before promotion (issue 6): nothing was promoted,
+        // The replica failed its check before promotion: nothing was promoted,
         // but the old copy was already demoted at the new epoch. It takes the primary role
         // back one epoch higher and serves again; the bad replica is overwritten by the
         // next replication generation.

@@ -1,8 +1,9 @@
-import { HttpProbe } from '../monitor/http-probe.ts';
 import { formatTransformDiff } from '../transform/diff.ts';
 import type { TransformChange } from '../shared/contracts.ts';
 import type { RunbookDeps } from './runbook-journal.ts';
-import { appEndpoint, probeUrl, renderedTransform, replicaStorageFor, routeFor, startRequest } from './site-facts.ts';
+import { replicaStorageFor } from './reprotection.ts';
+import { renderedTransform, routeFor, startRequest } from './site-facts.ts';
+import { waitSiteStarted } from './app-start-watch.ts';
 import { waitFor } from './timing.ts';
 
 /**
@@ -69,13 +70,10 @@ export class TakeoverSteps {
     await clients.startApp(this.target, this.site, startRequest(config, this.host, this.siteCfg, this.epoch));
   }
 
+  /** Until the app answers its probe on the target; an app that exits, or never answers healthily, fails the step with its cause (app-start-watch.ts). */
   async waitHealthy(): Promise<void> {
-    const probe = new HttpProbe(probeUrl(this.host, this.siteCfg), this.siteCfg.health.probe.timeoutMs);
-    try {
-      await waitFor(async () => (await probe.run()).ok, { timeoutMs: 30_000, everyMs: 10, what: `${this.site} to answer on ${appEndpoint(this.host, this.siteCfg)}` });
-    } finally {
-      await probe.close();
-    }
+    const { clients, config } = this.deps;
+    await waitSiteStarted((h, t) => clients.agentStatus(h, t), this.host, this.siteCfg, startRequest(config, this.host, this.siteCfg, this.epoch).command, 10);
   }
 
   async route(): Promise<number> {
@@ -85,10 +83,14 @@ export class TakeoverSteps {
     return Date.now();
   }
 
-  /** Starts shipping the new primary to another storage system, if one is free; returns it (or null). */
+  /**
+   * Starts shipping the new primary to the storage system of the best host that
+   * could take the site over next (placement.ts: a free spare first, the old primary
+   * once it is trusted again); returns it, or null when there is none.
+   */
   async reprotect(): Promise<string | null> {
     const { clients, store } = this.deps;
-    let replica = replicaStorageFor(this.deps.config, this.siteCfg, this.host.storage);
+    let replica = replicaStorageFor(this.deps, this.site, this.target);
     if (replica) {
       try {
         await clients.replicate(this.host.storage, this.site, this.epoch, replica);

@@ -2,6 +2,7 @@ import type { SiteConfig } from '../config/types.ts';
 import { UnderstudyError } from '../shared/errors.ts';
 import type { RunbookDeps } from './runbook-journal.ts';
 import { candidatesFor, claimsFrom, holdsFrom, priorities } from './pool-facts.ts';
+import { takeoverHosts } from './placement.ts';
 import { decisionFor, describeWait, type Blocker, type Decision, type Hold, type PoolFacts, type Readiness } from './spare-pool.ts';
 import { sleep } from './timing.ts';
 
@@ -50,14 +51,14 @@ async function lookAt(deps: RunbookDeps, host: string, site: string, holds: Hold
 }
 
 /** The pool as the state store says it is now, with a fresh look at every host some waiting site could take. */
-async function poolFacts(deps: RunbookDeps, site: SiteConfig, self: { failed: string; replicaStorage: string | null; requested?: string; detectedAt: number }): Promise<PoolFacts> {
+async function poolFacts(deps: RunbookDeps, site: SiteConfig, self: { failed: string; replicaStorage: string | null; requested?: string; detectedAt: number; avoid?: string[] }): Promise<PoolFacts> {
   const { store, config } = deps;
   const sites = store.listSites();
   const running = store.runningRunbooks();
   const holds = holdsFrom(sites, running, deps.readers?.() ?? []);
   const claims = claimsFrom(config, sites, running);
   // The caller is a claim whether or not its runbook is in the store (a direct call, a test).
-  const mine = { site: site.name, priority: site.priority, detectedAt: self.detectedAt, candidates: candidatesFor(config, site, self) };
+  const mine = { site: site.name, priority: site.priority, detectedAt: self.detectedAt, candidates: candidatesFor(config, site, self), ...(self.avoid?.length ? { avoid: self.avoid } : {}) };
   const i = claims.findIndex((c) => c.site === site.name);
   if (i >= 0) claims[i] = mine;
   else claims.push(mine);
@@ -78,23 +79,27 @@ export interface TargetRequest {
   requested?: string;
   /** When the failure was detected: at equal priority, the earlier failure gets a contested spare. */
   detectedAt: number;
+  /** Hosts taken only when no other candidate is usable (the last failover's source, for a failover let through its cooldown). */
+  avoid?: string[];
   /** Records the choice (the runbook's `target`) before any other decision can be made. */
   commit: (host: string) => void;
 }
 
 /**
  * Chooses the host a site fails over to, from the pool as the spare-pool rules
- * share it (spare-pool.ts): one of the site's standbys, in order, not the failed
- * host, attached to the storage system that holds the site's replica, and not
- * held by another site; a warm host before a cold one; a contested last spare to
- * the higher priority, then the earlier failure.
+ * share it (spare-pool.ts): one of the hosts that may take the site over — its
+ * standbys in order, then its configured primary (failback; placement.ts) — not the
+ * failed host, attached to the storage system that holds the site's replica, trusted,
+ * and not held by another site; a warm host before a cold one; a contested last
+ * spare to the higher priority, then the earlier failure. Replica placement follows
+ * the same rule, so the replica is where the next target is.
  *
  * When nothing is free the site waits here — state `down`, with a `pool-empty` or
  * `spare-denied` event that names who holds what — and takes the first spare that
- * becomes free. A site whose standbys are all on storage systems without its
- * replica cannot be taken over by any of them (only a restore or a re-seed can
- * move it there): that raises `pool-empty` and throws US_NO_TARGET at once, as
- * does an operator's `--to` that is not free.
+ * becomes free. A site none of whose hosts is on the storage system of its replica
+ * cannot be taken over by any of them (only a restore or a re-seed can move it
+ * there): that raises `pool-empty` and throws US_NO_TARGET at once, as does an
+ * operator's `--to` that is not free.
  */
 export async function chooseTarget(deps: RunbookDeps, site: SiteConfig, req: TargetRequest): Promise<{ host: string; reclaim?: { from: string } }> {
   const { store } = deps;
@@ -106,7 +111,7 @@ export async function chooseTarget(deps: RunbookDeps, site: SiteConfig, req: Tar
     throw new UnderstudyError('US_NO_TARGET', `${req.requested} cannot take ${site.name}: it is not attached to ${req.replicaStorage}, which holds the replica`);
   }
   if (candidates.length === 0) {
-    const message = `no standby of ${site.name} (${site.standby.join(', ')}) is attached to ${req.replicaStorage}, which holds its replica: none can take it over; only a restore onto another host or a re-seed can (understudy restore ${site.name} --to HOST)`;
+    const message = `no host of ${site.name} (${takeoverHosts(site).filter((h) => h !== req.failed).join(', ')}) is attached to ${req.replicaStorage}, which holds its replica: none can take it over; only a restore onto another host or a re-seed can (understudy restore ${site.name} --to HOST)`;
     store.addEvent({ site: site.name, host: null, kind: 'pool-empty', message, data: { waiting: true, priority: site.priority, replicaStorage: req.replicaStorage, blockers: [], eligible: 0 } });
     throw new UnderstudyError('US_NO_TARGET', message);
   }

@@ -1,6 +1,7 @@
 import { UnderstudyError } from '../shared/errors.ts';
 import { JsonRouter } from '../shared/http-json.ts';
 import type { DirectorMetrics } from './metrics.ts';
+import type { DrillFronts } from './drill-fronts.ts';
 import { parseRouteTable, type RouteStore } from './route-table.ts';
 import type { DirectorSiteStats } from './upstream-stats.ts';
 
@@ -16,14 +17,23 @@ import type { DirectorSiteStats } from './upstream-stats.ts';
  * | `GET /v1/stats` | `{ sites: SiteStats[] }` (with the director's extra counters) |
  * | `GET /metrics` | Prometheus text format |
  * | `GET /healthz` | `{ ok: true }` |
+ * | `PUT/DELETE /v1/drills/:name`, `GET /v1/drills` | rehearsal fronts (drill-fronts.ts) |
  */
 export function adminRouter(deps: {
   routes: RouteStore;
   stats: () => DirectorSiteStats[];
   metrics: DirectorMetrics;
+  drills?: DrillFronts;
 }): JsonRouter {
-  const { routes, stats, metrics } = deps;
-  return new JsonRouter()
+  const { routes, stats, metrics, drills } = deps;
+  const router = new JsonRouter();
+  if (drills) {
+    router
+      .on('PUT', '/v1/drills/:name', (req) => drills.open(req.params.name!, req.body))
+      .on('DELETE', '/v1/drills/:name', (req) => drills.close(req.params.name!))
+      .on('GET', '/v1/drills', () => ({ drills: drills.list() }));
+  }
+  return router
     .on('PUT', '/v1/routes/:site', (req) => routes.set(parseRouteTable(req.params.site!, req.body)))
     .on('GET', '/v1/routes', () => ({ routes: routes.list() }))
     .on('GET', '/v1/routes/:site', (req) => {

@@ -11,6 +11,7 @@ import { ConnErrorSignaller } from './signals.ts';
 import { UpstreamPools, type PoolOptions } from './upstream-pools.ts';
 import { siteSnapshot, type DirectorSiteStats } from './upstream-stats.ts';
 import { SyncBarrierClient } from './sync-barrier.ts';
+import { DrillFronts } from './drill-fronts.ts';
 
 /**
  * The built-in network director: one front HTTP listener per site (site.front)
@@ -47,6 +48,8 @@ export class Director {
   private adminAddr: AddressInfo | null = null;
   private readonly frontAddrs = new Map<string, AddressInfo>();
   private readonly stopGraceMs: number;
+  /** Fronts of rehearsals (`understudy drill`), apart from the sites' own (drill-fronts.ts). */
+  private readonly drills: DrillFronts;
 
   constructor(opts: DirectorOptions) {
     this.config = opts.config;
@@ -56,6 +59,7 @@ export class Director {
     this.metrics = new DirectorMetrics(() => this.siteCounters());
     const signaller = new ConnErrorSignaller(opts.controllerUrl, this.logger);
     this.routes = new RouteStore(new Set(Object.keys(this.config.sites)));
+    this.drills = new DrillFronts({ pools: this.pools, signaller, metrics: this.metrics, logger: this.logger, barrier: this.barrier });
     for (const name of Object.keys(this.config.sites)) {
       this.sites.set(name, new SiteProxy({
         site: name,
@@ -73,6 +77,7 @@ export class Director {
       // Pools of hosts no route names any more are closed; their stats stay.
       const inUse = new Set<string>();
       for (const s of this.sites.values()) for (const u of s.upstreamsInUse()) inUse.add(u);
+      for (const u of this.drills.upstreamsInUse()) inUse.add(u);
       this.pools.retain(inUse);
       const storage = new Set<string>();
       for (const r of this.routes.list()) if (r.sync) storage.add(r.sync.storageUrl);
@@ -86,7 +91,7 @@ export class Director {
    */
   async start(): Promise<void> {
     try {
-      this.admin = createJsonServer(adminRouter({ routes: this.routes, stats: () => this.stats(), metrics: this.metrics }));
+      this.admin = createJsonServer(adminRouter({ routes: this.routes, stats: () => this.stats(), metrics: this.metrics, drills: this.drills }));
       const a = this.config.director.listen;
       this.adminAddr = await listen(this.admin, a.host, a.port);
       for (const [name, site] of Object.entries(this.config.sites)) {
@@ -108,6 +113,7 @@ export class Director {
   /** Stops accepting, answers held requests 503, lets in-flight ones finish (bounded), then closes the pools. */
   async stop(): Promise<void> {
     for (const s of this.sites.values()) s.stop();
+    await this.drills.closeAll();
     await this.closeServers(this.stopGraceMs);
     await this.pools.destroyAll();
     await this.barrier.destroyAll();

@@ -11,6 +11,7 @@ import type { DirectorMetrics } from './metrics.ts';
 import type { ConnErrorSignaller } from './signals.ts';
 import type { SyncBarrierClient, SyncRoute } from './sync-barrier.ts';
 import type { UpstreamPools } from './upstream-pools.ts';
+import { isLoadAnswer } from '../monitor/load-signal.ts';
 import { SiteCounters, type UpstreamCounters } from './upstream-stats.ts';
 import { pathOf, readPathMatcher, type ReadPathMatcher } from './read-paths.ts';
 import { ReadYourWrites } from './read-your-writes.ts';
@@ -81,7 +82,7 @@ export class SiteProxy {
   private readTargets: Target[] = [];
   private readers: Target[] = [];
   private readPaths: ReadPathMatcher = () => true;
-  /** Issue 5: read your writes (cookies on modifying answers, marks against the readers). */
+  /** Read your writes (cookies on modifying answers, marks against the readers). */
   readonly ryw: ReadYourWrites;
   private rr = 0;
   private stopping = false;
@@ -303,6 +304,8 @@ export class Exchange implements Dispatcher.DispatchHandler {
   private sent = false;
   private controller: Dispatcher.DispatchController | null = null;
   private status = 0;
+  /** The answer says the app sheds load (429, 503 with Retry-After). */
+  private shed = false;
   private t0 = 0;
   private sentEpoch = 0;
   /** Upstreams that failed this request under route epoch `failedEpoch`. */
@@ -369,6 +372,7 @@ export class Exchange implements Dispatcher.DispatchHandler {
   onResponseStart(controller: Dispatcher.DispatchController, statusCode: number, headers: IncomingHttpHeaders, statusMessage?: string): void {
     if (statusCode < 200 || this.done) return; // 1xx informational: Node's server deals with its own
     this.status = statusCode;
+    this.shed = statusCode >= 429 && isLoadAnswer(statusCode, headers['retry-after'] !== undefined);
     if (statusCode === 421 && !this.modifying && !this.hasBody && !this.primaryOnly && !this.site.isPrimary(this.target!)) {
       // A reader that does not hold what this read needs: its answer is dropped, the read goes to the primary.
       this.misdirected = true;
@@ -410,7 +414,8 @@ export class Exchange implements Dispatcher.DispatchHandler {
     this.done = true;
     const t = this.target!;
     const ms = performance.now() - this.t0;
-    t.counters.recordResponse(this.status, ms); // the app's latency, without the barrier
+    t.counters.recordResponse(this.status, ms, this.shed); // the app's latency, without the barrier
+    t.counters.kinds.record(this.req.method ?? 'GET', this.path, this.req.url ?? '/', this.status, this.shed, this.hasBody);
     t.duration.observe(ms / 1000);
     if (this.held !== null && this.sync !== null) {
       this.site.syncRelease(this, this.sync);

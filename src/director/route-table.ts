@@ -30,7 +30,7 @@ export const routeTableSchema = z.object({
     onReplicaLost: z.enum(['degrade', 'strict']),
     timeoutMs: z.number().int().positive().max(60_000),
   }).strict().nullable().optional(),
-  // Issue 5: paths readers may serve, and where read-your-writes asks whether readers caught up.
+  // Paths readers may serve, and where read-your-writes asks whether readers caught up.
   readPaths: z.array(z.string().regex(/^\/[^\s]*$/, 'must be a path starting with /, optionally ending in *')).optional(),
   ryw: z.object({
     storageUrl: z.string().url().refine((u) => /^https?:\/\//.test(u), 'must be an http:// URL of a storage processor'),

@@ -1,5 +1,6 @@
 import type { SiteStats, SyncStats, UpstreamStats } from '../shared/contracts.ts';
 import { LatencyWindow } from './latency-window.ts';
+import { RequestKinds } from './request-kinds.ts';
 import { RECENT_LATENCY_SECONDS } from '../shared/contracts.ts';
 
 /**
@@ -18,16 +19,25 @@ export class UpstreamCounters {
   lastConnErrorAt: number | null = null;
   /** Requests sent and not answered to the client yet (a held sync answer counts). */
   inflight = 0;
+  /** Load answers (429, 503 with Retry-After: src/monitor/load-signal.ts); `shed5xx` the 503s among them. */
+  shed = 0;
+  shed5xx = 0;
   /** Responses by status code; index = code - 100. */
   readonly byStatus = new Uint32Array(500);
   readonly latency = new LatencyWindow();
+  /** The same answers by kind of request (request-kinds.ts). */
+  readonly kinds = new RequestKinds();
 
   constructor(readonly upstream: string) {}
 
-  /** A response was received (any status) and fully relayed, or the relay failed mid-body. */
-  recordResponse(status: number, ms: number): void {
+  /** A response was received (any status) and fully relayed, or the relay failed mid-body. `shed`: a load answer. */
+  recordResponse(status: number, ms: number, shed = false): void {
     this.requests++;
     if (status >= 500) this.errors5xx++;
+    if (shed) {
+      this.shed++;
+      if (status >= 500) this.shed5xx++;
+    }
     if (status >= 100 && status < 600) this.byStatus[status - 100]!++;
     this.latency.record(ms);
   }
@@ -49,6 +59,9 @@ export class UpstreamCounters {
       latencyMs: this.latency.percentiles(),
       recentLatencyMs: this.latency.percentiles(RECENT_LATENCY_SECONDS),
       inflight: this.inflight,
+      shed: this.shed,
+      shed5xx: this.shed5xx,
+      kinds: this.kinds.snapshot(),
     };
   }
 }
@@ -70,7 +83,7 @@ export class SiteCounters {
   retried = 0;
   /** Modifying requests whose connection broke after they were sent: 503 US_OUTCOME_UNKNOWN. */
   outcomeUnknown = 0;
-  /** Issue 5: reads a reader answered 421 (it does not hold their data), sent on to the primary. */
+  /** Reads a reader answered 421 (it does not hold their data), sent on to the primary. */
   misdirected = 0;
   readonly upstreams = new Map<string, UpstreamCounters>();
   readonly sync = new SyncCounters();
@@ -106,7 +119,7 @@ export interface DirectorSiteStats extends SiteStats {
   holdRejected: number;
   retried: number;
   outcomeUnknown: number;
-  /** Issue 5: reads a reader answered 421, sent on to the primary. */
+  /** Reads a reader answered 421, sent on to the primary. */
   misdirected: number;
 }
 

@@ -7,6 +7,7 @@ import type { AgentStatus, StartAppRequest } from '../shared/contracts.ts';
 import { UnderstudyError } from '../shared/errors.ts';
 import { JsonRouter, createJsonServer, listen, parseBody } from '../shared/http-json.ts';
 import { AppProcess } from './app-process.ts';
+import { assertPortFree } from './port-check.ts';
 
 const StartAppSchema = z.object({
   epoch: z.number().int().nonnegative(),
@@ -15,6 +16,7 @@ const StartAppSchema = z.object({
   dataDir: z.string(),
   env: z.record(z.string(), z.string()),
   mode: z.enum(['rw', 'ro']),
+  listen: z.object({ address: z.string(), port: z.number().int().min(1).max(65535) }).optional(),
 });
 
 /**
@@ -41,7 +43,7 @@ export class HostAgent {
     const router = new JsonRouter()
       .on('GET', '/healthz', () => ({ ok: true, host: this.host }))
       .on('GET', '/v1/status', () => this.status())
-      .on('PUT', '/v1/sites/:site', ({ params, body }) => this.startApp(params.site!, parseBody(StartAppSchema, body)))
+      .on('PUT', '/v1/sites/:site', async ({ params, body }) => this.startApp(params.site!, parseBody(StartAppSchema, body)))
       .on('DELETE', '/v1/sites/:site', async ({ params }) => {
         await this.apps.get(params.site!)?.stop();
         return this.status();
@@ -56,12 +58,16 @@ export class HostAgent {
     this.server?.closeAllConnections();
   }
 
-  private startApp(site: string, req: StartAppRequest): AgentStatus {
+  private async startApp(site: string, req: StartAppRequest): Promise<AgentStatus> {
     let app = this.apps.get(site);
     if (app?.isRunning()) {
       if (app.epoch === req.epoch) return this.status();
       throw new UnderstudyError('US_STALE_EPOCH', `site ${site} already runs on ${this.host} at epoch ${app.epoch}; stop it first`);
     }
+    // Checked before the app starts, so that the cause is named (the app itself would
+    // only log EADDRINUSE and exit, or, worse, bind elsewhere and never be reached).
+    if (req.listen) await assertPortFree(this.host, site, req.listen);
+    if (app?.isRunning()) return this.status(); // a concurrent identical start won the race
     if (!app) {
       app = new AppProcess(site, path.join(this.logDir, `${this.host}-${site}.log`));
       this.apps.set(site, app);

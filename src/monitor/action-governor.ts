@@ -1,9 +1,13 @@
 /**
- * The no-flapping rules (DESIGN.md, "Rules that never break"): every automatic
+ * The no-flapping rules (docs/architecture.md): every automatic
  * action has a reason, a rate limit and hysteresis. The governor holds the memory
  * those rules need and answers, for one proposed action, allowed or deferred and why.
  *
- * - Cooldown: one automatic action of a kind per site per `cooldownMs[action]`.
+ * - Cooldown: one automatic action of a kind per site per `cooldownMs[action]`. The
+ *   failover cooldown protects against flapping between the same hosts, not against
+ *   an independent crash: a failover whose evidence is hard (the process is gone, or
+ *   its port refuses connections), of a primary that is not where the last failover
+ *   came from, to a trusted host other than that one, runs at once (see `FailoverFacts`).
  * - Trust: a host that failed is trusted again only after `rise` good probes in a row.
  * - Flapping: a host that fails again within `flapWindowMs` of being trusted is held
  *   out, even if its probes are good, for `backoffBaseMs`, then twice that at the
@@ -56,8 +60,25 @@ export interface HostTrust {
 
 export type DeferCode = 'cooldown' | 'host-held-out' | 'host-untrusted' | 'no-reason';
 
+/** What a failover decision knows of the failure: what the cooldown's flap rule needs. */
+export interface FailoverFacts {
+  /** The failing primary. Recorded as the source of this failover when it is allowed. */
+  from: string;
+  /** The evidence is a crash beyond doubt: the process is gone, or its port refuses connections. */
+  hardEvidence: boolean;
+  /** The trusted hosts the failover could go to. */
+  targets: readonly string[];
+}
+
 export type GovernorDecision =
-  | { allowed: true; site: string; action: AutoAction; reason: string; target: string | null; at: number; why: string }
+  | {
+    allowed: true; site: string; action: AutoAction; reason: string; target: string | null; at: number; why: string;
+    /**
+     * Hosts the action must not go to while another will do: the last failover's source,
+     * when this failover was let through its cooldown as an independent crash.
+     */
+    avoid?: string[];
+  }
   | {
     allowed: false; site: string; action: AutoAction; reason: string; target: string | null; at: number; why: string;
     code: DeferCode;
@@ -85,6 +106,8 @@ export class ActionGovernor {
   private readonly backoffBaseMs: number;
   private readonly backoffMaxMs: number;
   private readonly lastAction = new Map<string, number>();
+  /** Per site, the host its last failover came from (null: not known, e.g. a failover for a corrupt copy of unknown origin). */
+  private readonly lastSource = new Map<string, string | null>();
   /** Per site and action, when a caller gave one (e.g. the site's `scale.cooldown`). */
   private readonly siteCooldown = new Map<string, number>();
   private readonly hosts = new Map<string, HostRecord>();
@@ -104,11 +127,13 @@ export class ActionGovernor {
    * May `action` run on `site` now, for `reason`? With `target`, the host the
    * action would use (failover/failback target, scale-out host) must be trusted.
    * `cooldownMs` sets this site's cooldown of `action` (kept for later calls and
-   * `cooldownLeft`), overriding the governor-wide one.
+   * `cooldownLeft`), overriding the governor-wide one. With `failover` (a failover's
+   * facts), an independent crash passes the cooldown (`independent`), and the
+   * failover's source is remembered for the next decision.
    * An allowed answer starts the action's cooldown at once: asking is committing,
    * so two callers cannot both be allowed. A deferred answer changes nothing.
    */
-  decide(site: string, action: AutoAction, reason: string, opts: { target?: string; cooldownMs?: number } = {}): GovernorDecision {
+  decide(site: string, action: AutoAction, reason: string, opts: { target?: string; cooldownMs?: number; failover?: FailoverFacts } = {}): GovernorDecision {
     const at = this.now();
     if (opts.cooldownMs !== undefined) this.siteCooldown.set(key(site, action), opts.cooldownMs);
     const target = opts.target ?? null;
@@ -120,15 +145,52 @@ export class ActionGovernor {
       if (t.state === 'recovering') return { ...base, allowed: false, code: 'host-untrusted', retryAt: null, why: t.why };
     }
     const left = this.cooldownLeft(site, action);
+    const record = (): void => {
+      this.lastAction.set(key(site, action), at);
+      if (opts.failover) this.lastSource.set(site, opts.failover.from);
+      else if (action === 'failover') this.lastSource.set(site, null);
+    };
     if (left > 0) {
       const last = this.lastAction.get(key(site, action))!;
+      const cooling = `the last ${action} of ${site} was ${at - last} ms ago; the cooldown is ${this.cooldownOf(site, action)} ms (${left} ms left)`;
+      const ind = action === 'failover' && opts.failover ? this.independent(site, opts.failover) : null;
+      if (ind?.independent) {
+        record();
+        return { ...base, allowed: true, why: `${cooling}, but ${ind.why}`, avoid: ind.avoid };
+      }
+      return { ...base, allowed: false, code: 'cooldown', retryAt: at + left, why: ind ? `${cooling}; not an independent crash: ${ind.why}` : cooling };
+    }
+    record();
+    return { ...base, allowed: true, why: target !== null ? `no ${action} of ${site} within the cooldown, and ${target} is trusted` : `no ${action} of ${site} within the cooldown` };
+  }
+
+  /**
+   * The flap rule of the failover cooldown. A failover within the cooldown is a flap
+   * when it would run between the hosts of the last one: its primary is where the
+   * last failover came from, or its only trusted targets are. Otherwise, with hard
+   * evidence (a crash: process gone, connection refused), it is an independent crash
+   * and runs at once, avoiding the last failover's source. Soft evidence (a hang, a
+   * malfunction, timeouts) keeps the cooldown: a sick host can look like that for a while.
+   */
+  independent(site: string, f: FailoverFacts): { independent: true; why: string; avoid: string[] } | { independent: false; why: string } {
+    const source = this.lastSource.get(site) ?? null;
+    if (!f.hardEvidence) return { independent: false, why: `the evidence against ${f.from} is not hard (a process gone or connections refused), and the cooldown holds for anything else` };
+    if (source === null) return { independent: false, why: `where the last failover of ${site} came from is not known` };
+    if (f.from === source) return { independent: false, why: `${f.from} is where the last failover came from: ${site} would flap between the same hosts` };
+    const others = f.targets.filter((t) => t !== source);
+    if (others.length === 0) {
       return {
-        ...base, allowed: false, code: 'cooldown', retryAt: at + left,
-        why: `the last ${action} of ${site} was ${at - last} ms ago; the cooldown is ${this.cooldownOf(site, action)} ms (${left} ms left)`,
+        independent: false,
+        why: f.targets.length === 0
+          ? `no trusted host could take ${site} over`
+          : `its only trusted target is ${source}, where the last failover came from: ${site} would flap between ${source} and ${f.from}`,
       };
     }
-    this.lastAction.set(key(site, action), at);
-    return { ...base, allowed: true, why: target !== null ? `no ${action} of ${site} within the cooldown, and ${target} is trusted` : `no ${action} of ${site} within the cooldown` };
+    return {
+      independent: true,
+      why: `this is an independent crash: hard evidence against ${f.from}, which is not where the last failover came from (${source}), and ${others.join(', ')} can take ${site} over (${source} is avoided)`,
+      avoid: [source],
+    };
   }
 
   /** Restarts an action's cooldown, e.g. when its runbook ends, so that the gap counts from the end. */

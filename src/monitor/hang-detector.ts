@@ -7,7 +7,7 @@ import { classifyProbeError, probeFailed, type ProbeFailureClass, type ProbeObse
  * - `hang`: the process is alive but the probes time out (SIGSTOP, deadlock, a stuck event loop).
  * - `unresponsive`: the probes time out and the process's liveness is unknown (not an
  *   embedded host): a hang or a host that vanished from the network; both are failures.
- * - `malfunction`: the app answers, wrongly (5xx, a body without `ok: true`).
+ * - `malfunction`: the app answers, wrongly (a status or body its probe does not accept).
  * - `unreachable`: the connection broke otherwise (reset, no route).
  */
 export type FailureKind = 'crash' | 'hang' | 'unresponsive' | 'malfunction' | 'unreachable';

@@ -27,8 +27,6 @@ export interface MalfunctionDetectorOptions {
    * 5xx / answered. @default false
    */
   countConnErrors?: boolean;
-  /** The address the app must say it serves from (`servedBy`, e.g. `127.0.2.1:3000`); unset: not checked. */
-  expectServedBy?: string;
   /** Wrong probe answers in a row before a probe malfunction is raised. @default 2 */
   probeFall?: number;
   /** Right probe answers in a row before a probe malfunction is cleared. @default 2 */
@@ -65,19 +63,18 @@ export interface ProbeAnswer {
   at: number;
   error?: string;
   status?: number;
-  servedBy?: string;
-  /** Why this answer is wrong (the probe's error, or the servedBy mismatch). */
+  /** Why this answer is wrong (the probe's error). */
   wrong: string;
 }
 
 export type MalfunctionDecision =
   | { kind: 'malfunction'; source: 'traffic'; at: number; reason: string; evidence: TrafficWindow }
-  | { kind: 'malfunction'; source: 'probe'; at: number; reason: string; evidence: { probes: ProbeAnswer[]; expectServedBy: string | null } }
+  | { kind: 'malfunction'; source: 'probe'; at: number; reason: string; evidence: { probes: ProbeAnswer[] } }
   | { kind: 'malfunction-cleared'; source: 'traffic'; at: number; reason: string; evidence: TrafficWindow }
   | { kind: 'malfunction-cleared'; source: 'probe'; at: number; reason: string; evidence: { goodProbes: number } };
 
 /** A probe as MalfunctionDetector reads it: HttpProbe's ProbeResult fits. */
-export type ProbeLike = ProbeObservation & { status?: number; servedBy?: string };
+export type ProbeLike = ProbeObservation & { status?: number };
 
 /**
  * Detects an app that is up but answers wrongly, from two sources with their own hysteresis:
@@ -89,8 +86,9 @@ export type ProbeLike = ProbeObservation & { status?: number; servedBy?: string 
  *   HangDetector's) but reported, unless `countConnErrors` makes them errors too
  *   (then Δ(5xx + connErrors) / Δrequests). Raised once when the window is `sustained`; cleared
  *   once a full window's rate is below half the threshold.
- * - Probe content: `probeFall` probes in a row that got a wrong answer (a non-200
- *   status, a body without `ok: true`, or a `servedBy` other than `expectServedBy`).
+ * - Probe content: `probeFall` probes in a row that got a wrong answer (a status or
+ *   body the site's probe does not accept, http-probe.ts). Who answered is never read
+ *   from the answer: the probe calls the primary's own address.
  */
 export class MalfunctionDetector {
   private readonly now: () => number;
@@ -204,14 +202,20 @@ export class MalfunctionDetector {
     }
     this.goodProbes = 0;
     if (this.probeRaised) return null;
-    this.wrongProbes.push({ at: p.at, error: p.error, status: p.status, servedBy: p.servedBy, wrong });
+    this.wrongProbes.push({ at: p.at, error: p.error, status: p.status, wrong });
     if (this.wrongProbes.length < this.probeFall) return null;
     this.probeRaised = true;
     return {
       kind: 'malfunction', source: 'probe', at,
       reason: `${this.wrongProbes.length} probes in a row answered wrongly (${this.wrongProbes.map((w) => w.wrong).join(', ')})`,
-      evidence: { probes: this.wrongProbes, expectServedBy: this.opts.expectServedBy ?? null },
+      evidence: { probes: this.wrongProbes },
     };
+  }
+
+  /** Starts the traffic window again (the counters it is fed changed meaning): a malfunction needs a whole new window. */
+  restartTraffic(): void {
+    this.series.clear();
+    this.trafficRaised = false;
   }
 
   reset(): void {
@@ -231,8 +235,6 @@ export class MalfunctionDetector {
   /** null: a right answer; a string: why it is wrong; undefined: no answer at all (not this detector's evidence). */
   private wrongness(p: ProbeLike): string | null | undefined {
     if (probeFailed(p)) return classifyProbeError(p.error) === 'bad-answer' ? (p.error ?? 'bad answer') : undefined;
-    const expected = this.opts.expectServedBy;
-    if (expected !== undefined && p.servedBy !== undefined && p.servedBy !== expected) return `served by ${p.servedBy}, expected ${expected}`;
     return null;
   }
 }

@@ -7,7 +7,7 @@
  *   no answer came within the timeout: a stopped (SIGSTOP), deadlocked or saturated app.
  *   A stopped process still has its listening socket, so the kernel completes the
  *   handshake and the probe times out waiting for headers; it is never `refused`.
- * - `bad-answer`: the app answered, wrongly: a non-200 status or a body without `ok: true`.
+ * - `bad-answer`: the app answered, wrongly: a status or a body the site's probe does not accept.
  * - `other`: reset, unreachable network, DNS…: the connection broke in another way.
  */
 export type ProbeFailureClass = 'refused' | 'timeout' | 'bad-answer' | 'other';

@@ -1,6 +1,7 @@
 import type { ProbeConfig } from '../config/types.ts';
 import { isProcessAlive } from '../power/process-group.ts';
-import { HttpProbe, type ProbeResult } from './http-probe.ts';
+import type { ProbeResult } from './http-probe.ts';
+import { createProbe, type AppProbe } from './app-probe.ts';
 
 export interface FailureEvidence {
   /** `process-gone`: the host's process group leader died; `probe`: `fall` probes in a row failed. */
@@ -17,6 +18,7 @@ export interface FailureEvidence {
 export interface MonitorTarget {
   site: string;
   host: string;
+  /** What the probe calls: `probeTarget()` (an HTTP URL, or tcp://address:port). */
   url: string;
   /** Process-group leader of an embedded host, when known. */
   pid: number | null;
@@ -34,7 +36,7 @@ const RECHECK_MS = 40;
  * (which trigger an immediate probe, never a failover by themselves).
  */
 export class SiteMonitor {
-  private readonly probe: HttpProbe;
+  private readonly probe: AppProbe;
   private probeTimer: NodeJS.Timeout | null = null;
   private processTimer: NodeJS.Timeout | null = null;
   private stopped = false;
@@ -61,7 +63,7 @@ export class SiteMonitor {
     private readonly onFailure: (e: FailureEvidence) => void,
     private readonly onProbe?: (r: ProbeResult) => void,
   ) {
-    this.probe = new HttpProbe(target.url, cfg.timeoutMs);
+    this.probe = createProbe(target.url, cfg);
   }
 
   start(): void {

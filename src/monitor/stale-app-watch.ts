@@ -1,7 +1,7 @@
 import type { UnderstudyConfig } from '../config/types.ts';
 import type { StateStore } from '../state/state-store.ts';
-import { appEndpoint, probeUrl } from '../controller/site-facts.ts';
-import { HttpProbe } from './http-probe.ts';
+import { appEndpoint, siteProbe } from '../controller/site-facts.ts';
+import type { ListenerLookup, ListenerOwner } from '../hosts/local-listeners.ts';
 
 const EVERY_MS = 1000;
 
@@ -12,14 +12,33 @@ const EVERY_MS = 1000;
  * current epoch) and its storage never ships (the copy it writes was demoted), but
  * the operator must know: the event says where it runs and that its writes stay on
  * its own stale copy. One event when it appears, one when it is gone.
+ *
+ * What answers on an address is not who answers: on the embedded default every
+ * host's address is on the same machine, so an app bound to all addresses
+ * (`0.0.0.0`) answers on every host's address. Who answers is decided by the
+ * process that owns the listening socket (the host driver's ListenerLookup): the
+ * primary's own app, or a reader's, is never stale, wherever it answers. Such an
+ * app gets one `app-listens-on-all-addresses` warning per site, saying how to
+ * bind it to its host. Where the driver cannot tell, the host whose address
+ * answered is assumed.
  */
 export class StaleAppWatch {
   private timer: NodeJS.Timeout | null = null;
   private readonly seen = new Set<string>();
+  /** Sites already warned that their app listens on all addresses. */
+  private readonly warned = new Set<string>();
   private running = false;
 
-  /** @param isReader issue 5: a host lent to the site as a reader answers on purpose (read-only): not stale. */
-  constructor(private readonly config: UnderstudyConfig, private readonly store: StateStore, private readonly isReader: (site: string, host: string) => boolean = () => false) {}
+  /**
+   * @param isReader a host lent to the site as a reader answers on purpose (read-only): not stale.
+   * @param listeners who owns the socket that answers on an address (the host driver).
+   */
+  constructor(
+    private readonly config: UnderstudyConfig,
+    private readonly store: StateStore,
+    private readonly isReader: (site: string, host: string) => boolean = () => false,
+    private readonly listeners: ListenerLookup | null = null,
+  ) {}
 
   start(): void {
     this.timer = setInterval(() => void this.tick(), EVERY_MS);
@@ -29,29 +48,37 @@ export class StaleAppWatch {
     if (this.timer) clearInterval(this.timer);
   }
 
-  private async tick(): Promise<void> {
+  /** One pass over every serving site (also what the timer runs). */
+  async tick(): Promise<void> {
     if (this.running) return;
     this.running = true;
     try {
       for (const rec of this.store.listSites()) {
         const cfg = this.config.sites[rec.site];
         if (!cfg || rec.state !== 'serving') continue;
+        this.warnIfAllAddresses(rec.site, rec.primaryHost);
         for (const hostName of new Set([cfg.primary, ...cfg.standby])) {
           // Every host but the primary, powered by us or not: a host that rebooted by itself is exactly the case.
           if (hostName === rec.primaryHost || this.isReader(rec.site, hostName)) continue;
           const host = this.config.hosts[hostName]!;
           const key = `${rec.site}@${hostName}`;
-          const probe = new HttpProbe(probeUrl(host, cfg), 300);
+          const probe = siteProbe(host, cfg, 300);
           const r = await probe.run();
           await probe.close();
-          if (r.ok && !this.seen.has(key)) {
+          const owner = r.ok ? this.owner(host.address, cfg.app.port) : null;
+          // Answered by the primary's own process, or a reader's (bound to all addresses): not stale.
+          const ours = owner?.kind === 'host' && (owner.host === rec.primaryHost || this.isReader(rec.site, owner.host));
+          const stale = r.ok && owner?.kind !== 'nobody' && !ours;
+          if (stale && !this.seen.has(key)) {
             this.seen.add(key);
+            const who = owner?.kind === 'outside' ? `by a process outside Understudy${owner.process ? ` (${owner.process})` : ''}`
+              : owner?.kind === 'host' ? `by a process of host ${owner.host}, outside what Understudy started there` : 'outside Understudy';
             this.store.addEvent({
               site: rec.site, host: hostName, kind: 'stale-primary',
-              message: `${rec.site} answers on ${hostName} (${appEndpoint(host, cfg)}) outside Understudy, but its primary is ${rec.primaryHost} at epoch ${rec.epoch}: it is not routed, nothing it writes is replicated (its copy on ${host.storage} was demoted); stop it`,
-              data: { epoch: rec.epoch, primary: rec.primaryHost, storage: host.storage },
+              message: `${rec.site} answers on ${hostName} (${appEndpoint(host, cfg)}) ${who}, but its primary is ${rec.primaryHost} at epoch ${rec.epoch}: it is not routed, nothing it writes is replicated (its copy on ${host.storage} was demoted); stop it`,
+              data: { epoch: rec.epoch, primary: rec.primaryHost, storage: host.storage, owner },
             });
-          } else if (!r.ok && this.seen.delete(key)) {
+          } else if (!stale && this.seen.delete(key)) {
             this.store.addEvent({ site: rec.site, host: hostName, kind: 'stale-primary-gone', message: `${rec.site} no longer answers on ${hostName}`, data: {} });
           }
         }
@@ -59,5 +86,25 @@ export class StaleAppWatch {
     } finally {
       this.running = false;
     }
+  }
+
+  private owner(address: string, port: number): ListenerOwner {
+    return this.listeners?.whoListens(address, port) ?? { kind: 'unknown', why: 'no host driver to ask' };
+  }
+
+  /** One warning per site when its primary's app listens on all addresses. */
+  private warnIfAllAddresses(site: string, primary: string): void {
+    if (this.warned.has(site) || !this.listeners) return;
+    const cfg = this.config.sites[site]!;
+    const host = this.config.hosts[primary]!;
+    const owner = this.listeners.whoListens(host.address, cfg.app.port);
+    if (owner.kind !== 'host' || owner.host !== primary || !owner.allAddresses) return;
+    this.warned.add(site);
+    const others = [cfg.primary, ...cfg.standby].filter((h) => h !== primary).map((h) => `${h} ${this.config.hosts[h]!.address}`);
+    this.store.addEvent({
+      site, host: primary, kind: 'app-listens-on-all-addresses',
+      message: `${site}'s app on ${primary} listens on all addresses (${owner.bound}:${cfg.app.port}), so on this machine it also answers on the other hosts' addresses${others.length ? ` (${others.join(', ')})` : ''}, and a reader or a stale copy cannot listen there beside it. Bind it to its host: pass {{host.address}} in sites.${site}.app.command or app.env (e.g. HOST: "{{host.address}}"), or set it in its config file with a transform. Understudy tells who answers by the process that listens, so this raises no stale-primary`,
+      data: { bound: owner.bound, port: cfg.app.port },
+    });
   }
 }

@@ -36,7 +36,20 @@ export interface VolumeStatus {
     seeds?: GenerationSeed[];
     /** Bytes of plain files (not databases) sent since this replication started. */
     fileBytesSent?: number;
+    /**
+     * The worst lag of the last 2 s (at least `lagMs`): a database shipped by snapshots
+     * lags by up to one image's time just before each image lands and by 0 right after,
+     * so `lagMs` alone understates what a crash at a random instant loses. What the
+     * failover reports as the lag at failure.
+     */
+    lagPeakMs?: number;
+    /** Which database (its path) or `files` `lagPeakMs` is that of. Absent when caught up. */
+    lagOf?: string;
+    /** Every database of the volume: how it is replicated, and whether it is protected. */
+    databases?: DatabaseStatus[];
   };
+  /** On a primary that does not ship (no replica): its databases, all `method: none`. */
+  databases?: DatabaseStatus[];
   /** Only on a replica: when the last batch from the primary was applied (epoch ms). */
   lastAppliedAt?: number;
   /**
@@ -46,16 +59,16 @@ export interface VolumeStatus {
    * replica has caught up. `since` is when the state last changed (epoch ms).
    */
   sync?: VolumeSyncState;
-  /** Issue 6 (vault): the latest verification of this volume (scheduled or on demand). */
+  /** The latest verification of this volume (scheduled or on demand). */
   verification?: VerificationResult;
-  /** Issue 6 (vault): a restore into this storage system in progress, or the last one. */
+  /** A restore into this storage system in progress, or the last one. */
   restore?: RestoreProgress;
-  /** Issue 5 (readers): on a primary, the reader copies its storage processor feeds. */
+  /** On a primary, the reader copies its storage processor feeds. */
   readers?: ReaderShippingStatus[];
 }
 
 /**
- * Issue 5 (scale reads out). The primary's storage ships the site's `volume.readonly`
+ * Scale reads out. The primary's storage ships the site's `volume.readonly`
  * portion to a reader host's storage system (src/storage/reader-shipping.ts):
  *   POST /v1/volumes/:site/readers            { epoch, to: { name, url } } → ReaderShippingStatus[]
  *   POST /v1/volumes/:site/readers/stop       { epoch, to: name }
@@ -100,6 +113,42 @@ export interface GenerationSeed {
   at: number;
 }
 
+/**
+ * One SQLite database of a volume (found by its header, whatever its name) on the primary.
+ *
+ * `mode` is the journal mode its header records: `wal`, `rollback` (a rollback journal:
+ * DELETE, TRUNCATE, PERSIST, MEMORY or OFF), `empty` (created, never written) or
+ * `not-sqlite` (named like a database, not one: damaged).
+ * `method` is how it reaches the replica: `wal-frames` (verbatim WAL frames, continuous),
+ * `snapshots` (a consistent image after each change: rollback-journal mode, or switched
+ * to WAL mode by Understudy and not written in it yet — see `reason`), `none`.
+ * In sync mode both methods are held per write: the barrier waits for the frames, or for
+ * a snapshot taken after the write (one image per barrier round: slow for large
+ * databases, whose barrier then times out and the volume's sync state says `degraded`).
+ * `protected` is false when its changes are not reaching the replica (`state: error`,
+ * or `not-sqlite`): the site is then reported `degraded` and an event names the file.
+ * `lagMs` is the age of its oldest change the replica does not hold.
+ */
+export interface DatabaseStatus {
+  /** Path relative to the volume. */
+  path: string;
+  mode: 'wal' | 'rollback' | 'empty' | 'not-sqlite';
+  method: 'wal-frames' | 'snapshots' | 'none';
+  state: ReplicationState;
+  protected: boolean;
+  lagMs: number;
+  /** Understudy switched it from rollback-journal to WAL mode before the app opened it (seed, promotion, restore). */
+  switchedToWal?: boolean;
+  /** Why it is shipped (or not) this way. */
+  reason?: string;
+  lastError?: string;
+  /** Snapshots: the worst lag of the last 2 s (see VolumeStatus.replication.lagPeakMs). */
+  lagPeakMs?: number;
+  /** Snapshots: images acknowledged since replication started, and the last one's time (image to acknowledgment). */
+  snapshots?: number;
+  lastSnapshotMs?: number;
+}
+
 export interface VolumeSyncState { state: 'sync' | 'degraded'; since: number; reason?: string }
 
 export type SyncReplicaLost = 'degrade' | 'strict';
@@ -114,7 +163,9 @@ export type SyncReplicaLost = 'degrade' | 'strict';
  *             volume's `sync.state` is `degraded`; later barriers answer at once);
  *   timeout   not confirmed within timeoutMs, onReplicaLost is strict: answer 503
  *             US_SYNC_TIMEOUT instead.
- * Covers SQLite databases in WAL mode; plain files are replicated asynchronously.
+ * Covers every SQLite database of the volume: WAL-mode ones by their frames, the others
+ * by a snapshot taken after the call (DatabaseStatus); plain files are replicated
+ * asynchronously.
  */
 export interface SyncBarrierRequest { onReplicaLost: SyncReplicaLost; timeoutMs: number }
 export interface SyncBarrierResponse { state: 'sync' | 'degraded' | 'timeout'; waitedMs: number; reason?: string }
@@ -122,7 +173,7 @@ export interface SyncBarrierResponse { state: 'sync' | 'degraded' | 'timeout'; w
 export interface StorageStatus {
   name: string;
   volumes: VolumeStatus[];
-  /** Issue 5: the reader copies this storage system holds for reader hosts. */
+  /** The reader copies this storage system holds for reader hosts. */
   readerCopies?: ReaderCopyStatus[];
 }
 
@@ -144,7 +195,7 @@ export interface TransformRequest { epoch: number; rules: RenderedRule[] }
 export interface TransformChange { file: string; key: string; from: unknown; to: unknown }
 export interface TransformResponse { changes: TransformChange[] }
 
-// ---------------------------------------------------------------- vault (issue 6)
+// ---------------------------------------------------------------- vault
 // Restore points of volumes, kept by the storage processor whose config says
 // `backup: true`. A restore point is a manifest of files cut into content-addressed
 // chunks (sha256); chunks are stored once and shared by every point that holds them.
@@ -282,13 +333,13 @@ export interface RouteTable {
    */
   sync?: { storageUrl: string; onReplicaLost: SyncReplicaLost; timeoutMs: number } | null;
   /**
-   * Issue 5: which request paths readers may serve (`scale.readPaths`): exact paths, or
+   * Which request paths readers may serve (`scale.readPaths`): exact paths, or
    * prefixes ending in `*`. Absent: every path (a reader answers 421 for what it cannot
    * serve and the director sends that read to the primary).
    */
   readPaths?: string[];
   /**
-   * Issue 5, read your writes: the storage processor holding the primary volume. The
+   * Read your writes: the storage processor holding the primary volume. The
    * director marks each modifying answer with a cookie carrying a write number, and
    * sends that client's reads to the primary until `storageUrl` confirmed
    * (POST /v1/volumes/:site/readers/catch-up) that every reader copy serves what was
@@ -322,6 +373,40 @@ export interface UpstreamStats {
    * waits for this to reach 0 on the old primary.
    */
   inflight: number;
+  /**
+   * Answers in which the app said it sheds load (429, or 503 with Retry-After;
+   * src/monitor/load-signal.ts): a sign of load, not an error of the host. Absent
+   * from a director that does not count them.
+   */
+  shed?: number;
+  /** Of `shed`, the 503s: they are counted in `errors5xx` too, and the malfunction detector takes them out. */
+  shed5xx?: number;
+  /**
+   * The same answers by kind of request (method and route), so that the controller
+   * can tell errors that follow the request from errors of the host
+   * (src/monitor/error-attribution.ts). At most 64 kinds per upstream; more are
+   * counted under `METHOD *`.
+   */
+  kinds?: RequestKindStats[];
+}
+
+/** One kind of request answered by one upstream, cumulative since the director started. */
+export interface RequestKindStats {
+  /** `POST /api/orders`: the method, then the path with every segment that holds a digit as `:id` (at most 4 segments, then `/*`). */
+  kind: string;
+  method: string;
+  /** Answers received, any status. */
+  requests: number;
+  /** 5xx answers that are not load answers. */
+  errors: number;
+  /** Load answers (429, 503 with Retry-After). */
+  shed: number;
+  /**
+   * The newest failing requests of the kind (path and query, newest last, at most 3),
+   * kept only for GET and HEAD without a body: requests the controller may send
+   * again to see whether they fail elsewhere too.
+   */
+  samples?: string[];
 }
 
 /** What sync mode did to a site's modifying requests (cumulative since the director started). */
@@ -365,8 +450,17 @@ export interface AgentAppStatus {
   site: string;
   state: AppState;
   pid: number | null;
+  /** The exit code of an `exited` app (128 + n when a signal ended it). */
   exitCode: number | null;
   since: number;
+  /** The signal that ended an `exited` app (`SIGKILL`), when one did. */
+  signal?: string | null;
+  /** Why the program could not be started at all (`spawn nosuchprogram ENOENT`). */
+  error?: string;
+  /** An `exited` app's last lines of output (stdout and stderr, at most 20 lines / 8 KiB), for the operator. */
+  output?: string[];
+  /** The file the app's output goes to, on the host. */
+  logFile?: string;
 }
 
 export interface AgentStatus { host: string; pid: number; pgid: number; sites: AgentAppStatus[] }
@@ -379,5 +473,10 @@ export interface StartAppRequest {
   dataDir: string;
   env: Record<string, string>;
   mode: 'rw' | 'ro';
+  /**
+   * Where the app must listen (the host's address and `app.port`): the agent checks
+   * that nothing else holds it before it starts the app (US_APP_PORT_IN_USE).
+   */
+  listen?: { address: string; port: number };
 }
 /** DELETE /v1/sites/:site — stop the app (SIGTERM, then SIGKILL after 2 s). */

@@ -5,6 +5,8 @@
 export type ErrorCode =
   | 'US_CONFIG_INVALID'
   | 'US_CONFIG_NOT_FOUND'
+  /** An environment variable Understudy reads has a value it cannot use (the message names it and what it must be). */
+  | 'US_BAD_ENV'
   | 'US_PORT_IN_USE'
   | 'US_VOLUME_NOT_DATABASE'
   | 'US_STALE_EPOCH'
@@ -16,11 +18,26 @@ export type ErrorCode =
   | 'US_UNREACHABLE'
   | 'US_TIMEOUT'
   | 'US_REPLICATION'
-  // A replica that fails verification (quick_check, file checksums) when it is to be promoted: not promoted (issue 6).
+  // A replica that fails verification (quick_check, file checksums) when it is to be promoted: not promoted.
   | 'US_REPLICA_CORRUPT'
+  // A site that does not start names its cause (start-failure.ts); each message says what to do:
+  /** `app.seed` names no directory, and the site has no volume yet to start from. */
+  | 'US_SEED_MISSING'
+  /** The app's program could not be started at all (not found, not executable). */
+  | 'US_APP_SPAWN_FAILED'
+  /** The app exited before it answered its probe: exit code and last lines of output. */
+  | 'US_APP_EXITED'
+  /** The app runs but gave no healthy probe answer within `app.startTimeout`: the probe and its last answers. */
+  | 'US_APP_NOT_HEALTHY'
+  /** The address and port the app must listen on are taken on its host. */
+  | 'US_APP_PORT_IN_USE'
   | 'US_INTERNAL'
+  /** bin/understudy.js found no compiled build (dist/): `npm run build`, or `npm ci`, which runs it. */
+  | 'US_NOT_BUILT'
   /** The controller is stopping; a runbook that was waiting stays `running` and resumes at the next start. */
   | 'US_STOPPING'
+  /** A rehearsal (`understudy drill`) that cannot run now (no free spare, a runbook running, …) or gave way to one. */
+  | 'US_DRILL_REFUSED'
   // Answers the director gives a shop's client (503 + Retry-After), see director/front-errors.ts:
   | 'US_HOLD_TIMEOUT'
   | 'US_HOLD_FULL'

@@ -62,6 +62,7 @@ export interface RelayRecord {
 export class StateStore {
   private readonly db: Database.Database;
   private readonly eventListeners = new Set<(e: EventRecord) => void>();
+  private readonly journalListeners = new Set<(j: JournalEntry, rb: { site: string; kind: string }) => void>();
 
   constructor(stateDir: string) {
     fs.mkdirSync(stateDir, { recursive: true });
@@ -84,6 +85,12 @@ export class StateStore {
         kind TEXT NOT NULL, message TEXT NOT NULL, data TEXT NOT NULL);
       CREATE TABLE IF NOT EXISTS relays (
         host TEXT PRIMARY KEY, pgid INTEGER, power TEXT NOT NULL, updated_at INTEGER NOT NULL);
+      CREATE TABLE IF NOT EXISTS notify_cursor (target TEXT PRIMARY KEY, last_event_id INTEGER NOT NULL);
+      CREATE TABLE IF NOT EXISTS notify_queue (
+        id INTEGER PRIMARY KEY AUTOINCREMENT, target TEXT NOT NULL, event_id INTEGER NOT NULL,
+        state TEXT NOT NULL, attempts INTEGER NOT NULL, next_at INTEGER NOT NULL, created_at INTEGER NOT NULL,
+        delivered_at INTEGER, last_error TEXT, UNIQUE (target, event_id));
+      CREATE INDEX IF NOT EXISTS notify_queue_due ON notify_queue (target, state, id);
     `);
   }
 
@@ -140,8 +147,19 @@ export class StateStore {
   }
 
   journal(runbookId: number, step: string, phase: JournalEntry['phase'], data: Record<string, unknown> = {}): void {
-    this.db.prepare('INSERT INTO journal (runbook_id, step, phase, at, data) VALUES (?, ?, ?, ?, ?)')
-      .run(runbookId, step, phase, Date.now(), JSON.stringify(data));
+    const at = Date.now();
+    const info = this.db.prepare('INSERT INTO journal (runbook_id, step, phase, at, data) VALUES (?, ?, ?, ?, ?)')
+      .run(runbookId, step, phase, at, JSON.stringify(data));
+    if (this.journalListeners.size === 0) return;
+    const rb = this.db.prepare('SELECT site, kind FROM runbooks WHERE id = ?').get(runbookId) as { site: string; kind: string } | undefined;
+    const entry: JournalEntry = { id: Number(info.lastInsertRowid), runbookId, step, phase, at, data };
+    for (const l of this.journalListeners) l(entry, rb ?? { site: '', kind: '' });
+  }
+
+  /** Every journal entry written from now on, with its runbook's site and kind (live views: the events stream, /metrics). */
+  onJournal(listener: (j: JournalEntry, rb: { site: string; kind: string }) => void): () => void {
+    this.journalListeners.add(listener);
+    return () => this.journalListeners.delete(listener);
   }
 
   journalOf(runbookId: number): JournalEntry[] {
@@ -164,10 +182,18 @@ export class StateStore {
   listEvents(opts: { afterId?: number; site?: string; limit?: number } = {}): EventRecord[] {
     const rows = this.db.prepare(`SELECT * FROM events WHERE id > ? AND (? IS NULL OR site = ?) ORDER BY id LIMIT ?`)
       .all(opts.afterId ?? 0, opts.site ?? null, opts.site ?? null, opts.limit ?? 1000) as Record<string, unknown>[];
-    return rows.map((r) => ({
-      id: r.id as number, at: r.at as number, site: (r.site as string | null) ?? null, host: (r.host as string | null) ?? null,
-      kind: r.kind as string, message: r.message as string, data: JSON.parse(r.data as string) as Record<string, unknown>,
-    }));
+    return rows.map(rowToEvent);
+  }
+
+  /** The newest event of `kind` for `site`, or undefined. */
+  latestEvent(kind: string, site: string): EventRecord | undefined {
+    const r = this.db.prepare('SELECT * FROM events WHERE kind = ? AND site = ? ORDER BY id DESC LIMIT 1').get(kind, site) as Record<string, unknown> | undefined;
+    return r ? rowToEvent(r) : undefined;
+  }
+
+  /** The id of the newest event (0 when there is none). */
+  lastEventId(): number {
+    return ((this.db.prepare('SELECT MAX(id) AS id FROM events').get() as { id: number | null }).id) ?? 0;
   }
 
   onEvent(listener: (e: EventRecord) => void): () => void {
@@ -196,6 +222,90 @@ export class StateStore {
       ON CONFLICT(host) DO UPDATE SET pgid = excluded.pgid, power = excluded.power, updated_at = excluded.updated_at`)
       .run(host, pgid, power, Date.now());
   }
+
+  // ------------------------------------------------------------------ notification queue
+  // The durable queue of notifications (src/notify/): per target, a cursor over the event
+  // log and one row per event to deliver. Rows are written in one transaction with the
+  // cursor, so an event is queued exactly once per target even across a controller crash,
+  // and a row stays `pending` until its delivery is confirmed (at least once).
+
+  /** The id of the last event considered for `target`, or undefined for a target never seen. */
+  notifyCursor(target: string): number | undefined {
+    const r = this.db.prepare('SELECT last_event_id FROM notify_cursor WHERE target = ?').get(target) as { last_event_id: number } | undefined;
+    return r?.last_event_id;
+  }
+
+  /** Queues `eventIds` for `target` (each at most once) and moves its cursor to `cursor`, atomically. */
+  enqueueNotifications(target: string, eventIds: number[], cursor: number): void {
+    const now = Date.now();
+    const insert = this.db.prepare(`INSERT OR IGNORE INTO notify_queue (target, event_id, state, attempts, next_at, created_at)
+      VALUES (?, ?, 'pending', 0, ?, ?)`);
+    this.db.transaction(() => {
+      for (const id of eventIds) insert.run(target, id, now, now);
+      this.db.prepare(`INSERT INTO notify_cursor (target, last_event_id) VALUES (?, ?)
+        ON CONFLICT(target) DO UPDATE SET last_event_id = excluded.last_event_id`).run(target, cursor);
+    })();
+  }
+
+  /** The oldest pending notification of `target` with its event, or undefined. */
+  nextNotification(target: string): { row: NotificationRow; event: EventRecord } | undefined {
+    const r = this.db.prepare(`SELECT q.*, e.at AS e_at, e.site AS e_site, e.host AS e_host, e.kind AS e_kind, e.message AS e_message, e.data AS e_data
+      FROM notify_queue q JOIN events e ON e.id = q.event_id
+      WHERE q.target = ? AND q.state = 'pending' ORDER BY q.id LIMIT 1`).get(target) as Record<string, unknown> | undefined;
+    if (!r) return undefined;
+    return {
+      row: rowToNotification(r),
+      event: rowToEvent({ id: r.event_id, at: r.e_at, site: r.e_site, host: r.e_host, kind: r.e_kind, message: r.e_message, data: r.e_data }),
+    };
+  }
+
+  /** Records one delivery attempt: delivered, or failed (to be tried again at `nextAt`, or given up). */
+  notificationAttempt(id: number, outcome: { delivered: true } | { delivered: false; nextAt: number; error: string; giveUp: boolean }): void {
+    if (outcome.delivered) {
+      this.db.prepare(`UPDATE notify_queue SET state = 'delivered', attempts = attempts + 1, delivered_at = ?, last_error = NULL WHERE id = ?`).run(Date.now(), id);
+    } else {
+      this.db.prepare(`UPDATE notify_queue SET state = ?, attempts = attempts + 1, next_at = ?, last_error = ? WHERE id = ?`)
+        .run(outcome.giveUp ? 'given-up' : 'pending', outcome.nextAt, outcome.error, id);
+    }
+  }
+
+  /** Per target: notifications waiting, delivered and given up (what the queue holds now). */
+  notificationCounts(): { target: string; pending: number; delivered: number; givenUp: number }[] {
+    return (this.db.prepare(`SELECT target,
+        SUM(state = 'pending') AS pending, SUM(state = 'delivered') AS delivered, SUM(state = 'given-up') AS given_up
+      FROM notify_queue GROUP BY target ORDER BY target`).all() as Record<string, number | string>[])
+      .map((r) => ({ target: r.target as string, pending: Number(r.pending), delivered: Number(r.delivered), givenUp: Number(r.given_up) }));
+  }
+
+  /** Forgets delivered and given-up rows older than `beforeMs` (the event log keeps the events). */
+  pruneNotifications(beforeMs: number): void {
+    this.db.prepare(`DELETE FROM notify_queue WHERE state != 'pending' AND created_at < ?`).run(beforeMs);
+  }
+}
+
+export interface NotificationRow {
+  id: number;
+  target: string;
+  eventId: number;
+  state: 'pending' | 'delivered' | 'given-up';
+  attempts: number;
+  nextAt: number;
+  createdAt: number;
+  lastError: string | null;
+}
+
+function rowToNotification(r: Record<string, unknown>): NotificationRow {
+  return {
+    id: r.id as number, target: r.target as string, eventId: r.event_id as number, state: r.state as NotificationRow['state'],
+    attempts: r.attempts as number, nextAt: r.next_at as number, createdAt: r.created_at as number, lastError: (r.last_error as string | null) ?? null,
+  };
+}
+
+function rowToEvent(r: Record<string, unknown>): EventRecord {
+  return {
+    id: r.id as number, at: r.at as number, site: (r.site as string | null) ?? null, host: (r.host as string | null) ?? null,
+    kind: r.kind as string, message: r.message as string, data: JSON.parse(r.data as string) as Record<string, unknown>,
+  };
 }
 
 function rowToSite(r: Record<string, unknown>): SiteRecord {

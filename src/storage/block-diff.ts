@@ -3,7 +3,7 @@ import { createHash } from 'node:crypto';
 import { deflateRawSync, inflateRawSync } from 'node:zlib';
 
 /**
- * Differential copies of a database image (issue 4, failback): the replica hashes the
+ * Differential copies of a database image (failback): the replica hashes the
  * blocks (database pages) of an older copy it already holds (its base), the source
  * compares them with the blocks of its new image and sends only those that differ,
  * and the replica writes them over its base copy. Whatever the base was, the result is

@@ -1,6 +1,5 @@
 import fs from 'node:fs';
 import path from 'node:path';
-import { createHash } from 'node:crypto';
 import Database from 'better-sqlite3';
 import type { Logger } from 'pino';
 import type { ReplicationState } from '../shared/contracts.ts';
@@ -10,10 +9,10 @@ import { WAL_HEADER_SIZE, frameOffset, frameSize, parseWalHeader, sameWalGenerat
 import { readWalIndexHeader } from './wal-index.ts';
 import { CatchUpBarrier, type WalPosition } from './catch-up-barrier.ts';
 import type { ReplicaClient } from './replica-protocol.ts';
-import { differingBlocks, encodeWalPart, packBlocks, sqlitePageSize } from './block-diff.ts';
-import type { GenerationSeed, VerificationProblem } from '../shared/contracts.ts';
 import { PageRecord } from './page-record.ts';
 import { inspectWalChain, type WalEnd } from './wal-chain-check.ts';
+import { sendImage } from './image-sender.ts';
+import type { GenerationSeed, VerificationProblem } from '../shared/contracts.ts';
 
 /**
  * Ships one SQLite database (WAL mode) to a replica by copying verbatim WAL frames,
@@ -92,11 +91,6 @@ function lsnOf(walSeq: number, frame: number): number {
 }
 
 class GapError extends Error {}
-
-/** Images smaller than this are sent whole (a base round trip would cost more). */
-const DIFF_MIN_BYTES = 8 * 1024;
-/** A differential generation is used only when at most this share of the blocks differ. */
-const DIFF_MAX_SHARE = 0.5;
 
 /** First read of a pass (see `shipFrom`): 60 frames of 4 KiB pages, below SYNC_READ_MAX. */
 const FIRST_READ_BYTES = 60 * (4096 + 24);
@@ -299,7 +293,8 @@ export class DbShipper {
    * the new image is acknowledged.
    * So a released waiter's write is on the replica's disk, whatever the timing.
    *
-   * Plain files (FileShipper) and databases not in WAL mode are outside the barrier.
+   * Plain files (FileShipper) are outside the barrier; databases not in WAL mode have
+   * their own (SnapshotShipper: a snapshot taken after the call).
    */
   private async run(): Promise<void> {
     let backoff = 50;
@@ -572,74 +567,9 @@ export class DbShipper {
     this.log.info({ generation, kind: seed.kind, bytesSent: seed.bytesSent, dbBytes: seed.dbBytes, blocksSent: seed.blocksSent, blocks: seed.blocks, walFrames: track.lastFrame, ...(seed.fallback ? { fallback: seed.fallback } : {}) }, 'database snapshot shipped');
   }
 
-  /**
-   * Sends a generation's image and WAL part and commits them on the replica; returns
-   * what it cost (null when stopped meanwhile). Differential when the replica holds an
-   * older copy of the database (snapshot/base answers its block hashes) and less than
-   * `DIFF_MAX_SHARE` of the image differs: only the differing blocks go; the replica
-   * rebuilds the image from its copy and checks size and sha256 against ours, and any
-   * mismatch (needSnapshot) makes us send the full image at once.
-   */
-  private async sendImage(generation: number, image: Buffer, wal: Buffer): Promise<GenerationSeed | null> {
-    const c = this.opts.client;
-    const dbSha256 = createHash('sha256').update(image).digest('hex');
-    const seed: GenerationSeed = { db: this.rel, generation, kind: 'full', bytesSent: 0, dbBytes: image.length, walBytes: wal.length, blocks: 0, blocksSent: 0, at: Date.now() };
-    const sendParts = async (parts: readonly (readonly ['db' | 'wal', Buffer])[]): Promise<boolean> => {
-      for (const [part, buf] of parts) {
-        for (let off = 0; off < buf.length || off === 0; off += this.opts.chunkBytes) {
-          if (this.stopped) return false;
-          const data = buf.subarray(off, off + this.opts.chunkBytes);
-          await c.snapshotChunk({ db: this.rel, generation, part, offset: off, data: data.toString('base64') });
-          seed.bytesSent += data.length;
-          if (buf.length === 0) break;
-        }
-      }
-      return true;
-    };
-    const blockSize = sqlitePageSize(image);
-    let base: { size: number; hashes: Buffer } | null = null;
-    if (blockSize !== null && image.length >= DIFF_MIN_BYTES) {
-      try {
-        const r = await c.snapshotBase({ db: this.rel, generation, blockSize });
-        if (r.base && r.base.blockSize === blockSize) base = { size: r.base.size, hashes: Buffer.from(r.base.hashes, 'base64') };
-      } catch (e) {
-        // A replica that does not know snapshot/base (older version) gets a full copy.
-        if (!isUnderstudyError(e) || e.code !== 'US_NOT_FOUND') throw e;
-      }
-    }
-    seed.blocks = blockSize === null ? 0 : Math.ceil(image.length / blockSize);
-    if (base !== null && blockSize !== null) {
-      const differ = differingBlocks(image, blockSize, base.hashes);
-      if (differ.length <= seed.blocks * DIFF_MAX_SHARE) {
-        const per = Math.max(1, Math.floor(this.opts.chunkBytes / blockSize));
-        for (let k = 0; k < differ.length; k += per) {
-          if (this.stopped) return null;
-          const indexes = differ.slice(k, k + per);
-          const data = packBlocks(image, blockSize, indexes);
-          await c.snapshotBlocks({ db: this.rel, generation, blockSize, indexes, data: data.toString('base64') });
-          seed.bytesSent += data.length;
-        }
-        // The WAL part (frames 1..P, older versions of pages mostly) goes encoded against the image.
-        const encoded = wal.length > 0;
-        if (!(await sendParts([['wal', encoded ? encodeWalPart(wal, image, blockSize) : wal]]))) return null;
-        try {
-          await c.snapshotCommit({ db: this.rel, generation, dbSize: image.length, dbSha256, walSize: wal.length, diff: true, ...(encoded ? { walEncoding: 'xor-image-deflate' as const } : {}) });
-          seed.kind = 'differential';
-          seed.blocksSent = differ.length;
-          return seed;
-        } catch (e) {
-          if (!isUnderstudyError(e) || (e.details as { needSnapshot?: boolean } | undefined)?.needSnapshot !== true) throw e;
-          seed.fallback = e.message;
-          this.log.warn({ generation, err: e.message }, 'differential snapshot did not verify on the replica; sending the full image');
-        }
-      } else {
-        seed.fallback = `${differ.length} of ${seed.blocks} blocks differ: a full copy is cheaper`;
-      }
-    }
-    if (!(await sendParts([['db', image], ['wal', wal]]))) return null;
-    await c.snapshotCommit({ db: this.rel, generation, dbSize: image.length, dbSha256, walSize: wal.length });
-    seed.blocksSent = seed.blocks;
-    return seed;
+  /** Sends a generation's image and WAL part (image-sender.ts); null when stopped meanwhile. */
+  private sendImage(generation: number, image: Buffer, wal: Buffer): Promise<GenerationSeed | null> {
+    return sendImage({ client: this.opts.client, rel: this.rel, chunkBytes: this.opts.chunkBytes, log: this.log, stopped: () => this.stopped }, generation, image, wal);
   }
 
   // ------------------------------------------------------------ steady state

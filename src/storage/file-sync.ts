@@ -4,7 +4,7 @@ import type { Logger } from 'pino';
 import { UnderstudyError } from '../shared/errors.ts';
 import { removeDurable, writeFileDurable } from './fs-durable.ts';
 import { FileManifest, sha256 } from './file-manifest.ts';
-import { isDatabaseArtifact } from './sqlite-file.ts';
+import { hasSqliteMagic, isDatabaseArtifact } from './sqlite-file.ts';
 import { DirectoryWatch } from './dir-watch.ts';
 import type { FilesRequest, ReplicaClient } from './replica-protocol.ts';
 
@@ -24,6 +24,11 @@ export interface FileShipperOptions {
   maxBatchBytes?: number;
   /** Only paths this accepts are shipped, compared or deleted (a reader copy's portion). @default everything */
   include?: (rel: string) => boolean;
+  /**
+   * Databases the volume shipper knows (by header, whatever their name), and their
+   * companions: their writes do not wake the file scan. @default names only
+   */
+  isDatabase?: (rel: string) => boolean;
 }
 
 export class FileShipper {
@@ -50,7 +55,8 @@ export class FileShipper {
   start(replicaFiles: { path: string; sha256: string }[]): void {
     const include = this.opts.include ?? (() => true);
     this.confirmed = new Map(replicaFiles.filter((f) => include(f.path)).map((f) => [f.path, f.sha256]));
-    this.watcher = new DirectoryWatch(this.opts.volumeDir, (rel) => { if (rel === null || !isDatabaseArtifact(rel)) this.poke(); });
+    const isDatabase = this.opts.isDatabase ?? (() => false);
+    this.watcher = new DirectoryWatch(this.opts.volumeDir, (rel) => { if (rel === null || !(isDatabaseArtifact(rel) || isDatabase(rel))) this.poke(); });
     this.watcher.refresh();
     this.loop = this.run();
   }
@@ -126,6 +132,9 @@ export class FileShipper {
     const include = this.opts.include;
     const now = include ? new Map([...all].filter(([p]) => include(p))) : all;
     const changed = [...now.values()].filter((e) => this.confirmed.get(e.path) !== e.sha256);
+    // A plain file that became a database (SQLite wrote its header into a file it had
+    // created empty) is the database shipper's from now on: the replica's copy is not deleted.
+    for (const p of this.manifest.databases) this.confirmed.delete(p);
     const deleted = [...this.confirmed.keys()].filter((p) => !now.has(p));
     if (changed.length === 0 && deleted.length === 0) { this.dirtySince = null; return; }
     this.dirtySince ??= Date.now();
@@ -146,6 +155,7 @@ export class FileShipper {
     for (const e of changed) {
       let data: Buffer;
       try { data = await fsp.readFile(path.join(this.opts.volumeDir, e.path)); } catch { continue; } // gone meanwhile: next scan
+      if (isDatabaseArtifact(e.path, data)) continue; // became a database since the scan: never sent as a file
       if (bytes > 0 && bytes + data.length > max) await flush([]);
       const h = sha256(data);
       batch.push({ path: e.path, data: data.toString('base64'), mtimeMs: e.mtimeMs, mode: e.mode, sha256: h });
@@ -169,15 +179,17 @@ export function safeVolumePath(volumeDir: string, rel: string): string {
 /** Replica side: writes (temp + fsync + rename + fsync dir) and deletes files. */
 export async function applyFiles(volumeDir: string, req: Pick<FilesRequest, 'put' | 'delete'>): Promise<void> {
   for (const f of req.put) {
-    if (isDatabaseArtifact(f.path)) throw new UnderstudyError('US_BAD_REQUEST', `${f.path}: databases are replicated by WAL shipping, not as files`);
-    const abs = safeVolumePath(volumeDir, f.path);
     const data = Buffer.from(f.data, 'base64');
+    if (isDatabaseArtifact(f.path, data)) throw new UnderstudyError('US_BAD_REQUEST', `${f.path}: databases are replicated as consistent images and WAL frames, never as files`);
+    const abs = safeVolumePath(volumeDir, f.path);
     if (sha256(data) !== f.sha256) throw new UnderstudyError('US_REPLICATION', `${f.path}: content does not match its checksum`);
     await writeFileDurable(abs, data, { mode: f.mode, mtimeMs: f.mtimeMs });
   }
   for (const p of req.delete) {
-    if (isDatabaseArtifact(p)) continue;
-    await removeDurable(safeVolumePath(volumeDir, p));
+    const abs = safeVolumePath(volumeDir, p);
+    // Never a database, whatever its name: it was installed by database replication.
+    if (isDatabaseArtifact(p) || hasSqliteMagic(abs)) continue;
+    await removeDurable(abs);
   }
 }
 

@@ -17,8 +17,8 @@ import { filesSchema, framesSchema, helloSchema, snapshotChunkSchema, snapshotCo
 
 /**
  * Reader copies: the destination side of a read-only copy of a site's
- * `volume.readonly` portion, held on the storage system a reader host is attached to
- * (claim 17). It is a separate copy, apart from the site's volume and replica:
+ * `volume.readonly` portion, held on the storage system a reader host is attached to.
+ * It is a separate copy, apart from the site's volume and replica:
  *
  *   <storage>/readers/<site>/            what the reader's app serves (its DATA_DIR)
  *   <storage>/readers/.incoming/<site>/  the shipped databases (snapshot + verbatim WAL)

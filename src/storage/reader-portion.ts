@@ -1,7 +1,6 @@
 /**
- * The read-only portion of a site's volume (`volume.readonly`, claim 17: "only a
- * portion of the data ... that can be used by the second host computer without
- * modification"): the part a reader copy holds. An entry ending in `/` names a
+ * The read-only portion of a site's volume (`volume.readonly`: the part of the data a
+ * reader host can serve without modification): the part a reader copy holds. An entry ending in `/` names a
  * directory and everything under it (`public/`); any other entry names one file
  * (`catalog.db`; a database brings its -wal/-shm along, which are shipped as WAL
  * frames, never as files). Paths are relative to the volume root, '/'-separated.

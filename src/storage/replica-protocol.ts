@@ -31,10 +31,13 @@ import { callJson } from '../shared/http-client.ts';
  * (needSnapshot on any mismatch: the source then sends the full image).
  *
  * Binary payloads (`data`, `frames`, `newWal`, `hashes`) are base64 in JSON. `db` is the
- * database's path relative to the volume root, e.g. `orders.db`.
+ * database's path relative to the volume root, e.g. `orders.db`, `notes.sqlite`, `data/store`.
  */
 const epoch = z.number().int().nonnegative();
-const dbName = z.string().min(1).regex(/\.db$/, 'must name a .db file');
+// Any name (databases are found by their header), but never a companion file or a path out of the volume (checked again by the receiver).
+const dbName = z.string().min(1).max(4096)
+  .refine((p) => !/-(wal|shm|journal)$/.test(p), 'must name a database, not its -wal/-shm/-journal')
+  .refine((p) => !p.startsWith('/') && !p.split('/').some((part) => part === '..' || part === '' || part.startsWith('.understudy-tmp-')), 'must be a path inside the volume');
 const b64 = z.string();
 
 export const helloSchema = z.object({ epoch, from: z.string() });

@@ -1,37 +1,93 @@
 import fs from 'node:fs';
 import path from 'node:path';
+import { isTempName } from './fs-durable.ts';
+import { peekFileHead } from './stable-read.ts';
 
 /**
  * Facts about SQLite database files read straight from their 100-byte header, without
  * opening them through SQLite (opening can create -wal/-shm files or take locks).
+ *
+ * A database is found by its header ("SQLite format 3\0"), whatever its name: apps keep
+ * them as `*.db`, `*.sqlite`, `*.sqlite3` or with no extension at all. A file *named*
+ * like a database (`.db`, `.sqlite`, `.sqlite3`, `.db3`) counts as one too even without
+ * the header: empty, it is a database SQLite created and has not written yet; otherwise
+ * it is a damaged one (checkVolumeDatabases says so). Neither a database nor its
+ * `-wal`/`-shm`/`-journal` companions is ever copied as a plain file: a copy of a file
+ * that SQLite is writing can be torn. Databases reach a replica as consistent images
+ * (snapshots) and verbatim WAL frames only (volume-shipper.ts).
  */
 export const SQLITE_MAGIC = Buffer.from('SQLite format 3\0', 'latin1');
 
-/** Files that belong to a database and are shipped by WAL-frame replication, never as plain files. */
-export function isDatabaseArtifact(rel: string): boolean {
-  return /\.db$|-wal$|-shm$|-journal$/.test(rel);
+const DATABASE_NAME = /\.(db|sqlite|sqlite3|db3)$/i;
+const COMPANION_NAME = /-(wal|shm|journal)$/;
+
+/** True for a name that says "database" (`.db`, `.sqlite`, `.sqlite3`, `.db3`), whatever the content. */
+export function isDatabaseName(rel: string): boolean {
+  return DATABASE_NAME.test(rel);
 }
 
+/** True for a `-wal`, `-shm` or `-journal` file (a database's companion). */
+export function isCompanionName(rel: string): boolean {
+  return COMPANION_NAME.test(rel);
+}
+
+/**
+ * Files that belong to a database and never travel as plain files: by name (a database
+ * name or a companion), or, when `head` (the first bytes of the file) is given, by the
+ * SQLite header. Callers that have not read the file use `hasSqliteMagic` as well.
+ */
+export function isDatabaseArtifact(rel: string, head?: Uint8Array): boolean {
+  return isDatabaseName(rel) || isCompanionName(rel) || (head !== undefined && startsWithMagic(head));
+}
+
+/** True when `data` starts with the SQLite header magic. */
+export function startsWithMagic(data: Uint8Array): boolean {
+  return data.length >= SQLITE_MAGIC.length && SQLITE_MAGIC.equals(data.subarray(0, SQLITE_MAGIC.length));
+}
+
+/** Kept for callers that only knew `.db` files; a database is any file `listDatabases` finds. */
 export function isDatabaseFile(rel: string): boolean {
-  return rel.endsWith('.db');
+  return isDatabaseName(rel);
 }
 
+/**
+ * The first `n` bytes of a file. Never through a descriptor that is closed afterwards if
+ * the file is a database: closing any descriptor of a file releases the locks this
+ * process's SQLite connections hold on it (stable-read.ts).
+ */
 function readHead(file: string, n: number): Buffer | null {
-  let fd: number;
-  try { fd = fs.openSync(file, 'r'); } catch { return null; }
-  try {
-    const buf = Buffer.alloc(n);
-    const got = fs.readSync(fd, buf, 0, n, 0);
-    return buf.subarray(0, got);
-  } finally {
-    fs.closeSync(fd);
-  }
+  return peekFileHead(file, n, startsWithMagic);
 }
 
 /** True when the file starts with the SQLite header magic. */
 export function hasSqliteMagic(file: string): boolean {
   const head = readHead(file, 16);
-  return head !== null && head.length === 16 && head.equals(SQLITE_MAGIC);
+  return head !== null && startsWithMagic(head);
+}
+
+/**
+ * The journal mode a database's header records (file format read/write versions at
+ * bytes 18/19: 2 = WAL, 1 = rollback journal). `empty`: a file SQLite created and has
+ * not written yet (no header); `not-sqlite`: something else (damaged, or not a database
+ * at all); `missing`: no such file.
+ */
+export type DatabaseMode = 'wal' | 'rollback' | 'empty' | 'not-sqlite' | 'missing';
+
+export interface DatabaseHeader {
+  mode: DatabaseMode;
+  /** File change counter (bytes 24..27): SQLite raises it at every commit in rollback-journal mode. */
+  changeCounter: number;
+  /** Database size in pages (bytes 28..31). */
+  pages: number;
+}
+
+export function readDatabaseHeader(file: string): DatabaseHeader {
+  const head = readHead(file, 100);
+  if (head === null) return { mode: 'missing', changeCounter: 0, pages: 0 };
+  if (head.length === 0) return { mode: 'empty', changeCounter: 0, pages: 0 };
+  if (head.length < 100 || !startsWithMagic(head)) return { mode: 'not-sqlite', changeCounter: 0, pages: 0 };
+  const mode: DatabaseMode = head[18] === 2 && head[19] === 2 ? 'wal' : head[18] === 1 && head[19] === 1 ? 'rollback' : 'not-sqlite';
+  return { mode, changeCounter: head.readUInt32BE(24), pages: head.readUInt32BE(28) };
 }
 
 /**
@@ -39,24 +95,59 @@ export function hasSqliteMagic(file: string): boolean {
  * An empty file (a database being created) is not (yet) a WAL database.
  */
 export function isWalModeDatabase(file: string): boolean {
-  const head = readHead(file, 100);
-  if (head === null || head.length < 100 || !head.subarray(0, 16).equals(SQLITE_MAGIC)) return false;
-  return head[18] === 2 && head[19] === 2;
+  return readDatabaseHeader(file).mode === 'wal';
 }
 
-/** Every `*.db` file under `dir` (relative paths, '/' separated), skipping temp files. */
+/**
+ * Every database under `dir` (relative paths, '/' separated, sorted): each regular
+ * file that starts with the SQLite header, and each file named like a database (which
+ * may be empty or damaged). Companions (`-wal`, `-shm`, `-journal`) and our temp files
+ * are never listed.
+ */
 export function listDatabases(dir: string): string[] {
-  const out: string[] = [];
-  const walk = (rel: string): void => {
-    let entries: fs.Dirent[];
-    try { entries = fs.readdirSync(path.join(dir, rel), { withFileTypes: true }); } catch { return; }
-    for (const e of entries) {
-      const r = rel ? `${rel}/${e.name}` : e.name;
-      if (e.name.startsWith('.understudy-tmp-')) continue;
-      if (e.isDirectory()) walk(r);
-      else if (e.isFile() && isDatabaseFile(e.name)) out.push(r);
-    }
-  };
-  walk('');
-  return out.sort();
+  return new DatabaseFinder(dir).find(true);
+}
+
+/**
+ * Finds a volume's databases by walking it. `find(true)` reads the header of every file
+ * (the periodic scan); `find(false)` — the sync barrier's quick look, which runs on the
+ * write path — reads only files it has not classified before and files that were empty
+ * or too short to tell (a database SQLite has created but not written yet). A plain file
+ * that is rewritten in place as a database under the same name is found by the next
+ * full look (an app creates a database as a new file; SQLite writes its header at the
+ * first commit, and empty files are looked at again every time).
+ */
+export class DatabaseFinder {
+  /** rel → what its last look found: a database, or a plain file. Empty/short files are not kept. */
+  private known = new Map<string, 'db' | 'plain'>();
+
+  constructor(readonly root: string) {}
+
+  find(full: boolean): string[] {
+    const out: string[] = [];
+    const seen = new Map<string, 'db' | 'plain'>();
+    const walk = (rel: string): void => {
+      let entries: fs.Dirent[];
+      try { entries = fs.readdirSync(path.join(this.root, rel), { withFileTypes: true }); } catch { return; }
+      for (const e of entries) {
+        if (isTempName(e.name)) continue;
+        const r = rel ? `${rel}/${e.name}` : e.name;
+        if (e.isDirectory()) { walk(r); continue; }
+        if (!e.isFile() || isCompanionName(r)) continue;
+        let kind: 'db' | 'plain' | undefined = isDatabaseName(r) ? 'db' : full ? undefined : this.known.get(r);
+        if (kind === undefined) {
+          const head = readHead(path.join(this.root, r), 16);
+          if (head === null) continue; // gone meanwhile
+          if (startsWithMagic(head)) kind = 'db';
+          else if (head.length < 16) continue; // empty or being written: look again next time
+          else kind = 'plain';
+        }
+        seen.set(r, kind);
+        if (kind === 'db') out.push(r);
+      }
+    };
+    walk('');
+    this.known = seen;
+    return out.sort();
+  }
 }

@@ -7,8 +7,9 @@ import { z } from 'zod';
 import { renderedRuleSchema } from '../transform/rule-schema.ts';
 import type { RenderedRule } from '../transform/render-rules.ts';
 import type { UnderstudyConfig, StorageConfig } from '../config/types.ts';
-import type { PromoteResponse, StorageStatus, SyncBarrierResponse, TransformResponse, VerificationProblem, VolumeStatus } from '../shared/contracts.ts';
+import type { DatabaseStatus, PromoteResponse, StorageStatus, SyncBarrierResponse, TransformResponse, VerificationProblem, VolumeStatus } from '../shared/contracts.ts';
 import { applyTransform } from '../transform/index.ts';
+import { seedProblem } from '../shared/seed.ts';
 import { UnderstudyError, isUnderstudyError } from '../shared/errors.ts';
 import { JsonRouter, createJsonServer, listen, parseBody } from '../shared/http-json.ts';
 import { applyFiles, replicaManifest } from './file-sync.ts';
@@ -18,17 +19,19 @@ import { ReplicaDbWriter } from './replica-db-writer.ts';
 import { filesSchema, framesSchema, heldSchema, helloSchema, snapshotBaseSchema, snapshotBlocksSchema, snapshotChunkSchema, snapshotCommitSchema } from './replica-protocol.ts';
 import { LiveCopyCheck, type LiveCopyCheckOptions } from './live-copy-check.ts';
 import { baseVolumeDirs, findBaseDatabase, seedReplicaFiles } from './replica-base.ts';
-import { listDatabases } from './sqlite-file.ts';
+import { listDatabases, readDatabaseHeader } from './sqlite-file.ts';
+import { switchDatabasesToWal } from './wal-switch.ts';
 import { checkVolumeDatabases } from './volume-check.ts';
 import { VolumeShipper, type ReplicationTuning, type VolumePosition } from './volume-shipper.ts';
 import { loadAllMeta, replicaPath, saveMeta, stalePath, volumePath, type VolumeMeta } from './volume-meta.ts';
 import { SyncGate } from './sync-gate.ts';
-// Issue 6: backups, verification and restore live in ./vault/ (VaultService).
+// Backups, verification and restore live in ./vault/ (VaultService).
 import { VaultService, type VaultServiceOptions } from './vault/vault-service.ts';
 import { TestHooks } from './test-hooks.ts';
-// Issue 5: reader copies (the read-only portion for reader hosts), fed and held.
+// Reader copies (the read-only portion for reader hosts), fed and held.
 import { ReaderShipping } from './reader-shipping.ts';
 import { ReaderCopies } from './reader-copies.ts';
+import { DrillCopies } from './drill-copies.ts';
 
 export { checkVolumeDatabases } from './volume-check.ts';
 
@@ -45,7 +48,7 @@ export { checkVolumeDatabases } from './volume-check.ts';
  */
 export interface StorageProcessorOptions {
   tuning?: ReplicationTuning;
-  /** Issue 6: schedules of backups and verification, chunk size, vault GC grace. */
+  /** Schedules of backups and verification, chunk size, vault GC grace. */
   vault?: VaultServiceOptions;
   /** The live copy check of WAL chains and db pages (live-copy-check.ts). */
   liveCheck?: LiveCopyCheckOptions;
@@ -83,16 +86,18 @@ export class StorageProcessor {
   private readonly lock = new KeyedLock();
   private server: http.Server | null = null;
   private readonly tuning: ReplicationTuning | undefined;
-  /** Issue 6: backups, verification, restore (and the vault's store when `backup: true`). */
+  /** Backups, verification, restore (and the vault's store when `backup: true`). */
   private readonly vault: VaultService;
   /** Fault injection for e2e tests; off unless UNDERSTUDY_TEST_HOOKS=1 (test-hooks.ts). */
   private readonly testHooks: TestHooks;
-  /** Issue 5: ships the read-only portion of primaries here to reader hosts' storage. */
+  /** Ships the read-only portion of primaries here to reader hosts' storage. */
   private readonly readerShipping: ReaderShipping;
-  /** Issue 5: reader copies held here for reader hosts. */
+  /** Reader copies held here for reader hosts. */
   private readonly readerCopies: ReaderCopies;
   /** Every live copy's WAL chain and db pages against what was shipped, every second. */
   private readonly liveCheck: LiveCopyCheck;
+  /** Throwaway copies of replicas for rehearsals (`understudy drill`), apart from everything else. */
+  private readonly drills: DrillCopies;
 
   constructor(readonly config: UnderstudyConfig, readonly name: string, logger?: Logger, opts: StorageProcessorOptions = {}) {
     const s = config.storage[name];
@@ -109,6 +114,10 @@ export class StorageProcessor {
       portionOf: (site) => config.sites[site]?.volume.readonly ?? [],
     });
     this.readerCopies = new ReaderCopies(s.path, name, this.log, (site) => config.sites[site]?.app.seed);
+    this.drills = new DrillCopies(name, s.path, this.log, {
+      withVolumeQuiesced: (site, fn) => this.withVolumeQuiesced(site, fn),
+      volumeInfo: (site) => { const v = this.volumes.get(site); return v ? { role: v.meta.role, lastAppliedAt: v.lastAppliedAt ?? null } : undefined; },
+    });
     this.testHooks = new TestHooks({
       withVolumeQuiesced: (site, fn) => this.withVolumeQuiesced(site, fn),
       forgetHeld: (site) => { const v = this.volumes.get(site); for (const w of v?.writers.values() ?? []) w.reset(); v?.writers.clear(); },
@@ -145,7 +154,7 @@ export class StorageProcessor {
     }
     this.server = createJsonServer(this.router());
     await listen(this.server, this.storage.listen.host, this.storage.listen.port);
-    this.vault.start(); // issue 6: backup and verification timers
+    this.vault.start(); // backup and verification timers
     this.liveCheck.start();
     this.log.info({ listen: `${this.storage.listen.host}:${this.storage.listen.port}`, path: this.storage.path, volumes: this.volumes.size }, 'storage processor listening');
   }
@@ -158,15 +167,15 @@ export class StorageProcessor {
       await new Promise<void>((resolve) => { server.close(() => resolve()); server.closeAllConnections(); });
     }
     await this.liveCheck.stop();
-    await this.vault.stop(); // issue 6: timers off, running backups/verifications/restores settled
-    await this.readerShipping.stopEverything(); // issue 5
+    await this.vault.stop(); // timers off, running backups/verifications/restores settled
+    await this.readerShipping.stopEverything();
     for (const v of this.volumes.values()) v.gate?.close();
     await Promise.all([...this.volumes.values()].map(async (v) => { await v.shipper?.stop(); v.shipper = null; }));
     this.log.info('storage processor stopped');
   }
 
   status(): StorageStatus {
-    const readerCopies = this.readerCopies.status(); // issue 5
+    const readerCopies = this.readerCopies.status();
     return { name: this.name, volumes: [...this.volumes.values()].sort((a, b) => a.meta.site.localeCompare(b.meta.site)).map((v) => this.volumeStatus(v)), ...(readerCopies.length > 0 ? { readerCopies } : {}) };
   }
 
@@ -254,11 +263,11 @@ export class StorageProcessor {
       role: v.meta.role,
       epoch: v.meta.epoch,
       path: path.resolve(v.dir),
-      ...(v.shipper ? { replication: v.shipper.status() } : {}),
+      ...(v.shipper ? { replication: v.shipper.status() } : v.meta.role === 'primary' ? { databases: unreplicatedDatabases(v.dir) } : {}),
       ...(v.meta.role === 'replica' && v.lastAppliedAt !== undefined ? { lastAppliedAt: v.lastAppliedAt } : {}),
       ...(v.meta.role === 'primary' && (v.gate?.used || this.config.sites[v.meta.site]?.volume.replication === 'sync') ? { sync: this.gateOf(v).status() } : {}),
-      ...this.vault.statusOf(v.meta.site), // issue 6: verification, restore
-      ...(this.readerShipping.status(v.meta.site).length > 0 ? { readers: this.readerShipping.status(v.meta.site) } : {}), // issue 5
+      ...this.vault.statusOf(v.meta.site), // verification, restore
+      ...(this.readerShipping.status(v.meta.site).length > 0 ? { readers: this.readerShipping.status(v.meta.site) } : {}),
     };
   }
 
@@ -338,6 +347,8 @@ export class StorageProcessor {
       this.refuseStale(v, epoch, 'init');
       if (!fs.existsSync(v.dir)) {
         await createVolume(v.dir, seed);
+        // A new volume: no app has opened its databases yet (wal-switch.ts).
+        switchDatabasesToWal(v.dir, this.log.child({ site }));
       } else {
         const problems = checkVolumeDatabases(v.dir);
         if (problems.length > 0) throw new UnderstudyError('US_VOLUME_NOT_DATABASE', problems[0]!, { problems });
@@ -388,7 +399,7 @@ export class StorageProcessor {
         v.dir = primaryDir;
       }
       if (!fs.existsSync(v.dir)) throw new UnderstudyError('US_NOT_FOUND', `storage ${this.name} holds no data for ${site}: nothing to promote`);
-      // Issue 6: verified before it becomes primary, once everything it applied is folded in.
+      // Verified before it becomes primary, once everything it applied is folded in.
       // A refusal changes nothing else (no fence, no move): the same promotion fails the same way again.
       const unfolded = v.meta.role === 'replica' ? this.foldDatabases(v) : [];
       const check = await this.vault.verifyForPromotion(site, v.dir, unfolded);
@@ -401,7 +412,7 @@ export class StorageProcessor {
       const epochBefore = v.meta.epoch;
       v.meta = { ...v.meta, epoch };
       await this.stopShipper(v);
-      await this.readerShipping.stopAll(site); // issue 5: a copy that is no longer primary here feeds no reader
+      await this.readerShipping.stopAll(site); // a copy that is no longer primary here feeds no reader
       this.resetGate(v);
       this.foldDatabases(v);
       if (v.dir !== primaryDir) {
@@ -417,6 +428,8 @@ export class StorageProcessor {
         v.dir = primaryDir;
       }
       await this.persist(v, { role: 'primary', epoch, source: undefined, replicateTo: undefined });
+      // Before the app starts on it (the takeover starts it after the promotion): wal-switch.ts.
+      switchDatabasesToWal(v.dir, this.log.child({ site }));
       this.log.info({ site, epoch, lastAppliedAt: v.lastAppliedAt, verifyMs: check.ms }, 'replica promoted to primary');
       return res();
     });
@@ -427,7 +440,7 @@ export class StorageProcessor {
       const v = this.mustVolume(site);
       this.refuseStale(v, epoch, 'demote');
       await this.stopShipper(v);
-      await this.readerShipping.stopAll(site); // issue 5: a copy that is no longer primary here feeds no reader
+      await this.readerShipping.stopAll(site); // a copy that is no longer primary here feeds no reader
       this.resetGate(v);
       for (const w of v.writers.values()) w.reset();
       await this.persist(v, { role: 'none', epoch, replicateTo: undefined, source: undefined });
@@ -446,7 +459,7 @@ export class StorageProcessor {
   }
 
   /**
-   * Issue 6 (restore): puts a restored volume — rebuilt and verified by the vault
+   * Puts a restored volume — rebuilt and verified by the vault
    * service in `fromDir`, on this file system — in place as the primary at `epoch`.
    * Refuses an epoch lower than the one seen, or equal while the volume is primary
    * here (restoring under a live primary needs a new epoch: the fence). Whatever was
@@ -463,7 +476,7 @@ export class StorageProcessor {
       const epochBefore = v.meta.epoch; // stale copies are named by the epoch they had (as promote does)
       v.meta = { ...v.meta, epoch }; // fence first, as promote does
       await this.stopShipper(v);
-      await this.readerShipping.stopAll(site); // issue 5: a copy that is no longer primary here feeds no reader
+      await this.readerShipping.stopAll(site); // a copy that is no longer primary here feeds no reader
       this.resetGate(v);
       for (const w of v.writers.values()) w.reset();
       v.writers.clear();
@@ -480,6 +493,7 @@ export class StorageProcessor {
       v.dir = primaryDir;
       delete v.lastAppliedAt;
       await this.liveCheck.forget(site);
+      switchDatabasesToWal(v.dir, this.log.child({ site })); // before the app starts on it (wal-switch.ts)
       await this.persist(v, { role: 'primary', epoch, source: undefined, replicateTo: undefined });
     });
   }
@@ -503,7 +517,7 @@ export class StorageProcessor {
         }
         this.log.warn({ site, epoch, was: v.meta.epoch }, 'a newer epoch replicates to this volume; it is no longer primary here');
         await this.stopShipper(v);
-        await this.readerShipping.stopAll(site); // issue 5: a copy that is no longer primary here feeds no reader
+        await this.readerShipping.stopAll(site); // a copy that is no longer primary here feeds no reader
         this.resetGate(v);
       }
       if (v.meta.role !== 'replica') {
@@ -522,7 +536,7 @@ export class StorageProcessor {
 
   // ------------------------------------------------------------ HTTP
 
-  /** Issue 5: the reader-copy endpoints (contracts.ts, "scale reads out"). */
+  /** The reader-copy endpoints (contracts.ts, "scale reads out"). */
   private registerReaders(r: JsonRouter): void {
     r.on('POST', '/v1/volumes/:site/readers', (q) => {
       const b = parseBody(readerStartSchema, q.body);
@@ -564,9 +578,10 @@ export class StorageProcessor {
       return { position: this.mustVolume(q.params.site!).shipper?.confirmed() ?? {} };
     });
 
-    this.vault.register(r); // issue 6: /v1/vault/*, backup-now, verify, restore
+    this.vault.register(r); // /v1/vault/*, backup-now, verify, restore
     this.testHooks.register(r); // only with UNDERSTUDY_TEST_HOOKS=1
-    this.registerReaders(r); // issue 5: reader copies, both sides
+    this.registerReaders(r); // reader copies, both sides
+    this.drills.register(r); // rehearsal copies (drill-copies.ts)
 
     r.on('POST', '/v1/replica/:site/hello', (q) => {
       const b = parseBody(helloSchema, q.body);
@@ -629,6 +644,14 @@ export class StorageProcessor {
   }
 }
 
+/** A primary volume that does not ship: its databases, none of them replicated. */
+function unreplicatedDatabases(dir: string): DatabaseStatus[] {
+  return listDatabases(dir).map((rel) => {
+    const mode = readDatabaseHeader(path.join(dir, rel)).mode;
+    return { path: rel, mode: mode === 'missing' ? 'not-sqlite' : mode, method: 'none', state: 'none', protected: false, lagMs: 0, reason: 'the volume has no replica' };
+  });
+}
+
 function checkSite(site: string): void {
   if (!SITE_RE.test(site)) throw new UnderstudyError('US_BAD_REQUEST', `"${site}" is not a site name (letters, digits, '.', '_', '-')`);
 }
@@ -644,7 +667,8 @@ async function createVolume(dir: string, seed?: string): Promise<void> {
   await fsp.mkdir(path.dirname(dir), { recursive: true });
   try {
     if (seed) {
-      if (!fs.existsSync(seed)) throw new UnderstudyError('US_NOT_FOUND', `seed ${seed} does not exist: fix sites.<site>.app.seed in the config`);
+      const missing = seedProblem(seed, path.basename(dir));
+      if (missing) throw missing;
       await fsp.cp(seed, tmp, { recursive: true, errorOnExist: false, force: true, preserveTimestamps: true });
     } else {
       await fsp.mkdir(tmp, { recursive: true });

@@ -11,7 +11,7 @@ import { parseBody, type JsonRouter } from '../shared/http-json.ts';
  * the environment). Off, no route exists and nothing is ever refused.
  *
  * POST /v1/test/volumes/:site/damage { db } — damages a copy of a database in a way
- * nothing heals (issue 6: bytes overwritten in a replica's db file were shadowed by its
+ * nothing heals (bytes overwritten in a replica's db file were shadowed by its
  * WAL frames, or healed at a fold, or by a new generation). Under the volume lock:
  *   1. the copy's WAL is folded into the db file (checkpoint TRUNCATE): no frame is left
  *      to shadow a damaged page;

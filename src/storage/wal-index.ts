@@ -1,6 +1,6 @@
-import fs from 'node:fs';
 import os from 'node:os';
 import { walChecksum } from './wal-checksum.ts';
+import { readLockedFile } from './stable-read.ts';
 
 /**
  * Reads the WAL-index header from a database's `-shm` file. It tells what the WAL
@@ -27,18 +27,10 @@ export interface WalIndexHeader {
 const WALINDEX_VERSION = 3007000;
 
 export function readWalIndexHeader(shmPath: string): WalIndexHeader | null {
-  let buf: Buffer;
-  try {
-    const fd = fs.openSync(shmPath, 'r');
-    try {
-      buf = Buffer.alloc(96);
-      if (fs.readSync(fd, buf, 0, 96, 0) < 96) return null;
-    } finally {
-      fs.closeSync(fd);
-    }
-  } catch {
-    return null;
-  }
+  // Through a descriptor kept open: closing one of the -shm would release this process's
+  // SQLite locks on it — the shipper's read mark, its write lock (stable-read.ts).
+  const buf = readLockedFile(shmPath, 96);
+  if (buf === null || buf.length < 96) return null;
   // Both copies agree when no one is writing the header (true under the write lock).
   if (!buf.subarray(0, 48).equals(buf.subarray(48, 96))) return null;
   const le = os.endianness() === 'LE';

@@ -9,6 +9,8 @@ import type { Expr } from './template-expr.ts';
  * - names: `{{host.address}}`, `{{host.name}}`, `{{site.name}}`, `{{site.app.port}}`,
  *   and any profile value, nested ones with more dots: `{{host.profile.cpus}}`,
  *   `{{host.profile.memoryMb}}`, `{{host.profile.user}}`, `{{host.profile.paths.logs}}`;
+ *   in `app.command` and `app.env` only (`{ app: true }`), also `{{volume.path}}`: the
+ *   directory the app's data is in on that host (its DATA_DIR);
  * - arithmetic on numbers, to derive a setting from the profile: `+ - * /`,
  *   parentheses, number literals, `min(a, b, …)` and `max(a, b, …)`:
  *   `{{host.profile.memoryMb * 0.25}}`, `{{max(1, host.profile.cpus - 1)}}`.
@@ -24,13 +26,18 @@ import type { Expr } from './template-expr.ts';
 export interface TemplateContext {
   host: HostConfig;
   site: SiteConfig;
+  /** The app's data directory on `host` (DATA_DIR): set where `{{volume.path}}` is known (app.command, app.env). */
+  volumePath?: string;
 }
 
 /** The placeholders a template may use; `host.profile.*` is any profile key, nested with dots. */
 export const KNOWN_PLACEHOLDERS = ['host.address', 'host.name', 'host.profile.<key>[.<key>…]', 'site.name', 'site.app.port'] as const;
 
+/** Known in app.command and app.env only: the app's data directory on the host it starts on. */
+export const APP_PLACEHOLDERS = ['volume.path'] as const;
+
 /** Placeholders whose value is always text: refused in arithmetic at config time. */
-const TEXT_PLACEHOLDERS = ['host.address', 'host.name', 'site.name'];
+const TEXT_PLACEHOLDERS = ['host.address', 'host.name', 'site.name', 'volume.path'];
 
 type Placeholder = { source: string; expr: Expr };
 type Part = { text: string } | Placeholder;
@@ -78,7 +85,7 @@ export function isKnownPlaceholder(ref: string): boolean {
  * first problem (syntax, unknown placeholder, text in arithmetic), or undefined when
  * the template is fine.
  */
-export function checkTemplate(template: string): string | undefined {
+export function checkTemplate(template: string, opts: { app?: boolean } = {}): string | undefined {
   let parts: Part[];
   try {
     parts = parseTemplate(template);
@@ -88,7 +95,11 @@ export function checkTemplate(template: string): string | undefined {
   for (const p of parts) {
     if (!('expr' in p)) continue;
     for (const ref of refsOf(p.expr)) {
-      if (!isKnownPlaceholder(ref)) return unknownMessage(ref);
+      if (opts.app === true && (APP_PLACEHOLDERS as readonly string[]).includes(ref)) {
+        if (p.expr.kind !== 'ref') return `{{${p.source}}}: ${ref} is text, arithmetic needs numbers`;
+        continue;
+      }
+      if (!isKnownPlaceholder(ref)) return unknownMessage(ref, opts.app === true);
       if (p.expr.kind !== 'ref' && TEXT_PLACEHOLDERS.includes(ref)) {
         return `{{${p.source}}}: ${ref} is text, arithmetic needs numbers`;
       }
@@ -113,8 +124,10 @@ export function renderTemplate(template: string, ctx: TemplateContext): unknown 
   return parts.map((p) => ('expr' in p ? asText(render(p)) : p.text)).join('');
 }
 
-function unknownMessage(ref: string): string {
-  return `unknown placeholder {{${ref}}}; known: ${KNOWN_PLACEHOLDERS.map((k) => `{{${k}}}`).join(', ')}`;
+function unknownMessage(ref: string, app = false): string {
+  const known = app ? [...KNOWN_PLACEHOLDERS, ...APP_PLACEHOLDERS] : KNOWN_PLACEHOLDERS;
+  const only = !app && (APP_PLACEHOLDERS as readonly string[]).includes(ref) ? ' (only in app.command and app.env)' : '';
+  return `unknown placeholder {{${ref}}}${only}; known: ${known.map((k) => `{{${k}}}`).join(', ')}`;
 }
 
 function lookup(ref: string, ctx: TemplateContext): unknown {
@@ -123,6 +136,9 @@ function lookup(ref: string, ctx: TemplateContext): unknown {
     case 'host.name': return ctx.host.name;
     case 'site.name': return ctx.site.name;
     case 'site.app.port': return ctx.site.app.port;
+    case 'volume.path':
+      if (ctx.volumePath !== undefined) return ctx.volumePath;
+      throw new UnderstudyError('US_BAD_REQUEST', unknownMessage(ref));
   }
   if (isKnownPlaceholder(ref)) {
     const keys = ref.split('.').slice(2);

@@ -27,7 +27,9 @@ test('a controller killed between the fence and the route is restarted and compl
     const r = await http(`${cluster.front}/healthz`).catch(() => null);
     return r && r.status === 200 && r.servedBy && !r.servedBy.startsWith(`${h1}:`) ? r : null;
   }, 60_000, 50);
-  assert.ok(served.servedBy);
+  const after0 = await api<{ sites: { primary: { host: string; address: string } }[]; hosts: { name: string; power: string }[] }>(cluster, '/v1/status');
+  assert.ok(served.servedBy!.startsWith(`${after0.sites[0]!.primary.address}:`), `served by the new primary ${after0.sites[0]!.primary.host} (${served.servedBy})`);
+  assert.equal(after0.hosts.find((h) => h.name === 'h1')!.power, 'off', 'the failed host stays fenced');
   const { pid: newPid } = await api<{ pid: number }>(cluster, '/healthz');
   assert.notEqual(newPid, controllerPid, 'a new controller process');
 

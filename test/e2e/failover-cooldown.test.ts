@@ -11,20 +11,21 @@ interface Ev { id: number; kind: string; at: number; host: string | null; messag
 const COOLDOWN_MS = 8000;
 
 /**
- * No repeated action: a second automatic failover of a site within the failover
- * cooldown (UNDERSTUDY_FAILOVER_MIN_GAP_MS) is deferred — one event that says why and
- * when it runs — and then runs; a host that failed earns trust back by good probes.
+ * No flapping: a failover that would go back between the hosts of the last one, within
+ * the failover cooldown (`controller.failover.cooldown`), is deferred — one event that
+ * names the rule and says when it runs — and then runs; a host that failed earns trust
+ * back by good probes. Two hosts only: after h1 → h2, the replica is on h1's storage
+ * and h1, once trusted again, is the only target when h2 crashes (h2 → h1: the same pair).
  */
-test('a second crash within the failover cooldown: failover-deferred says why and when, then the failover runs once', { timeout: 60_000 }, async (t) => {
+test('a flap within the failover cooldown (h1 → h2, then h2 → h1): failover-deferred names the rule and when, then the failover runs once', { timeout: 60_000 }, async (t) => {
   const cluster = await startCluster({
     slot: 23,
     hosts: [
       { name: 'h1', storage: 'array-a', boot: true },
       { name: 'h2', storage: 'array-b', boot: true },
-      { name: 'h3', storage: 'array-a', boot: true },
     ],
-    standby: ['h2', 'h3'],
-    env: { UNDERSTUDY_FAILOVER_MIN_GAP_MS: String(COOLDOWN_MS) },
+    standby: ['h2'],
+    failover: { cooldown: `${COOLDOWN_MS / 1000}s` },
   });
   t.after(() => cluster.stop());
   const st0 = await waitStreaming<Status>(cluster);
@@ -50,7 +51,7 @@ test('a second crash within the failover cooldown: failover-deferred says why an
 
   const deferred = await waitUntil('failover-deferred', async () => (await events()).find((e) => e.kind === 'failover-deferred') ?? null, 10_000);
   assert.equal(deferred.data.code, 'cooldown');
-  assert.match(deferred.message, new RegExp(`shop: automatic failover from h2 deferred: the last failover of shop was \\d+ ms ago; the cooldown is ${COOLDOWN_MS} ms \\(\\d+ ms left\\); retrying at .* \\(in \\d+ ms\\)`));
+  assert.match(deferred.message, new RegExp(`shop: automatic failover from h2 deferred: the last failover of shop was \\d+ ms ago; the cooldown is ${COOLDOWN_MS} ms \\(\\d+ ms left\\); not an independent crash: its only trusted target is h1, where the last failover came from: shop would flap between h1 and h2; retrying at .* \\(in \\d+ ms\\)`));
   const retryAt = Number(deferred.data.retryAt);
   assert.ok(retryAt > killAt && retryAt <= first.at + COOLDOWN_MS + 100, `retries when the cooldown ends (${retryAt - killAt} ms after the kill)`);
   // Nothing is fenced or started before the retry.
@@ -64,7 +65,8 @@ test('a second crash within the failover cooldown: failover-deferred says why an
   assert.ok(started[1]!.at >= retryAt - 50, `the second started at the retry (${started[1]!.at - retryAt} ms after retryAt)`);
   assert.equal(all.filter((e) => e.kind === 'failover-deferred').length, 1, 'one deferral event');
   assert.equal(all.filter((e) => e.kind === 'failure-detected').length, 2, 'one failure-detected per crash, not one per re-detection');
-  assert.equal(second.data.to, 'h3', 'the standby on array-a took over');
+  assert.equal(second.data.to, 'h1', 'the old primary, trusted again, took over (failback)');
+  assert.ok(!all.some((e) => e.kind === 'cooldown-waived'), 'a flap is not waived');
   const end = await api<Status>(cluster, '/v1/status');
   assert.equal(end.sites[0]!.epoch, st0.sites[0]!.epoch + 2);
   const served = await http(`${cluster.front}/healthz`);

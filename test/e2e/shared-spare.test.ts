@@ -43,7 +43,7 @@ pools:
 sites:
 ${['shop', 'outlet'].map((name, i) => `  ${name}:
     front: 127.0.0.1:${ctx.ports.front + i}
-    app: { command: [node, examples/shop/server.js], port: ${3000 + i}, seed: ${ctx.root}/examples/shop/seed }
+    app: { command: [node, ${ctx.root}/examples/shop/server.js], port: ${3000 + i}, seed: ${ctx.root}/examples/shop/seed }
     primary: ${i === 0 ? 'a1' : 'b1'}
     standby: spares
     transform:

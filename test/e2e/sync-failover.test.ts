@@ -24,6 +24,8 @@ test(`sync mode: ${FAILOVERS} crash failovers under load lose no order that got 
   const load = startLoad(cluster.front, { workers: 4, maxMs: 240_000 });
   t.after(() => load.stop());
 
+  const ackedPerRound: number[] = [];
+  let lastKillAt = 0;
   for (let i = 0; i < FAILOVERS; i++) {
     const st = await waitUntil('serving and streaming', async () => {
       const s = await api<Status>(cluster, '/v1/status');
@@ -32,6 +34,8 @@ test(`sync mode: ${FAILOVERS} crash failovers under load lose no order that got 
     await sleep(1000);
     const old = st.sites[0]!.primary;
     const killAt = Date.now();
+    ackedPerRound.push(load.result.acked.filter((o) => o.ackAt < killAt).length);
+    lastKillAt = killAt;
     process.kill(-st.hosts.find((h) => h.name === old.host)!.pid!, 'SIGKILL');
     await waitUntil('answers from the new primary', async () => load.result.answers.some((a) => a.ok && a.at > killAt && !a.servedBy?.startsWith(`${old.address}:`)), 30_000);
     // The old host comes back as a spare for the next round.
@@ -43,6 +47,14 @@ test(`sync mode: ${FAILOVERS} crash failovers under load lose no order that got 
   const missing = await missingOrders(cluster.front, result.acked);
   const by503 = result.postsFailed.filter((f) => f.status === 503).length;
   t.diagnostic(`orders acked ${result.acked.length}, lost ${missing.length}, POSTs answered 503 ${by503}, other POST failures ${result.postsFailed.length - by503}, GETs ok ${result.getsOk}, failed ${result.getsFailed.length}`);
+  // No acknowledged order means nothing could be missing: the load must really have been acknowledged,
+  // before every kill and after the last failover.
+  const ackedAfterLast = result.acked.filter((o) => o.ackAt > lastKillAt).length;
+  assert.ok(result.acked.length >= 50, `enough acknowledged orders (${result.acked.length})`);
+  for (let i = 1; i < ackedPerRound.length; i++) {
+    assert.ok(ackedPerRound[i]! > ackedPerRound[i - 1]!, `orders acknowledged between kill ${i} and kill ${i + 1} (${ackedPerRound.join(', ')})`);
+  }
+  assert.ok(ackedAfterLast > 0, 'orders acknowledged after the last failover');
   assert.deepEqual(missing, [], 'every order that got 201 is present');
   assert.deepEqual(result.getsFailed, [], 'no GET failed');
   assert.equal(result.postsFailed.length, by503, 'a POST that did not get 201 got 503 (never a silent drop or another error)');

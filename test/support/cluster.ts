@@ -5,6 +5,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { request } from 'undici';
 import Database from 'better-sqlite3';
+import { ensureBuilt } from './build.ts';
 
 /**
  * Test support: a real Understudy (`understudy up`) on its own ports, loopback
@@ -14,7 +15,9 @@ import Database from 'better-sqlite3';
  */
 
 export const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
+/** The installed entry point; it runs the compiled build, rebuilt here first if src/ changed since. */
 export const BIN = path.join(ROOT, 'bin/understudy.js');
+ensureBuilt();
 
 export interface ClusterOptions {
   /**
@@ -51,6 +54,8 @@ export interface ClusterOptions {
     performance?: { p95: string; window: string };
   };
   config?: (ctx: { dir: string; ports: ReturnType<typeof ports>; address: (i: number) => string; root: string }) => string;
+  /** `controller.failover`, as YAML durations: { cooldown: '8s' }. */
+  failover?: { cooldown?: string; flapWindow?: string; flapBackoff?: string };
 }
 
 export interface Cluster {
@@ -91,7 +96,8 @@ export function writeConfig(opts: ClusterOptions, dir: string): string {
 controller:
   listen: 127.0.0.1:${p.controller}
   state: ${dir}/state
-director:
+${opts.failover ? `  failover: { ${Object.entries(opts.failover).map(([k, v]) => `${k}: ${v}`).join(', ')} }
+` : ''}director:
   listen: 127.0.0.1:${p.director}
 storage:
   array-a: { path: ${dir}/array-a, listen: 127.0.0.1:${p.storageA} }
@@ -102,7 +108,7 @@ ${hosts.map((h, i) => `  ${h.name}: { address: ${addr(i)}, storage: ${h.storage}
 sites:
   shop:
     front: 127.0.0.1:${p.front}
-    app: { command: [node, examples/shop/server.js], port: 3000, seed: ${ROOT}/examples/shop/seed }
+    app: { command: [node, ${ROOT}/examples/shop/server.js], port: 3000, seed: ${ROOT}/examples/shop/seed }
     primary: ${hosts[0]!.name}
     standby: [${(opts.standby ?? hosts.slice(1).map((h) => h.name)).join(', ')}]
     volume:

@@ -7,7 +7,7 @@
  * overlap; sites never wait for each other.
  *
  * Why it is measured from the start of the previous attempt, with a tick well below
- * `everyMs` (issue 6, "the backup scheduler skips"): the earlier scheduler compared
+ * `everyMs`: the earlier scheduler compared
  * `now - takenAt < everyMs` on a 1 s tick, where `takenAt` was stamped a few ms AFTER
  * the tick that started the point. With `every: 1s` the next tick then found 999.x ms
  * and skipped, so points came every 2 s (measured: 14 points in 28 s, gaps 1.78-2.10 s);

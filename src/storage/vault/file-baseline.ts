@@ -3,7 +3,7 @@ import fsp from 'node:fs/promises';
 import path from 'node:path';
 import type { VerificationProblem } from '../../shared/contracts.ts';
 import { isTempName, writeFileDurable } from '../fs-durable.ts';
-import { isDatabaseArtifact } from '../sqlite-file.ts';
+import { hasSqliteMagic, isDatabaseArtifact } from '../sqlite-file.ts';
 import { sha256Hex } from './chunking.ts';
 
 /**
@@ -31,7 +31,7 @@ export async function checkFilesAgainstBaseline(volumeDir: string, baselineFile:
       const r = rel ? `${rel}/${e.name}` : e.name;
       if (isTempName(e.name)) continue;
       if (e.isDirectory()) { await walk(r); continue; }
-      if (!e.isFile() || isDatabaseArtifact(r)) continue;
+      if (!e.isFile() || isDatabaseArtifact(r) || hasSqliteMagic(path.join(volumeDir, r))) continue;
       let st: fs.Stats;
       let data: Buffer;
       try { st = await fsp.stat(path.join(volumeDir, r)); data = await fsp.readFile(path.join(volumeDir, r)); } catch (err) {

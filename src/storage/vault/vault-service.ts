@@ -21,7 +21,7 @@ import { captureVolume, type CaptureKnowledge } from './volume-capture.ts';
 import { verifyVolume } from './volume-verifier.ts';
 
 /**
- * Backups, verification and restore inside one storage processor (issue 6):
+ * Backups, verification and restore inside one storage processor:
  *  - on a processor holding a site's PRIMARY volume whose site has `volume.backup`:
  *    takes a restore point into the vault `backup.to` every `everyMs` (and on
  *    POST /v1/volumes/:site/backup-now), keeping the newest `keep`;

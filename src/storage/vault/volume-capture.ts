@@ -5,7 +5,7 @@ import Database from 'better-sqlite3';
 import type { VerificationProblem } from '../../shared/contracts.ts';
 import { UnderstudyError } from '../../shared/errors.ts';
 import { isTempName } from '../fs-durable.ts';
-import { isDatabaseArtifact, listDatabases } from '../sqlite-file.ts';
+import { hasSqliteMagic, isDatabaseArtifact, listDatabases } from '../sqlite-file.ts';
 import type { ShippedState } from '../db-shipper.ts';
 import { pageProblem } from '../page-record.ts';
 import { checkLiveWal, type WalEnd } from '../wal-chain-check.ts';
@@ -109,8 +109,8 @@ async function walkFiles(root: string, rel: string, out: CapturedFile[]): Promis
     const r = rel ? `${rel}/${e.name}` : e.name;
     if (isTempName(e.name)) continue;
     if (e.isDirectory()) { await walkFiles(root, r, out); continue; }
-    if (!e.isFile() || isDatabaseArtifact(r)) continue;
     const abs = path.join(root, r);
+    if (!e.isFile() || isDatabaseArtifact(r) || hasSqliteMagic(abs)) continue; // databases are captured above, whatever their name
     let st: fs.Stats;
     let data: Buffer;
     try { st = await fsp.stat(abs); data = await fsp.readFile(abs); } catch { continue; } // deleted meanwhile

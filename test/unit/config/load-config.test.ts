@@ -14,7 +14,10 @@ test('defaults: every optional field gets its documented default', () => {
   const c = loadConfig(file, { baseDir: base });
   assert.equal(c.file, path.resolve(file));
   assert.equal(c.baseDir, base);
-  assert.deepEqual(c.controller, { listen: { host: '127.0.0.1', port: 7070 }, stateDir: path.join(base, '.understudy/state') });
+  assert.deepEqual(c.controller, {
+    listen: { host: '127.0.0.1', port: 7070 }, stateDir: path.join(base, '.understudy/state'),
+    failover: { cooldownMs: 10_000, flapWindowMs: 300_000, flapBackoffMs: 10_000 },
+  });
   assert.deepEqual(c.director, { listen: { host: '127.0.0.1', port: 7071 }, holdMaxRequests: 1000, holdTimeoutMs: 5000 });
   assert.deepEqual(c.storage['array-a'], { name: 'array-a', path: path.join(base, 'data/array-a'), listen: { host: '127.0.0.1', port: 7100 }, backup: false });
   assert.deepEqual(c.storage['array-b']?.listen, { host: '127.0.0.1', port: 7101 });
@@ -29,27 +32,33 @@ test('defaults: every optional field gets its documented default', () => {
   assert.deepEqual(c.pools, {});
   const s = c.sites.shop!;
   assert.deepEqual(s.front, { host: '127.0.0.1', port: 8080 });
-  assert.deepEqual(s.app, { command: ['node', 'server.js'], port: 3000, env: {} });
+  assert.deepEqual(s.app, { command: ['node', 'server.js'], port: 3000, env: {}, startTimeoutMs: 30_000 });
   assert.equal(s.primary, 'h1');
   assert.deepEqual(s.standby, ['h2']);
   assert.equal(s.standbyPool, undefined);
   assert.deepEqual(s.volume, { replication: 'async', readonly: [] });
   assert.deepEqual(s.transform, []);
   assert.deepEqual(s.health, {
-    probe: { path: '/healthz', everyMs: 200, timeoutMs: 500, fall: 2, rise: 2 },
+    probe: { type: 'http', path: '/healthz', everyMs: 200, timeoutMs: 500, fall: 2, rise: 2 },
     malfunction: { errorRate: 0.2, windowMs: 5000 },
     performance: { p95Ms: 300, windowMs: 10_000 },
   });
   assert.deepEqual(s.scale, { max: 1, cooldownMs: 30_000, stabilizationMs: 30_000 });
 });
 
-test('defaults: baseDir defaults to the current directory; seed and paths resolve against it', () => {
+test('defaults: baseDir is the file\'s own directory, whatever the working directory; seed, state and storage paths resolve against it', () => {
   const text = MINIMAL.replace('port: 3000 }', 'port: 3000, seed: shop/seed }');
   const file = writeYaml(text);
+  const dir = path.dirname(file);
+  assert.notEqual(dir, process.cwd());
   const c = loadConfig(file);
-  assert.equal(c.baseDir, process.cwd());
-  assert.equal(c.sites.shop?.app.seed, path.join(process.cwd(), 'shop/seed'));
-  assert.equal(c.storage['array-a']?.path, path.join(process.cwd(), 'data/array-a'));
+  assert.equal(c.baseDir, dir);
+  assert.equal(c.sites.shop?.app.seed, path.join(dir, 'shop/seed'));
+  assert.equal(c.storage['array-a']?.path, path.join(dir, 'data/array-a'));
+  assert.equal(c.controller.stateDir, path.join(dir, '.understudy/state'));
+  // Given relatively, the same: against the file's directory, not the working directory.
+  const rel = path.relative(process.cwd(), file);
+  assert.equal(loadConfig(rel).controller.stateDir, path.join(dir, '.understudy/state'));
 });
 
 test('full shape: every field given is compiled (durations in ms, pools expanded, literals kept)', () => {
@@ -84,7 +93,7 @@ sites:
       performance: { p95: 1s, window: 2m }
     scale: { max: 3, cooldown: 1m30s }
 `);
-  assert.deepEqual(c.controller, { listen: { host: '127.0.0.1', port: 9070 }, stateDir: '/var/lib/us' });
+  assert.deepEqual(c.controller, { listen: { host: '127.0.0.1', port: 9070 }, stateDir: '/var/lib/us', failover: { cooldownMs: 10_000, flapWindowMs: 300_000, flapBackoffMs: 10_000 } });
   assert.deepEqual(c.director, { listen: { host: '::1', port: 9071 }, holdMaxRequests: 10, holdTimeoutMs: 1500 });
   assert.deepEqual(c.storage.a?.listen, { host: '127.0.0.1', port: 9100 });
   assert.deepEqual(c.storage.b?.listen, { host: '127.0.0.1', port: 7101 }, 'default port counts position in file order');
@@ -100,7 +109,7 @@ sites:
   assert.deepEqual(s.volume, { replication: 'sync', readonly: ['catalog.db', 'public/'], backup: { to: 'v', everyMs: 30_000, keep: 20 }, sync: { onReplicaLost: 'degrade', timeoutMs: 2000 } });
   assert.deepEqual(s.transform, [{ file: 'config/site.json', set: { 'listen.host': '{{host.address}}' }, values: { workers: 2, debug: false, tag: null } }]);
   assert.deepEqual(s.health, {
-    probe: { path: '/up', everyMs: 1000, timeoutMs: 2000, fall: 3, rise: 4 },
+    probe: { type: 'http', path: '/up', everyMs: 1000, timeoutMs: 2000, fall: 3, rise: 4 },
     malfunction: { errorRate: 0.5, windowMs: 60_000 },
     performance: { p95Ms: 1000, windowMs: 120_000 },
   });
@@ -133,13 +142,16 @@ test('the bundled demo config loads', () => {
     const primary = c.hosts[s.primary]!;
     const first = c.hosts[s.standby[0]!]!;
     assert.notEqual(first.storage, primary.storage, `${s.name}: first standby holds the replica elsewhere`);
-    assert.equal(s.app.seed, path.resolve('examples/shop/seed'));
+    assert.equal(s.app.seed, path.resolve('examples/shop/seed'), 'relative to the demo file\'s directory');
+    assert.deepEqual(s.app.command, ['node', 'shop/server.js']);
     assert.deepEqual(s.transform[0]?.set, {
       'listen.host': '{{host.address}}', 'listen.port': '{{site.app.port}}', workers: '{{host.profile.cpus}}', name: '{{site.name}}',
     });
     assert.equal(s.volume.replication, 'async');
   }
   assert.equal(c.storage.vault?.backup, true);
+  assert.equal(c.baseDir, path.resolve('examples'));
+  assert.equal(c.controller.stateDir, path.resolve('examples/.understudy/state'));
   assert.ok(Object.values(c.hosts).every((h) => h.boot));
 });
 

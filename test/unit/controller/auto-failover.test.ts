@@ -127,3 +127,59 @@ test('a host that fails again soon after regaining trust is held out, and the ev
   assert.match(held.message, /h1 is held out of automatic use: h1 flapped \(1 time failing within 300000 ms of being trusted\): held out for 60000 ms more/);
   assert.equal(governor.trust('h1').state, 'held-out');
 });
+
+test('two crashes of different hosts within the cooldown: the second starts at once (cooldown-waived, avoiding the first source); a flap back is deferred', async (t) => {
+  const governor = new ActionGovernor({ rise: 1, cooldownMs: { failover: 10_000 }, backoffBaseMs: 0 });
+  const events: Recorded[] = [];
+  const started: { host: string; avoid: string[] }[] = [];
+  let primary = 'h1';
+  let candidates: string[] = ['h2'];
+  const af = new AutoFailover({
+    governor, hostFailed: (h) => governor.hostFailed(h),
+    addEvent: (e) => { events.push({ kind: e.kind, message: e.message, data: e.data }); },
+    stillPrimary: (_s, host) => host === primary,
+    candidates: () => ({ candidates, skipped: [] }),
+    recovered: () => null,
+    start: async (_s, host, _d, opts) => { started.push({ host, avoid: opts.avoid }); },
+  });
+  t.after(() => af.stop());
+
+  af.onDetection('shop', 'h1', detection('crash'));
+  await new Promise((r) => setImmediate(r));
+  assert.deepEqual(started, [{ host: 'h1', avoid: [] }]);
+  // The failover took h2; h1 is powered on and trusted again, h3 is a free spare.
+  primary = 'h2';
+  governor.hostProbe('h1', true);
+  candidates = ['h3', 'h1'];
+  af.onDetection('shop', 'h2', detection('crash'));
+  await new Promise((r) => setImmediate(r));
+  assert.deepEqual(started[1], { host: 'h2', avoid: ['h1'] }, 'started at once, told to avoid h1');
+  assert.ok(!events.some((e) => e.kind === 'failover-deferred'), 'no failover-deferred for an independent crash');
+  const waived = events.find((e) => e.kind === 'cooldown-waived');
+  assert.ok(waived);
+  assert.match(waived.message, /shop: automatic failover from h2 starts at once: the last failover of shop was \d+ ms ago; the cooldown is 10000 ms \(\d+ ms left\), but this is an independent crash: hard evidence against h2/);
+  assert.deepEqual(waived.data.avoid, ['h1']);
+
+  // Now h3 serves and crashes; its only trusted target is h2, where the last failover came from: a flap, deferred.
+  primary = 'h3';
+  governor.hostProbe('h2', true);
+  candidates = ['h2'];
+  af.onDetection('shop', 'h3', detection('crash'));
+  assert.equal(started.length, 2, 'the flap back to h2 is not started');
+  const deferred = events.filter((e) => e.kind === 'failover-deferred');
+  assert.equal(deferred.length, 1);
+  assert.equal(deferred[0]!.data.code, 'cooldown');
+  assert.match(deferred[0]!.message, /not an independent crash: its only trusted target is h2, where the last failover came from: shop would flap between h2 and h3; retrying at/);
+
+  // A hang on another host keeps the cooldown too.
+  const g2 = new ActionGovernor({ rise: 1, cooldownMs: { failover: 10_000 } });
+  g2.decide('blog', 'failover', 'crash of h1', { failover: { from: 'h1', hardEvidence: true, targets: ['h2'] } });
+  const hung: Recorded[] = [];
+  const af2 = new AutoFailover({
+    governor: g2, hostFailed: (h) => g2.hostFailed(h), addEvent: (e) => { hung.push({ kind: e.kind, message: e.message, data: e.data }); },
+    stillPrimary: (_s, host) => host === 'h2', candidates: () => ({ candidates: ['h3'], skipped: [] }), recovered: () => null, start: async () => undefined,
+  });
+  t.after(() => af2.stop());
+  af2.onDetection('blog', 'h2', detection('hang'));
+  assert.match(hung.find((e) => e.kind === 'failover-deferred')?.message ?? '', /not an independent crash: the evidence against h2 is not hard/);
+});

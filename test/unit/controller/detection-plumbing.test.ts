@@ -2,7 +2,8 @@ import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { ActionGovernor } from '../../../src/monitor/action-governor.ts';
 import { DirectorStatsFeed } from '../../../src/controller/director-stats-feed.ts';
-import { createGovernor, DEFAULT_FAILOVER_COOLDOWN_MS } from '../../../src/controller/governor-setup.ts';
+import { createGovernor } from '../../../src/controller/governor-setup.ts';
+import { UnderstudyError } from '../../../src/shared/errors.ts';
 import { HostTrustWatch } from '../../../src/controller/host-trust-watch.ts';
 import { describeSkipped, trustedCandidates } from '../../../src/controller/trusted-candidates.ts';
 import type { UnderstudyConfig } from '../../../src/config/types.ts';
@@ -81,6 +82,7 @@ function config(): UnderstudyConfig {
   const host = (name: string, storage: string) => ({ name, address: '127.0.0.1', storage });
   const probe = { path: '/healthz', everyMs: 100, timeoutMs: 300, fall: 2, rise: 3 };
   return {
+    controller: { failover: { cooldownMs: 10_000, flapWindowMs: 300_000, flapBackoffMs: 10_000 } },
     hosts: { h1: host('h1', 'a'), h2: host('h2', 'b'), h3: host('h3', 'b'), h4: host('h4', 'a') },
     sites: { shop: { name: 'shop', primary: 'h1', standby: ['h2', 'h3', 'h4'], health: { probe }, scale: { max: 1, cooldownMs: 30_000 } } },
   } as unknown as UnderstudyConfig;
@@ -97,25 +99,33 @@ test('trusted candidates: standbys on the replica storage, minus the failed host
   assert.deepEqual(trustedCandidates(cfg, cfg.sites.shop!, { failed: 'h1', replicaStorage: null }, g), { candidates: [], skipped: [] });
 });
 
-test('the controller governor: the largest rise of any site, failover cooldown from UNDERSTUDY_FAILOVER_MIN_GAP_MS, flap backoff of one cooldown by default', () => {
+test('the controller governor: the largest rise of any site, failover cooldown and flap backoff from controller.failover, environment overrides validated', () => {
   const cfg = config();
   const dflt = createGovernor(cfg, {});
   dflt.decide('shop', 'failover', 'crash');
-  assert.ok(dflt.cooldownLeft('shop', 'failover') > DEFAULT_FAILOVER_COOLDOWN_MS - 100);
+  assert.ok(dflt.cooldownLeft('shop', 'failover') > 10_000 - 100);
   dflt.hostFailed('h2');
   for (let i = 0; i < 2; i++) dflt.hostProbe('h2', true);
   assert.equal(dflt.trust('h2').state, 'recovering', 'rise is 3 (the site says so)');
   dflt.hostProbe('h2', true);
   assert.equal(dflt.trust('h2').state, 'trusted');
-  assert.equal(dflt.backoff(1), DEFAULT_FAILOVER_COOLDOWN_MS);
+  assert.equal(dflt.backoff(1), 10_000);
 
   const zero = createGovernor(cfg, { UNDERSTUDY_FAILOVER_MIN_GAP_MS: '0' });
   assert.equal(zero.decide('shop', 'failover', 'crash').allowed, true);
   assert.equal(zero.decide('shop', 'failover', 'crash again').allowed, true, 'no cooldown');
-  assert.equal(zero.backoff(3), 0, 'and no flap hold-out');
+  assert.equal(zero.backoff(3), 0, 'and no flap hold-out (the backoff follows an overridden cooldown)');
   const explicit = createGovernor(cfg, { UNDERSTUDY_FAILOVER_MIN_GAP_MS: '0', UNDERSTUDY_FLAP_BACKOFF_MS: '5000' });
   assert.equal(explicit.backoff(2), 10_000);
-  assert.equal(createGovernor(cfg, { UNDERSTUDY_FAILOVER_MIN_GAP_MS: 'soon' }).cooldownOf('shop', 'failover'), DEFAULT_FAILOVER_COOLDOWN_MS, 'an invalid value keeps the default');
+  for (const bad of ['soon', '-1', '1.5', '10s']) {
+    assert.throws(() => createGovernor(cfg, { UNDERSTUDY_FAILOVER_MIN_GAP_MS: bad }), (e: unknown) => {
+      assert.ok(e instanceof UnderstudyError);
+      assert.equal(e.code, 'US_BAD_ENV');
+      assert.match(e.message, new RegExp(`UNDERSTUDY_FAILOVER_MIN_GAP_MS=${JSON.stringify(bad).replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}: must be a whole number of milliseconds`));
+      return true;
+    }, `${bad} is refused, not replaced by a default`);
+  }
+  assert.throws(() => createGovernor(cfg, { UNDERSTUDY_FLAP_WINDOW_MS: 'x' }), /UNDERSTUDY_FLAP_WINDOW_MS="x": must be/);
 });
 
 test('a deferred failover is cancelled only by the same kind of evidence: healthy probes, or a full calm traffic window', async () => {

@@ -129,3 +129,12 @@ test('spare pool: a scale-out may not take a host that is held or that a waiting
   assert.deepEqual(freeForReader(f, 'shop', 's3'), { free: false, why: 's3 is a reader of outlet (priority 0)' });
   assert.deepEqual(freeForReader(f, 'shop', 's4'), { free: true });
 });
+
+test('spare pool: an avoided host (the last failover source of a failover let through its cooldown) is taken only when no other will do', () => {
+  // h1 is warm, h3 must be booted: h3 all the same, as h1 is avoided.
+  const f = facts({ claims: [claim('shop', { candidates: ['h1', 'h3'], avoid: ['h1'] })], readiness: { h1: { state: 'warm' }, h3: { state: 'cold' } } });
+  assert.deepEqual(decisionFor(f, 'shop'), { kind: 'granted', site: 'shop', host: 'h3', warm: false });
+  // h3 is not usable: h1 rather than waiting.
+  const only = facts({ claims: [claim('shop', { candidates: ['h1', 'h3'], avoid: ['h1'] })], readiness: { h1: { state: 'warm' }, h3: { state: 'unusable', why: 'booting' } } });
+  assert.deepEqual(decisionFor(only, 'shop'), { kind: 'granted', site: 'shop', host: 'h1', warm: true });
+});

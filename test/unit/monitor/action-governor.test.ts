@@ -117,3 +117,54 @@ test('a caller may give a site its own cooldown of an action (e.g. its scale.coo
   clock.advance(1_000);
   assert.equal(g.decide('shop', 'scale-out', 'slow').allowed, true);
 });
+
+test('failover cooldown: an independent crash (hard evidence, another host, a target other than the last source) runs at once; a flap between the same hosts is deferred', () => {
+  const clock = new FakeClock();
+  const g = new ActionGovernor({ rise: 1, cooldownMs: { failover: 10_000 }, now: clock.now });
+  const crash = (from: string, targets: string[], hardEvidence = true) => ({ failover: { from, hardEvidence, targets } });
+  // h1 → h2, the first failover of the site.
+  const first = g.decide('shop', 'failover', 'crash of h1', crash('h1', ['h2']));
+  assert.equal(first.allowed, true);
+  assert.equal(first.allowed && first.avoid, undefined, 'out of any cooldown: nothing to avoid');
+  clock.advance(5000);
+
+  // h2 crashes 5 s later, and h3 can take the site: independent, at once, avoiding h1.
+  const second = g.decide('shop', 'failover', 'crash of h2', crash('h2', ['h3', 'h1']));
+  assert.equal(second.allowed, true);
+  if (!second.allowed) throw new Error('unreachable');
+  assert.deepEqual(second.avoid, ['h1']);
+  assert.match(second.why, /the last failover of shop was 5000 ms ago; the cooldown is 10000 ms \(5000 ms left\), but this is an independent crash: hard evidence against h2, which is not where the last failover came from \(h1\), and h3 can take shop over \(h1 is avoided\)/);
+  assert.equal(g.cooldownLeft('shop', 'failover'), 10_000, 'it starts a new cooldown');
+
+  clock.advance(2000);
+  // The same pair: h3 crashes and its only trusted target is h2, where the last failover came from.
+  const flap = g.decide('shop', 'failover', 'crash of h3', crash('h3', ['h2']));
+  assert.equal(flap.allowed, false);
+  if (flap.allowed) throw new Error('unreachable');
+  assert.equal(flap.code, 'cooldown');
+  assert.equal(flap.retryAt, clock.t + 8000);
+  assert.match(flap.why, /\(8000 ms left\); not an independent crash: its only trusted target is h2, where the last failover came from: shop would flap between h2 and h3/);
+
+  // Soft evidence (a hang) on another host keeps the cooldown: the rule it names says so.
+  const hang = g.decide('shop', 'failover', 'hang of h3', crash('h3', ['h4'], false));
+  assert.equal(hang.allowed, false);
+  assert.match(hang.why, /not an independent crash: the evidence against h3 is not hard \(a process gone or connections refused\)/);
+
+  // No trusted target at all: deferred, saying so.
+  const none = g.decide('shop', 'failover', 'crash of h3', crash('h3', []));
+  assert.match(!none.allowed ? none.why : '', /not an independent crash: no trusted host could take shop over/);
+
+  // The primary is the last failover's own source (it came back by a switchover): a flap.
+  const g2 = new ActionGovernor({ rise: 1, cooldownMs: { failover: 10_000 }, now: clock.now });
+  g2.decide('shop', 'failover', 'crash of h1', crash('h1', ['h2']));
+  clock.advance(1000);
+  const back = g2.decide('shop', 'failover', 'crash of h1', crash('h1', ['h2', 'h3']));
+  assert.equal(back.allowed, false);
+  assert.match(!back.allowed ? back.why : '', /h1 is where the last failover came from: shop would flap between the same hosts/);
+
+  // A failover whose source is unknown (asked without facts): the cooldown holds.
+  const g3 = new ActionGovernor({ rise: 1, cooldownMs: { failover: 10_000 }, now: clock.now });
+  g3.decide('shop', 'failover', 'corrupt copy');
+  const after = g3.decide('shop', 'failover', 'crash of h2', crash('h2', ['h3']));
+  assert.match(!after.allowed ? after.why : '', /where the last failover of shop came from is not known/);
+});

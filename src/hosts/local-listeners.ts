@@ -1,0 +1,169 @@
+import fs from 'node:fs';
+import net from 'node:net';
+
+/**
+ * Who answers a connection to an address and port: the process that owns the
+ * listening socket, named as Understudy knows it.
+ *
+ * - `host`: a process of that host (its agent's process group: the agent or an app it started).
+ * - `outside`: a process that is not part of any host Understudy runs (`process`
+ *   describes it for the operator when it can be read, e.g. `pid 812 (node rogue.js)`).
+ * - `nobody`: nothing listens there now.
+ * - `unknown`: this driver cannot tell (no /proc); the caller assumes the host
+ *   whose address it called.
+ *
+ * `bound` is the address the socket is bound to and `allAddresses` whether that is
+ * a wildcard (`0.0.0.0`, `::`): on the embedded default every host's address is on
+ * the same machine, so such a socket answers on every host's address.
+ */
+export type ListenerOwner =
+  | { kind: 'host'; host: string; bound: string; allAddresses: boolean }
+  | { kind: 'outside'; bound: string; allAddresses: boolean; process: string | null }
+  | { kind: 'nobody' }
+  | { kind: 'unknown'; why: string };
+
+export interface ListenerLookup {
+  whoListens(address: string, port: number): ListenerOwner;
+}
+
+interface Listening { inode: number; bound: string; allAddresses: boolean; exact: boolean; v6: boolean }
+
+const HAS_PROC = fs.existsSync('/proc/net/tcp');
+
+/**
+ * The `local` host driver's answer (embedded hosts: process groups on this
+ * machine, one network stack). Reads the kernel's table of listening TCP sockets
+ * (/proc/net/tcp, /proc/net/tcp6), picks the socket a connection to the address
+ * would reach (bound to that address, else to all addresses), and finds the
+ * process that holds it (/proc/PID/fd → `socket:[INODE]`), then the host whose
+ * process group that process is in. Only this driver knows pids and groups; what
+ * it returns names hosts.
+ *
+ * Cost: two small file reads per call, plus a scan of /proc the first time a
+ * socket is seen (the owner of an inode is remembered while the socket lives).
+ */
+export class LocalListeners implements ListenerLookup {
+  /** Socket inode → the pid that held it when last looked up. */
+  private readonly owners = new Map<number, number | null>();
+
+  /** @param groups every host and the process group of its agent (null when off). */
+  constructor(private readonly groups: () => { host: string; group: number | null }[]) {}
+
+  whoListens(address: string, port: number): ListenerOwner {
+    if (!HAS_PROC) return { kind: 'unknown', why: 'no /proc to read listening sockets from' };
+    let sockets: Listening[];
+    try {
+      sockets = listeningOn(address, port);
+    } catch (e) {
+      return { kind: 'unknown', why: `cannot read the socket table: ${(e as Error).message}` };
+    }
+    // Linux prefers the socket bound to the address; then IPv4 over IPv6 (dual-stack) sockets.
+    const s = sockets.sort((a, b) => Number(b.exact) - Number(a.exact) || Number(a.v6) - Number(b.v6))[0];
+    if (!s) return { kind: 'nobody' };
+    const live = new Set(sockets.map((x) => x.inode));
+    for (const inode of this.owners.keys()) if (!live.has(inode)) this.owners.delete(inode);
+    let pid = this.owners.get(s.inode);
+    if (pid === undefined || (pid !== null && !holds(pid, s.inode))) {
+      pid = findHolder(s.inode);
+      this.owners.set(s.inode, pid);
+    }
+    if (pid !== null) {
+      const group = processGroup(pid);
+      const host = this.groups().find((g) => g.group !== null && g.group === group)?.host;
+      if (host) return { kind: 'host', host, bound: s.bound, allAddresses: s.allAddresses };
+    }
+    return { kind: 'outside', bound: s.bound, allAddresses: s.allAddresses, process: pid === null ? null : describe(pid) };
+  }
+}
+
+/** The listening sockets a connection to address:port could reach (bound to it, or to all addresses). */
+function listeningOn(address: string, port: number): Listening[] {
+  const v4 = net.isIPv4(address);
+  const out: Listening[] = [];
+  for (const [file, v6] of [['/proc/net/tcp', false], ['/proc/net/tcp6', true]] as const) {
+    let text: string;
+    try {
+      text = fs.readFileSync(file, 'utf8');
+    } catch {
+      continue; // no IPv6
+    }
+    const lines = text.split('\n');
+    for (let i = 1; i < lines.length; i++) {
+      const f = lines[i]!.trim().split(/\s+/);
+      if (f.length < 10 || f[3] !== '0A') continue; // 0A: LISTEN
+      const [hexAddr, hexPort] = f[1]!.split(':');
+      if (parseInt(hexPort!, 16) !== port) continue;
+      const bound = v6 ? ipv6Of(hexAddr!) : ipv4Of(hexAddr!);
+      const mapped = v6 && bound.startsWith('::ffff:') ? bound.slice(7) : null;
+      const allAddresses = bound === '0.0.0.0' || bound === '::';
+      const exact = bound === address || (v4 && mapped === address);
+      // A wildcard IPv6 socket takes IPv4 connections too (dual stack, Node's default for `::`).
+      if (exact || (allAddresses && (v6 || v4))) out.push({ inode: Number(f[9]), bound, allAddresses, exact, v6 });
+    }
+  }
+  return out;
+}
+
+function ipv4Of(hex: string): string {
+  const n = parseInt(hex, 16);
+  return [n & 255, (n >>> 8) & 255, (n >>> 16) & 255, (n >>> 24) & 255].join('.');
+}
+
+function ipv6Of(hex: string): string {
+  const bytes: number[] = [];
+  for (let w = 0; w < 4; w++) {
+    const word = hex.slice(w * 8, w * 8 + 8);
+    for (let b = 3; b >= 0; b--) bytes.push(parseInt(word.slice(b * 2, b * 2 + 2), 16));
+  }
+  if (bytes.every((b) => b === 0)) return '::';
+  if (bytes.slice(0, 10).every((b) => b === 0) && bytes[10] === 255 && bytes[11] === 255) return `::ffff:${bytes.slice(12).join('.')}`;
+  const groups = [];
+  for (let i = 0; i < 16; i += 2) groups.push(((bytes[i]! << 8) | bytes[i + 1]!).toString(16));
+  return groups.join(':');
+}
+
+function pids(): number[] {
+  return fs.readdirSync('/proc').map(Number).filter((n) => Number.isInteger(n) && n > 0);
+}
+
+function holds(pid: number, inode: number): boolean {
+  const want = `socket:[${inode}]`;
+  let fds: string[];
+  try {
+    fds = fs.readdirSync(`/proc/${pid}/fd`);
+  } catch {
+    return false;
+  }
+  for (const fd of fds) {
+    try {
+      if (fs.readlinkSync(`/proc/${pid}/fd/${fd}`) === want) return true;
+    } catch {
+      // closed meanwhile
+    }
+  }
+  return false;
+}
+
+/** The process holding the socket, or null when none can be read (another user's, or gone). */
+function findHolder(inode: number): number | null {
+  for (const pid of pids()) if (holds(pid, inode)) return pid;
+  return null;
+}
+
+function processGroup(pid: number): number | null {
+  try {
+    const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
+    return Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[2]);
+  } catch {
+    return null;
+  }
+}
+
+function describe(pid: number): string {
+  try {
+    const cmd = fs.readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0').filter(Boolean).join(' ');
+    return `pid ${pid} (${cmd.length > 120 ? `${cmd.slice(0, 117)}...` : cmd})`;
+  } catch {
+    return `pid ${pid}`;
+  }
+}
