@@ -1,4 +1,5 @@
 import { spawn, type ChildProcess } from 'node:child_process';
+import { background } from '../shared/background.ts';
 import fs from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
@@ -133,7 +134,7 @@ export async function runUp(config: UnderstudyConfig, opts: UpOptions = {}): Pro
     const onSignal = () => {
       clearInterval(follow);
       out('understudy: stopping (powering every host off)…');
-      void stopAll().then(() => { out('understudy: stopped'); resolve(0); });
+      background(stopAll().then(() => { out('understudy: stopped'); resolve(0); }));
     };
     process.once('SIGINT', onSignal);
     process.once('SIGTERM', onSignal);

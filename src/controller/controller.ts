@@ -39,6 +39,7 @@ import { MalfunctionTriage } from './malfunction-triage.ts';
 import { trustedCandidates } from './trusted-candidates.ts';
 import { sleep, waitFor } from './timing.ts';
 import { Drills } from './drills.ts';
+import { background } from '../shared/background.ts';
 
 const RECONCILE_EVERY_MS = 1000;
 const STORAGE_POLL_MS = 250;
@@ -85,6 +86,9 @@ export class Controller {
   private stopped = false;
   /** Rehearsals (`understudy drill`): they hold off scaling and give way to any runbook (drills.ts). */
   readonly drills: Drills;
+
+  /** A timer's or a watcher's work that failed where nothing awaited it: logged, never lost. */
+  private readonly onBackgroundError = (err: unknown): void => { this.log.error({ err }, 'background work of the controller failed; it runs again at its next tick'); };
 
   constructor(readonly config: UnderstudyConfig, logger?: pino.Logger) {
     this.log = logger ?? pino({ level: process.env.UNDERSTUDY_LOG_LEVEL ?? 'info' }, pino.destination(2));
@@ -164,7 +168,7 @@ export class Controller {
   }
 
   async start(): Promise<void> {
-    this.storageTimer = setInterval(() => void this.pollStorage(), STORAGE_POLL_MS);
+    this.storageTimer = setInterval(() => background(this.pollStorage(), this.onBackgroundError), STORAGE_POLL_MS);
     await this.pollStorage();
     this.directorStats.start();
     // Resume what a previous controller left half-done before anything else.
@@ -180,7 +184,7 @@ export class Controller {
       else if (rec.state === 'starting') await this.startSite(site);
     }
     await this.reconcileAll();
-    this.reconcileTimer = setInterval(() => void this.reconcileAll(), RECONCILE_EVERY_MS);
+    this.reconcileTimer = setInterval(() => background(this.reconcileAll(), this.onBackgroundError), RECONCILE_EVERY_MS);
     this.scale.start(this.store.runningRunbooks().filter((rb) => ScaleController.owns(rb.kind)));
     this.staleWatch.start();
     this.trustWatch.start();
@@ -396,7 +400,7 @@ export class Controller {
    */
   private onDetection(site: string, host: string, d: Detection): void {
     if (d.failure === 'malfunction') {
-      void this.judgeMalfunction(site, host, d);
+      background(this.judgeMalfunction(site, host, d), this.onBackgroundError);
       return;
     }
     this.actOnDetection(site, host, d);
@@ -498,7 +502,7 @@ export class Controller {
       .catch((e: Error) => this.log.error({ site, err: e.message }, 'runbook stopped'))
       .finally(() => {
         this.activeRunbooks.delete(site);
-        if (!this.stopped) void this.reconcileAll();
+        if (!this.stopped) background(this.reconcileAll(), this.onBackgroundError);
       });
     this.activeRunbooks.set(site, p);
   }

@@ -19,6 +19,7 @@ import { registerVaultRoutes } from './vault-routes.ts';
 import { VaultStore } from './vault-store.ts';
 import { captureVolume, type CaptureKnowledge } from './volume-capture.ts';
 import { verifyVolume } from './volume-verifier.ts';
+import { background } from '../../shared/background.ts';
 
 /**
  * Backups, verification and restore inside one storage processor:
@@ -229,9 +230,9 @@ export class VaultService {
         // knows when the newest point was taken; with none, the first point is due now.
         if (this.seeding.has(site)) continue;
         this.seeding.add(site);
-        void this.track(new VaultClient(url, 5000).points(site).catch(() => []))
+        background(this.track(new VaultClient(url, 5000).points(site).catch(() => []))
           .then((pts) => this.schedule.seed(site, pts[0]?.takenAt ?? 0))
-          .finally(() => this.seeding.delete(site));
+          .finally(() => this.seeding.delete(site)));
         continue;
       }
       if (!this.schedule.due(site, cfg.everyMs)) continue;
