@@ -30,6 +30,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { api, http, sleep, startCluster, waitUntil, type Cluster } from '../test/support/cluster.ts';
 import { startLoad } from '../test/support/load.ts';
+import { background } from '../src/shared/background.ts';
 
 interface Status {
   sites: { state: string; epoch: number; primary: { host: string; address: string }; replication: { state: string; to: string | null }; readers?: { host: string }[] }[];
@@ -182,7 +183,7 @@ async function withCluster(scaleOut: boolean, fn: (cluster: Cluster) => Promise<
     await load.stop().catch(() => undefined);
     await cluster.stop();
   };
-  const onSigint = () => { void stopAll().then(() => process.exit(130)); };
+  const onSigint = () => { background(stopAll().then(() => process.exit(130))); };
   process.once('SIGINT', onSigint);
   try {
     await fn(cluster);

@@ -9,6 +9,7 @@
  */
 import { api, http, sleep, startCluster, waitUntil, type Cluster } from '../test/support/cluster.ts';
 import { missingOrders, startLoad } from '../test/support/load.ts';
+import { background } from '../src/shared/background.ts';
 
 interface Status {
   sites: { state: string; epoch: number; primary: { host: string; address: string }; replication: { state: string; lagMs: number | null; to: string | null } }[];
@@ -87,7 +88,7 @@ async function main(): Promise<void> {
     env: { UNDERSTUDY_FAILOVER_MIN_GAP_MS: '0' },
   });
   const stopAll: (() => Promise<unknown>)[] = [() => cluster.stop()];
-  process.on('SIGINT', () => { void Promise.all(stopAll.map((f) => f())).then(() => process.exit(130)); });
+  process.on('SIGINT', () => { background(Promise.all(stopAll.map((f) => f())).then(() => process.exit(130))); });
   try {
     const load = startLoad(cluster.front, { workers: 4, maxMs: 30 * 60_000, maxRequests: 2_000_000 });
     stopAll.unshift(() => load.stop());

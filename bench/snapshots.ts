@@ -24,6 +24,7 @@ import { StorageProcessor } from '../src/storage/storage-processor.ts';
 import { callJson } from '../src/shared/http-client.ts';
 import type { UnderstudyConfig } from '../src/config/types.ts';
 import type { VolumeStatus } from '../src/shared/contracts.ts';
+import { background } from '../src/shared/background.ts';
 
 const { values } = parseArgs({ options: { seconds: { type: 'string', default: '4' }, concurrency: { type: 'string', default: '4' } } });
 const seconds = Number(values.seconds);
@@ -69,7 +70,7 @@ const cleanup = async (): Promise<void> => {
   await b.stop().catch(() => undefined);
   fs.rmSync(root, { recursive: true, force: true });
 };
-process.once('SIGINT', () => { void cleanup().then(() => process.exit(130)); });
+process.once('SIGINT', () => { background(cleanup().then(() => process.exit(130))); });
 
 try {
   await a.start();

@@ -22,6 +22,7 @@ import { parseArgs } from 'node:util';
 import { Pool } from 'undici';
 import type { RouteTable } from '../src/shared/contracts.ts';
 import { startSyncStack } from '../test/unit/director/sync-fixture.ts';
+import { background } from '../src/shared/background.ts';
 
 const { values } = parseArgs({ options: {
   seconds: { type: 'string', default: '8' },
@@ -70,7 +71,7 @@ async function main(): Promise<void> {
   const stack = await startSyncStack({ sync: null, storage: STORAGE });
   const pool = new Pool(stack.front, { connections: CONCURRENCY, pipelining: 1 });
   const stopAll = async (): Promise<void> => { await pool.destroy().catch(() => undefined); await stack.stop(); };
-  process.once('SIGINT', () => { void stopAll().then(() => process.exit(130)); });
+  process.once('SIGINT', () => { background(stopAll().then(() => process.exit(130))); });
   const syncRoute: RouteTable['sync'] = { storageUrl: stack.urlA, onReplicaLost: 'degrade', timeoutMs: 2000 };
   const body = JSON.stringify({ customer: 'bench', items: [{ productId: 1, qty: 1 }, { productId: 3, qty: 2 }] });
   const one = async (): Promise<number> => {

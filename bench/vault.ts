@@ -24,6 +24,7 @@ import type { RestoreResponse, VaultPoint } from '../src/shared/contracts.ts';
 import { callJson } from '../src/shared/http-client.ts';
 import { StorageProcessor } from '../src/storage/storage-processor.ts';
 import { freePort } from '../test/unit/storage/helpers.ts';
+import { background } from '../src/shared/background.ts';
 
 const { values } = parseArgs({ options: {
   mb: { type: 'string', default: '50' },
@@ -45,8 +46,8 @@ async function cleanup(): Promise<void> {
   for (const p of processors.splice(0)) await p.stop().catch(() => undefined);
   fs.rmSync(root, { recursive: true, force: true });
 }
-process.on('SIGINT', () => { void cleanup().finally(() => process.exit(130)); });
-const deadline = setTimeout(() => { console.error('bench/vault: aborted after 5 minutes'); void cleanup().finally(() => process.exit(2)); }, 5 * 60_000);
+process.on('SIGINT', () => { background(cleanup().finally(() => process.exit(130))); });
+const deadline = setTimeout(() => { console.error('bench/vault: aborted after 5 minutes'); background(cleanup().finally(() => process.exit(2))); }, 5 * 60_000);
 deadline.unref();
 
 function pct(sorted: number[], p: number): number {

@@ -1,6 +1,7 @@
 import path from 'node:path';
 import type { UnderstudyConfig } from '../config/types.ts';
 import { HostAgent } from '../hosts/agent.ts';
+import { background } from '../shared/background.ts';
 
 /** `understudy agent --host NAME -c FILE`: one host's agent, until SIGTERM/SIGINT. */
 export async function runAgent(config: UnderstudyConfig, host: string): Promise<void> {
@@ -10,6 +11,6 @@ export async function runAgent(config: UnderstudyConfig, host: string): Promise<
     await agent.stop();
     process.exit(0);
   };
-  process.on('SIGTERM', () => void stop());
-  process.on('SIGINT', () => void stop());
+  process.on('SIGTERM', () => background(stop()));
+  process.on('SIGINT', () => background(stop()));
 }

@@ -3,6 +3,7 @@ import { startApiServer } from '../api/api-server.ts';
 import { Controller } from '../controller/controller.ts';
 import { isUnderstudyError } from '../shared/errors.ts';
 import { Notifier } from '../notify/notifier.ts';
+import { background } from '../shared/background.ts';
 
 export interface ControllerService {
   controller: Controller;
@@ -48,7 +49,7 @@ export async function runController(config: UnderstudyConfig): Promise<void> {
   const onSignal = () => {
     if (stopping) return;
     stopping = true;
-    void (service?.stop() ?? Promise.resolve()).then(() => process.exit(0));
+    background((service?.stop() ?? Promise.resolve()).then(() => process.exit(0)), (err) => { process.stderr.write(`understudy controller: stopping failed: ${String(err)}\n`); process.exit(1); });
   };
   process.on('SIGTERM', onSignal);
   process.on('SIGINT', onSignal);

@@ -1,4 +1,5 @@
 import fs from 'node:fs';
+import { background } from '../shared/background.ts';
 import net from 'node:net';
 import path from 'node:path';
 import type { Endpoint, UnderstudyConfig } from '../config/types.ts';
@@ -146,7 +147,7 @@ export async function runUp(config: UnderstudyConfig, opts: UpOptions = {}): Pro
   };
   const onCrash = (e: unknown): void => {
     process.stderr.write(`understudy: internal error: ${(e as Error)?.stack ?? String(e)}\n`);
-    void stopHard('internal error').finally(() => process.exit(1));
+    background(stopHard('internal error').finally(() => process.exit(1)));
   };
   for (const s of STOP_SIGNALS) process.on(s, onSignal);
   process.on('uncaughtException', onCrash);

@@ -44,7 +44,18 @@ export function compileConfig(
       name,
       address: value.address,
       storage: value.storage,
-      power: value.power,
+      power: value.power === 'local' ? 'local' : {
+        ipmi: {
+          address: value.power.ipmi.address,
+          port: value.power.ipmi.port,
+          user: value.power.ipmi.user,
+          passwordFile: abs(value.power.ipmi.passwordFile),
+          cipherSuite: value.power.ipmi.cipherSuite,
+          waitMs: value.power.ipmi.wait,
+          pollMs: value.power.ipmi.poll,
+          timeoutMs: value.power.ipmi.timeout,
+        },
+      },
       profile: { ...value.profile },
       agentPort: value.agentPort,
       boot: value.boot ?? false, // settled below, once the sites are known

@@ -125,12 +125,29 @@ const profile = z
   })
   .prefault({});
 
+/**
+ * `hosts.X.power.ipmi`: the host's BMC, driven with `ipmitool -I lanplus`. A cut is
+ * `chassis power off`, then `chassis power status` every `poll` (first after `wait`)
+ * until it says off, for at most `timeout`.
+ */
+const ipmi = z.strictObject({
+  address,
+  port: port.default(623),
+  user: text,
+  passwordFile: text,
+  cipherSuite: int(0).default(17),
+  wait: duration.default(0),
+  poll: duration.default(250),
+  timeout: duration.default(10_000),
+});
+
 const host = z.strictObject({
   address,
   storage: name,
-  power: custom('must be local (the only relay driver today)', (v) => (v === 'local' ? ('local' as const) : undefined)).default(
-    'local',
-  ),
+  power: z.union([
+    custom('must be local, or { ipmi: { address, user, passwordFile } }', (v) => (v === 'local' ? ('local' as const) : undefined)),
+    z.strictObject({ ipmi }),
+  ]).default('local'),
   profile,
   agentPort: port.default(7001),
   /** @default true for a site's primary and first standby — set in compile.ts */

@@ -91,14 +91,32 @@ export interface HostProfile {
   [key: string]: unknown;
 }
 
+/** `hosts.X.power.ipmi`: the host's BMC (IPMI v2.0, `ipmitool -I lanplus`). */
+export interface IpmiPower {
+  address: string;
+  /** @default 623 */
+  port: number;
+  user: string;
+  /** Absolute path of a file holding the BMC password (relative paths resolve against the config file's directory); never logged. */
+  passwordFile: string;
+  /** IPMI cipher suite (`ipmitool -C`). @default 17 */
+  cipherSuite: number;
+  /** Power wait: how long after `chassis power off` the first status is asked. @default 0 */
+  waitMs: number;
+  /** Status polls: how often `chassis power status` is asked until it says off. @default 250 */
+  pollMs: number;
+  /** Power timeout: how long a cut may take to be confirmed before it counts as unconfirmed. @default 10000 */
+  timeoutMs: number;
+}
+
 export interface HostConfig {
   name: string;
   /** The host's own address (embedded: 127.0.N.1). */
   address: string;
   /** Name of the storage system the host is attached to. */
   storage: string;
-  /** Relay driver. Only `local` exists today. */
-  power: 'local';
+  /** Relay driver: `local` (the host is a process group of this machine) or the host's BMC over IPMI. @default 'local' */
+  power: 'local' | { ipmi: IpmiPower };
   profile: HostProfile;
   /** Port of the host agent's API on `address`. @default 7001 */
   agentPort: number;

@@ -8,7 +8,7 @@ import type { Finding } from './problems.ts';
  */
 export function zodFindings(error: z.ZodError, base: PropertyKey[], schema: z.ZodType, input: unknown): Finding[] {
   const out: Finding[] = [];
-  for (const issue of error.issues) {
+  for (const issue of flattenUnions(error.issues)) {
     const rel = issue.path as PropertyKey[];
     const path = [...base, ...rel];
     if (issue.code === 'unrecognized_keys') {
@@ -30,6 +30,26 @@ export function zodFindings(error: z.ZodError, base: PropertyKey[], schema: z.Zo
     }
     const missing = valueAt(input, rel) === undefined;
     out.push({ path, message: missing ? 'is required' : issue.message });
+  }
+  return out;
+}
+
+/**
+ * A value that matches no branch of a union (`power: local` or `power: { ipmi: … }`)
+ * is reported by the branch that got furthest into it: its issues say what is wrong
+ * (a missing `user`), where the union's own says only "invalid input".
+ */
+function flattenUnions(issues: readonly z.core.$ZodIssue[], prefix: PropertyKey[] = []): z.core.$ZodIssue[] {
+  const out: z.core.$ZodIssue[] = [];
+  for (const issue of issues) {
+    const path = [...prefix, ...(issue.path as PropertyKey[])];
+    if (issue.code === 'invalid_union' && issue.errors.length > 0) {
+      const depth = (branch: readonly z.core.$ZodIssue[]) => Math.max(0, ...branch.map((i) => i.path.length));
+      const best = issue.errors.reduce((a, b) => (depth(b) > depth(a) ? b : a));
+      out.push(...flattenUnions(best, path));
+      continue;
+    }
+    out.push({ ...issue, path } as z.core.$ZodIssue);
   }
   return out;
 }

@@ -2,6 +2,7 @@ import type { ActionGovernor, DeferCode, HostTrust } from '../monitor/action-gov
 import type { Detection } from '../monitor/detection.ts';
 import type { EventRecord } from '../state/state-store.ts';
 import { describeSkipped, type TargetCandidates } from './trusted-candidates.ts';
+import { background } from '../shared/background.ts';
 
 /** While the failover waits for a target to earn trust by probes (no time to wait for), it asks again this often. */
 const TRUST_RETRY_MS = 500;
@@ -117,7 +118,7 @@ export class AutoFailover {
     if (avoid.length > 0) {
       this.deps.addEvent({ site, host, kind: 'cooldown-waived', message: `${site}: automatic failover from ${host} starts at once: ${d.why}`, data: { why: d.why, avoid, targets: candidates, failure: detection.failure } });
     }
-    void this.deps.start(site, host, detection, { avoid }).finally(() => this.deps.governor.completed(site, 'failover'));
+    background(this.deps.start(site, host, detection, { avoid }).finally(() => this.deps.governor.completed(site, 'failover')));
   }
 
   private defer(site: string, host: string, detection: Detection, code: Pending['code'], why: string, retryAt: number | null): void {

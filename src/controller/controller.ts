@@ -6,10 +6,10 @@ import { StaleAppWatch } from '../monitor/stale-app-watch.ts';
 import { probeDetection, type Detection } from '../monitor/detection.ts';
 import { MalfunctionWatch } from '../monitor/malfunction-watch.ts';
 import { LoadWatch, type LoadEpisode } from '../monitor/load-watch.ts';
-import { LocalListeners } from '../hosts/local-listeners.ts';
+import { LocalListeners, type ListenerLookup } from '../hosts/local-listeners.ts';
 import { formatTransformDiff } from '../transform/diff.ts';
 import { isProcessAlive } from '../power/process-group.ts';
-import { LocalRelay } from '../power/local-relay.ts';
+import { HostRelays } from '../power/host-relays.ts';
 import type { RelayDriver, RelayStatus } from '../power/relay.ts';
 import type { ConnErrorSignal, RouteTable, SiteStats, StorageStatus, VaultPoint, VolumeStatus } from '../shared/contracts.ts';
 import type { ActionGovernor } from '../monitor/action-governor.ts';
@@ -39,6 +39,7 @@ import { MalfunctionTriage } from './malfunction-triage.ts';
 import { trustedCandidates } from './trusted-candidates.ts';
 import { sleep, waitFor } from './timing.ts';
 import { Drills } from './drills.ts';
+import { background } from '../shared/background.ts';
 
 const RECONCILE_EVERY_MS = 1000;
 const STORAGE_POLL_MS = 250;
@@ -52,6 +53,7 @@ const STORAGE_POLL_MS = 250;
 export class Controller {
   readonly store: StateStore;
   readonly relay: RelayDriver;
+  private readonly relays: HostRelays;
   readonly clients: PartClients;
   readonly log: pino.Logger;
   /** The no-flapping memory (cooldowns, host trust, flap hold-outs) every automatic action asks first. */
@@ -85,13 +87,22 @@ export class Controller {
   /** Rehearsals (`understudy drill`): they hold off scaling and give way to any runbook (drills.ts). */
   readonly drills: Drills;
 
+  /** A timer's or a watcher's work that failed where nothing awaited it: logged, never lost. */
+  private readonly onBackgroundError = (err: unknown): void => { this.log.error({ err }, 'background work of the controller failed; it runs again at its next tick'); };
+
   constructor(readonly config: UnderstudyConfig, logger?: pino.Logger) {
     this.log = logger ?? pino({ level: process.env.UNDERSTUDY_LOG_LEVEL ?? 'info' }, pino.destination(2));
     this.store = new StateStore(config.controller.stateDir);
-    this.relay = new LocalRelay(config, this.store, path.join(config.controller.stateDir, 'logs'));
+    this.relays = new HostRelays(config, this.store, path.join(config.controller.stateDir, 'logs'));
+    this.relay = this.relays;
     this.clients = new PartClients(config);
     // Embedded hosts share one network stack: who answers on an address is told by the process that listens (local-listeners.ts).
-    const listeners = new LocalListeners(() => Object.keys(config.hosts).map((h) => ({ host: h, group: this.store.getRelay(h)?.pgid ?? null })));
+    const local = new LocalListeners(() => Object.keys(config.hosts).map((h) => ({ host: h, group: this.store.getRelay(h)?.pgid ?? null })));
+    // A host behind another relay is another machine: this machine's sockets say nothing about it.
+    const remote = new Set(Object.values(config.hosts).filter((h) => h.power !== 'local').map((h) => h.address));
+    const listeners: ListenerLookup = {
+      whoListens: (address, port) => (remote.has(address) ? { kind: 'unknown', why: `${address} is another machine` } : local.whoListens(address, port)),
+    };
     this.staleWatch = new StaleAppWatch(config, this.store, (site, host) => this.scale.readers.of(site).some((r) => r.host === host), listeners);
     this.poolWatch = new PoolWatch({ config, store: this.store, readers: () => this.scale.allReaders() });
     this.governor = createGovernor(config);
@@ -157,7 +168,7 @@ export class Controller {
   }
 
   async start(): Promise<void> {
-    this.storageTimer = setInterval(() => void this.pollStorage(), STORAGE_POLL_MS);
+    this.storageTimer = setInterval(() => background(this.pollStorage(), this.onBackgroundError), STORAGE_POLL_MS);
     await this.pollStorage();
     this.directorStats.start();
     // Resume what a previous controller left half-done before anything else.
@@ -173,10 +184,11 @@ export class Controller {
       else if (rec.state === 'starting') await this.startSite(site);
     }
     await this.reconcileAll();
-    this.reconcileTimer = setInterval(() => void this.reconcileAll(), RECONCILE_EVERY_MS);
+    this.reconcileTimer = setInterval(() => background(this.reconcileAll(), this.onBackgroundError), RECONCILE_EVERY_MS);
     this.scale.start(this.store.runningRunbooks().filter((rb) => ScaleController.owns(rb.kind)));
     this.staleWatch.start();
     this.trustWatch.start();
+    this.relays.watch();
   }
 
   async stop(): Promise<void> {
@@ -187,6 +199,7 @@ export class Controller {
     this.scale.stop();
     this.staleWatch.stop();
     this.trustWatch.stop();
+    this.relays.unwatch();
     this.autoFailover.stop();
     for (const w of this.malfunctionWatches.values()) w.stop();
     this.malfunctionWatches.clear();
@@ -387,7 +400,7 @@ export class Controller {
    */
   private onDetection(site: string, host: string, d: Detection): void {
     if (d.failure === 'malfunction') {
-      void this.judgeMalfunction(site, host, d);
+      background(this.judgeMalfunction(site, host, d), this.onBackgroundError);
       return;
     }
     this.actOnDetection(site, host, d);
@@ -489,7 +502,7 @@ export class Controller {
       .catch((e: Error) => this.log.error({ site, err: e.message }, 'runbook stopped'))
       .finally(() => {
         this.activeRunbooks.delete(site);
-        if (!this.stopped) void this.reconcileAll();
+        if (!this.stopped) background(this.reconcileAll(), this.onBackgroundError);
       });
     this.activeRunbooks.set(site, p);
   }

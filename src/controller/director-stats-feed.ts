@@ -1,4 +1,5 @@
 import type { SiteStats } from '../shared/contracts.ts';
+import { background } from '../shared/background.ts';
 
 /** How often the director's passive statistics are read. */
 export const DIRECTOR_STATS_EVERY_MS = 500;
@@ -36,7 +37,7 @@ export class DirectorStatsFeed {
   start(): void {
     if (this.timer) return;
     this.stopped = false;
-    this.timer = setInterval(() => void this.poll(), this.everyMs);
+    this.timer = setInterval(() => background(this.poll()), this.everyMs);
   }
 
   stop(): void {

@@ -1,6 +1,7 @@
 import type { UnderstudyConfig } from '../config/types.ts';
 import type { ActionGovernor, HostTrust } from '../monitor/action-governor.ts';
 import type { EventRecord } from '../state/state-store.ts';
+import { background } from '../shared/background.ts';
 
 /** How often hosts that are no site's primary are probed for trust, by default. */
 export const HOST_TRUST_EVERY_MS = 500;
@@ -42,7 +43,7 @@ export class HostTrustWatch {
   constructor(private readonly deps: HostTrustWatchDeps, private readonly everyMs = HOST_TRUST_EVERY_MS) {}
 
   start(): void {
-    if (!this.timer) this.timer = setInterval(() => void this.tick(), this.everyMs);
+    if (!this.timer) this.timer = setInterval(() => background(this.tick()), this.everyMs);
   }
 
   stop(): void {

@@ -14,6 +14,7 @@ import type { RunbookDeps } from './runbook-journal.ts';
 import { ScaleInRunbook, type ScaleInData } from './scale-in-runbook.ts';
 import { ScaleOutRunbook, type ScaleDeps, type ScaleOutData } from './scale-out-runbook.ts';
 import { appEndpoint, routeFor, siteProbe } from './site-facts.ts';
+import { background } from '../shared/background.ts';
 
 /** The span the slowdown detector's p95s cover: the director's `recentLatencyMs` (1–2 s). */
 const STATS_WINDOW_MS = RECENT_LATENCY_SECONDS * 1000;
@@ -116,7 +117,7 @@ export class ScaleController {
     this.stopped = true;
     this.peers.stop();
     if (this.probeTimer) clearInterval(this.probeTimer);
-    for (const p of this.probes.values()) void p.probe.close();
+    for (const p of this.probes.values()) background(p.probe.close());
     this.probes.clear();
   }
 
@@ -328,15 +329,14 @@ export class ScaleController {
         if (p.running) continue;
         p.running = true;
         const probe = p;
-        void probe.probe.run().then((res) => {
-          probe.running = false;
+        background(probe.probe.run().then((res) => {
           probe.healthy = res.ok;
           probe.fails = res.ok ? 0 : probe.fails + 1;
           if (probe.fails >= READER_FALL) this.readerFailed(site, r.host, res.error ?? 'probe failed');
-        });
+        }).finally(() => { probe.running = false; }));
       }
     }
-    for (const [key, p] of this.probes) if (!want.has(key)) { void p.probe.close(); this.probes.delete(key); }
+    for (const [key, p] of this.probes) if (!want.has(key)) { background(p.probe.close()); this.probes.delete(key); }
   }
 
   private readerFailed(site: string, host: string, error: string): void {

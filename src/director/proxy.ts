@@ -142,7 +142,7 @@ export class SiteProxy {
     const c = this.counters.sync;
     c.waits++;
     const t0 = performance.now();
-    void this.opts.barrier.barrier(this.site, sync).then((r) => {
+    this.opts.barrier.barrier(this.site, sync).then((r) => {
       const ms = performance.now() - t0;
       c.latency.record(ms);
       this.opts.metrics.syncWait.labels({ site: this.site, outcome: r.outcome }).observe(ms / 1000);
@@ -157,6 +157,10 @@ export class SiteProxy {
       c.timeouts++;
       this.opts.logger.warn({ site: this.site, reason: r.reason, waitedMs: Math.round(ms) }, 'sync write not confirmed by the replica; answered 503 US_SYNC_TIMEOUT');
       ex.failHeld(`the write was applied by the app, but the replica did not confirm it within ${sync.timeoutMs} ms (${r.reason ?? r.outcome}); it may be lost if the primary fails now: check (e.g. look it up) before sending it again`);
+    }).catch((err: unknown) => {
+      // The barrier never rejects; a fault in the release above must still answer the held write.
+      this.opts.logger.error({ site: this.site, err: String(err) }, 'sync release failed; answered 503');
+      ex.failHeld('the write was applied by the app, but its replication could not be confirmed (an internal error of the director): check (e.g. look it up) before sending it again');
     });
   }
 

@@ -1,5 +1,6 @@
 import { Pool } from 'undici';
 import type { RouteTable, SyncBarrierResponse } from '../shared/contracts.ts';
+import { background } from '../shared/background.ts';
 
 /**
  * The director's side of sync mode: asks the storage processor holding a site's
@@ -46,7 +47,7 @@ export class SyncBarrierClient {
       setImmediate(() => {
         this.batches.delete(key);
         this.counts.calls++;
-        void this.call(site, sync).then((r) => { for (const w of batch) w(r); });
+        background(this.call(site, sync).then((r) => { for (const w of batch) w(r); })); // call() never rejects
       });
     }
     const list = waiters;

@@ -2,6 +2,7 @@ import type { ProbeConfig } from '../config/types.ts';
 import { isProcessAlive } from '../power/process-group.ts';
 import type { ProbeResult } from './http-probe.ts';
 import { createProbe, type AppProbe } from './app-probe.ts';
+import { background } from '../shared/background.ts';
 
 export interface FailureEvidence {
   /** `process-gone`: the host's process group leader died; `probe`: `fall` probes in a row failed. */
@@ -81,7 +82,7 @@ export class SiteMonitor {
     this.stopped = true;
     if (this.probeTimer) clearTimeout(this.probeTimer);
     if (this.processTimer) clearInterval(this.processTimer);
-    void this.probe.close();
+    background(this.probe.close());
   }
 
   /** The director could not connect to this primary: probe now. */
@@ -93,7 +94,7 @@ export class SiteMonitor {
   private scheduleProbe(delayMs: number): void {
     if (this.stopped || this.fired) return;
     if (this.probeTimer) clearTimeout(this.probeTimer);
-    this.probeTimer = setTimeout(() => void this.runProbe(), delayMs);
+    this.probeTimer = setTimeout(() => background(this.runProbe()), delayMs);
   }
 
   private async runProbe(): Promise<void> {

@@ -2,6 +2,7 @@ import type { UnderstudyConfig } from '../config/types.ts';
 import type { StateStore } from '../state/state-store.ts';
 import { appEndpoint, siteProbe } from '../controller/site-facts.ts';
 import type { ListenerLookup, ListenerOwner } from '../hosts/local-listeners.ts';
+import { background } from '../shared/background.ts';
 
 const EVERY_MS = 1000;
 
@@ -41,7 +42,7 @@ export class StaleAppWatch {
   ) {}
 
   start(): void {
-    this.timer = setInterval(() => void this.tick(), EVERY_MS);
+    this.timer = setInterval(() => background(this.tick()), EVERY_MS);
   }
 
   stop(): void {

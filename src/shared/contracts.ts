@@ -210,8 +210,12 @@ export interface VerificationProblem {
    * chunk-corrupt a chunk's content does not match its sha256
    * file-hash     a rebuilt file does not match the sha256 in its manifest
    * unreadable    the file could not be read or copied
+   * wal-frame     a committed WAL frame (below the WAL index's end, or what was shipped and
+   *               confirmed) no longer verifies, or the WAL lost or rewrote committed frames:
+   *               a fresh open would drop the commits from there on (src/storage/wal-chain-check.ts)
+   * page          a page of the database file differs from what was shipped (src/storage/page-record.ts)
    */
-  kind: 'quick-check' | 'checksum' | 'chunk-missing' | 'chunk-corrupt' | 'file-hash' | 'unreadable';
+  kind: 'quick-check' | 'checksum' | 'chunk-missing' | 'chunk-corrupt' | 'file-hash' | 'unreadable' | 'wal-frame' | 'page';
   detail: string;
 }
 

@@ -9,8 +9,10 @@ import { WAL_HEADER_SIZE, frameOffset, frameSize, parseWalHeader, sameWalGenerat
 import { readWalIndexHeader } from './wal-index.ts';
 import { CatchUpBarrier, type WalPosition } from './catch-up-barrier.ts';
 import type { ReplicaClient } from './replica-protocol.ts';
+import { PageRecord } from './page-record.ts';
+import { inspectWalChain, type WalEnd } from './wal-chain-check.ts';
 import { sendImage } from './image-sender.ts';
-import type { GenerationSeed } from '../shared/contracts.ts';
+import type { GenerationSeed, VerificationProblem } from '../shared/contracts.ts';
 
 /**
  * Ships one SQLite database (WAL mode) to a replica by copying verbatim WAL frames,
@@ -55,6 +57,19 @@ export interface DbShipperOptions {
   maxBatchBytes?: number;
   /** Called whenever `ackedLsn` grows. */
   onAck?: () => void;
+  /**
+   * The last position confirmed by the replica in an earlier run (persisted by the live
+   * copy check): a new generation refuses a WAL that no longer reaches it (see `newGeneration`).
+   */
+  knownEnd?: () => WalEnd | null;
+  /** Idle time after which the replica is asked whether it still holds what was shipped (`held`); 0: never. @default 0 */
+  heartbeatMs?: number;
+}
+
+/** What the shipper knows the replica holds of this database: the position and the page record there. */
+export interface ShippedState {
+  end: WalEnd;
+  record: PageRecord | null;
 }
 
 interface Track {
@@ -107,7 +122,7 @@ export class DbShipper {
   private readonly dbPath: string;
   private readonly walPath: string;
   private readonly shmPath: string;
-  private readonly opts: Required<Omit<DbShipperOptions, 'onAck'>> & Pick<DbShipperOptions, 'onAck'>;
+  private readonly opts: Required<Omit<DbShipperOptions, 'onAck' | 'knownEnd'>> & Pick<DbShipperOptions, 'onAck' | 'knownEnd'>;
   private readonly log: Logger;
   private R: Database.Database | null = null;
   private W: Database.Database | null = null;
@@ -121,6 +136,15 @@ export class DbShipper {
   private window: Buffer | null = null;
   /** Position of the last checkpoint cycle: one cycle per position is enough. */
   private lastCycleLsn = -1;
+  /** The pages of the database at the position the replica confirmed (page-record.ts). */
+  private record: PageRecord | null = null;
+  /** The last position the replica confirmed (kept across generations, for the damage check of the next one). */
+  private lastShipped: WalEnd | null = null;
+  /** Set when the WAL failed its check before a checkpoint: no checkpoint copies its frames into the db file. */
+  private damaged: VerificationProblem[] | null = null;
+  /** When the replica last answered a request of ours (for the idle heartbeat). */
+  private lastContactAt = 0;
+  private heartbeatOff = false;
 
   state: ReplicationState = 'none';
   generation = 0;
@@ -139,7 +163,7 @@ export class DbShipper {
   private sleeping: 'idle' | 'backoff' | null = null;
 
   constructor(opts: DbShipperOptions) {
-    this.opts = { checkpointFrames: 1000, idlePollMs: 10, chunkBytes: 8 << 20, maxBatchBytes: 16 << 20, ...opts };
+    this.opts = { checkpointFrames: 1000, idlePollMs: 10, chunkBytes: 8 << 20, maxBatchBytes: 16 << 20, heartbeatMs: 0, ...opts };
     this.rel = opts.rel;
     this.dbPath = path.join(opts.volumeDir, opts.rel);
     this.walPath = `${this.dbPath}-wal`;
@@ -170,6 +194,17 @@ export class DbShipper {
     this.loop = null;
     this.closeConnections();
     if (this.state !== 'none') this.state = 'stopped';
+  }
+
+  /**
+   * What the replica holds of this database (null while a generation is being shipped,
+   * or when the WAL has no live frame yet): read synchronously by the live copy check,
+   * which compares the source's WAL and db file with it.
+   */
+  shippedState(): ShippedState | null {
+    const t = this.track;
+    if (!t || t.stale || !t.hdr || !this.lastShipped) return null;
+    return { end: this.lastShipped, record: this.record };
   }
 
   /** Age of the oldest committed change not yet confirmed by the replica (0 when caught up). */
@@ -274,6 +309,7 @@ export class DbShipper {
           pass = 'shipped';
         } else {
           pass = await this.pollOnce();
+          if (pass === 'idle') await this.heartbeat();
         }
         backoff = 50;
         this.state = 'streaming';
@@ -476,17 +512,21 @@ export class DbShipper {
     let track!: Track;
     let imagePos!: WalPosition;
     await this.withWriteLock(() => {
-      this.beginRead();
+      // W's BEGIN IMMEDIATE brought the WAL index up to date (running SQLite's recovery if
+      // nobody had the database open), and nothing commits nor restarts the WAL until the
+      // end of this block. R moves (beginRead) only once the WAL is known whole: refuseDamaged.
       const idx = readWalIndexHeader(this.shmPath);
       if (!idx) throw new UnderstudyError('US_REPLICATION', `${this.dbPath}-shm: cannot read the WAL index; is the database in WAL mode?`);
       // The image is the state the WAL index names: nothing commits under the write lock.
       imagePos = { salt1: idx.salt1, salt2: idx.salt2, frame: idx.mxFrame };
       const fileHdr = parseWalHeader(this.readWalSync(0, WAL_HEADER_SIZE));
       const live = fileHdr !== null && fileHdr.salt1 === idx.salt1 && fileHdr.salt2 === idx.salt2;
+      const body = idx.mxFrame > 0 && live ? this.readWalSync(WAL_HEADER_SIZE, idx.mxFrame * frameSize(fileHdr.pageSize)) : null;
+      const scan = body && fileHdr ? scanFrames(body, fileHdr, 1, fileHdr.checksum) : null;
+      this.refuseDamaged(idx, live, body, scan);
+      this.beginRead();
       if (idx.mxFrame > 0) {
-        if (!live) throw new UnderstudyError('US_REPLICATION', `${this.walPath}: the WAL header does not match the WAL index`);
-        const body = this.readWalSync(WAL_HEADER_SIZE, idx.mxFrame * frameSize(fileHdr.pageSize));
-        const scan = scanFrames(body, fileHdr, 1, fileHdr.checksum);
+        if (!live || !body || !scan) throw new UnderstudyError('US_REPLICATION', `${this.walPath}: the WAL header does not match the WAL index`);
         if (scan.lastCommitIndex < idx.mxFrame) {
           throw new UnderstudyError('US_REPLICATION', `${this.walPath}: live frames 1..${idx.mxFrame} do not verify (valid commits up to ${scan.lastCommitIndex})`);
         }
@@ -506,10 +546,15 @@ export class DbShipper {
     this.noteSeen(capturedLsn);
     this.walSeq = walSeq;
     this.track = null;
+    this.record = null;
     this.generation = generation;
     const seed = await this.sendImage(generation, image, wal);
     if (seed === null) return; // stopped
     this.track = track;
+    // The image is the database at the track's position: the page record starts from it.
+    this.record = PageRecord.ofImage(image);
+    this.damaged = null;
+    this.lastContactAt = Date.now();
     // The replica holds the state (salts, mxFrame) of the WAL index at the image — also
     // when the WAL had no live frame (mxFrame 0, the database file held everything): an
     // idle database (catalog.db) then releases its barriers by position at once, since
@@ -544,7 +589,8 @@ export class DbShipper {
     const shipped = await this.shipFrom(hdr);
     // Under steady load there is always something new: the cycle captures it under the lock.
     const t2 = this.track!;
-    if (shipped !== 'more' && t2.lastFrame >= this.opts.checkpointFrames && lsnOf(t2.walSeq, t2.lastFrame) !== this.lastCycleLsn) return this.checkpointCycle();
+    // A damaged WAL is not checkpointed by us any more (see checkpointCycle).
+    if (shipped !== 'more' && !this.damaged && t2.lastFrame >= this.opts.checkpointFrames && lsnOf(t2.walSeq, t2.lastFrame) !== this.lastCycleLsn) return this.checkpointCycle();
     return shipped;
   }
 
@@ -599,6 +645,8 @@ export class DbShipper {
     this.walSeq = walSeq;
     this.ackedAt(this.track);
     this.noteAcked(lsn);
+    this.record?.applyFrames(frames); // verified, committed, and now on the replica
+    this.lastContactAt = Date.now();
   }
 
   /**
@@ -606,7 +654,58 @@ export class DbShipper {
    * `t.lastFrame` of the WAL with `t.hdr`'s salts (a leftover header names no state).
    */
   private ackedAt(t: Track): void {
-    if (!t.stale && t.hdr !== null) this.barrier.acked({ salt1: t.hdr.salt1, salt2: t.hdr.salt2, frame: t.lastFrame });
+    if (t.stale || t.hdr === null) return;
+    this.barrier.acked({ salt1: t.hdr.salt1, salt2: t.hdr.salt2, frame: t.lastFrame });
+    this.lastShipped = { salt1: t.hdr.salt1, salt2: t.hdr.salt2, frame: t.lastFrame, checksum: t.checksum };
+  }
+
+  /**
+   * A new generation's check, under the write lock (nothing commits, the WAL cannot
+   * restart), with the frames 1..mxFrame it read and scanned anyway: they must verify, and
+   * the position the replica confirmed last (`lastShipped`, or the one an earlier run
+   * persisted) must still be there with the checksum shipped — else SQLite's recovery
+   * already dropped commits (a restart after damage). A copy that fails is damaged, and a
+   * generation of it would replace the replica's good copy with its truncated state: it is
+   * refused, before R moves (R's read mark bounds what a checkpoint may copy into the db
+   * file). The live copy check reports the damage; the replica keeps what it holds.
+   */
+  private refuseDamaged(idx: { salt1: number; salt2: number; mxFrame: number }, live: boolean, body: Buffer | null, scan: ReturnType<typeof scanFrames> | null): void {
+    const known = this.lastShipped ?? this.opts.knownEnd?.() ?? null;
+    let bad = idx.mxFrame > 0 && (!live || !body || !scan || scan.lastCommitIndex < idx.mxFrame);
+    if (!bad && known && known.frame > 0 && known.salt1 === idx.salt1 && known.salt2 === idx.salt2) {
+      if (idx.mxFrame < known.frame || !body) bad = true;
+      else {
+        // The chain verified: a frame's stored checksum is the chain's value there.
+        const at = (known.frame - 1) * (body.length / idx.mxFrame) + 16;
+        bad = body.readUInt32BE(at) !== known.checksum[0] || body.readUInt32BE(at + 4) !== known.checksum[1];
+      }
+    }
+    if (!bad) return;
+    // The detailed report (which frame, how many commits): read once more, on this rare path.
+    const chain = inspectWalChain(this.dbPath, this.rel, { committed: { salt1: idx.salt1, salt2: idx.salt2, frames: idx.mxFrame }, known });
+    const problems: VerificationProblem[] = chain.problems.length > 0 ? chain.problems : [{ file: `${this.rel}-wal`, kind: 'wal-frame', detail: 'the WAL does not hold the frames committed and confirmed' }];
+    this.damaged = problems;
+    const p = problems[0]!;
+    throw new UnderstudyError('US_REPLICATION', `${path.join(this.opts.volumeDir, p.file)}: ${p.detail}; no new generation is shipped from a damaged copy (the replica keeps what it holds)`, { problems });
+  }
+
+  /**
+   * Idle: once every `heartbeatMs` the replica is asked whether it still holds what was
+   * shipped (`held`). A replica that found its copy damaged, or restarted, answers
+   * needSnapshot, and the loop ships a new generation: a replica is re-seeded even when
+   * the database is not written. A replica that does not know the request (US_NOT_FOUND:
+   * an older version, a reader copy) is not asked again.
+   */
+  private async heartbeat(): Promise<void> {
+    const t = this.track;
+    if (!t || this.heartbeatOff || this.opts.heartbeatMs <= 0 || Date.now() - this.lastContactAt < this.opts.heartbeatMs) return;
+    this.lastContactAt = Date.now();
+    try {
+      await this.opts.client.held({ db: this.rel, generation: this.generation, lastFrame: t.lastFrame });
+    } catch (e) {
+      if (isUnderstudyError(e) && e.code === 'US_NOT_FOUND' && (e.details as { needSnapshot?: boolean } | undefined)?.needSnapshot !== true) { this.heartbeatOff = true; return; }
+      throw e;
+    }
   }
 
   /**
@@ -655,6 +754,22 @@ export class DbShipper {
    */
   private async checkpointCycle(): Promise<Pass> {
     const t = this.track!;
+    // A checkpoint copies the newest version of each page from the WAL into the db file
+    // without verifying frames: one of a damaged WAL would write the damage into the db
+    // file and, once the WAL restarts, erase the evidence. So the frames are checked first,
+    // outside the write lock (frames up to mxFrame do not change until the WAL restarts,
+    // and R pins it); those committed since are scanned under the lock below. A damaged WAL
+    // is not checkpointed by us again (R stays where it is, which bounds the app's own
+    // checkpoints too) until the copy is replaced; the frames that verified still ship.
+    const pre = readWalIndexHeader(this.shmPath);
+    if (pre && t.hdr && pre.salt1 === t.hdr.salt1 && pre.salt2 === t.hdr.salt2) {
+      const chain = inspectWalChain(this.dbPath, this.rel, { committed: { salt1: pre.salt1, salt2: pre.salt2, frames: pre.mxFrame }, known: this.lastShipped });
+      if (chain.problems.length > 0) {
+        this.damaged = chain.problems;
+        this.log.error({ problems: chain.problems }, 'the WAL is damaged: no checkpoint of it (the copy must be replaced)');
+        return 'shipped';
+      }
+    }
     let captured: { first: number; frames: Buffer; last: number; checksum: WalChecksum } | null = null;
     let ok = true;
     await this.withWriteLock(() => {
@@ -669,6 +784,10 @@ export class DbShipper {
         const scan = scanFrames(data, t.hdr, t.lastFrame + 1, t.checksum);
         if (scan.lastCommitIndex !== idx.mxFrame) throw new GapError(`${this.walPath}: frames up to ${idx.mxFrame} do not verify`);
         captured = { first: t.lastFrame + 1, frames: Buffer.from(scan.frames), last: scan.lastCommitIndex, checksum: scan.lastCommitChecksum };
+      }
+      if (!pre || pre.salt1 !== idx.salt1 || pre.salt2 !== idx.salt2) {
+        ok = false; // the WAL restarted since it was checked: the next poll handles it
+        return;
       }
       const R = this.R!;
       if (R.inTransaction) R.exec('ROLLBACK');

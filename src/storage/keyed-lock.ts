@@ -1,3 +1,5 @@
+import { background } from '../shared/background.ts';
+
 /**
  * Serializes async work per key (a site): control commands and replica writes on one
  * volume never interleave, so a promotion waits for an append in progress and every
@@ -11,7 +13,7 @@ export class KeyedLock {
     const next = prev.then(fn, fn);
     const tail = next.catch(() => undefined);
     this.tails.set(key, tail);
-    void tail.then(() => { if (this.tails.get(key) === tail) this.tails.delete(key); });
+    background(tail.then(() => { if (this.tails.get(key) === tail) this.tails.delete(key); }));
     return next;
   }
 }

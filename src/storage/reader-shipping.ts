@@ -4,6 +4,7 @@ import { UnderstudyError } from '../shared/errors.ts';
 import type { ReplicationTuning } from './volume-shipper.ts';
 import { VolumeShipper } from './volume-shipper.ts';
 import { portionFilter } from './reader-portion.ts';
+import { background } from '../shared/background.ts';
 
 /**
  * The source side of reader copies: the storage processor holding a site's primary
@@ -46,7 +47,7 @@ export class ReaderShipping {
     if (!m) { m = new Map(); this.shippers.set(site, m); }
     const cur = m.get(to.name);
     if (!cur || cur.to.url !== to.url) {
-      void cur?.stop();
+      if (cur) background(cur.stop());
       const s = new VolumeShipper({
         site, volumeDir: p.dir, from: this.deps.name, to, epochOf: () => this.deps.primaryOf(site)?.epoch ?? epoch,
         logger: this.deps.log.child({ readerCopy: to.name }), include: portionFilter(portion), channel: 'reader',

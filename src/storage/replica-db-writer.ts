@@ -3,7 +3,10 @@ import fsp from 'node:fs/promises';
 import path from 'node:path';
 import { createHash } from 'node:crypto';
 import Database from 'better-sqlite3';
+import type { VerificationProblem } from '../shared/contracts.ts';
 import { UnderstudyError } from '../shared/errors.ts';
+import { PageRecord, pageProblem, readPageSlice, type PageCursor } from './page-record.ts';
+import { inspectWalChain, type ChainExpectation, type WalEnd } from './wal-chain-check.ts';
 import { fsyncDir, removeDurable, TEMP_PREFIX } from './fs-durable.ts';
 import { SQLITE_MAGIC } from './sqlite-file.ts';
 import { decodeWalPart, fileBlockHashes, sqlitePageSize, writeBlocks } from './block-diff.ts';
@@ -39,15 +42,91 @@ interface Tail {
   checksum: WalChecksum;
 }
 
+export interface ReplicaDbWriterOptions {
+  /** The position this copy acknowledged in an earlier run (persisted by the live copy check), for a copy whose tail is unknown. */
+  known?: () => WalEnd | null;
+  /** Called when the copy is found damaged (it is then forgotten: the source re-seeds it). */
+  onDamage?: (rel: string, problems: VerificationProblem[]) => void;
+}
+
+/** The copy failed its check (WAL chain, pages): `details.problems` says where. */
+export function damagedCopy(message: string, problems: VerificationProblem[]): UnderstudyError {
+  return new UnderstudyError('US_REPLICA_CORRUPT', message, { problems });
+}
+
 export class ReplicaDbWriter {
   private readonly dbPath: string;
   private readonly walPath: string;
   /** What the replica holds; unknown after a restart (the source then sends a snapshot). */
   private tail: Tail | null = null;
+  /** The pages of the database at `tail` (page-record.ts); with `tail`, from what was received. */
+  private record: PageRecord | null = null;
+  /** Set when the copy failed its check: nothing is appended or folded until a new snapshot replaces it. */
+  private damage: VerificationProblem[] | null = null;
 
-  constructor(volumeDir: string, readonly rel: string) {
+  constructor(volumeDir: string, readonly rel: string, private readonly opts: ReplicaDbWriterOptions = {}) {
     this.dbPath = path.join(volumeDir, rel);
     this.walPath = `${this.dbPath}-wal`;
+  }
+
+  /** The position held and acknowledged (null when unknown or damaged). */
+  heldEnd(): WalEnd | null {
+    const t = this.tail;
+    if (!t || !t.hdr || this.damage) return null;
+    return { salt1: t.hdr.salt1, salt2: t.hdr.salt2, frame: t.lastFrame, checksum: t.checksum };
+  }
+
+  /** The problems found, while the copy waits to be re-seeded. */
+  get damaged(): VerificationProblem[] | null {
+    return this.damage;
+  }
+
+  /**
+   * The live copy check of this database (call it where nothing is appended: under the
+   * volume lock). The WAL must hold frames 1..tail verbatim (the chain from its header)
+   * — or, with the tail unknown after a restart, the position acknowledged in an earlier
+   * run — and every page of the db file that no WAL frame supersedes must be the page
+   * received. A copy that fails is forgotten (`forgetDamaged`): the source's next
+   * request gets needSnapshot and ships a new generation over it.
+   */
+  check(cursor: PageCursor, pageBytes: number, walBudget?: ChainExpectation['budget']): VerificationProblem[] {
+    if (this.damage) return this.damage;
+    const { problems, shadowed } = this.inspectWal(walBudget);
+    if (this.tail && this.record && shadowed) {
+      const slice = readPageSlice(this.dbPath, this.record, cursor, pageBytes);
+      const bad = slice ? this.record.differing(slice.buf, slice.from, shadowed) : [];
+      if (bad.length > 0) problems.push(pageProblem(this.rel, bad, this.record.pageSize));
+    }
+    if (problems.length > 0) this.forgetDamaged(problems);
+    return problems;
+  }
+
+  /** The WAL against the tail held (or the position acknowledged in an earlier run); the pages its frames hold. */
+  private inspectWal(budget?: ChainExpectation['budget']): { problems: VerificationProblem[]; shadowed: ReadonlySet<number> | null } {
+    const t = this.tail;
+    const known = t ? null : this.opts.known?.() ?? null;
+    const committed = t ? (t.hdr ? { salt1: t.hdr.salt1, salt2: t.hdr.salt2, frames: t.lastFrame } : { salt1: 0, salt2: 0, frames: 0 }) : null;
+    const chain = inspectWalChain(this.dbPath, this.rel, { committed, known, ...(budget ? { budget } : {}) });
+    if (!chain.conclusive) {
+      // Under the volume lock nothing else writes this WAL: another header is not ours.
+      return { shadowed: chain.shadowed, problems: [{ file: `${this.rel}-wal`, kind: 'wal-frame', detail: `the WAL's header names another WAL than the one this replica holds (frames 1..${t?.lastFrame ?? 0}): it was replaced or damaged` }] };
+    }
+    return { problems: chain.problems, shadowed: chain.shadowed };
+  }
+
+  private forgetDamaged(problems: VerificationProblem[]): void {
+    this.damage = problems;
+    this.tail = null;
+    this.record = null;
+    this.opts.onDamage?.(this.rel, problems);
+  }
+
+  /** The source's idle heartbeat: still holding `generation` up to `lastFrame`? needSnapshot if not. */
+  held(generation: number, lastFrame: number): number {
+    const t = this.tail;
+    if (this.damage) throw needSnapshot(`${this.dbPath}: the copy is damaged (${this.damage[0]?.detail ?? '?'}); it must be re-seeded`);
+    if (!t || t.generation !== generation || t.lastFrame !== lastFrame) throw needSnapshot(`${this.dbPath}: does not hold generation ${generation} up to frame ${lastFrame}`);
+    return t.lastFrame;
   }
 
   private snapPath(generation: number, part: 'db' | 'wal'): string {
@@ -146,6 +225,9 @@ export class ReplicaDbWriter {
     else await fsp.rm(walTmp, { force: true });
     await fsyncDir(path.dirname(this.dbPath));
     this.tail = tail;
+    // The image is the database at the tail (the WAL part's frames are in it already).
+    this.record = PageRecord.ofImage(image);
+    this.damage = null;
     return tail.lastFrame;
   }
 
@@ -176,9 +258,17 @@ export class ReplicaDbWriter {
     if (!Number.isInteger(n) || n < 1 || scan.lastCommitIndex !== firstIndex + n - 1) {
       throw needSnapshot(`${this.dbPath}: frames ${firstIndex}.. do not continue the WAL checksum chain or do not end with a commit`);
     }
+    if (newWal) {
+      try {
+        this.fold(); // checked against the tail, which is still known here
+      } catch (e) {
+        // The WAL to fold is damaged: folding would make SQLite's recovery drop commits.
+        if (e instanceof UnderstudyError && e.code === 'US_REPLICA_CORRUPT') throw needSnapshot(e.message);
+        throw e;
+      }
+    }
     this.tail = null; // unknown until the write is durable
     if (newWal) {
-      this.fold();
       const tmp = `${path.dirname(this.walPath)}/${TEMP_PREFIX}${path.basename(this.walPath)}-${generation}`;
       const h = await fsp.open(tmp, 'w');
       try {
@@ -223,12 +313,24 @@ export class ReplicaDbWriter {
       }
     }
     this.tail = { generation, hdr, lastFrame: scan.lastCommitIndex, checksum: scan.lastCommitChecksum };
+    this.record?.applyFrames(frames);
     return scan.lastCommitIndex;
   }
 
-  /** Folds the -wal into the db file and removes -wal/-shm (checkpoint TRUNCATE, then close). */
+  /**
+   * Folds the -wal into the db file and removes -wal/-shm (checkpoint TRUNCATE, then close).
+   * Opening the copy runs SQLite's WAL recovery, which would silently drop every commit
+   * after a damaged frame and fold that shorter state in as the truth: so the WAL is
+   * checked against what this copy acknowledged first, and a damaged copy is refused
+   * (US_REPLICA_CORRUPT, `details.problems`) and forgotten; nothing is changed.
+   */
   fold(): void {
     if (!fs.existsSync(this.dbPath)) return;
+    const problems = this.damage ?? this.inspectWal().problems;
+    if (problems.length > 0) {
+      if (!this.damage) this.forgetDamaged(problems);
+      throw damagedCopy(`${this.dbPath}: ${problems[0]!.file}: ${problems[0]!.detail}`, problems);
+    }
     if (!fs.existsSync(this.walPath)) {
       fs.rmSync(`${this.dbPath}-shm`, { force: true });
       return;
@@ -245,6 +347,7 @@ export class ReplicaDbWriter {
   /** Forgets the in-memory tail (promotion, demotion). */
   reset(): void {
     this.tail = null;
+    this.record = null;
   }
 }
 

@@ -16,6 +16,11 @@ import { callJson } from '../shared/http-client.ts';
  *   POST /v1/replica/:site/snapshot/commit  { epoch, db, generation, dbSize, dbSha256, walSize, diff? } → { lastFrame }
  *   POST /v1/replica/:site/frames           { epoch, db, generation, newWal?, firstIndex, frames } → { lastFrame }
  *   POST /v1/replica/:site/files            { epoch, put: [{ path, data, mtimeMs, mode, sha256 }], delete: [path] }
+ *   POST /v1/replica/:site/held             { epoch, db, generation, lastFrame }  → { lastFrame }, or needSnapshot
+ *
+ * `held` is the source's idle heartbeat: the replica answers needSnapshot when it no
+ * longer holds that generation up to that frame (it restarted, or its live copy check
+ * found the copy damaged and forgot it), so a copy is re-seeded without waiting for a write.
  *
  * A differential generation (the replica already holds an older copy: failback) asks
  * `snapshot/base` first: the replica copies its best older copy of the database aside
@@ -57,6 +62,7 @@ export const framesSchema = z.object({
   epoch, db: dbName, generation: z.number().int(), newWal: b64.optional(),
   firstIndex: z.number().int().positive(), frames: b64,
 });
+export const heldSchema = z.object({ epoch, db: dbName, generation: z.number().int(), lastFrame: z.number().int().nonnegative() });
 export const filesSchema = z.object({
   epoch,
   put: z.array(z.object({ path: z.string().min(1), data: b64, mtimeMs: z.number(), mode: z.number().int(), sha256: z.string() })),
@@ -74,6 +80,7 @@ export type SnapshotBase = z.infer<typeof snapshotBaseSchema>;
 export type SnapshotBlocks = z.infer<typeof snapshotBlocksSchema>;
 export type FramesRequest = z.infer<typeof framesSchema>;
 export type FilesRequest = z.infer<typeof filesSchema>;
+export type HeldRequest = z.infer<typeof heldSchema>;
 
 /** The source side's handle on one replica volume: `epoch` is read at every call. */
 export class ReplicaClient {
@@ -116,6 +123,10 @@ export class ReplicaClient {
 
   frames(f: Omit<FramesRequest, 'epoch'>): Promise<FramesResponse> {
     return callJson<FramesResponse>(this.url('frames'), { body: { ...f, epoch: this.epochOf() }, timeoutMs: this.timeoutMs });
+  }
+
+  held(h: Omit<HeldRequest, 'epoch'>): Promise<FramesResponse> {
+    return callJson<FramesResponse>(this.url('held'), { body: { ...h, epoch: this.epochOf() }, timeoutMs: this.timeoutMs });
   }
 
   files(f: Omit<FilesRequest, 'epoch'>): Promise<unknown> {

@@ -7,16 +7,17 @@ import { z } from 'zod';
 import { renderedRuleSchema } from '../transform/rule-schema.ts';
 import type { RenderedRule } from '../transform/render-rules.ts';
 import type { UnderstudyConfig, StorageConfig } from '../config/types.ts';
-import type { DatabaseStatus, PromoteResponse, StorageStatus, SyncBarrierResponse, TransformResponse, VolumeStatus } from '../shared/contracts.ts';
+import type { DatabaseStatus, PromoteResponse, StorageStatus, SyncBarrierResponse, TransformResponse, VerificationProblem, VolumeStatus } from '../shared/contracts.ts';
 import { applyTransform } from '../transform/index.ts';
 import { seedProblem } from '../shared/seed.ts';
-import { UnderstudyError } from '../shared/errors.ts';
+import { UnderstudyError, isUnderstudyError } from '../shared/errors.ts';
 import { JsonRouter, createJsonServer, listen, parseBody } from '../shared/http-json.ts';
 import { applyFiles, replicaManifest } from './file-sync.ts';
 import { fsyncDir, tempPathFor } from './fs-durable.ts';
 import { KeyedLock } from './keyed-lock.ts';
 import { ReplicaDbWriter } from './replica-db-writer.ts';
-import { filesSchema, framesSchema, helloSchema, snapshotBaseSchema, snapshotBlocksSchema, snapshotChunkSchema, snapshotCommitSchema } from './replica-protocol.ts';
+import { filesSchema, framesSchema, heldSchema, helloSchema, snapshotBaseSchema, snapshotBlocksSchema, snapshotChunkSchema, snapshotCommitSchema } from './replica-protocol.ts';
+import { LiveCopyCheck, type LiveCopyCheckOptions } from './live-copy-check.ts';
 import { baseVolumeDirs, findBaseDatabase, seedReplicaFiles } from './replica-base.ts';
 import { listDatabases, readDatabaseHeader } from './sqlite-file.ts';
 import { switchDatabasesToWal } from './wal-switch.ts';
@@ -49,6 +50,8 @@ export interface StorageProcessorOptions {
   tuning?: ReplicationTuning;
   /** Schedules of backups and verification, chunk size, vault GC grace. */
   vault?: VaultServiceOptions;
+  /** The live copy check of WAL chains and db pages (live-copy-check.ts). */
+  liveCheck?: LiveCopyCheckOptions;
 }
 
 interface Volume {
@@ -91,6 +94,8 @@ export class StorageProcessor {
   private readonly readerShipping: ReaderShipping;
   /** Reader copies held here for reader hosts. */
   private readonly readerCopies: ReaderCopies;
+  /** Every live copy's WAL chain and db pages against what was shipped, every second. */
+  private readonly liveCheck: LiveCopyCheck;
   /** Throwaway copies of replicas for rehearsals (`understudy drill`), apart from everything else. */
   private readonly drills: DrillCopies;
 
@@ -113,14 +118,30 @@ export class StorageProcessor {
       withVolumeQuiesced: (site, fn) => this.withVolumeQuiesced(site, fn),
       volumeInfo: (site) => { const v = this.volumes.get(site); return v ? { role: v.meta.role, lastAppliedAt: v.lastAppliedAt ?? null } : undefined; },
     });
-    this.testHooks = new TestHooks({ withVolumeQuiesced: (site, fn) => this.withVolumeQuiesced(site, fn) }, name);
+    this.testHooks = new TestHooks({
+      withVolumeQuiesced: (site, fn) => this.withVolumeQuiesced(site, fn),
+      forgetHeld: (site) => { const v = this.volumes.get(site); for (const w of v?.writers.values() ?? []) w.reset(); v?.writers.clear(); },
+    }, name);
     this.vault = new VaultService({
       config, name, storage: s, log: this.log,
       sites: () => [...this.volumes.keys()].sort(),
       volumeInfo: (site) => { const v = this.volumes.get(site); return v ? { role: v.meta.role, epoch: v.meta.epoch, dir: v.dir } : undefined; },
       withVolumeQuiesced: (site, fn) => this.withVolumeQuiesced(site, fn),
       installRestored: (site, epoch, fromDir) => this.installRestored(site, epoch, fromDir),
+      copyKnowledge: (site, rel) => ({ state: this.volumes.get(site)?.shipper?.shippedStates().get(rel) ?? null, known: this.liveCheck.knownEnd(site, rel) }),
     }, opts.vault);
+    this.liveCheck = new LiveCopyCheck({
+      storagePath: s.path, log: this.log,
+      sites: () => [...this.volumes.keys()].sort(),
+      withCopy: (site, fn) => this.lock.run(site, async () => {
+        const v = this.volumes.get(site);
+        if (!v || !fs.existsSync(v.dir)) return undefined;
+        if (v.meta.role === 'primary') return fn({ role: 'primary', dir: v.dir, shipped: v.shipper?.shippedStates() ?? new Map() });
+        if (v.meta.role === 'replica') return fn({ role: 'replica', dir: v.dir, writer: (rel) => this.writer(v, rel) });
+        return undefined;
+      }),
+      report: (site, result) => this.vault.noticeLiveCheck(site, result),
+    }, opts.liveCheck);
   }
 
   /** Loads the meta of every volume, resumes shipping where it was, and listens. */
@@ -134,6 +155,7 @@ export class StorageProcessor {
     this.server = createJsonServer(this.router());
     await listen(this.server, this.storage.listen.host, this.storage.listen.port);
     this.vault.start(); // backup and verification timers
+    this.liveCheck.start();
     this.log.info({ listen: `${this.storage.listen.host}:${this.storage.listen.port}`, path: this.storage.path, volumes: this.volumes.size }, 'storage processor listening');
   }
 
@@ -144,6 +166,7 @@ export class StorageProcessor {
     if (server) {
       await new Promise<void>((resolve) => { server.close(() => resolve()); server.closeAllConnections(); });
     }
+    await this.liveCheck.stop();
     await this.vault.stop(); // timers off, running backups/verifications/restores settled
     await this.readerShipping.stopEverything();
     for (const v of this.volumes.values()) v.gate?.close();
@@ -262,7 +285,10 @@ export class StorageProcessor {
   }
 
   private startShipper(v: Volume, to: { name: string; url: string }): void {
-    v.shipper = new VolumeShipper({ site: v.meta.site, volumeDir: v.dir, from: this.name, to, epochOf: () => v.meta.epoch, logger: this.log, ...(this.tuning ? { tuning: this.tuning } : {}) });
+    v.shipper = new VolumeShipper({
+      site: v.meta.site, volumeDir: v.dir, from: this.name, to, epochOf: () => v.meta.epoch, logger: this.log, ...(this.tuning ? { tuning: this.tuning } : {}),
+      knownEnd: (rel) => this.liveCheck.knownEnd(v.meta.site, rel),
+    });
     v.shipper.start();
   }
 
@@ -278,19 +304,37 @@ export class StorageProcessor {
     await s?.stop();
   }
 
-  /** Folds every replica database's WAL into its file, leaving plain consistent databases. */
-  private foldDatabases(v: Volume): void {
+  /**
+   * Folds every replica database's WAL into its file, leaving plain consistent databases.
+   * A database whose WAL no longer holds what the replica acknowledged is not folded
+   * (that would make SQLite's recovery drop its newest commits): its problems are returned.
+   */
+  private foldDatabases(v: Volume): VerificationProblem[] {
+    const problems: VerificationProblem[] = [];
     for (const rel of listDatabases(v.dir)) {
-      const w = v.writers.get(rel) ?? new ReplicaDbWriter(v.dir, rel);
-      w.fold();
+      try {
+        this.writer(v, rel).fold();
+      } catch (e) {
+        if (!isUnderstudyError(e) || e.code !== 'US_REPLICA_CORRUPT') throw e;
+        problems.push(...((e.details as { problems?: VerificationProblem[] } | undefined)?.problems ?? []));
+      }
     }
     for (const w of v.writers.values()) w.reset();
     v.writers.clear();
+    return problems;
   }
 
   private writer(v: Volume, rel: string): ReplicaDbWriter {
     let w = v.writers.get(rel);
-    if (!w) { w = new ReplicaDbWriter(v.dir, rel); v.writers.set(rel, w); }
+    if (!w) {
+      const site = v.meta.site;
+      w = new ReplicaDbWriter(v.dir, rel, {
+        known: () => this.liveCheck.knownEnd(site, rel),
+        // Found while folding (outside a round): reported at once; the next round repeats it until re-seeded.
+        onDamage: (_rel, problems) => this.vault.noticeLiveCheck(site, { ok: false, problems, checkedAt: Date.now(), ms: 0 }, true),
+      });
+      v.writers.set(rel, w);
+    }
     return w;
   }
 
@@ -310,7 +354,13 @@ export class StorageProcessor {
         if (problems.length > 0) throw new UnderstudyError('US_VOLUME_NOT_DATABASE', problems[0]!, { problems });
       }
       if (v.meta.role === 'primary' && v.meta.epoch === epoch) return this.volumeStatus(v);
-      if (v.meta.role === 'replica') this.foldDatabases(v);
+      if (v.meta.role === 'replica') {
+        const unfolded = this.foldDatabases(v);
+        if (unfolded.length > 0) {
+          const p = unfolded[0]!;
+          throw new UnderstudyError('US_REPLICA_CORRUPT', `the copy of ${site} on storage ${this.name} is damaged (${p.file}: ${p.detail}): it is not made primary; restore the newest good restore point instead (understudy restore ${site})`, { problems: unfolded });
+        }
+      }
       if (v.meta.role !== 'primary') this.resetGate(v);
       await this.persist(v, { role: 'primary', epoch, source: undefined, ...(v.meta.role === 'primary' ? {} : { replicateTo: undefined }) });
       this.log.info({ site, epoch }, 'volume is primary');
@@ -351,8 +401,8 @@ export class StorageProcessor {
       if (!fs.existsSync(v.dir)) throw new UnderstudyError('US_NOT_FOUND', `storage ${this.name} holds no data for ${site}: nothing to promote`);
       // Verified before it becomes primary, once everything it applied is folded in.
       // A refusal changes nothing else (no fence, no move): the same promotion fails the same way again.
-      if (v.meta.role === 'replica') this.foldDatabases(v);
-      const check = await this.vault.verifyForPromotion(site, v.dir);
+      const unfolded = v.meta.role === 'replica' ? this.foldDatabases(v) : [];
+      const check = await this.vault.verifyForPromotion(site, v.dir, unfolded);
       if (!check.ok) {
         const problems = check.problems.slice(0, 3).map((p) => `${p.file}: ${p.kind}${p.detail ? ` (${p.detail})` : ''}`).join('; ');
         throw new UnderstudyError('US_REPLICA_CORRUPT', `the copy of ${site} on storage ${this.name} failed verification before promotion (${problems}): it was not promoted; restore the newest good restore point instead (understudy restore ${site})`, { verification: check });
@@ -442,6 +492,7 @@ export class StorageProcessor {
       await fsyncDir(path.dirname(primaryDir));
       v.dir = primaryDir;
       delete v.lastAppliedAt;
+      await this.liveCheck.forget(site);
       switchDatabasesToWal(v.dir, this.log.child({ site })); // before the app starts on it (wal-switch.ts)
       await this.persist(v, { role: 'primary', epoch, source: undefined, replicateTo: undefined });
     });
@@ -569,7 +620,15 @@ export class StorageProcessor {
     });
     r.on('POST', '/v1/replica/:site/snapshot/commit', (q) => {
       const b = parseBody(snapshotCommitSchema, q.body);
-      return this.replicaOp(q.params.site!, b.epoch, async (v) => ({ lastFrame: await this.writer(v, checkDbRel(b.db)).snapshotCommit(b.generation, b.dbSize, b.dbSha256, b.walSize, b.diff === true, b.walEncoding) }));
+      return this.replicaOp(q.params.site!, b.epoch, async (v) => {
+        const lastFrame = await this.writer(v, checkDbRel(b.db)).snapshotCommit(b.generation, b.dbSize, b.dbSha256, b.walSize, b.diff === true, b.walEncoding);
+        this.vault.copyReplaced(v.meta.site); // a re-seeded copy: its last full verification no longer applies
+        return { lastFrame };
+      });
+    });
+    r.on('POST', '/v1/replica/:site/held', (q) => {
+      const b = parseBody(heldSchema, q.body);
+      return this.replicaOp(q.params.site!, b.epoch, async (v) => ({ lastFrame: this.writer(v, checkDbRel(b.db)).held(b.generation, b.lastFrame) }));
     });
     r.on('POST', '/v1/replica/:site/frames', (q) => {
       const b = parseBody(framesSchema, q.body);

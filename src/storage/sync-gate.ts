@@ -2,6 +2,7 @@ import { performance } from 'node:perf_hooks';
 import type { Logger } from 'pino';
 import type { SyncBarrierResponse, SyncReplicaLost, VolumeSyncState } from '../shared/contracts.ts';
 import type { VolumeShipper } from './volume-shipper.ts';
+import { background } from '../shared/background.ts';
 
 /**
  * Sync mode on one primary volume: answers the director's "is everything committed so
@@ -81,7 +82,7 @@ export class SyncGate {
     this.since = Date.now();
     this.reason = reason;
     this.log.warn({ site: this.site, reason }, 'sync replication degraded: writes are acknowledged before the replica confirms them, until it has caught up');
-    void this.recover();
+    background(this.recover(), (err) => this.log.error({ err, site: this.site }, 'sync replication: recovery failed; it is tried again at the next degrade'));
   }
 
   private async recover(): Promise<void> {

@@ -25,6 +25,8 @@ const damageSchema = z.object({ db: z.string().regex(/^[A-Za-z0-9._-]+\.db$/).de
 
 export interface TestHookHost {
   withVolumeQuiesced<T>(site: string, fn: (dir: string) => Promise<T>): Promise<T>;
+  /** Inside withVolumeQuiesced: the replica's writers forget what they held (the hook folded the WAL behind them). */
+  forgetHeld(site: string): void;
 }
 
 export class TestHooks {
@@ -50,6 +52,7 @@ export class TestHooks {
         if (!fs.existsSync(file)) throw new UnderstudyError('US_NOT_FOUND', `${file}: no such database to damage`);
         const conn = new Database(file);
         try { conn.pragma('wal_checkpoint(TRUNCATE)'); } finally { conn.close(); }
+        this.host.forgetHeld(site);
         const fd = fs.openSync(file, 'r+');
         let pages = 0;
         try {

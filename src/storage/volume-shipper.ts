@@ -2,7 +2,8 @@ import path from 'node:path';
 import type { Logger } from 'pino';
 import type { DatabaseStatus, ReplicationState, VolumeStatus } from '../shared/contracts.ts';
 import { UnderstudyError } from '../shared/errors.ts';
-import { DbShipper } from './db-shipper.ts';
+import { DbShipper, type ShippedState } from './db-shipper.ts';
+import type { WalEnd } from './wal-chain-check.ts';
 import { FileShipper } from './file-sync.ts';
 import { ReplicaClient } from './replica-protocol.ts';
 import { SnapshotShipper } from './snapshot-shipper.ts';
@@ -64,7 +65,12 @@ export interface VolumeShipperOptions {
   include?: (rel: string) => boolean;
   /** Which protocol channel of the destination (ReplicaClient.channel). @default 'replica' */
   channel?: 'replica' | 'reader';
+  /** The position of each database the replica confirmed in an earlier run (live-copy-check.ts). */
+  knownEnd?: (rel: string) => WalEnd | null;
 }
+
+/** A replica that holds nothing new is asked this often whether it still holds what it was sent (DbShipper `held`). */
+const REPLICA_HEARTBEAT_MS = 1000;
 
 interface Waiter { pos: VolumePosition; resolve: () => void; reject: (e: Error) => void; timer: NodeJS.Timeout }
 
@@ -217,6 +223,8 @@ export class VolumeShipper {
       })
       : new DbShipper({
         ...common,
+        ...(this.opts.knownEnd ? { knownEnd: () => this.opts.knownEnd!(rel) } : {}),
+        ...((this.opts.channel ?? 'replica') === 'replica' ? { heartbeatMs: REPLICA_HEARTBEAT_MS } : {}),
         ...(this.opts.tuning?.walPollMs ? { idlePollMs: this.opts.tuning.walPollMs } : {}),
         ...(this.opts.tuning?.checkpointFrames ? { checkpointFrames: this.opts.tuning.checkpointFrames } : {}),
       });
@@ -345,6 +353,16 @@ export class VolumeShipper {
   async position(): Promise<VolumePosition> {
     const out: VolumePosition = {};
     await Promise.all([...this.dbs.values()].map(async (d) => { out[d.rel] = await d.position(); }));
+    return out;
+  }
+
+  /** What the replica holds of each database being shipped (for the live copy check). */
+  shippedStates(): Map<string, ShippedState> {
+    const out = new Map<string, ShippedState>();
+    for (const [rel, d] of this.dbs) {
+      const s = d instanceof DbShipper ? d.shippedState() : null;
+      if (s) out.set(rel, s);
+    }
     return out;
   }
 

@@ -1,4 +1,5 @@
 import { spawn, type ChildProcess } from 'node:child_process';
+import { background } from '../../src/shared/background.ts';
 import fs from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -82,7 +83,7 @@ export function startTerminalUp(configFile: string, env: Record<string, string> 
     child.once('exit', (code, signal) => r({ code, signal, at: Date.now() }));
   });
   let gone = false;
-  void exited.then(() => { gone = true; });
+  background(exited.then(() => { gone = true; }));
   return {
     pgid: child.pid!,
     child,

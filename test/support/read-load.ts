@@ -1,4 +1,5 @@
 import { Agent, request } from 'undici';
+import { background } from '../../src/shared/background.ts';
 
 /** One request of a read-heavy load: method, when it ended, how long it took, who answered. */
 export interface Sample { method: 'GET' | 'POST'; path: string; startedAt: number; at: number; ms: number; status: number | string; servedBy: string | null }
@@ -52,7 +53,7 @@ export function startReadLoad(front: string, opts: { rate?: number; readsPerWrit
         : one('GET', paths[i % paths.length]!)).finally(() => { inflight--; pending.delete(p); });
       pending.add(p);
     }
-    if (Date.now() >= deadline) stop();
+    if (Date.now() >= deadline) background(stop());
   };
   const timer = setInterval(tick, 5);
   let stopping: Promise<Sample[]> | null = null;

@@ -17,8 +17,9 @@ import { takePoint } from './take-point.ts';
 import { VaultClient } from './vault-client.ts';
 import { registerVaultRoutes } from './vault-routes.ts';
 import { VaultStore } from './vault-store.ts';
-import { captureVolume } from './volume-capture.ts';
+import { captureVolume, type CaptureKnowledge } from './volume-capture.ts';
 import { verifyVolume } from './volume-verifier.ts';
+import { background } from '../../shared/background.ts';
 
 /**
  * Backups, verification and restore inside one storage processor:
@@ -58,6 +59,8 @@ export interface VaultHost {
   withVolumeQuiesced<T>(site: string, fn: (dir: string) => Promise<T>): Promise<T>;
   /** Under the volume lock: refuse a stale epoch, put `fromDir` in place as the primary at `epoch`. */
   installRestored(site: string, epoch: number, fromDir: string): Promise<void>;
+  /** What is known of a database of the site's primary copy here: what was shipped and confirmed (see volume-capture.ts). */
+  copyKnowledge?(site: string, rel: string): CaptureKnowledge;
 }
 
 /** Points the vault verifies per site per verification round (verifyNewPoints). */
@@ -73,6 +76,8 @@ const restoreSchema = z.object({
 export class VaultService {
   private store: VaultStore | null = null;
   private readonly verification = new Map<string, VerificationResult>();
+  /** The live copy check's latest result per site (live-copy-check.ts), reported apart and merged in `statusOf`. */
+  private readonly live = new Map<string, VerificationResult>();
   private readonly restores = new Map<string, RestoreProgress>();
   private readonly lastTakenAt = new Map<string, number>();
   /** Verifications (and a restore's install) of one site run one at a time (not under the volume lock). */
@@ -109,11 +114,39 @@ export class VaultService {
     await Promise.allSettled([...this.inflight]);
   }
 
-  /** The fields this service adds to a VolumeStatus. */
+  /**
+   * The fields this service adds to a VolumeStatus. `verification` is the latest full
+   * verification and the latest live copy check together: ok only when both are (or the
+   * one that exists is), with the live check's problems first.
+   */
   statusOf(site: string): { verification?: VerificationResult; restore?: RestoreProgress } {
-    const v = this.verification.get(site);
+    const full = this.verification.get(site);
+    const live = this.live.get(site);
+    const v: VerificationResult | undefined = full && live
+      ? { ok: full.ok && live.ok, problems: [...live.problems, ...full.problems], checkedAt: Math.max(full.checkedAt, live.checkedAt), ms: full.ms + live.ms }
+      : full ?? live;
     const r = this.restores.get(site);
     return { ...(v ? { verification: v } : {}), ...(r ? { restore: r } : {}) };
+  }
+
+  /**
+   * The live copy check's result for `site` (null: no live copy here any more). A new
+   * failure is logged once. `found` marks a failure found outside a round (a replica's
+   * WAL refused at a fold): it stands until the next round, which sees the same damage.
+   */
+  noticeLiveCheck(site: string, result: VerificationResult | null, found = false): void {
+    const before = this.live.get(site);
+    if (result === null) { this.live.delete(site); return; }
+    if (!found || !before || before.ok) this.live.set(site, result);
+    if (!result.ok && before?.ok !== false) {
+      const info = this.host.volumeInfo(site);
+      this.host.log.error({ site, role: info?.role, problems: result.problems }, 'live copy check: the copy is damaged');
+    }
+  }
+
+  /** A replica's database was replaced by a new generation (re-seeded): its last full verification no longer applies. */
+  copyReplaced(site: string): void {
+    if (this.host.volumeInfo(site)?.role === 'replica') this.verification.delete(site);
   }
 
   register(r: JsonRouter): void {
@@ -149,7 +182,8 @@ export class VaultService {
       const { captured, epoch } = await this.host.withVolumeQuiesced(site, async (dir) => {
         const info = this.host.volumeInfo(site);
         if (info?.role !== 'primary') throw new UnderstudyError('US_BAD_REQUEST', `volume ${site} on storage ${this.host.name} is not the primary: restore points are taken where the primary is`);
-        return { captured: await captureVolume(dir), epoch: info.epoch };
+        const knowledge = this.host.copyKnowledge ? (rel: string) => this.host.copyKnowledge!(site, rel) : undefined;
+        return { captured: await captureVolume(dir, knowledge), epoch: info.epoch };
       }).catch((e: unknown) => { this.noticeRefusedPoint(site, e); throw e; });
       const r = await takePoint({ site, captured, epoch, source: this.host.name, vault: new VaultClient(url), keep: k, chunkBytes: this.opts.chunkBytes, takenAt, log: this.host.log })
         .catch((e: unknown) => { this.noticeRefusedPoint(site, e); throw e; });
@@ -166,10 +200,11 @@ export class VaultService {
    * corruption-detected without waiting for the next scheduled check.
    */
   private noticeRefusedPoint(site: string, e: unknown): void {
-    const problem = e instanceof UnderstudyError ? (e.details as { problem?: VerificationProblem } | undefined)?.problem : undefined;
-    if (!problem) return;
-    this.verification.set(site, { ok: false, problems: [problem], checkedAt: Date.now(), ms: 0 });
-    this.host.log.error({ site, problem }, 'the primary volume is damaged (found while taking a restore point)');
+    const d = e instanceof UnderstudyError ? (e.details as { problem?: VerificationProblem; problems?: VerificationProblem[] } | undefined) : undefined;
+    const problems = d?.problems ?? (d?.problem ? [d.problem] : []);
+    if (problems.length === 0) return;
+    this.verification.set(site, { ok: false, problems, checkedAt: Date.now(), ms: 0 });
+    this.host.log.error({ site, problems }, 'the primary volume is damaged (found while taking a restore point)');
   }
 
   private vaultUrlOf(storageName: string): string | undefined {
@@ -195,9 +230,9 @@ export class VaultService {
         // knows when the newest point was taken; with none, the first point is due now.
         if (this.seeding.has(site)) continue;
         this.seeding.add(site);
-        void this.track(new VaultClient(url, 5000).points(site).catch(() => []))
+        background(this.track(new VaultClient(url, 5000).points(site).catch(() => []))
           .then((pts) => this.schedule.seed(site, pts[0]?.takenAt ?? 0))
-          .finally(() => this.seeding.delete(site));
+          .finally(() => this.seeding.delete(site)));
         continue;
       }
       if (!this.schedule.due(site, cfg.everyMs)) continue;
@@ -232,8 +267,10 @@ export class VaultService {
    * (so the controller sees a failure as corruption-detected). Must not take `work`:
    * a scheduled verification holds it while it waits for the volume lock.
    */
-  async verifyForPromotion(site: string, dir: string): Promise<VerificationResult> {
-    const result = await verifyVolume({ dir, role: 'primary', quiesce: (fn) => fn(dir), baselineFile: this.baselineFile(site) });
+  async verifyForPromotion(site: string, dir: string, unfolded: VerificationProblem[] = []): Promise<VerificationResult> {
+    const checked = await verifyVolume({ dir, role: 'primary', quiesce: (fn) => fn(dir), baselineFile: this.baselineFile(site) });
+    // Databases whose WAL did not hold what the replica acknowledged were not folded (see StorageProcessor.foldDatabases).
+    const result = unfolded.length > 0 ? { ...checked, ok: false, problems: [...unfolded, ...checked.problems] } : checked;
     this.verification.set(site, result);
     if (!result.ok) this.host.log.error({ site, problems: result.problems }, 'the replica failed verification before promotion: not promoted');
     return result;
@@ -289,6 +326,7 @@ export class VaultService {
         await this.host.installRestored(site, epoch, tmp);
         await fsp.rm(this.baselineFile(site), { force: true });
         this.verification.delete(site);
+        this.live.delete(site);
       });
       const ms = Math.round(performance.now() - t0);
       progress({ state: 'done', point: m.id, bytesDone: m.bytes, bytesTotal: m.bytes });

@@ -6,6 +6,9 @@ import type { VerificationProblem } from '../../shared/contracts.ts';
 import { UnderstudyError } from '../../shared/errors.ts';
 import { isTempName } from '../fs-durable.ts';
 import { hasSqliteMagic, isDatabaseArtifact, listDatabases } from '../sqlite-file.ts';
+import type { ShippedState } from '../db-shipper.ts';
+import { pageProblem } from '../page-record.ts';
+import { checkLiveWal, type WalEnd } from '../wal-chain-check.ts';
 
 /**
  * A consistent image of a live volume, for a restore point.
@@ -37,15 +40,22 @@ export interface CapturedFile {
   data: Buffer;
 }
 
-export async function captureVolume(dir: string): Promise<CapturedFile[]> {
+/**
+ * What the storage processor knows of a database of the volume: what its shipper shipped
+ * and the replica confirmed (`state`, with the page record there), or the position
+ * confirmed in an earlier run (`known`). Without it, a capture can only trust SQLite.
+ */
+export interface CaptureKnowledge { state: ShippedState | null; known: WalEnd | null }
+
+export async function captureVolume(dir: string, knowledge?: (rel: string) => CaptureKnowledge): Promise<CapturedFile[]> {
   if (!fs.existsSync(dir)) throw new UnderstudyError('US_NOT_FOUND', `${dir}: the volume does not exist`, { problem: { file: '.', kind: 'unreadable', detail: `${dir}: the volume directory does not exist` } satisfies VerificationProblem });
   const out: CapturedFile[] = [];
-  for (const rel of listDatabases(dir)) out.push(captureDatabase(dir, rel));
+  for (const rel of listDatabases(dir)) out.push(captureDatabase(dir, rel, knowledge?.(rel)));
   await walkFiles(dir, '', out);
   return out.sort((a, b) => a.path.localeCompare(b.path));
 }
 
-function captureDatabase(dir: string, rel: string): CapturedFile {
+function captureDatabase(dir: string, rel: string, knowledge?: CaptureKnowledge): CapturedFile {
   const abs = path.join(dir, rel);
   const st = fs.statSync(abs);
   let db: Database.Database | null = null;
@@ -56,7 +66,11 @@ function captureDatabase(dir: string, rel: string): CapturedFile {
     db.exec('BEGIN');
     db.prepare('SELECT count(*) FROM sqlite_master').get(); // starts the read: the state is fixed from here
     const data = db.serialize();
+    // Still inside the read transaction (the WAL cannot restart under it): the image must not
+    // come from a damaged WAL, nor from one SQLite already recovered short. See copyDamage.
+    const damage = copyDamage(abs, rel, data, knowledge);
     db.exec('COMMIT');
+    if (damage.length > 0) throw new UnderstudyError('US_REPLICATION', `${abs}: ${damage.map((p) => `${p.file}: ${p.detail}`).join('; ')}; no restore point is taken of it`, { problem: damage[0], problems: damage });
     // Removed while it was copied (an rm -rf under way): the image may lack what the WAL held.
     refuseLostWal(abs, rel);
     if (!fs.existsSync(abs)) throw new UnderstudyError('US_NOT_FOUND', `${abs}: removed while a restore point was taken`, { problem: { file: rel, kind: 'unreadable', detail: 'removed while a restore point was taken' } satisfies VerificationProblem });
@@ -102,6 +116,29 @@ async function walkFiles(root: string, rel: string, out: CapturedFile[]): Promis
     try { st = await fsp.stat(abs); data = await fsp.readFile(abs); } catch { continue; } // deleted meanwhile
     out.push({ path: r, kind: 'file', mode: st.mode & 0o777, mtimeMs: st.mtimeMs, data });
   }
+}
+
+/**
+ * The image is a consistent state, and quick_check would pass it, even when the copy is
+ * damaged at rest: SQLite reads committed frames through its WAL index without verifying
+ * them, and a copy that was opened fresh after damage (a restart) reads as a shorter,
+ * consistent history. So before an image may become a restore point, the WAL must hold
+ * every committed frame and what was shipped and confirmed, verbatim (wal-chain-check.ts),
+ * and every page of the image that no WAL frame supersedes must be the page that was
+ * shipped (page-record.ts: such a page was read from the db file, which has not changed
+ * since the WAL began). Empty when all is well, or nothing is known to compare with.
+ */
+function copyDamage(abs: string, rel: string, image: Buffer, k: CaptureKnowledge | undefined): VerificationProblem[] {
+  const state = k?.state ?? null;
+  const chain = checkLiveWal(abs, rel, state?.end ?? k?.known ?? null);
+  if (!chain.conclusive) return [];
+  const problems = [...chain.problems];
+  const record = state?.record;
+  if (record && chain.shadowed && chain.salts && chain.salts[0] === state.end.salt1 && chain.salts[1] === state.end.salt2 && image.length % record.pageSize === 0) {
+    const bad = record.differing(image, 1, chain.shadowed);
+    if (bad.length > 0) problems.push(pageProblem(rel, bad, record.pageSize));
+  }
+  return problems;
 }
 
 /** null when the serialized database passes `quick_check`, else the first complaint. */

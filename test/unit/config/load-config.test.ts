@@ -266,7 +266,7 @@ sites:
     '4:30: storage.b.backup: must be true or false',
     '6:3: hosts.h 1: bad name: names may use letters, digits, - and _, and must start with a letter or digit',
     '7:18: hosts.h2.address: must be an IP address like 127.0.1.1',
-    '7:48: hosts.h2.power: must be local (the only relay driver today)',
+    '7:48: hosts.h2.power: must be local, or { ipmi: { address, user, passwordFile } }',
     '7:71: hosts.h2.profile.cpus: must be a whole number of at least 1',
     '7:89: hosts.h2.agentPort: must be a port number (1-65535)',
     '12:21: sites.shop.app.command: must be a list like [node, server.js]',

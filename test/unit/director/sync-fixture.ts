@@ -13,6 +13,7 @@ import type { RouteTable, VolumeStatus } from '../../../src/shared/contracts.ts'
 import { callJson } from '../../../src/shared/http-client.ts';
 import { StorageProcessor } from '../../../src/storage/storage-processor.ts';
 import type { ReplicationTuning } from '../../../src/storage/volume-shipper.ts';
+import { background } from '../../../src/shared/background.ts';
 
 /**
  * Sync mode end to end, in one process plus the shop: two storage processors on real
@@ -99,7 +100,7 @@ function startShop(dataDir: string): Promise<{ proc: ChildProcess; exited: Promi
     };
     proc.stdout?.on('data', onData);
     proc.stderr?.on('data', onData);
-    void exited.then(() => { clearTimeout(timer); reject(new Error(`shop exited:\n${out}`)); });
+    background(exited.then(() => { clearTimeout(timer); reject(new Error(`shop exited:\n${out}`)); }));
   });
 }
 
@@ -122,7 +123,7 @@ async function startStorage(config: UnderstudyConfig, name: string, where: 'in-p
   await new Promise<void>((resolve, reject) => {
     const timer = setTimeout(() => { proc.kill('SIGKILL'); reject(new Error(`storage ${name} did not start`)); }, 15_000);
     proc.stdout!.on('data', (c: Buffer) => { if (String(c).includes('ready')) { clearTimeout(timer); resolve(); } });
-    void exited.then(() => { clearTimeout(timer); reject(new Error(`storage ${name} exited`)); });
+    background(exited.then(() => { clearTimeout(timer); reject(new Error(`storage ${name} exited`)); }));
   });
   return {
     async stop() {

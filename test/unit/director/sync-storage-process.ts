@@ -1,6 +1,7 @@
 import { pino } from 'pino';
 import type { UnderstudyConfig } from '../../../src/config/types.ts';
 import { StorageProcessor } from '../../../src/storage/storage-processor.ts';
+import { background } from '../../../src/shared/background.ts';
 
 /**
  * One storage processor as its own process, for sync-fixture.ts (`storage: 'processes'`):
@@ -14,4 +15,4 @@ const { config, tuning } = JSON.parse(text) as { config: UnderstudyConfig; tunin
 const sp = new StorageProcessor(config, name, pino({ level: process.env.UNDERSTUDY_LOG_LEVEL ?? 'silent' }), tuning ? { tuning } : {});
 await sp.start();
 process.stdout.write('ready\n');
-process.once('SIGTERM', () => { void sp.stop().then(() => process.exit(0)); });
+process.once('SIGTERM', () => { background(sp.stop().then(() => process.exit(0))); });

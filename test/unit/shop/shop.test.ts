@@ -7,6 +7,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { after, test } from 'node:test';
 import { fileURLToPath } from 'node:url';
+import { background } from '../../../src/shared/background.ts';
 
 /**
  * The demo shop as a real process: seeded volume in a temp DATA_DIR, listening on
@@ -63,7 +64,7 @@ function startShop(dir: string, env: Record<string, string> = {}): Promise<Shop>
       }
     };
     proc.stdout?.on('data', check);
-    void exited.then((code) => { clearTimeout(timer); reject(new Error(`shop exited with ${code}:\n${out}`)); });
+    background(exited.then((code) => { clearTimeout(timer); reject(new Error(`shop exited with ${code}:\n${out}`)); }));
   });
 }
 
