@@ -90,8 +90,10 @@ test('a copy SQLite recovered short after a power loss, written on since: quick_
   assert.ok(rows < 300 + 120, `recovered short: ${rows} rows`);
   assert.equal((shop.pragma('integrity_check') as { integrity_check: string }[])[0]!.integrity_check, 'ok', 'a consistent, shorter database');
 
-  trio.a = new StorageProcessor(config, 'array-a', testLogger(), { vault: { verifyEveryMs: 0, backupTickMs: 0, gcGraceMs: 0 } });
-  await trio.a.start();
+  const restarted = new StorageProcessor(config, 'array-a', testLogger(), { vault: { verifyEveryMs: 0, backupTickMs: 0, gcGraceMs: 0 } });
+  trio.a = restarted;
+  t.after(() => restarted.stop()); // the trio's own cleanup stops the processor it started, not this one
+  await restarted.start();
   await assert.rejects(backupNow(trio), /shipped and confirmed.*no restore point is taken of it/);
   assert.deepEqual(await points(trio), [], 'no point of the truncated copy');
 });
