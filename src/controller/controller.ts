@@ -63,12 +63,6 @@ export class Controller {
   /** The director's `GET /v1/stats`, every 500 ms: real traffic for the malfunction and slowdown detectors. */
   private readonly directorStats: DirectorStatsFeed;
   private readonly monitors = new Map<string, SiteMonitor>();
-  /**
-   * The probe counts of a site's last monitor, by host: a monitor restarted for the same
-   * primary (after a detection that was judged and not acted on) goes on counting, so that
-   * `status` shows every probe sent to and lost by that primary.
-   */
-  private readonly probeCounts = new Map<string, { host: string; counts: SiteMonitor['counts'] }>();
   private readonly activeRunbooks = new Map<string, Promise<void>>();
   /** Per site, the malfunction detector of its current primary (fed by directorStats and the monitor's probes). */
   private readonly malfunctionWatches = new Map<string, MalfunctionWatch>();
@@ -332,19 +326,10 @@ export class Controller {
     }
   }
 
-  /** Stops the site's monitor (if any), keeping its probe counts for a monitor of the same host. */
-  private dropMonitor(site: string): void {
-    const m = this.monitors.get(site);
-    if (!m) return;
-    m.stop();
-    this.monitors.delete(site);
-    this.probeCounts.set(site, { host: m.target.host, counts: { ...m.counts } });
-  }
-
   private ensureMonitor(site: string, hostName: string, url: string): void {
     const existing = this.monitors.get(site);
     if (existing && existing.target.host === hostName) return;
-    if (existing) this.dropMonitor(site);
+    existing?.stop();
     const relay = this.relay.status(hostName);
     const cfg = this.config.sites[site]!;
     const m = new SiteMonitor({ site, host: hostName, url, pid: relay.pid }, cfg.health.probe, (e) => this.onPrimaryFailure(site, hostName, e), (r) => {
@@ -352,8 +337,6 @@ export class Controller {
       this.malfunctionWatches.get(site)?.observeProbe(r);
       this.loadWatches.get(site)?.observeProbe(r);
     });
-    const carried = this.probeCounts.get(site);
-    if (carried?.host === hostName) Object.assign(m.counts, carried.counts);
     this.monitors.set(site, m);
     // A malfunction watch of this primary that was not acted on (its errors were not the
     // host's) is kept with what it learnt; any other is replaced by a fresh one.
@@ -431,7 +414,8 @@ export class Controller {
     if (this.triaging.has(site)) {
       // Judged already: a site monitor that raised meanwhile has stopped, so the reconcile loop starts a fresh one.
       if (d.source === 'probe' && this.monitors.get(site)?.target.host === host) {
-        this.dropMonitor(site);
+        this.monitors.get(site)!.stop();
+        this.monitors.delete(site);
       }
       return;
     }
@@ -453,7 +437,8 @@ export class Controller {
       }
       // Not acted on. A site monitor that raised has stopped: the reconcile loop starts a fresh one.
       if (d.source === 'probe' && this.monitors.get(site)?.target.host === host) {
-        this.dropMonitor(site);
+        this.monitors.get(site)!.stop();
+        this.monitors.delete(site);
       }
     } catch (e) {
       this.log.warn({ site, err: (e as Error).message }, 'malfunction judgement failed; acting on the detection');
@@ -465,7 +450,8 @@ export class Controller {
 
   private actOnDetection(site: string, host: string, d: Detection): void {
     if (this.monitors.get(site)?.target.host === host) {
-      this.dropMonitor(site);
+      this.monitors.get(site)!.stop();
+      this.monitors.delete(site);
     }
     if (this.malfunctionWatches.get(site)?.target.host === host) {
       this.malfunctionWatches.get(site)!.stop();
@@ -501,7 +487,8 @@ export class Controller {
 
   private launchRunbook(site: string, runbook: FailoverRunbook | SwitchoverRunbook | RestoreRunbook): void {
     this.drills.preempt(`runbook #${runbook.id} of ${site} started`);
-    this.dropMonitor(site);
+    this.monitors.get(site)?.stop();
+    this.monitors.delete(site);
     this.malfunctionWatches.get(site)?.stop();
     this.malfunctionWatches.delete(site);
     const lw = this.loadWatches.get(site);
