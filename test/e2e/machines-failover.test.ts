@@ -5,7 +5,7 @@ import path from 'node:path';
 import { test } from 'node:test';
 import { http, sleep, waitUntil } from '../support/cluster.ts';
 import { missingOrders, startLoad } from '../support/load.ts';
-import { startRigCluster, type RigCluster } from '../support/rig-cluster.ts';
+import { rigApi, startRigCluster, type RigCluster } from '../support/rig-cluster.ts';
 
 interface Status {
   sites: { state: string; epoch: number; primary: { host: string; address: string }; replication: { state: string; sync?: string } }[];
@@ -13,11 +13,7 @@ interface Status {
 }
 interface Runbook { id: number; kind: string; status: string; data: { oldPrimary?: string; target?: string }; journal: { step: string; phase: string; at: number; data: { ms?: number } }[] }
 
-async function get<T>(c: RigCluster, p: string): Promise<T> {
-  const r = await c.call(p);
-  if (r.status !== 200) throw new Error(`${p}: ${r.status} ${JSON.stringify(r.body)}`);
-  return r.body as T;
-}
+const get = rigApi;
 
 function streaming(c: RigCluster, host: string) {
   return waitUntil(`serving on ${host} with replication streaming`, async () => {

@@ -3,24 +3,16 @@ import net from 'node:net';
 import { test } from 'node:test';
 import { http, sleep, waitUntil } from '../support/cluster.ts';
 import { startLoad } from '../support/load.ts';
-import { startRigCluster, type RigCluster } from '../support/rig-cluster.ts';
+import { rigApi, rigGet, startRigCluster, type RigCluster } from '../support/rig-cluster.ts';
 
 interface Status {
   sites: { state: string; epoch: number; primary: { host: string; address: string }; replication: { state: string } }[];
 }
 interface Runbook { kind: string; status: string; data: { oldPrimary?: string; target?: string }; journal: { step: string; phase: string; at: number }[] }
 
-async function apiGet<T>(c: RigCluster, p: string): Promise<T> {
-  const r = await c.call(p);
-  if (r.status !== 200) throw new Error(`${p}: ${r.status} ${JSON.stringify(r.body)}`);
-  return r.body as T;
-}
+const apiGet = rigApi;
 
-async function get<T>(url: string): Promise<T> {
-  const r = await http(url, { timeoutMs: 10_000 });
-  if (r.status !== 200) throw new Error(`${url}: ${r.status} ${JSON.stringify(r.body)}`);
-  return r.body as T;
-}
+const get = rigGet;
 
 function connects(host: string, port: number): Promise<boolean> {
   return new Promise((resolve) => {

@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { http, sleep, waitUntil } from '../support/cluster.ts';
 import { missingOrders, startLoad } from '../support/load.ts';
-import { startRigCluster, type RigCluster } from '../support/rig-cluster.ts';
+import { rigApi, rigGet, startRigCluster, type RigCluster } from '../support/rig-cluster.ts';
 
 interface Status {
   sites: { state: string; epoch: number; primary: { host: string }; replication: { state: string; lagMs: number | null } }[];
@@ -11,17 +11,9 @@ interface Volume { epoch: number; role?: string; replication?: { state: string; 
 interface Runbook { kind: string; status: string; journal: { step: string; phase: string }[] }
 interface Event { kind: string; host: string | null; message: string }
 
-async function apiGet<T>(c: RigCluster, p: string): Promise<T> {
-  const r = await c.call(p);
-  if (r.status !== 200) throw new Error(`${p}: ${r.status} ${JSON.stringify(r.body)}`);
-  return r.body as T;
-}
+const apiGet = rigApi;
 
-async function get<T>(url: string): Promise<T> {
-  const r = await http(url, { timeoutMs: 10_000 });
-  if (r.status !== 200) throw new Error(`${url}: ${r.status} ${JSON.stringify(r.body)}`);
-  return r.body as T;
-}
+const get = rigGet;
 
 const status = (c: RigCluster) => apiGet<Status>(c, `/v1/status`);
 

@@ -186,3 +186,17 @@ sites:
 }
 
 export { sleep };
+
+/** GET of the controller's API through the rig (with its token); anything but 200 throws with the answer. */
+export async function rigApi<T>(c: RigCluster, p: string): Promise<T> {
+  const r = await c.call(p);
+  if (r.status !== 200) throw new Error(`${p}: ${r.status} ${JSON.stringify(r.body)}`);
+  return r.body as T;
+}
+
+/** GET of any part's URL on the rig; anything but 200 throws with the answer. */
+export async function rigGet<T>(url: string): Promise<T> {
+  const r = await http(url, { timeoutMs: 10_000 });
+  if (r.status !== 200) throw new Error(`${url}: ${r.status} ${JSON.stringify(r.body)}`);
+  return r.body as T;
+}
