@@ -23,8 +23,10 @@ import { readWalIndexHeader } from './wal-index.ts';
  *    the tail a replica acknowledged;
  *  - `known`: a commit position that was shipped and confirmed, with the checksum the
  *    chain had there. It catches what the first cannot: a copy that was already opened
- *    fresh (its index now ends before the position, or the frames after the damage were
- *    rewritten by new commits, so the chain verifies but reaches another checksum).
+ *    fresh (its index now ends before the damage, which is still there to see, or the
+ *    frames after the damage were rewritten by new commits, so the chain verifies but
+ *    reaches another checksum). An index that merely ends before the position, with the
+ *    shipped frames whole behind it, is a writer that has not published them yet.
  * Every frame from 1 to the larger of the two ends must continue the chain from the
  * header. A frame that does not is corruption, reported with the file, the frame, its
  * page and how many committed transactions a fresh open would drop. Frames beyond those
@@ -144,7 +146,7 @@ export function inspectWalChain(dbPath: string, rel: string, expect: ChainExpect
       if (c.salt1 !== hdr.salt1 || c.salt2 !== hdr.salt2 || c.next < 1 || c.next > end) Object.assign(c, { salt1: hdr.salt1, salt2: hdr.salt2, next: 1 });
       const a = c.next;
       const b = Math.min(end, a + Math.max(1, Math.floor(budget.maxBytes / fsz)) - 1);
-      const okSlice = sliceVerifies(fd, hdr, a, b) && (!knownHere || knownEndHolds(fd, hdr, knownHere, committedEnd));
+      const okSlice = sliceVerifies(fd, hdr, a, b) && (!knownHere || knownEndHolds(fd, hdr, knownHere));
       if (okSlice) {
         c.next = b >= end ? 1 : b + 1;
         return { problems: [], conclusive: true, salts, end, shadowed: null };
@@ -200,18 +202,18 @@ export function inspectWalChain(dbPath: string, rel: string, expect: ChainExpect
         detail: `the WAL ends at frame ${whole} (${size} bytes), but frames up to ${end} are ${why}: their commits are lost`,
       });
     }
-    if (brokeAt === 0 && whole >= end && knownHere) {
-      if (committedEnd !== null && committedEnd < knownHere.frame) {
-        problems.push({
-          file: walRel, kind: 'wal-frame',
-          detail: `the WAL index ends at frame ${committedEnd}, but frames up to ${knownHere.frame} were shipped and confirmed: the copy was recovered without them (a fresh open after damage), so its newest commits are gone`,
-        });
-      } else if (checksumAtKnown && !sameChecksum(checksumAtKnown, knownHere.checksum)) {
-        problems.push({
-          file: walRel, kind: 'wal-frame',
-          detail: `frames 1..${knownHere.frame} verify but are not the frames that were shipped and confirmed (chain checksum ${hex(checksumAtKnown)}, shipped ${hex(knownHere.checksum)}): the WAL was recovered short and written again, so commits are missing`,
-        });
-      }
+    // The chain verifies through the known end: the frames there are the ones shipped
+    // exactly when the chain's checksum at that frame is the one shipped. A WAL index that
+    // ends before the known end is no loss by itself: a writer publishes mxFrame only after
+    // writing its frames, so a writer stopped between the two (SIGSTOP, a stall) leaves
+    // committed-and-shipped frames beyond the index, whole; a fresh open keeps them. A copy
+    // recovered short shows as frames that do not verify (the damage that cut recovery
+    // short) or, once new commits overwrote them, as frames that are not the shipped ones.
+    if (brokeAt === 0 && whole >= end && knownHere && checksumAtKnown && !sameChecksum(checksumAtKnown, knownHere.checksum)) {
+      problems.push({
+        file: walRel, kind: 'wal-frame',
+        detail: `frames 1..${knownHere.frame} verify but are not the frames that were shipped and confirmed (chain checksum ${hex(checksumAtKnown)}, shipped ${hex(knownHere.checksum)}): the WAL was recovered short and written again, so commits are missing`,
+      });
     }
     return { problems, conclusive: true, salts, end, shadowed };
   } finally {
@@ -260,9 +262,8 @@ function sliceVerifies(fd: number, hdr: WalHeader, a: number, b: number): boolea
   return true;
 }
 
-/** The known end is inside the committed frames and its frame stores the checksum that was shipped. */
-function knownEndHolds(fd: number, hdr: WalHeader, known: WalEnd, committedEnd: number | null): boolean {
-  if (committedEnd !== null && committedEnd < known.frame) return false;
+/** The known end's frame stores the checksum that was shipped (the slices verify the chain up to it). */
+function knownEndHolds(fd: number, hdr: WalHeader, known: WalEnd): boolean {
   const h = Buffer.alloc(WAL_FRAME_HEADER_SIZE);
   if (readAt(fd, h, WAL_HEADER_SIZE + (known.frame - 1) * frameSize(hdr.pageSize)) < h.length) return false;
   return sameChecksum([h.readUInt32BE(16), h.readUInt32BE(20)], known.checksum);

@@ -187,3 +187,46 @@ test('page record: a page of the db file that no WAL frame supersedes must be th
   try { verdict = (other.pragma('quick_check') as { quick_check: string }[])[0]!.quick_check; } catch (e) { verdict = (e as Error).message; }
   assert.notEqual(verdict, 'ok', 'the damage is real');
 });
+
+test('a writer stopped between writing its frames and publishing them: shipped frames beyond the WAL index, whole, are no damage', (t) => {
+  const root = tempDir('us-walcheck-');
+  t.after(() => fs.rmSync(root, { recursive: true, force: true }));
+  const { db, file } = appWith(root, 60);
+  t.after(() => db.close());
+  // The WAL index as it was before the last 40 commits were published.
+  const staleIndex = fs.readFileSync(`${file}-shm`);
+  const ins = db.prepare('INSERT INTO orders (customer, payload) VALUES (?, randomblob(300))');
+  for (let i = 0; i < 40; i++) ins.run(`late${i}`);
+  const shipped = endOf(file);
+
+  const dir = path.join(root, 'stopped-writer');
+  fs.mkdirSync(dir);
+  const copy = path.join(dir, 'orders.db');
+  fs.copyFileSync(file, copy);
+  fs.copyFileSync(`${file}-wal`, `${copy}-wal`);
+  fs.writeFileSync(`${copy}-shm`, staleIndex);
+  const idx = readWalIndexHeader(`${copy}-shm`)!;
+  assert.ok(idx.mxFrame < shipped.frame, `the index ends before the shipped end: ${idx.mxFrame} < ${shipped.frame}`);
+  assert.equal(idx.salt1, shipped.salt1, 'the same WAL generation');
+
+  const report = checkLiveWal(copy, 'orders.db', shipped);
+  assert.equal(report.conclusive, true);
+  assert.deepEqual(report.problems, [], 'frames beyond the index that are the shipped ones are no damage');
+  // Bounded, a slice at a time: the same verdict.
+  const cursor = { salt1: 0, salt2: 0, next: 1 };
+  for (let round = 0; round < 40; round++) {
+    assert.deepEqual(checkLiveWal(copy, 'orders.db', shipped, undefined, { maxBytes: 64 * 1024, cursor }).problems, [], `round ${round}`);
+  }
+
+  // The fault is real when the frames behind the index are damaged: then it is reported.
+  fs.writeFileSync(`${copy}-shm`, staleIndex);
+  const fd = fs.openSync(`${copy}-wal`, 'r+');
+  try {
+    fs.writeSync(fd, Buffer.alloc(512, 0x5a), 0, 512, frameOffset(4096, shipped.frame - 2) + 200);
+  } finally {
+    fs.closeSync(fd);
+  }
+  const damaged = checkLiveWal(copy, 'orders.db', shipped);
+  assert.equal(damaged.problems.length, 1, JSON.stringify(damaged.problems));
+  assert.match(damaged.problems[0]!.detail, /does not verify/);
+});
