@@ -15,7 +15,7 @@
  */
 import { http, sleep, startCluster, waitUntil, type HttpAnswer } from '../test/support/cluster.ts';
 import { missingOrders, startLoad } from '../test/support/load.ts';
-import { startRigCluster } from '../test/support/rig-cluster.ts';
+import { rigCall, startRigCluster } from '../test/support/rig-cluster.ts';
 
 interface Status {
   sites: { state: string; epoch: number; primary: { host: string; address: string }; replication: { state: string } }[];
@@ -112,7 +112,7 @@ async function main(): Promise<void> {
     out.push(['machines (rig, IPMI)', await rounds({
       name: 'rig', call: rig.call, front: rig.front,
       crash: (_st, host) => rig.rig.killAll(rig.rig.ns(host)),
-      agentUp: async (_h, address) => (await http(`http://${address}:7001/healthz`, { timeoutMs: 500 })).status === 200,
+      agentUp: async (_h, address) => (await rigCall(`https://${address}:7001/healthz`, { timeoutMs: 500 })).status === 200,
     }, ROUNDS)]);
   } finally {
     rig.stop();

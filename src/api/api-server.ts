@@ -2,8 +2,10 @@ import type http from 'node:http';
 import { z } from 'zod';
 import type { Controller } from '../controller/controller.ts';
 import { UnderstudyError } from '../shared/errors.ts';
-import { parseEndpoint } from '../config/endpoint.ts';
+import { isLoopbackAddress, parseEndpoint } from '../config/endpoint.ts';
 import { JsonRouter, createJsonServer, listen, parseBody } from '../shared/http-json.ts';
+import { bearerOf, partSecurity, readSecretRef, secretMatches } from '../shared/cluster-transport.ts';
+import { createHash } from 'node:crypto';
 import { serveDashboardFile } from './dashboard-assets.ts';
 import { serveEventStream } from './event-stream.ts';
 import { createMetrics, type MetricsSources } from './metrics.ts';
@@ -31,19 +33,32 @@ const LAST_FAILOVER_FIELDS = ['from', 'to', 'epoch', 'reason', 'detectionMs', 's
 /**
  * The controller's HTTP API: status, events (and their live stream), runbooks,
  * failover, switchover, restore, power, notifications, signals, /metrics, and the
- * dashboard at `/`. When UNDERSTUDY_TOKEN is set, every call but /healthz, /metrics,
- * /v1/signals and the dashboard's static files needs `Authorization: Bearer <token>`;
- * the token is never logged, and the dashboard asks the operator for it. A signal
- * only makes the controller probe a primary at once: it can trigger no action by itself.
+ * dashboard at `/`. Credentials: the operators' token (UNDERSTUDY_TOKEN, else
+ * `controller.token`) or the cluster secret (the other parts' calls). When either is
+ * configured, every call but /healthz and the dashboard's static files needs
+ * `Authorization: Bearer <token or secret>`, compared in constant time and never
+ * logged; the dashboard asks the operator for the token. Without a token the API
+ * listens on loopback only. A signal only makes the controller probe a primary at
+ * once: it can trigger no action by itself.
  */
 export async function startApiServer(controller: Controller, parts: ApiParts = {}): Promise<http.Server> {
-  const token = process.env.UNDERSTUDY_TOKEN;
+  const config = controller.config;
+  const tokenText = process.env.UNDERSTUDY_TOKEN || (config.controller.token ? readSecretRef(config.controller.token, 'controller.token') : null);
+  const l = config.controller.listen;
+  if (!tokenText && !isLoopbackAddress(l.host)) {
+    throw new UnderstudyError('US_UNAUTHORIZED', `the controller API would listen on ${l.host}, beyond loopback, without a token: set controller.token: { file: PATH } (or UNDERSTUDY_TOKEN), or listen on 127.0.0.1`);
+  }
+  const security = partSecurity(config, 'controller');
+  const tokenDigest = tokenText ? createHash('sha256').update(tokenText).digest() : null;
   const sources: MetricsSources = parts.notifier ? { notify: () => parts.notifier!.stats() } : {};
   const registry = createMetrics(controller, sources);
   const auth = (headers: http.IncomingHttpHeaders): void => {
-    if (token && headers.authorization !== `Bearer ${token}`) {
-      throw new UnderstudyError('US_UNAUTHORIZED', 'missing or wrong token: set UNDERSTUDY_TOKEN to the controller\'s token');
-    }
+    if (!tokenDigest && !security.secretDigest) return;
+    const presented = bearerOf(headers);
+    if ((tokenDigest && secretMatches(presented, tokenDigest)) || (security.secretDigest && secretMatches(presented, security.secretDigest))) return;
+    throw new UnderstudyError('US_UNAUTHORIZED', presented === null
+      ? 'the controller refuses a call without credentials: set UNDERSTUDY_TOKEN to the controller\'s token'
+      : 'wrong token: set UNDERSTUDY_TOKEN to the controller\'s token (controller.token)');
   };
   const router = new JsonRouter()
     .on('GET', '/healthz', () => ({ ok: true, pid: process.pid }))
@@ -106,17 +121,18 @@ export async function startApiServer(controller: Controller, parts: ApiParts = {
       auth(headers);
       return controller.power(params.host!, parseBody(PowerBody, body).action);
     })
-    .on('POST', '/v1/signals', ({ body }) => {
+    .on('POST', '/v1/signals', ({ headers, body }) => {
+      auth(headers);
       controller.signal(parseBody(SignalBody, body));
       return { ok: true };
     })
-    .on('GET', '/metrics', async (_req, res) => {
+    .on('GET', '/metrics', async ({ headers }, res) => {
+      auth(headers);
       const text = await registry.metrics();
       res.writeHead(200, { 'content-type': registry.contentType });
       res.end(text);
     });
-  const server = createJsonServer(router);
-  const l = controller.config.controller.listen;
+  const server = createJsonServer(router, null, { security: { secretDigest: null, tls: security.tls }, part: 'the controller' });
   await listen(server, l.host, l.port);
   return server;
 }

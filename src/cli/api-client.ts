@@ -1,7 +1,9 @@
 import fs from 'node:fs';
 import http from 'node:http';
+import https from 'node:https';
+import path from 'node:path';
 import { DEFAULT_CONTROLLER_LISTEN, parseEndpoint } from '../config/endpoint.ts';
-import { endpointUrl, type Endpoint } from '../config/types.ts';
+import { endpointToString, type Endpoint } from '../config/types.ts';
 import { UnderstudyError } from '../shared/errors.ts';
 import { baseDirFor, resolveConfigPath } from './config-path.ts';
 
@@ -19,22 +21,53 @@ export interface ApiCallOptions {
   timeoutMs?: number;
 }
 
-/** The controller's API address: --api, else UNDERSTUDY_API, else the config's controller.listen. */
-export async function apiBase(opts: ApiOptions): Promise<string> {
-  if (opts.api) return opts.api.replace(/\/$/, '');
-  if (process.env.UNDERSTUDY_API) return process.env.UNDERSTUDY_API.replace(/\/$/, '');
-  return endpointUrl(await controllerListen(resolveConfigPath(opts.config)));
-}
+/** How the CLI reaches the controller: its base URL, the token it sends, the CA it trusts (cluster.tls). */
+export interface ApiAccess { base: string; token: string | null; ca: Buffer | null }
 
 /**
- * `controller.listen` of a config file. The API commands need nothing else, so the
- * file is only parsed as YAML, not validated whole: a problem elsewhere in it (an
- * operator editing it while Understudy runs) does not stop `status`. When the
- * address itself is missing its default applies; when it is anything else than a
- * valid address (or the file cannot be read or parsed) the full config pipeline
- * runs and names the problem as `file:line:col: path: message`.
+ * The controller's API address: --api, else UNDERSTUDY_API, else the config's
+ * controller.listen (https:// when the config has cluster.tls). The token:
+ * UNDERSTUDY_TOKEN, else the config's controller.token. The CA: UNDERSTUDY_CA (a PEM
+ * file), else the config's cluster.tls.ca.
  */
-export async function controllerListen(file: string): Promise<Endpoint> {
+export async function apiAccess(opts: ApiOptions): Promise<ApiAccess> {
+  const explicit = opts.api ?? process.env.UNDERSTUDY_API;
+  let settings: ApiSettings | null = null;
+  try {
+    settings = await apiSettings(resolveConfigPath(opts.config));
+  } catch (e) {
+    if (!explicit) throw e;
+  }
+  const ca = process.env.UNDERSTUDY_CA ? readFile(process.env.UNDERSTUDY_CA, 'UNDERSTUDY_CA') : settings?.caFile ? readFile(settings.caFile, 'cluster.tls.ca') : null;
+  const base = explicit ? explicit.replace(/\/$/, '') : `${ca ? 'https' : 'http'}://${endpointToString(settings!.listen)}`;
+  const token = process.env.UNDERSTUDY_TOKEN || (settings?.tokenFile ? readFile(settings.tokenFile, 'controller.token').toString('utf8').trim() : settings?.tokenEnv ? process.env[settings.tokenEnv] ?? null : null);
+  return { base, token: token || null, ca };
+}
+
+/** The controller's API base URL (see apiAccess). */
+export async function apiBase(opts: ApiOptions): Promise<string> {
+  return (await apiAccess(opts)).base;
+}
+
+function readFile(file: string, what: string): Buffer {
+  try {
+    return fs.readFileSync(file);
+  } catch (e) {
+    throw new UnderstudyError('US_CREDENTIALS_UNREADABLE', `${what}: cannot read ${file} (${(e as NodeJS.ErrnoException).code ?? 'error'})`);
+  }
+}
+
+interface ApiSettings { listen: Endpoint; tokenFile?: string; tokenEnv?: string; caFile?: string }
+
+/**
+ * `controller.listen`, `controller.token` and `cluster.tls.ca` of a config file. The API
+ * commands need nothing else, so the file is only parsed as YAML, not validated whole: a
+ * problem elsewhere in it (an operator editing it while Understudy runs) does not stop
+ * `status`. When the address itself is missing its default applies; when it is anything
+ * else than a valid address (or the file cannot be read or parsed) the full config
+ * pipeline runs and names the problem as `file:line:col: path: message`.
+ */
+async function apiSettings(file: string): Promise<ApiSettings> {
   let doc: unknown;
   try {
     const { parse } = await import('yaml');
@@ -42,30 +75,45 @@ export async function controllerListen(file: string): Promise<Endpoint> {
   } catch {
     doc = undefined;
   }
-  if (doc !== null && typeof doc === 'object' && !Array.isArray(doc)) {
-    const controller = (doc as Record<string, unknown>).controller;
-    if (controller === undefined || controller === null) return DEFAULT_CONTROLLER_LISTEN;
-    if (typeof controller === 'object' && !Array.isArray(controller)) {
-      const listen = (controller as Record<string, unknown>).listen;
-      if (listen === undefined || listen === null) return DEFAULT_CONTROLLER_LISTEN;
+  const obj = (v: unknown): Record<string, unknown> | null => (v !== null && typeof v === 'object' && !Array.isArray(v) ? v as Record<string, unknown> : null);
+  const top = obj(doc);
+  if (top) {
+    const base = baseDirFor(file);
+    const controller = top.controller === undefined || top.controller === null ? {} : obj(top.controller);
+    const tls = obj(obj(top.cluster)?.tls);
+    const token = obj(controller?.token);
+    const extra: Omit<ApiSettings, 'listen'> = {
+      ...(typeof tls?.ca === 'string' ? { caFile: path.resolve(base, tls.ca) } : {}),
+      ...(typeof token?.file === 'string' ? { tokenFile: path.resolve(base, token.file) } : {}),
+      ...(typeof token?.env === 'string' ? { tokenEnv: token.env } : {}),
+    };
+    if (controller) {
+      const listen = controller.listen;
+      if (listen === undefined || listen === null) return { listen: DEFAULT_CONTROLLER_LISTEN, ...extra };
       const e = parseEndpoint(listen);
-      if (e !== undefined) return e;
+      if (e !== undefined) return { listen: e, ...extra };
     }
   }
   const { loadConfig } = await import('../config/load-config.ts');
-  return loadConfig(file, { baseDir: baseDirFor(file) }).controller.listen;
+  const c = loadConfig(file, { baseDir: baseDirFor(file) });
+  return {
+    listen: c.controller.listen,
+    ...(c.cluster?.tls ? { caFile: c.cluster.tls.ca } : {}),
+    ...(c.controller.token ? ('file' in c.controller.token ? { tokenFile: c.controller.token.file } : { tokenEnv: c.controller.token.env }) : {}),
+  };
 }
 
 /**
- * Calls the controller API, with `UNDERSTUDY_TOKEN` as the bearer token if set.
+ * Calls the controller API with the token (apiAccess) as the bearer credential, if there is one.
  * A reply `{ error: { code, message } }` is thrown as UnderstudyError with that
  * code; a refused or timed-out connection as US_UNREACHABLE / US_TIMEOUT naming
  * the address (the same mapping as the parts' own client, shared/http-client.ts).
  */
 export async function callApi<T>(opts: ApiOptions, pathAndQuery: string, call: ApiCallOptions = {}): Promise<T> {
-  const url = `${await apiBase(opts)}${pathAndQuery}`;
+  const access = await apiAccess(opts);
+  const url = `${access.base}${pathAndQuery}`;
   const timeoutMs = call.timeoutMs ?? 5000;
-  const token = process.env.UNDERSTUDY_TOKEN;
+  const token = access.token;
   const body = call.body === undefined ? undefined : JSON.stringify(call.body);
   const headers: Record<string, string> = {};
   if (token) headers.authorization = `Bearer ${token}`;
@@ -76,14 +124,15 @@ export async function callApi<T>(opts: ApiOptions, pathAndQuery: string, call: A
   const { status, text } = await new Promise<{ status: number; text: string }>((resolve, reject) => {
     let req: http.ClientRequest;
     try {
-      req = http.request(url, { method: body === undefined ? 'GET' : 'POST', headers, agent: false }, (res) => {
+      const client = url.startsWith('https:') ? https : http;
+      req = client.request(url, { method: body === undefined ? 'GET' : 'POST', headers, agent: false, ...(access.ca ? { ca: access.ca } : {}) }, (res) => {
         const chunks: Buffer[] = [];
         res.on('data', (c: Buffer) => chunks.push(c));
         res.on('end', () => resolve({ status: res.statusCode ?? 0, text: Buffer.concat(chunks).toString('utf8') }));
         res.on('error', (e) => reject(unreachable(url, e)));
       });
     } catch (e) {
-      reject(new UnderstudyError('US_BAD_REQUEST', `--api / UNDERSTUDY_API: ${url} is not an http:// URL (${(e as Error).message})`));
+      reject(new UnderstudyError('US_BAD_REQUEST', `--api / UNDERSTUDY_API: ${url} is not an http:// or https:// URL (${(e as Error).message})`));
       return;
     }
     req.setTimeout(timeoutMs, () => req.destroy(new UnderstudyError('US_TIMEOUT', `${url} did not answer within ${timeoutMs} ms`)));

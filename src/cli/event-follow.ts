@@ -1,9 +1,9 @@
 import { createParser, type EventSourceMessage } from 'eventsource-parser';
-import { request } from 'undici';
+import { Agent, request } from 'undici';
 import type { StepMessage } from '../api/event-stream.ts';
 import { UnderstudyError } from '../shared/errors.ts';
 import type { EventRecord } from '../state/state-store.ts';
-import { apiBase, type ApiOptions } from './api-client.ts';
+import { apiAccess, type ApiOptions } from './api-client.ts';
 
 export interface FollowHandlers {
   event: (e: EventRecord) => void;
@@ -20,8 +20,10 @@ export interface FollowHandlers {
  * Rejects only on a refusal that retrying cannot fix (401, 404).
  */
 export async function followEvents(opts: ApiOptions, after: number, on: FollowHandlers, signal?: AbortSignal): Promise<void> {
-  const url = `${await apiBase(opts)}/v1/events/stream`;
-  const token = process.env.UNDERSTUDY_TOKEN;
+  const access = await apiAccess(opts);
+  const url = `${access.base}/v1/events/stream`;
+  const token = access.token;
+  const dispatcher = access.ca ? new Agent({ connect: { ca: access.ca } }) : undefined;
   let lastId = after;
   let retryMs = 1000;
   let down = false;
@@ -30,7 +32,7 @@ export async function followEvents(opts: ApiOptions, after: number, on: FollowHa
       const res = await request(url, {
         method: 'GET',
         headers: { accept: 'text/event-stream', 'last-event-id': String(lastId), ...(token ? { authorization: `Bearer ${token}` } : {}) },
-        headersTimeout: 10_000, bodyTimeout: 0, ...(signal ? { signal } : {}),
+        headersTimeout: 10_000, bodyTimeout: 0, ...(signal ? { signal } : {}), ...(dispatcher ? { dispatcher } : {}),
       });
       if (res.statusCode === 401 || res.statusCode === 404) {
         const body = await res.body.text();

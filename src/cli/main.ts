@@ -18,6 +18,13 @@ async function config(file?: string): Promise<UnderstudyConfig> {
   return loadConfig(path, { baseDir: baseDirFor(path) });
 }
 
+/** A part's config, with this process's calls to the other parts set up for the cluster (secret, TLS). */
+async function partConfig(file?: string): Promise<UnderstudyConfig> {
+  const c = await config(file);
+  (await import('../shared/cluster-transport.ts')).installClusterTransport(c);
+  return c;
+}
+
 async function callApi<T>(opts: ApiOptions, pathAndQuery: string, call?: ApiCallOptions): Promise<T> {
   const api = await import('./api-client.ts');
   return api.callApi<T>(opts, pathAndQuery, call);
@@ -40,7 +47,7 @@ program.command('up')
   .option('--controller-on <storage>', 'run the controller inside this storage system\'s processor instead of its own process')
   .action(async (o: { config?: string; controllerOn?: string }) => {
     const { runUp } = await import('./up-command.ts');
-    process.exitCode = await runUp(await config(o.config), { controllerOn: o.controllerOn });
+    process.exitCode = await runUp(await partConfig(o.config), { controllerOn: o.controllerOn });
   });
 
 program.command('validate')
@@ -169,24 +176,36 @@ apiOpts(program.command('power').description('a host\'s relay').argument('<host>
     console.log(`${host}: ${r.power}${r.pid ? ` (pid ${r.pid})` : ''}`);
   });
 
+program.command('certs')
+  .description('make a CA and a certificate per part of the config (for cluster.tls), with openssl')
+  .requiredOption('-c, --config <file>', 'config file')
+  .requiredOption('--out <dir>', 'where the certificates go (existing ones are kept)')
+  .action(async (o: { config: string; out: string }) => {
+    const { makeCerts } = await import('./certs-command.ts');
+    console.log(`understudy: certificates in ${o.out}`);
+    const { made, kept } = makeCerts(await config(o.config), o.out, (l) => console.log(l));
+    if (kept.length > 0) console.log(`  kept: ${kept.join(', ')}`);
+    console.log(`${made.length} made. In the config: cluster: { secret: { file: PATH }, tls: { ca: ${o.out}/ca.pem, cert: "${o.out}/{{part}}.pem", key: "${o.out}/{{part}}-key.pem" } }`);
+  });
+
 // Internal commands: the processes that `up` starts; also what runs on other machines.
 program.command('controller', { hidden: true }).requiredOption('-c, --config <file>').action(async (o: { config: string }) => {
   const { runController } = await import('./controller-command.ts');
-  await runController(await config(o.config));
+  await runController(await partConfig(o.config));
 });
 program.command('director').description('run the built-in network director').requiredOption('-c, --config <file>').action(async (o: { config: string }) => {
   const { runDirector } = await import('./director-command.ts');
-  await runDirector({ config: await config(o.config) });
+  await runDirector({ config: await partConfig(o.config) });
 });
 program.command('storage').description('run a storage processor').requiredOption('--name <storage>').requiredOption('-c, --config <file>')
   .option('--with-controller', 'also run the controller inside this storage processor')
   .action(async (o: { name: string; config: string; withController?: boolean }) => {
     const { runStorage } = await import('./storage-command.ts');
-    await runStorage({ config: await config(o.config), name: o.name, withController: o.withController });
+    await runStorage({ config: await partConfig(o.config), name: o.name, withController: o.withController });
   });
 program.command('agent').description('run a host agent').requiredOption('--host <host>').requiredOption('-c, --config <file>').action(async (o: { host: string; config: string }) => {
   const { runAgent } = await import('./agent-command.ts');
-  await runAgent(await config(o.config), o.host);
+  await runAgent(await partConfig(o.config), o.host);
 });
 
 try {

@@ -1,10 +1,12 @@
 import path from 'node:path';
+import { isLoopbackAddress } from './endpoint.ts';
 import type { Finding } from './problems.ts';
 import type { ParsedSections } from './parse-sections.ts';
 import { sectionSchemas, type SiteInput } from './schema.ts';
 import type {
   HostConfig,
   NotifyTarget,
+  SecretRef,
   SiteConfig,
   SyncConfig,
   StorageConfig,
@@ -143,17 +145,43 @@ export function compileConfig(
   // A section that failed validation is reported already; its defaults stand in (the schema's, written once).
   const c = parsed.controller ?? sectionSchemas.controller.parse({});
   const d = parsed.director ?? sectionSchemas.director.parse({});
+  const k = parsed.cluster ?? sectionSchemas.cluster.parse({});
+  // A section with problems of its own is salvaged: a field may still hold what was written.
+  const ref = (r: unknown): SecretRef | null => {
+    if (r === null || typeof r !== 'object') return null;
+    const o = r as { env?: unknown; file?: unknown };
+    return typeof o.file === 'string' ? { file: abs(o.file) } : typeof o.env === 'string' ? { env: o.env } : null;
+  };
+
+  // Parts that others reach over a network must not trust whoever calls them.
+  const beyondLoopback = [
+    ...(!isLoopbackAddress(c.listen.host) ? [`controller.listen ${c.listen.host}`] : []),
+    ...(!isLoopbackAddress(d.listen.host) ? [`director.listen ${d.listen.host}`] : []),
+    ...Object.values(storage).filter((x) => !isLoopbackAddress(x.listen.host)).map((x) => `storage.${x.name}.listen ${x.listen.host}`),
+    ...Object.values(hosts).filter((h) => !isLoopbackAddress(h.address)).map((h) => `hosts.${h.name}.address ${h.address}`),
+  ];
+  if (!k.secret && beyondLoopback.length > 0) {
+    findings.push({
+      path: parsed.cluster ? ['cluster'] : [],
+      message: `parts listen beyond loopback (${beyondLoopback.slice(0, 3).join(', ')}${beyondLoopback.length > 3 ? ` and ${beyondLoopback.length - 3} more` : ''}) but cluster.secret is not set: anyone on that network could command them. Set cluster: { secret: { file: PATH } } (and tls: docs/operations.md, "Across machines")`,
+    });
+  }
   return {
     file: where.file,
     baseDir: where.baseDir,
     controller: {
       listen: c.listen,
+      token: ref(c.token),
       stateDir: abs(c.state),
       failover: {
         cooldownMs: c.failover.cooldown,
         flapWindowMs: c.failover.flapWindow,
         flapBackoffMs: c.failover.flapBackoff ?? c.failover.cooldown,
       },
+    },
+    cluster: {
+      secret: ref(k.secret),
+      tls: k.tls && typeof k.tls.ca === 'string' && typeof k.tls.cert === 'string' && typeof k.tls.key === 'string' ? { ca: abs(k.tls.ca), cert: abs(k.tls.cert), key: abs(k.tls.key) } : null,
     },
     director: {
       listen: d.listen,

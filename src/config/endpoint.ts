@@ -35,3 +35,8 @@ export function isPort(n: unknown): n is number {
 export function isAddress(text: unknown): text is string {
   return typeof text === 'string' && isIP(text) !== 0;
 }
+
+/** Whether `address` is loopback (127.0.0.0/8 or ::1): reachable only from this machine. */
+export function isLoopbackAddress(address: string): boolean {
+  return /^127\.\d{1,3}\.\d{1,3}\.\d{1,3}$/.test(address) || address === '::1';
+}

@@ -1,7 +1,7 @@
 import type { z } from 'zod';
 import type { Finding } from './problems.ts';
 import { sectionSchemas, topLevelSchema } from './schema.ts';
-import type { ControllerInput, DirectorInput, HostInput, NotifyInput, SiteInput, StorageInput } from './schema.ts';
+import type { ClusterInput, ControllerInput, DirectorInput, HostInput, NotifyInput, SiteInput, StorageInput } from './schema.ts';
 import { salvage } from './salvage.ts';
 import { zodFindings } from './zod-findings.ts';
 
@@ -24,6 +24,7 @@ export interface Entry<T> {
 
 export interface ParsedSections {
   controller?: ControllerInput;
+  cluster?: ClusterInput;
   director?: DirectorInput;
   storage: Entry<StorageInput>[];
   hosts: Entry<HostInput>[];
@@ -45,6 +46,7 @@ export function parseSections(data: unknown, findings: Finding[]): ParsedSection
   }
   const raw = data as Record<string, unknown>;
   out.controller = parseOne(sectionSchemas.controller, raw.controller, ['controller'], findings);
+  out.cluster = parseOne(sectionSchemas.cluster, raw.cluster, ['cluster'], findings);
   out.director = parseOne(sectionSchemas.director, raw.director, ['director'], findings);
   out.storage = parseRecord(sectionSchemas.storage, raw.storage, 'storage', 'storage system (name: { path })', true, findings);
   out.hosts = parseRecord(sectionSchemas.host, raw.hosts, 'hosts', 'host (name: { address, storage })', true, findings);

@@ -78,9 +78,41 @@ const failover = z
   })
   .prefault({});
 
+/** A secret that is never written in the config: `{ env: NAME }` or `{ file: PATH }` (read when used, never logged). */
+const secretRef = custom('must be { env: NAME } or { file: PATH } (a secret is never written in the config itself)', (v) => {
+  if (v && typeof v === 'object' && !Array.isArray(v)) {
+    const o = v as Record<string, unknown>;
+    const keys = Object.keys(o);
+    if (keys.length === 1 && typeof o.env === 'string' && /^[A-Za-z_][A-Za-z0-9_]*$/.test(o.env)) return { env: o.env };
+    if (keys.length === 1 && typeof o.file === 'string' && o.file.trim() !== '') return { file: o.file };
+  }
+  return undefined;
+});
+
+/**
+ * `cluster`: how the parts authenticate each other. `secret`: every internal call carries
+ * it and every part refuses a call without it. `tls`: every internal endpoint is served
+ * over TLS with `cert`/`key` and callers verify it against `ca`; `{{part}}` in a path is
+ * the part's name (a host, a storage system, `director`, `controller`), so that one config
+ * file names each machine's own certificate.
+ */
+const cluster = z
+  .strictObject({
+    secret: secretRef.optional(),
+    tls: z
+      .strictObject({ ca: text, cert: text, key: text })
+      .optional(),
+  })
+  .superRefine((c, ctx) => {
+    if (c.tls && !c.secret) ctx.addIssue({ code: 'custom', path: ['secret'], message: 'is required with tls: TLS proves who serves, the cluster secret proves who calls' });
+  })
+  .prefault({});
+
 const controller = z
   .strictObject({
     listen: endpoint.default({ ...DEFAULT_CONTROLLER_LISTEN }),
+    /** The operators' API token (CLI, dashboard); required when `listen` is beyond loopback. UNDERSTUDY_TOKEN, when set, is used instead. */
+    token: secretRef.optional(),
     state: custom('must be a directory path (etcd state is not supported yet)', (v) =>
       typeof v === 'string' && v.trim() !== '' ? v : undefined,
     ).default('.understudy/state'),
@@ -450,6 +482,7 @@ const notifyTarget = z
  */
 export const sectionSchemas = {
   controller,
+  cluster,
   director,
   /** `sites.X.volume.sync`, for the defaults of a sync-mode site that does not write it. */
   sync,
@@ -466,6 +499,7 @@ export const sectionSchemas = {
 export const topLevelSchema = z.strictObject(
   {
     controller: z.unknown().optional(),
+    cluster: z.unknown().optional(),
     director: z.unknown().optional(),
     storage: z.unknown().optional(),
     hosts: z.unknown().optional(),
@@ -473,10 +507,11 @@ export const topLevelSchema = z.strictObject(
     sites: z.unknown().optional(),
     notify: z.unknown().optional(),
   },
-  { error: 'the file must be a YAML map with controller, storage, hosts, pools, sites and notify' },
+  { error: 'the file must be a YAML map with controller, cluster, director, storage, hosts, pools, sites and notify' },
 );
 
 export type ControllerInput = z.output<typeof controller>;
+export type ClusterInput = z.output<typeof cluster>;
 export type DirectorInput = z.output<typeof director>;
 export type StorageInput = z.output<typeof storage>;
 export type HostInput = z.output<typeof host>;

@@ -28,6 +28,8 @@ export interface Endpoint {
 export interface ControllerConfig {
   /** API, dashboard and /metrics. @default 127.0.0.1:7070 */
   listen: Endpoint;
+  /** The operators' API token (`controller.token`); UNDERSTUDY_TOKEN, when set, wins. Required beyond loopback. */
+  token?: SecretRef | null;
   /** Directory of the embedded state store (absolute). @default .understudy/state */
   stateDir: string;
   failover: FailoverGovernance;
@@ -249,6 +251,20 @@ export interface SiteConfig {
 
 /** A secret's source: written in the config (no secret), an environment variable, or a file (read when used). */
 export type SecretSource = { value: string } | { env: string } | { file: string };
+/** A secret that is never written in the config: an environment variable or a file (absolute). */
+export type SecretRef = { env: string } | { file: string };
+
+/**
+ * `cluster`: how the parts authenticate each other (src/shared/cluster-transport.ts).
+ * Both absent: the parts trust whoever calls, which the config allows only while every
+ * part listens on loopback (the embedded default).
+ */
+export interface ClusterConfig {
+  /** Every internal call carries it; every part refuses a call without it. */
+  secret: SecretRef | null;
+  /** Absolute paths; `{{part}}` in `cert` and `key` is the part's name. */
+  tls: { ca: string; cert: string; key: string } | null;
+}
 
 /**
  * `notify.X`: one place events are delivered to (src/notify/), at least once, from a
@@ -282,6 +298,8 @@ export interface UnderstudyConfig {
   /** Directory relative paths in the file are resolved against: the file's own directory (as Docker Compose does). */
   baseDir: string;
   controller: ControllerConfig;
+  /** Absent in hand-made configs (tests): as if both were unset. */
+  cluster?: ClusterConfig;
   director: DirectorConfig;
   storage: Record<string, StorageConfig>;
   hosts: Record<string, HostConfig>;

@@ -29,7 +29,8 @@ export function zodFindings(error: z.ZodError, base: PropertyKey[], schema: z.Zo
       continue;
     }
     const missing = valueAt(input, rel) === undefined;
-    out.push({ path, message: missing ? 'is required' : issue.message });
+    // A custom rule says why a missing value is needed: its message stands.
+    out.push({ path, message: missing && issue.code !== 'custom' ? 'is required' : issue.message });
   }
   return out;
 }

@@ -11,6 +11,7 @@ import { ConnErrorSignaller } from './signals.ts';
 import { UpstreamPools, type PoolOptions } from './upstream-pools.ts';
 import { siteSnapshot, type DirectorSiteStats } from './upstream-stats.ts';
 import { SyncBarrierClient } from './sync-barrier.ts';
+import { partSecurity } from '../shared/cluster-transport.ts';
 import { DrillFronts } from './drill-fronts.ts';
 
 /**
@@ -91,7 +92,7 @@ export class Director {
    */
   async start(): Promise<void> {
     try {
-      this.admin = createJsonServer(adminRouter({ routes: this.routes, stats: () => this.stats(), metrics: this.metrics, drills: this.drills }));
+      this.admin = createJsonServer(adminRouter({ routes: this.routes, stats: () => this.stats(), metrics: this.metrics, drills: this.drills }), null, { security: partSecurity(this.config, 'director'), part: 'the director' });
       const a = this.config.director.listen;
       this.adminAddr = await listen(this.admin, a.host, a.port);
       for (const [name, site] of Object.entries(this.config.sites)) {

@@ -1,5 +1,6 @@
 import { Pool } from 'undici';
 import type { RouteTable, SyncBarrierResponse } from '../shared/contracts.ts';
+import { internalConnectOptions, internalHeaders, internalUrl } from '../shared/cluster-transport.ts';
 import { background } from '../shared/background.ts';
 
 /**
@@ -61,7 +62,7 @@ export class SyncBarrierClient {
       const res = await this.pool(sync.storageUrl).request({
         path: `/v1/volumes/${encodeURIComponent(site)}/sync-barrier`,
         method: 'POST',
-        headers: { 'content-type': 'application/json' },
+        headers: { 'content-type': 'application/json', ...internalHeaders() },
         body: JSON.stringify({ onReplicaLost: sync.onReplicaLost, timeoutMs: sync.timeoutMs }),
         headersTimeout: budget,
         bodyTimeout: budget,
@@ -102,7 +103,7 @@ export class SyncBarrierClient {
   private pool(url: string): Pool {
     let p = this.pools.get(url);
     if (p === undefined) {
-      p = new Pool(url, { connections: 64, pipelining: 1, keepAliveTimeout: 30_000, connect: { timeout: 1000 } });
+      p = new Pool(internalUrl(url), { connections: 64, pipelining: 1, keepAliveTimeout: 30_000, connect: { timeout: 1000, ...internalConnectOptions() } });
       this.pools.set(url, p);
     }
     return p;

@@ -7,6 +7,7 @@ import type { AgentStatus, StartAppRequest } from '../shared/contracts.ts';
 import { UnderstudyError } from '../shared/errors.ts';
 import { JsonRouter, createJsonServer, listen, parseBody } from '../shared/http-json.ts';
 import { AppProcess } from './app-process.ts';
+import { partSecurity } from '../shared/cluster-transport.ts';
 import { assertPortFree } from './port-check.ts';
 
 const StartAppSchema = z.object({
@@ -48,7 +49,7 @@ export class HostAgent {
         await this.apps.get(params.site!)?.stop();
         return this.status();
       });
-    this.server = createJsonServer(router);
+    this.server = createJsonServer(router, null, { security: partSecurity(this.config, this.host), part: `the agent of ${this.host}` });
     await listen(this.server, h.address, h.agentPort);
   }
 

@@ -15,6 +15,10 @@ export type ErrorCode =
   | 'US_FENCE_UNCONFIRMED'
   | 'US_NO_TARGET'
   | 'US_UNAUTHORIZED'
+  /** A secret, token or certificate the config names cannot be read (the message says where it looked). */
+  | 'US_CREDENTIALS_UNREADABLE'
+  /** A plain-HTTP call to a part that speaks TLS only (`cluster.tls`). */
+  | 'US_TLS_REQUIRED'
   | 'US_UNREACHABLE'
   | 'US_TIMEOUT'
   | 'US_REPLICATION'

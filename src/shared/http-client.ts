@@ -1,8 +1,7 @@
-import { request, Agent } from 'undici';
+import { request } from 'undici';
+import { clusterDispatcher } from './cluster-transport.ts';
 import { UnderstudyError } from './errors.ts';
 
-/** Keep-alive connections between Understudy's own parts. */
-const dispatcher = new Agent({ keepAliveTimeout: 10_000, connections: 16 });
 
 export interface JsonCallOptions {
   method?: string;
@@ -27,7 +26,7 @@ export async function callJson<T = unknown>(url: string, opts: JsonCallOptions =
       headersTimeout: timeoutMs,
       bodyTimeout: timeoutMs,
       signal: AbortSignal.timeout(timeoutMs),
-      dispatcher,
+      dispatcher: clusterDispatcher(),
     });
   } catch (e) {
     const err = e as NodeJS.ErrnoException;

@@ -2,6 +2,7 @@ import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { z } from 'zod';
 import { UnderstudyError, isUnderstudyError } from './errors.ts';
+import { createPartServer, requireClusterSecret, type PartSecurity } from './cluster-transport.ts';
 
 /**
  * A minimal JSON HTTP server shared by the controller API, the storage processor,
@@ -25,6 +26,7 @@ const STATUS_BY_CODE: Record<string, number> = {
   US_BAD_REQUEST: 400,
   US_CONFIG_INVALID: 400,
   US_UNAUTHORIZED: 401,
+  US_TLS_REQUIRED: 400,
   US_NOT_FOUND: 404,
   US_STALE_EPOCH: 409,
   US_FENCE_UNCONFIRMED: 409,
@@ -113,8 +115,20 @@ export function parseBody<T>(schema: z.ZodType<T>, body: unknown): T {
   throw new UnderstudyError('US_BAD_REQUEST', msg);
 }
 
-export function createJsonServer(router: JsonRouter, fallback?: (req: http.IncomingMessage, res: http.ServerResponse) => void): http.Server {
-  const server = http.createServer((req, res) => {
+/**
+ * `security`: what the part requires of its callers (cluster-transport.ts): every request
+ * must carry the cluster secret, checked before any route runs, and the server speaks TLS
+ * when the cluster does. `part` names the part in a refusal.
+ */
+export function createJsonServer(router: JsonRouter, fallback?: ((req: http.IncomingMessage, res: http.ServerResponse) => void) | null, guard?: { security: PartSecurity | null; part: string }): http.Server {
+  const server = createPartServer(guard?.security ?? null, (req, res) => {
+    try {
+      requireClusterSecret(guard?.security ?? null, req.headers, guard?.part ?? 'this part');
+    } catch (e) {
+      req.resume();
+      sendError(res, e);
+      return;
+    }
     router.handle(req, res).then((handled) => {
       if (handled) return;
       if (fallback) fallback(req, res);

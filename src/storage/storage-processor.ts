@@ -31,6 +31,7 @@ import { TestHooks } from './test-hooks.ts';
 // Reader copies (the read-only portion for reader hosts), fed and held.
 import { ReaderShipping } from './reader-shipping.ts';
 import { ReaderCopies } from './reader-copies.ts';
+import { partSecurity } from '../shared/cluster-transport.ts';
 import { DrillCopies } from './drill-copies.ts';
 
 export { checkVolumeDatabases } from './volume-check.ts';
@@ -152,7 +153,7 @@ export class StorageProcessor {
       const vol = this.volume(meta.site, meta);
       if (meta.role === 'primary' && meta.replicateTo) this.startShipper(vol, meta.replicateTo);
     }
-    this.server = createJsonServer(this.router());
+    this.server = createJsonServer(this.router(), null, { security: partSecurity(this.config, this.name), part: `storage ${this.name}` });
     await listen(this.server, this.storage.listen.host, this.storage.listen.port);
     this.vault.start(); // backup and verification timers
     this.liveCheck.start();

@@ -141,7 +141,8 @@ test('the dashboard shows a failover live and runs a switchover from the page', 
   assert.ok(followed.some((e) => e.step?.step === 'fence'), 'runbook steps arrive live too');
 
   // /metrics parses (a real Prometheus text-format parser) and carries the figures.
-  const text = String((await http(`${cluster.api}/metrics`)).body);
+  assert.equal((await apiCall(cluster.api, null, '/metrics')).status, 401, '/metrics needs the token too (a scraper sends it as a bearer credential)');
+  const text = String((await apiCall<string>(cluster.api, TOKEN, '/metrics')).body);
   const metrics = parseMetrics(text);
   const count = (name: string, labels: Record<string, string>) => histogram(text, name, labels)?.count ?? 0;
   assert.equal(count('understudy_failover_seconds', { site: 'shop' }), 1);

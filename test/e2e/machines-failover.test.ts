@@ -3,7 +3,7 @@ import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { test } from 'node:test';
-import { http, sleep, waitUntil } from '../support/cluster.ts';
+import { sleep, waitUntil } from '../support/cluster.ts';
 import { missingOrders, startLoad } from '../support/load.ts';
 import { rigApi, startRigCluster, type RigCluster } from '../support/rig-cluster.ts';
 
@@ -46,7 +46,7 @@ test('across machines: crash failovers under sync load, fenced through IPMI, los
   for (const pid of c.rig.pids(c.rig.ns('h1'))) {
     assert.ok(!fs.readFileSync(`/proc/${pid}/environ`, 'utf8').includes('UNDERSTUDY_TOKEN='), `no process on h1 holds the controller's token (pid ${pid})`);
   }
-  assert.equal((await http(`${c.api}/v1/status`)).status, 401, 'the controller, listening beyond loopback, refuses a call without its token');
+  assert.equal((await c.call('/v1/status', { token: null })).status, 401, 'the controller, listening beyond loopback, refuses a call without its token');
 
   const load = startLoad(c.front, { workers: 4, maxMs: 80_000, maxRequests: 20_000 });
   t.after(() => load.stop());

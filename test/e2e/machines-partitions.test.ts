@@ -1,9 +1,9 @@
 import assert from 'node:assert/strict';
 import net from 'node:net';
 import { test } from 'node:test';
-import { http, sleep, waitUntil } from '../support/cluster.ts';
+import { sleep, waitUntil } from '../support/cluster.ts';
 import { startLoad } from '../support/load.ts';
-import { rigApi, rigGet, startRigCluster, type RigCluster } from '../support/rig-cluster.ts';
+import { rigApi, rigCall, rigGet, startRigCluster, type RigCluster } from '../support/rig-cluster.ts';
 
 interface Status {
   sites: { state: string; epoch: number; primary: { host: string; address: string }; replication: { state: string } }[];
@@ -56,7 +56,7 @@ test('across machines: director cut from the controller keeps routing; primary c
   c.rig.drop('dir', 'ctl');
   c.rig.drop('ctl', 'dir');
   const cutAt = Date.now();
-  const reached = await http(`${directorAdmin}/healthz`, { timeoutMs: 500 }).then(() => true, () => false);
+  const reached = await rigCall(`${directorAdmin}/healthz`, { timeoutMs: 500 }).then(() => true, () => false);
   assert.ok(reached, 'the test still reaches the director (only director ↔ controller is cut)');
   await sleep(3000);
   const during = load.result.answers.filter((a) => a.at > cutAt);
@@ -104,7 +104,7 @@ test('across machines: director cut from the controller keeps routing; primary c
   assert.equal(st.sites[0]!.primary.host, 'h2');
 
   // The director holds epoch 2 and refuses the older epoch of the host it failed over from.
-  const stale = await http(`${directorAdmin}/v1/routes/shop`, { method: 'PUT', body: { epoch: 1, primary: `${h1}:3000` } });
+  const stale = await rigCall(`${directorAdmin}/v1/routes/shop`, { method: 'PUT', body: { epoch: 1, primary: `${h1}:3000` } });
   assert.equal(stale.status, 409, JSON.stringify(stale.body));
   assert.equal((stale.body as { error: { code: string } }).error.code, 'US_STALE_EPOCH');
   assert.equal((await get<{ epoch: number }>(`${directorAdmin}/v1/routes/shop`)).epoch, 2);
@@ -129,7 +129,7 @@ test('across machines: director cut from the controller keeps routing; primary c
   assert.ok(result.answers.filter((a) => a.at > secondAt + 100).every((a) => !a.servedBy?.startsWith(`${h2}:`)), 'no answer from h2 after it was cut off');
   const end = await apiGet<Status>(c, `/v1/status`);
   assert.equal(end.sites[0]!.epoch, 3, 'two failovers, no more');
-  const stale2 = await http(`${directorAdmin}/v1/routes/shop`, { method: 'PUT', body: { epoch: 2, primary: `${h2}:3000` } });
+  const stale2 = await rigCall(`${directorAdmin}/v1/routes/shop`, { method: 'PUT', body: { epoch: 2, primary: `${h2}:3000` } });
   assert.equal(stale2.status, 409, JSON.stringify(stale2.body));
   assert.equal((await get<{ epoch: number; primary: string }>(`${directorAdmin}/v1/routes/shop`)).primary, `${h1}:3000`);
 });

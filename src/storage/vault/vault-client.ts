@@ -1,6 +1,7 @@
-import { Agent, request } from 'undici';
+import { request } from 'undici';
 import type { PointManifest, VaultHasResponse, VaultPoint, VerificationResult } from '../../shared/contracts.ts';
 import { UnderstudyError, isUnderstudyError } from '../../shared/errors.ts';
+import { clusterDispatcher } from '../../shared/cluster-transport.ts';
 import { callJson } from '../../shared/http-client.ts';
 
 /**
@@ -10,7 +11,6 @@ import { callJson } from '../../shared/http-client.ts';
  * Chunks read from the vault are hashed by their user (rebuild-point.ts): the
  * network is not trusted more than the disk.
  */
-const dispatcher = new Agent({ keepAliveTimeout: 10_000, connections: 8 });
 
 export class VaultClient {
   private readonly base: string;
@@ -68,7 +68,7 @@ export class VaultClient {
         ...(body ? { body, headers: { 'content-type': 'application/octet-stream' } } : {}),
         headersTimeout: this.timeoutMs,
         bodyTimeout: this.timeoutMs,
-        dispatcher,
+        dispatcher: clusterDispatcher(),
       });
     } catch (e) {
       const err = e as NodeJS.ErrnoException;

@@ -15,7 +15,7 @@ test('defaults: every optional field gets its documented default', () => {
   assert.equal(c.file, path.resolve(file));
   assert.equal(c.baseDir, base);
   assert.deepEqual(c.controller, {
-    listen: { host: '127.0.0.1', port: 7070 }, stateDir: path.join(base, '.understudy/state'),
+    listen: { host: '127.0.0.1', port: 7070 }, token: null, stateDir: path.join(base, '.understudy/state'),
     failover: { cooldownMs: 10_000, flapWindowMs: 300_000, flapBackoffMs: 10_000 },
   });
   assert.deepEqual(c.director, { listen: { host: '127.0.0.1', port: 7071 }, holdMaxRequests: 1000, holdTimeoutMs: 5000 });
@@ -93,7 +93,7 @@ sites:
       performance: { p95: 1s, window: 2m }
     scale: { max: 3, cooldown: 1m30s }
 `);
-  assert.deepEqual(c.controller, { listen: { host: '127.0.0.1', port: 9070 }, stateDir: '/var/lib/us', failover: { cooldownMs: 10_000, flapWindowMs: 300_000, flapBackoffMs: 10_000 } });
+  assert.deepEqual(c.controller, { listen: { host: '127.0.0.1', port: 9070 }, token: null, stateDir: '/var/lib/us', failover: { cooldownMs: 10_000, flapWindowMs: 300_000, flapBackoffMs: 10_000 } });
   assert.deepEqual(c.director, { listen: { host: '::1', port: 9071 }, holdMaxRequests: 10, holdTimeoutMs: 1500 });
   assert.deepEqual(c.storage.a?.listen, { host: '127.0.0.1', port: 9100 });
   assert.deepEqual(c.storage.b?.listen, { host: '127.0.0.1', port: 7101 }, 'default port counts position in file order');

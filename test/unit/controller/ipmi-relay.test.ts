@@ -40,6 +40,8 @@ fi
   const file = path.join(dir, 'understudy.yaml');
   fs.writeFileSync(file, `
 controller: { state: ${dir}/state }
+# A host beyond loopback needs the cluster secret (never read here: nothing calls the parts).
+cluster: { secret: { file: ${dir}/cluster-secret } }
 storage:
   a: { path: ${dir}/a }
   b: { path: ${dir}/b }
