@@ -1,20 +1,19 @@
-import { spawn, type ChildProcess } from 'node:child_process';
-import { background } from '../shared/background.ts';
 import fs from 'node:fs';
+import { background } from '../shared/background.ts';
 import net from 'node:net';
 import path from 'node:path';
 import type { Endpoint, UnderstudyConfig } from '../config/types.ts';
 import { endpointToString, endpointUrl } from '../config/types.ts';
-import { isGroupAlive, killGroup } from '../power/process-group.ts';
 import { callJson as callJsonRaw, type JsonCallOptions } from '../shared/http-client.ts';
 import { UnderstudyError } from '../shared/errors.ts';
-import { StateStore } from '../state/state-store.ts';
 import { checkVolumeDatabases } from '../storage/volume-check.ts';
 import type { StatusView } from '../controller/status-view.ts';
 import type { EventRecord } from '../state/state-store.ts';
 import { PACKAGE_ROOT } from './config-path.ts';
 import { formatEvent } from './format.ts';
 import { checkSeeds, controllerStartFailure, startFailureLines, startFailureSummary } from './start-failure.ts';
+import { PartSupervisor, partLogFile, stopLeftoverParts, type PartSpec } from './part-supervisor.ts';
+import { powerOffAllHosts, reclaimHosts } from './up-hosts.ts';
 
 const BIN = path.join(PACKAGE_ROOT, 'bin/understudy.js');
 
@@ -23,14 +22,24 @@ function callJson<T>(url: string, opts: JsonCallOptions = {}): Promise<T> {
   const token = process.env.UNDERSTUDY_TOKEN;
   return callJsonRaw<T>(url, { ...opts, headers: { ...(token ? { authorization: `Bearer ${token}` } : {}), ...opts.headers } });
 }
+type Part = PartSpec;
 const RESTART_DELAY_MS = 500;
 
-interface Part {
-  name: string;
-  args: string[];
-  url: string;
-  child: ChildProcess | null;
-}
+/**
+ * How `up` stops (the bound is stated in docs/operations.md): the controller gets
+ * CONTROLLER_GRACE_MS after SIGTERM, the hosts' cut is confirmed within the relay's
+ * CONFIRM_TIMEOUT_MS (3 s), the director and the storage processors get
+ * PARTS_GRACE_MS; whatever still runs STOP_WATCHDOG_MS after the first signal is
+ * killed at once (the hard stop, at most ~4 s more), so that `up` has ended
+ * STOP_BOUND_MS after the first signal whatever happens.
+ */
+const CONTROLLER_GRACE_MS = 2000;
+const PARTS_GRACE_MS = 2500;
+const STOP_WATCHDOG_MS = 6000;
+export const STOP_BOUND_MS = 10_000;
+/** npm forwards the terminal's SIGINT to `up`, which thus gets two at once: a repeat this soon is the same request. */
+const SAME_SIGNAL_MS = 1000;
+const STOP_SIGNALS: NodeJS.Signals[] = ['SIGINT', 'SIGTERM', 'SIGHUP'];
 
 /**
  * `understudy up`: checks everything it can before it starts anything (config,
@@ -38,8 +47,16 @@ interface Part {
  * director and the controller as separate processes (so that any of them can be
  * killed like a real fault), waits until every site serves, and stays in the
  * foreground printing the event log. A part that dies is restarted, as a service
- * manager would. Ctrl-C stops every part and powers every host off: nothing is
- * left running. If the start fails, whatever was started is stopped again.
+ * manager would. If the start fails, whatever was started is stopped again.
+ *
+ * `up` owns its parts: each runs in a process group of its own, so that Ctrl-C
+ * (SIGINT to the terminal's foreground group), a hangup or `kill` reaches `up`
+ * alone, which stops them in order: the controller first (it takes no action
+ * while the rest stops), then every host powered off and confirmed, then the
+ * director and the storage processors. A second signal (after SAME_SIGNAL_MS) kills
+ * everything at once. An `up` that was killed leaves its parts and hosts running:
+ * the next `up` of the same config stops those parts and takes the hosts back
+ * (or powers them off), so that nothing serves unseen.
  */
 export interface UpOptions {
   /** Run the controller inside this storage system's processor (`storage --with-controller`). */
@@ -48,74 +65,130 @@ export interface UpOptions {
 }
 
 export async function runUp(config: UnderstudyConfig, opts: UpOptions = {}): Promise<number> {
-  const out = opts.out ?? ((l: string) => console.log(l));
+  // After a hangup (terminal closed) or a closed pipe, printing fails: `up` must still stop everything.
+  for (const stream of [process.stdout, process.stderr]) stream.on('error', () => undefined);
+  const print = opts.out ?? ((l: string) => console.log(l));
+  const out = (line: string): void => { try { print(line); } catch { /* nowhere to print */ } };
   const runStartedAt = Date.now();
   if (opts.controllerOn && !config.storage[opts.controllerOn]) {
     throw new UnderstudyError('US_BAD_REQUEST', `--controller-on ${opts.controllerOn}: no such storage system (the config has ${Object.keys(config.storage).join(', ')})`);
   }
-  await preflight(config);
   const logDir = path.join(config.controller.stateDir, 'logs');
-  fs.mkdirSync(logDir, { recursive: true });
   const parts: Part[] = [
-    ...Object.values(config.storage).filter((s) => s.name !== opts.controllerOn).map((s) => ({ name: `storage ${s.name}`, args: ['storage', '--name', s.name, '-c', config.file], url: endpointUrl(s.listen), child: null })),
-    { name: 'director', args: ['director', '-c', config.file], url: endpointUrl(config.director.listen), child: null },
+    ...Object.values(config.storage).filter((s) => s.name !== opts.controllerOn).map((s) => ({ name: `storage ${s.name}`, args: ['storage', '--name', s.name, '-c', config.file], url: endpointUrl(s.listen) })),
+    { name: 'director', args: ['director', '-c', config.file], url: endpointUrl(config.director.listen) },
   ];
   // The controller is its own process, or lives in one storage processor (started last: it needs the others).
   const controller: Part = opts.controllerOn
-    ? { name: `storage ${opts.controllerOn} with controller`, args: ['storage', '--name', opts.controllerOn, '--with-controller', '-c', config.file], url: endpointUrl(config.controller.listen), child: null }
-    : { name: 'controller', args: ['controller', '-c', config.file], url: endpointUrl(config.controller.listen), child: null };
-  let stopping = false;
+    ? { name: `storage ${opts.controllerOn} with controller`, args: ['storage', '--name', opts.controllerOn, '--with-controller', '-c', config.file], url: endpointUrl(config.controller.listen) }
+    : { name: 'controller', args: ['controller', '-c', config.file], url: endpointUrl(config.controller.listen) };
   let startupDone = false;
   let startupFailed: ((e: Error) => void) | null = null;
-
-  const spawnPart = (p: Part): void => {
-    const log = fs.openSync(path.join(logDir, `${p.name.replace(/\s+/g, '-')}.log`), 'a');
-    const child = spawn(process.execPath, [BIN, ...p.args], { cwd: config.baseDir, stdio: ['ignore', log, log], env: process.env });
-    fs.closeSync(log);
-    p.child = child;
-    child.on('exit', (code, signal) => {
-      if (p.child !== child) return;
-      p.child = null;
-      if (stopping) return;
+  const supervisor = new PartSupervisor({
+    bin: BIN, cwd: config.baseDir, logDir, env: process.env,
+    onExit: (p, how) => {
       if (!startupDone) {
         // The controller records why it could not start (start-failure.ts): that cause, with its code.
         startupFailed?.((p === controller ? controllerStartFailure(config, runStartedAt) : null)
-          ?? new UnderstudyError('US_INTERNAL', `${p.name} exited during start (${signal ?? `code ${code}`}); see ${logDir}/${p.name.replace(/\s+/g, '-')}.log`));
+          ?? new UnderstudyError('US_INTERNAL', `${p.name} exited during start (${how}); see ${partLogFile(logDir, p.name)}`));
         return;
       }
-      out(`! ${p.name} exited (${signal ?? `code ${code}`}); restarting in ${RESTART_DELAY_MS} ms`);
-      setTimeout(() => { if (!stopping) spawnPart(p); }, RESTART_DELAY_MS);
-    });
-  };
+      out(`! ${p.name} exited (${how}); restarting in ${RESTART_DELAY_MS} ms`);
+      setTimeout(() => supervisor.start(p), RESTART_DELAY_MS);
+    },
+  });
 
-  const stopAll = async (): Promise<void> => {
-    stopping = true;
-    const all = [controller, ...parts];
-    for (const p of all) p.child?.kill('SIGTERM');
-    await Promise.all(all.map((p) => waitExit(p.child, 5000)));
-    powerOffAllHosts(config);
+  // ---- stopping: ordered on the first signal, at once on a later one or past the watchdog
+  let follow: NodeJS.Timeout | undefined;
+  let ordered: Promise<void> | null = null;
+  let hard: Promise<void> | null = null;
+  let firstSignalAt = 0;
+  let resolveStopped: (code: number) => void = () => undefined;
+  const stopped = new Promise<number>((r) => { resolveStopped = r; });
+  const hostsOff = async (): Promise<void> => {
+    const r = await powerOffAllHosts(config);
+    if (r.off.length > 0) out(`  ✓ host${r.off.length > 1 ? 's' : ''} ${r.off.join(', ')} powered off`);
+    for (const u of r.unconfirmed) out(`  ! ${u.host}: ${u.message}`);
+  };
+  const stopOrdered = (): Promise<void> => {
+    ordered ??= (async () => {
+      supervisor.beginStop();
+      clearInterval(follow);
+      for (const line of await supervisor.stop([controller.name], CONTROLLER_GRACE_MS)) out(`  ✓ ${line}`);
+      await hostsOff();
+      for (const line of await supervisor.stop(parts.map((p) => p.name), PARTS_GRACE_MS)) out(`  ✓ ${line}`);
+    })();
+    return ordered;
+  };
+  const stopHard = (why: string): Promise<void> => {
+    hard ??= (async () => {
+      out(`understudy: ${why}: killing every part and powering every host off now`);
+      clearInterval(follow);
+      await supervisor.killAll();
+      await hostsOff();
+    })();
+    return hard;
+  };
+  const onSignal = (signal: NodeJS.Signals): void => {
+    if (firstSignalAt === 0) {
+      firstSignalAt = Date.now();
+      startAbort.abort();
+      out(`understudy: stopping (${signal}): the controller, then every host (powered off), then the director and storage…`);
+      const watchdog = setTimeout(() => {
+        void stopHard(`still stopping after ${STOP_WATCHDOG_MS} ms`).then(() => resolveStopped(1), () => resolveStopped(1));
+      }, STOP_WATCHDOG_MS);
+      void stopOrdered().then(() => { clearTimeout(watchdog); if (!hard) { out('understudy: stopped'); resolveStopped(0); } }, (e: unknown) => {
+        clearTimeout(watchdog);
+        void stopHard(`the stop failed (${(e as Error).message})`).then(() => resolveStopped(1), () => resolveStopped(1));
+      });
+    } else if (Date.now() - firstSignalAt >= SAME_SIGNAL_MS) {
+      void stopHard(`${signal} again`).then(() => resolveStopped(1), () => resolveStopped(1));
+    }
+  };
+  const onCrash = (e: unknown): void => {
+    process.stderr.write(`understudy: internal error: ${(e as Error)?.stack ?? String(e)}\n`);
+    background(stopHard('internal error').finally(() => process.exit(1)));
+  };
+  for (const s of STOP_SIGNALS) process.on(s, onSignal);
+  process.on('uncaughtException', onCrash);
+  process.on('unhandledRejection', onCrash);
+  // The start gives up as soon as a signal came; its waits end with it.
+  const startAbort = new AbortController();
+  const interrupted = new Promise<never>((_, reject) => { startAbort.signal.addEventListener('abort', () => reject(new UnderstudyError('US_STOPPING', 'stopped by a signal'))); });
+  interrupted.catch(() => undefined);
+  const finish = async (code: number): Promise<number> => {
+    for (const s of STOP_SIGNALS) process.off(s, onSignal);
+    process.off('uncaughtException', onCrash);
+    process.off('unhandledRejection', onCrash);
+    return code;
   };
 
   const failed = new Promise<never>((_, reject) => { startupFailed = reject; });
-  // The waits a failed start leaves behind end with it (else they keep `up` alive until their timeouts).
-  const waits = new AbortController();
+  failed.catch(() => undefined);
   try {
+    // What an earlier `up` of this config left running: its parts stopped, its hosts taken back.
+    await Promise.race([interrupted, takeBack(config, out)]);
+    await Promise.race([interrupted, preflight(config)]);
+    fs.mkdirSync(logDir, { recursive: true });
     out(`understudy: starting ${Object.keys(config.sites).length} site(s) from ${config.file}`);
-    for (const p of parts) spawnPart(p);
-    await Promise.race([failed, Promise.all(parts.map((p) => waitHealthz(p.url, 30_000, p.name, waits.signal)))]);
+    for (const p of parts) supervisor.start(p);
+    await Promise.race([interrupted, failed, Promise.all(parts.map((p) => waitHealthz(p.url, 30_000, p.name, startAbort.signal)))]);
     for (const p of parts) out(`  ✓ ${p.name} on ${p.url.replace('http://', '')}`);
-    spawnPart(controller);
-    await Promise.race([failed, waitHealthz(controller.url, 30_000, 'controller', waits.signal)]);
+    supervisor.start(controller);
+    await Promise.race([interrupted, failed, waitHealthz(controller.url, 30_000, 'controller', startAbort.signal)]);
     out(`  ✓ ${controller.name} on ${controller.url.replace('http://', '')}`);
-    await Promise.race([failed, waitSitesServing(config, controller.url, 60_000, waits.signal)]);
+    await Promise.race([interrupted, failed, waitSitesServing(config, controller.url, 60_000, startAbort.signal)]);
     startupDone = true;
   } catch (e) {
-    waits.abort();
+    startAbort.abort();
+    if (firstSignalAt !== 0) return finish(await stopped);
     for (const line of startFailureLines(e)) out(line);
     out('understudy: stopping what was started');
-    await stopAll();
+    await stopOrdered();
+    await finish(1);
     throw startFailureSummary(e);
   }
+  startAbort.abort();
   for (const s of Object.values(config.sites)) out(`  ✓ site ${s.name} serving at http://${endpointToString(s.front)}`);
   out('understudy is up. Ctrl-C stops everything. Events:');
 
@@ -124,21 +197,27 @@ export async function runUp(config: UnderstudyConfig, opts: UpOptions = {}): Pro
   await callJson<{ events: EventRecord[] }>(`${controller.url}/v1/events?after=0&limit=5000`, { timeoutMs: 2000 }).then((r) => {
     for (const e of r.events) { if (e.at >= runStartedAt) out(formatEvent(e)); lastEvent = e.id; }
   }, () => undefined);
-  const follow = setInterval(() => {
-    callJson<{ events: EventRecord[] }>(`${controller.url}/v1/events?after=${lastEvent}`, { timeoutMs: 1000 }).then((r) => {
-      for (const e of r.events) { if (e.at >= runStartedAt) out(formatEvent(e)); lastEvent = e.id; }
-    }, () => undefined);
-  }, 300);
+  if (firstSignalAt === 0) {
+    follow = setInterval(() => {
+      callJson<{ events: EventRecord[] }>(`${controller.url}/v1/events?after=${lastEvent}`, { timeoutMs: 1000 }).then((r) => {
+        for (const e of r.events) { if (e.at >= runStartedAt) out(formatEvent(e)); lastEvent = e.id; }
+      }, () => undefined);
+    }, 300);
+  }
+  return finish(await stopped);
+}
 
-  return new Promise<number>((resolve) => {
-    const onSignal = () => {
-      clearInterval(follow);
-      out('understudy: stopping (powering every host off)…');
-      background(stopAll().then(() => { out('understudy: stopped'); resolve(0); }));
-    };
-    process.once('SIGINT', onSignal);
-    process.once('SIGTERM', onSignal);
-  });
+/**
+ * Before the preflight: stops the parts an earlier `up` of this config left
+ * running (their ports would be in use) and lets the relays take its hosts back.
+ */
+async function takeBack(config: UnderstudyConfig, out: (line: string) => void): Promise<void> {
+  const leftovers = await stopLeftoverParts(config, out, PARTS_GRACE_MS);
+  for (const h of await reclaimHosts(config)) {
+    const what = h.action === 'adopted' ? 'taken back' : h.action === 'powered-off' ? 'powered off' : h.action === 'recorded-off' ? 'recorded off' : 'COULD NOT BE CONFIRMED OFF';
+    out(`  ${h.action === 'unconfirmed' ? '!' : '✓'} host ${h.host}${h.pid ? ` (pid ${h.pid})` : ''} ${what}: ${h.reason}`);
+  }
+  if (leftovers.length > 0) out(`  ✓ ${leftovers.length} part(s) left by an earlier up stopped`);
 }
 
 /** Everything checked before anything starts, so that a bad start leaves nothing half-started. */
@@ -172,9 +251,10 @@ function portFree(e: Endpoint): Promise<boolean> {
   });
 }
 
-async function waitHealthz(url: string, timeoutMs: number, name: string, signal: AbortSignal): Promise<void> {
+/** Polls until the part answers; gives up (quietly) once `abort` fires. */
+async function waitHealthz(url: string, timeoutMs: number, name: string, abort?: AbortSignal): Promise<void> {
   const deadline = Date.now() + timeoutMs;
-  while (Date.now() < deadline && !signal.aborted) {
+  while (Date.now() < deadline && !abort?.aborted) {
     try {
       await callJson(`${url}/healthz`, { timeoutMs: 500 });
       return;
@@ -185,10 +265,10 @@ async function waitHealthz(url: string, timeoutMs: number, name: string, signal:
   throw new UnderstudyError('US_TIMEOUT', `${name} did not answer on ${url} within ${timeoutMs} ms`);
 }
 
-async function waitSitesServing(config: UnderstudyConfig, url: string, timeoutMs: number, signal: AbortSignal): Promise<void> {
+async function waitSitesServing(config: UnderstudyConfig, url: string, timeoutMs: number, abort?: AbortSignal): Promise<void> {
   const deadline = Date.now() + timeoutMs;
   let last = '';
-  while (Date.now() < deadline && !signal.aborted) {
+  while (Date.now() < deadline && !abort?.aborted) {
     try {
       const st = await callJson<StatusView>(`${url}/v1/status`, { timeoutMs: 1000 });
       const waiting = Object.keys(config.sites).filter((s) => !['serving', 'degraded'].includes(st.sites.find((x) => x.name === s)?.state ?? ''));
@@ -200,36 +280,4 @@ async function waitSitesServing(config: UnderstudyConfig, url: string, timeoutMs
     await new Promise((r) => setTimeout(r, 200));
   }
   throw new UnderstudyError('US_TIMEOUT', `sites not serving after ${timeoutMs} ms: ${last}; see ${config.controller.stateDir}/logs/`);
-}
-
-function waitExit(child: ChildProcess | null, timeoutMs: number): Promise<void> {
-  if (!child || child.exitCode !== null || child.signalCode !== null) return Promise.resolve();
-  return new Promise((resolve) => {
-    const t = setTimeout(() => { child.kill('SIGKILL'); resolve(); }, timeoutMs);
-    child.once('exit', () => { clearTimeout(t); resolve(); });
-  });
-}
-
-/**
- * A clean stop: every host the relays know of is cut and confirmed gone, and the
- * relays forget them (the next `up` boots the `boot` hosts again); serving sites
- * and sites that were down are marked `starting`, so that the next `up` starts them
- * on the primary they had (the copy that is current: promoted, or never replaced).
- */
-export function powerOffAllHosts(config: UnderstudyConfig): void {
-  if (!fs.existsSync(path.join(config.controller.stateDir, 'understudy.db'))) return;
-  const store = new StateStore(config.controller.stateDir);
-  try {
-    for (const r of store.listRelays()) {
-      if (r.pgid !== null) {
-        killGroup(r.pgid);
-        const deadline = Date.now() + 3000;
-        while (isGroupAlive(r.pgid) && Date.now() < deadline) { /* wait for the kernel to finish the kill */ }
-      }
-      store.forgetRelay(r.host);
-    }
-    for (const s of store.listSites()) if (s.state === 'serving' || s.state === 'degraded' || s.state === 'down') store.setSiteState(s.site, 'starting');
-  } finally {
-    store.close();
-  }
 }

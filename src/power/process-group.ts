@@ -17,14 +17,19 @@ function procState(pid: number): string | null {
   }
 }
 
-function procPgrp(pid: number): number | null {
+/** Fields after the command name in /proc/PID/stat: [state, ppid, pgrp, …]. */
+function procFields(pid: number): string[] | null {
   try {
     const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
-    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-    return Number(fields[2]);
+    return stat.slice(stat.lastIndexOf(')') + 2).split(' ');
   } catch {
     return null;
   }
+}
+
+function procPgrp(pid: number): number | null {
+  const f = procFields(pid);
+  return f ? Number(f[2]) : null;
 }
 
 const hasProc = fs.existsSync('/proc/self/stat');
@@ -77,4 +82,74 @@ export function killGroup(pgid: number, signal: NodeJS.Signals = 'SIGKILL'): voi
   } catch (e) {
     if ((e as NodeJS.ErrnoException).code !== 'ESRCH') throw e;
   }
+}
+
+let bootId: string | null | undefined;
+
+/**
+ * What tells a process apart from a later one that got the same pid: the boot it
+ * runs in and its start time (clock ticks after boot, /proc/PID/stat field 22).
+ * Null when the process is gone or where /proc is missing.
+ */
+export function processIdentity(pid: number): string | null {
+  if (!hasProc) return null;
+  try {
+    const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
+    const startTime = stat.slice(stat.lastIndexOf(')') + 2).split(' ')[19];
+    if (bootId === undefined) {
+      try { bootId = fs.readFileSync('/proc/sys/kernel/random/boot_id', 'utf8').trim(); } catch { bootId = null; }
+    }
+    return startTime ? `${bootId ?? 'boot'}/${startTime}` : null;
+  } catch {
+    return null;
+  }
+}
+
+/**
+ * True while the process group recorded as `pgid` (its leader's identity taken when
+ * it was started) still has a live member and is still the same group. Linux does
+ * not give a pid to a new process while a group of that number exists, so a group
+ * whose leader is gone is still the recorded one; a leader of another identity is a
+ * new group that reused the number (after a reboot, say), which must never be taken
+ * for a host. `identity` null (a record older than identities): the group is trusted.
+ */
+export function isRecordedGroupAlive(pgid: number, identity: string | null): boolean {
+  if (!isGroupAlive(pgid)) return false;
+  if (identity === null) return true;
+  const leader = processIdentity(pgid);
+  return leader === null || leader === identity;
+}
+
+export interface ProcessInfo {
+  pid: number;
+  /** The parent; 1 (or a subreaper) once the parent died. */
+  ppid: number;
+  pgid: number;
+  /** The command line, one element per argument. */
+  argv: string[];
+  /** The working directory, null when it cannot be read. */
+  cwd: string | null;
+}
+
+/** Every live process of this machine that this user may inspect (Linux; empty elsewhere). */
+export function listProcesses(): ProcessInfo[] {
+  if (!hasProc) return [];
+  const out: ProcessInfo[] = [];
+  for (const name of fs.readdirSync('/proc')) {
+    const pid = Number(name);
+    if (!Number.isInteger(pid) || pid <= 0) continue;
+    const f = procFields(pid);
+    if (!f || f[0] === 'Z' || f[0] === 'X') continue;
+    let argv: string[];
+    try {
+      argv = fs.readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0');
+    } catch {
+      continue;
+    }
+    if (argv.at(-1) === '') argv.pop();
+    let cwd: string | null = null;
+    try { cwd = fs.readlinkSync(`/proc/${pid}/cwd`); } catch { /* another user's process */ }
+    out.push({ pid, ppid: Number(f[1]), pgid: Number(f[2]), argv, cwd });
+  }
+  return out;
 }

@@ -8,6 +8,8 @@ export type ErrorCode =
   /** An environment variable Understudy reads has a value it cannot use (the message names it and what it must be). */
   | 'US_BAD_ENV'
   | 'US_PORT_IN_USE'
+  /** `up` on a config that another live `up` runs from the same directory. */
+  | 'US_ALREADY_RUNNING'
   | 'US_VOLUME_NOT_DATABASE'
   | 'US_STALE_EPOCH'
   | 'US_NOT_FOUND'

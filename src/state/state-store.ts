@@ -55,6 +55,12 @@ export interface EventRecord {
 export interface RelayRecord {
   host: string;
   pgid: number | null;
+  /**
+   * What proves that `pgid` is still the group the relay started, and not a later
+   * one that reused the number (local relay: the leader's boot and start time).
+   * Null in records written before it was kept.
+   */
+  identity: string | null;
   power: 'on' | 'off';
   updatedAt: number;
 }
@@ -92,6 +98,9 @@ export class StateStore {
         delivered_at INTEGER, last_error TEXT, UNIQUE (target, event_id));
       CREATE INDEX IF NOT EXISTS notify_queue_due ON notify_queue (target, state, id);
     `);
+    // Added later: a state dir written by an older version gets the column, empty.
+    const relayColumns = (this.db.prepare('PRAGMA table_info(relays)').all() as { name: string }[]).map((c) => c.name);
+    if (!relayColumns.includes('identity')) this.db.exec('ALTER TABLE relays ADD COLUMN identity TEXT');
   }
 
   close(): void {
@@ -204,23 +213,21 @@ export class StateStore {
   // ------------------------------------------------------------------ relays
   getRelay(host: string): RelayRecord | undefined {
     const r = this.db.prepare('SELECT * FROM relays WHERE host = ?').get(host) as Record<string, unknown> | undefined;
-    return r ? { host: r.host as string, pgid: (r.pgid as number | null) ?? null, power: r.power as 'on' | 'off', updatedAt: r.updated_at as number } : undefined;
+    return r ? rowToRelay(r) : undefined;
   }
 
   listRelays(): RelayRecord[] {
-    return (this.db.prepare('SELECT * FROM relays ORDER BY host').all() as Record<string, unknown>[]).map((r) => ({
-      host: r.host as string, pgid: (r.pgid as number | null) ?? null, power: r.power as 'on' | 'off', updatedAt: r.updated_at as number,
-    }));
+    return (this.db.prepare('SELECT * FROM relays ORDER BY host').all() as Record<string, unknown>[]).map(rowToRelay);
   }
 
   forgetRelay(host: string): void {
     this.db.prepare('DELETE FROM relays WHERE host = ?').run(host);
   }
 
-  putRelay(host: string, power: 'on' | 'off', pgid: number | null): void {
-    this.db.prepare(`INSERT INTO relays (host, pgid, power, updated_at) VALUES (?, ?, ?, ?)
-      ON CONFLICT(host) DO UPDATE SET pgid = excluded.pgid, power = excluded.power, updated_at = excluded.updated_at`)
-      .run(host, pgid, power, Date.now());
+  putRelay(host: string, power: 'on' | 'off', pgid: number | null, identity: string | null = null): void {
+    this.db.prepare(`INSERT INTO relays (host, pgid, identity, power, updated_at) VALUES (?, ?, ?, ?, ?)
+      ON CONFLICT(host) DO UPDATE SET pgid = excluded.pgid, identity = excluded.identity, power = excluded.power, updated_at = excluded.updated_at`)
+      .run(host, pgid, identity, power, Date.now());
   }
 
   // ------------------------------------------------------------------ notification queue
@@ -320,5 +327,12 @@ function rowToRunbook(r: Record<string, unknown>): RunbookRecord {
     id: r.id as number, site: r.site as string, kind: r.kind as string, status: r.status as RunbookRecord['status'],
     startedAt: r.started_at as number, finishedAt: (r.finished_at as number | null) ?? null,
     data: JSON.parse(r.data as string) as Record<string, unknown>,
+  };
+}
+
+function rowToRelay(r: Record<string, unknown>): RelayRecord {
+  return {
+    host: r.host as string, pgid: (r.pgid as number | null) ?? null, identity: (r.identity as string | null | undefined) ?? null,
+    power: r.power as 'on' | 'off', updatedAt: r.updated_at as number,
   };
 }

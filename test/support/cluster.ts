@@ -6,12 +6,15 @@ import { fileURLToPath } from 'node:url';
 import { request } from 'undici';
 import Database from 'better-sqlite3';
 import { ensureBuilt } from './build.ts';
+import { killProcessesOf } from './procs.ts';
 
 /**
  * Test support: a real Understudy (`understudy up`) on its own ports, loopback
  * addresses and temporary directories, so that tests never collide with the demo
  * or with each other. Everything started is stopped by `stop()`, which also cuts
- * every host process group the relays recorded, even when `up` itself died.
+ * every host process group the relays recorded, even when `up` itself died, and
+ * then kills any process left that mentions the cluster's directory (a part of an
+ * `up` the test killed).
  */
 
 export const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
@@ -165,6 +168,7 @@ export async function startCluster(opts: ClusterOptions): Promise<Cluster> {
         if (up.exitCode === null && up.signalCode === null) up.kill('SIGKILL');
       }
       killRecordedHosts(path.join(dir, 'state'));
+      killProcessesOf(dir);
     },
   };
   const deadline = Date.now() + 90_000;
