@@ -1,6 +1,6 @@
 /**
- * What re-protection costs after a failover, full copy against differential (issue 4,
- * failback): the bytes a new replication generation sends and how long it takes until
+ * What re-protection costs after a failover, full copy against differential
+ * (failback): the bytes a new replication generation sends and how long it takes until
  * the replica streams.
  *
  *   node --import tsx bench/failback.ts [--mib 32] [--changed 1]

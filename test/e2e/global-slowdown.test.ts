@@ -5,7 +5,7 @@ import { dutyCycle } from '../support/duty-cycle.ts';
 import { startReadLoad } from '../support/read-load.ts';
 
 /**
- * Issue 5 e): every host of the site slowed at once (the primary and its powered
+ * every host of the site slowed at once (the primary and its powered
  * standby stopped and continued together: a shared cause) under load. Expected: a
  * `global-slowdown` event. Not expected: a failover, a fence, a scale-out (no host
  * powered on, no reader), a change of epoch.

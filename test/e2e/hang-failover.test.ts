@@ -12,7 +12,7 @@ interface Ev { id: number; kind: string; at: number; host: string | null; messag
 interface Runbook { id: number; kind: string; status: string; data: Record<string, unknown>; journal: { step: string; phase: string }[] }
 
 /**
- * Issue 5 a): the primary hangs (SIGSTOP of its whole process group: agent and
+ * the primary hangs (SIGSTOP of its whole process group: agent and
  * app alive, nothing answers). Probes: every 100 ms, timeout 300 ms, fall 2.
  */
 test('SIGSTOP of the primary under load: hang detected with its evidence, fenced failover, no acknowledged order lost, SIGCONT writes nothing', { timeout: 60_000 }, async (t) => {

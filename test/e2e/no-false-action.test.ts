@@ -13,7 +13,7 @@ interface Status {
 interface Ev { id: number; kind: string; at: number; host: string | null; message: string }
 
 /**
- * Issue 5 f): faults too short to act on. Probes every 200 ms, timeout 500 ms,
+ * faults too short to act on. Probes every 200 ms, timeout 500 ms,
  * fall 3: a probe that times out is followed by another 40 ms later, so a stop is
  * detected only once `fall` probes in a row time out, i.e. a stop shorter than
  *   timeout + (fall − 1) × (timeout + 40 ms) = 500 + 2 × 540 = 1580 ms

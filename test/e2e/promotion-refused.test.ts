@@ -8,7 +8,7 @@ interface Status { hosts: { name: string; pid: number | null }[] }
 interface Runbook { id: number; kind: string; status: string; journal: { step: string; phase: string }[] }
 
 /**
- * Verification before any promotion (issue 6), deterministically: the replica is made
+ * Verification before any promotion, deterministically: the replica is made
  * unusable (test hook, UNDERSTUDY_TEST_HOOKS=1) and the primary host is killed at once. A
  * crash failover always promotes, whatever the replica's last scheduled verification said,
  * so the storage processor's check at the promotion is what refuses it: the failover

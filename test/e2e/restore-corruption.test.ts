@@ -8,7 +8,7 @@ import { missingOrders, startLoad } from '../support/load.ts';
 interface Ev { kind: string; site: string | null; message: string; data: Record<string, unknown>; at?: number }
 
 /**
- * Issue 6, "must show": with replication running and restore points every second, the
+ * with replication running and restore points every second, the
  * primary's orders.db is corrupted (bytes overwritten inside its pages, while orders keep
  * coming) and the replica is unusable too. The replica is damaged through the storage
  * processor's test hook (UNDERSTUDY_TEST_HOOKS=1: its WAL folded first, then the page

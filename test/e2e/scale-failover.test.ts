@@ -5,7 +5,7 @@ import { dutyCycle } from '../support/duty-cycle.ts';
 import { startReadLoad } from '../support/read-load.ts';
 
 /**
- * Issue 5: a failover of a site that has a reader drops the reader (it never follows
+ * a failover of a site that has a reader drops the reader (it never follows
  * the new primary): the new route names no reader, the reader's copy stops being fed
  * by the deposed primary's storage, and the scale controller takes it down (scale-in,
  * cause stale-epoch) and powers it off. No read is answered by it once the new

@@ -6,7 +6,7 @@ import { dutyCycle } from '../support/duty-cycle.ts';
 import { startReadLoad } from '../support/read-load.ts';
 
 /**
- * Issue 5 d): slower still — the primary stays slow after the first reader (it still
+ * slower still — the primary stays slow after the first reader (it still
  * takes every write and stalls 150 ms of every 210 ms), so after the scale cooldown a second
  * reader is added: three hosts answer GETs, the primary every POST, and no more than
  * `scale.max` (3). Also: a read a reader cannot serve (an order: the reader copy holds

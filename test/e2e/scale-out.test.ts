@@ -5,7 +5,7 @@ import { dutyCycle } from '../support/duty-cycle.ts';
 import { p95, startReadLoad } from '../support/read-load.ts';
 
 /**
- * Issue 5 c): the primary slowed for real (a SIGSTOP/SIGCONT duty cycle on its whole
+ * the primary slowed for real (a SIGSTOP/SIGCONT duty cycle on its whole
  * process group) under a bounded read-heavy load. Expected: a reader host is added
  * (scale-out), GETs are then answered by both hosts while every POST stays on the
  * primary, the p95 of reads comes back under the threshold; once the load ends and

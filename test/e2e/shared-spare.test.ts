@@ -3,7 +3,7 @@ import { test } from 'node:test';
 import { api, http, sleep, startCluster, waitUntil, type Cluster } from '../support/cluster.ts';
 
 /**
- * Issue 5 g): two sites, one shared spare. Both primaries are SIGKILLed, one after
+ * two sites, one shared spare. Both primaries are SIGKILLed, one after
  * the other: the first site to fail takes the spare and serves from it; the second
  * stays down with a `pool-empty` event that names the spare's holder and the
  * priorities. The spare never serves both sites. A controller killed while the

@@ -8,7 +8,7 @@ import { missingOrders, startLoad } from '../support/load.ts';
 interface Ev { kind: string; site: string | null; message: string; data: Record<string, unknown> }
 
 /**
- * Issue 6, "must show": the primary storage system's directory is removed (rm -rf of
+ * the primary storage system's directory is removed (rm -rf of
  * array-a's whole path while everything runs, orders coming in). The test forces the vault
  * path: the replica on array-b is made unusable first through the storage processor's test
  * hook (UNDERSTUDY_TEST_HOOKS=1: WAL folded, page headers overwritten, copy frozen), so no

@@ -7,8 +7,8 @@ interface Ev { kind: string; message: string; data: Record<string, unknown> }
 interface Status { sites: { state: string; epoch: number; primary: { host: string } }[]; hosts: { name: string; power: string }[] }
 
 /**
- * A planned switchover onto a replica that fails its check before promotion (issue 6:
- * verification before any promotion): the storage processor refuses the promotion, and
+ * A planned switchover onto a replica that fails its check before promotion
+ * (verification before any promotion): the storage processor refuses the promotion, and
  * the switchover gives the site back to the old primary, one epoch above the refused
  * one, instead of leaving it down. The replica is damaged deterministically through
  * the storage processor's test hook (UNDERSTUDY_TEST_HOOKS=1), and no write happens

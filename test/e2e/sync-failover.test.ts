@@ -2,15 +2,24 @@ import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { api, http, sleep, startCluster, waitUntil } from '../support/cluster.ts';
 import { missingOrders, startLoad } from '../support/load.ts';
+import { processesOf } from '../support/procs.ts';
 
 interface Status {
   sites: { state: string; epoch: number; primary: { host: string; address: string }; replication: { state: string } }[];
-  hosts: { name: string; address: string; pid: number | null }[];
+  hosts: { name: string; address: string; pid: number | null; storage?: string }[];
 }
 
 const FAILOVERS = 3; // bench/failover --sync runs the full 20
+const HOST_STORAGE: Record<string, string> = { h1: 'array-a', h2: 'array-b', h3: 'array-a' };
 
-test(`sync mode: ${FAILOVERS} crash failovers under load lose no order that got 201, and no GET fails`, { timeout: 300_000 }, async (t) => {
+/**
+ * Each crash takes the whole machine: the primary's host AND its storage processor are
+ * SIGKILLed at once, so frames the replica had not confirmed are gone with them (a
+ * crash of the host alone leaves its storage shipping the WAL's tail, and would pass
+ * without the sync barrier). `up` restarts the storage processor, which then holds a
+ * stale copy that the new epoch fences.
+ */
+test(`sync mode: ${FAILOVERS} crash failovers under load, each killing the primary's host and its storage, lose no order that got 201, and no GET fails`, { timeout: 300_000 }, async (t) => {
   const cluster = await startCluster({
     slot: 7, replication: 'sync',
     hosts: [
@@ -36,8 +45,14 @@ test(`sync mode: ${FAILOVERS} crash failovers under load lose no order that got 
     const killAt = Date.now();
     ackedPerRound.push(load.result.acked.filter((o) => o.ackAt < killAt).length);
     lastKillAt = killAt;
+    const storage = HOST_STORAGE[old.host]!;
+    const storageProcs = processesOf(cluster.dir).filter((p) => p.argv.includes('storage') && p.argv[p.argv.indexOf('--name') + 1] === storage);
+    assert.equal(storageProcs.length, 1, `the storage processor of ${storage} runs once: ${JSON.stringify(storageProcs.map((p) => p.argv))}`);
     process.kill(-st.hosts.find((h) => h.name === old.host)!.pid!, 'SIGKILL');
+    process.kill(storageProcs[0]!.pid, 'SIGKILL');
     await waitUntil('answers from the new primary', async () => load.result.answers.some((a) => a.ok && a.at > killAt && !a.servedBy?.startsWith(`${old.address}:`)), 30_000);
+    // The fault was real: that storage processor died, and `up` started a new one.
+    await waitUntil(`storage ${storage} restarted`, async () => processesOf(cluster.dir).some((p) => p.argv.includes('storage') && p.argv[p.argv.indexOf('--name') + 1] === storage && p.pid !== storageProcs[0]!.pid), 20_000);
     // The old host comes back as a spare for the next round.
     await api(cluster, `/v1/hosts/${old.host}/power`, { action: 'on' });
     await waitUntil('its agent', async () => (await http(`http://${old.address}:7001/healthz`, { timeoutMs: 500 }).catch(() => null))?.status === 200, 20_000);

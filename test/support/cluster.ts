@@ -38,9 +38,9 @@ export interface ClusterOptions {
   backup?: { every: string; keep: number };
   /** Extra `set` rules for the site's transform, after the standard one: [{ file, set: { key: template } }]. */
   transform?: { file: string; set: Record<string, string> }[];
-  /** Issue 5: the site's `volume.readonly` portion, e.g. ['catalog.db', 'public/']. */
+  /** the site's `volume.readonly` portion, e.g. ['catalog.db', 'public/']. */
   readonly?: string[];
-  /** Issue 5: the site's `scale`, as YAML flow values: { max: 2, cooldown: '3s', stabilization: '3s' }. */
+  /** the site's `scale`, as YAML flow values: { max: 2, cooldown: '3s', stabilization: '3s' }. */
   scale?: { max: number; cooldown?: string; stabilization?: string; readPaths?: string[] };
   /**
    * The whole config, instead of the one-site default (e.g. two sites sharing a pool).

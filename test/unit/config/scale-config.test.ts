@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { after, test } from 'node:test';
 import { MINIMAL, cleanup, lines, load } from './helpers.ts';
 
-/** Issue 5: `sites.X.scale` — max, cooldown, stabilization, readPaths. */
+/** `sites.X.scale` — max, cooldown, stabilization, readPaths. */
 
 after(cleanup);
 

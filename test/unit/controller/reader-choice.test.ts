@@ -3,7 +3,7 @@ import { test } from 'node:test';
 import type { SiteConfig, UnderstudyConfig } from '../../../src/config/types.ts';
 import { chooseReaderHost, failoverStandbyOf } from '../../../src/controller/reader-choice.ts';
 
-// Issue 5: which host becomes the next reader — never the primary, never the failover
+// which host becomes the next reader — never the primary, never the failover
 // standby, never a host another site uses; a powered-off host first.
 
 function world(standby: string[]) {

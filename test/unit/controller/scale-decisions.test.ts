@@ -13,7 +13,7 @@ import type { PartClients } from '../../../src/controller/clients.ts';
 import type { RelayDriver } from '../../../src/power/relay.ts';
 
 /**
- * Issue 5: the scale controller's decisions, from director stats on a fake clock.
+ * the scale controller's decisions, from director stats on a fake clock.
  * The governor is a spy that defers everything, so no runbook starts: what is
  * checked is what was asked (scale-out for which host) and what was told (events).
  */

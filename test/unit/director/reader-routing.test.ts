@@ -5,7 +5,7 @@ import { test, type TestContext } from 'node:test';
 import { readPathMatcher } from '../../../src/director/read-paths.ts';
 import { client, makeConfig, putRoute, siteStats, startDirector, startUpstream, waitFor } from './helpers.ts';
 
-// Issue 5: how the director uses readers — read paths, the reader's 421, fewest in
+// how the director uses readers — read paths, the reader's 421, fewest in
 // flight, and read your writes (cookie + catch-up marks against a fake storage).
 
 function byHost(rs: { servedBy: string | undefined }[]): Record<string, number> {

@@ -9,7 +9,7 @@ import { fileURLToPath } from 'node:url';
 import Database from 'better-sqlite3';
 
 /**
- * Issue 5: the demo shop read-only on a reader copy — only catalog.db (a rollback-
+ * the demo shop read-only on a reader copy — only catalog.db (a rollback-
  * journal image, replaced by rename when the copy is published again), public/ and
  * config/. It serves the storefront and the catalog, answers 421 for orders (the
  * director then asks the primary), 503 for writes, and follows a new catalog image.

@@ -16,7 +16,7 @@ import type { VolumeStatus } from '../../../src/shared/contracts.ts';
 import { freePort, makeConfig, tempDir, testLogger, waitFor } from './helpers.ts';
 
 /**
- * Differential generations (issue 4, failback): the replica offers the block hashes of
+ * Differential generations (failback): the replica offers the block hashes of
  * an older copy, the source sends only differing blocks, the replica rebuilds and
  * verifies the image, and falls back to a full copy on any mismatch.
  */

@@ -12,7 +12,7 @@ import { portionFilter } from '../../../src/storage/reader-portion.ts';
 import { freePort, makeConfig, tempDir, testLogger, waitFor } from './helpers.ts';
 
 /**
- * Issue 5 (claim 17): the primary's storage ships only the site's read-only portion
+ * the primary's storage ships only the site's read-only portion
  * (catalog.db, public/) to a reader copy on another storage system; the copy is
  * published for a read-only app, kept current, never gets orders.db, keeps its own
  * config/, and is dropped on scale-in.

@@ -3,7 +3,7 @@ import { test } from 'node:test';
 import { BackupSchedule, backupTickFor } from '../../../src/storage/vault/backup-schedule.ts';
 
 /**
- * Regression for "the backup scheduler skips" (issue 6): with `every: 1s` the newest
+ * Regression for "the backup scheduler skips": with `every: 1s` the newest
  * point must never be older than every + tick + the time a point takes. Simulated with
  * a fake clock: ticks every `tickMs`, each point takes `pointMs`.
  */

@@ -9,7 +9,7 @@ import { waitFor } from '../storage/helpers.ts';
 import { openOrders, startTrio } from './helpers.ts';
 
 /**
- * Verification before any promotion (issue 6): the storage processor folds the replica,
+ * Verification before any promotion: the storage processor folds the replica,
  * checks it (quick_check in place, plain files against the record) and refuses to make
  * a damaged copy primary, changing nothing — the same promotion is refused the same way
  * again. The damage goes through the test hook (UNDERSTUDY_TEST_HOOKS=1), which folds the
