@@ -1,9 +1,12 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
 import type { AgentAppStatus, StartAppRequest } from '../shared/contracts.ts';
+import { secretEnvNames } from '../shared/cluster-transport.ts';
 
+/** An app never sees Understudy's secrets: the API token, nor any variable a secret was read from. */
 function withoutSecrets(env: NodeJS.ProcessEnv): NodeJS.ProcessEnv {
   const { UNDERSTUDY_TOKEN: _token, ...rest } = env;
+  for (const name of secretEnvNames()) delete rest[name];
   return rest;
 }
 

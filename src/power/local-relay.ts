@@ -8,9 +8,15 @@ import type { StateStore } from '../state/state-store.ts';
 import { isGroupAlive, isProcessAlive, isRecordedGroupAlive, killGroup, listProcesses, processIdentity } from './process-group.ts';
 import type { RelayDriver, RelayStatus } from './relay.ts';
 
-/** The controller's token stays with the controller: hosts and their apps never see it. */
-function withoutSecrets(env: NodeJS.ProcessEnv): NodeJS.ProcessEnv {
+/**
+ * The controller's token stays with the controller: hosts and their apps never see it
+ * (UNDERSTUDY_TOKEN, or the variable `controller.token` names). The cluster secret does
+ * go to the agent, which needs it; the agent keeps it from its apps (app-process.ts).
+ */
+function withoutSecrets(env: NodeJS.ProcessEnv, config: UnderstudyConfig): NodeJS.ProcessEnv {
   const { UNDERSTUDY_TOKEN: _token, ...rest } = env;
+  const tokenEnv = config.controller.token && 'env' in config.controller.token ? config.controller.token.env : null;
+  if (tokenEnv) delete rest[tokenEnv];
   return rest;
 }
 
@@ -62,7 +68,7 @@ export class LocalRelay implements RelayDriver {
       detached: true,
       cwd: this.config.baseDir,
       stdio: ['ignore', log, log],
-      env: withoutSecrets(process.env),
+      env: withoutSecrets(process.env, this.config),
     });
     fs.closeSync(log);
     const pid = child.pid;

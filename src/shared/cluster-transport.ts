@@ -33,10 +33,18 @@ export interface PartSecurity {
   tls: { ca: Buffer; cert: Buffer; key: Buffer } | null;
 }
 
+/** Environment variables a secret was read from in this process: never passed on to an app. */
+const secretEnv = new Set<string>();
+
+export function secretEnvNames(): readonly string[] {
+  return [...secretEnv];
+}
+
 /** Reads a secret where the config says it is. A missing one stops the part, naming where it looked. */
 export function readSecretRef(ref: SecretRef, what: string): string {
   let value: string | undefined;
   if ('env' in ref) {
+    secretEnv.add(ref.env);
     value = process.env[ref.env];
     if (value === undefined) throw new UnderstudyError('US_CREDENTIALS_UNREADABLE', `${what}: the environment variable ${ref.env} is not set`);
   } else {
