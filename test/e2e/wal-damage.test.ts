@@ -53,15 +53,30 @@ function damageWal(dir: string): Damage {
   return overwrite(`${path.join(dir, 'orders.db')}-wal`, frameOffset(4096, frame) + 1000, `orders.db-wal frames ${frame}-${frame + 4} of ${c.frames}`);
 }
 
-/** 16 KiB of junk over four pages in the middle of the copy's orders.db that no live WAL frame supersedes. */
-function damageDb(dir: string): Damage {
+/**
+ * The first of four pages in a row of the copy's orders.db, nearest its middle, that no
+ * live WAL frame supersedes (damage there is damage at rest in the db file); null when
+ * there is none yet (the WAL still holds most pages of a young database).
+ */
+function dbRunToDamage(dir: string): { page: number; pages: number } | null {
   const db = path.join(dir, 'orders.db');
   const shadowed = inspectWalChain(db, 'orders.db', { committed: committedFrames(dir) }).shadowed ?? new Set<number>();
   const pages = Math.floor(fs.statSync(db).size / 4096);
-  let page = Math.floor(pages / 2);
-  while ([0, 1, 2, 3].some((k) => shadowed.has(page + k))) page++;
-  assert.ok(page + 3 <= pages, `orders.db has 4 pages in its middle that the WAL does not hold (${pages} pages)`);
-  return overwrite(db, (page - 1) * 4096, `orders.db pages ${page}-${page + 3} of ${pages}`);
+  const middle = Math.floor(pages / 2);
+  // From the middle outwards; never the first pages (the header and the schema).
+  for (let d = 0; d < pages; d++) {
+    for (const page of [middle + d, middle - d]) {
+      if (page >= 3 && page + 3 <= pages && ![0, 1, 2, 3].some((k) => shadowed.has(page + k))) return { page, pages };
+    }
+  }
+  return null;
+}
+
+/** 16 KiB of junk over four pages of the copy's orders.db that no live WAL frame supersedes. */
+function damageDb(dir: string): Damage {
+  const run = dbRunToDamage(dir);
+  assert.ok(run, `orders.db has 4 pages in a row that the WAL does not hold (${Math.floor(fs.statSync(path.join(dir, 'orders.db')).size / 4096)} pages)`);
+  return overwrite(path.join(dir, 'orders.db'), (run.page - 1) * 4096, `orders.db pages ${run.page}-${run.page + 3} of ${run.pages}`);
 }
 
 function overwrite(file: string, offset: number, what: string): Damage {
@@ -147,6 +162,7 @@ test('damage in the db file and the WAL of every live copy while the shop writes
   await waitUntil('orders in orders.db and a restore point holding 150 of them', async () => {
     const a = load.result.acked[149];
     return !!a && fs.statSync(path.join(volA(cluster), 'orders.db')).size >= 24 * 4096 && committedFrames(volA(cluster)).frames >= 40
+      && dbRunToDamage(volA(cluster)) !== null && dbRunToDamage(volB(cluster)) !== null
       && ((await api<{ points: { takenAt: number }[] }>(cluster, '/v1/sites/shop/backups')).points[0]?.takenAt ?? 0) > a.ackAt;
   }, 40_000, 100);
 
@@ -259,7 +275,7 @@ test('damage in the primary\'s db file and WAL only (sync mode): found within th
   const load = startLoad(cluster.front, { workers: 2, maxMs: 60_000, tag: 'wp' });
   let stopped = false;
   t.after(async () => { if (!stopped) await load.stop(); });
-  await waitUntil('orders in the primary\'s orders.db and in its WAL', async () => load.result.acked.length >= 150 && fs.statSync(path.join(volA(cluster), 'orders.db')).size >= 24 * 4096 && committedFrames(volA(cluster)).frames >= 40, 40_000, 100);
+  await waitUntil('orders in the primary\'s orders.db and in its WAL', async () => load.result.acked.length >= 150 && fs.statSync(path.join(volA(cluster), 'orders.db')).size >= 24 * 4096 && committedFrames(volA(cluster)).frames >= 40 && dbRunToDamage(volA(cluster)) !== null, 40_000, 100);
 
   const damages = [damageWal(volA(cluster)), damageDb(volA(cluster))];
   const damagedAt = Date.now();
