@@ -11,7 +11,8 @@ import type { ErrorCode } from '../shared/errors.ts';
  *   never reached the app: safe to send again, whatever the method.
  * - US_HOLD_FULL: holdMaxRequests were already waiting. Never reached the app.
  * - US_OUTCOME_UNKNOWN: a modifying request was sent and the connection broke
- *   before the answer. The app may or may not have applied it; the client must
+ *   before the answer, or (sync mode) the app answered but the storage processor
+ *   holding the write could not be asked whether the replica has it. The app may or may not have applied it; the client must
  *   check (e.g. look the order up) before sending it again.
  * - US_UPSTREAM_FAILED: a read failed on two upstreams (it was retried once).
  * - US_DIRECTOR_STOPPING: the director shut down while the request was held.

@@ -148,10 +148,18 @@ export class SiteProxy {
       this.opts.metrics.syncWait.labels({ site: this.site, outcome: r.outcome }).observe(ms / 1000);
       if (r.outcome === 'unreachable') c.unreachable++;
       const confirmed = r.outcome === 'sync';
-      const release = confirmed || r.outcome === 'degraded' || (r.outcome === 'unreachable' && sync.onReplicaLost === 'degrade');
-      if (release) {
+      // `degrade` releases only what the primary's storage processor says it released
+      // (the replica is lost, the volume is degraded). A storage processor that cannot be
+      // asked says nothing: its machine may be going down with the write, so the answer
+      // stays unknown, whatever the setting (a 201 here could be a lost order).
+      if (confirmed || r.outcome === 'degraded') {
         if (!confirmed) c.degraded++;
         ex.releaseHeld();
+        return;
+      }
+      if (r.outcome === 'unreachable') {
+        this.opts.logger.warn({ site: this.site, reason: r.reason, waitedMs: Math.round(ms) }, 'sync barrier could not be asked; answered 503 US_OUTCOME_UNKNOWN');
+        ex.failHeld(`the write was applied by the app, but the storage processor that holds it could not be asked whether the replica has it (${r.reason ?? r.outcome}); it may be lost if that machine is failing: check (e.g. look it up) before sending it again`, 'US_OUTCOME_UNKNOWN');
         return;
       }
       c.timeouts++;
@@ -443,11 +451,11 @@ export class Exchange implements Dispatcher.DispatchHandler {
   }
 
   /** Strict sync mode: the write was not confirmed; the client gets 503 US_SYNC_TIMEOUT. */
-  failHeld(message: string): void {
+  failHeld(message: string, code: 'US_SYNC_TIMEOUT' | 'US_OUTCOME_UNKNOWN' = 'US_SYNC_TIMEOUT'): void {
     this.held = null;
     this.endInflight();
     if (this.res.destroyed || this.res.writableEnded) return;
-    sendFrontError(this.res, 503, 'US_SYNC_TIMEOUT', message);
+    sendFrontError(this.res, 503, code, message);
   }
 
   private endInflight(): void {

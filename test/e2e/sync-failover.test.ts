@@ -13,10 +13,11 @@ const FAILOVERS = 3; // bench/failover --sync runs the full 20
 const HOST_STORAGE: Record<string, string> = { h1: 'array-a', h2: 'array-b', h3: 'array-a' };
 
 /**
- * Each crash takes the whole machine: the primary's host AND its storage processor are
- * SIGKILLed at once, so frames the replica had not confirmed are gone with them (a
- * crash of the host alone leaves its storage shipping the WAL's tail, and would pass
- * without the sync barrier). `up` restarts the storage processor, which then holds a
+ * Each crash takes the whole machine: the primary's storage processor stalls (SIGSTOP:
+ * its shipper stops while the app goes on committing), then the host AND the storage
+ * processor are SIGKILLed, so frames the replica had not confirmed are gone with them
+ * (a crash of the host alone leaves its storage shipping the WAL's tail, and passes
+ * even without the sync barrier). `up` restarts the storage processor, which then holds a
  * stale copy that the new epoch fences.
  */
 test(`sync mode: ${FAILOVERS} crash failovers under load, each killing the primary's host and its storage, lose no order that got 201, and no GET fails`, { timeout: 300_000 }, async (t) => {
@@ -48,6 +49,9 @@ test(`sync mode: ${FAILOVERS} crash failovers under load, each killing the prima
     const storage = HOST_STORAGE[old.host]!;
     const storageProcs = processesOf(cluster.dir).filter((p) => p.argv.includes('storage') && p.argv[p.argv.indexOf('--name') + 1] === storage);
     assert.equal(storageProcs.length, 1, `the storage processor of ${storage} runs once: ${JSON.stringify(storageProcs.map((p) => p.argv))}`);
+    // The storage stalls first (its shipper stops while the app goes on committing), then the machine dies.
+    process.kill(storageProcs[0]!.pid, 'SIGSTOP');
+    await sleep(300);
     process.kill(-st.hosts.find((h) => h.name === old.host)!.pid!, 'SIGKILL');
     process.kill(storageProcs[0]!.pid, 'SIGKILL');
     await waitUntil('answers from the new primary', async () => load.result.answers.some((a) => a.ok && a.at > killAt && !a.servedBy?.startsWith(`${old.address}:`)), 30_000);
