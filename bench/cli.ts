@@ -25,7 +25,11 @@ const SLOT = 50;
 const { values } = parseArgs({ options: { runs: { type: 'string', default: '10' } } });
 const RUNS = Number(values.runs);
 
-interface Row { what: string; target: number | null; ms: number[] }
+interface Row {
+  what: string;
+  target: number | null;
+  ms: number[];
+}
 
 function time(args: string[], env: NodeJS.ProcessEnv = process.env): number[] {
   const out: number[] = [];
@@ -70,14 +74,21 @@ function demoInSlot(dir: string): string {
   return text;
 }
 
-interface Status { sites: { name: string; state: string }[] }
+interface Status {
+  sites: { name: string; state: string }[];
+}
 
 const cluster = await startCluster({ slot: SLOT, config: ({ dir }) => demoInSlot(dir) });
 try {
-  await waitUntil('both demo sites serving', async () => {
-    const st = await api<Status>(cluster, '/v1/status');
-    return st.sites.length === 2 && st.sites.every((s) => s.state === 'serving');
-  }, 60_000, 100);
+  await waitUntil(
+    'both demo sites serving',
+    async () => {
+      const st = await api<Status>(cluster, '/v1/status');
+      return st.sites.length === 2 && st.sites.every((s) => s.state === 'serving');
+    },
+    60_000,
+    100,
+  );
   // The config names the API (controller.listen), as it does for an operator: no --api.
   const { UNDERSTUDY_API: _api, ...env } = process.env;
   rows.push({ what: 'understudy status -c FILE', target: 200, ms: time([BIN, 'status', '-c', cluster.configFile], env) });
@@ -95,6 +106,12 @@ for (const r of rows) {
   const m = median(r.ms);
   const verdict = r.target === null ? '' : `≤ ${r.target} ${m <= r.target ? 'met' : 'MISSED'}`;
   if (r.target !== null && m > r.target) missed++;
-  console.log(`| ${r.what.padEnd(41)} | ${m.toFixed(0).padStart(9)} | ${Math.min(...r.ms).toFixed(0).padStart(4)} | ${Math.max(...r.ms).toFixed(0).padStart(4)} | ${verdict.padEnd(8)} |`);
+  console.log(
+    `| ${r.what.padEnd(41)} | ${m.toFixed(0).padStart(9)} | ${Math.min(...r.ms)
+      .toFixed(0)
+      .padStart(4)} | ${Math.max(...r.ms)
+      .toFixed(0)
+      .padStart(4)} | ${verdict.padEnd(8)} |`,
+  );
 }
 process.exitCode = missed > 0 ? 1 : 0;

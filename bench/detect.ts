@@ -33,10 +33,23 @@ import { startLoad } from '../test/support/load.ts';
 import { background } from '../src/shared/background.ts';
 
 interface Status {
-  sites: { state: string; epoch: number; primary: { host: string; address: string }; replication: { state: string; to: string | null }; readers?: { host: string }[] }[];
+  sites: {
+    state: string;
+    epoch: number;
+    primary: { host: string; address: string };
+    replication: { state: string; to: string | null };
+    readers?: { host: string }[];
+  }[];
   hosts: { name: string; address: string; power: string; pid: number | null; storage: string; trust?: { state: string } }[];
 }
-interface Ev { id: number; kind: string; at: number; host: string | null; message: string; data: Record<string, unknown> }
+interface Ev {
+  id: number;
+  kind: string;
+  at: number;
+  host: string | null;
+  message: string;
+  data: Record<string, unknown>;
+}
 
 type Kind = 'crash' | 'hang' | 'malfunction' | 'slowdown';
 const KINDS: Kind[] = ['crash', 'hang', 'malfunction', 'slowdown'];
@@ -71,13 +84,18 @@ async function lastEventId(cluster: Cluster): Promise<number> {
 
 /** Serving, replicating, and the host a failover would take is up and trusted. */
 async function ready(cluster: Cluster): Promise<Status> {
-  return waitUntil('serving, streaming, a trusted standby', async () => {
-    const st = await api<Status>(cluster, '/v1/status');
-    const s = st.sites[0]!;
-    if (s.state !== 'serving' || s.replication.state !== 'streaming') return null;
-    const standby = st.hosts.filter((h) => h.storage === s.replication.to && h.name !== s.primary.host);
-    return standby.some((h) => h.power === 'on' && h.trust?.state === 'trusted') ? st : null;
-  }, 90_000, 50);
+  return waitUntil(
+    'serving, streaming, a trusted standby',
+    async () => {
+      const st = await api<Status>(cluster, '/v1/status');
+      const s = st.sites[0]!;
+      if (s.state !== 'serving' || s.replication.state !== 'streaming') return null;
+      const standby = st.hosts.filter((h) => h.storage === s.replication.to && h.name !== s.primary.host);
+      return standby.some((h) => h.power === 'on' && h.trust?.state === 'trusted') ? st : null;
+    },
+    90_000,
+    50,
+  );
 }
 
 function volumeFiles(cluster: Cluster, storage: string): string[] {
@@ -89,7 +107,11 @@ function chattr(files: string[], on: boolean): void {
   if (files.length > 0) execFileSync('chattr', [on ? '+i' : '-i', ...files]);
 }
 
-interface Trial { kind: Kind; ms: number; classifiedAs: string }
+interface Trial {
+  kind: Kind;
+  ms: number;
+  classifiedAs: string;
+}
 
 /** One crash, hang or malfunction: fault, detection, failover, the old host back on as the next standby. */
 async function failoverTrial(cluster: Cluster, kind: Exclude<Kind, 'slowdown'>): Promise<Trial> {
@@ -103,20 +125,35 @@ async function failoverTrial(cluster: Cluster, kind: Exclude<Kind, 'slowdown'>):
   else if (kind === 'hang') process.kill(-primary.pid!, 'SIGSTOP');
   else chattr(files, true);
   try {
-    const found = await waitUntil(`failure-detected and the end of the failover (${kind})`, async () => {
-      const evs = await events(cluster, after);
-      const detected = evs.find((e) => e.kind === 'failure-detected');
-      const end = evs.find((e) => e.kind === 'failover-complete' || e.kind === 'failover-failed' || e.kind === 'failover-blocked');
-      return detected && end ? { detected, end } : null;
-    }, 60_000, 25);
+    const found = await waitUntil(
+      `failure-detected and the end of the failover (${kind})`,
+      async () => {
+        const evs = await events(cluster, after);
+        const detected = evs.find((e) => e.kind === 'failure-detected');
+        const end = evs.find((e) => e.kind === 'failover-complete' || e.kind === 'failover-failed' || e.kind === 'failover-blocked');
+        return detected && end ? { detected, end } : null;
+      },
+      60_000,
+      25,
+    );
     if (found.end.kind !== 'failover-complete') throw new Error(`the failover did not complete: ${found.end.message}`);
     return { kind, ms: Number(found.detected.data.detectedAt) - faultAt, classifiedAs: String(found.detected.data.failure) };
   } finally {
     if (kind === 'malfunction') chattr(files, false);
-    if (kind === 'hang') try { process.kill(-primary.pid!, 'SIGCONT'); } catch { /* fenced: gone */ }
+    if (kind === 'hang')
+      try {
+        process.kill(-primary.pid!, 'SIGCONT');
+      } catch {
+        /* fenced: gone */
+      }
     // The old primary comes back as the standby of a later trial.
     await api(cluster, `/v1/hosts/${primary.name}/power`, { action: 'on' }).catch(() => undefined);
-    await waitUntil(`the agent of ${primary.name}`, async () => (await http(`http://${primary.address}:7001/healthz`, { timeoutMs: 500 }).catch(() => null))?.status === 200, 30_000, 50);
+    await waitUntil(
+      `the agent of ${primary.name}`,
+      async () => (await http(`http://${primary.address}:7001/healthz`, { timeoutMs: 500 }).catch(() => null))?.status === 200,
+      30_000,
+      50,
+    );
   }
 }
 
@@ -137,11 +174,20 @@ async function slowdownTrial(cluster: Cluster): Promise<Trial | null> {
   const faultAt = Date.now();
   let detected: Ev | null = null;
   try {
-    detected = await waitUntil('slowdown-detected', async () => (await events(cluster, after)).find((e) => e.kind === 'slowdown-detected') ?? null, 60_000, 50).catch(() => null);
+    detected = await waitUntil(
+      'slowdown-detected',
+      async () => (await events(cluster, after)).find((e) => e.kind === 'slowdown-detected') ?? null,
+      60_000,
+      50,
+    ).catch(() => null);
   } finally {
     cycling = false;
     await cycle;
-    try { process.kill(-pid, 'SIGCONT'); } catch { /* gone */ }
+    try {
+      process.kill(-pid, 'SIGCONT');
+    } catch {
+      /* gone */
+    }
   }
   const failedOver = (await events(cluster, after)).some((e) => e.kind === 'failover-started');
   if (failedOver) throw new Error('the duty cycle led to a failover: the slowdown trials need a cycle shorter than the hang bound');
@@ -152,13 +198,18 @@ async function slowdownTrial(cluster: Cluster): Promise<Trial | null> {
   }
   // The director's p95 remembers the slow seconds for its 10 s window: wait until the
   // detector is calm again and a reader it added is given back (scale-in).
-  await waitUntil('slowdown-cleared and no reader', async () => {
-    const evs = await events(cluster, detected.id);
-    const st = await api<Status>(cluster, '/v1/status');
-    const started = evs.filter((e) => /^scale-(out|in)-started$/.test(e.kind)).length;
-    const ended = evs.filter((e) => /^scale-(out|in)-(complete|failed)$/.test(e.kind)).length;
-    return evs.some((e) => e.kind === 'slowdown-cleared') && (st.sites[0]!.readers ?? []).length === 0 && started === ended;
-  }, 120_000, 250).catch(() => undefined);
+  await waitUntil(
+    'slowdown-cleared and no reader',
+    async () => {
+      const evs = await events(cluster, detected.id);
+      const st = await api<Status>(cluster, '/v1/status');
+      const started = evs.filter((e) => /^scale-(out|in)-started$/.test(e.kind)).length;
+      const ended = evs.filter((e) => /^scale-(out|in)-(complete|failed)$/.test(e.kind)).length;
+      return evs.some((e) => e.kind === 'slowdown-cleared') && (st.sites[0]!.readers ?? []).length === 0 && started === ended;
+    },
+    120_000,
+    250,
+  ).catch(() => undefined);
   return { kind: 'slowdown', ms: Number(detected.data.detectedAt) - faultAt, classifiedAs: 'slowdown' };
 }
 
@@ -171,7 +222,9 @@ const HOSTS = [
 /** Runs `fn` on a fresh cluster under load, and stops both whatever happens. */
 async function withCluster(scaleOut: boolean, fn: (cluster: Cluster) => Promise<void>): Promise<void> {
   const cluster = await startCluster({
-    slot: 24, hosts: HOSTS, standby: ['h2', 'h3'],
+    slot: 24,
+    hosts: HOSTS,
+    standby: ['h2', 'h3'],
     // Fail over back and forth without waiting: no failover cooldown, no flap hold-out.
     env: { UNDERSTUDY_FAILOVER_MIN_GAP_MS: '0' },
     health: { malfunction: { errorRate: 0.2, window: `${MALFUNCTION_WINDOW_MS}ms` }, performance: { p95: '50ms', window: `${PERFORMANCE_WINDOW_MS}ms` } },
@@ -183,7 +236,9 @@ async function withCluster(scaleOut: boolean, fn: (cluster: Cluster) => Promise<
     await load.stop().catch(() => undefined);
     await cluster.stop();
   };
-  const onSigint = () => { background(stopAll().then(() => process.exit(130))); };
+  const onSigint = () => {
+    background(stopAll().then(() => process.exit(130)));
+  };
   process.once('SIGINT', onSigint);
   try {
     await fn(cluster);
@@ -239,7 +294,9 @@ async function main(): Promise<void> {
     }
     const ms = xs.map((x) => x.ms);
     const wrong = xs.filter((x) => x.classifiedAs !== kind).map((x) => x.classifiedAs);
-    console.log(`${kind.padEnd(12)} ${String(xs.length).padStart(6)}  ${String(pct(ms, 50)).padStart(15)} ${String(pct(ms, 95)).padStart(6)} ${String(Math.max(...ms)).padStart(6)}   ${String(wrong.length).padStart(3)}${wrong.length ? ` (${[...new Set(wrong)].join(', ')})` : ''}        ${targets[kind]}`);
+    console.log(
+      `${kind.padEnd(12)} ${String(xs.length).padStart(6)}  ${String(pct(ms, 50)).padStart(15)} ${String(pct(ms, 95)).padStart(6)} ${String(Math.max(...ms)).padStart(6)}   ${String(wrong.length).padStart(3)}${wrong.length ? ` (${[...new Set(wrong)].join(', ')})` : ''}        ${targets[kind]}`,
+    );
   }
 }
 

@@ -35,14 +35,23 @@ if (role === '--upstream') {
   const director = new Director({
     logger: silentLogger,
     config: {
-      file: '', baseDir: process.cwd(),
+      file: '',
+      baseDir: process.cwd(),
       controller: { listen: { host: '127.0.0.1', port: 0 }, stateDir: '', failover: { cooldownMs: 0, flapWindowMs: 0, flapBackoffMs: 0 } },
       director: { listen: { host: '127.0.0.1', port: 0 }, holdMaxRequests: 1000, holdTimeoutMs: 5000 },
-      storage: {}, hosts: {}, pools: {},
+      storage: {},
+      hosts: {},
+      pools: {},
       sites: {
         shop: {
-          name: 'shop', front: { host: '127.0.0.1', port: 0 }, app: { command: ['true'], port: 0, env: {} }, primary: 'h1', standby: [], priority: 0,
-          volume: { replication: 'sync', readonly: [] }, transform: [],
+          name: 'shop',
+          front: { host: '127.0.0.1', port: 0 },
+          app: { command: ['true'], port: 0, env: {} },
+          primary: 'h1',
+          standby: [],
+          priority: 0,
+          volume: { replication: 'sync', readonly: [] },
+          transform: [],
           health: { probe, malfunction: { errorRate: 0.2, windowMs: 5000 }, performance: { p95Ms: 300, windowMs: 10_000 } },
           scale: { max: 1, cooldownMs: 30_000 },
         },
@@ -70,7 +79,9 @@ if (role === '--upstream') {
     console.log('| target             |   req/s | p50 ms | p99 ms | errors |');
     console.log('|--------------------|--------:|-------:|-------:|-------:|');
     for (const r of rows) {
-      console.log(`| ${r.target.padEnd(18)} | ${r.rps.toFixed(0).padStart(7)} | ${r.p50.toFixed(2).padStart(6)} | ${r.p99.toFixed(2).padStart(6)} | ${String(r.errors).padStart(6)} |`);
+      console.log(
+        `| ${r.target.padEnd(18)} | ${r.rps.toFixed(0).padStart(7)} | ${r.p50.toFixed(2).padStart(6)} | ${r.p99.toFixed(2).padStart(6)} | ${String(r.errors).padStart(6)} |`,
+      );
     }
   } finally {
     for (const c of children) c.kill(process.env.BENCH_PROF ? 'SIGINT' : 'SIGKILL');
@@ -93,19 +104,21 @@ async function load(origin: string, seconds: number, concurrency: number): Promi
     const lat: number[] = [];
     let errors = 0;
     const until = performance.now() + ms;
-    await Promise.all(Array.from({ length: concurrency }, async () => {
-      while (performance.now() < until) {
-        const t0 = performance.now();
-        try {
-          const res = await pool.request({ path: '/api/products/1', method: 'GET' });
-          await res.body.dump();
-          if (res.statusCode !== 200) errors++;
-        } catch {
-          errors++;
+    await Promise.all(
+      Array.from({ length: concurrency }, async () => {
+        while (performance.now() < until) {
+          const t0 = performance.now();
+          try {
+            const res = await pool.request({ path: '/api/products/1', method: 'GET' });
+            await res.body.dump();
+            if (res.statusCode !== 200) errors++;
+          } catch {
+            errors++;
+          }
+          if (record) lat.push(performance.now() - t0);
         }
-        if (record) lat.push(performance.now() - t0);
-      }
-    }));
+      }),
+    );
     return { lat, errors };
   };
   await run(1000, false);

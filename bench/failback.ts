@@ -35,7 +35,8 @@ function digest(file: string): string {
   const db = new Database(file, { readonly: true });
   try {
     const h = createHash('sha256');
-    for (const r of db.prepare('SELECT id, customer, payload FROM orders ORDER BY id').iterate() as Iterable<{ id: number; customer: string; payload: Buffer }>) h.update(`${r.id}:${r.customer}:`).update(r.payload);
+    for (const r of db.prepare('SELECT id, customer, payload FROM orders ORDER BY id').iterate() as Iterable<{ id: number; customer: string; payload: Buffer }>)
+      h.update(`${r.id}:${r.customer}:`).update(r.payload);
     return h.digest('hex');
   } finally {
     db.close();
@@ -61,7 +62,9 @@ async function main(): Promise<void> {
     dbA.exec('CREATE TABLE orders (id INTEGER PRIMARY KEY, customer TEXT NOT NULL, payload BLOB NOT NULL)');
     const rows = Math.ceil((MIB * 1024 * 1024) / 560);
     const insA = dbA.prepare('INSERT INTO orders (customer, payload) VALUES (?, ?)');
-    dbA.transaction(() => { for (let i = 0; i < rows; i++) insA.run(`c${i}`, randomBytes(500)); })();
+    dbA.transaction(() => {
+      for (let i = 0; i < rows; i++) insA.run(`c${i}`, randomBytes(500));
+    })();
     dbA.pragma('wal_checkpoint(TRUNCATE)');
 
     const protect = async (from: number, to: number, epoch: number): Promise<{ ms: number; st: VolumeStatus }> => {
@@ -87,7 +90,9 @@ async function main(): Promise<void> {
     dbB.pragma('journal_mode = WAL');
     const upd = dbB.prepare("UPDATE orders SET customer = customer || '*' WHERE id = ?");
     const changed = Math.round(rows * CHANGED);
-    dbB.transaction(() => { for (let i = 0; i < changed; i++) upd.run(1 + Math.floor(Math.random() * rows)); })();
+    dbB.transaction(() => {
+      for (let i = 0; i < changed; i++) upd.run(1 + Math.floor(Math.random() * rows));
+    })();
     const insB = dbB.prepare('INSERT INTO orders (customer, payload) VALUES (?, ?)');
     for (let i = 0; i < 20; i++) insB.run(`after-failover-${i}`, randomBytes(500));
 
@@ -108,12 +113,20 @@ async function main(): Promise<void> {
       return digest(path.join(copy, 'orders.db')) === want;
     };
     const mib = (b: number): string => (b / 1024 / 1024).toFixed(2);
-    console.log(`\nRe-protection after a failover: orders.db of ${mib(fs.statSync(path.join(volB, 'orders.db')).size)} MiB, ${changed} of ${rows} rows updated (${(CHANGED * 100).toFixed(1)} %) + 20 new, loopback, storage processors in one process\n`);
+    console.log(
+      `\nRe-protection after a failover: orders.db of ${mib(fs.statSync(path.join(volB, 'orders.db')).size)} MiB, ${changed} of ${rows} rows updated (${(CHANGED * 100).toFixed(1)} %) + 20 new, loopback, storage processors in one process\n`,
+    );
     console.log('copy                         kind           pages sent   MiB sent   file bytes   to streaming   replica = primary');
-    for (const [label, r, i] of [['first protection (a → b)', first, 1], ['failback (b → a, old copy)', diff, 0], ['to an empty storage (b → c)', full, 2]] as const) {
+    for (const [label, r, i] of [
+      ['first protection (a → b)', first, 1],
+      ['failback (b → a, old copy)', diff, 0],
+      ['to an empty storage (b → c)', full, 2],
+    ] as const) {
       const s = r.st.replication!.seeds!.find((x) => x.db === 'orders.db')!;
       const same = i === 1 ? '(superseded)' : String(await check(i));
-      console.log(`${label.padEnd(28)} ${s.kind.padEnd(14)} ${`${s.blocksSent}/${s.blocks}`.padStart(11)} ${mib(s.bytesSent).padStart(10)} ${String(r.st.replication!.fileBytesSent ?? 0).padStart(12)} ${`${r.ms.toFixed(0)} ms`.padStart(14)}   ${same}`);
+      console.log(
+        `${label.padEnd(28)} ${s.kind.padEnd(14)} ${`${s.blocksSent}/${s.blocks}`.padStart(11)} ${mib(s.bytesSent).padStart(10)} ${String(r.st.replication!.fileBytesSent ?? 0).padStart(12)} ${`${r.ms.toFixed(0)} ms`.padStart(14)}   ${same}`,
+      );
     }
   } finally {
     for (const s of sp) await s.stop().catch(() => undefined);

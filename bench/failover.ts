@@ -12,10 +12,20 @@ import { missingOrders, startLoad } from '../test/support/load.ts';
 import { background } from '../src/shared/background.ts';
 
 interface Status {
-  sites: { state: string; epoch: number; primary: { host: string; address: string }; replication: { state: string; lagMs: number | null; to: string | null } }[];
+  sites: {
+    state: string;
+    epoch: number;
+    primary: { host: string; address: string };
+    replication: { state: string; lagMs: number | null; to: string | null };
+  }[];
   hosts: { name: string; address: string; power: string; pid: number | null; storage: string }[];
 }
-interface Ev { id: number; kind: string; at: number; data: Record<string, unknown> }
+interface Ev {
+  id: number;
+  kind: string;
+  at: number;
+  data: Record<string, unknown>;
+}
 
 const args = process.argv.slice(2);
 const arg = (name: string, dflt: number) => {
@@ -34,10 +44,15 @@ function pct(xs: number[], p: number): number {
 
 async function trial(cluster: Cluster, load: ReturnType<typeof startLoad>, cold: boolean, lastEventId: number) {
   let st = await api<Status>(cluster, '/v1/status');
-  await waitUntil('replication streaming', async () => {
-    st = await api<Status>(cluster, '/v1/status');
-    return st.sites[0]!.state === 'serving' && st.sites[0]!.replication.state === 'streaming';
-  }, 60_000, 50);
+  await waitUntil(
+    'replication streaming',
+    async () => {
+      st = await api<Status>(cluster, '/v1/status');
+      return st.sites[0]!.state === 'serving' && st.sites[0]!.replication.state === 'streaming';
+    },
+    60_000,
+    50,
+  );
   const primary = st.sites[0]!.primary;
   const replicaStorage = st.sites[0]!.replication.to!;
   if (cold) {
@@ -49,17 +64,27 @@ async function trial(cluster: Cluster, load: ReturnType<typeof startLoad>, cold:
   const pid = st.hosts.find((h) => h.name === primary.host)!.pid!;
   const killAt = Date.now();
   process.kill(-pid, 'SIGKILL');
-  const done = await waitUntil('failover-complete', async () => {
-    const { events } = await api<{ events: Ev[] }>(cluster, `/v1/events?after=${lastEventId}`);
-    const detected = events.find((e) => e.kind === 'failure-detected');
-    const complete = events.find((e) => e.kind === 'failover-complete' || e.kind === 'failover-failed' || e.kind === 'failover-blocked');
-    return detected && complete ? { detected, complete, lastId: events[events.length - 1]!.id } : null;
-  }, 60_000, 50);
+  const done = await waitUntil(
+    'failover-complete',
+    async () => {
+      const { events } = await api<{ events: Ev[] }>(cluster, `/v1/events?after=${lastEventId}`);
+      const detected = events.find((e) => e.kind === 'failure-detected');
+      const complete = events.find((e) => e.kind === 'failover-complete' || e.kind === 'failover-failed' || e.kind === 'failover-blocked');
+      return detected && complete ? { detected, complete, lastId: events[events.length - 1]!.id } : null;
+    },
+    60_000,
+    50,
+  );
   if (done.complete.kind !== 'failover-complete') throw new Error(`failover did not complete: ${JSON.stringify(done.complete)}`);
-  const firstOk = await waitUntil('a served answer from the new primary', async () => {
-    const a = load.result.answers.find((x) => x.ok && x.at > killAt && x.servedBy && !x.servedBy.startsWith(`${primary.address}:`));
-    return a ?? null;
-  }, 30_000, 20);
+  const firstOk = await waitUntil(
+    'a served answer from the new primary',
+    async () => {
+      const a = load.result.answers.find((x) => x.ok && x.at > killAt && x.servedBy && !x.servedBy.startsWith(`${primary.address}:`));
+      return a ?? null;
+    },
+    30_000,
+    20,
+  );
   // The old host comes back as a warm spare for the next trial (its agent answering).
   const back = [primary.host, ...(cold ? st.hosts.filter((x) => x.storage === replicaStorage && x.name !== primary.host).map((x) => x.name) : [])];
   for (const h of back) {
@@ -88,7 +113,9 @@ async function main(): Promise<void> {
     env: { UNDERSTUDY_FAILOVER_MIN_GAP_MS: '0' },
   });
   const stopAll: (() => Promise<unknown>)[] = [() => cluster.stop()];
-  process.on('SIGINT', () => { background(Promise.all(stopAll.map((f) => f())).then(() => process.exit(130))); });
+  process.on('SIGINT', () => {
+    background(Promise.all(stopAll.map((f) => f())).then(() => process.exit(130)));
+  });
   try {
     const load = startLoad(cluster.front, { workers: 4, maxMs: 30 * 60_000, maxRequests: 2_000_000 });
     stopAll.unshift(() => load.stop());
@@ -104,7 +131,10 @@ async function main(): Promise<void> {
     })();
     const rows: { kind: string; detection: number[]; serving: number[]; lagAtKill: number[] }[] = [];
     let lastId = 0;
-    for (const [kind, n] of [['warm', WARM], ['cold', COLD]] as const) {
+    for (const [kind, n] of [
+      ['warm', WARM],
+      ['cold', COLD],
+    ] as const) {
       const row = { kind, detection: [] as number[], serving: [] as number[], lagAtKill: [] as number[] };
       for (let i = 0; i < n; i++) {
         const r = await trial(cluster, load, kind === 'cold', lastId);
@@ -112,7 +142,9 @@ async function main(): Promise<void> {
         row.detection.push(r.detectionMs);
         row.serving.push(r.servingMs);
         row.lagAtKill.push(r.lagAtKill);
-        process.stderr.write(`${kind} #${i + 1}: detection ${r.detectionMs} ms, serving again ${r.servingMs} ms after the kill, lag at kill ${r.lagAtKill} ms\n`);
+        process.stderr.write(
+          `${kind} #${i + 1}: detection ${r.detectionMs} ms, serving again ${r.servingMs} ms after the kill, lag at kill ${r.lagAtKill} ms\n`,
+        );
       }
       rows.push(row);
     }
@@ -121,13 +153,23 @@ async function main(): Promise<void> {
     const result = await load.stop();
     await sleep(500);
     const missing = await missingOrders(cluster.front, result.acked);
-    const fmt = (xs: number[]) => `${pct(xs, 50).toFixed(0).padStart(6)} ${pct(xs, 95).toFixed(0).padStart(6)} ${Math.max(...xs).toFixed(0).padStart(6)}`;
+    const fmt = (xs: number[]) =>
+      `${pct(xs, 50).toFixed(0).padStart(6)} ${pct(xs, 95).toFixed(0).padStart(6)} ${Math.max(...xs)
+        .toFixed(0)
+        .padStart(6)}`;
     console.log(`\nbench/failover — crash failovers (SIGKILL of the primary host's process group) under load, ${REPLICATION} replication, loopback`);
     console.log('standby  trials  detection ms (p50 p95 max)   kill → first OK request ms (p50 p95 max)');
     for (const r of rows) console.log(`${r.kind.padEnd(8)} ${String(r.detection.length).padStart(6)}  ${fmt(r.detection)}                ${fmt(r.serving)}`);
     const by503 = result.postsFailed.filter((f) => f.status === 503).length;
-    console.log(`\norders acknowledged: ${result.acked.length}; lost: ${missing.length}; POSTs not acknowledged: ${result.postsFailed.length} (answered 503 + Retry-After: ${by503}, other: ${result.postsFailed.length - by503}); GETs ok: ${result.getsOk}, failed: ${result.getsFailed.length}`);
-    console.log(`replication lag under load (sampled every 100 ms, n=${lags.length}): p50 ${pct(lags, 50)} ms, p99 ${pct(lags, 99)} ms; lag at the kill p50 ${pct(rows.flatMap((r) => r.lagAtKill), 50)} ms, max ${Math.max(...rows.flatMap((r) => r.lagAtKill))} ms`);
+    console.log(
+      `\norders acknowledged: ${result.acked.length}; lost: ${missing.length}; POSTs not acknowledged: ${result.postsFailed.length} (answered 503 + Retry-After: ${by503}, other: ${result.postsFailed.length - by503}); GETs ok: ${result.getsOk}, failed: ${result.getsFailed.length}`,
+    );
+    console.log(
+      `replication lag under load (sampled every 100 ms, n=${lags.length}): p50 ${pct(lags, 50)} ms, p99 ${pct(lags, 99)} ms; lag at the kill p50 ${pct(
+        rows.flatMap((r) => r.lagAtKill),
+        50,
+      )} ms, max ${Math.max(...rows.flatMap((r) => r.lagAtKill))} ms`,
+    );
   } finally {
     for (const f of stopAll) await f().catch(() => undefined);
   }

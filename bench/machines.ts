@@ -21,8 +21,17 @@ interface Status {
   sites: { state: string; epoch: number; primary: { host: string; address: string }; replication: { state: string } }[];
   hosts: { name: string; address: string; pid: number | null }[];
 }
-interface Ev { id: number; kind: string; at: number; data: Record<string, unknown> }
-interface Runbook { id: number; kind: string; journal: { step: string; phase: string; data: { ms?: number } }[] }
+interface Ev {
+  id: number;
+  kind: string;
+  at: number;
+  data: Record<string, unknown>;
+}
+interface Runbook {
+  id: number;
+  kind: string;
+  journal: { step: string; phase: string; data: { ms?: number } }[];
+}
 
 const args = process.argv.slice(2);
 const arg = (name: string, dflt: number) => {
@@ -57,7 +66,14 @@ interface Setup {
   agentUp(host: string, address: string): Promise<boolean>;
 }
 
-interface Row { detection: number[]; fence: number[]; serving: number[]; acked: number; lost: number; notAcked: number }
+interface Row {
+  detection: number[];
+  fence: number[];
+  serving: number[];
+  acked: number;
+  lost: number;
+  notAcked: number;
+}
 
 async function rounds(s: Setup, n: number): Promise<Row> {
   const row: Row = { detection: [], fence: [], serving: [], acked: 0, lost: 0, notAcked: 0 };
@@ -65,26 +81,43 @@ async function rounds(s: Setup, n: number): Promise<Row> {
   try {
     let lastId = 0;
     for (let i = 0; i < n; i++) {
-      const st = await waitUntil('serving and streaming', async () => {
-        const x = await get<Status>(s, `/v1/status`);
-        return x.sites[0]!.state === 'serving' && x.sites[0]!.replication.state === 'streaming' ? x : null;
-      }, 60_000, 50);
+      const st = await waitUntil(
+        'serving and streaming',
+        async () => {
+          const x = await get<Status>(s, `/v1/status`);
+          return x.sites[0]!.state === 'serving' && x.sites[0]!.replication.state === 'streaming' ? x : null;
+        },
+        60_000,
+        50,
+      );
       await sleep(700);
       const primary = st.sites[0]!.primary;
       const killAt = Date.now();
       s.crash(st, primary.host);
-      const done = await waitUntil('failover-complete', async () => {
-        const { events } = await get<{ events: Ev[] }>(s, `/v1/events?after=${lastId}`);
-        const detected = events.find((e) => e.kind === 'failure-detected');
-        const complete = events.find((e) => e.kind === 'failover-complete' || e.kind === 'failover-failed' || e.kind === 'failover-blocked');
-        return detected && complete ? { detected, complete, lastId: events[events.length - 1]!.id } : null;
-      }, 60_000, 50);
+      const done = await waitUntil(
+        'failover-complete',
+        async () => {
+          const { events } = await get<{ events: Ev[] }>(s, `/v1/events?after=${lastId}`);
+          const detected = events.find((e) => e.kind === 'failure-detected');
+          const complete = events.find((e) => e.kind === 'failover-complete' || e.kind === 'failover-failed' || e.kind === 'failover-blocked');
+          return detected && complete ? { detected, complete, lastId: events[events.length - 1]!.id } : null;
+        },
+        60_000,
+        50,
+      );
       if (done.complete.kind !== 'failover-complete') throw new Error(`${s.name}: failover did not complete: ${JSON.stringify(done.complete)}`);
       lastId = done.lastId;
-      const firstOk = await waitUntil('a served answer from the new primary', async () =>
-        load.result.answers.find((x) => x.ok && x.at > killAt && x.servedBy && !x.servedBy.startsWith(`${primary.address}:`)) ?? null, 30_000, 20);
+      const firstOk = await waitUntil(
+        'a served answer from the new primary',
+        async () => load.result.answers.find((x) => x.ok && x.at > killAt && x.servedBy && !x.servedBy.startsWith(`${primary.address}:`)) ?? null,
+        30_000,
+        20,
+      );
       const { runbooks } = await get<{ runbooks: Runbook[] }>(s, `/v1/runbooks?site=shop`);
-      const fence = runbooks.filter((r) => r.kind === 'failover').at(-1)!.journal.find((j) => j.step === 'fence' && j.phase === 'end')!;
+      const fence = runbooks
+        .filter((r) => r.kind === 'failover')
+        .at(-1)!
+        .journal.find((j) => j.step === 'fence' && j.phase === 'end')!;
       const r = { detection: Number(done.detected.data.detectedAt) - killAt, fence: fence.data.ms ?? NaN, serving: firstOk.at - killAt };
       row.detection.push(r.detection);
       row.fence.push(r.fence);
@@ -109,29 +142,52 @@ async function main(): Promise<void> {
   const out: [string, Row][] = [];
   const rig = await startRigCluster({ replication: REPLICATION, env: { UNDERSTUDY_FAILOVER_MIN_GAP_MS: '0' } });
   try {
-    out.push(['machines (rig, IPMI)', await rounds({
-      name: 'rig', call: rig.call, front: rig.front,
-      crash: (_st, host) => rig.rig.killAll(rig.rig.ns(host)),
-      agentUp: async (_h, address) => (await rigCall(`https://${address}:7001/healthz`, { timeoutMs: 500 })).status === 200,
-    }, ROUNDS)]);
+    out.push([
+      'machines (rig, IPMI)',
+      await rounds(
+        {
+          name: 'rig',
+          call: rig.call,
+          front: rig.front,
+          crash: (_st, host) => rig.rig.killAll(rig.rig.ns(host)),
+          agentUp: async (_h, address) => (await rigCall(`https://${address}:7001/healthz`, { timeoutMs: 500 })).status === 200,
+        },
+        ROUNDS,
+      ),
+    ]);
   } finally {
     rig.stop();
   }
   const cluster = await startCluster({
-    slot: SLOT, replication: REPLICATION,
-    hosts: [{ name: 'h1', storage: 'array-a', boot: true }, { name: 'h2', storage: 'array-b', boot: true }],
+    slot: SLOT,
+    replication: REPLICATION,
+    hosts: [
+      { name: 'h1', storage: 'array-a', boot: true },
+      { name: 'h2', storage: 'array-b', boot: true },
+    ],
     env: { UNDERSTUDY_FAILOVER_MIN_GAP_MS: '0' },
   });
   try {
-    out.push(['embedded (up, local)', await rounds({
-      name: 'embedded', call: (p, init) => http(`${cluster.api}${p}`, init), front: cluster.front,
-      crash: (st, host) => process.kill(-st.hosts.find((h) => h.name === host)!.pid!, 'SIGKILL'),
-      agentUp: async (_h, address) => (await http(`http://${address}:7001/healthz`, { timeoutMs: 500 })).status === 200,
-    }, ROUNDS)]);
+    out.push([
+      'embedded (up, local)',
+      await rounds(
+        {
+          name: 'embedded',
+          call: (p, init) => http(`${cluster.api}${p}`, init),
+          front: cluster.front,
+          crash: (st, host) => process.kill(-st.hosts.find((h) => h.name === host)!.pid!, 'SIGKILL'),
+          agentUp: async (_h, address) => (await http(`http://${address}:7001/healthz`, { timeoutMs: 500 })).status === 200,
+        },
+        ROUNDS,
+      ),
+    ]);
   } finally {
     await cluster.stop();
   }
-  const fmt = (xs: number[]) => `${pct(xs, 50).toFixed(0).padStart(5)} ${pct(xs, 95).toFixed(0).padStart(5)} ${Math.max(...xs).toFixed(0).padStart(5)}`;
+  const fmt = (xs: number[]) =>
+    `${pct(xs, 50).toFixed(0).padStart(5)} ${pct(xs, 95).toFixed(0).padStart(5)} ${Math.max(...xs)
+      .toFixed(0)
+      .padStart(5)}`;
   console.log(`\nbench/machines — ${ROUNDS} crash failovers each, ${REPLICATION} replication, under load (4 workers)`);
   console.log('setup                  detection ms        fence ms            kill → first OK ms   orders acked/lost');
   console.log('                       p50   p95   max     p50   p95   max     p50   p95   max');

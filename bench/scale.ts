@@ -21,11 +21,23 @@ import { p95, startReadLoad, type Sample } from '../test/support/read-load.ts';
 import { parseDuration } from '../src/config/duration.ts';
 import { RECENT_LATENCY_SECONDS } from '../src/shared/contracts.ts';
 
-interface Status { sites: { readers: { host: string }[]; replication: { state: string }; state: string }[]; hosts: { name: string; address: string; power: string; pid: number | null }[] }
-interface Ev { id: number; kind: string; at: number; host: string | null; data: Record<string, unknown> }
+interface Status {
+  sites: { readers: { host: string }[]; replication: { state: string }; state: string }[];
+  hosts: { name: string; address: string; power: string; pid: number | null }[];
+}
+interface Ev {
+  id: number;
+  kind: string;
+  at: number;
+  host: string | null;
+  data: Record<string, unknown>;
+}
 
 const args = process.argv.slice(2);
-const opt = (name: string, dflt: string): string => { const i = args.indexOf(`--${name}`); return i >= 0 ? args[i + 1]! : dflt; };
+const opt = (name: string, dflt: string): string => {
+  const i = args.indexOf(`--${name}`);
+  return i >= 0 ? args[i + 1]! : dflt;
+};
 const TRIALS = Number(opt('trials', '3'));
 const THRESHOLD = Number(opt('p95', '100'));
 const WINDOW = opt('window', '2s');
@@ -43,7 +55,16 @@ async function primaryP95(): Promise<number> {
   return Math.max(0, ...s.sites[0]!.upstreams.filter((u) => u.recentLatencyMs.count >= 20).map((u) => u.recentLatencyMs.p95));
 }
 
-interface Row { trial: number; breachToDetected: number; detectedToServing: number; breachToServing: number; afterWindow: number; p95Calm: number; p95Slow: number; p95Reader: number }
+interface Row {
+  trial: number;
+  breachToDetected: number;
+  detectedToServing: number;
+  breachToServing: number;
+  afterWindow: number;
+  p95Calm: number;
+  p95Slow: number;
+  p95Reader: number;
+}
 
 async function trial(cluster: Cluster, n: number, readerAddress: string): Promise<Row> {
   const st = await api<Status>(cluster, '/v1/status');
@@ -61,7 +82,8 @@ async function trial(cluster: Cluster, n: number, readerAddress: string): Promis
       const deadline = Date.now() + 60_000;
       while (Date.now() < deadline && (firstReaderAt === 0 || detectedAt === 0)) {
         if (breachAt === 0 && (await primaryP95().catch(() => 0)) > THRESHOLD) breachAt = Date.now();
-        if (detectedAt === 0) detectedAt = ((await events(cluster, lastId)).find((e) => e.kind === 'slowdown-detected')?.data.detectedAt as number | undefined) ?? 0;
+        if (detectedAt === 0)
+          detectedAt = ((await events(cluster, lastId)).find((e) => e.kind === 'slowdown-detected')?.data.detectedAt as number | undefined) ?? 0;
         const r = load.samples.find((s: Sample) => s.method === 'GET' && s.servedBy?.startsWith(`${readerAddress}:`));
         if (r) firstReaderAt = r.at;
         await sleep(50);
@@ -77,21 +99,36 @@ async function trial(cluster: Cluster, n: number, readerAddress: string): Promis
     const slowed = gets.filter((s) => s.startedAt > breachAt && s.startedAt < firstReaderAt - 500).map((s) => s.ms);
     const withReader = gets.filter((s) => s.startedAt > firstReaderAt + 500).map((s) => s.ms);
     return {
-      trial: n, breachToDetected: detectedAt - breachAt, detectedToServing: firstReaderAt - detectedAt, breachToServing: firstReaderAt - breachAt,
-      afterWindow: firstReaderAt - breachAt - WINDOW_MS, p95Calm: p95(calm), p95Slow: p95(slowed), p95Reader: p95(withReader),
+      trial: n,
+      breachToDetected: detectedAt - breachAt,
+      detectedToServing: firstReaderAt - detectedAt,
+      breachToServing: firstReaderAt - breachAt,
+      afterWindow: firstReaderAt - breachAt - WINDOW_MS,
+      p95Calm: p95(calm),
+      p95Slow: p95(slowed),
+      p95Reader: p95(withReader),
     };
   } finally {
     await load.stop();
     // The reader is given back (stabilization 3 s after the director's window empties).
     await waitUntil('scale-in', async () => (await api<Status>(cluster, '/v1/status')).sites[0]!.readers.length === 0 || null, 60_000, 250);
-    await waitUntil('the reader powered off', async () => (await api<Status>(cluster, '/v1/status')).hosts.find((h) => h.name === 'h3')!.power === 'off' || null, 20_000, 250);
+    await waitUntil(
+      'the reader powered off',
+      async () => (await api<Status>(cluster, '/v1/status')).hosts.find((h) => h.name === 'h3')!.power === 'off' || null,
+      20_000,
+      250,
+    );
   }
 }
 
 async function main(): Promise<void> {
   const cluster = await startCluster({
     slot: SLOT,
-    hosts: [{ name: 'h1', storage: 'array-a', boot: true }, { name: 'h2', storage: 'array-b', boot: true }, { name: 'h3', storage: 'array-b', boot: false }],
+    hosts: [
+      { name: 'h1', storage: 'array-a', boot: true },
+      { name: 'h2', storage: 'array-b', boot: true },
+      { name: 'h3', storage: 'array-b', boot: false },
+    ],
     readonly: ['catalog.db', 'public/'],
     health: { probe: { every: '100ms', timeout: '500ms', fall: 2, rise: 1 }, performance: { p95: `${THRESHOLD}ms`, window: WINDOW } },
     // A cooldown shorter than a trial, so that every trial may scale out.
@@ -110,11 +147,24 @@ async function main(): Promise<void> {
     await cluster.stop();
   }
   const f = (x: number): string => String(Math.round(x)).padStart(8);
-  console.log(`bench/scale: threshold p95 ${THRESHOLD} ms, window ${WINDOW} (detector hold = window + ${STATS_WINDOW_MS / 1000} s recent-p95 span = ${(WINDOW_MS + STATS_WINDOW_MS) / 1000} s), load 200 req/s (4 GET : 1 POST), primary stopped 150 ms of every 300 ms`);
+  console.log(
+    `bench/scale: threshold p95 ${THRESHOLD} ms, window ${WINDOW} (detector hold = window + ${STATS_WINDOW_MS / 1000} s recent-p95 span = ${(WINDOW_MS + STATS_WINDOW_MS) / 1000} s), load 200 req/s (4 GET : 1 POST), primary stopped 150 ms of every 300 ms`,
+  );
   console.log('trial  breach→detected  detected→serving  breach→serving  after-window GET p95 calm  slowed  with-reader (ms)');
-  for (const r of rows) console.log(`${String(r.trial).padStart(5)}  ${f(r.breachToDetected)}         ${f(r.detectedToServing)}          ${f(r.breachToServing)}        ${f(r.afterWindow)}   ${f(r.p95Calm)}     ${f(r.p95Slow)}  ${f(r.p95Reader)}`);
-  const med = (k: keyof Row): number => { const s = rows.map((r) => r[k]).sort((a, b) => a - b); return s[Math.floor(s.length / 2)]!; };
-  console.log(`median ${f(med('breachToDetected'))}         ${f(med('detectedToServing'))}          ${f(med('breachToServing'))}        ${f(med('afterWindow'))}   ${f(med('p95Calm'))}     ${f(med('p95Slow'))}  ${f(med('p95Reader'))}`);
+  for (const r of rows)
+    console.log(
+      `${String(r.trial).padStart(5)}  ${f(r.breachToDetected)}         ${f(r.detectedToServing)}          ${f(r.breachToServing)}        ${f(r.afterWindow)}   ${f(r.p95Calm)}     ${f(r.p95Slow)}  ${f(r.p95Reader)}`,
+    );
+  const med = (k: keyof Row): number => {
+    const s = rows.map((r) => r[k]).sort((a, b) => a - b);
+    return s[Math.floor(s.length / 2)]!;
+  };
+  console.log(
+    `median ${f(med('breachToDetected'))}         ${f(med('detectedToServing'))}          ${f(med('breachToServing'))}        ${f(med('afterWindow'))}   ${f(med('p95Calm'))}     ${f(med('p95Slow'))}  ${f(med('p95Reader'))}`,
+  );
 }
 
-main().catch((e: Error) => { console.error(e.stack ?? e.message); process.exit(1); });
+main().catch((e: Error) => {
+  console.error(e.stack ?? e.message);
+  process.exit(1);
+});

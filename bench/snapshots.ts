@@ -34,7 +34,10 @@ function freePort(): Promise<number> {
   return new Promise((resolve, reject) => {
     const s = net.createServer();
     s.on('error', reject);
-    s.listen(0, '127.0.0.1', () => { const p = (s.address() as net.AddressInfo).port; s.close(() => resolve(p)); });
+    s.listen(0, '127.0.0.1', () => {
+      const p = (s.address() as net.AddressInfo).port;
+      s.close(() => resolve(p));
+    });
   });
 }
 
@@ -51,14 +54,17 @@ const pct = (xs: number[], p: number): string => (xs.length === 0 ? '-' : xs[Mat
 const root = fs.mkdtempSync(path.join(os.tmpdir(), 'us-bench-snapshots-'));
 const [pa, pb, appPort] = [await freePort(), await freePort(), await freePort()];
 const config: UnderstudyConfig = {
-  file: path.join(root, 'understudy.yaml'), baseDir: root,
+  file: path.join(root, 'understudy.yaml'),
+  baseDir: root,
   controller: { listen: { host: '127.0.0.1', port: 1 }, stateDir: path.join(root, 'state') },
   director: { listen: { host: '127.0.0.1', port: 2 }, holdMaxRequests: 10, holdTimeoutMs: 1000 },
   storage: {
     'array-a': { name: 'array-a', path: path.join(root, 'a'), listen: { host: '127.0.0.1', port: pa }, backup: false },
     'array-b': { name: 'array-b', path: path.join(root, 'b'), listen: { host: '127.0.0.1', port: pb }, backup: false },
   },
-  hosts: {}, pools: {}, sites: {},
+  hosts: {},
+  pools: {},
+  sites: {},
 } as unknown as UnderstudyConfig;
 const log = pino({ level: 'warn' });
 const a = new StorageProcessor(config, 'array-a', log);
@@ -70,7 +76,9 @@ const cleanup = async (): Promise<void> => {
   await b.stop().catch(() => undefined);
   fs.rmSync(root, { recursive: true, force: true });
 };
-process.once('SIGINT', () => { background(cleanup().then(() => process.exit(130))); });
+process.once('SIGINT', () => {
+  background(cleanup().then(() => process.exit(130)));
+});
 
 try {
   await a.start();
@@ -79,7 +87,11 @@ try {
   await callJson(`${A}/v1/volumes/notes/init`, { body: { epoch: 1 } });
   await callJson(`${A}/v1/volumes/notes/replicate`, { body: { epoch: 1, to: { name: 'array-b', url: `http://127.0.0.1:${pb}` } } });
   const vol = path.join(root, 'a', 'volumes', 'notes');
-  app = spawn(process.execPath, [path.resolve(import.meta.dirname, '../test/fixtures/notes-app/server.mjs'), '--listen', `127.0.0.1:${appPort}`, '--data', vol], { stdio: 'ignore' });
+  app = spawn(
+    process.execPath,
+    [path.resolve(import.meta.dirname, '../test/fixtures/notes-app/server.mjs'), '--listen', `127.0.0.1:${appPort}`, '--data', vol],
+    { stdio: 'ignore' },
+  );
   const url = `http://127.0.0.1:${appPort}`;
   await waitFor(async () => (await (await request(`${url}/health`)).body.text()) === 'OK', 10_000);
   await waitFor(async () => {
@@ -90,26 +102,37 @@ try {
     const total: number[] = [];
     const t0 = Date.now();
     let peak = 0;
-    const sampler = setInterval(() => { void callJson<VolumeStatus>(`${A}/v1/volumes/notes`).then((s) => { peak = Math.max(peak, s.replication?.lagPeakMs ?? 0); }, () => undefined); }, 100);
-    await Promise.all(Array.from({ length: concurrency }, async (_, w) => {
-      for (let i = 0; Date.now() - t0 < seconds * 1000; i++) {
-        const kind = i % 2 === 0 ? 'notes' : 'attachments';
-        const s = performance.now();
-        const r = await request(`${url}/${kind}`, { method: 'POST', body: `client ${w} write ${i}` });
-        await r.body.text();
-        if (r.statusCode !== 201) throw new Error(`POST /${kind}: ${r.statusCode}`);
-        if (sync) {
-          const br = await a.syncBarrier('notes', 'strict', 5000);
-          if (br.state !== 'sync') throw new Error(`barrier: ${br.state} ${br.reason ?? ''}`);
+    const sampler = setInterval(() => {
+      void callJson<VolumeStatus>(`${A}/v1/volumes/notes`).then(
+        (s) => {
+          peak = Math.max(peak, s.replication?.lagPeakMs ?? 0);
+        },
+        () => undefined,
+      );
+    }, 100);
+    await Promise.all(
+      Array.from({ length: concurrency }, async (_, w) => {
+        for (let i = 0; Date.now() - t0 < seconds * 1000; i++) {
+          const kind = i % 2 === 0 ? 'notes' : 'attachments';
+          const s = performance.now();
+          const r = await request(`${url}/${kind}`, { method: 'POST', body: `client ${w} write ${i}` });
+          await r.body.text();
+          if (r.statusCode !== 201) throw new Error(`POST /${kind}: ${r.statusCode}`);
+          if (sync) {
+            const br = await a.syncBarrier('notes', 'strict', 5000);
+            if (br.state !== 'sync') throw new Error(`barrier: ${br.state} ${br.reason ?? ''}`);
+          }
+          total.push(performance.now() - s);
         }
-        total.push(performance.now() - s);
-      }
-    }));
+      }),
+    );
     clearInterval(sampler);
     total.sort((x, y) => x - y);
     const st = await callJson<VolumeStatus>(`${A}/v1/volumes/notes`);
     const dbs = (st.replication?.databases ?? []).map((d) => `${d.path}: ${d.snapshots} snapshots, last ${d.lastSnapshotMs} ms`).join('; ');
-    console.log(`${sync ? 'sync ' : 'async'}: ${(total.length / seconds).toFixed(0)} writes/s, POST${sync ? ' + barrier' : ''} p50 ${pct(total, 0.5)} ms p95 ${pct(total, 0.95)} ms${sync ? '' : `, worst lag of 2 s seen ${peak} ms`}; ${dbs}`);
+    console.log(
+      `${sync ? 'sync ' : 'async'}: ${(total.length / seconds).toFixed(0)} writes/s, POST${sync ? ' + barrier' : ''} p50 ${pct(total, 0.5)} ms p95 ${pct(total, 0.95)} ms${sync ? '' : `, worst lag of 2 s seen ${peak} ms`}; ${dbs}`,
+    );
   }
 } finally {
   await cleanup();

@@ -8,11 +8,20 @@
 import { api, sleep, startCluster, waitUntil, type Cluster } from '../test/support/cluster.ts';
 import { missingOrders, startLoad } from '../test/support/load.ts';
 
-interface Status { sites: { state: string; primary: { host: string }; replication: { state: string } }[] }
-interface Ev { id: number; kind: string; data: Record<string, unknown> }
+interface Status {
+  sites: { state: string; primary: { host: string }; replication: { state: string } }[];
+}
+interface Ev {
+  id: number;
+  kind: string;
+  data: Record<string, unknown>;
+}
 
 const args = process.argv.slice(2);
-const opt = (name: string, dflt: string) => { const i = args.indexOf(`--${name}`); return i >= 0 ? args[i + 1]! : dflt; };
+const opt = (name: string, dflt: string) => {
+  const i = args.indexOf(`--${name}`);
+  return i >= 0 ? args[i + 1]! : dflt;
+};
 const COUNT = Number(opt('count', '10'));
 const REPLICATION = opt('replication', 'async') as 'async' | 'sync';
 
@@ -22,16 +31,25 @@ function pct(xs: number[], p: number): number {
 }
 
 async function streaming(cluster: Cluster): Promise<Status> {
-  return waitUntil('streaming', async () => {
-    const st = await api<Status>(cluster, '/v1/status');
-    return st.sites[0]!.state === 'serving' && st.sites[0]!.replication.state === 'streaming' ? st : null;
-  }, 60_000, 50);
+  return waitUntil(
+    'streaming',
+    async () => {
+      const st = await api<Status>(cluster, '/v1/status');
+      return st.sites[0]!.state === 'serving' && st.sites[0]!.replication.state === 'streaming' ? st : null;
+    },
+    60_000,
+    50,
+  );
 }
 
 async function main(): Promise<void> {
   const cluster = await startCluster({
-    slot: 16, replication: REPLICATION,
-    hosts: [{ name: 'h1', storage: 'array-a', boot: true }, { name: 'h2', storage: 'array-b', boot: true }],
+    slot: 16,
+    replication: REPLICATION,
+    hosts: [
+      { name: 'h1', storage: 'array-a', boot: true },
+      { name: 'h2', storage: 'array-b', boot: true },
+    ],
   });
   try {
     await streaming(cluster);
@@ -54,9 +72,19 @@ async function main(): Promise<void> {
     }
     const result = await load.stop();
     const missing = await missingOrders(cluster.front, result.acked);
-    console.log(`\nbench/switchover — ${COUNT} planned switchovers under load (4 clients: POST /api/orders + GET /api/products), ${REPLICATION} replication, loopback`);
+    console.log(
+      `\nbench/switchover — ${COUNT} planned switchovers under load (4 clients: POST /api/orders + GET /api/products), ${REPLICATION} replication, loopback`,
+    );
     console.log('requests held ms (p50 p95 max)   switchover ms (p50 p95 max)   failed POSTs  failed GETs  orders acked  orders lost');
-    console.log(`${pct(held, 50).toFixed(0).padStart(6)} ${pct(held, 95).toFixed(0).padStart(6)} ${Math.max(...held).toFixed(0).padStart(6)}          ${pct(total, 50).toFixed(0).padStart(6)} ${pct(total, 95).toFixed(0).padStart(6)} ${Math.max(...total).toFixed(0).padStart(6)}          ${String(result.postsFailed.length).padStart(6)}       ${String(result.getsFailed.length).padStart(6)}       ${String(result.acked.length).padStart(7)}      ${String(missing.length).padStart(6)}`);
+    console.log(
+      `${pct(held, 50).toFixed(0).padStart(6)} ${pct(held, 95).toFixed(0).padStart(6)} ${Math.max(...held)
+        .toFixed(0)
+        .padStart(6)}          ${pct(total, 50).toFixed(0).padStart(6)} ${pct(total, 95).toFixed(0).padStart(6)} ${Math.max(...total)
+        .toFixed(0)
+        .padStart(
+          6,
+        )}          ${String(result.postsFailed.length).padStart(6)}       ${String(result.getsFailed.length).padStart(6)}       ${String(result.acked.length).padStart(7)}      ${String(missing.length).padStart(6)}`,
+    );
   } finally {
     await cluster.stop();
   }

@@ -24,25 +24,46 @@ import type { RouteTable } from '../src/shared/contracts.ts';
 import { startSyncStack } from '../test/unit/director/sync-fixture.ts';
 import { background } from '../src/shared/background.ts';
 
-const { values } = parseArgs({ options: {
-  seconds: { type: 'string', default: '8' },
-  concurrency: { type: 'string', default: '8' },
-  rounds: { type: 'string', default: '8' },
-  /** in-process: both storage processors share this process; processes: one child each. */
-  storage: { type: 'string', default: 'in-process' },
-} });
+const { values } = parseArgs({
+  options: {
+    seconds: { type: 'string', default: '8' },
+    concurrency: { type: 'string', default: '8' },
+    rounds: { type: 'string', default: '8' },
+    /** in-process: both storage processors share this process; processes: one child each. */
+    storage: { type: 'string', default: 'in-process' },
+  },
+});
 if (values.storage !== 'in-process' && values.storage !== 'processes') throw new Error('--storage must be in-process or processes');
 const STORAGE: 'in-process' | 'processes' = values.storage;
 const SECONDS = Number(values.seconds);
 const CONCURRENCY = Number(values.concurrency);
 const ROUNDS = Math.max(1, Math.floor(Number(values.rounds)));
-for (const [k, v] of [['--seconds', SECONDS], ['--concurrency', CONCURRENCY], ['--rounds', ROUNDS]] as const) {
+for (const [k, v] of [
+  ['--seconds', SECONDS],
+  ['--concurrency', CONCURRENCY],
+  ['--rounds', ROUNDS],
+] as const) {
   if (!Number.isFinite(v) || v <= 0) throw new Error(`${k} must be a positive number`);
 }
 
 type Mode = 'async' | 'sync';
-interface Tally { lat: number[]; errors: number; ms: number; cpuMs: number; barrierMs: number[] }
-interface Result { mode: Mode; n: number; errors: number; p50: number; p99: number; rate: number; barrierP50: number | null; cpuPerOrderMs: number }
+interface Tally {
+  lat: number[];
+  errors: number;
+  ms: number;
+  cpuMs: number;
+  barrierMs: number[];
+}
+interface Result {
+  mode: Mode;
+  n: number;
+  errors: number;
+  p50: number;
+  p99: number;
+  rate: number;
+  barrierP50: number | null;
+  cpuPerOrderMs: number;
+}
 
 function pct(sorted: number[], p: number): number {
   if (sorted.length === 0) return NaN;
@@ -56,10 +77,18 @@ function cpuMs(): number {
   const self = process.cpuUsage();
   let children = 0;
   let pids: string[] = [];
-  try { pids = fs.readdirSync('/proc').filter((n) => /^\d+$/.test(n)); } catch { /* not Linux */ }
+  try {
+    pids = fs.readdirSync('/proc').filter((n) => /^\d+$/.test(n));
+  } catch {
+    /* not Linux */
+  }
   for (const pid of pids) {
     let stat: string;
-    try { stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8'); } catch { continue; }
+    try {
+      stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
+    } catch {
+      continue;
+    }
     const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
     if (Number(f[1]) !== process.pid) continue; // field 4: ppid
     children += (Number(f[11]) + Number(f[12])) * TICK_MS; // fields 14, 15: utime, stime
@@ -70,10 +99,21 @@ function cpuMs(): number {
 async function main(): Promise<void> {
   const stack = await startSyncStack({ sync: null, storage: STORAGE });
   const pool = new Pool(stack.front, { connections: CONCURRENCY, pipelining: 1 });
-  const stopAll = async (): Promise<void> => { await pool.destroy().catch(() => undefined); await stack.stop(); };
-  process.once('SIGINT', () => { background(stopAll().then(() => process.exit(130))); });
+  const stopAll = async (): Promise<void> => {
+    await pool.destroy().catch(() => undefined);
+    await stack.stop();
+  };
+  process.once('SIGINT', () => {
+    background(stopAll().then(() => process.exit(130)));
+  });
   const syncRoute: RouteTable['sync'] = { storageUrl: stack.urlA, onReplicaLost: 'degrade', timeoutMs: 2000 };
-  const body = JSON.stringify({ customer: 'bench', items: [{ productId: 1, qty: 1 }, { productId: 3, qty: 2 }] });
+  const body = JSON.stringify({
+    customer: 'bench',
+    items: [
+      { productId: 1, qty: 1 },
+      { productId: 3, qty: 2 },
+    ],
+  });
   const one = async (): Promise<number> => {
     const t0 = performance.now();
     const res = await pool.request({ path: '/api/orders', method: 'POST', headers: { 'content-type': 'application/json' }, body });
@@ -89,11 +129,17 @@ async function main(): Promise<void> {
     const until = t0 + ms;
     let errors = 0;
     const lat: number[] = [];
-    await Promise.all(Array.from({ length: CONCURRENCY }, async () => {
-      while (performance.now() < until) {
-        try { lat.push(await one()); } catch { errors++; }
-      }
-    }));
+    await Promise.all(
+      Array.from({ length: CONCURRENCY }, async () => {
+        while (performance.now() < until) {
+          try {
+            lat.push(await one());
+          } catch {
+            errors++;
+          }
+        }
+      }),
+    );
     if (!into) return;
     const after = stack.director.stats().find((s) => s.site === 'shop')!.sync!;
     into.lat.push(...lat);
@@ -104,7 +150,10 @@ async function main(): Promise<void> {
     if (after.waits > before.waits) into.barrierMs.push(after.latencyMs.p50);
   };
   try {
-    const tallies: Record<Mode, Tally> = { async: { lat: [], errors: 0, ms: 0, cpuMs: 0, barrierMs: [] }, sync: { lat: [], errors: 0, ms: 0, cpuMs: 0, barrierMs: [] } };
+    const tallies: Record<Mode, Tally> = {
+      async: { lat: [], errors: 0, ms: 0, cpuMs: 0, barrierMs: [] },
+      sync: { lat: [], errors: 0, ms: 0, cpuMs: 0, barrierMs: [] },
+    };
     await phase('async', 1000, null);
     await phase('sync', 1000, null);
     const roundMs = (SECONDS * 1000) / ROUNDS;
@@ -117,19 +166,31 @@ async function main(): Promise<void> {
       const lat = [...t.lat].sort((a, b) => a - b);
       const b = [...t.barrierMs].sort((x, y) => x - y);
       return {
-        mode, n: lat.length, errors: t.errors, p50: pct(lat, 50), p99: pct(lat, 99), rate: lat.length / (t.ms / 1000),
-        barrierP50: b.length > 0 ? pct(b, 50) : null, cpuPerOrderMs: t.cpuMs / Math.max(1, lat.length),
+        mode,
+        n: lat.length,
+        errors: t.errors,
+        p50: pct(lat, 50),
+        p99: pct(lat, 99),
+        rate: lat.length / (t.ms / 1000),
+        barrierP50: b.length > 0 ? pct(b, 50) : null,
+        cpuPerOrderMs: t.cpuMs / Math.max(1, lat.length),
       };
     });
     const vol = await stack.volumeStatus();
     const f = (x: number): string => x.toFixed(2).padStart(8);
-    console.log(`\nPOST /api/orders through the director, ${CONCURRENCY} concurrent, ${SECONDS} s per mode in ${ROUNDS} alternating rounds (loopback; shop synchronous=FULL; storage ${STORAGE}; load ${fs.readFileSync('/proc/loadavg', 'utf8').split(' ').slice(0, 3).join(' ')})\n`);
+    console.log(
+      `\nPOST /api/orders through the director, ${CONCURRENCY} concurrent, ${SECONDS} s per mode in ${ROUNDS} alternating rounds (loopback; shop synchronous=FULL; storage ${STORAGE}; load ${fs.readFileSync('/proc/loadavg', 'utf8').split(' ').slice(0, 3).join(' ')})\n`,
+    );
     console.log('mode     orders   errors   p50 ms   p99 ms   orders/s   barrier p50 ms   CPU ms/order');
     for (const r of results) {
-      console.log(`${r.mode.padEnd(6)} ${String(r.n).padStart(8)} ${String(r.errors).padStart(8)} ${f(r.p50)} ${f(r.p99)} ${r.rate.toFixed(0).padStart(10)} ${r.barrierP50 === null ? '               -' : f(r.barrierP50).padStart(16)} ${r.cpuPerOrderMs.toFixed(2).padStart(14)}`);
+      console.log(
+        `${r.mode.padEnd(6)} ${String(r.n).padStart(8)} ${String(r.errors).padStart(8)} ${f(r.p50)} ${f(r.p99)} ${r.rate.toFixed(0).padStart(10)} ${r.barrierP50 === null ? '               -' : f(r.barrierP50).padStart(16)} ${r.cpuPerOrderMs.toFixed(2).padStart(14)}`,
+      );
     }
     const [a, s] = results as [Result, Result];
-    console.log(`\nsync adds ${(s.p50 - a.p50).toFixed(2)} ms at p50, ${(s.p99 - a.p99).toFixed(2)} ms at p99; throughput ${((s.rate / a.rate - 1) * 100).toFixed(0)} %; CPU per order +${(s.cpuPerOrderMs - a.cpuPerOrderMs).toFixed(2)} ms; volume sync state: ${vol.sync?.state ?? '-'}`);
+    console.log(
+      `\nsync adds ${(s.p50 - a.p50).toFixed(2)} ms at p50, ${(s.p99 - a.p99).toFixed(2)} ms at p99; throughput ${((s.rate / a.rate - 1) * 100).toFixed(0)} %; CPU per order +${(s.cpuPerOrderMs - a.cpuPerOrderMs).toFixed(2)} ms; volume sync state: ${vol.sync?.state ?? '-'}`,
+    );
   } finally {
     await stopAll();
   }

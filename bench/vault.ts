@@ -26,17 +26,20 @@ import { StorageProcessor } from '../src/storage/storage-processor.ts';
 import { freePort } from '../test/unit/storage/helpers.ts';
 import { background } from '../src/shared/background.ts';
 
-const { values } = parseArgs({ options: {
-  mb: { type: 'string', default: '50' },
-  points: { type: 'string', default: '10' },
-  change: { type: 'string', default: '1' },
-  chunk: { type: 'string', default: String(64 * 1024) },
-} });
+const { values } = parseArgs({
+  options: {
+    mb: { type: 'string', default: '50' },
+    points: { type: 'string', default: '10' },
+    change: { type: 'string', default: '1' },
+    chunk: { type: 'string', default: String(64 * 1024) },
+  },
+});
 const MB = Number(values.mb);
 const POINTS = Number(values.points);
 const CHANGE = Number(values.change) / 100;
 const CHUNK = Number(values.chunk);
-if (!(MB > 0 && MB <= 1024 && POINTS >= 1 && POINTS <= 100 && CHANGE >= 0 && CHANGE <= 1 && CHUNK >= 4096)) throw new Error('bad arguments: --mb 1..1024, --points 1..100, --change 0..100, --chunk ≥ 4096');
+if (!(MB > 0 && MB <= 1024 && POINTS >= 1 && POINTS <= 100 && CHANGE >= 0 && CHANGE <= 1 && CHUNK >= 4096))
+  throw new Error('bad arguments: --mb 1..1024, --points 1..100, --change 0..100, --chunk ≥ 4096');
 
 const PAYLOAD = 400;
 const root = fs.mkdtempSync(path.join(os.tmpdir(), 'us-bench-vault-'));
@@ -46,8 +49,13 @@ async function cleanup(): Promise<void> {
   for (const p of processors.splice(0)) await p.stop().catch(() => undefined);
   fs.rmSync(root, { recursive: true, force: true });
 }
-process.on('SIGINT', () => { background(cleanup().finally(() => process.exit(130))); });
-const deadline = setTimeout(() => { console.error('bench/vault: aborted after 5 minutes'); background(cleanup().finally(() => process.exit(2))); }, 5 * 60_000);
+process.on('SIGINT', () => {
+  background(cleanup().finally(() => process.exit(130)));
+});
+const deadline = setTimeout(() => {
+  console.error('bench/vault: aborted after 5 minutes');
+  background(cleanup().finally(() => process.exit(2)));
+}, 5 * 60_000);
 deadline.unref();
 
 function pct(sorted: number[], p: number): number {
@@ -75,7 +83,9 @@ function buildSeed(): { seed: string; rows: number } {
   db.exec('CREATE TABLE orders (id INTEGER PRIMARY KEY, customer TEXT NOT NULL, total INTEGER NOT NULL, payload BLOB NOT NULL)');
   const rows = Math.round((MB * 1048576) / (PAYLOAD + 60));
   const ins = db.prepare('INSERT INTO orders (customer, total, payload) VALUES (?, ?, randomblob(?))');
-  db.transaction(() => { for (let i = 0; i < rows; i++) ins.run(`customer-${i}`, i, PAYLOAD); })();
+  db.transaction(() => {
+    for (let i = 0; i < rows; i++) ins.run(`customer-${i}`, i, PAYLOAD);
+  })();
   db.pragma('wal_checkpoint(TRUNCATE)');
   db.close();
   return { seed, rows };
@@ -85,11 +95,16 @@ async function main(): Promise<void> {
   const ports = [await freePort(), await freePort(), await freePort()];
   const names = ['array-a', 'array-b', 'vault'];
   const config: UnderstudyConfig = {
-    file: '(bench)', baseDir: root,
+    file: '(bench)',
+    baseDir: root,
     controller: { listen: { host: '127.0.0.1', port: 1 }, stateDir: path.join(root, 'state'), failover: { cooldownMs: 0, flapWindowMs: 0, flapBackoffMs: 0 } },
     director: { listen: { host: '127.0.0.1', port: 2 }, holdMaxRequests: 10, holdTimeoutMs: 1000 },
-    storage: Object.fromEntries(names.map((n, i) => [n, { name: n, path: path.join(root, n), listen: { host: '127.0.0.1', port: ports[i]! }, backup: n === 'vault' }])),
-    hosts: {}, pools: {}, sites: {},
+    storage: Object.fromEntries(
+      names.map((n, i) => [n, { name: n, path: path.join(root, n), listen: { host: '127.0.0.1', port: ports[i]! }, backup: n === 'vault' }]),
+    ),
+    hosts: {},
+    pools: {},
+    sites: {},
   };
   const log = pino({ level: 'warn' });
   for (const n of names) {
@@ -106,16 +121,22 @@ async function main(): Promise<void> {
 
   const app = new Database(path.join(root, 'array-a', 'volumes', 'shop', 'orders.db'));
   app.pragma('busy_timeout = 5000');
-  const pages = (app.pragma('page_count', { simple: true }) as number);
+  const pages = app.pragma('page_count', { simple: true }) as number;
   const perPoint = Math.round(pages * CHANGE);
   const upd = app.prepare('UPDATE orders SET total = total + 1 WHERE id = ?');
   let seedRng = 12345;
-  const rnd = (n: number): number => { seedRng = (seedRng * 1103515245 + 12345) & 0x7fffffff; return seedRng % n; };
+  const rnd = (n: number): number => {
+    seedRng = (seedRng * 1103515245 + 12345) & 0x7fffffff;
+    return seedRng % n;
+  };
 
   const times: number[] = [];
   const points: VaultPoint[] = [];
   for (let i = 0; i < POINTS; i++) {
-    if (i > 0) app.transaction(() => { for (let k = 0; k < perPoint; k++) upd.run(1 + rnd(rows)); })();
+    if (i > 0)
+      app.transaction(() => {
+        for (let k = 0; k < perPoint; k++) upd.run(1 + rnd(rows));
+      })();
     const s = performance.now();
     points.push(await callJson<VaultPoint>(`${urlA}/v1/volumes/shop/backup-now`, { body: { vaultUrl: urlV, keep: POINTS }, timeoutMs: 120_000 }));
     times.push(performance.now() - s);
@@ -123,18 +144,34 @@ async function main(): Promise<void> {
   app.close();
 
   const s = performance.now();
-  const r = await callJson<RestoreResponse>(`${urlB}/v1/volumes/shop/restore`, { body: { epoch: 2, point: 'latest-good', vaultUrl: urlV }, timeoutMs: 120_000 });
+  const r = await callJson<RestoreResponse>(`${urlB}/v1/volumes/shop/restore`, {
+    body: { epoch: 2, point: 'latest-good', vaultUrl: urlV },
+    timeoutMs: 120_000,
+  });
   const restoreMs = performance.now() - s;
 
   const stored = dirBytes(path.join(root, 'vault', 'chunks')) + dirBytes(path.join(root, 'vault', 'points'));
   const full = points.reduce((a, p) => a + p.bytes, 0);
   const sorted = [...times].sort((a, b) => a - b);
-  console.log(`\n${POINTS} restore points of a ${mib(points[0]!.bytes)} volume, ${perPoint} random row updates (${(CHANGE * 100).toFixed(1)} % of ${pages} pages) between points, ${CHUNK / 1024} KiB chunks\n`);
+  console.log(
+    `\n${POINTS} restore points of a ${mib(points[0]!.bytes)} volume, ${perPoint} random row updates (${(CHANGE * 100).toFixed(1)} % of ${pages} pages) between points, ${CHUNK / 1024} KiB chunks\n`,
+  );
   const table: [string, string][] = [
     [`stored after ${POINTS} points (chunks + manifests)`, mib(stored)],
     [`${POINTS} full copies`, mib(full)],
     ['ratio', `${((stored / full) * 100).toFixed(1)} %`],
-    ['new bytes per point after the first (p50)', mib(pct(points.slice(1).map((p) => p.newBytes).sort((a, b) => a - b), 50) || 0)],
+    [
+      'new bytes per point after the first (p50)',
+      mib(
+        pct(
+          points
+            .slice(1)
+            .map((p) => p.newBytes)
+            .sort((a, b) => a - b),
+          50,
+        ) || 0,
+      ),
+    ],
     ['take a restore point: first (full)', `${Math.round(times[0]!)} ms`],
     ['take a restore point: p50 / max', `${Math.round(pct(sorted, 50))} ms / ${Math.round(sorted[sorted.length - 1]!)} ms`],
     [`restore latest-good onto another storage processor (${mib(r.bytes)}, verified)`, `${Math.round(restoreMs)} ms (server: ${r.ms} ms)`],
@@ -143,4 +180,8 @@ async function main(): Promise<void> {
   for (const [k, v] of table) console.log(`${k.padEnd(w)}  ${v}`);
 }
 
-main().then(cleanup, async (e: unknown) => { console.error(e); await cleanup(); process.exitCode = 1; });
+main().then(cleanup, async (e: unknown) => {
+  console.error(e);
+  await cleanup();
+  process.exitCode = 1;
+});

@@ -31,12 +31,21 @@ function h(tag, attrs, ...children) {
   return el;
 }
 
-function token() { return sessionStorage.getItem(TOKEN_KEY) || ''; }
-function authHeaders() { const t = token(); return t ? { authorization: `Bearer ${t}` } : {}; }
+function token() {
+  return sessionStorage.getItem(TOKEN_KEY) || '';
+}
+function authHeaders() {
+  const t = token();
+  return t ? { authorization: `Bearer ${t}` } : {};
+}
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
 class ApiError extends Error {
-  constructor(status, code, message) { super(message); this.status = status; this.code = code; }
+  constructor(status, code, message) {
+    super(message);
+    this.status = status;
+    this.code = code;
+  }
 }
 
 async function api(path, body) {
@@ -49,8 +58,14 @@ async function api(path, body) {
   const res = await fetch(path, init);
   const text = await res.text();
   let data;
-  try { data = text ? JSON.parse(text) : null; } catch { data = text; }
-  if (res.status === 401) { askToken(); }
+  try {
+    data = text ? JSON.parse(text) : null;
+  } catch {
+    data = text;
+  }
+  if (res.status === 401) {
+    askToken();
+  }
   if (!res.ok) {
     const err = data && data.error ? data.error : { code: `HTTP_${res.status}`, message: String(text).slice(0, 300) };
     throw new ApiError(res.status, err.code, err.message);
@@ -62,12 +77,16 @@ function ms(v) {
   if (v === null || v === undefined) return '–';
   return v >= 10_000 ? `${(v / 1000).toFixed(1)} s` : `${Math.round(v)} ms`;
 }
-function time(at) { return new Date(at).toLocaleTimeString([], { hour12: false }); }
+function time(at) {
+  return new Date(at).toLocaleTimeString([], { hour12: false });
+}
 function ago(at) {
   const s = Math.max(0, Math.round((Date.now() - at) / 1000));
   return s < 60 ? `${s} s ago` : s < 3600 ? `${Math.round(s / 60)} min ago` : `${(s / 3600).toFixed(1)} h ago`;
 }
-function bytes(n) { return n >= 1048576 ? `${(n / 1048576).toFixed(1)} MiB` : `${Math.max(1, Math.round(n / 1024))} KiB`; }
+function bytes(n) {
+  return n >= 1048576 ? `${(n / 1048576).toFixed(1)} MiB` : `${Math.max(1, Math.round(n / 1024))} KiB`;
+}
 
 function notice(text, kind) {
   const el = h('div', { class: `notice ${kind || ''}`, 'data-test': 'notice' }, text);
@@ -84,13 +103,17 @@ function askToken() {
   const dlg = document.getElementById('token-dialog');
   const input = document.getElementById('token-input');
   input.value = '';
-  dlg.addEventListener('close', () => {
-    tokenAsked = false;
-    if (dlg.returnValue === 'ok' && input.value.trim()) {
-      sessionStorage.setItem(TOKEN_KEY, input.value.trim());
-      refresh().then(refreshBackups);
-    }
-  }, { once: true });
+  dlg.addEventListener(
+    'close',
+    () => {
+      tokenAsked = false;
+      if (dlg.returnValue === 'ok' && input.value.trim()) {
+        sessionStorage.setItem(TOKEN_KEY, input.value.trim());
+        refresh().then(refreshBackups);
+      }
+    },
+    { once: true },
+  );
   dlg.showModal();
   input.focus();
 }
@@ -105,19 +128,27 @@ function confirmAction(title, text, fields) {
   const box = document.getElementById('confirm-fields');
   box.replaceChildren(...(fields || []).map((f) => f.el));
   return new Promise((resolve) => {
-    dlg.addEventListener('close', () => {
-      if (dlg.returnValue !== 'ok') return resolve(null);
-      const values = {};
-      for (const f of fields || []) values[f.name] = f.value();
-      resolve(values);
-    }, { once: true });
+    dlg.addEventListener(
+      'close',
+      () => {
+        if (dlg.returnValue !== 'ok') return resolve(null);
+        const values = {};
+        for (const f of fields || []) values[f.name] = f.value();
+        resolve(values);
+      },
+      { once: true },
+    );
     dlg.returnValue = '';
     dlg.showModal();
   });
 }
 
 function selectField(name, label, options) {
-  const sel = h('select', { name, 'data-test': `field-${name}` }, options.map((o) => h('option', { value: o.value }, o.label)));
+  const sel = h(
+    'select',
+    { name, 'data-test': `field-${name}` },
+    options.map((o) => h('option', { value: o.value }, o.label)),
+  );
   return { name, el: h('label', {}, label, ' ', sel), value: () => sel.value };
 }
 function checkField(name, label) {
@@ -148,22 +179,45 @@ function siteHosts(site) {
 
 async function onSwitchover(site) {
   const hosts = siteHosts(site);
-  const f = selectField('to', 'to host', hosts.map((x) => ({ value: x.name, label: `${x.name} (${x.storage}, ${x.power})` })));
-  const v = await confirmAction(`Switch ${site.name} over`, `Planned move of ${site.name} off ${site.primary.host}: requests are held, nothing is lost. The API refuses a host that cannot take it.`, [f]);
+  const f = selectField(
+    'to',
+    'to host',
+    hosts.map((x) => ({ value: x.name, label: `${x.name} (${x.storage}, ${x.power})` })),
+  );
+  const v = await confirmAction(
+    `Switch ${site.name} over`,
+    `Planned move of ${site.name} off ${site.primary.host}: requests are held, nothing is lost. The API refuses a host that cannot take it.`,
+    [f],
+  );
   if (v) await runAction(`switchover of ${site.name} to ${v.to}`, `/v1/sites/${encodeURIComponent(site.name)}/switchover`, { to: v.to });
 }
 
 async function onFailover(site) {
   const hosts = siteHosts(site);
-  const f = selectField('to', 'to host', [{ value: '', label: 'let the controller choose' }, ...hosts.map((x) => ({ value: x.name, label: `${x.name} (${x.storage}, ${x.power})` }))]);
+  const f = selectField('to', 'to host', [
+    { value: '', label: 'let the controller choose' },
+    ...hosts.map((x) => ({ value: x.name, label: `${x.name} (${x.storage}, ${x.power})` })),
+  ]);
   const force = checkField('force', 'force: go on even if the old host cannot be confirmed off');
-  const v = await confirmAction(`Fail ${site.name} over now`, `Unplanned move: ${site.primary.host} is powered off (fenced) and ${site.name}'s replica is promoted elsewhere. Writes not yet replicated may be lost in async mode.`, [f, force]);
-  if (v) await runAction(`failover of ${site.name}`, `/v1/sites/${encodeURIComponent(site.name)}/failover`, { ...(v.to ? { to: v.to } : {}), ...(v.force ? { force: true } : {}) });
+  const v = await confirmAction(
+    `Fail ${site.name} over now`,
+    `Unplanned move: ${site.primary.host} is powered off (fenced) and ${site.name}'s replica is promoted elsewhere. Writes not yet replicated may be lost in async mode.`,
+    [f, force],
+  );
+  if (v)
+    await runAction(`failover of ${site.name}`, `/v1/sites/${encodeURIComponent(site.name)}/failover`, {
+      ...(v.to ? { to: v.to } : {}),
+      ...(v.force ? { force: true } : {}),
+    });
 }
 
 async function onRestore(site) {
   const at = textField('at', 'as of (empty: newest good point)', '2026-11-25T06:00:00Z');
-  const v = await confirmAction(`Restore ${site.name} from its vault`, `${site.name} is fenced and replaced by a restore point: writes made after that point are lost.`, [at]);
+  const v = await confirmAction(
+    `Restore ${site.name} from its vault`,
+    `${site.name} is fenced and replaced by a restore point: writes made after that point are lost.`,
+    [at],
+  );
   if (v) await runAction(`restore of ${site.name}`, `/v1/sites/${encodeURIComponent(site.name)}/restore`, v.at ? { at: v.at } : {});
 }
 
@@ -179,36 +233,70 @@ function renderSites() {
   const box = document.getElementById('sites');
   const st = state.status;
   if (!st) return;
-  box.replaceChildren(...st.sites.map((s) => {
-    const rep = s.replication;
-    const lf = s.lastFailover;
-    return h('article', { class: `card site state-${s.state}`, 'data-site': s.name },
-      h('div', { class: 'card-head' },
-        h('h3', {}, s.name),
-        h('span', { class: `badge state-${s.state}`, 'data-test': 'site-state' }, s.state),
-        h('span', { class: 'muted' }, 'epoch ', h('b', { 'data-test': 'site-epoch' }, s.epoch)),
-        h('span', { class: 'muted' }, 'front ', s.front)),
-      h('dl', {},
-        h('dt', {}, 'primary'),
-        h('dd', { 'data-test': 'site-primary' }, h('span', { class: `dot ${s.primary.healthy ? 'ok' : 'bad'}` }), `${s.primary.host} `, h('span', { class: 'muted' }, s.primary.address)),
-        h('dt', {}, 'readers'),
-        h('dd', {}, s.readers.length ? s.readers.map((r) => `${r.host}${r.state && r.state !== 'serving' ? ` (${r.state})` : ''}`).join(', ') : '–'),
-        h('dt', {}, 'replication'),
-        h('dd', { 'data-test': 'site-replication' }, `${rep.mode} → ${rep.to || 'none'} `,
-          h('span', { class: `badge rep-${rep.state}` }, rep.state), rep.sync ? ` ${rep.sync}` : '',
-          ' lag ', h('b', {}, rep.lagMs === null ? '–' : `${rep.lagMs} ms`)),
-        h('dt', {}, 'last failover'),
-        h('dd', { 'data-test': 'site-last-failover' }, lf
-          ? [`${lf.from} → ${lf.to} (epoch ${lf.epoch}), ${ago(lf.at)}: `,
-            h('span', { class: 'fig' }, 'detected ', h('b', { 'data-test': 'fig-detection' }, ms(lf.detectionMs))), ' · ',
-            h('span', { class: 'fig' }, 'serving again ', h('b', { 'data-test': 'fig-serving' }, ms(lf.servingAgainMs)), ' after'), ' · ',
-            h('span', { class: 'fig' }, 'lag at failure ', h('b', {}, ms(lf.replicationLagMsAtFailure)))]
-          : 'none')),
-      h('div', { class: 'actions' },
-        h('button', { type: 'button', 'data-action': 'switchover', onclick: () => onSwitchover(s) }, 'Switchover…'),
-        h('button', { type: 'button', 'data-action': 'failover', class: 'danger', onclick: () => onFailover(s) }, 'Failover…'),
-        h('button', { type: 'button', 'data-action': 'restore', class: 'danger', onclick: () => onRestore(s) }, 'Restore…')));
-  }));
+  box.replaceChildren(
+    ...st.sites.map((s) => {
+      const rep = s.replication;
+      const lf = s.lastFailover;
+      return h(
+        'article',
+        { class: `card site state-${s.state}`, 'data-site': s.name },
+        h(
+          'div',
+          { class: 'card-head' },
+          h('h3', {}, s.name),
+          h('span', { class: `badge state-${s.state}`, 'data-test': 'site-state' }, s.state),
+          h('span', { class: 'muted' }, 'epoch ', h('b', { 'data-test': 'site-epoch' }, s.epoch)),
+          h('span', { class: 'muted' }, 'front ', s.front),
+        ),
+        h(
+          'dl',
+          {},
+          h('dt', {}, 'primary'),
+          h(
+            'dd',
+            { 'data-test': 'site-primary' },
+            h('span', { class: `dot ${s.primary.healthy ? 'ok' : 'bad'}` }),
+            `${s.primary.host} `,
+            h('span', { class: 'muted' }, s.primary.address),
+          ),
+          h('dt', {}, 'readers'),
+          h('dd', {}, s.readers.length ? s.readers.map((r) => `${r.host}${r.state && r.state !== 'serving' ? ` (${r.state})` : ''}`).join(', ') : '–'),
+          h('dt', {}, 'replication'),
+          h(
+            'dd',
+            { 'data-test': 'site-replication' },
+            `${rep.mode} → ${rep.to || 'none'} `,
+            h('span', { class: `badge rep-${rep.state}` }, rep.state),
+            rep.sync ? ` ${rep.sync}` : '',
+            ' lag ',
+            h('b', {}, rep.lagMs === null ? '–' : `${rep.lagMs} ms`),
+          ),
+          h('dt', {}, 'last failover'),
+          h(
+            'dd',
+            { 'data-test': 'site-last-failover' },
+            lf
+              ? [
+                  `${lf.from} → ${lf.to} (epoch ${lf.epoch}), ${ago(lf.at)}: `,
+                  h('span', { class: 'fig' }, 'detected ', h('b', { 'data-test': 'fig-detection' }, ms(lf.detectionMs))),
+                  ' · ',
+                  h('span', { class: 'fig' }, 'serving again ', h('b', { 'data-test': 'fig-serving' }, ms(lf.servingAgainMs)), ' after'),
+                  ' · ',
+                  h('span', { class: 'fig' }, 'lag at failure ', h('b', {}, ms(lf.replicationLagMsAtFailure))),
+                ]
+              : 'none',
+          ),
+        ),
+        h(
+          'div',
+          { class: 'actions' },
+          h('button', { type: 'button', 'data-action': 'switchover', onclick: () => onSwitchover(s) }, 'Switchover…'),
+          h('button', { type: 'button', 'data-action': 'failover', class: 'danger', onclick: () => onFailover(s) }, 'Failover…'),
+          h('button', { type: 'button', 'data-action': 'restore', class: 'danger', onclick: () => onRestore(s) }, 'Restore…'),
+        ),
+      );
+    }),
+  );
 }
 
 function renderHosts() {
@@ -216,53 +304,112 @@ function renderHosts() {
   if (!st) return;
   const readerOf = new Map();
   for (const s of st.sites) for (const r of s.readers) readerOf.set(r.host, [...(readerOf.get(r.host) || []), s.name]);
-  document.querySelector('#hosts tbody').replaceChildren(...st.hosts.map((x) => {
-    const trust = x.trust ? x.trust.state : 'trusted';
-    const runs = [...x.sites.map((s) => `${s} (primary)`), ...(readerOf.get(x.name) || []).map((s) => `${s} (reader)`)];
-    return h('tr', { 'data-host': x.name },
-      h('td', {}, h('b', {}, x.name)),
-      h('td', { class: 'muted' }, x.address),
-      h('td', {}, h('span', { class: `badge power-${x.power}`, 'data-test': 'host-power' }, x.power)),
-      h('td', { title: x.trust ? x.trust.why : '' }, h('span', { class: `badge trust-${trust}` }, trust)),
-      h('td', {}, x.storage),
-      h('td', { 'data-test': 'host-runs' }, runs.join(', ') || '–'),
-      h('td', {}, h('button', { type: 'button', class: 'quiet small', 'data-action': `power-${x.power === 'on' ? 'off' : 'on'}`, onclick: () => onPower(x, x.power === 'on' ? 'off' : 'on') }, x.power === 'on' ? 'Power off…' : 'Power on…')));
-  }));
+  document.querySelector('#hosts tbody').replaceChildren(
+    ...st.hosts.map((x) => {
+      const trust = x.trust ? x.trust.state : 'trusted';
+      const runs = [...x.sites.map((s) => `${s} (primary)`), ...(readerOf.get(x.name) || []).map((s) => `${s} (reader)`)];
+      return h(
+        'tr',
+        { 'data-host': x.name },
+        h('td', {}, h('b', {}, x.name)),
+        h('td', { class: 'muted' }, x.address),
+        h('td', {}, h('span', { class: `badge power-${x.power}`, 'data-test': 'host-power' }, x.power)),
+        h('td', { title: x.trust ? x.trust.why : '' }, h('span', { class: `badge trust-${trust}` }, trust)),
+        h('td', {}, x.storage),
+        h('td', { 'data-test': 'host-runs' }, runs.join(', ') || '–'),
+        h(
+          'td',
+          {},
+          h(
+            'button',
+            {
+              type: 'button',
+              class: 'quiet small',
+              'data-action': `power-${x.power === 'on' ? 'off' : 'on'}`,
+              onclick: () => onPower(x, x.power === 'on' ? 'off' : 'on'),
+            },
+            x.power === 'on' ? 'Power off…' : 'Power on…',
+          ),
+        ),
+      );
+    }),
+  );
 }
 
 function renderStorage() {
   const st = state.status;
   if (!st) return;
-  document.querySelector('#storage tbody').replaceChildren(...(st.storage || []).map((s) => {
-    let points = '–';
-    if (s.backup) {
-      const rows = [];
-      for (const [site, b] of state.backups) {
-        if (b.error) { if (b.status !== 400) rows.push(h('div', { class: 'muted' }, h('b', {}, site), `: ${b.error}`)); continue; }
-        if (!b.points || b.vault !== s.name) continue;
-        const newest = b.points[0];
-        rows.push(h('div', {}, h('b', {}, site), ': ', newest
-          ? [`${time(newest.takenAt)} (${ago(newest.takenAt)}), epoch ${newest.epoch}, ${bytes(newest.bytes)}, `,
-            h('span', { class: newest.verification === undefined ? 'muted' : newest.verification.ok ? 'ok' : 'bad' }, newest.verification === undefined ? 'not verified yet' : newest.verification.ok ? 'verified' : 'FAILED verification'),
-            h('span', { class: 'muted' }, ` · ${b.points.length} kept`)]
-          : 'no point yet'));
+  document.querySelector('#storage tbody').replaceChildren(
+    ...(st.storage || []).map((s) => {
+      let points = '–';
+      if (s.backup) {
+        const rows = [];
+        for (const [site, b] of state.backups) {
+          if (b.error) {
+            if (b.status !== 400) rows.push(h('div', { class: 'muted' }, h('b', {}, site), `: ${b.error}`));
+            continue;
+          }
+          if (!b.points || b.vault !== s.name) continue;
+          const newest = b.points[0];
+          rows.push(
+            h(
+              'div',
+              {},
+              h('b', {}, site),
+              ': ',
+              newest
+                ? [
+                    `${time(newest.takenAt)} (${ago(newest.takenAt)}), epoch ${newest.epoch}, ${bytes(newest.bytes)}, `,
+                    h(
+                      'span',
+                      { class: newest.verification === undefined ? 'muted' : newest.verification.ok ? 'ok' : 'bad' },
+                      newest.verification === undefined ? 'not verified yet' : newest.verification.ok ? 'verified' : 'FAILED verification',
+                    ),
+                    h('span', { class: 'muted' }, ` · ${b.points.length} kept`),
+                  ]
+                : 'no point yet',
+            ),
+          );
+        }
+        points = rows.length ? rows : 'no site backs up here';
       }
-      points = rows.length ? rows : 'no site backs up here';
-    }
-    return h('tr', { 'data-storage': s.name },
-      h('td', {}, h('b', {}, s.name)),
-      h('td', {}, s.backup ? 'vault' : 'volumes'),
-      h('td', {}, h('span', { class: `badge ${s.up ? 'up' : 'down'}` }, s.up ? 'up' : 'down')),
-      h('td', {}, points));
-  }));
+      return h(
+        'tr',
+        { 'data-storage': s.name },
+        h('td', {}, h('b', {}, s.name)),
+        h('td', {}, s.backup ? 'vault' : 'volumes'),
+        h('td', {}, h('span', { class: `badge ${s.up ? 'up' : 'down'}` }, s.up ? 'up' : 'down')),
+        h('td', {}, points),
+      );
+    }),
+  );
 }
 
 function renderRunbooks() {
   const box = document.getElementById('runbooks');
   const active = [...state.runbooks.values()].filter((r) => !r.done || Date.now() - r.done < 15_000).slice(-4);
-  box.replaceChildren(...active.map((r) => h('div', { class: `runbook ${r.done ? 'finished' : 'running'}`, 'data-runbook': r.id, 'data-kind': r.kind },
-    h('b', {}, `${r.kind} #${r.id}`), ` ${r.site} `,
-    h('span', { class: 'steps' }, r.steps.map((s) => h('span', { class: `step ${s.phase}`, title: s.error || '' }, s.step, s.phase === 'end' && s.ms !== undefined ? ` ${ms(s.ms)}` : s.phase === 'error' ? ' ✗' : ' …'))))));
+  box.replaceChildren(
+    ...active.map((r) =>
+      h(
+        'div',
+        { class: `runbook ${r.done ? 'finished' : 'running'}`, 'data-runbook': r.id, 'data-kind': r.kind },
+        h('b', {}, `${r.kind} #${r.id}`),
+        ` ${r.site} `,
+        h(
+          'span',
+          { class: 'steps' },
+          r.steps.map((s) =>
+            h(
+              'span',
+              { class: `step ${s.phase}`, title: s.error || '' },
+              s.step,
+              s.phase === 'end' && s.ms !== undefined ? ` ${ms(s.ms)}` : s.phase === 'error' ? ' ✗' : ' …',
+            ),
+          ),
+        ),
+      ),
+    ),
+  );
 }
 
 const KIND_CLASS = [
@@ -277,11 +424,14 @@ function kindClass(kind) {
 
 function addTimelineEvent(e) {
   const list = document.getElementById('timeline');
-  const item = h('li', { class: `ev ${kindClass(e.kind)}`, 'data-kind': e.kind, 'data-event-id': e.id },
+  const item = h(
+    'li',
+    { class: `ev ${kindClass(e.kind)}`, 'data-kind': e.kind, 'data-event-id': e.id },
     h('span', { class: 'when' }, time(e.at)),
     h('span', { class: 'kind' }, e.kind),
     e.site ? h('span', { class: 'site' }, e.site) : null,
-    h('span', { class: 'msg' }, e.message));
+    h('span', { class: 'msg' }, e.message),
+  );
   list.prepend(item);
   while (list.children.length > TIMELINE_MAX) list.lastElementChild.remove();
 }
@@ -289,11 +439,16 @@ function addTimelineEvent(e) {
 function addTimelineStep(s) {
   if (s.phase === 'begin') return;
   const list = document.getElementById('timeline');
-  list.prepend(h('li', { class: `step-line ${s.phase === 'error' ? 'bad' : ''}`, 'data-step': s.step, 'data-runbook': s.runbook },
-    h('span', { class: 'when' }, time(s.at)),
-    h('span', { class: 'kind' }, `${s.kind} #${s.runbook}`),
-    h('span', { class: 'site' }, s.site),
-    h('span', { class: 'msg' }, `${s.step} ${s.phase === 'end' ? `✓ ${ms(s.ms)}` : `✗ ${s.error || ''}`}`)));
+  list.prepend(
+    h(
+      'li',
+      { class: `step-line ${s.phase === 'error' ? 'bad' : ''}`, 'data-step': s.step, 'data-runbook': s.runbook },
+      h('span', { class: 'when' }, time(s.at)),
+      h('span', { class: 'kind' }, `${s.kind} #${s.runbook}`),
+      h('span', { class: 'site' }, s.site),
+      h('span', { class: 'msg' }, `${s.step} ${s.phase === 'end' ? `✓ ${ms(s.ms)}` : `✗ ${s.error || ''}`}`),
+    ),
+  );
   while (list.children.length > TIMELINE_MAX) list.lastElementChild.remove();
 }
 
@@ -302,7 +457,10 @@ function addTimelineStep(s) {
 let refreshing = false;
 let refreshAgain = false;
 async function refresh() {
-  if (refreshing) { refreshAgain = true; return; }
+  if (refreshing) {
+    refreshAgain = true;
+    return;
+  }
   refreshing = true;
   try {
     state.status = await api('/v1/status');
@@ -314,7 +472,10 @@ async function refresh() {
     if (!(e instanceof ApiError && e.status === 401)) document.getElementById('clock').textContent = `status unavailable: ${e.message}`;
   } finally {
     refreshing = false;
-    if (refreshAgain) { refreshAgain = false; setTimeout(refresh, 50); }
+    if (refreshAgain) {
+      refreshAgain = false;
+      setTimeout(refresh, 50);
+    }
   }
 }
 
@@ -339,9 +500,13 @@ function onStreamEvent(e) {
 
 function onStreamStep(s) {
   let r = state.runbooks.get(s.runbook);
-  if (!r) { r = { id: s.runbook, site: s.site, kind: s.kind, steps: [], done: 0 }; state.runbooks.set(s.runbook, r); }
+  if (!r) {
+    r = { id: s.runbook, site: s.site, kind: s.kind, steps: [], done: 0 };
+    state.runbooks.set(s.runbook, r);
+  }
   const existing = r.steps.find((x) => x.step === s.step);
-  if (existing) Object.assign(existing, s); else r.steps.push({ ...s });
+  if (existing) Object.assign(existing, s);
+  else r.steps.push({ ...s });
   if (s.step === 'record' && s.phase === 'end') r.done = Date.now();
   if (s.phase === 'error') r.done = Date.now();
   renderRunbooks();
@@ -362,7 +527,12 @@ async function follow() {
       const headers = { accept: 'text/event-stream', ...authHeaders() };
       if (!first) headers['last-event-id'] = String(state.lastEventId);
       const res = await fetch(first ? '/v1/events/stream?tail=100' : '/v1/events/stream', { headers });
-      if (res.status === 401) { setLive(false, 'token needed'); askToken(); await sleep(2000); continue; }
+      if (res.status === 401) {
+        setLive(false, 'token needed');
+        askToken();
+        await sleep(2000);
+        continue;
+      }
       if (!res.ok || !res.body) throw new Error(`stream answered ${res.status}`);
       first = false;
       setLive(true);

@@ -14,11 +14,19 @@ import type { Notifier } from '../notify/notifier.ts';
 const FailoverBody = z.object({ to: z.string().optional(), force: z.boolean().optional() }).strict();
 const SwitchoverBody = z.object({ to: z.string().min(1) }).strict();
 const RestoreBody = z.object({ at: z.string().optional(), to: z.string().optional() }).strict();
-const DrillBody = z.object({
-  to: z.string().min(1).optional(),
-  front: z.string().refine((v) => parseEndpoint(v) !== undefined, 'must be an address like 127.0.0.1:9080').optional(),
-  smoke: z.string().regex(/^\/[^\s]*$/, 'must be a URL path like / or /api/products').optional(),
-}).strict();
+const DrillBody = z
+  .object({
+    to: z.string().min(1).optional(),
+    front: z
+      .string()
+      .refine((v) => parseEndpoint(v) !== undefined, 'must be an address like 127.0.0.1:9080')
+      .optional(),
+    smoke: z
+      .string()
+      .regex(/^\/[^\s]*$/, 'must be a URL path like / or /api/products')
+      .optional(),
+  })
+  .strict();
 const PowerBody = z.object({ action: z.enum(['on', 'off']) }).strict();
 const SignalBody = z.object({ kind: z.literal('conn-error'), site: z.string(), upstream: z.string(), at: z.number(), error: z.string() });
 
@@ -28,7 +36,17 @@ export interface ApiParts {
 }
 
 /** Failover figures the dashboard and `status --json` show per site (from its newest `failover-complete` event). */
-const LAST_FAILOVER_FIELDS = ['from', 'to', 'epoch', 'reason', 'detectionMs', 'servingAgainMs', 'replicationLagMsAtFailure', 'detectedAt', 'servingAgainAt'] as const;
+const LAST_FAILOVER_FIELDS = [
+  'from',
+  'to',
+  'epoch',
+  'reason',
+  'detectionMs',
+  'servingAgainMs',
+  'replicationLagMsAtFailure',
+  'detectedAt',
+  'servingAgainAt',
+] as const;
 
 /**
  * The controller's HTTP API: status, events (and their live stream), runbooks,
@@ -46,7 +64,10 @@ export async function startApiServer(controller: Controller, parts: ApiParts = {
   const tokenText = process.env.UNDERSTUDY_TOKEN || (config.controller.token ? readSecretRef(config.controller.token, 'controller.token') : null);
   const l = config.controller.listen;
   if (!tokenText && !isLoopbackAddress(l.host)) {
-    throw new UnderstudyError('US_UNAUTHORIZED', `the controller API would listen on ${l.host}, beyond loopback, without a token: set controller.token: { file: PATH } (or UNDERSTUDY_TOKEN), or listen on 127.0.0.1`);
+    throw new UnderstudyError(
+      'US_UNAUTHORIZED',
+      `the controller API would listen on ${l.host}, beyond loopback, without a token: set controller.token: { file: PATH } (or UNDERSTUDY_TOKEN), or listen on 127.0.0.1`,
+    );
   }
   const security = partSecurity(config, 'controller');
   const tokenDigest = tokenText ? createHash('sha256').update(tokenText).digest() : null;
@@ -56,9 +77,12 @@ export async function startApiServer(controller: Controller, parts: ApiParts = {
     if (!tokenDigest && !security.secretDigest) return;
     const presented = bearerOf(headers);
     if ((tokenDigest && secretMatches(presented, tokenDigest)) || (security.secretDigest && secretMatches(presented, security.secretDigest))) return;
-    throw new UnderstudyError('US_UNAUTHORIZED', presented === null
-      ? 'the controller refuses a call without credentials: set UNDERSTUDY_TOKEN to the controller\'s token'
-      : 'wrong token: set UNDERSTUDY_TOKEN to the controller\'s token (controller.token)');
+    throw new UnderstudyError(
+      'US_UNAUTHORIZED',
+      presented === null
+        ? "the controller refuses a call without credentials: set UNDERSTUDY_TOKEN to the controller's token"
+        : "wrong token: set UNDERSTUDY_TOKEN to the controller's token (controller.token)",
+    );
   };
   const router = new JsonRouter()
     .on('GET', '/healthz', () => ({ ok: true, pid: process.pid }))
@@ -71,7 +95,12 @@ export async function startApiServer(controller: Controller, parts: ApiParts = {
         ...st,
         sites: st.sites.map((s) => {
           const e = controller.store.latestEvent('failover-complete', s.name);
-          return e ? { ...s, lastFailover: { at: e.at, ...Object.fromEntries(LAST_FAILOVER_FIELDS.filter((k) => e.data[k] !== undefined).map((k) => [k, e.data[k]])) } } : s;
+          return e
+            ? {
+                ...s,
+                lastFailover: { at: e.at, ...Object.fromEntries(LAST_FAILOVER_FIELDS.filter((k) => e.data[k] !== undefined).map((k) => [k, e.data[k]])) },
+              }
+            : s;
         }),
       };
     })
@@ -113,10 +142,20 @@ export async function startApiServer(controller: Controller, parts: ApiParts = {
     .on('POST', '/v1/sites/:site/drill', ({ headers, params, body }) => {
       auth(headers);
       const b = parseBody(DrillBody, body ?? {});
-      return controller.drills.run(params.site!, { ...(b.to ? { to: b.to } : {}), ...(b.front ? { front: parseEndpoint(b.front)! } : {}), ...(b.smoke ? { smokePath: b.smoke } : {}) });
+      return controller.drills.run(params.site!, {
+        ...(b.to ? { to: b.to } : {}),
+        ...(b.front ? { front: parseEndpoint(b.front)! } : {}),
+        ...(b.smoke ? { smokePath: b.smoke } : {}),
+      });
     })
-    .on('GET', '/v1/sites/:site/backups', ({ headers, params }) => { auth(headers); return controller.backups(params.site!); })
-    .on('GET', '/v1/hosts/:host/power', ({ headers, params }) => { auth(headers); return controller.power(params.host!, 'status'); })
+    .on('GET', '/v1/sites/:site/backups', ({ headers, params }) => {
+      auth(headers);
+      return controller.backups(params.site!);
+    })
+    .on('GET', '/v1/hosts/:host/power', ({ headers, params }) => {
+      auth(headers);
+      return controller.power(params.host!, 'status');
+    })
     .on('POST', '/v1/hosts/:host/power', ({ headers, params, body }) => {
       auth(headers);
       return controller.power(params.host!, parseBody(PowerBody, body).action);

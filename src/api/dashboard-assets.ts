@@ -19,7 +19,8 @@ const TYPES: Record<string, string> = {
 };
 
 /** Scripts, styles and API calls from the controller's own origin only. */
-const CSP = "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; img-src 'self' data:; base-uri 'none'; form-action 'none'; frame-ancestors 'none'";
+const CSP =
+  "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; img-src 'self' data:; base-uri 'none'; form-action 'none'; frame-ancestors 'none'";
 
 let found: string | null | undefined;
 
@@ -38,7 +39,8 @@ export function dashboardDir(): string | null {
 /** Serves `dashboard/<file>` (index.html for `/`); 404 for anything else. */
 export function serveDashboardFile(file: string, res: http.ServerResponse): void {
   const dir = dashboardDir();
-  if (!dir) throw new UnderstudyError('US_NOT_FOUND', 'the dashboard files (dashboard/ in the package) are missing from this installation: reinstall understudy');
+  if (!dir)
+    throw new UnderstudyError('US_NOT_FOUND', 'the dashboard files (dashboard/ in the package) are missing from this installation: reinstall understudy');
   const type = TYPES[path.extname(file)];
   if (!/^[a-z0-9][a-z0-9._-]*$/i.test(file) || !type) throw new UnderstudyError('US_NOT_FOUND', `no dashboard file ${file}`);
   let body: Buffer;

@@ -66,7 +66,12 @@ export function serveEventStream(store: StateStore, req: http.IncomingMessage, r
   const offJournal = store.onJournal((j, rb) => {
     if (site !== undefined && rb.site !== site) return;
     const msg: StepMessage = {
-      runbook: j.runbookId, site: rb.site, kind: rb.kind, step: j.step, phase: j.phase, at: j.at,
+      runbook: j.runbookId,
+      site: rb.site,
+      kind: rb.kind,
+      step: j.step,
+      phase: j.phase,
+      at: j.at,
       ...(typeof j.data.ms === 'number' ? { ms: j.data.ms } : {}),
       ...(typeof j.data.error === 'string' ? { error: j.data.error } : {}),
     };
@@ -80,5 +85,4 @@ export function serveEventStream(store: StateStore, req: http.IncomingMessage, r
   };
   req.on('close', close);
   res.on('error', close);
-
 }

@@ -13,7 +13,10 @@ import { baseDirFor, resolveConfigPath } from './config-path.ts';
  * than undici, and of the config only `controller.listen` (see controllerListen).
  */
 
-export interface ApiOptions { api?: string; config?: string }
+export interface ApiOptions {
+  api?: string;
+  config?: string;
+}
 
 export interface ApiCallOptions {
   body?: unknown;
@@ -22,7 +25,11 @@ export interface ApiCallOptions {
 }
 
 /** How the CLI reaches the controller: its base URL, the token it sends, the CA it trusts (cluster.tls). */
-export interface ApiAccess { base: string; token: string | null; ca: Buffer | null }
+export interface ApiAccess {
+  base: string;
+  token: string | null;
+  ca: Buffer | null;
+}
 
 /**
  * The controller's API address: --api, else UNDERSTUDY_API, else the config's
@@ -38,9 +45,19 @@ export async function apiAccess(opts: ApiOptions): Promise<ApiAccess> {
   } catch (e) {
     if (!explicit) throw e;
   }
-  const ca = process.env.UNDERSTUDY_CA ? readFile(process.env.UNDERSTUDY_CA, 'UNDERSTUDY_CA') : settings?.caFile ? readFile(settings.caFile, 'cluster.tls.ca') : null;
+  const ca = process.env.UNDERSTUDY_CA
+    ? readFile(process.env.UNDERSTUDY_CA, 'UNDERSTUDY_CA')
+    : settings?.caFile
+      ? readFile(settings.caFile, 'cluster.tls.ca')
+      : null;
   const base = explicit ? explicit.replace(/\/$/, '') : `${ca ? 'https' : 'http'}://${endpointToString(settings!.listen)}`;
-  const token = process.env.UNDERSTUDY_TOKEN || (settings?.tokenFile ? readFile(settings.tokenFile, 'controller.token').toString('utf8').trim() : settings?.tokenEnv ? process.env[settings.tokenEnv] ?? null : null);
+  const token =
+    process.env.UNDERSTUDY_TOKEN ||
+    (settings?.tokenFile
+      ? readFile(settings.tokenFile, 'controller.token').toString('utf8').trim()
+      : settings?.tokenEnv
+        ? (process.env[settings.tokenEnv] ?? null)
+        : null);
   return { base, token: token || null, ca };
 }
 
@@ -57,7 +74,12 @@ function readFile(file: string, what: string): Buffer {
   }
 }
 
-interface ApiSettings { listen: Endpoint; tokenFile?: string; tokenEnv?: string; caFile?: string }
+interface ApiSettings {
+  listen: Endpoint;
+  tokenFile?: string;
+  tokenEnv?: string;
+  caFile?: string;
+}
 
 /**
  * `controller.listen`, `controller.token` and `cluster.tls.ca` of a config file. The API
@@ -75,7 +97,8 @@ async function apiSettings(file: string): Promise<ApiSettings> {
   } catch {
     doc = undefined;
   }
-  const obj = (v: unknown): Record<string, unknown> | null => (v !== null && typeof v === 'object' && !Array.isArray(v) ? v as Record<string, unknown> : null);
+  const obj = (v: unknown): Record<string, unknown> | null =>
+    v !== null && typeof v === 'object' && !Array.isArray(v) ? (v as Record<string, unknown>) : null;
   const top = obj(doc);
   if (top) {
     const base = baseDirFor(file);
@@ -141,7 +164,11 @@ export async function callApi<T>(opts: ApiOptions, pathAndQuery: string, call: A
   });
   let data: unknown = undefined;
   if (text.length > 0) {
-    try { data = JSON.parse(text); } catch { data = text; }
+    try {
+      data = JSON.parse(text);
+    } catch {
+      data = text;
+    }
   }
   if (status >= 400) {
     const errObj = (data as { error?: { code?: string; message?: string; details?: unknown } } | undefined)?.error;

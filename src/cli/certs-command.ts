@@ -13,7 +13,10 @@ import { UnderstudyError } from '../shared/errors.ts';
  * DIR/{{part}}-key.pem }` names. An existing CA is kept, so that adding a host later
  * signs its certificate with the same CA; an existing part certificate is kept too.
  */
-export interface PartName { part: string; addresses: string[] }
+export interface PartName {
+  part: string;
+  addresses: string[];
+}
 
 /** Every part of the config and the addresses it is called on. */
 export function partsOf(config: UnderstudyConfig): PartName[] {
@@ -31,7 +34,11 @@ function openssl(args: string[], cwd: string): void {
     execFileSync('openssl', args, { cwd, stdio: ['ignore', 'ignore', 'pipe'] });
   } catch (e) {
     const err = e as NodeJS.ErrnoException & { stderr?: Buffer };
-    if (err.code === 'ENOENT') throw new UnderstudyError('US_BAD_REQUEST', 'openssl is not installed: install it (Debian: apt-get install openssl) or make the certificates as docs/operations.md shows');
+    if (err.code === 'ENOENT')
+      throw new UnderstudyError(
+        'US_BAD_REQUEST',
+        'openssl is not installed: install it (Debian: apt-get install openssl) or make the certificates as docs/operations.md shows',
+      );
     throw new UnderstudyError('US_INTERNAL', `openssl ${args[0]} failed: ${String(err.stderr ?? err.message).trim()}`);
   }
 }
@@ -41,7 +48,26 @@ export function makeCerts(config: UnderstudyConfig, outDir: string, log: (line: 
   const made: string[] = [];
   const kept: string[] = [];
   if (!fs.existsSync(path.join(outDir, 'ca.pem'))) {
-    openssl(['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes', '-keyout', 'ca-key.pem', '-out', 'ca.pem', '-days', '3650', '-subj', '/CN=Understudy cluster CA'], outDir);
+    openssl(
+      [
+        'req',
+        '-x509',
+        '-newkey',
+        'ec',
+        '-pkeyopt',
+        'ec_paramgen_curve:P-256',
+        '-nodes',
+        '-keyout',
+        'ca-key.pem',
+        '-out',
+        'ca.pem',
+        '-days',
+        '3650',
+        '-subj',
+        '/CN=Understudy cluster CA',
+      ],
+      outDir,
+    );
     fs.chmodSync(path.join(outDir, 'ca-key.pem'), 0o600);
     made.push('ca.pem');
     log('  ✓ ca.pem (and ca-key.pem: keep it off the machines)');
@@ -54,10 +80,35 @@ export function makeCerts(config: UnderstudyConfig, outDir: string, log: (line: 
       continue;
     }
     const ext = path.join(outDir, `${part}.ext`);
-    fs.writeFileSync(ext, `subjectAltName=${addresses.map((a) => `IP:${a}`).join(',')}\nbasicConstraints=CA:FALSE\nkeyUsage=digitalSignature\nextendedKeyUsage=serverAuth,clientAuth\n`);
+    fs.writeFileSync(
+      ext,
+      `subjectAltName=${addresses.map((a) => `IP:${a}`).join(',')}\nbasicConstraints=CA:FALSE\nkeyUsage=digitalSignature\nextendedKeyUsage=serverAuth,clientAuth\n`,
+    );
     try {
-      openssl(['req', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes', '-keyout', `${part}-key.pem`, '-out', `${part}.csr`, '-subj', `/CN=${part}`], outDir);
-      openssl(['x509', '-req', '-in', `${part}.csr`, '-CA', 'ca.pem', '-CAkey', 'ca-key.pem', '-CAcreateserial', '-out', `${part}.pem`, '-days', '825', '-extfile', `${part}.ext`], outDir);
+      openssl(
+        ['req', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes', '-keyout', `${part}-key.pem`, '-out', `${part}.csr`, '-subj', `/CN=${part}`],
+        outDir,
+      );
+      openssl(
+        [
+          'x509',
+          '-req',
+          '-in',
+          `${part}.csr`,
+          '-CA',
+          'ca.pem',
+          '-CAkey',
+          'ca-key.pem',
+          '-CAcreateserial',
+          '-out',
+          `${part}.pem`,
+          '-days',
+          '825',
+          '-extfile',
+          `${part}.ext`,
+        ],
+        outDir,
+      );
     } finally {
       fs.rmSync(ext, { force: true });
       fs.rmSync(path.join(outDir, `${part}.csr`), { force: true });

@@ -33,9 +33,15 @@ export async function startControllerService(config: UnderstudyConfig): Promise<
   } catch (e) {
     // The cause, with its code, for `up` to print (start-failure.ts) and for the event log.
     const code = typeof (e as { code?: unknown }).code === 'string' ? (e as { code: string }).code : 'US_INTERNAL';
-    const details = isUnderstudyError(e) ? e.details ?? null : null;
+    const details = isUnderstudyError(e) ? (e.details ?? null) : null;
     controller.log.error({ err: (e as Error).message, code }, 'controller could not start the sites');
-    controller.store.addEvent({ site: null, host: null, kind: 'controller-start-failed', message: `the controller could not start: ${(e as Error).message}`, data: { code, error: (e as Error).message, details } });
+    controller.store.addEvent({
+      site: null,
+      host: null,
+      kind: 'controller-start-failed',
+      message: `the controller could not start: ${(e as Error).message}`,
+      data: { code, error: (e as Error).message, details },
+    });
     await stop();
     throw e;
   }
@@ -49,7 +55,13 @@ export async function runController(config: UnderstudyConfig): Promise<void> {
   const onSignal = () => {
     if (stopping) return;
     stopping = true;
-    background((service?.stop() ?? Promise.resolve()).then(() => process.exit(0)), (err) => { process.stderr.write(`understudy controller: stopping failed: ${String(err)}\n`); process.exit(1); });
+    background(
+      (service?.stop() ?? Promise.resolve()).then(() => process.exit(0)),
+      (err) => {
+        process.stderr.write(`understudy controller: stopping failed: ${String(err)}\n`);
+        process.exit(1);
+      },
+    );
   };
   process.on('SIGTERM', onSignal);
   process.on('SIGINT', onSignal);

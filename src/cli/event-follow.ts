@@ -32,34 +32,55 @@ export async function followEvents(opts: ApiOptions, after: number, on: FollowHa
       const res = await request(url, {
         method: 'GET',
         headers: { accept: 'text/event-stream', 'last-event-id': String(lastId), ...(token ? { authorization: `Bearer ${token}` } : {}) },
-        headersTimeout: 10_000, bodyTimeout: 0, ...(signal ? { signal } : {}), ...(dispatcher ? { dispatcher } : {}),
+        headersTimeout: 10_000,
+        bodyTimeout: 0,
+        ...(signal ? { signal } : {}),
+        ...(dispatcher ? { dispatcher } : {}),
       });
       if (res.statusCode === 401 || res.statusCode === 404) {
         const body = await res.body.text();
         let message = body;
-        try { message = (JSON.parse(body) as { error: { message: string } }).error.message; } catch { /* not JSON */ }
+        try {
+          message = (JSON.parse(body) as { error: { message: string } }).error.message;
+        } catch {
+          /* not JSON */
+        }
         throw new UnderstudyError(res.statusCode === 401 ? 'US_UNAUTHORIZED' : 'US_NOT_FOUND', message);
       }
       if (res.statusCode !== 200) {
         await res.body.dump();
         throw new Error(`the events stream answered ${res.statusCode}`);
       }
-      if (down) { down = false; on.resumed?.(); }
+      if (down) {
+        down = false;
+        on.resumed?.();
+      }
       const parser = createParser({
         onEvent: (m: EventSourceMessage) => {
-          if (m.event === 'step') { on.step?.(JSON.parse(m.data) as StepMessage); return; }
+          if (m.event === 'step') {
+            on.step?.(JSON.parse(m.data) as StepMessage);
+            return;
+          }
           const e = JSON.parse(m.data) as EventRecord;
           if (e.id <= lastId) return;
           lastId = e.id;
           on.event(e);
         },
-        onRetry: (ms: number) => { retryMs = ms; },
+        onRetry: (ms: number) => {
+          retryMs = ms;
+        },
       });
       for await (const chunk of res.body) parser.feed((chunk as Buffer).toString('utf8'));
       throw new Error('the controller closed the events stream');
     } catch (e) {
-      if (e instanceof UnderstudyError || signal?.aborted) { if (signal?.aborted) return; throw e; }
-      if (!down) { down = true; on.lost?.(`${(e as Error).message}; reconnecting from event #${lastId}`); }
+      if (e instanceof UnderstudyError || signal?.aborted) {
+        if (signal?.aborted) return;
+        throw e;
+      }
+      if (!down) {
+        down = true;
+        on.lost?.(`${(e as Error).message}; reconnecting from event #${lastId}`);
+      }
       await new Promise((r) => setTimeout(r, retryMs));
     }
   }

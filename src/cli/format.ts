@@ -10,15 +10,28 @@ export function formatEvent(e: EventRecord): string {
 
 function table(rows: string[][]): string {
   const widths = rows[0]!.map((_, i) => Math.max(...rows.map((r) => (r[i] ?? '').length)));
-  return rows.map((r) => r.map((c, i) => c.padEnd(widths[i]!)).join('  ').trimEnd()).join('\n');
+  return rows
+    .map((r) =>
+      r
+        .map((c, i) => c.padEnd(widths[i]!))
+        .join('  ')
+        .trimEnd(),
+    )
+    .join('\n');
 }
 
 export function formatStatus(st: StatusView): string {
   const sites = [['SITE', 'STATE', 'EPOCH', 'FRONT', 'PRIMARY', 'HEALTHY', 'REPLICATION', 'LAG', 'READERS', 'NEXT']];
   for (const s of st.sites) {
     sites.push([
-      s.name, s.state, String(s.epoch), s.front, `${s.primary.host} (${s.primary.address})`, s.primary.healthy ? 'yes' : 'no',
-      `${s.replication.mode} → ${s.replication.to ?? '-'} ${s.replication.state}`, s.replication.lagMs === null ? '-' : `${s.replication.lagMs} ms`,
+      s.name,
+      s.state,
+      String(s.epoch),
+      s.front,
+      `${s.primary.host} (${s.primary.address})`,
+      s.primary.healthy ? 'yes' : 'no',
+      `${s.replication.mode} → ${s.replication.to ?? '-'} ${s.replication.state}`,
+      s.replication.lagMs === null ? '-' : `${s.replication.lagMs} ms`,
       // Read-only hosts, `host` when serving and healthy, else with its state.
       s.readers.map((r) => `${r.host}${r.state && r.state !== 'serving' ? ` (${r.state})` : r.healthy ? '' : ' (unhealthy)'}`).join(', ') || '-',
       s.next ? `${s.next.host} (${s.next.storage})` : '-',
@@ -28,7 +41,14 @@ export function formatStatus(st: StatusView): string {
   const dbs = [['SITE', 'DATABASE', 'MODE', 'REPLICATED BY', 'STATE', 'LAG']];
   for (const s of st.sites) {
     for (const d of s.databases ?? []) {
-      dbs.push([s.name, d.path, d.mode, d.method === 'none' ? 'not replicated' : d.method, d.protected ? d.state : `${d.state} (unprotected)`, `${d.lagMs} ms`]);
+      dbs.push([
+        s.name,
+        d.path,
+        d.mode,
+        d.method === 'none' ? 'not replicated' : d.method,
+        d.protected ? d.state : `${d.state} (unprotected)`,
+        `${d.lagMs} ms`,
+      ]);
     }
   }
   const hosts = [['HOST', 'ADDRESS', 'POWER', 'PID', 'STORAGE', 'SITES']];

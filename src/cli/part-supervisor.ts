@@ -31,14 +31,16 @@ export class PartSupervisor {
   private readonly children = new Map<string, ChildProcess>();
   private stopping = false;
 
-  constructor(private readonly o: {
-    /** The CLI entry point the parts run. */
-    bin: string;
-    cwd: string;
-    logDir: string;
-    env: NodeJS.ProcessEnv;
-    onExit: (spec: PartSpec, how: string) => void;
-  }) {}
+  constructor(
+    private readonly o: {
+      /** The CLI entry point the parts run. */
+      bin: string;
+      cwd: string;
+      logDir: string;
+      env: NodeJS.ProcessEnv;
+      onExit: (spec: PartSpec, how: string) => void;
+    },
+  ) {}
 
   start(spec: PartSpec): void {
     if (this.stopping) return;
@@ -74,24 +76,31 @@ export class PartSupervisor {
    */
   async stop(names: string[], graceMs: number): Promise<string[]> {
     this.beginStop();
-    const lines = await Promise.all(names.map(async (name) => {
-      const child = this.children.get(name);
-      const pid = child?.pid;
-      if (!child || pid === undefined) return null;
-      const t0 = Date.now();
-      const exited = new Promise<void>((r) => {
-        if (child.exitCode !== null || child.signalCode !== null) r();
-        else child.once('exit', () => r());
-      });
-      killGroup(pid, 'SIGTERM');
-      let timer: NodeJS.Timeout | undefined;
-      const inTime = await Promise.race([exited.then(() => true), new Promise<boolean>((r) => { timer = setTimeout(() => r(false), graceMs); })]);
-      clearTimeout(timer);
-      if (!inTime || isGroupAlive(pid)) killGroup(pid, 'SIGKILL');
-      await waitGone(pid, 1000);
-      this.children.delete(name);
-      return inTime ? `${name} stopped (${Date.now() - t0} ms)` : `${name} killed: still running ${graceMs} ms after SIGTERM`;
-    }));
+    const lines = await Promise.all(
+      names.map(async (name) => {
+        const child = this.children.get(name);
+        const pid = child?.pid;
+        if (!child || pid === undefined) return null;
+        const t0 = Date.now();
+        const exited = new Promise<void>((r) => {
+          if (child.exitCode !== null || child.signalCode !== null) r();
+          else child.once('exit', () => r());
+        });
+        killGroup(pid, 'SIGTERM');
+        let timer: NodeJS.Timeout | undefined;
+        const inTime = await Promise.race([
+          exited.then(() => true),
+          new Promise<boolean>((r) => {
+            timer = setTimeout(() => r(false), graceMs);
+          }),
+        ]);
+        clearTimeout(timer);
+        if (!inTime || isGroupAlive(pid)) killGroup(pid, 'SIGKILL');
+        await waitGone(pid, 1000);
+        this.children.delete(name);
+        return inTime ? `${name} stopped (${Date.now() - t0} ms)` : `${name} killed: still running ${graceMs} ms after SIGTERM`;
+      }),
+    );
     return lines.filter((l): l is string => l !== null);
   }
 
@@ -164,25 +173,36 @@ export async function stopLeftoverParts(config: UnderstudyConfig, out: (line: st
   const parts = findParts(config, processes);
   const owner = parts.map((p) => processes.find((q) => q.pid === p.ppid)).find(isUp);
   if (owner) {
-    throw new UnderstudyError('US_ALREADY_RUNNING', `another understudy up (pid ${owner.pid}) runs ${config.file} from ${config.baseDir}: stop it first (Ctrl-C in its terminal, or kill ${owner.pid})`, { pid: owner.pid });
+    throw new UnderstudyError(
+      'US_ALREADY_RUNNING',
+      `another understudy up (pid ${owner.pid}) runs ${config.file} from ${config.baseDir}: stop it first (Ctrl-C in its terminal, or kill ${owner.pid})`,
+      { pid: owner.pid },
+    );
   }
   const stopAll = async (group: LeftoverPart[]): Promise<void> => {
-    await Promise.all(group.map(async (p) => {
-      out(`  ! ${p.name} (pid ${p.pid}) was left running by an earlier up: stopping it`);
-      // A part leads its own group; one started by an older `up` shares that up's group
-      // (perhaps with a shell's job): then only the process itself is signalled.
-      const signal = (s: NodeJS.Signals): void => {
-        if (p.pgid === p.pid) killGroup(p.pid, s);
-        else try { process.kill(p.pid, s); } catch { /* gone */ }
-      };
-      signal('SIGTERM');
-      const alive = (): boolean => (p.pgid === p.pid ? isGroupAlive(p.pid) : isProcessAlive(p.pid));
-      const deadline = Date.now() + graceMs;
-      while (alive() && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
-      if (alive()) signal('SIGKILL');
-      const gone = Date.now() + 1000;
-      while (alive() && Date.now() < gone) await new Promise((r) => setTimeout(r, 10));
-    }));
+    await Promise.all(
+      group.map(async (p) => {
+        out(`  ! ${p.name} (pid ${p.pid}) was left running by an earlier up: stopping it`);
+        // A part leads its own group; one started by an older `up` shares that up's group
+        // (perhaps with a shell's job): then only the process itself is signalled.
+        const signal = (s: NodeJS.Signals): void => {
+          if (p.pgid === p.pid) killGroup(p.pid, s);
+          else
+            try {
+              process.kill(p.pid, s);
+            } catch {
+              /* gone */
+            }
+        };
+        signal('SIGTERM');
+        const alive = (): boolean => (p.pgid === p.pid ? isGroupAlive(p.pid) : isProcessAlive(p.pid));
+        const deadline = Date.now() + graceMs;
+        while (alive() && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
+        if (alive()) signal('SIGKILL');
+        const gone = Date.now() + 1000;
+        while (alive() && Date.now() < gone) await new Promise((r) => setTimeout(r, 10));
+      }),
+    );
   };
   await stopAll(parts.filter((p) => p.controller));
   await stopAll(parts.filter((p) => !p.controller));

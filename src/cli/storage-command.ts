@@ -36,10 +36,12 @@ export async function runStorage(opts: { config: UnderstudyConfig; name: string;
       logger.info({ signal }, 'stopping storage processor');
       process.off('SIGTERM', onSignal);
       process.off('SIGINT', onSignal);
-      (controller?.stop() ?? Promise.resolve()).then(() => processor.stop()).then(resolve, (e: unknown) => {
-        logger.error({ err: e instanceof Error ? e.message : String(e) }, 'storage processor did not stop cleanly');
-        resolve();
-      });
+      (controller?.stop() ?? Promise.resolve())
+        .then(() => processor.stop())
+        .then(resolve, (e: unknown) => {
+          logger.error({ err: e instanceof Error ? e.message : String(e) }, 'storage processor did not stop cleanly');
+          resolve();
+        });
     };
     process.on('SIGTERM', onSignal);
     process.on('SIGINT', onSignal);

@@ -68,29 +68,49 @@ export async function runUp(config: UnderstudyConfig, opts: UpOptions = {}): Pro
   // After a hangup (terminal closed) or a closed pipe, printing fails: `up` must still stop everything.
   for (const stream of [process.stdout, process.stderr]) stream.on('error', () => undefined);
   const print = opts.out ?? ((l: string) => console.log(l));
-  const out = (line: string): void => { try { print(line); } catch { /* nowhere to print */ } };
+  const out = (line: string): void => {
+    try {
+      print(line);
+    } catch {
+      /* nowhere to print */
+    }
+  };
   const runStartedAt = Date.now();
   if (opts.controllerOn && !config.storage[opts.controllerOn]) {
-    throw new UnderstudyError('US_BAD_REQUEST', `--controller-on ${opts.controllerOn}: no such storage system (the config has ${Object.keys(config.storage).join(', ')})`);
+    throw new UnderstudyError(
+      'US_BAD_REQUEST',
+      `--controller-on ${opts.controllerOn}: no such storage system (the config has ${Object.keys(config.storage).join(', ')})`,
+    );
   }
   const logDir = path.join(config.controller.stateDir, 'logs');
   const parts: Part[] = [
-    ...Object.values(config.storage).filter((s) => s.name !== opts.controllerOn).map((s) => ({ name: `storage ${s.name}`, args: ['storage', '--name', s.name, '-c', config.file], url: endpointUrl(s.listen) })),
+    ...Object.values(config.storage)
+      .filter((s) => s.name !== opts.controllerOn)
+      .map((s) => ({ name: `storage ${s.name}`, args: ['storage', '--name', s.name, '-c', config.file], url: endpointUrl(s.listen) })),
     { name: 'director', args: ['director', '-c', config.file], url: endpointUrl(config.director.listen) },
   ];
   // The controller is its own process, or lives in one storage processor (started last: it needs the others).
   const controller: Part = opts.controllerOn
-    ? { name: `storage ${opts.controllerOn} with controller`, args: ['storage', '--name', opts.controllerOn, '--with-controller', '-c', config.file], url: endpointUrl(config.controller.listen) }
+    ? {
+        name: `storage ${opts.controllerOn} with controller`,
+        args: ['storage', '--name', opts.controllerOn, '--with-controller', '-c', config.file],
+        url: endpointUrl(config.controller.listen),
+      }
     : { name: 'controller', args: ['controller', '-c', config.file], url: endpointUrl(config.controller.listen) };
   let startupDone = false;
   let startupFailed: ((e: Error) => void) | null = null;
   const supervisor = new PartSupervisor({
-    bin: BIN, cwd: config.baseDir, logDir, env: process.env,
+    bin: BIN,
+    cwd: config.baseDir,
+    logDir,
+    env: process.env,
     onExit: (p, how) => {
       if (!startupDone) {
         // The controller records why it could not start (start-failure.ts): that cause, with its code.
-        startupFailed?.((p === controller ? controllerStartFailure(config, runStartedAt) : null)
-          ?? new UnderstudyError('US_INTERNAL', `${p.name} exited during start (${how}); see ${partLogFile(logDir, p.name)}`));
+        startupFailed?.(
+          (p === controller ? controllerStartFailure(config, runStartedAt) : null) ??
+            new UnderstudyError('US_INTERNAL', `${p.name} exited during start (${how}); see ${partLogFile(logDir, p.name)}`),
+        );
         return;
       }
       out(`! ${p.name} exited (${how}); restarting in ${RESTART_DELAY_MS} ms`);
@@ -104,7 +124,9 @@ export async function runUp(config: UnderstudyConfig, opts: UpOptions = {}): Pro
   let hard: Promise<void> | null = null;
   let firstSignalAt = 0;
   let resolveStopped: (code: number) => void = () => undefined;
-  const stopped = new Promise<number>((r) => { resolveStopped = r; });
+  const stopped = new Promise<number>((r) => {
+    resolveStopped = r;
+  });
   const hostsOff = async (): Promise<void> => {
     const r = await powerOffAllHosts(config);
     if (r.off.length > 0) out(`  ✓ host${r.off.length > 1 ? 's' : ''} ${r.off.join(', ')} powered off`);
@@ -116,7 +138,11 @@ export async function runUp(config: UnderstudyConfig, opts: UpOptions = {}): Pro
       clearInterval(follow);
       for (const line of await supervisor.stop([controller.name], CONTROLLER_GRACE_MS)) out(`  ✓ ${line}`);
       await hostsOff();
-      for (const line of await supervisor.stop(parts.map((p) => p.name), PARTS_GRACE_MS)) out(`  ✓ ${line}`);
+      for (const line of await supervisor.stop(
+        parts.map((p) => p.name),
+        PARTS_GRACE_MS,
+      ))
+        out(`  ✓ ${line}`);
     })();
     return ordered;
   };
@@ -135,14 +161,32 @@ export async function runUp(config: UnderstudyConfig, opts: UpOptions = {}): Pro
       startAbort.abort();
       out(`understudy: stopping (${signal}): the controller, then every host (powered off), then the director and storage…`);
       const watchdog = setTimeout(() => {
-        void stopHard(`still stopping after ${STOP_WATCHDOG_MS} ms`).then(() => resolveStopped(1), () => resolveStopped(1));
+        void stopHard(`still stopping after ${STOP_WATCHDOG_MS} ms`).then(
+          () => resolveStopped(1),
+          () => resolveStopped(1),
+        );
       }, STOP_WATCHDOG_MS);
-      void stopOrdered().then(() => { clearTimeout(watchdog); if (!hard) { out('understudy: stopped'); resolveStopped(0); } }, (e: unknown) => {
-        clearTimeout(watchdog);
-        void stopHard(`the stop failed (${(e as Error).message})`).then(() => resolveStopped(1), () => resolveStopped(1));
-      });
+      void stopOrdered().then(
+        () => {
+          clearTimeout(watchdog);
+          if (!hard) {
+            out('understudy: stopped');
+            resolveStopped(0);
+          }
+        },
+        (e: unknown) => {
+          clearTimeout(watchdog);
+          void stopHard(`the stop failed (${(e as Error).message})`).then(
+            () => resolveStopped(1),
+            () => resolveStopped(1),
+          );
+        },
+      );
     } else if (Date.now() - firstSignalAt >= SAME_SIGNAL_MS) {
-      void stopHard(`${signal} again`).then(() => resolveStopped(1), () => resolveStopped(1));
+      void stopHard(`${signal} again`).then(
+        () => resolveStopped(1),
+        () => resolveStopped(1),
+      );
     }
   };
   const onCrash = (e: unknown): void => {
@@ -154,7 +198,9 @@ export async function runUp(config: UnderstudyConfig, opts: UpOptions = {}): Pro
   process.on('unhandledRejection', onCrash);
   // The start gives up as soon as a signal came; its waits end with it.
   const startAbort = new AbortController();
-  const interrupted = new Promise<never>((_, reject) => { startAbort.signal.addEventListener('abort', () => reject(new UnderstudyError('US_STOPPING', 'stopped by a signal'))); });
+  const interrupted = new Promise<never>((_, reject) => {
+    startAbort.signal.addEventListener('abort', () => reject(new UnderstudyError('US_STOPPING', 'stopped by a signal')));
+  });
   interrupted.catch(() => undefined);
   const finish = async (code: number): Promise<number> => {
     for (const s of STOP_SIGNALS) process.off(s, onSignal);
@@ -163,7 +209,9 @@ export async function runUp(config: UnderstudyConfig, opts: UpOptions = {}): Pro
     return code;
   };
 
-  const failed = new Promise<never>((_, reject) => { startupFailed = reject; });
+  const failed = new Promise<never>((_, reject) => {
+    startupFailed = reject;
+  });
   failed.catch(() => undefined);
   try {
     // What an earlier `up` of this config left running: its parts stopped, its hosts taken back.
@@ -194,14 +242,26 @@ export async function runUp(config: UnderstudyConfig, opts: UpOptions = {}): Pro
 
   // Only this run's events: the log's history is `understudy events`.
   let lastEvent = 0;
-  await callJson<{ events: EventRecord[] }>(`${controller.url}/v1/events?after=0&limit=5000`, { timeoutMs: 2000 }).then((r) => {
-    for (const e of r.events) { if (e.at >= runStartedAt) out(formatEvent(e)); lastEvent = e.id; }
-  }, () => undefined);
+  await callJson<{ events: EventRecord[] }>(`${controller.url}/v1/events?after=0&limit=5000`, { timeoutMs: 2000 }).then(
+    (r) => {
+      for (const e of r.events) {
+        if (e.at >= runStartedAt) out(formatEvent(e));
+        lastEvent = e.id;
+      }
+    },
+    () => undefined,
+  );
   if (firstSignalAt === 0) {
     follow = setInterval(() => {
-      callJson<{ events: EventRecord[] }>(`${controller.url}/v1/events?after=${lastEvent}`, { timeoutMs: 1000 }).then((r) => {
-        for (const e of r.events) { if (e.at >= runStartedAt) out(formatEvent(e)); lastEvent = e.id; }
-      }, () => undefined);
+      callJson<{ events: EventRecord[] }>(`${controller.url}/v1/events?after=${lastEvent}`, { timeoutMs: 1000 }).then(
+        (r) => {
+          for (const e of r.events) {
+            if (e.at >= runStartedAt) out(formatEvent(e));
+            lastEvent = e.id;
+          }
+        },
+        () => undefined,
+      );
     }, 300);
   }
   return finish(await stopped);
@@ -214,7 +274,14 @@ export async function runUp(config: UnderstudyConfig, opts: UpOptions = {}): Pro
 async function takeBack(config: UnderstudyConfig, out: (line: string) => void): Promise<void> {
   const leftovers = await stopLeftoverParts(config, out, PARTS_GRACE_MS);
   for (const h of await reclaimHosts(config)) {
-    const what = h.action === 'adopted' ? 'taken back' : h.action === 'powered-off' ? 'powered off' : h.action === 'recorded-off' ? 'recorded off' : 'COULD NOT BE CONFIRMED OFF';
+    const what =
+      h.action === 'adopted'
+        ? 'taken back'
+        : h.action === 'powered-off'
+          ? 'powered off'
+          : h.action === 'recorded-off'
+            ? 'recorded off'
+            : 'COULD NOT BE CONFIRMED OFF';
     out(`  ${h.action === 'unconfirmed' ? '!' : '✓'} host ${h.host}${h.pid ? ` (pid ${h.pid})` : ''} ${what}: ${h.reason}`);
   }
   if (leftovers.length > 0) out(`  ✓ ${leftovers.length} part(s) left by an earlier up stopped`);
@@ -238,7 +305,10 @@ async function preflight(config: UnderstudyConfig): Promise<void> {
     ...Object.values(config.sites).map((s): [string, Endpoint] => [`sites.${s.name}.front`, s.front]),
   ];
   for (const [where, e] of endpoints) {
-    if (!(await portFree(e))) problems.push(`${config.file}: ${where}: ${endpointToString(e)} is already in use: stop what listens there (another understudy up?) or choose another port`);
+    if (!(await portFree(e)))
+      problems.push(
+        `${config.file}: ${where}: ${endpointToString(e)} is already in use: stop what listens there (another understudy up?) or choose another port`,
+      );
   }
   if (problems.length > 0) throw new UnderstudyError('US_PORT_IN_USE', problems.join('\n'), { problems });
 }

@@ -34,16 +34,18 @@ export interface PowerOffReport {
 export async function powerOffAllHosts(config: UnderstudyConfig): Promise<PowerOffReport> {
   const report = await withRelay(config, async (relay, store) => {
     const r: PowerOffReport = { off: [], unconfirmed: [] };
-    await Promise.all(store.listRelays().map(async (rec) => {
-      try {
-        const was = rec.pgid !== null && relay.status(rec.host).power === 'on';
-        await relay.off(rec.host);
-        store.forgetRelay(rec.host);
-        if (was) r.off.push(rec.host);
-      } catch (e) {
-        r.unconfirmed.push({ host: rec.host, message: (e as Error).message });
-      }
-    }));
+    await Promise.all(
+      store.listRelays().map(async (rec) => {
+        try {
+          const was = rec.pgid !== null && relay.status(rec.host).power === 'on';
+          await relay.off(rec.host);
+          store.forgetRelay(rec.host);
+          if (was) r.off.push(rec.host);
+        } catch (e) {
+          r.unconfirmed.push({ host: rec.host, message: (e as Error).message });
+        }
+      }),
+    );
     if (r.unconfirmed.length === 0) {
       for (const s of store.listSites()) if (s.state === 'serving' || s.state === 'degraded' || s.state === 'down') store.setSiteState(s.site, 'starting');
     }

@@ -3,16 +3,7 @@ import { isLoopbackAddress } from './endpoint.ts';
 import type { Finding } from './problems.ts';
 import type { ParsedSections } from './parse-sections.ts';
 import { sectionSchemas, type SiteInput } from './schema.ts';
-import type {
-  HostConfig,
-  NotifyTarget,
-  SecretRef,
-  SiteConfig,
-  SyncConfig,
-  StorageConfig,
-  TransformRule,
-  UnderstudyConfig,
-} from './types.ts';
+import type { HostConfig, NotifyTarget, SecretRef, SiteConfig, SyncConfig, StorageConfig, TransformRule, UnderstudyConfig } from './types.ts';
 
 /**
  * Validated input → the compiled form of types.ts: relative paths made absolute
@@ -21,11 +12,7 @@ import type {
  * a primary in its own standby list) are pushed to `findings`; entries that were
  * invalid are left out, so the result is only trustworthy when `findings` is empty.
  */
-export function compileConfig(
-  parsed: ParsedSections,
-  where: { file: string; baseDir: string },
-  findings: Finding[],
-): UnderstudyConfig {
+export function compileConfig(parsed: ParsedSections, where: { file: string; baseDir: string }, findings: Finding[]): UnderstudyConfig {
   const abs = (p: string): string => path.resolve(where.baseDir, p);
 
   const storage: Record<string, StorageConfig> = {};
@@ -46,18 +33,21 @@ export function compileConfig(
       name,
       address: value.address,
       storage: value.storage,
-      power: value.power === 'local' ? 'local' : {
-        ipmi: {
-          address: value.power.ipmi.address,
-          port: value.power.ipmi.port,
-          user: value.power.ipmi.user,
-          passwordFile: abs(value.power.ipmi.passwordFile),
-          cipherSuite: value.power.ipmi.cipherSuite,
-          waitMs: value.power.ipmi.wait,
-          pollMs: value.power.ipmi.poll,
-          timeoutMs: value.power.ipmi.timeout,
-        },
-      },
+      power:
+        value.power === 'local'
+          ? 'local'
+          : {
+              ipmi: {
+                address: value.power.ipmi.address,
+                port: value.power.ipmi.port,
+                user: value.power.ipmi.user,
+                passwordFile: abs(value.power.ipmi.passwordFile),
+                cipherSuite: value.power.ipmi.cipherSuite,
+                waitMs: value.power.ipmi.wait,
+                pollMs: value.power.ipmi.poll,
+                timeoutMs: value.power.ipmi.timeout,
+              },
+            },
       profile: { ...value.profile },
       agentPort: value.agentPort,
       boot: value.boot ?? false, // settled below, once the sites are known
@@ -97,8 +87,10 @@ export function compileConfig(
       health: {
         probe: {
           type: value.health.probe.type,
-          path: value.health.probe.type === 'tcp' ? '' : value.health.probe.path ?? '/healthz',
-          ...(value.health.probe.expect ? { expect: { ...value.health.probe.expect, ...(value.health.probe.expect.status ? { status: [...value.health.probe.expect.status] } : {}) } } : {}),
+          path: value.health.probe.type === 'tcp' ? '' : (value.health.probe.path ?? '/healthz'),
+          ...(value.health.probe.expect
+            ? { expect: { ...value.health.probe.expect, ...(value.health.probe.expect.status ? { status: [...value.health.probe.expect.status] } : {}) } }
+            : {}),
           everyMs: value.health.probe.every,
           timeoutMs: value.health.probe.timeout,
           fall: value.health.probe.fall,
@@ -108,7 +100,9 @@ export function compileConfig(
         performance: { p95Ms: value.health.performance.p95, windowMs: value.health.performance.window },
       },
       scale: {
-        max: value.scale.max, cooldownMs: value.scale.cooldown, stabilizationMs: value.scale.stabilization,
+        max: value.scale.max,
+        cooldownMs: value.scale.cooldown,
+        stabilizationMs: value.scale.stabilization,
         ...(value.scale.readPaths ? { readPaths: [...value.scale.readPaths] } : {}),
       },
     };
@@ -130,11 +124,25 @@ export function compileConfig(
   for (const { name, value } of parsed.notify) {
     if (!value) continue;
     value.sites?.forEach((s, i) => {
-      if (!parsed.sites.some((e) => e.name === s)) findings.push({ path: ['notify', name, 'sites', i], message: `unknown site ${s}${parsed.sites.length ? ` (known: ${parsed.sites.map((e) => e.name).join(', ')})` : ''}` });
+      if (!parsed.sites.some((e) => e.name === s))
+        findings.push({
+          path: ['notify', name, 'sites', i],
+          message: `unknown site ${s}${parsed.sites.length ? ` (known: ${parsed.sites.map((e) => e.name).join(', ')})` : ''}`,
+        });
     });
     notify[name] = {
       name,
-      ...(value.webhook ? { webhook: { url: value.webhook.url, headers: Object.fromEntries(Object.entries(value.webhook.headers).map(([h, v]) => [h, 'file' in v && v.file !== undefined ? { file: abs(v.file) } : v])), timeoutMs: value.webhook.timeout } } : {}),
+      ...(value.webhook
+        ? {
+            webhook: {
+              url: value.webhook.url,
+              headers: Object.fromEntries(
+                Object.entries(value.webhook.headers).map(([h, v]) => [h, 'file' in v && v.file !== undefined ? { file: abs(v.file) } : v]),
+              ),
+              timeoutMs: value.webhook.timeout,
+            },
+          }
+        : {}),
       ...(value.command ? { command: { run: [...value.command.run], timeoutMs: value.command.timeout } } : {}),
       events: [...value.events],
       ...(value.sites ? { sites: [...value.sites] } : {}),
@@ -157,8 +165,12 @@ export function compileConfig(
   const beyondLoopback = [
     ...(!isLoopbackAddress(c.listen.host) ? [`controller.listen ${c.listen.host}`] : []),
     ...(!isLoopbackAddress(d.listen.host) ? [`director.listen ${d.listen.host}`] : []),
-    ...Object.values(storage).filter((x) => !isLoopbackAddress(x.listen.host)).map((x) => `storage.${x.name}.listen ${x.listen.host}`),
-    ...Object.values(hosts).filter((h) => !isLoopbackAddress(h.address)).map((h) => `hosts.${h.name}.address ${h.address}`),
+    ...Object.values(storage)
+      .filter((x) => !isLoopbackAddress(x.listen.host))
+      .map((x) => `storage.${x.name}.listen ${x.listen.host}`),
+    ...Object.values(hosts)
+      .filter((h) => !isLoopbackAddress(h.address))
+      .map((h) => `hosts.${h.name}.address ${h.address}`),
   ];
   if (!k.secret && beyondLoopback.length > 0) {
     findings.push({
@@ -181,7 +193,10 @@ export function compileConfig(
     },
     cluster: {
       secret: ref(k.secret),
-      tls: k.tls && typeof k.tls.ca === 'string' && typeof k.tls.cert === 'string' && typeof k.tls.key === 'string' ? { ca: abs(k.tls.ca), cert: abs(k.tls.cert), key: abs(k.tls.key) } : null,
+      tls:
+        k.tls && typeof k.tls.ca === 'string' && typeof k.tls.cert === 'string' && typeof k.tls.key === 'string'
+          ? { ca: abs(k.tls.ca), cert: abs(k.tls.cert), key: abs(k.tls.key) }
+          : null,
     },
     director: {
       listen: d.listen,
@@ -261,10 +276,7 @@ function expandStandby(
  * rely on it), kept as written for an async site (where it has no effect), absent
  * otherwise.
  */
-function compileSync(
-  replication: 'sync' | 'async',
-  sync: { onReplicaLost: 'degrade' | 'strict'; timeout: number } | undefined,
-): { sync?: SyncConfig } {
+function compileSync(replication: 'sync' | 'async', sync: { onReplicaLost: 'degrade' | 'strict'; timeout: number } | undefined): { sync?: SyncConfig } {
   if (sync !== undefined) return { sync: { onReplicaLost: sync.onReplicaLost, timeoutMs: sync.timeout } };
   if (replication === 'sync') {
     const dflt = sectionSchemas.sync.parse({});

@@ -61,12 +61,16 @@ function readConfigFile(file: string): string {
   } catch (e) {
     const code = (e as NodeJS.ErrnoException).code;
     const why =
-      code === 'ENOENT' ? 'not found' : code === 'EISDIR' ? 'is a directory, not a file' : code === 'EACCES' ? 'not readable (permission denied)' : (e as Error).message;
-    throw new UnderstudyError(
-      'US_CONFIG_NOT_FOUND',
-      `config file ${file}: ${why}. Pass one with -c FILE (e.g. understudy validate -c examples/demo.yaml)`,
-      { file },
-    );
+      code === 'ENOENT'
+        ? 'not found'
+        : code === 'EISDIR'
+          ? 'is a directory, not a file'
+          : code === 'EACCES'
+            ? 'not readable (permission denied)'
+            : (e as Error).message;
+    throw new UnderstudyError('US_CONFIG_NOT_FOUND', `config file ${file}: ${why}. Pass one with -c FILE (e.g. understudy validate -c examples/demo.yaml)`, {
+      file,
+    });
   }
 }
 

@@ -52,7 +52,14 @@ export function parseSections(data: unknown, findings: Finding[]): ParsedSection
   out.hosts = parseRecord(sectionSchemas.host, raw.hosts, 'hosts', 'host (name: { address, storage })', true, findings);
   out.pools = parseRecord(sectionSchemas.pool, raw.pools, 'pools', 'pool (name: [host, ...])', false, findings);
   out.sites = parseRecord(sectionSchemas.site, raw.sites, 'sites', 'site (name: { front, app, primary, standby })', true, findings);
-  out.notify = parseRecord(sectionSchemas.notify, raw.notify, 'notify', 'notification target (name: { webhook: { url } } or { command: { run } })', false, findings);
+  out.notify = parseRecord(
+    sectionSchemas.notify,
+    raw.notify,
+    'notify',
+    'notification target (name: { webhook: { url } } or { command: { run } })',
+    false,
+    findings,
+  );
   return out;
 }
 

@@ -29,7 +29,10 @@ export function salvage(schema: z.ZodType, value: unknown): { ok: true; data: un
   }
   if (def.type === 'array' && def.element && Array.isArray(value)) {
     const element = def.element;
-    const items = value.map((v) => salvage(element, v)).filter((r) => r.ok).map((r) => r.data);
+    const items = value
+      .map((v) => salvage(element, v))
+      .filter((r) => r.ok)
+      .map((r) => r.data);
     return inner.safeParse(items).success ? { ok: true, data: items } : { ok: false };
   }
   if (def.type === 'record' && def.valueType && def.keyType && isMap(value)) {

@@ -99,12 +99,11 @@ const secretRef = custom('must be { env: NAME } or { file: PATH } (a secret is n
 const cluster = z
   .strictObject({
     secret: secretRef.optional(),
-    tls: z
-      .strictObject({ ca: text, cert: text, key: text })
-      .optional(),
+    tls: z.strictObject({ ca: text, cert: text, key: text }).optional(),
   })
   .superRefine((c, ctx) => {
-    if (c.tls && !c.secret) ctx.addIssue({ code: 'custom', path: ['secret'], message: 'is required with tls: TLS proves who serves, the cluster secret proves who calls' });
+    if (c.tls && !c.secret)
+      ctx.addIssue({ code: 'custom', path: ['secret'], message: 'is required with tls: TLS proves who serves, the cluster secret proves who calls' });
   })
   .prefault({});
 
@@ -113,9 +112,9 @@ const controller = z
     listen: endpoint.default({ ...DEFAULT_CONTROLLER_LISTEN }),
     /** The operators' API token (CLI, dashboard); required when `listen` is beyond loopback. UNDERSTUDY_TOKEN, when set, is used instead. */
     token: secretRef.optional(),
-    state: custom('must be a directory path (etcd state is not supported yet)', (v) =>
-      typeof v === 'string' && v.trim() !== '' ? v : undefined,
-    ).default('.understudy/state'),
+    state: custom('must be a directory path (etcd state is not supported yet)', (v) => (typeof v === 'string' && v.trim() !== '' ? v : undefined)).default(
+      '.understudy/state',
+    ),
     failover,
   })
   .prefault({});
@@ -176,10 +175,12 @@ const ipmi = z.strictObject({
 const host = z.strictObject({
   address,
   storage: name,
-  power: z.union([
-    custom('must be local, or { ipmi: { address, user, passwordFile } }', (v) => (v === 'local' ? ('local' as const) : undefined)),
-    z.strictObject({ ipmi }),
-  ]).default('local'),
+  power: z
+    .union([
+      custom('must be local, or { ipmi: { address, user, passwordFile } }', (v) => (v === 'local' ? ('local' as const) : undefined)),
+      z.strictObject({ ipmi }),
+    ])
+    .default('local'),
   profile,
   agentPort: port.default(7001),
   /** @default true for a site's primary and first standby — set in compile.ts */
@@ -197,9 +198,9 @@ function templated<T extends z.ZodType<string>>(schema: T) {
   });
 }
 
-const envValue = templated(custom('must be a string, number or boolean', (v) =>
-  typeof v === 'string' ? v : typeof v === 'number' || typeof v === 'boolean' ? String(v) : undefined,
-));
+const envValue = templated(
+  custom('must be a string, number or boolean', (v) => (typeof v === 'string' ? v : typeof v === 'number' || typeof v === 'boolean' ? String(v) : undefined)),
+);
 
 /**
  * `sites.X.app`. `command` and `env` values are templates, rendered per host
@@ -301,7 +302,8 @@ const transformRule = z
     } else if (rule.set === undefined && rule.replace === undefined) {
       ctx.addIssue({ code: 'custom', message: 'needs set: { key: template } or replace: [{ match, with }]' });
     } else if (rule.replace !== undefined) {
-      if (rule.format !== undefined && rule.format !== 'text') ctx.addIssue({ code: 'custom', path: ['format'], message: `replace rules edit text; format ${rule.format} applies to set rules` });
+      if (rule.format !== undefined && rule.format !== 'text')
+        ctx.addIssue({ code: 'custom', path: ['format'], message: `replace rules edit text; format ${rule.format} applies to set rules` });
     } else if (rule.format === 'text') {
       ctx.addIssue({ code: 'custom', path: ['format'], message: 'format text takes replace rules, not set' });
     } else if (rule.format === undefined && typeof rule.file === 'string' && formatFor(rule.file) === undefined) {
@@ -336,7 +338,10 @@ const probe = z
     path: custom('must be a URL path starting with /', (v) => (typeof v === 'string' && v.startsWith('/') ? v : undefined)).optional(),
     expect: z
       .strictObject({
-        status: z.array(statusMatch, { error: 'must be a list like [200, 2xx]' }).min(1, { error: 'must list at least one status (leave it out for any 2xx or 3xx)' }).optional(),
+        status: z
+          .array(statusMatch, { error: 'must be a list like [200, 2xx]' })
+          .min(1, { error: 'must list at least one status (leave it out for any 2xx or 3xx)' })
+          .optional(),
         body: bodyPattern.optional(),
       })
       .optional(),
@@ -348,7 +353,8 @@ const probe = z
   .superRefine((p, ctx) => {
     if (p.type !== 'tcp') return;
     if (p.path !== undefined) ctx.addIssue({ code: 'custom', path: ['path'], message: 'a tcp probe only connects: it has no path (use type: http)' });
-    if (p.expect !== undefined) ctx.addIssue({ code: 'custom', path: ['expect'], message: 'a tcp probe only connects: it has no answer to expect (use type: http)' });
+    if (p.expect !== undefined)
+      ctx.addIssue({ code: 'custom', path: ['expect'], message: 'a tcp probe only connects: it has no answer to expect (use type: http)' });
   })
   .prefault({});
 
@@ -357,9 +363,7 @@ const health = z
     probe,
     malfunction: z
       .strictObject({
-        errorRate: custom('must be a fraction between 0 and 1, like 0.2', (v) =>
-          typeof v === 'number' && v > 0 && v <= 1 ? v : undefined,
-        ).default(0.2),
+        errorRate: custom('must be a fraction between 0 and 1, like 0.2', (v) => (typeof v === 'number' && v > 0 && v <= 1 ? v : undefined)).default(0.2),
         window: duration.default(5000),
       })
       .prefault({}),
@@ -388,7 +392,10 @@ const scale = z
     max: int(1).default(1),
     cooldown: duration.default(30_000),
     stabilization: duration.default(30_000),
-    readPaths: z.array(readPath, { error: 'must be a list of URL paths like /api/products or /public/*' }).min(1, { error: 'must list at least one path (leave it out for every path)' }).optional(),
+    readPaths: z
+      .array(readPath, { error: 'must be a list of URL paths like /api/products or /public/*' })
+      .min(1, { error: 'must list at least one path (leave it out for every path)' })
+      .optional(),
   })
   .prefault({});
 
@@ -455,7 +462,10 @@ const notifyTarget = z
         timeout: duration.default(10_000),
       })
       .optional(),
-    events: z.array(eventPattern, { error: 'must be a list of event kinds or patterns like [failover-*, drill-complete]' }).min(1, { error: 'must list at least one event kind (or leave it out for every event)' }).default(['*']),
+    events: z
+      .array(eventPattern, { error: 'must be a list of event kinds or patterns like [failover-*, drill-complete]' })
+      .min(1, { error: 'must list at least one event kind (or leave it out for every event)' })
+      .default(['*']),
     sites: z.array(name, { error: 'must be a list of site names' }).optional(),
     retry: z
       .strictObject({

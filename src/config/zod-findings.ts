@@ -83,8 +83,14 @@ export function knownKeysAt(schema: z.ZodType, path: readonly PropertyKey[]): st
   let i = 0;
   while (s !== undefined) {
     const def = defOf(s);
-    if (def.innerType) { s = def.innerType; continue; }
-    if (def.type === 'pipe') { s = def.in; continue; }
+    if (def.innerType) {
+      s = def.innerType;
+      continue;
+    }
+    if (def.type === 'pipe') {
+      s = def.in;
+      continue;
+    }
     if (i === path.length) return def.type === 'object' && def.shape ? Object.keys(def.shape) : [];
     const seg = path[i++];
     if (def.type === 'object') s = def.shape?.[String(seg)];
@@ -101,7 +107,10 @@ export function closest(word: string, candidates: readonly string[]): string | u
   let bestD = Infinity;
   for (const c of candidates) {
     const d = distance(word.toLowerCase(), c.toLowerCase());
-    if (d < bestD) { best = c; bestD = d; }
+    if (d < bestD) {
+      best = c;
+      bestD = d;
+    }
   }
   return best !== undefined && bestD <= Math.max(1, Math.floor(word.length / 3)) ? best : undefined;
 }

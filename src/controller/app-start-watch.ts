@@ -74,7 +74,12 @@ export async function waitSiteStarted(
   const probe = siteProbe(host, site);
   try {
     await waitAppAnswers({
-      site: site.name, host: host.name, probe, probeConfig: site.health.probe, command, everyMs,
+      site: site.name,
+      host: host.name,
+      probe,
+      probeConfig: site.health.probe,
+      command,
+      everyMs,
       agentStatus: () => agentStatus(host.name, 500),
       timeoutMs: site.app.startTimeoutMs ?? 30_000,
     });
@@ -86,14 +91,23 @@ export async function waitSiteStarted(
 function exited(w: AppStartWatch, app: AgentAppStatus, answers: AnswerLog): UnderstudyError {
   const lines = [`command: ${w.command.join(' ')}`];
   if (app.error !== undefined) {
-    lines.push(`could not start the program: ${app.error} (is ${w.command[0]} installed, and is the path right? Relative paths resolve against the config file's directory)`);
-    return new UnderstudyError('US_APP_SPAWN_FAILED', [`${w.site} on ${w.host}: the app's program could not be started`, ...indent(lines)].join('\n'), details(w, app, answers));
+    lines.push(
+      `could not start the program: ${app.error} (is ${w.command[0]} installed, and is the path right? Relative paths resolve against the config file's directory)`,
+    );
+    return new UnderstudyError(
+      'US_APP_SPAWN_FAILED',
+      [`${w.site} on ${w.host}: the app's program could not be started`, ...indent(lines)].join('\n'),
+      details(w, app, answers),
+    );
   }
   const how = app.signal ? `was killed by ${app.signal}` : `exited with code ${app.exitCode ?? '?'}`;
   const output = app.output ?? [];
   const portTaken = output.some((l) => /EADDRINUSE|address already in use/i.test(l));
   if (answers.size > 0) lines.push(`probe ${w.probe.target} answered: ${answers.summary()}`);
-  if (portTaken) lines.push(`its output says its address is in use: another process holds the port, or the app listens on all addresses (0.0.0.0) where another instance runs on this machine; bind it to {{host.address}}:{{site.app.port}}`);
+  if (portTaken)
+    lines.push(
+      `its output says its address is in use: another process holds the port, or the app listens on all addresses (0.0.0.0) where another instance runs on this machine; bind it to {{host.address}}:{{site.app.port}}`,
+    );
   lines.push(...outputLines(app));
   return new UnderstudyError(
     portTaken ? 'US_APP_PORT_IN_USE' : 'US_APP_EXITED',
@@ -104,11 +118,7 @@ function exited(w: AppStartWatch, app: AgentAppStatus, answers: AnswerLog): Unde
 
 function notHealthy(w: AppStartWatch, app: AgentAppStatus | undefined, answers: AnswerLog): UnderstudyError {
   const running = app?.state === 'running' ? ` (the app runs, pid ${app.pid ?? '?'})` : '';
-  const lines = [
-    `command: ${w.command.join(' ')}`,
-    `probe ${w.probe.target} answered: ${answers.summary()}`,
-    `what to do: ${hint(w, answers.last)}`,
-  ];
+  const lines = [`command: ${w.command.join(' ')}`, `probe ${w.probe.target} answered: ${answers.summary()}`, `what to do: ${hint(w, answers.last)}`];
   return new UnderstudyError(
     'US_APP_NOT_HEALTHY',
     [`${w.site} on ${w.host}: no healthy answer from ${w.probe.target} within ${w.timeoutMs} ms (app.startTimeout)${running}`, ...indent(lines)].join('\n'),
@@ -123,12 +133,14 @@ function hint(w: AppStartWatch, last: ProbeResult | undefined): string {
   if (error === 'refused') {
     return `nothing listens there: the app must listen on its host's address and app.port; give it them through templates in app.command or app.env ("{{host.address}}", "{{site.app.port}}") or read UNDERSTUDY_ADDRESS and UNDERSTUDY_PORT`;
   }
-  if (error === 'timeout') return `the app accepts connections but does not answer within health.probe.timeout (${p.timeoutMs} ms): raise it if the app is slow to answer, or check the app's output`;
+  if (error === 'timeout')
+    return `the app accepts connections but does not answer within health.probe.timeout (${p.timeoutMs} ms): raise it if the app is slow to answer, or check the app's output`;
   if (error.startsWith('status ')) {
     const wanted = p.expect?.status ? `one of health.probe.expect.status [${p.expect.status.join(', ')}]` : 'any 2xx or 3xx';
     return `the app answers ${error} on ${p.path}, the probe wants ${wanted}: set health.probe.path to a path the app answers (or health.probe.type: tcp for an app without one)${p.expect?.status ? ', or change health.probe.expect.status' : ''}`;
   }
-  if (error.startsWith('body')) return `the answer's body does not match health.probe.expect.body (/${p.expect?.body ?? ''}/): fix the pattern, or leave it out`;
+  if (error.startsWith('body'))
+    return `the answer's body does not match health.probe.expect.body (/${p.expect?.body ?? ''}/): fix the pattern, or leave it out`;
   return `the connection to the app broke (${error}): check the app's output`;
 }
 
@@ -140,8 +152,24 @@ function outputLines(app: AgentAppStatus): string[] {
 
 function details(w: AppStartWatch, app: AgentAppStatus | undefined, answers: AnswerLog): Record<string, unknown> {
   return {
-    site: w.site, host: w.host, probe: w.probe.target, command: w.command, answers: answers.groups(),
-    ...(app ? { app: { state: app.state, pid: app.pid, exitCode: app.exitCode, signal: app.signal ?? null, error: app.error, output: app.output, logFile: app.logFile } } : {}),
+    site: w.site,
+    host: w.host,
+    probe: w.probe.target,
+    command: w.command,
+    answers: answers.groups(),
+    ...(app
+      ? {
+          app: {
+            state: app.state,
+            pid: app.pid,
+            exitCode: app.exitCode,
+            signal: app.signal ?? null,
+            error: app.error,
+            output: app.output,
+            logFile: app.logFile,
+          },
+        }
+      : {}),
   };
 }
 

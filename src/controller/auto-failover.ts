@@ -74,7 +74,10 @@ export class AutoFailover {
     if (!this.deps.stillPrimary(site, host)) return;
     const trust = this.deps.hostFailed(host);
     this.deps.addEvent({
-      site, host, kind: 'failure-detected', message: `${site}: primary ${host} failed (${detection.reason})`,
+      site,
+      host,
+      kind: 'failure-detected',
+      message: `${site}: primary ${host} failed (${detection.reason})`,
       data: { ...detection.data, source: detection.source, hostTrust: trust },
     });
     if (trust.state === 'held-out') {
@@ -108,7 +111,9 @@ export class AutoFailover {
       this.defer(site, host, detection, 'no-trusted-target', `no trusted standby is left: ${describeSkipped(skipped)}`, retryAt);
       return;
     }
-    const d = this.deps.governor.decide(site, 'failover', detection.reason, { failover: { from: host, hardEvidence: detection.failure === 'crash', targets: candidates } });
+    const d = this.deps.governor.decide(site, 'failover', detection.reason, {
+      failover: { from: host, hardEvidence: detection.failure === 'crash', targets: candidates },
+    });
     if (!d.allowed) {
       this.defer(site, host, detection, d.code, d.why, d.retryAt);
       return;
@@ -116,7 +121,13 @@ export class AutoFailover {
     this.clear(site);
     const avoid = d.avoid ?? [];
     if (avoid.length > 0) {
-      this.deps.addEvent({ site, host, kind: 'cooldown-waived', message: `${site}: automatic failover from ${host} starts at once: ${d.why}`, data: { why: d.why, avoid, targets: candidates, failure: detection.failure } });
+      this.deps.addEvent({
+        site,
+        host,
+        kind: 'cooldown-waived',
+        message: `${site}: automatic failover from ${host} starts at once: ${d.why}`,
+        data: { why: d.why, avoid, targets: candidates, failure: detection.failure },
+      });
     }
     background(this.deps.start(site, host, detection, { avoid }).finally(() => this.deps.governor.completed(site, 'failover')));
   }
@@ -127,11 +138,14 @@ export class AutoFailover {
     if (old) clearTimeout(old.timer);
     const delay = retryAt === null ? TRUST_RETRY_MS : Math.max(20, retryAt - now);
     if (!old || old.code !== code) {
-      const when = retryAt === null
-        ? `retrying every ${TRUST_RETRY_MS} ms until a standby has its good probes`
-        : `retrying at ${new Date(retryAt).toISOString()} (in ${retryAt - now} ms)`;
+      const when =
+        retryAt === null
+          ? `retrying every ${TRUST_RETRY_MS} ms until a standby has its good probes`
+          : `retrying at ${new Date(retryAt).toISOString()} (in ${retryAt - now} ms)`;
       this.deps.addEvent({
-        site, host, kind: 'failover-deferred',
+        site,
+        host,
+        kind: 'failover-deferred',
         message: `${site}: automatic failover from ${host} deferred: ${why}; ${when}`,
         data: { code, why, retryAt, retryInMs: retryAt === null ? null : retryAt - now, failure: detection.failure, reason: detection.reason },
       });
@@ -146,7 +160,13 @@ export class AutoFailover {
     const why = this.deps.recovered(site, p.host, p.detection);
     if (why !== null) {
       this.clear(site);
-      this.deps.addEvent({ site, host: p.host, kind: 'failover-cancelled', message: `${site}: deferred failover from ${p.host} cancelled: ${why}`, data: { failure: p.detection.failure, deferredForMs: Date.now() - p.since } });
+      this.deps.addEvent({
+        site,
+        host: p.host,
+        kind: 'failover-cancelled',
+        message: `${site}: deferred failover from ${p.host} cancelled: ${why}`,
+        data: { failure: p.detection.failure, deferredForMs: Date.now() - p.since },
+      });
       return;
     }
     this.attempt(site, p.host, p.detection);

@@ -2,7 +2,17 @@ import type { RenderedRule } from '../transform/render-rules.ts';
 import type { UnderstudyConfig } from '../config/types.ts';
 import { endpointUrl } from '../config/types.ts';
 import type {
-  AgentStatus, PromoteResponse, RestoreRequest, RestoreResponse, VaultPoint, RouteTable, SiteStats, StartAppRequest, StorageStatus, TransformResponse, VolumeStatus,
+  AgentStatus,
+  PromoteResponse,
+  RestoreRequest,
+  RestoreResponse,
+  VaultPoint,
+  RouteTable,
+  SiteStats,
+  StartAppRequest,
+  StorageStatus,
+  TransformResponse,
+  VolumeStatus,
 } from '../shared/contracts.ts';
 import { callJson } from '../shared/http-client.ts';
 
@@ -38,7 +48,8 @@ export class PartClients {
   }
   replicate(storage: string, site: string, epoch: number, to: string): Promise<unknown> {
     return callJson(`${this.storageUrl(storage)}/v1/volumes/${site}/replicate`, {
-      body: { epoch, to: { name: to, url: this.storageUrl(to) } }, timeoutMs: 10_000,
+      body: { epoch, to: { name: to, url: this.storageUrl(to) } },
+      timeoutMs: 10_000,
     });
   }
   promote(storage: string, site: string, epoch: number): Promise<PromoteResponse> {

@@ -88,9 +88,14 @@ export class Controller {
   readonly drills: Drills;
 
   /** A timer's or a watcher's work that failed where nothing awaited it: logged, never lost. */
-  private readonly onBackgroundError = (err: unknown): void => { this.log.error({ err }, 'background work of the controller failed; it runs again at its next tick'); };
+  private readonly onBackgroundError = (err: unknown): void => {
+    this.log.error({ err }, 'background work of the controller failed; it runs again at its next tick');
+  };
 
-  constructor(readonly config: UnderstudyConfig, logger?: pino.Logger) {
+  constructor(
+    readonly config: UnderstudyConfig,
+    logger?: pino.Logger,
+  ) {
     this.log = logger ?? pino({ level: process.env.UNDERSTUDY_LOG_LEVEL ?? 'info' }, pino.destination(2));
     this.store = new StateStore(config.controller.stateDir);
     this.relays = new HostRelays(config, this.store, path.join(config.controller.stateDir, 'logs'));
@@ -99,47 +104,93 @@ export class Controller {
     // Embedded hosts share one network stack: who answers on an address is told by the process that listens (local-listeners.ts).
     const local = new LocalListeners(() => Object.keys(config.hosts).map((h) => ({ host: h, group: this.store.getRelay(h)?.pgid ?? null })));
     // A host behind another relay is another machine: this machine's sockets say nothing about it.
-    const remote = new Set(Object.values(config.hosts).filter((h) => h.power !== 'local').map((h) => h.address));
+    const remote = new Set(
+      Object.values(config.hosts)
+        .filter((h) => h.power !== 'local')
+        .map((h) => h.address),
+    );
     const listeners: ListenerLookup = {
       whoListens: (address, port) => (remote.has(address) ? { kind: 'unknown', why: `${address} is another machine` } : local.whoListens(address, port)),
     };
     this.staleWatch = new StaleAppWatch(config, this.store, (site, host) => this.scale.readers.of(site).some((r) => r.host === host), listeners);
     this.poolWatch = new PoolWatch({ config, store: this.store, readers: () => this.scale.allReaders() });
     this.governor = createGovernor(config);
-    this.directorStats = new DirectorStatsFeed(() => this.clients.stats(), (e) => this.log.warn({ err: e.message }, 'director stats listener failed'));
+    this.directorStats = new DirectorStatsFeed(
+      () => this.clients.stats(),
+      (e) => this.log.warn({ err: e.message }, 'director stats listener failed'),
+    );
     this.scale = new ScaleController({
-      config, store: this.store, relay: this.relay, clients: this.clients, log: this.log, governor: this.governor,
-      onDirectorStats: (l) => this.onDirectorStats(l), siteBusy: (site) => this.activeRunbooks.has(site) || this.drills.running() !== null,
+      config,
+      store: this.store,
+      relay: this.relay,
+      clients: this.clients,
+      log: this.log,
+      governor: this.governor,
+      onDirectorStats: (l) => this.onDirectorStats(l),
+      siteBusy: (site) => this.activeRunbooks.has(site) || this.drills.running() !== null,
     });
     this.onDirectorStats((stats) => {
       for (const w of this.malfunctionWatches.values()) w.observeStats(stats);
       for (const w of this.loadWatches.values()) w.observeStats(stats);
     });
     this.triage = new MalfunctionTriage({
-      addEvent: (e) => { this.store.addEvent(e); },
+      addEvent: (e) => {
+        this.store.addEvent(e);
+      },
       others: (site) => {
         const cfg = this.config.sites[site]!;
-        return this.scale.readers.of(site).filter((r) => r.state === 'serving').map((r) => ({ host: r.host, endpoint: appEndpoint(this.config.hosts[r.host]!, cfg) }));
+        return this.scale.readers
+          .of(site)
+          .filter((r) => r.state === 'serving')
+          .map((r) => ({ host: r.host, endpoint: appEndpoint(this.config.hosts[r.host]!, cfg) }));
       },
     });
-    const addEvent = (e: Parameters<StateStore['addEvent']>[0]): void => { this.store.addEvent(e); };
-    this.trustWatch = new HostTrustWatch({
-      governor: this.governor, addEvent,
-      hosts: () => Object.keys(this.config.hosts),
-      // A recorded primary that is not monitored is failing (its failover deferred or running): no trust from its agent.
-      primaries: () => new Set([...[...this.monitors.values()].map((m) => m.target.host), ...this.store.listSites().filter((r) => r.state !== 'down').map((r) => r.primaryHost)]),
-      powered: (h) => this.relay.status(h).power === 'on',
-      agentAnswers: (h, timeoutMs) => this.clients.agentStatus(h, timeoutMs),
-    }, trustProbeEveryMs(config));
+    const addEvent = (e: Parameters<StateStore['addEvent']>[0]): void => {
+      this.store.addEvent(e);
+    };
+    this.trustWatch = new HostTrustWatch(
+      {
+        governor: this.governor,
+        addEvent,
+        hosts: () => Object.keys(this.config.hosts),
+        // A recorded primary that is not monitored is failing (its failover deferred or running): no trust from its agent.
+        primaries: () =>
+          new Set([
+            ...[...this.monitors.values()].map((m) => m.target.host),
+            ...this.store
+              .listSites()
+              .filter((r) => r.state !== 'down')
+              .map((r) => r.primaryHost),
+          ]),
+        powered: (h) => this.relay.status(h).power === 'on',
+        agentAnswers: (h, timeoutMs) => this.clients.agentStatus(h, timeoutMs),
+      },
+      trustProbeEveryMs(config),
+    );
     this.autoFailover = new AutoFailover({
-      governor: this.governor, addEvent,
-      hostFailed: (h) => { const t = this.governor.hostFailed(h); this.trustWatch.noteFailed(t); return t; },
-      stillPrimary: (site, host) => { const r = this.store.getSite(site); return !this.stopped && r?.primaryHost === host && r.state === 'serving' && !this.activeRunbooks.has(site); },
-      candidates: (site, failed) => trustedCandidates(this.config, this.config.sites[site]!, { failed, replicaStorage: this.store.getSite(site)?.replicaStorage ?? null }, this.governor),
+      governor: this.governor,
+      addEvent,
+      hostFailed: (h) => {
+        const t = this.governor.hostFailed(h);
+        this.trustWatch.noteFailed(t);
+        return t;
+      },
+      stillPrimary: (site, host) => {
+        const r = this.store.getSite(site);
+        return !this.stopped && r?.primaryHost === host && r.state === 'serving' && !this.activeRunbooks.has(site);
+      },
+      candidates: (site, failed) =>
+        trustedCandidates(this.config, this.config.sites[site]!, { failed, replicaStorage: this.store.getSite(site)?.replicaStorage ?? null }, this.governor),
       recovered: (site, host, d) => primaryRecovered(d, this.monitors.get(site), this.malfunctionWatches.get(site), host),
       start: (site, host, d, opts) => {
         this.triage.noteFailover(site, host, d, this.config.sites[site]!.health.malfunction.windowMs);
-        this.startFailover(site, { reason: d.reason, evidence: d.data, detectedAt: d.detectedAt, lastHealthyAt: d.lastHealthyAt, ...(opts.avoid.length > 0 ? { avoid: opts.avoid } : {}) });
+        this.startFailover(site, {
+          reason: d.reason,
+          evidence: d.data,
+          detectedAt: d.detectedAt,
+          lastHealthyAt: d.lastHealthyAt,
+          ...(opts.avoid.length > 0 ? { avoid: opts.avoid } : {}),
+        });
         return this.activeRunbooks.get(site) ?? Promise.resolve();
       },
     });
@@ -162,8 +213,15 @@ export class Controller {
 
   private get deps(): RunbookDeps {
     return {
-      config: this.config, store: this.store, relay: this.relay, clients: this.clients, log: this.log, governor: this.governor, stopping: () => this.stopped,
-      readers: () => this.scale.allReaders(), reclaimReader: (site, host) => this.scale.reclaim(site, host),
+      config: this.config,
+      store: this.store,
+      relay: this.relay,
+      clients: this.clients,
+      log: this.log,
+      governor: this.governor,
+      stopping: () => this.stopped,
+      readers: () => this.scale.allReaders(),
+      reclaimReader: (site, host) => this.scale.reclaim(site, host),
     };
   }
 
@@ -174,7 +232,13 @@ export class Controller {
     // Resume what a previous controller left half-done before anything else.
     for (const rb of this.store.runningRunbooks()) {
       if (ScaleController.owns(rb.kind) || rb.kind === 'drill') continue; // resumed by the scale controller below, or the drills
-      this.store.addEvent({ site: rb.site, host: null, kind: 'runbook-resumed', message: `resuming ${rb.kind} runbook #${rb.id} of ${rb.site} at its journaled step`, data: { runbook: rb.id } });
+      this.store.addEvent({
+        site: rb.site,
+        host: null,
+        kind: 'runbook-resumed',
+        message: `resuming ${rb.kind} runbook #${rb.id} of ${rb.site} at its journaled step`,
+        data: { runbook: rb.id },
+      });
       this.launchRunbook(rb.site, this.runbookOf(rb));
     }
     this.drills.resume();
@@ -219,7 +283,14 @@ export class Controller {
     this.log.info({ site, host: primary.name }, 'bootstrapping site');
     await this.clients.initVolume(primary.storage, site, epoch, cfg.app.seed);
     const { changes } = await this.clients.transform(primary.storage, site, epoch, renderedTransform(primary, cfg));
-    if (changes.length > 0) this.store.addEvent({ site, host: primary.name, kind: 'transformed', message: `${site}'s new volume on ${primary.storage} fitted to ${primary.name}:\n${formatTransformDiff(changes)}`, data: { changes } });
+    if (changes.length > 0)
+      this.store.addEvent({
+        site,
+        host: primary.name,
+        kind: 'transformed',
+        message: `${site}'s new volume on ${primary.storage} fitted to ${primary.name}:\n${formatTransformDiff(changes)}`,
+        data: { changes },
+      });
     const replica = replicaStorageFor(this.deps, site, primary.name);
     this.store.putSite({ site, epoch, primaryHost: primary.name, state: 'starting', replicaStorage: replica });
     await this.startSite(site);
@@ -243,7 +314,13 @@ export class Controller {
     await this.clients.putRoute(routeFor(this.config, site, primary.name, rec.epoch));
     if (rec.replicaStorage) await this.clients.replicate(primary.storage, site, rec.epoch, rec.replicaStorage);
     this.store.putSite({ ...rec, state: 'serving' });
-    this.store.addEvent({ site, host: primary.name, kind: 'site-started', message: `${site} serving on ${primary.name} (${appEndpoint(primary, cfg)}) at epoch ${rec.epoch}${rec.replicaStorage ? `, replicating to ${rec.replicaStorage}` : ', unprotected'}`, data: { epoch: rec.epoch, replica: rec.replicaStorage } });
+    this.store.addEvent({
+      site,
+      host: primary.name,
+      kind: 'site-started',
+      message: `${site} serving on ${primary.name} (${appEndpoint(primary, cfg)}) at epoch ${rec.epoch}${rec.replicaStorage ? `, replicating to ${rec.replicaStorage}` : ', unprotected'}`,
+      data: { epoch: rec.epoch, replica: rec.replicaStorage },
+    });
   }
 
   /** Powers on every host marked `boot` (primaries and warm standbys) that is off. */
@@ -306,7 +383,16 @@ export class Controller {
       // With the readers the scale controller lent the site (at this epoch).
       const want = { ...routeFor(this.config, site, host.name, rec.epoch), readers: this.scale.readerEndpoints(site) };
       const same = (a: unknown, b: unknown): boolean => JSON.stringify(a ?? null) === JSON.stringify(b ?? null);
-      if (routes && (!route || route.epoch < rec.epoch || route.primary !== endpoint || !same(route.sync, want.sync) || !same(route.readers, want.readers) || !same(route.ryw, want.ryw) || !same(route.readPaths, want.readPaths))) {
+      if (
+        routes &&
+        (!route ||
+          route.epoch < rec.epoch ||
+          route.primary !== endpoint ||
+          !same(route.sync, want.sync) ||
+          !same(route.readers, want.readers) ||
+          !same(route.ryw, want.ryw) ||
+          !same(route.readPaths, want.readPaths))
+      ) {
         await this.clients.putRoute(want);
         this.log.info({ site, epoch: rec.epoch, primary: endpoint }, 'route re-pushed to the director');
       }
@@ -320,7 +406,11 @@ export class Controller {
     const now = await keepProtected({ ...this.deps, storageUp: (s) => !!this.storageStatus.get(s) }, rec);
     if (now === rec && rec.replicaStorage) {
       const vol = this.volumeStatus(host.storage, site);
-      if (vol && vol.role === 'primary' && (!vol.replication || vol.replication.to !== rec.replicaStorage || vol.replication.state === 'stopped' || vol.replication.state === 'none')) {
+      if (
+        vol &&
+        vol.role === 'primary' &&
+        (!vol.replication || vol.replication.to !== rec.replicaStorage || vol.replication.state === 'stopped' || vol.replication.state === 'none')
+      ) {
         await this.clients.replicate(host.storage, site, rec.epoch, rec.replicaStorage);
       }
     }
@@ -332,18 +422,28 @@ export class Controller {
     existing?.stop();
     const relay = this.relay.status(hostName);
     const cfg = this.config.sites[site]!;
-    const m = new SiteMonitor({ site, host: hostName, url, pid: relay.pid }, cfg.health.probe, (e) => this.onPrimaryFailure(site, hostName, e), (r) => {
-      this.trustWatch.probe(hostName, r.ok);
-      this.malfunctionWatches.get(site)?.observeProbe(r);
-      this.loadWatches.get(site)?.observeProbe(r);
-    });
+    const m = new SiteMonitor(
+      { site, host: hostName, url, pid: relay.pid },
+      cfg.health.probe,
+      (e) => this.onPrimaryFailure(site, hostName, e),
+      (r) => {
+        this.trustWatch.probe(hostName, r.ok);
+        this.malfunctionWatches.get(site)?.observeProbe(r);
+        this.loadWatches.get(site)?.observeProbe(r);
+      },
+    );
     this.monitors.set(site, m);
     // A malfunction watch of this primary that was not acted on (its errors were not the
     // host's) is kept with what it learnt; any other is replaced by a fresh one.
     if (this.malfunctionWatches.get(site)?.target.host !== hostName) {
       this.malfunctionWatches.get(site)?.stop();
       const endpoint = appEndpoint(this.config.hosts[hostName]!, cfg);
-      const w = new MalfunctionWatch({ site, host: hostName, upstream: endpoint }, cfg.health.malfunction, () => this.monitors.get(site)?.lastHealthyAt ?? Date.now(), (d) => this.onDetection(site, hostName, d));
+      const w = new MalfunctionWatch(
+        { site, host: hostName, upstream: endpoint },
+        cfg.health.malfunction,
+        () => this.monitors.get(site)?.lastHealthyAt ?? Date.now(),
+        (d) => this.onDetection(site, hostName, d),
+      );
       this.malfunctionWatches.set(site, w);
     }
     this.ensureLoadWatch(site, hostName);
@@ -363,9 +463,12 @@ export class Controller {
       if (old.shedding) this.scale.noteLoad(site, null);
     }
     const cfg = this.config.sites[site]!;
-    const lw = new LoadWatch(site, { windowMs: cfg.health.malfunction.windowMs, probeFall: cfg.health.probe.fall },
+    const lw = new LoadWatch(
+      site,
+      { windowMs: cfg.health.malfunction.windowMs, probeFall: cfg.health.probe.fall },
       () => [appEndpoint(this.config.hosts[hostName]!, cfg), ...this.scale.readerEndpoints(site)],
-      (e) => this.onLoadEpisode(site, hostName, e));
+      (e) => this.onLoadEpisode(site, hostName, e),
+    );
     this.loadWatches.set(site, lw);
     this.loadWatchHost.set(site, hostName);
   }
@@ -374,10 +477,17 @@ export class Controller {
   private onLoadEpisode(site: string, host: string, e: LoadEpisode): void {
     const cfg = this.config.sites[site]!;
     if (e.kind === 'load-shedding') {
-      const response = cfg.scale.max > 1 && cfg.volume.readonly.length > 0
-        ? `adding read-only hosts (up to ${cfg.scale.max} in all)`
-        : 'none possible here (scale.max 1 or no volume.readonly); raise the app\'s limit or give its host more capacity';
-      this.store.addEvent({ site, host, kind: 'load-shedding', message: `${site}: load on ${host}: ${e.reason}. A sign of load, not a failure: no failover, no fencing. Response: ${response}`, data: { ...e.evidence, detectedAt: e.at } });
+      const response =
+        cfg.scale.max > 1 && cfg.volume.readonly.length > 0
+          ? `adding read-only hosts (up to ${cfg.scale.max} in all)`
+          : "none possible here (scale.max 1 or no volume.readonly); raise the app's limit or give its host more capacity";
+      this.store.addEvent({
+        site,
+        host,
+        kind: 'load-shedding',
+        message: `${site}: load on ${host}: ${e.reason}. A sign of load, not a failure: no failover, no fencing. Response: ${response}`,
+        data: { ...e.evidence, detectedAt: e.at },
+      });
       this.scale.noteLoad(site, { reason: `load: ${e.reason}`, since: e.at, evidence: e.evidence });
     } else {
       this.store.addEvent({ site, host, kind: 'load-shedding-cleared', message: `${site}: ${e.reason}`, data: { ...e.evidence } });
@@ -425,10 +535,14 @@ export class Controller {
       const monitor = this.monitors.get(site);
       const watch = this.malfunctionWatches.get(site);
       const verdict = await this.triage.triage({
-        site, host, endpoint: appEndpoint(this.config.hosts[host]!, cfg), detection: d,
+        site,
+        host,
+        endpoint: appEndpoint(this.config.hosts[host]!, cfg),
+        detection: d,
         watch: watch?.target.host === host ? watch : undefined,
         lastProbe: monitor?.target.host === host ? monitor.lastProbe : null,
-        windowMs: cfg.health.malfunction.windowMs, probeTimeoutMs: cfg.health.probe.timeoutMs,
+        windowMs: cfg.health.malfunction.windowMs,
+        probeTimeoutMs: cfg.health.probe.timeoutMs,
       });
       if (this.stopped) return;
       if (verdict.act === 'fail-over') {
@@ -460,12 +574,25 @@ export class Controller {
     this.autoFailover.onDetection(site, host, d);
   }
 
-  private startFailover(site: string, opts: { reason: string; evidence: Record<string, unknown>; detectedAt: number; lastHealthyAt: number; requestedTarget?: string; force?: boolean; avoid?: string[] }): FailoverRunbook {
+  private startFailover(
+    site: string,
+    opts: {
+      reason: string;
+      evidence: Record<string, unknown>;
+      detectedAt: number;
+      lastHealthyAt: number;
+      requestedTarget?: string;
+      force?: boolean;
+      avoid?: string[];
+    },
+  ): FailoverRunbook {
     const rec = this.store.getSite(site)!;
     const cfg = this.config.sites[site]!;
     const vol = this.volumeStatus(this.config.hosts[rec.primaryHost]!.storage, site);
     const data: FailoverData = {
-      oldPrimary: rec.primaryHost, oldEpoch: rec.epoch, ...opts,
+      oldPrimary: rec.primaryHost,
+      oldEpoch: rec.epoch,
+      ...opts,
       // The worst lag of the last seconds: one sample of a lag that comes and goes with each snapshot understates it.
       replicationLagMsAtFailure: vol?.replication ? Math.max(vol.replication.lagMs, vol.replication.lagPeakMs ?? 0) : undefined,
       ...(vol?.replication?.lagOf ? { replicationLagOfAtFailure: vol.replication.lagOf } : {}),
@@ -473,7 +600,13 @@ export class Controller {
     };
     void cfg;
     const rb = this.store.startRunbook(site, 'failover', data);
-    this.store.addEvent({ site, host: rec.primaryHost, kind: 'failover-started', message: `${site}: failover #${rb.id} from ${rec.primaryHost} started (${opts.reason})`, data: { runbook: rb.id } });
+    this.store.addEvent({
+      site,
+      host: rec.primaryHost,
+      kind: 'failover-started',
+      message: `${site}: failover #${rb.id} from ${rec.primaryHost} started (${opts.reason})`,
+      data: { runbook: rb.id },
+    });
     const runbook = new FailoverRunbook(this.deps, rb);
     this.launchRunbook(site, runbook);
     return runbook;
@@ -498,7 +631,8 @@ export class Controller {
       this.loadWatchHost.delete(site);
       if (lw.shedding) this.scale.noteLoad(site, null);
     }
-    const p = runbook.run()
+    const p = runbook
+      .run()
       .catch((e: Error) => this.log.error({ site, err: e.message }, 'runbook stopped'))
       .finally(() => {
         this.activeRunbooks.delete(site);
@@ -510,25 +644,49 @@ export class Controller {
   /** `understudy failover SITE [--to HOST] [--force]`: now, by hand. Resolves when the runbook ends. */
   async manualFailover(site: string, opts: { to?: string; force?: boolean }): Promise<{ runbook: number; status: string }> {
     const rec = this.store.getSite(site);
-    if (!rec || !this.config.sites[site]) throw new UnderstudyError('US_NOT_FOUND', `unknown site ${site}: the config has ${Object.keys(this.config.sites).join(', ')}`);
+    if (!rec || !this.config.sites[site])
+      throw new UnderstudyError('US_NOT_FOUND', `unknown site ${site}: the config has ${Object.keys(this.config.sites).join(', ')}`);
     if (opts.to) {
       // Checked before anything is held or fenced: a wrong --to must not take a healthy site down.
       const cfg = this.config.sites[site]!;
       const host = this.config.hosts[opts.to];
       if (!host) throw new UnderstudyError('US_NOT_FOUND', `unknown host ${opts.to}: the config has ${Object.keys(this.config.hosts).join(', ')}`);
       if (opts.to === rec.primaryHost) throw new UnderstudyError('US_BAD_REQUEST', `${site} already runs on ${opts.to}`);
-      if (![cfg.primary, ...cfg.standby].includes(opts.to)) throw new UnderstudyError('US_BAD_REQUEST', `${opts.to} is not one of ${site}'s hosts (primary ${cfg.primary}, standby ${cfg.standby.join(', ')})`);
-      if (host.storage !== rec.replicaStorage) throw new UnderstudyError('US_NO_TARGET', `${opts.to} is attached to ${host.storage}, but ${site}'s replica is on ${rec.replicaStorage ?? 'no storage system (unprotected)'}`);
-      const held = heldElsewhere(this.config, { sites: this.store.listSites(), running: this.store.runningRunbooks(), readers: this.scale.allReaders() }, site, opts.to, 'failover');
+      if (![cfg.primary, ...cfg.standby].includes(opts.to))
+        throw new UnderstudyError('US_BAD_REQUEST', `${opts.to} is not one of ${site}'s hosts (primary ${cfg.primary}, standby ${cfg.standby.join(', ')})`);
+      if (host.storage !== rec.replicaStorage)
+        throw new UnderstudyError(
+          'US_NO_TARGET',
+          `${opts.to} is attached to ${host.storage}, but ${site}'s replica is on ${rec.replicaStorage ?? 'no storage system (unprotected)'}`,
+        );
+      const held = heldElsewhere(
+        this.config,
+        { sites: this.store.listSites(), running: this.store.runningRunbooks(), readers: this.scale.allReaders() },
+        site,
+        opts.to,
+        'failover',
+      );
       if (held) throw new UnderstudyError('US_NO_TARGET', held);
       // Checked before the fence too: an untrusted target would be refused after it, leaving the site down.
       const trust = this.governor.trust(opts.to);
-      if (!trust.trusted) throw new UnderstudyError('US_NO_TARGET', `${opts.to} is not trusted yet (${trust.why}): wait until it is (understudy status shows hosts' trust), or choose another host`);
+      if (!trust.trusted)
+        throw new UnderstudyError(
+          'US_NO_TARGET',
+          `${opts.to} is not trusted yet (${trust.why}): wait until it is (understudy status shows hosts' trust), or choose another host`,
+        );
     }
-    if (this.activeRunbooks.has(site)) throw new UnderstudyError('US_BAD_REQUEST', `${site} already has a runbook running; watch it with understudy events --follow`);
+    if (this.activeRunbooks.has(site))
+      throw new UnderstudyError('US_BAD_REQUEST', `${site} already has a runbook running; watch it with understudy events --follow`);
     const now = Date.now();
     const monitor = this.monitors.get(site);
-    const runbook = this.startFailover(site, { reason: 'operator request', evidence: { operator: true }, detectedAt: now, lastHealthyAt: monitor?.lastHealthyAt ?? now, requestedTarget: opts.to, force: opts.force });
+    const runbook = this.startFailover(site, {
+      reason: 'operator request',
+      evidence: { operator: true },
+      detectedAt: now,
+      lastHealthyAt: monitor?.lastHealthyAt ?? now,
+      requestedTarget: opts.to,
+      force: opts.force,
+    });
     await this.activeRunbooks.get(site);
     const rb = this.store.listRunbooks(site).find((r) => r.id === runbook.id)!;
     return { runbook: rb.id, status: rb.status };
@@ -546,25 +704,46 @@ export class Controller {
     if (!rec || !cfg) throw new UnderstudyError('US_NOT_FOUND', `unknown site ${site}: the config has ${Object.keys(this.config.sites).join(', ')}`);
     const host = this.config.hosts[to];
     if (!host) throw new UnderstudyError('US_NOT_FOUND', `unknown host ${to}: the config has ${Object.keys(this.config.hosts).join(', ')}`);
-    if (this.activeRunbooks.has(site)) throw new UnderstudyError('US_BAD_REQUEST', `${site} already has a runbook running; watch it with understudy events --follow`);
-    if (rec.state !== 'serving') throw new UnderstudyError('US_BAD_REQUEST', `${site} is ${rec.state}, not serving: a switchover needs a serving primary (use failover)`);
+    if (this.activeRunbooks.has(site))
+      throw new UnderstudyError('US_BAD_REQUEST', `${site} already has a runbook running; watch it with understudy events --follow`);
+    if (rec.state !== 'serving')
+      throw new UnderstudyError('US_BAD_REQUEST', `${site} is ${rec.state}, not serving: a switchover needs a serving primary (use failover)`);
     if (rec.primaryHost === to) throw new UnderstudyError('US_BAD_REQUEST', `${site} already runs on ${to}`);
-    if (![cfg.primary, ...cfg.standby].includes(to)) throw new UnderstudyError('US_BAD_REQUEST', `${to} is not one of ${site}'s hosts (primary ${cfg.primary}, standby ${cfg.standby.join(', ')})`);
+    if (![cfg.primary, ...cfg.standby].includes(to))
+      throw new UnderstudyError('US_BAD_REQUEST', `${to} is not one of ${site}'s hosts (primary ${cfg.primary}, standby ${cfg.standby.join(', ')})`);
     if (!rec.replicaStorage || host.storage !== rec.replicaStorage) {
-      throw new UnderstudyError('US_NO_TARGET', `${to} is attached to ${host.storage}, but ${site}'s replica is on ${rec.replicaStorage ?? 'no storage system (unprotected)'}: choose a host attached to it`);
+      throw new UnderstudyError(
+        'US_NO_TARGET',
+        `${to} is attached to ${host.storage}, but ${site}'s replica is on ${rec.replicaStorage ?? 'no storage system (unprotected)'}: choose a host attached to it`,
+      );
     }
-    const held = heldElsewhere(this.config, { sites: this.store.listSites(), running: this.store.runningRunbooks(), readers: this.scale.allReaders() }, site, to, 'switchover');
+    const held = heldElsewhere(
+      this.config,
+      { sites: this.store.listSites(), running: this.store.runningRunbooks(), readers: this.scale.allReaders() },
+      site,
+      to,
+      'switchover',
+    );
     if (held) throw new UnderstudyError('US_NO_TARGET', held);
     const vol = this.volumeStatus(this.config.hosts[rec.primaryHost]!.storage, site);
     if (vol?.replication?.state !== 'streaming') {
-      throw new UnderstudyError('US_REPLICATION', `${site}'s replication to ${rec.replicaStorage} is ${vol?.replication?.state ?? 'unknown'}, not streaming: wait until it streams (understudy status)`);
+      throw new UnderstudyError(
+        'US_REPLICATION',
+        `${site}'s replication to ${rec.replicaStorage} is ${vol?.replication?.state ?? 'unknown'}, not streaming: wait until it streams (understudy status)`,
+      );
     }
     if (this.relay.status(to).power === 'off') {
       throw new UnderstudyError('US_NO_TARGET', `${to} is powered off: power it on first (understudy power ${to} on)`);
     }
     const data: SwitchoverData = { oldPrimary: rec.primaryHost, oldEpoch: rec.epoch, target: to, newEpoch: rec.epoch + 1 };
     const rb = this.store.startRunbook(site, 'switchover', data);
-    this.store.addEvent({ site, host: to, kind: 'switchover-started', message: `${site}: switchover #${rb.id} from ${rec.primaryHost} to ${to} started`, data: { runbook: rb.id } });
+    this.store.addEvent({
+      site,
+      host: to,
+      kind: 'switchover-started',
+      message: `${site}: switchover #${rb.id} from ${rec.primaryHost} to ${to} started`,
+      data: { runbook: rb.id },
+    });
     this.launchRunbook(site, new SwitchoverRunbook(this.deps, rb));
     await this.activeRunbooks.get(site);
     const done = this.store.listRunbooks(site).find((r) => r.id === rb.id)!;
@@ -579,7 +758,8 @@ export class Controller {
   }
 
   async power(host: string, action: 'on' | 'off' | 'status'): Promise<RelayStatus> {
-    if (!this.config.hosts[host]) throw new UnderstudyError('US_NOT_FOUND', `unknown host ${host}: the config has ${Object.keys(this.config.hosts).join(', ')}`);
+    if (!this.config.hosts[host])
+      throw new UnderstudyError('US_NOT_FOUND', `unknown host ${host}: the config has ${Object.keys(this.config.hosts).join(', ')}`);
     if (action === 'status') return this.relay.status(host);
     const s = action === 'on' ? await this.relay.on(host) : await this.relay.off(host);
     this.store.addEvent({ site: null, host, kind: `power-${action}`, message: `${host} powered ${action} by an operator`, data: {} });
@@ -588,19 +768,21 @@ export class Controller {
 
   // ------------------------------------------------------------------ status
   private async pollStorage(): Promise<void> {
-    await Promise.all(Object.keys(this.config.storage).map(async (name) => {
-      try {
-        const st = await this.clients.storageStatus(name, 500);
-        this.storageStatus.set(name, st);
-        for (const v of st.volumes) {
-          this.noticeVerification(name, v);
-          const rec = this.store.getSite(v.site);
-          this.databaseWatch.notice(name, v, !!rec && this.config.hosts[rec.primaryHost]?.storage === name);
+    await Promise.all(
+      Object.keys(this.config.storage).map(async (name) => {
+        try {
+          const st = await this.clients.storageStatus(name, 500);
+          this.storageStatus.set(name, st);
+          for (const v of st.volumes) {
+            this.noticeVerification(name, v);
+            const rec = this.store.getSite(v.site);
+            this.databaseWatch.notice(name, v, !!rec && this.config.hosts[rec.primaryHost]?.storage === name);
+          }
+        } catch {
+          this.storageStatus.set(name, null);
         }
-      } catch {
-        this.storageStatus.set(name, null);
-      }
-    }));
+      }),
+    );
   }
 
   private readonly lastVerification = new Map<string, boolean>();
@@ -619,10 +801,22 @@ export class Controller {
     if (before === v.verification.ok || (before === undefined && v.verification.ok)) return;
     if (!v.verification.ok) {
       const problems = v.verification.problems.map((p) => `${p.file}: ${p.kind}${p.detail ? ` (${p.detail})` : ''}`).join('; ');
-      this.store.addEvent({ site: v.site, host: null, kind: 'corruption-detected', message: `the ${v.role} copy of ${v.site} on ${storage} failed verification: ${problems}`, data: { storage, role: v.role, verification: v.verification } });
+      this.store.addEvent({
+        site: v.site,
+        host: null,
+        kind: 'corruption-detected',
+        message: `the ${v.role} copy of ${v.site} on ${storage} failed verification: ${problems}`,
+        data: { storage, role: v.role, verification: v.verification },
+      });
       if (v.role === 'primary') this.onPrimaryCorrupt(v.site, storage);
     } else {
-      this.store.addEvent({ site: v.site, host: null, kind: 'verification-ok', message: `the ${v.role} copy of ${v.site} on ${storage} verifies again`, data: { storage, role: v.role } });
+      this.store.addEvent({
+        site: v.site,
+        host: null,
+        kind: 'verification-ok',
+        message: `the ${v.role} copy of ${v.site} on ${storage} verifies again`,
+        data: { storage, role: v.role },
+      });
     }
   }
 
@@ -638,8 +832,10 @@ export class Controller {
     const cfg = this.config.sites[site];
     if (!rec || !cfg) throw new UnderstudyError('US_NOT_FOUND', `unknown site ${site}: the config has ${Object.keys(this.config.sites).join(', ')}`);
     if (!cfg.volume.backup) throw new UnderstudyError('US_BAD_REQUEST', `${site} has no backups to restore: set sites.${site}.volume.backup`);
-    if (this.activeRunbooks.has(site)) throw new UnderstudyError('US_BAD_REQUEST', `${site} already has a runbook running; watch it with understudy events --follow`);
-    if (opts.to && ![cfg.primary, ...cfg.standby].includes(opts.to)) throw new UnderstudyError('US_BAD_REQUEST', `${opts.to} is not one of ${site}'s hosts (primary ${cfg.primary}, standby ${cfg.standby.join(', ')})`);
+    if (this.activeRunbooks.has(site))
+      throw new UnderstudyError('US_BAD_REQUEST', `${site} already has a runbook running; watch it with understudy events --follow`);
+    if (opts.to && ![cfg.primary, ...cfg.standby].includes(opts.to))
+      throw new UnderstudyError('US_BAD_REQUEST', `${opts.to} is not one of ${site}'s hosts (primary ${cfg.primary}, standby ${cfg.standby.join(', ')})`);
     if (opts.at !== undefined && !Number.isFinite(opts.at)) throw new UnderstudyError('US_BAD_REQUEST', '--at must be a time like 2026-11-25T06:00:00Z');
     const damaged = this.config.hosts[rec.primaryHost]!.storage;
     // A host another site holds (its primary, a runbook's target or a reader) is not restored onto (shared pools: spare-pool.ts).
@@ -649,16 +845,29 @@ export class Controller {
       if (held) throw new UnderstudyError('US_NO_TARGET', held);
     }
     const hosts = [cfg.primary, ...cfg.standby].map((h) => this.config.hosts[h]!).filter((h) => !heldElsewhere(this.config, pool, site, h.name, 'switchover'));
-    const target = opts.to
-      ?? hosts.find((h) => h.storage !== damaged && !this.config.storage[h.storage]!.backup && this.relay.status(h.name).power === 'on')?.name
-      ?? hosts.find((h) => h.storage !== damaged && !this.config.storage[h.storage]!.backup)?.name
-      ?? rec.primaryHost;
+    const target =
+      opts.to ??
+      hosts.find((h) => h.storage !== damaged && !this.config.storage[h.storage]!.backup && this.relay.status(h.name).power === 'on')?.name ??
+      hosts.find((h) => h.storage !== damaged && !this.config.storage[h.storage]!.backup)?.name ??
+      rec.primaryHost;
     const data: RestoreData = {
-      oldPrimary: rec.primaryHost, oldEpoch: rec.epoch, target, newEpoch: rec.epoch + 1, vault: cfg.volume.backup.to,
-      reason: opts.reason ?? 'operator request', startedAt: Date.now(), ...(opts.at !== undefined ? { at: opts.at } : {}),
+      oldPrimary: rec.primaryHost,
+      oldEpoch: rec.epoch,
+      target,
+      newEpoch: rec.epoch + 1,
+      vault: cfg.volume.backup.to,
+      reason: opts.reason ?? 'operator request',
+      startedAt: Date.now(),
+      ...(opts.at !== undefined ? { at: opts.at } : {}),
     };
     const rb = this.store.startRunbook(site, 'restore', data);
-    this.store.addEvent({ site, host: target, kind: 'restore-started', message: `${site}: restore #${rb.id} from ${data.vault} onto ${target} started (${data.reason})`, data: { runbook: rb.id } });
+    this.store.addEvent({
+      site,
+      host: target,
+      kind: 'restore-started',
+      message: `${site}: restore #${rb.id} from ${data.vault} onto ${target} started (${data.reason})`,
+      data: { runbook: rb.id },
+    });
     this.launchRunbook(site, new RestoreRunbook(this.deps, rb));
     await this.activeRunbooks.get(site);
     const done = this.store.listRunbooks(site).find((r) => r.id === rb.id)!;
@@ -676,14 +885,26 @@ export class Controller {
     if (!rec || !cfg || rec.state !== 'serving' || this.activeRunbooks.has(site)) return;
     if (this.config.hosts[rec.primaryHost]!.storage !== storage) return;
     // Rate-limited like any automatic failover (the restore shares the failover cooldown).
-    if (!this.governor.decide(site, 'failover', `the primary copy of ${site} on ${storage} is corrupt`, { failover: { from: rec.primaryHost, hardEvidence: false, targets: [] } }).allowed) return;
+    if (
+      !this.governor.decide(site, 'failover', `the primary copy of ${site} on ${storage} is corrupt`, {
+        failover: { from: rec.primaryHost, hardEvidence: false, targets: [] },
+      }).allowed
+    )
+      return;
     const replica = rec.replicaStorage ? this.volumeStatus(rec.replicaStorage, site) : undefined;
     const replicaGood = replica?.verification?.ok === true;
     if (replicaGood) {
       const now = Date.now();
-      this.startFailover(site, { reason: `the primary copy on ${storage} is corrupt; the replica on ${rec.replicaStorage} verifies`, evidence: { corruption: storage }, detectedAt: now, lastHealthyAt: now });
+      this.startFailover(site, {
+        reason: `the primary copy on ${storage} is corrupt; the replica on ${rec.replicaStorage} verifies`,
+        evidence: { corruption: storage },
+        detectedAt: now,
+        lastHealthyAt: now,
+      });
     } else if (cfg.volume.backup) {
-      void this.restore(site, { reason: `the primary copy on ${storage} is corrupt and no verified replica exists` }).catch((e: Error) => this.log.error({ site, err: e.message }, 'automatic restore failed'));
+      void this.restore(site, { reason: `the primary copy on ${storage} is corrupt and no verified replica exists` }).catch((e: Error) =>
+        this.log.error({ site, err: e.message }, 'automatic restore failed'),
+      );
     }
   }
 
@@ -691,7 +912,8 @@ export class Controller {
   async backups(site: string): Promise<{ vault: string; points: VaultPoint[] }> {
     const cfg = this.config.sites[site];
     if (!cfg) throw new UnderstudyError('US_NOT_FOUND', `unknown site ${site}: the config has ${Object.keys(this.config.sites).join(', ')}`);
-    if (!cfg.volume.backup) throw new UnderstudyError('US_BAD_REQUEST', `${site} has no backups: set sites.${site}.volume.backup: { to: VAULT, every: 30s, keep: 20 }`);
+    if (!cfg.volume.backup)
+      throw new UnderstudyError('US_BAD_REQUEST', `${site} has no backups: set sites.${site}.volume.backup: { to: VAULT, every: 30s, keep: 20 }`);
     const vault = cfg.volume.backup.to;
     const points = await callJson<VaultPoint[]>(`${this.clients.storageUrl(vault)}/v1/vault/${site}/points`, { timeoutMs: 5000 });
     return { vault, points };
@@ -712,7 +934,10 @@ export class Controller {
       storageUp: (storage) => !!this.storageStatus.get(storage),
       readers: (site) => this.scale.readerStatus(site),
       next: (rec) => {
-        const facts = { ...placementFacts({ ...this.deps, storageUp: (s) => !!this.storageStatus.get(s) }), powered: (h: string) => this.relay.status(h).power === 'on' };
+        const facts = {
+          ...placementFacts({ ...this.deps, storageUp: (s) => !!this.storageStatus.get(s) }),
+          powered: (h: string) => this.relay.status(h).power === 'on',
+        };
         return nextTakeover(this.config, this.config.sites[rec.site]!, rec, facts);
       },
     });

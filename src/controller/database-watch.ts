@@ -25,7 +25,10 @@ export class DatabaseWatch {
   notice(storage: string, v: VolumeStatus, current: boolean): void {
     const key = `${storage}/${v.site}`;
     const dbs = v.role === 'primary' && current ? v.replication?.databases : undefined;
-    if (!dbs) { this.said.delete(key); return; }
+    if (!dbs) {
+      this.said.delete(key);
+      return;
+    }
     const before = this.said.get(key) ?? new Map<string, string>();
     const now = new Map<string, string>();
     for (const d of dbs) {
@@ -34,13 +37,32 @@ export class DatabaseWatch {
       const was = before.get(d.path);
       if (was === state) continue;
       const where = `${v.site}: database ${d.path} on ${storage}`;
-      const data = { storage, db: d.path, mode: d.mode, method: d.method, ...(d.reason ? { reason: d.reason } : {}), ...(d.lastError ? { error: d.lastError } : {}) };
+      const data = {
+        storage,
+        db: d.path,
+        mode: d.mode,
+        method: d.method,
+        ...(d.reason ? { reason: d.reason } : {}),
+        ...(d.lastError ? { error: d.lastError } : {}),
+      };
       if (state === 'unprotected') {
-        this.addEvent({ site: v.site, host: null, kind: 'database-unprotected', message: `${where} is not being replicated: ${d.lastError ?? d.reason ?? d.state}; the site is degraded until it is`, data });
+        this.addEvent({
+          site: v.site,
+          host: null,
+          kind: 'database-unprotected',
+          message: `${where} is not being replicated: ${d.lastError ?? d.reason ?? d.state}; the site is degraded until it is`,
+          data,
+        });
       } else if (was === 'unprotected') {
         this.addEvent({ site: v.site, host: null, kind: 'database-protected', message: `${where} is replicated again (${d.method})`, data });
       } else if (state === 'snapshots') {
-        this.addEvent({ site: v.site, host: null, kind: 'database-snapshots', message: `${where} is replicated by consistent snapshots, not WAL frames (${d.reason ?? d.mode}): its lag is the time to take and ship one image; in sync mode each write waits for one`, data });
+        this.addEvent({
+          site: v.site,
+          host: null,
+          kind: 'database-snapshots',
+          message: `${where} is replicated by consistent snapshots, not WAL frames (${d.reason ?? d.mode}): its lag is the time to take and ship one image; in sync mode each write waits for one`,
+          data,
+        });
       }
     }
     this.said.set(key, now);

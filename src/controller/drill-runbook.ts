@@ -110,11 +110,18 @@ export class DrillRunbook extends JournaledRunbook<DrillData> {
       if (resumed) throw new UnderstudyError('US_DRILL_REFUSED', 'the controller restarted during the drill');
       await step('power-on', () => this.powerOn());
       await step('copy', () => this.copy());
-      await step('transform', () => this.call(this.storageUrl(d.storage), `/v1/drills/${this.copyId}/transform`, { rules: renderedTransform(this.host, this.siteCfg) }));
+      await step('transform', () =>
+        this.call(this.storageUrl(d.storage), `/v1/drills/${this.copyId}/transform`, { rules: renderedTransform(this.host, this.siteCfg) }),
+      );
       await step('start', () => this.startApp());
       await step('wait-healthy', () => this.waitHealthy());
       await step('front', async () => {
-        const r = await this.call<{ front: string }>(this.deps.clients.directorUrl(), `/v1/drills/${drillName(site)}`, { front: d.front, upstream: appEndpoint(this.host, this.siteCfg) }, 'PUT');
+        const r = await this.call<{ front: string }>(
+          this.deps.clients.directorUrl(),
+          `/v1/drills/${drillName(site)}`,
+          { front: d.front, upstream: appEndpoint(this.host, this.siteCfg) },
+          'PUT',
+        );
         d.frontAddress = r.front;
         return { front: r.front };
       });
@@ -123,11 +130,17 @@ export class DrillRunbook extends JournaledRunbook<DrillData> {
       d.failure = (e as Error).message;
       if (this.preemptedBy) d.preempted = this.preemptedBy;
     }
-    await this.journal.step('teardown', () => this.teardown()).catch((e: Error) => { d.leftBehind = [...(d.leftBehind ?? []), `teardown failed: ${e.message}`]; });
+    await this.journal
+      .step('teardown', () => this.teardown())
+      .catch((e: Error) => {
+        d.leftBehind = [...(d.leftBehind ?? []), `teardown failed: ${e.message}`];
+      });
     const report = this.report();
     await this.journal.step('record', async () => {
       store.addEvent({
-        site, host: d.host, kind: report.ok ? 'drill-complete' : 'drill-failed',
+        site,
+        host: d.host,
+        kind: report.ok ? 'drill-complete' : 'drill-failed',
         message: `${site}: drill #${this.rb.id} on ${d.host} (${d.storage}): ${report.verdict}`,
         data: { ...report },
       });
@@ -136,10 +149,18 @@ export class DrillRunbook extends JournaledRunbook<DrillData> {
     return report;
   }
 
-  private get siteCfg() { return this.deps.config.sites[this.rb.site]!; }
-  private get host() { return this.deps.config.hosts[this.journal.data.host]!; }
-  private get copyId(): string { return drillCopyId(this.rb.site, this.rb.id); }
-  private storageUrl(storage: string): string { return this.deps.clients.storageUrl(storage); }
+  private get siteCfg() {
+    return this.deps.config.sites[this.rb.site]!;
+  }
+  private get host() {
+    return this.deps.config.hosts[this.journal.data.host]!;
+  }
+  private get copyId(): string {
+    return drillCopyId(this.rb.site, this.rb.id);
+  }
+  private storageUrl(storage: string): string {
+    return this.deps.clients.storageUrl(storage);
+  }
 
   private call<T = unknown>(base: string, p: string, body?: unknown, method?: string, timeoutMs = 30_000): Promise<T> {
     return callJson<T>(`${base}${p}`, { ...(body === undefined ? {} : { body }), ...(method ? { method } : {}), timeoutMs });
@@ -151,9 +172,23 @@ export class DrillRunbook extends JournaledRunbook<DrillData> {
     if (relay.status(d.host).power === 'off') {
       d.poweredOn = true;
       await relay.on(d.host);
-      store.addEvent({ site: this.rb.site, host: d.host, kind: 'power-on', message: `${d.host} powered on for drill #${this.rb.id} of ${this.rb.site}`, data: { runbook: this.rb.id } });
+      store.addEvent({
+        site: this.rb.site,
+        host: d.host,
+        kind: 'power-on',
+        message: `${d.host} powered on for drill #${this.rb.id} of ${this.rb.site}`,
+        data: { runbook: this.rb.id },
+      });
     }
-    await this.until(() => clients.agentStatus(d.host, 300).then(() => true, () => false), 15_000, `the agent of ${d.host}`);
+    await this.until(
+      () =>
+        clients.agentStatus(d.host, 300).then(
+          () => true,
+          () => false,
+        ),
+      15_000,
+      `the agent of ${d.host}`,
+    );
     return { poweredOn: !!d.poweredOn };
   }
 
@@ -165,13 +200,39 @@ export class DrillRunbook extends JournaledRunbook<DrillData> {
     const askedAt = Date.now();
     const before = await clients.storageStatus(primaryStorage, 2000).catch(() => null);
     const rep = before?.volumes.find((v) => v.site === this.rb.site)?.replication;
-    const snap = await this.call<NonNullable<DrillData['copy']>>(this.storageUrl(d.replicaStorage), `/v1/volumes/${this.rb.site}/drill-snapshot`, { id: this.copyId }, undefined, 120_000);
+    const snap = await this.call<NonNullable<DrillData['copy']>>(
+      this.storageUrl(d.replicaStorage),
+      `/v1/volumes/${this.rb.site}/drill-snapshot`,
+      { id: this.copyId },
+      undefined,
+      120_000,
+    );
     // The replica held everything committed before (askedAt − lag) when the primary's storage answered, so at the copy it was at most this far behind.
     d.dataAgeMs = rep && rep.state === 'streaming' ? Math.max(0, snap.takenAt - askedAt + rep.lagMs) : null;
-    d.copy = { takenAt: snap.takenAt, bytes: snap.bytes, files: snap.files, databases: snap.databases, problems: snap.problems, heldMs: snap.heldMs, lastAppliedAt: snap.lastAppliedAt };
-    await this.call(this.storageUrl(d.storage), `/v1/drills/${this.copyId}/fetch`, { from: { name: d.replicaStorage, url: this.storageUrl(d.replicaStorage) } }, undefined, 600_000);
+    d.copy = {
+      takenAt: snap.takenAt,
+      bytes: snap.bytes,
+      files: snap.files,
+      databases: snap.databases,
+      problems: snap.problems,
+      heldMs: snap.heldMs,
+      lastAppliedAt: snap.lastAppliedAt,
+    };
+    await this.call(
+      this.storageUrl(d.storage),
+      `/v1/drills/${this.copyId}/fetch`,
+      { from: { name: d.replicaStorage, url: this.storageUrl(d.replicaStorage) } },
+      undefined,
+      600_000,
+    );
     if (snap.problems.length > 0) {
-      throw new UnderstudyError('US_REPLICA_CORRUPT', `the copy of the replica fails verification (${snap.problems.slice(0, 3).map((p) => `${p.file}: ${p.detail ?? p.kind}`).join('; ')}): a failover would refuse to promote it`);
+      throw new UnderstudyError(
+        'US_REPLICA_CORRUPT',
+        `the copy of the replica fails verification (${snap.problems
+          .slice(0, 3)
+          .map((p) => `${p.file}: ${p.detail ?? p.kind}`)
+          .join('; ')}): a failover would refuse to promote it`,
+      );
     }
     return { bytes: snap.bytes, dataAgeMs: d.dataAgeMs, heldMs: snap.heldMs };
   }
@@ -201,7 +262,8 @@ export class DrillRunbook extends JournaledRunbook<DrillData> {
     const res = await request(`http://${d.frontAddress}${d.smokePath}`, { method: 'GET', headersTimeout: 10_000, bodyTimeout: 10_000 });
     const body = await res.body.arrayBuffer();
     d.smoke = { status: res.statusCode, ms: Date.now() - t0, bytes: body.byteLength };
-    if (res.statusCode >= 400) throw new UnderstudyError('US_UPSTREAM_FAILED', `the smoke request GET ${d.smokePath} through the drill front answered ${res.statusCode}`);
+    if (res.statusCode >= 400)
+      throw new UnderstudyError('US_UPSTREAM_FAILED', `the smoke request GET ${d.smokePath} through the drill front answered ${res.statusCode}`);
     return d.smoke;
   }
 
@@ -210,22 +272,40 @@ export class DrillRunbook extends JournaledRunbook<DrillData> {
     const d = this.journal.data;
     const { relay, clients, store } = this.deps;
     const left: string[] = [];
-    await this.call(clients.directorUrl(), `/v1/drills/${drillName(this.rb.site)}`, undefined, 'DELETE', 5000).catch((e: Error) => left.push(`drill front: ${e.message}`));
-    if (relay.status(d.host).power === 'on') await clients.stopApp(d.host, drillName(this.rb.site)).catch((e: Error) => left.push(`app on ${d.host}: ${e.message}`));
+    await this.call(clients.directorUrl(), `/v1/drills/${drillName(this.rb.site)}`, undefined, 'DELETE', 5000).catch((e: Error) =>
+      left.push(`drill front: ${e.message}`),
+    );
+    if (relay.status(d.host).power === 'on')
+      await clients.stopApp(d.host, drillName(this.rb.site)).catch((e: Error) => left.push(`app on ${d.host}: ${e.message}`));
     // Preempted: the spare stays powered, so that the runbook that needs it has it at once.
     const poweredOff = !!d.poweredOn && !this.preemptedBy && !d.preempted;
     if (poweredOff) {
       await relay.off(d.host).then(
-        () => store.addEvent({ site: this.rb.site, host: d.host, kind: 'power-off', message: `${d.host} powered off again after drill #${this.rb.id} of ${this.rb.site}`, data: { runbook: this.rb.id } }),
+        () =>
+          store.addEvent({
+            site: this.rb.site,
+            host: d.host,
+            kind: 'power-off',
+            message: `${d.host} powered off again after drill #${this.rb.id} of ${this.rb.site}`,
+            data: { runbook: this.rb.id },
+          }),
         (e: Error) => left.push(`power of ${d.host}: ${e.message}`),
       );
     }
     for (const storage of new Set([d.storage, d.replicaStorage])) {
-      await this.call(this.storageUrl(storage), `/v1/drills/${this.copyId}`, undefined, 'DELETE', 30_000).catch((e: Error) => left.push(`copy on ${storage}: ${e.message}`));
+      await this.call(this.storageUrl(storage), `/v1/drills/${this.copyId}`, undefined, 'DELETE', 30_000).catch((e: Error) =>
+        left.push(`copy on ${storage}: ${e.message}`),
+      );
     }
     // Checked, not assumed.
     for (const storage of new Set([d.storage, d.replicaStorage])) {
-      const l = await this.call<{ copies: { id: string }[]; snapshots: { id: string }[] }>(this.storageUrl(storage), '/v1/drills', undefined, undefined, 5000).catch(() => null);
+      const l = await this.call<{ copies: { id: string }[]; snapshots: { id: string }[] }>(
+        this.storageUrl(storage),
+        '/v1/drills',
+        undefined,
+        undefined,
+        5000,
+      ).catch(() => null);
       if (l && [...l.copies, ...l.snapshots].some((c) => c.id === this.copyId)) left.push(`copy ${this.copyId} still on ${storage}`);
     }
     const fronts = await this.call<{ drills: { name: string }[] }>(clients.directorUrl(), '/v1/drills', undefined, undefined, 5000).catch(() => null);
@@ -245,11 +325,23 @@ export class DrillRunbook extends JournaledRunbook<DrillData> {
     const age = d.dataAgeMs === undefined || d.dataAgeMs === null ? 'unknown' : `≤${d.dataAgeMs} ms`;
     const verdict = ok
       ? `a failover would work: the copy of the replica (${age} behind the primary, ${(d.copy!.bytes / 1048576).toFixed(1)} MiB) verified, started and answered its probe and GET ${d.smokePath} (${d.smoke!.status}) through the drill front ${d.frontAddress} in ${serving} ms; nothing left behind`
-      : `a failover would NOT be shown to work: ${d.preempted ? `the drill gave way (${d.preempted})` : d.failure ?? `left behind: ${(d.leftBehind ?? []).join('; ')}`}${(d.leftBehind ?? []).length ? `; left behind: ${d.leftBehind!.join('; ')}` : ''}`;
+      : `a failover would NOT be shown to work: ${d.preempted ? `the drill gave way (${d.preempted})` : (d.failure ?? `left behind: ${(d.leftBehind ?? []).join('; ')}`)}${(d.leftBehind ?? []).length ? `; left behind: ${d.leftBehind!.join('; ')}` : ''}`;
     return {
-      runbook: this.rb.id, site: this.rb.site, ok, verdict, host: d.host, storage: d.storage, front: d.frontAddress ?? null,
-      dataAgeMs: d.dataAgeMs ?? null, copy: d.copy ?? null, smoke: d.smoke ?? null, steps, totalMs: ok ? serving : null,
-      poweredOff: teardown?.data.poweredOff === true, leftBehind: d.leftBehind ?? [], failure: d.failure ?? null,
+      runbook: this.rb.id,
+      site: this.rb.site,
+      ok,
+      verdict,
+      host: d.host,
+      storage: d.storage,
+      front: d.frontAddress ?? null,
+      dataAgeMs: d.dataAgeMs ?? null,
+      copy: d.copy ?? null,
+      smoke: d.smoke ?? null,
+      steps,
+      totalMs: ok ? serving : null,
+      poweredOff: teardown?.data.poweredOff === true,
+      leftBehind: d.leftBehind ?? [],
+      failure: d.failure ?? null,
     };
   }
 

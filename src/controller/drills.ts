@@ -46,7 +46,9 @@ export class Drills {
   resume(): void {
     for (const rb of this.deps.store.runningRunbooks().filter((r) => r.kind === 'drill')) {
       const runbook = new DrillRunbook(this.deps, rb);
-      const done = runbook.rehearse(true).finally(() => { if (this.current?.runbook === runbook) this.current = null; });
+      const done = runbook.rehearse(true).finally(() => {
+        if (this.current?.runbook === runbook) this.current = null;
+      });
       if (!this.current) this.current = { site: rb.site, runbook, done };
       done.catch((e: Error) => this.deps.log.error({ site: rb.site, err: e.message }, 'drill teardown after a restart failed'));
     }
@@ -57,27 +59,49 @@ export class Drills {
     const cfg = config.sites[site];
     const rec = store.getSite(site);
     if (!cfg || !rec) throw new UnderstudyError('US_NOT_FOUND', `unknown site ${site}: the config has ${Object.keys(config.sites).join(', ')}`);
-    const refuse = (why: string): never => { throw new UnderstudyError('US_DRILL_REFUSED', `drill of ${site} refused: ${why}`); };
+    const refuse = (why: string): never => {
+      throw new UnderstudyError('US_DRILL_REFUSED', `drill of ${site} refused: ${why}`);
+    };
     if (this.current) refuse(`a drill of ${this.current.site} is running; one drill at a time`);
     const running = store.runningRunbooks();
-    if (running.length > 0) refuse(`${running.map((r) => `${r.kind} #${r.id} of ${r.site}`).join(', ')} ${running.length > 1 ? 'are' : 'is'} running; try again when it has finished (understudy events --follow)`);
+    if (running.length > 0)
+      refuse(
+        `${running.map((r) => `${r.kind} #${r.id} of ${r.site}`).join(', ')} ${running.length > 1 ? 'are' : 'is'} running; try again when it has finished (understudy events --follow)`,
+      );
     if (rec.state !== 'serving') refuse(`${site} is ${rec.state}, not serving`);
     const primaryStorage = config.hosts[rec.primaryHost]!.storage;
     const rep = this.deps.volume(primaryStorage, site)?.replication;
-    if (!rec.replicaStorage || rep?.state !== 'streaming') refuse(`${site}'s replica ${rec.replicaStorage ? `on ${rec.replicaStorage} is ${rep?.state ?? 'unknown'}` : 'does not exist (unprotected)'}, not streaming: there is nothing a failover could take over`);
-    if (opts.to !== undefined && !config.hosts[opts.to]) throw new UnderstudyError('US_NOT_FOUND', `unknown host ${opts.to}: the config has ${Object.keys(config.hosts).join(', ')}`);
-    if (opts.to !== undefined && ![cfg.primary, ...cfg.standby].includes(opts.to)) refuse(`${opts.to} is not one of ${site}'s hosts (primary ${cfg.primary}, standby ${cfg.standby.join(', ')})`);
+    if (!rec.replicaStorage || rep?.state !== 'streaming')
+      refuse(
+        `${site}'s replica ${rec.replicaStorage ? `on ${rec.replicaStorage} is ${rep?.state ?? 'unknown'}` : 'does not exist (unprotected)'}, not streaming: there is nothing a failover could take over`,
+      );
+    if (opts.to !== undefined && !config.hosts[opts.to])
+      throw new UnderstudyError('US_NOT_FOUND', `unknown host ${opts.to}: the config has ${Object.keys(config.hosts).join(', ')}`);
+    if (opts.to !== undefined && ![cfg.primary, ...cfg.standby].includes(opts.to))
+      refuse(`${opts.to} is not one of ${site}'s hosts (primary ${cfg.primary}, standby ${cfg.standby.join(', ')})`);
     const spare = await this.chooseSpare(site, rec.primaryHost, rec.replicaStorage!, opts.to);
     if ('why' in spare) refuse(spare.why);
     const host = (spare as { host: string }).host;
     // Checked again after the look at the spares (an await): nothing may have started meanwhile.
     if (this.current || store.runningRunbooks().length > 0) refuse('a runbook started meanwhile');
     const data: DrillData = {
-      host, storage: config.hosts[host]!.storage, primary: rec.primaryHost, epoch: rec.epoch, replicaStorage: rec.replicaStorage!,
-      front: opts.front ?? { host: cfg.front.host, port: 0 }, smokePath: opts.smokePath ?? '/', startedAt: Date.now(),
+      host,
+      storage: config.hosts[host]!.storage,
+      primary: rec.primaryHost,
+      epoch: rec.epoch,
+      replicaStorage: rec.replicaStorage!,
+      front: opts.front ?? { host: cfg.front.host, port: 0 },
+      smokePath: opts.smokePath ?? '/',
+      startedAt: Date.now(),
     };
     const rb = store.startRunbook(site, 'drill', data);
-    store.addEvent({ site, host, kind: 'drill-started', message: `${site}: drill #${rb.id} started: a copy of the replica on ${data.replicaStorage} onto ${host} (${data.storage}); the site itself is not touched`, data: { runbook: rb.id, host, storage: data.storage } });
+    store.addEvent({
+      site,
+      host,
+      kind: 'drill-started',
+      message: `${site}: drill #${rb.id} started: a copy of the replica on ${data.replicaStorage} onto ${host} (${data.storage}); the site itself is not touched`,
+      data: { runbook: rb.id, host, storage: data.storage },
+    });
     const runbook = new DrillRunbook(this.deps, rb);
     const done = runbook.rehearse();
     this.current = { site, runbook, done };
@@ -99,17 +123,35 @@ export class Drills {
     const busy: string[] = [];
     for (const h of ordered) {
       const hostCfg = config.hosts[h];
-      if (!hostCfg || h === primary) { busy.push(`${h} (the primary)`); continue; }
-      if (config.storage[hostCfg.storage]?.backup) { busy.push(`${h} (attached to the vault ${hostCfg.storage})`); continue; }
+      if (!hostCfg || h === primary) {
+        busy.push(`${h} (the primary)`);
+        continue;
+      }
+      if (config.storage[hostCfg.storage]?.backup) {
+        busy.push(`${h} (attached to the vault ${hostCfg.storage})`);
+        continue;
+      }
       const hold = holds.find((x) => x.host === h);
-      if (hold) { busy.push(`${h} (${hold.as === 'primary' ? 'the primary of' : hold.as === 'target' ? 'the target of a runbook of' : 'a reader of'} ${hold.site})`); continue; }
+      if (hold) {
+        busy.push(`${h} (${hold.as === 'primary' ? 'the primary of' : hold.as === 'target' ? 'the target of a runbook of' : 'a reader of'} ${hold.site})`);
+        continue;
+      }
       const trust = governor?.trust(h);
-      if (trust && !trust.trusted) { busy.push(`${h} (not trusted: ${trust.why})`); continue; }
+      if (trust && !trust.trusted) {
+        busy.push(`${h} (not trusted: ${trust.why})`);
+        continue;
+      }
       if (relay.status(h).power === 'on') {
         const st = await clients.agentStatus(h, 500).catch(() => null);
-        if (!st) { busy.push(`${h} (powered, but its agent does not answer)`); continue; }
+        if (!st) {
+          busy.push(`${h} (powered, but its agent does not answer)`);
+          continue;
+        }
         const apps = st.sites.filter((s) => s.state === 'running' || s.state === 'starting').map((s) => s.site);
-        if (apps.length > 0) { busy.push(`${h} (runs ${apps.join(', ')})`); continue; }
+        if (apps.length > 0) {
+          busy.push(`${h} (runs ${apps.join(', ')})`);
+          continue;
+        }
       }
       return { host: h };
     }

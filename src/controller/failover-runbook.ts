@@ -77,7 +77,13 @@ export class FailoverRunbook extends JournaledRunbook<FailoverData> {
         } catch (e) {
           if (!d.force) throw e;
           d.fenceConfirmed = false;
-          store.addEvent({ site, host: d.oldPrimary, kind: 'fence-forced', message: `fence of ${d.oldPrimary} not confirmed; going on because of --force`, data: { error: (e as Error).message } });
+          store.addEvent({
+            site,
+            host: d.oldPrimary,
+            kind: 'fence-forced',
+            message: `fence of ${d.oldPrimary} not confirmed; going on because of --force`,
+            data: { error: (e as Error).message },
+          });
         }
         return { confirmed: d.fenceConfirmed };
       });
@@ -86,7 +92,11 @@ export class FailoverRunbook extends JournaledRunbook<FailoverData> {
         const record = store.getSite(site)!;
         // May wait (site down, `pool-empty`/`spare-denied` events) until a spare of a shared pool is free.
         const choice = await chooseTarget(this.deps, this.deps.config.sites[site]!, {
-          failed: d.oldPrimary, replicaStorage: record.replicaStorage, requested: d.requestedTarget, detectedAt: d.detectedAt, ...(d.avoid ? { avoid: d.avoid } : {}),
+          failed: d.oldPrimary,
+          replicaStorage: record.replicaStorage,
+          requested: d.requestedTarget,
+          detectedAt: d.detectedAt,
+          ...(d.avoid ? { avoid: d.avoid } : {}),
           commit: (host) => {
             // Recorded before any other site's decision: from now on the host is this site's (pool-facts.ts).
             d.target = host;
@@ -103,9 +113,16 @@ export class FailoverRunbook extends JournaledRunbook<FailoverData> {
       if (d.reclaimFrom !== undefined) {
         await step('reclaim-reader', async () => {
           // Failover beats scale-out: the reader of another site on the target is taken back first.
-          if (!this.deps.reclaimReader) throw new UnderstudyError('US_INTERNAL', `${d.target} is a reader of ${d.reclaimFrom}, and this controller cannot take a reader back`);
+          if (!this.deps.reclaimReader)
+            throw new UnderstudyError('US_INTERNAL', `${d.target} is a reader of ${d.reclaimFrom}, and this controller cannot take a reader back`);
           await this.deps.reclaimReader(d.reclaimFrom!, d.target!);
-          store.addEvent({ site, host: d.target!, kind: 'reader-reclaimed', message: `${d.target} stops being a reader of ${d.reclaimFrom} and takes ${site} over (a failover beats a scale-out)`, data: { from: d.reclaimFrom } });
+          store.addEvent({
+            site,
+            host: d.target!,
+            kind: 'reader-reclaimed',
+            message: `${d.target} stops being a reader of ${d.reclaimFrom} and takes ${site} over (a failover beats a scale-out)`,
+            data: { from: d.reclaimFrom },
+          });
         });
       }
 
@@ -119,7 +136,10 @@ export class FailoverRunbook extends JournaledRunbook<FailoverData> {
       }
       if (d.replicaRefused) {
         if (!d.restore) {
-          throw new UnderstudyError('US_REPLICA_CORRUPT', `${d.replicaRefused.message}; ${site} has no backups (sites.${site}.volume.backup) to restore instead`);
+          throw new UnderstudyError(
+            'US_REPLICA_CORRUPT',
+            `${d.replicaRefused.message}; ${site} has no backups (sites.${site}.volume.backup) to restore instead`,
+          );
         }
         await runRestoreSteps(this.deps, site, d.restore, step);
         store.finishRunbook(this.rb.id, 'done');
@@ -135,11 +155,27 @@ export class FailoverRunbook extends JournaledRunbook<FailoverData> {
           unprotectedAtFailure: d.unprotectedAtFailure ?? [],
         };
         const lagOf = figures.replicationLagOfAtFailure ? ` (${figures.replicationLagOfAtFailure})` : '';
-        const unprotected = figures.unprotectedAtFailure.length > 0 ? `; not replicated at failure: ${figures.unprotectedAtFailure.join(', ')} (changes since their last copy are lost)` : '';
+        const unprotected =
+          figures.unprotectedAtFailure.length > 0
+            ? `; not replicated at failure: ${figures.unprotectedAtFailure.join(', ')} (changes since their last copy are lost)`
+            : '';
         store.addEvent({
-          site, host: d.target!, kind: 'failover-complete',
+          site,
+          host: d.target!,
+          kind: 'failover-complete',
           message: `${site} failed over from ${d.oldPrimary} to ${d.target} (epoch ${d.newEpoch}): detected in ≤${figures.detectionMs} ms, serving again ${figures.servingAgainMs} ms after detection, replication lag at failure ${figures.replicationLagMsAtFailure ?? 'unknown'} ms${lagOf}${unprotected}`,
-          data: { ...figures, from: d.oldPrimary, to: d.target, epoch: d.newEpoch, reason: d.reason, evidence: d.evidence, detectedAt: d.detectedAt, lastHealthyAt: d.lastHealthyAt, servingAgainAt: d.routedAt, transform: d.transformChanges ?? [] },
+          data: {
+            ...figures,
+            from: d.oldPrimary,
+            to: d.target,
+            epoch: d.newEpoch,
+            reason: d.reason,
+            evidence: d.evidence,
+            detectedAt: d.detectedAt,
+            lastHealthyAt: d.lastHealthyAt,
+            servingAgainAt: d.routedAt,
+            transform: d.transformChanges ?? [],
+          },
         });
       });
       store.finishRunbook(this.rb.id, 'done');
@@ -151,8 +187,10 @@ export class FailoverRunbook extends JournaledRunbook<FailoverData> {
       store.finishRunbook(this.rb.id, blocked ? 'blocked' : 'failed');
       store.setSiteState(site, 'down');
       store.addEvent({
-        site, host: d.oldPrimary, kind: blocked ? 'failover-blocked' : 'failover-failed',
-        message: `failover of ${site} stopped: ${err.message}${err.code === 'US_FENCE_UNCONFIRMED' ? ' — an operator must act: understudy failover --force once the old host is known off' : err.code === 'US_NO_TARGET' ? ' — an operator must act: power on a standby attached to the replica\'s storage, then understudy failover ' + site : err.code === 'US_REPLICA_CORRUPT' ? ` — an operator must act: no copy of ${site} is known good; repair one by hand, or configure sites.${site}.volume.backup so that restore points can replace it` : ''}`,
+        site,
+        host: d.oldPrimary,
+        kind: blocked ? 'failover-blocked' : 'failover-failed',
+        message: `failover of ${site} stopped: ${err.message}${err.code === 'US_FENCE_UNCONFIRMED' ? ' — an operator must act: understudy failover --force once the old host is known off' : err.code === 'US_NO_TARGET' ? " — an operator must act: power on a standby attached to the replica's storage, then understudy failover " + site : err.code === 'US_REPLICA_CORRUPT' ? ` — an operator must act: no copy of ${site} is known good; repair one by hand, or configure sites.${site}.volume.backup so that restore points can replace it` : ''}`,
         data: { code: err.code ?? 'US_INTERNAL' },
       });
       throw e;
@@ -166,15 +204,26 @@ export class FailoverRunbook extends JournaledRunbook<FailoverData> {
     const d = this.journal.data;
     const storage = config.hosts[d.target!]!.storage;
     const backup = config.sites[site]!.volume.backup;
-    d.replicaRefused = { storage, message: err.message, problems: (err.details as { verification?: { problems?: unknown } } | undefined)?.verification?.problems ?? [] };
+    d.replicaRefused = {
+      storage,
+      message: err.message,
+      problems: (err.details as { verification?: { problems?: unknown } } | undefined)?.verification?.problems ?? [],
+    };
     if (backup) {
       d.restore = {
-        oldPrimary: d.oldPrimary, oldEpoch: d.oldEpoch, target: d.target!, newEpoch: d.newEpoch!, vault: backup.to,
-        reason: `${d.reason}; the replica on ${storage} failed verification before promotion`, startedAt: d.detectedAt,
+        oldPrimary: d.oldPrimary,
+        oldEpoch: d.oldEpoch,
+        target: d.target!,
+        newEpoch: d.newEpoch!,
+        vault: backup.to,
+        reason: `${d.reason}; the replica on ${storage} failed verification before promotion`,
+        startedAt: d.detectedAt,
       };
     }
     store.addEvent({
-      site, host: d.target!, kind: 'promotion-refused',
+      site,
+      host: d.target!,
+      kind: 'promotion-refused',
       message: `${site}: ${err.message}. ${backup ? `Restoring the newest good restore point from ${backup.to} onto ${d.target} (${storage}) instead.` : 'The site has no backups to restore instead.'}`,
       data: { storage, target: d.target, epoch: d.newEpoch, problems: d.replicaRefused.problems, restoreFrom: backup?.to ?? null },
     });

@@ -20,7 +20,11 @@ function envMs(env: NodeJS.ProcessEnv, name: string): number | undefined {
   if (raw === undefined || raw.trim() === '') return undefined;
   const n = Number(raw.trim());
   if (!Number.isSafeInteger(n) || n < 0) {
-    throw new UnderstudyError('US_BAD_ENV', `${name}=${JSON.stringify(raw)}: must be a whole number of milliseconds, 0 or more (like 10000); unset it to use controller.failover from the config`, { name, value: raw });
+    throw new UnderstudyError(
+      'US_BAD_ENV',
+      `${name}=${JSON.stringify(raw)}: must be a whole number of milliseconds, 0 or more (like 10000); unset it to use controller.failover from the config`,
+      { name, value: raw },
+    );
   }
   return n;
 }

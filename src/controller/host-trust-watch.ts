@@ -40,7 +40,10 @@ export class HostTrustWatch {
   private running = false;
   private readonly lastState = new Map<string, HostTrust['state']>();
 
-  constructor(private readonly deps: HostTrustWatchDeps, private readonly everyMs = HOST_TRUST_EVERY_MS) {}
+  constructor(
+    private readonly deps: HostTrustWatchDeps,
+    private readonly everyMs = HOST_TRUST_EVERY_MS,
+  ) {}
 
   start(): void {
     if (!this.timer) this.timer = setInterval(() => background(this.tick()), this.everyMs);
@@ -72,18 +75,23 @@ export class HostTrustWatch {
     this.running = true;
     try {
       const primaries = this.deps.primaries();
-      await Promise.all(this.deps.hosts().filter((h) => !primaries.has(h)).map(async (h) => {
-        let ok = false;
-        if (this.deps.powered(h)) {
-          try {
-            await this.deps.agentAnswers(h, AGENT_PROBE_TIMEOUT_MS);
-            ok = true;
-          } catch {
-            ok = false;
-          }
-        }
-        if (this.timer) this.probe(h, ok);
-      }));
+      await Promise.all(
+        this.deps
+          .hosts()
+          .filter((h) => !primaries.has(h))
+          .map(async (h) => {
+            let ok = false;
+            if (this.deps.powered(h)) {
+              try {
+                await this.deps.agentAnswers(h, AGENT_PROBE_TIMEOUT_MS);
+                ok = true;
+              } catch {
+                ok = false;
+              }
+            }
+            if (this.timer) this.probe(h, ok);
+          }),
+      );
     } finally {
       this.running = false;
     }

@@ -11,7 +11,10 @@ import { RunbookJournal, type RunbookDeps } from './runbook-journal.ts';
 export abstract class JournaledRunbook<D extends Record<string, unknown>, Deps extends RunbookDeps = RunbookDeps> {
   protected readonly journal: RunbookJournal<D>;
 
-  constructor(protected readonly deps: Deps, protected readonly rb: RunbookRecord) {
+  constructor(
+    protected readonly deps: Deps,
+    protected readonly rb: RunbookRecord,
+  ) {
     this.journal = new RunbookJournal(deps, rb, rb.data as D);
   }
 

@@ -96,7 +96,9 @@ export class MalfunctionTriage {
     const kinds = attribution.failing.map((f) => f.kind);
     t.watch.excuse(kinds);
     this.deps.addEvent({
-      site: t.site, host: t.host, kind: 'errors-follow-request',
+      site: t.site,
+      host: t.host,
+      kind: 'errors-follow-request',
       message: `${t.site}: errors follow the request, not the host ${t.host}: ${attribution.reason}. No failover, no fencing: these requests would fail the same on any host; fix the client that sends them or the app. ${kinds.join(', ')} no longer count${kinds.length === 1 ? 's' : ''} towards ${t.host}'s error rate until ${kinds.length === 1 ? 'it goes' : 'they go'} a whole window without an error`,
       data: { ...d.data, attribution, excused: t.watch.excusedKinds },
     });
@@ -137,11 +139,16 @@ export class MalfunctionTriage {
     incident.told = true;
     const now = this.failingOf(t);
     const same = now.filter((k) => incident.cause.includes(k));
-    const what = t.detection.source === 'traffic'
-      ? same.length > 0 ? `${t.host} fails ${same.join(', ')} as ${incident.from} did` : `${t.host} fails too (${now.join(', ') || 'its traffic'})`
-      : `${t.host}'s probe is answered wrongly too`;
+    const what =
+      t.detection.source === 'traffic'
+        ? same.length > 0
+          ? `${t.host} fails ${same.join(', ')} as ${incident.from} did`
+          : `${t.host} fails too (${now.join(', ') || 'its traffic'})`
+        : `${t.host}'s probe is answered wrongly too`;
     this.deps.addEvent({
-      site: t.site, host: t.host, kind: 'errors-follow-app',
+      site: t.site,
+      host: t.host,
+      kind: 'errors-follow-app',
       message: `${t.site}: errors follow the app, not the host: after the malfunction failover from ${incident.from}, ${what} (${t.detection.reason}). No further failover for this cause (at most one per incident): fix the app or its data; automatic failover for crashes and hangs goes on`,
       data: { ...t.detection.data, source: t.detection.source, from: incident.from, incidentSince: incident.openedAt, cause: incident.cause, failing: now },
     });
@@ -177,7 +184,12 @@ function withAttribution(d: Detection, a: ErrorAttribution): Detection {
 
 async function replayGet(endpoint: string, path: string, timeoutMs: number): Promise<ReplayAnswer> {
   try {
-    const res = await request(`http://${endpoint}${path}`, { method: 'GET', headersTimeout: timeoutMs, bodyTimeout: timeoutMs, signal: AbortSignal.timeout(timeoutMs) });
+    const res = await request(`http://${endpoint}${path}`, {
+      method: 'GET',
+      headersTimeout: timeoutMs,
+      bodyTimeout: timeoutMs,
+      signal: AbortSignal.timeout(timeoutMs),
+    });
     await res.body.dump().catch(() => undefined);
     return loadSignal(res.statusCode, res.headers['retry-after']) ? { status: res.statusCode, load: true } : { status: res.statusCode };
   } catch (e) {

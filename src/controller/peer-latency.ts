@@ -51,16 +51,21 @@ export class PeerLatency {
       if (this.running.has(h)) continue; // a probe still waiting: its lateness is recorded when it ends
       this.running.add(h);
       const t0 = performance.now();
-      void this.ask(h, this.timeoutMs).then(
-        () => this.record(h, performance.now() - t0),
-        () => this.record(h, Math.max(this.timeoutMs, performance.now() - t0)),
-      ).finally(() => this.running.delete(h));
+      void this.ask(h, this.timeoutMs)
+        .then(
+          () => this.record(h, performance.now() - t0),
+          () => this.record(h, Math.max(this.timeoutMs, performance.now() - t0)),
+        )
+        .finally(() => this.running.delete(h));
     }
   }
 
   private record(host: string, ms: number): void {
     let w = this.windows.get(host);
-    if (!w) { w = new LatencyWindow(); this.windows.set(host, w); }
+    if (!w) {
+      w = new LatencyWindow();
+      this.windows.set(host, w);
+    }
     w.record(ms);
   }
 }

@@ -66,7 +66,9 @@ export function standing(config: UnderstudyConfig, site: SiteConfig, host: strin
   const storage = config.hosts[host]!.storage;
   if (!facts.trusted(host) || facts.storageUp?.(storage) === false) return 'unusable';
   if (others.length > 0) return 'reader';
-  const sharedWith = facts.replicas.some((r) => r.site !== site.name && r.storage === storage && config.sites[r.site] !== undefined && takeoverHosts(config.sites[r.site]!).includes(host));
+  const sharedWith = facts.replicas.some(
+    (r) => r.site !== site.name && r.storage === storage && config.sites[r.site] !== undefined && takeoverHosts(config.sites[r.site]!).includes(host),
+  );
   return sharedWith ? 'shared' : 'free';
 }
 

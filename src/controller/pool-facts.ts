@@ -43,7 +43,11 @@ export function holdsFrom(sites: SiteRecord[], running: RunbookRecord[], readers
  * attached to that storage system, without the failed host; just `[requested]` when
  * an operator named one (and it qualifies).
  */
-export function candidatesFor(config: UnderstudyConfig, site: SiteConfig, opts: { failed: string; replicaStorage: string | null; requested?: string }): string[] {
+export function candidatesFor(
+  config: UnderstudyConfig,
+  site: SiteConfig,
+  opts: { failed: string; replicaStorage: string | null; requested?: string },
+): string[] {
   if (!opts.replicaStorage) return [];
   return (opts.requested !== undefined ? [opts.requested] : takeoverHosts(site))
     .filter((h) => h !== opts.failed)
@@ -64,7 +68,11 @@ export function claimsFrom(config: UnderstudyConfig, sites: SiteRecord[], runnin
       site: rb.site,
       priority: cfg.priority,
       detectedAt: typeof d.detectedAt === 'number' ? d.detectedAt : rb.startedAt,
-      candidates: candidatesFor(config, cfg, { failed, replicaStorage: rec.replicaStorage, ...(typeof d.requestedTarget === 'string' ? { requested: d.requestedTarget } : {}) }),
+      candidates: candidatesFor(config, cfg, {
+        failed,
+        replicaStorage: rec.replicaStorage,
+        ...(typeof d.requestedTarget === 'string' ? { requested: d.requestedTarget } : {}),
+      }),
       ...(Array.isArray(d.avoid) ? { avoid: d.avoid.filter((h): h is string => typeof h === 'string') } : {}),
     });
   }

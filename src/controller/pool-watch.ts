@@ -15,11 +15,13 @@ import type { Blocker } from './spare-pool.ts';
 export class PoolWatch {
   private readonly said = new Map<string, string>();
 
-  constructor(private readonly deps: {
-    config: UnderstudyConfig;
-    store: Pick<StateStore, 'listSites' | 'runningRunbooks' | 'addEvent'>;
-    readers?: () => { site: string; host: string }[];
-  }) {}
+  constructor(
+    private readonly deps: {
+      config: UnderstudyConfig;
+      store: Pick<StateStore, 'listSites' | 'runningRunbooks' | 'addEvent'>;
+      readers?: () => { site: string; host: string }[];
+    },
+  ) {}
 
   check(): void {
     const { config, store } = this.deps;
@@ -46,13 +48,23 @@ export class PoolWatch {
       this.said.set(rec.site, sig);
       const event: Omit<EventRecord, 'id' | 'at'> = empty
         ? {
-          site: rec.site, host: null, kind: 'pool-empty',
-          message: `${rec.site} (priority ${cfg.priority}) serves on ${rec.primaryHost} but has no spare left to fail over to: ${blockers.length === 0
-            ? `no standby is attached to ${rec.replicaStorage}, which holds its replica`
-            : blockers.map((b) => `${b.host} is the ${b.as === 'primary' ? 'primary' : 'runbook target'} of ${b.site} (priority ${b.priority})`).join('; ')}. A failure of ${rec.primaryHost} now would leave ${rec.site} down until a spare is free again`,
-          data: { waiting: false, priority: cfg.priority, replicaStorage: rec.replicaStorage, blockers, eligible: candidates.length },
-        }
-        : { site: rec.site, host: null, kind: 'pool-refilled', message: `${rec.site} has a free spare to fail over to again`, data: { replicaStorage: rec.replicaStorage } };
+            site: rec.site,
+            host: null,
+            kind: 'pool-empty',
+            message: `${rec.site} (priority ${cfg.priority}) serves on ${rec.primaryHost} but has no spare left to fail over to: ${
+              blockers.length === 0
+                ? `no standby is attached to ${rec.replicaStorage}, which holds its replica`
+                : blockers.map((b) => `${b.host} is the ${b.as === 'primary' ? 'primary' : 'runbook target'} of ${b.site} (priority ${b.priority})`).join('; ')
+            }. A failure of ${rec.primaryHost} now would leave ${rec.site} down until a spare is free again`,
+            data: { waiting: false, priority: cfg.priority, replicaStorage: rec.replicaStorage, blockers, eligible: candidates.length },
+          }
+        : {
+            site: rec.site,
+            host: null,
+            kind: 'pool-refilled',
+            message: `${rec.site} has a free spare to fail over to again`,
+            data: { replicaStorage: rec.replicaStorage },
+          };
       store.addEvent(event);
     }
   }

@@ -42,15 +42,30 @@ export function chooseReaderHost(input: ReaderChoiceInput): ReaderChoice {
   const candidates: string[] = [];
   for (const h of site.standby) {
     if (h === input.primaryHost) continue;
-    if (h === keep) { skipped.push(`${h} (the failover standby)`); continue; }
-    if (input.readersInUse.has(h)) { skipped.push(`${h} (already a reader)`); continue; }
-    if (input.primaries.has(h)) { skipped.push(`${h} (primary of another site)`); continue; }
-    if (input.heldElsewhere?.(h)) { skipped.push(`${h} (held by another site's runbook)`); continue; }
+    if (h === keep) {
+      skipped.push(`${h} (the failover standby)`);
+      continue;
+    }
+    if (input.readersInUse.has(h)) {
+      skipped.push(`${h} (already a reader)`);
+      continue;
+    }
+    if (input.primaries.has(h)) {
+      skipped.push(`${h} (primary of another site)`);
+      continue;
+    }
+    if (input.heldElsewhere?.(h)) {
+      skipped.push(`${h} (held by another site's runbook)`);
+      continue;
+    }
     if (!config.hosts[h]) continue;
     candidates.push(h);
   }
   const off = candidates.find((h) => input.power(h) === 'off');
   const pick = off ?? candidates[0];
   if (pick) return { host: pick, why: `${pick} is in ${site.name}'s pool and free${skipped.length ? ` (not ${skipped.join(', ')})` : ''}` };
-  return { host: null, why: `no free host in ${site.name}'s pool (${site.standby.join(', ') || 'empty'})${skipped.length ? `: not ${skipped.join(', ')}` : ''}` };
+  return {
+    host: null,
+    why: `no free host in ${site.name}'s pool (${site.standby.join(', ') || 'empty'})${skipped.length ? `: not ${skipped.join(', ')}` : ''}`,
+  };
 }

@@ -10,7 +10,8 @@ export class ReaderClients {
   /** The primary's storage starts feeding a reader copy on `to` (idempotent). */
   startShipping(primaryStorage: string, site: string, epoch: number, to: string): Promise<ReaderShippingStatus[]> {
     return callJson(`${this.clients.storageUrl(primaryStorage)}/v1/volumes/${site}/readers`, {
-      body: { epoch, to: { name: to, url: this.clients.storageUrl(to) } }, timeoutMs: 10_000,
+      body: { epoch, to: { name: to, url: this.clients.storageUrl(to) } },
+      timeoutMs: 10_000,
     });
   }
 

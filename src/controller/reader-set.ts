@@ -21,9 +21,18 @@ export interface ReaderRecord {
   reason: string;
 }
 
-const fileSchema = z.record(z.string(), z.array(z.object({
-  host: z.string(), epoch: z.number().int().nonnegative(), state: z.enum(['adding', 'serving', 'removing']), since: z.number(), reason: z.string(),
-})));
+const fileSchema = z.record(
+  z.string(),
+  z.array(
+    z.object({
+      host: z.string(),
+      epoch: z.number().int().nonnegative(),
+      state: z.enum(['adding', 'serving', 'removing']),
+      since: z.number(),
+      reason: z.string(),
+    }),
+  ),
+);
 
 export class ReaderSet {
   private readonly file: string;
@@ -47,7 +56,11 @@ export class ReaderSet {
 
   /** Hosts lent as readers to any site. */
   hostsInUse(): Set<string> {
-    return new Set(Object.values(this.data).flat().map((r) => r.host));
+    return new Set(
+      Object.values(this.data)
+        .flat()
+        .map((r) => r.host),
+    );
   }
 
   put(site: string, rec: ReaderRecord): Promise<void> {

@@ -51,21 +51,27 @@ export async function keepProtected(deps: ReprotectionDeps & { clients: Pick<Par
     await deps.clients.replicate(primaryStorage, rec.site, rec.epoch, place.storage);
     const next = { ...rec, replicaStorage: place.storage };
     store.putSite(next);
-    store.addEvent({ site: rec.site, host: null, kind: 'reprotected', message: `${rec.site} replicates to ${place.storage} again (${place.host} can take it over from there)`, data: { replica: place.storage, host: place.host, standing: place.standing } });
+    store.addEvent({
+      site: rec.site,
+      host: null,
+      kind: 'reprotected',
+      message: `${rec.site} replicates to ${place.storage} again (${place.host} can take it over from there)`,
+      data: { replica: place.storage, host: place.host, standing: place.standing },
+    });
     return { ...next, updatedAt: Date.now() };
   }
   const move = replicaMove(config, cfg, rec.primaryHost, rec.replicaStorage, facts);
   if (!move) return rec;
   const from = rec.replicaStorage;
   const here = replicaOptions(config, cfg, rec.primaryHost, facts).filter((o) => o.storage === from);
-  const why = here.length === 0
-    ? `none of ${rec.site}'s hosts is attached to ${from}`
-    : describeStandings(config, cfg.name, from, facts);
+  const why = here.length === 0 ? `none of ${rec.site}'s hosts is attached to ${from}` : describeStandings(config, cfg.name, from, facts);
   await deps.clients.replicate(primaryStorage, rec.site, rec.epoch, move.storage);
   const next = { ...rec, replicaStorage: move.storage };
   store.putSite(next);
   store.addEvent({
-    site: rec.site, host: move.host, kind: 'replica-moved',
+    site: rec.site,
+    host: move.host,
+    kind: 'replica-moved',
     message: `${rec.site}'s replica moves from ${from} to ${move.storage}: no host on ${from} can take ${rec.site} over now (${why}); ${move.host} on ${move.storage} can. Replication copies the volume there (only what differs, if an older copy is there)`,
     data: { from, to: move.storage, host: move.host, standing: move.standing },
   });
@@ -76,13 +82,16 @@ export async function keepProtected(deps: ReprotectionDeps & { clients: Pick<Par
 function describeStandings(config: UnderstudyConfig, site: string, storage: string, facts: PlacementFacts): string {
   const cfg = config.sites[site]!;
   const hosts = takeoverHosts(cfg).filter((h) => config.hosts[h]?.storage === storage);
-  return hosts.map((h) => {
-    const s = standing(config, cfg, h, facts);
-    if (s === 'held') {
-      const hold = facts.holds.find((x) => x.host === h && x.site !== site && x.as !== 'reader')!;
-      return `${h} is the ${hold.as === 'primary' ? 'primary' : 'runbook target'} of ${hold.site}`;
-    }
-    if (s === 'unusable') return facts.storageUp?.(storage) === false ? `${storage} is down` : `${h} is not trusted (it failed and has not had its good probes)`;
-    return `${h} is ${s}`;
-  }).join('; ');
+  return hosts
+    .map((h) => {
+      const s = standing(config, cfg, h, facts);
+      if (s === 'held') {
+        const hold = facts.holds.find((x) => x.host === h && x.site !== site && x.as !== 'reader')!;
+        return `${h} is the ${hold.as === 'primary' ? 'primary' : 'runbook target'} of ${hold.site}`;
+      }
+      if (s === 'unusable')
+        return facts.storageUp?.(storage) === false ? `${storage} is down` : `${h} is not trusted (it failed and has not had its good probes)`;
+      return `${h} is ${s}`;
+    })
+    .join('; ');
 }

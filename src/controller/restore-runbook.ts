@@ -44,7 +44,13 @@ export class RestoreRunbook extends JournaledRunbook<RestoreData> {
       const err = e as UnderstudyError;
       store.finishRunbook(this.rb.id, 'failed');
       store.setSiteState(site, 'down');
-      store.addEvent({ site, host: d.target, kind: 'restore-failed', message: `restore of ${site} onto ${d.target} failed: ${err.message}`, data: { code: err.code ?? 'US_INTERNAL' } });
+      store.addEvent({
+        site,
+        host: d.target,
+        kind: 'restore-failed',
+        message: `restore of ${site} onto ${d.target} failed: ${err.message}`,
+        data: { code: err.code ?? 'US_INTERNAL' },
+      });
       throw e;
     }
   }
@@ -57,14 +63,26 @@ export class RestoreRunbook extends JournaledRunbook<RestoreData> {
  * `restore-complete`. Journaled through `step` (idempotent, resumable). Used by the
  * restore runbook and by a failover whose replica failed verification before promotion.
  */
-export async function runRestoreSteps(deps: RunbookDeps, site: string, d: RestoreData, step: (name: string, fn: () => Promise<unknown>) => Promise<void>): Promise<void> {
+export async function runRestoreSteps(
+  deps: RunbookDeps,
+  site: string,
+  d: RestoreData,
+  step: (name: string, fn: () => Promise<unknown>) => Promise<void>,
+): Promise<void> {
   const { store, clients, config } = deps;
   const target = config.hosts[d.target]!;
   await step('choose-point', async () => {
-    if (d.at === undefined) { d.point = 'latest-good'; return { point: d.point }; }
+    if (d.at === undefined) {
+      d.point = 'latest-good';
+      return { point: d.point };
+    }
     const points = await clients.vaultPoints(d.vault, site);
     const chosen = points.filter((p) => p.takenAt <= d.at!).sort((a, b) => b.takenAt - a.takenAt)[0];
-    if (!chosen) throw new UnderstudyError('US_NOT_FOUND', `no restore point of ${site} was taken at or before ${new Date(d.at).toISOString()} (oldest: ${points.length ? new Date(Math.min(...points.map((p) => p.takenAt))).toISOString() : 'none'})`);
+    if (!chosen)
+      throw new UnderstudyError(
+        'US_NOT_FOUND',
+        `no restore point of ${site} was taken at or before ${new Date(d.at).toISOString()} (oldest: ${points.length ? new Date(Math.min(...points.map((p) => p.takenAt))).toISOString() : 'none'})`,
+      );
     d.point = chosen.id;
     return { point: d.point };
   });
@@ -87,9 +105,22 @@ export async function runRestoreSteps(deps: RunbookDeps, site: string, d: Restor
     const takenAt = d.result?.takenAt ?? null;
     const lostMs = takenAt === null ? null : d.startedAt - takenAt;
     store.addEvent({
-      site, host: d.target, kind: 'restore-complete',
+      site,
+      host: d.target,
+      kind: 'restore-complete',
       message: `${site} restored from restore point ${d.result?.point ?? d.point}${takenAt ? ` (taken ${new Date(takenAt).toISOString()})` : ''} onto ${d.target} (${target.storage}) at epoch ${d.newEpoch}: writes of the last ${lostMs === null ? '?' : (lostMs / 1000).toFixed(1)} s before the restore are lost`,
-      data: { point: d.result?.point ?? d.point, takenAt, lostMs, bytes: d.result?.bytes ?? null, restoreMs: d.result?.ms ?? null, reason: d.reason, from: d.oldPrimary, to: d.target, epoch: d.newEpoch, skipped: d.result?.skipped ?? [] },
+      data: {
+        point: d.result?.point ?? d.point,
+        takenAt,
+        lostMs,
+        bytes: d.result?.bytes ?? null,
+        restoreMs: d.result?.ms ?? null,
+        reason: d.reason,
+        from: d.oldPrimary,
+        to: d.target,
+        epoch: d.newEpoch,
+        skipped: d.result?.skipped ?? [],
+      },
     });
   });
 }

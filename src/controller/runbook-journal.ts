@@ -35,8 +35,17 @@ export interface RunbookDeps {
 export class RunbookJournal<D extends Record<string, unknown>> {
   private readonly done: Set<string>;
 
-  constructor(private readonly deps: RunbookDeps, readonly rb: RunbookRecord, readonly data: D) {
-    this.done = new Set(deps.store.journalOf(rb.id).filter((j) => j.phase === 'end').map((j) => j.step));
+  constructor(
+    private readonly deps: RunbookDeps,
+    readonly rb: RunbookRecord,
+    readonly data: D,
+  ) {
+    this.done = new Set(
+      deps.store
+        .journalOf(rb.id)
+        .filter((j) => j.phase === 'end')
+        .map((j) => j.step),
+    );
   }
 
   async step(name: string, fn: () => Promise<unknown>): Promise<void> {

@@ -46,9 +46,18 @@ interface SiteScaleState {
 }
 
 /** Why the site wants more hosts beside a slowdown: its app sheds load. */
-export interface LoadCause { reason: string; since: number; evidence: unknown }
+export interface LoadCause {
+  reason: string;
+  since: number;
+  evidence: unknown;
+}
 
-interface ReaderProbe { probe: AppProbe; fails: number; healthy: boolean; running: boolean }
+interface ReaderProbe {
+  probe: AppProbe;
+  fails: number;
+  healthy: boolean;
+  running: boolean;
+}
 
 /**
  * Scaling reads out and back in. Fed by the director's
@@ -86,13 +95,26 @@ export class ScaleController {
   constructor(private readonly deps: ScaleControllerDeps) {
     this.readers = new ReaderSet(deps.config.controller.stateDir);
     this.readerClients = new ReaderClients(deps.clients);
-    this.peers = new PeerLatency(() => this.idleHosts(), (h, t) => deps.clients.agentStatus(h, t));
+    this.peers = new PeerLatency(
+      () => this.idleHosts(),
+      (h, t) => deps.clients.agentStatus(h, t),
+    );
     // Every site is watched: a slowdown is raised even where it cannot scale (scale.max 1,
     // no volume.readonly); it is then only told (`scale-out-deferred`, code cannot-scale).
     for (const [name, cfg] of Object.entries(deps.config.sites)) {
       this.sites.set(name, {
-        detector: new SlowdownDetector({ p95Ms: cfg.health.performance.p95Ms, windowMs: cfg.health.performance.windowMs, statsWindowMs: STATS_WINDOW_MS, globalFactor: 4, ...(deps.now ? { now: deps.now } : {}) }),
-        lowSince: null, lastScaleOutAt: 0, lastDeferral: null, lastDecision: null, shedding: null,
+        detector: new SlowdownDetector({
+          p95Ms: cfg.health.performance.p95Ms,
+          windowMs: cfg.health.performance.windowMs,
+          statsWindowMs: STATS_WINDOW_MS,
+          globalFactor: 4,
+          ...(deps.now ? { now: deps.now } : {}),
+        }),
+        lowSince: null,
+        lastScaleOutAt: 0,
+        lastDeferral: null,
+        lastDecision: null,
+        shedding: null,
       });
     }
   }
@@ -136,13 +158,20 @@ export class ScaleController {
     const rec = this.deps.store.getSite(site);
     const cfg = this.deps.config.sites[site];
     if (!rec || !cfg) return [];
-    return this.readers.of(site).filter((r) => r.state === 'serving' && r.epoch === rec.epoch).map((r) => readerEndpoint(this.deps.config, r.host, cfg));
+    return this.readers
+      .of(site)
+      .filter((r) => r.state === 'serving' && r.epoch === rec.epoch)
+      .map((r) => readerEndpoint(this.deps.config, r.host, cfg));
   }
 
   /** The status page's `readers`: every reader the site has (adding, serving or removing), with its probe's health. */
   readerStatus(site: string): { host: string; address: string; healthy: boolean; state: string; since: number }[] {
     return this.readers.of(site).map((r) => ({
-      host: r.host, address: this.deps.config.hosts[r.host]?.address ?? '', healthy: this.probes.get(`${site}/${r.host}`)?.healthy ?? false, state: r.state, since: r.since,
+      host: r.host,
+      address: this.deps.config.hosts[r.host]?.address ?? '',
+      healthy: this.probes.get(`${site}/${r.host}`)?.healthy ?? false,
+      state: r.state,
+      since: r.since,
     }));
   }
 
@@ -181,7 +210,12 @@ export class ScaleController {
     if (this.stopped) return;
     for (const [site, st] of this.sites) {
       try {
-        this.judge(site, st, stats.find((s) => s.site === site), at);
+        this.judge(
+          site,
+          st,
+          stats.find((s) => s.site === site),
+          at,
+        );
       } catch (e) {
         this.deps.log.warn({ site, err: (e as Error).message }, 'scale decision failed');
       }
@@ -205,7 +239,10 @@ export class ScaleController {
     if (decision) this.tell(site, rec.primaryHost, decision, at);
 
     // Low load: every serving host well under the threshold (or too little traffic to judge).
-    const low = st.shedding === null && st.detector.level === 'none' && serving.every((u) => u.latencyMs.count < 20 || u.latencyMs.p95 < cfg.health.performance.p95Ms / 2);
+    const low =
+      st.shedding === null &&
+      st.detector.level === 'none' &&
+      serving.every((u) => u.latencyMs.count < 20 || u.latencyMs.p95 < cfg.health.performance.p95Ms / 2);
     st.lowSince = low ? (st.lowSince ?? at) : null;
 
     if (this.active.has(site)) return;
@@ -216,7 +253,8 @@ export class ScaleController {
         this.defer(site, 'cannot-scale', cfg.scale.max <= 1 ? `scale.max is ${cfg.scale.max}` : 'the site has no volume.readonly portion a reader could serve');
       } else if (slow.length > 0) this.tryScaleOut(site, st, rec.primaryHost, rec.epoch, rec.replicaStorage, 1 + servingReaders.length, at);
     } else if (st.shedding !== null) {
-      if (!canScale(cfg)) this.defer(site, 'cannot-scale', cfg.scale.max <= 1 ? `scale.max is ${cfg.scale.max}` : 'the site has no volume.readonly portion a reader could serve');
+      if (!canScale(cfg))
+        this.defer(site, 'cannot-scale', cfg.scale.max <= 1 ? `scale.max is ${cfg.scale.max}` : 'the site has no volume.readonly portion a reader could serve');
       else this.tryScaleOut(site, st, rec.primaryHost, rec.epoch, rec.replicaStorage, 1 + servingReaders.length, at, st.shedding);
     } else if (servingReaders.length > 0 && st.lowSince !== null && at - st.lowSince >= (cfg.scale.stabilizationMs ?? 30_000)) {
       this.tryScaleIn(site, st, rec.primaryHost, rec.epoch, servingReaders[servingReaders.length - 1]!.host, at);
@@ -229,11 +267,22 @@ export class ScaleController {
     const cfg = this.deps.config.sites[site]!;
     const p95s = Object.fromEntries(d.evidence.hosts.map((h) => [h.upstream, h.p95Ms]));
     const data = {
-      detectedAt: at, p95s, thresholdP95Ms: d.evidence.thresholdP95Ms, windowMs: d.evidence.windowMs, holdMs: d.evidence.holdMs,
-      slowHosts: d.evidence.slowHosts, evidence: d.evidence,
+      detectedAt: at,
+      p95s,
+      thresholdP95Ms: d.evidence.thresholdP95Ms,
+      windowMs: d.evidence.windowMs,
+      holdMs: d.evidence.holdMs,
+      slowHosts: d.evidence.slowHosts,
+      evidence: d.evidence,
     };
     if (d.kind === 'slowdown') {
-      this.deps.store.addEvent({ site, host: primaryHost, kind: 'slowdown-detected', message: `${site}: performance decrease: ${d.reason}. Response: ${canScale(cfg) ? `add read-only hosts (up to ${cfg.scale.max} in all)` : 'none possible (scale.max 1 or no volume.readonly)'}; no failover, no fencing`, data });
+      this.deps.store.addEvent({
+        site,
+        host: primaryHost,
+        kind: 'slowdown-detected',
+        message: `${site}: performance decrease: ${d.reason}. Response: ${canScale(cfg) ? `add read-only hosts (up to ${cfg.scale.max} in all)` : 'none possible (scale.max 1 or no volume.readonly)'}; no failover, no fencing`,
+        data,
+      });
     } else if (d.kind === 'global-slowdown') {
       this.deps.store.addEvent({ site, host: null, kind: 'global-slowdown', message: `${site}: ${d.reason}. No action: no failover, no scale-out`, data });
     } else {
@@ -248,16 +297,40 @@ export class ScaleController {
     this.deps.store.addEvent({ site, host: null, kind: 'scale-out-deferred', message: `${site}: no scale-out now: ${message}`, data: { code, ...data } });
   }
 
-  private tryScaleOut(site: string, st: SiteScaleState, primaryHost: string, epoch: number, replicaStorage: string | null, hosts: number, at: number, load?: LoadCause): void {
+  private tryScaleOut(
+    site: string,
+    st: SiteScaleState,
+    primaryHost: string,
+    epoch: number,
+    replicaStorage: string | null,
+    hosts: number,
+    at: number,
+    load?: LoadCause,
+  ): void {
     const { config, governor, relay } = this.deps;
     const cfg = config.sites[site]!;
     if (hosts >= cfg.scale.max) return this.defer(site, 'at-max', `${hosts} hosts serve ${site}, scale.max is ${cfg.scale.max}`);
     const left = st.lastScaleOutAt + cfg.scale.cooldownMs - at;
     if (left > 0) return; // the site's own cooldown (scale.cooldown) — silent: it ends by itself
     const primaries = new Set(this.deps.store.listSites().map((s) => s.primaryHost));
-    const choice = chooseReaderHost({ config, site: cfg, primaryHost, replicaStorage, readersInUse: this.readers.hostsInUse(), primaries, power: (h) => relay.status(h).power,
+    const choice = chooseReaderHost({
+      config,
+      site: cfg,
+      primaryHost,
+      replicaStorage,
+      readersInUse: this.readers.hostsInUse(),
+      primaries,
+      power: (h) => relay.status(h).power,
       // A host another site's runbook is taking (a failover's or switchover's target) is not lent.
-      heldElsewhere: (h) => heldElsewhere(config, { sites: this.deps.store.listSites(), running: this.deps.store.runningRunbooks(), readers: this.allReaders() }, site, h, 'switchover') });
+      heldElsewhere: (h) =>
+        heldElsewhere(
+          config,
+          { sites: this.deps.store.listSites(), running: this.deps.store.runningRunbooks(), readers: this.allReaders() },
+          site,
+          h,
+          'switchover',
+        ),
+    });
     if (choice.host === null) return this.defer(site, 'no-host', choice.why);
     const d = load ? null : st.lastDecision;
     const reason = load ? load.reason : d ? `performance decrease: ${d.reason}` : 'performance decrease';
@@ -265,9 +338,22 @@ export class ScaleController {
     if (!g.allowed) return this.defer(site, `governor-${g.code}`, g.why, { retryAt: g.retryAt });
     st.lastDeferral = null;
     const evidence = load ? { load: load.evidence } : (d?.evidence ?? {});
-    const data: ScaleOutData = { host: choice.host, epoch, primary: primaryHost, reason, evidence: { ...evidence, choice: choice.why }, detectedAt: load?.since ?? d?.at ?? at };
+    const data: ScaleOutData = {
+      host: choice.host,
+      epoch,
+      primary: primaryHost,
+      reason,
+      evidence: { ...evidence, choice: choice.why },
+      detectedAt: load?.since ?? d?.at ?? at,
+    };
     const rb = this.deps.store.startRunbook(site, 'scale-out', data);
-    this.deps.store.addEvent({ site, host: choice.host, kind: 'scale-out-started', message: `${site}: scale-out #${rb.id}: adding ${choice.host} as a read-only host (${reason}; ${choice.why})`, data: { runbook: rb.id, host: choice.host, reason } });
+    this.deps.store.addEvent({
+      site,
+      host: choice.host,
+      kind: 'scale-out-started',
+      message: `${site}: scale-out #${rb.id}: adding ${choice.host} as a read-only host (${reason}; ${choice.why})`,
+      data: { runbook: rb.id, host: choice.host, reason },
+    });
     this.launch(rb);
   }
 
@@ -282,7 +368,13 @@ export class ScaleController {
 
   private startScaleIn(site: string, data: ScaleInData): void {
     const rb = this.deps.store.startRunbook(site, 'scale-in', data);
-    this.deps.store.addEvent({ site, host: data.host, kind: 'scale-in-started', message: `${site}: scale-in #${rb.id}: giving back reader ${data.host} (${data.reason})`, data: { runbook: rb.id, host: data.host, cause: data.cause, reason: data.reason } });
+    this.deps.store.addEvent({
+      site,
+      host: data.host,
+      kind: 'scale-in-started',
+      message: `${site}: scale-in #${rb.id}: giving back reader ${data.host} (${data.reason})`,
+      data: { runbook: rb.id, host: data.host, cause: data.cause, reason: data.reason },
+    });
     this.launch(rb);
   }
 
@@ -293,13 +385,21 @@ export class ScaleController {
     if (!stale) return;
     const cfg = this.deps.config.sites[site]!;
     void cfg;
-    this.startScaleIn(site, { host: stale.host, epoch: stale.epoch, primary: primaryHost, reason: `the primary of ${site} moved (epoch ${stale.epoch} → ${epoch}); a reader follows no other primary's copy, it is dropped`, cause: 'stale-epoch', evidence: { readerEpoch: stale.epoch, epoch } });
+    this.startScaleIn(site, {
+      host: stale.host,
+      epoch: stale.epoch,
+      primary: primaryHost,
+      reason: `the primary of ${site} moved (epoch ${stale.epoch} → ${epoch}); a reader follows no other primary's copy, it is dropped`,
+      cause: 'stale-epoch',
+      evidence: { readerEpoch: stale.epoch, epoch },
+    });
   }
 
   private launch(rb: RunbookRecord): void {
     const site = rb.site;
     const runbook = rb.kind === 'scale-in' ? new ScaleInRunbook(this.scaleDeps, rb) : new ScaleOutRunbook(this.scaleDeps, rb);
-    const p = runbook.run()
+    const p = runbook
+      .run()
       .then(() => {
         if (rb.kind === 'scale-out') {
           const st = this.sites.get(site);
@@ -308,7 +408,9 @@ export class ScaleController {
         }
       })
       .catch((e: Error) => this.deps.log.warn({ site, runbook: rb.id, err: e.message }, `${rb.kind} runbook stopped`))
-      .finally(() => { this.active.delete(site); });
+      .finally(() => {
+        this.active.delete(site);
+      });
     this.active.set(site, p);
   }
 
@@ -329,14 +431,25 @@ export class ScaleController {
         if (p.running) continue;
         p.running = true;
         const probe = p;
-        background(probe.probe.run().then((res) => {
-          probe.healthy = res.ok;
-          probe.fails = res.ok ? 0 : probe.fails + 1;
-          if (probe.fails >= READER_FALL) this.readerFailed(site, r.host, res.error ?? 'probe failed');
-        }).finally(() => { probe.running = false; }));
+        background(
+          probe.probe
+            .run()
+            .then((res) => {
+              probe.healthy = res.ok;
+              probe.fails = res.ok ? 0 : probe.fails + 1;
+              if (probe.fails >= READER_FALL) this.readerFailed(site, r.host, res.error ?? 'probe failed');
+            })
+            .finally(() => {
+              probe.running = false;
+            }),
+        );
       }
     }
-    for (const [key, p] of this.probes) if (!want.has(key)) { background(p.probe.close()); this.probes.delete(key); }
+    for (const [key, p] of this.probes)
+      if (!want.has(key)) {
+        background(p.probe.close());
+        this.probes.delete(key);
+      }
   }
 
   private readerFailed(site: string, host: string, error: string): void {
@@ -344,7 +457,13 @@ export class ScaleController {
     if (!r || r.state !== 'serving' || this.active.has(site)) return;
     const rec = this.deps.store.getSite(site);
     if (!rec) return;
-    this.deps.store.addEvent({ site, host, kind: 'reader-failed', message: `${site}: reader ${host} failed ${READER_FALL} probes in a row (${error}); it is removed — no failover, a reader holds nothing the primary does not`, data: { error } });
+    this.deps.store.addEvent({
+      site,
+      host,
+      kind: 'reader-failed',
+      message: `${site}: reader ${host} failed ${READER_FALL} probes in a row (${error}); it is removed — no failover, a reader holds nothing the primary does not`,
+      data: { error },
+    });
     this.startScaleIn(site, { host, epoch: r.epoch, primary: rec.primaryHost, reason: `reader failed: ${error}`, cause: 'reader-failed', evidence: { error } });
   }
 

@@ -49,21 +49,40 @@ export class ScaleInRunbook extends JournaledRunbook<ScaleInData, ScaleDeps> {
           const stats = await clients.stats().catch(() => null);
           const u = stats?.sites.find((x) => x.site === site)?.upstreams.find((x) => x.upstream === upstream);
           if (stats && (!u || u.inflight === 0)) return { inflight: 0 };
-          if (Date.now() > deadline) { drained = false; return { inflight: u?.inflight ?? null, timedOut: true }; }
+          if (Date.now() > deadline) {
+            drained = false;
+            return { inflight: u?.inflight ?? null, timedOut: true };
+          }
           await sleep(20);
         }
       });
       await step('take-down', () => takeDownReader(this.deps, site, d.host, d.epoch, d.primary));
       store.addEvent({
-        site, host: d.host, kind: 'scale-in-complete',
+        site,
+        host: d.host,
+        kind: 'scale-in-complete',
         message: `${site}: reader ${d.host} given back (${d.reason}): out of the route, ${drained ? 'drained' : 'drain timed out'}, app stopped, powered off, copy dropped in ${Date.now() - started} ms`,
-        data: { runbook: this.rb.id, host: d.host, cause: d.cause, reason: d.reason, evidence: d.evidence, ms: Date.now() - started, hosts: 1 + readers.of(site).filter((r) => r.state === 'serving').length },
+        data: {
+          runbook: this.rb.id,
+          host: d.host,
+          cause: d.cause,
+          reason: d.reason,
+          evidence: d.evidence,
+          ms: Date.now() - started,
+          hosts: 1 + readers.of(site).filter((r) => r.state === 'serving').length,
+        },
       });
       store.finishRunbook(this.rb.id, 'done');
     } catch (e) {
       const err = e as UnderstudyError;
       store.finishRunbook(this.rb.id, 'failed');
-      store.addEvent({ site, host: d.host, kind: 'scale-in-failed', message: `${site}: giving back reader ${d.host} failed (${err.message}); it is forced down`, data: { runbook: this.rb.id, code: err.code ?? 'US_INTERNAL' } });
+      store.addEvent({
+        site,
+        host: d.host,
+        kind: 'scale-in-failed',
+        message: `${site}: giving back reader ${d.host} failed (${err.message}); it is forced down`,
+        data: { runbook: this.rb.id, code: err.code ?? 'US_INTERNAL' },
+      });
       await takeDownReader(this.deps, site, d.host, d.epoch, d.primary);
       throw e;
     }

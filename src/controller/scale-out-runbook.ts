@@ -72,7 +72,9 @@ export class ScaleOutRunbook extends JournaledRunbook<ScaleOutData, ScaleDeps> {
         return { changes: res.changes };
       });
       await step('start', () => clients.startApp(d.host, site, readerStartRequest(config, host, cfg, d.epoch)));
-      await step('wait-healthy', () => waitSiteStarted((h, t) => clients.agentStatus(h, t), host, cfg, readerStartRequest(config, host, cfg, d.epoch).command, 10));
+      await step('wait-healthy', () =>
+        waitSiteStarted((h, t) => clients.agentStatus(h, t), host, cfg, readerStartRequest(config, host, cfg, d.epoch).command, 10),
+      );
       await step('route', async () => {
         await readers.put(site, { host: d.host, epoch: d.epoch, state: 'serving', since: Date.now(), reason: d.reason });
         await this.deps.pushRoute(site);
@@ -80,15 +82,33 @@ export class ScaleOutRunbook extends JournaledRunbook<ScaleOutData, ScaleDeps> {
       });
       const total = 1 + readers.of(site).filter((r) => r.state === 'serving').length;
       store.addEvent({
-        site, host: d.host, kind: 'scale-out-complete',
+        site,
+        host: d.host,
+        kind: 'scale-out-complete',
         message: `${site}: ${d.host} serves reads (${readerEndpoint(config, d.host, cfg)}), ${d.routedAt! - d.detectedAt} ms after the slowdown was detected; ${total} of at most ${cfg.scale.max} hosts (${d.reason})`,
-        data: { runbook: this.rb.id, host: d.host, epoch: d.epoch, reason: d.reason, evidence: d.evidence, detectedAt: d.detectedAt, servingAt: d.routedAt, servingAfterMs: d.routedAt! - d.detectedAt, hosts: total },
+        data: {
+          runbook: this.rb.id,
+          host: d.host,
+          epoch: d.epoch,
+          reason: d.reason,
+          evidence: d.evidence,
+          detectedAt: d.detectedAt,
+          servingAt: d.routedAt,
+          servingAfterMs: d.routedAt! - d.detectedAt,
+          hosts: total,
+        },
       });
       store.finishRunbook(this.rb.id, 'done');
     } catch (e) {
       const err = e as UnderstudyError;
       store.finishRunbook(this.rb.id, 'failed');
-      store.addEvent({ site, host: d.host, kind: 'scale-out-failed', message: `${site}: adding reader ${d.host} failed (${err.message}); it is taken down again, the site goes on without it`, data: { runbook: this.rb.id, code: err.code ?? 'US_INTERNAL' } });
+      store.addEvent({
+        site,
+        host: d.host,
+        kind: 'scale-out-failed',
+        message: `${site}: adding reader ${d.host} failed (${err.message}); it is taken down again, the site goes on without it`,
+        data: { runbook: this.rb.id, code: err.code ?? 'US_INTERNAL' },
+      });
       await takeDownReader(this.deps, site, d.host, d.epoch, d.primary);
       throw e;
     }

@@ -57,12 +57,21 @@ export function renderedTransform(host: HostConfig, site: SiteConfig): RenderedR
 export function routeFor(config: UnderstudyConfig, site: string, host: string, epoch: number): RouteTable {
   const cfg = config.sites[site]!;
   const h = config.hosts[host]!;
-  const sync = cfg.volume.replication === 'sync' && cfg.volume.sync
-    ? { storageUrl: endpointUrl(config.storage[h.storage]!.listen), onReplicaLost: cfg.volume.sync.onReplicaLost, timeoutMs: cfg.volume.sync.timeoutMs }
-    : null;
+  const sync =
+    cfg.volume.replication === 'sync' && cfg.volume.sync
+      ? { storageUrl: endpointUrl(config.storage[h.storage]!.listen), onReplicaLost: cfg.volume.sync.onReplicaLost, timeoutMs: cfg.volume.sync.timeoutMs }
+      : null;
   // Where read-your-writes asks whether readers caught up (sites that may scale
   // reads out), and which paths readers may serve. Readers themselves are added by the
   // scale controller (scale-controller.ts), never here.
   const ryw = cfg.scale.max > 1 && cfg.volume.readonly.length > 0 ? { storageUrl: endpointUrl(config.storage[h.storage]!.listen), timeoutMs: 5000 } : null;
-  return { site, epoch, primary: appEndpoint(h, cfg), readers: [], sync, ...(cfg.scale.readPaths ? { readPaths: [...cfg.scale.readPaths] } : {}), ...(ryw ? { ryw } : {}) };
+  return {
+    site,
+    epoch,
+    primary: appEndpoint(h, cfg),
+    readers: [],
+    sync,
+    ...(cfg.scale.readPaths ? { readPaths: [...cfg.scale.readPaths] } : {}),
+    ...(ryw ? { ryw } : {}),
+  };
 }

@@ -127,7 +127,8 @@ export function allocate(facts: PoolFacts): Decision[] {
     }
     // No free host: take a reader of another site back (failover beats scale-out).
     const preferredReaders = open.filter((h) => !c.avoid?.includes(h));
-    const reader = preferredReaders.find((h) => readiness(h).state === 'warm') ?? preferredReaders[0] ?? open.find((h) => readiness(h).state === 'warm') ?? open[0];
+    const reader =
+      preferredReaders.find((h) => readiness(h).state === 'warm') ?? preferredReaders[0] ?? open.find((h) => readiness(h).state === 'warm') ?? open[0];
     if (reader !== undefined) {
       taken.set(reader, c);
       decisions.push({ kind: 'granted', site: c.site, host: reader, warm: readiness(reader).state === 'warm', reclaim: { from: readerOf.get(reader)!.site } });
@@ -205,6 +206,8 @@ export function describeWait(d: Extract<Decision, { kind: 'wait' }>, facts: Pool
     return `${b.host} is not usable now (${b.detail})`;
   });
   const head = d.event === 'spare-denied' ? `${d.site} (priority ${mine}) lost the last spare` : `no spare is free for ${d.site} (priority ${mine})`;
-  return `${head}: ${parts.join('; ')}. ${d.site} stays down and takes the first spare on ${context.replicaStorage} that becomes free ` +
-    '(a site that holds one fails back to its repaired host, or a standby is powered on and trusted again)';
+  return (
+    `${head}: ${parts.join('; ')}. ${d.site} stays down and takes the first spare on ${context.replicaStorage} that becomes free ` +
+    '(a site that holds one fails back to its repaired host, or a standby is powered on and trusted again)'
+  );
 }

@@ -16,7 +16,10 @@ export interface StatusView {
     front: string;
     /** `probes`: what the site monitor of this primary has seen since it started (a lost probe that raised nothing still counts). */
     primary: {
-      host: string; address: string; healthy: boolean; probes?: { sent: number; failed: number; lastFailedAt: number | null };
+      host: string;
+      address: string;
+      healthy: boolean;
+      probes?: { sent: number; failed: number; lastFailedAt: number | null };
       /** The app's command line on this host, templates rendered (`app.command`). */
       command?: string[];
     };
@@ -28,7 +31,16 @@ export interface StatusView {
      * last 2 s (`lagOf` names whose); `unprotected`
      * lists databases whose changes are not reaching the replica (the site is then `degraded`).
      */
-    replication: { mode: string; to: string | null; state: string; lagMs: number | null; lagPeakMs?: number; lagOf?: string; sync?: 'sync' | 'degraded'; unprotected?: string[] };
+    replication: {
+      mode: string;
+      to: string | null;
+      state: string;
+      lagMs: number | null;
+      lagPeakMs?: number;
+      lagOf?: string;
+      sync?: 'sync' | 'degraded';
+      unprotected?: string[];
+    };
     /** Every SQLite database of the primary's volume (found by header, whatever its name): see contracts' DatabaseStatus. */
     databases: SiteDatabase[];
     /**
@@ -43,7 +55,15 @@ export interface StatusView {
    * `trust` (ActionGovernor): `trusted`; `recovering` (it failed: needs `rise` good
    * probes before it is used again); `held-out` (it flapped: not used until its backoff ends).
    */
-  hosts: { name: string; address: string; power: 'on' | 'off'; pid: number | null; storage: string; sites: string[]; trust?: { state: string; why: string; heldUntil: number | null } }[];
+  hosts: {
+    name: string;
+    address: string;
+    power: 'on' | 'off';
+    pid: number | null;
+    storage: string;
+    sites: string[];
+    trust?: { state: string; why: string; heldUntil: number | null };
+  }[];
   storage: { name: string; up: boolean; backup: boolean }[];
 }
 
@@ -52,8 +72,15 @@ export type SiteDatabase = Pick<DatabaseStatus, 'path' | 'mode' | 'method' | 'st
 
 function siteDatabase(d: DatabaseStatus): SiteDatabase {
   return {
-    path: d.path, mode: d.mode, method: d.method, state: d.state, protected: d.protected, lagMs: d.lagMs,
-    ...(d.switchedToWal ? { switchedToWal: true } : {}), ...(d.reason ? { reason: d.reason } : {}), ...(d.lastError ? { lastError: d.lastError } : {}),
+    path: d.path,
+    mode: d.mode,
+    method: d.method,
+    state: d.state,
+    protected: d.protected,
+    lagMs: d.lagMs,
+    ...(d.switchedToWal ? { switchedToWal: true } : {}),
+    ...(d.reason ? { reason: d.reason } : {}),
+    ...(d.lastError ? { lastError: d.lastError } : {}),
   };
 }
 
@@ -76,46 +103,57 @@ export function buildStatus(input: {
   next?: (rec: SiteRecord) => { host: string; storage: string } | null;
 }): StatusView {
   const { config } = input;
-  const sites = input.sites.filter((s) => config.sites[s.site]).map((rec) => {
-    const cfg = config.sites[rec.site]!;
-    const host = config.hosts[rec.primaryHost]!;
-    const monitor = input.monitors.get(rec.site);
-    const vol = input.volume(host.storage, rec.site);
-    const rep = vol?.replication;
-    // A serving site whose protection is impaired is reported degraded: replication in error,
-    // or sync mode releasing writes before the replica confirms them.
-    // So is one with a database whose changes do not reach the replica (DatabaseStatus.protected).
-    const unprotected = unprotectedDatabases(vol).map((d) => d.path);
-    const impaired = rec.state === 'serving' && (rep?.state === 'error' || vol?.sync?.state === 'degraded' || (!rec.replicaStorage && !rep) || unprotected.length > 0);
-    return {
-      name: rec.site,
-      state: impaired ? 'degraded' as const : rec.state,
-      epoch: rec.epoch,
-      front: endpointToString(cfg.front),
-      primary: {
-        host: host.name, address: host.address, healthy: !!monitor?.healthy && monitor.target.host === host.name,
-        command: renderedCommand(host, cfg, volumeDir(config, host.storage, rec.site)),
-        ...(monitor && monitor.target.host === host.name ? { probes: { sent: monitor.counts.probes, failed: monitor.counts.failed, lastFailedAt: monitor.counts.lastFailedAt } } : {}),
-      },
-      readers: input.readers?.(rec.site) ?? [],
-      replication: {
-        mode: cfg.volume.replication,
-        to: rep?.to ?? rec.replicaStorage,
-        state: rep ? rep.state : rec.replicaStorage ? 'unknown' : 'none',
-        lagMs: rep ? rep.lagMs : null,
-        ...(rep?.lagPeakMs !== undefined ? { lagPeakMs: rep.lagPeakMs } : {}),
-        ...(rep?.lagOf ? { lagOf: rep.lagOf } : {}),
-        ...(cfg.volume.replication === 'sync' && vol?.sync ? { sync: vol.sync.state } : {}),
-        ...(unprotected.length > 0 ? { unprotected } : {}),
-      },
-      next: rec.state === 'serving' || rec.state === 'starting' ? input.next?.(rec) ?? null : null,
-      databases: (rep?.databases ?? vol?.databases ?? []).map(siteDatabase),
-    };
-  });
+  const sites = input.sites
+    .filter((s) => config.sites[s.site])
+    .map((rec) => {
+      const cfg = config.sites[rec.site]!;
+      const host = config.hosts[rec.primaryHost]!;
+      const monitor = input.monitors.get(rec.site);
+      const vol = input.volume(host.storage, rec.site);
+      const rep = vol?.replication;
+      // A serving site whose protection is impaired is reported degraded: replication in error,
+      // or sync mode releasing writes before the replica confirms them.
+      // So is one with a database whose changes do not reach the replica (DatabaseStatus.protected).
+      const unprotected = unprotectedDatabases(vol).map((d) => d.path);
+      const impaired =
+        rec.state === 'serving' && (rep?.state === 'error' || vol?.sync?.state === 'degraded' || (!rec.replicaStorage && !rep) || unprotected.length > 0);
+      return {
+        name: rec.site,
+        state: impaired ? ('degraded' as const) : rec.state,
+        epoch: rec.epoch,
+        front: endpointToString(cfg.front),
+        primary: {
+          host: host.name,
+          address: host.address,
+          healthy: !!monitor?.healthy && monitor.target.host === host.name,
+          command: renderedCommand(host, cfg, volumeDir(config, host.storage, rec.site)),
+          ...(monitor && monitor.target.host === host.name
+            ? { probes: { sent: monitor.counts.probes, failed: monitor.counts.failed, lastFailedAt: monitor.counts.lastFailedAt } }
+            : {}),
+        },
+        readers: input.readers?.(rec.site) ?? [],
+        replication: {
+          mode: cfg.volume.replication,
+          to: rep?.to ?? rec.replicaStorage,
+          state: rep ? rep.state : rec.replicaStorage ? 'unknown' : 'none',
+          lagMs: rep ? rep.lagMs : null,
+          ...(rep?.lagPeakMs !== undefined ? { lagPeakMs: rep.lagPeakMs } : {}),
+          ...(rep?.lagOf ? { lagOf: rep.lagOf } : {}),
+          ...(cfg.volume.replication === 'sync' && vol?.sync ? { sync: vol.sync.state } : {}),
+          ...(unprotected.length > 0 ? { unprotected } : {}),
+        },
+        next: rec.state === 'serving' || rec.state === 'starting' ? (input.next?.(rec) ?? null) : null,
+        databases: (rep?.databases ?? vol?.databases ?? []).map(siteDatabase),
+      };
+    });
   const hosts = Object.values(config.hosts).map((h) => {
     const r = input.relay.status(h.name);
     return {
-      name: h.name, address: h.address, power: r.power, pid: r.pid, storage: h.storage,
+      name: h.name,
+      address: h.address,
+      power: r.power,
+      pid: r.pid,
+      storage: h.storage,
       sites: input.sites.filter((s) => s.primaryHost === h.name && s.state !== 'down').map((s) => s.site),
       ...(input.trust ? { trust: pickTrust(input.trust(h.name)) } : {}),
     };

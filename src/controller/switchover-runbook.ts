@@ -54,7 +54,8 @@ export class SwitchoverRunbook extends JournaledRunbook<SwitchoverData> {
           const stats = await clients.stats();
           const s = stats.sites.find((x) => x.site === site)?.upstreams.find((u) => u.upstream === upstream) as { inflight?: number } | undefined;
           if (!s || (s.inflight ?? 0) === 0) return { inflight: 0 };
-          if (Date.now() > deadline) throw new UnderstudyError('US_TIMEOUT', `${s.inflight} request(s) to ${upstream} still in flight after ${DRAIN_TIMEOUT_MS} ms`);
+          if (Date.now() > deadline)
+            throw new UnderstudyError('US_TIMEOUT', `${s.inflight} request(s) to ${upstream} still in flight after ${DRAIN_TIMEOUT_MS} ms`);
           await sleep(5);
         }
       });
@@ -69,7 +70,9 @@ export class SwitchoverRunbook extends JournaledRunbook<SwitchoverData> {
       await step('record', async () => {
         const heldMs = (d.routedAt ?? Date.now()) - (d.heldAt ?? Date.now());
         store.addEvent({
-          site, host: d.target, kind: 'switchover-complete',
+          site,
+          host: d.target,
+          kind: 'switchover-complete',
           message: `${site} switched over from ${d.oldPrimary} to ${d.target} (epoch ${d.newEpoch}); requests were held ${heldMs} ms; ${d.oldPrimary} is now a standby`,
           data: { from: d.oldPrimary, to: d.target, epoch: d.newEpoch, heldMs, replica: d.newReplicaStorage ?? null, transform: d.transformChanges ?? [] },
         });
@@ -93,12 +96,24 @@ export class SwitchoverRunbook extends JournaledRunbook<SwitchoverData> {
           await new TakeoverSteps(this.deps, site, d.oldPrimary, backEpoch).waitHealthy();
           await clients.putRoute(routeFor(config, site, d.oldPrimary, backEpoch));
           store.setSiteState(site, 'serving');
-          store.addEvent({ site, host: d.oldPrimary, kind: 'switchover-aborted', message: `switchover of ${site} to ${d.target} abandoned: ${err.message}; ${site} serves on ${d.oldPrimary} again at epoch ${backEpoch}, and its replica on ${config.hosts[d.target]!.storage} is rebuilt by replication`, data: { code: err.code, epoch: backEpoch } });
+          store.addEvent({
+            site,
+            host: d.oldPrimary,
+            kind: 'switchover-aborted',
+            message: `switchover of ${site} to ${d.target} abandoned: ${err.message}; ${site} serves on ${d.oldPrimary} again at epoch ${backEpoch}, and its replica on ${config.hosts[d.target]!.storage} is rebuilt by replication`,
+            data: { code: err.code, epoch: backEpoch },
+          });
           throw e;
         } catch (back) {
           if (back === e) throw e;
           store.setSiteState(site, 'down');
-          store.addEvent({ site, host: d.oldPrimary, kind: 'switchover-failed', message: `switchover of ${site} to ${d.target} refused (${err.message}) and ${d.oldPrimary} could not take the site back: ${(back as Error).message}; restore it: understudy restore ${site}`, data: { code: err.code } });
+          store.addEvent({
+            site,
+            host: d.oldPrimary,
+            kind: 'switchover-failed',
+            message: `switchover of ${site} to ${d.target} refused (${err.message}) and ${d.oldPrimary} could not take the site back: ${(back as Error).message}; restore it: understudy restore ${site}`,
+            data: { code: err.code },
+          });
           throw e;
         }
       }
@@ -108,10 +123,22 @@ export class SwitchoverRunbook extends JournaledRunbook<SwitchoverData> {
         await new TakeoverSteps(this.deps, site, d.oldPrimary, d.oldEpoch).waitHealthy().catch(() => undefined);
         await clients.putRoute(routeFor(config, site, d.oldPrimary, d.oldEpoch)).catch(() => undefined);
         store.setSiteState(site, 'serving');
-        store.addEvent({ site, host: d.oldPrimary, kind: 'switchover-aborted', message: `switchover of ${site} to ${d.target} abandoned before the promotion (${err.message}); ${site} serves on ${d.oldPrimary} again`, data: { code: err.code ?? 'US_INTERNAL' } });
+        store.addEvent({
+          site,
+          host: d.oldPrimary,
+          kind: 'switchover-aborted',
+          message: `switchover of ${site} to ${d.target} abandoned before the promotion (${err.message}); ${site} serves on ${d.oldPrimary} again`,
+          data: { code: err.code ?? 'US_INTERNAL' },
+        });
       } else {
         store.setSiteState(site, 'down');
-        store.addEvent({ site, host: d.target, kind: 'switchover-failed', message: `switchover of ${site} to ${d.target} failed after the promotion: ${err.message}; the promoted copy on ${config.hosts[d.target]!.storage} is now the only current one: fix ${d.target} and restart understudy up (it starts ${site} there)`, data: { code: err.code ?? 'US_INTERNAL' } });
+        store.addEvent({
+          site,
+          host: d.target,
+          kind: 'switchover-failed',
+          message: `switchover of ${site} to ${d.target} failed after the promotion: ${err.message}; the promoted copy on ${config.hosts[d.target]!.storage} is now the only current one: fix ${d.target} and restart understudy up (it starts ${site} there)`,
+          data: { code: err.code ?? 'US_INTERNAL' },
+        });
       }
       throw e;
     }

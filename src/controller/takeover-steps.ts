@@ -12,10 +12,19 @@ import { waitFor } from './timing.ts';
  * wait for it, route it, re-protect it. Each is idempotent.
  */
 export class TakeoverSteps {
-  constructor(private readonly deps: RunbookDeps, private readonly site: string, private readonly target: string, private readonly epoch: number) {}
+  constructor(
+    private readonly deps: RunbookDeps,
+    private readonly site: string,
+    private readonly target: string,
+    private readonly epoch: number,
+  ) {}
 
-  private get siteCfg() { return this.deps.config.sites[this.site]!; }
-  private get host() { return this.deps.config.hosts[this.target]!; }
+  private get siteCfg() {
+    return this.deps.config.sites[this.site]!;
+  }
+  private get host() {
+    return this.deps.config.hosts[this.target]!;
+  }
 
   /**
    * Runs promote → transform → start → wait-healthy → route → reprotect as journaled
@@ -35,7 +44,9 @@ export class TakeoverSteps {
     });
     await step('start', () => this.start());
     await step('wait-healthy', () => this.waitHealthy());
-    await step('route', async () => { d.routedAt = await this.route(); });
+    await step('route', async () => {
+      d.routedAt = await this.route();
+    });
     await step('reprotect', async () => {
       d.newReplicaStorage = await this.reprotect();
       return { replica: d.newReplicaStorage };
@@ -51,14 +62,26 @@ export class TakeoverSteps {
     const res = await clients.promote(this.host.storage, this.site, this.epoch);
     const rec = store.getSite(this.site)!;
     store.putSite({ ...rec, epoch: this.epoch, primaryHost: this.target, replicaStorage: null });
-    store.addEvent({ site: this.site, host: this.target, kind: 'promoted', message: `replica on ${this.host.storage} promoted at epoch ${this.epoch}`, data: { storage: this.host.storage, epoch: this.epoch, lastAppliedAt: res.lastAppliedAt ?? null } });
+    store.addEvent({
+      site: this.site,
+      host: this.target,
+      kind: 'promoted',
+      message: `replica on ${this.host.storage} promoted at epoch ${this.epoch}`,
+      data: { storage: this.host.storage, epoch: this.epoch, lastAppliedAt: res.lastAppliedAt ?? null },
+    });
     return { storage: this.host.storage, epoch: this.epoch };
   }
 
   async transform(): Promise<TransformChange[]> {
     const res = await this.deps.clients.transform(this.host.storage, this.site, this.epoch, renderedTransform(this.host, this.siteCfg));
     if (res.changes.length > 0) {
-      this.deps.store.addEvent({ site: this.site, host: this.target, kind: 'transformed', message: `${this.site}'s volume on ${this.host.storage} fitted to ${this.target}:\n${formatTransformDiff(res.changes)}`, data: { changes: res.changes } });
+      this.deps.store.addEvent({
+        site: this.site,
+        host: this.target,
+        kind: 'transformed',
+        message: `${this.site}'s volume on ${this.host.storage} fitted to ${this.target}:\n${formatTransformDiff(res.changes)}`,
+        data: { changes: res.changes },
+      });
     }
     return res.changes;
   }
@@ -95,11 +118,23 @@ export class TakeoverSteps {
       try {
         await clients.replicate(this.host.storage, this.site, this.epoch, replica);
       } catch (e) {
-        store.addEvent({ site: this.site, host: null, kind: 'reprotect-failed', message: `could not start replicating ${this.site} to ${replica}: ${(e as Error).message}; the controller retries, the site runs unprotected until then`, data: { replica } });
+        store.addEvent({
+          site: this.site,
+          host: null,
+          kind: 'reprotect-failed',
+          message: `could not start replicating ${this.site} to ${replica}: ${(e as Error).message}; the controller retries, the site runs unprotected until then`,
+          data: { replica },
+        });
         replica = null;
       }
     } else {
-      store.addEvent({ site: this.site, host: null, kind: 'unprotected', message: `no other storage system can hold a replica of ${this.site}; it runs unprotected`, data: {} });
+      store.addEvent({
+        site: this.site,
+        host: null,
+        kind: 'unprotected',
+        message: `no other storage system can hold a replica of ${this.site}; it runs unprotected`,
+        data: {},
+      });
     }
     const rec = store.getSite(this.site)!;
     store.putSite({ ...rec, replicaStorage: replica, state: 'serving' });

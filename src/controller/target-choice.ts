@@ -51,14 +51,24 @@ async function lookAt(deps: RunbookDeps, host: string, site: string, holds: Hold
 }
 
 /** The pool as the state store says it is now, with a fresh look at every host some waiting site could take. */
-async function poolFacts(deps: RunbookDeps, site: SiteConfig, self: { failed: string; replicaStorage: string | null; requested?: string; detectedAt: number; avoid?: string[] }): Promise<PoolFacts> {
+async function poolFacts(
+  deps: RunbookDeps,
+  site: SiteConfig,
+  self: { failed: string; replicaStorage: string | null; requested?: string; detectedAt: number; avoid?: string[] },
+): Promise<PoolFacts> {
   const { store, config } = deps;
   const sites = store.listSites();
   const running = store.runningRunbooks();
   const holds = holdsFrom(sites, running, deps.readers?.() ?? []);
   const claims = claimsFrom(config, sites, running);
   // The caller is a claim whether or not its runbook is in the store (a direct call, a test).
-  const mine = { site: site.name, priority: site.priority, detectedAt: self.detectedAt, candidates: candidatesFor(config, site, self), ...(self.avoid?.length ? { avoid: self.avoid } : {}) };
+  const mine = {
+    site: site.name,
+    priority: site.priority,
+    detectedAt: self.detectedAt,
+    candidates: candidatesFor(config, site, self),
+    ...(self.avoid?.length ? { avoid: self.avoid } : {}),
+  };
   const i = claims.findIndex((c) => c.site === site.name);
   if (i >= 0) claims[i] = mine;
   else claims.push(mine);
@@ -104,15 +114,31 @@ export interface TargetRequest {
 export async function chooseTarget(deps: RunbookDeps, site: SiteConfig, req: TargetRequest): Promise<{ host: string; reclaim?: { from: string } }> {
   const { store } = deps;
   if (!req.replicaStorage) {
-    throw new UnderstudyError('US_NO_TARGET', `${site.name} has no replica to promote (it was unprotected): bring its primary host back (understudy power HOST on) or restore its volume from a backup by hand`);
+    throw new UnderstudyError(
+      'US_NO_TARGET',
+      `${site.name} has no replica to promote (it was unprotected): bring its primary host back (understudy power HOST on) or restore its volume from a backup by hand`,
+    );
   }
   const candidates = candidatesFor(deps.config, site, req);
   if (req.requested !== undefined && candidates.length === 0) {
-    throw new UnderstudyError('US_NO_TARGET', `${req.requested} cannot take ${site.name}: it is not attached to ${req.replicaStorage}, which holds the replica`);
+    throw new UnderstudyError(
+      'US_NO_TARGET',
+      `${req.requested} cannot take ${site.name}: it is not attached to ${req.replicaStorage}, which holds the replica`,
+    );
   }
   if (candidates.length === 0) {
-    const message = `no host of ${site.name} (${takeoverHosts(site).filter((h) => h !== req.failed).join(', ')}) is attached to ${req.replicaStorage}, which holds its replica: none can take it over; only a restore onto another host or a re-seed can (understudy restore ${site.name} --to HOST)`;
-    store.addEvent({ site: site.name, host: null, kind: 'pool-empty', message, data: { waiting: true, priority: site.priority, replicaStorage: req.replicaStorage, blockers: [], eligible: 0 } });
+    const message = `no host of ${site.name} (${takeoverHosts(site)
+      .filter((h) => h !== req.failed)
+      .join(
+        ', ',
+      )}) is attached to ${req.replicaStorage}, which holds its replica: none can take it over; only a restore onto another host or a re-seed can (understudy restore ${site.name} --to HOST)`;
+    store.addEvent({
+      site: site.name,
+      host: null,
+      kind: 'pool-empty',
+      message,
+      data: { waiting: true, priority: site.priority, replicaStorage: req.replicaStorage, blockers: [], eligible: 0 },
+    });
     throw new UnderstudyError('US_NO_TARGET', message);
   }
 
@@ -125,7 +151,10 @@ export async function chooseTarget(deps: RunbookDeps, site: SiteConfig, req: Tar
       const facts = await poolFacts(deps, site, req);
       const d = decisionFor(facts, site.name)!;
       if (d.kind === 'granted') {
-        const booting = candidates.some((h) => { const r = facts.readiness[h]; return r?.state === 'unusable' && r.booting === true; });
+        const booting = candidates.some((h) => {
+          const r = facts.readiness[h];
+          return r?.state === 'unusable' && r.booting === true;
+        });
         // A powered host that may be booting beats booting a cold one: give it a moment.
         if (!d.warm && booting && Date.now() - started < BOOTING_WAIT_MS && req.requested === undefined) return { retry: true as const };
         req.commit(d.host);
@@ -140,7 +169,13 @@ export async function chooseTarget(deps: RunbookDeps, site: SiteConfig, req: Tar
     if (d.kind === 'granted') {
       if (waited) {
         store.setSiteState(site.name, 'failing-over');
-        store.addEvent({ site: site.name, host: d.host, kind: 'spare-granted', message: `${site.name} takes ${d.host}, free again after ${Math.round((Date.now() - started) / 1000)} s of waiting${d.reclaim ? ` (taken back from ${d.reclaim.from}, where it was a reader)` : ''}`, data: { host: d.host, waitedMs: Date.now() - started, ...(d.reclaim ? { reclaimFrom: d.reclaim.from } : {}) } });
+        store.addEvent({
+          site: site.name,
+          host: d.host,
+          kind: 'spare-granted',
+          message: `${site.name} takes ${d.host}, free again after ${Math.round((Date.now() - started) / 1000)} s of waiting${d.reclaim ? ` (taken back from ${d.reclaim.from}, where it was a reader)` : ''}`,
+          data: { host: d.host, waitedMs: Date.now() - started, ...(d.reclaim ? { reclaimFrom: d.reclaim.from } : {}) },
+        });
       }
       return { host: d.host, ...(d.reclaim ? { reclaim: d.reclaim } : {}) };
     }
@@ -151,7 +186,13 @@ export async function chooseTarget(deps: RunbookDeps, site: SiteConfig, req: Tar
       last = sig;
       waited = true;
       store.setSiteState(site.name, 'down');
-      store.addEvent({ site: site.name, host: null, kind: d.event, message, data: { waiting: true, priority: site.priority, replicaStorage: req.replicaStorage, blockers: d.blockers, eligible: candidates.length } });
+      store.addEvent({
+        site: site.name,
+        host: null,
+        kind: d.event,
+        message,
+        data: { waiting: true, priority: site.priority, replicaStorage: req.replicaStorage, blockers: d.blockers, eligible: candidates.length },
+      });
     }
     await sleep(WAIT_POLL_MS);
   }

@@ -19,12 +19,7 @@ import type { DirectorSiteStats } from './upstream-stats.ts';
  * | `GET /healthz` | `{ ok: true }` |
  * | `PUT/DELETE /v1/drills/:name`, `GET /v1/drills` | rehearsal fronts (drill-fronts.ts) |
  */
-export function adminRouter(deps: {
-  routes: RouteStore;
-  stats: () => DirectorSiteStats[];
-  metrics: DirectorMetrics;
-  drills?: DrillFronts;
-}): JsonRouter {
+export function adminRouter(deps: { routes: RouteStore; stats: () => DirectorSiteStats[]; metrics: DirectorMetrics; drills?: DrillFronts }): JsonRouter {
   const { routes, stats, metrics, drills } = deps;
   const router = new JsonRouter();
   if (drills) {

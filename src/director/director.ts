@@ -62,16 +62,19 @@ export class Director {
     this.routes = new RouteStore(new Set(Object.keys(this.config.sites)));
     this.drills = new DrillFronts({ pools: this.pools, signaller, metrics: this.metrics, logger: this.logger, barrier: this.barrier });
     for (const name of Object.keys(this.config.sites)) {
-      this.sites.set(name, new SiteProxy({
-        site: name,
-        holdMaxRequests: this.config.director.holdMaxRequests,
-        holdTimeoutMs: this.config.director.holdTimeoutMs,
-        pools: this.pools,
-        signaller,
-        metrics: this.metrics,
-        logger: this.logger,
-        barrier: this.barrier,
-      }));
+      this.sites.set(
+        name,
+        new SiteProxy({
+          site: name,
+          holdMaxRequests: this.config.director.holdMaxRequests,
+          holdTimeoutMs: this.config.director.holdTimeoutMs,
+          pools: this.pools,
+          signaller,
+          metrics: this.metrics,
+          logger: this.logger,
+          barrier: this.barrier,
+        }),
+      );
     }
     this.routes.onChange((site, next) => {
       this.sites.get(site)!.setRoute(next);
@@ -92,7 +95,10 @@ export class Director {
    */
   async start(): Promise<void> {
     try {
-      this.admin = createJsonServer(adminRouter({ routes: this.routes, stats: () => this.stats(), metrics: this.metrics, drills: this.drills }), null, { security: partSecurity(this.config, 'director'), part: 'the director' });
+      this.admin = createJsonServer(adminRouter({ routes: this.routes, stats: () => this.stats(), metrics: this.metrics, drills: this.drills }), null, {
+        security: partSecurity(this.config, 'director'),
+        part: 'the director',
+      });
       const a = this.config.director.listen;
       this.adminAddr = await listen(this.admin, a.host, a.port);
       for (const [name, site] of Object.entries(this.config.sites)) {
@@ -105,10 +111,13 @@ export class Director {
       await this.closeServers(0);
       throw e;
     }
-    this.logger.info({
-      admin: this.adminUrl,
-      fronts: Object.fromEntries([...this.frontAddrs].map(([s, a]) => [s, addrString(a)])),
-    }, 'director listening');
+    this.logger.info(
+      {
+        admin: this.adminUrl,
+        fronts: Object.fromEntries([...this.frontAddrs].map(([s, a]) => [s, addrString(a)])),
+      },
+      'director listening',
+    );
   }
 
   /** Stops accepting, answers held requests 503, lets in-flight ones finish (bounded), then closes the pools. */
@@ -159,7 +168,10 @@ function closeServer(server: http.Server, graceMs: number): Promise<void> {
   if (!server.listening) return Promise.resolve();
   return new Promise((resolve) => {
     const timer = setTimeout(() => server.closeAllConnections(), graceMs);
-    server.close(() => { clearTimeout(timer); resolve(); });
+    server.close(() => {
+      clearTimeout(timer);
+      resolve();
+    });
     server.closeIdleConnections();
   });
 }

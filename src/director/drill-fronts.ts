@@ -17,13 +17,21 @@ import { SiteProxy, type SiteProxyOptions } from './proxy.ts';
  *   DELETE /v1/drills/:name  → { closed: boolean }
  *   GET    /v1/drills        → { drills: [{ name, front, upstream }] }
  */
-const openSchema = z.object({
-  front: z.object({ host: z.string().min(1), port: z.number().int().min(0).max(65535) }).strict(),
-  upstream: z.string().regex(/^(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9.-]+):\d{1,5}$/, 'must be host:port, e.g. 127.0.3.1:3000'),
-}).strict();
+const openSchema = z
+  .object({
+    front: z.object({ host: z.string().min(1), port: z.number().int().min(0).max(65535) }).strict(),
+    upstream: z.string().regex(/^(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9.-]+):\d{1,5}$/, 'must be host:port, e.g. 127.0.3.1:3000'),
+  })
+  .strict();
 const NAME_RE = /^[A-Za-z0-9][A-Za-z0-9._-]*$/;
 
-interface DrillFront { name: string; upstream: string; front: string; proxy: SiteProxy; server: http.Server }
+interface DrillFront {
+  name: string;
+  upstream: string;
+  front: string;
+  proxy: SiteProxy;
+  server: http.Server;
+}
 
 export class DrillFronts {
   private readonly fronts = new Map<string, DrillFront>();
@@ -68,7 +76,10 @@ export class DrillFronts {
     if (!f) return { closed: false };
     this.fronts.delete(name);
     f.proxy.stop();
-    await new Promise<void>((r) => { f.server.close(() => r()); f.server.closeAllConnections(); });
+    await new Promise<void>((r) => {
+      f.server.close(() => r());
+      f.server.closeAllConnections();
+    });
     return { closed: true };
   }
 

@@ -24,8 +24,10 @@ import type { ErrorCode } from '../shared/errors.ts';
  * The codes are in the shared registry (src/shared/errors.ts); they are front-side
  * answers to shop clients, not UnderstudyErrors raised to an operator.
  */
-export type FrontErrorCode = Extract<ErrorCode,
-  'US_HOLD_TIMEOUT' | 'US_HOLD_FULL' | 'US_OUTCOME_UNKNOWN' | 'US_UPSTREAM_FAILED' | 'US_DIRECTOR_STOPPING' | 'US_BAD_REQUEST' | 'US_SYNC_TIMEOUT'>;
+export type FrontErrorCode = Extract<
+  ErrorCode,
+  'US_HOLD_TIMEOUT' | 'US_HOLD_FULL' | 'US_OUTCOME_UNKNOWN' | 'US_UPSTREAM_FAILED' | 'US_DIRECTOR_STOPPING' | 'US_BAD_REQUEST' | 'US_SYNC_TIMEOUT'
+>;
 
 export function sendFrontError(res: ServerResponse, status: number, code: FrontErrorCode, message: string): void {
   if (res.headersSent || res.destroyed) {

@@ -9,8 +9,15 @@ import type { IncomingHttpHeaders, OutgoingHttpHeaders } from 'node:http';
  */
 
 const HOP_BY_HOP = new Set([
-  'connection', 'keep-alive', 'proxy-connection', 'proxy-authenticate', 'proxy-authorization',
-  'te', 'trailer', 'transfer-encoding', 'upgrade',
+  'connection',
+  'keep-alive',
+  'proxy-connection',
+  'proxy-authenticate',
+  'proxy-authorization',
+  'te',
+  'trailer',
+  'transfer-encoding',
+  'upgrade',
   // Node's server already answered `Expect: 100-continue`; undici refuses to send it.
   'expect',
 ]);

@@ -60,8 +60,15 @@ export class HoldQueue<T> {
   add(item: T, reason: HoldReason, timeoutMs: number, onTimeout: (item: T) => void): HoldTicket | null {
     if (this.count >= this.max) return null;
     const entry: Entry<T> = { item, reason, timer: undefined as unknown as NodeJS.Timeout, prev: this.tail, next: null };
-    entry.timer = setTimeout(() => { this.unlink(entry); onTimeout(item); }, Math.max(0, timeoutMs));
-    if (this.tail) this.tail.next = entry; else this.head = entry;
+    entry.timer = setTimeout(
+      () => {
+        this.unlink(entry);
+        onTimeout(item);
+      },
+      Math.max(0, timeoutMs),
+    );
+    if (this.tail) this.tail.next = entry;
+    else this.head = entry;
     this.tail = entry;
     this.count++;
     return entry;
@@ -103,8 +110,10 @@ export class HoldQueue<T> {
 
   private unlink(e: Entry<T>): void {
     if (e.prev === null && this.head !== e) return; // already out
-    if (e.prev) e.prev.next = e.next; else this.head = e.next;
-    if (e.next) e.next.prev = e.prev; else this.tail = e.prev;
+    if (e.prev) e.prev.next = e.next;
+    else this.head = e.next;
+    if (e.next) e.next.prev = e.prev;
+    else this.tail = e.prev;
     e.prev = e.next = null;
     this.count--;
   }

@@ -26,7 +26,12 @@ function valueOf(bucket: number): number {
   return MIN_MS * Math.pow(GROWTH, bucket - 0.5);
 }
 
-export interface Percentiles { p50: number; p95: number; p99: number; count: number }
+export interface Percentiles {
+  p50: number;
+  p95: number;
+  p99: number;
+  count: number;
+}
 
 export class LatencyWindow {
   private readonly slots: Uint32Array[];
@@ -37,7 +42,10 @@ export class LatencyWindow {
    * @param windowSeconds length of the window. @default 10
    * @param now clock in ms (monotonic); injectable for tests.
    */
-  constructor(private readonly windowSeconds = 10, private readonly now: () => number = () => performance.now()) {
+  constructor(
+    private readonly windowSeconds = 10,
+    private readonly now: () => number = () => performance.now(),
+  ) {
     this.slots = Array.from({ length: windowSeconds }, () => new Uint32Array(BUCKETS));
     this.slotSecond = new Float64Array(windowSeconds).fill(-1);
   }
@@ -69,7 +77,10 @@ export class LatencyWindow {
       const slot = this.slots[s]!;
       for (let b = 0; b < BUCKETS; b++) {
         const n = slot[b]!;
-        if (n !== 0) { merged[b]! += n; count += n; }
+        if (n !== 0) {
+          merged[b]! += n;
+          count += n;
+        }
       }
     }
     if (count === 0) return { p50: 0, p95: 0, p99: 0, count: 0 };

@@ -49,13 +49,17 @@ export class DirectorMetrics {
         }
       },
     });
-    const siteCounter = (name: string, help: string, pick: (c: SiteCounters) => number) => new Counter({
-      name, help, labelNames: ['site'] as const, registers,
-      collect() {
-        this.reset();
-        for (const [site, c] of sites()) this.inc({ site }, pick(c));
-      },
-    });
+    const siteCounter = (name: string, help: string, pick: (c: SiteCounters) => number) =>
+      new Counter({
+        name,
+        help,
+        labelNames: ['site'] as const,
+        registers,
+        collect() {
+          this.reset();
+          for (const [site, c] of sites()) this.inc({ site }, pick(c));
+        },
+      });
     siteCounter('understudy_director_held_total', 'Requests held (no primary, or their connection was refused).', (c) => c.held);
     siteCounter('understudy_director_released_total', 'Held requests sent on when a route arrived.', (c) => c.released);
     siteCounter('understudy_director_held_timed_out_total', 'Held requests answered 503 when their hold timed out.', (c) => c.heldTimedOut);
@@ -64,8 +68,16 @@ export class DirectorMetrics {
     siteCounter('understudy_director_outcome_unknown_total', 'Modifying requests answered 503 US_OUTCOME_UNKNOWN.', (c) => c.outcomeUnknown);
     siteCounter('understudy_director_sync_waits_total', 'Sync mode: write answers held for the replica to confirm.', (c) => c.sync.waits);
     siteCounter('understudy_director_sync_degraded_total', 'Sync mode: write answers released unconfirmed (onReplicaLost: degrade).', (c) => c.sync.degraded);
-    siteCounter('understudy_director_sync_timeouts_total', 'Sync mode: write answers replaced by 503 US_SYNC_TIMEOUT (onReplicaLost: strict).', (c) => c.sync.timeouts);
-    siteCounter('understudy_director_sync_unreachable_total', 'Sync mode: barriers that failed because the storage processor could not be asked.', (c) => c.sync.unreachable);
+    siteCounter(
+      'understudy_director_sync_timeouts_total',
+      'Sync mode: write answers replaced by 503 US_SYNC_TIMEOUT (onReplicaLost: strict).',
+      (c) => c.sync.timeouts,
+    );
+    siteCounter(
+      'understudy_director_sync_unreachable_total',
+      'Sync mode: barriers that failed because the storage processor could not be asked.',
+      (c) => c.sync.unreachable,
+    );
     new Gauge({
       name: 'understudy_director_inflight',
       help: 'Requests sent to an upstream and not answered to the client yet.',

@@ -142,34 +142,50 @@ export class SiteProxy {
     const c = this.counters.sync;
     c.waits++;
     const t0 = performance.now();
-    this.opts.barrier.barrier(this.site, sync).then((r) => {
-      const ms = performance.now() - t0;
-      c.latency.record(ms);
-      this.opts.metrics.syncWait.labels({ site: this.site, outcome: r.outcome }).observe(ms / 1000);
-      if (r.outcome === 'unreachable') c.unreachable++;
-      const confirmed = r.outcome === 'sync';
-      // `degrade` releases only what the primary's storage processor says it released
-      // (the replica is lost, the volume is degraded). A storage processor that cannot be
-      // asked says nothing: its machine may be going down with the write, so the answer
-      // stays unknown, whatever the setting (a 201 here could be a lost order).
-      if (confirmed || r.outcome === 'degraded') {
-        if (!confirmed) c.degraded++;
-        ex.releaseHeld();
-        return;
-      }
-      if (r.outcome === 'unreachable') {
-        this.opts.logger.warn({ site: this.site, reason: r.reason, waitedMs: Math.round(ms) }, 'sync barrier could not be asked; answered 503 US_OUTCOME_UNKNOWN');
-        ex.failHeld(`the write was applied by the app, but the storage processor that holds it could not be asked whether the replica has it (${r.reason ?? r.outcome}); it may be lost if that machine is failing: check (e.g. look it up) before sending it again`, 'US_OUTCOME_UNKNOWN');
-        return;
-      }
-      c.timeouts++;
-      this.opts.logger.warn({ site: this.site, reason: r.reason, waitedMs: Math.round(ms) }, 'sync write not confirmed by the replica; answered 503 US_SYNC_TIMEOUT');
-      ex.failHeld(`the write was applied by the app, but the replica did not confirm it within ${sync.timeoutMs} ms (${r.reason ?? r.outcome}); it may be lost if the primary fails now: check (e.g. look it up) before sending it again`);
-    }).catch((err: unknown) => {
-      // The barrier never rejects; a fault in the release above must still answer the held write.
-      this.opts.logger.error({ site: this.site, err: String(err) }, 'sync release failed; answered 503');
-      ex.failHeld('the write was applied by the app, but its replication could not be confirmed (an internal error of the director): check (e.g. look it up) before sending it again');
-    });
+    this.opts.barrier
+      .barrier(this.site, sync)
+      .then((r) => {
+        const ms = performance.now() - t0;
+        c.latency.record(ms);
+        this.opts.metrics.syncWait.labels({ site: this.site, outcome: r.outcome }).observe(ms / 1000);
+        if (r.outcome === 'unreachable') c.unreachable++;
+        const confirmed = r.outcome === 'sync';
+        // `degrade` releases only what the primary's storage processor says it released
+        // (the replica is lost, the volume is degraded). A storage processor that cannot be
+        // asked says nothing: its machine may be going down with the write, so the answer
+        // stays unknown, whatever the setting (a 201 here could be a lost order).
+        if (confirmed || r.outcome === 'degraded') {
+          if (!confirmed) c.degraded++;
+          ex.releaseHeld();
+          return;
+        }
+        if (r.outcome === 'unreachable') {
+          this.opts.logger.warn(
+            { site: this.site, reason: r.reason, waitedMs: Math.round(ms) },
+            'sync barrier could not be asked; answered 503 US_OUTCOME_UNKNOWN',
+          );
+          ex.failHeld(
+            `the write was applied by the app, but the storage processor that holds it could not be asked whether the replica has it (${r.reason ?? r.outcome}); it may be lost if that machine is failing: check (e.g. look it up) before sending it again`,
+            'US_OUTCOME_UNKNOWN',
+          );
+          return;
+        }
+        c.timeouts++;
+        this.opts.logger.warn(
+          { site: this.site, reason: r.reason, waitedMs: Math.round(ms) },
+          'sync write not confirmed by the replica; answered 503 US_SYNC_TIMEOUT',
+        );
+        ex.failHeld(
+          `the write was applied by the app, but the replica did not confirm it within ${sync.timeoutMs} ms (${r.reason ?? r.outcome}); it may be lost if the primary fails now: check (e.g. look it up) before sending it again`,
+        );
+      })
+      .catch((err: unknown) => {
+        // The barrier never rejects; a fault in the release above must still answer the held write.
+        this.opts.logger.error({ site: this.site, err: String(err) }, 'sync release failed; answered 503');
+        ex.failHeld(
+          'the write was applied by the app, but its replication could not be confirmed (an internal error of the director): check (e.g. look it up) before sending it again',
+        );
+      });
   }
 
   /** Sends `ex` to an upstream the current route allows, or holds it. */
@@ -180,9 +196,7 @@ export class SiteProxy {
       ex.send(t, this.epoch);
       return;
     }
-    const reason: HoldReason = this.primary === null
-      ? { kind: 'no-primary' }
-      : { kind: 'upstream-failed', epoch: this.epoch, upstream: this.primary.name };
+    const reason: HoldReason = this.primary === null ? { kind: 'no-primary' } : { kind: 'upstream-failed', epoch: this.epoch, upstream: this.primary.name };
     this.holdExchange(ex, reason);
   }
 
@@ -222,7 +236,11 @@ export class SiteProxy {
     const ticket = this.hold.add(ex, reason, remaining, this.onHoldTimeout);
     if (ticket === null) {
       this.counters.holdRejected++;
-      ex.fail(503, 'US_HOLD_FULL', `site ${this.site} has no routable primary and ${this.opts.holdMaxRequests} requests are already waiting; the request did not reach the app, send it again`);
+      ex.fail(
+        503,
+        'US_HOLD_FULL',
+        `site ${this.site} has no routable primary and ${this.opts.holdMaxRequests} requests are already waiting; the request did not reach the app, send it again`,
+      );
       return;
     }
     ex.ticket = ticket;
@@ -232,7 +250,11 @@ export class SiteProxy {
   private readonly onHoldTimeout = (ex: Exchange): void => {
     ex.ticket = null;
     this.counters.heldTimedOut++;
-    ex.fail(503, 'US_HOLD_TIMEOUT', `site ${this.site} had no routable primary for ${this.opts.holdTimeoutMs} ms; the request did not reach the app, send it again`);
+    ex.fail(
+      503,
+      'US_HOLD_TIMEOUT',
+      `site ${this.site} had no routable primary for ${this.opts.holdTimeoutMs} ms; the request did not reach the app, send it again`,
+    );
   };
 
   /** An upstream refused or broke a connection: count it and tell the controller. */
@@ -336,7 +358,11 @@ export class Exchange implements Dispatcher.DispatchHandler {
   /** The upstream's answer, buffered for the sync barrier (null: streamed through). */
   private held: { status: number; message: string | undefined; headers: OutgoingHttpHeaders; chunks: Buffer[]; size: number } | null = null;
 
-  constructor(private readonly site: SiteProxy, private readonly req: IncomingMessage, private readonly res: ServerResponse) {
+  constructor(
+    private readonly site: SiteProxy,
+    private readonly req: IncomingMessage,
+    private readonly res: ServerResponse,
+  ) {
     const headers: IncomingHttpHeaders = req.headers;
     this.modifying = !isReadOnly(req.method);
     this.path = pathOf(req.url);
@@ -500,7 +526,11 @@ export class Exchange implements Dispatcher.DispatchHandler {
     }
     if (this.modifying) {
       site.counters.outcomeUnknown++;
-      this.fail(503, 'US_OUTCOME_UNKNOWN', `the connection to the app broke after the ${this.req.method} request was sent (${errorCode(err)}); it may or may not have been applied: check before sending it again`);
+      this.fail(
+        503,
+        'US_OUTCOME_UNKNOWN',
+        `the connection to the app broke after the ${this.req.method} request was sent (${errorCode(err)}); it may or may not have been applied: check before sending it again`,
+      );
     } else {
       this.fail(503, 'US_UPSTREAM_FAILED', `the connection to the app broke twice (${errorCode(err)})`);
     }

@@ -29,7 +29,10 @@ import type { DirectorLogger } from './logger.ts';
  * covered (group commit: one mark covers every write numbered before it). A failed
  * or timed-out mark covers nothing: such clients read from the primary, the safe side.
  */
-export interface RywTarget { storageUrl: string; timeoutMs: number }
+export interface RywTarget {
+  storageUrl: string;
+  timeoutMs: number;
+}
 
 export class ReadYourWrites {
   readonly cookieName: string;
@@ -45,7 +48,10 @@ export class ReadYourWrites {
   private stopped = false;
   private lastError: string | null = null;
 
-  constructor(private readonly site: string, private readonly logger: DirectorLogger) {
+  constructor(
+    private readonly site: string,
+    private readonly logger: DirectorLogger,
+  ) {
     this.cookieName = `us_ryw_${site.replace(/[^A-Za-z0-9_-]/g, '_')}`;
   }
 
@@ -55,7 +61,10 @@ export class ReadYourWrites {
     this.target = target;
     this.hasReaders = hasReaders;
     // Another primary storage: what the old one confirmed says nothing about the new copies.
-    if (changed) { this.covered = 0; this.marked = false; }
+    if (changed) {
+      this.covered = 0;
+      this.marked = false;
+    }
     this.kick();
   }
 
@@ -76,7 +85,10 @@ export class ReadYourWrites {
     const text = Array.isArray(cookieHeader) ? cookieHeader.join('; ') : cookieHeader;
     const at = text.indexOf(`${this.cookieName}=`);
     if (at < 0) return true;
-    const value = text.slice(at + this.cookieName.length + 1).split(';')[0]!.trim();
+    const value = text
+      .slice(at + this.cookieName.length + 1)
+      .split(';')[0]!
+      .trim();
     const dot = value.indexOf('.');
     const boot = dot < 0 ? '' : value.slice(0, dot);
     const n = Number(value.slice(dot + 1));
@@ -96,17 +108,27 @@ export class ReadYourWrites {
     const t = this.target;
     const w = this.seq;
     this.running = true;
-    void callJson(`${t.storageUrl}/v1/volumes/${encodeURIComponent(this.site)}/readers/catch-up`, { body: { timeoutMs: t.timeoutMs }, timeoutMs: t.timeoutMs + 1000 })
-      .then(() => {
-        this.lastError = null;
-        if (this.target?.storageUrl !== t.storageUrl) return;
-        if (w > this.covered) this.covered = w;
-        this.marked = true;
-      }, (e: Error) => {
-        if (this.lastError !== e.message) this.logger.warn({ site: this.site, err: e.message }, 'readers did not confirm catch-up; clients that wrote keep reading from the primary');
-        this.lastError = e.message;
-        this.retryTimer = setTimeout(() => { this.retryTimer = null; this.kick(); }, 200);
-      })
+    void callJson(`${t.storageUrl}/v1/volumes/${encodeURIComponent(this.site)}/readers/catch-up`, {
+      body: { timeoutMs: t.timeoutMs },
+      timeoutMs: t.timeoutMs + 1000,
+    })
+      .then(
+        () => {
+          this.lastError = null;
+          if (this.target?.storageUrl !== t.storageUrl) return;
+          if (w > this.covered) this.covered = w;
+          this.marked = true;
+        },
+        (e: Error) => {
+          if (this.lastError !== e.message)
+            this.logger.warn({ site: this.site, err: e.message }, 'readers did not confirm catch-up; clients that wrote keep reading from the primary');
+          this.lastError = e.message;
+          this.retryTimer = setTimeout(() => {
+            this.retryTimer = null;
+            this.kick();
+          }, 200);
+        },
+      )
       .finally(() => {
         this.running = false;
         this.kick();

@@ -40,7 +40,10 @@ class KindCounters {
   errors = 0;
   shed = 0;
   samples: string[] | null = null;
-  constructor(readonly kind: string, readonly method: string) {}
+  constructor(
+    readonly kind: string,
+    readonly method: string,
+  ) {}
 }
 
 /**

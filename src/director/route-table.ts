@@ -16,27 +16,48 @@ import { parseBody } from '../shared/http-json.ts';
  */
 
 /** `host:port`, `[v6]:port`: what the controller names an upstream by. */
-const upstreamSchema = z.string().regex(/^(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9.-]+):\d{1,5}$/, 'must be host:port, e.g. 127.0.2.1:3000')
-  .refine((s) => { const p = Number(s.slice(s.lastIndexOf(':') + 1)); return p > 0 && p < 65536; }, 'port must be 1..65535');
+const upstreamSchema = z
+  .string()
+  .regex(/^(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9.-]+):\d{1,5}$/, 'must be host:port, e.g. 127.0.2.1:3000')
+  .refine((s) => {
+    const p = Number(s.slice(s.lastIndexOf(':') + 1));
+    return p > 0 && p < 65536;
+  }, 'port must be 1..65535');
 
-export const routeTableSchema = z.object({
-  site: z.string().min(1).optional(),
-  epoch: z.number().int().min(0),
-  primary: upstreamSchema.nullable(),
-  readers: z.array(upstreamSchema).default([]),
-  // Sync mode (see RouteTable.sync in contracts.ts); null or absent = async.
-  sync: z.object({
-    storageUrl: z.string().url().refine((u) => /^https?:\/\//.test(u), 'must be an http:// URL of a storage processor'),
-    onReplicaLost: z.enum(['degrade', 'strict']),
-    timeoutMs: z.number().int().positive().max(60_000),
-  }).strict().nullable().optional(),
-  // Paths readers may serve, and where read-your-writes asks whether readers caught up.
-  readPaths: z.array(z.string().regex(/^\/[^\s]*$/, 'must be a path starting with /, optionally ending in *')).optional(),
-  ryw: z.object({
-    storageUrl: z.string().url().refine((u) => /^https?:\/\//.test(u), 'must be an http:// URL of a storage processor'),
-    timeoutMs: z.number().int().positive().max(60_000),
-  }).strict().nullable().optional(),
-}).strict();
+export const routeTableSchema = z
+  .object({
+    site: z.string().min(1).optional(),
+    epoch: z.number().int().min(0),
+    primary: upstreamSchema.nullable(),
+    readers: z.array(upstreamSchema).default([]),
+    // Sync mode (see RouteTable.sync in contracts.ts); null or absent = async.
+    sync: z
+      .object({
+        storageUrl: z
+          .string()
+          .url()
+          .refine((u) => /^https?:\/\//.test(u), 'must be an http:// URL of a storage processor'),
+        onReplicaLost: z.enum(['degrade', 'strict']),
+        timeoutMs: z.number().int().positive().max(60_000),
+      })
+      .strict()
+      .nullable()
+      .optional(),
+    // Paths readers may serve, and where read-your-writes asks whether readers caught up.
+    readPaths: z.array(z.string().regex(/^\/[^\s]*$/, 'must be a path starting with /, optionally ending in *')).optional(),
+    ryw: z
+      .object({
+        storageUrl: z
+          .string()
+          .url()
+          .refine((u) => /^https?:\/\//.test(u), 'must be an http:// URL of a storage processor'),
+        timeoutMs: z.number().int().positive().max(60_000),
+      })
+      .strict()
+      .nullable()
+      .optional(),
+  })
+  .strict();
 
 /** Validates a PUT body for `site`; every problem names its field; nothing is applied on error. */
 export function parseRouteTable(site: string, body: unknown): RouteTable {
@@ -47,8 +68,13 @@ export function parseRouteTable(site: string, body: unknown): RouteTable {
   // A reader equal to the primary would double its share of reads; duplicates likewise.
   const readers = [...new Set(r.readers)].filter((u) => u !== r.primary);
   return Object.freeze({
-    site, epoch: r.epoch, primary: r.primary, readers: Object.freeze(readers) as string[],
-    ...(r.sync ? { sync: Object.freeze({ storageUrl: r.sync.storageUrl.replace(/\/+$/, ''), onReplicaLost: r.sync.onReplicaLost, timeoutMs: r.sync.timeoutMs }) } : {}),
+    site,
+    epoch: r.epoch,
+    primary: r.primary,
+    readers: Object.freeze(readers) as string[],
+    ...(r.sync
+      ? { sync: Object.freeze({ storageUrl: r.sync.storageUrl.replace(/\/+$/, ''), onReplicaLost: r.sync.onReplicaLost, timeoutMs: r.sync.timeoutMs }) }
+      : {}),
     ...(r.readPaths ? { readPaths: Object.freeze([...r.readPaths]) as string[] } : {}),
     ...(r.ryw ? { ryw: Object.freeze({ storageUrl: r.ryw.storageUrl.replace(/\/+$/, ''), timeoutMs: r.ryw.timeoutMs }) } : {}),
   });
@@ -87,9 +113,11 @@ export class RouteStore {
     }
     const prev = this.routes.get(next.site) ?? null;
     if (prev !== null && next.epoch < prev.epoch) {
-      throw new UnderstudyError('US_STALE_EPOCH',
+      throw new UnderstudyError(
+        'US_STALE_EPOCH',
         `site ${next.site}: route epoch ${next.epoch} is older than the current epoch ${prev.epoch}; refused (a newer controller decision is in force)`,
-        { site: next.site, epoch: prev.epoch, refused: next.epoch });
+        { site: next.site, epoch: prev.epoch, refused: next.epoch },
+      );
     }
     this.routes.set(next.site, next);
     for (const l of this.listeners) l(next.site, next, prev);

@@ -48,7 +48,11 @@ export class SyncBarrierClient {
       setImmediate(() => {
         this.batches.delete(key);
         this.counts.calls++;
-        background(this.call(site, sync).then((r) => { for (const w of batch) w(r); })); // call() never rejects
+        background(
+          this.call(site, sync).then((r) => {
+            for (const w of batch) w(r);
+          }),
+        ); // call() never rejects
       });
     }
     const list = waiters;
@@ -69,7 +73,11 @@ export class SyncBarrierClient {
       });
       const text = await res.body.text();
       let body: unknown;
-      try { body = JSON.parse(text); } catch { body = undefined; }
+      try {
+        body = JSON.parse(text);
+      } catch {
+        body = undefined;
+      }
       if (res.statusCode !== 200) {
         const msg = (body as { error?: { message?: string } } | undefined)?.error?.message ?? `answered ${res.statusCode}`;
         return { outcome: 'unreachable', reason: `storage processor ${sync.storageUrl}: ${msg}` };
@@ -90,7 +98,9 @@ export class SyncBarrierClient {
     for (const [url, p] of this.pools) {
       if (urls.has(url)) continue;
       this.pools.delete(url);
-      p.close().catch(() => { /* already closed */ });
+      p.close().catch(() => {
+        /* already closed */
+      });
     }
   }
 

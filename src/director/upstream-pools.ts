@@ -50,7 +50,9 @@ export class UpstreamPools {
     for (const [name, p] of this.pools) {
       if (inUse.has(name)) continue;
       this.pools.delete(name);
-      p.close().catch(() => { /* already closed or destroyed */ });
+      p.close().catch(() => {
+        /* already closed or destroyed */
+      });
     }
   }
 

@@ -30,7 +30,11 @@ export class HostAgent {
   private readonly apps = new Map<string, AppProcess>();
   private server: http.Server | null = null;
 
-  constructor(private readonly config: UnderstudyConfig, private readonly host: string, private readonly logDir: string) {
+  constructor(
+    private readonly config: UnderstudyConfig,
+    private readonly host: string,
+    private readonly logDir: string,
+  ) {
     if (!config.hosts[host]) throw new UnderstudyError('US_NOT_FOUND', `unknown host ${host}: it is not under hosts: in ${config.file}`);
     fs.mkdirSync(logDir, { recursive: true });
   }

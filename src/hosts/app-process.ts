@@ -32,10 +32,20 @@ export class AppProcess {
   private since = Date.now();
   epoch = 0;
 
-  constructor(readonly site: string, private readonly logFile: string) {}
+  constructor(
+    readonly site: string,
+    private readonly logFile: string,
+  ) {}
 
   status(): AgentAppStatus {
-    const base: AgentAppStatus = { site: this.site, state: this.state, pid: this.child?.pid ?? null, exitCode: this.exitCode, since: this.since, logFile: this.logFile };
+    const base: AgentAppStatus = {
+      site: this.site,
+      state: this.state,
+      pid: this.child?.pid ?? null,
+      exitCode: this.exitCode,
+      since: this.since,
+      logFile: this.logFile,
+    };
     if (this.state !== 'exited') return base;
     return { ...base, signal: this.signal, ...(this.spawnError ? { error: this.spawnError } : {}), output: this.tail() };
   }
@@ -88,7 +98,10 @@ export class AppProcess {
       fs.readSync(fd, buf, 0, buf.length, from);
       let lines = buf.toString('utf8').split(/\r?\n/);
       if (from > this.logStart) lines = lines.slice(1); // the first line was cut
-      return lines.map((l) => l.trimEnd()).filter((l) => l !== '').slice(-TAIL_LINES);
+      return lines
+        .map((l) => l.trimEnd())
+        .filter((l) => l !== '')
+        .slice(-TAIL_LINES);
     } catch {
       return [];
     } finally {

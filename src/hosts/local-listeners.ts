@@ -26,7 +26,13 @@ export interface ListenerLookup {
   whoListens(address: string, port: number): ListenerOwner;
 }
 
-interface Listening { inode: number; bound: string; allAddresses: boolean; exact: boolean; v6: boolean }
+interface Listening {
+  inode: number;
+  bound: string;
+  allAddresses: boolean;
+  exact: boolean;
+  v6: boolean;
+}
 
 const HAS_PROC = fs.existsSync('/proc/net/tcp');
 
@@ -80,7 +86,10 @@ export class LocalListeners implements ListenerLookup {
 function listeningOn(address: string, port: number): Listening[] {
   const v4 = net.isIPv4(address);
   const out: Listening[] = [];
-  for (const [file, v6] of [['/proc/net/tcp', false], ['/proc/net/tcp6', true]] as const) {
+  for (const [file, v6] of [
+    ['/proc/net/tcp', false],
+    ['/proc/net/tcp6', true],
+  ] as const) {
     let text: string;
     try {
       text = fs.readFileSync(file, 'utf8');
@@ -123,7 +132,10 @@ function ipv6Of(hex: string): string {
 }
 
 function pids(): number[] {
-  return fs.readdirSync('/proc').map(Number).filter((n) => Number.isInteger(n) && n > 0);
+  return fs
+    .readdirSync('/proc')
+    .map(Number)
+    .filter((n) => Number.isInteger(n) && n > 0);
 }
 
 function holds(pid: number, inode: number): boolean {

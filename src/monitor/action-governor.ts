@@ -39,7 +39,11 @@ export interface ActionGovernorOptions {
 }
 
 export const DEFAULT_COOLDOWN_MS: Readonly<Record<string, number>> = {
-  failover: 30_000, failback: 300_000, 'scale-out': 30_000, 'scale-in': 120_000, restore: 300_000,
+  failover: 30_000,
+  failback: 300_000,
+  'scale-out': 30_000,
+  'scale-in': 120_000,
+  restore: 300_000,
 };
 
 export interface HostTrust {
@@ -72,19 +76,31 @@ export interface FailoverFacts {
 
 export type GovernorDecision =
   | {
-    allowed: true; site: string; action: AutoAction; reason: string; target: string | null; at: number; why: string;
-    /**
-     * Hosts the action must not go to while another will do: the last failover's source,
-     * when this failover was let through its cooldown as an independent crash.
-     */
-    avoid?: string[];
-  }
+      allowed: true;
+      site: string;
+      action: AutoAction;
+      reason: string;
+      target: string | null;
+      at: number;
+      why: string;
+      /**
+       * Hosts the action must not go to while another will do: the last failover's source,
+       * when this failover was let through its cooldown as an independent crash.
+       */
+      avoid?: string[];
+    }
   | {
-    allowed: false; site: string; action: AutoAction; reason: string; target: string | null; at: number; why: string;
-    code: DeferCode;
-    /** When asking again may succeed; null when it depends on probes, not time. */
-    retryAt: number | null;
-  };
+      allowed: false;
+      site: string;
+      action: AutoAction;
+      reason: string;
+      target: string | null;
+      at: number;
+      why: string;
+      code: DeferCode;
+      /** When asking again may succeed; null when it depends on probes, not time. */
+      retryAt: number | null;
+    };
 
 interface HostRecord {
   trusted: boolean;
@@ -161,7 +177,11 @@ export class ActionGovernor {
       return { ...base, allowed: false, code: 'cooldown', retryAt: at + left, why: ind ? `${cooling}; not an independent crash: ${ind.why}` : cooling };
     }
     record();
-    return { ...base, allowed: true, why: target !== null ? `no ${action} of ${site} within the cooldown, and ${target} is trusted` : `no ${action} of ${site} within the cooldown` };
+    return {
+      ...base,
+      allowed: true,
+      why: target !== null ? `no ${action} of ${site} within the cooldown, and ${target} is trusted` : `no ${action} of ${site} within the cooldown`,
+    };
   }
 
   /**
@@ -174,16 +194,21 @@ export class ActionGovernor {
    */
   independent(site: string, f: FailoverFacts): { independent: true; why: string; avoid: string[] } | { independent: false; why: string } {
     const source = this.lastSource.get(site) ?? null;
-    if (!f.hardEvidence) return { independent: false, why: `the evidence against ${f.from} is not hard (a process gone or connections refused), and the cooldown holds for anything else` };
+    if (!f.hardEvidence)
+      return {
+        independent: false,
+        why: `the evidence against ${f.from} is not hard (a process gone or connections refused), and the cooldown holds for anything else`,
+      };
     if (source === null) return { independent: false, why: `where the last failover of ${site} came from is not known` };
     if (f.from === source) return { independent: false, why: `${f.from} is where the last failover came from: ${site} would flap between the same hosts` };
     const others = f.targets.filter((t) => t !== source);
     if (others.length === 0) {
       return {
         independent: false,
-        why: f.targets.length === 0
-          ? `no trusted host could take ${site} over`
-          : `its only trusted target is ${source}, where the last failover came from: ${site} would flap between ${source} and ${f.from}`,
+        why:
+          f.targets.length === 0
+            ? `no trusted host could take ${site} over`
+            : `its only trusted target is ${source}, where the last failover came from: ${site} would flap between ${source} and ${f.from}`,
       };
     }
     return {
@@ -285,10 +310,20 @@ export class ActionGovernor {
     const rise = this.opts.rise;
     const base = { host, goodProbes: h.goodProbes, rise, flaps: h.flaps, heldUntil: h.heldUntil, lastFailureAt: h.lastFailureAt, trustedSince: h.trustedSince };
     if (h.trusted) {
-      return { ...base, state: 'trusted', trusted: true, why: h.lastFailureAt === null ? `${host} has not failed` : `${host} came back: ${h.goodProbes} good probes in a row since its failure` };
+      return {
+        ...base,
+        state: 'trusted',
+        trusted: true,
+        why: h.lastFailureAt === null ? `${host} has not failed` : `${host} came back: ${h.goodProbes} good probes in a row since its failure`,
+      };
     }
     if (h.heldUntil !== null && at < h.heldUntil) {
-      return { ...base, state: 'held-out', trusted: false, why: `${host} flapped (${h.flaps} time${h.flaps > 1 ? 's' : ''} failing within ${this.flapWindowMs} ms of being trusted): held out for ${h.heldUntil - at} ms more (backoff ${this.backoff(h.flaps)} ms)` };
+      return {
+        ...base,
+        state: 'held-out',
+        trusted: false,
+        why: `${host} flapped (${h.flaps} time${h.flaps > 1 ? 's' : ''} failing within ${this.flapWindowMs} ms of being trusted): held out for ${h.heldUntil - at} ms more (backoff ${this.backoff(h.flaps)} ms)`,
+      };
     }
     return { ...base, state: 'recovering', trusted: false, why: `${host} failed and has ${h.goodProbes} of ${rise} good probes in a row needed to be trusted` };
   }

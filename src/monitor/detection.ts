@@ -30,8 +30,11 @@ export interface Detection {
 export function probeDetection(e: FailureEvidence, processAlive: boolean | null): Detection {
   const classified = classifyFailure(e.probes, e.kind === 'process-gone' ? false : processAlive);
   return {
-    source: e.kind, failure: classified.kind, reason: `${classified.kind}: ${classified.reason}`,
-    detectedAt: e.detectedAt, lastHealthyAt: e.lastHealthyAt,
+    source: e.kind,
+    failure: classified.kind,
+    reason: `${classified.kind}: ${classified.reason}`,
+    detectedAt: e.detectedAt,
+    lastHealthyAt: e.lastHealthyAt,
     data: { ...e, failure: classified.kind, classification: classified.evidence },
   };
 }
@@ -47,14 +50,29 @@ export function malfunctionDetection(d: Extract<MalfunctionDecision, { kind: 'ma
     const w = d.evidence;
     const lastHealthyAt = Math.min(lastGoodProbeAt, w.from);
     return {
-      source: 'traffic', failure: 'malfunction', reason: `malfunction: ${d.reason}`,
-      detectedAt: d.at, lastHealthyAt,
+      source: 'traffic',
+      failure: 'malfunction',
+      reason: `malfunction: ${d.reason}`,
+      detectedAt: d.at,
+      lastHealthyAt,
       data: {
-        kind: 'traffic', failure: 'malfunction', detectedAt: d.at, lastHealthyAt, firstFailureAt: w.from,
+        kind: 'traffic',
+        failure: 'malfunction',
+        detectedAt: d.at,
+        lastHealthyAt,
+        firstFailureAt: w.from,
         evidence: {
-          upstream: w.upstream, windowMs: w.windowMs, from: w.from, to: w.to,
-          requests: w.requests, errors: w.errors, errors5xx: w.errors5xx, connErrors: w.connErrors,
-          rate: w.rate, errorRate: w.threshold, minRequests: w.minRequests,
+          upstream: w.upstream,
+          windowMs: w.windowMs,
+          from: w.from,
+          to: w.to,
+          requests: w.requests,
+          errors: w.errors,
+          errors5xx: w.errors5xx,
+          connErrors: w.connErrors,
+          rate: w.rate,
+          errorRate: w.threshold,
+          minRequests: w.minRequests,
           slices: w.slices.map((s) => ({ from: s.from, to: s.to, requests: s.requests, errors5xx: s.errors5xx, connErrors: s.connErrors, rate: s.rate })),
         },
       },
@@ -62,8 +80,18 @@ export function malfunctionDetection(d: Extract<MalfunctionDecision, { kind: 'ma
   }
   const lastHealthyAt = Math.min(lastGoodProbeAt, d.evidence.probes[0]?.at ?? d.at);
   return {
-    source: 'probe-content', failure: 'malfunction', reason: `malfunction: ${d.reason}`,
-    detectedAt: d.at, lastHealthyAt,
-    data: { kind: 'probe-content', failure: 'malfunction', detectedAt: d.at, lastHealthyAt, firstFailureAt: d.evidence.probes[0]?.at ?? d.at, evidence: d.evidence },
+    source: 'probe-content',
+    failure: 'malfunction',
+    reason: `malfunction: ${d.reason}`,
+    detectedAt: d.at,
+    lastHealthyAt,
+    data: {
+      kind: 'probe-content',
+      failure: 'malfunction',
+      detectedAt: d.at,
+      lastHealthyAt,
+      firstFailureAt: d.evidence.probes[0]?.at ?? d.at,
+      evidence: d.evidence,
+    },
   };
 }

@@ -46,7 +46,10 @@ export interface KindDelta {
   ok: number;
 }
 
-interface KindPoint { at: number; kinds: Map<string, RequestKindStats> }
+interface KindPoint {
+  at: number;
+  kinds: Map<string, RequestKindStats>;
+}
 
 /**
  * Successive per-kind snapshots of one upstream, kept `keepMs` (enough to see
@@ -140,7 +143,11 @@ export interface Replay {
   elsewhere: (ReplayAnswer & { host: string })[];
 }
 /** `load`: the answer said the app sheds load (load-signal.ts): neither a failure nor a success. */
-export interface ReplayAnswer { status?: number; error?: string; load?: boolean }
+export interface ReplayAnswer {
+  status?: number;
+  error?: string;
+  load?: boolean;
+}
 
 export type KindVerdict = 'host' | 'request' | 'undecided';
 
@@ -189,10 +196,20 @@ export function attributeErrors(input: AttributionInput): ErrorAttribution {
     return { ...base, owner: 'host', rule: 'probe', reason: `the probe of ${host} fails as well (${input.probeFailing})` };
   }
   if (w.connErrors > 0 && w.connErrors >= CONN_ERROR_SHARE * w.errors) {
-    return { ...base, owner: 'host', rule: 'connections', reason: `${w.connErrors} of the ${w.errors} failed requests could not connect to ${host} or lost their connection: that is the host's, not the request's` };
+    return {
+      ...base,
+      owner: 'host',
+      rule: 'connections',
+      reason: `${w.connErrors} of the ${w.errors} failed requests could not connect to ${host} or lost their connection: that is the host's, not the request's`,
+    };
   }
   if (!history.available) {
-    return { ...base, owner: 'host', rule: 'no-kinds', reason: 'the director gives no figures by kind of request, so errors cannot be told from the request\'s' };
+    return {
+      ...base,
+      owner: 'host',
+      rule: 'no-kinds',
+      reason: "the director gives no figures by kind of request, so errors cannot be told from the request's",
+    };
   }
   const half = w.from + (w.to - w.from) / 2;
   const recent = history.between(half, w.to);
@@ -202,22 +219,42 @@ export function attributeErrors(input: AttributionInput): ErrorAttribution {
     .filter((k) => !failingNames.has(k.kind) && k.ok >= MIN_CLEAN_OK && k.errors <= (w.threshold / 2) * (k.requests - k.shed))
     .map((k) => ({ kind: k.kind, ok: k.ok }))
     .sort((a, b) => b.ok - a.ok);
-  const findings = failing.map((k) => judgeKind(k, recent.get(k.kind), history, replays.filter((r) => r.kind === k.kind), host));
+  const findings = failing.map((k) =>
+    judgeKind(
+      k,
+      recent.get(k.kind),
+      history,
+      replays.filter((r) => r.kind === k.kind),
+      host,
+    ),
+  );
   if (failing.length === 0 || clean.length === 0) {
     return {
-      ...base, failing: findings, clean, owner: 'host', rule: 'every-kind',
-      reason: failing.length === 0
-        ? `the errors are spread over every kind of request on ${host}, none fails by itself`
-        : `no kind of request is answered well on ${host} (${failing.map((k) => `${k.kind} ${k.errors} of ${k.requests - k.shed} failed`).join(', ')})`,
+      ...base,
+      failing: findings,
+      clean,
+      owner: 'host',
+      rule: 'every-kind',
+      reason:
+        failing.length === 0
+          ? `the errors are spread over every kind of request on ${host}, none fails by itself`
+          : `no kind of request is answered well on ${host} (${failing.map((k) => `${k.kind} ${k.errors} of ${k.requests - k.shed} failed`).join(', ')})`,
     };
   }
   const hostKinds = findings.filter((f) => f.verdict === 'host');
-  const cleanText = `${clean.slice(0, 3).map((c) => `${c.kind} (${c.ok} answered well)`).join(', ')}${clean.length > 3 ? ` and ${clean.length - 3} more` : ''}`;
+  const cleanText = `${clean
+    .slice(0, 3)
+    .map((c) => `${c.kind} (${c.ok} answered well)`)
+    .join(', ')}${clean.length > 3 ? ` and ${clean.length - 3} more` : ''}`;
   if (hostKinds.length > 0) {
     return { ...base, failing: findings, clean, owner: 'host', rule: 'kind', reason: hostKinds.map((f) => `${f.kind}: ${f.why}`).join('; ') };
   }
   return {
-    ...base, failing: findings, clean, owner: 'request', rule: 'kind',
+    ...base,
+    failing: findings,
+    clean,
+    owner: 'request',
+    rule: 'kind',
     reason: `${findings.map((f) => `${f.kind} fails (${f.errors} of ${f.requests - f.shed}): ${f.why}`).join('; ')}; meanwhile ${host} answers ${cleanText} and its probe`,
   };
 }
@@ -230,7 +267,11 @@ function judgeKind(k: KindDelta, recentDelta: KindDelta | undefined, history: Ki
   for (const rp of replays) {
     const failedHere = failed(rp.primary);
     if (rp.primary.load === true) continue;
-    if (rp.primary.status !== undefined && !failedHere) return out('request', `${rp.request} sent again to ${host} without the client's headers and body answered ${rp.primary.status}: what fails depends on the request`);
+    if (rp.primary.status !== undefined && !failedHere)
+      return out(
+        'request',
+        `${rp.request} sent again to ${host} without the client's headers and body answered ${rp.primary.status}: what fails depends on the request`,
+      );
     if (!failedHere) continue;
     const ok = rp.elsewhere.find((e) => e.status !== undefined && !failed(e) && e.load !== true && e.status !== 421);
     if (ok) return out('host', `${rp.request} fails again on ${host} (${answerText(rp.primary)}) but succeeds on ${ok.host} (${ok.status})`);
@@ -241,7 +282,10 @@ function judgeKind(k: KindDelta, recentDelta: KindDelta | undefined, history: Ki
     return out('request', `${recent.ok} of its ${recent.requests} latest requests succeed on ${host}: what fails depends on the request`);
   }
   if (onsetAt !== null && okBefore >= MIN_OK_BEFORE) {
-    return out('host', `${host} answered it well ${okBefore} times before its errors began (${new Date(onsetAt).toISOString()}) and ${recent.ok === 0 ? 'not once' : `only ${recent.ok} times`} since`);
+    return out(
+      'host',
+      `${host} answered it well ${okBefore} times before its errors began (${new Date(onsetAt).toISOString()}) and ${recent.ok === 0 ? 'not once' : `only ${recent.ok} times`} since`,
+    );
   }
   return out('undecided', 'it has not been answered well on this host');
 }
@@ -251,5 +295,5 @@ function failed(a: ReplayAnswer): boolean {
 }
 
 function answerText(a: ReplayAnswer): string {
-  return a.status !== undefined ? `status ${a.status}` : a.error ?? 'no answer';
+  return a.status !== undefined ? `status ${a.status}` : (a.error ?? 'no answer');
 }

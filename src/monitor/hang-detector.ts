@@ -44,7 +44,9 @@ export function classifyFailure(probes: readonly ProbeObservation[], processAliv
   const counts: Record<ProbeFailureClass, number> = { refused: 0, timeout: 0, 'bad-answer': 0, other: 0 };
   for (const p of failed) counts[p.class]++;
   const evidence = {
-    processAlive, probes: failed, counts,
+    processAlive,
+    probes: failed,
+    counts,
     firstFailureAt: failed[0]?.at ?? null,
     lastFailureAt: failed[failed.length - 1]?.at ?? null,
   };
@@ -83,7 +85,12 @@ export interface HangDetectorOptions {
 /** A failure raised: the classification, stamped. */
 export type FailureDecision = { kind: FailureKind; at: number } & Omit<FailureClassification, 'kind'>;
 /** `rise` good probes after a failure. `failedSince`: when the failure was raised. */
-export interface RecoveredDecision { kind: 'recovered'; at: number; reason: string; evidence: { goodProbes: number; failedSince: number | null } }
+export interface RecoveredDecision {
+  kind: 'recovered';
+  at: number;
+  reason: string;
+  evidence: { goodProbes: number; failedSince: number | null };
+}
 export type HangDecision = FailureDecision | RecoveredDecision;
 
 export function isFailureDecision(d: HangDecision | null | undefined): d is FailureDecision {
@@ -127,7 +134,12 @@ export class HangDetector {
         return null;
       }
       if (this.good < this.opts.rise) return null;
-      const d: HangDecision = { kind: 'recovered', at: this.now(), reason: `${this.good} good probes in a row`, evidence: { goodProbes: this.good, failedSince: this.failedAt } };
+      const d: HangDecision = {
+        kind: 'recovered',
+        at: this.now(),
+        reason: `${this.good} good probes in a row`,
+        evidence: { goodProbes: this.good, failedSince: this.failedAt },
+      };
       this.failedAt = null;
       this.failures = [];
       return d;

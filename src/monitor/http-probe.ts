@@ -50,7 +50,11 @@ export class HttpProbe {
   private readonly dispatcher: Agent;
   private readonly bodyPattern: RegExp | undefined;
 
-  constructor(readonly url: string, private readonly timeoutMs: number, private readonly expect?: ProbeExpect) {
+  constructor(
+    readonly url: string,
+    private readonly timeoutMs: number,
+    private readonly expect?: ProbeExpect,
+  ) {
     this.dispatcher = new Agent({ connect: { timeout: timeoutMs }, keepAliveTimeout: 4000, connections: 2 });
     this.bodyPattern = expect?.body !== undefined ? new RegExp(expect.body) : undefined;
   }
@@ -84,9 +88,16 @@ export class HttpProbe {
       // A DOMException (AbortSignal.timeout's TimeoutError) has a numeric legacy
       // `code` (23): its `name` is what says what happened.
       const code = typeof err.code === 'string' ? err.code : err.name;
-      const error = code === 'ECONNREFUSED' ? 'refused'
-        : code === 'TimeoutError' || code === 'AbortError' || code === 'UND_ERR_HEADERS_TIMEOUT' || code === 'UND_ERR_CONNECT_TIMEOUT' || code === 'UND_ERR_BODY_TIMEOUT' ? 'timeout'
-          : String(code);
+      const error =
+        code === 'ECONNREFUSED'
+          ? 'refused'
+          : code === 'TimeoutError' ||
+              code === 'AbortError' ||
+              code === 'UND_ERR_HEADERS_TIMEOUT' ||
+              code === 'UND_ERR_CONNECT_TIMEOUT' ||
+              code === 'UND_ERR_BODY_TIMEOUT'
+            ? 'timeout'
+            : String(code);
       return { ok: false, at: start, latencyMs: Date.now() - start, error };
     }
   }

@@ -26,7 +26,11 @@ export interface LoadEpisode {
   };
 }
 
-interface Point { at: number; requests: number; shed: number }
+interface Point {
+  at: number;
+  requests: number;
+  shed: number;
+}
 
 /**
  * Sees a site's app shed load: its answers say so (429, or 503 with
@@ -121,7 +125,12 @@ export class LoadWatch {
     const calmTraffic = w === null || w.ms < this.opts.windowMs * 0.9 ? false : w.share === null || w.share <= CLEAR_SHARE;
     if (calmTraffic && !probeSheds && this.probeLoad.length === 0) {
       this.active = false;
-      this.onEpisode({ kind: 'load-shedding-cleared', at: this.now(), reason: `the app no longer sheds load: ${w!.shed} of ${w!.requests} answers in the last ${w!.ms} ms, and its probe answers normally`, evidence: this.evidence(w) });
+      this.onEpisode({
+        kind: 'load-shedding-cleared',
+        at: this.now(),
+        reason: `the app no longer sheds load: ${w!.shed} of ${w!.requests} answers in the last ${w!.ms} ms, and its probe answers normally`,
+        evidence: this.evidence(w),
+      });
     }
   }
 
@@ -135,7 +144,14 @@ export class LoadWatch {
   }
 
   private evidence(w: ReturnType<LoadWatch['window']>): LoadEpisode['evidence'] {
-    return { upstreams: this.upstreams(), windowMs: this.opts.windowMs, requests: w?.requests ?? 0, shed: w?.shed ?? 0, share: w?.share ?? null, probes: [...this.probeLoad] };
+    return {
+      upstreams: this.upstreams(),
+      windowMs: this.opts.windowMs,
+      requests: w?.requests ?? 0,
+      shed: w?.shed ?? 0,
+      share: w?.share ?? null,
+      probes: [...this.probeLoad],
+    };
   }
 
   private now(): number {

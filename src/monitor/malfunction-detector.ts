@@ -139,7 +139,10 @@ export class MalfunctionDetector {
     if (!this.trafficRaised && w.sustained) {
       this.trafficRaised = true;
       return {
-        kind: 'malfunction', source: 'traffic', at, evidence: w,
+        kind: 'malfunction',
+        source: 'traffic',
+        at,
+        evidence: w,
         reason: w.countConnErrors
           ? `error rate ${pct(w.rate)}: ${w.errors} of ${w.requests} requests failed (${w.errors5xx} 5xx, ${w.connErrors} connection errors) over ${w.to - w.from} ms (threshold ${pct(w.threshold)} over a ${w.windowMs} ms window, sustained in all ${w.slices.length} slices)`
           : `error rate ${pct(w.rate)}: ${w.errors5xx} of ${w.answered} answered requests were 5xx over ${w.to - w.from} ms (threshold ${pct(w.threshold)} over a ${w.windowMs} ms window, sustained in all ${w.slices.length} slices)`,
@@ -176,13 +179,25 @@ export class MalfunctionDetector {
     const errors = withConn ? total.errors5xx + total.connErrors : total.errors5xx;
     const rate = this.rateOf(total);
     const floor = this.opts.errorRate * this.sliceFloor;
-    const sustained = rate !== null && base >= this.minRequests && rate >= this.opts.errorRate
-      && slices.length > 0 && slices.every((s) => s.rate !== null && s.rate >= floor);
+    const sustained =
+      rate !== null && base >= this.minRequests && rate >= this.opts.errorRate && slices.length > 0 && slices.every((s) => s.rate !== null && s.rate >= floor);
     return {
-      upstream: this.upstream, from: total.from, to: total.to, windowMs: this.opts.windowMs,
-      requests: total.requests, answered: total.answered, errors5xx: total.errors5xx, connErrors: total.connErrors,
-      errors, base, countConnErrors: withConn,
-      rate, threshold: this.opts.errorRate, minRequests: this.minRequests, slices, sustained,
+      upstream: this.upstream,
+      from: total.from,
+      to: total.to,
+      windowMs: this.opts.windowMs,
+      requests: total.requests,
+      answered: total.answered,
+      errors5xx: total.errors5xx,
+      connErrors: total.connErrors,
+      errors,
+      base,
+      countConnErrors: withConn,
+      rate,
+      threshold: this.opts.errorRate,
+      minRequests: this.minRequests,
+      slices,
+      sustained,
     };
   }
 
@@ -196,7 +211,13 @@ export class MalfunctionDetector {
       this.goodProbes++;
       if (this.probeRaised && this.goodProbes >= this.probeRise) {
         this.probeRaised = false;
-        return { kind: 'malfunction-cleared', source: 'probe', at, reason: `${this.goodProbes} right probe answers in a row`, evidence: { goodProbes: this.goodProbes } };
+        return {
+          kind: 'malfunction-cleared',
+          source: 'probe',
+          at,
+          reason: `${this.goodProbes} right probe answers in a row`,
+          evidence: { goodProbes: this.goodProbes },
+        };
       }
       return null;
     }
@@ -206,7 +227,9 @@ export class MalfunctionDetector {
     if (this.wrongProbes.length < this.probeFall) return null;
     this.probeRaised = true;
     return {
-      kind: 'malfunction', source: 'probe', at,
+      kind: 'malfunction',
+      source: 'probe',
+      at,
       reason: `${this.wrongProbes.length} probes in a row answered wrongly (${this.wrongProbes.map((w) => w.wrong).join(', ')})`,
       evidence: { probes: this.wrongProbes },
     };

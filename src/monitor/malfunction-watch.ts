@@ -47,7 +47,10 @@ export class MalfunctionWatch {
   ) {
     this.now = cfg.now ?? Date.now;
     this.detector = new MalfunctionDetector({
-      errorRate: cfg.errorRate, windowMs: cfg.windowMs, minRequests: cfg.minRequests, now: this.now,
+      errorRate: cfg.errorRate,
+      windowMs: cfg.windowMs,
+      minRequests: cfg.minRequests,
+      now: this.now,
       countConnErrors: true,
     });
     this.history = new KindHistory(cfg.windowMs * HISTORY_WINDOWS);

@@ -173,8 +173,13 @@ export class SlowdownDetector {
     } else level = { kind: 'slowdown', hosts: sustained.map((h) => h.upstream).sort() };
 
     const evidence: SlowdownEvidence = {
-      hosts: judged, slowHosts: level.hosts, thresholdP95Ms: this.o.p95Ms, windowMs: this.o.windowMs,
-      holdMs: this.holdMs, baselineFactor: this.o.baselineFactor, spread,
+      hosts: judged,
+      slowHosts: level.hosts,
+      thresholdP95Ms: this.o.p95Ms,
+      windowMs: this.o.windowMs,
+      holdMs: this.holdMs,
+      baselineFactor: this.o.baselineFactor,
+      spread,
     };
     this.lastEvidence = evidence;
 
@@ -221,13 +226,20 @@ export class SlowdownDetector {
   }
 
   private reason(level: Level, e: SlowdownEvidence): string {
-    const fmt = (h: HostLatencyEvidence): string => `${h.upstream} p95 ${Math.round(h.p95Ms)} ms${h.baselineP95Ms !== null ? ` (baseline ${Math.round(h.baselineP95Ms)} ms)` : ''}`;
+    const fmt = (h: HostLatencyEvidence): string =>
+      `${h.upstream} p95 ${Math.round(h.p95Ms)} ms${h.baselineP95Ms !== null ? ` (baseline ${Math.round(h.baselineP95Ms)} ms)` : ''}`;
     if (level.kind === 'none') return `no host slower than p95 ${e.thresholdP95Ms} ms or ${e.baselineFactor}× its baseline for ${e.windowMs} ms`;
-    const slow = e.hosts.filter((h) => level.hosts.includes(h.upstream)).map(fmt).join(', ');
+    const slow = e.hosts
+      .filter((h) => level.hosts.includes(h.upstream))
+      .map(fmt)
+      .join(', ');
     if (level.kind === 'global-slowdown') {
       return `every host slowed together (${slow}; within ${e.spread?.toFixed(1)}× of each other) for ${e.holdMs} ms: a shared cause, not a host's fault`;
     }
-    const others = e.hosts.filter((h) => !level.hosts.includes(h.upstream)).map(fmt).join(', ');
+    const others = e.hosts
+      .filter((h) => !level.hosts.includes(h.upstream))
+      .map(fmt)
+      .join(', ');
     return `${slow} over p95 ${e.thresholdP95Ms} ms or ${e.baselineFactor}× baseline for ${e.holdMs} ms${others ? `, while ${others}` : ''}`;
   }
 }

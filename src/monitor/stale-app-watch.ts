@@ -72,15 +72,27 @@ export class StaleAppWatch {
           const stale = r.ok && owner?.kind !== 'nobody' && !ours;
           if (stale && !this.seen.has(key)) {
             this.seen.add(key);
-            const who = owner?.kind === 'outside' ? `by a process outside Understudy${owner.process ? ` (${owner.process})` : ''}`
-              : owner?.kind === 'host' ? `by a process of host ${owner.host}, outside what Understudy started there` : 'outside Understudy';
+            const who =
+              owner?.kind === 'outside'
+                ? `by a process outside Understudy${owner.process ? ` (${owner.process})` : ''}`
+                : owner?.kind === 'host'
+                  ? `by a process of host ${owner.host}, outside what Understudy started there`
+                  : 'outside Understudy';
             this.store.addEvent({
-              site: rec.site, host: hostName, kind: 'stale-primary',
+              site: rec.site,
+              host: hostName,
+              kind: 'stale-primary',
               message: `${rec.site} answers on ${hostName} (${appEndpoint(host, cfg)}) ${who}, but its primary is ${rec.primaryHost} at epoch ${rec.epoch}: it is not routed, nothing it writes is replicated (its copy on ${host.storage} was demoted); stop it`,
               data: { epoch: rec.epoch, primary: rec.primaryHost, storage: host.storage, owner },
             });
           } else if (!stale && this.seen.delete(key)) {
-            this.store.addEvent({ site: rec.site, host: hostName, kind: 'stale-primary-gone', message: `${rec.site} no longer answers on ${hostName}`, data: {} });
+            this.store.addEvent({
+              site: rec.site,
+              host: hostName,
+              kind: 'stale-primary-gone',
+              message: `${rec.site} no longer answers on ${hostName}`,
+              data: {},
+            });
           }
         }
       }
@@ -103,7 +115,9 @@ export class StaleAppWatch {
     this.warned.add(site);
     const others = [cfg.primary, ...cfg.standby].filter((h) => h !== primary).map((h) => `${h} ${this.config.hosts[h]!.address}`);
     this.store.addEvent({
-      site, host: primary, kind: 'app-listens-on-all-addresses',
+      site,
+      host: primary,
+      kind: 'app-listens-on-all-addresses',
       message: `${site}'s app on ${primary} listens on all addresses (${owner.bound}:${cfg.app.port}), so on this machine it also answers on the other hosts' addresses${others.length ? ` (${others.join(', ')})` : ''}, and a reader or a stale copy cannot listen there beside it. Bind it to its host: pass {{host.address}} in sites.${site}.app.command or app.env (e.g. HOST: "{{host.address}}"), or set it in its config file with a transform. Understudy tells who answers by the process that listens, so this raises no stale-primary`,
       data: { bound: owner.bound, port: cfg.app.port },
     });

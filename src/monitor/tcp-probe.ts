@@ -8,7 +8,11 @@ import type { ProbeResult } from './http-probe.ts';
  * healthy to it (the director's errors and the traffic detectors still see it).
  */
 export class TcpProbe {
-  constructor(private readonly host: string, private readonly port: number, private readonly timeoutMs: number) {}
+  constructor(
+    private readonly host: string,
+    private readonly port: number,
+    private readonly timeoutMs: number,
+  ) {}
 
   get target(): string {
     return `tcp://${this.host}:${this.port}`;

@@ -47,8 +47,12 @@ async function deliverWebhook(w: NonNullable<NotifyTarget['webhook']>, body: Not
   let status: number;
   try {
     const res = await request(w.url, {
-      method: 'POST', headers, body: JSON.stringify(body),
-      headersTimeout: w.timeoutMs, bodyTimeout: w.timeoutMs, signal: AbortSignal.timeout(w.timeoutMs),
+      method: 'POST',
+      headers,
+      body: JSON.stringify(body),
+      headersTimeout: w.timeoutMs,
+      bodyTimeout: w.timeoutMs,
+      signal: AbortSignal.timeout(w.timeoutMs),
     });
     status = res.statusCode;
     await res.body.dump();
@@ -85,13 +89,23 @@ function deliverCommand(c: NonNullable<NotifyTarget['command']>, body: Notificat
       },
     });
     let stderr = '';
-    child.stderr.on('data', (d: Buffer) => { if (stderr.length < 400) stderr += d.toString(); });
+    child.stderr.on('data', (d: Buffer) => {
+      if (stderr.length < 400) stderr += d.toString();
+    });
     const timer = setTimeout(() => child.kill('SIGKILL'), c.timeoutMs);
-    child.on('error', (e: NodeJS.ErrnoException) => { clearTimeout(timer); reject(new DeliveryError(`${c.run[0]}: ${e.code ?? e.message}`)); });
+    child.on('error', (e: NodeJS.ErrnoException) => {
+      clearTimeout(timer);
+      reject(new DeliveryError(`${c.run[0]}: ${e.code ?? e.message}`));
+    });
     child.on('exit', (code, signal) => {
       clearTimeout(timer);
       if (code === 0) resolve();
-      else reject(new DeliveryError(`${c.run[0]} exited ${signal ? `on ${signal}${signal === 'SIGKILL' ? ` (timeout ${c.timeoutMs} ms)` : ''}` : `with ${code}`}${stderr.trim() ? `: ${stderr.trim().slice(0, 200)}` : ''}`));
+      else
+        reject(
+          new DeliveryError(
+            `${c.run[0]} exited ${signal ? `on ${signal}${signal === 'SIGKILL' ? ` (timeout ${c.timeoutMs} ms)` : ''}` : `with ${code}`}${stderr.trim() ? `: ${stderr.trim().slice(0, 200)}` : ''}`,
+          ),
+        );
     });
     child.stdin.on('error', () => undefined); // a command that does not read its input
     child.stdin.end(JSON.stringify(body));

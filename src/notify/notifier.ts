@@ -56,7 +56,12 @@ export class Notifier {
   private stopped = false;
   private wakeQueued = false;
 
-  constructor(private readonly config: UnderstudyConfig, private readonly store: StateStore, private readonly log: NotifierLog, private readonly random: () => number = Math.random) {
+  constructor(
+    private readonly config: UnderstudyConfig,
+    private readonly store: StateStore,
+    private readonly log: NotifierLog,
+    private readonly random: () => number = Math.random,
+  ) {
     this.targets = Object.values(config.notify ?? {});
     for (const t of this.targets) {
       this.patterns.set(t.name, t.events.map(globToRegExp));
@@ -91,7 +96,10 @@ export class Notifier {
       const c = this.counters.get(t.name)!;
       const head = this.store.nextNotification(t.name);
       return {
-        target: t.name, delivered: c.delivered, failedAttempts: c.failedAttempts, givenUp: c.givenUp,
+        target: t.name,
+        delivered: c.delivered,
+        failedAttempts: c.failedAttempts,
+        givenUp: c.givenUp,
         pending: counts.get(t.name)?.pending ?? 0,
         failing: !!head && head.row.attempts >= t.retry.alertAfter,
         lastError: head?.row.lastError ?? c.lastError,
@@ -110,7 +118,10 @@ export class Notifier {
   private wakeSoon(): void {
     if (this.wakeQueued || this.stopped) return;
     this.wakeQueued = true;
-    setImmediate(() => { this.wakeQueued = false; this.tick(); });
+    setImmediate(() => {
+      this.wakeQueued = false;
+      this.tick();
+    });
   }
 
   private tick(): void {
@@ -123,7 +134,9 @@ export class Notifier {
       }
       if (!this.pumping.has(t.name)) {
         this.pumping.add(t.name);
-        void this.pump(t).catch((e: Error) => this.log.error({ target: t.name, err: e.message }, 'notify: delivery loop failed')).finally(() => this.pumping.delete(t.name));
+        void this.pump(t)
+          .catch((e: Error) => this.log.error({ target: t.name, err: e.message }, 'notify: delivery loop failed'))
+          .finally(() => this.pumping.delete(t.name));
       }
     }
   }
@@ -134,7 +147,11 @@ export class Notifier {
       const page = this.store.listEvents({ afterId: cursor, limit: 500 });
       if (page.length === 0) return;
       cursor = page[page.length - 1]!.id;
-      this.store.enqueueNotifications(t.name, page.filter((e) => this.wants(t, e)).map((e) => e.id), cursor);
+      this.store.enqueueNotifications(
+        t.name,
+        page.filter((e) => this.wants(t, e)).map((e) => e.id),
+        cursor,
+      );
       if (page.length < 500) return;
     }
   }
@@ -157,14 +174,29 @@ export class Notifier {
         this.store.notificationAttempt(row.id, { delivered: false, nextAt: now + Math.round(wait), error, giveUp });
         c.failedAttempts++;
         c.lastError = error;
-        this.log.warn({ target: t.name, event: event.id, attempt: attempts, err: error, retryInMs: giveUp ? null : Math.round(wait) }, 'notify: delivery failed');
+        this.log.warn(
+          { target: t.name, event: event.id, attempt: attempts, err: error, retryInMs: giveUp ? null : Math.round(wait) },
+          'notify: delivery failed',
+        );
         if (giveUp) {
           c.givenUp++;
-          this.store.addEvent({ site: event.site, host: null, kind: 'notify-given-up', message: `notification of event #${event.id} (${event.kind}) to ${t.name} given up after ${attempts} attempts over ${Math.round((now - event.at) / 1000)} s: ${error}`, data: { target: t.name, event: event.id, attempts, error } });
+          this.store.addEvent({
+            site: event.site,
+            host: null,
+            kind: 'notify-given-up',
+            message: `notification of event #${event.id} (${event.kind}) to ${t.name} given up after ${attempts} attempts over ${Math.round((now - event.at) / 1000)} s: ${error}`,
+            data: { target: t.name, event: event.id, attempts, error },
+          });
           continue;
         }
         if (attempts === t.retry.alertAfter) {
-          this.store.addEvent({ site: null, host: null, kind: 'notify-failing', message: `notifications to ${t.name} keep failing (${attempts} attempts for event #${event.id}, ${error}); they are kept and retried every ≤${Math.round(t.retry.maxMs / 1000)} s`, data: { target: t.name, event: event.id, attempts, error } });
+          this.store.addEvent({
+            site: null,
+            host: null,
+            kind: 'notify-failing',
+            message: `notifications to ${t.name} keep failing (${attempts} attempts for event #${event.id}, ${error}); they are kept and retried every ≤${Math.round(t.retry.maxMs / 1000)} s`,
+            data: { target: t.name, event: event.id, attempts, error },
+          });
         }
         return;
       }
@@ -172,7 +204,13 @@ export class Notifier {
       c.delivered++;
       c.lastError = null;
       if (row.attempts >= t.retry.alertAfter) {
-        this.store.addEvent({ site: null, host: null, kind: 'notify-recovered', message: `notifications to ${t.name} are delivered again (event #${event.id} after ${row.attempts + 1} attempts)`, data: { target: t.name, event: event.id, attempts: row.attempts + 1 } });
+        this.store.addEvent({
+          site: null,
+          host: null,
+          kind: 'notify-recovered',
+          message: `notifications to ${t.name} are delivered again (event #${event.id} after ${row.attempts + 1} attempts)`,
+          data: { target: t.name, event: event.id, attempts: row.attempts + 1 },
+        });
       }
     }
   }
@@ -180,5 +218,10 @@ export class Notifier {
 
 /** `failover-*` → /^failover-.*$/ (only `*` is special). */
 export function globToRegExp(pattern: string): RegExp {
-  return new RegExp(`^${pattern.split('*').map((p) => p.replace(/[.+?^${}()|[\]\\]/g, '\\$&')).join('.*')}$`);
+  return new RegExp(
+    `^${pattern
+      .split('*')
+      .map((p) => p.replace(/[.+?^${}()|[\]\\]/g, '\\$&'))
+      .join('.*')}$`,
+  );
 }

@@ -13,7 +13,11 @@ export class HostRelays implements RelayDriver {
   private readonly local: LocalRelay;
   private readonly ipmi: IpmiRelay;
 
-  constructor(private readonly config: UnderstudyConfig, store: StateStore, logDir: string) {
+  constructor(
+    private readonly config: UnderstudyConfig,
+    store: StateStore,
+    logDir: string,
+  ) {
     this.local = new LocalRelay(config, store, logDir);
     this.ipmi = new IpmiRelay(config, store);
   }
@@ -27,9 +31,13 @@ export class HostRelays implements RelayDriver {
 
   /** Every `everyMs`, and once now, asks each BMC for its host's power (IpmiRelay.refresh). */
   watch(everyMs = 5000): void {
-    const hosts = Object.values(this.config.hosts).filter((h) => h.power !== 'local').map((h) => h.name);
+    const hosts = Object.values(this.config.hosts)
+      .filter((h) => h.power !== 'local')
+      .map((h) => h.name);
     if (hosts.length === 0 || this.watchTimer) return;
-    const round = () => { for (const h of hosts) void this.ipmi.refresh(h).catch(() => undefined); };
+    const round = () => {
+      for (const h of hosts) void this.ipmi.refresh(h).catch(() => undefined);
+    };
     round();
     this.watchTimer = setInterval(round, everyMs);
   }
@@ -39,7 +47,13 @@ export class HostRelays implements RelayDriver {
     this.watchTimer = null;
   }
 
-  on(host: string): Promise<RelayStatus> { return this.driver(host).on(host); }
-  off(host: string): Promise<RelayStatus> { return this.driver(host).off(host); }
-  status(host: string): RelayStatus { return this.driver(host).status(host); }
+  on(host: string): Promise<RelayStatus> {
+    return this.driver(host).on(host);
+  }
+  off(host: string): Promise<RelayStatus> {
+    return this.driver(host).off(host);
+  }
+  status(host: string): RelayStatus {
+    return this.driver(host).status(host);
+  }
 }

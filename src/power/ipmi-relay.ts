@@ -9,17 +9,41 @@ import type { RelayDriver, RelayStatus } from './relay.ts';
 /** How long one ipmitool call may take (it retries once inside, `-R 1`). */
 const CALL_TIMEOUT_MS = 3000;
 
-export interface IpmiCallResult { ok: boolean; out: string }
+export interface IpmiCallResult {
+  ok: boolean;
+  out: string;
+}
 
 /** Runs `ipmitool -I lanplus … ARGS` against a BMC; the password goes by file (`-f`), never on the command line. */
 export function ipmitool(bmc: IpmiPower, args: string[], timeoutMs = CALL_TIMEOUT_MS): Promise<IpmiCallResult> {
-  const argv = ['-I', 'lanplus', '-H', bmc.address, '-p', String(bmc.port), '-U', bmc.user, '-f', bmc.passwordFile, '-C', String(bmc.cipherSuite), '-N', '1', '-R', '1', ...args];
+  const argv = [
+    '-I',
+    'lanplus',
+    '-H',
+    bmc.address,
+    '-p',
+    String(bmc.port),
+    '-U',
+    bmc.user,
+    '-f',
+    bmc.passwordFile,
+    '-C',
+    String(bmc.cipherSuite),
+    '-N',
+    '1',
+    '-R',
+    '1',
+    ...args,
+  ];
   return new Promise((resolve) => {
     const child = execFile('ipmitool', argv, { timeout: timeoutMs, encoding: 'utf8' }, (err, stdout, stderr) => {
       const out = `${stdout}${stderr}`.trim();
       if (err) {
         const e = err as NodeJS.ErrnoException & { killed?: boolean };
-        resolve({ ok: false, out: e.code === 'ENOENT' ? 'ipmitool is not installed (apt-get install ipmitool)' : e.killed ? `no answer within ${timeoutMs} ms` : out || e.message });
+        resolve({
+          ok: false,
+          out: e.code === 'ENOENT' ? 'ipmitool is not installed (apt-get install ipmitool)' : e.killed ? `no answer within ${timeoutMs} ms` : out || e.message,
+        });
       } else {
         resolve({ ok: true, out });
       }
@@ -70,7 +94,10 @@ export class IpmiRelay implements RelayDriver {
   private readonly version = new Map<string, number>();
   private readonly busy = new Set<string>();
 
-  constructor(private readonly config: UnderstudyConfig, private readonly store: StateStore) {}
+  constructor(
+    private readonly config: UnderstudyConfig,
+    private readonly store: StateStore,
+  ) {}
 
   private bump(host: string): void {
     this.version.set(host, (this.version.get(host) ?? 0) + 1);
@@ -85,13 +112,23 @@ export class IpmiRelay implements RelayDriver {
     if (this.busy.has(host)) return;
     const v = this.version.get(host) ?? 0;
     let bmc: IpmiPower;
-    try { bmc = this.bmc(host); } catch { return; }
+    try {
+      bmc = this.bmc(host);
+    } catch {
+      return;
+    }
     const p = await chassisPower(bmc);
     if (typeof p !== 'string' || this.busy.has(host) || (this.version.get(host) ?? 0) !== v) return;
     const recorded = this.status(host).power;
     if (p === recorded) return;
     this.store.putRelay(host, p, null);
-    this.store.addEvent({ site: null, host, kind: 'power-observed', message: `${host}: its BMC reports power ${p} (last recorded ${recorded})`, data: { power: p, recorded } });
+    this.store.addEvent({
+      site: null,
+      host,
+      kind: 'power-observed',
+      message: `${host}: its BMC reports power ${p} (last recorded ${recorded})`,
+      data: { power: p, recorded },
+    });
   }
 
   private bmc(host: string): IpmiPower {
@@ -99,7 +136,10 @@ export class IpmiRelay implements RelayDriver {
     if (!h) throw new UnderstudyError('US_NOT_FOUND', `unknown host ${host}: see hosts: in ${this.config.file}`);
     if (h.power === 'local') throw new UnderstudyError('US_INTERNAL', `host ${host} has no BMC (power: local)`);
     if (!fs.existsSync(h.power.ipmi.passwordFile)) {
-      throw new UnderstudyError('US_FENCE_UNCONFIRMED', `host ${host}: the BMC password file ${h.power.ipmi.passwordFile} does not exist; create it (hosts.${host}.power.ipmi.passwordFile in ${this.config.file})`);
+      throw new UnderstudyError(
+        'US_FENCE_UNCONFIRMED',
+        `host ${host}: the BMC password file ${h.power.ipmi.passwordFile} does not exist; create it (hosts.${host}.power.ipmi.passwordFile in ${this.config.file})`,
+      );
     }
     return h.power.ipmi;
   }
@@ -134,7 +174,10 @@ export class IpmiRelay implements RelayDriver {
     const bmc = this.bmc(host);
     const r = await ipmitool(bmc, ['chassis', 'power', 'on']);
     if (!r.ok) {
-      throw new UnderstudyError('US_UNREACHABLE', `host ${host}: its BMC at ${bmc.address}:${bmc.port} did not power it on (${r.out}); check the management network and hosts.${host}.power.ipmi in ${this.config.file}`);
+      throw new UnderstudyError(
+        'US_UNREACHABLE',
+        `host ${host}: its BMC at ${bmc.address}:${bmc.port} did not power it on (${r.out}); check the management network and hosts.${host}.power.ipmi in ${this.config.file}`,
+      );
     }
     this.store.putRelay(host, 'on', null);
     return { host, power: 'on', pid: null };
@@ -158,14 +201,17 @@ export class IpmiRelay implements RelayDriver {
     }
     const refused = cut.ok ? '' : `; power off refused: ${cut.out}`;
     for (;;) {
-      const p = first ?? await chassisPower(bmc);
+      const p = first ?? (await chassisPower(bmc));
       first = null;
       if (p === 'off') break;
       const last = `${p === 'on' ? 'the BMC still reports power on' : p.error}${refused}`;
       // A cut that did not go through is asked again (the BMC may have dropped it).
       if (p === 'on' && !cut.ok) await ipmitool(bmc, ['chassis', 'power', 'off']);
       if (Date.now() + bmc.pollMs > deadline) {
-        throw new UnderstudyError('US_FENCE_UNCONFIRMED', `host ${host}: power off not confirmed by its BMC at ${bmc.address}:${bmc.port} within ${bmc.timeoutMs} ms (${last}); check the management network to the BMC and cut the host's power by hand`);
+        throw new UnderstudyError(
+          'US_FENCE_UNCONFIRMED',
+          `host ${host}: power off not confirmed by its BMC at ${bmc.address}:${bmc.port} within ${bmc.timeoutMs} ms (${last}); check the management network to the BMC and cut the host's power by hand`,
+        );
       }
       await sleep(bmc.pollMs);
     }

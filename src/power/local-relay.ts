@@ -89,7 +89,10 @@ export class LocalRelay implements RelayDriver {
       const deadline = Date.now() + CONFIRM_TIMEOUT_MS;
       while (isGroupAlive(pgid)) {
         if (Date.now() > deadline) {
-          throw new UnderstudyError('US_FENCE_UNCONFIRMED', `host ${host}: process group ${pgid} is still alive ${CONFIRM_TIMEOUT_MS} ms after SIGKILL; check it by hand (ps -g ${pgid}) and use failover --force only once it is gone`);
+          throw new UnderstudyError(
+            'US_FENCE_UNCONFIRMED',
+            `host ${host}: process group ${pgid} is still alive ${CONFIRM_TIMEOUT_MS} ms after SIGKILL; check it by hand (ps -g ${pgid}) and use failover --force only once it is gone`,
+          );
         }
         await new Promise((r) => setTimeout(r, 10));
       }
@@ -145,7 +148,12 @@ export class LocalRelay implements RelayDriver {
     }
     for (const p of this.unrecordedAgents(recorded)) {
       if (p.pgid === p.pid) killGroup(p.pid, 'SIGKILL');
-      else try { process.kill(p.pid, 'SIGTERM'); } catch { /* gone already */ }
+      else
+        try {
+          process.kill(p.pid, 'SIGTERM');
+        } catch {
+          /* gone already */
+        }
       const deadline = Date.now() + CONFIRM_TIMEOUT_MS;
       const gone = () => (p.pgid === p.pid ? !isRecordedGroupAlive(p.pid, null) : !isProcessAlive(p.pid));
       while (!gone() && Date.now() < deadline) await new Promise((r) => setTimeout(r, 10));

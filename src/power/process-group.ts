@@ -97,7 +97,11 @@ export function processIdentity(pid: number): string | null {
     const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
     const startTime = stat.slice(stat.lastIndexOf(')') + 2).split(' ')[19];
     if (bootId === undefined) {
-      try { bootId = fs.readFileSync('/proc/sys/kernel/random/boot_id', 'utf8').trim(); } catch { bootId = null; }
+      try {
+        bootId = fs.readFileSync('/proc/sys/kernel/random/boot_id', 'utf8').trim();
+      } catch {
+        bootId = null;
+      }
     }
     return startTime ? `${bootId ?? 'boot'}/${startTime}` : null;
   } catch {
@@ -148,7 +152,11 @@ export function listProcesses(): ProcessInfo[] {
     }
     if (argv.at(-1) === '') argv.pop();
     let cwd: string | null = null;
-    try { cwd = fs.readlinkSync(`/proc/${pid}/cwd`); } catch { /* another user's process */ }
+    try {
+      cwd = fs.readlinkSync(`/proc/${pid}/cwd`);
+    } catch {
+      /* another user's process */
+    }
     out.push({ pid, ppid: Number(f[1]), pgid: Number(f[2]), argv, cwd });
   }
   return out;

@@ -51,11 +51,18 @@ export function readSecretRef(ref: SecretRef, what: string): string {
     try {
       value = fs.readFileSync(ref.file, 'utf8');
     } catch (e) {
-      throw new UnderstudyError('US_CREDENTIALS_UNREADABLE', `${what}: cannot read ${ref.file} (${(e as NodeJS.ErrnoException).code ?? 'error'}); create it, e.g. \`openssl rand -hex 32 > ${ref.file} && chmod 600 ${ref.file}\``);
+      throw new UnderstudyError(
+        'US_CREDENTIALS_UNREADABLE',
+        `${what}: cannot read ${ref.file} (${(e as NodeJS.ErrnoException).code ?? 'error'}); create it, e.g. \`openssl rand -hex 32 > ${ref.file} && chmod 600 ${ref.file}\``,
+      );
     }
   }
   value = value.trim();
-  if (value.length < 16) throw new UnderstudyError('US_CREDENTIALS_UNREADABLE', `${what}: ${'env' in ref ? ref.env : ref.file} holds ${value.length} characters; a secret needs at least 16 (\`openssl rand -hex 32\`)`);
+  if (value.length < 16)
+    throw new UnderstudyError(
+      'US_CREDENTIALS_UNREADABLE',
+      `${what}: ${'env' in ref ? ref.env : ref.file} holds ${value.length} characters; a secret needs at least 16 (\`openssl rand -hex 32\`)`,
+    );
   return value;
 }
 
@@ -63,7 +70,10 @@ function readPem(file: string, what: string): Buffer {
   try {
     return fs.readFileSync(file);
   } catch (e) {
-    throw new UnderstudyError('US_CREDENTIALS_UNREADABLE', `cluster.tls.${what}: cannot read ${file} (${(e as NodeJS.ErrnoException).code ?? 'error'}); docs/operations.md ("Certificates") shows how to make them`);
+    throw new UnderstudyError(
+      'US_CREDENTIALS_UNREADABLE',
+      `cluster.tls.${what}: cannot read ${file} (${(e as NodeJS.ErrnoException).code ?? 'error'}); docs/operations.md ("Certificates") shows how to make them`,
+    );
   }
 }
 
@@ -101,8 +111,10 @@ export function secretMatches(presented: string | null, expected: Buffer): boole
 export function requireClusterSecret(security: PartSecurity | null, headers: http.IncomingHttpHeaders, part: string): void {
   if (!security?.secretDigest) return;
   const presented = bearerOf(headers);
-  if (presented === null) throw new UnderstudyError('US_UNAUTHORIZED', `${part} refuses a call without credentials: internal calls carry the cluster secret (cluster.secret)`);
-  if (!secretMatches(presented, security.secretDigest)) throw new UnderstudyError('US_UNAUTHORIZED', `${part} refuses the call: wrong cluster secret (every part must read the same cluster.secret)`);
+  if (presented === null)
+    throw new UnderstudyError('US_UNAUTHORIZED', `${part} refuses a call without credentials: internal calls carry the cluster secret (cluster.secret)`);
+  if (!secretMatches(presented, security.secretDigest))
+    throw new UnderstudyError('US_UNAUTHORIZED', `${part} refuses the call: wrong cluster secret (every part must read the same cluster.secret)`);
 }
 
 /**
@@ -117,7 +129,9 @@ export function createPartServer(security: PartSecurity | null, handler: http.Re
     // The TLS socket's underlying TCP connection (Node keeps it as `_parent`).
     const raw = (tlsSocket as unknown as { _parent?: net.Socket })._parent;
     if (err.code !== 'ERR_SSL_HTTP_REQUEST' || !raw?.writable) return;
-    const body = JSON.stringify({ error: { code: 'US_TLS_REQUIRED', message: 'this endpoint speaks TLS only (cluster.tls): call it with https:// and the cluster CA' } });
+    const body = JSON.stringify({
+      error: { code: 'US_TLS_REQUIRED', message: 'this endpoint speaks TLS only (cluster.tls): call it with https:// and the cluster CA' },
+    });
     raw.end(`HTTP/1.1 400 Bad Request\r\ncontent-type: application/json\r\ncontent-length: ${Buffer.byteLength(body)}\r\nconnection: close\r\n\r\n${body}`);
   });
   return server as unknown as http.Server;
@@ -161,7 +175,8 @@ function withAuthorization(headers: Dispatcher.DispatchOptions['headers'], value
   if (headers === null || headers === undefined) return { authorization: value };
   if (Array.isArray(headers)) {
     const out: string[] = [];
-    for (let i = 0; i + 1 < headers.length; i += 2) if (String(headers[i]).toLowerCase() !== 'authorization') out.push(headers[i] as string, headers[i + 1] as string);
+    for (let i = 0; i + 1 < headers.length; i += 2)
+      if (String(headers[i]).toLowerCase() !== 'authorization') out.push(headers[i] as string, headers[i + 1] as string);
     return [...out, 'authorization', value];
   }
   const out: Record<string, string | string[] | undefined> = {};

@@ -80,7 +80,12 @@ export interface VolumeStatus {
  *   POST /v1/readers/:site/drop      { epoch } → { dropped }
  *   GET  /v1/readers/:site → ReaderCopyStatus
  */
-export interface ReaderShippingStatus { to: string; state: ReplicationState; lagMs: number; lastError?: string }
+export interface ReaderShippingStatus {
+  to: string;
+  state: ReplicationState;
+  lagMs: number;
+  lastError?: string;
+}
 export interface ReaderCopyStatus {
   site: string;
   epoch: number;
@@ -149,7 +154,11 @@ export interface DatabaseStatus {
   lastSnapshotMs?: number;
 }
 
-export interface VolumeSyncState { state: 'sync' | 'degraded'; since: number; reason?: string }
+export interface VolumeSyncState {
+  state: 'sync' | 'degraded';
+  since: number;
+  reason?: string;
+}
 
 export type SyncReplicaLost = 'degrade' | 'strict';
 
@@ -167,8 +176,15 @@ export type SyncReplicaLost = 'degrade' | 'strict';
  * by a snapshot taken after the call (DatabaseStatus); plain files are replicated
  * asynchronously.
  */
-export interface SyncBarrierRequest { onReplicaLost: SyncReplicaLost; timeoutMs: number }
-export interface SyncBarrierResponse { state: 'sync' | 'degraded' | 'timeout'; waitedMs: number; reason?: string }
+export interface SyncBarrierRequest {
+  onReplicaLost: SyncReplicaLost;
+  timeoutMs: number;
+}
+export interface SyncBarrierResponse {
+  state: 'sync' | 'degraded' | 'timeout';
+  waitedMs: number;
+  reason?: string;
+}
 
 export interface StorageStatus {
   name: string;
@@ -178,22 +194,47 @@ export interface StorageStatus {
 }
 
 /** POST /v1/volumes/:site/init — create the volume from a seed if it does not exist; become primary at epoch. */
-export interface InitVolumeRequest { epoch: number; seed?: string }
+export interface InitVolumeRequest {
+  epoch: number;
+  seed?: string;
+}
 
 /** POST /v1/volumes/:site/replicate — ship this (primary) volume to another storage system. */
-export interface ReplicateRequest { epoch: number; to: { name: string; url: string } }
+export interface ReplicateRequest {
+  epoch: number;
+  to: { name: string; url: string };
+}
 
 /** POST /v1/volumes/:site/promote — this replica becomes the primary copy at `epoch` (> its current). Idempotent. */
-export interface PromoteRequest { epoch: number }
-export interface PromoteResponse { site: string; epoch: number; role: 'primary'; lastAppliedAt?: number }
+export interface PromoteRequest {
+  epoch: number;
+}
+export interface PromoteResponse {
+  site: string;
+  epoch: number;
+  role: 'primary';
+  lastAppliedAt?: number;
+}
 
 /** POST /v1/volumes/:site/demote — stop shipping; the copy here is no longer primary (fenced at epoch). */
-export interface DemoteRequest { epoch: number }
+export interface DemoteRequest {
+  epoch: number;
+}
 
 /** POST /v1/volumes/:site/transform — apply rendered rules to the volume; returns what changed. */
-export interface TransformRequest { epoch: number; rules: RenderedRule[] }
-export interface TransformChange { file: string; key: string; from: unknown; to: unknown }
-export interface TransformResponse { changes: TransformChange[] }
+export interface TransformRequest {
+  epoch: number;
+  rules: RenderedRule[];
+}
+export interface TransformChange {
+  file: string;
+  key: string;
+  from: unknown;
+  to: unknown;
+}
+export interface TransformResponse {
+  changes: TransformChange[];
+}
 
 // ---------------------------------------------------------------- vault
 // Restore points of volumes, kept by the storage processor whose config says
@@ -223,7 +264,12 @@ export interface VerificationProblem {
  * POST /v1/volumes/:site/verify (body empty) and POST /v1/vault/:site/points/:id/verify
  * → VerificationResult. `checkedAt` is when the check finished (epoch ms), `ms` its duration.
  */
-export interface VerificationResult { ok: boolean; problems: VerificationProblem[]; checkedAt: number; ms: number }
+export interface VerificationResult {
+  ok: boolean;
+  problems: VerificationProblem[];
+  checkedAt: number;
+  ms: number;
+}
 
 /** A restore in progress (or the last one) on a target storage processor. */
 export interface RestoreProgress {
@@ -267,7 +313,12 @@ export interface PointManifest {
 
 /** GET /v1/vault/:site/points → VaultPoint[], newest first. */
 export interface VaultPoint {
-  id: string; takenAt: number; epoch: number; bytes: number; newBytes: number; files: number;
+  id: string;
+  takenAt: number;
+  epoch: number;
+  bytes: number;
+  newBytes: number;
+  files: number;
   /**
    * The vault's latest verification of the point (absent: not verified yet). A point with
    * `ok: false` does not count toward `keep`, and a restore of 'latest-good' skips it.
@@ -276,8 +327,12 @@ export interface VaultPoint {
 }
 
 /** POST /v1/vault/:site/has { hashes } → { missing }: the chunks the vault does not hold yet. */
-export interface VaultHasRequest { hashes: string[] }
-export interface VaultHasResponse { missing: string[] }
+export interface VaultHasRequest {
+  hashes: string[];
+}
+export interface VaultHasResponse {
+  missing: string[];
+}
 
 /**
  * PUT /v1/vault/chunks/:hash (application/octet-stream, ≤ 4 MiB) → { stored: boolean }; 400 when
@@ -287,13 +342,19 @@ export interface VaultHasResponse { missing: string[] }
  * deleted and chunks no point references are collected.
  * GET /v1/vault/:site/points/:id → PointManifest.
  */
-export interface VaultCommitRequest { manifest: PointManifest; keep: number }
+export interface VaultCommitRequest {
+  manifest: PointManifest;
+  keep: number;
+}
 
 /**
  * POST /v1/volumes/:site/backup-now on the processor holding the primary → VaultPoint.
  * Body optional: the vault and retention default to the site's `volume.backup`.
  */
-export interface BackupNowRequest { vaultUrl?: string; keep?: number }
+export interface BackupNowRequest {
+  vaultUrl?: string;
+  keep?: number;
+}
 
 /**
  * POST /v1/volumes/:site/restore on the TARGET processor. `point` is a point id or
@@ -302,7 +363,11 @@ export interface BackupNowRequest { vaultUrl?: string; keep?: number }
  * the volume is primary here. The restored volume becomes primary at `epoch`; a copy
  * already there is moved aside to `stale/`.
  */
-export interface RestoreRequest { epoch: number; point: string; vaultUrl: string }
+export interface RestoreRequest {
+  epoch: number;
+  point: string;
+  vaultUrl: string;
+}
 export interface RestoreResponse {
   point: string;
   takenAt: number;
@@ -439,7 +504,13 @@ export interface SiteStats {
  * The director tells the controller at once when it cannot connect to an upstream:
  * POST {controller}/v1/signals with this body (fire and forget).
  */
-export interface ConnErrorSignal { kind: 'conn-error'; site: string; upstream: string; at: number; error: string }
+export interface ConnErrorSignal {
+  kind: 'conn-error';
+  site: string;
+  upstream: string;
+  at: number;
+  error: string;
+}
 
 // ---------------------------------------------------------------- host agent
 // `understudy agent --host NAME -c FILE` listens on hosts.NAME.address:agentPort.
@@ -463,7 +534,12 @@ export interface AgentAppStatus {
   logFile?: string;
 }
 
-export interface AgentStatus { host: string; pid: number; pgid: number; sites: AgentAppStatus[] }
+export interface AgentStatus {
+  host: string;
+  pid: number;
+  pgid: number;
+  sites: AgentAppStatus[];
+}
 
 /** PUT /v1/sites/:site — start the site's app (idempotent while running with the same epoch). */
 export interface StartAppRequest {

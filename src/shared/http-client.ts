@@ -2,7 +2,6 @@ import { request } from 'undici';
 import { clusterDispatcher } from './cluster-transport.ts';
 import { UnderstudyError } from './errors.ts';
 
-
 export interface JsonCallOptions {
   method?: string;
   body?: unknown;
@@ -38,7 +37,11 @@ export async function callJson<T = unknown>(url: string, opts: JsonCallOptions =
   const text = await res.body.text();
   let data: unknown = undefined;
   if (text.length > 0) {
-    try { data = JSON.parse(text); } catch { data = text; }
+    try {
+      data = JSON.parse(text);
+    } catch {
+      data = text;
+    }
   }
   if (res.statusCode >= 400) {
     const errObj = (data as { error?: { code?: string; message?: string; details?: unknown } } | undefined)?.error;

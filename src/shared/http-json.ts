@@ -20,7 +20,11 @@ export interface JsonRequest {
 
 export type JsonHandler = (req: JsonRequest, res: http.ServerResponse) => unknown | Promise<unknown>;
 
-interface Route { method: string; parts: string[]; handler: JsonHandler }
+interface Route {
+  method: string;
+  parts: string[];
+  handler: JsonHandler;
+}
 
 const STATUS_BY_CODE: Record<string, number> = {
   US_BAD_REQUEST: 400,
@@ -56,7 +60,10 @@ export class JsonRouter {
       for (let i = 0; i < parts.length; i++) {
         const p = r.parts[i]!;
         if (p.startsWith(':')) params[p.slice(1)] = decodeURIComponent(parts[i]!);
-        else if (p !== parts[i]) { ok = false; break; }
+        else if (p !== parts[i]) {
+          ok = false;
+          break;
+        }
       }
       if (!ok) continue;
       try {
@@ -73,7 +80,10 @@ export class JsonRouter {
 }
 
 export function sendJson(res: http.ServerResponse, status: number, body: unknown): void {
-  if (res.headersSent) { res.end(); return; }
+  if (res.headersSent) {
+    res.end();
+    return;
+  }
   const text = JSON.stringify(body);
   res.writeHead(status, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(text) });
   res.end(text);
@@ -120,7 +130,11 @@ export function parseBody<T>(schema: z.ZodType<T>, body: unknown): T {
  * must carry the cluster secret, checked before any route runs, and the server speaks TLS
  * when the cluster does. `part` names the part in a refusal.
  */
-export function createJsonServer(router: JsonRouter, fallback?: ((req: http.IncomingMessage, res: http.ServerResponse) => void) | null, guard?: { security: PartSecurity | null; part: string }): http.Server {
+export function createJsonServer(
+  router: JsonRouter,
+  fallback?: ((req: http.IncomingMessage, res: http.ServerResponse) => void) | null,
+  guard?: { security: PartSecurity | null; part: string },
+): http.Server {
   const server = createPartServer(guard?.security ?? null, (req, res) => {
     try {
       requireClusterSecret(guard?.security ?? null, req.headers, guard?.part ?? 'this part');
@@ -129,11 +143,14 @@ export function createJsonServer(router: JsonRouter, fallback?: ((req: http.Inco
       sendError(res, e);
       return;
     }
-    router.handle(req, res).then((handled) => {
-      if (handled) return;
-      if (fallback) fallback(req, res);
-      else sendJson(res, 404, { error: { code: 'US_NOT_FOUND', message: `no route ${req.method} ${req.url}` } });
-    }, (e) => sendError(res, e));
+    router.handle(req, res).then(
+      (handled) => {
+        if (handled) return;
+        if (fallback) fallback(req, res);
+        else sendJson(res, 404, { error: { code: 'US_NOT_FOUND', message: `no route ${req.method} ${req.url}` } });
+      },
+      (e) => sendError(res, e),
+    );
   });
   server.keepAliveTimeout = 65_000;
   return server;
@@ -143,10 +160,14 @@ export function listen(server: http.Server, host: string, port: number): Promise
   return new Promise((resolve, reject) => {
     const onError = (e: NodeJS.ErrnoException) => {
       server.off('listening', onListening);
-      if (e.code === 'EADDRINUSE') reject(new UnderstudyError('US_PORT_IN_USE', `${host}:${port} is already in use: stop what listens there or choose another port in the config`));
+      if (e.code === 'EADDRINUSE')
+        reject(new UnderstudyError('US_PORT_IN_USE', `${host}:${port} is already in use: stop what listens there or choose another port in the config`));
       else reject(e);
     };
-    const onListening = () => { server.off('error', onError); resolve(server.address() as AddressInfo); };
+    const onListening = () => {
+      server.off('error', onError);
+      resolve(server.address() as AddressInfo);
+    };
     server.once('error', onError);
     server.once('listening', onListening);
     server.listen(port, host);

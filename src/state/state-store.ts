@@ -118,10 +118,14 @@ export class StateStore {
   }
 
   putSite(s: Omit<SiteRecord, 'updatedAt'>): void {
-    this.db.prepare(`INSERT INTO sites (site, epoch, primary_host, state, replica_storage, updated_at)
+    this.db
+      .prepare(
+        `INSERT INTO sites (site, epoch, primary_host, state, replica_storage, updated_at)
       VALUES (@site, @epoch, @primaryHost, @state, @replicaStorage, @now)
       ON CONFLICT(site) DO UPDATE SET epoch = @epoch, primary_host = @primaryHost, state = @state,
-        replica_storage = @replicaStorage, updated_at = @now`).run({ ...s, now: Date.now() });
+        replica_storage = @replicaStorage, updated_at = @now`,
+      )
+      .run({ ...s, now: Date.now() });
   }
 
   setSiteState(site: string, state: SiteState): void {
@@ -131,7 +135,8 @@ export class StateStore {
   // ------------------------------------------------------------------ runbooks and journal
   startRunbook(site: string, kind: string, data: Record<string, unknown>): RunbookRecord {
     const now = Date.now();
-    const info = this.db.prepare(`INSERT INTO runbooks (site, kind, status, started_at, data) VALUES (?, ?, 'running', ?, ?)`)
+    const info = this.db
+      .prepare(`INSERT INTO runbooks (site, kind, status, started_at, data) VALUES (?, ?, 'running', ?, ?)`)
       .run(site, kind, now, JSON.stringify(data));
     return { id: Number(info.lastInsertRowid), site, kind, status: 'running', startedAt: now, finishedAt: null, data };
   }
@@ -157,7 +162,8 @@ export class StateStore {
 
   journal(runbookId: number, step: string, phase: JournalEntry['phase'], data: Record<string, unknown> = {}): void {
     const at = Date.now();
-    const info = this.db.prepare('INSERT INTO journal (runbook_id, step, phase, at, data) VALUES (?, ?, ?, ?, ?)')
+    const info = this.db
+      .prepare('INSERT INTO journal (runbook_id, step, phase, at, data) VALUES (?, ?, ?, ?, ?)')
       .run(runbookId, step, phase, at, JSON.stringify(data));
     if (this.journalListeners.size === 0) return;
     const rb = this.db.prepare('SELECT site, kind FROM runbooks WHERE id = ?').get(runbookId) as { site: string; kind: string } | undefined;
@@ -173,15 +179,20 @@ export class StateStore {
 
   journalOf(runbookId: number): JournalEntry[] {
     return (this.db.prepare('SELECT * FROM journal WHERE runbook_id = ? ORDER BY id').all(runbookId) as Record<string, unknown>[]).map((r) => ({
-      id: r.id as number, runbookId: r.runbook_id as number, step: r.step as string,
-      phase: r.phase as JournalEntry['phase'], at: r.at as number, data: JSON.parse(r.data as string) as Record<string, unknown>,
+      id: r.id as number,
+      runbookId: r.runbook_id as number,
+      step: r.step as string,
+      phase: r.phase as JournalEntry['phase'],
+      at: r.at as number,
+      data: JSON.parse(r.data as string) as Record<string, unknown>,
     }));
   }
 
   // ------------------------------------------------------------------ events
   addEvent(e: Omit<EventRecord, 'id' | 'at'> & { at?: number }): EventRecord {
     const at = e.at ?? Date.now();
-    const info = this.db.prepare('INSERT INTO events (at, site, host, kind, message, data) VALUES (?, ?, ?, ?, ?, ?)')
+    const info = this.db
+      .prepare('INSERT INTO events (at, site, host, kind, message, data) VALUES (?, ?, ?, ?, ?, ?)')
       .run(at, e.site, e.host, e.kind, e.message, JSON.stringify(e.data));
     const rec: EventRecord = { id: Number(info.lastInsertRowid), at, site: e.site, host: e.host, kind: e.kind, message: e.message, data: e.data };
     for (const l of this.eventListeners) l(rec);
@@ -189,20 +200,22 @@ export class StateStore {
   }
 
   listEvents(opts: { afterId?: number; site?: string; limit?: number } = {}): EventRecord[] {
-    const rows = this.db.prepare(`SELECT * FROM events WHERE id > ? AND (? IS NULL OR site = ?) ORDER BY id LIMIT ?`)
+    const rows = this.db
+      .prepare(`SELECT * FROM events WHERE id > ? AND (? IS NULL OR site = ?) ORDER BY id LIMIT ?`)
       .all(opts.afterId ?? 0, opts.site ?? null, opts.site ?? null, opts.limit ?? 1000) as Record<string, unknown>[];
     return rows.map(rowToEvent);
   }
 
   /** The newest event of `kind` for `site`, or undefined. */
   latestEvent(kind: string, site: string): EventRecord | undefined {
-    const r = this.db.prepare('SELECT * FROM events WHERE kind = ? AND site = ? ORDER BY id DESC LIMIT 1').get(kind, site) as Record<string, unknown> | undefined;
+    const r = this.db.prepare('SELECT * FROM events WHERE kind = ? AND site = ? ORDER BY id DESC LIMIT 1').get(kind, site) as
+      Record<string, unknown> | undefined;
     return r ? rowToEvent(r) : undefined;
   }
 
   /** The id of the newest event (0 when there is none). */
   lastEventId(): number {
-    return ((this.db.prepare('SELECT MAX(id) AS id FROM events').get() as { id: number | null }).id) ?? 0;
+    return (this.db.prepare('SELECT MAX(id) AS id FROM events').get() as { id: number | null }).id ?? 0;
   }
 
   onEvent(listener: (e: EventRecord) => void): () => void {
@@ -225,8 +238,11 @@ export class StateStore {
   }
 
   putRelay(host: string, power: 'on' | 'off', pgid: number | null, identity: string | null = null): void {
-    this.db.prepare(`INSERT INTO relays (host, pgid, identity, power, updated_at) VALUES (?, ?, ?, ?, ?)
-      ON CONFLICT(host) DO UPDATE SET pgid = excluded.pgid, identity = excluded.identity, power = excluded.power, updated_at = excluded.updated_at`)
+    this.db
+      .prepare(
+        `INSERT INTO relays (host, pgid, identity, power, updated_at) VALUES (?, ?, ?, ?, ?)
+      ON CONFLICT(host) DO UPDATE SET pgid = excluded.pgid, identity = excluded.identity, power = excluded.power, updated_at = excluded.updated_at`,
+      )
       .run(host, pgid, identity, power, Date.now());
   }
 
@@ -249,16 +265,24 @@ export class StateStore {
       VALUES (?, ?, 'pending', 0, ?, ?)`);
     this.db.transaction(() => {
       for (const id of eventIds) insert.run(target, id, now, now);
-      this.db.prepare(`INSERT INTO notify_cursor (target, last_event_id) VALUES (?, ?)
-        ON CONFLICT(target) DO UPDATE SET last_event_id = excluded.last_event_id`).run(target, cursor);
+      this.db
+        .prepare(
+          `INSERT INTO notify_cursor (target, last_event_id) VALUES (?, ?)
+        ON CONFLICT(target) DO UPDATE SET last_event_id = excluded.last_event_id`,
+        )
+        .run(target, cursor);
     })();
   }
 
   /** The oldest pending notification of `target` with its event, or undefined. */
   nextNotification(target: string): { row: NotificationRow; event: EventRecord } | undefined {
-    const r = this.db.prepare(`SELECT q.*, e.at AS e_at, e.site AS e_site, e.host AS e_host, e.kind AS e_kind, e.message AS e_message, e.data AS e_data
+    const r = this.db
+      .prepare(
+        `SELECT q.*, e.at AS e_at, e.site AS e_site, e.host AS e_host, e.kind AS e_kind, e.message AS e_message, e.data AS e_data
       FROM notify_queue q JOIN events e ON e.id = q.event_id
-      WHERE q.target = ? AND q.state = 'pending' ORDER BY q.id LIMIT 1`).get(target) as Record<string, unknown> | undefined;
+      WHERE q.target = ? AND q.state = 'pending' ORDER BY q.id LIMIT 1`,
+      )
+      .get(target) as Record<string, unknown> | undefined;
     if (!r) return undefined;
     return {
       row: rowToNotification(r),
@@ -269,19 +293,27 @@ export class StateStore {
   /** Records one delivery attempt: delivered, or failed (to be tried again at `nextAt`, or given up). */
   notificationAttempt(id: number, outcome: { delivered: true } | { delivered: false; nextAt: number; error: string; giveUp: boolean }): void {
     if (outcome.delivered) {
-      this.db.prepare(`UPDATE notify_queue SET state = 'delivered', attempts = attempts + 1, delivered_at = ?, last_error = NULL WHERE id = ?`).run(Date.now(), id);
+      this.db
+        .prepare(`UPDATE notify_queue SET state = 'delivered', attempts = attempts + 1, delivered_at = ?, last_error = NULL WHERE id = ?`)
+        .run(Date.now(), id);
     } else {
-      this.db.prepare(`UPDATE notify_queue SET state = ?, attempts = attempts + 1, next_at = ?, last_error = ? WHERE id = ?`)
+      this.db
+        .prepare(`UPDATE notify_queue SET state = ?, attempts = attempts + 1, next_at = ?, last_error = ? WHERE id = ?`)
         .run(outcome.giveUp ? 'given-up' : 'pending', outcome.nextAt, outcome.error, id);
     }
   }
 
   /** Per target: notifications waiting, delivered and given up (what the queue holds now). */
   notificationCounts(): { target: string; pending: number; delivered: number; givenUp: number }[] {
-    return (this.db.prepare(`SELECT target,
+    return (
+      this.db
+        .prepare(
+          `SELECT target,
         SUM(state = 'pending') AS pending, SUM(state = 'delivered') AS delivered, SUM(state = 'given-up') AS given_up
-      FROM notify_queue GROUP BY target ORDER BY target`).all() as Record<string, number | string>[])
-      .map((r) => ({ target: r.target as string, pending: Number(r.pending), delivered: Number(r.delivered), givenUp: Number(r.given_up) }));
+      FROM notify_queue GROUP BY target ORDER BY target`,
+        )
+        .all() as Record<string, number | string>[]
+    ).map((r) => ({ target: r.target as string, pending: Number(r.pending), delivered: Number(r.delivered), givenUp: Number(r.given_up) }));
   }
 
   /** Forgets delivered and given-up rows older than `beforeMs` (the event log keeps the events). */
@@ -303,36 +335,58 @@ export interface NotificationRow {
 
 function rowToNotification(r: Record<string, unknown>): NotificationRow {
   return {
-    id: r.id as number, target: r.target as string, eventId: r.event_id as number, state: r.state as NotificationRow['state'],
-    attempts: r.attempts as number, nextAt: r.next_at as number, createdAt: r.created_at as number, lastError: (r.last_error as string | null) ?? null,
+    id: r.id as number,
+    target: r.target as string,
+    eventId: r.event_id as number,
+    state: r.state as NotificationRow['state'],
+    attempts: r.attempts as number,
+    nextAt: r.next_at as number,
+    createdAt: r.created_at as number,
+    lastError: (r.last_error as string | null) ?? null,
   };
 }
 
 function rowToEvent(r: Record<string, unknown>): EventRecord {
   return {
-    id: r.id as number, at: r.at as number, site: (r.site as string | null) ?? null, host: (r.host as string | null) ?? null,
-    kind: r.kind as string, message: r.message as string, data: JSON.parse(r.data as string) as Record<string, unknown>,
+    id: r.id as number,
+    at: r.at as number,
+    site: (r.site as string | null) ?? null,
+    host: (r.host as string | null) ?? null,
+    kind: r.kind as string,
+    message: r.message as string,
+    data: JSON.parse(r.data as string) as Record<string, unknown>,
   };
 }
 
 function rowToSite(r: Record<string, unknown>): SiteRecord {
   return {
-    site: r.site as string, epoch: r.epoch as number, primaryHost: r.primary_host as string,
-    state: r.state as SiteState, replicaStorage: (r.replica_storage as string | null) ?? null, updatedAt: r.updated_at as number,
+    site: r.site as string,
+    epoch: r.epoch as number,
+    primaryHost: r.primary_host as string,
+    state: r.state as SiteState,
+    replicaStorage: (r.replica_storage as string | null) ?? null,
+    updatedAt: r.updated_at as number,
   };
 }
 
 function rowToRunbook(r: Record<string, unknown>): RunbookRecord {
   return {
-    id: r.id as number, site: r.site as string, kind: r.kind as string, status: r.status as RunbookRecord['status'],
-    startedAt: r.started_at as number, finishedAt: (r.finished_at as number | null) ?? null,
+    id: r.id as number,
+    site: r.site as string,
+    kind: r.kind as string,
+    status: r.status as RunbookRecord['status'],
+    startedAt: r.started_at as number,
+    finishedAt: (r.finished_at as number | null) ?? null,
     data: JSON.parse(r.data as string) as Record<string, unknown>,
   };
 }
 
 function rowToRelay(r: Record<string, unknown>): RelayRecord {
   return {
-    host: r.host as string, pgid: (r.pgid as number | null) ?? null, identity: (r.identity as string | null | undefined) ?? null,
-    power: r.power as 'on' | 'off', updatedAt: r.updated_at as number,
+    host: r.host as string,
+    pgid: (r.pgid as number | null) ?? null,
+    identity: (r.identity as string | null | undefined) ?? null,
+    power: r.power as 'on' | 'off',
+    updatedAt: r.updated_at as number,
   };
 }

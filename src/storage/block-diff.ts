@@ -72,7 +72,10 @@ export function differingBlocks(image: Uint8Array, blockSize: number, baseHashes
   const baseBlocks = Math.floor(baseHashes.length / BLOCK_HASH_BYTES);
   const out: number[] = [];
   for (let i = 0; i < n; i++) {
-    if (i >= baseBlocks) { out.push(i); continue; }
+    if (i >= baseBlocks) {
+      out.push(i);
+      continue;
+    }
     const h = hashBlock(image.subarray(i * blockSize, (i + 1) * blockSize));
     if (!h.equals(baseHashes.subarray(i * BLOCK_HASH_BYTES, (i + 1) * BLOCK_HASH_BYTES))) out.push(i);
   }
@@ -111,7 +114,8 @@ export function sqlitePageSize(image: Uint8Array): number | null {
 }
 
 function checkBlockSize(blockSize: number): void {
-  if (!Number.isInteger(blockSize) || blockSize < 512 || blockSize > 1 << 20) throw new RangeError(`block size ${blockSize} is not between 512 bytes and 1 MiB`);
+  if (!Number.isInteger(blockSize) || blockSize < 512 || blockSize > 1 << 20)
+    throw new RangeError(`block size ${blockSize} is not between 512 bytes and 1 MiB`);
 }
 
 /**
@@ -129,7 +133,11 @@ export function encodeWalPart(wal: Buffer, image: Uint8Array, pageSize: number):
 /** Inverse of `encodeWalPart`; throws RangeError when the result is not `size` bytes. */
 export function decodeWalPart(encoded: Buffer, image: Uint8Array, pageSize: number, size: number): Buffer {
   let raw: Buffer;
-  try { raw = inflateRawSync(encoded, { maxOutputLength: Math.max(size, 1) }); } catch (e) { throw new RangeError(`the encoded WAL part does not inflate to ${size} bytes: ${(e as Error).message}`, { cause: e }); }
+  try {
+    raw = inflateRawSync(encoded, { maxOutputLength: Math.max(size, 1) });
+  } catch (e) {
+    throw new RangeError(`the encoded WAL part does not inflate to ${size} bytes: ${(e as Error).message}`, { cause: e });
+  }
   if (raw.length !== size) throw new RangeError(`the encoded WAL part inflates to ${raw.length} bytes, expected ${size}`);
   return xorPages(raw, image, pageSize);
 }

@@ -30,17 +30,32 @@
  * There is no timeout here: callers race `wait()` against their own deadline. A
  * stopped shipper rejects every waiter (`failAll`).
  */
-interface Deferred { promise: Promise<void>; resolve: () => void; reject: (e: Error) => void }
+interface Deferred {
+  promise: Promise<void>;
+  resolve: () => void;
+  reject: (e: Error) => void;
+}
 
 /** A point in the source's commit history: the WAL generation (salts) and a commit frame in it. */
-export interface WalPosition { salt1: number; salt2: number; frame: number }
+export interface WalPosition {
+  salt1: number;
+  salt2: number;
+  frame: number;
+}
 
-interface Entry { need: number; pos: WalPosition | null; d: Deferred }
+interface Entry {
+  need: number;
+  pos: WalPosition | null;
+  d: Deferred;
+}
 
 function deferred(): Deferred {
   let resolve!: () => void;
   let reject!: (e: Error) => void;
-  const promise = new Promise<void>((res, rej) => { resolve = res; reject = rej; });
+  const promise = new Promise<void>((res, rej) => {
+    resolve = res;
+    reject = rej;
+  });
   // A waiter whose caller gave up (timeout) must not surface as an unhandled rejection.
   promise.catch(() => undefined);
   return { promise, resolve, reject };

@@ -179,8 +179,13 @@ export class DbShipper {
       this.watcher = fs.watch(path.dirname(this.dbPath), { persistent: false }, (_ev, name) => {
         if (name && String(name).startsWith(path.basename(this.dbPath))) this.poke();
       });
-      this.watcher.on('error', () => { this.watcher?.close(); this.watcher = null; });
-    } catch { this.watcher = null; }
+      this.watcher.on('error', () => {
+        this.watcher?.close();
+        this.watcher = null;
+      });
+    } catch {
+      this.watcher = null;
+    }
     this.loop = this.run();
   }
 
@@ -215,7 +220,11 @@ export class DbShipper {
 
   /** Reads the WAL now and returns the position of the last commit seen. */
   async position(): Promise<number> {
-    try { await this.observe(); } catch { /* the loop reports errors */ }
+    try {
+      await this.observe();
+    } catch {
+      /* the loop reports errors */
+    }
     return this.seenLsn;
   }
 
@@ -243,8 +252,16 @@ export class DbShipper {
   private sleep(ms: number, kind: 'idle' | 'backoff' = 'idle'): Promise<void> {
     this.sleeping = kind;
     return new Promise((resolve) => {
-      const t = setTimeout(() => { this.wake = null; this.sleeping = null; resolve(); }, ms);
-      this.wake = () => { clearTimeout(t); this.sleeping = null; resolve(); };
+      const t = setTimeout(() => {
+        this.wake = null;
+        this.sleeping = null;
+        resolve();
+      }, ms);
+      this.wake = () => {
+        clearTimeout(t);
+        this.sleeping = null;
+        resolve();
+      };
     });
   }
 
@@ -323,10 +340,15 @@ export class DbShipper {
           this.log.info({ reason: msg }, 'WAL gap; starting a new generation');
           continue;
         }
-        if (this.lastError !== msg) this.log.warn({ err: msg, generation: this.generation }, 'replication of database interrupted; will resume with a new generation');
+        if (this.lastError !== msg)
+          this.log.warn({ err: msg, generation: this.generation }, 'replication of database interrupted; will resume with a new generation');
         this.state = 'error';
         this.lastError = msg;
-        try { await this.observe(); } catch { /* keep the lag growing from what we saw */ }
+        try {
+          await this.observe();
+        } catch {
+          /* keep the lag growing from what we saw */
+        }
         await this.sleep(backoff, 'backoff');
         backoff = Math.min(backoff * 2, isUnderstudyError(e) && e.code === 'US_STALE_EPOCH' ? 5000 : 2000);
         continue;
@@ -351,8 +373,16 @@ export class DbShipper {
 
   private closeConnections(): void {
     for (const c of [this.R, this.W]) {
-      try { if (c?.inTransaction) c.exec('ROLLBACK'); } catch { /* closing anyway */ }
-      try { c?.close(); } catch { /* already closed */ }
+      try {
+        if (c?.inTransaction) c.exec('ROLLBACK');
+      } catch {
+        /* closing anyway */
+      }
+      try {
+        c?.close();
+      } catch {
+        /* already closed */
+      }
     }
     this.R = null;
     this.W = null;
@@ -402,7 +432,9 @@ export class DbShipper {
    */
   private async readWal(offset: number, maxBytes: number, reuse = false): Promise<Buffer> {
     let fd: number;
-    try { fd = fs.openSync(this.walPath, 'r'); } catch (e) {
+    try {
+      fd = fs.openSync(this.walPath, 'r');
+    } catch (e) {
       if ((e as NodeJS.ErrnoException).code === 'ENOENT') return Buffer.alloc(0);
       throw e;
     }
@@ -415,9 +447,7 @@ export class DbShipper {
       const buf = reuse && n <= FIRST_READ_BYTES ? (this.window ??= Buffer.allocUnsafe(FIRST_READ_BYTES)) : Buffer.allocUnsafe(n);
       let got = 0;
       while (got < n) {
-        const r = n <= SYNC_READ_MAX
-          ? fs.readSync(fd, buf, got, n - got, offset + got)
-          : await readAsync(fd, buf, got, n - got, offset + got);
+        const r = n <= SYNC_READ_MAX ? fs.readSync(fd, buf, got, n - got, offset + got) : await readAsync(fd, buf, got, n - got, offset + got);
         if (r === 0) break;
         got += r;
       }
@@ -429,7 +459,11 @@ export class DbShipper {
 
   private readWalSync(offset: number, length: number): Buffer {
     let fd: number;
-    try { fd = fs.openSync(this.walPath, 'r'); } catch { return Buffer.alloc(0); }
+    try {
+      fd = fs.openSync(this.walPath, 'r');
+    } catch {
+      return Buffer.alloc(0);
+    }
     try {
       const buf = Buffer.alloc(length);
       const got = fs.readSync(fd, buf, 0, length, offset);
@@ -528,7 +562,10 @@ export class DbShipper {
       if (idx.mxFrame > 0) {
         if (!live || !body || !scan) throw new UnderstudyError('US_REPLICATION', `${this.walPath}: the WAL header does not match the WAL index`);
         if (scan.lastCommitIndex < idx.mxFrame) {
-          throw new UnderstudyError('US_REPLICATION', `${this.walPath}: live frames 1..${idx.mxFrame} do not verify (valid commits up to ${scan.lastCommitIndex})`);
+          throw new UnderstudyError(
+            'US_REPLICATION',
+            `${this.walPath}: live frames 1..${idx.mxFrame} do not verify (valid commits up to ${scan.lastCommitIndex})`,
+          );
         }
         wal = Buffer.concat([fileHdr.raw, scan.frames.subarray(0, idx.mxFrame * frameSize(fileHdr.pageSize))]);
         track = { hdr: fileHdr, stale: false, lastFrame: idx.mxFrame, checksum: scan.lastCommitChecksum, walSeq };
@@ -564,12 +601,29 @@ export class DbShipper {
     this.ackedAt(track);
     this.noteAcked(capturedLsn);
     this.lastSeed = { ...seed, at: Date.now() };
-    this.log.info({ generation, kind: seed.kind, bytesSent: seed.bytesSent, dbBytes: seed.dbBytes, blocksSent: seed.blocksSent, blocks: seed.blocks, walFrames: track.lastFrame, ...(seed.fallback ? { fallback: seed.fallback } : {}) }, 'database snapshot shipped');
+    this.log.info(
+      {
+        generation,
+        kind: seed.kind,
+        bytesSent: seed.bytesSent,
+        dbBytes: seed.dbBytes,
+        blocksSent: seed.blocksSent,
+        blocks: seed.blocks,
+        walFrames: track.lastFrame,
+        ...(seed.fallback ? { fallback: seed.fallback } : {}),
+      },
+      'database snapshot shipped',
+    );
   }
 
   /** Sends a generation's image and WAL part (image-sender.ts); null when stopped meanwhile. */
   private sendImage(generation: number, image: Buffer, wal: Buffer): Promise<GenerationSeed | null> {
-    return sendImage({ client: this.opts.client, rel: this.rel, chunkBytes: this.opts.chunkBytes, log: this.log, stopped: () => this.stopped }, generation, image, wal);
+    return sendImage(
+      { client: this.opts.client, rel: this.rel, chunkBytes: this.opts.chunkBytes, log: this.log, stopped: () => this.stopped },
+      generation,
+      image,
+      wal,
+    );
   }
 
   // ------------------------------------------------------------ steady state
@@ -590,7 +644,8 @@ export class DbShipper {
     // Under steady load there is always something new: the cycle captures it under the lock.
     const t2 = this.track!;
     // A damaged WAL is not checkpointed by us any more (see checkpointCycle).
-    if (shipped !== 'more' && !this.damaged && t2.lastFrame >= this.opts.checkpointFrames && lsnOf(t2.walSeq, t2.lastFrame) !== this.lastCycleLsn) return this.checkpointCycle();
+    if (shipped !== 'more' && !this.damaged && t2.lastFrame >= this.opts.checkpointFrames && lsnOf(t2.walSeq, t2.lastFrame) !== this.lastCycleLsn)
+      return this.checkpointCycle();
     return shipped;
   }
 
@@ -632,12 +687,22 @@ export class DbShipper {
     return toEnd ? 'shipped' : 'more';
   }
 
-  private async sendFrames(hdr: WalHeader, newWal: Buffer | undefined, firstIndex: number, frames: Buffer, lastIndex: number, checksum: WalChecksum): Promise<void> {
+  private async sendFrames(
+    hdr: WalHeader,
+    newWal: Buffer | undefined,
+    firstIndex: number,
+    frames: Buffer,
+    lastIndex: number,
+    checksum: WalChecksum,
+  ): Promise<void> {
     const walSeq = newWal ? this.track!.walSeq + 1 : this.track!.walSeq;
     const lsn = lsnOf(walSeq, lastIndex);
     this.noteSeen(lsn);
     const res = await this.opts.client.frames({
-      db: this.rel, generation: this.generation, firstIndex, frames: frames.toString('base64'),
+      db: this.rel,
+      generation: this.generation,
+      firstIndex,
+      frames: frames.toString('base64'),
       ...(newWal ? { newWal: newWal.toString('base64') } : {}),
     });
     if (res.lastFrame !== lastIndex) throw new UnderstudyError('US_REPLICATION', `replica acknowledged frame ${res.lastFrame}, expected ${lastIndex}`);
@@ -669,7 +734,12 @@ export class DbShipper {
    * refused, before R moves (R's read mark bounds what a checkpoint may copy into the db
    * file). The live copy check reports the damage; the replica keeps what it holds.
    */
-  private refuseDamaged(idx: { salt1: number; salt2: number; mxFrame: number }, live: boolean, body: Buffer | null, scan: ReturnType<typeof scanFrames> | null): void {
+  private refuseDamaged(
+    idx: { salt1: number; salt2: number; mxFrame: number },
+    live: boolean,
+    body: Buffer | null,
+    scan: ReturnType<typeof scanFrames> | null,
+  ): void {
     const known = this.lastShipped ?? this.opts.knownEnd?.() ?? null;
     let bad = idx.mxFrame > 0 && (!live || !body || !scan || scan.lastCommitIndex < idx.mxFrame);
     if (!bad && known && known.frame > 0 && known.salt1 === idx.salt1 && known.salt2 === idx.salt2) {
@@ -683,10 +753,17 @@ export class DbShipper {
     if (!bad) return;
     // The detailed report (which frame, how many commits): read once more, on this rare path.
     const chain = inspectWalChain(this.dbPath, this.rel, { committed: { salt1: idx.salt1, salt2: idx.salt2, frames: idx.mxFrame }, known });
-    const problems: VerificationProblem[] = chain.problems.length > 0 ? chain.problems : [{ file: `${this.rel}-wal`, kind: 'wal-frame', detail: 'the WAL does not hold the frames committed and confirmed' }];
+    const problems: VerificationProblem[] =
+      chain.problems.length > 0
+        ? chain.problems
+        : [{ file: `${this.rel}-wal`, kind: 'wal-frame', detail: 'the WAL does not hold the frames committed and confirmed' }];
     this.damaged = problems;
     const p = problems[0]!;
-    throw new UnderstudyError('US_REPLICATION', `${path.join(this.opts.volumeDir, p.file)}: ${p.detail}; no new generation is shipped from a damaged copy (the replica keeps what it holds)`, { problems });
+    throw new UnderstudyError(
+      'US_REPLICATION',
+      `${path.join(this.opts.volumeDir, p.file)}: ${p.detail}; no new generation is shipped from a damaged copy (the replica keeps what it holds)`,
+      { problems },
+    );
   }
 
   /**
@@ -703,7 +780,10 @@ export class DbShipper {
     try {
       await this.opts.client.held({ db: this.rel, generation: this.generation, lastFrame: t.lastFrame });
     } catch (e) {
-      if (isUnderstudyError(e) && e.code === 'US_NOT_FOUND' && (e.details as { needSnapshot?: boolean } | undefined)?.needSnapshot !== true) { this.heartbeatOff = true; return; }
+      if (isUnderstudyError(e) && e.code === 'US_NOT_FOUND' && (e.details as { needSnapshot?: boolean } | undefined)?.needSnapshot !== true) {
+        this.heartbeatOff = true;
+        return;
+      }
       throw e;
     }
   }
@@ -719,8 +799,10 @@ export class DbShipper {
   private async switchWal(hdr: WalHeader): Promise<Pass> {
     const t = this.track!;
     if (!t.stale && t.hdr !== null) {
-      if (hdr.checkpointSeq !== ((t.hdr.checkpointSeq + 1) >>> 0)) {
-        throw new GapError(`${this.walPath}: WAL restarted more than once (checkpoint sequence ${t.hdr.checkpointSeq} → ${hdr.checkpointSeq}); shipping a snapshot`);
+      if (hdr.checkpointSeq !== (t.hdr.checkpointSeq + 1) >>> 0) {
+        throw new GapError(
+          `${this.walPath}: WAL restarted more than once (checkpoint sequence ${t.hdr.checkpointSeq} → ${hdr.checkpointSeq}); shipping a snapshot`,
+        );
       }
       const old = t.hdr;
       const tail = await this.readWal(frameOffset(old.pageSize, t.lastFrame + 1), this.opts.maxBatchBytes);

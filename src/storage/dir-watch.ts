@@ -16,7 +16,10 @@ export class DirectoryWatch {
   private closed = false;
 
   /** `onChange` gets the changed entry's path relative to `root` ('/' separated), when known. */
-  constructor(private readonly root: string, private readonly onChange: (rel: string | null) => void) {}
+  constructor(
+    private readonly root: string,
+    private readonly onChange: (rel: string | null) => void,
+  ) {}
 
   /** Watches every directory under the root (temp directories excepted). */
   refresh(): void {
@@ -26,7 +29,11 @@ export class DirectoryWatch {
       seen.add(rel);
       if (!this.watchers.has(rel)) this.watch(rel);
       let entries: fs.Dirent[];
-      try { entries = fs.readdirSync(path.join(this.root, rel), { withFileTypes: true }); } catch { return; }
+      try {
+        entries = fs.readdirSync(path.join(this.root, rel), { withFileTypes: true });
+      } catch {
+        return;
+      }
       for (const e of entries) if (e.isDirectory() && !isTempName(e.name)) walk(rel ? `${rel}/${e.name}` : e.name);
     };
     walk('');
@@ -48,8 +55,13 @@ export class DirectoryWatch {
       const w = fs.watch(path.join(this.root, rel), { persistent: false }, (_e, name) => {
         this.onChange(name ? (rel ? `${rel}/${String(name)}` : String(name)) : null);
       });
-      w.on('error', () => { w.close(); this.watchers.delete(rel); });
+      w.on('error', () => {
+        w.close();
+        this.watchers.delete(rel);
+      });
       this.watchers.set(rel, w);
-    } catch { /* gone, or no watches left: the periodic scan still finds every change */ }
+    } catch {
+      /* gone, or no watches left: the periodic scan still finds every change */
+    }
   }
 }

@@ -79,7 +79,12 @@ function checkId(id: string): string {
 }
 
 export class DrillCopies {
-  constructor(private readonly name: string, private readonly storagePath: string, private readonly log: Logger, private readonly host: DrillHost) {}
+  constructor(
+    private readonly name: string,
+    private readonly storagePath: string,
+    private readonly log: Logger,
+    private readonly host: DrillHost,
+  ) {}
 
   register(r: JsonRouter): void {
     r.on('POST', '/v1/volumes/:site/drill-snapshot', (q) => this.snapshot(q.params.site!, parseBody(snapshotSchema, q.body).id));
@@ -100,7 +105,11 @@ export class DrillCopies {
     const t0 = Date.now();
     const info = this.host.volumeInfo(site);
     if (!info) throw new UnderstudyError('US_NOT_FOUND', `storage ${this.name} holds no copy of ${site}`);
-    if (info.role !== 'replica') throw new UnderstudyError('US_BAD_REQUEST', `the copy of ${site} on storage ${this.name} is ${info.role === 'primary' ? 'the primary' : 'not a replica'}: a drill copies the replica, never the primary`);
+    if (info.role !== 'replica')
+      throw new UnderstudyError(
+        'US_BAD_REQUEST',
+        `the copy of ${site} on storage ${this.name} is ${info.role === 'primary' ? 'the primary' : 'not a replica'}: a drill copies the replica, never the primary`,
+      );
     const out = snapshotPath(this.storagePath, id);
     await fsp.rm(out, { recursive: true, force: true });
     await fsp.mkdir(out, { recursive: true });
@@ -136,7 +145,9 @@ export class DrillCopies {
     const dir = snapshotPath(this.storagePath, id);
     if (!fs.existsSync(dir)) throw new UnderstudyError('US_NOT_FOUND', `storage ${this.name} holds no drill snapshot ${id}`);
     const files: { path: string; size: number; mode: number }[] = [];
-    await walk(dir, '', async (rel, st) => { files.push({ path: rel, size: st.size, mode: st.mode & 0o777 }); });
+    await walk(dir, '', async (rel, st) => {
+      files.push({ path: rel, size: st.size, mode: st.mode & 0o777 });
+    });
     return { files };
   }
 
@@ -145,7 +156,11 @@ export class DrillCopies {
     const abs = path.resolve(dir, rel);
     if (!rel || !abs.startsWith(dir + path.sep)) throw new UnderstudyError('US_BAD_REQUEST', `${rel}: not a file of drill snapshot ${id}`);
     let st: fs.Stats;
-    try { st = await fsp.stat(abs); } catch { throw new UnderstudyError('US_NOT_FOUND', `drill snapshot ${id} has no file ${rel}`); }
+    try {
+      st = await fsp.stat(abs);
+    } catch {
+      throw new UnderstudyError('US_NOT_FOUND', `drill snapshot ${id} has no file ${rel}`);
+    }
     res.writeHead(200, { 'content-type': 'application/octet-stream', 'content-length': st.size });
     await pipeline(fs.createReadStream(abs), res);
   }
@@ -180,16 +195,24 @@ export class DrillCopies {
   async remove(id: string): Promise<{ removed: boolean }> {
     let removed = false;
     for (const dir of [drillCopyPath(this.storagePath, id), `${drillCopyPath(this.storagePath, id)}.incoming`, snapshotPath(this.storagePath, id)]) {
-      if (fs.existsSync(dir)) { await fsp.rm(dir, { recursive: true, force: true }); removed = true; }
+      if (fs.existsSync(dir)) {
+        await fsp.rm(dir, { recursive: true, force: true });
+        removed = true;
+      }
     }
     return { removed };
   }
 
   async list(): Promise<{ copies: { id: string; path: string; bytes: number }[]; snapshots: { id: string; bytes: number }[] }> {
     const root = path.join(this.storagePath, 'drills');
-    const entries = async (dir: string) => (fs.existsSync(dir) ? (await fsp.readdir(dir, { withFileTypes: true })).filter((e) => e.isDirectory() && e.name !== '.out').map((e) => e.name) : []);
-    const copies = await Promise.all((await entries(root)).map(async (id) => ({ id, path: path.resolve(root, id), bytes: (await sizeOf(path.join(root, id))).bytes })));
-    const snapshots = await Promise.all((await entries(path.join(root, '.out'))).map(async (id) => ({ id, bytes: (await sizeOf(path.join(root, '.out', id))).bytes })));
+    const entries = async (dir: string) =>
+      fs.existsSync(dir) ? (await fsp.readdir(dir, { withFileTypes: true })).filter((e) => e.isDirectory() && e.name !== '.out').map((e) => e.name) : [];
+    const copies = await Promise.all(
+      (await entries(root)).map(async (id) => ({ id, path: path.resolve(root, id), bytes: (await sizeOf(path.join(root, id))).bytes })),
+    );
+    const snapshots = await Promise.all(
+      (await entries(path.join(root, '.out'))).map(async (id) => ({ id, bytes: (await sizeOf(path.join(root, '.out', id))).bytes })),
+    );
     return { copies, snapshots };
   }
 }
@@ -206,11 +229,18 @@ async function copyTree(from: string, to: string): Promise<void> {
 
 async function walk(root: string, rel: string, fn: (rel: string, st: fs.Stats) => Promise<void>): Promise<void> {
   let entries: fs.Dirent[];
-  try { entries = await fsp.readdir(path.join(root, rel), { withFileTypes: true }); } catch { return; }
+  try {
+    entries = await fsp.readdir(path.join(root, rel), { withFileTypes: true });
+  } catch {
+    return;
+  }
   for (const e of entries) {
     if (isTempName(e.name)) continue;
     const r = rel ? `${rel}/${e.name}` : e.name;
-    if (e.isDirectory()) { await walk(root, r, fn); continue; }
+    if (e.isDirectory()) {
+      await walk(root, r, fn);
+      continue;
+    }
     if (!e.isFile()) continue;
     await fn(r, await fsp.stat(path.join(root, r)));
   }
@@ -219,7 +249,10 @@ async function walk(root: string, rel: string, fn: (rel: string, st: fs.Stats) =
 async function sizeOf(dir: string): Promise<{ bytes: number; files: number }> {
   let bytes = 0;
   let files = 0;
-  await walk(dir, '', async (_rel, st) => { bytes += st.size; files++; });
+  await walk(dir, '', async (_rel, st) => {
+    bytes += st.size;
+    files++;
+  });
   return { bytes, files };
 }
 
@@ -232,20 +265,28 @@ function fold(file: string): void {
   } catch {
     // quick_check reports a database that cannot be opened.
   } finally {
-    try { db?.close(); } catch { /* already broken */ }
+    try {
+      db?.close();
+    } catch {
+      /* already broken */
+    }
   }
 }
 
 /** Downloads snapshot `id` from the storage processor at `url` into `dir`. */
 async function download(url: string, id: string, dir: string): Promise<void> {
   const m = await request(`${url}/v1/drills/${encodeURIComponent(id)}/manifest`, { headersTimeout: 10_000, bodyTimeout: 10_000 });
-  if (m.statusCode !== 200) throw new UnderstudyError('US_UNREACHABLE', `${url}: drill snapshot ${id} manifest answered ${m.statusCode}: ${(await m.body.text()).slice(0, 200)}`);
+  if (m.statusCode !== 200)
+    throw new UnderstudyError('US_UNREACHABLE', `${url}: drill snapshot ${id} manifest answered ${m.statusCode}: ${(await m.body.text()).slice(0, 200)}`);
   const { files } = (await m.body.json()) as { files: { path: string; size: number; mode: number }[] };
   for (const f of files) {
     const dest = path.resolve(dir, f.path);
     if (!dest.startsWith(dir + path.sep)) throw new UnderstudyError('US_BAD_REQUEST', `${f.path}: not a path inside the drill copy`);
     await fsp.mkdir(path.dirname(dest), { recursive: true });
-    const res = await request(`${url}/v1/drills/${encodeURIComponent(id)}/file?path=${encodeURIComponent(f.path)}`, { headersTimeout: 10_000, bodyTimeout: 60_000 });
+    const res = await request(`${url}/v1/drills/${encodeURIComponent(id)}/file?path=${encodeURIComponent(f.path)}`, {
+      headersTimeout: 10_000,
+      bodyTimeout: 60_000,
+    });
     if (res.statusCode !== 200) throw new UnderstudyError('US_UNREACHABLE', `${url}: ${f.path} of drill snapshot ${id} answered ${res.statusCode}`);
     await pipeline(res.body, fs.createWriteStream(dest, { mode: f.mode }));
   }

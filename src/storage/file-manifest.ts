@@ -33,21 +33,45 @@ export class FileManifest {
     const databases = new Set<string>();
     const walk = async (rel: string): Promise<void> => {
       let entries: fs.Dirent[];
-      try { entries = await fsp.readdir(path.join(this.root, rel), { withFileTypes: true }); } catch { return; }
+      try {
+        entries = await fsp.readdir(path.join(this.root, rel), { withFileTypes: true });
+      } catch {
+        return;
+      }
       for (const e of entries) {
         const r = rel ? `${rel}/${e.name}` : e.name;
         if (isTempName(e.name)) continue;
-        if (e.isDirectory()) { await walk(r); continue; }
+        if (e.isDirectory()) {
+          await walk(r);
+          continue;
+        }
         if (!e.isFile() || isDatabaseArtifact(r)) continue;
         let st: fs.Stats;
-        try { st = await fsp.stat(path.join(this.root, r)); } catch { continue; }
+        try {
+          st = await fsp.stat(path.join(this.root, r));
+        } catch {
+          continue;
+        }
         const prev = this.cache.get(r);
-        if (prev && prev.size === st.size && prev.mtimeMs === st.mtimeMs) { next.set(r, prev); continue; }
+        if (prev && prev.size === st.size && prev.mtimeMs === st.mtimeMs) {
+          next.set(r, prev);
+          continue;
+        }
         // A database is never read whole here: its header is enough to leave it out.
-        if (hasSqliteMagic(path.join(this.root, r))) { databases.add(r); continue; }
+        if (hasSqliteMagic(path.join(this.root, r))) {
+          databases.add(r);
+          continue;
+        }
         let data: Buffer;
-        try { data = await fsp.readFile(path.join(this.root, r)); } catch { continue; }
-        if (isDatabaseArtifact(r, data)) { databases.add(r); continue; } // became one meanwhile
+        try {
+          data = await fsp.readFile(path.join(this.root, r));
+        } catch {
+          continue;
+        }
+        if (isDatabaseArtifact(r, data)) {
+          databases.add(r);
+          continue;
+        } // became one meanwhile
         next.set(r, { path: r, size: data.length, mtimeMs: st.mtimeMs, mode: st.mode & 0o777, sha256: sha256(data) });
       }
     };

@@ -56,7 +56,9 @@ export class FileShipper {
     const include = this.opts.include ?? (() => true);
     this.confirmed = new Map(replicaFiles.filter((f) => include(f.path)).map((f) => [f.path, f.sha256]));
     const isDatabase = this.opts.isDatabase ?? (() => false);
-    this.watcher = new DirectoryWatch(this.opts.volumeDir, (rel) => { if (rel === null || !(isDatabaseArtifact(rel) || isDatabase(rel))) this.poke(); });
+    this.watcher = new DirectoryWatch(this.opts.volumeDir, (rel) => {
+      if (rel === null || !(isDatabaseArtifact(rel) || isDatabase(rel))) this.poke();
+    });
     this.watcher.refresh();
     this.loop = this.run();
   }
@@ -115,13 +117,23 @@ export class FileShipper {
         delay = backoff;
         backoff = Math.min(backoff * 2, 2000);
       }
-      try { this.onScan?.(); } catch { /* discovery is best effort */ }
+      try {
+        this.onScan?.();
+      } catch {
+        /* discovery is best effort */
+      }
       this.watcher?.refresh(); // directories created since the last scan
       if (this.stopped) break;
       await new Promise<void>((resolve) => {
         // A watch event arriving mid-write is followed by a short settle delay.
-        const t = setTimeout(() => { this.wake = null; resolve(); }, delay);
-        this.wake = () => { clearTimeout(t); setTimeout(resolve, 20); };
+        const t = setTimeout(() => {
+          this.wake = null;
+          resolve();
+        }, delay);
+        this.wake = () => {
+          clearTimeout(t);
+          setTimeout(resolve, 20);
+        };
       });
     }
   }
@@ -136,7 +148,10 @@ export class FileShipper {
     // created empty) is the database shipper's from now on: the replica's copy is not deleted.
     for (const p of this.manifest.databases) this.confirmed.delete(p);
     const deleted = [...this.confirmed.keys()].filter((p) => !now.has(p));
-    if (changed.length === 0 && deleted.length === 0) { this.dirtySince = null; return; }
+    if (changed.length === 0 && deleted.length === 0) {
+      this.dirtySince = null;
+      return;
+    }
     this.dirtySince ??= Date.now();
     const max = this.opts.maxBatchBytes ?? 16 << 20;
     let batch: FilesRequest['put'] = [];
@@ -154,7 +169,11 @@ export class FileShipper {
     };
     for (const e of changed) {
       let data: Buffer;
-      try { data = await fsp.readFile(path.join(this.opts.volumeDir, e.path)); } catch { continue; } // gone meanwhile: next scan
+      try {
+        data = await fsp.readFile(path.join(this.opts.volumeDir, e.path));
+      } catch {
+        continue;
+      } // gone meanwhile: next scan
       if (isDatabaseArtifact(e.path, data)) continue; // became a database since the scan: never sent as a file
       if (bytes > 0 && bytes + data.length > max) await flush([]);
       const h = sha256(data);
@@ -180,7 +199,8 @@ export function safeVolumePath(volumeDir: string, rel: string): string {
 export async function applyFiles(volumeDir: string, req: Pick<FilesRequest, 'put' | 'delete'>): Promise<void> {
   for (const f of req.put) {
     const data = Buffer.from(f.data, 'base64');
-    if (isDatabaseArtifact(f.path, data)) throw new UnderstudyError('US_BAD_REQUEST', `${f.path}: databases are replicated as consistent images and WAL frames, never as files`);
+    if (isDatabaseArtifact(f.path, data))
+      throw new UnderstudyError('US_BAD_REQUEST', `${f.path}: databases are replicated as consistent images and WAL frames, never as files`);
     const abs = safeVolumePath(volumeDir, f.path);
     if (sha256(data) !== f.sha256) throw new UnderstudyError('US_REPLICATION', `${f.path}: content does not match its checksum`);
     await writeFileDurable(abs, data, { mode: f.mode, mtimeMs: f.mtimeMs });

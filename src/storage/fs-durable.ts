@@ -21,12 +21,20 @@ export function tempPathFor(target: string): string {
 
 export async function fsyncDir(dir: string): Promise<void> {
   const h = await fsp.open(dir, 'r');
-  try { await h.sync(); } finally { await h.close(); }
+  try {
+    await h.sync();
+  } finally {
+    await h.close();
+  }
 }
 
 export function fsyncDirSync(dir: string): void {
   const fd = fs.openSync(dir, 'r');
-  try { fs.fsyncSync(fd); } finally { fs.closeSync(fd); }
+  try {
+    fs.fsyncSync(fd);
+  } finally {
+    fs.closeSync(fd);
+  }
 }
 
 /** Writes `data` to a temp file beside `target` and fsyncs it; returns the temp path. */

@@ -34,7 +34,17 @@ export interface ImageSendContext {
 export async function sendImage(ctx: ImageSendContext, generation: number, image: Buffer, wal: Buffer): Promise<GenerationSeed | null> {
   const c = ctx.client;
   const dbSha256 = createHash('sha256').update(image).digest('hex');
-  const seed: GenerationSeed = { db: ctx.rel, generation, kind: 'full', bytesSent: 0, dbBytes: image.length, walBytes: wal.length, blocks: 0, blocksSent: 0, at: Date.now() };
+  const seed: GenerationSeed = {
+    db: ctx.rel,
+    generation,
+    kind: 'full',
+    bytesSent: 0,
+    dbBytes: image.length,
+    walBytes: wal.length,
+    blocks: 0,
+    blocksSent: 0,
+    at: Date.now(),
+  };
   const sendParts = async (parts: readonly (readonly ['db' | 'wal', Buffer])[]): Promise<boolean> => {
     for (const [part, buf] of parts) {
       // An empty WAL part is not sent: the commit says walSize 0 and reads none.
@@ -76,7 +86,15 @@ export async function sendImage(ctx: ImageSendContext, generation: number, image
       const encoded = wal.length > 0;
       if (!(await sendParts([['wal', encoded ? encodeWalPart(wal, image, blockSize) : wal]]))) return null;
       try {
-        await c.snapshotCommit({ db: ctx.rel, generation, dbSize: image.length, dbSha256, walSize: wal.length, diff: true, ...(encoded ? { walEncoding: 'xor-image-deflate' as const } : {}) });
+        await c.snapshotCommit({
+          db: ctx.rel,
+          generation,
+          dbSize: image.length,
+          dbSha256,
+          walSize: wal.length,
+          diff: true,
+          ...(encoded ? { walEncoding: 'xor-image-deflate' as const } : {}),
+        });
         seed.kind = 'differential';
         seed.blocksSent = differ.length;
         return seed;
@@ -89,7 +107,13 @@ export async function sendImage(ctx: ImageSendContext, generation: number, image
       seed.fallback = `${differ.length} of ${seed.blocks} blocks differ: a full copy is cheaper`;
     }
   }
-  if (!(await sendParts([['db', image], ['wal', wal]]))) return null;
+  if (
+    !(await sendParts([
+      ['db', image],
+      ['wal', wal],
+    ]))
+  )
+    return null;
   await c.snapshotCommit({ db: ctx.rel, generation, dbSize: image.length, dbSha256, walSize: wal.length });
   seed.blocksSent = seed.blocks;
   return seed;

@@ -13,7 +13,11 @@ export class KeyedLock {
     const next = prev.then(fn, fn);
     const tail = next.catch(() => undefined);
     this.tails.set(key, tail);
-    background(tail.then(() => { if (this.tails.get(key) === tail) this.tails.delete(key); }));
+    background(
+      tail.then(() => {
+        if (this.tails.get(key) === tail) this.tails.delete(key);
+      }),
+    );
     return next;
   }
 }

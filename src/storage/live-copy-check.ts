@@ -47,12 +47,14 @@ export interface LiveCopyCheckOptions {
 }
 
 /** Where the rounds are in one database: the next page of the db file, the next frame of a long WAL. */
-interface DbCursor { pages: PageCursor; chain: ChainCursor }
+interface DbCursor {
+  pages: PageCursor;
+  chain: ChainCursor;
+}
 
 /** A copy as the processor holds it, handed to the check under the volume lock. */
 export type LiveCopy =
-  | { role: 'primary'; dir: string; shipped: ReadonlyMap<string, ShippedState> }
-  | { role: 'replica'; dir: string; writer: (rel: string) => ReplicaDbWriter };
+  { role: 'primary'; dir: string; shipped: ReadonlyMap<string, ShippedState> } | { role: 'replica'; dir: string; writer: (rel: string) => ReplicaDbWriter };
 
 export interface LiveCopyHost {
   readonly storagePath: string;
@@ -75,7 +77,10 @@ export class LiveCopyCheck {
   private running: Promise<void> | null = null;
   private stopped = false;
 
-  constructor(private readonly host: LiveCopyHost, opts: LiveCopyCheckOptions = {}) {
+  constructor(
+    private readonly host: LiveCopyHost,
+    opts: LiveCopyCheckOptions = {},
+  ) {
     this.opts = { everyMs: 1000, pageBytesPerRound: 8 << 20, walBytesPerRound: 16 << 20, ...opts };
   }
 
@@ -84,7 +89,11 @@ export class LiveCopyCheck {
     if (this.opts.everyMs <= 0 || this.timer) return;
     this.timer = setInterval(() => {
       if (this.running || this.stopped) return;
-      this.running = this.round().catch((e: Error) => this.host.log.warn({ err: e.message }, 'live copy check failed')).finally(() => { this.running = null; });
+      this.running = this.round()
+        .catch((e: Error) => this.host.log.warn({ err: e.message }, 'live copy check failed'))
+        .finally(() => {
+          this.running = null;
+        });
     }, this.opts.everyMs);
     this.timer.unref();
   }
@@ -140,7 +149,12 @@ export class LiveCopyCheck {
         if (!isWalModeDatabase(abs)) continue; // not shipped: nothing is known of it
         const state = copy.shipped.get(rel) ?? null;
         const known = state?.end ?? this.knownEnd(site, rel);
-        problems.push(...checkPrimaryDatabase(abs, rel, state, known, cursor.pages, this.opts.pageBytesPerRound, { maxBytes: this.opts.walBytesPerRound, cursor: cursor.chain }));
+        problems.push(
+          ...checkPrimaryDatabase(abs, rel, state, known, cursor.pages, this.opts.pageBytesPerRound, {
+            maxBytes: this.opts.walBytesPerRound,
+            cursor: cursor.chain,
+          }),
+        );
         if (known) ends[rel] = known;
       } else {
         const w = copy.writer(rel);
@@ -155,7 +169,10 @@ export class LiveCopyCheck {
   private cursorOf(site: string, rel: string): DbCursor {
     const k = `${site}/${rel}`;
     let c = this.cursors.get(k);
-    if (!c) { c = { pages: { next: 1 }, chain: { salt1: 0, salt2: 0, next: 1 } }; this.cursors.set(k, c); }
+    if (!c) {
+      c = { pages: { next: 1 }, chain: { salt1: 0, salt2: 0, next: 1 } };
+      this.cursors.set(k, c);
+    }
     return c;
   }
 
@@ -170,9 +187,12 @@ export class LiveCopyCheck {
       try {
         const raw = JSON.parse(fs.readFileSync(this.file(site), 'utf8')) as Record<string, WalEnd>;
         for (const [rel, v] of Object.entries(raw)) {
-          if (v && [v.salt1, v.salt2, v.frame, v.checksum?.[0], v.checksum?.[1]].every((n) => Number.isInteger(n) && n >= 0)) e[rel] = { salt1: v.salt1, salt2: v.salt2, frame: v.frame, checksum: [v.checksum[0], v.checksum[1]] };
+          if (v && [v.salt1, v.salt2, v.frame, v.checksum?.[0], v.checksum?.[1]].every((n) => Number.isInteger(n) && n >= 0))
+            e[rel] = { salt1: v.salt1, salt2: v.salt2, frame: v.frame, checksum: [v.checksum[0], v.checksum[1]] };
         }
-      } catch { /* none yet, or unreadable: nothing is known */ }
+      } catch {
+        /* none yet, or unreadable: nothing is known */
+      }
       this.ends.set(site, e);
     }
     return e;
@@ -200,10 +220,26 @@ export class LiveCopyCheck {
  * is synchronous: the shipper, in this process, cannot move its record meanwhile. A look
  * during a WAL restart is inconclusive and reports nothing; the next round decides.
  */
-export function checkPrimaryDatabase(abs: string, rel: string, state: ShippedState | null, known: WalEnd | null, cursor: PageCursor, pageBytes: number, walBudget?: { maxBytes: number; cursor: ChainCursor }): VerificationProblem[] {
+export function checkPrimaryDatabase(
+  abs: string,
+  rel: string,
+  state: ShippedState | null,
+  known: WalEnd | null,
+  cursor: PageCursor,
+  pageBytes: number,
+  walBudget?: { maxBytes: number; cursor: ChainCursor },
+): VerificationProblem[] {
   const record = state?.record ?? null;
   let slice: { buf: Buffer; from: number } | null = null;
-  const chain: ChainReport = checkLiveWal(abs, rel, known, () => { if (record) slice = readPageSlice(abs, record, cursor, pageBytes); }, walBudget);
+  const chain: ChainReport = checkLiveWal(
+    abs,
+    rel,
+    known,
+    () => {
+      if (record) slice = readPageSlice(abs, record, cursor, pageBytes);
+    },
+    walBudget,
+  );
   if (!chain.conclusive) return [];
   const problems = [...chain.problems];
   const s = slice as { buf: Buffer; from: number } | null;

@@ -28,7 +28,10 @@ export class PageRecord {
   /** The database's size in pages at the recorded state (the last commit's). */
   nPage: number;
 
-  constructor(readonly pageSize: number, nPage = 0) {
+  constructor(
+    readonly pageSize: number,
+    nPage = 0,
+  ) {
     this.nPage = nPage;
     this.digests = Buffer.alloc(Math.max(64, nPage) * DIGEST_BYTES);
   }
@@ -59,7 +62,10 @@ export class PageRecord {
       this.digests.copy(grown);
       this.digests = grown;
     }
-    createHash('sha1').update(page).digest().copy(this.digests, (pgno - 1) * DIGEST_BYTES);
+    createHash('sha1')
+      .update(page)
+      .digest()
+      .copy(this.digests, (pgno - 1) * DIGEST_BYTES);
     if (pgno > this.recorded) this.recorded = pgno;
   }
 
@@ -80,7 +86,9 @@ export class PageRecord {
       if (p > this.pages || shadowed.has(p)) continue;
       const want = this.digests.subarray((p - 1) * DIGEST_BYTES, p * DIGEST_BYTES);
       if (want.equals(zero)) continue;
-      const got = createHash('sha1').update(buf.subarray(i * this.pageSize, (i + 1) * this.pageSize)).digest();
+      const got = createHash('sha1')
+        .update(buf.subarray(i * this.pageSize, (i + 1) * this.pageSize))
+        .digest();
       if (!got.equals(want)) out.push(p);
     }
     return out;
@@ -96,7 +104,9 @@ export function imagePageSize(image: Buffer): number | null {
 }
 
 /** Where a round of page checks is in a database file (the next page to read). */
-export interface PageCursor { next: number }
+export interface PageCursor {
+  next: number;
+}
 
 /**
  * Reads up to `maxBytes` of the db file from page `cursor.next` on (wrapping to page 1
@@ -110,7 +120,11 @@ export function readPageSlice(dbPath: string, record: PageRecord, cursor: PageCu
   const from = cursor.next;
   const count = Math.max(1, Math.min(total - from + 1, Math.floor(maxBytes / record.pageSize)));
   let fd: number;
-  try { fd = fs.openSync(dbPath, 'r'); } catch { return null; }
+  try {
+    fd = fs.openSync(dbPath, 'r');
+  } catch {
+    return null;
+  }
   try {
     const buf = Buffer.allocUnsafe(count * record.pageSize);
     let n = 0;
@@ -130,7 +144,8 @@ export function readPageSlice(dbPath: string, record: PageRecord, cursor: PageCu
 /** The problem for pages of `rel` that differ from the record. */
 export function pageProblem(rel: string, pages: readonly number[], pageSize: number): VerificationProblem {
   return {
-    file: rel, kind: 'page',
+    file: rel,
+    kind: 'page',
     detail: `page(s) ${ranges(pages)} (${pageSize}-byte pages, from byte ${(pages[0]! - 1) * pageSize}) differ from what was shipped, and no WAL frame supersedes them: the database file was damaged`,
   };
 }

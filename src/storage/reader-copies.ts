@@ -77,13 +77,24 @@ export class ReaderCopies {
   private readonly lock = new KeyedLock();
 
   /** @param seedOf the site's seed directory (`app.seed`): where files the transform needs but the portion lacks start from. */
-  constructor(private readonly storagePath: string, private readonly name: string, private readonly log: Logger, private readonly seedOf: (site: string) => string | undefined = () => undefined) {}
+  constructor(
+    private readonly storagePath: string,
+    private readonly name: string,
+    private readonly log: Logger,
+    private readonly seedOf: (site: string) => string | undefined = () => undefined,
+  ) {}
 
   status(): ReaderCopyStatus[] {
-    return [...this.copies.values()].sort((a, b) => a.site.localeCompare(b.site)).map((c) => ({
-      site: c.site, epoch: c.epoch, source: c.source, path: path.resolve(readerCopyPath(this.storagePath, c.site)),
-      publishedAt: c.publishedAt, databases: [...c.published].sort(),
-    }));
+    return [...this.copies.values()]
+      .sort((a, b) => a.site.localeCompare(b.site))
+      .map((c) => ({
+        site: c.site,
+        epoch: c.epoch,
+        source: c.source,
+        path: path.resolve(readerCopyPath(this.storagePath, c.site)),
+        publishedAt: c.publishedAt,
+        databases: [...c.published].sort(),
+      }));
   }
 
   register(r: JsonRouter): void {
@@ -105,7 +116,8 @@ export class ReaderCopies {
     r.on('POST', '/v1/reader/:site/snapshot/base', () => ({ base: null }));
     r.on('POST', '/v1/reader/:site/snapshot/commit', (q) => {
       const b = parseBody(snapshotCommitSchema, q.body);
-      if (b.diff || (b as { walEncoding?: string }).walEncoding) throw new UnderstudyError('US_BAD_REQUEST', 'a reader copy takes full, unencoded snapshot images only');
+      if (b.diff || (b as { walEncoding?: string }).walEncoding)
+        throw new UnderstudyError('US_BAD_REQUEST', 'a reader copy takes full, unencoded snapshot images only');
       return this.op(q.params.site!, b.epoch, async (c) => {
         const lastFrame = await this.writer(c, b.db).snapshotCommit(b.generation, b.dbSize, b.dbSha256, b.walSize);
         await this.publish(c, b.db);
@@ -115,7 +127,12 @@ export class ReaderCopies {
     r.on('POST', '/v1/reader/:site/frames', (q) => {
       const b = parseBody(framesSchema, q.body);
       return this.op(q.params.site!, b.epoch, async (c) => {
-        const lastFrame = await this.writer(c, b.db).appendFrames(b.generation, b.newWal ? Buffer.from(b.newWal, 'base64') : undefined, b.firstIndex, Buffer.from(b.frames, 'base64'));
+        const lastFrame = await this.writer(c, b.db).appendFrames(
+          b.generation,
+          b.newWal ? Buffer.from(b.newWal, 'base64') : undefined,
+          b.firstIndex,
+          Buffer.from(b.frames, 'base64'),
+        );
         await this.publish(c, b.db);
         return { lastFrame };
       });
@@ -163,7 +180,10 @@ export class ReaderCopies {
     checkSite(site);
     return this.lock.run(site, async () => {
       const c = this.copies.get(site);
-      if (c && epoch < c.epoch) throw new UnderstudyError('US_STALE_EPOCH', `drop of the reader copy of ${site} carries epoch ${epoch}, but it holds epoch ${c.epoch}`, { epoch: c.epoch });
+      if (c && epoch < c.epoch)
+        throw new UnderstudyError('US_STALE_EPOCH', `drop of the reader copy of ${site} carries epoch ${epoch}, but it holds epoch ${c.epoch}`, {
+          epoch: c.epoch,
+        });
       for (const w of c?.writers.values() ?? []) w.reset();
       this.copies.delete(site);
       const dirs = [readerCopyPath(this.storagePath, site), readerIncomingPath(this.storagePath, site)];
@@ -179,7 +199,9 @@ export class ReaderCopies {
     return this.lock.run(site, async () => {
       let c = this.copies.get(site);
       if (c && epoch < c.epoch) {
-        throw new UnderstudyError('US_STALE_EPOCH', `the reader copy of ${site} on storage ${this.name} has seen epoch ${c.epoch}; refused epoch ${epoch}`, { epoch: c.epoch });
+        throw new UnderstudyError('US_STALE_EPOCH', `the reader copy of ${site} on storage ${this.name} has seen epoch ${c.epoch}; refused epoch ${epoch}`, {
+          epoch: c.epoch,
+        });
       }
       if (!c) {
         c = { site, epoch, source: null, writers: new Map(), publishedAt: null, published: new Set() };
@@ -232,7 +254,11 @@ export class ReaderCopies {
         out.close();
       }
       const h = await fsp.open(tmp, 'r+');
-      try { await h.sync(); } finally { await h.close(); }
+      try {
+        await h.sync();
+      } finally {
+        await h.close();
+      }
       await fsp.rename(tmp, dest);
       await fsyncDir(path.dirname(dest));
     } catch (e) {
@@ -250,6 +276,7 @@ function checkSite(site: string): string {
 }
 
 function checkDbRel(rel: string): string {
-  if (path.isAbsolute(rel) || rel.split(/[\\/]/).some((p) => p === '..' || p === '')) throw new UnderstudyError('US_BAD_REQUEST', `${rel}: not a database path inside the volume`);
+  if (path.isAbsolute(rel) || rel.split(/[\\/]/).some((p) => p === '..' || p === ''))
+    throw new UnderstudyError('US_BAD_REQUEST', `${rel}: not a database path inside the volume`);
   return rel;
 }

@@ -38,19 +38,35 @@ export class ReaderShipping {
   /** Starts shipping the site's read-only portion to `to` (idempotent for the same destination). */
   start(site: string, epoch: number, to: { name: string; url: string }): ReaderShippingStatus[] {
     const p = this.deps.primaryOf(site);
-    if (!p) throw new UnderstudyError('US_BAD_REQUEST', `volume ${site} on storage ${this.deps.name} is not a primary: only the primary's storage feeds readers`);
-    if (epoch < p.epoch) throw new UnderstudyError('US_STALE_EPOCH', `reader request for ${site} carries epoch ${epoch}, but storage ${this.deps.name} has seen epoch ${p.epoch}`, { epoch: p.epoch });
-    if (epoch > p.epoch) throw new UnderstudyError('US_BAD_REQUEST', `reader request for ${site} carries epoch ${epoch}, newer than the primary's ${p.epoch} here`);
+    if (!p)
+      throw new UnderstudyError('US_BAD_REQUEST', `volume ${site} on storage ${this.deps.name} is not a primary: only the primary's storage feeds readers`);
+    if (epoch < p.epoch)
+      throw new UnderstudyError(
+        'US_STALE_EPOCH',
+        `reader request for ${site} carries epoch ${epoch}, but storage ${this.deps.name} has seen epoch ${p.epoch}`,
+        { epoch: p.epoch },
+      );
+    if (epoch > p.epoch)
+      throw new UnderstudyError('US_BAD_REQUEST', `reader request for ${site} carries epoch ${epoch}, newer than the primary's ${p.epoch} here`);
     const portion = this.deps.portionOf(site);
     if (portion.length === 0) throw new UnderstudyError('US_BAD_REQUEST', `site ${site} has no volume.readonly portion: nothing a reader may serve`);
     let m = this.shippers.get(site);
-    if (!m) { m = new Map(); this.shippers.set(site, m); }
+    if (!m) {
+      m = new Map();
+      this.shippers.set(site, m);
+    }
     const cur = m.get(to.name);
     if (!cur || cur.to.url !== to.url) {
       if (cur) background(cur.stop());
       const s = new VolumeShipper({
-        site, volumeDir: p.dir, from: this.deps.name, to, epochOf: () => this.deps.primaryOf(site)?.epoch ?? epoch,
-        logger: this.deps.log.child({ readerCopy: to.name }), include: portionFilter(portion), channel: 'reader',
+        site,
+        volumeDir: p.dir,
+        from: this.deps.name,
+        to,
+        epochOf: () => this.deps.primaryOf(site)?.epoch ?? epoch,
+        logger: this.deps.log.child({ readerCopy: to.name }),
+        include: portionFilter(portion),
+        channel: 'reader',
         ...(this.deps.tuning ? { tuning: this.deps.tuning } : {}),
       });
       m.set(to.name, s);
@@ -95,13 +111,25 @@ export class ReaderShipping {
    */
   async catchUp(site: string, timeoutMs: number, to?: string): Promise<{ readers: string[] }> {
     const all = [...(this.shippers.get(site)?.values() ?? [])].filter((s) => to === undefined || s.to.name === to);
-    if (to !== undefined && all.length === 0) throw new UnderstudyError('US_NOT_FOUND', `storage ${this.deps.name} does not ship ${site} to a reader copy on ${to}`);
+    if (to !== undefined && all.length === 0)
+      throw new UnderstudyError('US_NOT_FOUND', `storage ${this.deps.name} does not ship ${site} to a reader copy on ${to}`);
     let timer: NodeJS.Timeout | undefined;
     try {
       await Promise.race([
-        Promise.all(all.map(async (s) => { await s.catchUp(); await s.filesCaughtUp(); })),
+        Promise.all(
+          all.map(async (s) => {
+            await s.catchUp();
+            await s.filesCaughtUp();
+          }),
+        ),
         new Promise<never>((_, reject) => {
-          timer = setTimeout(() => reject(new UnderstudyError('US_TIMEOUT', `reader copies of ${site} (${all.map((s) => s.to.name).join(', ')}) did not catch up within ${timeoutMs} ms`)), timeoutMs);
+          timer = setTimeout(
+            () =>
+              reject(
+                new UnderstudyError('US_TIMEOUT', `reader copies of ${site} (${all.map((s) => s.to.name).join(', ')}) did not catch up within ${timeoutMs} ms`),
+              ),
+            timeoutMs,
+          );
         }),
       ]);
     } finally {

@@ -28,7 +28,11 @@ export function baseVolumeDirs(storagePath: string, site: string): string[] {
   const out = [replicaPath(storagePath, site), volumePath(storagePath, site)];
   const staleRoot = path.join(storagePath, 'stale');
   let names: string[] = [];
-  try { names = fs.readdirSync(staleRoot); } catch { /* no stale copies */ }
+  try {
+    names = fs.readdirSync(staleRoot);
+  } catch {
+    /* no stale copies */
+  }
   const re = new RegExp(`^${site.replace(/[.]/g, '\\.')}-epoch(\\d+)-(\\d+)(-replica)?$`);
   const stale = names
     .map((n) => ({ n, m: re.exec(n) }))
@@ -42,7 +46,11 @@ export function baseVolumeDirs(storagePath: string, site: string): string[] {
 export function findBaseDatabase(dirs: readonly string[], rel: string): string | null {
   for (const d of dirs) {
     const f = path.join(d, rel);
-    try { if (fs.statSync(f).isFile() && hasSqliteMagic(f)) return f; } catch { /* not there */ }
+    try {
+      if (fs.statSync(f).isFile() && hasSqliteMagic(f)) return f;
+    } catch {
+      /* not there */
+    }
   }
   return null;
 }
@@ -58,7 +66,11 @@ export function findBaseDatabase(dirs: readonly string[], rel: string): string |
 export async function seedReplicaFiles(replicaDir: string, dirs: readonly string[]): Promise<{ from: string; files: number } | null> {
   // Anything in it but our temp files (a replica already being written): leave it alone.
   let entries: string[] = [];
-  try { entries = await fsp.readdir(replicaDir); } catch { /* not there yet: empty */ }
+  try {
+    entries = await fsp.readdir(replicaDir);
+  } catch {
+    /* not there yet: empty */
+  }
   if (entries.some((n) => !isTempName(n))) return null;
   for (const from of dirs) {
     if (path.resolve(from) === path.resolve(replicaDir) || !fs.existsSync(from)) continue;
@@ -74,7 +86,11 @@ export async function seedReplicaFiles(replicaDir: string, dirs: readonly string
       try {
         await fsp.copyFile(path.join(from, rel), tmp);
         const h = await fsp.open(tmp, 'r+');
-        try { await h.sync(); } finally { await h.close(); }
+        try {
+          await h.sync();
+        } finally {
+          await h.close();
+        }
         await fsp.rename(tmp, dst);
       } catch {
         await fsp.rm(tmp, { force: true }); // gone or unreadable: the shipper sends it

@@ -64,7 +64,11 @@ export class ReplicaDbWriter {
   /** Set when the copy failed its check: nothing is appended or folded until a new snapshot replaces it. */
   private damage: VerificationProblem[] | null = null;
 
-  constructor(volumeDir: string, readonly rel: string, private readonly opts: ReplicaDbWriterOptions = {}) {
+  constructor(
+    volumeDir: string,
+    readonly rel: string,
+    private readonly opts: ReplicaDbWriterOptions = {},
+  ) {
     this.dbPath = path.join(volumeDir, rel);
     this.walPath = `${this.dbPath}-wal`;
   }
@@ -104,12 +108,21 @@ export class ReplicaDbWriter {
   /** The WAL against the tail held (or the position acknowledged in an earlier run); the pages its frames hold. */
   private inspectWal(budget?: ChainExpectation['budget']): { problems: VerificationProblem[]; shadowed: ReadonlySet<number> | null } {
     const t = this.tail;
-    const known = t ? null : this.opts.known?.() ?? null;
+    const known = t ? null : (this.opts.known?.() ?? null);
     const committed = t ? (t.hdr ? { salt1: t.hdr.salt1, salt2: t.hdr.salt2, frames: t.lastFrame } : { salt1: 0, salt2: 0, frames: 0 }) : null;
     const chain = inspectWalChain(this.dbPath, this.rel, { committed, known, ...(budget ? { budget } : {}) });
     if (!chain.conclusive) {
       // Under the volume lock nothing else writes this WAL: another header is not ours.
-      return { shadowed: chain.shadowed, problems: [{ file: `${this.rel}-wal`, kind: 'wal-frame', detail: `the WAL's header names another WAL than the one this replica holds (frames 1..${t?.lastFrame ?? 0}): it was replaced or damaged` }] };
+      return {
+        shadowed: chain.shadowed,
+        problems: [
+          {
+            file: `${this.rel}-wal`,
+            kind: 'wal-frame',
+            detail: `the WAL's header names another WAL than the one this replica holds (frames 1..${t?.lastFrame ?? 0}): it was replaced or damaged`,
+          },
+        ],
+      };
     }
     return { problems: chain.problems, shadowed: chain.shadowed };
   }
@@ -125,7 +138,8 @@ export class ReplicaDbWriter {
   held(generation: number, lastFrame: number): number {
     const t = this.tail;
     if (this.damage) throw needSnapshot(`${this.dbPath}: the copy is damaged (${this.damage[0]?.detail ?? '?'}); it must be re-seeded`);
-    if (!t || t.generation !== generation || t.lastFrame !== lastFrame) throw needSnapshot(`${this.dbPath}: does not hold generation ${generation} up to frame ${lastFrame}`);
+    if (!t || t.generation !== generation || t.lastFrame !== lastFrame)
+      throw needSnapshot(`${this.dbPath}: does not hold generation ${generation} up to frame ${lastFrame}`);
     return t.lastFrame;
   }
 
@@ -142,7 +156,11 @@ export class ReplicaDbWriter {
       return;
     }
     let size: number;
-    try { size = (await fsp.stat(p)).size; } catch { throw needSnapshot(`${p}: snapshot chunk at ${offset} without its beginning`); }
+    try {
+      size = (await fsp.stat(p)).size;
+    } catch {
+      throw needSnapshot(`${p}: snapshot chunk at ${offset} without its beginning`);
+    }
     if (size !== offset) throw needSnapshot(`${p}: snapshot chunk at ${offset} but ${size} bytes written`);
     await fsp.appendFile(p, data);
   }
@@ -166,9 +184,18 @@ export class ReplicaDbWriter {
   async snapshotBlocks(generation: number, blockSize: number, indexes: readonly number[], data: Buffer): Promise<void> {
     const p = this.snapPath(generation, 'db');
     let fd: number;
-    try { fd = fs.openSync(p, 'r+'); } catch { throw needSnapshot(`${p}: blocks of a differential snapshot without its base copy`); }
     try {
-      try { writeBlocks(fd, blockSize, indexes, data); } catch (e) { if (e instanceof RangeError) throw needSnapshot(`${p}: ${e.message}`); throw e; }
+      fd = fs.openSync(p, 'r+');
+    } catch {
+      throw needSnapshot(`${p}: blocks of a differential snapshot without its base copy`);
+    }
+    try {
+      try {
+        writeBlocks(fd, blockSize, indexes, data);
+      } catch (e) {
+        if (e instanceof RangeError) throw needSnapshot(`${p}: ${e.message}`);
+        throw e;
+      }
     } finally {
       fs.closeSync(fd);
     }
@@ -180,7 +207,14 @@ export class ReplicaDbWriter {
    * db and the WAL beside it. A crash between the renames leaves the image alone: a
    * consistent database.
    */
-  async snapshotCommit(generation: number, dbSize: number, dbSha256: string, walSize: number, diff = false, walEncoding?: 'xor-image-deflate'): Promise<number> {
+  async snapshotCommit(
+    generation: number,
+    dbSize: number,
+    dbSha256: string,
+    walSize: number,
+    diff = false,
+    walEncoding?: 'xor-image-deflate',
+  ): Promise<number> {
     const dbTmp = this.snapPath(generation, 'db');
     const walTmp = this.snapPath(generation, 'wal');
     // A differential image is the base copy with the differing blocks written over it:
@@ -299,7 +333,11 @@ export class ReplicaDbWriter {
           let done = 0;
           while (done < frames.length) done += fs.writeSync(fd, frames, done, frames.length - done, at + done);
         } else {
-          await new Promise<void>((resolve, reject) => fs.write(fd, frames, 0, frames.length, at, (err, n) => (err ? reject(err) : n === frames.length ? resolve() : reject(new Error(`${this.walPath}: short write`)))));
+          await new Promise<void>((resolve, reject) =>
+            fs.write(fd, frames, 0, frames.length, at, (err, n) =>
+              err ? reject(err) : n === frames.length ? resolve() : reject(new Error(`${this.walPath}: short write`)),
+            ),
+          );
         }
         if (end <= size) {
           await new Promise<void>((resolve, reject) => fs.fdatasync(fd, (err) => (err ? reject(err) : resolve())));
@@ -338,7 +376,11 @@ export class ReplicaDbWriter {
     const db = new Database(this.dbPath, { fileMustExist: true });
     try {
       const row = db.pragma('wal_checkpoint(TRUNCATE)') as { busy: number; log: number; checkpointed: number }[];
-      if (row[0] && row[0].busy !== 0) throw new UnderstudyError('US_REPLICATION', `${this.dbPath}: cannot fold the replica's WAL: the database is busy (is something else using the replica?)`);
+      if (row[0] && row[0].busy !== 0)
+        throw new UnderstudyError(
+          'US_REPLICATION',
+          `${this.dbPath}: cannot fold the replica's WAL: the database is busy (is something else using the replica?)`,
+        );
     } finally {
       db.close();
     }

@@ -35,32 +35,58 @@ import { callJson } from '../shared/http-client.ts';
  */
 const epoch = z.number().int().nonnegative();
 // Any name (databases are found by their header), but never a companion file or a path out of the volume (checked again by the receiver).
-const dbName = z.string().min(1).max(4096)
+const dbName = z
+  .string()
+  .min(1)
+  .max(4096)
   .refine((p) => !/-(wal|shm|journal)$/.test(p), 'must name a database, not its -wal/-shm/-journal')
-  .refine((p) => !p.startsWith('/') && !p.split('/').some((part) => part === '..' || part === '' || part.startsWith('.understudy-tmp-')), 'must be a path inside the volume');
+  .refine(
+    (p) => !p.startsWith('/') && !p.split('/').some((part) => part === '..' || part === '' || part.startsWith('.understudy-tmp-')),
+    'must be a path inside the volume',
+  );
 const b64 = z.string();
 
 export const helloSchema = z.object({ epoch, from: z.string() });
 export const snapshotChunkSchema = z.object({
-  epoch, db: dbName, generation: z.number().int(), part: z.enum(['db', 'wal']),
-  offset: z.number().int().nonnegative(), data: b64,
+  epoch,
+  db: dbName,
+  generation: z.number().int(),
+  part: z.enum(['db', 'wal']),
+  offset: z.number().int().nonnegative(),
+  data: b64,
 });
-const blockSize = z.number().int().min(512).max(1 << 20);
+const blockSize = z
+  .number()
+  .int()
+  .min(512)
+  .max(1 << 20);
 export const snapshotBaseSchema = z.object({ epoch, db: dbName, generation: z.number().int(), blockSize });
 export const snapshotBlocksSchema = z.object({
-  epoch, db: dbName, generation: z.number().int(), blockSize,
-  indexes: z.array(z.number().int().nonnegative()), data: b64,
+  epoch,
+  db: dbName,
+  generation: z.number().int(),
+  blockSize,
+  indexes: z.array(z.number().int().nonnegative()),
+  data: b64,
 });
 export const snapshotCommitSchema = z.object({
-  epoch, db: dbName, generation: z.number().int(),
-  dbSize: z.number().int().nonnegative(), dbSha256: z.string(), walSize: z.number().int().nonnegative(),
+  epoch,
+  db: dbName,
+  generation: z.number().int(),
+  dbSize: z.number().int().nonnegative(),
+  dbSha256: z.string(),
+  walSize: z.number().int().nonnegative(),
   diff: z.boolean().optional(),
   /** The WAL part was sent encoded against the image (block-diff.ts encodeWalPart); walSize is its decoded size. */
   walEncoding: z.enum(['xor-image-deflate']).optional(),
 });
 export const framesSchema = z.object({
-  epoch, db: dbName, generation: z.number().int(), newWal: b64.optional(),
-  firstIndex: z.number().int().positive(), frames: b64,
+  epoch,
+  db: dbName,
+  generation: z.number().int(),
+  newWal: b64.optional(),
+  firstIndex: z.number().int().positive(),
+  frames: b64,
 });
 export const heldSchema = z.object({ epoch, db: dbName, generation: z.number().int(), lastFrame: z.number().int().nonnegative() });
 export const filesSchema = z.object({
@@ -69,10 +95,20 @@ export const filesSchema = z.object({
   delete: z.array(z.string().min(1)),
 });
 
-export interface FileEntry { path: string; size: number; sha256: string }
-export interface HelloResponse { files: FileEntry[] }
-export interface FramesResponse { lastFrame: number }
-export interface SnapshotBaseResponse { base: { size: number; blockSize: number; hashes: string } | null }
+export interface FileEntry {
+  path: string;
+  size: number;
+  sha256: string;
+}
+export interface HelloResponse {
+  files: FileEntry[];
+}
+export interface FramesResponse {
+  lastFrame: number;
+}
+export interface SnapshotBaseResponse {
+  base: { size: number; blockSize: number; hashes: string } | null;
+}
 
 export type SnapshotChunk = z.infer<typeof snapshotChunkSchema>;
 export type SnapshotCommit = z.infer<typeof snapshotCommitSchema>;

@@ -152,7 +152,11 @@ export class SnapshotShipper {
 
   /** Looks at the file now; returns the position of the newest state seen. */
   async position(): Promise<number> {
-    try { this.observe(this.fingerprint()); } catch { /* the loop reports errors */ }
+    try {
+      this.observe(this.fingerprint());
+    } catch {
+      /* the loop reports errors */
+    }
     return this.seenLsn;
   }
 
@@ -165,7 +169,9 @@ export class SnapshotShipper {
       try {
         const fp = this.fingerprint();
         if (fp.exact && fp.key === this.acked.key) return Promise.resolve();
-      } catch { /* the pass decides */ }
+      } catch {
+        /* the pass decides */
+      }
     }
     const p = this.barrier.wait(null);
     if (this.sleeping === 'idle') this.poke();
@@ -181,8 +187,16 @@ export class SnapshotShipper {
   private sleep(ms: number, kind: 'idle' | 'backoff'): Promise<void> {
     this.sleeping = kind;
     return new Promise((resolve) => {
-      const t = setTimeout(() => { this.wake = null; this.sleeping = null; resolve(); }, ms);
-      this.wake = () => { clearTimeout(t); this.sleeping = null; resolve(); };
+      const t = setTimeout(() => {
+        this.wake = null;
+        this.sleeping = null;
+        resolve();
+      }, ms);
+      this.wake = () => {
+        clearTimeout(t);
+        this.sleeping = null;
+        resolve();
+      };
     });
   }
 
@@ -213,7 +227,10 @@ export class SnapshotShipper {
     this.mode = fp.mode;
     let notify = before !== 'missing' && before !== fp.mode;
     if (fp.mode !== 'wal') this.walFramesSeen = false;
-    else if ((fp.walFrames ?? 0) > 0 && !this.walFramesSeen) { this.walFramesSeen = true; notify = true; }
+    else if ((fp.walFrames ?? 0) > 0 && !this.walFramesSeen) {
+      this.walFramesSeen = true;
+      notify = true;
+    }
     if (notify) this.opts.onModeChange?.();
     return this.seenLsn;
   }
@@ -295,7 +312,12 @@ export class SnapshotShipper {
     const generation = nextGeneration();
     // Small images go whole: two requests (image, commit) instead of four, and no copy of
     // the replica's file to hash — what the sync barrier waits for at every write.
-    const seed = await sendImage({ client: this.opts.client, rel: this.rel, chunkBytes: this.opts.chunkBytes, log: this.log, stopped: () => this.stopped, diffMinBytes: SEND_WHOLE_BELOW }, generation, image, Buffer.alloc(0));
+    const seed = await sendImage(
+      { client: this.opts.client, rel: this.rel, chunkBytes: this.opts.chunkBytes, log: this.log, stopped: () => this.stopped, diffMinBytes: SEND_WHOLE_BELOW },
+      generation,
+      image,
+      Buffer.alloc(0),
+    );
     if (seed === null) return; // stopped
     this.generation = generation;
     this.lastImageSha = sha;
@@ -303,7 +325,8 @@ export class SnapshotShipper {
     this.snapshots++;
     this.lastSnapshotMs = Date.now() - t0;
     this.noteAcked(heldLsn, held);
-    if (this.snapshots === 1) this.log.info({ generation, kind: seed.kind, dbBytes: seed.dbBytes, ms: this.lastSnapshotMs }, 'database shipped by snapshots (not in WAL mode)');
+    if (this.snapshots === 1)
+      this.log.info({ generation, kind: seed.kind, dbBytes: seed.dbBytes, ms: this.lastSnapshotMs }, 'database shipped by snapshots (not in WAL mode)');
     else this.log.debug({ generation, kind: seed.kind, bytesSent: seed.bytesSent, ms: this.lastSnapshotMs }, 'database snapshot shipped');
   }
 
@@ -324,7 +347,11 @@ export class SnapshotShipper {
         db.exec('BEGIN');
         db.prepare('SELECT count(*) FROM sqlite_master').get(); // the read starts: one committed state from here
         let inside: Fingerprint | null = null;
-        try { inside = this.fingerprint(); } catch { /* gone: the image stands alone */ }
+        try {
+          inside = this.fingerprint();
+        } catch {
+          /* gone: the image stands alone */
+        }
         const image = db.serialize();
         db.exec('COMMIT');
         if (!startsWithMagic(image)) throw new UnderstudyError('US_REPLICATION', `${this.dbPath}: the image read is not an SQLite database`);
@@ -333,11 +360,17 @@ export class SnapshotShipper {
         const code = (e as { code?: string }).code ?? '';
         if (!code.startsWith('SQLITE_BUSY') || Date.now() > deadline || this.stopped) {
           if (e instanceof UnderstudyError) throw e;
-          const busy = code.startsWith('SQLITE_BUSY') ? ` for ${this.opts.lockWaitMs} ms (does the app keep it locked, e.g. PRAGMA locking_mode=EXCLUSIVE?)` : '';
+          const busy = code.startsWith('SQLITE_BUSY')
+            ? ` for ${this.opts.lockWaitMs} ms (does the app keep it locked, e.g. PRAGMA locking_mode=EXCLUSIVE?)`
+            : '';
           throw new UnderstudyError('US_REPLICATION', `${this.dbPath}: cannot take a consistent snapshot${busy}: ${(e as Error).message}`);
         }
       } finally {
-        try { if (db?.inTransaction) db.exec('ROLLBACK'); } catch { /* closing anyway */ }
+        try {
+          if (db?.inTransaction) db.exec('ROLLBACK');
+        } catch {
+          /* closing anyway */
+        }
         db?.close();
       }
       await new Promise((r) => setTimeout(r, 5));

@@ -128,18 +128,26 @@ export class DatabaseFinder {
     const seen = new Map<string, 'db' | 'plain'>();
     const walk = (rel: string): void => {
       let entries: fs.Dirent[];
-      try { entries = fs.readdirSync(path.join(this.root, rel), { withFileTypes: true }); } catch { return; }
+      try {
+        entries = fs.readdirSync(path.join(this.root, rel), { withFileTypes: true });
+      } catch {
+        return;
+      }
       for (const e of entries) {
         if (isTempName(e.name)) continue;
         const r = rel ? `${rel}/${e.name}` : e.name;
-        if (e.isDirectory()) { walk(r); continue; }
+        if (e.isDirectory()) {
+          walk(r);
+          continue;
+        }
         if (!e.isFile() || isCompanionName(r)) continue;
         let kind: 'db' | 'plain' | undefined = isDatabaseName(r) ? 'db' : full ? undefined : this.known.get(r);
         if (kind === undefined) {
           const head = readHead(path.join(this.root, r), 16);
           if (head === null) continue; // gone meanwhile
           if (startsWithMagic(head)) kind = 'db';
-          else if (head.length < 16) continue; // empty or being written: look again next time
+          else if (head.length < 16)
+            continue; // empty or being written: look again next time
           else kind = 'plain';
         }
         seen.set(r, kind);

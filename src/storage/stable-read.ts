@@ -18,7 +18,10 @@ import fs from 'node:fs';
  * nobody can open again protect nothing), looked at on each read of the same path and by
  * a sweep at most once a second.
  */
-interface Held { fd: number; key: string }
+interface Held {
+  fd: number;
+  key: string;
+}
 
 const byInode = new Map<string, Held>();
 let lastSweep = 0;
@@ -33,10 +36,18 @@ function sweep(now: number): void {
   lastSweep = now;
   for (const [key, h] of byInode) {
     let gone: boolean;
-    try { gone = fs.fstatSync(h.fd).nlink === 0; } catch { gone = true; }
+    try {
+      gone = fs.fstatSync(h.fd).nlink === 0;
+    } catch {
+      gone = true;
+    }
     if (!gone) continue;
     byInode.delete(key);
-    try { fs.closeSync(h.fd); } catch { /* already closed */ }
+    try {
+      fs.closeSync(h.fd);
+    } catch {
+      /* already closed */
+    }
   }
 }
 
@@ -47,13 +58,21 @@ function sweep(now: number): void {
 export function readLockedFile(file: string, length: number, position = 0): Buffer | null {
   sweep(Date.now());
   let st: fs.Stats;
-  try { st = fs.statSync(file); } catch { return null; }
+  try {
+    st = fs.statSync(file);
+  } catch {
+    return null;
+  }
   if (!st.isFile()) return null;
   const key = inodeKey(st);
   let h = byInode.get(key);
   if (!h) {
     let fd: number;
-    try { fd = fs.openSync(file, 'r'); } catch { return null; }
+    try {
+      fd = fs.openSync(file, 'r');
+    } catch {
+      return null;
+    }
     // Opened by name: make sure it is the inode stat saw (a rename in between).
     const now = fs.fstatSync(fd);
     const real = inodeKey(now);
@@ -84,10 +103,20 @@ export function readLockedFile(file: string, length: number, position = 0): Buff
  * file that is neither a database nor an `-shm`.
  */
 export function peekFileHead(file: string, length: number, isDatabase: (head: Buffer) => boolean): Buffer | null {
-  const held = (() => { try { return byInode.get(inodeKey(fs.statSync(file))); } catch { return undefined; } })();
+  const held = (() => {
+    try {
+      return byInode.get(inodeKey(fs.statSync(file)));
+    } catch {
+      return undefined;
+    }
+  })();
   if (held) return readLockedFile(file, length);
   let fd: number;
-  try { fd = fs.openSync(file, 'r'); } catch { return null; }
+  try {
+    fd = fs.openSync(file, 'r');
+  } catch {
+    return null;
+  }
   let keep = false;
   try {
     const buf = Buffer.alloc(length);

@@ -7,7 +7,15 @@ import { z } from 'zod';
 import { renderedRuleSchema } from '../transform/rule-schema.ts';
 import type { RenderedRule } from '../transform/render-rules.ts';
 import type { UnderstudyConfig, StorageConfig } from '../config/types.ts';
-import type { DatabaseStatus, PromoteResponse, StorageStatus, SyncBarrierResponse, TransformResponse, VerificationProblem, VolumeStatus } from '../shared/contracts.ts';
+import type {
+  DatabaseStatus,
+  PromoteResponse,
+  StorageStatus,
+  SyncBarrierResponse,
+  TransformResponse,
+  VerificationProblem,
+  VolumeStatus,
+} from '../shared/contracts.ts';
 import { applyTransform } from '../transform/index.ts';
 import { seedProblem } from '../shared/seed.ts';
 import { UnderstudyError, isUnderstudyError } from '../shared/errors.ts';
@@ -16,7 +24,16 @@ import { applyFiles, replicaManifest } from './file-sync.ts';
 import { fsyncDir, tempPathFor } from './fs-durable.ts';
 import { KeyedLock } from './keyed-lock.ts';
 import { ReplicaDbWriter } from './replica-db-writer.ts';
-import { filesSchema, framesSchema, heldSchema, helloSchema, snapshotBaseSchema, snapshotBlocksSchema, snapshotChunkSchema, snapshotCommitSchema } from './replica-protocol.ts';
+import {
+  filesSchema,
+  framesSchema,
+  heldSchema,
+  helloSchema,
+  snapshotBaseSchema,
+  snapshotBlocksSchema,
+  snapshotChunkSchema,
+  snapshotCommitSchema,
+} from './replica-protocol.ts';
 import { LiveCopyCheck, type LiveCopyCheckOptions } from './live-copy-check.ts';
 import { baseVolumeDirs, findBaseDatabase, seedReplicaFiles } from './replica-base.ts';
 import { listDatabases, readDatabaseHeader } from './sqlite-file.ts';
@@ -75,10 +92,12 @@ const confirmSchema = z.object({ timeoutMs: z.number().int().positive().max(60_0
 const readerStartSchema = z.object({ epoch: epochSchema, to: z.object({ name: z.string().min(1), url: z.string().url() }) });
 const readerStopSchema = z.object({ epoch: epochSchema.optional(), to: z.string().min(1) });
 const readerCatchUpSchema = z.object({ timeoutMs: z.number().int().positive().max(60_000).default(5000), to: z.string().min(1).optional() });
-const syncBarrierSchema = z.object({
-  onReplicaLost: z.enum(['degrade', 'strict']).default('degrade'),
-  timeoutMs: z.number().int().positive().max(60_000).default(2000),
-}).prefault({});
+const syncBarrierSchema = z
+  .object({
+    onReplicaLost: z.enum(['degrade', 'strict']).default('degrade'),
+    timeoutMs: z.number().int().positive().max(60_000).default(2000),
+  })
+  .prefault({});
 
 export class StorageProcessor {
   readonly storage: StorageConfig;
@@ -100,7 +119,12 @@ export class StorageProcessor {
   /** Throwaway copies of replicas for rehearsals (`understudy drill`), apart from everything else. */
   private readonly drills: DrillCopies;
 
-  constructor(readonly config: UnderstudyConfig, readonly name: string, logger?: Logger, opts: StorageProcessorOptions = {}) {
+  constructor(
+    readonly config: UnderstudyConfig,
+    readonly name: string,
+    logger?: Logger,
+    opts: StorageProcessorOptions = {},
+  ) {
     const s = config.storage[name];
     if (!s) {
       const known = Object.keys(config.storage).join(', ') || '(none)';
@@ -110,39 +134,68 @@ export class StorageProcessor {
     this.log = (logger ?? pino({ level: process.env.UNDERSTUDY_LOG_LEVEL ?? 'info' }, pino.destination(2))).child({ storage: name });
     this.tuning = opts.tuning;
     this.readerShipping = new ReaderShipping({
-      name, log: this.log, ...(opts.tuning ? { tuning: opts.tuning } : {}),
-      primaryOf: (site) => { const v = this.volumes.get(site); return v && v.meta.role === 'primary' ? { dir: v.dir, epoch: v.meta.epoch } : null; },
+      name,
+      log: this.log,
+      ...(opts.tuning ? { tuning: opts.tuning } : {}),
+      primaryOf: (site) => {
+        const v = this.volumes.get(site);
+        return v && v.meta.role === 'primary' ? { dir: v.dir, epoch: v.meta.epoch } : null;
+      },
       portionOf: (site) => config.sites[site]?.volume.readonly ?? [],
     });
     this.readerCopies = new ReaderCopies(s.path, name, this.log, (site) => config.sites[site]?.app.seed);
     this.drills = new DrillCopies(name, s.path, this.log, {
       withVolumeQuiesced: (site, fn) => this.withVolumeQuiesced(site, fn),
-      volumeInfo: (site) => { const v = this.volumes.get(site); return v ? { role: v.meta.role, lastAppliedAt: v.lastAppliedAt ?? null } : undefined; },
-    });
-    this.testHooks = new TestHooks({
-      withVolumeQuiesced: (site, fn) => this.withVolumeQuiesced(site, fn),
-      forgetHeld: (site) => { const v = this.volumes.get(site); for (const w of v?.writers.values() ?? []) w.reset(); v?.writers.clear(); },
-    }, name);
-    this.vault = new VaultService({
-      config, name, storage: s, log: this.log,
-      sites: () => [...this.volumes.keys()].sort(),
-      volumeInfo: (site) => { const v = this.volumes.get(site); return v ? { role: v.meta.role, epoch: v.meta.epoch, dir: v.dir } : undefined; },
-      withVolumeQuiesced: (site, fn) => this.withVolumeQuiesced(site, fn),
-      installRestored: (site, epoch, fromDir) => this.installRestored(site, epoch, fromDir),
-      copyKnowledge: (site, rel) => ({ state: this.volumes.get(site)?.shipper?.shippedStates().get(rel) ?? null, known: this.liveCheck.knownEnd(site, rel) }),
-    }, opts.vault);
-    this.liveCheck = new LiveCopyCheck({
-      storagePath: s.path, log: this.log,
-      sites: () => [...this.volumes.keys()].sort(),
-      withCopy: (site, fn) => this.lock.run(site, async () => {
+      volumeInfo: (site) => {
         const v = this.volumes.get(site);
-        if (!v || !fs.existsSync(v.dir)) return undefined;
-        if (v.meta.role === 'primary') return fn({ role: 'primary', dir: v.dir, shipped: v.shipper?.shippedStates() ?? new Map() });
-        if (v.meta.role === 'replica') return fn({ role: 'replica', dir: v.dir, writer: (rel) => this.writer(v, rel) });
-        return undefined;
-      }),
-      report: (site, result) => this.vault.noticeLiveCheck(site, result),
-    }, opts.liveCheck);
+        return v ? { role: v.meta.role, lastAppliedAt: v.lastAppliedAt ?? null } : undefined;
+      },
+    });
+    this.testHooks = new TestHooks(
+      {
+        withVolumeQuiesced: (site, fn) => this.withVolumeQuiesced(site, fn),
+        forgetHeld: (site) => {
+          const v = this.volumes.get(site);
+          for (const w of v?.writers.values() ?? []) w.reset();
+          v?.writers.clear();
+        },
+      },
+      name,
+    );
+    this.vault = new VaultService(
+      {
+        config,
+        name,
+        storage: s,
+        log: this.log,
+        sites: () => [...this.volumes.keys()].sort(),
+        volumeInfo: (site) => {
+          const v = this.volumes.get(site);
+          return v ? { role: v.meta.role, epoch: v.meta.epoch, dir: v.dir } : undefined;
+        },
+        withVolumeQuiesced: (site, fn) => this.withVolumeQuiesced(site, fn),
+        installRestored: (site, epoch, fromDir) => this.installRestored(site, epoch, fromDir),
+        copyKnowledge: (site, rel) => ({ state: this.volumes.get(site)?.shipper?.shippedStates().get(rel) ?? null, known: this.liveCheck.knownEnd(site, rel) }),
+      },
+      opts.vault,
+    );
+    this.liveCheck = new LiveCopyCheck(
+      {
+        storagePath: s.path,
+        log: this.log,
+        sites: () => [...this.volumes.keys()].sort(),
+        withCopy: (site, fn) =>
+          this.lock.run(site, async () => {
+            const v = this.volumes.get(site);
+            if (!v || !fs.existsSync(v.dir)) return undefined;
+            if (v.meta.role === 'primary') return fn({ role: 'primary', dir: v.dir, shipped: v.shipper?.shippedStates() ?? new Map() });
+            if (v.meta.role === 'replica') return fn({ role: 'replica', dir: v.dir, writer: (rel) => this.writer(v, rel) });
+            return undefined;
+          }),
+        report: (site, result) => this.vault.noticeLiveCheck(site, result),
+      },
+      opts.liveCheck,
+    );
   }
 
   /** Loads the meta of every volume, resumes shipping where it was, and listens. */
@@ -157,7 +210,10 @@ export class StorageProcessor {
     await listen(this.server, this.storage.listen.host, this.storage.listen.port);
     this.vault.start(); // backup and verification timers
     this.liveCheck.start();
-    this.log.info({ listen: `${this.storage.listen.host}:${this.storage.listen.port}`, path: this.storage.path, volumes: this.volumes.size }, 'storage processor listening');
+    this.log.info(
+      { listen: `${this.storage.listen.host}:${this.storage.listen.port}`, path: this.storage.path, volumes: this.volumes.size },
+      'storage processor listening',
+    );
   }
 
   /** Closes the server, stops every shipper (which closes their SQLite handles). */
@@ -165,19 +221,31 @@ export class StorageProcessor {
     const server = this.server;
     this.server = null;
     if (server) {
-      await new Promise<void>((resolve) => { server.close(() => resolve()); server.closeAllConnections(); });
+      await new Promise<void>((resolve) => {
+        server.close(() => resolve());
+        server.closeAllConnections();
+      });
     }
     await this.liveCheck.stop();
     await this.vault.stop(); // timers off, running backups/verifications/restores settled
     await this.readerShipping.stopEverything();
     for (const v of this.volumes.values()) v.gate?.close();
-    await Promise.all([...this.volumes.values()].map(async (v) => { await v.shipper?.stop(); v.shipper = null; }));
+    await Promise.all(
+      [...this.volumes.values()].map(async (v) => {
+        await v.shipper?.stop();
+        v.shipper = null;
+      }),
+    );
     this.log.info('storage processor stopped');
   }
 
   status(): StorageStatus {
     const readerCopies = this.readerCopies.status();
-    return { name: this.name, volumes: [...this.volumes.values()].sort((a, b) => a.meta.site.localeCompare(b.meta.site)).map((v) => this.volumeStatus(v)), ...(readerCopies.length > 0 ? { readerCopies } : {}) };
+    return {
+      name: this.name,
+      volumes: [...this.volumes.values()].sort((a, b) => a.meta.site.localeCompare(b.meta.site)).map((v) => this.volumeStatus(v)),
+      ...(readerCopies.length > 0 ? { readerCopies } : {}),
+    };
   }
 
   /** Current committed position of every database of a primary that ships (sync mode). */
@@ -197,7 +265,16 @@ export class StorageProcessor {
       await Promise.race([
         shipper.catchUp(),
         new Promise<never>((_, reject) => {
-          timer = setTimeout(() => reject(new UnderstudyError('US_TIMEOUT', `replica ${shipper.to.name} did not confirm ${site} within ${timeoutMs} ms (replication ${shipper.status().state})`)), timeoutMs);
+          timer = setTimeout(
+            () =>
+              reject(
+                new UnderstudyError(
+                  'US_TIMEOUT',
+                  `replica ${shipper.to.name} did not confirm ${site} within ${timeoutMs} ms (replication ${shipper.status().state})`,
+                ),
+              ),
+            timeoutMs,
+          );
         }),
       ]);
     } finally {
@@ -220,7 +297,10 @@ export class StorageProcessor {
   syncBarrier(site: string, onReplicaLost: 'degrade' | 'strict', timeoutMs: number): Promise<SyncBarrierResponse> {
     const v = this.mustVolume(site);
     if (v.meta.role !== 'primary') {
-      throw new UnderstudyError('US_BAD_REQUEST', `volume ${site} on storage ${this.name} is ${v.meta.role === 'replica' ? 'a replica' : 'not a primary'}: a sync barrier must go to the storage processor of the primary volume (the director's route names the wrong one)`);
+      throw new UnderstudyError(
+        'US_BAD_REQUEST',
+        `volume ${site} on storage ${this.name} is ${v.meta.role === 'replica' ? 'a replica' : 'not a primary'}: a sync barrier must go to the storage processor of the primary volume (the director's route names the wrong one)`,
+      );
     }
     return this.gateOf(v).barrier(onReplicaLost, timeoutMs);
   }
@@ -245,7 +325,12 @@ export class StorageProcessor {
     let v = this.volumes.get(site);
     if (!v) {
       const m = meta ?? { site, role: 'none' as const, epoch: 0, updatedAt: Date.now() };
-      v = { meta: m, dir: m.role === 'replica' ? replicaPath(this.storage.path, site) : volumePath(this.storage.path, site), shipper: null, writers: new Map() };
+      v = {
+        meta: m,
+        dir: m.role === 'replica' ? replicaPath(this.storage.path, site) : volumePath(this.storage.path, site),
+        shipper: null,
+        writers: new Map(),
+      };
       this.volumes.set(site, v);
     }
     return v;
@@ -266,7 +351,9 @@ export class StorageProcessor {
       path: path.resolve(v.dir),
       ...(v.shipper ? { replication: v.shipper.status() } : v.meta.role === 'primary' ? { databases: unreplicatedDatabases(v.dir) } : {}),
       ...(v.meta.role === 'replica' && v.lastAppliedAt !== undefined ? { lastAppliedAt: v.lastAppliedAt } : {}),
-      ...(v.meta.role === 'primary' && (v.gate?.used || this.config.sites[v.meta.site]?.volume.replication === 'sync') ? { sync: this.gateOf(v).status() } : {}),
+      ...(v.meta.role === 'primary' && (v.gate?.used || this.config.sites[v.meta.site]?.volume.replication === 'sync')
+        ? { sync: this.gateOf(v).status() }
+        : {}),
       ...this.vault.statusOf(v.meta.site), // verification, restore
       ...(this.readerShipping.status(v.meta.site).length > 0 ? { readers: this.readerShipping.status(v.meta.site) } : {}),
     };
@@ -281,13 +368,23 @@ export class StorageProcessor {
 
   private refuseStale(v: Volume, epoch: number, what: string): void {
     if (epoch < v.meta.epoch) {
-      throw new UnderstudyError('US_STALE_EPOCH', `${what} for ${v.meta.site} carries epoch ${epoch}, but storage ${this.name} has seen epoch ${v.meta.epoch}`, { epoch: v.meta.epoch });
+      throw new UnderstudyError(
+        'US_STALE_EPOCH',
+        `${what} for ${v.meta.site} carries epoch ${epoch}, but storage ${this.name} has seen epoch ${v.meta.epoch}`,
+        { epoch: v.meta.epoch },
+      );
     }
   }
 
   private startShipper(v: Volume, to: { name: string; url: string }): void {
     v.shipper = new VolumeShipper({
-      site: v.meta.site, volumeDir: v.dir, from: this.name, to, epochOf: () => v.meta.epoch, logger: this.log, ...(this.tuning ? { tuning: this.tuning } : {}),
+      site: v.meta.site,
+      volumeDir: v.dir,
+      from: this.name,
+      to,
+      epochOf: () => v.meta.epoch,
+      logger: this.log,
+      ...(this.tuning ? { tuning: this.tuning } : {}),
       knownEnd: (rel) => this.liveCheck.knownEnd(v.meta.site, rel),
     });
     v.shipper.start();
@@ -359,7 +456,11 @@ export class StorageProcessor {
         const unfolded = this.foldDatabases(v);
         if (unfolded.length > 0) {
           const p = unfolded[0]!;
-          throw new UnderstudyError('US_REPLICA_CORRUPT', `the copy of ${site} on storage ${this.name} is damaged (${p.file}: ${p.detail}): it is not made primary; restore the newest good restore point instead (understudy restore ${site})`, { problems: unfolded });
+          throw new UnderstudyError(
+            'US_REPLICA_CORRUPT',
+            `the copy of ${site} on storage ${this.name} is damaged (${p.file}: ${p.detail}): it is not made primary; restore the newest good restore point instead (understudy restore ${site})`,
+            { problems: unfolded },
+          );
         }
       }
       if (v.meta.role !== 'primary') this.resetGate(v);
@@ -373,7 +474,11 @@ export class StorageProcessor {
     return this.lock.run(site, async () => {
       const v = this.mustVolume(site);
       this.refuseStale(v, epoch, 'replicate');
-      if (v.meta.role !== 'primary') throw new UnderstudyError('US_BAD_REQUEST', `volume ${site} on storage ${this.name} is ${v.meta.role === 'none' ? 'not a primary' : 'a replica'}: only a primary ships; promote or init it first`);
+      if (v.meta.role !== 'primary')
+        throw new UnderstudyError(
+          'US_BAD_REQUEST',
+          `volume ${site} on storage ${this.name} is ${v.meta.role === 'none' ? 'not a primary' : 'a replica'}: only a primary ships; promote or init it first`,
+        );
       if (to.name === this.name) throw new UnderstudyError('US_BAD_REQUEST', `storage ${this.name} cannot replicate ${site} to itself`);
       const same = v.shipper && v.shipper.to.name === to.name && v.shipper.to.url === to.url;
       if (!same) await this.stopShipper(v);
@@ -389,10 +494,19 @@ export class StorageProcessor {
   async promote(site: string, epoch: number): Promise<PromoteResponse> {
     return this.lock.run(site, async () => {
       const v = this.mustVolume(site);
-      const res = (): PromoteResponse => ({ site, epoch: v.meta.epoch, role: 'primary', ...(v.lastAppliedAt !== undefined ? { lastAppliedAt: v.lastAppliedAt } : {}) });
+      const res = (): PromoteResponse => ({
+        site,
+        epoch: v.meta.epoch,
+        role: 'primary',
+        ...(v.lastAppliedAt !== undefined ? { lastAppliedAt: v.lastAppliedAt } : {}),
+      });
       if (v.meta.role === 'primary' && v.meta.epoch === epoch) return res();
       if (epoch <= v.meta.epoch) {
-        throw new UnderstudyError('US_STALE_EPOCH', `promote of ${site} to epoch ${epoch}: storage ${this.name} is already at epoch ${v.meta.epoch}; promote with a higher epoch`, { epoch: v.meta.epoch });
+        throw new UnderstudyError(
+          'US_STALE_EPOCH',
+          `promote of ${site} to epoch ${epoch}: storage ${this.name} is already at epoch ${v.meta.epoch}; promote with a higher epoch`,
+          { epoch: v.meta.epoch },
+        );
       }
       const primaryDir = volumePath(this.storage.path, site);
       if (v.meta.role === 'replica' && !fs.existsSync(v.dir) && fs.existsSync(primaryDir)) {
@@ -405,8 +519,15 @@ export class StorageProcessor {
       const unfolded = v.meta.role === 'replica' ? this.foldDatabases(v) : [];
       const check = await this.vault.verifyForPromotion(site, v.dir, unfolded);
       if (!check.ok) {
-        const problems = check.problems.slice(0, 3).map((p) => `${p.file}: ${p.kind}${p.detail ? ` (${p.detail})` : ''}`).join('; ');
-        throw new UnderstudyError('US_REPLICA_CORRUPT', `the copy of ${site} on storage ${this.name} failed verification before promotion (${problems}): it was not promoted; restore the newest good restore point instead (understudy restore ${site})`, { verification: check });
+        const problems = check.problems
+          .slice(0, 3)
+          .map((p) => `${p.file}: ${p.kind}${p.detail ? ` (${p.detail})` : ''}`)
+          .join('; ');
+        throw new UnderstudyError(
+          'US_REPLICA_CORRUPT',
+          `the copy of ${site} on storage ${this.name} failed verification before promotion (${problems}): it was not promoted; restore the newest good restore point instead (understudy restore ${site})`,
+          { verification: check },
+        );
       }
       // Fence first (in memory, under the volume lock): from here every request of
       // an older epoch is refused, even if persisting fails below.
@@ -472,7 +593,11 @@ export class StorageProcessor {
       const v = this.volume(site);
       this.refuseStale(v, epoch, 'restore');
       if (v.meta.role === 'primary' && v.meta.epoch === epoch) {
-        throw new UnderstudyError('US_STALE_EPOCH', `restore of ${site} at epoch ${epoch}: the volume is already primary at that epoch on storage ${this.name}; restore with a higher epoch`, { epoch });
+        throw new UnderstudyError(
+          'US_STALE_EPOCH',
+          `restore of ${site} at epoch ${epoch}: the volume is already primary at that epoch on storage ${this.name}; restore with a higher epoch`,
+          { epoch },
+        );
       }
       const epochBefore = v.meta.epoch; // stale copies are named by the epoch they had (as promote does)
       v.meta = { ...v.meta, epoch }; // fence first, as promote does
@@ -482,7 +607,10 @@ export class StorageProcessor {
       for (const w of v.writers.values()) w.reset();
       v.writers.clear();
       const primaryDir = volumePath(this.storage.path, site);
-      for (const [dir, tag] of [[primaryDir, ''], [replicaPath(this.storage.path, site), '-replica']] as const) {
+      for (const [dir, tag] of [
+        [primaryDir, ''],
+        [replicaPath(this.storage.path, site), '-replica'],
+      ] as const) {
         if (!fs.existsSync(dir)) continue;
         const aside = `${stalePath(this.storage.path, site, epochBefore)}${tag}`;
         await fsp.mkdir(path.dirname(aside), { recursive: true });
@@ -514,7 +642,11 @@ export class StorageProcessor {
       this.refuseStale(v, epoch, 'replication');
       if (v.meta.role === 'primary') {
         if (epoch === v.meta.epoch) {
-          throw new UnderstudyError('US_STALE_EPOCH', `storage ${this.name} holds the primary copy of ${site} at epoch ${epoch}: it does not accept replication at that epoch`, { epoch });
+          throw new UnderstudyError(
+            'US_STALE_EPOCH',
+            `storage ${this.name} holds the primary copy of ${site} at epoch ${epoch}: it does not accept replication at that epoch`,
+            { epoch },
+          );
         }
         this.log.warn({ site, epoch, was: v.meta.epoch }, 'a newer epoch replicates to this volume; it is no longer primary here');
         await this.stopShipper(v);
@@ -542,7 +674,10 @@ export class StorageProcessor {
     r.on('POST', '/v1/volumes/:site/readers', (q) => {
       const b = parseBody(readerStartSchema, q.body);
       const site = q.params.site!;
-      return this.lock.run(site, async () => { this.mustVolume(site); return this.readerShipping.start(site, b.epoch, b.to); });
+      return this.lock.run(site, async () => {
+        this.mustVolume(site);
+        return this.readerShipping.start(site, b.epoch, b.to);
+      });
     });
     r.on('POST', '/v1/volumes/:site/readers/stop', async (q) => {
       const b = parseBody(readerStopSchema, q.body);
@@ -566,11 +701,20 @@ export class StorageProcessor {
     r.on('GET', '/healthz', () => ({ ok: true, storage: this.name }));
     r.on('GET', '/v1/status', () => this.status());
     r.on('GET', '/v1/volumes/:site', (q) => this.volumeStatus(this.mustVolume(q.params.site!)));
-    r.on('POST', '/v1/volumes/:site/init', (q) => { const b = parseBody(initSchema, q.body); return this.init(q.params.site!, b.epoch, b.seed); });
-    r.on('POST', '/v1/volumes/:site/replicate', (q) => { const b = parseBody(replicateSchema, q.body); return this.replicate(q.params.site!, b.epoch, b.to); });
+    r.on('POST', '/v1/volumes/:site/init', (q) => {
+      const b = parseBody(initSchema, q.body);
+      return this.init(q.params.site!, b.epoch, b.seed);
+    });
+    r.on('POST', '/v1/volumes/:site/replicate', (q) => {
+      const b = parseBody(replicateSchema, q.body);
+      return this.replicate(q.params.site!, b.epoch, b.to);
+    });
     r.on('POST', '/v1/volumes/:site/promote', (q) => this.promote(q.params.site!, parseBody(epochOnlySchema, q.body).epoch));
     r.on('POST', '/v1/volumes/:site/demote', (q) => this.demote(q.params.site!, parseBody(epochOnlySchema, q.body).epoch));
-    r.on('POST', '/v1/volumes/:site/transform', (q) => { const b = parseBody(transformSchema, q.body); return this.transform(q.params.site!, b.epoch, b.rules); });
+    r.on('POST', '/v1/volumes/:site/transform', (q) => {
+      const b = parseBody(transformSchema, q.body);
+      return this.transform(q.params.site!, b.epoch, b.rules);
+    });
     // Waits until the replica holds everything committed so far (switchover); 504
     // US_TIMEOUT after timeoutMs. The same barrier as sync mode's, without the degrading.
     r.on('POST', '/v1/volumes/:site/confirm', async (q) => {
@@ -590,7 +734,11 @@ export class StorageProcessor {
         if (v.meta.source !== b.from) await this.persist(v, { source: b.from });
         // Failback: an empty replica starts from the plain files of an older copy held here, so only what differs is sent.
         const seeded = await seedReplicaFiles(v.dir, baseVolumeDirs(this.storage.path, v.meta.site));
-        if (seeded) this.log.info({ site: v.meta.site, from: seeded.from, files: seeded.files }, 'replica seeded with the plain files of an older copy; only what differs will be sent');
+        if (seeded)
+          this.log.info(
+            { site: v.meta.site, from: seeded.from, files: seeded.files },
+            'replica seeded with the plain files of an older copy; only what differs will be sent',
+          );
         return { files: await replicaManifest(v.dir) };
       });
     });
@@ -634,12 +782,20 @@ export class StorageProcessor {
     r.on('POST', '/v1/replica/:site/frames', (q) => {
       const b = parseBody(framesSchema, q.body);
       return this.replicaOp(q.params.site!, b.epoch, async (v) => ({
-        lastFrame: await this.writer(v, checkDbRel(b.db)).appendFrames(b.generation, b.newWal ? Buffer.from(b.newWal, 'base64') : undefined, b.firstIndex, Buffer.from(b.frames, 'base64')),
+        lastFrame: await this.writer(v, checkDbRel(b.db)).appendFrames(
+          b.generation,
+          b.newWal ? Buffer.from(b.newWal, 'base64') : undefined,
+          b.firstIndex,
+          Buffer.from(b.frames, 'base64'),
+        ),
       }));
     });
     r.on('POST', '/v1/replica/:site/files', (q) => {
       const b = parseBody(filesSchema, q.body);
-      return this.replicaOp(q.params.site!, b.epoch, async (v) => { await applyFiles(v.dir, b); return { ok: true }; });
+      return this.replicaOp(q.params.site!, b.epoch, async (v) => {
+        await applyFiles(v.dir, b);
+        return { ok: true };
+      });
     });
     return r;
   }
@@ -649,7 +805,15 @@ export class StorageProcessor {
 function unreplicatedDatabases(dir: string): DatabaseStatus[] {
   return listDatabases(dir).map((rel) => {
     const mode = readDatabaseHeader(path.join(dir, rel)).mode;
-    return { path: rel, mode: mode === 'missing' ? 'not-sqlite' : mode, method: 'none', state: 'none', protected: false, lagMs: 0, reason: 'the volume has no replica' };
+    return {
+      path: rel,
+      mode: mode === 'missing' ? 'not-sqlite' : mode,
+      method: 'none',
+      state: 'none',
+      protected: false,
+      lagMs: 0,
+      reason: 'the volume has no replica',
+    };
   });
 }
 
@@ -658,7 +822,8 @@ function checkSite(site: string): void {
 }
 
 function checkDbRel(rel: string): string {
-  if (path.isAbsolute(rel) || rel.split(/[\\/]/).some((p) => p === '..' || p === '')) throw new UnderstudyError('US_BAD_REQUEST', `${rel}: not a database path inside the volume`);
+  if (path.isAbsolute(rel) || rel.split(/[\\/]/).some((p) => p === '..' || p === ''))
+    throw new UnderstudyError('US_BAD_REQUEST', `${rel}: not a database path inside the volume`);
   return rel;
 }
 

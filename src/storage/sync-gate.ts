@@ -118,6 +118,15 @@ function delay(ms: number): Promise<void> {
 function raceTimeout(p: Promise<void>, ms: number): Promise<'ok' | 'timeout' | 'failed'> {
   return new Promise((resolve) => {
     const timer = setTimeout(() => resolve('timeout'), ms);
-    p.then(() => { clearTimeout(timer); resolve('ok'); }, () => { clearTimeout(timer); resolve('failed'); });
+    p.then(
+      () => {
+        clearTimeout(timer);
+        resolve('ok');
+      },
+      () => {
+        clearTimeout(timer);
+        resolve('failed');
+      },
+    );
   });
 }

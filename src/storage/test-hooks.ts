@@ -21,7 +21,14 @@ import { parseBody, type JsonRouter } from '../shared/http-json.ts';
  *      appended frames nor a new snapshot can repair it.
  * quick_check (and SQLite itself) then fails on the copy until it is replaced.
  */
-const damageSchema = z.object({ db: z.string().regex(/^[A-Za-z0-9._-]+\.db$/).default('orders.db') }).prefault({});
+const damageSchema = z
+  .object({
+    db: z
+      .string()
+      .regex(/^[A-Za-z0-9._-]+\.db$/)
+      .default('orders.db'),
+  })
+  .prefault({});
 
 export interface TestHookHost {
   withVolumeQuiesced<T>(site: string, fn: (dir: string) => Promise<T>): Promise<T>;
@@ -33,12 +40,18 @@ export class TestHooks {
   readonly enabled = process.env.UNDERSTUDY_TEST_HOOKS === '1';
   private readonly frozen = new Set<string>();
 
-  constructor(private readonly host: TestHookHost, private readonly storageName: string) {}
+  constructor(
+    private readonly host: TestHookHost,
+    private readonly storageName: string,
+  ) {}
 
   /** Called by every replication write: refuses one to a copy a test froze. */
   refuseReplication(site: string): void {
     if (this.frozen.has(site)) {
-      throw new UnderstudyError('US_REPLICATION', `test hook: the copy of ${site} on storage ${this.storageName} was damaged and frozen (UNDERSTUDY_TEST_HOOKS=1); it takes no replication`);
+      throw new UnderstudyError(
+        'US_REPLICATION',
+        `test hook: the copy of ${site} on storage ${this.storageName} was damaged and frozen (UNDERSTUDY_TEST_HOOKS=1); it takes no replication`,
+      );
     }
   }
 
@@ -51,7 +64,11 @@ export class TestHooks {
         const file = path.join(dir, db);
         if (!fs.existsSync(file)) throw new UnderstudyError('US_NOT_FOUND', `${file}: no such database to damage`);
         const conn = new Database(file);
-        try { conn.pragma('wal_checkpoint(TRUNCATE)'); } finally { conn.close(); }
+        try {
+          conn.pragma('wal_checkpoint(TRUNCATE)');
+        } finally {
+          conn.close();
+        }
         this.host.forgetHeld(site);
         const fd = fs.openSync(file, 'r+');
         let pages = 0;

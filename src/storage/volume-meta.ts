@@ -58,16 +58,23 @@ export function stalePath(storagePath: string, site: string, epoch: number): str
 export function loadAllMeta(storagePath: string): VolumeMeta[] {
   const dir = path.join(storagePath, 'meta');
   let names: string[];
-  try { names = fs.readdirSync(dir); } catch { return []; }
+  try {
+    names = fs.readdirSync(dir);
+  } catch {
+    return [];
+  }
   const out: VolumeMeta[] = [];
   for (const n of names.filter((n) => n.endsWith('.json')).sort()) {
     const file = path.join(dir, n);
     let parsed: unknown;
-    try { parsed = JSON.parse(fs.readFileSync(file, 'utf8')); } catch (e) {
+    try {
+      parsed = JSON.parse(fs.readFileSync(file, 'utf8'));
+    } catch (e) {
       throw new UnderstudyError('US_INTERNAL', `${file}: cannot read volume meta (${(e as Error).message}): fix or remove the file`);
     }
     const r = metaSchema.safeParse(parsed);
-    if (!r.success) throw new UnderstudyError('US_INTERNAL', `${file}: invalid volume meta: ${r.error.issues.map((i) => `${i.path.join('.')}: ${i.message}`).join('; ')}`);
+    if (!r.success)
+      throw new UnderstudyError('US_INTERNAL', `${file}: invalid volume meta: ${r.error.issues.map((i) => `${i.path.join('.')}: ${i.message}`).join('; ')}`);
     out.push(r.data);
   }
   return out;

@@ -72,7 +72,12 @@ export interface VolumeShipperOptions {
 /** A replica that holds nothing new is asked this often whether it still holds what it was sent (DbShipper `held`). */
 const REPLICA_HEARTBEAT_MS = 1000;
 
-interface Waiter { pos: VolumePosition; resolve: () => void; reject: (e: Error) => void; timer: NodeJS.Timeout }
+interface Waiter {
+  pos: VolumePosition;
+  resolve: () => void;
+  reject: (e: Error) => void;
+  timer: NodeJS.Timeout;
+}
 
 type DatabaseShipper = DbShipper | SnapshotShipper;
 type Method = DatabaseStatus['method'];
@@ -82,7 +87,12 @@ function methodOf(s: DatabaseShipper): Method {
 }
 
 /** A database found in the volume: its mode at the last look, when it was found, why it is shipped as it is. */
-interface Found { mode: DatabaseMode; since: number; switchedToWal: boolean; revertedByApp: boolean }
+interface Found {
+  mode: DatabaseMode;
+  since: number;
+  switchedToWal: boolean;
+  revertedByApp: boolean;
+}
 
 export class VolumeShipper {
   readonly to: { name: string; url: string };
@@ -109,7 +119,9 @@ export class VolumeShipper {
     this.client = new ReplicaClient(opts.to.url, opts.site, opts.epochOf, undefined, opts.channel ?? 'replica');
     this.log = opts.logger.child({ site: opts.site, replicaOf: opts.site, to: opts.to.name });
     this.finder = new DatabaseFinder(opts.volumeDir);
-    this.booted = new Promise<void>((resolve) => { this.bootedResolve = resolve; });
+    this.booted = new Promise<void>((resolve) => {
+      this.bootedResolve = resolve;
+    });
   }
 
   /** Starts in the background: hello is retried with backoff until the replica answers. */
@@ -125,8 +137,12 @@ export class VolumeShipper {
         if (this.stopped) return;
         this.bootError = undefined;
         this.files = new FileShipper({
-          volumeDir: this.opts.volumeDir, client: this.client, logger: this.log, isDatabase: (rel) => this.isKnownDatabase(rel),
-          ...(this.opts.include ? { include: this.opts.include } : {}), ...(this.opts.tuning?.fileScanMs ? { scanMs: this.opts.tuning.fileScanMs } : {}),
+          volumeDir: this.opts.volumeDir,
+          client: this.client,
+          logger: this.log,
+          isDatabase: (rel) => this.isKnownDatabase(rel),
+          ...(this.opts.include ? { include: this.opts.include } : {}),
+          ...(this.opts.tuning?.fileScanMs ? { scanMs: this.opts.tuning.fileScanMs } : {}),
         });
         this.files.onScan = () => this.discover();
         this.files.start(hello.files);
@@ -176,7 +192,8 @@ export class VolumeShipper {
       if (!f) {
         f = { mode, since: now, switchedToWal: switchedToWalHere(abs), revertedByApp: false };
         this.found.set(rel, f);
-        if (mode === 'not-sqlite') this.log.warn({ db: rel }, 'named like a database but not an SQLite database: it is not replicated (restore it from a backup or remove it)');
+        if (mode === 'not-sqlite')
+          this.log.warn({ db: rel }, 'named like a database but not an SQLite database: it is not replicated (restore it from a backup or remove it)');
       }
       f.mode = mode;
       if (this.replacing.has(rel)) continue;
@@ -215,19 +232,21 @@ export class VolumeShipper {
 
   private startDb(rel: string, method: Method): void {
     const common = { volumeDir: this.opts.volumeDir, rel, client: this.client, logger: this.log, onAck: () => this.checkWaiters() };
-    const s: DatabaseShipper = method === 'snapshots'
-      ? new SnapshotShipper({
-        ...common, onModeChange: () => this.discover(true),
-        ...(this.opts.tuning?.walPollMs ? { idlePollMs: this.opts.tuning.walPollMs } : {}),
-        ...(this.opts.tuning?.snapshotLockWaitMs ? { lockWaitMs: this.opts.tuning.snapshotLockWaitMs } : {}),
-      })
-      : new DbShipper({
-        ...common,
-        ...(this.opts.knownEnd ? { knownEnd: () => this.opts.knownEnd!(rel) } : {}),
-        ...((this.opts.channel ?? 'replica') === 'replica' ? { heartbeatMs: REPLICA_HEARTBEAT_MS } : {}),
-        ...(this.opts.tuning?.walPollMs ? { idlePollMs: this.opts.tuning.walPollMs } : {}),
-        ...(this.opts.tuning?.checkpointFrames ? { checkpointFrames: this.opts.tuning.checkpointFrames } : {}),
-      });
+    const s: DatabaseShipper =
+      method === 'snapshots'
+        ? new SnapshotShipper({
+            ...common,
+            onModeChange: () => this.discover(true),
+            ...(this.opts.tuning?.walPollMs ? { idlePollMs: this.opts.tuning.walPollMs } : {}),
+            ...(this.opts.tuning?.snapshotLockWaitMs ? { lockWaitMs: this.opts.tuning.snapshotLockWaitMs } : {}),
+          })
+        : new DbShipper({
+            ...common,
+            ...(this.opts.knownEnd ? { knownEnd: () => this.opts.knownEnd!(rel) } : {}),
+            ...((this.opts.channel ?? 'replica') === 'replica' ? { heartbeatMs: REPLICA_HEARTBEAT_MS } : {}),
+            ...(this.opts.tuning?.walPollMs ? { idlePollMs: this.opts.tuning.walPollMs } : {}),
+            ...(this.opts.tuning?.checkpointFrames ? { checkpointFrames: this.opts.tuning.checkpointFrames } : {}),
+          });
     this.dbs.set(rel, s);
     s.start();
   }
@@ -237,10 +256,16 @@ export class VolumeShipper {
     const cur = this.dbs.get(rel);
     if (!cur) return;
     this.dbs.delete(rel);
-    this.replacing.set(rel, cur.stop().catch(() => undefined).then(() => {
-      this.replacing.delete(rel);
-      this.discover(false);
-    }));
+    this.replacing.set(
+      rel,
+      cur
+        .stop()
+        .catch(() => undefined)
+        .then(() => {
+          this.replacing.delete(rel);
+          this.discover(false);
+        }),
+    );
   }
 
   async stop(): Promise<void> {
@@ -248,7 +273,10 @@ export class VolumeShipper {
     this.bootedResolve(); // catchUp() waiters go on to find the stopped shippers
     await this.boot;
     await Promise.all([this.files?.stop(), ...[...this.dbs.values()].map((d) => d.stop()), ...this.replacing.values()]);
-    for (const w of this.waiters) { clearTimeout(w.timer); w.reject(new UnderstudyError('US_REPLICATION', `replication of ${this.opts.site} to ${this.to.name} stopped`)); }
+    for (const w of this.waiters) {
+      clearTimeout(w.timer);
+      w.reject(new UnderstudyError('US_REPLICATION', `replication of ${this.opts.site} to ${this.to.name} stopped`));
+    }
     this.waiters = [];
   }
 
@@ -270,40 +298,78 @@ export class VolumeShipper {
     for (const d of databases) {
       lagMs = Math.max(lagMs, d.lagMs);
       const peak = Math.max(d.lagMs, d.lagPeakMs ?? 0);
-      if (peak > lagPeakMs) { lagPeakMs = peak; lagOf = d.path; }
+      if (peak > lagPeakMs) {
+        lagPeakMs = peak;
+        lagOf = d.path;
+      }
     }
     const generation = Math.max(0, ...[...this.dbs.values()].map((d) => d.generation));
     const seeds = [...this.dbs.values()].flatMap((d) => (d.lastSeed ? [d.lastSeed] : []));
     return {
-      to: this.to.name, state, lagMs, lagPeakMs, ...(lagOf ? { lagOf } : {}), generation, ...(lastError ? { lastError } : {}),
-      ...(seeds.length > 0 ? { seeds } : {}), ...(this.files ? { fileBytesSent: this.files.bytesSent } : {}),
+      to: this.to.name,
+      state,
+      lagMs,
+      lagPeakMs,
+      ...(lagOf ? { lagOf } : {}),
+      generation,
+      ...(lastError ? { lastError } : {}),
+      ...(seeds.length > 0 ? { seeds } : {}),
+      ...(this.files ? { fileBytesSent: this.files.bytesSent } : {}),
       databases,
     };
   }
 
   /** Every database of the volume with its mode, how it is shipped, its state and lag (see contracts' DatabaseStatus). */
   databases(now = Date.now()): DatabaseStatus[] {
-    return [...this.found].sort(([a], [b]) => a.localeCompare(b)).map(([rel, f]): DatabaseStatus => {
-      const s = this.dbs.get(rel);
-      const common = { path: rel, mode: f.mode === 'missing' ? 'not-sqlite' as const : f.mode, ...(f.switchedToWal ? { switchedToWal: true } : {}) };
-      if (this.replacing.has(rel)) {
-        return { ...common, method: 'snapshots', state: 'snapshotting', protected: true, lagMs: Math.max(0, now - f.since), reason: `changing how it is shipped (now ${f.mode})` };
-      }
-      if (!s) {
-        if (f.mode === 'empty') return { ...common, method: 'none', state: 'none', protected: true, lagMs: 0, reason: 'empty: SQLite has not written it yet' };
-        return { ...common, method: 'none', state: 'error', protected: false, lagMs: Math.max(0, now - f.since), reason: 'not an SQLite database although named like one: not replicated; restore it from a backup or remove it' };
-      }
-      const snap = s instanceof SnapshotShipper ? s : null;
-      const reason = snap === null ? undefined
-        : f.mode === 'wal' ? 'switched to WAL mode by Understudy; shipped by snapshots until the app writes to it in WAL mode'
-          : f.revertedByApp ? 'rollback-journal mode: the app put it back after Understudy switched it to WAL mode'
-            : 'rollback-journal mode (the app\'s choice, or created after the volume was prepared)';
-      return {
-        ...common, method: methodOf(s), state: s.state, protected: s.state !== 'error', lagMs: s.lagMs(now),
-        ...(reason ? { reason } : {}), ...(s.lastError ? { lastError: s.lastError } : {}),
-        ...(snap ? { lagPeakMs: snap.lagPeakMs(now), snapshots: snap.snapshots, ...(snap.lastSnapshotMs !== null ? { lastSnapshotMs: snap.lastSnapshotMs } : {}) } : {}),
-      };
-    });
+    return [...this.found]
+      .sort(([a], [b]) => a.localeCompare(b))
+      .map(([rel, f]): DatabaseStatus => {
+        const s = this.dbs.get(rel);
+        const common = { path: rel, mode: f.mode === 'missing' ? ('not-sqlite' as const) : f.mode, ...(f.switchedToWal ? { switchedToWal: true } : {}) };
+        if (this.replacing.has(rel)) {
+          return {
+            ...common,
+            method: 'snapshots',
+            state: 'snapshotting',
+            protected: true,
+            lagMs: Math.max(0, now - f.since),
+            reason: `changing how it is shipped (now ${f.mode})`,
+          };
+        }
+        if (!s) {
+          if (f.mode === 'empty')
+            return { ...common, method: 'none', state: 'none', protected: true, lagMs: 0, reason: 'empty: SQLite has not written it yet' };
+          return {
+            ...common,
+            method: 'none',
+            state: 'error',
+            protected: false,
+            lagMs: Math.max(0, now - f.since),
+            reason: 'not an SQLite database although named like one: not replicated; restore it from a backup or remove it',
+          };
+        }
+        const snap = s instanceof SnapshotShipper ? s : null;
+        const reason =
+          snap === null
+            ? undefined
+            : f.mode === 'wal'
+              ? 'switched to WAL mode by Understudy; shipped by snapshots until the app writes to it in WAL mode'
+              : f.revertedByApp
+                ? 'rollback-journal mode: the app put it back after Understudy switched it to WAL mode'
+                : "rollback-journal mode (the app's choice, or created after the volume was prepared)";
+        return {
+          ...common,
+          method: methodOf(s),
+          state: s.state,
+          protected: s.state !== 'error',
+          lagMs: s.lagMs(now),
+          ...(reason ? { reason } : {}),
+          ...(s.lastError ? { lastError: s.lastError } : {}),
+          ...(snap
+            ? { lagPeakMs: snap.lagPeakMs(now), snapshots: snap.snapshots, ...(snap.lastSnapshotMs !== null ? { lastSnapshotMs: snap.lastSnapshotMs } : {}) }
+            : {}),
+        };
+      });
   }
 
   /**
@@ -317,12 +383,19 @@ export class VolumeShipper {
     if (this.stopped) throw new UnderstudyError('US_REPLICATION', `replication of ${this.opts.site} to ${this.to.name} stopped`);
     // A database the app created since the last scan is shipped from now on; one
     // directory walk serves every call of this tick.
-    await (this.discovery ??= Promise.resolve().then(() => { this.discovery = null; this.discover(false); }));
+    await (this.discovery ??= Promise.resolve().then(() => {
+      this.discovery = null;
+      this.discover(false);
+    }));
     const dbs = [...this.dbs.entries()];
     if (dbs.length === 1 && this.replacing.size === 0) return this.catchUpDb(dbs[0]![0], dbs[0]![1]);
     await Promise.all([
       ...dbs.map(([rel, s]) => this.catchUpDb(rel, s)),
-      ...[...this.replacing.keys()].map(async (rel) => { await this.replacing.get(rel); const s = this.dbs.get(rel); if (s) await this.catchUpDb(rel, s); }),
+      ...[...this.replacing.keys()].map(async (rel) => {
+        await this.replacing.get(rel);
+        const s = this.dbs.get(rel);
+        if (s) await this.catchUpDb(rel, s);
+      }),
     ]);
   }
 
@@ -352,7 +425,11 @@ export class VolumeShipper {
 
   async position(): Promise<VolumePosition> {
     const out: VolumePosition = {};
-    await Promise.all([...this.dbs.values()].map(async (d) => { out[d.rel] = await d.position(); }));
+    await Promise.all(
+      [...this.dbs.values()].map(async (d) => {
+        out[d.rel] = await d.position();
+      }),
+    );
     return out;
   }
 
@@ -379,7 +456,9 @@ export class VolumeShipper {
     if (this.reached(pos)) return Promise.resolve();
     return new Promise((resolve, reject) => {
       const w: Waiter = {
-        pos, resolve, reject,
+        pos,
+        resolve,
+        reject,
         timer: setTimeout(() => {
           this.waiters = this.waiters.filter((x) => x !== w);
           reject(new UnderstudyError('US_TIMEOUT', `replica ${this.to.name} did not confirm ${this.opts.site} within ${timeoutMs} ms`));

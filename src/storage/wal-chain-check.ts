@@ -62,7 +62,11 @@ export interface ChainExpectation {
  * MB (it restarts after each checkpoint); one that grew long (a shipper behind, a long
  * reader) must not make every check read all of it: that would slow the shipper further.
  */
-export interface ChainCursor { salt1: number; salt2: number; next: number }
+export interface ChainCursor {
+  salt1: number;
+  salt2: number;
+  next: number;
+}
 
 export interface ChainReport {
   /** Empty when the WAL holds everything known to be committed, verbatim. */
@@ -110,7 +114,12 @@ export function inspectWalChain(dbPath: string, rel: string, expect: ChainExpect
     if ((e as NodeJS.ErrnoException).code !== 'ENOENT') return { ...EMPTY, problems: [{ file: walRel, kind: 'unreadable', detail: (e as Error).message }] };
     // No WAL: every commit is in the db file (a clean close or a TRUNCATE checkpoint folds it in).
     if (committed && committed.frames > 0) {
-      return { ...EMPTY, problems: [{ file: walRel, kind: 'wal-frame', detail: `the WAL is missing, but ${committed.frames} committed frame(s) should be in it: their commits are lost` }] };
+      return {
+        ...EMPTY,
+        problems: [
+          { file: walRel, kind: 'wal-frame', detail: `the WAL is missing, but ${committed.frames} committed frame(s) should be in it: their commits are lost` },
+        ],
+      };
     }
     return { ...EMPTY, problems: [] };
   }
@@ -125,7 +134,13 @@ export function inspectWalChain(dbPath: string, rel: string, expect: ChainExpect
       if (size === 0 || claimed === 0) return { ...EMPTY, problems: [] };
       return {
         ...EMPTY,
-        problems: [{ file: walRel, kind: 'wal-frame', detail: `the WAL header does not verify (damaged): a fresh open ignores the whole WAL, and with it ${claimed} committed frame(s)` }],
+        problems: [
+          {
+            file: walRel,
+            kind: 'wal-frame',
+            detail: `the WAL header does not verify (damaged): a fresh open ignores the whole WAL, and with it ${claimed} committed frame(s)`,
+          },
+        ],
       };
     }
     const salts = [hdr.salt1, hdr.salt2] as const;
@@ -192,13 +207,15 @@ export function inspectWalChain(dbPath: string, rel: string, expect: ChainExpect
     if (brokeAt > 0) {
       const pgno = data.readUInt32BE((brokeAt - 1) * fsz);
       problems.push({
-        file: walRel, kind: 'wal-frame',
+        file: walRel,
+        kind: 'wal-frame',
         detail: `frame ${brokeAt} (page ${pgno}) does not verify; damaged frames ${ranges(damaged)} of the ${end} ${why}: a fresh open keeps the commits up to frame ${lastGoodCommit} and drops at least ${Math.max(1, commitsAfter)} committed transaction(s) after it`,
       });
     }
     if (whole < end) {
       problems.push({
-        file: walRel, kind: 'wal-frame',
+        file: walRel,
+        kind: 'wal-frame',
         detail: `the WAL ends at frame ${whole} (${size} bytes), but frames up to ${end} are ${why}: their commits are lost`,
       });
     }
@@ -211,7 +228,8 @@ export function inspectWalChain(dbPath: string, rel: string, expect: ChainExpect
     // short) or, once new commits overwrote them, as frames that are not the shipped ones.
     if (brokeAt === 0 && whole >= end && knownHere && checksumAtKnown && !sameChecksum(checksumAtKnown, knownHere.checksum)) {
       problems.push({
-        file: walRel, kind: 'wal-frame',
+        file: walRel,
+        kind: 'wal-frame',
         detail: `frames 1..${knownHere.frame} verify but are not the frames that were shipped and confirmed (chain checksum ${hex(checksumAtKnown)}, shipped ${hex(knownHere.checksum)}): the WAL was recovered short and written again, so commits are missing`,
       });
     }
@@ -229,12 +247,22 @@ export function inspectWalChain(dbPath: string, rel: string, expect: ChainExpect
  * reads the db file there, so that every frame a checkpoint could have copied into it
  * meanwhile is among the frames read, hence `shadowed`).
  */
-export function checkLiveWal(dbPath: string, rel: string, known: WalEnd | null, between?: () => void, budget?: ChainExpectation['budget']): ChainReport & { indexEnd: number | null } {
+export function checkLiveWal(
+  dbPath: string,
+  rel: string,
+  known: WalEnd | null,
+  between?: () => void,
+  budget?: ChainExpectation['budget'],
+): ChainReport & { indexEnd: number | null } {
   const shm = `${dbPath}-shm`;
   const before = readWalIndexHeader(shm);
   between?.();
   const idx = readWalIndexHeader(shm);
-  const report = inspectWalChain(dbPath, rel, { committed: idx ? { salt1: idx.salt1, salt2: idx.salt2, frames: idx.mxFrame } : null, known, ...(budget ? { budget } : {}) });
+  const report = inspectWalChain(dbPath, rel, {
+    committed: idx ? { salt1: idx.salt1, salt2: idx.salt2, frames: idx.mxFrame } : null,
+    known,
+    ...(budget ? { budget } : {}),
+  });
   const after = readWalIndexHeader(shm);
   const moved = (a: typeof idx, b: typeof idx): boolean => !a || !b || a.salt1 !== b.salt1 || a.salt2 !== b.salt2 || b.mxFrame < a.mxFrame;
   // No valid index at all (no -shm: nobody has the database open in WAL mode): the file
@@ -276,7 +304,10 @@ export function ranges(ns: readonly number[]): string {
   let a = ns[0]!;
   let b = a;
   for (const n of ns.slice(1)) {
-    if (n === b + 1) { b = n; continue; }
+    if (n === b + 1) {
+      b = n;
+      continue;
+    }
     out.push(a === b ? `${a}` : `${a}-${b}`);
     a = b = n;
   }

@@ -128,10 +128,17 @@ export function scanFrames(data: Buffer, hdr: Pick<WalHeader, 'bigEndian' | 'pag
   for (let off = 0, index = firstIndex; off + fsz <= data.length; off += fsz, index++) {
     const salt1 = data.readUInt32BE(off + 8);
     const salt2 = data.readUInt32BE(off + 12);
-    if (salt1 !== hdr.salt1 || salt2 !== hdr.salt2) { stop = 'salt'; stopSalts = [salt1, salt2]; break; }
+    if (salt1 !== hdr.salt1 || salt2 !== hdr.salt2) {
+      stop = 'salt';
+      stopSalts = [salt1, salt2];
+      break;
+    }
     ck = walChecksum(data, hdr.bigEndian, ck, off, off + 8);
     ck = walChecksum(data, hdr.bigEndian, ck, off + WAL_FRAME_HEADER_SIZE, off + fsz);
-    if (!sameChecksum(ck, [data.readUInt32BE(off + 16), data.readUInt32BE(off + 20)])) { stop = 'checksum'; break; }
+    if (!sameChecksum(ck, [data.readUInt32BE(off + 16), data.readUInt32BE(off + 20)])) {
+      stop = 'checksum';
+      break;
+    }
     validFrames++;
     if (data.readUInt32BE(off + 4) !== 0) {
       lastCommitIndex = index;

@@ -20,6 +20,6 @@ export function formatTransformDiff(changes: readonly TransformChange[]): string
 
 function show(v: unknown): string {
   if (v === undefined) return '(absent)';
-  const text = typeof v === 'string' && /^[^\s"'→]+$/.test(v) ? v : JSON.stringify(v) ?? String(v);
+  const text = typeof v === 'string' && /^[^\s"'→]+$/.test(v) ? v : (JSON.stringify(v) ?? String(v));
   return text.length > MAX_VALUE ? `${text.slice(0, MAX_VALUE - 1)}…` : text;
 }

@@ -31,14 +31,29 @@ function tokenize(src: string): Token[] {
   let i = 0;
   while (i < src.length) {
     const c = src[i] as string;
-    if (/\s/.test(c)) { i++; continue; }
+    if (/\s/.test(c)) {
+      i++;
+      continue;
+    }
     NUMBER.lastIndex = i;
     const num = NUMBER.exec(src);
-    if (num) { out.push({ t: 'num', v: Number(num[0]), at: i }); i += num[0].length; continue; }
+    if (num) {
+      out.push({ t: 'num', v: Number(num[0]), at: i });
+      i += num[0].length;
+      continue;
+    }
     NAME.lastIndex = i;
     const name = NAME.exec(src);
-    if (name) { out.push({ t: 'name', v: name[0], at: i }); i += name[0].length; continue; }
-    if ('+-*/(),'.includes(c)) { out.push({ t: 'op', v: c, at: i }); i++; continue; }
+    if (name) {
+      out.push({ t: 'name', v: name[0], at: i });
+      i += name[0].length;
+      continue;
+    }
+    if ('+-*/(),'.includes(c)) {
+      out.push({ t: 'op', v: c, at: i });
+      i++;
+      continue;
+    }
     throw new Error(`unexpected "${c}" at column ${i + 1}; use names, numbers, + - * /, ( ), min() and max()`);
   }
   return out;
@@ -50,12 +65,18 @@ export function parseExpression(src: string): Expr {
   const tokens = tokenize(src);
   let pos = 0;
   const peek = (): Token | undefined => tokens[pos];
-  const isOp = (v: string): boolean => { const t = peek(); return t !== undefined && t.t === 'op' && t.v === v; };
+  const isOp = (v: string): boolean => {
+    const t = peek();
+    return t !== undefined && t.t === 'op' && t.v === v;
+  };
   const expect = (v: string): void => {
     if (!isOp(v)) throw new Error(`expected "${v}" ${where()}`);
     pos++;
   };
-  const where = (): string => { const t = peek(); return t === undefined ? 'at the end' : `at column ${t.at + 1}`; };
+  const where = (): string => {
+    const t = peek();
+    return t === undefined ? 'at the end' : `at column ${t.at + 1}`;
+  };
 
   const expr = (): Expr => {
     let left = term();
@@ -74,13 +95,19 @@ export function parseExpression(src: string): Expr {
     return left;
   };
   const unary = (): Expr => {
-    if (isOp('-')) { pos++; return { kind: 'neg', arg: unary() }; }
+    if (isOp('-')) {
+      pos++;
+      return { kind: 'neg', arg: unary() };
+    }
     return primary();
   };
   const primary = (): Expr => {
     const t = peek();
     if (t === undefined) throw new Error('expected a name or a number at the end');
-    if (t.t === 'num') { pos++; return { kind: 'num', value: t.v }; }
+    if (t.t === 'num') {
+      pos++;
+      return { kind: 'num', value: t.v };
+    }
     if (t.t === 'name') {
       pos++;
       if (!isOp('(')) return { kind: 'ref', name: t.v };
@@ -88,11 +115,19 @@ export function parseExpression(src: string): Expr {
       if (fn === undefined) throw new Error(`unknown function ${t.v}(); known: ${FUNCTIONS.map((f) => `${f}()`).join(', ')}`);
       pos++;
       const args = [expr()];
-      while (isOp(',')) { pos++; args.push(expr()); }
+      while (isOp(',')) {
+        pos++;
+        args.push(expr());
+      }
       expect(')');
       return { kind: 'call', fn, args };
     }
-    if (t.v === '(') { pos++; const inner = expr(); expect(')'); return inner; }
+    if (t.v === '(') {
+      pos++;
+      const inner = expr();
+      expect(')');
+      return inner;
+    }
     throw new Error(`unexpected "${t.v}" at column ${t.at + 1}`);
   };
 
@@ -104,11 +139,16 @@ export function parseExpression(src: string): Expr {
 /** Every name an expression refers to, in order. */
 export function refsOf(e: Expr): string[] {
   switch (e.kind) {
-    case 'num': return [];
-    case 'ref': return [e.name];
-    case 'neg': return refsOf(e.arg);
-    case 'bin': return [...refsOf(e.left), ...refsOf(e.right)];
-    case 'call': return e.args.flatMap(refsOf);
+    case 'num':
+      return [];
+    case 'ref':
+      return [e.name];
+    case 'neg':
+      return refsOf(e.arg);
+    case 'bin':
+      return [...refsOf(e.left), ...refsOf(e.right)];
+    case 'call':
+      return e.args.flatMap(refsOf);
   }
 }
 
@@ -131,13 +171,15 @@ export function roundDown(x: number): number {
 
 function calc(e: Expr, lookup: (name: string) => unknown): number {
   switch (e.kind) {
-    case 'num': return e.value;
+    case 'num':
+      return e.value;
     case 'ref': {
       const v = lookup(e.name);
       if (typeof v !== 'number' || !Number.isFinite(v)) throw new Error(`${e.name} is ${JSON.stringify(v) ?? String(v)}, not a number`);
       return v;
     }
-    case 'neg': return -calc(e.arg, lookup);
+    case 'neg':
+      return -calc(e.arg, lookup);
     case 'call': {
       const args = e.args.map((a) => calc(a, lookup));
       return e.fn === 'min' ? Math.min(...args) : Math.max(...args);
@@ -146,9 +188,12 @@ function calc(e: Expr, lookup: (name: string) => unknown): number {
       const l = calc(e.left, lookup);
       const r = calc(e.right, lookup);
       switch (e.op) {
-        case '+': return l + r;
-        case '-': return l - r;
-        case '*': return l * r;
+        case '+':
+          return l + r;
+        case '-':
+          return l - r;
+        case '*':
+          return l * r;
         case '/':
           if (r === 0) throw new Error('division by zero');
           return l / r;

@@ -132,10 +132,14 @@ function unknownMessage(ref: string, app = false): string {
 
 function lookup(ref: string, ctx: TemplateContext): unknown {
   switch (ref) {
-    case 'host.address': return ctx.host.address;
-    case 'host.name': return ctx.host.name;
-    case 'site.name': return ctx.site.name;
-    case 'site.app.port': return ctx.site.app.port;
+    case 'host.address':
+      return ctx.host.address;
+    case 'host.name':
+      return ctx.host.name;
+    case 'site.name':
+      return ctx.site.name;
+    case 'site.app.port':
+      return ctx.site.app.port;
     case 'volume.path':
       if (ctx.volumePath !== undefined) return ctx.volumePath;
       throw new UnderstudyError('US_BAD_REQUEST', unknownMessage(ref));

@@ -39,7 +39,10 @@ export function applyReplace(file: string, text: string, entries: readonly Rende
     const matches = Array.from(out.matchAll(re));
     const only = matches[0];
     if (matches.length !== 1 || only === undefined) {
-      throw new ReplaceError(key, `pattern ${key} matches ${matches.length === 0 ? 'nothing' : `${matches.length} times`}; it must match exactly once (and also match what another host's transform wrote there)`);
+      throw new ReplaceError(
+        key,
+        `pattern ${key} matches ${matches.length === 0 ? 'nothing' : `${matches.length} times`}; it must match exactly once (and also match what another host's transform wrote there)`,
+      );
     }
     const from = only[0];
     if (from === entry.with) continue;
@@ -51,7 +54,10 @@ export function applyReplace(file: string, text: string, entries: readonly Rende
 
 /** A replace entry that could not be applied; `key` names its pattern. */
 export class ReplaceError extends Error {
-  constructor(readonly key: string, message: string) {
+  constructor(
+    readonly key: string,
+    message: string,
+  ) {
     super(message);
   }
 }

@@ -15,17 +15,46 @@ import { api, ROOT, sleep, startCluster, waitUntil, type Cluster } from '../supp
  * primary host's process group) under load, async and sync.
  */
 
-interface Db { path: string; mode: string; method: string; state: string; protected: boolean; lagMs: number; reason?: string }
+interface Db {
+  path: string;
+  mode: string;
+  method: string;
+  state: string;
+  protected: boolean;
+  lagMs: number;
+  reason?: string;
+}
 interface Status {
-  sites: { name: string; state: string; epoch: number; primary: { host: string; address: string; healthy: boolean }; replication: { state: string; lagMs: number | null; sync?: string; unprotected?: string[] }; databases: Db[] }[];
+  sites: {
+    name: string;
+    state: string;
+    epoch: number;
+    primary: { host: string; address: string; healthy: boolean };
+    replication: { state: string; lagMs: number | null; sync?: string; unprotected?: string[] };
+    databases: Db[];
+  }[];
   hosts: { name: string; address: string; power: string; pid: number | null; storage: string }[];
 }
-interface Ev { id: number; kind: string; at: number; message: string; data: Record<string, unknown> }
+interface Ev {
+  id: number;
+  kind: string;
+  at: number;
+  message: string;
+  data: Record<string, unknown>;
+}
 
 const NOTES_APP = path.join(ROOT, 'test/fixtures/notes-app/server.mjs');
 
 function config(slot: number, replication: 'async' | 'sync', seed: string) {
-  return ({ dir, ports, address }: { dir: string; ports: { controller: number; director: number; storageA: number; storageB: number; front: number }; address: (i: number) => string }): string => `# the notes app, as its user would write it
+  return ({
+    dir,
+    ports,
+    address,
+  }: {
+    dir: string;
+    ports: { controller: number; director: number; storageA: number; storageB: number; front: number };
+    address: (i: number) => string;
+  }): string => `# the notes app, as its user would write it
 controller:
   listen: 127.0.0.1:${ports.controller}
   state: ${dir}/state
@@ -63,7 +92,12 @@ function makeSeed(dir: string): string {
   return seed;
 }
 
-interface Ack { kind: 'notes' | 'attachments'; id: number; content: string; ackAt: number }
+interface Ack {
+  kind: 'notes' | 'attachments';
+  id: number;
+  content: string;
+  ackAt: number;
+}
 
 async function post(front: string, kind: 'notes' | 'attachments', content: string): Promise<{ status: number; id?: number }> {
   const r = await request(`${front}/${kind}`, { method: 'POST', body: content, headersTimeout: 15_000, bodyTimeout: 15_000 });
@@ -95,19 +129,28 @@ function startLoad(front: string, tag: string, workers = 4, maxMs = 90_000) {
     }
   };
   const done = Promise.all(Array.from({ length: workers }, (_, w) => loop(w)));
-  return { acked, failed, stop: async () => { stopped = true; await done; } };
+  return {
+    acked,
+    failed,
+    stop: async () => {
+      stopped = true;
+      await done;
+    },
+  };
 }
 
 /** Acknowledged records that are not there now with their content (ids can be reused after a loss). */
 async function missing(front: string, acks: Ack[]): Promise<Ack[]> {
   const out: Ack[] = [];
   for (let i = 0; i < acks.length; i += 16) {
-    await Promise.all(acks.slice(i, i + 16).map(async (a) => {
-      const r = await request(`${front}/${a.kind}/${a.id}`, { headersTimeout: 10_000, bodyTimeout: 10_000 });
-      const text = await r.body.text();
-      const got = r.statusCode !== 200 ? null : a.kind === 'notes' ? (JSON.parse(text) as { text: string }).text : text;
-      if (got !== a.content) out.push(a);
-    }));
+    await Promise.all(
+      acks.slice(i, i + 16).map(async (a) => {
+        const r = await request(`${front}/${a.kind}/${a.id}`, { headersTimeout: 10_000, bodyTimeout: 10_000 });
+        const text = await r.body.text();
+        const got = r.statusCode !== 200 ? null : a.kind === 'notes' ? (JSON.parse(text) as { text: string }).text : text;
+        if (got !== a.content) out.push(a);
+      }),
+    );
   }
   return out;
 }
@@ -117,109 +160,188 @@ async function events(cluster: Cluster): Promise<Ev[]> {
 }
 
 function isAlive(pgid: number): boolean {
-  try { process.kill(-pgid, 0); return true; } catch { return false; }
+  try {
+    process.kill(-pgid, 0);
+    return true;
+  } catch {
+    return false;
+  }
 }
 
 /** Waits until the site serves from a host other than `not`, with both databases replicated again. */
 async function servingProtected(cluster: Cluster, not?: string): Promise<Status> {
-  return waitUntil('serving, databases replicated', async () => {
-    const st = await api<Status>(cluster, '/v1/status');
-    const s = st.sites[0]!;
-    const dbs = s.databases.map((d) => d.path).sort().join(',');
-    return s.state === 'serving' && s.primary.host !== not && s.replication.state === 'streaming' && dbs === 'attachments,notes.sqlite' && s.databases.every((d) => d.protected) ? st : null;
-  }, 60_000, 50);
+  return waitUntil(
+    'serving, databases replicated',
+    async () => {
+      const st = await api<Status>(cluster, '/v1/status');
+      const s = st.sites[0]!;
+      const dbs = s.databases
+        .map((d) => d.path)
+        .sort()
+        .join(',');
+      return s.state === 'serving' &&
+        s.primary.host !== not &&
+        s.replication.state === 'streaming' &&
+        dbs === 'attachments,notes.sqlite' &&
+        s.databases.every((d) => d.protected)
+        ? st
+        : null;
+    },
+    60_000,
+    50,
+  );
 }
 
-for (const v of [{ slot: 40, replication: 'async' as const }, { slot: 41, replication: 'sync' as const }]) {
-  test(`notes app, rollback-journal databases named *.sqlite and without extension, ${v.replication}: two crash failovers under load lose no record acknowledged ${v.replication === 'sync' ? '' : 'more than one replication lag '}before the kill`, { timeout: 300_000 }, async (t) => {
-    let seed = '';
-    const cluster = await startCluster({
-      slot: v.slot, env: { UNDERSTUDY_FAILOVER_MIN_GAP_MS: '0' },
-      config: (ctx) => { seed = makeSeed(ctx.dir); return config(v.slot, v.replication, seed)(ctx); },
-    });
-    t.after(() => cluster.stop());
+for (const v of [
+  { slot: 40, replication: 'async' as const },
+  { slot: 41, replication: 'sync' as const },
+]) {
+  test(
+    `notes app, rollback-journal databases named *.sqlite and without extension, ${v.replication}: two crash failovers under load lose no record acknowledged ${v.replication === 'sync' ? '' : 'more than one replication lag '}before the kill`,
+    { timeout: 300_000 },
+    async (t) => {
+      let seed = '';
+      const cluster = await startCluster({
+        slot: v.slot,
+        env: { UNDERSTUDY_FAILOVER_MIN_GAP_MS: '0' },
+        config: (ctx) => {
+          seed = makeSeed(ctx.dir);
+          return config(v.slot, v.replication, seed)(ctx);
+        },
+      });
+      t.after(() => cluster.stop());
 
-    // status lists both databases, in rollback-journal mode, replicated by snapshots; the site is not degraded.
-    let st = await servingProtected(cluster);
-    let s = st.sites[0]!;
-    assert.equal(s.primary.host, 'n1');
-    const byPath = Object.fromEntries(s.databases.map((d) => [d.path, d]));
-    assert.deepEqual([byPath['notes.sqlite']!.mode, byPath['notes.sqlite']!.method], ['rollback', 'snapshots']);
-    assert.match(byPath['notes.sqlite']!.reason ?? '', /app put it back/, 'Understudy switched the seeded database to WAL; the app put it back');
-    assert.deepEqual([byPath.attachments!.mode, byPath.attachments!.method], ['rollback', 'snapshots']);
-    if (v.replication === 'sync') assert.equal(s.replication.sync, 'sync');
-    const evs0 = await events(cluster);
-    assert.deepEqual(evs0.filter((e) => e.kind === 'database-snapshots').map((e) => e.data.db).sort(), ['attachments', 'notes.sqlite'], 'an event says each database is replicated by snapshots');
-    assert.deepEqual(evs0.filter((e) => e.kind === 'database-unprotected'), []);
-    // The app runs in its own style: the rendered address on its command line, "OK" on its health path.
-    const health = await request(`http://${st.hosts.find((h) => h.name === 'n1')!.address}:${4000 + v.slot}/health`);
-    assert.equal(await health.body.text(), 'OK');
+      // status lists both databases, in rollback-journal mode, replicated by snapshots; the site is not degraded.
+      let st = await servingProtected(cluster);
+      let s = st.sites[0]!;
+      assert.equal(s.primary.host, 'n1');
+      const byPath = Object.fromEntries(s.databases.map((d) => [d.path, d]));
+      assert.deepEqual([byPath['notes.sqlite']!.mode, byPath['notes.sqlite']!.method], ['rollback', 'snapshots']);
+      assert.match(byPath['notes.sqlite']!.reason ?? '', /app put it back/, 'Understudy switched the seeded database to WAL; the app put it back');
+      assert.deepEqual([byPath.attachments!.mode, byPath.attachments!.method], ['rollback', 'snapshots']);
+      if (v.replication === 'sync') assert.equal(s.replication.sync, 'sync');
+      const evs0 = await events(cluster);
+      assert.deepEqual(
+        evs0
+          .filter((e) => e.kind === 'database-snapshots')
+          .map((e) => e.data.db)
+          .sort(),
+        ['attachments', 'notes.sqlite'],
+        'an event says each database is replicated by snapshots',
+      );
+      assert.deepEqual(
+        evs0.filter((e) => e.kind === 'database-unprotected'),
+        [],
+      );
+      // The app runs in its own style: the rendered address on its command line, "OK" on its health path.
+      const health = await request(`http://${st.hosts.find((h) => h.name === 'n1')!.address}:${4000 + v.slot}/health`);
+      assert.equal(await health.body.text(), 'OK');
 
-    const load = startLoad(cluster.front, `slot${v.slot}`);
-    t.after(() => load.stop());
-    let epoch = s.epoch;
-    const lostInWindow: number[] = [];
-    const rounds: string[] = [];
-    const kills: number[] = [];
-    for (let round = 1; round <= 2; round++) {
-      await sleep(2000);
-      // Sync mode: writes are held for the replica (not degraded: a re-protection that took
-      // longer than the barrier's timeout would have released some unconfirmed until it caught up).
-      st = await waitUntil('serving, in sync', async () => {
-        const x = await api<Status>(cluster, '/v1/status');
-        return x.sites[0]!.state === 'serving' && (v.replication === 'async' || x.sites[0]!.replication.sync === 'sync') ? x : null;
-      }, 20_000);
-      s = st.sites[0]!;
-      const old = st.hosts.find((h) => h.name === s.primary.host)!;
-      const others = st.hosts.filter((h) => h.name !== old.name && h.power === 'on').map((h) => h.name);
-      const ackedBefore = load.acked.length;
-      assert.ok(ackedBefore > 20, `round ${round}: records acknowledged before the kill (${ackedBefore})`);
-      const lastEvent = (await events(cluster)).at(-1)!.id;
-      const killAt = Date.now();
-      kills.push(killAt);
-      process.kill(-old.pid!, 'SIGKILL');
-      await waitUntil('the old host is gone', async () => !isAlive(old.pid!), 5000, 10);
+      const load = startLoad(cluster.front, `slot${v.slot}`);
+      t.after(() => load.stop());
+      let epoch = s.epoch;
+      const lostInWindow: number[] = [];
+      const rounds: string[] = [];
+      const kills: number[] = [];
+      for (let round = 1; round <= 2; round++) {
+        await sleep(2000);
+        // Sync mode: writes are held for the replica (not degraded: a re-protection that took
+        // longer than the barrier's timeout would have released some unconfirmed until it caught up).
+        st = await waitUntil(
+          'serving, in sync',
+          async () => {
+            const x = await api<Status>(cluster, '/v1/status');
+            return x.sites[0]!.state === 'serving' && (v.replication === 'async' || x.sites[0]!.replication.sync === 'sync') ? x : null;
+          },
+          20_000,
+        );
+        s = st.sites[0]!;
+        const old = st.hosts.find((h) => h.name === s.primary.host)!;
+        const others = st.hosts.filter((h) => h.name !== old.name && h.power === 'on').map((h) => h.name);
+        const ackedBefore = load.acked.length;
+        assert.ok(ackedBefore > 20, `round ${round}: records acknowledged before the kill (${ackedBefore})`);
+        const lastEvent = (await events(cluster)).at(-1)!.id;
+        const killAt = Date.now();
+        kills.push(killAt);
+        process.kill(-old.pid!, 'SIGKILL');
+        await waitUntil('the old host is gone', async () => !isAlive(old.pid!), 5000, 10);
 
-      // Serving again from another host, and taking new records there.
-      st = await servingProtected(cluster, old.name);
-      s = st.sites[0]!;
-      assert.equal(s.epoch, epoch + 1, 'one failover, one epoch');
-      epoch = s.epoch;
-      await waitUntil('records acknowledged after the failover', async () => load.acked.some((a) => a.ackAt > Date.now() - 500 && a.ackAt > killAt + 100), 30_000);
-      const evs = (await events(cluster)).filter((e) => e.id > lastEvent);
-      const done = evs.filter((e) => e.kind === 'failover-complete');
-      assert.equal(done.length, 1, `one failover-complete: ${evs.map((e) => e.kind).join(', ')}`);
-      assert.equal(done[0]!.data.from, old.name);
-      assert.equal(done[0]!.data.to, s.primary.host);
-      assert.ok(typeof done[0]!.data.replicationLagMsAtFailure === 'number', 'the lag at failure is known');
-      assert.deepEqual(done[0]!.data.unprotectedAtFailure, [], 'no database was left unreplicated');
-      // Actions not taken: no other host fenced, no second failover, nothing reported unprotected.
-      assert.deepEqual(evs.filter((e) => ['failover-failed', 'failover-blocked', 'database-unprotected'].includes(e.kind)), []);
-      assert.equal(evs.filter((e) => e.kind === 'failover-started').length, 1);
-      for (const h of others) assert.equal(st.hosts.find((x) => x.name === h)!.power, 'on', `${h} was not powered off`);
-      assert.equal(st.hosts.find((h) => h.name === old.name)!.power, 'off', 'the old host is fenced');
+        // Serving again from another host, and taking new records there.
+        st = await servingProtected(cluster, old.name);
+        s = st.sites[0]!;
+        assert.equal(s.epoch, epoch + 1, 'one failover, one epoch');
+        epoch = s.epoch;
+        await waitUntil(
+          'records acknowledged after the failover',
+          async () => load.acked.some((a) => a.ackAt > Date.now() - 500 && a.ackAt > killAt + 100),
+          30_000,
+        );
+        const evs = (await events(cluster)).filter((e) => e.id > lastEvent);
+        const done = evs.filter((e) => e.kind === 'failover-complete');
+        assert.equal(done.length, 1, `one failover-complete: ${evs.map((e) => e.kind).join(', ')}`);
+        assert.equal(done[0]!.data.from, old.name);
+        assert.equal(done[0]!.data.to, s.primary.host);
+        assert.ok(typeof done[0]!.data.replicationLagMsAtFailure === 'number', 'the lag at failure is known');
+        assert.deepEqual(done[0]!.data.unprotectedAtFailure, [], 'no database was left unreplicated');
+        // Actions not taken: no other host fenced, no second failover, nothing reported unprotected.
+        assert.deepEqual(
+          evs.filter((e) => ['failover-failed', 'failover-blocked', 'database-unprotected'].includes(e.kind)),
+          [],
+        );
+        assert.equal(evs.filter((e) => e.kind === 'failover-started').length, 1);
+        for (const h of others) assert.equal(st.hosts.find((x) => x.name === h)!.power, 'on', `${h} was not powered off`);
+        assert.equal(st.hosts.find((h) => h.name === old.name)!.power, 'off', 'the old host is fenced');
 
-      // Every record acknowledged more than one replication lag before the kill is there (sync: every one).
-      const lag = v.replication === 'sync' ? 0 : Number(done[0]!.data.replicationLagMsAtFailure);
-      const acks = load.acked.filter((a) => a.ackAt < killAt);
-      const must = acks.filter((a) => a.ackAt < killAt - lag);
-      const gone = await missing(cluster.front, must);
-      assert.deepEqual(gone.map((a) => ({ ...a, beforeKillMs: killAt - a.ackAt })), [], `round ${round}: no record acknowledged before the lag window is lost (kills at ${kills.map((k) => `-${Date.now() - k} ms`).join(', ')})`);
-      lostInWindow.push((await missing(cluster.front, acks.filter((a) => a.ackAt >= killAt - lag))).length);
-      rounds.push(`round ${round}: ${old.name} → ${s.primary.host}, ${must.length} records checked, lag at failure ${lag} ms (${String(done[0]!.data.replicationLagOfAtFailure ?? '-')}), lost inside it ${lostInWindow.at(-1)}, detected ≤${String(done[0]!.data.detectionMs)} ms, serving again ${String(done[0]!.data.servingAgainMs)} ms after`);
+        // Every record acknowledged more than one replication lag before the kill is there (sync: every one).
+        const lag = v.replication === 'sync' ? 0 : Number(done[0]!.data.replicationLagMsAtFailure);
+        const acks = load.acked.filter((a) => a.ackAt < killAt);
+        const must = acks.filter((a) => a.ackAt < killAt - lag);
+        const gone = await missing(cluster.front, must);
+        assert.deepEqual(
+          gone.map((a) => ({ ...a, beforeKillMs: killAt - a.ackAt })),
+          [],
+          `round ${round}: no record acknowledged before the lag window is lost (kills at ${kills.map((k) => `-${Date.now() - k} ms`).join(', ')})`,
+        );
+        lostInWindow.push(
+          (
+            await missing(
+              cluster.front,
+              acks.filter((a) => a.ackAt >= killAt - lag),
+            )
+          ).length,
+        );
+        rounds.push(
+          `round ${round}: ${old.name} → ${s.primary.host}, ${must.length} records checked, lag at failure ${lag} ms (${String(done[0]!.data.replicationLagOfAtFailure ?? '-')}), lost inside it ${lostInWindow.at(-1)}, detected ≤${String(done[0]!.data.detectionMs)} ms, serving again ${String(done[0]!.data.servingAgainMs)} ms after`,
+        );
 
-      // The old host comes back as a spare for the next round.
-      await api(cluster, `/v1/hosts/${old.name}/power`, { action: 'on' });
-      await waitUntil(`${old.name} powered`, async () => (await api<Status>(cluster, '/v1/status')).hosts.find((h) => h.name === old.name)!.pid !== null, 20_000);
-    }
-    await load.stop();
-    const final = await missing(cluster.front, load.acked.filter((a) => a.ackAt < Date.now() - 1000));
-    const failedPosts = load.failed.length;
-    t.diagnostic(`${rounds.join('; ')}; acked ${load.acked.length}, POSTs not acknowledged ${failedPosts} (${[...new Set(load.failed.map((f) => f.status))].join(', ')})`);
-    if (v.replication === 'sync') assert.deepEqual(final, [], 'sync: every acknowledged record is present');
-    // A failed POST got an answer that says so (503 during the failover), never a silent success.
-    for (const f of load.failed) assert.ok(f.status === 503 || typeof f.status === 'string', `POST failed with ${String(f.status)}`);
-    const last = (await api<Status>(cluster, '/v1/status')).sites[0]!;
-    assert.deepEqual(last.databases.map((d) => [d.path, d.mode, d.method]), [['attachments', 'rollback', 'snapshots'], ['notes.sqlite', 'rollback', 'snapshots']]);
-  });
+        // The old host comes back as a spare for the next round.
+        await api(cluster, `/v1/hosts/${old.name}/power`, { action: 'on' });
+        await waitUntil(
+          `${old.name} powered`,
+          async () => (await api<Status>(cluster, '/v1/status')).hosts.find((h) => h.name === old.name)!.pid !== null,
+          20_000,
+        );
+      }
+      await load.stop();
+      const final = await missing(
+        cluster.front,
+        load.acked.filter((a) => a.ackAt < Date.now() - 1000),
+      );
+      const failedPosts = load.failed.length;
+      t.diagnostic(
+        `${rounds.join('; ')}; acked ${load.acked.length}, POSTs not acknowledged ${failedPosts} (${[...new Set(load.failed.map((f) => f.status))].join(', ')})`,
+      );
+      if (v.replication === 'sync') assert.deepEqual(final, [], 'sync: every acknowledged record is present');
+      // A failed POST got an answer that says so (503 during the failover), never a silent success.
+      for (const f of load.failed) assert.ok(f.status === 503 || typeof f.status === 'string', `POST failed with ${String(f.status)}`);
+      const last = (await api<Status>(cluster, '/v1/status')).sites[0]!;
+      assert.deepEqual(
+        last.databases.map((d) => [d.path, d.mode, d.method]),
+        [
+          ['attachments', 'rollback', 'snapshots'],
+          ['notes.sqlite', 'rollback', 'snapshots'],
+        ],
+      );
+    },
+  );
 }

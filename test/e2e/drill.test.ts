@@ -21,9 +21,19 @@ import { apiCall, demoLikeConfig, type DemoStatus } from '../support/demo-like.t
 const SLOT = 55;
 
 interface Report {
-  runbook: number; ok: boolean; verdict: string; host: string; storage: string; front: string | null; dataAgeMs: number | null;
-  copy: { bytes: number; databases: string[]; problems: unknown[]; heldMs: number } | null; smoke: { status: number; ms: number } | null;
-  steps: { step: string; ms: number }[]; totalMs: number | null; poweredOff: boolean; leftBehind: string[];
+  runbook: number;
+  ok: boolean;
+  verdict: string;
+  host: string;
+  storage: string;
+  front: string | null;
+  dataAgeMs: number | null;
+  copy: { bytes: number; databases: string[]; problems: unknown[]; heldMs: number } | null;
+  smoke: { status: number; ms: number } | null;
+  steps: { step: string; ms: number }[];
+  totalMs: number | null;
+  poweredOff: boolean;
+  leftBehind: string[];
 }
 
 /** A steady load on the front: reads and orders from 4 clients, bounded in count and time; every answer is counted. */
@@ -39,7 +49,8 @@ function load(front: string, maxMs: number) {
           method: order ? 'POST' : 'GET',
           headers: order ? { 'content-type': 'application/json' } : {},
           body: order ? JSON.stringify({ customer: `drill-load-${w}`, items: [{ productId: 1 + (i % 3), qty: 1 }] }) : undefined,
-          headersTimeout: 10_000, bodyTimeout: 10_000,
+          headersTimeout: 10_000,
+          bodyTimeout: 10_000,
         });
         const text = await res.body.text();
         stats.requests++;
@@ -53,7 +64,13 @@ function load(front: string, maxMs: number) {
     }
   };
   const done = Promise.all([0, 1, 2, 3].map(worker));
-  return { stats, stop: async () => { stop = true; await done; } };
+  return {
+    stats,
+    stop: async () => {
+      stop = true;
+      await done;
+    },
+  };
 }
 
 function drillCli(cluster: Cluster, args: string[]): Promise<{ code: number | null; out: string; err: string }> {
@@ -61,10 +78,17 @@ function drillCli(cluster: Cluster, args: string[]): Promise<{ code: number | nu
     const p = spawn(process.execPath, [BIN, 'drill', ...args, '--api', cluster.api], { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'] });
     let out = '';
     let err = '';
-    p.stdout.on('data', (d: Buffer) => { out += d.toString(); });
-    p.stderr.on('data', (d: Buffer) => { err += d.toString(); });
+    p.stdout.on('data', (d: Buffer) => {
+      out += d.toString();
+    });
+    p.stderr.on('data', (d: Buffer) => {
+      err += d.toString();
+    });
     const timer = setTimeout(() => p.kill('SIGKILL'), 60_000);
-    p.on('exit', (code) => { clearTimeout(timer); resolve({ code, out, err }); });
+    p.on('exit', (code) => {
+      clearTimeout(timer);
+      resolve({ code, out, err });
+    });
   });
 }
 
@@ -78,10 +102,15 @@ test('a drill under load reports its figures, leaves the site untouched and noth
   const directorUrl = `http://127.0.0.1:${p.director}`;
   const front = `http://127.0.0.1:${p.front}`;
 
-  const before = await waitUntil('both sites serving and streaming', async () => {
-    const st = await status();
-    return st.sites.every((s) => s.state === 'serving' && s.replication.state === 'streaming') ? st : null;
-  }, 60_000, 100);
+  const before = await waitUntil(
+    'both sites serving and streaming',
+    async () => {
+      const st = await status();
+      return st.sites.every((s) => s.state === 'serving' && s.replication.state === 'streaming') ? st : null;
+    },
+    60_000,
+    100,
+  );
   const shop0 = before.sites.find((s) => s.name === 'shop')!;
   const h1pid = before.hosts.find((h) => h.name === 'h1')!.pid;
   assert.equal(before.hosts.find((h) => h.name === 'h3')!.power, 'off', 'the spare starts cold');
@@ -111,12 +140,15 @@ test('a drill under load reports its figures, leaves the site untouched and noth
     const report = JSON.parse(r.out) as Report;
     reports.push(report);
     assert.ok(report.ok, report.verdict);
-    assert.equal(report.host, 'h3', 'the spare a failover would take (on the replica\'s storage)');
+    assert.equal(report.host, 'h3', "the spare a failover would take (on the replica's storage)");
     assert.equal(report.smoke?.status, 200);
     assert.ok(report.copy && report.copy.databases.length >= 2 && report.copy.problems.length === 0, 'the copy verified');
     assert.ok(typeof report.dataAgeMs === 'number' && report.dataAgeMs >= 0 && report.dataAgeMs < 5000, `data age ${String(report.dataAgeMs)}`);
     for (const step of ['power-on', 'copy', 'transform', 'start', 'wait-healthy', 'front', 'smoke', 'teardown']) {
-      assert.ok(report.steps.some((s) => s.step === step && s.ms >= 0), `step ${step} timed`);
+      assert.ok(
+        report.steps.some((s) => s.step === step && s.ms >= 0),
+        `step ${step} timed`,
+      );
     }
     assert.ok(report.poweredOff);
     assert.deepEqual(report.leftBehind, []);
@@ -146,7 +178,13 @@ test('a drill under load reports its figures, leaves the site untouched and noth
   assert.match(refusedHost.body.error.message, /no spare of shop is free: h1 \(the primary\)/);
   // Refused while another drill runs.
   const first = call<Report>('/v1/sites/outlet/drill', {});
-  await waitUntil('the outlet drill to run', async () => (await call<{ runbooks: { kind: string; status: string }[] }>('/v1/runbooks')).body.runbooks.some((r) => r.kind === 'drill' && r.status === 'running'), 10_000, 20);
+  await waitUntil(
+    'the outlet drill to run',
+    async () =>
+      (await call<{ runbooks: { kind: string; status: string }[] }>('/v1/runbooks')).body.runbooks.some((r) => r.kind === 'drill' && r.status === 'running'),
+    10_000,
+    20,
+  );
   const refusedBusy = await call<{ error: { code: string; message: string } }>('/v1/sites/shop/drill', {});
   assert.equal(refusedBusy.status, 409);
   assert.equal(refusedBusy.body.error.code, 'US_DRILL_REFUSED');
@@ -158,8 +196,21 @@ test('a drill under load reports its figures, leaves the site untouched and noth
 
   // What was not done: no failover, switchover or restore; neither site's epoch moved.
   const after = await status();
-  assert.deepEqual(after.sites.map((s) => `${s.name}:${s.epoch}:${s.primary.host}`), before.sites.map((s) => `${s.name}:${s.epoch}:${s.primary.host}`));
+  assert.deepEqual(
+    after.sites.map((s) => `${s.name}:${s.epoch}:${s.primary.host}`),
+    before.sites.map((s) => `${s.name}:${s.epoch}:${s.primary.host}`),
+  );
   const { runbooks } = (await call<{ runbooks: { kind: string; status: string }[] }>('/v1/runbooks')).body;
-  assert.deepEqual(runbooks.map((r) => `${r.kind}:${r.status}`), ['drill:done', 'drill:done', 'drill:done']);
-  t.diagnostic(reports.map((r) => `drill #${r.runbook}: data age ≤${String(r.dataAgeMs)} ms, copy ${r.copy!.bytes} B held ${r.copy!.heldMs} ms, ${r.steps.map((s) => `${s.step} ${s.ms}`).join(', ')}; copy→smoke ${String(r.totalMs)} ms`).join('\n'));
+  assert.deepEqual(
+    runbooks.map((r) => `${r.kind}:${r.status}`),
+    ['drill:done', 'drill:done', 'drill:done'],
+  );
+  t.diagnostic(
+    reports
+      .map(
+        (r) =>
+          `drill #${r.runbook}: data age ≤${String(r.dataAgeMs)} ms, copy ${r.copy!.bytes} B held ${r.copy!.heldMs} ms, ${r.steps.map((s) => `${s.step} ${s.ms}`).join(', ')}; copy→smoke ${String(r.totalMs)} ms`,
+      )
+      .join('\n'),
+  );
 });

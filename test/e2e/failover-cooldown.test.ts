@@ -6,7 +6,14 @@ interface Status {
   sites: { state: string; epoch: number; primary: { host: string; address: string }; replication: { state: string } }[];
   hosts: { name: string; address: string; power: string; pid: number | null; trust?: { state: string } }[];
 }
-interface Ev { id: number; kind: string; at: number; host: string | null; message: string; data: Record<string, unknown> }
+interface Ev {
+  id: number;
+  kind: string;
+  at: number;
+  host: string | null;
+  message: string;
+  data: Record<string, unknown>;
+}
 
 const COOLDOWN_MS = 8000;
 
@@ -17,58 +24,67 @@ const COOLDOWN_MS = 8000;
  * back by good probes. Two hosts only: after h1 → h2, the replica is on h1's storage
  * and h1, once trusted again, is the only target when h2 crashes (h2 → h1: the same pair).
  */
-test('a flap within the failover cooldown (h1 → h2, then h2 → h1): failover-deferred names the rule and when, then the failover runs once', { timeout: 60_000 }, async (t) => {
-  const cluster = await startCluster({
-    slot: 23,
-    hosts: [
-      { name: 'h1', storage: 'array-a', boot: true },
-      { name: 'h2', storage: 'array-b', boot: true },
-    ],
-    standby: ['h2'],
-    failover: { cooldown: `${COOLDOWN_MS / 1000}s` },
-  });
-  t.after(() => cluster.stop());
-  const st0 = await waitStreaming<Status>(cluster);
-  const events = async () => (await api<{ events: Ev[] }>(cluster, '/v1/events')).events;
+test(
+  'a flap within the failover cooldown (h1 → h2, then h2 → h1): failover-deferred names the rule and when, then the failover runs once',
+  { timeout: 60_000 },
+  async (t) => {
+    const cluster = await startCluster({
+      slot: 23,
+      hosts: [
+        { name: 'h1', storage: 'array-a', boot: true },
+        { name: 'h2', storage: 'array-b', boot: true },
+      ],
+      standby: ['h2'],
+      failover: { cooldown: `${COOLDOWN_MS / 1000}s` },
+    });
+    t.after(() => cluster.stop());
+    const st0 = await waitStreaming<Status>(cluster);
+    const events = async () => (await api<{ events: Ev[] }>(cluster, '/v1/events')).events;
 
-  // First crash: h1 → h2, at once.
-  process.kill(-st0.hosts.find((h) => h.name === 'h1')!.pid!, 'SIGKILL');
-  const first = await waitUntil('first failover', async () => (await events()).find((e) => e.kind === 'failover-complete') ?? null, 20_000);
-  assert.equal(first.data.to, 'h2');
-  const h1Trust = (await api<Status>(cluster, '/v1/status')).hosts.find((h) => h.name === 'h1')!.trust;
-  assert.notEqual(h1Trust?.state, 'trusted', 'a host that failed is not trusted (it is off: no good probe)');
+    // First crash: h1 → h2, at once.
+    process.kill(-st0.hosts.find((h) => h.name === 'h1')!.pid!, 'SIGKILL');
+    const first = await waitUntil('first failover', async () => (await events()).find((e) => e.kind === 'failover-complete') ?? null, 20_000);
+    assert.equal(first.data.to, 'h2');
+    const h1Trust = (await api<Status>(cluster, '/v1/status')).hosts.find((h) => h.name === 'h1')!.trust;
+    assert.notEqual(h1Trust?.state, 'trusted', 'a host that failed is not trusted (it is off: no good probe)');
 
-  // h1 back on: trusted again after rise (1) good probe of its agent.
-  await api(cluster, '/v1/hosts/h1/power', { action: 'on' });
-  await waitUntil('h1 trusted again', async () => (await events()).some((e) => e.kind === 'host-trusted' && e.host === 'h1'), 20_000);
+    // h1 back on: trusted again after rise (1) good probe of its agent.
+    await api(cluster, '/v1/hosts/h1/power', { action: 'on' });
+    await waitUntil('h1 trusted again', async () => (await events()).some((e) => e.kind === 'host-trusted' && e.host === 'h1'), 20_000);
 
-  // Second crash, well within the cooldown (counted from the end of the first failover).
-  const st1 = await waitStreaming<Status>(cluster);
-  assert.equal(st1.sites[0]!.primary.host, 'h2');
-  const killAt = Date.now();
-  assert.ok(killAt - first.at < COOLDOWN_MS, `still within the cooldown (${killAt - first.at} ms after the first failover)`);
-  process.kill(-st1.hosts.find((h) => h.name === 'h2')!.pid!, 'SIGKILL');
+    // Second crash, well within the cooldown (counted from the end of the first failover).
+    const st1 = await waitStreaming<Status>(cluster);
+    assert.equal(st1.sites[0]!.primary.host, 'h2');
+    const killAt = Date.now();
+    assert.ok(killAt - first.at < COOLDOWN_MS, `still within the cooldown (${killAt - first.at} ms after the first failover)`);
+    process.kill(-st1.hosts.find((h) => h.name === 'h2')!.pid!, 'SIGKILL');
 
-  const deferred = await waitUntil('failover-deferred', async () => (await events()).find((e) => e.kind === 'failover-deferred') ?? null, 10_000);
-  assert.equal(deferred.data.code, 'cooldown');
-  assert.match(deferred.message, new RegExp(`shop: automatic failover from h2 deferred: the last failover of shop was \\d+ ms ago; the cooldown is ${COOLDOWN_MS} ms \\(\\d+ ms left\\); not an independent crash: its only trusted target is h1, where the last failover came from: shop would flap between h1 and h2; retrying at .* \\(in \\d+ ms\\)`));
-  const retryAt = Number(deferred.data.retryAt);
-  assert.ok(retryAt > killAt && retryAt <= first.at + COOLDOWN_MS + 100, `retries when the cooldown ends (${retryAt - killAt} ms after the kill)`);
-  // Nothing is fenced or started before the retry.
-  const early = await events();
-  assert.equal(early.filter((e) => e.kind === 'failover-started').length, 1, 'no second failover before the cooldown ends');
+    const deferred = await waitUntil('failover-deferred', async () => (await events()).find((e) => e.kind === 'failover-deferred') ?? null, 10_000);
+    assert.equal(deferred.data.code, 'cooldown');
+    assert.match(
+      deferred.message,
+      new RegExp(
+        `shop: automatic failover from h2 deferred: the last failover of shop was \\d+ ms ago; the cooldown is ${COOLDOWN_MS} ms \\(\\d+ ms left\\); not an independent crash: its only trusted target is h1, where the last failover came from: shop would flap between h1 and h2; retrying at .* \\(in \\d+ ms\\)`,
+      ),
+    );
+    const retryAt = Number(deferred.data.retryAt);
+    assert.ok(retryAt > killAt && retryAt <= first.at + COOLDOWN_MS + 100, `retries when the cooldown ends (${retryAt - killAt} ms after the kill)`);
+    // Nothing is fenced or started before the retry.
+    const early = await events();
+    assert.equal(early.filter((e) => e.kind === 'failover-started').length, 1, 'no second failover before the cooldown ends');
 
-  const second = await waitUntil('second failover', async () => (await events()).filter((e) => e.kind === 'failover-complete')[1] ?? null, 25_000);
-  const all = await events();
-  const started = all.filter((e) => e.kind === 'failover-started');
-  assert.equal(started.length, 2, 'exactly two failovers');
-  assert.ok(started[1]!.at >= retryAt - 50, `the second started at the retry (${started[1]!.at - retryAt} ms after retryAt)`);
-  assert.equal(all.filter((e) => e.kind === 'failover-deferred').length, 1, 'one deferral event');
-  assert.equal(all.filter((e) => e.kind === 'failure-detected').length, 2, 'one failure-detected per crash, not one per re-detection');
-  assert.equal(second.data.to, 'h1', 'the old primary, trusted again, took over (failback)');
-  assert.ok(!all.some((e) => e.kind === 'cooldown-waived'), 'a flap is not waived');
-  const end = await api<Status>(cluster, '/v1/status');
-  assert.equal(end.sites[0]!.epoch, st0.sites[0]!.epoch + 2);
-  const served = await http(`${cluster.front}/healthz`);
-  assert.equal(served.status, 200);
-});
+    const second = await waitUntil('second failover', async () => (await events()).filter((e) => e.kind === 'failover-complete')[1] ?? null, 25_000);
+    const all = await events();
+    const started = all.filter((e) => e.kind === 'failover-started');
+    assert.equal(started.length, 2, 'exactly two failovers');
+    assert.ok(started[1]!.at >= retryAt - 50, `the second started at the retry (${started[1]!.at - retryAt} ms after retryAt)`);
+    assert.equal(all.filter((e) => e.kind === 'failover-deferred').length, 1, 'one deferral event');
+    assert.equal(all.filter((e) => e.kind === 'failure-detected').length, 2, 'one failure-detected per crash, not one per re-detection');
+    assert.equal(second.data.to, 'h1', 'the old primary, trusted again, took over (failback)');
+    assert.ok(!all.some((e) => e.kind === 'cooldown-waived'), 'a flap is not waived');
+    const end = await api<Status>(cluster, '/v1/status');
+    assert.equal(end.sites[0]!.epoch, st0.sites[0]!.epoch + 2);
+    const served = await http(`${cluster.front}/healthz`);
+    assert.equal(served.status, 200);
+  },
+);

@@ -15,7 +15,14 @@ interface Status {
   sites: { name: string; state: string; epoch: number; primary: { host: string }; readers: unknown[]; replication: { state: string } }[];
   hosts: { name: string; power: string; pid: number | null }[];
 }
-interface Ev { id: number; kind: string; at: number; host: string | null; message: string; data: Record<string, unknown> }
+interface Ev {
+  id: number;
+  kind: string;
+  at: number;
+  host: string | null;
+  message: string;
+  data: Record<string, unknown>;
+}
 
 async function events(cluster: Cluster): Promise<Ev[]> {
   return (await api<{ events: Ev[] }>(cluster, '/v1/events?limit=5000')).events;
@@ -45,10 +52,17 @@ test('global slowdown: every host slow at once → no failover, no scale-out', {
   t.after(() => slow.stop());
 
   let evs: Ev[] = [];
-  const global = await waitUntil('global-slowdown', async () => {
-    evs = await events(cluster);
-    return evs.find((e) => e.kind === 'global-slowdown') ?? null;
-  }, 40_000, 250).catch((e: Error) => { throw new Error(`${e.message}\nevents:\n${evs.map((x) => `${x.kind}: ${x.message}`).join('\n')}`); });
+  const global = await waitUntil(
+    'global-slowdown',
+    async () => {
+      evs = await events(cluster);
+      return evs.find((e) => e.kind === 'global-slowdown') ?? null;
+    },
+    40_000,
+    250,
+  ).catch((e: Error) => {
+    throw new Error(`${e.message}\nevents:\n${evs.map((x) => `${x.kind}: ${x.message}`).join('\n')}`);
+  });
   t.diagnostic(global.message);
   const slowHosts = global.data.slowHosts as string[];
   assert.ok(slowHosts.includes('host:h2') && slowHosts.length === 2, `both hosts named: ${slowHosts.join(', ')}`);
@@ -60,7 +74,13 @@ test('global slowdown: every host slow at once → no failover, no scale-out', {
   evs = await events(cluster);
   const kinds = evs.map((e) => e.kind);
   for (const k of ['scale-out-started', 'scale-out-complete', 'failover-started', 'failure-detected', 'fence-forced', 'slowdown-detected']) {
-    assert.ok(!kinds.includes(k), `no ${k}: ${evs.filter((e) => e.kind === k).map((e) => e.message).join('; ')}`);
+    assert.ok(
+      !kinds.includes(k),
+      `no ${k}: ${evs
+        .filter((e) => e.kind === k)
+        .map((e) => e.message)
+        .join('; ')}`,
+    );
   }
   const st1 = await api<Status>(cluster, '/v1/status');
   assert.equal(st1.sites[0]!.primary.host, 'h1');

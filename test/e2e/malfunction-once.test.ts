@@ -26,7 +26,14 @@ interface Status {
   sites: { state: string; epoch: number; primary: { host: string; address: string }; replication: { state: string } }[];
   hosts: { name: string; power: string; pid: number | null }[];
 }
-interface Ev { id: number; kind: string; at: number; host: string | null; message: string; data: Record<string, unknown> }
+interface Ev {
+  id: number;
+  kind: string;
+  at: number;
+  host: string | null;
+  message: string;
+  data: Record<string, unknown>;
+}
 
 const SLOT = 48;
 const WINDOW_MS = 2000;
@@ -42,7 +49,7 @@ function setImmutable(files: string[], on: boolean): void {
 
 const order = (customer: string) => ({ method: 'POST', body: { customer, items: [{ productId: 1, qty: 1 }] } });
 
-test('a host-specific malfunction (its orders.db immutable): one failover, the host\'s errors named, nothing further', { timeout: 120_000 }, async (t) => {
+test("a host-specific malfunction (its orders.db immutable): one failover, the host's errors named, nothing further", { timeout: 120_000 }, async (t) => {
   const cluster = await startCluster({ slot: SLOT, health: { malfunction: { errorRate: 0.2, window: `${WINDOW_MS}ms` } } });
   const vol = path.join(cluster.dir, 'array-a', 'volumes', 'shop');
   const files = [path.join(vol, 'orders.db'), path.join(vol, 'orders.db-wal')];
@@ -76,8 +83,14 @@ test('a host-specific malfunction (its orders.db immutable): one failover, the h
   const a = d.data.attribution as { owner: string; rule: string; failing: { kind: string; verdict: string; okBefore: number }[]; clean: { kind: string }[] };
   assert.equal(a.owner, 'host');
   assert.equal(a.rule, 'kind');
-  assert.deepEqual(a.failing.map((f) => [f.kind, f.verdict]), [['POST /api/orders', 'host']]);
-  assert.ok(a.clean.some((c) => c.kind === 'GET /api/products'), 'the reads were answered well meanwhile');
+  assert.deepEqual(
+    a.failing.map((f) => [f.kind, f.verdict]),
+    [['POST /api/orders', 'host']],
+  );
+  assert.ok(
+    a.clean.some((c) => c.kind === 'GET /api/products'),
+    'the reads were answered well meanwhile',
+  );
 
   // Writes work on the new primary; two more windows of load, and nothing more happens.
   const st = await api<Status>(cluster, '/v1/status');
@@ -100,50 +113,69 @@ test('a host-specific malfunction (its orders.db immutable): one failover, the h
   t.diagnostic(`${d.message}; acked ${result.acked.length}, POSTs failed ${result.postsFailed.length}`);
 });
 
-test('errors that follow the app (a trigger in the replicated data aborts every order): one failover, then "errors follow the app", no second', { timeout: 120_000 }, async (t) => {
-  const cluster = await startCluster({ slot: SLOT, health: { malfunction: { errorRate: 0.2, window: `${WINDOW_MS}ms` } } });
-  t.after(() => cluster.stop());
-  const before = await waitStreaming<Status>(cluster);
-  const h1 = cluster.hostAddress('h1');
-  const load = startLoad(cluster.front, { workers: 4, maxMs: 60_000 });
-  t.after(() => load.stop());
-  await sleep(1500);
+test(
+  'errors that follow the app (a trigger in the replicated data aborts every order): one failover, then "errors follow the app", no second',
+  { timeout: 120_000 },
+  async (t) => {
+    const cluster = await startCluster({ slot: SLOT, health: { malfunction: { errorRate: 0.2, window: `${WINDOW_MS}ms` } } });
+    t.after(() => cluster.stop());
+    const before = await waitStreaming<Status>(cluster);
+    const h1 = cluster.hostAddress('h1');
+    const load = startLoad(cluster.front, { workers: 4, maxMs: 60_000 });
+    t.after(() => load.stop());
+    await sleep(1500);
 
-  // The bad migration, written into the live database the way a deploy would.
-  const db = new Database(path.join(cluster.dir, 'array-a', 'volumes', 'shop', 'orders.db'));
-  db.pragma('busy_timeout = 5000');
-  db.exec("CREATE TRIGGER orders_closed BEFORE INSERT ON orders BEGIN SELECT RAISE(ABORT, 'orders are closed'); END;");
-  db.close();
-  assert.equal((await http(`http://${h1}:3000/api/orders`, order('direct'))).status, 500, 'a write on h1 fails');
-  assert.equal((await http(`http://${h1}:3000/api/products`)).status, 200, 'a read on h1 works');
+    // The bad migration, written into the live database the way a deploy would.
+    const db = new Database(path.join(cluster.dir, 'array-a', 'volumes', 'shop', 'orders.db'));
+    db.pragma('busy_timeout = 5000');
+    db.exec("CREATE TRIGGER orders_closed BEFORE INSERT ON orders BEGIN SELECT RAISE(ABORT, 'orders are closed'); END;");
+    db.close();
+    assert.equal((await http(`http://${h1}:3000/api/orders`, order('direct'))).status, 500, 'a write on h1 fails');
+    assert.equal((await http(`http://${h1}:3000/api/products`)).status, 200, 'a read on h1 works');
 
-  // The first failover: the writes had worked on h1 until the errors began.
-  await waitUntil('failover-complete', async () => (await events(cluster)).find((e) => e.kind === 'failover-complete'), 30_000, 50);
-  const st = await api<Status>(cluster, '/v1/status');
-  const to = st.sites[0]!.primary.host;
-  assert.notEqual(to, 'h1');
-  // The same fault on the new primary: it is in the data.
-  assert.equal((await http(`http://${st.sites[0]!.primary.address}:3000/api/orders`, order('direct-2'))).status, 500, `a write on ${to} fails too`);
+    // The first failover: the writes had worked on h1 until the errors began.
+    await waitUntil('failover-complete', async () => (await events(cluster)).find((e) => e.kind === 'failover-complete'), 30_000, 50);
+    const st = await api<Status>(cluster, '/v1/status');
+    const to = st.sites[0]!.primary.host;
+    assert.notEqual(to, 'h1');
+    // The same fault on the new primary: it is in the data.
+    assert.equal((await http(`http://${st.sites[0]!.primary.address}:3000/api/orders`, order('direct-2'))).status, 500, `a write on ${to} fails too`);
 
-  const follows = await waitUntil('errors-follow-app', async () => (await events(cluster)).find((e) => e.kind === 'errors-follow-app'), 20_000, 100);
-  assert.equal(follows.host, to);
-  assert.match(follows.message, new RegExp(`^shop: errors follow the app, not the host: after the malfunction failover from h1, ${to} fails POST /api/orders as h1 did .*No further failover for this cause`));
-  await sleep(2 * WINDOW_MS + 1000);
-  const result = await load.stop();
+    const follows = await waitUntil('errors-follow-app', async () => (await events(cluster)).find((e) => e.kind === 'errors-follow-app'), 20_000, 100);
+    assert.equal(follows.host, to);
+    assert.match(
+      follows.message,
+      new RegExp(
+        `^shop: errors follow the app, not the host: after the malfunction failover from h1, ${to} fails POST /api/orders as h1 did .*No further failover for this cause`,
+      ),
+    );
+    await sleep(2 * WINDOW_MS + 1000);
+    const result = await load.stop();
 
-  // The actions not taken: no second failover (not even deferred), the new primary neither fenced nor failed.
-  const evs = await events(cluster);
-  assert.equal(evs.filter((e) => e.kind === 'failover-started').length, 1, 'one failover in the incident');
-  assert.deepEqual(evs.filter((e) => e.kind === 'failure-detected').map((e) => e.host), ['h1']);
-  assert.equal(evs.filter((e) => e.kind === 'errors-follow-app').length, 1, 'told once');
-  for (const k of NEVER) assert.ok(!evs.some((e) => e.kind === k), `no ${k}: ${evs.filter((e) => e.kind === k).map((e) => e.message).join(' | ')}`);
-  const after = await api<Status>(cluster, '/v1/status');
-  assert.equal(after.sites[0]!.primary.host, to);
-  assert.equal(after.sites[0]!.epoch, before.sites[0]!.epoch + 1);
-  assert.equal(after.hosts.find((h) => h.name === to)!.power, 'on', 'the new primary is not fenced');
-  assert.equal(after.hosts.find((h) => h.name === to)!.pid, st.hosts.find((h) => h.name === to)!.pid);
-  assert.equal(after.hosts.find((h) => h.name === 'h3')!.power, to === 'h3' ? 'on' : 'off', 'no third host taken');
-  assert.ok(result.postsFailed.filter((f) => f.at > follows.at).length > 10, 'the writes still failed after the event: the fault was real');
-  assert.deepEqual(result.getsFailed, [], 'no read failed');
-  t.diagnostic(follows.message);
-});
+    // The actions not taken: no second failover (not even deferred), the new primary neither fenced nor failed.
+    const evs = await events(cluster);
+    assert.equal(evs.filter((e) => e.kind === 'failover-started').length, 1, 'one failover in the incident');
+    assert.deepEqual(
+      evs.filter((e) => e.kind === 'failure-detected').map((e) => e.host),
+      ['h1'],
+    );
+    assert.equal(evs.filter((e) => e.kind === 'errors-follow-app').length, 1, 'told once');
+    for (const k of NEVER)
+      assert.ok(
+        !evs.some((e) => e.kind === k),
+        `no ${k}: ${evs
+          .filter((e) => e.kind === k)
+          .map((e) => e.message)
+          .join(' | ')}`,
+      );
+    const after = await api<Status>(cluster, '/v1/status');
+    assert.equal(after.sites[0]!.primary.host, to);
+    assert.equal(after.sites[0]!.epoch, before.sites[0]!.epoch + 1);
+    assert.equal(after.hosts.find((h) => h.name === to)!.power, 'on', 'the new primary is not fenced');
+    assert.equal(after.hosts.find((h) => h.name === to)!.pid, st.hosts.find((h) => h.name === to)!.pid);
+    assert.equal(after.hosts.find((h) => h.name === 'h3')!.power, to === 'h3' ? 'on' : 'off', 'no third host taken');
+    assert.ok(result.postsFailed.filter((f) => f.at > follows.at).length > 10, 'the writes still failed after the event: the fault was real');
+    assert.deepEqual(result.getsFailed, [], 'no read failed');
+    t.diagnostic(follows.message);
+  },
+);

@@ -7,10 +7,21 @@ import { api, sleep, startCluster, waitStreaming } from '../support/cluster.ts';
 import { startLoad } from '../support/load.ts';
 
 interface Status {
-  sites: { state: string; epoch: number; primary: { host: string; healthy: boolean; probes?: { sent: number; failed: number } }; replication: { state: string } }[];
+  sites: {
+    state: string;
+    epoch: number;
+    primary: { host: string; healthy: boolean; probes?: { sent: number; failed: number } };
+    replication: { state: string };
+  }[];
   hosts: { name: string; power: string; pid: number | null; trust?: { state: string } }[];
 }
-interface Ev { id: number; kind: string; at: number; host: string | null; message: string }
+interface Ev {
+  id: number;
+  kind: string;
+  at: number;
+  host: string | null;
+  message: string;
+}
 
 /**
  * faults too short to act on. Probes every 200 ms, timeout 500 ms,
@@ -38,7 +49,12 @@ test('one lost probe, a one-second blip and an error burst shorter than the wind
   let stoppedPid: number | null = null;
   let faulted = false;
   t.after(async () => {
-    if (stoppedPid !== null) try { process.kill(-stoppedPid, 'SIGCONT'); } catch { /* gone */ }
+    if (stoppedPid !== null)
+      try {
+        process.kill(-stoppedPid, 'SIGCONT');
+      } catch {
+        /* gone */
+      }
     if (faulted) setImmutable(files, false);
     await cluster.stop();
   });
@@ -84,7 +100,11 @@ test('one lost probe, a one-second blip and an error burst shorter than the wind
   const result = await load.stop();
   const events = (await api<{ events: Ev[] }>(cluster, `/v1/events?after=${lastEventId}`)).events;
   const actions = events.filter((e) => ACTION.test(e.kind));
-  assert.deepEqual(actions.map((e) => `${e.kind}: ${e.message}`), [], 'no event of any action, deferred or not');
+  assert.deepEqual(
+    actions.map((e) => `${e.kind}: ${e.message}`),
+    [],
+    'no event of any action, deferred or not',
+  );
 
   const after = await api<Status>(cluster, '/v1/status');
   assert.equal(after.sites[0]!.epoch, before.sites[0]!.epoch, 'epoch unchanged');
@@ -93,7 +113,10 @@ test('one lost probe, a one-second blip and an error burst shorter than the wind
   const h1 = after.hosts.find((h) => h.name === 'h1')!;
   assert.equal(h1.power, 'on', 'not powered off');
   assert.equal(h1.pid, pid, 'the same host process group: not fenced, not rebooted');
-  assert.ok(after.hosts.every((h) => h.trust?.state === 'trusted'), `every host trusted: ${JSON.stringify(after.hosts.map((h) => [h.name, h.trust?.state]))}`);
+  assert.ok(
+    after.hosts.every((h) => h.trust?.state === 'trusted'),
+    `every host trusted: ${JSON.stringify(after.hosts.map((h) => [h.name, h.trust?.state]))}`,
+  );
   const runbooks = (await api<{ runbooks: unknown[] }>(cluster, '/v1/runbooks?site=shop')).runbooks;
   assert.deepEqual(runbooks, [], 'no runbook ran');
 
@@ -102,5 +125,7 @@ test('one lost probe, a one-second blip and an error burst shorter than the wind
   const bad = result.postsFailed.filter((f) => f.status !== 500 || f.at < burstAt || f.at > burstEnd + 1000);
   assert.deepEqual(bad, [], 'POSTs failed only with 500, during the burst');
   assert.ok(result.postsFailed.length > 0, 'the burst made writes fail');
-  t.diagnostic(`probes lost: ${p1.failed - p0.failed} (800 ms stop), ${p2.failed - p1.failed} (1 s blip); POSTs failed in the burst ${result.postsFailed.length}; acked ${result.acked.length}; GETs ok ${result.getsOk}`);
+  t.diagnostic(
+    `probes lost: ${p1.failed - p0.failed} (800 ms stop), ${p2.failed - p1.failed} (1 s blip); POSTs failed in the burst ${result.postsFailed.length}; acked ${result.acked.length}; GETs ok ${result.getsOk}`,
+  );
 });

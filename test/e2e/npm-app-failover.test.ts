@@ -36,7 +36,13 @@ interface Status {
   sites: { state: string; primary: { host: string; healthy: boolean; command?: string[] }; replication: { state: string; lagMs: number | null } }[];
   hosts: { name: string; power: string; pid: number | null }[];
 }
-interface Ev { kind: string; host: string | null; message: string; at: number; data: Record<string, unknown> }
+interface Ev {
+  kind: string;
+  host: string | null;
+  message: string;
+  at: number;
+  data: Record<string, unknown>;
+}
 
 function config(cache: string): string {
   const server = path.join(cache, 'node_modules', '@actual-app', 'sync-server', 'build', 'bin', 'actual-server.js');
@@ -67,7 +73,11 @@ sites:
 `;
 }
 
-async function call(method: 'GET' | 'POST', p: string, opts: { token?: string; headers?: Record<string, string>; json?: unknown; body?: Buffer } = {}): Promise<{ status: number; body: Buffer }> {
+async function call(
+  method: 'GET' | 'POST',
+  p: string,
+  opts: { token?: string; headers?: Record<string, string>; json?: unknown; body?: Buffer } = {},
+): Promise<{ status: number; body: Buffer }> {
   const res = await request(`${FRONT}${p}`, {
     method,
     headers: {
@@ -87,15 +97,28 @@ const api = async <T>(q: string): Promise<T> => {
   return JSON.parse(await res.body.text()) as T;
 };
 
-interface Upload { id: string; sha: string; body: Buffer; sentAt: number; ackAt: number | null; status: number | string }
+interface Upload {
+  id: string;
+  sha: string;
+  body: Buffer;
+  sentAt: number;
+  ackAt: number | null;
+  status: number | string;
+}
 
 async function upload(token: string, id: string): Promise<Upload> {
   const body = crypto.randomBytes(4096);
   const u: Upload = { id, sha: crypto.createHash('sha256').update(body).digest('hex'), body, sentAt: Date.now(), ackAt: null, status: 'pending' };
   try {
     const r = await call('POST', '/sync/upload-user-file', {
-      token, body,
-      headers: { 'content-type': 'application/encrypted-file', 'x-actual-format': '2', 'x-actual-name': encodeURIComponent(`budget ${id}`), 'x-actual-file-id': id },
+      token,
+      body,
+      headers: {
+        'content-type': 'application/encrypted-file',
+        'x-actual-format': '2',
+        'x-actual-name': encodeURIComponent(`budget ${id}`),
+        'x-actual-file-id': id,
+      },
     });
     u.status = r.status;
     if (r.status === 200 && (JSON.parse(r.body.toString()) as { status?: string }).status === 'ok') u.ackAt = Date.now();
@@ -108,108 +131,152 @@ async function upload(token: string, id: string): Promise<Upload> {
 function portRefuses(host: string, port: number): Promise<boolean> {
   return new Promise((resolve) => {
     const s = net.connect({ host, port });
-    s.once('connect', () => { s.destroy(); resolve(false); });
+    s.once('connect', () => {
+      s.destroy();
+      resolve(false);
+    });
     s.once('error', (e: NodeJS.ErrnoException) => resolve(e.code === 'ECONNREFUSED'));
   });
 }
 
-test(`a published npm app (${PKG}@${VERSION}, SQLite in rollback-journal mode) fails over on SIGKILL with nothing acknowledged more than one lag before the kill lost`, { timeout: 1_500_000 }, async (t) => {
-  const cache = installNpmApp(PKG, VERSION);
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'understudy-npmapp-'));
-  fs.writeFileSync(path.join(dir, 'understudy.yaml'), config(cache));
-  const run = runUp(path.join(dir, 'understudy.yaml'), dir, path.join(dir, 'state'));
-  t.after(() => run.stop());
-  await waitUntil('understudy is up', async () => {
-    if (run.code() !== null) throw new Error(`up exited ${run.code()}:\n${run.output()}`);
-    return run.output().includes('understudy is up');
-  }, 120_000, 100);
-  const st = await waitUntil('serving, healthy, replication streaming', async () => {
-    const s = await api<Status>('/v1/status');
-    return s.sites[0]!.state === 'serving' && s.sites[0]!.primary.healthy && s.sites[0]!.replication.state === 'streaming' ? s : null;
-  }, 60_000);
-  assert.equal(st.sites[0]!.primary.host, 'h1');
-  assert.ok(fs.existsSync(path.join(dir, 'array-a', 'volumes', 'budget', 'server-files', 'account.sqlite')), 'the app keeps its store in its volume ({{volume.path}})');
+test(
+  `a published npm app (${PKG}@${VERSION}, SQLite in rollback-journal mode) fails over on SIGKILL with nothing acknowledged more than one lag before the kill lost`,
+  { timeout: 1_500_000 },
+  async (t) => {
+    const cache = installNpmApp(PKG, VERSION);
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'understudy-npmapp-'));
+    fs.writeFileSync(path.join(dir, 'understudy.yaml'), config(cache));
+    const run = runUp(path.join(dir, 'understudy.yaml'), dir, path.join(dir, 'state'));
+    t.after(() => run.stop());
+    await waitUntil(
+      'understudy is up',
+      async () => {
+        if (run.code() !== null) throw new Error(`up exited ${run.code()}:\n${run.output()}`);
+        return run.output().includes('understudy is up');
+      },
+      120_000,
+      100,
+    );
+    const st = await waitUntil(
+      'serving, healthy, replication streaming',
+      async () => {
+        const s = await api<Status>('/v1/status');
+        return s.sites[0]!.state === 'serving' && s.sites[0]!.primary.healthy && s.sites[0]!.replication.state === 'streaming' ? s : null;
+      },
+      60_000,
+    );
+    assert.equal(st.sites[0]!.primary.host, 'h1');
+    assert.ok(
+      fs.existsSync(path.join(dir, 'array-a', 'volumes', 'budget', 'server-files', 'account.sqlite')),
+      'the app keeps its store in its volume ({{volume.path}})',
+    );
 
-  const boot = await call('POST', '/account/bootstrap', { json: { password: 'understudy-e2e-password' } });
-  assert.equal(boot.status, 200, boot.body.toString());
-  const token = (JSON.parse(boot.body.toString()) as { data: { token: string } }).data.token;
-  await sleep(1000); // the session is older than any lag when the host is cut
+    const boot = await call('POST', '/account/bootstrap', { json: { password: 'understudy-e2e-password' } });
+    assert.equal(boot.status, 200, boot.body.toString());
+    const token = (JSON.parse(boot.body.toString()) as { data: { token: string } }).data.token;
+    await sleep(1000); // the session is older than any lag when the host is cut
 
-  // ---- bounded upload load (count and time); the primary's host is cut mid-way
-  const uploads: Upload[] = [];
-  const lags: number[] = [];
-  let killAt = 0;
-  let next = 0;
-  const loadEnd = Date.now() + LOAD_MS;
-  const worker = async (): Promise<void> => {
-    while (next < MAX_UPLOADS && Date.now() < loadEnd) {
-      const id = `budget-${String(next++).padStart(4, '0')}`;
-      uploads.push(await upload(token, id));
-      await sleep(40);
+    // ---- bounded upload load (count and time); the primary's host is cut mid-way
+    const uploads: Upload[] = [];
+    const lags: number[] = [];
+    let killAt = 0;
+    let next = 0;
+    const loadEnd = Date.now() + LOAD_MS;
+    const worker = async (): Promise<void> => {
+      while (next < MAX_UPLOADS && Date.now() < loadEnd) {
+        const id = `budget-${String(next++).padStart(4, '0')}`;
+        uploads.push(await upload(token, id));
+        await sleep(40);
+      }
+    };
+    const sampler = (async () => {
+      while (killAt === 0 && Date.now() < loadEnd) {
+        const s = await api<Status>('/v1/status').catch(() => null);
+        const lag = s?.sites[0]?.replication.lagMs;
+        if (typeof lag === 'number') lags.push(lag);
+        await sleep(100);
+      }
+    })();
+    const load = Promise.all([worker(), worker()]);
+    await waitUntil('40 uploads acknowledged', async () => uploads.filter((u) => u.ackAt !== null).length >= 40, 30_000);
+    const h1Pid = st.hosts.find((h) => h.name === 'h1')!.pid!;
+    killAt = Date.now();
+    process.kill(-h1Pid, 'SIGKILL');
+    await load;
+    await sampler;
+
+    // ---- the fault was real; the action taken: one failover to h2, h1 fenced
+    assert.throws(() => process.kill(-h1Pid, 0), /ESRCH/, "h1's process group is gone");
+    assert.ok(await portRefuses(H1, APP_PORT), 'nothing answers on h1 any more');
+    const done = await waitUntil(
+      'failover-complete',
+      async () => (await api<{ events: Ev[] }>('/v1/events?limit=1000')).events.find((e) => e.kind === 'failover-complete'),
+      60_000,
+    );
+    const after = await api<Status>('/v1/status');
+    assert.equal(after.sites[0]!.state, 'serving');
+    assert.equal(after.sites[0]!.primary.host, 'h2');
+    assert.deepEqual(after.sites[0]!.primary.command!.slice(1), [path.join(cache, 'node_modules/@actual-app/sync-server/build/bin/actual-server.js')]);
+    assert.equal(after.hosts.find((h) => h.name === 'h1')!.power, 'off');
+    const lagMs = done.data.replicationLagMsAtFailure;
+    assert.equal(typeof lagMs, 'number', `failover-complete reports the lag: ${done.message}`);
+
+    // ---- nothing acknowledged more than one lag before the kill is lost
+    const listed = await call('GET', '/sync/list-user-files', { token });
+    assert.equal(listed.status, 200, listed.body.toString());
+    const files = new Set(
+      (JSON.parse(listed.body.toString()) as { data: { fileId: string; deleted: boolean | number }[] }).data.filter((f) => !f.deleted).map((f) => f.fileId),
+    );
+    const acked = uploads.filter((u) => u.ackAt !== null);
+    const old = acked.filter((u) => u.ackAt! < killAt - (lagMs as number));
+    const afterFailover = acked.filter((u) => u.sentAt > Number(done.data.servingAgainAt ?? Infinity));
+    assert.ok(old.length >= 30, `enough uploads acknowledged before the kill to prove something (${old.length})`);
+    const lost = old.filter((u) => !files.has(u.id));
+    assert.deepEqual(
+      lost.map((u) => u.id),
+      [],
+      `lost ${lost.length} of ${old.length} uploads acknowledged more than ${String(lagMs)} ms before the kill`,
+    );
+    for (const u of [...old.slice(-10), ...afterFailover.slice(0, 10)]) {
+      const r = await call('GET', '/sync/download-user-file', { token, headers: { 'x-actual-file-id': u.id } });
+      assert.equal(r.status, 200, `${u.id}: ${r.body.toString().slice(0, 200)}`);
+      assert.equal(crypto.createHash('sha256').update(r.body).digest('hex'), u.sha, `${u.id}: the blob is the one uploaded`);
     }
-  };
-  const sampler = (async () => {
-    while (killAt === 0 && Date.now() < loadEnd) {
-      const s = await api<Status>('/v1/status').catch(() => null);
-      const lag = s?.sites[0]?.replication.lagMs;
-      if (typeof lag === 'number') lags.push(lag);
-      await sleep(100);
-    }
-  })();
-  const load = Promise.all([worker(), worker()]);
-  await waitUntil('40 uploads acknowledged', async () => uploads.filter((u) => u.ackAt !== null).length >= 40, 30_000);
-  const h1Pid = st.hosts.find((h) => h.name === 'h1')!.pid!;
-  killAt = Date.now();
-  process.kill(-h1Pid, 'SIGKILL');
-  await load;
-  await sampler;
+    assert.deepEqual(
+      afterFailover.filter((u) => !files.has(u.id)).map((u) => u.id),
+      [],
+      'uploads acknowledged by h2 are there',
+    );
+    const failed = uploads.filter((u) => u.ackAt === null);
+    assert.ok(
+      failed.every((u) => u.status === 503 || typeof u.status === 'string'),
+      `uploads failed only while the host was cut: ${failed.map((u) => `${u.id} ${u.status}`).join(', ')}`,
+    );
 
-  // ---- the fault was real; the action taken: one failover to h2, h1 fenced
-  assert.throws(() => process.kill(-h1Pid, 0), /ESRCH/, 'h1\'s process group is gone');
-  assert.ok(await portRefuses(H1, APP_PORT), 'nothing answers on h1 any more');
-  const done = await waitUntil('failover-complete', async () => (await api<{ events: Ev[] }>('/v1/events?limit=1000')).events.find((e) => e.kind === 'failover-complete'), 60_000);
-  const after = await api<Status>('/v1/status');
-  assert.equal(after.sites[0]!.state, 'serving');
-  assert.equal(after.sites[0]!.primary.host, 'h2');
-  assert.deepEqual(after.sites[0]!.primary.command!.slice(1), [path.join(cache, 'node_modules/@actual-app/sync-server/build/bin/actual-server.js')]);
-  assert.equal(after.hosts.find((h) => h.name === 'h1')!.power, 'off');
-  const lagMs = done.data.replicationLagMsAtFailure;
-  assert.equal(typeof lagMs, 'number', `failover-complete reports the lag: ${done.message}`);
+    // ---- the actions not taken
+    const events = (await api<{ events: Ev[] }>('/v1/events?limit=1000')).events;
+    assert.equal(events.filter((e) => e.kind === 'failover-started').length, 1, 'one failover');
+    assert.deepEqual(
+      events.filter((e) => ['stale-primary', 'controller-start-failed', 'failover-blocked'].includes(e.kind)).map((e) => e.message),
+      [],
+    );
 
-  // ---- nothing acknowledged more than one lag before the kill is lost
-  const listed = await call('GET', '/sync/list-user-files', { token });
-  assert.equal(listed.status, 200, listed.body.toString());
-  const files = new Set((JSON.parse(listed.body.toString()) as { data: { fileId: string; deleted: boolean | number }[] }).data.filter((f) => !f.deleted).map((f) => f.fileId));
-  const acked = uploads.filter((u) => u.ackAt !== null);
-  const old = acked.filter((u) => u.ackAt! < killAt - (lagMs as number));
-  const afterFailover = acked.filter((u) => u.sentAt > Number(done.data.servingAgainAt ?? Infinity));
-  assert.ok(old.length >= 30, `enough uploads acknowledged before the kill to prove something (${old.length})`);
-  const lost = old.filter((u) => !files.has(u.id));
-  assert.deepEqual(lost.map((u) => u.id), [], `lost ${lost.length} of ${old.length} uploads acknowledged more than ${String(lagMs)} ms before the kill`);
-  for (const u of [...old.slice(-10), ...afterFailover.slice(0, 10)]) {
-    const r = await call('GET', '/sync/download-user-file', { token, headers: { 'x-actual-file-id': u.id } });
-    assert.equal(r.status, 200, `${u.id}: ${r.body.toString().slice(0, 200)}`);
-    assert.equal(crypto.createHash('sha256').update(r.body).digest('hex'), u.sha, `${u.id}: the blob is the one uploaded`);
-  }
-  assert.deepEqual(afterFailover.filter((u) => !files.has(u.id)).map((u) => u.id), [], 'uploads acknowledged by h2 are there');
-  const failed = uploads.filter((u) => u.ackAt === null);
-  assert.ok(failed.every((u) => u.status === 503 || typeof u.status === 'string'), `uploads failed only while the host was cut: ${failed.map((u) => `${u.id} ${u.status}`).join(', ')}`);
+    // ---- again, after the failover: uploads go on on h2
+    const second: Upload[] = [];
+    for (let i = 0; i < 15; i++) second.push(await upload(token, `after-${i}`));
+    assert.ok(
+      second.every((u) => u.ackAt !== null),
+      second.map((u) => u.status).join(','),
+    );
+    const relisted = await call('GET', '/sync/list-user-files', { token });
+    const ids = new Set((JSON.parse(relisted.body.toString()) as { data: { fileId: string }[] }).data.map((f) => f.fileId));
+    assert.ok(second.every((u) => ids.has(u.id)));
 
-  // ---- the actions not taken
-  const events = (await api<{ events: Ev[] }>('/v1/events?limit=1000')).events;
-  assert.equal(events.filter((e) => e.kind === 'failover-started').length, 1, 'one failover');
-  assert.deepEqual(events.filter((e) => ['stale-primary', 'controller-start-failed', 'failover-blocked'].includes(e.kind)).map((e) => e.message), []);
-
-  // ---- again, after the failover: uploads go on on h2
-  const second: Upload[] = [];
-  for (let i = 0; i < 15; i++) second.push(await upload(token, `after-${i}`));
-  assert.ok(second.every((u) => u.ackAt !== null), second.map((u) => u.status).join(','));
-  const relisted = await call('GET', '/sync/list-user-files', { token });
-  const ids = new Set((JSON.parse(relisted.body.toString()) as { data: { fileId: string }[] }).data.map((f) => f.fileId));
-  assert.ok(second.every((u) => ids.has(u.id)));
-
-  await run.stop();
-  assert.equal(await run.exited, 0, run.output());
-  assert.deepEqual(await slotPortsFree(SLOT), []);
-  t.diagnostic(`${acked.length} of ${uploads.length} uploads acknowledged; ${old.length} more than ${String(lagMs)} ms before the kill, all kept; lag samples max ${Math.max(0, ...lags)} ms; ${done.message}`);
-});
+    await run.stop();
+    assert.equal(await run.exited, 0, run.output());
+    assert.deepEqual(await slotPortsFree(SLOT), []);
+    t.diagnostic(
+      `${acked.length} of ${uploads.length} uploads acknowledged; ${old.length} more than ${String(lagMs)} ms before the kill, all kept; lag samples max ${Math.max(0, ...lags)} ms; ${done.message}`,
+    );
+  },
+);

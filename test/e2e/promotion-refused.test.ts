@@ -3,9 +3,21 @@ import { test } from 'node:test';
 import { api, http, ports, startCluster, waitStreaming, waitUntil } from '../support/cluster.ts';
 import { missingOrders, startLoad } from '../support/load.ts';
 
-interface Ev { kind: string; site: string | null; message: string; data: Record<string, unknown> }
-interface Status { hosts: { name: string; pid: number | null }[] }
-interface Runbook { id: number; kind: string; status: string; journal: { step: string; phase: string }[] }
+interface Ev {
+  kind: string;
+  site: string | null;
+  message: string;
+  data: Record<string, unknown>;
+}
+interface Status {
+  hosts: { name: string; pid: number | null }[];
+}
+interface Runbook {
+  id: number;
+  kind: string;
+  status: string;
+  journal: { step: string; phase: string }[];
+}
 
 /**
  * Verification before any promotion, deterministically: the replica is made
@@ -19,58 +31,95 @@ interface Runbook { id: number; kind: string; status: string; journal: { step: s
  * `replica-refused` (UNDERSTUDY_FAULT_PAUSE_AFTER_STEP) and is SIGKILLed there; `up` starts a
  * new one, which resumes the same runbook on the restore path — one refusal, one restore.
  */
-test('crash with a damaged replica: the promotion is refused after verification and the failover restores the newest good point instead', { timeout: 90_000 }, async (t) => {
-  const cluster = await startCluster({ slot: 17, backup: { every: '1s', keep: 5 }, env: { UNDERSTUDY_TEST_HOOKS: '1', UNDERSTUDY_FAULT_PAUSE_AFTER_STEP: 'replica-refused:4000' } });
-  t.after(() => cluster.stop());
-  await waitStreaming(cluster);
-  const events = async () => (await api<{ events: Ev[] }>(cluster, '/v1/events')).events;
-  const load = startLoad(cluster.front, { workers: 2, maxMs: 45_000, tag: 'pr' });
-  let stopped = false;
-  t.after(async () => { if (!stopped) await load.stop(); });
-  await waitUntil('100 orders in a restore point', async () => {
-    const a = load.result.acked[99];
-    return !!a && ((await api<{ points: { takenAt: number }[] }>(cluster, '/v1/sites/shop/backups')).points[0]?.takenAt ?? 0) > a.ackAt;
-  }, 20_000, 100);
+test(
+  'crash with a damaged replica: the promotion is refused after verification and the failover restores the newest good point instead',
+  { timeout: 90_000 },
+  async (t) => {
+    const cluster = await startCluster({
+      slot: 17,
+      backup: { every: '1s', keep: 5 },
+      env: { UNDERSTUDY_TEST_HOOKS: '1', UNDERSTUDY_FAULT_PAUSE_AFTER_STEP: 'replica-refused:4000' },
+    });
+    t.after(() => cluster.stop());
+    await waitStreaming(cluster);
+    const events = async () => (await api<{ events: Ev[] }>(cluster, '/v1/events')).events;
+    const load = startLoad(cluster.front, { workers: 2, maxMs: 45_000, tag: 'pr' });
+    let stopped = false;
+    t.after(async () => {
+      if (!stopped) await load.stop();
+    });
+    await waitUntil(
+      '100 orders in a restore point',
+      async () => {
+        const a = load.result.acked[99];
+        return !!a && ((await api<{ points: { takenAt: number }[] }>(cluster, '/v1/sites/shop/backups')).points[0]?.takenAt ?? 0) > a.ackAt;
+      },
+      20_000,
+      100,
+    );
 
-  const hook = await http(`http://127.0.0.1:${ports(17).storageB}/v1/test/volumes/shop/damage`, { method: 'POST', body: { db: 'orders.db' } });
-  assert.equal(hook.status, 200, JSON.stringify(hook.body));
-  const pid = (await api<Status>(cluster, '/v1/status')).hosts.find((h) => h.name === 'h1')!.pid!;
-  assert.ok(pid > 0);
-  process.kill(-pid, 'SIGKILL');
-  const killedAt = Date.now();
+    const hook = await http(`http://127.0.0.1:${ports(17).storageB}/v1/test/volumes/shop/damage`, { method: 'POST', body: { db: 'orders.db' } });
+    assert.equal(hook.status, 200, JSON.stringify(hook.body));
+    const pid = (await api<Status>(cluster, '/v1/status')).hosts.find((h) => h.name === 'h1')!.pid!;
+    assert.ok(pid > 0);
+    process.kill(-pid, 'SIGKILL');
+    const killedAt = Date.now();
 
-  await waitUntil('replica-refused journaled', async () => (await api<{ runbooks: Runbook[] }>(cluster, '/v1/runbooks')).runbooks.some((r) => r.journal.some((j) => j.step === 'replica-refused' && j.phase === 'end')), 20_000, 20);
-  const { pid: controllerPid } = await api<{ pid: number }>(cluster, '/healthz');
-  process.kill(controllerPid, 'SIGKILL');
+    await waitUntil(
+      'replica-refused journaled',
+      async () =>
+        (await api<{ runbooks: Runbook[] }>(cluster, '/v1/runbooks')).runbooks.some((r) =>
+          r.journal.some((j) => j.step === 'replica-refused' && j.phase === 'end'),
+        ),
+      20_000,
+      20,
+    );
+    const { pid: controllerPid } = await api<{ pid: number }>(cluster, '/healthz');
+    process.kill(controllerPid, 'SIGKILL');
 
-  const done = await waitUntil('the failover to end', async () => (await events()).find((e) => ['restore-complete', 'failover-failed', 'failover-blocked', 'failover-complete'].includes(e.kind)), 40_000, 100);
-  stopped = true;
-  const r = await load.stop();
-  assert.equal(done.kind, 'restore-complete', done.message);
-  const all = await events();
-  const refused = all.find((e) => e.kind === 'promotion-refused');
-  assert.ok(refused, 'the promotion was refused');
-  t.diagnostic(refused.message);
-  t.diagnostic(done.message);
-  assert.match(refused.message, /failed verification before promotion.*orders\.db.*Restoring the newest good restore point from vault onto h2/s);
-  assert.ok(!all.some((e) => e.kind === 'promoted'), 'the damaged replica was never promoted');
-  assert.notEqual((await api<{ pid: number }>(cluster, '/healthz')).pid, controllerPid, 'a new controller finished it');
-  assert.ok(all.some((e) => e.kind === 'runbook-resumed'), 'the runbook was resumed');
-  assert.equal(all.filter((e) => e.kind === 'promotion-refused').length, 1, 'refused once, journaled once');
-  assert.equal(all.filter((e) => e.kind === 'restore-complete').length, 1, 'restored once');
-  const runbooks = (await api<{ runbooks: Runbook[] }>(cluster, '/v1/runbooks')).runbooks;
-  assert.deepEqual(runbooks.map((r) => `${r.kind}:${r.status}`), ['failover:done'], 'one runbook, resumed rather than started again');
-  assert.equal(runbooks[0]!.journal.filter((j) => j.step === 'restore' && j.phase === 'end').length, 1);
-  assert.equal(done.data.to, 'h2');
-  const takenAt = Number(done.data.takenAt);
-  assert.ok(takenAt <= killedAt);
+    const done = await waitUntil(
+      'the failover to end',
+      async () => (await events()).find((e) => ['restore-complete', 'failover-failed', 'failover-blocked', 'failover-complete'].includes(e.kind)),
+      40_000,
+      100,
+    );
+    stopped = true;
+    const r = await load.stop();
+    assert.equal(done.kind, 'restore-complete', done.message);
+    const all = await events();
+    const refused = all.find((e) => e.kind === 'promotion-refused');
+    assert.ok(refused, 'the promotion was refused');
+    t.diagnostic(refused.message);
+    t.diagnostic(done.message);
+    assert.match(refused.message, /failed verification before promotion.*orders\.db.*Restoring the newest good restore point from vault onto h2/s);
+    assert.ok(!all.some((e) => e.kind === 'promoted'), 'the damaged replica was never promoted');
+    assert.notEqual((await api<{ pid: number }>(cluster, '/healthz')).pid, controllerPid, 'a new controller finished it');
+    assert.ok(
+      all.some((e) => e.kind === 'runbook-resumed'),
+      'the runbook was resumed',
+    );
+    assert.equal(all.filter((e) => e.kind === 'promotion-refused').length, 1, 'refused once, journaled once');
+    assert.equal(all.filter((e) => e.kind === 'restore-complete').length, 1, 'restored once');
+    const runbooks = (await api<{ runbooks: Runbook[] }>(cluster, '/v1/runbooks')).runbooks;
+    assert.deepEqual(
+      runbooks.map((r) => `${r.kind}:${r.status}`),
+      ['failover:done'],
+      'one runbook, resumed rather than started again',
+    );
+    assert.equal(runbooks[0]!.journal.filter((j) => j.step === 'restore' && j.phase === 'end').length, 1);
+    assert.equal(done.data.to, 'h2');
+    const takenAt = Number(done.data.takenAt);
+    assert.ok(takenAt <= killedAt);
 
-  const h2 = cluster.hostAddress('h2');
-  const w = await http(`${cluster.front}/api/orders`, { method: 'POST', body: { customer: 'after', items: [{ productId: 1, qty: 1 }] } });
-  assert.equal(w.status, 201);
-  assert.ok(w.servedBy?.startsWith(`${h2}:`), `served by h2 (${w.servedBy})`);
-  const before = r.acked.filter((o) => o.ackAt < takenAt);
-  assert.ok(before.length >= 100);
-  assert.deepEqual(await missingOrders(cluster.front, before), [], 'every order acknowledged before the restored point is there');
-  t.diagnostic(`${r.acked.length} orders acknowledged, ${before.length} before the restored point; serving again ${Date.now() - killedAt} ms after the kill (upper bound; includes the controller killed in its pause after replica-refused and its restart by up)`);
-});
+    const h2 = cluster.hostAddress('h2');
+    const w = await http(`${cluster.front}/api/orders`, { method: 'POST', body: { customer: 'after', items: [{ productId: 1, qty: 1 }] } });
+    assert.equal(w.status, 201);
+    assert.ok(w.servedBy?.startsWith(`${h2}:`), `served by h2 (${w.servedBy})`);
+    const before = r.acked.filter((o) => o.ackAt < takenAt);
+    assert.ok(before.length >= 100);
+    assert.deepEqual(await missingOrders(cluster.front, before), [], 'every order acknowledged before the restored point is there');
+    t.diagnostic(
+      `${r.acked.length} orders acknowledged, ${before.length} before the restored point; serving again ${Date.now() - killedAt} ms after the kill (upper bound; includes the controller killed in its pause after replica-refused and its restart by up)`,
+    );
+  },
+);

@@ -5,7 +5,13 @@ import { test } from 'node:test';
 import { api, http, ports, startCluster, waitStreaming, waitUntil } from '../support/cluster.ts';
 import { missingOrders, startLoad } from '../support/load.ts';
 
-interface Ev { kind: string; site: string | null; message: string; data: Record<string, unknown>; at?: number }
+interface Ev {
+  kind: string;
+  site: string | null;
+  message: string;
+  data: Record<string, unknown>;
+  at?: number;
+}
 
 /**
  * with replication running and restore points every second, the
@@ -38,65 +44,94 @@ function damagePages(file: string): number {
   }
 }
 
-test('primary corrupt and replica unusable: corruption detected within the budget, the newest good restore point restored onto h2\'s storage, no order acknowledged before it lost', { timeout: 90_000 }, async (t) => {
-  const cluster = await startCluster({ slot: 13, backup: { every: '1s', keep: 5 }, env: { UNDERSTUDY_TEST_HOOKS: '1' } });
-  t.after(() => cluster.stop());
-  await waitStreaming(cluster);
-  const events = async () => (await api<{ events: Ev[] }>(cluster, '/v1/events')).events;
+test(
+  "primary corrupt and replica unusable: corruption detected within the budget, the newest good restore point restored onto h2's storage, no order acknowledged before it lost",
+  { timeout: 90_000 },
+  async (t) => {
+    const cluster = await startCluster({ slot: 13, backup: { every: '1s', keep: 5 }, env: { UNDERSTUDY_TEST_HOOKS: '1' } });
+    t.after(() => cluster.stop());
+    await waitStreaming(cluster);
+    const events = async () => (await api<{ events: Ev[] }>(cluster, '/v1/events')).events;
 
-  const load = startLoad(cluster.front, { workers: 2, maxMs: 45_000, tag: 'rc' });
-  let stopped = false;
-  t.after(async () => { if (!stopped) await load.stop(); });
-  // The shipper checkpoints the primary's WAL into orders.db every 1000 frames: until then the
-  // db file is a few pages and the orders live in the WAL. Damage is meant for pages of the file.
-  const primaryDb = path.join(cluster.dir, 'array-a', 'volumes', 'shop', 'orders.db');
-  await waitUntil('orders checkpointed into the primary\'s orders.db, and a restore point holding 150 of them', async () => {
-    const a = load.result.acked[149];
-    return !!a && fs.statSync(primaryDb).size >= 24 * 4096
-      && ((await api<{ points: { takenAt: number }[] }>(cluster, '/v1/sites/shop/backups')).points[0]?.takenAt ?? 0) > a.ackAt;
-  }, 30_000, 100);
+    const load = startLoad(cluster.front, { workers: 2, maxMs: 45_000, tag: 'rc' });
+    let stopped = false;
+    t.after(async () => {
+      if (!stopped) await load.stop();
+    });
+    // The shipper checkpoints the primary's WAL into orders.db every 1000 frames: until then the
+    // db file is a few pages and the orders live in the WAL. Damage is meant for pages of the file.
+    const primaryDb = path.join(cluster.dir, 'array-a', 'volumes', 'shop', 'orders.db');
+    await waitUntil(
+      "orders checkpointed into the primary's orders.db, and a restore point holding 150 of them",
+      async () => {
+        const a = load.result.acked[149];
+        return (
+          !!a &&
+          fs.statSync(primaryDb).size >= 24 * 4096 &&
+          ((await api<{ points: { takenAt: number }[] }>(cluster, '/v1/sites/shop/backups')).points[0]?.takenAt ?? 0) > a.ackAt
+        );
+      },
+      30_000,
+      100,
+    );
 
-  // The replica first (it takes no replication from here), then the primary, with orders still coming.
-  const storageB = `http://127.0.0.1:${ports(13).storageB}`;
-  const hook = await http(`${storageB}/v1/test/volumes/shop/damage`, { method: 'POST', body: { db: 'orders.db' } });
-  assert.equal(hook.status, 200, JSON.stringify(hook.body));
-  const pages = damagePages(primaryDb);
-  const corruptedAt = Date.now();
-  t.diagnostic(`replica damaged and frozen (${JSON.stringify(hook.body)}); ${pages} pages of the primary's orders.db damaged`);
+    // The replica first (it takes no replication from here), then the primary, with orders still coming.
+    const storageB = `http://127.0.0.1:${ports(13).storageB}`;
+    const hook = await http(`${storageB}/v1/test/volumes/shop/damage`, { method: 'POST', body: { db: 'orders.db' } });
+    assert.equal(hook.status, 200, JSON.stringify(hook.body));
+    const pages = damagePages(primaryDb);
+    const corruptedAt = Date.now();
+    t.diagnostic(`replica damaged and frozen (${JSON.stringify(hook.body)}); ${pages} pages of the primary's orders.db damaged`);
 
-  const detected = await waitUntil('the primary copy found corrupt', async () => (await events()).find((e) => e.kind === 'corruption-detected' && e.data.role === 'primary'), VERIFICATION_BUDGET_MS + 2000, 100);
-  const detectedAfterMs = Date.now() - corruptedAt;
-  t.diagnostic(`corruption detected ≤ ${detectedAfterMs} ms after the damage: ${detected.message.slice(0, 200)}`);
-  assert.ok(detectedAfterMs <= VERIFICATION_BUDGET_MS, `detected within the verification budget (${detectedAfterMs} ms)`);
-  assert.equal(detected.data.storage, 'array-a');
-  assert.match(detected.message, /orders\.db/);
+    const detected = await waitUntil(
+      'the primary copy found corrupt',
+      async () => (await events()).find((e) => e.kind === 'corruption-detected' && e.data.role === 'primary'),
+      VERIFICATION_BUDGET_MS + 2000,
+      100,
+    );
+    const detectedAfterMs = Date.now() - corruptedAt;
+    t.diagnostic(`corruption detected ≤ ${detectedAfterMs} ms after the damage: ${detected.message.slice(0, 200)}`);
+    assert.ok(detectedAfterMs <= VERIFICATION_BUDGET_MS, `detected within the verification budget (${detectedAfterMs} ms)`);
+    assert.equal(detected.data.storage, 'array-a');
+    assert.match(detected.message, /orders\.db/);
 
-  const done = await waitUntil('the site restored', async () => (await events()).find((e) => ['restore-complete', 'restore-failed', 'failover-failed', 'failover-blocked', 'failover-complete'].includes(e.kind)), 40_000, 100);
-  stopped = true;
-  const r = await load.stop();
-  assert.equal(done.kind, 'restore-complete', done.message);
-  const all = await events();
-  const refused = all.find((e) => e.kind === 'promotion-refused');
-  t.diagnostic(`path: ${refused ? `failover → replica refused at promotion → restore (${refused.message.slice(0, 160)})` : 'no replica verified good (its verification failed, or none ran yet) → restore'}`);
-  t.diagnostic(done.message);
-  assert.ok(!all.some((e) => e.kind === 'failover-complete'), 'the damaged replica never served');
-  assert.equal(done.data.to, 'h2');
-  assert.equal(typeof done.data.point, 'string');
-  assert.match(done.message, new RegExp(String(done.data.point)));
-  const takenAt = Number(done.data.takenAt);
-  assert.ok(takenAt <= corruptedAt, 'the restored point was taken before the damage');
-  assert.equal(typeof done.data.lostMs, 'number');
-  assert.ok(Number(done.data.lostMs) >= 0 && Number(done.data.lostMs) < 30_000, `time lost ${String(done.data.lostMs)} ms`);
+    const done = await waitUntil(
+      'the site restored',
+      async () =>
+        (await events()).find((e) => ['restore-complete', 'restore-failed', 'failover-failed', 'failover-blocked', 'failover-complete'].includes(e.kind)),
+      40_000,
+      100,
+    );
+    stopped = true;
+    const r = await load.stop();
+    assert.equal(done.kind, 'restore-complete', done.message);
+    const all = await events();
+    const refused = all.find((e) => e.kind === 'promotion-refused');
+    t.diagnostic(
+      `path: ${refused ? `failover → replica refused at promotion → restore (${refused.message.slice(0, 160)})` : 'no replica verified good (its verification failed, or none ran yet) → restore'}`,
+    );
+    t.diagnostic(done.message);
+    assert.ok(!all.some((e) => e.kind === 'failover-complete'), 'the damaged replica never served');
+    assert.equal(done.data.to, 'h2');
+    assert.equal(typeof done.data.point, 'string');
+    assert.match(done.message, new RegExp(String(done.data.point)));
+    const takenAt = Number(done.data.takenAt);
+    assert.ok(takenAt <= corruptedAt, 'the restored point was taken before the damage');
+    assert.equal(typeof done.data.lostMs, 'number');
+    assert.ok(Number(done.data.lostMs) >= 0 && Number(done.data.lostMs) < 30_000, `time lost ${String(done.data.lostMs)} ms`);
 
-  // Serves from h2, on the restored copy on array-b, and takes orders.
-  const h2 = cluster.hostAddress('h2');
-  const w = await http(`${cluster.front}/api/orders`, { method: 'POST', body: { customer: 'after-restore', items: [{ productId: 1, qty: 1 }] } });
-  assert.equal(w.status, 201);
-  assert.ok(w.servedBy?.startsWith(`${h2}:`), `served by h2 (${w.servedBy})`);
+    // Serves from h2, on the restored copy on array-b, and takes orders.
+    const h2 = cluster.hostAddress('h2');
+    const w = await http(`${cluster.front}/api/orders`, { method: 'POST', body: { customer: 'after-restore', items: [{ productId: 1, qty: 1 }] } });
+    assert.equal(w.status, 201);
+    assert.ok(w.servedBy?.startsWith(`${h2}:`), `served by h2 (${w.servedBy})`);
 
-  const before = r.acked.filter((o) => o.ackAt < takenAt);
-  const missing = await missingOrders(cluster.front, before);
-  t.diagnostic(`${r.acked.length} orders acknowledged, ${before.length} before the restored point (${new Date(takenAt).toISOString()}); ${missing.length} of those missing; ${r.acked.length - before.length} after it (lost by design)`);
-  assert.ok(before.length >= 150, 'the restored point holds the orders of the load');
-  assert.deepEqual(missing, [], 'every order acknowledged before the restored point is there');
-});
+    const before = r.acked.filter((o) => o.ackAt < takenAt);
+    const missing = await missingOrders(cluster.front, before);
+    t.diagnostic(
+      `${r.acked.length} orders acknowledged, ${before.length} before the restored point (${new Date(takenAt).toISOString()}); ${missing.length} of those missing; ${r.acked.length - before.length} after it (lost by design)`,
+    );
+    assert.ok(before.length >= 150, 'the restored point holds the orders of the load');
+    assert.deepEqual(missing, [], 'every order acknowledged before the restored point is there');
+  },
+);

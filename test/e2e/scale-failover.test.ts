@@ -16,7 +16,14 @@ interface Status {
   sites: { state: string; epoch: number; primary: { host: string }; readers: { host: string }[]; replication: { state: string } }[];
   hosts: { name: string; power: string; pid: number | null }[];
 }
-interface Ev { id: number; kind: string; at: number; host: string | null; message: string; data: Record<string, unknown> }
+interface Ev {
+  id: number;
+  kind: string;
+  at: number;
+  host: string | null;
+  message: string;
+  data: Record<string, unknown>;
+}
 
 async function events(cluster: Cluster): Promise<Ev[]> {
   return (await api<{ events: Ev[] }>(cluster, '/v1/events?limit=5000')).events;
@@ -47,27 +54,51 @@ test('failover of a site with a reader: the reader is dropped, not moved', { tim
   const slow = dutyCycle([pid], { stopMs: 150, runMs: 150 });
   t.after(() => slow.stop());
   let evs: Ev[] = [];
-  await waitUntil('a reader serving', async () => {
-    evs = await events(cluster);
-    return evs.find((e) => e.kind === 'scale-out-complete') ?? null;
-  }, 50_000, 200).catch((e: Error) => { throw new Error(`${e.message}\n${evs.map((x) => `${x.kind}: ${x.message}`).join('\n')}`); });
+  await waitUntil(
+    'a reader serving',
+    async () => {
+      evs = await events(cluster);
+      return evs.find((e) => e.kind === 'scale-out-complete') ?? null;
+    },
+    50_000,
+    200,
+  ).catch((e: Error) => {
+    throw new Error(`${e.message}\n${evs.map((x) => `${x.kind}: ${x.message}`).join('\n')}`);
+  });
   await sleep(1500);
-  assert.ok(load.samples.some((s) => s.servedBy?.startsWith(`${h3}:`)), 'the reader served reads');
+  assert.ok(
+    load.samples.some((s) => s.servedBy?.startsWith(`${h3}:`)),
+    'the reader served reads',
+  );
   await slow.stop();
 
   // The primary crashes for real.
   process.kill(-pid, 'SIGKILL');
-  const done = await waitUntil('failover-complete', async () => {
-    evs = await events(cluster);
-    return evs.find((e) => e.kind === 'failover-complete') ?? null;
-  }, 30_000, 100).catch((e: Error) => { throw new Error(`${e.message}\n${evs.map((x) => `${x.kind}: ${x.message}`).join('\n')}`); });
+  const done = await waitUntil(
+    'failover-complete',
+    async () => {
+      evs = await events(cluster);
+      return evs.find((e) => e.kind === 'failover-complete') ?? null;
+    },
+    30_000,
+    100,
+  ).catch((e: Error) => {
+    throw new Error(`${e.message}\n${evs.map((x) => `${x.kind}: ${x.message}`).join('\n')}`);
+  });
   assert.equal(done.data.to, 'h2', 'the failover target is the standby, not the reader');
   const routedAt = done.data.servingAgainAt as number;
 
-  const dropped = await waitUntil('the reader dropped', async () => {
-    evs = await events(cluster);
-    return evs.find((e) => e.kind === 'scale-in-complete') ?? null;
-  }, 30_000, 200).catch((e: Error) => { throw new Error(`${e.message}\n${evs.map((x) => `${x.kind}: ${x.message}`).join('\n')}`); });
+  const dropped = await waitUntil(
+    'the reader dropped',
+    async () => {
+      evs = await events(cluster);
+      return evs.find((e) => e.kind === 'scale-in-complete') ?? null;
+    },
+    30_000,
+    200,
+  ).catch((e: Error) => {
+    throw new Error(`${e.message}\n${evs.map((x) => `${x.kind}: ${x.message}`).join('\n')}`);
+  });
   assert.equal(dropped.data.cause, 'stale-epoch');
   await sleep(1000);
   await load.stop();
@@ -81,7 +112,10 @@ test('failover of a site with a reader: the reader is dropped, not moved', { tim
   const late = load.samples.filter((s) => s.startedAt > routedAt + 20);
   assert.ok(late.length > 50, `traffic after the failover: ${late.length}`);
   assert.ok(!late.some((s) => s.servedBy?.startsWith(`${h3}:`)), 'no answer from the old reader after the new route');
-  assert.ok(late.filter((s) => s.method === 'POST').every((s) => s.status === 201 && s.servedBy?.startsWith(`${h2}:`)), 'writes on the new primary');
+  assert.ok(
+    late.filter((s) => s.method === 'POST').every((s) => s.status === 201 && s.servedBy?.startsWith(`${h2}:`)),
+    'writes on the new primary',
+  );
   const kinds = evs.map((e) => e.kind);
   assert.equal(kinds.filter((k) => k === 'failover-started').length, 1, 'one failover');
   assert.equal(kinds.filter((k) => k === 'scale-out-started').length, 1, 'no scale-out after the failover (the slowdown ended)');

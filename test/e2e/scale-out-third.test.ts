@@ -15,10 +15,24 @@ import { startReadLoad } from '../support/read-load.ts';
  */
 
 interface Status {
-  sites: { name: string; state: string; epoch: number; primary: { host: string }; readers: { host: string; healthy: boolean; state?: string }[]; replication: { state: string } }[];
+  sites: {
+    name: string;
+    state: string;
+    epoch: number;
+    primary: { host: string };
+    readers: { host: string; healthy: boolean; state?: string }[];
+    replication: { state: string };
+  }[];
   hosts: { name: string; address: string; power: string; pid: number | null }[];
 }
-interface Ev { id: number; kind: string; at: number; host: string | null; message: string; data: Record<string, unknown> }
+interface Ev {
+  id: number;
+  kind: string;
+  at: number;
+  host: string | null;
+  message: string;
+  data: Record<string, unknown>;
+}
 
 async function events(cluster: Cluster): Promise<Ev[]> {
   return (await api<{ events: Ev[] }>(cluster, '/v1/events?limit=5000')).events;
@@ -50,10 +64,17 @@ test('scale-out, slower still: a third host is added, up to scale.max', { timeou
   t.after(() => slow.stop());
 
   let evs: Ev[] = [];
-  await waitUntil('two readers serving', async () => {
-    evs = await events(cluster);
-    return evs.filter((e) => e.kind === 'scale-out-complete').length >= 2 || null;
-  }, 70_000, 250).catch((e: Error) => { throw new Error(`${e.message}\nevents:\n${evs.map((x) => `${x.kind}: ${x.message}`).join('\n')}`); });
+  await waitUntil(
+    'two readers serving',
+    async () => {
+      evs = await events(cluster);
+      return evs.filter((e) => e.kind === 'scale-out-complete').length >= 2 || null;
+    },
+    70_000,
+    250,
+  ).catch((e: Error) => {
+    throw new Error(`${e.message}\nevents:\n${evs.map((x) => `${x.kind}: ${x.message}`).join('\n')}`);
+  });
   const outs = evs.filter((e) => e.kind === 'scale-out-complete');
   assert.deepEqual(outs.map((e) => e.host).sort(), ['h3', 'h4']);
   assert.ok(outs[1]!.at - outs[0]!.at >= 3000, 'the second one came after the scale cooldown');
@@ -70,8 +91,12 @@ test('scale-out, slower still: a third host is added, up to scale.max', { timeou
   assert.ok(posts.length > 5 && posts.every((s) => s.status === 201 && s.servedBy?.split(':')[0] === addr('h1')), 'every POST answered 201 by the primary');
 
   // A read only the primary can serve (orders are not in the read-only portion): the reader's 421 sends it there.
-  const posted = await request(`${cluster.front}/api/orders`, { method: 'POST', body: JSON.stringify({ customer: 'ryw', items: [{ productId: 2, qty: 1 }] }), headers: { 'content-type': 'application/json' } });
-  const order = await posted.body.json() as { id: number };
+  const posted = await request(`${cluster.front}/api/orders`, {
+    method: 'POST',
+    body: JSON.stringify({ customer: 'ryw', items: [{ productId: 2, qty: 1 }] }),
+    headers: { 'content-type': 'application/json' },
+  });
+  const order = (await posted.body.json()) as { id: number };
   const cookie = String(posted.headers['set-cookie'] ?? '');
   assert.match(cookie, /us_ryw_shop=[0-9a-f]+\.\d+/, 'a write is answered with the read-your-writes cookie');
   for (let i = 0; i < 12; i++) {
@@ -84,7 +109,12 @@ test('scale-out, slower still: a third host is added, up to scale.max', { timeou
   await own.body.text();
 
   // No more than scale.max: a deferral says why.
-  await waitUntil('the at-max deferral', async () => (await events(cluster)).find((e) => e.kind === 'scale-out-deferred' && e.data.code === 'at-max'), 20_000, 250);
+  await waitUntil(
+    'the at-max deferral',
+    async () => (await events(cluster)).find((e) => e.kind === 'scale-out-deferred' && e.data.code === 'at-max'),
+    20_000,
+    250,
+  );
   await slow.stop();
   await load.stop();
 

@@ -3,8 +3,15 @@ import { test } from 'node:test';
 import { api, http, ports, sleep, startCluster, waitStreaming } from '../support/cluster.ts';
 import { missingOrders, startLoad } from '../support/load.ts';
 
-interface Ev { kind: string; message: string; data: Record<string, unknown> }
-interface Status { sites: { state: string; epoch: number; primary: { host: string } }[]; hosts: { name: string; power: string }[] }
+interface Ev {
+  kind: string;
+  message: string;
+  data: Record<string, unknown>;
+}
+interface Status {
+  sites: { state: string; epoch: number; primary: { host: string } }[];
+  hosts: { name: string; power: string }[];
+}
 
 /**
  * A planned switchover onto a replica that fails its check before promotion

@@ -26,8 +26,17 @@ import { readWalIndexHeader } from '../../src/storage/wal-index.ts';
 const VERIFICATION_BUDGET_MS = 2500;
 const ACTIONS = /^(failover|restore|switchover|promotion)-/;
 
-interface Ev { id: number; kind: string; site: string | null; message: string; data: Record<string, unknown>; at: number }
-interface Status { sites: { state: string; epoch: number; primary: { host: string }; replication: { state: string; lagMs: number } }[] }
+interface Ev {
+  id: number;
+  kind: string;
+  site: string | null;
+  message: string;
+  data: Record<string, unknown>;
+  at: number;
+}
+interface Status {
+  sites: { state: string; epoch: number; primary: { host: string }; replication: { state: string; lagMs: number } }[];
+}
 
 const events = async (c: Cluster): Promise<Ev[]> => (await api<{ events: Ev[] }>(c, '/v1/events')).events;
 const volA = (c: Cluster): string => path.join(c.dir, 'array-a', 'volumes', 'shop');
@@ -43,7 +52,12 @@ function committedFrames(dir: string): { salt1: number; salt2: number; frames: n
   return { salt1: hdr.salt1, salt2: hdr.salt2, frames: scanFrames(wal.subarray(WAL_HEADER_SIZE), hdr, 1, hdr.checksum).lastCommitIndex };
 }
 
-interface Damage { file: string; offset: number; original: Buffer; what: string }
+interface Damage {
+  file: string;
+  offset: number;
+  original: Buffer;
+  what: string;
+}
 
 /** 16 KiB of junk in the middle of the committed frames of the copy's WAL. */
 function damageWal(dir: string): Damage {
@@ -112,7 +126,13 @@ function freshOpenProof(t: TestContext, dir: string, damages: Damage[]): { damag
     fs.mkdirSync(sub);
     for (const f of ['orders.db', 'orders.db-wal']) fs.renameSync(path.join(snap, `${prefix}-${f}`), path.join(sub, f));
     const db = new Database(path.join(sub, 'orders.db'));
-    try { return (db.prepare('SELECT count(*) AS n FROM orders').get() as { n: number }).n; } catch { return -1; } finally { db.close(); }
+    try {
+      return (db.prepare('SELECT count(*) AS n FROM orders').get() as { n: number }).n;
+    } catch {
+      return -1;
+    } finally {
+      db.close();
+    }
   };
   return { damaged: count('d'), undamaged: count('u') };
 }
@@ -122,11 +142,16 @@ async function waitEvent(c: Cluster, what: string, pred: (e: Ev) => boolean, tim
 }
 
 async function serving(c: Cluster): Promise<Status> {
-  return waitUntil('serving, replication streaming with no lag', async () => {
-    const st = await api<Status>(c, '/v1/status');
-    const s = st.sites[0]!;
-    return s.state === 'serving' && s.replication.state === 'streaming' && s.replication.lagMs === 0 ? st : null;
-  }, 60_000, 100);
+  return waitUntil(
+    'serving, replication streaming with no lag',
+    async () => {
+      const st = await api<Status>(c, '/v1/status');
+      const s = st.sites[0]!;
+      return s.state === 'serving' && s.replication.state === 'streaming' && s.replication.lagMs === 0 ? st : null;
+    },
+    60_000,
+    100,
+  );
 }
 
 /**
@@ -136,12 +161,17 @@ async function serving(c: Cluster): Promise<Status> {
 async function switchTo(c: Cluster, host: string): Promise<void> {
   await api(c, `/v1/hosts/${host}/power`, { action: 'on' });
   await serving(c);
-  await waitUntil(`a switchover to ${host}`, async () => {
-    const r = await http(`${c.api}/v1/sites/shop/switchover`, { method: 'POST', body: { to: host }, timeoutMs: 60_000 });
-    if (r.status === 409) return null;
-    assert.equal(r.status, 200, JSON.stringify(r.body));
-    return (r.body as { status: string }).status === 'done';
-  }, 30_000, 500);
+  await waitUntil(
+    `a switchover to ${host}`,
+    async () => {
+      const r = await http(`${c.api}/v1/sites/shop/switchover`, { method: 'POST', body: { to: host }, timeoutMs: 60_000 });
+      if (r.status === 409) return null;
+      assert.equal(r.status, 200, JSON.stringify(r.body));
+      return (r.body as { status: string }).status === 'done';
+    },
+    30_000,
+    500,
+  );
   assert.equal((await api<Status>(c, '/v1/status')).sites[0]!.primary.host, host);
 }
 
@@ -150,159 +180,259 @@ async function lost(c: Cluster, acked: AckedOrder[]): Promise<AckedOrder[]> {
   return missingOrders(c.front, acked);
 }
 
-test('damage in the db file and the WAL of every live copy while the shop writes: found within the budget, the newest good restore point restored, no order acknowledged before it lost, also after a switchover reopens the db', { timeout: 180_000 }, async (t) => {
-  const cluster = await startCluster({ slot: 37, backup: { every: '1s', keep: 5 } });
-  t.after(() => cluster.stop());
-  await waitStreaming(cluster);
-  const load = startLoad(cluster.front, { workers: 2, maxMs: 90_000, tag: 'wd' });
-  let stopped = false;
-  t.after(async () => { if (!stopped) await load.stop(); });
-  // Until orders were checkpointed into the primary's orders.db (the shipper does it every
-  // 1000 frames) and a restore point holds 150 of them.
-  await waitUntil('orders in orders.db and a restore point holding 150 of them', async () => {
-    const a = load.result.acked[149];
-    return !!a && fs.statSync(path.join(volA(cluster), 'orders.db')).size >= 24 * 4096 && committedFrames(volA(cluster)).frames >= 40
-      && dbRunToDamage(volA(cluster)) !== null && dbRunToDamage(volB(cluster)) !== null
-      && ((await api<{ points: { takenAt: number }[] }>(cluster, '/v1/sites/shop/backups')).points[0]?.takenAt ?? 0) > a.ackAt;
-  }, 40_000, 100);
+test(
+  'damage in the db file and the WAL of every live copy while the shop writes: found within the budget, the newest good restore point restored, no order acknowledged before it lost, also after a switchover reopens the db',
+  { timeout: 180_000 },
+  async (t) => {
+    const cluster = await startCluster({ slot: 37, backup: { every: '1s', keep: 5 } });
+    t.after(() => cluster.stop());
+    await waitStreaming(cluster);
+    const load = startLoad(cluster.front, { workers: 2, maxMs: 90_000, tag: 'wd' });
+    let stopped = false;
+    t.after(async () => {
+      if (!stopped) await load.stop();
+    });
+    // Until orders were checkpointed into the primary's orders.db (the shipper does it every
+    // 1000 frames) and a restore point holds 150 of them.
+    await waitUntil(
+      'orders in orders.db and a restore point holding 150 of them',
+      async () => {
+        const a = load.result.acked[149];
+        return (
+          !!a &&
+          fs.statSync(path.join(volA(cluster), 'orders.db')).size >= 24 * 4096 &&
+          committedFrames(volA(cluster)).frames >= 40 &&
+          dbRunToDamage(volA(cluster)) !== null &&
+          dbRunToDamage(volB(cluster)) !== null &&
+          ((await api<{ points: { takenAt: number }[] }>(cluster, '/v1/sites/shop/backups')).points[0]?.takenAt ?? 0) > a.ackAt
+        );
+      },
+      40_000,
+      100,
+    );
 
-  const onA = [damageWal(volA(cluster)), damageDb(volA(cluster))];
-  const onB = [damageWal(volB(cluster)), damageDb(volB(cluster))];
-  const damagedAt = Date.now();
-  const ackedBefore = load.result.acked.length;
-  const proofA = freshOpenProof(t, volA(cluster), onA);
-  const proofB = freshOpenProof(t, volB(cluster), onB);
-  t.diagnostic(`damaged ${[...onA, ...onB].map((d) => `${d.file.includes('replicas') ? 'replica' : 'primary'} ${d.what}`).join('; ')}`);
-  t.diagnostic(`${ackedBefore} orders acknowledged; a fresh open of the damaged primary copy reads ${proofA.damaged} (undamaged: ${proofA.undamaged}), of the replica ${proofB.damaged} (undamaged: ${proofB.undamaged})`);
-  assert.ok(proofA.damaged < proofA.undamaged, 'the damage is real: a fresh open of the primary loses commits');
-  assert.ok(proofB.damaged < proofB.undamaged, 'the damage is real: a fresh open of the replica loses commits');
-  // The running shop sees nothing wrong: it reads through its WAL index.
-  assert.equal((await http(`${cluster.front}/api/orders?customer=${encodeURIComponent(load.result.acked[ackedBefore - 1]!.customer)}`)).status, 200);
+    const onA = [damageWal(volA(cluster)), damageDb(volA(cluster))];
+    const onB = [damageWal(volB(cluster)), damageDb(volB(cluster))];
+    const damagedAt = Date.now();
+    const ackedBefore = load.result.acked.length;
+    const proofA = freshOpenProof(t, volA(cluster), onA);
+    const proofB = freshOpenProof(t, volB(cluster), onB);
+    t.diagnostic(`damaged ${[...onA, ...onB].map((d) => `${d.file.includes('replicas') ? 'replica' : 'primary'} ${d.what}`).join('; ')}`);
+    t.diagnostic(
+      `${ackedBefore} orders acknowledged; a fresh open of the damaged primary copy reads ${proofA.damaged} (undamaged: ${proofA.undamaged}), of the replica ${proofB.damaged} (undamaged: ${proofB.undamaged})`,
+    );
+    assert.ok(proofA.damaged < proofA.undamaged, 'the damage is real: a fresh open of the primary loses commits');
+    assert.ok(proofB.damaged < proofB.undamaged, 'the damage is real: a fresh open of the replica loses commits');
+    // The running shop sees nothing wrong: it reads through its WAL index.
+    assert.equal((await http(`${cluster.front}/api/orders?customer=${encodeURIComponent(load.result.acked[ackedBefore - 1]!.customer)}`)).status, 200);
 
-  const detected = await waitEvent(cluster, 'the primary copy found damaged', (e) => e.kind === 'corruption-detected' && e.data.role === 'primary', VERIFICATION_BUDGET_MS + 5000);
-  const detectedAfterMs = detected.at - damagedAt;
-  t.diagnostic(`found ${detectedAfterMs} ms after the damage: ${detected.message.slice(0, 400)}`);
-  assert.ok(detectedAfterMs <= VERIFICATION_BUDGET_MS, `found within the verification budget (${detectedAfterMs} ms)`);
-  assert.equal(detected.data.storage, 'array-a');
-  assert.match(detected.message, /orders\.db-wal: wal-frame \(frame \d+ \(page \d+\) does not verify/);
+    const detected = await waitEvent(
+      cluster,
+      'the primary copy found damaged',
+      (e) => e.kind === 'corruption-detected' && e.data.role === 'primary',
+      VERIFICATION_BUDGET_MS + 5000,
+    );
+    const detectedAfterMs = detected.at - damagedAt;
+    t.diagnostic(`found ${detectedAfterMs} ms after the damage: ${detected.message.slice(0, 400)}`);
+    assert.ok(detectedAfterMs <= VERIFICATION_BUDGET_MS, `found within the verification budget (${detectedAfterMs} ms)`);
+    assert.equal(detected.data.storage, 'array-a');
+    assert.match(detected.message, /orders\.db-wal: wal-frame \(frame \d+ \(page \d+\) does not verify/);
 
-  const done = await waitEvent(cluster, 'the site restored', (e) => ['restore-complete', 'restore-failed', 'failover-failed', 'failover-blocked', 'failover-complete'].includes(e.kind), 60_000);
-  stopped = true;
-  const r = await load.stop();
-  assert.equal(done.kind, 'restore-complete', done.message);
-  t.diagnostic(done.message);
-  const all = await events(cluster);
-  const replicaFound = all.find((e) => e.kind === 'corruption-detected' && e.data.role === 'replica');
-  t.diagnostic(`replica: ${replicaFound ? replicaFound.message.slice(0, 300) : 'refused at its promotion'}`);
-  assert.ok(replicaFound || all.some((e) => e.kind === 'promotion-refused'), 'the damaged replica was found damaged too');
-  assert.ok(!all.some((e) => e.kind === 'failover-complete'), 'the damaged replica never served');
-  assert.equal(done.data.to, 'h2');
-  const takenAt = Number(done.data.takenAt);
-  assert.ok(takenAt <= damagedAt, 'the restored point was taken before the damage');
-  assert.equal(typeof done.data.lostMs, 'number');
+    const done = await waitEvent(
+      cluster,
+      'the site restored',
+      (e) => ['restore-complete', 'restore-failed', 'failover-failed', 'failover-blocked', 'failover-complete'].includes(e.kind),
+      60_000,
+    );
+    stopped = true;
+    const r = await load.stop();
+    assert.equal(done.kind, 'restore-complete', done.message);
+    t.diagnostic(done.message);
+    const all = await events(cluster);
+    const replicaFound = all.find((e) => e.kind === 'corruption-detected' && e.data.role === 'replica');
+    t.diagnostic(`replica: ${replicaFound ? replicaFound.message.slice(0, 300) : 'refused at its promotion'}`);
+    assert.ok(replicaFound || all.some((e) => e.kind === 'promotion-refused'), 'the damaged replica was found damaged too');
+    assert.ok(!all.some((e) => e.kind === 'failover-complete'), 'the damaged replica never served');
+    assert.equal(done.data.to, 'h2');
+    const takenAt = Number(done.data.takenAt);
+    assert.ok(takenAt <= damagedAt, 'the restored point was taken before the damage');
+    assert.equal(typeof done.data.lostMs, 'number');
 
-  // No restore point was taken of a damaged copy: none between the damage and the restore.
-  const points = (await api<{ points: { id: number; takenAt: number }[] }>(cluster, '/v1/sites/shop/backups')).points;
-  const restoredAt = Number(all.find((e) => e.kind === 'restore-started' || e.kind === 'promotion-refused')?.at ?? done.at);
-  assert.deepEqual(points.filter((p) => p.takenAt > damagedAt && p.takenAt < restoredAt), [], 'no restore point of the damaged copy');
+    // No restore point was taken of a damaged copy: none between the damage and the restore.
+    const points = (await api<{ points: { id: number; takenAt: number }[] }>(cluster, '/v1/sites/shop/backups')).points;
+    const restoredAt = Number(all.find((e) => e.kind === 'restore-started' || e.kind === 'promotion-refused')?.at ?? done.at);
+    assert.deepEqual(
+      points.filter((p) => p.takenAt > damagedAt && p.takenAt < restoredAt),
+      [],
+      'no restore point of the damaged copy',
+    );
 
-  const before = r.acked.filter((o) => o.ackAt < takenAt);
-  assert.ok(before.length >= 150);
-  assert.deepEqual(await lost(cluster, before), [], 'every order acknowledged before the restored point is there');
-  t.diagnostic(`${r.acked.length} orders acknowledged, ${before.length} before the restored point; ${r.acked.length - before.length} after it (lost, as restore-complete says: ${(Number(done.data.lostMs) / 1000).toFixed(1)} s of writes)`);
+    const before = r.acked.filter((o) => o.ackAt < takenAt);
+    assert.ok(before.length >= 150);
+    assert.deepEqual(await lost(cluster, before), [], 'every order acknowledged before the restored point is there');
+    t.diagnostic(
+      `${r.acked.length} orders acknowledged, ${before.length} before the restored point; ${r.acked.length - before.length} after it (lost, as restore-complete says: ${(Number(done.data.lostMs) / 1000).toFixed(1)} s of writes)`,
+    );
 
-  // Orders after the restore, then a switchover back to h1: its copy is opened fresh (promotion's fold).
-  const after: AckedOrder[] = [];
-  for (let i = 0; i < 20; i++) {
-    const w = await http(`${cluster.front}/api/orders`, { method: 'POST', body: { customer: `wd-after-${i}`, items: [{ productId: 1, qty: 1 }] } });
-    assert.equal(w.status, 201);
-    after.push({ id: (w.body as { id: number }).id, customer: `wd-after-${i}`, ackAt: w.at, servedBy: w.servedBy });
-  }
-  await switchTo(cluster, 'h1');
-  assert.deepEqual(await lost(cluster, [...before, ...after]), [], 'after the db was reopened on h1: every order acknowledged before the point, and since the restore, is there');
-});
+    // Orders after the restore, then a switchover back to h1: its copy is opened fresh (promotion's fold).
+    const after: AckedOrder[] = [];
+    for (let i = 0; i < 20; i++) {
+      const w = await http(`${cluster.front}/api/orders`, { method: 'POST', body: { customer: `wd-after-${i}`, items: [{ productId: 1, qty: 1 }] } });
+      assert.equal(w.status, 201);
+      after.push({ id: (w.body as { id: number }).id, customer: `wd-after-${i}`, ackAt: w.at, servedBy: w.servedBy });
+    }
+    await switchTo(cluster, 'h1');
+    assert.deepEqual(
+      await lost(cluster, [...before, ...after]),
+      [],
+      'after the db was reopened on h1: every order acknowledged before the point, and since the restore, is there',
+    );
+  },
+);
 
-test('only the replica\'s WAL damaged: found, the replica re-seeded from the healthy primary; no failover, no restore, no order lost, also after a switchover onto the re-seeded copy', { timeout: 150_000 }, async (t) => {
-  const cluster = await startCluster({ slot: 38 });
-  t.after(() => cluster.stop());
-  await waitStreaming(cluster);
-  const firstEvent = Math.max(0, ...(await events(cluster)).map((e) => e.id));
-  const load = startLoad(cluster.front, { workers: 2, maxMs: 60_000, tag: 'wr' });
-  let stopped = false;
-  t.after(async () => { if (!stopped) await load.stop(); });
-  await waitUntil('150 orders, frames in the replica\'s WAL', async () => load.result.acked.length >= 150 && committedFrames(volB(cluster)).frames >= 40, 30_000, 100);
+test(
+  "only the replica's WAL damaged: found, the replica re-seeded from the healthy primary; no failover, no restore, no order lost, also after a switchover onto the re-seeded copy",
+  { timeout: 150_000 },
+  async (t) => {
+    const cluster = await startCluster({ slot: 38 });
+    t.after(() => cluster.stop());
+    await waitStreaming(cluster);
+    const firstEvent = Math.max(0, ...(await events(cluster)).map((e) => e.id));
+    const load = startLoad(cluster.front, { workers: 2, maxMs: 60_000, tag: 'wr' });
+    let stopped = false;
+    t.after(async () => {
+      if (!stopped) await load.stop();
+    });
+    await waitUntil(
+      "150 orders, frames in the replica's WAL",
+      async () => load.result.acked.length >= 150 && committedFrames(volB(cluster)).frames >= 40,
+      30_000,
+      100,
+    );
 
-  const storageA = `http://127.0.0.1:${ports(38).storageA}`;
-  const damage = damageWal(volB(cluster));
-  const damagedAt = Date.now();
-  const proof = freshOpenProof(t, volB(cluster), [damage]);
-  t.diagnostic(`damaged the replica's ${damage.what}; a fresh open of it reads ${proof.damaged} orders (undamaged: ${proof.undamaged})`);
-  assert.ok(proof.damaged < proof.undamaged, 'the damage is real: a fresh open of the replica loses commits');
+    const storageA = `http://127.0.0.1:${ports(38).storageA}`;
+    const damage = damageWal(volB(cluster));
+    const damagedAt = Date.now();
+    const proof = freshOpenProof(t, volB(cluster), [damage]);
+    t.diagnostic(`damaged the replica's ${damage.what}; a fresh open of it reads ${proof.damaged} orders (undamaged: ${proof.undamaged})`);
+    assert.ok(proof.damaged < proof.undamaged, 'the damage is real: a fresh open of the replica loses commits');
 
-  const detected = await waitEvent(cluster, 'the replica found damaged', (e) => e.id > firstEvent && e.kind === 'corruption-detected', VERIFICATION_BUDGET_MS + 5000);
-  const detectedAfterMs = detected.at - damagedAt;
-  t.diagnostic(`found ${detectedAfterMs} ms after the damage: ${detected.message.slice(0, 300)}`);
-  assert.ok(detectedAfterMs <= VERIFICATION_BUDGET_MS, `found within the verification budget (${detectedAfterMs} ms)`);
-  assert.deepEqual([detected.data.role, detected.data.storage], ['replica', 'array-b']);
-  assert.match(detected.message, /orders\.db-wal: wal-frame \(frame \d+ \(page \d+\) does not verify/);
+    const detected = await waitEvent(
+      cluster,
+      'the replica found damaged',
+      (e) => e.id > firstEvent && e.kind === 'corruption-detected',
+      VERIFICATION_BUDGET_MS + 5000,
+    );
+    const detectedAfterMs = detected.at - damagedAt;
+    t.diagnostic(`found ${detectedAfterMs} ms after the damage: ${detected.message.slice(0, 300)}`);
+    assert.ok(detectedAfterMs <= VERIFICATION_BUDGET_MS, `found within the verification budget (${detectedAfterMs} ms)`);
+    assert.deepEqual([detected.data.role, detected.data.storage], ['replica', 'array-b']);
+    assert.match(detected.message, /orders\.db-wal: wal-frame \(frame \d+ \(page \d+\) does not verify/);
 
-  const ok = await waitEvent(cluster, 'the replica verifies again', (e) => e.id > detected.id && e.kind === 'verification-ok' && e.data.storage === 'array-b', 15_000);
-  const seeds = (await http(`${storageA}/v1/volumes/shop`)).body as { replication: { seeds?: { db: string; at: number; kind: string; bytesSent: number }[] } };
-  const reseed = seeds.replication.seeds?.find((s) => s.db === 'orders.db' && s.at > damagedAt);
-  assert.ok(reseed, `orders.db was re-seeded after the damage (${JSON.stringify(seeds.replication.seeds)})`);
-  t.diagnostic(`re-seeded (${reseed.kind}, ${reseed.bytesSent} bytes sent) ${reseed.at - damagedAt} ms after the damage; verification-ok ${ok.at - damagedAt} ms after`);
+    const ok = await waitEvent(
+      cluster,
+      'the replica verifies again',
+      (e) => e.id > detected.id && e.kind === 'verification-ok' && e.data.storage === 'array-b',
+      15_000,
+    );
+    const seeds = (await http(`${storageA}/v1/volumes/shop`)).body as {
+      replication: { seeds?: { db: string; at: number; kind: string; bytesSent: number }[] };
+    };
+    const reseed = seeds.replication.seeds?.find((s) => s.db === 'orders.db' && s.at > damagedAt);
+    assert.ok(reseed, `orders.db was re-seeded after the damage (${JSON.stringify(seeds.replication.seeds)})`);
+    t.diagnostic(
+      `re-seeded (${reseed.kind}, ${reseed.bytesSent} bytes sent) ${reseed.at - damagedAt} ms after the damage; verification-ok ${ok.at - damagedAt} ms after`,
+    );
 
-  stopped = true;
-  const r = await load.stop();
-  const actions = (await events(cluster)).filter((e) => e.id > firstEvent && ACTIONS.test(e.kind));
-  assert.deepEqual(actions.map((e) => e.kind), [], 'no failover, restore or switchover: the primary was healthy');
-  assert.ok(!(await events(cluster)).some((e) => e.id > firstEvent && e.kind === 'corruption-detected' && e.data.role === 'primary'), 'the primary was never blamed');
-  const st = await serving(cluster);
-  assert.equal(st.sites[0]!.primary.host, 'h1');
-  assert.deepEqual(r.postsFailed, [], 'no order failed');
-  assert.deepEqual(await lost(cluster, r.acked), [], 'no acknowledged order lost');
+    stopped = true;
+    const r = await load.stop();
+    const actions = (await events(cluster)).filter((e) => e.id > firstEvent && ACTIONS.test(e.kind));
+    assert.deepEqual(
+      actions.map((e) => e.kind),
+      [],
+      'no failover, restore or switchover: the primary was healthy',
+    );
+    assert.ok(
+      !(await events(cluster)).some((e) => e.id > firstEvent && e.kind === 'corruption-detected' && e.data.role === 'primary'),
+      'the primary was never blamed',
+    );
+    const st = await serving(cluster);
+    assert.equal(st.sites[0]!.primary.host, 'h1');
+    assert.deepEqual(r.postsFailed, [], 'no order failed');
+    assert.deepEqual(await lost(cluster, r.acked), [], 'no acknowledged order lost');
 
-  // The re-seeded replica opened fresh by a switchover holds every order.
-  await switchTo(cluster, 'h2');
-  assert.deepEqual(await lost(cluster, r.acked), [], `all ${r.acked.length} orders on the re-seeded copy`);
-});
+    // The re-seeded replica opened fresh by a switchover holds every order.
+    await switchTo(cluster, 'h2');
+    assert.deepEqual(await lost(cluster, r.acked), [], `all ${r.acked.length} orders on the re-seeded copy`);
+  },
+);
 
-test('damage in the primary\'s db file and WAL only (sync mode): found within the budget, failover to the replica that holds every frame; no restore, no order lost, also after a switchover back', { timeout: 150_000 }, async (t) => {
-  const cluster = await startCluster({ slot: 39, replication: 'sync', backup: { every: '1s', keep: 5 } });
-  t.after(() => cluster.stop());
-  await waitStreaming(cluster);
-  const firstEvent = Math.max(0, ...(await events(cluster)).map((e) => e.id));
-  const load = startLoad(cluster.front, { workers: 2, maxMs: 60_000, tag: 'wp' });
-  let stopped = false;
-  t.after(async () => { if (!stopped) await load.stop(); });
-  await waitUntil('orders in the primary\'s orders.db and in its WAL', async () => load.result.acked.length >= 150 && fs.statSync(path.join(volA(cluster), 'orders.db')).size >= 24 * 4096 && committedFrames(volA(cluster)).frames >= 40 && dbRunToDamage(volA(cluster)) !== null, 40_000, 100);
+test(
+  "damage in the primary's db file and WAL only (sync mode): found within the budget, failover to the replica that holds every frame; no restore, no order lost, also after a switchover back",
+  { timeout: 150_000 },
+  async (t) => {
+    const cluster = await startCluster({ slot: 39, replication: 'sync', backup: { every: '1s', keep: 5 } });
+    t.after(() => cluster.stop());
+    await waitStreaming(cluster);
+    const firstEvent = Math.max(0, ...(await events(cluster)).map((e) => e.id));
+    const load = startLoad(cluster.front, { workers: 2, maxMs: 60_000, tag: 'wp' });
+    let stopped = false;
+    t.after(async () => {
+      if (!stopped) await load.stop();
+    });
+    await waitUntil(
+      "orders in the primary's orders.db and in its WAL",
+      async () =>
+        load.result.acked.length >= 150 &&
+        fs.statSync(path.join(volA(cluster), 'orders.db')).size >= 24 * 4096 &&
+        committedFrames(volA(cluster)).frames >= 40 &&
+        dbRunToDamage(volA(cluster)) !== null,
+      40_000,
+      100,
+    );
 
-  const damages = [damageWal(volA(cluster)), damageDb(volA(cluster))];
-  const damagedAt = Date.now();
-  const proof = freshOpenProof(t, volA(cluster), damages);
-  t.diagnostic(`damaged the primary's ${damages.map((d) => d.what).join(' and ')}; a fresh open of it reads ${proof.damaged} orders (undamaged: ${proof.undamaged})`);
-  assert.ok(proof.damaged < proof.undamaged, 'the damage is real: a fresh open of the primary loses commits');
+    const damages = [damageWal(volA(cluster)), damageDb(volA(cluster))];
+    const damagedAt = Date.now();
+    const proof = freshOpenProof(t, volA(cluster), damages);
+    t.diagnostic(
+      `damaged the primary's ${damages.map((d) => d.what).join(' and ')}; a fresh open of it reads ${proof.damaged} orders (undamaged: ${proof.undamaged})`,
+    );
+    assert.ok(proof.damaged < proof.undamaged, 'the damage is real: a fresh open of the primary loses commits');
 
-  const detected = await waitEvent(cluster, 'the primary found damaged', (e) => e.id > firstEvent && e.kind === 'corruption-detected', VERIFICATION_BUDGET_MS + 5000);
-  const detectedAfterMs = detected.at - damagedAt;
-  t.diagnostic(`found ${detectedAfterMs} ms after the damage: ${detected.message.slice(0, 500)}`);
-  assert.ok(detectedAfterMs <= VERIFICATION_BUDGET_MS, `found within the verification budget (${detectedAfterMs} ms)`);
-  assert.deepEqual([detected.data.role, detected.data.storage], ['primary', 'array-a']);
-  assert.match(detected.message, /orders\.db-wal: wal-frame \(frame \d+ \(page \d+\) does not verify/);
-  assert.match(detected.message, /orders\.db: page \(page\(s\) \d+-\d+ /, 'the db file\'s damaged pages are named too');
+    const detected = await waitEvent(
+      cluster,
+      'the primary found damaged',
+      (e) => e.id > firstEvent && e.kind === 'corruption-detected',
+      VERIFICATION_BUDGET_MS + 5000,
+    );
+    const detectedAfterMs = detected.at - damagedAt;
+    t.diagnostic(`found ${detectedAfterMs} ms after the damage: ${detected.message.slice(0, 500)}`);
+    assert.ok(detectedAfterMs <= VERIFICATION_BUDGET_MS, `found within the verification budget (${detectedAfterMs} ms)`);
+    assert.deepEqual([detected.data.role, detected.data.storage], ['primary', 'array-a']);
+    assert.match(detected.message, /orders\.db-wal: wal-frame \(frame \d+ \(page \d+\) does not verify/);
+    assert.match(detected.message, /orders\.db: page \(page\(s\) \d+-\d+ /, "the db file's damaged pages are named too");
 
-  const done = await waitEvent(cluster, 'the failover', (e) => e.id > firstEvent && ['failover-complete', 'failover-failed', 'failover-blocked', 'restore-complete', 'restore-failed'].includes(e.kind), 30_000);
-  assert.equal(done.kind, 'failover-complete', done.message);
-  assert.equal(done.data.to, 'h2');
-  assert.match(String(done.data.reason), /corrupt/);
-  stopped = true;
-  const r = await load.stop();
-  const kinds = (await events(cluster)).filter((e) => e.id > firstEvent && ACTIONS.test(e.kind)).map((e) => e.kind);
-  assert.ok(!kinds.some((k) => k.startsWith('restore-') || k === 'promotion-refused'), `no restore, no refused promotion (${kinds.join(', ')})`);
-  assert.ok(!(await events(cluster)).some((e) => e.id > firstEvent && e.kind === 'corruption-detected' && e.data.role === 'replica'), 'the replica was never blamed');
-  assert.deepEqual(await lost(cluster, r.acked), [], `none of the ${r.acked.length} acknowledged orders lost`);
+    const done = await waitEvent(
+      cluster,
+      'the failover',
+      (e) => e.id > firstEvent && ['failover-complete', 'failover-failed', 'failover-blocked', 'restore-complete', 'restore-failed'].includes(e.kind),
+      30_000,
+    );
+    assert.equal(done.kind, 'failover-complete', done.message);
+    assert.equal(done.data.to, 'h2');
+    assert.match(String(done.data.reason), /corrupt/);
+    stopped = true;
+    const r = await load.stop();
+    const kinds = (await events(cluster)).filter((e) => e.id > firstEvent && ACTIONS.test(e.kind)).map((e) => e.kind);
+    assert.ok(!kinds.some((k) => k.startsWith('restore-') || k === 'promotion-refused'), `no restore, no refused promotion (${kinds.join(', ')})`);
+    assert.ok(
+      !(await events(cluster)).some((e) => e.id > firstEvent && e.kind === 'corruption-detected' && e.data.role === 'replica'),
+      'the replica was never blamed',
+    );
+    assert.deepEqual(await lost(cluster, r.acked), [], `none of the ${r.acked.length} acknowledged orders lost`);
 
-  // Re-protected onto array-a (a new generation over the damaged old copy), then a switchover back.
-  await switchTo(cluster, 'h1');
-  assert.deepEqual(await lost(cluster, r.acked), [], 'every order on h1\'s re-seeded copy, opened fresh');
-});
+    // Re-protected onto array-a (a new generation over the damaged old copy), then a switchover back.
+    await switchTo(cluster, 'h1');
+    assert.deepEqual(await lost(cluster, r.acked), [], "every order on h1's re-seeded copy, opened fresh");
+  },
+);

@@ -55,10 +55,18 @@ export interface UpRun {
 /** Starts `understudy up -c file` from `cwd`; `stateDir` is where the run's relays are recorded (for cleanup). */
 export function runUp(file: string, cwd: string, stateDir: string): UpRun {
   const startedAt = Date.now();
-  const up = spawn(process.execPath, [BIN, 'up', '-c', file], { cwd, env: { ...process.env, UNDERSTUDY_LOG_LEVEL: 'warn' }, stdio: ['ignore', 'pipe', 'pipe'] });
+  const up = spawn(process.execPath, [BIN, 'up', '-c', file], {
+    cwd,
+    env: { ...process.env, UNDERSTUDY_LOG_LEVEL: 'warn' },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
   let out = '';
-  up.stdout.on('data', (d: Buffer) => { out += d.toString(); });
-  up.stderr.on('data', (d: Buffer) => { out += d.toString(); });
+  up.stdout.on('data', (d: Buffer) => {
+    out += d.toString();
+  });
+  up.stderr.on('data', (d: Buffer) => {
+    out += d.toString();
+  });
   const exited = new Promise<number | null>((r) => up.once('exit', (code) => r(code)));
   return {
     code: () => up.exitCode,
@@ -69,7 +77,12 @@ export function runUp(file: string, cwd: string, stateDir: string): UpRun {
       if (up.exitCode === null && up.signalCode === null) {
         up.kill('SIGINT');
         let timer: NodeJS.Timeout | undefined;
-        await Promise.race([exited, new Promise((r) => { timer = setTimeout(r, 15_000); })]);
+        await Promise.race([
+          exited,
+          new Promise((r) => {
+            timer = setTimeout(r, 15_000);
+          }),
+        ]);
         clearTimeout(timer);
         if (up.exitCode === null && up.signalCode === null) up.kill('SIGKILL');
       }

@@ -11,7 +11,11 @@ export function dutyCycle(pgids: number[], opts: { stopMs: number; runMs: number
   let cycles = 0;
   const signal = (sig: NodeJS.Signals): void => {
     for (const g of pgids) {
-      try { process.kill(-g, sig); } catch { /* gone */ }
+      try {
+        process.kill(-g, sig);
+      } catch {
+        /* gone */
+      }
     }
   };
   const loop = (async () => {
@@ -29,7 +33,9 @@ export function dutyCycle(pgids: number[], opts: { stopMs: number; runMs: number
     }
   })();
   return {
-    get cycles() { return cycles; },
+    get cycles() {
+      return cycles;
+    },
     stop: async (): Promise<void> => {
       running = false;
       await loop;

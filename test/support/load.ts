@@ -1,6 +1,11 @@
 import { http, sleep } from './cluster.ts';
 
-export interface AckedOrder { id: number; customer: string; ackAt: number; servedBy: string | null }
+export interface AckedOrder {
+  id: number;
+  customer: string;
+  ackAt: number;
+  servedBy: string | null;
+}
 
 export interface LoadResult {
   acked: AckedOrder[];
@@ -49,7 +54,11 @@ export function startLoad(front: string, opts: { workers?: number; maxMs?: numbe
   const done = Promise.all(Array.from({ length: opts.workers ?? 4 }, (_, w) => worker(w)));
   return {
     result,
-    stop: async () => { stopped = true; await done; return result; },
+    stop: async () => {
+      stopped = true;
+      await done;
+      return result;
+    },
   };
 }
 
@@ -58,11 +67,13 @@ export async function missingOrders(front: string, acked: AckedOrder[]): Promise
   const missing: AckedOrder[] = [];
   for (let i = 0; i < acked.length; i += 16) {
     const batch = acked.slice(i, i + 16);
-    await Promise.all(batch.map(async (o) => {
-      const r = await http(`${front}/api/orders?customer=${encodeURIComponent(o.customer)}`);
-      const list = Array.isArray(r.body) ? r.body : (r.body as { orders?: unknown[] }).orders ?? [];
-      if (r.status !== 200 || list.length === 0) missing.push(o);
-    }));
+    await Promise.all(
+      batch.map(async (o) => {
+        const r = await http(`${front}/api/orders?customer=${encodeURIComponent(o.customer)}`);
+        const list = Array.isArray(r.body) ? r.body : ((r.body as { orders?: unknown[] }).orders ?? []);
+        if (r.status !== 200 || list.length === 0) missing.push(o);
+      }),
+    );
   }
   return missing;
 }

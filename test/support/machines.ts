@@ -66,7 +66,11 @@ function run(argv: string[], input?: string): string {
 }
 
 function tryRun(argv: string[]): void {
-  try { run(argv); } catch { /* already gone */ }
+  try {
+    run(argv);
+  } catch {
+    /* already gone */
+  }
 }
 
 function nsPids(ns: string): number[] {
@@ -81,7 +85,13 @@ function killNs(ns: string): void {
   for (let round = 0; round < 50; round++) {
     const pids = nsPids(ns);
     if (pids.length === 0) return;
-    for (const p of pids) { try { process.kill(p, 'SIGKILL'); } catch { /* gone */ } }
+    for (const p of pids) {
+      try {
+        process.kill(p, 'SIGKILL');
+      } catch {
+        /* gone */
+      }
+    }
     execFileSync('sleep', ['0.02']);
   }
 }
@@ -90,8 +100,13 @@ function killNs(ns: string): void {
 export function sweep(prefix = 'usm'): void {
   let names: string[] = [];
   try {
-    names = run(['ip', 'netns', 'list']).split('\n').map((l) => l.split(' ')[0]!).filter((n) => n.startsWith(`${prefix}-`));
-  } catch { /* no namespaces */ }
+    names = run(['ip', 'netns', 'list'])
+      .split('\n')
+      .map((l) => l.split(' ')[0]!)
+      .filter((n) => n.startsWith(`${prefix}-`));
+  } catch {
+    /* no namespaces */
+  }
   for (const n of names) killNs(n);
   for (const n of names) tryRun(['ip', 'netns', 'del', n]);
   tryRun(['ip', 'link', 'del', `${prefix}c0`]);
@@ -132,15 +147,27 @@ export function createRig(opts: RigOptions): Rig {
     },
     pids: nsPids,
     killAll: killNs,
-    linkDown(m) { run(['ip', '-n', router, 'link', 'set', `${prefix}r${index(m)}`, 'down']); },
-    linkUp(m) { run(['ip', '-n', router, 'link', 'set', `${prefix}r${index(m)}`, 'up']); },
+    linkDown(m) {
+      run(['ip', '-n', router, 'link', 'set', `${prefix}r${index(m)}`, 'down']);
+    },
+    linkUp(m) {
+      run(['ip', '-n', router, 'link', 'set', `${prefix}r${index(m)}`, 'up']);
+    },
     drop(from, to) {
       const addr = (m: string) => (m === 'mgmt' ? `${net}.200.0/24` : `${net}.${index(m)}.2`);
       run(['ip', 'netns', 'exec', router, 'nft', 'add', 'rule', 'inet', prefix, 'cut', 'ip', 'saddr', addr(from), 'ip', 'daddr', addr(to), 'drop']);
     },
-    heal() { run(['ip', 'netns', 'exec', router, 'nft', 'flush', 'chain', 'inet', prefix, 'cut']); },
+    heal() {
+      run(['ip', 'netns', 'exec', router, 'nft', 'flush', 'chain', 'inet', prefix, 'cut']);
+    },
     destroy() {
-      for (const c of children) { try { c.kill('SIGKILL'); } catch { /* gone */ } }
+      for (const c of children) {
+        try {
+          c.kill('SIGKILL');
+        } catch {
+          /* gone */
+        }
+      }
       for (const n of allNs) killNs(n);
       for (const n of allNs) tryRun(['ip', 'netns', 'del', n]);
       tryRun(['ip', 'link', 'del', `${prefix}c0`]);

@@ -14,7 +14,8 @@ export function installNpmApp(pkg: string, version: string, timeoutMs = 20 * 60_
   const dir = path.join(os.tmpdir(), 'understudy-npm-cache', `${pkg.replace('/', '+')}@${version}`);
   const complete = path.join(dir, '.complete');
   const manifest = path.join(dir, 'node_modules', ...pkg.split('/'), 'package.json');
-  if (fs.existsSync(complete) && fs.existsSync(manifest) && (JSON.parse(fs.readFileSync(manifest, 'utf8')) as { version?: string }).version === version) return dir;
+  if (fs.existsSync(complete) && fs.existsSync(manifest) && (JSON.parse(fs.readFileSync(manifest, 'utf8')) as { version?: string }).version === version)
+    return dir;
   fs.rmSync(dir, { recursive: true, force: true });
   fs.mkdirSync(dir, { recursive: true });
   fs.writeFileSync(path.join(dir, 'package.json'), JSON.stringify({ name: 'understudy-npm-app-cache', private: true }));

@@ -23,7 +23,11 @@ export interface Proc {
 }
 
 function read(file: string): string | null {
-  try { return fs.readFileSync(file, 'utf8'); } catch { return null; }
+  try {
+    return fs.readFileSync(file, 'utf8');
+  } catch {
+    return null;
+  }
 }
 
 /**
@@ -43,7 +47,11 @@ export function processesOf(dir: string): Proc[] {
     const cmdline = read(`/proc/${pid}/cmdline`) ?? '';
     const environ = read(`/proc/${pid}/environ`) ?? '';
     if (!cmdline.includes(dir) && !environ.includes(dir)) continue;
-    const dataDir = environ.split('\0').find((e) => e.startsWith('DATA_DIR='))?.slice('DATA_DIR='.length) ?? null;
+    const dataDir =
+      environ
+        .split('\0')
+        .find((e) => e.startsWith('DATA_DIR='))
+        ?.slice('DATA_DIR='.length) ?? null;
     found.push({ pid, pgid: Number(fields[2]), argv: cmdline.split('\0').filter((a) => a !== ''), dataDir });
   }
   return found;
@@ -52,7 +60,11 @@ export function processesOf(dir: string): Proc[] {
 /** Last resort of a test's cleanup: SIGKILL every process (and its group, when it leads one) that mentions `dir`. */
 export function killProcessesOf(dir: string): void {
   for (const p of processesOf(dir)) {
-    try { process.kill(p.pgid === p.pid ? -p.pid : p.pid, 'SIGKILL'); } catch { /* gone already */ }
+    try {
+      process.kill(p.pgid === p.pid ? -p.pid : p.pid, 'SIGKILL');
+    } catch {
+      /* gone already */
+    }
   }
 }
 
@@ -74,16 +86,27 @@ export interface TerminalUp {
  */
 export function startTerminalUp(configFile: string, env: Record<string, string> = {}): TerminalUp {
   const child = spawn('sh', ['-c', `exec "${process.execPath}" "${BIN}" up -c "${configFile}"`], {
-    cwd: ROOT, detached: true, stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, UNDERSTUDY_LOG_LEVEL: 'warn', ...env },
+    cwd: ROOT,
+    detached: true,
+    stdio: ['ignore', 'pipe', 'pipe'],
+    env: { ...process.env, UNDERSTUDY_LOG_LEVEL: 'warn', ...env },
   });
   let out = '';
-  child.stdout!.on('data', (d: Buffer) => { out += d.toString(); });
-  child.stderr!.on('data', (d: Buffer) => { out += d.toString(); });
+  child.stdout!.on('data', (d: Buffer) => {
+    out += d.toString();
+  });
+  child.stderr!.on('data', (d: Buffer) => {
+    out += d.toString();
+  });
   const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null; at: number }>((r) => {
     child.once('exit', (code, signal) => r({ code, signal, at: Date.now() }));
   });
   let gone = false;
-  background(exited.then(() => { gone = true; }));
+  background(
+    exited.then(() => {
+      gone = true;
+    }),
+  );
   return {
     pgid: child.pid!,
     child,

@@ -29,18 +29,26 @@ export function samples(m: Map<string, MetricFamily>, name: string, labels: Reco
  * unlabelled series per histogram family (it folds labelled ones together), so the
  * series' lines are given to it alone, with the labels that name the series taken off.
  */
-export function histogram(text: string, name: string, labels: Record<string, string>): { count: number; sum: number; buckets: Record<string, number> } | undefined {
+export function histogram(
+  text: string,
+  name: string,
+  labels: Record<string, string>,
+): { count: number; sum: number; buckets: Record<string, number> } | undefined {
   const family = parseMetrics(text).get(name);
   if (family?.type !== 'HISTOGRAM') return undefined;
   const pairs = Object.entries(labels).map(([k, v]) => `${k}="${v}"`);
-  const own = (l: string) => [`${name}_bucket{`, `${name}_count{`, `${name}_sum{`].some((p) => l.startsWith(p))
-    && pairs.every((p) => l.includes(`{${p}`) || l.includes(`,${p}`))
-    && (l.slice(l.indexOf('{') + 1, l.indexOf('}')).match(/="/g) ?? []).length === pairs.length + (l.startsWith(`${name}_bucket{`) ? 1 : 0);
-  const lines = text.split('\n').filter(own).map((l) => {
-    let out = l;
-    for (const p of pairs) out = out.replace(`,${p}`, '').replace(`{${p}`, '{');
-    return out.replace('{,', '{').replace('{}', '');
-  });
+  const own = (l: string) =>
+    [`${name}_bucket{`, `${name}_count{`, `${name}_sum{`].some((p) => l.startsWith(p)) &&
+    pairs.every((p) => l.includes(`{${p}`) || l.includes(`,${p}`)) &&
+    (l.slice(l.indexOf('{') + 1, l.indexOf('}')).match(/="/g) ?? []).length === pairs.length + (l.startsWith(`${name}_bucket{`) ? 1 : 0);
+  const lines = text
+    .split('\n')
+    .filter(own)
+    .map((l) => {
+      let out = l;
+      for (const p of pairs) out = out.replace(`,${p}`, '').replace(`{${p}`, '{');
+      return out.replace('{,', '{').replace('{}', '');
+    });
   if (lines.length === 0) return undefined;
   const [one] = parse(`# TYPE ${name} histogram\n${lines.join('\n')}\n`);
   const s = one?.metrics[0];

@@ -2,7 +2,15 @@ import { Agent, request } from 'undici';
 import { background } from '../../src/shared/background.ts';
 
 /** One request of a read-heavy load: method, when it ended, how long it took, who answered. */
-export interface Sample { method: 'GET' | 'POST'; path: string; startedAt: number; at: number; ms: number; status: number | string; servedBy: string | null }
+export interface Sample {
+  method: 'GET' | 'POST';
+  path: string;
+  startedAt: number;
+  at: number;
+  ms: number;
+  status: number | string;
+  servedBy: string | null;
+}
 
 /**
  * A bounded, read-heavy, open-loop load through the director: requests start at a
@@ -30,12 +38,23 @@ export function startReadLoad(front: string, opts: { rate?: number; readsPerWrit
     const t0 = performance.now();
     try {
       const res = await request(`${front}${path}`, {
-        dispatcher, method, headersTimeout: 15_000, bodyTimeout: 15_000,
+        dispatcher,
+        method,
+        headersTimeout: 15_000,
+        bodyTimeout: 15_000,
         ...(body === undefined ? {} : { body: JSON.stringify(body), headers: { 'content-type': 'application/json' } }),
       });
       await res.body.text();
       const sb = res.headers['x-served-by'];
-      samples.push({ method, path, startedAt, at: Date.now(), ms: performance.now() - t0, status: res.statusCode, servedBy: typeof sb === 'string' ? sb : null });
+      samples.push({
+        method,
+        path,
+        startedAt,
+        at: Date.now(),
+        ms: performance.now() - t0,
+        status: res.statusCode,
+        servedBy: typeof sb === 'string' ? sb : null,
+      });
     } catch (e) {
       samples.push({ method, path, startedAt, at: Date.now(), ms: performance.now() - t0, status: (e as Error).message, servedBy: null });
     }
@@ -46,11 +65,19 @@ export function startReadLoad(front: string, opts: { rate?: number; readsPerWrit
     const due = Math.floor(((performance.now() - started) / 1000) * rate);
     while (n < due) {
       const i = n++;
-      if (inflight >= maxInflight) { skipped++; continue; }
+      if (inflight >= maxInflight) {
+        skipped++;
+        continue;
+      }
       inflight++;
-      const p = (i % (rpw + 1) === rpw
-        ? one('POST', '/api/orders', { customer: `read-load-${i}`, items: [{ productId: 1 + (i % 5), qty: 1 }] })
-        : one('GET', paths[i % paths.length]!)).finally(() => { inflight--; pending.delete(p); });
+      const p = (
+        i % (rpw + 1) === rpw
+          ? one('POST', '/api/orders', { customer: `read-load-${i}`, items: [{ productId: 1 + (i % 5), qty: 1 }] })
+          : one('GET', paths[i % paths.length]!)
+      ).finally(() => {
+        inflight--;
+        pending.delete(p);
+      });
       pending.add(p);
     }
     if (Date.now() >= deadline) background(stop());
@@ -66,7 +93,13 @@ export function startReadLoad(front: string, opts: { rate?: number; readsPerWrit
     })();
     return stopping;
   };
-  return { samples, get skipped() { return skipped; }, stop };
+  return {
+    samples,
+    get skipped() {
+      return skipped;
+    },
+    stop,
+  };
 }
 
 export function p95(values: number[]): number {

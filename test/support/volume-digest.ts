@@ -19,7 +19,10 @@ export function ordersDigest(volumeDir: string): { orders: number; items: number
     try {
       const orders = db.prepare('SELECT id, customer, total_cents, created_at FROM orders ORDER BY id').all();
       const items = db.prepare('SELECT order_id, line, product_id, name, qty, price_cents FROM order_items ORDER BY order_id, line').all();
-      const sha256 = crypto.createHash('sha256').update(JSON.stringify([orders, items])).digest('hex');
+      const sha256 = crypto
+        .createHash('sha256')
+        .update(JSON.stringify([orders, items]))
+        .digest('hex');
       return { orders: orders.length, items: items.length, sha256 };
     } finally {
       db.close();

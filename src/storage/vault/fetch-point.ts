@@ -25,7 +25,10 @@ export interface FetchPointOptions {
   onProgress: (p: RestoreProgress) => void;
 }
 
-export interface FetchedPoint { manifest: PointManifest; skipped: { id: string; problems: VerificationProblem[] }[] }
+export interface FetchedPoint {
+  manifest: PointManifest;
+  skipped: { id: string; problems: VerificationProblem[] }[];
+}
 
 export async function fetchVerifiedPoint(o: FetchPointOptions): Promise<FetchedPoint> {
   const listed = o.point === LATEST_GOOD ? await o.vault.points(o.site) : [];
@@ -36,12 +39,23 @@ export async function fetchVerifiedPoint(o: FetchPointOptions): Promise<FetchedP
     // 'latest-good' passes over points the vault already found bad (VaultPoint.verification).
     const known = listed.find((p) => p.id === id)?.verification;
     if (known?.ok === false) {
-      skipped.push({ id, problems: [{ file: `${id}`, kind: 'checksum', detail: `failed the vault's verification at ${new Date(known.checkedAt).toISOString()}: ${known.problem ?? 'see the vault log'}` }] });
+      skipped.push({
+        id,
+        problems: [
+          {
+            file: `${id}`,
+            kind: 'checksum',
+            detail: `failed the vault's verification at ${new Date(known.checkedAt).toISOString()}: ${known.problem ?? 'see the vault log'}`,
+          },
+        ],
+      });
       continue;
     }
     await fsp.rm(o.intoDir, { recursive: true, force: true });
     let manifest: PointManifest;
-    try { manifest = await readManifest(o, id); } catch (e) {
+    try {
+      manifest = await readManifest(o, id);
+    } catch (e) {
       // A damaged manifest is a bad point, not the end of 'latest-good'; an unreachable vault is.
       if (e instanceof UnderstudyError && (e.code === 'US_UNREACHABLE' || e.code === 'US_TIMEOUT')) throw e;
       skipped.push({ id, problems: [{ file: `${id}.json`, kind: 'unreadable', detail: (e as Error).message }] });
@@ -66,13 +80,21 @@ export async function fetchVerifiedPoint(o: FetchPointOptions): Promise<FetchedP
   }
   await fsp.rm(o.intoDir, { recursive: true, force: true });
   const why = skipped.map((s) => `${s.id}: ${s.problems[0]?.file} ${s.problems[0]?.kind} (${s.problems[0]?.detail})`).join('; ');
-  throw new UnderstudyError('US_REPLICATION', `no restore point of ${o.site} verifies (${why}): verify the vault's points (POST /v1/vault/${o.site}/points/:id/verify)`, { skipped });
+  throw new UnderstudyError(
+    'US_REPLICATION',
+    `no restore point of ${o.site} verifies (${why}): verify the vault's points (POST /v1/vault/${o.site}/points/:id/verify)`,
+    { skipped },
+  );
 }
 
 async function readManifest(o: FetchPointOptions, id: string): Promise<PointManifest> {
   const raw = await o.vault.manifest(o.site, id);
   const r = pointManifestSchema.safeParse(raw);
-  if (!r.success) throw new UnderstudyError('US_REPLICATION', `restore point ${o.site}/${id} from ${o.vault.url} has an invalid manifest: ${r.error.issues[0]?.message ?? 'unknown'}`);
+  if (!r.success)
+    throw new UnderstudyError(
+      'US_REPLICATION',
+      `restore point ${o.site}/${id} from ${o.vault.url} has an invalid manifest: ${r.error.issues[0]?.message ?? 'unknown'}`,
+    );
   if (r.data.site !== o.site) throw new UnderstudyError('US_REPLICATION', `restore point ${id} from ${o.vault.url} is of site ${r.data.site}, not ${o.site}`);
   return r.data;
 }

@@ -23,6 +23,10 @@ export function quickCheck(file: string, rel: string, maxErrors = 10): Verificat
   } catch (e) {
     return [{ file: rel, kind: 'quick-check', detail: `cannot check: ${(e as Error).message}` }];
   } finally {
-    try { db?.close(); } catch { /* already broken */ }
+    try {
+      db?.close();
+    } catch {
+      /* already broken */
+    }
   }
 }

@@ -34,7 +34,12 @@ export interface TakePointOptions {
   parallel?: number;
 }
 
-export interface TakenPoint { point: VaultPoint; sentBytes: number; sentChunks: number; ms: number }
+export interface TakenPoint {
+  point: VaultPoint;
+  sentBytes: number;
+  sentChunks: number;
+  ms: number;
+}
 
 export async function takePoint(o: TakePointOptions): Promise<TakenPoint> {
   const t0 = performance.now();
@@ -44,7 +49,15 @@ export async function takePoint(o: TakePointOptions): Promise<TakenPoint> {
   for (const c of captured) {
     const chunks = splitChunks(c.data, o.chunkBytes);
     for (const ch of chunks) byHash.set(ch.hash, ch.data);
-    files.push({ path: c.path, kind: c.kind, size: c.data.length, mode: c.mode, mtimeMs: c.mtimeMs, sha256: sha256Hex(c.data), chunks: chunks.map((ch) => ch.hash) });
+    files.push({
+      path: c.path,
+      kind: c.kind,
+      size: c.data.length,
+      mode: c.mode,
+      mtimeMs: c.mtimeMs,
+      sha256: sha256Hex(c.data),
+      chunks: chunks.map((ch) => ch.hash),
+    });
   }
   // A database the previous point had and this capture lacks means the volume lost it (a file
   // removed, a directory being deleted): such a point would restore a shop without its orders.
@@ -53,7 +66,13 @@ export async function takePoint(o: TakePointOptions): Promise<TakenPoint> {
     const before = await o.vault.manifest(o.site, newest.id);
     const lost = before.files.filter((f) => f.kind === 'db' && !files.some((g) => g.path === f.path)).map((f) => f.path);
     if (lost.length > 0) {
-      throw new UnderstudyError('US_REPLICATION', `${o.site}: ${lost.join(', ')} missing from the volume (restore point ${newest.id} had it); no restore point is taken of a volume that lost a database`, { problem: { file: lost[0]!, kind: 'unreadable', detail: `missing from the volume (restore point ${newest.id} had it)` } satisfies VerificationProblem });
+      throw new UnderstudyError(
+        'US_REPLICATION',
+        `${o.site}: ${lost.join(', ')} missing from the volume (restore point ${newest.id} had it); no restore point is taken of a volume that lost a database`,
+        {
+          problem: { file: lost[0]!, kind: 'unreadable', detail: `missing from the volume (restore point ${newest.id} had it)` } satisfies VerificationProblem,
+        },
+      );
     }
   }
   const missing = await o.vault.missing(o.site, [...byHash.keys()]);

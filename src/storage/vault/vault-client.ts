@@ -15,7 +15,10 @@ import { callJson } from '../../shared/http-client.ts';
 export class VaultClient {
   private readonly base: string;
 
-  constructor(url: string, private readonly timeoutMs = 30_000) {
+  constructor(
+    url: string,
+    private readonly timeoutMs = 30_000,
+  ) {
     this.base = url.replace(/\/+$/, '');
   }
 
@@ -56,7 +59,10 @@ export class VaultClient {
   }
 
   verifyPoint(site: string, id: string): Promise<VerificationResult> {
-    return callJson<VerificationResult>(`${this.base}/v1/vault/${encodeURIComponent(site)}/points/${encodeURIComponent(id)}/verify`, { method: 'POST', timeoutMs: 10 * this.timeoutMs });
+    return callJson<VerificationResult>(`${this.base}/v1/vault/${encodeURIComponent(site)}/points/${encodeURIComponent(id)}/verify`, {
+      method: 'POST',
+      timeoutMs: 10 * this.timeoutMs,
+    });
   }
 
   private async raw(method: 'GET' | 'PUT', p: string, body?: Buffer): Promise<Buffer> {
@@ -77,7 +83,11 @@ export class VaultClient {
     const buf = Buffer.from(await res.body.arrayBuffer());
     if (res.statusCode >= 400) {
       let err: { code?: string; message?: string; details?: unknown } | undefined;
-      try { err = (JSON.parse(buf.toString('utf8')) as { error?: typeof err }).error; } catch { /* not JSON */ }
+      try {
+        err = (JSON.parse(buf.toString('utf8')) as { error?: typeof err }).error;
+      } catch {
+        /* not JSON */
+      }
       throw new UnderstudyError((err?.code as never) ?? 'US_INTERNAL', err?.message ?? `${url} answered ${res.statusCode}`, err?.details);
     }
     return buf;

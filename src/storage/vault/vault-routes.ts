@@ -19,7 +19,11 @@ const commitSchema = z.object({ manifest: pointManifestSchema, keep: z.number().
 export function registerVaultRoutes(r: JsonRouter, storageName: string, store: () => VaultStore | null): void {
   const vault = (): VaultStore => {
     const s = store();
-    if (!s) throw new UnderstudyError('US_BAD_REQUEST', `storage ${storageName} is not a vault: restore points go to the storage system with backup: true (sites.<site>.volume.backup.to)`);
+    if (!s)
+      throw new UnderstudyError(
+        'US_BAD_REQUEST',
+        `storage ${storageName} is not a vault: restore points go to the storage system with backup: true (sites.<site>.volume.backup.to)`,
+      );
     return s;
   };
   const site = (p: Record<string, string>): string => {

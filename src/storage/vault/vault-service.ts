@@ -92,7 +92,10 @@ export class VaultService {
   private stopped = false;
   private readonly opts: Required<VaultServiceOptions>;
 
-  constructor(private readonly host: VaultHost, opts: VaultServiceOptions = {}) {
+  constructor(
+    private readonly host: VaultHost,
+    opts: VaultServiceOptions = {},
+  ) {
     this.opts = { verifyEveryMs: 10_000, backupTickMs: 1000, chunkBytes: DEFAULT_CHUNK_BYTES, gcGraceMs: 3_600_000, ...opts };
   }
 
@@ -103,7 +106,9 @@ export class VaultService {
     }
     if (this.opts.backupTickMs > 0) {
       const everys = Object.values(this.host.config.sites).flatMap((c) => (c.volume.backup ? [c.volume.backup.everyMs] : []));
-      this.every(backupTickFor(everys, this.opts.backupTickMs), async () => { this.backupDueSites(); });
+      this.every(backupTickFor(everys, this.opts.backupTickMs), async () => {
+        this.backupDueSites();
+      });
     }
     if (this.opts.verifyEveryMs > 0) this.every(this.opts.verifyEveryMs, () => this.verifyAll());
   }
@@ -122,9 +127,10 @@ export class VaultService {
   statusOf(site: string): { verification?: VerificationResult; restore?: RestoreProgress } {
     const full = this.verification.get(site);
     const live = this.live.get(site);
-    const v: VerificationResult | undefined = full && live
-      ? { ok: full.ok && live.ok, problems: [...live.problems, ...full.problems], checkedAt: Math.max(full.checkedAt, live.checkedAt), ms: full.ms + live.ms }
-      : full ?? live;
+    const v: VerificationResult | undefined =
+      full && live
+        ? { ok: full.ok && live.ok, problems: [...live.problems, ...full.problems], checkedAt: Math.max(full.checkedAt, live.checkedAt), ms: full.ms + live.ms }
+        : (full ?? live);
     const r = this.restores.get(site);
     return { ...(v ? { verification: v } : {}), ...(r ? { restore: r } : {}) };
   }
@@ -136,7 +142,10 @@ export class VaultService {
    */
   noticeLiveCheck(site: string, result: VerificationResult | null, found = false): void {
     const before = this.live.get(site);
-    if (result === null) { this.live.delete(site); return; }
+    if (result === null) {
+      this.live.delete(site);
+      return;
+    }
     if (!found || !before || before.ok) this.live.set(site, result);
     if (!result.ok && before?.ok !== false) {
       const info = this.host.volumeInfo(site);
@@ -169,27 +178,54 @@ export class VaultService {
     const cfg = this.host.config.sites[site]?.volume.backup;
     const url = vaultUrl ?? (cfg ? this.vaultUrlOf(cfg.to) : undefined);
     const k = keep ?? cfg?.keep;
-    if (!url || !k) throw new UnderstudyError('US_BAD_REQUEST', `site ${site} has no volume.backup in ${this.host.config.file}: set sites.${site}.volume.backup, or give vaultUrl and keep`);
+    if (!url || !k)
+      throw new UnderstudyError(
+        'US_BAD_REQUEST',
+        `site ${site} has no volume.backup in ${this.host.config.file}: set sites.${site}.volume.backup, or give vaultUrl and keep`,
+      );
     this.schedule.started(site);
-    return this.backups.run(site, async () => {
-      const t0 = performance.now();
-      // The point's time is stamped BEFORE the capture begins: every write committed before
-      // `takenAt` is in the point (each database's read transaction starts after it), so
-      // "acknowledged before the point's time" means "restored by it". Unique per site.
-      const takenAt = Math.max(Date.now(), (this.lastTakenAt.get(site) ?? 0) + 1);
-      this.lastTakenAt.set(site, takenAt);
-      // Capture under the volume lock: the role, epoch and directory cannot change meanwhile.
-      const { captured, epoch } = await this.host.withVolumeQuiesced(site, async (dir) => {
-        const info = this.host.volumeInfo(site);
-        if (info?.role !== 'primary') throw new UnderstudyError('US_BAD_REQUEST', `volume ${site} on storage ${this.host.name} is not the primary: restore points are taken where the primary is`);
-        const knowledge = this.host.copyKnowledge ? (rel: string) => this.host.copyKnowledge!(site, rel) : undefined;
-        return { captured: await captureVolume(dir, knowledge), epoch: info.epoch };
-      }).catch((e: unknown) => { this.noticeRefusedPoint(site, e); throw e; });
-      const r = await takePoint({ site, captured, epoch, source: this.host.name, vault: new VaultClient(url), keep: k, chunkBytes: this.opts.chunkBytes, takenAt, log: this.host.log })
-        .catch((e: unknown) => { this.noticeRefusedPoint(site, e); throw e; });
-      this.host.log.info({ site, point: r.point.id, ms: Math.round(performance.now() - t0) }, 'backup done');
-      return r.point;
-    }).finally(() => this.schedule.finished(site));
+    return this.backups
+      .run(site, async () => {
+        const t0 = performance.now();
+        // The point's time is stamped BEFORE the capture begins: every write committed before
+        // `takenAt` is in the point (each database's read transaction starts after it), so
+        // "acknowledged before the point's time" means "restored by it". Unique per site.
+        const takenAt = Math.max(Date.now(), (this.lastTakenAt.get(site) ?? 0) + 1);
+        this.lastTakenAt.set(site, takenAt);
+        // Capture under the volume lock: the role, epoch and directory cannot change meanwhile.
+        const { captured, epoch } = await this.host
+          .withVolumeQuiesced(site, async (dir) => {
+            const info = this.host.volumeInfo(site);
+            if (info?.role !== 'primary')
+              throw new UnderstudyError(
+                'US_BAD_REQUEST',
+                `volume ${site} on storage ${this.host.name} is not the primary: restore points are taken where the primary is`,
+              );
+            const knowledge = this.host.copyKnowledge ? (rel: string) => this.host.copyKnowledge!(site, rel) : undefined;
+            return { captured: await captureVolume(dir, knowledge), epoch: info.epoch };
+          })
+          .catch((e: unknown) => {
+            this.noticeRefusedPoint(site, e);
+            throw e;
+          });
+        const r = await takePoint({
+          site,
+          captured,
+          epoch,
+          source: this.host.name,
+          vault: new VaultClient(url),
+          keep: k,
+          chunkBytes: this.opts.chunkBytes,
+          takenAt,
+          log: this.host.log,
+        }).catch((e: unknown) => {
+          this.noticeRefusedPoint(site, e);
+          throw e;
+        });
+        this.host.log.info({ site, point: r.point.id, ms: Math.round(performance.now() - t0) }, 'backup done');
+        return r.point;
+      })
+      .finally(() => this.schedule.finished(site));
   }
 
   /**
@@ -221,7 +257,10 @@ export class VaultService {
     for (const site of this.host.sites()) {
       if (this.stopped) return;
       const cfg = this.host.config.sites[site]?.volume.backup;
-      if (!cfg || this.host.volumeInfo(site)?.role !== 'primary') { this.schedule.forget(site); continue; }
+      if (!cfg || this.host.volumeInfo(site)?.role !== 'primary') {
+        this.schedule.forget(site);
+        continue;
+      }
       if (this.busy(site) || this.schedule.isRunning(site)) continue;
       const url = this.vaultUrlOf(cfg.to);
       if (!url) continue;
@@ -230,9 +269,11 @@ export class VaultService {
         // knows when the newest point was taken; with none, the first point is due now.
         if (this.seeding.has(site)) continue;
         this.seeding.add(site);
-        background(this.track(new VaultClient(url, 5000).points(site).catch(() => []))
-          .then((pts) => this.schedule.seed(site, pts[0]?.takenAt ?? 0))
-          .finally(() => this.seeding.delete(site)));
+        background(
+          this.track(new VaultClient(url, 5000).points(site).catch(() => []))
+            .then((pts) => this.schedule.seed(site, pts[0]?.takenAt ?? 0))
+            .finally(() => this.seeding.delete(site)),
+        );
         continue;
       }
       if (!this.schedule.due(site, cfg.everyMs)) continue;
@@ -299,7 +340,9 @@ export class VaultService {
     for (const site of await store.sites()) {
       for (const id of (await store.unverified(site)).slice(0, POINTS_PER_ROUND)) {
         if (this.stopped) return;
-        await store.verifyPoint(site, id).catch((e: Error) => this.host.log.warn({ site, point: id, err: e.message }, 'scheduled verification of a restore point failed'));
+        await store
+          .verifyPoint(site, id)
+          .catch((e: Error) => this.host.log.warn({ site, point: id, err: e.message }, 'scheduled verification of a restore point failed'));
       }
     }
   }
@@ -310,11 +353,17 @@ export class VaultService {
     const t0 = performance.now();
     const info = this.host.volumeInfo(site);
     if (info && (epoch < info.epoch || (epoch === info.epoch && info.role === 'primary'))) {
-      throw new UnderstudyError('US_STALE_EPOCH', `restore of ${site} at epoch ${epoch}: storage ${this.host.name} has seen epoch ${info.epoch}${info.role === 'primary' ? ' (primary here)' : ''}; restore with a higher epoch`, { epoch: info.epoch });
+      throw new UnderstudyError(
+        'US_STALE_EPOCH',
+        `restore of ${site} at epoch ${epoch}: storage ${this.host.name} has seen epoch ${info.epoch}${info.role === 'primary' ? ' (primary here)' : ''}; restore with a higher epoch`,
+        { epoch: info.epoch },
+      );
     }
     if (this.busy(site)) throw new UnderstudyError('US_BAD_REQUEST', `a restore of ${site} is already running on storage ${this.host.name}`);
     const log = this.host.log.child({ site, restore: point });
-    const progress = (p: RestoreProgress): void => { this.restores.set(site, p); };
+    const progress = (p: RestoreProgress): void => {
+      this.restores.set(site, p);
+    };
     progress({ state: 'fetching', bytesDone: 0, bytesTotal: 0 });
     // Rebuilt beside volumes/<site> (same file system): the install is a rename.
     const tmp = tempPathFor(volumePath(this.host.storage.path, site));
@@ -330,12 +379,21 @@ export class VaultService {
       });
       const ms = Math.round(performance.now() - t0);
       progress({ state: 'done', point: m.id, bytesDone: m.bytes, bytesTotal: m.bytes });
-      log.info({ point: m.id, takenAt: m.takenAt, bytes: m.bytes, epoch, ms, skipped: got.skipped.map((s) => s.id) }, 'restore done: the volume is primary here');
+      log.info(
+        { point: m.id, takenAt: m.takenAt, bytes: m.bytes, epoch, ms, skipped: got.skipped.map((s) => s.id) },
+        'restore done: the volume is primary here',
+      );
       return { point: m.id, takenAt: m.takenAt, bytes: m.bytes, ms, skipped: got.skipped };
     } catch (e) {
       await fsp.rm(tmp, { recursive: true, force: true });
       const prev = this.restores.get(site);
-      progress({ state: 'failed', ...(prev?.point ? { point: prev.point } : {}), bytesDone: prev?.bytesDone ?? 0, bytesTotal: prev?.bytesTotal ?? 0, error: (e as Error).message });
+      progress({
+        state: 'failed',
+        ...(prev?.point ? { point: prev.point } : {}),
+        bytesDone: prev?.bytesDone ?? 0,
+        bytesTotal: prev?.bytesTotal ?? 0,
+        error: (e as Error).message,
+      });
       log.error({ err: (e as Error).message }, 'restore failed');
       throw e;
     }
@@ -353,7 +411,11 @@ export class VaultService {
     const t = setInterval(() => {
       if (running || this.stopped) return;
       running = true;
-      void this.track(fn()).catch(() => undefined).finally(() => { running = false; });
+      void this.track(fn())
+        .catch(() => undefined)
+        .finally(() => {
+          running = false;
+        });
     }, ms);
     t.unref();
     this.timers.push(t);

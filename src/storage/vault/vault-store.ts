@@ -42,7 +42,11 @@ export class VaultStore {
   private readonly dirtyDirs = new Set<string>();
   private readonly gcGraceMs: number;
 
-  constructor(readonly root: string, private readonly log: Logger, opts: VaultStoreOptions = {}) {
+  constructor(
+    readonly root: string,
+    private readonly log: Logger,
+    opts: VaultStoreOptions = {},
+  ) {
     this.gcGraceMs = opts.gcGraceMs ?? 3_600_000;
   }
 
@@ -90,7 +94,11 @@ export class VaultStore {
     await this.lock.run('vault', async () => {
       if (!fs.existsSync(this.pointFile(site, id))) return;
       const p = problems[0];
-      const rec: NonNullable<VaultPoint['verification']> = { ok: result.ok, checkedAt: result.checkedAt, ...(p ? { problem: `${p.file}: ${p.kind}${p.detail ? ` (${p.detail})` : ''}` } : {}) };
+      const rec: NonNullable<VaultPoint['verification']> = {
+        ok: result.ok,
+        checkedAt: result.checkedAt,
+        ...(p ? { problem: `${p.file}: ${p.kind}${p.detail ? ` (${p.detail})` : ''}` } : {}),
+      };
       await writeFileDurable(this.verificationFile(site, id), JSON.stringify(rec));
       if (!result.ok) this.log.warn({ site, point: id, problems }, 'restore point failed verification: it no longer counts toward keep');
     });
@@ -114,7 +122,11 @@ export class VaultStore {
     const now = new Date();
     const out: string[] = [];
     for (const h of new Set(hashes)) {
-      try { await fsp.utimes(chunkPath(this.root, h), now, now); } catch { out.push(h); }
+      try {
+        await fsp.utimes(chunkPath(this.root, h), now, now);
+      } catch {
+        out.push(h);
+      }
     }
     return out;
   }
@@ -122,7 +134,8 @@ export class VaultStore {
   /** Stores a chunk after checking its content against its name. Returns false when it was already there. */
   async putChunk(hash: string, data: Buffer): Promise<boolean> {
     const actual = sha256Hex(data);
-    if (actual !== hash) throw new UnderstudyError('US_BAD_REQUEST', `chunk ${hash}: its ${data.length} bytes hash to ${actual}: refused (damaged in transit?); send it again`);
+    if (actual !== hash)
+      throw new UnderstudyError('US_BAD_REQUEST', `chunk ${hash}: its ${data.length} bytes hash to ${actual}: refused (damaged in transit?); send it again`);
     const target = chunkPath(this.root, hash);
     if (fs.existsSync(target)) return false;
     const tmp = await writeTemp(target, data);
@@ -133,7 +146,9 @@ export class VaultStore {
 
   /** A chunk's bytes, or null when it is not in the vault. Not checked here: callers hash what they read. */
   async readChunk(hash: string): Promise<Buffer | null> {
-    try { return await fsp.readFile(chunkPath(this.root, hash)); } catch (e) {
+    try {
+      return await fsp.readFile(chunkPath(this.root, hash));
+    } catch (e) {
       if ((e as NodeJS.ErrnoException).code === 'ENOENT') return null;
       throw e;
     }
@@ -156,11 +171,20 @@ export class VaultStore {
       const others = await this.manifests(site);
       const newestEpoch = others.reduce((a, m) => Math.max(a, m.epoch), 0);
       if (input.epoch < newestEpoch) {
-        throw new UnderstudyError('US_STALE_EPOCH', `restore point of ${site} from ${input.source} carries epoch ${input.epoch}, but the vault holds points of epoch ${newestEpoch}: a fenced primary does not take backups`, { epoch: newestEpoch });
+        throw new UnderstudyError(
+          'US_STALE_EPOCH',
+          `restore point of ${site} from ${input.source} carries epoch ${input.epoch}, but the vault holds points of epoch ${newestEpoch}: a fenced primary does not take backups`,
+          { epoch: newestEpoch },
+        );
       }
       const absent = [];
       for (const h of new Set(input.files.flatMap((f) => f.chunks))) if (!fs.existsSync(chunkPath(this.root, h))) absent.push(h);
-      if (absent.length > 0) throw new UnderstudyError('US_BAD_REQUEST', `restore point ${site}/${input.id}: ${absent.length} chunk(s) not in the vault (first ${absent[0]}): send them before the manifest`, { missing: absent });
+      if (absent.length > 0)
+        throw new UnderstudyError(
+          'US_BAD_REQUEST',
+          `restore point ${site}/${input.id}: ${absent.length} chunk(s) not in the vault (first ${absent[0]}): send them before the manifest`,
+          { missing: absent },
+        );
       const known = new Set(others.flatMap((m) => m.files.flatMap((f) => f.chunks)));
       const counted = new Set<string>();
       let newBytes = 0;
@@ -195,13 +219,23 @@ export class VaultStore {
   async readManifest(site: string, id: string): Promise<PointManifest> {
     const file = this.pointFile(site, id);
     let text: string;
-    try { text = await fsp.readFile(file, 'utf8'); } catch {
+    try {
+      text = await fsp.readFile(file, 'utf8');
+    } catch {
       throw new UnderstudyError('US_NOT_FOUND', `the vault holds no restore point ${id} of ${site}`);
     }
     let parsed: unknown;
-    try { parsed = JSON.parse(text); } catch { throw new UnderstudyError('US_INTERNAL', `${file}: not valid JSON: the restore point is damaged; remove it`); }
+    try {
+      parsed = JSON.parse(text);
+    } catch {
+      throw new UnderstudyError('US_INTERNAL', `${file}: not valid JSON: the restore point is damaged; remove it`);
+    }
     const r = pointManifestSchema.safeParse(parsed);
-    if (!r.success) throw new UnderstudyError('US_INTERNAL', `${file}: invalid manifest (${r.error.issues[0]?.message ?? 'unknown'}): the restore point is damaged; remove it`);
+    if (!r.success)
+      throw new UnderstudyError(
+        'US_INTERNAL',
+        `${file}: invalid manifest (${r.error.issues[0]?.message ?? 'unknown'}): the restore point is damaged; remove it`,
+      );
     return r.data;
   }
 
@@ -280,7 +314,10 @@ export function retentionDrops(ids: string[], bad: ReadonlySet<string>, keep: nu
   let badKept = 0;
   for (const id of ids) {
     if (!bad.has(id)) {
-      if (good < keep) { kept.add(id); good++; }
+      if (good < keep) {
+        kept.add(id);
+        good++;
+      }
     } else if (good < keep && badKept < keep) {
       kept.add(id);
       badKept++;
@@ -294,5 +331,9 @@ export function summaryOf(m: PointManifest): VaultPoint {
 }
 
 async function readdirOrEmpty(dir: string): Promise<string[]> {
-  try { return await fsp.readdir(dir); } catch { return []; }
+  try {
+    return await fsp.readdir(dir);
+  } catch {
+    return [];
+  }
 }

@@ -45,10 +45,16 @@ export interface CapturedFile {
  * and the replica confirmed (`state`, with the page record there), or the position
  * confirmed in an earlier run (`known`). Without it, a capture can only trust SQLite.
  */
-export interface CaptureKnowledge { state: ShippedState | null; known: WalEnd | null }
+export interface CaptureKnowledge {
+  state: ShippedState | null;
+  known: WalEnd | null;
+}
 
 export async function captureVolume(dir: string, knowledge?: (rel: string) => CaptureKnowledge): Promise<CapturedFile[]> {
-  if (!fs.existsSync(dir)) throw new UnderstudyError('US_NOT_FOUND', `${dir}: the volume does not exist`, { problem: { file: '.', kind: 'unreadable', detail: `${dir}: the volume directory does not exist` } satisfies VerificationProblem });
+  if (!fs.existsSync(dir))
+    throw new UnderstudyError('US_NOT_FOUND', `${dir}: the volume does not exist`, {
+      problem: { file: '.', kind: 'unreadable', detail: `${dir}: the volume directory does not exist` } satisfies VerificationProblem,
+    });
   const out: CapturedFile[] = [];
   for (const rel of listDatabases(dir)) out.push(captureDatabase(dir, rel, knowledge?.(rel)));
   await walkFiles(dir, '', out);
@@ -70,15 +76,25 @@ function captureDatabase(dir: string, rel: string, knowledge?: CaptureKnowledge)
     // come from a damaged WAL, nor from one SQLite already recovered short. See copyDamage.
     const damage = copyDamage(abs, rel, data, knowledge);
     db.exec('COMMIT');
-    if (damage.length > 0) throw new UnderstudyError('US_REPLICATION', `${abs}: ${damage.map((p) => `${p.file}: ${p.detail}`).join('; ')}; no restore point is taken of it`, { problem: damage[0], problems: damage });
+    if (damage.length > 0)
+      throw new UnderstudyError('US_REPLICATION', `${abs}: ${damage.map((p) => `${p.file}: ${p.detail}`).join('; ')}; no restore point is taken of it`, {
+        problem: damage[0],
+        problems: damage,
+      });
     // Removed while it was copied (an rm -rf under way): the image may lack what the WAL held.
     refuseLostWal(abs, rel);
-    if (!fs.existsSync(abs)) throw new UnderstudyError('US_NOT_FOUND', `${abs}: removed while a restore point was taken`, { problem: { file: rel, kind: 'unreadable', detail: 'removed while a restore point was taken' } satisfies VerificationProblem });
+    if (!fs.existsSync(abs))
+      throw new UnderstudyError('US_NOT_FOUND', `${abs}: removed while a restore point was taken`, {
+        problem: { file: rel, kind: 'unreadable', detail: 'removed while a restore point was taken' } satisfies VerificationProblem,
+      });
     // A restore point of a damaged database would push good points out of retention: check
     // the image itself (in memory) and refuse it, so that the vault keeps only points that verify.
     const problem = imageProblem(data);
     // The refusal is also a verification of the primary (a quick_check of a consistent image): `problem` lets the caller raise it at once.
-    if (problem) throw new UnderstudyError('US_REPLICATION', `${abs}: the database is damaged (quick_check: ${problem}); no restore point is taken of it`, { problem: { file: rel, kind: 'quick-check', detail: problem } satisfies VerificationProblem });
+    if (problem)
+      throw new UnderstudyError('US_REPLICATION', `${abs}: the database is damaged (quick_check: ${problem}); no restore point is taken of it`, {
+        problem: { file: rel, kind: 'quick-check', detail: problem } satisfies VerificationProblem,
+      });
     return { path: rel, kind: 'db', mode: st.mode & 0o777, mtimeMs: st.mtimeMs, data };
   } catch (e) {
     if (e instanceof UnderstudyError) throw e;
@@ -98,22 +114,36 @@ function captureDatabase(dir: string, rel: string, knowledge?: CaptureKnowledge)
 function refuseLostWal(abs: string, rel: string): void {
   if (fs.existsSync(`${abs}-shm`) && !fs.existsSync(`${abs}-wal`)) {
     const detail = `${rel}-wal is missing while ${rel}-shm exists: the database lost its write-ahead log (committed writes)`;
-    throw new UnderstudyError('US_REPLICATION', `${abs}: ${detail}; no restore point is taken of it`, { problem: { file: rel, kind: 'unreadable', detail } satisfies VerificationProblem });
+    throw new UnderstudyError('US_REPLICATION', `${abs}: ${detail}; no restore point is taken of it`, {
+      problem: { file: rel, kind: 'unreadable', detail } satisfies VerificationProblem,
+    });
   }
 }
 
 async function walkFiles(root: string, rel: string, out: CapturedFile[]): Promise<void> {
   let entries: fs.Dirent[];
-  try { entries = await fsp.readdir(path.join(root, rel), { withFileTypes: true }); } catch { return; }
+  try {
+    entries = await fsp.readdir(path.join(root, rel), { withFileTypes: true });
+  } catch {
+    return;
+  }
   for (const e of entries) {
     const r = rel ? `${rel}/${e.name}` : e.name;
     if (isTempName(e.name)) continue;
-    if (e.isDirectory()) { await walkFiles(root, r, out); continue; }
+    if (e.isDirectory()) {
+      await walkFiles(root, r, out);
+      continue;
+    }
     const abs = path.join(root, r);
     if (!e.isFile() || isDatabaseArtifact(r) || hasSqliteMagic(abs)) continue; // databases are captured above, whatever their name
     let st: fs.Stats;
     let data: Buffer;
-    try { st = await fsp.stat(abs); data = await fsp.readFile(abs); } catch { continue; } // deleted meanwhile
+    try {
+      st = await fsp.stat(abs);
+      data = await fsp.readFile(abs);
+    } catch {
+      continue;
+    } // deleted meanwhile
     out.push({ path: r, kind: 'file', mode: st.mode & 0o777, mtimeMs: st.mtimeMs, data });
   }
 }
@@ -134,7 +164,14 @@ function copyDamage(abs: string, rel: string, image: Buffer, k: CaptureKnowledge
   if (!chain.conclusive) return [];
   const problems = [...chain.problems];
   const record = state?.record;
-  if (record && chain.shadowed && chain.salts && chain.salts[0] === state.end.salt1 && chain.salts[1] === state.end.salt2 && image.length % record.pageSize === 0) {
+  if (
+    record &&
+    chain.shadowed &&
+    chain.salts &&
+    chain.salts[0] === state.end.salt1 &&
+    chain.salts[1] === state.end.salt2 &&
+    image.length % record.pageSize === 0
+  ) {
     const bad = record.differing(image, 1, chain.shadowed);
     if (bad.length > 0) problems.push(pageProblem(rel, bad, record.pageSize));
   }
@@ -148,7 +185,10 @@ function imageProblem(image: Buffer): string | null {
     // An image of a WAL-mode database cannot be opened in memory as such: check a copy marked
     // rollback-journal (header bytes 18 and 19), which changes nothing quick_check looks at.
     const copy = Buffer.from(image);
-    if (copy.length >= 20) { copy[18] = 1; copy[19] = 1; }
+    if (copy.length >= 20) {
+      copy[18] = 1;
+      copy[19] = 1;
+    }
     db = new Database(copy);
     const rows = db.pragma('quick_check(1)') as { quick_check: string }[];
     const first = rows[0]?.quick_check ?? 'no answer';

@@ -30,11 +30,11 @@ export async function verifyVolume(o: VerifyVolumeOptions): Promise<Verification
   if (!fs.existsSync(o.dir)) {
     problems.push({ file: '.', kind: 'unreadable', detail: `${o.dir}: the volume directory does not exist` });
   } else if (o.role === 'replica') {
-    problems.push(...await checkReplicaDatabases(o));
+    problems.push(...(await checkReplicaDatabases(o)));
   } else {
     for (const rel of listDatabases(o.dir)) problems.push(...quickCheck(path.join(o.dir, rel), rel));
   }
-  if (fs.existsSync(o.dir)) problems.push(...await checkFilesAgainstBaseline(o.dir, o.baselineFile));
+  if (fs.existsSync(o.dir)) problems.push(...(await checkFilesAgainstBaseline(o.dir, o.baselineFile)));
   return { ok: problems.length === 0, problems, checkedAt: Date.now(), ms: Math.round(performance.now() - t0) };
 }
 
@@ -49,7 +49,9 @@ async function checkReplicaDatabases(o: VerifyVolumeOptions): Promise<Verificati
         await fsp.mkdir(path.dirname(to), { recursive: true });
         try {
           await fsp.copyFile(path.join(dir, rel), to);
-          await fsp.copyFile(`${path.join(dir, rel)}-wal`, `${to}-wal`).catch((e: NodeJS.ErrnoException) => { if (e.code !== 'ENOENT') throw e; });
+          await fsp.copyFile(`${path.join(dir, rel)}-wal`, `${to}-wal`).catch((e: NodeJS.ErrnoException) => {
+            if (e.code !== 'ENOENT') throw e;
+          });
         } catch (e) {
           problems.push({ file: rel, kind: 'unreadable', detail: `cannot copy for checking: ${(e as Error).message}` });
         }

@@ -27,7 +27,13 @@ const NAME_RE = /^[A-Za-z_][A-Za-z0-9_.-]*$/;
 const LINE_RE = /^([ \t]*(?:export[ \t]+)?)([A-Za-z_][A-Za-z0-9_.-]*)([ \t]*=[ \t]*)/;
 const BARE_RE = /^[A-Za-z0-9_.,:/@%+=~-]*$/;
 
-interface Entry { key: string; value: string; start: number; end: number; quote: '' | '"' | "'" | '`' }
+interface Entry {
+  key: string;
+  value: string;
+  start: number;
+  end: number;
+  quote: '' | '"' | "'" | '`';
+}
 
 class EnvDocument implements EditableDocument {
   private text_: string;

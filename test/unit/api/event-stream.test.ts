@@ -13,17 +13,28 @@ import { StateStore, type EventRecord } from '../../../src/state/state-store.ts'
 /** GET /v1/events/stream against a real SQLite store, read by the CLI's follower over real sockets. */
 
 const dirs: string[] = [];
-after(() => { for (const d of dirs) fs.rmSync(d, { recursive: true, force: true }); });
+after(() => {
+  for (const d of dirs) fs.rmSync(d, { recursive: true, force: true });
+});
 
 function streamServer(store: StateStore, port = 0): Promise<{ server: http.Server; url: string; close: () => Promise<void> }> {
   const server = http.createServer((req, res) => {
     const u = new URL(req.url ?? '/', 'http://x');
     serveEventStream(store, req, res, u.searchParams);
   });
-  return new Promise((resolve) => server.listen(port, '127.0.0.1', () => resolve({
-    server, url: `http://127.0.0.1:${(server.address() as AddressInfo).port}`,
-    close: () => new Promise<void>((r) => { server.closeAllConnections(); server.close(() => r()); }),
-  })));
+  return new Promise((resolve) =>
+    server.listen(port, '127.0.0.1', () =>
+      resolve({
+        server,
+        url: `http://127.0.0.1:${(server.address() as AddressInfo).port}`,
+        close: () =>
+          new Promise<void>((r) => {
+            server.closeAllConnections();
+            server.close(() => r());
+          }),
+      }),
+    ),
+  );
 }
 
 async function until(what: string, fn: () => boolean, ms = 5000): Promise<void> {
@@ -49,14 +60,21 @@ test('the stream sends the backlog after Last-Event-ID, then live events and ste
   const ac = new AbortController();
   const following = followEvents({ api: srv.url }, e1.id, { event: (e) => got.push(e), step: (s) => steps.push(s), lost: (w) => lost.push(w) }, ac.signal);
   await until('backlog', () => got.length === 1);
-  assert.deepEqual(got.map((e) => e.message), ['2'], 'only what came after the id it resumed from');
+  assert.deepEqual(
+    got.map((e) => e.message),
+    ['2'],
+    'only what came after the id it resumed from',
+  );
 
   const rb = store.startRunbook('shop', 'failover', {});
   store.journal(rb.id, 'fence', 'begin');
   store.journal(rb.id, 'fence', 'end', { ms: 12 });
   store.addEvent({ site: 'shop', host: 'h3', kind: 'c', message: '3', data: {} });
   await until('live', () => got.length === 2 && steps.length === 2);
-  assert.deepEqual(steps.map((s) => `${s.kind}#${s.runbook}:${s.step}:${s.phase}`), [`failover#${rb.id}:fence:begin`, `failover#${rb.id}:fence:end`]);
+  assert.deepEqual(
+    steps.map((s) => `${s.kind}#${s.runbook}:${s.step}:${s.phase}`),
+    [`failover#${rb.id}:fence:begin`, `failover#${rb.id}:fence:end`],
+  );
   assert.equal(steps[1]!.ms, 12);
 
   // The controller goes away; events are written meanwhile; it comes back on the same port.
@@ -68,7 +86,11 @@ test('the stream sends the backlog after Last-Event-ID, then live events and ste
   await until('resumed', () => got.length === 4, 8000);
   store.addEvent({ site: 'shop', host: null, kind: 'f', message: '6', data: {} });
   await until('live again', () => got.length === 5);
-  assert.deepEqual(got.map((e) => e.message), ['2', '3', '4', '5', '6'], 'every event once, in order');
+  assert.deepEqual(
+    got.map((e) => e.message),
+    ['2', '3', '4', '5', '6'],
+    'every event once, in order',
+  );
   ac.abort();
   await following;
   await srv.close();
@@ -86,15 +108,25 @@ test('?site= keeps one site; ?tail=N starts N events back; the answer is text/ev
     const res = await request(`${srv.url}/?${q}`, { signal: ac.signal });
     let text = '';
     const timer = setTimeout(() => ac.abort(), 300);
-    try { for await (const c of res.body) text += (c as Buffer).toString(); } catch { /* aborted */ }
+    try {
+      for await (const c of res.body) text += (c as Buffer).toString();
+    } catch {
+      /* aborted */
+    }
     clearTimeout(timer);
     return { type: String(res.headers['content-type']), text };
   };
   const tail = await read('tail=2');
   assert.match(tail.type, /^text\/event-stream/);
-  assert.deepEqual([...tail.text.matchAll(/^id: (\d+)$/gm)].map((m) => Number(m[1])), [4, 5]);
+  assert.deepEqual(
+    [...tail.text.matchAll(/^id: (\d+)$/gm)].map((m) => Number(m[1])),
+    [4, 5],
+  );
   const shop = await read('after=0&site=shop');
-  assert.deepEqual([...shop.text.matchAll(/"message":"(\d)"/g)].map((m) => m[1]), ['1', '3', '5']);
+  assert.deepEqual(
+    [...shop.text.matchAll(/"message":"(\d)"/g)].map((m) => m[1]),
+    ['1', '3', '5'],
+  );
   assert.match(shop.text, /^retry: 1000$/m);
   await srv.close();
   store.close();

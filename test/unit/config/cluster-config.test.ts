@@ -15,7 +15,9 @@ test('cluster: absent on loopback (the embedded default): no secret, no TLS, no 
 });
 
 test('cluster: secret and tls compile to absolute paths; {{part}} is kept for each part to fill in', () => {
-  const file = writeYaml(`controller: { token: { env: SHOP_API_TOKEN } }\ncluster:\n  secret: { file: secrets/cluster }\n  tls: { ca: certs/ca.pem, cert: "certs/{{part}}.pem", key: "certs/{{part}}-key.pem" }\n${BEYOND}`);
+  const file = writeYaml(
+    `controller: { token: { env: SHOP_API_TOKEN } }\ncluster:\n  secret: { file: secrets/cluster }\n  tls: { ca: certs/ca.pem, cert: "certs/{{part}}.pem", key: "certs/{{part}}-key.pem" }\n${BEYOND}`,
+  );
   const base = path.dirname(file);
   const c = loadConfig(file, { baseDir: base });
   assert.deepEqual(c.cluster, {
@@ -35,8 +37,19 @@ test('cluster: parts beyond loopback without a secret are refused, naming them a
 });
 
 test('cluster: a secret written in the config, tls without a secret, and unknown keys are refused at their place', () => {
-  assert.deepEqual(lines(`cluster: { secret: hunter2hunter2hunter2 }\n${MINIMAL}`), ['1:20: cluster.secret: must be { env: NAME } or { file: PATH } (a secret is never written in the config itself)']);
-  assert.deepEqual(lines(`cluster: { tls: { ca: a, cert: b, key: c } }\n${MINIMAL}`).map((l) => l.replace(/^\d+:\d+: /, '')), ['cluster.secret: is required with tls: TLS proves who serves, the cluster secret proves who calls']);
-  assert.deepEqual(lines(`cluster: { secret: { file: s }, tls: { ca: a, cert: b } }\n${MINIMAL}`).map((l) => l.replace(/^\d+:\d+: /, '').replace(/:.*/, '')), ['cluster.tls.key']);
-  assert.deepEqual(lines(`cluster: { secrets: { file: s } }\n${MINIMAL}`).map((l) => l.replace(/^\d+:\d+: /, '')), ['cluster.secrets: unknown key (did you mean secret?)']);
+  assert.deepEqual(lines(`cluster: { secret: hunter2hunter2hunter2 }\n${MINIMAL}`), [
+    '1:20: cluster.secret: must be { env: NAME } or { file: PATH } (a secret is never written in the config itself)',
+  ]);
+  assert.deepEqual(
+    lines(`cluster: { tls: { ca: a, cert: b, key: c } }\n${MINIMAL}`).map((l) => l.replace(/^\d+:\d+: /, '')),
+    ['cluster.secret: is required with tls: TLS proves who serves, the cluster secret proves who calls'],
+  );
+  assert.deepEqual(
+    lines(`cluster: { secret: { file: s }, tls: { ca: a, cert: b } }\n${MINIMAL}`).map((l) => l.replace(/^\d+:\d+: /, '').replace(/:.*/, '')),
+    ['cluster.tls.key'],
+  );
+  assert.deepEqual(
+    lines(`cluster: { secrets: { file: s } }\n${MINIMAL}`).map((l) => l.replace(/^\d+:\d+: /, '')),
+    ['cluster.secrets: unknown key (did you mean secret?)'],
+  );
 });

@@ -22,6 +22,11 @@ test('controller.failover: a bad value is reported at its place, never replaced 
     `3:15: controller.failover.cooldown: ${message}`,
     `4:17: controller.failover.flapWindow: ${message}`,
   ]);
-  assert.deepEqual(lines(`controller: { failover: { coolDown: 5s } }\n${MINIMAL}`), ['1:27: controller.failover.coolDown: unknown key (did you mean cooldown?)']);
-  assert.deepEqual(lines(`controller: { failover: 10s }\n${MINIMAL}`).map((l) => l.replace(/: .*$/, '')), ['1:25']);
+  assert.deepEqual(lines(`controller: { failover: { coolDown: 5s } }\n${MINIMAL}`), [
+    '1:27: controller.failover.coolDown: unknown key (did you mean cooldown?)',
+  ]);
+  assert.deepEqual(
+    lines(`controller: { failover: 10s }\n${MINIMAL}`).map((l) => l.replace(/: .*$/, '')),
+    ['1:25'],
+  );
 });

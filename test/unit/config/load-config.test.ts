@@ -15,7 +15,9 @@ test('defaults: every optional field gets its documented default', () => {
   assert.equal(c.file, path.resolve(file));
   assert.equal(c.baseDir, base);
   assert.deepEqual(c.controller, {
-    listen: { host: '127.0.0.1', port: 7070 }, token: null, stateDir: path.join(base, '.understudy/state'),
+    listen: { host: '127.0.0.1', port: 7070 },
+    token: null,
+    stateDir: path.join(base, '.understudy/state'),
     failover: { cooldownMs: 10_000, flapWindowMs: 300_000, flapBackoffMs: 10_000 },
   });
   assert.deepEqual(c.director, { listen: { host: '127.0.0.1', port: 7071 }, holdMaxRequests: 1000, holdTimeoutMs: 5000 });
@@ -24,8 +26,13 @@ test('defaults: every optional field gets its documented default', () => {
   assert.deepEqual(c.storage.vault?.listen, { host: '127.0.0.1', port: 7102 });
   assert.equal(c.storage.vault?.backup, true);
   assert.deepEqual(c.hosts.h1, {
-    name: 'h1', address: '127.0.1.1', storage: 'array-a', power: 'local',
-    profile: { cpus: 1, memoryMb: 1024 }, agentPort: 7001, boot: true,
+    name: 'h1',
+    address: '127.0.1.1',
+    storage: 'array-a',
+    power: 'local',
+    profile: { cpus: 1, memoryMb: 1024 },
+    agentPort: 7001,
+    boot: true,
   });
   assert.equal(c.hosts.h2?.boot, true, 'first standby boots (warm standby)');
   assert.equal(c.hosts.h3?.boot, false, 'other hosts stay off');
@@ -46,7 +53,7 @@ test('defaults: every optional field gets its documented default', () => {
   assert.deepEqual(s.scale, { max: 1, cooldownMs: 30_000, stabilizationMs: 30_000 });
 });
 
-test('defaults: baseDir is the file\'s own directory, whatever the working directory; seed, state and storage paths resolve against it', () => {
+test("defaults: baseDir is the file's own directory, whatever the working directory; seed, state and storage paths resolve against it", () => {
   const text = MINIMAL.replace('port: 3000 }', 'port: 3000, seed: shop/seed }');
   const file = writeYaml(text);
   const dir = path.dirname(file);
@@ -93,7 +100,12 @@ sites:
       performance: { p95: 1s, window: 2m }
     scale: { max: 3, cooldown: 1m30s }
 `);
-  assert.deepEqual(c.controller, { listen: { host: '127.0.0.1', port: 9070 }, token: null, stateDir: '/var/lib/us', failover: { cooldownMs: 10_000, flapWindowMs: 300_000, flapBackoffMs: 10_000 } });
+  assert.deepEqual(c.controller, {
+    listen: { host: '127.0.0.1', port: 9070 },
+    token: null,
+    stateDir: '/var/lib/us',
+    failover: { cooldownMs: 10_000, flapWindowMs: 300_000, flapBackoffMs: 10_000 },
+  });
   assert.deepEqual(c.director, { listen: { host: '::1', port: 9071 }, holdMaxRequests: 10, holdTimeoutMs: 1500 });
   assert.deepEqual(c.storage.a?.listen, { host: '127.0.0.1', port: 9100 });
   assert.deepEqual(c.storage.b?.listen, { host: '127.0.0.1', port: 7101 }, 'default port counts position in file order');
@@ -106,7 +118,12 @@ sites:
   assert.deepEqual(s.standby, ['h2', 'h3'], 'pool expanded, primary left out');
   assert.equal(s.standbyPool, 'spares');
   assert.deepEqual(s.app.env, { A: 'x', B: '2', C: 'true' });
-  assert.deepEqual(s.volume, { replication: 'sync', readonly: ['catalog.db', 'public/'], backup: { to: 'v', everyMs: 30_000, keep: 20 }, sync: { onReplicaLost: 'degrade', timeoutMs: 2000 } });
+  assert.deepEqual(s.volume, {
+    replication: 'sync',
+    readonly: ['catalog.db', 'public/'],
+    backup: { to: 'v', everyMs: 30_000, keep: 20 },
+    sync: { onReplicaLost: 'degrade', timeoutMs: 2000 },
+  });
   assert.deepEqual(s.transform, [{ file: 'config/site.json', set: { 'listen.host': '{{host.address}}' }, values: { workers: 2, debug: false, tag: null } }]);
   assert.deepEqual(s.health, {
     probe: { type: 'http', path: '/up', everyMs: 1000, timeoutMs: 2000, fall: 3, rise: 4 },
@@ -120,7 +137,9 @@ test('the result is frozen', () => {
   const c = load(MINIMAL);
   assert.ok(Object.isFrozen(c));
   assert.ok(Object.isFrozen(c.sites.shop?.health.probe));
-  assert.throws(() => { (c.hosts.h1 as { address: string }).address = 'x'; });
+  assert.throws(() => {
+    (c.hosts.h1 as { address: string }).address = 'x';
+  });
 });
 
 test('standby: a list may mix hosts and pools; duplicates are dropped', () => {
@@ -142,10 +161,13 @@ test('the bundled demo config loads', () => {
     const primary = c.hosts[s.primary]!;
     const first = c.hosts[s.standby[0]!]!;
     assert.notEqual(first.storage, primary.storage, `${s.name}: first standby holds the replica elsewhere`);
-    assert.equal(s.app.seed, path.resolve('examples/shop/seed'), 'relative to the demo file\'s directory');
+    assert.equal(s.app.seed, path.resolve('examples/shop/seed'), "relative to the demo file's directory");
     assert.deepEqual(s.app.command, ['node', 'shop/server.js']);
     assert.deepEqual(s.transform[0]?.set, {
-      'listen.host': '{{host.address}}', 'listen.port': '{{site.app.port}}', workers: '{{host.profile.cpus}}', name: '{{site.name}}',
+      'listen.host': '{{host.address}}',
+      'listen.port': '{{site.app.port}}',
+      workers: '{{host.profile.cpus}}',
+      name: '{{site.name}}',
     });
     assert.equal(s.volume.replication, 'async');
   }
@@ -156,27 +178,33 @@ test('the bundled demo config loads', () => {
 });
 
 test('a missing file: US_CONFIG_NOT_FOUND naming the file and -c', () => {
-  assert.throws(() => loadConfig('no-such-understudy.yaml'), (e: unknown) => {
-    assert.ok(e instanceof UnderstudyError);
-    assert.equal(e.code, 'US_CONFIG_NOT_FOUND');
-    assert.match(e.message, /no-such-understudy\.yaml/);
-    assert.match(e.message, /-c FILE/);
-    return true;
-  });
+  assert.throws(
+    () => loadConfig('no-such-understudy.yaml'),
+    (e: unknown) => {
+      assert.ok(e instanceof UnderstudyError);
+      assert.equal(e.code, 'US_CONFIG_NOT_FOUND');
+      assert.match(e.message, /no-such-understudy\.yaml/);
+      assert.match(e.message, /-c FILE/);
+      return true;
+    },
+  );
 });
 
 test('ConfigError: code, every problem listed, message is formatProblems', () => {
   const file = writeYaml(MINIMAL.replace('port: 3000', 'port: x').replace('front: 127.0.0.1:8080', 'front: nowhere'));
-  assert.throws(() => loadConfig(file), (e: unknown) => {
-    assert.ok(e instanceof ConfigError);
-    assert.ok(e instanceof UnderstudyError);
-    assert.equal(e.code, 'US_CONFIG_INVALID');
-    assert.equal(e.problems.length, 2);
-    assert.equal(e.message, formatProblems(e.problems));
-    assert.equal(e.problems[0]?.file, file);
-    assert.match(e.message.split('\n')[0]!, new RegExp(`^${file.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}:11:12: sites\\.shop\\.front: must be an address`));
-    return true;
-  });
+  assert.throws(
+    () => loadConfig(file),
+    (e: unknown) => {
+      assert.ok(e instanceof ConfigError);
+      assert.ok(e instanceof UnderstudyError);
+      assert.equal(e.code, 'US_CONFIG_INVALID');
+      assert.equal(e.problems.length, 2);
+      assert.equal(e.message, formatProblems(e.problems));
+      assert.equal(e.problems[0]?.file, file);
+      assert.match(e.message.split('\n')[0]!, new RegExp(`^${file.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}:11:12: sites\\.shop\\.front: must be an address`));
+      return true;
+    },
+  );
 });
 
 test('positions: exact file:line:col of values, keys and missing keys', () => {
@@ -227,7 +255,10 @@ test('positions: YAML syntax errors carry line and column', () => {
   assert.equal(p[0]?.path, '');
   assert.match(`${p[0]?.line}:${p[0]?.col}: ${p[0]?.message}`, /^\d+:\d+: YAML: .*\]/);
   const dup = problemsOf('storage: {}\nstorage: {}\n');
-  assert.deepEqual(dup.map((x) => `${x.line}:${x.col}`), ['2:1']);
+  assert.deepEqual(
+    dup.map((x) => `${x.line}:${x.col}`),
+    ['2:1'],
+  );
   assert.match(dup[0]!.message, /unique/);
   const tab = problemsOf('storage:\n\ta: 1\n');
   assert.equal(tab[0]?.line, 2);

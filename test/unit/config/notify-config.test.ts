@@ -9,7 +9,8 @@ after(cleanup);
 
 test('notify: absent by default; a webhook and a command as written, with defaults', () => {
   assert.equal(load(MINIMAL).notify, undefined);
-  const c = load(`${MINIMAL}notify:
+  const c = load(
+    `${MINIMAL}notify:
   ops:
     webhook: { url: "https://hooks.example/u?k=1", headers: { Authorization: { env: OPS_AUTH }, X-Key: { file: secrets/key }, X-Team: shop } }
     events: [failover-*, drill-complete]
@@ -17,16 +18,24 @@ test('notify: absent by default; a webhook and a command as written, with defaul
   pager:
     command: { run: [scripts/page.sh, --urgent], timeout: 3s }
     retry: { min: 200ms, max: 2s, alertAfter: 3, giveUpAfter: 1h }
-`, '/srv/shop');
+`,
+    '/srv/shop',
+  );
   assert.deepEqual(c.notify?.ops, {
     name: 'ops',
-    webhook: { url: 'https://hooks.example/u?k=1', headers: { Authorization: { env: 'OPS_AUTH' }, 'X-Key': { file: path.resolve('/srv/shop', 'secrets/key') }, 'X-Team': { value: 'shop' } }, timeoutMs: 5000 },
+    webhook: {
+      url: 'https://hooks.example/u?k=1',
+      headers: { Authorization: { env: 'OPS_AUTH' }, 'X-Key': { file: path.resolve('/srv/shop', 'secrets/key') }, 'X-Team': { value: 'shop' } },
+      timeoutMs: 5000,
+    },
     events: ['failover-*', 'drill-complete'],
     sites: ['shop'],
     retry: { minMs: 1000, maxMs: 60_000, alertAfter: 5, giveUpAfterMs: 86_400_000 },
   });
   assert.deepEqual(c.notify?.pager, {
-    name: 'pager', command: { run: ['scripts/page.sh', '--urgent'], timeoutMs: 3000 }, events: ['*'],
+    name: 'pager',
+    command: { run: ['scripts/page.sh', '--urgent'], timeoutMs: 3000 },
+    events: ['*'],
     retry: { minMs: 200, maxMs: 2000, alertAfter: 3, giveUpAfterMs: 3_600_000 },
   });
 });

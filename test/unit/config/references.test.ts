@@ -21,9 +21,7 @@ test('references: unknown host or pool as primary and standby', () => {
     '13:14: sites.shop.primary: unknown host h9 (known: h1, h2, h3)',
     '14:19: sites.shop.standby[1]: unknown pool or host nope (known: h1, h2, h3)',
   ]);
-  assert.deepEqual(lines(edit('standby: [h2]', 'standby: spares')), [
-    '14:14: sites.shop.standby: unknown pool or host spares (known: h1, h2, h3)',
-  ]);
+  assert.deepEqual(lines(edit('standby: [h2]', 'standby: spares')), ['14:14: sites.shop.standby: unknown pool or host spares (known: h1, h2, h3)']);
   assert.deepEqual(lines(`${edit('primary: h1', 'primary: spares')}pools:\n  spares: [h3]\n`), [
     '13:14: sites.shop.primary: unknown host spares (that is a pool; primary must name one host)',
   ]);
@@ -59,9 +57,7 @@ test('references: a front equal to the controller, director or a storage listen'
   assert.deepEqual(lines(`controller: { listen: 127.0.0.1:8080 }\n${MINIMAL}`), [
     '12:12: sites.shop.front: 127.0.0.1:8080 is already used by controller.listen',
   ]);
-  assert.deepEqual(lines(`director: { listen: 127.0.0.1:8080 }\n${MINIMAL}`), [
-    '12:12: sites.shop.front: 127.0.0.1:8080 is already used by director.listen',
-  ]);
+  assert.deepEqual(lines(`director: { listen: 127.0.0.1:8080 }\n${MINIMAL}`), ['12:12: sites.shop.front: 127.0.0.1:8080 is already used by director.listen']);
   assert.deepEqual(lines(edit('front: 127.0.0.1:8080', 'front: 127.0.0.1:7101')), [
     '11:12: sites.shop.front: 127.0.0.1:7101 is already used by storage.array-b.listen',
   ]);
@@ -82,7 +78,7 @@ test('references: a site without a standby, and a primary in its own standby lis
   ]);
 });
 
-test('references: standby hosts only on the primary\'s storage cannot take over', () => {
+test("references: standby hosts only on the primary's storage cannot take over", () => {
   const text = edit('h3: { address: 127.0.3.1, storage: array-b }', 'h3: { address: 127.0.3.1, storage: array-a }');
   assert.deepEqual(lines(edit('standby: [h2]', 'standby: [h3]', text)), [
     '14:14: sites.shop.standby: every standby host (h3) is attached to storage array-a, like the primary h1 (or to a backup vault): no replica can be promoted; add a standby attached to another storage system',
@@ -96,9 +92,7 @@ test('references: backup.to must name a backup storage system', () => {
   assert.deepEqual(lines(withBackup('array-b')), [
     '15:29: sites.shop.volume.backup.to: storage array-b is not a backup storage system (set backup: true on it)',
   ]);
-  assert.deepEqual(lines(withBackup('tape')), [
-    '15:29: sites.shop.volume.backup.to: unknown storage system tape (known: array-a, array-b, vault)',
-  ]);
+  assert.deepEqual(lines(withBackup('tape')), ['15:29: sites.shop.volume.backup.to: unknown storage system tape (known: array-a, array-b, vault)']);
   assert.equal(load(withBackup('vault')).sites.shop?.volume.backup?.to, 'vault');
 });
 
@@ -118,10 +112,11 @@ test('references: a site primary on a backup storage host', () => {
 });
 
 test('references: two sites that may share a host need their own app ports', () => {
-  const text = TWO_SITES.replace('front: 127.0.0.1:8080\n    app: { command: [node, server.js], port: 3001 }', 'front: 127.0.0.1:8081\n    app: { command: [node, server.js], port: 3000 }');
-  assert.deepEqual(lines(text), [
-    '17:46: sites.outlet.app.port: site shop uses port 3000 too, and both may run on h2, h1; give each site its own app port',
-  ]);
+  const text = TWO_SITES.replace(
+    'front: 127.0.0.1:8080\n    app: { command: [node, server.js], port: 3001 }',
+    'front: 127.0.0.1:8081\n    app: { command: [node, server.js], port: 3000 }',
+  );
+  assert.deepEqual(lines(text), ['17:46: sites.outlet.app.port: site shop uses port 3000 too, and both may run on h2, h1; give each site its own app port']);
   assert.deepEqual(lines(edit('port: 3000', 'port: 7001')), [
     '12:46: sites.shop.app.port: 7001 is the agent port of host h1, where this site may run',
     '12:46: sites.shop.app.port: 7001 is the agent port of host h2, where this site may run',

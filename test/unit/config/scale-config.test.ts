@@ -19,5 +19,7 @@ test('scale: bad stabilization and read paths are named with file:line:col', () 
     '15:55: sites.shop.scale.readPaths[0]: must be a URL path starting with /, optionally ending in * (a prefix), like /api/products or /public/*',
     '15:69: sites.shop.scale.readPaths[1]: must be a URL path starting with /, optionally ending in * (a prefix), like /api/products or /public/*',
   ]);
-  assert.deepEqual(lines(`${MINIMAL}    scale: { readPaths: [] }\n`), ['15:25: sites.shop.scale.readPaths: must list at least one path (leave it out for every path)']);
+  assert.deepEqual(lines(`${MINIMAL}    scale: { readPaths: [] }\n`), [
+    '15:25: sites.shop.scale.readPaths: must list at least one path (leave it out for every path)',
+  ]);
 });

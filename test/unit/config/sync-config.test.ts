@@ -7,7 +7,10 @@ import { MINIMAL, cleanup, lines, load } from './helpers.ts';
 after(cleanup);
 
 function withVolume(volume: string): string {
-  return `${MINIMAL}    volume:\n${volume.split('\n').map((l) => `      ${l}`).join('\n')}\n`;
+  return `${MINIMAL}    volume:\n${volume
+    .split('\n')
+    .map((l) => `      ${l}`)
+    .join('\n')}\n`;
 }
 
 test('sync mode without volume.sync gets the defaults (degrade, 2s)', () => {
@@ -32,10 +35,22 @@ test('volume.sync as written: strict, 500ms; a partial block gets the other defa
 test('bad volume.sync values are named with their place', () => {
   const text = withVolume('replication: sync\nsync: { onReplicaLost: panic, timeout: 2, extra: 1 }');
   const got = lines(text);
-  assert.ok(got.some((l) => /sites\.shop\.volume\.sync\.onReplicaLost: must be degrade or strict$/.test(l)), got.join('\n'));
-  assert.ok(got.some((l) => /sites\.shop\.volume\.sync\.timeout: must be a duration from 1ms to 60s, like 2s$/.test(l)), got.join('\n'));
+  assert.ok(
+    got.some((l) => /sites\.shop\.volume\.sync\.onReplicaLost: must be degrade or strict$/.test(l)),
+    got.join('\n'),
+  );
+  assert.ok(
+    got.some((l) => /sites\.shop\.volume\.sync\.timeout: must be a duration from 1ms to 60s, like 2s$/.test(l)),
+    got.join('\n'),
+  );
   const tooLong = lines(withVolume('replication: sync\nsync: { timeout: 2m }'));
-  assert.ok(tooLong.some((l) => /sites\.shop\.volume\.sync\.timeout: must be a duration from 1ms to 60s/.test(l)), tooLong.join('\n'));
-  assert.ok(got.some((l) => /sites\.shop\.volume\.sync/.test(l) && /extra/.test(l)), got.join('\n'));
+  assert.ok(
+    tooLong.some((l) => /sites\.shop\.volume\.sync\.timeout: must be a duration from 1ms to 60s/.test(l)),
+    tooLong.join('\n'),
+  );
+  assert.ok(
+    got.some((l) => /sites\.shop\.volume\.sync/.test(l) && /extra/.test(l)),
+    got.join('\n'),
+  );
   for (const l of got) assert.match(l, /^\d+:\d+: /);
 });

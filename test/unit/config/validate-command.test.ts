@@ -11,8 +11,14 @@ function capture(fn: () => number): { code: number; out: string; err: string } {
   let err = '';
   const o = process.stdout.write.bind(process.stdout);
   const e = process.stderr.write.bind(process.stderr);
-  process.stdout.write = ((chunk: string) => { out += chunk; return true; }) as typeof process.stdout.write;
-  process.stderr.write = ((chunk: string) => { err += chunk; return true; }) as typeof process.stderr.write;
+  process.stdout.write = ((chunk: string) => {
+    out += chunk;
+    return true;
+  }) as typeof process.stdout.write;
+  process.stderr.write = ((chunk: string) => {
+    err += chunk;
+    return true;
+  }) as typeof process.stderr.write;
   try {
     return { code: fn(), out, err };
   } finally {

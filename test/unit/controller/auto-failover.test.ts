@@ -5,11 +5,22 @@ import type { Detection } from '../../../src/monitor/detection.ts';
 import { AutoFailover, type AutoFailoverDeps } from '../../../src/controller/auto-failover.ts';
 import type { TargetCandidates } from '../../../src/controller/trusted-candidates.ts';
 
-interface Recorded { kind: string; message: string; data: Record<string, unknown> }
+interface Recorded {
+  kind: string;
+  message: string;
+  data: Record<string, unknown>;
+}
 
 function detection(failure: Detection['failure'] = 'hang'): Detection {
   const now = Date.now();
-  return { source: 'probe', failure, reason: `${failure}: the process is alive but 2 of 2 probes timed out`, detectedAt: now, lastHealthyAt: now - 500, data: { failure, detectedAt: now, lastHealthyAt: now - 500 } };
+  return {
+    source: 'probe',
+    failure,
+    reason: `${failure}: the process is alive but 2 of 2 probes timed out`,
+    detectedAt: now,
+    lastHealthyAt: now - 500,
+    data: { failure, detectedAt: now, lastHealthyAt: now - 500 },
+  };
 }
 
 function harness(opts: { cooldownMs?: number; candidates?: () => TargetCandidates; recovered?: () => string | null } = {}) {
@@ -20,14 +31,27 @@ function harness(opts: { cooldownMs?: number; candidates?: () => TargetCandidate
   const deps: AutoFailoverDeps = {
     governor,
     hostFailed: (h) => governor.hostFailed(h),
-    addEvent: (e) => { events.push({ kind: e.kind, message: e.message, data: e.data }); },
+    addEvent: (e) => {
+      events.push({ kind: e.kind, message: e.message, data: e.data });
+    },
     stillPrimary: (_site, host) => host === primary,
     candidates: opts.candidates ?? (() => ({ candidates: ['h2'], skipped: [] })),
     recovered: opts.recovered ?? (() => null),
-    start: async (_site, host) => { started.push(host); primary = 'h2'; },
+    start: async (_site, host) => {
+      started.push(host);
+      primary = 'h2';
+    },
   };
   const af = new AutoFailover(deps);
-  return { af, events, started, governor, setPrimary: (h: string) => { primary = h; } };
+  return {
+    af,
+    events,
+    started,
+    governor,
+    setPrimary: (h: string) => {
+      primary = h;
+    },
+  };
 }
 
 test('a detection records its evidence, marks the host failed and starts the failover', async (t) => {
@@ -36,7 +60,10 @@ test('a detection records its evidence, marks the host failed and starts the fai
   h.af.onDetection('shop', 'h1', detection('hang'));
   await new Promise((r) => setImmediate(r));
   assert.deepEqual(h.started, ['h1']);
-  assert.deepEqual(h.events.map((e) => e.kind), ['failure-detected']);
+  assert.deepEqual(
+    h.events.map((e) => e.kind),
+    ['failure-detected'],
+  );
   assert.equal(h.events[0]!.data.failure, 'hang');
   assert.equal(h.governor.trust('h1').state, 'recovering', 'the failed host is not trusted until rise good probes');
 });
@@ -86,9 +113,13 @@ test('a primary that recovered during the deferral is not failed over: failover-
 test('no trusted standby left: deferred (nothing fenced) until one is trusted, the event names each host and why', async (t) => {
   let trusted = false;
   const h = harness({
-    candidates: () => (trusted
-      ? { candidates: ['h2'], skipped: [] }
-      : { candidates: [], skipped: [{ host: 'h2', state: 'recovering', why: 'h2 failed and has 0 of 2 good probes in a row needed to be trusted', retryAt: null }] }),
+    candidates: () =>
+      trusted
+        ? { candidates: ['h2'], skipped: [] }
+        : {
+            candidates: [],
+            skipped: [{ host: 'h2', state: 'recovering', why: 'h2 failed and has 0 of 2 good probes in a row needed to be trusted', retryAt: null }],
+          },
   });
   t.after(() => h.af.stop());
   h.af.onDetection('shop', 'h1', detection('malfunction'));
@@ -109,8 +140,11 @@ test('a host that fails again soon after regaining trust is held out, and the ev
   const events: Recorded[] = [];
   let primary = 'h1';
   const af = new AutoFailover({
-    governor, hostFailed: (h) => governor.hostFailed(h),
-    addEvent: (e) => { events.push({ kind: e.kind, message: e.message, data: e.data }); },
+    governor,
+    hostFailed: (h) => governor.hostFailed(h),
+    addEvent: (e) => {
+      events.push({ kind: e.kind, message: e.message, data: e.data });
+    },
     stillPrimary: (_s, host) => host === primary,
     candidates: () => ({ candidates: ['h2'], skipped: [] }),
     recovered: () => null,
@@ -135,12 +169,17 @@ test('two crashes of different hosts within the cooldown: the second starts at o
   let primary = 'h1';
   let candidates: string[] = ['h2'];
   const af = new AutoFailover({
-    governor, hostFailed: (h) => governor.hostFailed(h),
-    addEvent: (e) => { events.push({ kind: e.kind, message: e.message, data: e.data }); },
+    governor,
+    hostFailed: (h) => governor.hostFailed(h),
+    addEvent: (e) => {
+      events.push({ kind: e.kind, message: e.message, data: e.data });
+    },
     stillPrimary: (_s, host) => host === primary,
     candidates: () => ({ candidates, skipped: [] }),
     recovered: () => null,
-    start: async (_s, host, _d, opts) => { started.push({ host, avoid: opts.avoid }); },
+    start: async (_s, host, _d, opts) => {
+      started.push({ host, avoid: opts.avoid });
+    },
   });
   t.after(() => af.stop());
 
@@ -157,7 +196,10 @@ test('two crashes of different hosts within the cooldown: the second starts at o
   assert.ok(!events.some((e) => e.kind === 'failover-deferred'), 'no failover-deferred for an independent crash');
   const waived = events.find((e) => e.kind === 'cooldown-waived');
   assert.ok(waived);
-  assert.match(waived.message, /shop: automatic failover from h2 starts at once: the last failover of shop was \d+ ms ago; the cooldown is 10000 ms \(\d+ ms left\), but this is an independent crash: hard evidence against h2/);
+  assert.match(
+    waived.message,
+    /shop: automatic failover from h2 starts at once: the last failover of shop was \d+ ms ago; the cooldown is 10000 ms \(\d+ ms left\), but this is an independent crash: hard evidence against h2/,
+  );
   assert.deepEqual(waived.data.avoid, ['h1']);
 
   // Now h3 serves and crashes; its only trusted target is h2, where the last failover came from: a flap, deferred.
@@ -169,15 +211,25 @@ test('two crashes of different hosts within the cooldown: the second starts at o
   const deferred = events.filter((e) => e.kind === 'failover-deferred');
   assert.equal(deferred.length, 1);
   assert.equal(deferred[0]!.data.code, 'cooldown');
-  assert.match(deferred[0]!.message, /not an independent crash: its only trusted target is h2, where the last failover came from: shop would flap between h2 and h3; retrying at/);
+  assert.match(
+    deferred[0]!.message,
+    /not an independent crash: its only trusted target is h2, where the last failover came from: shop would flap between h2 and h3; retrying at/,
+  );
 
   // A hang on another host keeps the cooldown too.
   const g2 = new ActionGovernor({ rise: 1, cooldownMs: { failover: 10_000 } });
   g2.decide('blog', 'failover', 'crash of h1', { failover: { from: 'h1', hardEvidence: true, targets: ['h2'] } });
   const hung: Recorded[] = [];
   const af2 = new AutoFailover({
-    governor: g2, hostFailed: (h) => g2.hostFailed(h), addEvent: (e) => { hung.push({ kind: e.kind, message: e.message, data: e.data }); },
-    stillPrimary: (_s, host) => host === 'h2', candidates: () => ({ candidates: ['h3'], skipped: [] }), recovered: () => null, start: async () => undefined,
+    governor: g2,
+    hostFailed: (h) => g2.hostFailed(h),
+    addEvent: (e) => {
+      hung.push({ kind: e.kind, message: e.message, data: e.data });
+    },
+    stillPrimary: (_s, host) => host === 'h2',
+    candidates: () => ({ candidates: ['h3'], skipped: [] }),
+    recovered: () => null,
+    start: async () => undefined,
   });
   t.after(() => af2.stop());
   af2.onDetection('blog', 'h2', detection('hang'));

@@ -7,26 +7,46 @@ import type { RelayDriver } from '../../../src/power/relay.ts';
 import { load, MINIMAL } from '../config/helpers.ts';
 
 const relay: RelayDriver = {
-  on: () => { throw new Error('not here'); },
-  off: () => { throw new Error('not here'); },
+  on: () => {
+    throw new Error('not here');
+  },
+  off: () => {
+    throw new Error('not here');
+  },
   status: (host) => ({ host, power: 'on', pid: 123 }) as ReturnType<RelayDriver['status']>,
 };
 
 function view(databases: DatabaseStatus[], extra: Partial<NonNullable<VolumeStatus['replication']>> = {}) {
   const config = load(MINIMAL);
   const vol: VolumeStatus = {
-    site: 'shop', role: 'primary', epoch: 1, path: '/x',
+    site: 'shop',
+    role: 'primary',
+    epoch: 1,
+    path: '/x',
     replication: { to: 'array-b', state: 'streaming', lagMs: Math.max(0, ...databases.map((d) => d.lagMs)), generation: 1, databases, ...extra },
   };
   return buildStatus({
-    config, relay, monitors: new Map(), storageUp: () => true,
+    config,
+    relay,
+    monitors: new Map(),
+    storageUp: () => true,
     sites: [{ site: 'shop', epoch: 1, primaryHost: 'h1', state: 'serving', replicaStorage: 'array-b', updatedAt: 0 }],
     volume: (storage, site) => (storage === 'array-a' && site === 'shop' ? vol : undefined),
   });
 }
 
 const walDb: DatabaseStatus = { path: 'orders.db', mode: 'wal', method: 'wal-frames', state: 'streaming', protected: true, lagMs: 2 };
-const snapDb: DatabaseStatus = { path: 'notes.sqlite', mode: 'rollback', method: 'snapshots', state: 'streaming', protected: true, lagMs: 9, reason: 'rollback-journal mode', snapshots: 4, lastSnapshotMs: 3 };
+const snapDb: DatabaseStatus = {
+  path: 'notes.sqlite',
+  mode: 'rollback',
+  method: 'snapshots',
+  state: 'streaming',
+  protected: true,
+  lagMs: 9,
+  reason: 'rollback-journal mode',
+  snapshots: 4,
+  lastSnapshotMs: 3,
+};
 
 test('status lists every database of the site with its mode, method, state and lag; all protected: serving', () => {
   const st = view([walDb, snapDb], { lagOf: 'notes.sqlite' });
@@ -36,7 +56,7 @@ test('status lists every database of the site with its mode, method, state and l
     { path: 'orders.db', mode: 'wal', method: 'wal-frames', state: 'streaming', protected: true, lagMs: 2 },
     { path: 'notes.sqlite', mode: 'rollback', method: 'snapshots', state: 'streaming', protected: true, lagMs: 9, reason: 'rollback-journal mode' },
   ]);
-  assert.equal(s.replication.lagMs, 9, 'the site\'s lag is the worst database\'s');
+  assert.equal(s.replication.lagMs, 9, "the site's lag is the worst database's");
   assert.equal(s.replication.lagOf, 'notes.sqlite');
   assert.equal(s.replication.unprotected, undefined);
   const text = formatStatus(st);
@@ -51,7 +71,7 @@ test('a site with an unprotected database is degraded and names it', () => {
   const s = st.sites[0]!;
   assert.equal(s.state, 'degraded');
   assert.deepEqual(s.replication.unprotected, ['notes.sqlite']);
-  assert.equal(s.replication.state, 'streaming', 'the volume\'s other parts still stream');
+  assert.equal(s.replication.state, 'streaming', "the volume's other parts still stream");
   assert.equal(s.databases[1]!.lastError, '/v/notes.sqlite: cannot take a consistent snapshot');
   assert.match(formatStatus(st), /notes\.sqlite\s+rollback\s+snapshots\s+error \(unprotected\)\s+4000 ms/);
   // An empty database (never written) is nothing to protect: not degraded.

@@ -9,27 +9,56 @@ import { describeSkipped, trustedCandidates } from '../../../src/controller/trus
 import type { UnderstudyConfig } from '../../../src/config/types.ts';
 import type { SiteStats } from '../../../src/shared/contracts.ts';
 
-const stats = (requests: number): SiteStats[] => [{
-  site: 'shop', epoch: 1, held: 0, heldTimedOut: 0,
-  upstreams: [{ upstream: '127.0.1.1:3000', requests, errors5xx: 0, connErrors: 0, lastConnErrorAt: null, latencyMs: { p50: 1, p95: 2, p99: 3, count: requests }, recentLatencyMs: { p50: 1, p95: 2, p99: 3, count: requests }, inflight: 0 }],
-}];
+const stats = (requests: number): SiteStats[] => [
+  {
+    site: 'shop',
+    epoch: 1,
+    held: 0,
+    heldTimedOut: 0,
+    upstreams: [
+      {
+        upstream: '127.0.1.1:3000',
+        requests,
+        errors5xx: 0,
+        connErrors: 0,
+        lastConnErrorAt: null,
+        latencyMs: { p50: 1, p95: 2, p99: 3, count: requests },
+        recentLatencyMs: { p50: 1, p95: 2, p99: 3, count: requests },
+        inflight: 0,
+      },
+    ],
+  },
+];
 
 test('director stats feed: every snapshot to every listener, a throwing listener does not stop the others, no snapshot while the director is down', async (t) => {
   let n = 0;
   let up = true;
   const errors: string[] = [];
-  const feed = new DirectorStatsFeed(async () => {
-    if (!up) throw new Error('ECONNREFUSED');
-    return { sites: stats(++n) };
-  }, (e) => errors.push(e.message), 20);
+  const feed = new DirectorStatsFeed(
+    async () => {
+      if (!up) throw new Error('ECONNREFUSED');
+      return { sites: stats(++n) };
+    },
+    (e) => errors.push(e.message),
+    20,
+  );
   t.after(() => feed.stop());
   const seen: number[] = [];
-  feed.subscribe(() => { throw new Error('listener bug'); });
-  feed.subscribe((s, at) => { seen.push(s[0]!.upstreams[0]!.requests); assert.ok(at <= Date.now()); });
+  feed.subscribe(() => {
+    throw new Error('listener bug');
+  });
+  feed.subscribe((s, at) => {
+    seen.push(s[0]!.upstreams[0]!.requests);
+    assert.ok(at <= Date.now());
+  });
   feed.start();
   await new Promise((r) => setTimeout(r, 110));
   assert.ok(seen.length >= 3, `snapshots: ${seen.length}`);
-  assert.deepEqual(seen, [...seen].sort((a, b) => a - b), 'in order');
+  assert.deepEqual(
+    seen,
+    [...seen].sort((a, b) => a - b),
+    'in order',
+  );
   assert.ok(errors.length >= 3 && errors.every((e) => e === 'listener bug'));
   assert.equal(feed.latest?.stats[0]!.upstreams[0]!.requests, seen[seen.length - 1]);
   up = false;
@@ -47,14 +76,23 @@ test('host trust watch: powered hosts whose agent answers earn trust back after 
   const events: { kind: string; host: string | null; message: string }[] = [];
   const asked: string[] = [];
   let h2Up = false;
-  const w = new HostTrustWatch({
-    governor,
-    addEvent: (e) => { events.push({ kind: e.kind, host: e.host, message: e.message }); },
-    hosts: () => ['h1', 'h2', 'h3'],
-    primaries: () => new Set(['h1']),
-    powered: (h) => h !== 'h3',
-    agentAnswers: async (h) => { asked.push(h); if (h === 'h2' && !h2Up) throw new Error('timeout'); return {}; },
-  }, 20);
+  const w = new HostTrustWatch(
+    {
+      governor,
+      addEvent: (e) => {
+        events.push({ kind: e.kind, host: e.host, message: e.message });
+      },
+      hosts: () => ['h1', 'h2', 'h3'],
+      primaries: () => new Set(['h1']),
+      powered: (h) => h !== 'h3',
+      agentAnswers: async (h) => {
+        asked.push(h);
+        if (h === 'h2' && !h2Up) throw new Error('timeout');
+        return {};
+      },
+    },
+    20,
+  );
   t.after(() => w.stop());
   w.noteFailed(governor.hostFailed('h2'));
   w.noteFailed(governor.hostFailed('h3'));
@@ -94,7 +132,10 @@ test('trusted candidates: standbys on the replica storage, minus the failed host
   g.hostFailed('h2');
   const r = trustedCandidates(cfg, cfg.sites.shop!, { failed: 'h1', replicaStorage: 'b' }, g);
   assert.deepEqual(r.candidates, ['h3']);
-  assert.deepEqual(r.skipped.map((s) => [s.host, s.state, s.retryAt]), [['h2', 'recovering', null]]);
+  assert.deepEqual(
+    r.skipped.map((s) => [s.host, s.state, s.retryAt]),
+    [['h2', 'recovering', null]],
+  );
   assert.match(describeSkipped(r.skipped), /h2 is not trusted yet \(h2 failed and has 0 of 2 good probes/);
   assert.deepEqual(trustedCandidates(cfg, cfg.sites.shop!, { failed: 'h1', replicaStorage: null }, g), { candidates: [], skipped: [] });
 });
@@ -118,12 +159,19 @@ test('the controller governor: the largest rise of any site, failover cooldown a
   const explicit = createGovernor(cfg, { UNDERSTUDY_FAILOVER_MIN_GAP_MS: '0', UNDERSTUDY_FLAP_BACKOFF_MS: '5000' });
   assert.equal(explicit.backoff(2), 10_000);
   for (const bad of ['soon', '-1', '1.5', '10s']) {
-    assert.throws(() => createGovernor(cfg, { UNDERSTUDY_FAILOVER_MIN_GAP_MS: bad }), (e: unknown) => {
-      assert.ok(e instanceof UnderstudyError);
-      assert.equal(e.code, 'US_BAD_ENV');
-      assert.match(e.message, new RegExp(`UNDERSTUDY_FAILOVER_MIN_GAP_MS=${JSON.stringify(bad).replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}: must be a whole number of milliseconds`));
-      return true;
-    }, `${bad} is refused, not replaced by a default`);
+    assert.throws(
+      () => createGovernor(cfg, { UNDERSTUDY_FAILOVER_MIN_GAP_MS: bad }),
+      (e: unknown) => {
+        assert.ok(e instanceof UnderstudyError);
+        assert.equal(e.code, 'US_BAD_ENV');
+        assert.match(
+          e.message,
+          new RegExp(`UNDERSTUDY_FAILOVER_MIN_GAP_MS=${JSON.stringify(bad).replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}: must be a whole number of milliseconds`),
+        );
+        return true;
+      },
+      `${bad} is refused, not replaced by a default`,
+    );
   }
   assert.throws(() => createGovernor(cfg, { UNDERSTUDY_FLAP_WINDOW_MS: 'x' }), /UNDERSTUDY_FLAP_WINDOW_MS="x": must be/);
 });
@@ -139,11 +187,21 @@ test('a deferred failover is cancelled only by the same kind of evidence: health
   const watch = (w: object | null, host = 'h1') => ({ target: { host }, window: () => w }) as unknown as Watch;
   assert.equal(primaryRecovered(hang, monitor(true), undefined, 'h1'), 'h1 answers its probes again');
   assert.equal(primaryRecovered(hang, monitor(false), undefined, 'h1'), null);
-  assert.equal(primaryRecovered(hang, monitor(true, 'h2'), undefined, 'h1'), null, 'another host\'s monitor says nothing of h1');
+  assert.equal(primaryRecovered(hang, monitor(true, 'h2'), undefined, 'h1'), null, "another host's monitor says nothing of h1");
   assert.equal(primaryRecovered(hang, undefined, undefined, 'h1'), null);
   assert.equal(primaryRecovered(traffic, monitor(true), undefined, 'h1'), null, 'good probes do not clear a traffic malfunction');
   assert.equal(primaryRecovered(traffic, monitor(true), watch(null), 'h1'), null, 'no full window yet');
-  assert.equal(primaryRecovered(traffic, monitor(true), watch({ rate: 0.5, base: 100, minRequests: 20, threshold: 0.2, windowMs: 2000, errors: 50 }), 'h1'), null);
-  assert.equal(primaryRecovered(traffic, monitor(true), watch({ rate: 0.01, base: 10, minRequests: 20, threshold: 0.2, windowMs: 2000, errors: 0 }), 'h1'), null, 'too few requests');
-  assert.match(primaryRecovered(traffic, monitor(false), watch({ rate: 0.01, base: 100, minRequests: 20, threshold: 0.2, windowMs: 2000, errors: 1 }), 'h1') ?? '', /error rate of h1's traffic is down to 1 % over the last 2000 ms window \(1 of 100\)/);
+  assert.equal(
+    primaryRecovered(traffic, monitor(true), watch({ rate: 0.5, base: 100, minRequests: 20, threshold: 0.2, windowMs: 2000, errors: 50 }), 'h1'),
+    null,
+  );
+  assert.equal(
+    primaryRecovered(traffic, monitor(true), watch({ rate: 0.01, base: 10, minRequests: 20, threshold: 0.2, windowMs: 2000, errors: 0 }), 'h1'),
+    null,
+    'too few requests',
+  );
+  assert.match(
+    primaryRecovered(traffic, monitor(false), watch({ rate: 0.01, base: 100, minRequests: 20, threshold: 0.2, windowMs: 2000, errors: 1 }), 'h1') ?? '',
+    /error rate of h1's traffic is down to 1 % over the last 2000 ms window \(1 of 100\)/,
+  );
 });

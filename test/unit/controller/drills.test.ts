@@ -24,21 +24,53 @@ function harness(opts: { on?: string[]; apps?: Record<string, string[]>; replica
   const powered: string[] = [];
   const relay: RelayDriver = {
     status: (host) => ({ host, power: opts.on?.includes(host) ? 'on' : 'off', pid: opts.on?.includes(host) ? 1 : null }),
-    on: (host) => { powered.push(host); return Promise.resolve({ host, power: 'on', pid: 1 }); },
+    on: (host) => {
+      powered.push(host);
+      return Promise.resolve({ host, power: 'on', pid: 1 });
+    },
     off: (host) => Promise.resolve({ host, power: 'off', pid: null }),
   };
   const clients = {
-    agentStatus: (host: string) => Promise.resolve({ host, pid: 1, pgid: 1, sites: (opts.apps?.[host] ?? []).map((site) => ({ site, state: 'running', pid: 2, exitCode: null, since: 0 })) }),
+    agentStatus: (host: string) =>
+      Promise.resolve({
+        host,
+        pid: 1,
+        pgid: 1,
+        sites: (opts.apps?.[host] ?? []).map((site) => ({ site, state: 'running', pid: 2, exitCode: null, since: 0 })),
+      }),
   } as unknown as PartClients;
   const drills = new Drills({
-    config: load(SHARED), store, relay, clients,
+    config: load(SHARED),
+    store,
+    relay,
+    clients,
     log: { info: () => undefined, warn: () => undefined, error: () => undefined },
-    governor: { trust: (h: string) => (opts.untrusted?.includes(h) ? { trusted: false, state: 'recovering', why: 'it failed 2 s ago', heldUntil: null } : { trusted: true, state: 'trusted', why: '', heldUntil: null }) } as never,
-    volume: () => ({ site: 'shop', role: 'primary', epoch: 1, path: '/x', replication: { to: 'array-b', state: opts.replication ?? 'streaming', lagMs: 3, generation: 1 } }) as unknown as VolumeStatus,
+    governor: {
+      trust: (h: string) =>
+        opts.untrusted?.includes(h)
+          ? { trusted: false, state: 'recovering', why: 'it failed 2 s ago', heldUntil: null }
+          : { trusted: true, state: 'trusted', why: '', heldUntil: null },
+    } as never,
+    volume: () =>
+      ({
+        site: 'shop',
+        role: 'primary',
+        epoch: 1,
+        path: '/x',
+        replication: { to: 'array-b', state: opts.replication ?? 'streaming', lagMs: 3, generation: 1 },
+      }) as unknown as VolumeStatus,
   });
   store.putSite({ site: 'shop', epoch: 1, primaryHost: 'a1', state: 'serving', replicaStorage: 'array-b' });
   store.putSite({ site: 'outlet', epoch: 1, primaryHost: 'b1', state: 'serving', replicaStorage: 'array-b' });
-  return { drills, store, powered, close: () => { store.close(); fs.rmSync(dir, { recursive: true, force: true }); } };
+  return {
+    drills,
+    store,
+    powered,
+    close: () => {
+      store.close();
+      fs.rmSync(dir, { recursive: true, force: true });
+    },
+  };
 }
 
 async function refusal(p: Promise<unknown>): Promise<string> {
@@ -57,9 +89,16 @@ test('a drill is refused, with the reason, while a runbook runs, and nothing is 
     const rb = h.store.startRunbook('outlet', 'switchover', { target: 's2' });
     const why = await refusal(h.drills.run('shop'));
     assert.match(why, new RegExp(`^drill of shop refused: switchover #${rb.id} of outlet is running`));
-    assert.deepEqual(h.store.listRunbooks().map((r) => r.kind), ['switchover'], 'no drill runbook was created');
+    assert.deepEqual(
+      h.store.listRunbooks().map((r) => r.kind),
+      ['switchover'],
+      'no drill runbook was created',
+    );
     assert.deepEqual(h.powered, [], 'no host was powered on');
-    assert.deepEqual(h.store.listEvents().map((e) => e.kind), []);
+    assert.deepEqual(
+      h.store.listEvents().map((e) => e.kind),
+      [],
+    );
   } finally {
     h.close();
   }

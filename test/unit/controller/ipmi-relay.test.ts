@@ -17,7 +17,9 @@ function setup(t: { after: (fn: () => void) => void }, mode: 'normal' | 'stays-o
   const bin = path.join(dir, 'bin');
   fs.mkdirSync(bin);
   fs.writeFileSync(path.join(dir, 'power'), 'on');
-  fs.writeFileSync(path.join(bin, 'ipmitool'), `#!/bin/sh
+  fs.writeFileSync(
+    path.join(bin, 'ipmitool'),
+    `#!/bin/sh
 echo "$@" >> ${dir}/calls
 mode=${mode}
 if [ $mode = unreachable ]; then echo "Error: Unable to establish IPMI v2 / RMCP+ session" >&2; exit 1; fi
@@ -35,10 +37,14 @@ if [ "$prev" = exec ]; then
 else
   handle "$last"
 fi
-`, { mode: 0o755 });
+`,
+    { mode: 0o755 },
+  );
   fs.writeFileSync(path.join(dir, 'bmc-password'), 'not-in-argv\n');
   const file = path.join(dir, 'understudy.yaml');
-  fs.writeFileSync(file, `
+  fs.writeFileSync(
+    file,
+    `
 controller: { state: ${dir}/state }
 # A host beyond loopback needs the cluster secret (never read here: nothing calls the parts).
 cluster: { secret: { file: ${dir}/cluster-secret } }
@@ -54,13 +60,24 @@ sites:
     app: { command: [node, server.js], port: 3000 }
     primary: r1
     standby: [r2]
-`);
+`,
+  );
   const config = loadConfig(file);
   const store = new StateStore(config.controller.stateDir);
   const oldPath = process.env.PATH;
   process.env.PATH = `${bin}:${oldPath}`;
-  t.after(() => { process.env.PATH = oldPath; store.close(); fs.rmSync(dir, { recursive: true, force: true }); });
-  return { store, relay: new HostRelays(config, store, path.join(dir, 'logs')), setPower: (p: string) => fs.writeFileSync(path.join(dir, 'power'), p), calls: () => fs.readFileSync(path.join(dir, 'calls'), 'utf8').trim().split('\n'), power: () => fs.readFileSync(path.join(dir, 'power'), 'utf8').trim() };
+  t.after(() => {
+    process.env.PATH = oldPath;
+    store.close();
+    fs.rmSync(dir, { recursive: true, force: true });
+  });
+  return {
+    store,
+    relay: new HostRelays(config, store, path.join(dir, 'logs')),
+    setPower: (p: string) => fs.writeFileSync(path.join(dir, 'power'), p),
+    calls: () => fs.readFileSync(path.join(dir, 'calls'), 'utf8').trim().split('\n'),
+    power: () => fs.readFileSync(path.join(dir, 'power'), 'utf8').trim(),
+  };
 }
 
 test('ipmi relay: off is chassis power off, confirmed by a status that says off; on is chassis power on; no pid', async (t) => {
@@ -73,7 +90,10 @@ test('ipmi relay: off is chassis power off, confirmed by a status that says off;
   // No power wait: the cut and the first status in one session.
   assert.match(c[0]!, /^-I lanplus -H 10\.0\.9\.1 -p 623 -U fence -f \S+bmc-password -C 17 .*exec \S+fence\.cmd$/);
   assert.deepEqual(c.slice(1, 3), ['> chassis power off', '> chassis power status']);
-  assert.ok(c.every((l) => !l.includes('not-in-argv')), 'the password never is on the command line');
+  assert.ok(
+    c.every((l) => !l.includes('not-in-argv')),
+    'the password never is on the command line',
+  );
   assert.deepEqual(await relay.on('r1'), { host: 'r1', power: 'on', pid: null });
   assert.equal(power(), 'on');
   assert.equal(relay.status('r1').power, 'on');

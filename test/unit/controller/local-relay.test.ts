@@ -15,7 +15,9 @@ import { ROOT } from '../../support/cluster.ts';
 test('local relay: on boots a real agent that runs the shop in its group; off cuts the whole group and confirms it', { timeout: 60_000 }, async (t) => {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'us-relay-'));
   const file = path.join(dir, 'understudy.yaml');
-  fs.writeFileSync(file, `
+  fs.writeFileSync(
+    file,
+    `
 controller: { listen: 127.0.0.1:29970, state: ${dir}/state }
 director: { listen: 127.0.0.1:29971 }
 storage:
@@ -30,11 +32,15 @@ sites:
     app: { command: [node, examples/shop/server.js], port: 3000 }
     primary: r1
     standby: [r2]
-`);
+`,
+  );
   const config = loadConfig(file, { baseDir: ROOT });
   const store = new StateStore(config.controller.stateDir);
   const relay = new LocalRelay(config, store, path.join(dir, 'logs'));
-  t.after(async () => { await relay.off('r1').catch(() => undefined); store.close(); });
+  t.after(async () => {
+    await relay.off('r1').catch(() => undefined);
+    store.close();
+  });
 
   // A volume the shop can start on (what the storage processor's init would create).
   const volume = path.join(dir, 'a', 'volumes', 'shop');
@@ -50,7 +56,11 @@ sites:
   await waitFor(() => clients.agentStatus('r1', 300), { timeoutMs: 20_000, everyMs: 50, what: 'agent' });
   const st = await clients.startApp('r1', 'shop', startRequest(config, config.hosts.r1!, config.sites.shop!, 1));
   const appPid = st.sites[0]!.pid!;
-  await waitFor(async () => (await fetch('http://127.0.0.1:3000/healthz'.replace('127.0.0.1', '127.0.199.1'))).ok, { timeoutMs: 20_000, everyMs: 50, what: 'shop' });
+  await waitFor(async () => (await fetch('http://127.0.0.1:3000/healthz'.replace('127.0.0.1', '127.0.199.1'))).ok, {
+    timeoutMs: 20_000,
+    everyMs: 50,
+    what: 'shop',
+  });
 
   const off = await relay.off('r1');
   assert.equal(off.power, 'off');

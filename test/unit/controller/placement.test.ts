@@ -111,14 +111,25 @@ test('two sites sharing a pool: replicas spread over the spares; one taken by th
   assert.deepEqual(placeReplica(c, outlet!, 'b1', afterShop), { storage: 'sd', host: 's2', standing: 'free' });
 
   // a1 fails: shop takes s1. Its new replica: s2 (shared with outlet, but able) before a1 (untrusted).
-  const shopOnS1 = facts({ untrusted: ['a1'], holds: [{ host: 's1', site: 'shop', as: 'primary' }, { host: 'b1', site: 'outlet', as: 'primary' }], replicas: [{ site: 'outlet', storage: 'sd' }] });
+  const shopOnS1 = facts({
+    untrusted: ['a1'],
+    holds: [
+      { host: 's1', site: 'shop', as: 'primary' },
+      { host: 'b1', site: 'outlet', as: 'primary' },
+    ],
+    replicas: [{ site: 'outlet', storage: 'sd' }],
+  });
   assert.deepEqual(placeReplica(c, shop!, 's1', shopOnS1), { storage: 'sd', host: 's2', standing: 'shared' });
   assert.equal(replicaMove(c, outlet!, 'b1', 'sd', shopOnS1), null, "outlet's replica stays: s2 can still take it");
 
   // b1 fails: outlet takes s2. shop's replica on sd has no able host (s2 is outlet's); a1 is trusted again: move.
   const outletOnS2Facts = {
-    holds: [{ host: 's1', site: 'shop', as: 'primary' as const }, { host: 's2', site: 'outlet', as: 'primary' as const }],
-    untrusted: ['b1'], replicas: [{ site: 'shop', storage: 'sd' }],
+    holds: [
+      { host: 's1', site: 'shop', as: 'primary' as const },
+      { host: 's2', site: 'outlet', as: 'primary' as const },
+    ],
+    untrusted: ['b1'],
+    replicas: [{ site: 'shop', storage: 'sd' }],
   };
   const outletOnS2 = facts(outletOnS2Facts);
   assert.deepEqual(replicaMove(c, shop!, 's1', 'sd', outletOnS2), { storage: 'sa', host: 'a1', standing: 'free' });
@@ -133,8 +144,30 @@ test('next: the host that would take over now — able, on the replica storage, 
   const shop = c.sites.shop!;
   const powered = (on: string[]) => (h: string) => on.includes(h);
   assert.deepEqual(nextTakeover(c, shop, { primaryHost: 'a1', replicaStorage: 'sc' }, { ...facts(), powered: powered([]) }), { host: 's1', storage: 'sc' });
-  assert.equal(nextTakeover(c, shop, { primaryHost: 'a1', replicaStorage: 'sc' }, { ...facts({ untrusted: ['s1'] }), powered: powered(['s1']) }), null, 'not trusted');
-  assert.equal(nextTakeover(c, shop, { primaryHost: 'a1', replicaStorage: 'sc' }, { ...facts({ holds: [{ host: 's1', site: 'outlet', as: 'primary' }] }), powered: powered(['s1']) }), null, "another site's primary");
-  assert.deepEqual(nextTakeover(c, shop, { primaryHost: 'a1', replicaStorage: 'sc' }, { ...facts({ holds: [{ host: 's1', site: 'outlet', as: 'reader' }] }), powered: powered(['s1']) }), { host: 's1', storage: 'sc' }, 'a reader is taken back');
+  assert.equal(
+    nextTakeover(c, shop, { primaryHost: 'a1', replicaStorage: 'sc' }, { ...facts({ untrusted: ['s1'] }), powered: powered(['s1']) }),
+    null,
+    'not trusted',
+  );
+  assert.equal(
+    nextTakeover(
+      c,
+      shop,
+      { primaryHost: 'a1', replicaStorage: 'sc' },
+      { ...facts({ holds: [{ host: 's1', site: 'outlet', as: 'primary' }] }), powered: powered(['s1']) },
+    ),
+    null,
+    "another site's primary",
+  );
+  assert.deepEqual(
+    nextTakeover(
+      c,
+      shop,
+      { primaryHost: 'a1', replicaStorage: 'sc' },
+      { ...facts({ holds: [{ host: 's1', site: 'outlet', as: 'reader' }] }), powered: powered(['s1']) },
+    ),
+    { host: 's1', storage: 'sc' },
+    'a reader is taken back',
+  );
   assert.equal(nextTakeover(c, shop, { primaryHost: 'a1', replicaStorage: null }, { ...facts(), powered: powered([]) }), null, 'unprotected');
 });

@@ -11,12 +11,16 @@ import { SHARED } from './pool-fixture.ts';
 
 after(cleanup);
 
-test('pool facts: candidates are the standbys on the replica\'s storage system, without the failed host', () => {
+test("pool facts: candidates are the standbys on the replica's storage system, without the failed host", () => {
   const config = load(SHARED);
   assert.deepEqual(candidatesFor(config, config.sites.shop!, { failed: 'a1', replicaStorage: 'array-b' }), ['s1']);
   assert.deepEqual(candidatesFor(config, config.sites.shop!, { failed: 'a1', replicaStorage: 'array-a' }), ['s2']);
   assert.deepEqual(candidatesFor(config, config.sites.shop!, { failed: 'a1', replicaStorage: null }), []);
-  assert.deepEqual(candidatesFor(config, config.sites.shop!, { failed: 'a1', replicaStorage: 'array-b', requested: 's2' }), [], 'a --to on the wrong storage is no candidate');
+  assert.deepEqual(
+    candidatesFor(config, config.sites.shop!, { failed: 'a1', replicaStorage: 'array-b', requested: 's2' }),
+    [],
+    'a --to on the wrong storage is no candidate',
+  );
 });
 
 test('pool facts: holds and claims come from the state store alone, and a restarted controller reads the same allocation', () => {
@@ -58,7 +62,7 @@ test('pool facts: holds and claims come from the state store alone, and a restar
   }
 });
 
-test('pool facts: an operator\'s --to onto another site\'s host is refused before anything is fenced; a reader is in the way of a switchover only', () => {
+test("pool facts: an operator's --to onto another site's host is refused before anything is fenced; a reader is in the way of a switchover only", () => {
   const config = load(SHARED);
   const sites = [
     { site: 'shop', epoch: 2, primaryHost: 's1', state: 'serving' as const, replicaStorage: 'array-a', updatedAt: 0 },

@@ -29,8 +29,14 @@ test('pool watch: a serving site whose last spare another site took hears it at 
     watch.check();
     const said = pool();
     // shop, on s1 now, would need a standby on array-a: s2 is one, and it is free.
-    assert.deepEqual(said.map((e) => [e.site, e.kind]), [['outlet', 'pool-empty']]);
-    assert.match(said[0]!.message, /^outlet \(priority 5\) serves on b1 but has no spare left to fail over to: s1 is the primary of shop \(priority 0\)\. A failure of b1 now would leave outlet down/);
+    assert.deepEqual(
+      said.map((e) => [e.site, e.kind]),
+      [['outlet', 'pool-empty']],
+    );
+    assert.match(
+      said[0]!.message,
+      /^outlet \(priority 5\) serves on b1 but has no spare left to fail over to: s1 is the primary of shop \(priority 0\)\. A failure of b1 now would leave outlet down/,
+    );
     assert.equal(said[0]!.data.waiting, false);
 
     // A reader of another site does not empty a pool (a failover takes it back).
@@ -41,14 +47,19 @@ test('pool watch: a serving site whose last spare another site took hears it at 
     // shop fails back to a1: s1 is free for outlet again.
     store.putSite({ site: 'shop', epoch: 3, primaryHost: 'a1', state: 'serving', replicaStorage: 'array-b' });
     watch.check();
-    assert.deepEqual(pool().slice(1).map((e) => [e.site, e.kind]), [['outlet', 'pool-refilled']]);
+    assert.deepEqual(
+      pool()
+        .slice(1)
+        .map((e) => [e.site, e.kind]),
+      [['outlet', 'pool-refilled']],
+    );
   } finally {
     store.close();
     fs.rmSync(dir, { recursive: true, force: true });
   }
 });
 
-test('pool watch: a site with no standby on its replica\'s storage system is told so', () => {
+test("pool watch: a site with no standby on its replica's storage system is told so", () => {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'us-poolwatch-'));
   const store = new StateStore(dir);
   try {

@@ -20,9 +20,14 @@ import type { RelayDriver } from '../../../src/power/relay.ts';
 
 async function world(opts: { max: number; readonly?: string[]; readers?: string[] }) {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'us-scale-'));
-  const hosts = Object.fromEntries(['h1', 'h2', 'h3', 'h4'].map((h, i) => [h, { name: h, address: `127.0.${i + 1}.1`, storage: i % 2 === 0 ? 'array-a' : 'array-b' }]));
+  const hosts = Object.fromEntries(
+    ['h1', 'h2', 'h3', 'h4'].map((h, i) => [h, { name: h, address: `127.0.${i + 1}.1`, storage: i % 2 === 0 ? 'array-a' : 'array-b' }]),
+  );
   const site = {
-    name: 'shop', primary: 'h1', standby: ['h2', 'h3', 'h4'], app: { port: 3000 },
+    name: 'shop',
+    primary: 'h1',
+    standby: ['h2', 'h3', 'h4'],
+    app: { port: 3000 },
     volume: { readonly: opts.readonly ?? ['catalog.db'], replication: 'async' },
     health: { probe: { path: '/healthz', timeoutMs: 300 }, performance: { p95Ms: 100, windowMs: 2000 } },
     scale: { max: opts.max, cooldownMs: 1000, stabilizationMs: 3000 },
@@ -44,20 +49,49 @@ async function world(opts: { max: number; readonly?: string[]; readers?: string[
     completed: () => undefined,
   } as unknown as ActionGovernor;
   const relay = { status: () => ({ power: 'off', pid: null }) } as unknown as RelayDriver;
-  const clients = { agentStatus: () => Promise.reject(new Error('off')), putRoute: () => Promise.resolve({}), storageUrl: () => 'http://127.0.0.1:9' } as unknown as PartClients;
+  const clients = {
+    agentStatus: () => Promise.reject(new Error('off')),
+    putRoute: () => Promise.resolve({}),
+    storageUrl: () => 'http://127.0.0.1:9',
+  } as unknown as PartClients;
   let listener: ((stats: SiteStats[], at: number) => void) | null = null;
   const log = { info: () => undefined, warn: () => undefined, error: () => undefined };
-  const sc = new ScaleController({ config, store, relay, clients, log, governor, onDirectorStats: (l) => { listener = l; }, siteBusy: () => false, now: () => clock });
+  const sc = new ScaleController({
+    config,
+    store,
+    relay,
+    clients,
+    log,
+    governor,
+    onDirectorStats: (l) => {
+      listener = l;
+    },
+    siteBusy: () => false,
+    now: () => clock,
+  });
   sc.start([]);
   const feed = (p95s: Record<string, number>, forMs: number): void => {
     for (let t = 0; t < forMs; t += 500) {
       clock += 500;
-      const upstreams = Object.entries(p95s).map(([upstream, p95]) => ({ upstream, requests: 0, errors5xx: 0, connErrors: 0, lastConnErrorAt: null, latencyMs: { p50: p95 / 2, p95, p99: p95, count: 500 }, recentLatencyMs: { p50: p95 / 2, p95, p99: p95, count: 500 }, inflight: 0 }));
+      const upstreams = Object.entries(p95s).map(([upstream, p95]) => ({
+        upstream,
+        requests: 0,
+        errors5xx: 0,
+        connErrors: 0,
+        lastConnErrorAt: null,
+        latencyMs: { p50: p95 / 2, p95, p99: p95, count: 500 },
+        recentLatencyMs: { p50: p95 / 2, p95, p99: p95, count: 500 },
+        inflight: 0,
+      }));
       listener!([{ site: 'shop', epoch: 1, upstreams } as unknown as SiteStats], clock);
     }
   };
   const kinds = (): string[] => store.listEvents({}).map((e) => e.kind);
-  const done = (): void => { sc.stop(); store.close(); fs.rmSync(dir, { recursive: true, force: true }); };
+  const done = (): void => {
+    sc.stop();
+    store.close();
+    fs.rmSync(dir, { recursive: true, force: true });
+  };
   return { feed, asked, kinds, store, done };
 }
 
@@ -69,9 +103,11 @@ test('a slow primary: slowdown-detected after window + 2 s (the recent p95 span)
     w.feed({ '127.0.1.1:3000': 250 }, 2_000);
     assert.ok(w.kinds().includes('slowdown-detected'));
     assert.deepEqual(w.asked[0], { action: 'scale-out', target: 'h3' });
-    assert.ok(w.kinds().includes('scale-out-deferred'), 'the governor\'s deferral is told');
+    assert.ok(w.kinds().includes('scale-out-deferred'), "the governor's deferral is told");
     assert.ok(!w.kinds().some((k) => k.startsWith('failover')));
-  } finally { w.done(); }
+  } finally {
+    w.done();
+  }
 });
 
 test('every serving host slow together: global-slowdown, and nothing is asked', async () => {
@@ -80,8 +116,13 @@ test('every serving host slow together: global-slowdown, and nothing is asked', 
     w.feed({ '127.0.1.1:3000': 250, '127.0.3.1:3000': 220 }, 14_000);
     assert.ok(w.kinds().includes('global-slowdown'));
     assert.ok(!w.kinds().includes('slowdown-detected'));
-    assert.deepEqual(w.asked.filter((a) => a.action === 'scale-out'), []);
-  } finally { w.done(); }
+    assert.deepEqual(
+      w.asked.filter((a) => a.action === 'scale-out'),
+      [],
+    );
+  } finally {
+    w.done();
+  }
 });
 
 test('a site that cannot scale still raises the slowdown, and says why it does nothing', async () => {
@@ -92,7 +133,9 @@ test('a site that cannot scale still raises the slowdown, and says why it does n
     const deferred = w.store.listEvents({}).find((e) => e.kind === 'scale-out-deferred');
     assert.equal(deferred?.data.code, 'cannot-scale');
     assert.deepEqual(w.asked, []);
-  } finally { w.done(); }
+  } finally {
+    w.done();
+  }
 });
 
 test('a reader and low load for the stabilization window: a scale-in is asked; a one-second blip asks nothing', async () => {
@@ -104,5 +147,7 @@ test('a reader and low load for the stabilization window: a scale-in is asked; a
     w.feed({ '127.0.1.1:3000': 10, '127.0.3.1:3000': 10 }, 1000);
     assert.deepEqual(w.asked, [{ action: 'scale-in', target: null }]);
     assert.ok(!w.kinds().includes('slowdown-detected'));
-  } finally { w.done(); }
+  } finally {
+    w.done();
+  }
 });

@@ -10,7 +10,15 @@ async function server(handler: http.RequestListener): Promise<{ url: string; clo
   const srv = http.createServer(handler);
   await new Promise<void>((r) => srv.listen(0, '127.0.0.1', () => r()));
   const port = (srv.address() as AddressInfo).port;
-  return { url: `http://127.0.0.1:${port}/healthz`, srv, close: () => new Promise((r) => { srv.closeAllConnections(); srv.close(() => r()); }) };
+  return {
+    url: `http://127.0.0.1:${port}/healthz`,
+    srv,
+    close: () =>
+      new Promise((r) => {
+        srv.closeAllConnections();
+        srv.close(() => r());
+      }),
+  };
 }
 
 test('a healthy app is reported healthy after rise probes and raises nothing', async (t) => {
@@ -28,8 +36,17 @@ test('a healthy app is reported healthy after rise probes and raises nothing', a
 test('one failed probe does nothing; fall failed probes in a row raise one failure naming the evidence', async (t) => {
   let mode: 'ok' | 'fail-once' | 'fail' = 'ok';
   const s = await server((_req, res) => {
-    if (mode === 'fail-once') { mode = 'ok'; res.statusCode = 500; res.end('{}'); return; }
-    if (mode === 'fail') { res.statusCode = 500; res.end('{}'); return; }
+    if (mode === 'fail-once') {
+      mode = 'ok';
+      res.statusCode = 500;
+      res.end('{}');
+      return;
+    }
+    if (mode === 'fail') {
+      res.statusCode = 500;
+      res.end('{}');
+      return;
+    }
     res.end(JSON.stringify({ ok: true }));
   });
   t.after(() => s.close());
@@ -64,10 +81,20 @@ test('a dead process is a failure at once', async (t) => {
 
 test('every probe result goes to onProbe before it is judged, and is counted', async (t) => {
   let fail = false;
-  const s = await server((_req, res) => { if (fail) { res.statusCode = 503; res.end('{}'); } else res.end('fine'); });
+  const s = await server((_req, res) => {
+    if (fail) {
+      res.statusCode = 503;
+      res.end('{}');
+    } else res.end('fine');
+  });
   t.after(() => s.close());
   const seen: { ok: boolean; status?: number }[] = [];
-  const m = new SiteMonitor({ site: 'shop', host: 'h1', url: s.url, pid: null }, probe, () => undefined, (r) => seen.push({ ok: r.ok, status: r.status }));
+  const m = new SiteMonitor(
+    { site: 'shop', host: 'h1', url: s.url, pid: null },
+    probe,
+    () => undefined,
+    (r) => seen.push({ ok: r.ok, status: r.status }),
+  );
   t.after(() => m.stop());
   m.start();
   await new Promise((r) => setTimeout(r, 200));

@@ -1,6 +1,15 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { allocate, decisionFor, describeWait, freeForReader, reclaimable, type Claim, type Decision, type PoolFacts } from '../../../src/controller/spare-pool.ts';
+import {
+  allocate,
+  decisionFor,
+  describeWait,
+  freeForReader,
+  reclaimable,
+  type Claim,
+  type Decision,
+  type PoolFacts,
+} from '../../../src/controller/spare-pool.ts';
 
 const T0 = Date.parse('2026-11-25T07:00:00Z');
 
@@ -43,22 +52,31 @@ test('spare pool: two sites want the last spare at once — the higher priority 
 test('spare pool: at equal priority the first to fail (by detection time) gets the spare; the order of the claims does not matter', () => {
   const a = claim('shop', { detectedAt: T0 + 50 });
   const b = claim('outlet', { detectedAt: T0 });
-  for (const claims of [[a, b], [b, a]]) {
+  for (const claims of [
+    [a, b],
+    [b, a],
+  ]) {
     const f = facts({ claims });
     assert.equal(granted(decisionFor(f, 'outlet')), 's1');
     const lost = decisionFor(f, 'shop')!;
     assert.equal(lost.kind, 'wait');
-    assert.match(describeWait(lost as Extract<Decision, { kind: 'wait' }>, f, { replicaStorage: 'array-b' }), /same priority 0, failed first \(detected 2026-11-25T07:00:00\.000Z\)/);
+    assert.match(
+      describeWait(lost as Extract<Decision, { kind: 'wait' }>, f, { replicaStorage: 'array-b' }),
+      /same priority 0, failed first \(detected 2026-11-25T07:00:00\.000Z\)/,
+    );
   }
   // Same priority, same instant: the name decides, so every caller ranks alike.
   const tie = facts({ claims: [claim('zeta'), claim('alpha')] });
   assert.equal(granted(decisionFor(tie, 'alpha')), 's1');
 });
 
-test('spare pool: a host that is another site\'s primary or runbook target is never free; the site waits with pool-empty naming the holder', () => {
+test("spare pool: a host that is another site's primary or runbook target is never free; the site waits with pool-empty naming the holder", () => {
   const f = facts({
     priorities: { shop: 0, outlet: 5 },
-    holds: [{ host: 's1', site: 'shop', as: 'primary' }, { host: 's2', site: 'shop', as: 'target' }],
+    holds: [
+      { host: 's1', site: 'shop', as: 'primary' },
+      { host: 's2', site: 'shop', as: 'target' },
+    ],
     claims: [claim('outlet', { priority: 5, candidates: ['s1', 's2'] })],
   });
   const d = decisionFor(f, 'outlet') as Extract<Decision, { kind: 'wait' }>;
@@ -69,7 +87,10 @@ test('spare pool: a host that is another site\'s primary or runbook target is ne
     { host: 's2', why: 'held', site: 'shop', as: 'target', priority: 0 },
   ]);
   const msg = describeWait(d, f, { replicaStorage: 'array-b' });
-  assert.match(msg, /^no spare is free for outlet \(priority 5\): s1 is the primary of shop \(priority 0\); s2 is the target of a running runbook of shop \(priority 0\)\. outlet stays down/);
+  assert.match(
+    msg,
+    /^no spare is free for outlet \(priority 5\): s1 is the primary of shop \(priority 0\); s2 is the target of a running runbook of shop \(priority 0\)\. outlet stays down/,
+  );
 });
 
 test('spare pool: the spare becomes free again when its holder moves off it (the allocation is derived, nothing to release)', () => {
@@ -120,7 +141,10 @@ test('spare pool: readers are taken back by a failover of another site, only whe
 
 test('spare pool: a scale-out may not take a host that is held or that a waiting failover gets', () => {
   const f = facts({
-    holds: [{ host: 's1', site: 'shop', as: 'primary' }, { host: 's3', site: 'outlet', as: 'reader' }],
+    holds: [
+      { host: 's1', site: 'shop', as: 'primary' },
+      { host: 's3', site: 'outlet', as: 'reader' },
+    ],
     claims: [claim('blog', { candidates: ['s2'] })],
   });
   assert.deepEqual(freeForReader(f, 'outlet', 's1'), { free: false, why: 's1 is the primary of shop (priority 0)' });
@@ -135,6 +159,9 @@ test('spare pool: an avoided host (the last failover source of a failover let th
   const f = facts({ claims: [claim('shop', { candidates: ['h1', 'h3'], avoid: ['h1'] })], readiness: { h1: { state: 'warm' }, h3: { state: 'cold' } } });
   assert.deepEqual(decisionFor(f, 'shop'), { kind: 'granted', site: 'shop', host: 'h3', warm: false });
   // h3 is not usable: h1 rather than waiting.
-  const only = facts({ claims: [claim('shop', { candidates: ['h1', 'h3'], avoid: ['h1'] })], readiness: { h1: { state: 'warm' }, h3: { state: 'unusable', why: 'booting' } } });
+  const only = facts({
+    claims: [claim('shop', { candidates: ['h1', 'h3'], avoid: ['h1'] })],
+    readiness: { h1: { state: 'warm' }, h3: { state: 'unusable', why: 'booting' } },
+  });
   assert.deepEqual(decisionFor(only, 'shop'), { kind: 'granted', site: 'shop', host: 'h1', warm: true });
 });

@@ -15,8 +15,14 @@ test('runbooks, their journal and events survive a reopen (what a restarted cont
   a.addEvent({ site: 'shop', host: 'h1', kind: 'failure-detected', message: 'x', data: { n: 1 } });
   a.close();
   const b = new StateStore(dir);
-  assert.deepEqual(b.runningRunbooks().map((r) => r.id), [rb.id]);
-  assert.deepEqual(b.journalOf(rb.id).map((j) => `${j.step}:${j.phase}`), ['fence:begin', 'fence:end']);
+  assert.deepEqual(
+    b.runningRunbooks().map((r) => r.id),
+    [rb.id],
+  );
+  assert.deepEqual(
+    b.journalOf(rb.id).map((j) => `${j.step}:${j.phase}`),
+    ['fence:begin', 'fence:end'],
+  );
   assert.equal(b.getSite('shop')!.epoch, 1);
   assert.equal(b.listEvents()[0]!.data.n, 1);
   b.finishRunbook(rb.id, 'done');

@@ -28,18 +28,33 @@ function harness(opts: { off?: string[]; apps?: Record<string, string[]>; reader
     off: (host) => Promise.resolve({ host, power: 'off', pid: null }),
   };
   const clients = {
-    agentStatus: (host: string) => Promise.resolve({ host, pid: 1, pgid: 1, sites: (opts.apps?.[host] ?? []).map((site) => ({ site, state: 'running', pid: 2, exitCode: null, since: 0 })) }),
+    agentStatus: (host: string) =>
+      Promise.resolve({
+        host,
+        pid: 1,
+        pgid: 1,
+        sites: (opts.apps?.[host] ?? []).map((site) => ({ site, state: 'running', pid: 2, exitCode: null, since: 0 })),
+      }),
   } as unknown as PartClients;
   const deps: RunbookDeps = {
-    config: load(SHARED), store, relay, clients,
+    config: load(SHARED),
+    store,
+    relay,
+    clients,
     log: { info: () => undefined, warn: () => undefined, error: () => undefined },
     stopping: () => stopping,
     readers: () => opts.readers ?? [],
   };
   return {
-    deps, store,
-    stop: () => { stopping = true; },
-    close: () => { store.close(); fs.rmSync(dir, { recursive: true, force: true }); },
+    deps,
+    store,
+    stop: () => {
+      stopping = true;
+    },
+    close: () => {
+      store.close();
+      fs.rmSync(dir, { recursive: true, force: true });
+    },
   };
 }
 
@@ -48,8 +63,13 @@ function failover(h: ReturnType<typeof harness>, site: 'shop' | 'outlet', failed
   const rb = h.store.startRunbook(site, 'failover', { oldPrimary: failed, detectedAt });
   const data: Record<string, unknown> = { ...rb.data };
   const choice = chooseTarget(h.deps, h.deps.config.sites[site]!, {
-    failed, replicaStorage: 'array-b', detectedAt,
-    commit: (host) => { data.target = host; h.store.updateRunbookData(rb.id, data); },
+    failed,
+    replicaStorage: 'array-b',
+    detectedAt,
+    commit: (host) => {
+      data.target = host;
+      h.store.updateRunbookData(rb.id, data);
+    },
   });
   return { rb, choice };
 }
@@ -82,7 +102,10 @@ test('target choice: two sites fail at once over one shared spare — exactly on
     h.store.finishRunbook(outlet.rb.id, 'done');
     h.store.putSite({ site: 'outlet', epoch: 2, primaryHost: 's1', state: 'serving', replicaStorage: 'array-a' });
     await new Promise((r) => setTimeout(r, 600));
-    const empty = h.store.listEvents({ site: 'shop' }).filter((e) => e.kind === 'pool-empty').at(-1)!;
+    const empty = h.store
+      .listEvents({ site: 'shop' })
+      .filter((e) => e.kind === 'pool-empty')
+      .at(-1)!;
     assert.match(empty.message, /s1 is the primary of outlet \(priority 5\)/);
     assert.equal(h.store.getSite('shop')!.state, 'down');
 
@@ -135,7 +158,7 @@ test('target choice: an agent that runs an app nothing records is not a target; 
   }
 });
 
-test('target choice: no standby on the replica\'s storage system is pool-empty and US_NO_TARGET at once; a held --to is refused at once', async () => {
+test("target choice: no standby on the replica's storage system is pool-empty and US_NO_TARGET at once; a held --to is refused at once", async () => {
   const h = harness();
   try {
     h.store.putSite({ site: 'shop', epoch: 1, primaryHost: 'a1', state: 'failing-over', replicaStorage: 'array-c' });
@@ -182,7 +205,15 @@ test('target choice: an untrusted spare is not taken; its changing reason (time 
   let trustedNow = false;
   h.deps.governor = {
     trust: (host: string) => ({
-      host, state: trustedNow ? 'trusted' : 'held-out', trusted: trustedNow, goodProbes: 0, rise: 2, flaps: 1, heldUntil: null, lastFailureAt: 1, trustedSince: null,
+      host,
+      state: trustedNow ? 'trusted' : 'held-out',
+      trusted: trustedNow,
+      goodProbes: 0,
+      rise: 2,
+      flaps: 1,
+      heldUntil: null,
+      lastFailureAt: 1,
+      trustedSince: null,
       why: `${host} flapped: held out for ${Date.now() % 100_000} ms more`,
     }),
   };

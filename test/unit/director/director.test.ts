@@ -37,7 +37,11 @@ test('POST goes only to the primary while GETs spread over primary and readers',
   await putRoute(http, d, { site: 'shop', epoch: 1, primary: a.addr, readers: [b.addr] });
 
   const gets = await Promise.all(Array.from({ length: 20 }, () => http(`${d.frontUrl('shop')}/`)));
-  const byHost = (rs: { servedBy: string | undefined }[]) => rs.reduce<Record<string, number>>((m, r) => { m[r.servedBy!] = (m[r.servedBy!] ?? 0) + 1; return m; }, {});
+  const byHost = (rs: { servedBy: string | undefined }[]) =>
+    rs.reduce<Record<string, number>>((m, r) => {
+      m[r.servedBy!] = (m[r.servedBy!] ?? 0) + 1;
+      return m;
+    }, {});
   const g = byHost(gets);
   assert.ok((g.A ?? 0) >= 5 && (g.B ?? 0) >= 5, `GETs not spread: ${JSON.stringify(g)}`);
 
@@ -91,7 +95,11 @@ test('requests are held while there is no primary and released, in order, when a
 
   await putRoute(http, d, { site: 'shop', epoch: 2, primary: a.addr, readers: [] });
   const all = await Promise.all([...early, ...more]);
-  assert.deepEqual(all.map((r) => r.status).filter((s) => s >= 300), [], 'a held request failed');
+  assert.deepEqual(
+    all.map((r) => r.status).filter((s) => s >= 300),
+    [],
+    'a held request failed',
+  );
   assert.ok(all.every((r) => r.servedBy === 'A'));
   const s = siteStats(d);
   assert.equal(s.held, 20);
@@ -167,7 +175,11 @@ test('killing the primary under load: refused requests are held and served by th
   await load;
 
   const gets = results.filter((r) => r.method === 'GET');
-  assert.deepEqual(gets.filter((r) => r.status !== 200), [], 'a GET failed');
+  assert.deepEqual(
+    gets.filter((r) => r.status !== 200),
+    [],
+    'a GET failed',
+  );
   for (const r of results.filter((x) => x.method === 'POST')) {
     // A POST in flight at the moment of the crash may have an unknown outcome; it must say so.
     assert.ok(r.status === 201 || (r.status === 503 && r.code === 'US_OUTCOME_UNKNOWN'), `POST answered ${r.status} ${r.code}`);
@@ -246,7 +258,13 @@ test('stats count requests and 5xx and give plausible latency percentiles; /metr
   await putRoute(http, d, { site: 'shop', epoch: 1, primary: a.addr, readers: [] });
   for (let i = 0; i < 5; i++) await Promise.all(Array.from({ length: 10 }, () => http(`${d.frontUrl('shop')}/`)));
 
-  const stats = (await http(`${d.adminUrl}/v1/stats`)).json as { sites: { site: string; epoch: number; upstreams: { upstream: string; requests: number; errors5xx: number; latencyMs: { p50: number; p95: number; p99: number; count: number } }[] }[] };
+  const stats = (await http(`${d.adminUrl}/v1/stats`)).json as {
+    sites: {
+      site: string;
+      epoch: number;
+      upstreams: { upstream: string; requests: number; errors5xx: number; latencyMs: { p50: number; p95: number; p99: number; count: number } }[];
+    }[];
+  };
   const shop = stats.sites.find((s) => s.site === 'shop')!;
   assert.equal(shop.epoch, 1);
   const u = shop.upstreams.find((x) => x.upstream === a.addr)!;

@@ -25,17 +25,23 @@ export function makeConfig(opts: { sites?: string[]; holdMaxRequests?: number; h
     storage: {},
     hosts: {},
     pools: {},
-    sites: Object.fromEntries(sites.map((name) => [name, {
-      name,
-      front: { host: '127.0.0.1', port: 0 },
-      app: { command: ['true'], port: 3000, env: {} },
-      primary: 'h1',
-      standby: [], priority: 0,
-      volume: { replication: 'sync' as const, readonly: [] },
-      transform: [],
-      health: { probe, malfunction: { errorRate: 0.2, windowMs: 5000 }, performance: { p95Ms: 300, windowMs: 10_000 } },
-      scale: { max: 1, cooldownMs: 30_000 },
-    }])),
+    sites: Object.fromEntries(
+      sites.map((name) => [
+        name,
+        {
+          name,
+          front: { host: '127.0.0.1', port: 0 },
+          app: { command: ['true'], port: 3000, env: {} },
+          primary: 'h1',
+          standby: [],
+          priority: 0,
+          volume: { replication: 'sync' as const, readonly: [] },
+          transform: [],
+          health: { probe, malfunction: { errorRate: 0.2, windowMs: 5000 }, performance: { p95Ms: 300, windowMs: 10_000 } },
+          scale: { max: 1, cooldownMs: 30_000 },
+        },
+      ]),
+    ),
   };
 }
 
@@ -65,23 +71,35 @@ export async function startUpstream(t: TestContext, name: string, mode: Upstream
     req.on('data', (c: Buffer) => chunks.push(c));
     req.on('end', () => {
       up.seen.push(`${req.method} ${req.url}`);
-      if (up.mode === 'destroy-after-read') { req.socket.destroy(); return; }
+      if (up.mode === 'destroy-after-read') {
+        req.socket.destroy();
+        return;
+      }
       const body = JSON.stringify({ servedBy: name, method: req.method, url: req.url, body: Buffer.concat(chunks).toString('utf8'), headers: req.headers });
       const answer = () => {
-        res.writeHead(req.method === 'POST' ? 201 : 200, { 'content-type': 'application/json', 'x-served-by': name, 'content-length': Buffer.byteLength(body) });
+        res.writeHead(req.method === 'POST' ? 201 : 200, {
+          'content-type': 'application/json',
+          'x-served-by': name,
+          'content-length': Buffer.byteLength(body),
+        });
         res.end(body);
       };
-      if (up.delayMs > 0) setTimeout(answer, up.delayMs); else answer();
+      if (up.delayMs > 0) setTimeout(answer, up.delayMs);
+      else answer();
     });
   });
   await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
   up.server = server;
   up.addr = `127.0.0.1:${(server.address() as AddressInfo).port}`;
-  up.kill = () => new Promise<void>((resolve) => {
-    if (!server.listening) { resolve(); return; }
-    server.close(() => resolve());
-    server.closeAllConnections();
-  });
+  up.kill = () =>
+    new Promise<void>((resolve) => {
+      if (!server.listening) {
+        resolve();
+        return;
+      }
+      server.close(() => resolve());
+      server.closeAllConnections();
+    });
   t.after(() => up.kill());
   return up;
 }
@@ -115,11 +133,22 @@ export async function startFakeController(t: TestContext): Promise<{ url: string
     });
   });
   await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
-  t.after(() => new Promise<void>((r) => { server.close(() => r()); server.closeAllConnections(); }));
+  t.after(
+    () =>
+      new Promise<void>((r) => {
+        server.close(() => r());
+        server.closeAllConnections();
+      }),
+  );
   return { url: `http://127.0.0.1:${(server.address() as AddressInfo).port}`, signals };
 }
 
-export interface Reply { status: number; headers: Record<string, string | string[] | undefined>; json: unknown; servedBy: string | undefined }
+export interface Reply {
+  status: number;
+  headers: Record<string, string | string[] | undefined>;
+  json: unknown;
+  servedBy: string | undefined;
+}
 
 /** An HTTP client with its own connection pool, closed after the test. */
 export function client(t: TestContext): (url: string, opts?: { method?: string; body?: unknown; headers?: Record<string, string> }) => Promise<Reply> {
@@ -134,7 +163,11 @@ export function client(t: TestContext): (url: string, opts?: { method?: string; 
     });
     const text = await res.body.text();
     let json: unknown;
-    try { json = text ? JSON.parse(text) : undefined; } catch { json = text; }
+    try {
+      json = text ? JSON.parse(text) : undefined;
+    } catch {
+      json = text;
+    }
     const sb = res.headers['x-served-by'];
     return { status: res.statusCode, headers: res.headers, json, servedBy: typeof sb === 'string' ? sb : undefined };
   };

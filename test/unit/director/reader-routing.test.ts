@@ -9,7 +9,10 @@ import { client, makeConfig, putRoute, siteStats, startDirector, startUpstream, 
 // flight, and read your writes (cookie + catch-up marks against a fake storage).
 
 function byHost(rs: { servedBy: string | undefined }[]): Record<string, number> {
-  return rs.reduce<Record<string, number>>((m, r) => { m[r.servedBy!] = (m[r.servedBy!] ?? 0) + 1; return m; }, {});
+  return rs.reduce<Record<string, number>>((m, r) => {
+    m[r.servedBy!] = (m[r.servedBy!] ?? 0) + 1;
+    return m;
+  }, {});
 }
 
 /** A reader app that answers 421 for /api/orders* (it does not hold orders) and 200 otherwise. */
@@ -23,27 +26,53 @@ async function startReaderApp(t: TestContext, name: string): Promise<{ addr: str
     res.end(body);
   });
   await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
-  t.after(() => new Promise<void>((r) => { server.close(() => r()); server.closeAllConnections(); }));
+  t.after(
+    () =>
+      new Promise<void>((r) => {
+        server.close(() => r());
+        server.closeAllConnections();
+      }),
+  );
   return { addr: `127.0.0.1:${(server.address() as AddressInfo).port}`, seen };
 }
 
 /** A fake storage processor whose reader catch-up answers only when released. */
 async function startFakeStorage(t: TestContext): Promise<{ url: string; calls: number; release: () => void; auto: boolean }> {
-  const state = { url: '', calls: 0, waiting: [] as (() => void)[], auto: false, release: () => { for (const w of state.waiting.splice(0)) w(); } };
+  const state = {
+    url: '',
+    calls: 0,
+    waiting: [] as (() => void)[],
+    auto: false,
+    release: () => {
+      for (const w of state.waiting.splice(0)) w();
+    },
+  };
   const server = http.createServer((req, res) => {
     req.resume();
     req.on('end', () => {
-      const answer = (): void => { res.writeHead(200, { 'content-type': 'application/json' }); res.end('{"readers":["b"]}'); };
+      const answer = (): void => {
+        res.writeHead(200, { 'content-type': 'application/json' });
+        res.end('{"readers":["b"]}');
+      };
       if (req.url === '/v1/volumes/shop/readers/catch-up') {
         state.calls++;
-        if (state.auto) answer(); else state.waiting.push(answer);
+        if (state.auto) answer();
+        else state.waiting.push(answer);
         return;
       }
-      res.writeHead(404); res.end();
+      res.writeHead(404);
+      res.end();
     });
   });
   await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
-  t.after(() => new Promise<void>((r) => { state.release(); server.close(() => r()); server.closeAllConnections(); }));
+  t.after(
+    () =>
+      new Promise<void>((r) => {
+        state.release();
+        server.close(() => r());
+        server.closeAllConnections();
+      }),
+  );
   state.url = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
   return state;
 }
@@ -56,7 +85,7 @@ test('read paths: exact paths and prefixes; empty means every path', () => {
   assert.ok(readPathMatcher(['/*'])('/anything'));
 });
 
-test('only reads of the route\'s readPaths go to readers; other reads and every write stay on the primary', async (t) => {
+test("only reads of the route's readPaths go to readers; other reads and every write stay on the primary", async (t) => {
   const a = await startUpstream(t, 'A');
   const b = await startUpstream(t, 'B');
   const d = await startDirector(t, makeConfig());
@@ -70,14 +99,17 @@ test('only reads of the route\'s readPaths go to readers; other reads and every 
   assert.deepEqual(posts, { A: 10 });
 });
 
-test('a reader\'s 421 sends the read to the primary; the client never sees the 421', async (t) => {
+test("a reader's 421 sends the read to the primary; the client never sees the 421", async (t) => {
   const a = await startUpstream(t, 'A');
   const r = await startReaderApp(t, 'R');
   const d = await startDirector(t, makeConfig());
   const c = client(t);
   await putRoute(c, d, { site: 'shop', epoch: 1, primary: a.addr, readers: [r.addr] });
   const rs = await Promise.all(Array.from({ length: 20 }, () => c(`${d.frontUrl('shop')}/api/orders/7`)));
-  assert.ok(rs.every((x) => x.status === 200 && x.servedBy === 'A'), JSON.stringify(byHost(rs)));
+  assert.ok(
+    rs.every((x) => x.status === 200 && x.servedBy === 'A'),
+    JSON.stringify(byHost(rs)),
+  );
   assert.ok(r.seen.length > 0, 'some went to the reader first');
   assert.equal((siteStats(d) as { misdirected?: number }).misdirected, r.seen.length);
   const products = byHost(await Promise.all(Array.from({ length: 20 }, () => c(`${d.frontUrl('shop')}/api/products`))));
@@ -91,7 +123,12 @@ test('reads go to the host with the fewest in flight: a slow primary gets few', 
   const d = await startDirector(t, makeConfig());
   const c = client(t);
   await putRoute(c, d, { site: 'shop', epoch: 1, primary: a.addr, readers: [b.addr] });
-  const rs = await Promise.all(Array.from({ length: 40 }, async (_, i) => { await new Promise((r) => setTimeout(r, i * 5)); return c(`${d.frontUrl('shop')}/`); }));
+  const rs = await Promise.all(
+    Array.from({ length: 40 }, async (_, i) => {
+      await new Promise((r) => setTimeout(r, i * 5));
+      return c(`${d.frontUrl('shop')}/`);
+    }),
+  );
   const h = byHost(rs);
   assert.ok((h.A ?? 0) <= 3 && (h.B ?? 0) >= 37, JSON.stringify(h));
 });

@@ -32,7 +32,8 @@ test('kinds: counts answers, errors and load answers per method and route; sampl
 
 test('kinds: at most 64 per upstream, the rest under METHOD *', () => {
   const k = new RequestKinds();
-  for (let i = 0; i < 100; i++) k.record('GET', `/p${String.fromCharCode(97 + (i % 26))}${String.fromCharCode(97 + Math.floor(i / 26))}`, '/x', 200, false, false);
+  for (let i = 0; i < 100; i++)
+    k.record('GET', `/p${String.fromCharCode(97 + (i % 26))}${String.fromCharCode(97 + Math.floor(i / 26))}`, '/x', 200, false, false);
   const snap = k.snapshot();
   assert.equal(snap.length, 65);
   assert.equal(snap.find((s) => s.kind === 'GET *')!.requests, 36);

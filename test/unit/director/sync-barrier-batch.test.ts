@@ -14,16 +14,24 @@ test('barriers of one event-loop turn share one call; a later one gets its own',
   let answer = { state: 'sync', waitedMs: 1 } as Record<string, unknown>;
   const server = http.createServer((req, res) => {
     let b = '';
-    req.on('data', (c: Buffer) => { b += c.toString(); });
+    req.on('data', (c: Buffer) => {
+      b += c.toString();
+    });
     req.on('end', () => {
       calls.push({ at: Date.now(), body: JSON.parse(b) });
-      setTimeout(() => { res.setHeader('content-type', 'application/json'); res.end(JSON.stringify(answer)); }, 20);
+      setTimeout(() => {
+        res.setHeader('content-type', 'application/json');
+        res.end(JSON.stringify(answer));
+      }, 20);
     });
   });
   await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
   const url = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
   const client = new SyncBarrierClient();
-  t.after(async () => { await client.destroyAll(); server.close(); });
+  t.after(async () => {
+    await client.destroyAll();
+    server.close();
+  });
   const route = { storageUrl: url, onReplicaLost: 'degrade' as const, timeoutMs: 500 };
 
   const first = await Promise.all([client.barrier('shop', route), client.barrier('shop', route), client.barrier('shop', route)]);
@@ -46,5 +54,8 @@ test('barriers of one event-loop turn share one call; a later one gets its own',
   // Every waiter of a call gets its answer, also a refusal.
   answer = { state: 'timeout', waitedMs: 500, reason: 'replica gone' };
   const r = await Promise.all([client.barrier('shop', route), client.barrier('shop', route)]);
-  assert.deepEqual(r, [{ outcome: 'timeout', reason: 'replica gone' }, { outcome: 'timeout', reason: 'replica gone' }]);
+  assert.deepEqual(r, [
+    { outcome: 'timeout', reason: 'replica gone' },
+    { outcome: 'timeout', reason: 'replica gone' },
+  ]);
 });

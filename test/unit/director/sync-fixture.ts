@@ -50,7 +50,6 @@ export interface SyncStack {
   stop(): Promise<void>;
 }
 
-
 async function waitFor(what: string, cond: () => boolean | Promise<boolean>, timeoutMs = 10_000): Promise<void> {
   const deadline = Date.now() + timeoutMs;
   while (!(await cond())) {
@@ -78,7 +77,8 @@ function makeConfig(root: string, pa: number, pb: number): UnderstudyConfig {
         front: { host: '127.0.0.1', port: 0 },
         app: { command: ['node', SHOP], port: 3000, env: {} },
         primary: 'h1',
-        standby: [], priority: 0,
+        standby: [],
+        priority: 0,
         volume: { replication: 'sync', readonly: [], sync: { onReplicaLost: 'degrade', timeoutMs: 2000 } },
         transform: [],
         health: { probe, malfunction: { errorRate: 0.2, windowMs: 5000 }, performance: { p95Ms: 300, windowMs: 10_000 } },
@@ -93,14 +93,25 @@ function startShop(dataDir: string): Promise<{ proc: ChildProcess; exited: Promi
   let out = '';
   const exited = new Promise<void>((resolve) => proc.on('exit', () => resolve()));
   return new Promise((resolve, reject) => {
-    const timer = setTimeout(() => { proc.kill('SIGKILL'); reject(new Error(`shop did not start:\n${out}`)); }, 10_000);
+    const timer = setTimeout(() => {
+      proc.kill('SIGKILL');
+      reject(new Error(`shop did not start:\n${out}`));
+    }, 10_000);
     const onData = (c: Buffer): void => {
       out += c.toString();
-      if (/shop listening on/.test(out)) { clearTimeout(timer); resolve({ proc, exited }); }
+      if (/shop listening on/.test(out)) {
+        clearTimeout(timer);
+        resolve({ proc, exited });
+      }
     };
     proc.stdout?.on('data', onData);
     proc.stderr?.on('data', onData);
-    background(exited.then(() => { clearTimeout(timer); reject(new Error(`shop exited:\n${out}`)); }));
+    background(
+      exited.then(() => {
+        clearTimeout(timer);
+        reject(new Error(`shop exited:\n${out}`));
+      }),
+    );
   });
 }
 
@@ -111,19 +122,40 @@ interface StorageHandle {
   processor?: StorageProcessor;
 }
 
-async function startStorage(config: UnderstudyConfig, name: string, where: 'in-process' | 'processes', tuning: ReplicationTuning | undefined): Promise<StorageHandle> {
+async function startStorage(
+  config: UnderstudyConfig,
+  name: string,
+  where: 'in-process' | 'processes',
+  tuning: ReplicationTuning | undefined,
+): Promise<StorageHandle> {
   if (where === 'in-process') {
     const sp = new StorageProcessor(config, name, pino({ level: process.env.UNDERSTUDY_LOG_LEVEL ?? 'silent' }), tuning ? { tuning } : {});
     await sp.start();
     return { processor: sp, stop: () => sp.stop().catch(() => undefined) };
   }
-  const proc = spawn(process.execPath, ['--import', 'tsx', path.join(ROOT, 'test/unit/director/sync-storage-process.ts'), name], { cwd: ROOT, stdio: ['pipe', 'pipe', 'inherit'] });
+  const proc = spawn(process.execPath, ['--import', 'tsx', path.join(ROOT, 'test/unit/director/sync-storage-process.ts'), name], {
+    cwd: ROOT,
+    stdio: ['pipe', 'pipe', 'inherit'],
+  });
   const exited = new Promise<void>((resolve) => proc.on('exit', () => resolve()));
   proc.stdin!.end(JSON.stringify({ config, tuning }));
   await new Promise<void>((resolve, reject) => {
-    const timer = setTimeout(() => { proc.kill('SIGKILL'); reject(new Error(`storage ${name} did not start`)); }, 15_000);
-    proc.stdout!.on('data', (c: Buffer) => { if (String(c).includes('ready')) { clearTimeout(timer); resolve(); } });
-    background(exited.then(() => { clearTimeout(timer); reject(new Error(`storage ${name} exited`)); }));
+    const timer = setTimeout(() => {
+      proc.kill('SIGKILL');
+      reject(new Error(`storage ${name} did not start`));
+    }, 15_000);
+    proc.stdout!.on('data', (c: Buffer) => {
+      if (String(c).includes('ready')) {
+        clearTimeout(timer);
+        resolve();
+      }
+    });
+    background(
+      exited.then(() => {
+        clearTimeout(timer);
+        reject(new Error(`storage ${name} exited`));
+      }),
+    );
   });
   return {
     async stop() {
@@ -135,7 +167,11 @@ async function startStorage(config: UnderstudyConfig, name: string, where: 'in-p
   };
 }
 
-export async function startSyncStack(opts: { sync: RouteTable['sync'] | 'default'; tuning?: ReplicationTuning; storage?: 'in-process' | 'processes' }): Promise<SyncStack> {
+export async function startSyncStack(opts: {
+  sync: RouteTable['sync'] | 'default';
+  tuning?: ReplicationTuning;
+  storage?: 'in-process' | 'processes';
+}): Promise<SyncStack> {
   const root = fs.mkdtempSync(path.join(os.tmpdir(), 'us-sync-'));
   const [pa, pb, shopPort] = [await freePort(), await freePort(), await freePort()];
   const config = makeConfig(root, pa, pb);
@@ -174,7 +210,15 @@ export async function startSyncStack(opts: { sync: RouteTable['sync'] | 'default
     };
     await setSync(opts.sync === 'default' ? { storageUrl: urlA, onReplicaLost: 'degrade', timeoutMs: 2000 } : opts.sync);
     const stack: SyncStack = {
-      config, urlA, urlB, volA, volB, director, front: director.frontUrl('shop'), shopAddr, setSync,
+      config,
+      urlA,
+      urlB,
+      volA,
+      volB,
+      director,
+      front: director.frontUrl('shop'),
+      shopAddr,
+      setSync,
       async stopReplica() {
         await started.b?.stop();
         delete started.b;
@@ -210,14 +254,23 @@ export async function startSyncStack(opts: { sync: RouteTable['sync'] | 'default
 }
 
 /** One order through the director: status, id (on 201), error code (on 503), time taken. */
-export async function placeOrder(front: string, customer: string): Promise<{ status: number; id?: number; code?: string; retryAfter?: string | null; ms: number }> {
+export async function placeOrder(
+  front: string,
+  customer: string,
+): Promise<{ status: number; id?: number; code?: string; retryAfter?: string | null; ms: number }> {
   const t0 = performance.now();
   const res = await fetch(`${front}/api/orders`, {
     method: 'POST',
     headers: { 'content-type': 'application/json' },
     body: JSON.stringify({ customer, items: [{ productId: 1, qty: 1 }] }),
   });
-  const body = await res.json() as { id?: number; error?: { code?: string } };
+  const body = (await res.json()) as { id?: number; error?: { code?: string } };
   const ms = performance.now() - t0;
-  return { status: res.status, ...(body.id !== undefined ? { id: body.id } : {}), ...(body.error?.code ? { code: body.error.code } : {}), retryAfter: res.headers.get('retry-after'), ms };
+  return {
+    status: res.status,
+    ...(body.id !== undefined ? { id: body.id } : {}),
+    ...(body.error?.code ? { code: body.error.code } : {}),
+    retryAfter: res.headers.get('retry-after'),
+    ms,
+  };
 }

@@ -22,15 +22,17 @@ test('sync: after every 201 the replica already holds the order (8 writers, freq
   t.after(() => s.stop());
   const missing: number[] = [];
   let ok = 0;
-  await Promise.all(Array.from({ length: 8 }, async (_, w) => {
-    for (let i = 0; i < 15; i++) {
-      const r = await placeOrder(s.front, `w${w}`);
-      assert.equal(r.status, 201, `order ${w}/${i}: ${JSON.stringify(r)}`);
-      ok++;
-      const ids = await s.replicaOrderIds();
-      if (!ids.has(r.id!)) missing.push(r.id!);
-    }
-  }));
+  await Promise.all(
+    Array.from({ length: 8 }, async (_, w) => {
+      for (let i = 0; i < 15; i++) {
+        const r = await placeOrder(s.front, `w${w}`);
+        assert.equal(r.status, 201, `order ${w}/${i}: ${JSON.stringify(r)}`);
+        ok++;
+        const ids = await s.replicaOrderIds();
+        if (!ids.has(r.id!)) missing.push(r.id!);
+      }
+    }),
+  );
   assert.equal(ok, 120);
   assert.deepEqual(missing, [], 'orders acknowledged but not on the replica');
   const st = siteStats(s.director);
@@ -131,11 +133,23 @@ test('inflight counts requests sent and not answered yet, per upstream', async (
 test('route table: sync is validated, kept, and optional', async (t) => {
   const d = await startDirector(t, makeConfig());
   const http = client(t);
-  const bad = await putRoute(http, d, { site: 'shop', epoch: 1, primary: '127.0.0.1:1', readers: [], sync: { storageUrl: 'nope', onReplicaLost: 'maybe', timeoutMs: -1 } } as never);
+  const bad = await putRoute(http, d, {
+    site: 'shop',
+    epoch: 1,
+    primary: '127.0.0.1:1',
+    readers: [],
+    sync: { storageUrl: 'nope', onReplicaLost: 'maybe', timeoutMs: -1 },
+  } as never);
   assert.equal(bad.status, 400);
   const msg = (bad.json as { error: { message: string } }).error.message;
   for (const f of ['sync.storageUrl', 'sync.onReplicaLost', 'sync.timeoutMs']) assert.match(msg, new RegExp(f.replace('.', '\\.')));
-  const good = await putRoute(http, d, { site: 'shop', epoch: 1, primary: '127.0.0.1:1', readers: [], sync: { storageUrl: 'http://127.0.0.1:7100/', onReplicaLost: 'strict', timeoutMs: 2000 } });
+  const good = await putRoute(http, d, {
+    site: 'shop',
+    epoch: 1,
+    primary: '127.0.0.1:1',
+    readers: [],
+    sync: { storageUrl: 'http://127.0.0.1:7100/', onReplicaLost: 'strict', timeoutMs: 2000 },
+  });
   assert.equal(good.status, 200);
   assert.deepEqual((good.json as { sync: unknown }).sync, { storageUrl: 'http://127.0.0.1:7100', onReplicaLost: 'strict', timeoutMs: 2000 });
   const none = await putRoute(http, d, { site: 'shop', epoch: 1, primary: '127.0.0.1:1', readers: [], sync: null });

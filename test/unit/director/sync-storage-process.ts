@@ -15,4 +15,6 @@ const { config, tuning } = JSON.parse(text) as { config: UnderstudyConfig; tunin
 const sp = new StorageProcessor(config, name, pino({ level: process.env.UNDERSTUDY_LOG_LEVEL ?? 'silent' }), tuning ? { tuning } : {});
 await sp.start();
 process.stdout.write('ready\n');
-process.once('SIGTERM', () => { background(sp.stop().then(() => process.exit(0))); });
+process.once('SIGTERM', () => {
+  background(sp.stop().then(() => process.exit(0)));
+});

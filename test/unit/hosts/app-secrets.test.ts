@@ -12,13 +12,24 @@ test('an app never inherits the API token nor the variable the cluster secret wa
   process.env.UNDERSTUDY_TOKEN = 'api-token-0123456789abcdef';
   process.env.SHOP_CLUSTER_SECRET = 'cluster-secret-0123456789abcdef';
   process.env.SHOP_PLAIN_SETTING = 'kept';
-  t.after(() => { delete process.env.UNDERSTUDY_TOKEN; delete process.env.SHOP_CLUSTER_SECRET; delete process.env.SHOP_PLAIN_SETTING; });
+  t.after(() => {
+    delete process.env.UNDERSTUDY_TOKEN;
+    delete process.env.SHOP_CLUSTER_SECRET;
+    delete process.env.SHOP_PLAIN_SETTING;
+  });
   // The agent reads the cluster secret from the environment at start (partSecurity).
   assert.equal(readSecretRef({ env: 'SHOP_CLUSTER_SECRET' }, 'cluster.secret'), 'cluster-secret-0123456789abcdef');
 
   const out = path.join(dir, 'env.json');
   const app = new AppProcess('shop', path.join(dir, 'app.log'));
-  app.start({ epoch: 1, command: [process.execPath, '-e', `require('fs').writeFileSync(${JSON.stringify(out)}, JSON.stringify(process.env))`], cwd: dir, dataDir: dir, env: {}, mode: 'rw' });
+  app.start({
+    epoch: 1,
+    command: [process.execPath, '-e', `require('fs').writeFileSync(${JSON.stringify(out)}, JSON.stringify(process.env))`],
+    cwd: dir,
+    dataDir: dir,
+    env: {},
+    mode: 'rw',
+  });
   const deadline = Date.now() + 10_000;
   while (!fs.existsSync(out) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
   await app.stop();

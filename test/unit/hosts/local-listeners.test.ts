@@ -16,34 +16,57 @@ async function listen(host: string): Promise<{ server: net.Server; port: number 
   return { server, port: (server.address() as net.AddressInfo).port };
 }
 
-test('who listens: the owner of the socket a connection would reach, named by the host whose process group holds it', { skip: !fs.existsSync('/proc/net/tcp') }, async (t) => {
-  const me = ownGroup();
-  const lookup = new LocalListeners(() => [{ host: 'hA', group: me }, { host: 'hOff', group: null }]);
+test(
+  'who listens: the owner of the socket a connection would reach, named by the host whose process group holds it',
+  { skip: !fs.existsSync('/proc/net/tcp') },
+  async (t) => {
+    const me = ownGroup();
+    const lookup = new LocalListeners(() => [
+      { host: 'hA', group: me },
+      { host: 'hOff', group: null },
+    ]);
 
-  const all = await listen('0.0.0.0');
-  t.after(() => all.server.close());
-  assert.deepEqual(lookup.whoListens('127.0.3.1', all.port), { kind: 'host', host: 'hA', bound: '0.0.0.0', allAddresses: true }, 'bound to all addresses: it answers on any host address');
+    const all = await listen('0.0.0.0');
+    t.after(() => all.server.close());
+    assert.deepEqual(
+      lookup.whoListens('127.0.3.1', all.port),
+      { kind: 'host', host: 'hA', bound: '0.0.0.0', allAddresses: true },
+      'bound to all addresses: it answers on any host address',
+    );
 
-  const one = await listen('127.0.0.5');
-  t.after(() => one.server.close());
-  assert.deepEqual(lookup.whoListens('127.0.0.5', one.port), { kind: 'host', host: 'hA', bound: '127.0.0.5', allAddresses: false });
-  assert.deepEqual(lookup.whoListens('127.0.0.6', one.port), { kind: 'nobody' });
+    const one = await listen('127.0.0.5');
+    t.after(() => one.server.close());
+    assert.deepEqual(lookup.whoListens('127.0.0.5', one.port), { kind: 'host', host: 'hA', bound: '127.0.0.5', allAddresses: false });
+    assert.deepEqual(lookup.whoListens('127.0.0.6', one.port), { kind: 'nobody' });
 
-  const v6 = await listen('::').catch(() => null);
-  if (v6) {
-    t.after(() => v6.server.close());
-    const o = lookup.whoListens('127.0.0.9', v6.port);
-    assert.equal(o.kind, 'host');
-    if (o.kind === 'host') assert.deepEqual([o.bound, o.allAddresses], ['::', true]);
-  }
+    const v6 = await listen('::').catch(() => null);
+    if (v6) {
+      t.after(() => v6.server.close());
+      const o = lookup.whoListens('127.0.0.9', v6.port);
+      assert.equal(o.kind, 'host');
+      if (o.kind === 'host') assert.deepEqual([o.bound, o.allAddresses], ['::', true]);
+    }
 
-  // A process of its own group, outside every host the lookup knows.
-  const child = spawn(process.execPath, ['-e', "require('net').createServer().listen(0, '127.0.0.7', function () { console.log(this.address().port) })"], { detached: true, stdio: ['ignore', 'pipe', 'ignore'] });
-  t.after(() => { try { process.kill(-child.pid!, 'SIGKILL'); } catch { /* gone */ } });
-  const port = await new Promise<number>((r) => child.stdout!.once('data', (d: Buffer) => r(Number(d.toString().trim()))));
-  const outside = lookup.whoListens('127.0.0.7', port);
-  assert.equal(outside.kind, 'outside');
-  if (outside.kind === 'outside') assert.match(outside.process ?? '', new RegExp(`^pid ${child.pid} \\(.*node`));
-  const withIt = new LocalListeners(() => [{ host: 'hA', group: me }, { host: 'hC', group: child.pid! }]);
-  assert.deepEqual(withIt.whoListens('127.0.0.7', port), { kind: 'host', host: 'hC', bound: '127.0.0.7', allAddresses: false });
-});
+    // A process of its own group, outside every host the lookup knows.
+    const child = spawn(process.execPath, ['-e', "require('net').createServer().listen(0, '127.0.0.7', function () { console.log(this.address().port) })"], {
+      detached: true,
+      stdio: ['ignore', 'pipe', 'ignore'],
+    });
+    t.after(() => {
+      try {
+        process.kill(-child.pid!, 'SIGKILL');
+      } catch {
+        /* gone */
+      }
+    });
+    const port = await new Promise<number>((r) => child.stdout!.once('data', (d: Buffer) => r(Number(d.toString().trim()))));
+    const outside = lookup.whoListens('127.0.0.7', port);
+    assert.equal(outside.kind, 'outside');
+    if (outside.kind === 'outside') assert.match(outside.process ?? '', new RegExp(`^pid ${child.pid} \\(.*node`));
+    const withIt = new LocalListeners(() => [
+      { host: 'hA', group: me },
+      { host: 'hC', group: child.pid! },
+    ]);
+    assert.deepEqual(withIt.whoListens('127.0.0.7', port), { kind: 'host', host: 'hC', bound: '127.0.0.7', allAddresses: false });
+  },
+);

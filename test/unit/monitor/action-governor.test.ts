@@ -61,7 +61,10 @@ test('a host that failed is trusted only after rise good probes in a row', () =>
 test('a host that flaps is held out with a growing backoff (30 s, 60 s, 120 s … capped), and is forgiven once stable', () => {
   const clock = new FakeClock();
   const g = new ActionGovernor({ rise: 2, flapWindowMs: 300_000, backoffBaseMs: 30_000, backoffMaxMs: 100_000, now: clock.now });
-  const comeBack = (): void => { g.hostProbe('h1', true); g.hostProbe('h1', true); };
+  const comeBack = (): void => {
+    g.hostProbe('h1', true);
+    g.hostProbe('h1', true);
+  };
   // First failure of a host that never failed: no backoff, only rise.
   assert.equal(g.hostFailed('h1').heldUntil, null);
   comeBack();
@@ -133,7 +136,10 @@ test('failover cooldown: an independent crash (hard evidence, another host, a ta
   assert.equal(second.allowed, true);
   if (!second.allowed) throw new Error('unreachable');
   assert.deepEqual(second.avoid, ['h1']);
-  assert.match(second.why, /the last failover of shop was 5000 ms ago; the cooldown is 10000 ms \(5000 ms left\), but this is an independent crash: hard evidence against h2, which is not where the last failover came from \(h1\), and h3 can take shop over \(h1 is avoided\)/);
+  assert.match(
+    second.why,
+    /the last failover of shop was 5000 ms ago; the cooldown is 10000 ms \(5000 ms left\), but this is an independent crash: hard evidence against h2, which is not where the last failover came from \(h1\), and h3 can take shop over \(h1 is avoided\)/,
+  );
   assert.equal(g.cooldownLeft('shop', 'failover'), 10_000, 'it starts a new cooldown');
 
   clock.advance(2000);
@@ -143,7 +149,10 @@ test('failover cooldown: an independent crash (hard evidence, another host, a ta
   if (flap.allowed) throw new Error('unreachable');
   assert.equal(flap.code, 'cooldown');
   assert.equal(flap.retryAt, clock.t + 8000);
-  assert.match(flap.why, /\(8000 ms left\); not an independent crash: its only trusted target is h2, where the last failover came from: shop would flap between h2 and h3/);
+  assert.match(
+    flap.why,
+    /\(8000 ms left\); not an independent crash: its only trusted target is h2, where the last failover came from: shop would flap between h2 and h3/,
+  );
 
   // Soft evidence (a hang) on another host keeps the cooldown: the rule it names says so.
   const hang = g.decide('shop', 'failover', 'hang of h3', crash('h3', ['h4'], false));

@@ -13,17 +13,30 @@ async function app(routes: Record<string, (res: http.ServerResponse) => void>): 
   const srv = http.createServer((req, res) => {
     const r = routes[req.url ?? ''];
     if (r) r(res);
-    else { res.statusCode = 404; res.end('Not Found: no such page here'); }
+    else {
+      res.statusCode = 404;
+      res.end('Not Found: no such page here');
+    }
   });
   await new Promise<void>((r) => srv.listen(0, '127.0.0.1', () => r()));
   const port = (srv.address() as AddressInfo).port;
-  return { base: `http://127.0.0.1:${port}`, port, close: () => new Promise((r) => { srv.closeAllConnections(); srv.close(() => r()); }) };
+  return {
+    base: `http://127.0.0.1:${port}`,
+    port,
+    close: () =>
+      new Promise((r) => {
+        srv.closeAllConnections();
+        srv.close(() => r());
+      }),
+  };
 }
 
-const send = (status: number, body: string, headers: Record<string, string> = {}) => (res: http.ServerResponse) => {
-  res.writeHead(status, headers);
-  res.end(body);
-};
+const send =
+  (status: number, body: string, headers: Record<string, string> = {}) =>
+  (res: http.ServerResponse) => {
+    res.writeHead(status, headers);
+    res.end(body);
+  };
 
 test('http probe, by default: any 2xx or 3xx is healthy whatever the body; redirects are not followed', async (t) => {
   const a = await app({
@@ -32,7 +45,10 @@ test('http probe, by default: any 2xx or 3xx is healthy whatever the body; redir
     '/empty': send(204, ''),
     '/moved': send(302, '', { location: 'http://127.0.0.1:1/nowhere' }),
     '/broken': send(500, 'Internal Server Error\n  at handler (app.js:10)'),
-    '/big': (res) => { res.writeHead(200); res.end('x'.repeat(2 * 1024 * 1024)); },
+    '/big': (res) => {
+      res.writeHead(200);
+      res.end('x'.repeat(2 * 1024 * 1024));
+    },
   });
   t.after(() => a.close());
   for (const p of ['/health', '/plain', '/empty', '/moved', '/big']) {
@@ -44,7 +60,10 @@ test('http probe, by default: any 2xx or 3xx is healthy whatever the body; redir
   }
   const probe = new HttpProbe(`${a.base}/broken`, 1000);
   const r = await probe.run();
-  assert.deepEqual({ ok: r.ok, error: r.error, status: r.status, answer: r.answer }, { ok: false, error: 'status 500', status: 500, answer: 'Internal Server Error at handler (app.js:10)' });
+  assert.deepEqual(
+    { ok: r.ok, error: r.error, status: r.status, answer: r.answer },
+    { ok: false, error: 'status 500', status: 500, answer: 'Internal Server Error at handler (app.js:10)' },
+  );
   assert.equal(classifyProbeError(r.error), 'bad-answer');
   const missing = await new HttpProbe(`${a.base}/healthz`, 1000).run();
   assert.equal(missing.error, 'status 404');
@@ -61,7 +80,11 @@ test('http probe: expect.status and expect.body tighten what is healthy', async 
   t.after(() => a.close());
   const run = async (p: string, expect: { status?: string[]; body?: string }) => {
     const probe = new HttpProbe(`${a.base}${p}`, 1000, expect);
-    try { return await probe.run(); } finally { await probe.close(); }
+    try {
+      return await probe.run();
+    } finally {
+      await probe.close();
+    }
   };
   assert.equal((await run('/health', { status: ['200'], body: '"status":\\s*"UP"' })).ok, true);
   const down = await run('/down', { body: '"status":\\s*"UP"' });
@@ -80,9 +103,14 @@ test('http probe: expect.status and expect.body tighten what is healthy', async 
 
 test('http probe: refused and timed out are told apart (no answer is not a wrong answer)', async (t) => {
   const conns = new Set<net.Socket>();
-  const hang = net.createServer((s) => { conns.add(s); /* accepts and never answers */ });
+  const hang = net.createServer((s) => {
+    conns.add(s); /* accepts and never answers */
+  });
   await new Promise<void>((r) => hang.listen(0, '127.0.0.1', () => r()));
-  t.after(() => { for (const s of conns) s.destroy(); return new Promise<void>((r) => hang.close(() => r())); });
+  t.after(() => {
+    for (const s of conns) s.destroy();
+    return new Promise<void>((r) => hang.close(() => r()));
+  });
   const port = (hang.address() as AddressInfo).port;
   const slow = new HttpProbe(`http://127.0.0.1:${port}/healthz`, 200);
   const r = await slow.run();

@@ -23,8 +23,14 @@ async function app(): Promise<{ url: string; setMode: (m: 'ok' | 'hang') => void
   const port = (srv.address() as AddressInfo).port;
   return {
     url: `http://127.0.0.1:${port}/healthz`,
-    setMode: (m) => { mode = m; },
-    close: () => new Promise((r) => { srv.closeAllConnections(); srv.close(() => r()); }),
+    setMode: (m) => {
+      mode = m;
+    },
+    close: () =>
+      new Promise((r) => {
+        srv.closeAllConnections();
+        srv.close(() => r());
+      }),
   };
 }
 
@@ -58,7 +64,10 @@ test('an app that stops answering (SIGSTOP-like) is classified `hang` through re
   const tookMs = Date.now() - stoppedAt;
   assert.ok(isFailureDecision(decision), 'a failure decision');
   assert.equal(decision.kind, 'hang');
-  assert.deepEqual(decision.evidence.probes.map((p) => p.error), ['timeout', 'timeout']);
+  assert.deepEqual(
+    decision.evidence.probes.map((p) => p.error),
+    ['timeout', 'timeout'],
+  );
   assert.ok(tookMs < 1000, `classified in ${tookMs} ms`);
 
   // It answers again (SIGCONT): recovered after rise good probes.
@@ -77,5 +86,8 @@ test('an app whose port refuses connections is classified `crash`', async (t) =>
   const decision = await probeUntilDecision(probe, d, true, 3000);
   assert.ok(isFailureDecision(decision), 'a failure decision');
   assert.equal(decision.kind, 'crash');
-  assert.deepEqual(decision.evidence.probes.map((p) => p.error), ['refused', 'refused']);
+  assert.deepEqual(
+    decision.evidence.probes.map((p) => p.error),
+    ['refused', 'refused'],
+  );
 });

@@ -44,7 +44,10 @@ test('refused series → crash; a dead process → crash at once, without waitin
   const clock = new FakeClock();
   const d = new HangDetector({ fall: 3, rise: 2, now: clock.now });
   const out = run(d, clock, ['ok', 'refused', 'refused', 'refused'], true);
-  assert.deepEqual(out.map((o) => o.kind), ['crash']);
+  assert.deepEqual(
+    out.map((o) => o.kind),
+    ['crash'],
+  );
   assert.match(out[0]!.reason, /refused/);
 
   const d2 = new HangDetector({ fall: 3, rise: 2, now: clock.now });
@@ -65,13 +68,25 @@ test('timeouts with unknown liveness are `unresponsive`; wrong answers are `malf
 });
 
 test('the newest failure decides: a hang that is then killed is a crash', () => {
-  const c = classifyFailure([{ at: 1, error: 'timeout' }, { at: 2, error: 'refused' }], true);
+  const c = classifyFailure(
+    [
+      { at: 1, error: 'timeout' },
+      { at: 2, error: 'refused' },
+    ],
+    true,
+  );
   assert.equal(c.kind, 'crash');
   assert.deepEqual(c.evidence.counts, { refused: 1, timeout: 1, 'bad-answer': 0, other: 0 });
 });
 
 test('classifyFailure reads SiteMonitor FailureEvidence.probes as they are', () => {
-  const c = classifyFailure([{ at: 10, error: 'timeout' }, { at: 50, error: 'timeout' }], true);
+  const c = classifyFailure(
+    [
+      { at: 10, error: 'timeout' },
+      { at: 50, error: 'timeout' },
+    ],
+    true,
+  );
   assert.equal(c.kind, 'hang');
   assert.equal(c.evidence.lastFailureAt, 50);
 });

@@ -20,7 +20,10 @@ test('loadSignal: 429 always, 503 only with Retry-After', () => {
 
 test('the probe: a load answer is never a failed probe; a 503 without Retry-After is', async (t) => {
   let answer: { status: number; headers: Record<string, string> } = { status: 429, headers: { 'retry-after': '1' } };
-  const server = http.createServer((_req, res) => { res.writeHead(answer.status, answer.headers); res.end('{"error":"busy"}'); });
+  const server = http.createServer((_req, res) => {
+    res.writeHead(answer.status, answer.headers);
+    res.end('{"error":"busy"}');
+  });
   await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
   t.after(() => server.close());
   const probe = new HttpProbe(`http://127.0.0.1:${(server.address() as AddressInfo).port}/healthz`, 1000);
@@ -40,7 +43,18 @@ test('the probe: a load answer is never a failed probe; a 503 without Retry-Afte
 });
 
 function upstream(name: string, requests: number, shed: number) {
-  return { upstream: name, requests, errors5xx: 0, connErrors: 0, lastConnErrorAt: null, latencyMs: { p50: 1, p95: 1, p99: 1, count: 0 }, recentLatencyMs: { p50: 1, p95: 1, p99: 1, count: 0 }, inflight: 0, shed, shed5xx: 0 };
+  return {
+    upstream: name,
+    requests,
+    errors5xx: 0,
+    connErrors: 0,
+    lastConnErrorAt: null,
+    latencyMs: { p50: 1, p95: 1, p99: 1, count: 0 },
+    recentLatencyMs: { p50: 1, p95: 1, p99: 1, count: 0 },
+    inflight: 0,
+    shed,
+    shed5xx: 0,
+  };
 }
 
 /** The site's serving upstream u1, and an old upstream the director still counts (not serving: ignored). */
@@ -51,7 +65,12 @@ function stats(requests: number, shed: number, old = 0): SiteStats[] {
 test('load watch: raised once when the traffic sheds load, cleared after a calm window; a few load answers are nothing', () => {
   const clock = new FakeClock();
   const seen: LoadEpisode[] = [];
-  const w = new LoadWatch('shop', { windowMs: 2000, probeFall: 2, now: clock.now }, () => ['u1'], (e) => seen.push(e));
+  const w = new LoadWatch(
+    'shop',
+    { windowMs: 2000, probeFall: 2, now: clock.now },
+    () => ['u1'],
+    (e) => seen.push(e),
+  );
   let req = 0;
   let shed = 0;
   const run = (ms: number, perPoll: number, shedPerPoll: number) => {
@@ -65,25 +84,39 @@ test('load watch: raised once when the traffic sheds load, cleared after a calm 
   run(3000, 20, 1); // 5 %: not an episode
   assert.equal(seen.length, 0);
   run(3000, 20, 10);
-  assert.deepEqual(seen.map((e) => e.kind), ['load-shedding']);
+  assert.deepEqual(
+    seen.map((e) => e.kind),
+    ['load-shedding'],
+  );
   assert.match(seen[0]!.reason, /^the app sheds load: \d+ of \d+ answers in the last \d+ ms said so/);
   run(3000, 20, 10);
   assert.equal(seen.length, 1, 'once per episode');
   run(3000, 20, 0);
-  assert.deepEqual(seen.map((e) => e.kind), ['load-shedding', 'load-shedding-cleared']);
+  assert.deepEqual(
+    seen.map((e) => e.kind),
+    ['load-shedding', 'load-shedding-cleared'],
+  );
 });
 
 test('load watch: probeFall load answers in a row raise it; right answers in a row end it when the traffic is calm', () => {
   const clock = new FakeClock();
   const seen: LoadEpisode[] = [];
-  const w = new LoadWatch('shop', { windowMs: 1000, probeFall: 2, now: clock.now }, () => ['u1'], (e) => seen.push(e));
+  const w = new LoadWatch(
+    'shop',
+    { windowMs: 1000, probeFall: 2, now: clock.now },
+    () => ['u1'],
+    (e) => seen.push(e),
+  );
   const at = clock.now();
   w.observeProbe({ ok: true, at, latencyMs: 1, status: 429, load: { status: 429, retryAfter: '1' } });
   w.observeProbe({ ok: true, at, latencyMs: 1, status: 200 });
   w.observeProbe({ ok: true, at, latencyMs: 1, status: 429, load: { status: 429, retryAfter: '1' } });
   assert.equal(seen.length, 0, 'not in a row');
   w.observeProbe({ ok: true, at, latencyMs: 1, status: 503, load: { status: 503, retryAfter: '3' } });
-  assert.deepEqual(seen.map((e) => e.kind), ['load-shedding']);
+  assert.deepEqual(
+    seen.map((e) => e.kind),
+    ['load-shedding'],
+  );
   assert.match(seen[0]!.reason, /its probe answered 429 \(Retry-After: 1\), 503 with Retry-After: 3/);
   for (let i = 0; i < 6; i++) {
     clock.advance(250);
@@ -92,5 +125,8 @@ test('load watch: probeFall load answers in a row raise it; right answers in a r
   w.observeProbe({ ok: true, at, latencyMs: 1, status: 200 });
   assert.equal(seen.length, 1);
   w.observeProbe({ ok: true, at, latencyMs: 1, status: 200 });
-  assert.deepEqual(seen.map((e) => e.kind), ['load-shedding', 'load-shedding-cleared']);
+  assert.deepEqual(
+    seen.map((e) => e.kind),
+    ['load-shedding', 'load-shedding-cleared'],
+  );
 });

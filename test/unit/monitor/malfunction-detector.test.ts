@@ -42,9 +42,17 @@ test('sustained 30 % errors over the window → one malfunction naming rate, win
   const clock = new FakeClock();
   const d = new MalfunctionDetector(opts(clock));
   const tr = new Traffic();
-  assert.deepEqual(drive(d, clock, tr, 10_000, () => 0), [], 'healthy traffic raises nothing');
+  assert.deepEqual(
+    drive(d, clock, tr, 10_000, () => 0),
+    [],
+    'healthy traffic raises nothing',
+  );
   // 30 % errors starting now: not before the window is full of them.
-  assert.deepEqual(drive(d, clock, tr, 4_000, () => 0.3), [], 'not before a full window of errors');
+  assert.deepEqual(
+    drive(d, clock, tr, 4_000, () => 0.3),
+    [],
+    'not before a full window of errors',
+  );
   const out = drive(d, clock, tr, 3_000, () => 0.3);
   assert.equal(out.length, 1);
   const m = out[0]!;
@@ -62,9 +70,16 @@ test('sustained 30 % errors over the window → one malfunction naming rate, win
   assert.ok(e.slices.every((s) => s.rate! >= 0.1));
   assert.match(m.reason, /5xx over 5\d\d\d ms/);
   assert.equal(d.malfunctioning, true);
-  assert.deepEqual(drive(d, clock, tr, 3_000, () => 0.3), [], 'raised once');
+  assert.deepEqual(
+    drive(d, clock, tr, 3_000, () => 0.3),
+    [],
+    'raised once',
+  );
   const cleared = drive(d, clock, tr, 6_000, () => 0);
-  assert.deepEqual(cleared.map((c) => c.kind), ['malfunction-cleared']);
+  assert.deepEqual(
+    cleared.map((c) => c.kind),
+    ['malfunction-cleared'],
+  );
 });
 
 test('a 1-second blip of errors (shorter than the window) does nothing, even when it lifts the average to the threshold', () => {
@@ -108,7 +123,7 @@ test('too few requests prove nothing; connection errors are not 5xx', () => {
     clock.advance(POLL_MS);
     tr2.requests += 5;
     tr2.connErrors += 5;
-    assert.equal(d2.observeStats(tr2), null, 'refused connections are HangDetector\'s evidence');
+    assert.equal(d2.observeStats(tr2), null, "refused connections are HangDetector's evidence");
   }
   assert.equal(d2.window()!.connErrors, 100);
 });
@@ -119,12 +134,20 @@ test('a director restart (counters go down) or a new primary starts the window a
   const tr = new Traffic();
   drive(d, clock, tr, 3_000, () => 0.5);
   const fresh = new Traffic();
-  assert.deepEqual(drive(d, clock, fresh, 4_000, () => 0.5), [], 'the restart\'s window is not full yet');
+  assert.deepEqual(
+    drive(d, clock, fresh, 4_000, () => 0.5),
+    [],
+    "the restart's window is not full yet",
+  );
   assert.equal(drive(d, clock, fresh, 2_000, () => 0.5).length, 1);
   const moved = new Traffic('127.0.2.1:3000');
   moved.requests = fresh.requests;
   moved.errors5xx = fresh.errors5xx;
-  assert.deepEqual(drive(d, clock, moved, 4_000, () => 0.5), [], 'another upstream: a new window');
+  assert.deepEqual(
+    drive(d, clock, moved, 4_000, () => 0.5),
+    [],
+    'another upstream: a new window',
+  );
 });
 
 test('probe content: wrong answers (status, body) fall times in a row → malfunction; once → nothing; no answer is not its evidence', () => {
@@ -135,7 +158,7 @@ test('probe content: wrong answers (status, body) fall times in a row → malfun
   assert.equal(d.observeProbe(good), null);
   assert.equal(d.observeProbe(wrong), null, 'a single wrong answer does nothing');
   assert.equal(d.observeProbe(good), null);
-  assert.equal(d.observeProbe({ ok: false, at: 3, error: 'timeout' }), null, 'no answer is not this detector\'s evidence');
+  assert.equal(d.observeProbe({ ok: false, at: 3, error: 'timeout' }), null, "no answer is not this detector's evidence");
   assert.equal(d.observeProbe(wrong), null);
   const m = d.observeProbe({ ok: false, at: 4, status: 200, error: 'body does not match /UP/' });
   assert.equal(m?.kind, 'malfunction');

@@ -7,7 +7,24 @@ import type { SiteStats } from '../../../src/shared/contracts.ts';
 import { FakeClock } from './fake-clock.ts';
 
 function snapshot(site: string, upstream: string, c: { requests: number; errors5xx: number; connErrors: number }): SiteStats[] {
-  return [{ site, epoch: 1, held: 0, heldTimedOut: 0, upstreams: [{ upstream, ...c, lastConnErrorAt: null, latencyMs: { p50: 1, p95: 1, p99: 1, count: 0 }, recentLatencyMs: { p50: 1, p95: 1, p99: 1, count: 0 }, inflight: 0 }] }];
+  return [
+    {
+      site,
+      epoch: 1,
+      held: 0,
+      heldTimedOut: 0,
+      upstreams: [
+        {
+          upstream,
+          ...c,
+          lastConnErrorAt: null,
+          latencyMs: { p50: 1, p95: 1, p99: 1, count: 0 },
+          recentLatencyMs: { p50: 1, p95: 1, p99: 1, count: 0 },
+          inflight: 0,
+        },
+      ],
+    },
+  ];
 }
 
 test('countConnErrors: connection errors count as failed requests of the window', () => {
@@ -35,7 +52,12 @@ test('countConnErrors: connection errors count as failed requests of the window'
 
 test('malfunction watch: reads only its site and upstream, fires once with the window, requests, errors and rate', () => {
   const found: Detection[] = [];
-  const w = new MalfunctionWatch({ site: 'shop', host: 'h1', upstream: '127.0.1.1:3000' }, { errorRate: 0.2, windowMs: 600, minRequests: 10 }, () => 42, (d) => found.push(d));
+  const w = new MalfunctionWatch(
+    { site: 'shop', host: 'h1', upstream: '127.0.1.1:3000' },
+    { errorRate: 0.2, windowMs: 600, minRequests: 10 },
+    () => 42,
+    (d) => found.push(d),
+  );
   let c = { requests: 0, errors5xx: 0, connErrors: 0 };
   const start = Date.now();
   // Real time (the watch's detector uses Date.now): polls every ~60 ms for ~1.2 s.
@@ -45,14 +67,19 @@ test('malfunction watch: reads only its site and upstream, fires once with the w
     w.observeStats(snapshot('shop', '127.0.2.1:3000', c)); // another upstream (a reader): ignored
     w.observeStats(snapshot('shop', '127.0.1.1:3000', c));
     const until = Date.now() + 60;
-    while (Date.now() < until) { /* spin: a synchronous poll loop */ }
+    while (Date.now() < until) {
+      /* spin: a synchronous poll loop */
+    }
   }
   assert.equal(found.length, 1, 'raised once');
   const d = found[0]!;
   assert.equal(d.failure, 'malfunction');
   assert.equal(d.source, 'traffic');
   assert.equal(d.lastHealthyAt, 42);
-  assert.match(d.reason, /^malfunction: error rate 50 %: \d+ of \d+ requests failed \(\d+ 5xx, 0 connection errors\) over \d+ ms \(threshold 20 % over a 600 ms window/);
+  assert.match(
+    d.reason,
+    /^malfunction: error rate 50 %: \d+ of \d+ requests failed \(\d+ 5xx, 0 connection errors\) over \d+ ms \(threshold 20 % over a 600 ms window/,
+  );
   const ev = d.data.evidence as { windowMs: number; requests: number; errors: number; rate: number; errorRate: number; upstream: string };
   assert.equal(ev.windowMs, 600);
   assert.equal(ev.rate, 0.5);
@@ -64,7 +91,12 @@ test('malfunction watch: reads only its site and upstream, fires once with the w
 
 test('malfunction watch: probe content — wrong answers fall probes in a row; timeouts are not its business', () => {
   const found: Detection[] = [];
-  const w = new MalfunctionWatch({ site: 'shop', host: 'h1', upstream: '127.0.1.1:3000' }, { errorRate: 0.2, windowMs: 5000 }, () => 7, (d) => found.push(d));
+  const w = new MalfunctionWatch(
+    { site: 'shop', host: 'h1', upstream: '127.0.1.1:3000' },
+    { errorRate: 0.2, windowMs: 5000 },
+    () => 7,
+    (d) => found.push(d),
+  );
   const at = Date.now();
   w.observeProbe({ ok: false, at, latencyMs: 500, error: 'timeout' });
   w.observeProbe({ ok: false, at, latencyMs: 500, error: 'timeout' });

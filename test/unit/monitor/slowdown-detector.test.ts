@@ -10,7 +10,10 @@ import { FakeClock } from './fake-clock.ts';
  */
 class Site {
   readonly windows = new Map<string, LatencyWindow>();
-  constructor(readonly clock: FakeClock, hosts: string[]) {
+  constructor(
+    readonly clock: FakeClock,
+    hosts: string[],
+  ) {
     for (const h of hosts) this.windows.set(h, new LatencyWindow(10, clock.now));
   }
   /** One second of traffic: 50 requests per host at `ms(host, t)`. */
@@ -43,10 +46,20 @@ test('one host slow for the whole window → slowdown of that host only; not bef
   const clock = new FakeClock();
   const d = new SlowdownDetector({ p95Ms: 300, windowMs: 10_000, now: clock.now });
   const site = new Site(clock, [A, B]);
-  assert.deepEqual(drive(d, site, 30, () => 20), []);
-  assert.deepEqual(drive(d, site, 15, (h) => (h === A ? 800 : 20)), [], 'slow for less than window + the director\'s window');
+  assert.deepEqual(
+    drive(d, site, 30, () => 20),
+    [],
+  );
+  assert.deepEqual(
+    drive(d, site, 15, (h) => (h === A ? 800 : 20)),
+    [],
+    "slow for less than window + the director's window",
+  );
   const out = drive(d, site, 10, (h) => (h === A ? 800 : 20));
-  assert.deepEqual(out.map((o) => o.kind), ['slowdown']);
+  assert.deepEqual(
+    out.map((o) => o.kind),
+    ['slowdown'],
+  );
   const e = out[0]!.evidence;
   assert.deepEqual(e.slowHosts, [A]);
   const a = e.hosts.find((h) => h.upstream === A)!;
@@ -55,9 +68,16 @@ test('one host slow for the whole window → slowdown of that host only; not bef
   assert.equal(e.holdMs, 20_000);
   assert.match(out[0]!.reason, /127\.0\.1\.1:3000 p95 \d+ ms .*while 127\.0\.2\.1:3000 p95/);
   assert.equal(d.level, 'slowdown');
-  assert.deepEqual(drive(d, site, 20, (h) => (h === A ? 800 : 20)), [], 'reported once');
+  assert.deepEqual(
+    drive(d, site, 20, (h) => (h === A ? 800 : 20)),
+    [],
+    'reported once',
+  );
   const cleared = drive(d, site, 30, () => 20);
-  assert.deepEqual(cleared.map((o) => o.kind), ['slowdown-cleared']);
+  assert.deepEqual(
+    cleared.map((o) => o.kind),
+    ['slowdown-cleared'],
+  );
 });
 
 test('every host slowed at once, within a factor of each other → global-slowdown, not slowdown', () => {
@@ -66,7 +86,10 @@ test('every host slowed at once, within a factor of each other → global-slowdo
   const site = new Site(clock, [A, B, C]);
   drive(d, site, 30, () => 20);
   const out = drive(d, site, 30, (h) => (h === A ? 900 : h === B ? 700 : 800));
-  assert.deepEqual(out.map((o) => o.kind), ['global-slowdown']);
+  assert.deepEqual(
+    out.map((o) => o.kind),
+    ['global-slowdown'],
+  );
   assert.deepEqual(out[0]!.evidence.slowHosts, [A, B, C]);
   assert.ok(out[0]!.evidence.spread! < 2);
   assert.match(out[0]!.reason, /every host slowed together/);
@@ -77,7 +100,10 @@ test('all hosts slow but far apart: the slowest is a host problem → slowdown',
   const d = new SlowdownDetector({ p95Ms: 300, windowMs: 10_000, now: clock.now });
   const site = new Site(clock, [A, B]);
   const out = drive(d, site, 30, (h) => (h === A ? 3000 : 400));
-  assert.deepEqual(out.map((o) => o.kind), ['slowdown']);
+  assert.deepEqual(
+    out.map((o) => o.kind),
+    ['slowdown'],
+  );
   assert.deepEqual(out[0]!.evidence.slowHosts, [A, B]);
 });
 
@@ -86,10 +112,13 @@ test('a site with one host that slows down → slowdown (nothing to compare with
   const d = new SlowdownDetector({ p95Ms: 300, windowMs: 5_000, statsWindowMs: 0, now: clock.now });
   const site = new Site(clock, [A]);
   const out = drive(d, site, 8, () => 900);
-  assert.deepEqual(out.map((o) => o.kind), ['slowdown']);
+  assert.deepEqual(
+    out.map((o) => o.kind),
+    ['slowdown'],
+  );
 });
 
-test('a 1-second blip of slow requests → nothing, though the director\'s p95 shows it for ~10 s', () => {
+test("a 1-second blip of slow requests → nothing, though the director's p95 shows it for ~10 s", () => {
   const clock = new FakeClock();
   const d = new SlowdownDetector({ p95Ms: 300, windowMs: 10_000, now: clock.now });
   const site = new Site(clock, [A, B]);
@@ -104,13 +133,16 @@ test('a 1-second blip of slow requests → nothing, though the director\'s p95 s
   assert.deepEqual(out, []);
 });
 
-test('slow against its own baseline, though under the site\'s threshold → slowdown naming the baseline rule', () => {
+test("slow against its own baseline, though under the site's threshold → slowdown naming the baseline rule", () => {
   const clock = new FakeClock();
   const d = new SlowdownDetector({ p95Ms: 300, windowMs: 5_000, statsWindowMs: 0, now: clock.now });
   const site = new Site(clock, [A, B]);
   drive(d, site, 60, () => 40);
   const out = drive(d, site, 10, (h) => (h === A ? 200 : 40));
-  assert.deepEqual(out.map((o) => o.kind), ['slowdown']);
+  assert.deepEqual(
+    out.map((o) => o.kind),
+    ['slowdown'],
+  );
   const a = out[0]!.evidence.hosts.find((h) => h.upstream === A)!;
   assert.equal(a.overThreshold, false);
   assert.equal(a.overBaseline, true);

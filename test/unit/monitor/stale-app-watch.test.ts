@@ -15,15 +15,29 @@ import { StateStore } from '../../../src/state/state-store.ts';
  * by what answers: a real HTTP server answers on the standby's address in every case
  * here, and only the owner the lookup names changes.
  */
-test('stale-primary: not for the primary\'s own process or a reader\'s; yes for a process outside or another host; one all-addresses warning', async (t) => {
-  const server = http.createServer((_q, r) => { r.writeHead(200, { 'content-type': 'application/json' }); r.end('{"ok":true}'); });
+test("stale-primary: not for the primary's own process or a reader's; yes for a process outside or another host; one all-addresses warning", async (t) => {
+  const server = http.createServer((_q, r) => {
+    r.writeHead(200, { 'content-type': 'application/json' });
+    r.end('{"ok":true}');
+  });
   await new Promise<void>((r) => server.listen(0, '127.0.0.2', r));
   t.after(() => server.close());
   const port = (server.address() as AddressInfo).port;
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'us-stale-unit-'));
   const store = new StateStore(dir);
-  t.after(() => { store.close(); fs.rmSync(dir, { recursive: true, force: true }); });
-  const host = (name: string, address: string) => ({ name, address, storage: 'a', power: 'local', profile: { cpus: 1, memoryMb: 512 }, agentPort: 7001, boot: true });
+  t.after(() => {
+    store.close();
+    fs.rmSync(dir, { recursive: true, force: true });
+  });
+  const host = (name: string, address: string) => ({
+    name,
+    address,
+    storage: 'a',
+    power: 'local',
+    profile: { cpus: 1, memoryMb: 512 },
+    agentPort: 7001,
+    boot: true,
+  });
   const config = {
     hosts: { h1: host('h1', '127.0.0.1'), h2: host('h2', '127.0.0.2') },
     sites: { shop: { name: 'shop', primary: 'h1', standby: ['h2'], app: { port }, health: { probe: { path: '/healthz' } } } },
@@ -39,7 +53,7 @@ test('stale-primary: not for the primary\'s own process or a reader\'s; yes for 
 
   await watch.tick();
   await watch.tick();
-  assert.deepEqual(kinds(), ['app-listens-on-all-addresses'], 'the primary\'s own process answers on h2\'s address: a warning, once; no stale-primary');
+  assert.deepEqual(kinds(), ['app-listens-on-all-addresses'], "the primary's own process answers on h2's address: a warning, once; no stale-primary");
   assert.match(store.listEvents()[0]!.message, /Bind it to its host: pass \{\{host\.address\}\}/);
 
   owners['127.0.0.2'] = { kind: 'outside', bound: '127.0.0.2', allAddresses: false, process: 'pid 99 (node rogue.js)' };
@@ -50,11 +64,14 @@ test('stale-primary: not for the primary\'s own process or a reader\'s; yes for 
   await watch.tick();
   await watch.tick();
   assert.deepEqual(kinds(), ['app-listens-on-all-addresses', 'stale-primary'], 'once per appearance');
-  assert.match(store.listEvents()[1]!.message, /^shop answers on h2 \(127\.0\.0\.2:\d+\) by a process outside Understudy \(pid 99 \(node rogue\.js\)\), but its primary is h1 at epoch 3/);
+  assert.match(
+    store.listEvents()[1]!.message,
+    /^shop answers on h2 \(127\.0\.0\.2:\d+\) by a process outside Understudy \(pid 99 \(node rogue\.js\)\), but its primary is h1 at epoch 3/,
+  );
 
   owners['127.0.0.2'] = { kind: 'host', host: 'h1', bound: '0.0.0.0', allAddresses: true };
   await watch.tick();
-  assert.deepEqual(kinds().slice(2), ['stale-primary-gone'], 'the primary\'s process answering is not stale: the stale one is gone');
+  assert.deepEqual(kinds().slice(2), ['stale-primary-gone'], "the primary's process answering is not stale: the stale one is gone");
 
   owners['127.0.0.2'] = { kind: 'host', host: 'h2', bound: '127.0.0.2', allAddresses: false };
   await watch.tick();

@@ -12,7 +12,9 @@ import { StateStore } from '../../../src/state/state-store.ts';
 /** The notifier against a real HTTP receiver on loopback and a real SQLite state store. */
 
 const dirs: string[] = [];
-after(() => { for (const d of dirs) fs.rmSync(d, { recursive: true, force: true }); });
+after(() => {
+  for (const d of dirs) fs.rmSync(d, { recursive: true, force: true });
+});
 
 function tempDir(): string {
   const d = fs.mkdtempSync(path.join(os.tmpdir(), 'understudy-notify-'));
@@ -22,8 +24,11 @@ function tempDir(): string {
 
 function target(url: string, over: Partial<NotifyTarget> = {}): NotifyTarget {
   return {
-    name: 'ops', webhook: { url, headers: { Authorization: { env: 'NOTIFY_TEST_AUTH' } }, timeoutMs: 1000 }, events: ['*'],
-    retry: { minMs: 20, maxMs: 80, alertAfter: 3, giveUpAfterMs: 60_000 }, ...over,
+    name: 'ops',
+    webhook: { url, headers: { Authorization: { env: 'NOTIFY_TEST_AUTH' } }, timeoutMs: 1000 },
+    events: ['*'],
+    retry: { minMs: 20, maxMs: 80, alertAfter: 3, giveUpAfterMs: 60_000 },
+    ...over,
   };
 }
 
@@ -37,9 +42,14 @@ async function receiver() {
   let failing = false;
   const server = http.createServer((req, res) => {
     let body = '';
-    req.on('data', (c: Buffer) => { body += c.toString(); });
+    req.on('data', (c: Buffer) => {
+      body += c.toString();
+    });
     req.on('end', () => {
-      if (failing) { res.writeHead(503).end(); return; }
+      if (failing) {
+        res.writeHead(503).end();
+        return;
+      }
       const e = JSON.parse(body) as { id: number; kind: string; attempt: number };
       got.push({ id: e.id, kind: e.kind, auth: req.headers.authorization, attempt: e.attempt });
       res.writeHead(204).end();
@@ -47,7 +57,19 @@ async function receiver() {
   });
   await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
   const url = `http://127.0.0.1:${(server.address() as AddressInfo).port}/hook`;
-  return { got, url, server, setFailing: (f: boolean) => { failing = f; }, close: () => new Promise<void>((r) => { server.closeAllConnections(); server.close(() => r()); }) };
+  return {
+    got,
+    url,
+    server,
+    setFailing: (f: boolean) => {
+      failing = f;
+    },
+    close: () =>
+      new Promise<void>((r) => {
+        server.closeAllConnections();
+        server.close(() => r());
+      }),
+  };
 }
 
 async function until(what: string, fn: () => boolean, ms = 5000): Promise<void> {
@@ -72,9 +94,20 @@ test('delivers every matching event in order with its secret header; a failing r
   const rx = await receiver();
   const store = new StateStore(tempDir());
   const logged: string[] = [];
-  const log = { warn: (o: object, m: string) => { logged.push(JSON.stringify(o) + m); }, error: (o: object, m: string) => { logged.push(JSON.stringify(o) + m); } };
+  const log = {
+    warn: (o: object, m: string) => {
+      logged.push(JSON.stringify(o) + m);
+    },
+    error: (o: object, m: string) => {
+      logged.push(JSON.stringify(o) + m);
+    },
+  };
   const n = new Notifier(configWith(tempDir(), [target(rx.url, { events: ['failover-*', 'site-started'] })]), store, log);
-  t.after(async () => { n.stop(); store.close(); await rx.close(); });
+  t.after(async () => {
+    n.stop();
+    store.close();
+    await rx.close();
+  });
   store.addEvent({ site: 'shop', host: null, kind: 'site-started', message: 'before the notifier', data: {} });
   n.start();
   const a = store.addEvent({ site: 'shop', host: 'h1', kind: 'site-started', message: 'x', data: {} });
@@ -91,7 +124,11 @@ test('delivers every matching event in order with its secret header; a failing r
   assert.equal(n.stats()[0]!.pending, 2);
   rx.setFailing(false);
   await until('both delivered', () => rx.got.length === 3);
-  assert.deepEqual(rx.got.map((g) => g.id), [a.id, b.id, c.id], 'in order, each once');
+  assert.deepEqual(
+    rx.got.map((g) => g.id),
+    [a.id, b.id, c.id],
+    'in order, each once',
+  );
   assert.ok(rx.got[1]!.attempt >= 4, 'the first waiting one was retried');
   await until('notify-recovered', () => store.listEvents().some((e) => e.kind === 'notify-recovered'));
   assert.ok(!rx.got.some((g) => g.kind.startsWith('notify-')), 'a target never gets its own notify-* events');
@@ -108,7 +145,11 @@ test('the queue survives a restart: what was not confirmed is delivered by the n
   const cfg = configWith(tempDir(), [target(rx.url)]);
   let store = new StateStore(stateDir);
   let n = new Notifier(cfg, store, quiet);
-  t.after(async () => { n.stop(); store.close(); await rx.close(); });
+  t.after(async () => {
+    n.stop();
+    store.close();
+    await rx.close();
+  });
   n.start();
   rx.setFailing(true);
   const ids = [1, 2, 3].map((i) => store.addEvent({ site: 'shop', host: null, kind: `k${i}`, message: '', data: {} }).id);
@@ -132,16 +173,38 @@ test('a command target gets the event on stdin; sites filter; given up after giv
   const script = path.join(dir, 'hook.sh');
   fs.writeFileSync(script, `#!/bin/sh\n[ "$UNDERSTUDY_EVENT_KIND" = fail-me ] && exit 3\ncat >> ${out}\necho >> ${out}\n`, { mode: 0o755 });
   const store = new StateStore(tempDir());
-  const n = new Notifier(configWith(dir, [{ name: 'cmd', command: { run: [script], timeoutMs: 2000 }, events: ['*'], sites: ['shop'], retry: { minMs: 10, maxMs: 20, alertAfter: 100, giveUpAfterMs: 150 } }]), store, quiet);
-  t.after(() => { n.stop(); store.close(); });
+  const n = new Notifier(
+    configWith(dir, [
+      {
+        name: 'cmd',
+        command: { run: [script], timeoutMs: 2000 },
+        events: ['*'],
+        sites: ['shop'],
+        retry: { minMs: 10, maxMs: 20, alertAfter: 100, giveUpAfterMs: 150 },
+      },
+    ]),
+    store,
+    quiet,
+  );
+  t.after(() => {
+    n.stop();
+    store.close();
+  });
   n.start();
   store.addEvent({ site: 'outlet', host: null, kind: 'x', message: 'other site', data: {} });
   store.addEvent({ site: null, host: null, kind: 'y', message: 'no site', data: {} });
   const bad = store.addEvent({ site: 'shop', host: null, kind: 'fail-me', message: '', data: {} });
   const good = store.addEvent({ site: 'shop', host: null, kind: 'ok', message: 'hello', data: { n: 1 } });
   await until('given up, then the next delivered', () => fs.existsSync(out) && fs.readFileSync(out, 'utf8').includes('"ok"'), 5000);
-  const lines = fs.readFileSync(out, 'utf8').trim().split('\n').map((l) => JSON.parse(l) as { id: number; data: unknown });
-  assert.deepEqual(lines.map((l) => l.id), [good.id]);
+  const lines = fs
+    .readFileSync(out, 'utf8')
+    .trim()
+    .split('\n')
+    .map((l) => JSON.parse(l) as { id: number; data: unknown });
+  assert.deepEqual(
+    lines.map((l) => l.id),
+    [good.id],
+  );
   assert.deepEqual(lines[0]!.data, { n: 1 });
   const gaveUp = store.listEvents().find((e) => e.kind === 'notify-given-up')!;
   assert.equal(gaveUp.data.event, bad.id);

@@ -25,7 +25,7 @@ after(() => {
 
 function catalogImage(file: string, names: string[]): void {
   const db = new Database(file);
-  db.exec('CREATE TABLE products (id INTEGER PRIMARY KEY, name TEXT NOT NULL, description TEXT NOT NULL DEFAULT \'\', price_cents INTEGER NOT NULL)');
+  db.exec("CREATE TABLE products (id INTEGER PRIMARY KEY, name TEXT NOT NULL, description TEXT NOT NULL DEFAULT '', price_cents INTEGER NOT NULL)");
   const ins = db.prepare('INSERT INTO products (name, price_cents) VALUES (?, 100)');
   for (const n of names) ins.run(n);
   db.close();
@@ -34,7 +34,10 @@ function catalogImage(file: string, names: string[]): void {
 async function freePort(): Promise<number> {
   return new Promise((resolve) => {
     const s = net.createServer();
-    s.listen(0, '127.0.0.1', () => { const { port } = s.address() as net.AddressInfo; s.close(() => resolve(port)); });
+    s.listen(0, '127.0.0.1', () => {
+      const { port } = s.address() as net.AddressInfo;
+      s.close(() => resolve(port));
+    });
   });
 }
 
@@ -46,11 +49,18 @@ test('shop on a reader copy: catalog and storefront served, orders 421, writes 5
   catalogImage(path.join(dir, 'catalog.db'), ['tea', 'cup']);
   const port = await freePort();
   fs.writeFileSync(path.join(dir, 'config', 'site.json'), JSON.stringify({ listen: { host: '127.0.0.1', port } }));
-  const proc = spawn(process.execPath, [path.join(ROOT, 'examples/shop/server.js')], { env: { ...process.env, DATA_DIR: dir, READ_ONLY: '1' }, stdio: ['ignore', 'pipe', 'pipe'] });
+  const proc = spawn(process.execPath, [path.join(ROOT, 'examples/shop/server.js')], {
+    env: { ...process.env, DATA_DIR: dir, READ_ONLY: '1' },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
   procs.push(proc);
   let out = '';
-  proc.stdout!.on('data', (c: Buffer) => { out += c.toString(); });
-  proc.stderr!.on('data', (c: Buffer) => { out += c.toString(); });
+  proc.stdout!.on('data', (c: Buffer) => {
+    out += c.toString();
+  });
+  proc.stderr!.on('data', (c: Buffer) => {
+    out += c.toString();
+  });
   const base = `http://127.0.0.1:${port}`;
   for (let i = 0; i < 200 && !out.includes('listening'); i++) await new Promise((r) => setTimeout(r, 25));
   assert.match(out, /listening/, out);
@@ -58,8 +68,11 @@ test('shop on a reader copy: catalog and storefront served, orders 421, writes 5
   const health = await fetch(`${base}/healthz`);
   assert.equal(health.status, 200);
   assert.equal(((await health.json()) as { readerCopy?: boolean }).readerCopy, true);
-  assert.equal((await (await fetch(`${base}/`)).text()), '<h1>reader</h1>');
-  assert.deepEqual(((await (await fetch(`${base}/api/products`)).json()) as { name: string }[]).map((p) => p.name), ['tea', 'cup']);
+  assert.equal(await (await fetch(`${base}/`)).text(), '<h1>reader</h1>');
+  assert.deepEqual(
+    ((await (await fetch(`${base}/api/products`)).json()) as { name: string }[]).map((p) => p.name),
+    ['tea', 'cup'],
+  );
   const order = await fetch(`${base}/api/orders/1`);
   assert.equal(order.status, 421);
   assert.equal((await fetch(`${base}/api/orders?customer=x`)).status, 421);
@@ -70,7 +83,10 @@ test('shop on a reader copy: catalog and storefront served, orders 421, writes 5
   const next = path.join(dir, '.understudy-tmp-catalog.db-publish');
   catalogImage(next, ['tea', 'cup', 'pot']);
   fs.renameSync(next, path.join(dir, 'catalog.db'));
-  assert.deepEqual(((await (await fetch(`${base}/api/products`)).json()) as { name: string }[]).map((p) => p.name), ['tea', 'cup', 'pot']);
+  assert.deepEqual(
+    ((await (await fetch(`${base}/api/products`)).json()) as { name: string }[]).map((p) => p.name),
+    ['tea', 'cup', 'pot'],
+  );
   assert.ok(!fs.existsSync(path.join(dir, 'orders.db')), 'a read-only shop creates nothing');
   assert.deepEqual(fs.readdirSync(dir).sort(), ['catalog.db', 'config', 'public']);
 });

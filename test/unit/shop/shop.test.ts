@@ -45,14 +45,23 @@ async function makeVolume(): Promise<{ dir: string; port: number }> {
   return { dir, port };
 }
 
-interface Shop { proc: ChildProcess; base: string; output: () => string; exited: Promise<number | null> }
+interface Shop {
+  proc: ChildProcess;
+  base: string;
+  output: () => string;
+  exited: Promise<number | null>;
+}
 
 function startShop(dir: string, env: Record<string, string> = {}): Promise<Shop> {
   const proc = spawn(process.execPath, [SERVER], { cwd: ROOT, env: { ...process.env, DATA_DIR: dir, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
   started.add(proc);
   let out = '';
-  proc.stdout?.on('data', (c: Buffer) => { out += c.toString(); });
-  proc.stderr?.on('data', (c: Buffer) => { out += c.toString(); });
+  proc.stdout?.on('data', (c: Buffer) => {
+    out += c.toString();
+  });
+  proc.stderr?.on('data', (c: Buffer) => {
+    out += c.toString();
+  });
   const exited = new Promise<number | null>((resolve) => proc.on('exit', (code) => resolve(code)));
   return new Promise((resolve, reject) => {
     const timer = setTimeout(() => reject(new Error(`shop did not start:\n${out}`)), 10_000);
@@ -64,7 +73,12 @@ function startShop(dir: string, env: Record<string, string> = {}): Promise<Shop>
       }
     };
     proc.stdout?.on('data', check);
-    background(exited.then((code) => { clearTimeout(timer); reject(new Error(`shop exited with ${code}:\n${out}`)); }));
+    background(
+      exited.then((code) => {
+        clearTimeout(timer);
+        reject(new Error(`shop exited with ${code}:\n${out}`));
+      }),
+    );
   });
 }
 
@@ -76,10 +90,19 @@ async function stop(shop: Shop): Promise<void> {
 async function json(base: string, p: string, init?: RequestInit): Promise<{ status: number; body: unknown; servedBy: string | null; headers: Headers }> {
   const res = await fetch(base + p, init);
   const text = await res.text();
-  return { status: res.status, body: text && res.headers.get('content-type')?.includes('json') ? JSON.parse(text) : text, servedBy: res.headers.get('x-served-by'), headers: res.headers };
+  return {
+    status: res.status,
+    body: text && res.headers.get('content-type')?.includes('json') ? JSON.parse(text) : text,
+    servedBy: res.headers.get('x-served-by'),
+    headers: res.headers,
+  };
 }
 
-const post = (body: unknown): RequestInit => ({ method: 'POST', headers: { 'content-type': 'application/json' }, body: typeof body === 'string' ? body : JSON.stringify(body) });
+const post = (body: unknown): RequestInit => ({
+  method: 'POST',
+  headers: { 'content-type': 'application/json' },
+  body: typeof body === 'string' ? body : JSON.stringify(body),
+});
 
 test('shop: every route, with X-Served-By on every answer', async (t) => {
   const { dir, port } = await makeVolume();
@@ -122,13 +145,36 @@ test('shop: every route, with X-Served-By on every answer', async (t) => {
   assert.match((none.body as { error: string }).error, /no product 999/);
   assert.equal(none.servedBy, me);
 
-  const created = await json(shop.base, '/api/orders', post({ customer: 'ada', items: [{ productId: 1, qty: 2 }, { productId: 8, qty: 1 }] }));
+  const created = await json(
+    shop.base,
+    '/api/orders',
+    post({
+      customer: 'ada',
+      items: [
+        { productId: 1, qty: 2 },
+        { productId: 8, qty: 1 },
+      ],
+    }),
+  );
   assert.equal(created.status, 201);
   assert.equal(created.servedBy, me);
-  const order = created.body as { id: number; customer: string; items: { productId: number; qty: number; priceCents: number }[]; total: number; totalCents: number; createdAt: string };
+  const order = created.body as {
+    id: number;
+    customer: string;
+    items: { productId: number; qty: number; priceCents: number }[];
+    total: number;
+    totalCents: number;
+    createdAt: string;
+  };
   assert.ok(Number.isInteger(order.id));
   assert.equal(order.customer, 'ada');
-  assert.deepEqual(order.items.map((i) => [i.productId, i.qty, i.priceCents]), [[1, 2, 2490], [8, 1, 490]]);
+  assert.deepEqual(
+    order.items.map((i) => [i.productId, i.qty, i.priceCents]),
+    [
+      [1, 2, 2490],
+      [8, 1, 490],
+    ],
+  );
   assert.equal(order.totalCents, 2 * 2490 + 490);
   assert.equal(order.total, 54.7);
   assert.ok(!Number.isNaN(Date.parse(order.createdAt)));
@@ -141,7 +187,10 @@ test('shop: every route, with X-Served-By on every answer', async (t) => {
 
   await json(shop.base, '/api/orders', post({ customer: 'bob', items: [{ productId: 3, qty: 1 }] }));
   const mine = await json(shop.base, '/api/orders?customer=ada');
-  assert.deepEqual((mine.body as { id: number }[]).map((o) => o.id), [order.id]);
+  assert.deepEqual(
+    (mine.body as { id: number }[]).map((o) => o.id),
+    [order.id],
+  );
 
   const bad: [unknown, RegExp][] = [
     ['{not json', /not valid JSON/],
@@ -222,7 +271,9 @@ test('shop: a .db file that is not a database → exit 1 naming the file', async
     const proc = spawn(process.execPath, [SERVER], { cwd: ROOT, env: { ...process.env, DATA_DIR: dir }, stdio: ['ignore', 'pipe', 'pipe'] });
     started.add(proc);
     let err = '';
-    proc.stderr.on('data', (c: Buffer) => { err += c.toString(); });
+    proc.stderr.on('data', (c: Buffer) => {
+      err += c.toString();
+    });
     const code = await new Promise<number | null>((resolve) => proc.on('exit', resolve));
     assert.equal(code, 1, err);
     assert.match(err, new RegExp(`${path.join(dir, name).replace(/[.*+?^${}()|[\]\\]/g, '\\$&')} is not a usable SQLite database`));
@@ -230,15 +281,18 @@ test('shop: a .db file that is not a database → exit 1 naming the file', async
 });
 
 test('shop: a missing DATA_DIR or site.json is a clear error', async () => {
-  const run = (env: Record<string, string | undefined>): Promise<{ code: number | null; err: string }> => new Promise((resolve) => {
-    const e = { ...process.env, ...env };
-    if (env.DATA_DIR === undefined) delete e.DATA_DIR;
-    const proc = spawn(process.execPath, [SERVER], { cwd: ROOT, env: e, stdio: ['ignore', 'ignore', 'pipe'] });
-    started.add(proc);
-    let err = '';
-    proc.stderr.on('data', (c: Buffer) => { err += c.toString(); });
-    proc.on('exit', (code) => resolve({ code, err }));
-  });
+  const run = (env: Record<string, string | undefined>): Promise<{ code: number | null; err: string }> =>
+    new Promise((resolve) => {
+      const e = { ...process.env, ...env };
+      if (env.DATA_DIR === undefined) delete e.DATA_DIR;
+      const proc = spawn(process.execPath, [SERVER], { cwd: ROOT, env: e, stdio: ['ignore', 'ignore', 'pipe'] });
+      started.add(proc);
+      let err = '';
+      proc.stderr.on('data', (c: Buffer) => {
+        err += c.toString();
+      });
+      proc.on('exit', (code) => resolve({ code, err }));
+    });
   const noDir = await run({ DATA_DIR: undefined });
   assert.equal(noDir.code, 1);
   assert.match(noDir.err, /DATA_DIR is not set/);

@@ -19,7 +19,12 @@ import { tempDir, testLogger, waitFor } from './helpers.ts';
 
 function tracked(p: Promise<void>): { done: boolean; p: Promise<void> } {
   const s = { done: false, p };
-  void p.then(() => { s.done = true; }, () => undefined);
+  void p.then(
+    () => {
+      s.done = true;
+    },
+    () => undefined,
+  );
   return s;
 }
 
@@ -46,7 +51,7 @@ test('CatchUpBarrier: a position releases only when the same WAL is acknowledged
   await tick();
   assert.equal(anon.done, true);
   // Already acknowledged: at once. Invalidated (a new generation): not any more.
-  assert.equal((await Promise.race([b.wait({ ...S, frame: 5 }).then(() => 'now'), tick().then(() => 'later')])), 'now');
+  assert.equal(await Promise.race([b.wait({ ...S, frame: 5 }).then(() => 'now'), tick().then(() => 'later')]), 'now');
   b.invalidate();
   const after = tracked(b.wait({ ...S, frame: 5 }));
   await tick();
@@ -87,7 +92,12 @@ async function heldShipper(t: { after: (fn: () => Promise<void> | void) => void 
         st.held++;
         await new Promise<void>((r) => st.gates.push(r));
       }
-      const lastFrame = await writer.appendFrames(f.generation, f.newWal ? Buffer.from(f.newWal, 'base64') : undefined, f.firstIndex, Buffer.from(f.frames, 'base64'));
+      const lastFrame = await writer.appendFrames(
+        f.generation,
+        f.newWal ? Buffer.from(f.newWal, 'base64') : undefined,
+        f.firstIndex,
+        Buffer.from(f.frames, 'base64'),
+      );
       const h = readWalIndexHeader(path.join(src, 'orders.db-shm'))!; // no restart in these tests: same salts
       st.acked = { salt1: h.salt1, salt2: h.salt2, frame: lastFrame };
       return { lastFrame };
@@ -104,8 +114,13 @@ async function heldShipper(t: { after: (fn: () => Promise<void> | void) => void 
   shipper.start();
   await waitFor('first generation', () => shipper.state === 'streaming', 10_000);
   const insert = app.prepare('INSERT INTO orders (payload) VALUES (randomblob(300))');
-  const position = (): WalPosition => { const h = readWalIndexHeader(path.join(src, 'orders.db-shm'))!; return { salt1: h.salt1, salt2: h.salt2, frame: h.mxFrame }; };
-  const release = (): void => { for (const g of st.gates.splice(0)) g(); };
+  const position = (): WalPosition => {
+    const h = readWalIndexHeader(path.join(src, 'orders.db-shm'))!;
+    return { salt1: h.salt1, salt2: h.salt2, frame: h.mxFrame };
+  };
+  const release = (): void => {
+    for (const g of st.gates.splice(0)) g();
+  };
   return { st, shipper, insert, position, release };
 }
 
@@ -119,7 +134,11 @@ test('a waiter whose commit the in-flight pass did not read is not released by t
   h.insert.run();
   const want = h.position();
   let ackedAtRelease: WalPosition | null = null;
-  const p2 = tracked(h.shipper.catchUp().then(() => { ackedAtRelease = h.st.acked; }));
+  const p2 = tracked(
+    h.shipper.catchUp().then(() => {
+      ackedAtRelease = h.st.acked;
+    }),
+  );
   h.release(); // pass 1 is acknowledged
   await waitFor('waiter 1 released', () => p1.done, 5000);
   await waitFor('pass 2 holding its frames', () => h.st.held === 2, 5000);
@@ -128,7 +147,10 @@ test('a waiter whose commit the in-flight pass did not read is not released by t
   h.st.hold = false;
   h.release();
   await p2.p;
-  assert.ok(ackedAtRelease !== null && (ackedAtRelease as WalPosition).frame >= want.frame, `released at ${JSON.stringify(ackedAtRelease)} before its commit ${JSON.stringify(want)} was acknowledged`);
+  assert.ok(
+    ackedAtRelease !== null && (ackedAtRelease as WalPosition).frame >= want.frame,
+    `released at ${JSON.stringify(ackedAtRelease)} before its commit ${JSON.stringify(want)} was acknowledged`,
+  );
 });
 
 test('a waiter whose commit the in-flight pass already read joins that pass (no second ship)', async (t) => {
@@ -141,10 +163,17 @@ test('a waiter whose commit the in-flight pass already read joins that pass (no 
   const barrier = (h.shipper as unknown as { barrier: CatchUpBarrier }).barrier;
   let begun = 0;
   const begin = barrier.begin.bind(barrier);
-  barrier.begin = () => { begun++; return begin(); };
+  barrier.begin = () => {
+    begun++;
+    return begin();
+  };
   // Registered while pass 1 is in flight; its commit (the same one) was read by pass 1.
   let begunAtRelease = -1;
-  const p2 = tracked(h.shipper.catchUp().then(() => { begunAtRelease = begun; }));
+  const p2 = tracked(
+    h.shipper.catchUp().then(() => {
+      begunAtRelease = begun;
+    }),
+  );
   h.st.hold = false;
   h.release();
   await waitFor('both released', () => p1.done && p2.done, 5000);
@@ -157,7 +186,10 @@ test('a database nobody writes releases its barriers by position, without a pass
   const barrier = (h.shipper as unknown as { barrier: CatchUpBarrier }).barrier;
   let begun = 0;
   const begin = barrier.begin.bind(barrier);
-  barrier.begin = () => { begun++; return begin(); };
+  barrier.begin = () => {
+    begun++;
+    return begin();
+  };
   for (let i = 0; i < 5; i++) await h.shipper.catchUp();
   assert.equal(begun, 0, 'no pass for the barriers of an idle database');
   // A commit after the image is not covered by the image's position.

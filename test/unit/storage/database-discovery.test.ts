@@ -41,8 +41,13 @@ test('databases are found by their header whatever their name; companions, temp 
   assert.deepEqual(listDatabases(dir), ['blobs.bin', 'broken.sqlite', 'data/cache.sqlite3', 'new.db', 'notes.sqlite', 'orders.db', 'store']);
   const modes = Object.fromEntries(listDatabases(dir).map((rel) => [rel, readDatabaseHeader(path.join(dir, rel)).mode]));
   assert.deepEqual(modes, {
-    'blobs.bin': 'wal', 'broken.sqlite': 'not-sqlite', 'data/cache.sqlite3': 'rollback', 'new.db': 'empty',
-    'notes.sqlite': 'rollback', 'orders.db': 'wal', store: 'rollback',
+    'blobs.bin': 'wal',
+    'broken.sqlite': 'not-sqlite',
+    'data/cache.sqlite3': 'rollback',
+    'new.db': 'empty',
+    'notes.sqlite': 'rollback',
+    'orders.db': 'wal',
+    store: 'rollback',
   });
   assert.equal(readDatabaseHeader(path.join(dir, 'gone')).mode, 'missing');
   // The change counter moves at every commit in rollback-journal mode (what snapshot shipping watches).
@@ -81,7 +86,10 @@ test('the quick look finds new databases and empty files SQLite writes later; a 
 test('the file manifest leaves databases out by their header; the replica refuses one sent as a file and never deletes one', async (t) => {
   const dir = tempDir('us-discovery-');
   const replica = tempDir('us-discovery-replica-');
-  t.after(() => { fs.rmSync(dir, { recursive: true, force: true }); fs.rmSync(replica, { recursive: true, force: true }); });
+  t.after(() => {
+    fs.rmSync(dir, { recursive: true, force: true });
+    fs.rmSync(replica, { recursive: true, force: true });
+  });
   makeDb(path.join(dir, 'store'), 'delete');
   makeDb(path.join(dir, 'app.sqlite'), 'delete');
   fs.mkdirSync(path.join(dir, 'public'));
@@ -134,7 +142,7 @@ test('rollback-journal databases are switched to WAL mode while nothing has them
   const holder = new Database(path.join(dir, 'notes.sqlite'));
   t.after(() => holder.close());
   holder.pragma('locking_mode = EXCLUSIVE');
-  holder.exec('INSERT INTO t (v) VALUES (\'held\')');
+  holder.exec("INSERT INTO t (v) VALUES ('held')");
   const r2 = switchDatabasesToWal(dir);
   assert.deepEqual(r2.switched, []);
   assert.equal(r2.failed.length, 1);
@@ -143,24 +151,33 @@ test('rollback-journal databases are switched to WAL mode while nothing has them
   assert.equal(readDatabaseHeader(path.join(dir, 'notes.sqlite')).mode, 'rollback');
 });
 
-test('reading a database\'s header or its WAL index never releases this process\'s SQLite locks', async (t) => {
+test("reading a database's header or its WAL index never releases this process's SQLite locks", async (t) => {
   const dir = tempDir('us-locks-');
   t.after(() => fs.rmSync(dir, { recursive: true, force: true }));
   const file = path.join(dir, 'app.sqlite');
   makeDb(file, 'delete', 1);
   // Another process writes with a short busy timeout: it can only commit when nothing here holds a lock.
   const { execFile } = await import('node:child_process');
-  const otherWrites = (sql: string): Promise<string> => new Promise((resolve) => {
-    const code = `const D = require(${JSON.stringify(path.join(process.cwd(), 'node_modules', 'better-sqlite3'))}); const d = new D(${JSON.stringify(file)}, { timeout: 50 }); try { const r = d.${sql}; console.log(JSON.stringify(r ?? 'ok')); } catch (e) { console.log(e.code); } d.close();`;
-    execFile(process.execPath, ['-e', code], (_e, out) => resolve(out.trim()));
-  });
+  const otherWrites = (sql: string): Promise<string> =>
+    new Promise((resolve) => {
+      const code = `const D = require(${JSON.stringify(path.join(process.cwd(), 'node_modules', 'better-sqlite3'))}); const d = new D(${JSON.stringify(file)}, { timeout: 50 }); try { const r = d.${sql}; console.log(JSON.stringify(r ?? 'ok')); } catch (e) { console.log(e.code); } d.close();`;
+      execFile(process.execPath, ['-e', code], (_e, out) => resolve(out.trim()));
+    });
   // Rollback-journal mode: a read transaction here holds SHARED; the other process cannot commit.
   const reader = new Database(file);
   reader.exec('BEGIN');
   reader.prepare('SELECT count(*) FROM t').get();
-  assert.equal(await otherWrites("exec(\"INSERT INTO t (v) VALUES ('x')\")"), 'SQLITE_BUSY');
-  for (let i = 0; i < 3; i++) { readDatabaseHeader(file); listDatabases(dir); new DatabaseFinder(dir).find(true); }
-  assert.equal(await otherWrites("exec(\"INSERT INTO t (v) VALUES ('x')\")"), 'SQLITE_BUSY', 'still locked after the header was read (a plain open/close would have released it)');
+  assert.equal(await otherWrites('exec("INSERT INTO t (v) VALUES (\'x\')")'), 'SQLITE_BUSY');
+  for (let i = 0; i < 3; i++) {
+    readDatabaseHeader(file);
+    listDatabases(dir);
+    new DatabaseFinder(dir).find(true);
+  }
+  assert.equal(
+    await otherWrites('exec("INSERT INTO t (v) VALUES (\'x\')")'),
+    'SQLITE_BUSY',
+    'still locked after the header was read (a plain open/close would have released it)',
+  );
   reader.exec('COMMIT');
   reader.close();
   // WAL mode: a reader here pins the WAL; the other process's TRUNCATE checkpoint cannot pass it.
@@ -172,7 +189,10 @@ test('reading a database\'s header or its WAL index never releases this process\
   r2.prepare('SELECT count(*) FROM t').get();
   for (let i = 0; i < 20; i++) w.exec("INSERT INTO t (v) VALUES ('b')");
   const { readWalIndexHeader } = await import('../../../src/storage/wal-index.ts');
-  for (let i = 0; i < 3; i++) { assert.ok(readWalIndexHeader(`${file}-shm`)); readDatabaseHeader(file); }
+  for (let i = 0; i < 3; i++) {
+    assert.ok(readWalIndexHeader(`${file}-shm`));
+    readDatabaseHeader(file);
+  }
   const ck = JSON.parse(await otherWrites("pragma('wal_checkpoint(TRUNCATE)')")) as { busy: number }[];
   assert.equal(ck[0]!.busy, 1, 'the checkpoint is still held back by the reader here');
   r2.exec('COMMIT');

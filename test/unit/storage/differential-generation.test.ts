@@ -4,7 +4,17 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { createHash, randomBytes } from 'node:crypto';
 import Database from 'better-sqlite3';
-import { BLOCK_HASH_BYTES, blockHashes, decodeWalPart, differingBlocks, encodeWalPart, fileBlockHashes, packBlocks, sqlitePageSize, writeBlocks } from '../../../src/storage/block-diff.ts';
+import {
+  BLOCK_HASH_BYTES,
+  blockHashes,
+  decodeWalPart,
+  differingBlocks,
+  encodeWalPart,
+  fileBlockHashes,
+  packBlocks,
+  sqlitePageSize,
+  writeBlocks,
+} from '../../../src/storage/block-diff.ts';
 import { ReplicaDbWriter } from '../../../src/storage/replica-db-writer.ts';
 import { baseVolumeDirs, findBaseDatabase, seedReplicaFiles } from '../../../src/storage/replica-base.ts';
 import { DbShipper } from '../../../src/storage/db-shipper.ts';
@@ -22,14 +32,20 @@ import { freePort, makeConfig, tempDir, testLogger, waitFor } from './helpers.ts
  */
 
 const sha = (b: Uint8Array): string => createHash('sha256').update(b).digest('hex');
-const flip = (b: Buffer, at: number, mask = 0xff): void => { b.writeUInt8(b.readUInt8(at) ^ mask, at); };
+const flip = (b: Buffer, at: number, mask = 0xff): void => {
+  b.writeUInt8(b.readUInt8(at) ^ mask, at);
+};
 
 function rebuild(base: Buffer, image: Buffer, blockSize: number, dir: string): Buffer {
   const f = path.join(dir, `rebuild-${randomBytes(3).toString('hex')}`);
   fs.writeFileSync(f, base);
   const idx = differingBlocks(image, blockSize, blockHashes(base, blockSize));
   const fd = fs.openSync(f, 'r+');
-  try { writeBlocks(fd, blockSize, idx, packBlocks(image, blockSize, idx)); } finally { fs.closeSync(fd); }
+  try {
+    writeBlocks(fd, blockSize, idx, packBlocks(image, blockSize, idx));
+  } finally {
+    fs.closeSync(fd);
+  }
   fs.truncateSync(f, image.length);
   return fs.readFileSync(f);
 }
@@ -114,7 +130,9 @@ function makeDb(file: string, rows: number): Database.Database {
   db.pragma('journal_mode = WAL');
   db.exec('CREATE TABLE IF NOT EXISTS orders (id INTEGER PRIMARY KEY, customer TEXT NOT NULL, payload BLOB NOT NULL)');
   const ins = db.prepare('INSERT INTO orders (customer, payload) VALUES (?, ?)');
-  db.transaction(() => { for (let i = 0; i < rows; i++) ins.run(`c${i}`, randomBytes(300)); })();
+  db.transaction(() => {
+    for (let i = 0; i < rows; i++) ins.run(`c${i}`, randomBytes(300));
+  })();
   return db;
 }
 
@@ -123,7 +141,11 @@ function rowsDigest(file: string): { rows: number; digest: string } {
   try {
     const h = createHash('sha256');
     let rows = 0;
-    for (const r of db.prepare('SELECT id, customer, payload FROM orders ORDER BY id').iterate() as Iterable<{ id: number; customer: string; payload: Buffer }>) {
+    for (const r of db.prepare('SELECT id, customer, payload FROM orders ORDER BY id').iterate() as Iterable<{
+      id: number;
+      customer: string;
+      payload: Buffer;
+    }>) {
       h.update(`${r.id}:${r.customer}:`).update(r.payload);
       rows++;
     }
@@ -164,7 +186,10 @@ test('replica writer: a differential image is built aside and verified; a wrong 
   const fd = fs.openSync(path.join(rep, tmp), 'r+');
   fs.writeSync(fd, Buffer.from([0xee]), 0, 1, 5000);
   fs.closeSync(fd);
-  await assert.rejects(w.snapshotCommit(2, shrunk.length, sha(shrunk), 0, true), (e: unknown) => isUnderstudyError(e) && (e.details as { needSnapshot?: boolean }).needSnapshot === true && /differential/.test(e.message));
+  await assert.rejects(
+    w.snapshotCommit(2, shrunk.length, sha(shrunk), 0, true),
+    (e: unknown) => isUnderstudyError(e) && (e.details as { needSnapshot?: boolean }).needSnapshot === true && /differential/.test(e.message),
+  );
   assert.ok(fs.readFileSync(path.join(rep, 'x.db')).equals(grown), 'the replica keeps its last good image');
   // Blocks without a base copy are refused.
   await assert.rejects(w.snapshotBlocks(99, B, [0], Buffer.alloc(B)), (e: unknown) => isUnderstudyError(e) && /without its base/.test(e.message));
@@ -175,8 +200,14 @@ test('base copies: the replica first, then the stale primary copy, then stale/ n
   t.after(() => fs.rmSync(root, { recursive: true, force: true }));
   const dirs = baseVolumeDirs(root, 'shop');
   assert.deepEqual(dirs, [path.join(root, 'replicas', 'shop'), path.join(root, 'volumes', 'shop')]);
-  for (const n of ['shop-epoch2-1000', 'shop-epoch3-2000-replica', 'shop-2-epoch9-9000', 'shopx-epoch1-1']) fs.mkdirSync(path.join(root, 'stale', n), { recursive: true });
-  assert.deepEqual(baseVolumeDirs(root, 'shop').slice(2).map((d) => path.basename(d)), ['shop-epoch3-2000-replica', 'shop-epoch2-1000']);
+  for (const n of ['shop-epoch2-1000', 'shop-epoch3-2000-replica', 'shop-2-epoch9-9000', 'shopx-epoch1-1'])
+    fs.mkdirSync(path.join(root, 'stale', n), { recursive: true });
+  assert.deepEqual(
+    baseVolumeDirs(root, 'shop')
+      .slice(2)
+      .map((d) => path.basename(d)),
+    ['shop-epoch3-2000-replica', 'shop-epoch2-1000'],
+  );
   assert.equal(findBaseDatabase(baseVolumeDirs(root, 'shop'), 'orders.db'), null);
   const stale = path.join(root, 'stale', 'shop-epoch2-1000');
   makeDb(path.join(stale, 'orders.db'), 3).close();
@@ -203,7 +234,12 @@ function localClient(w: ReplicaDbWriter, baseDirs: string[], opts: { corrupt?: b
   const c = {
     bytes: 0,
     hello: () => Promise.resolve({ files: [] }),
-    snapshotChunk: async (x: { generation: number; part: 'db' | 'wal'; offset: number; data: string }) => { const b = Buffer.from(x.data, 'base64'); c.bytes += b.length; await w.snapshotChunk(x.generation, x.part, x.offset, b); return { ok: true }; },
+    snapshotChunk: async (x: { generation: number; part: 'db' | 'wal'; offset: number; data: string }) => {
+      const b = Buffer.from(x.data, 'base64');
+      c.bytes += b.length;
+      await w.snapshotChunk(x.generation, x.part, x.offset, b);
+      return { ok: true };
+    },
     snapshotBase: async (x: { db: string; generation: number; blockSize: number }) => {
       const from = opts.noBase ? null : findBaseDatabase(baseDirs, x.db);
       if (!from) return { base: null };
@@ -217,8 +253,17 @@ function localClient(w: ReplicaDbWriter, baseDirs: string[], opts: { corrupt?: b
       await w.snapshotBlocks(x.generation, x.blockSize, x.indexes, b);
       return { ok: true };
     },
-    snapshotCommit: async (x: { generation: number; dbSize: number; dbSha256: string; walSize: number; diff?: boolean; walEncoding?: 'xor-image-deflate' }) => ({ lastFrame: await w.snapshotCommit(x.generation, x.dbSize, x.dbSha256, x.walSize, x.diff === true, x.walEncoding) }),
-    frames: async (x: { generation: number; newWal?: string; firstIndex: number; frames: string }) => ({ lastFrame: await w.appendFrames(x.generation, x.newWal ? Buffer.from(x.newWal, 'base64') : undefined, x.firstIndex, Buffer.from(x.frames, 'base64')) }),
+    snapshotCommit: async (x: {
+      generation: number;
+      dbSize: number;
+      dbSha256: string;
+      walSize: number;
+      diff?: boolean;
+      walEncoding?: 'xor-image-deflate';
+    }) => ({ lastFrame: await w.snapshotCommit(x.generation, x.dbSize, x.dbSha256, x.walSize, x.diff === true, x.walEncoding) }),
+    frames: async (x: { generation: number; newWal?: string; firstIndex: number; frames: string }) => ({
+      lastFrame: await w.appendFrames(x.generation, x.newWal ? Buffer.from(x.newWal, 'base64') : undefined, x.firstIndex, Buffer.from(x.frames, 'base64')),
+    }),
     files: () => Promise.resolve({ ok: true }),
   };
   return c as unknown as ReplicaClient & { bytes: number };
@@ -267,7 +312,10 @@ for (const variant of ['differential', 'fallback after a bad rebuild', 'full wit
     assert.equal(client.bytes, seed.bytesSent);
     // Later commits stream on top, and the replica equals the source.
     for (let i = 0; i < 10; i++) ins.run(`after${i}`, randomBytes(200));
-    await waitFor('caught up', async () => { await s.position(); return s.ackedLsn >= s.seenLsn && s.lagMs() === 0; });
+    await waitFor('caught up', async () => {
+      await s.position();
+      return s.ackedLsn >= s.seenLsn && s.lagMs() === 0;
+    });
     await s.stop();
     assert.deepEqual(rowsDigest(path.join(rep, 'orders.db')), rowsDigest(path.join(src, 'orders.db')));
   });
@@ -277,11 +325,17 @@ test('failback through the storage processors: the old primary storage gets only
   const root = tempDir();
   t.after(() => fs.rmSync(root, { recursive: true, force: true }));
   const [pa, pb] = [await freePort(), await freePort()];
-  const config = makeConfig([{ name: 'array-a', path: path.join(root, 'a'), port: pa }, { name: 'array-b', path: path.join(root, 'b'), port: pb }]);
+  const config = makeConfig([
+    { name: 'array-a', path: path.join(root, 'a'), port: pa },
+    { name: 'array-b', path: path.join(root, 'b'), port: pb },
+  ]);
   const tuning = { walPollMs: 5, checkpointFrames: 150, fileScanMs: 100 };
   const a = new StorageProcessor(config, 'array-a', testLogger(), { tuning });
   const b = new StorageProcessor(config, 'array-b', testLogger(), { tuning });
-  t.after(async () => { await a.stop().catch(() => undefined); await b.stop().catch(() => undefined); });
+  t.after(async () => {
+    await a.stop().catch(() => undefined);
+    await b.stop().catch(() => undefined);
+  });
   await a.start();
   await b.start();
   const urlA = `http://127.0.0.1:${pa}`;
@@ -295,10 +349,14 @@ test('failback through the storage processors: the old primary storage gets only
   await callJson(`${urlA}/v1/volumes/shop/replicate`, { body: { epoch: 1, to: { name: 'array-b', url: urlB } } });
   const synced = async (url: string): Promise<VolumeStatus> => {
     let st!: VolumeStatus;
-    await waitFor('streaming, lag 0', async () => {
-      st = await callJson<VolumeStatus>(`${url}/v1/volumes/shop`);
-      return st.replication?.state === 'streaming' && st.replication.lagMs === 0 && (st.replication.seeds?.length ?? 0) > 0;
-    }, 10_000);
+    await waitFor(
+      'streaming, lag 0',
+      async () => {
+        st = await callJson<VolumeStatus>(`${url}/v1/volumes/shop`);
+        return st.replication?.state === 'streaming' && st.replication.lagMs === 0 && (st.replication.seeds?.length ?? 0) > 0;
+      },
+      10_000,
+    );
     return st;
   };
   const first = await synced(urlA);
@@ -323,7 +381,12 @@ test('failback through the storage processors: the old primary storage gets only
   assert.ok(s.bytesSent < s.dbBytes / 4, `${s.bytesSent} bytes sent for a ${s.dbBytes}-byte database`);
   assert.ok(back.replication!.fileBytesSent! < 30_000, `only the changed file was sent (${back.replication!.fileBytesSent} bytes)`);
   await callJson(`${urlB}/v1/volumes/shop/confirm`, { body: { timeoutMs: 5000 } });
-  await waitFor('file replicated', () => fs.existsSync(path.join(root, 'a', 'replicas', 'shop', 'public', 'p3.html')) && fs.readFileSync(path.join(root, 'a', 'replicas', 'shop', 'public', 'p3.html'), 'utf8') === 'changed after the failover');
+  await waitFor(
+    'file replicated',
+    () =>
+      fs.existsSync(path.join(root, 'a', 'replicas', 'shop', 'public', 'p3.html')) &&
+      fs.readFileSync(path.join(root, 'a', 'replicas', 'shop', 'public', 'p3.html'), 'utf8') === 'changed after the failover',
+  );
   const repA = path.join(root, 'a', 'replicas', 'shop');
   const copy = path.join(root, 'copy');
   fs.mkdirSync(copy);

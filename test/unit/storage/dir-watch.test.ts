@@ -9,8 +9,13 @@ test('directory watch: changes in every directory are reported, directories crea
   const root = tempDir();
   fs.mkdirSync(path.join(root, 'public', 'img'), { recursive: true });
   const seen: string[] = [];
-  const w = new DirectoryWatch(root, (rel) => { if (rel) seen.push(rel); });
-  t.after(() => { w.close(); fs.rmSync(root, { recursive: true, force: true }); });
+  const w = new DirectoryWatch(root, (rel) => {
+    if (rel) seen.push(rel);
+  });
+  t.after(() => {
+    w.close();
+    fs.rmSync(root, { recursive: true, force: true });
+  });
   w.refresh();
   fs.writeFileSync(path.join(root, 'public', 'img', 'a.png'), 'x');
   fs.writeFileSync(path.join(root, 'top.txt'), 'x');

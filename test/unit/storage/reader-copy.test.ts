@@ -23,7 +23,10 @@ const TUNING = { walPollMs: 5, checkpointFrames: 150, fileScanMs: 100 };
 async function setup(t: { after: (fn: () => Promise<void> | void) => void }) {
   const root = tempDir('us-reader-');
   const [pa, pb] = [await freePort(), await freePort()];
-  const config = makeConfig([{ name: 'array-a', path: path.join(root, 'a'), port: pa }, { name: 'array-b', path: path.join(root, 'b'), port: pb }]);
+  const config = makeConfig([
+    { name: 'array-a', path: path.join(root, 'a'), port: pa },
+    { name: 'array-b', path: path.join(root, 'b'), port: pb },
+  ]);
   const seed = path.join(root, 'seed');
   fs.mkdirSync(path.join(seed, 'public'), { recursive: true });
   fs.mkdirSync(path.join(seed, 'config'), { recursive: true });
@@ -34,7 +37,11 @@ async function setup(t: { after: (fn: () => Promise<void> | void) => void }) {
   cat.pragma('journal_mode = WAL');
   cat.exec("CREATE TABLE products (id INTEGER PRIMARY KEY, name TEXT); INSERT INTO products (name) VALUES ('tea'), ('cup')");
   cat.close();
-  config.sites.shop = { name: 'shop', app: { command: ['true'], port: 3000, env: {}, seed }, volume: { replication: 'async', readonly: ['catalog.db', 'public/'] } } as unknown as SiteConfig;
+  config.sites.shop = {
+    name: 'shop',
+    app: { command: ['true'], port: 3000, env: {}, seed },
+    volume: { replication: 'async', readonly: ['catalog.db', 'public/'] },
+  } as unknown as SiteConfig;
   const a = new StorageProcessor(config, 'array-a', testLogger(), { tuning: TUNING });
   const b = new StorageProcessor(config, 'array-b', testLogger(), { tuning: TUNING });
   t.after(async () => {
@@ -57,7 +64,11 @@ async function setup(t: { after: (fn: () => Promise<void> | void) => void }) {
 
 function productNames(file: string): string[] {
   const db = new Database(file, { readonly: true, fileMustExist: true });
-  try { return (db.prepare('SELECT name FROM products ORDER BY id').all() as { name: string }[]).map((r) => r.name); } finally { db.close(); }
+  try {
+    return (db.prepare('SELECT name FROM products ORDER BY id').all() as { name: string }[]).map((r) => r.name);
+  } finally {
+    db.close();
+  }
 }
 
 test('portion filter: files exactly, directories by prefix', () => {
@@ -79,7 +90,9 @@ test('a reader copy gets only the read-only portion, published for a read-only a
   assert.deepEqual([...head], [1, 1], 'rollback-journal mode (no WAL for the app to miss)');
 
   // The controller fits config/site.json (outside the portion, started from the seed).
-  const tr = await callJson<{ changes: unknown[] }>(`${s.urlB}/v1/readers/shop/transform`, { body: { epoch: 3, rules: [{ file: 'config/site.json', set: { 'listen.host': '127.0.9.1' } }] } });
+  const tr = await callJson<{ changes: unknown[] }>(`${s.urlB}/v1/readers/shop/transform`, {
+    body: { epoch: 3, rules: [{ file: 'config/site.json', set: { 'listen.host': '127.0.9.1' } }] },
+  });
   assert.equal(tr.changes.length, 1);
 
   // Writes to the portion reach the copy by the next catch-up; the config stays.
@@ -108,7 +121,10 @@ test('a reader copy gets only the read-only portion, published for a read-only a
   assert.ok(!stB.volumes.some((v) => v.site === 'shop'));
 
   // A stale epoch cannot feed or change it.
-  await assert.rejects(callJson(`${s.urlB}/v1/readers/shop/transform`, { body: { epoch: 2, rules: [] } }), (e) => isUnderstudyError(e) && e.code === 'US_STALE_EPOCH');
+  await assert.rejects(
+    callJson(`${s.urlB}/v1/readers/shop/transform`, { body: { epoch: 2, rules: [] } }),
+    (e) => isUnderstudyError(e) && e.code === 'US_STALE_EPOCH',
+  );
   // Scale-in: shipping stops, the copy is deleted.
   await callJson(`${s.urlA}/v1/volumes/shop/readers/stop`, { body: { to: 'array-b' } });
   await callJson(`${s.urlB}/v1/readers/shop/drop`, { body: { epoch: 3 } });
@@ -119,11 +135,17 @@ test('a reader copy gets only the read-only portion, published for a read-only a
 
 test('only the primary feeds readers, at its epoch; a demoted primary stops feeding them', async (t) => {
   const s = await setup(t);
-  await assert.rejects(callJson(`${s.urlA}/v1/volumes/shop/readers`, { body: { epoch: 2, to: { name: 'array-b', url: s.urlB } } }), (e) => isUnderstudyError(e) && e.code === 'US_STALE_EPOCH');
+  await assert.rejects(
+    callJson(`${s.urlA}/v1/volumes/shop/readers`, { body: { epoch: 2, to: { name: 'array-b', url: s.urlB } } }),
+    (e) => isUnderstudyError(e) && e.code === 'US_STALE_EPOCH',
+  );
   await callJson(`${s.urlA}/v1/volumes/shop/readers`, { body: { epoch: 3, to: { name: 'array-b', url: s.urlB } } });
   await waitFor('the reader copy', () => fs.existsSync(path.join(s.copy, 'catalog.db')), 10_000);
   await callJson(`${s.urlA}/v1/volumes/shop/demote`, { body: { epoch: 4 } });
   const st = await callJson<StorageStatus>(`${s.urlA}/v1/status`);
   assert.equal(st.volumes[0]!.readers, undefined, 'no reader is fed by a copy that is not primary');
-  await assert.rejects(callJson(`${s.urlA}/v1/volumes/shop/readers`, { body: { epoch: 4, to: { name: 'array-b', url: s.urlB } } }), (e) => isUnderstudyError(e) && e.code === 'US_BAD_REQUEST');
+  await assert.rejects(
+    callJson(`${s.urlA}/v1/volumes/shop/readers`, { body: { epoch: 4, to: { name: 'array-b', url: s.urlB } } }),
+    (e) => isUnderstudyError(e) && e.code === 'US_BAD_REQUEST',
+  );
 });

@@ -31,7 +31,10 @@ const TUNING = { walPollMs: 5, checkpointFrames: 150, fileScanMs: 100 };
 async function startPair(t: { after: (fn: () => Promise<void> | void) => void }): Promise<Pair> {
   const root = tempDir();
   const [pa, pb] = [await freePort(), await freePort()];
-  const config = makeConfig([{ name: 'array-a', path: path.join(root, 'a'), port: pa }, { name: 'array-b', path: path.join(root, 'b'), port: pb }]);
+  const config = makeConfig([
+    { name: 'array-a', path: path.join(root, 'a'), port: pa },
+    { name: 'array-b', path: path.join(root, 'b'), port: pb },
+  ]);
   const a = new StorageProcessor(config, 'array-a', testLogger(), { tuning: TUNING });
   const b = new StorageProcessor(config, 'array-b', testLogger(), { tuning: TUNING });
   t.after(async () => {
@@ -41,7 +44,15 @@ async function startPair(t: { after: (fn: () => Promise<void> | void) => void })
   });
   await a.start();
   await b.start();
-  return { a, b, urlA: `http://127.0.0.1:${pa}`, urlB: `http://127.0.0.1:${pb}`, root, volA: path.join(root, 'a', 'volumes', 'shop'), volB: path.join(root, 'b', 'replicas', 'shop') };
+  return {
+    a,
+    b,
+    urlA: `http://127.0.0.1:${pa}`,
+    urlB: `http://127.0.0.1:${pb}`,
+    root,
+    volA: path.join(root, 'a', 'volumes', 'shop'),
+    volB: path.join(root, 'b', 'replicas', 'shop'),
+  };
 }
 
 function makeSeed(root: string): string {
@@ -94,12 +105,17 @@ db.close();
 parentPort.postMessage({ rows, txns, truncates, truncatesOk });
 `;
 
-function runApp(file: string, opts: { maxRows: number; maxMs: number; truncateEvery?: number }): { done: Promise<{ rows: number; txns: number; truncates: number; truncatesOk: number }>; worker: Worker } {
+function runApp(
+  file: string,
+  opts: { maxRows: number; maxMs: number; truncateEvery?: number },
+): { done: Promise<{ rows: number; txns: number; truncates: number; truncatesOk: number }>; worker: Worker } {
   const worker = new Worker(APP_WORKER, { eval: true, workerData: { file, betterSqlite: require_resolve('better-sqlite3'), ...opts } });
   const done = new Promise<{ rows: number; txns: number; truncates: number; truncatesOk: number }>((resolve, reject) => {
     worker.once('message', resolve);
     worker.once('error', reject);
-    worker.once('exit', (code) => { if (code !== 0) reject(new Error(`app worker exited with ${code}`)); });
+    worker.once('exit', (code) => {
+      if (code !== 0) reject(new Error(`app worker exited with ${code}`));
+    });
   });
   return { done, worker };
 }
@@ -180,7 +196,14 @@ test('replicates a database under concurrent load and through WAL restarts; file
   let instants = 0;
   let lastRows = 0;
   let finished = false;
-  void app.done.then(() => { finished = true; }, () => { finished = true; });
+  void app.done.then(
+    () => {
+      finished = true;
+    },
+    () => {
+      finished = true;
+    },
+  );
   while (!finished) {
     await new Promise((r) => setTimeout(r, 150));
     const c = await checkReplicaCopy(p, scratch);
@@ -214,10 +237,14 @@ test('replicates a database under concurrent load and through WAL restarts; file
   fs.mkdirSync(path.join(p.volA, 'public', 'img'));
   fs.writeFileSync(path.join(p.volA, 'public', 'img', 'logo.svg'), '<svg/>');
   fs.rmSync(path.join(p.volA, 'public', 'old.txt'));
-  await waitFor('files replicated', () =>
-    fs.existsSync(path.join(p.volB, 'public', 'img', 'logo.svg'))
-    && !fs.existsSync(path.join(p.volB, 'public', 'old.txt'))
-    && fs.readFileSync(path.join(p.volB, 'config', 'site.json'), 'utf8').includes('127.0.0.2'), 5000);
+  await waitFor(
+    'files replicated',
+    () =>
+      fs.existsSync(path.join(p.volB, 'public', 'img', 'logo.svg')) &&
+      !fs.existsSync(path.join(p.volB, 'public', 'old.txt')) &&
+      fs.readFileSync(path.join(p.volB, 'config', 'site.json'), 'utf8').includes('127.0.0.2'),
+    5000,
+  );
   assert.equal(fs.readFileSync(path.join(p.volB, 'public', 'index.html'), 'utf8'), '<h1>shop</h1>');
   assert.ok(fs.existsSync(path.join(p.volB, 'catalog.db')), 'the seed database is replicated too');
 
@@ -265,12 +292,20 @@ test('init refuses a volume whose *.db is not SQLite, and stale epochs', async (
   const p = await startPair(t);
   fs.mkdirSync(p.volA, { recursive: true });
   fs.writeFileSync(path.join(p.volA, 'orders.db'), 'garbage');
-  await assert.rejects(callJson(`${p.urlA}/v1/volumes/shop/init`, { body: { epoch: 1 } }), (e: unknown) =>
-    isUnderstudyError(e) && e.code === 'US_VOLUME_NOT_DATABASE' && e.message === `${path.join(p.volA, 'orders.db')}: is not an SQLite database: restore it from a backup or remove it`);
+  await assert.rejects(
+    callJson(`${p.urlA}/v1/volumes/shop/init`, { body: { epoch: 1 } }),
+    (e: unknown) =>
+      isUnderstudyError(e) &&
+      e.code === 'US_VOLUME_NOT_DATABASE' &&
+      e.message === `${path.join(p.volA, 'orders.db')}: is not an SQLite database: restore it from a backup or remove it`,
+  );
   fs.rmSync(path.join(p.volA, 'orders.db'));
   await callJson(`${p.urlA}/v1/volumes/shop/init`, { body: { epoch: 3 } });
   await assert.rejects(callJson(`${p.urlA}/v1/volumes/shop/init`, { body: { epoch: 2 } }), (e: unknown) => isUnderstudyError(e) && e.code === 'US_STALE_EPOCH');
-  await assert.rejects(callJson(`${p.urlA}/v1/volumes/shop/init`, { body: { epoch: 'x' } }), (e: unknown) => isUnderstudyError(e) && e.code === 'US_BAD_REQUEST' && /epoch/.test(e.message));
+  await assert.rejects(
+    callJson(`${p.urlA}/v1/volumes/shop/init`, { body: { epoch: 'x' } }),
+    (e: unknown) => isUnderstudyError(e) && e.code === 'US_BAD_REQUEST' && /epoch/.test(e.message),
+  );
   await assert.rejects(callJson(`${p.urlA}/v1/volumes/nope`), (e: unknown) => isUnderstudyError(e) && e.code === 'US_NOT_FOUND');
 });
 
@@ -314,11 +349,16 @@ test('an app that TRUNCATE-checkpoints the WAL itself: the replica stays exact',
   // Once everything is shipped the shipper checkpoints and lets go of the old WAL:
   // from then on the app's own TRUNCATE checkpoint succeeds.
   let truncated = false;
-  await waitFor('app TRUNCATE succeeds', () => {
-    const r = (db.pragma('wal_checkpoint(TRUNCATE)') as { busy: number }[])[0]!;
-    truncated = r.busy === 0 && fs.statSync(`${file}-wal`).size === 0;
-    return truncated;
-  }, 5000, 30);
+  await waitFor(
+    'app TRUNCATE succeeds',
+    () => {
+      const r = (db.pragma('wal_checkpoint(TRUNCATE)') as { busy: number }[])[0]!;
+      truncated = r.busy === 0 && fs.statSync(`${file}-wal`).size === 0;
+      return truncated;
+    },
+    5000,
+    30,
+  );
   for (let i = 0; i < 100; i++) ins.run(`b${i}`, Buffer.alloc(500, i));
   await caughtUp(p);
   const scratch = tempDir('us-scratch-');

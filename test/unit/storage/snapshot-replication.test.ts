@@ -17,14 +17,25 @@ import { freePort, makeConfig, tempDir, testLogger, waitFor } from './helpers.ts
  * on real sockets, and an "app" in a worker thread that keeps its databases in
  * rollback-journal mode (it sets journal_mode=DELETE on open, as many apps do).
  */
-interface Pair { a: StorageProcessor; b: StorageProcessor; urlA: string; urlB: string; root: string; volA: string; volB: string }
+interface Pair {
+  a: StorageProcessor;
+  b: StorageProcessor;
+  urlA: string;
+  urlB: string;
+  root: string;
+  volA: string;
+  volB: string;
+}
 
 const TUNING = { walPollMs: 5, checkpointFrames: 150, fileScanMs: 100, snapshotLockWaitMs: 300 };
 
 async function startPair(t: { after: (fn: () => Promise<void> | void) => void }): Promise<Pair> {
   const root = tempDir('us-snap-');
   const [pa, pb] = [await freePort(), await freePort()];
-  const config = makeConfig([{ name: 'array-a', path: path.join(root, 'a'), port: pa }, { name: 'array-b', path: path.join(root, 'b'), port: pb }]);
+  const config = makeConfig([
+    { name: 'array-a', path: path.join(root, 'a'), port: pa },
+    { name: 'array-b', path: path.join(root, 'b'), port: pb },
+  ]);
   const a = new StorageProcessor(config, 'array-a', testLogger(), { tuning: TUNING });
   const b = new StorageProcessor(config, 'array-b', testLogger(), { tuning: TUNING });
   t.after(async () => {
@@ -34,7 +45,15 @@ async function startPair(t: { after: (fn: () => Promise<void> | void) => void })
   });
   await a.start();
   await b.start();
-  return { a, b, urlA: `http://127.0.0.1:${pa}`, urlB: `http://127.0.0.1:${pb}`, root, volA: path.join(root, 'a', 'volumes', 'notes'), volB: path.join(root, 'b', 'replicas', 'notes') };
+  return {
+    a,
+    b,
+    urlA: `http://127.0.0.1:${pa}`,
+    urlB: `http://127.0.0.1:${pb}`,
+    root,
+    volA: path.join(root, 'a', 'volumes', 'notes'),
+    volB: path.join(root, 'b', 'replicas', 'notes'),
+  };
 }
 
 /** A seed with notes.sqlite in rollback-journal mode (as the app left it) and a plain file. */
@@ -87,17 +106,30 @@ for (const d of dbs) d.db.close();
 parentPort.postMessage({ rows });
 `;
 
-function runApp(files: string[], opts: { maxRows: number; maxMs: number; journalMode?: string }): { modes: Promise<string[]>; done: Promise<{ rows: number }>; worker: Worker } {
-  const worker = new Worker(APP_WORKER, { eval: true, workerData: { files, journalMode: opts.journalMode ?? 'DELETE', betterSqlite: path.join(process.cwd(), 'node_modules', 'better-sqlite3'), ...opts } });
+function runApp(
+  files: string[],
+  opts: { maxRows: number; maxMs: number; journalMode?: string },
+): { modes: Promise<string[]>; done: Promise<{ rows: number }>; worker: Worker } {
+  const worker = new Worker(APP_WORKER, {
+    eval: true,
+    workerData: { files, journalMode: opts.journalMode ?? 'DELETE', betterSqlite: path.join(process.cwd(), 'node_modules', 'better-sqlite3'), ...opts },
+  });
   let first = true;
   let modesResolve!: (m: string[]) => void;
-  const modes = new Promise<string[]>((r) => { modesResolve = r; });
+  const modes = new Promise<string[]>((r) => {
+    modesResolve = r;
+  });
   const done = new Promise<{ rows: number }>((resolve, reject) => {
     worker.on('message', (m: { modes?: string[]; rows?: number }) => {
-      if (first && m.modes) { first = false; modesResolve(m.modes); } else resolve(m as { rows: number });
+      if (first && m.modes) {
+        first = false;
+        modesResolve(m.modes);
+      } else resolve(m as { rows: number });
     });
     worker.once('error', reject);
-    worker.once('exit', (code) => { if (code !== 0) reject(new Error(`app worker exited with ${code}`)); });
+    worker.once('exit', (code) => {
+      if (code !== 0) reject(new Error(`app worker exited with ${code}`));
+    });
   });
   return { modes, done, worker };
 }
@@ -129,7 +161,11 @@ async function replicaCopy(p: Pair, rel: string): Promise<{ ok: string; rows: nu
 
 function primaryRows(file: string): number {
   const db = new Database(file, { readonly: true });
-  try { return (db.prepare('SELECT count(*) AS n FROM notes').get() as { n: number }).n; } finally { db.close(); }
+  try {
+    return (db.prepare('SELECT count(*) AS n FROM notes').get() as { n: number }).n;
+  } finally {
+    db.close();
+  }
 }
 
 test('rollback-journal databases, named *.sqlite or nothing at all, are replicated by consistent snapshots under load; status lists them', async (t) => {
@@ -139,7 +175,11 @@ test('rollback-journal databases, named *.sqlite or nothing at all, are replicat
   assert.equal(readDatabaseHeader(path.join(p.volA, 'notes.sqlite')).mode, 'wal');
   await waitFor('notes.sqlite on the replica', () => fs.existsSync(path.join(p.volB, 'notes.sqlite')), 5000);
   const before = dbStatus(await volume(p), 'notes.sqlite')!;
-  assert.deepEqual([before.mode, before.method, before.switchedToWal], ['wal', 'snapshots', true], 'switched, and held by snapshots until the app shows what it wants');
+  assert.deepEqual(
+    [before.mode, before.method, before.switchedToWal],
+    ['wal', 'snapshots', true],
+    'switched, and held by snapshots until the app shows what it wants',
+  );
 
   // The app puts it back in rollback mode (nothing of ours holds it open), and creates a second database, `attachments` (no extension).
   const app = runApp([path.join(p.volA, 'notes.sqlite'), path.join(p.volA, 'attachments')], { maxRows: 3000, maxMs: 4000 });
@@ -148,7 +188,14 @@ test('rollback-journal databases, named *.sqlite or nothing at all, are replicat
 
   // The replica opens as a consistent database at several instants and never goes back in time.
   let finished = false;
-  void app.done.then(() => { finished = true; }, () => { finished = true; });
+  void app.done.then(
+    () => {
+      finished = true;
+    },
+    () => {
+      finished = true;
+    },
+  );
   let instants = 0;
   let last = 0;
   let peak = 0;
@@ -179,22 +226,36 @@ test('rollback-journal databases, named *.sqlite or nothing at all, are replicat
   }
   const v = await volume(p);
   const dbs = v.replication!.databases!;
-  assert.deepEqual(dbs.map((d) => [d.path, d.mode, d.method, d.state, d.protected]), [
-    ['attachments', 'rollback', 'snapshots', 'streaming', true],
-    ['notes.sqlite', 'rollback', 'snapshots', 'streaming', true],
-  ]);
+  assert.deepEqual(
+    dbs.map((d) => [d.path, d.mode, d.method, d.state, d.protected]),
+    [
+      ['attachments', 'rollback', 'snapshots', 'streaming', true],
+      ['notes.sqlite', 'rollback', 'snapshots', 'streaming', true],
+    ],
+  );
   assert.match(dbStatus(v, 'notes.sqlite')!.reason!, /app put it back/);
-  assert.ok(dbs.every((d) => (d.snapshots ?? 0) >= 2), 'several snapshots were shipped');
+  assert.ok(
+    dbs.every((d) => (d.snapshots ?? 0) >= 2),
+    'several snapshots were shipped',
+  );
   assert.equal(v.replication!.state, 'streaming');
   assert.equal(v.replication!.lastError, undefined, 'nothing is reported as not replicated');
   // The databases never travelled as plain files: only public/index.html did.
   assert.equal(v.replication!.fileBytesSent, '<h1>notes</h1>'.length);
-  assert.deepEqual(fs.readdirSync(p.volB).filter((f) => /-(journal|wal|shm)$/.test(f)), [], 'no -journal, -wal or -shm on the replica');
+  assert.deepEqual(
+    fs.readdirSync(p.volB).filter((f) => /-(journal|wal|shm)$/.test(f)),
+    [],
+    'no -journal, -wal or -shm on the replica',
+  );
 
   // Idle: no change, no snapshot.
   const counts = dbs.map((d) => d.snapshots);
   await new Promise((r) => setTimeout(r, 300));
-  assert.deepEqual((await volume(p)).replication!.databases!.map((d) => d.snapshots), counts, 'an idle database costs no snapshot');
+  assert.deepEqual(
+    (await volume(p)).replication!.databases!.map((d) => d.snapshots),
+    counts,
+    'an idle database costs no snapshot',
+  );
 
   // Promotion switches the replica's rollback-journal databases to WAL mode before an app opens them.
   const pr = await callJson<PromoteResponse>(`${p.urlB}/v1/volumes/notes/promote`, { body: { epoch: 2 } });
@@ -205,7 +266,7 @@ test('rollback-journal databases, named *.sqlite or nothing at all, are replicat
   assert.equal(primaryRows(path.join(promoted, 'attachments')), primaryRows(path.join(p.volA, 'attachments')));
 });
 
-test('sync barrier: every write it releases is on the replica\'s disk, by a snapshot taken after the write', async (t) => {
+test("sync barrier: every write it releases is on the replica's disk, by a snapshot taken after the write", async (t) => {
   const p = await startPair(t);
   await start(p);
   const app = new Database(path.join(p.volA, 'notes.sqlite'));
@@ -222,7 +283,11 @@ test('sync barrier: every write it releases is on the replica\'s disk, by a snap
     let found = 0;
     await p.b.withVolumeQuiesced('notes', async (dir) => {
       const db = new Database(path.join(dir, 'notes.sqlite'), { readonly: true });
-      try { found = (db.prepare('SELECT count(*) AS n FROM notes WHERE id = ?').get(id) as { n: number }).n; } finally { db.close(); }
+      try {
+        found = (db.prepare('SELECT count(*) AS n FROM notes WHERE id = ?').get(id) as { n: number }).n;
+      } finally {
+        db.close();
+      }
     });
     assert.equal(found, 1, `row ${id} is on the replica when the barrier released it`);
   }
@@ -239,7 +304,11 @@ test('a database the app keeps locked is unprotected: status names it, an event 
   const events: { kind: string; message: string }[] = [];
   const watch = new DatabaseWatch((e) => events.push({ kind: e.kind, message: e.message }));
   watch.notice('array-a', await volume(p), true);
-  assert.deepEqual(events.map((e) => e.kind), ['database-snapshots'], 'held by snapshots: said once');
+  assert.deepEqual(
+    events.map((e) => e.kind),
+    ['database-snapshots'],
+    'held by snapshots: said once',
+  );
   watch.notice('array-a', await volume(p), true);
   assert.equal(events.length, 1, 'said once only');
 
@@ -252,14 +321,21 @@ test('a database the app keeps locked is unprotected: status names it, an event 
   const d = dbStatus(v, 'notes.sqlite')!;
   assert.equal(d.state, 'error');
   assert.match(d.lastError!, /notes\.sqlite: cannot take a consistent snapshot/);
-  assert.deepEqual(unprotectedDatabases(v).map((x) => x.path), ['notes.sqlite']);
+  assert.deepEqual(
+    unprotectedDatabases(v).map((x) => x.path),
+    ['notes.sqlite'],
+  );
   assert.ok(d.lagMs > 0, 'its lag grows');
   watch.notice('array-a', v, true);
   assert.equal(events.at(-1)!.kind, 'database-unprotected');
   assert.match(events.at(-1)!.message, /database notes\.sqlite on array-a is not being replicated: .*notes\.sqlite: cannot take a consistent snapshot/);
 
   holder.close(); // lets go
-  await waitFor('protected again', async () => dbStatus(await volume(p), 'notes.sqlite')?.protected === true && dbStatus(await volume(p), 'notes.sqlite')?.lagMs === 0, 5000);
+  await waitFor(
+    'protected again',
+    async () => dbStatus(await volume(p), 'notes.sqlite')?.protected === true && dbStatus(await volume(p), 'notes.sqlite')?.lagMs === 0,
+    5000,
+  );
   watch.notice('array-a', await volume(p), true);
   assert.equal(events.at(-1)!.kind, 'database-protected');
   const c = await replicaCopy(p, 'notes.sqlite');
@@ -289,7 +365,11 @@ test('an app that keeps the switched database in WAL mode and writes gets WAL-fr
   assert.deepEqual([dbStatus(v, 'notes.sqlite')!.mode, dbStatus(v, 'notes.sqlite')!.reason], ['wal', undefined]);
   await p.b.withVolumeQuiesced('notes', async (dir) => {
     const db = new Database(path.join(dir, 'notes.sqlite'), { readonly: true });
-    try { assert.equal((db.prepare('SELECT count(*) AS n FROM notes').get() as { n: number }).n, 41); } finally { db.close(); }
+    try {
+      assert.equal((db.prepare('SELECT count(*) AS n FROM notes').get() as { n: number }).n, 41);
+    } finally {
+      db.close();
+    }
   });
 });
 

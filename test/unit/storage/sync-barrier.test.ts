@@ -19,7 +19,10 @@ import { freePort, makeConfig, tempDir, testLogger, waitFor } from './helpers.ts
 async function startPair(t: { after: (fn: () => Promise<void>) => void }, tuning: { walPollMs: number; checkpointFrames: number; fileScanMs: number }) {
   const root = tempDir('us-sync-barrier-');
   const [pa, pb] = [await freePort(), await freePort()];
-  const config = makeConfig([{ name: 'array-a', path: path.join(root, 'a'), port: pa }, { name: 'array-b', path: path.join(root, 'b'), port: pb }]);
+  const config = makeConfig([
+    { name: 'array-a', path: path.join(root, 'a'), port: pa },
+    { name: 'array-b', path: path.join(root, 'b'), port: pb },
+  ]);
   const a = new StorageProcessor(config, 'array-a', testLogger(), { tuning });
   const b = new StorageProcessor(config, 'array-b', testLogger(), { tuning });
   t.after(async () => {
@@ -65,8 +68,12 @@ function walSalt(volA: string): string {
       fs.readSync(fd, buf, 0, 32, 0);
       const h = parseWalHeader(buf);
       return h ? `${h.salt1}:${h.salt2}` : 'none';
-    } finally { fs.closeSync(fd); }
-  } catch { return 'none'; }
+    } finally {
+      fs.closeSync(fd);
+    }
+  } catch {
+    return 'none';
+  }
 }
 
 test('barrier under WAL restarts: a restart between the commit and the barrier never lets a row slip', async (t) => {
@@ -74,7 +81,9 @@ test('barrier under WAL restarts: a restart between the commit and the barrier n
   // (the shipper checkpoints every few frames, so the app restarts its WAL all the time).
   const p = await startPair(t, { walPollMs: 250, checkpointFrames: 3, fileScanMs: 200 });
   const app = new Database(path.join(p.volA, 'orders.db'));
-  t.after(() => { app.close(); });
+  t.after(() => {
+    app.close();
+  });
   app.pragma('busy_timeout = 5000');
   app.pragma('synchronous = FULL');
   const insert = app.prepare('INSERT INTO orders (payload) VALUES (randomblob(?))');
@@ -104,7 +113,9 @@ test('barrier under WAL restarts: a restart between the commit and the barrier n
 test('concurrent barriers share a pass (group commit) and all see their rows', async (t) => {
   const p = await startPair(t, { walPollMs: 1000, checkpointFrames: 50, fileScanMs: 200 });
   const app = new Database(path.join(p.volA, 'orders.db'));
-  t.after(() => { app.close(); });
+  t.after(() => {
+    app.close();
+  });
   const insert = app.prepare('INSERT INTO orders (payload) VALUES (randomblob(100))');
   const ids: number[] = [];
   const waits: Promise<SyncBarrierResponse>[] = [];
@@ -114,7 +125,10 @@ test('concurrent barriers share a pass (group commit) and all see their rows', a
   }
   const t0 = Date.now();
   const rs = await Promise.all(waits);
-  assert.ok(rs.every((r) => r.state === 'sync'), JSON.stringify(rs));
+  assert.ok(
+    rs.every((r) => r.state === 'sync'),
+    JSON.stringify(rs),
+  );
   assert.ok(Date.now() - t0 < 900, 'kicked, not waiting for the 1 s idle poll');
   const have = await p.replicaIds();
   for (const id of ids) assert.ok(have.has(id), `row ${id}`);

@@ -55,7 +55,10 @@ function freshCount(dir: string, file: string): { n: number; integrity: string }
   fs.copyFileSync(`${file}-wal`, path.join(dir, 'orders.db-wal'));
   const db = new Database(path.join(dir, 'orders.db'));
   try {
-    return { n: (db.prepare('SELECT count(*) AS n FROM orders').get() as { n: number }).n, integrity: (db.pragma('integrity_check') as { integrity_check: string }[])[0]!.integrity_check };
+    return {
+      n: (db.prepare('SELECT count(*) AS n FROM orders').get() as { n: number }).n,
+      integrity: (db.pragma('integrity_check') as { integrity_check: string }[])[0]!.integrity_check,
+    };
   } finally {
     db.close();
   }
@@ -140,7 +143,10 @@ test('a damaged WAL header, a missing WAL with committed frames, and frames beyo
   fs.writeSync(fd, Buffer.alloc(8, 0x11), 0, 8, 16); // the header's salts
   fs.closeSync(fd);
   const hdr = inspectWalChain(file, 'orders.db', { committed });
-  assert.match(hdr.problems[0]?.detail ?? '', /the WAL header does not verify \(damaged\): a fresh open ignores the whole WAL, and with it \d+ committed frame/);
+  assert.match(
+    hdr.problems[0]?.detail ?? '',
+    /the WAL header does not verify \(damaged\): a fresh open ignores the whole WAL, and with it \d+ committed frame/,
+  );
   const missing = inspectWalChain(path.join(root, 'nothing.db'), 'nothing.db', { committed });
   assert.match(missing.problems[0]?.detail ?? '', /the WAL is missing, but \d+ committed frame/);
   assert.deepEqual(inspectWalChain(path.join(root, 'nothing.db'), 'nothing.db', {}).problems, [], 'no WAL and nothing committed to one: ok');
@@ -184,7 +190,11 @@ test('page record: a page of the db file that no WAL frame supersedes must be th
   const other = new Database(file, { readonly: true });
   t.after(() => other.close());
   let verdict: string;
-  try { verdict = (other.pragma('quick_check') as { quick_check: string }[])[0]!.quick_check; } catch (e) { verdict = (e as Error).message; }
+  try {
+    verdict = (other.pragma('quick_check') as { quick_check: string }[])[0]!.quick_check;
+  } catch (e) {
+    verdict = (e as Error).message;
+  }
   assert.notEqual(verdict, 'ok', 'the damage is real');
 });
 

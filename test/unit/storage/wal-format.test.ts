@@ -25,21 +25,31 @@ function makeWalDb(t: { after: (fn: () => void) => void }): { db: Database.Datab
   const dir = tempDir();
   const file = path.join(dir, 'x.db');
   const db = new Database(file);
-  t.after(() => { try { db.close(); } catch { /* closed */ } fs.rmSync(dir, { recursive: true, force: true }); });
+  t.after(() => {
+    try {
+      db.close();
+    } catch {
+      /* closed */
+    }
+    fs.rmSync(dir, { recursive: true, force: true });
+  });
   db.pragma('journal_mode = WAL');
   db.pragma('wal_autocheckpoint = 0');
   db.exec('CREATE TABLE t (id INTEGER PRIMARY KEY, v BLOB)');
   const ins = db.prepare('INSERT INTO t (v) VALUES (?)');
-  for (let i = 0; i < 20; i++) db.transaction(() => { for (let j = 0; j < 3; j++) ins.run(randomBytes(700)); })();
+  for (let i = 0; i < 20; i++)
+    db.transaction(() => {
+      for (let j = 0; j < 3; j++) ins.run(randomBytes(700));
+    })();
   return { db, file };
 }
 
 test('walChecksum matches a naive transcription in both byte orders, and chains', () => {
   for (let n = 0; n < 20; n++) {
-    const buf = randomBytes(8 * (1 + (n * 37) % 200));
+    const buf = randomBytes(8 * (1 + ((n * 37) % 200)));
     for (const big of [true, false]) {
       assert.deepEqual([...walChecksum(buf, big)], naiveChecksum(buf, big));
-      const half = (buf.length / 16 | 0) * 8;
+      const half = ((buf.length / 16) | 0) * 8;
       const first = walChecksum(buf, big, [0, 0], 0, half);
       assert.deepEqual([...walChecksum(buf, big, first, half)], naiveChecksum(buf, big), 'chaining over two ranges equals one pass');
     }

@@ -6,7 +6,12 @@ import { renderRules } from '../../../src/transform/render-rules.ts';
 import { checkTemplate, renderTemplate } from '../../../src/transform/template.ts';
 
 const host: HostConfig = {
-  name: 'h2', address: '127.0.2.1', storage: 'b', power: 'local', agentPort: 7001, boot: true,
+  name: 'h2',
+  address: '127.0.2.1',
+  storage: 'b',
+  power: 'local',
+  agentPort: 7001,
+  boot: true,
   profile: { cpus: 3, memoryMb: 2048, user: 'www', paths: { logs: '/var/log/shop' }, 'max-conns': 100, ratio: 0.29, label: 'fast' },
 };
 const site = { name: 'shop', app: { command: ['node'], port: 3000, env: {} } } as unknown as SiteConfig;
@@ -40,7 +45,11 @@ test('templates: arithmetic gives whole numbers, rounded down', () => {
 
 test('templates: bad expressions are errors that say what is wrong', () => {
   const fails = (t: string, re: RegExp): void => {
-    assert.throws(() => r(t), (e: unknown) => e instanceof UnderstudyError && e.code === 'US_BAD_REQUEST' && re.test(e.message), t);
+    assert.throws(
+      () => r(t),
+      (e: unknown) => e instanceof UnderstudyError && e.code === 'US_BAD_REQUEST' && re.test(e.message),
+      t,
+    );
   };
   fails('{{host.profile.user * 2}}', /\{\{host\.profile\.user \* 2\}\}: host\.profile\.user is "www", not a number/);
   fails('{{host.profile.cpus / 0}}', /division by zero/);
@@ -65,15 +74,40 @@ test('checkTemplate: config-time checks of syntax, names, and text in arithmetic
 test('renderRules: errors name the rule file and the key or pattern', () => {
   assert.throws(
     () => renderRules([{ file: 'conf/a.ini', set: { 'server.workers': '{{host.profile.user * 2}}' } }], ctx),
-    (e: unknown) => e instanceof UnderstudyError && /^transform of conf\/a\.ini, key server\.workers: \{\{host\.profile\.user \* 2\}\}: host\.profile\.user is "www", not a number$/.test(e.message)
-      && (e.details as { key: string }).key === 'server.workers',
+    (e: unknown) =>
+      e instanceof UnderstudyError &&
+      /^transform of conf\/a\.ini, key server\.workers: \{\{host\.profile\.user \* 2\}\}: host\.profile\.user is "www", not a number$/.test(e.message) &&
+      (e.details as { key: string }).key === 'server.workers',
   );
   assert.throws(
     () => renderRules([{ file: 'n.conf', set: {}, replace: [{ match: 'listen \\S+', with: 'listen {{host.profile.paths.tmp}}' }] }], ctx),
     /transform of n\.conf, replace \/listen \\S\+\/: placeholder \{\{host\.profile\.paths\.tmp\}\}: host h2 has no profile\.paths\.tmp$/,
   );
   assert.deepEqual(
-    renderRules([{ file: 'n.conf', format: 'text', set: {}, replace: [{ match: 'w \\d+', with: 'w {{host.profile.cpus}}' }, { match: 'x', with: '{{host.profile.cpus}}' }] }], ctx),
-    [{ file: 'n.conf', format: 'text', set: {}, replace: [{ match: 'w \\d+', with: 'w 3' }, { match: 'x', with: '3' }] }],
+    renderRules(
+      [
+        {
+          file: 'n.conf',
+          format: 'text',
+          set: {},
+          replace: [
+            { match: 'w \\d+', with: 'w {{host.profile.cpus}}' },
+            { match: 'x', with: '{{host.profile.cpus}}' },
+          ],
+        },
+      ],
+      ctx,
+    ),
+    [
+      {
+        file: 'n.conf',
+        format: 'text',
+        set: {},
+        replace: [
+          { match: 'w \\d+', with: 'w 3' },
+          { match: 'x', with: '3' },
+        ],
+      },
+    ],
   );
 });

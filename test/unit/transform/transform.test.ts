@@ -11,13 +11,21 @@ import { checkTemplate, renderTemplate } from '../../../src/transform/template.t
 import { loadConfig } from '../../../src/config/load-config.ts';
 
 const host: HostConfig = {
-  name: 'h3', address: '127.0.3.1', storage: 'array-b', power: 'local',
-  profile: { cpus: 4, memoryMb: 2048, disk: 'ssd' }, agentPort: 7001, boot: true,
+  name: 'h3',
+  address: '127.0.3.1',
+  storage: 'array-b',
+  power: 'local',
+  profile: { cpus: 4, memoryMb: 2048, disk: 'ssd' },
+  agentPort: 7001,
+  boot: true,
 };
 const site: SiteConfig = {
-  name: 'shop', front: { host: '127.0.0.1', port: 8080 },
+  name: 'shop',
+  front: { host: '127.0.0.1', port: 8080 },
   app: { command: ['node', 'server.js'], port: 3000, env: {} },
-  primary: 'h1', standby: ['h3'], priority: 0,
+  primary: 'h1',
+  standby: ['h3'],
+  priority: 0,
   volume: { replication: 'async', readonly: [] },
   transform: [],
   health: {
@@ -55,7 +63,10 @@ test('templates: one placeholder keeps its type; embedded ones become text', () 
 });
 
 test('templates: unknown placeholders are errors naming them', () => {
-  assert.throws(() => renderTemplate('{{host.ip}}', ctx), (e: unknown) => e instanceof UnderstudyError && /\{\{host\.ip\}\}/.test(e.message));
+  assert.throws(
+    () => renderTemplate('{{host.ip}}', ctx),
+    (e: unknown) => e instanceof UnderstudyError && /\{\{host\.ip\}\}/.test(e.message),
+  );
   assert.throws(() => renderTemplate('{{host.profile.gpus}}', ctx), /host h3 has no profile\.gpus/);
   assert.throws(() => renderTemplate('{{host.address', ctx), /unbalanced/);
   assert.match(checkTemplate('{{site.front}}') ?? '', /unknown placeholder \{\{site\.front\}\}/);
@@ -64,7 +75,13 @@ test('templates: unknown placeholders are errors naming them', () => {
 
 test('renderRules: templates filled per key, literal values kept, errors name rule and key', () => {
   const rules = renderRules(
-    [{ file: 'config/site.json', set: { 'listen.host': '{{host.address}}', 'listen.port': '{{site.app.port}}', workers: '{{host.profile.cpus}}' }, values: { debug: false } }],
+    [
+      {
+        file: 'config/site.json',
+        set: { 'listen.host': '{{host.address}}', 'listen.port': '{{site.app.port}}', workers: '{{host.profile.cpus}}' },
+        values: { debug: false },
+      },
+    ],
     ctx,
   );
   assert.deepEqual(rules, [{ file: 'config/site.json', set: { 'listen.host': '127.0.3.1', 'listen.port': 3000, workers: 4, debug: false } }]);
@@ -74,7 +91,17 @@ test('renderRules: templates filled per key, literal values kept, errors name ru
 test('applyTransform: sets dotted keys, reports changes, keeps other keys, is idempotent', () => {
   const dir = volume({ 'config/site.json': JSON.stringify({ listen: { host: '127.0.1.1', port: 3000 }, workers: 1, name: 'shop', extra: [1, 2] }) });
   const rules = renderRules(
-    [{ file: 'config/site.json', set: { 'listen.host': '{{host.address}}', 'listen.port': '{{site.app.port}}', workers: '{{host.profile.cpus}}', 'limits.memoryMb': '{{host.profile.memoryMb}}' } }],
+    [
+      {
+        file: 'config/site.json',
+        set: {
+          'listen.host': '{{host.address}}',
+          'listen.port': '{{site.app.port}}',
+          workers: '{{host.profile.cpus}}',
+          'limits.memoryMb': '{{host.profile.memoryMb}}',
+        },
+      },
+    ],
     ctx,
   );
   const changes = applyTransform(dir, rules);
@@ -84,7 +111,11 @@ test('applyTransform: sets dotted keys, reports changes, keeps other keys, is id
     { file: 'config/site.json', key: 'limits.memoryMb', from: undefined, to: 2048 },
   ]);
   assert.deepEqual(readJson(dir, 'config/site.json'), {
-    listen: { host: '127.0.3.1', port: 3000 }, workers: 4, name: 'shop', extra: [1, 2], limits: { memoryMb: 2048 },
+    listen: { host: '127.0.3.1', port: 3000 },
+    workers: 4,
+    name: 'shop',
+    extra: [1, 2],
+    limits: { memoryMb: 2048 },
   });
   const before = fs.statSync(path.join(dir, 'config/site.json')).mtimeMs;
   assert.deepEqual(applyTransform(dir, rules), [], 'second run changes nothing');
@@ -106,13 +137,22 @@ test('applyTransform: refuses paths out of the volume, unknown formats, bad JSON
   const dir = volume({ 'config/site.json': '{"listen":"127.0.0.1:3000","workers":1}', 'bad.json': '{nope' });
   const original = fs.readFileSync(path.join(dir, 'config/site.json'), 'utf8');
   const refused = (rules: { file: string; set: Record<string, unknown> }[], re: RegExp): void => {
-    assert.throws(() => applyTransform(dir, rules), (e: unknown) => e instanceof UnderstudyError && e.code === 'US_BAD_REQUEST' && re.test(e.message));
+    assert.throws(
+      () => applyTransform(dir, rules),
+      (e: unknown) => e instanceof UnderstudyError && e.code === 'US_BAD_REQUEST' && re.test(e.message),
+    );
   };
   refused([{ file: '../escape.json', set: { a: 1 } }], /outside the volume/);
   refused([{ file: '/etc/x.json', set: { a: 1 } }], /relative/);
   refused([{ file: 'config/site.conf', set: { a: 1 } }], /unsupported format/);
   refused([{ file: 'bad.json', set: { a: 1 } }], /bad\.json: not valid json/);
-  refused([{ file: 'config/site.json', set: { workers: 2 } }, { file: 'config/site.json', set: { 'listen.host': 'x' } }], /"listen" is "127\.0\.0\.1:3000", not an object/);
+  refused(
+    [
+      { file: 'config/site.json', set: { workers: 2 } },
+      { file: 'config/site.json', set: { 'listen.host': 'x' } },
+    ],
+    /"listen" is "127\.0\.0\.1:3000", not an object/,
+  );
   refused([{ file: 'config/site.json', set: { '__proto__.x': 1 } }], /reserved/);
   assert.equal(fs.readFileSync(path.join(dir, 'config/site.json'), 'utf8'), original, 'nothing half-applied');
   assert.ok(!fs.existsSync(path.join(tmpRoot, 'escape.json')));
@@ -132,5 +172,8 @@ test('the demo rules fit the shop seed to another host', () => {
   const outlet = config.sites.outlet!;
   const changes = applyTransform(dir, renderRules(outlet.transform, { host: config.hosts.h4!, site: outlet }));
   assert.deepEqual(readJson(dir, 'config/site.json'), { listen: { host: '127.0.4.1', port: 3001 }, workers: 1, name: 'outlet' });
-  assert.deepEqual(changes.map((c) => c.key), ['listen.host', 'listen.port', 'name']);
+  assert.deepEqual(
+    changes.map((c) => c.key),
+    ['listen.host', 'listen.port', 'name'],
+  );
 });

@@ -15,7 +15,10 @@ function simulate(o: { everyMs: number; tickMs: number; pointMs: number; untilMs
   const ends: { at: number; ok: boolean }[] = [];
   let busyUntil = -1;
   for (now = 0; now <= o.untilMs; now += o.tickMs) {
-    if (busyUntil >= 0 && now >= busyUntil) { s.finished('shop'); busyUntil = -1; }
+    if (busyUntil >= 0 && now >= busyUntil) {
+      s.finished('shop');
+      busyUntil = -1;
+    }
     if (s.due('shop', o.everyMs)) {
       starts.push(s.started('shop'));
       busyUntil = now + o.pointMs;
@@ -55,7 +58,7 @@ test('a point that takes longer than every does not overlap the next; the next s
   assert.ok(Math.max(...gaps) <= 1500 + 100, `gap ${Math.max(...gaps)}`);
 });
 
-test('a failed attempt is retried every, not at every tick; the first point after a start is due every after the vault\'s newest', () => {
+test("a failed attempt is retried every, not at every tick; the first point after a start is due every after the vault's newest", () => {
   const { starts } = simulate({ everyMs: 1000, tickMs: 100, pointMs: 10, untilMs: 5000, failAt: () => true });
   assert.ok(starts.length <= 6, `${starts.length} attempts in 5 s`);
   let now = 10_000;

@@ -23,9 +23,16 @@ test('a second restore point stores only the chunks that changed', async (t) => 
   assert.ok(p2.newBytes > 0 && p2.newBytes <= 3 * CHUNK, `second point added ${p2.newBytes} bytes`);
 
   const points = await callJson<VaultPoint[]>(`${trio.urlVault}/v1/vault/shop/points`);
-  assert.deepEqual(points.map((p) => p.id), [p2.id, p1.id], 'newest first');
+  assert.deepEqual(
+    points.map((p) => p.id),
+    [p2.id, p1.id],
+    'newest first',
+  );
   const m2 = await callJson<PointManifest>(`${trio.urlVault}/v1/vault/shop/points/${p2.id}`);
-  assert.deepEqual(m2.files.map((f) => f.path), ['catalog.db', 'config/site.json', 'orders.db', 'public/index.html']);
+  assert.deepEqual(
+    m2.files.map((f) => f.path),
+    ['catalog.db', 'config/site.json', 'orders.db', 'public/index.html'],
+  );
   const has = await callJson<VaultHasResponse>(`${trio.urlVault}/v1/vault/shop/has`, { body: { hashes: m2.files.flatMap((f) => f.chunks) } });
   assert.deepEqual(has.missing, []);
   const v = await callJson<VerificationResult>(`${trio.urlVault}/v1/vault/shop/points/${p2.id}/verify`, { method: 'POST' });
@@ -44,7 +51,10 @@ test('retention keeps the newest points and collects chunks no point refers to',
   }
   db.close();
   const points = await callJson<VaultPoint[]>(`${trio.urlVault}/v1/vault/shop/points`);
-  assert.deepEqual(points.map((p) => p.id), [ids[2], ids[1]]);
+  assert.deepEqual(
+    points.map((p) => p.id),
+    [ids[2], ids[1]],
+  );
   const kept = new Set<string>();
   for (const id of [ids[1]!, ids[2]!]) {
     for (const f of (await callJson<PointManifest>(`${trio.urlVault}/v1/vault/shop/points/${id}`)).files) for (const h of f.chunks) kept.add(h);
@@ -71,11 +81,23 @@ test('point verification finds a corrupted and a missing chunk', async (t) => {
 
   const v = await callJson<VerificationResult>(`${trio.urlVault}/v1/vault/shop/points/${p.id}/verify`, { method: 'POST' });
   assert.equal(v.ok, false);
-  assert.ok(v.problems.some((x) => x.file === 'orders.db' && x.kind === 'chunk-corrupt' && x.detail.includes(bad)), JSON.stringify(v.problems));
-  assert.ok(v.problems.some((x) => x.file === 'public/index.html' && x.kind === 'chunk-missing'), JSON.stringify(v.problems));
+  assert.ok(
+    v.problems.some((x) => x.file === 'orders.db' && x.kind === 'chunk-corrupt' && x.detail.includes(bad)),
+    JSON.stringify(v.problems),
+  );
+  assert.ok(
+    v.problems.some((x) => x.file === 'public/index.html' && x.kind === 'chunk-missing'),
+    JSON.stringify(v.problems),
+  );
   // The vault refuses a chunk whose bytes do not match its name.
   await assert.rejects(
-    fetch(`${trio.urlVault}/v1/vault/chunks/${bad}`, { method: 'PUT', body: new Uint8Array(data), headers: { 'content-type': 'application/octet-stream' } }).then(async (r) => { if (!r.ok) throw Object.assign(new Error(await r.text()), { status: r.status }); }),
+    fetch(`${trio.urlVault}/v1/vault/chunks/${bad}`, {
+      method: 'PUT',
+      body: new Uint8Array(data),
+      headers: { 'content-type': 'application/octet-stream' },
+    }).then(async (r) => {
+      if (!r.ok) throw Object.assign(new Error(await r.text()), { status: r.status });
+    }),
     { status: 400 },
   );
 });

@@ -12,7 +12,7 @@ import { backupNow, openOrders, startTrio } from './helpers.ts';
  * whose WAL file was lost is refused: SQLite would read the db file alone, an older state
  * that passes quick_check, and that image must not become the newest "good" point.
  */
-test('a database that lost its -wal is not captured (it would read as an older state); the refusal is the volume\'s failed verification', async (t) => {
+test("a database that lost its -wal is not captured (it would read as an older state); the refusal is the volume's failed verification", async (t) => {
   const trio = await startTrio(t, 500);
   const app = openOrders(trio.volA);
   t.after(() => app.close());
@@ -23,7 +23,10 @@ test('a database that lost its -wal is not captured (it would read as an older s
   await assert.rejects(backupNow(trio), /orders\.db-wal is missing while orders\.db-shm exists/);
   const st = await callJson<VolumeStatus>(`${trio.urlA}/v1/volumes/shop`);
   assert.equal(st.verification?.ok, false);
-  assert.deepEqual(st.verification?.problems.map((p) => [p.file, p.kind]), [['orders.db', 'unreadable']]);
+  assert.deepEqual(
+    st.verification?.problems.map((p) => [p.file, p.kind]),
+    [['orders.db', 'unreadable']],
+  );
 });
 
 test('a volume whose directory is gone: no point, and a failed verification at once', async (t) => {

@@ -33,10 +33,14 @@ const points = (trio: Trio): Promise<VaultPoint[]> => callJson<VaultPoint[]>(`${
 
 function junk(file: string, offset: number, bytes: number): void {
   const fd = fs.openSync(file, 'r+');
-  try { fs.writeSync(fd, Buffer.alloc(bytes, 0x6b), 0, bytes, offset); } finally { fs.closeSync(fd); }
+  try {
+    fs.writeSync(fd, Buffer.alloc(bytes, 0x6b), 0, bytes, offset);
+  } finally {
+    fs.closeSync(fd);
+  }
 }
 
-test('a damaged WAL frame or a damaged db page: no restore point, and the primary\'s verification fails at once', async (t) => {
+test("a damaged WAL frame or a damaged db page: no restore point, and the primary's verification fails at once", async (t) => {
   const { trio, app } = await replicatingTrio(t);
   t.after(() => app.close());
   const good = await backupNow(trio);
@@ -48,7 +52,11 @@ test('a damaged WAL frame or a damaged db page: no restore point, and the primar
   const st = await callJson<VolumeStatus>(`${trio.urlA}/v1/volumes/shop`);
   assert.equal(st.verification?.ok, false);
   assert.equal(st.verification?.problems[0]?.kind, 'wal-frame');
-  assert.deepEqual((await points(trio)).map((p) => p.id), [good.id], 'the good point stays the newest');
+  assert.deepEqual(
+    (await points(trio)).map((p) => p.id),
+    [good.id],
+    'the good point stays the newest',
+  );
 });
 
 test('a damaged page of the db file that no WAL frame supersedes: no restore point', async (t) => {
@@ -70,7 +78,11 @@ test('a damaged page of the db file that no WAL frame supersedes: no restore poi
 test('a copy SQLite recovered short after a power loss, written on since: quick_check passes its image, the confirmed position refuses it', async (t) => {
   const { trio, app } = await replicatingTrio(t);
   const at = Date.now();
-  await waitFor('the live check persisted the confirmed position', async () => ((await callJson<VolumeStatus>(`${trio.urlA}/v1/volumes/shop`)).verification?.checkedAt ?? 0) > at, 5000);
+  await waitFor(
+    'the live check persisted the confirmed position',
+    async () => ((await callJson<VolumeStatus>(`${trio.urlA}/v1/volumes/shop`)).verification?.checkedAt ?? 0) > at,
+    5000,
+  );
   const db = path.join(trio.volA, 'orders.db');
   const idx = readWalIndexHeader(`${db}-shm`)!;
   // The disk after a power loss: db and WAL as they are, no -shm; then damage in the WAL.

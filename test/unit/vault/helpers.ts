@@ -43,7 +43,17 @@ export async function startTrio(t: { after: (fn: () => Promise<void> | void) => 
   for (const p of [a, b, vault]) await p.start();
   const urlA = `http://127.0.0.1:${pa}`;
   await callJson(`${urlA}/v1/volumes/shop/init`, { body: { epoch: 1, seed: makeShopSeed(root, orders) } });
-  return { a, b, vault, urlA, urlB: `http://127.0.0.1:${pb}`, urlVault: `http://127.0.0.1:${pv}`, root, volA: path.join(root, 'a', 'volumes', 'shop'), vaultPath: path.join(root, 'v') };
+  return {
+    a,
+    b,
+    vault,
+    urlA,
+    urlB: `http://127.0.0.1:${pb}`,
+    urlVault: `http://127.0.0.1:${pv}`,
+    root,
+    volA: path.join(root, 'a', 'volumes', 'shop'),
+    vaultPath: path.join(root, 'v'),
+  };
 }
 
 /** A shop volume: catalog.db, orders.db (WAL, `orders` rows of ~400 bytes), public/, config/. */
@@ -61,7 +71,9 @@ export function makeShopSeed(root: string, orders: number): string {
   db.pragma('journal_mode = WAL');
   db.exec('CREATE TABLE orders (id INTEGER PRIMARY KEY, customer TEXT NOT NULL, total INTEGER NOT NULL, payload BLOB NOT NULL)');
   const ins = db.prepare('INSERT INTO orders (customer, total, payload) VALUES (?, ?, randomblob(400))');
-  db.transaction(() => { for (let i = 0; i < orders; i++) ins.run(`c${i}`, i); })();
+  db.transaction(() => {
+    for (let i = 0; i < orders; i++) ins.run(`c${i}`, i);
+  })();
   db.close();
   return seed;
 }

@@ -20,17 +20,29 @@ async function replicating(t: Parameters<typeof startTrio>[0]) {
   await callJson(`${trio.urlA}/v1/volumes/shop/replicate`, { body: { epoch: 1, to: { name: 'array-b', url: trio.urlB } } });
   const app = openOrders(trio.volA);
   for (let i = 0; i < 50; i++) app.prepare("INSERT INTO orders (customer, total, payload) VALUES ('p', 1, randomblob(400))").run();
-  await waitFor('the replica to catch up', async () => (await callJson<VolumeStatus>(`${trio.urlA}/v1/volumes/shop`)).replication?.lagMs === 0 && fs.existsSync(path.join(trio.root, 'b', 'replicas', 'shop', 'orders.db')));
+  await waitFor(
+    'the replica to catch up',
+    async () =>
+      (await callJson<VolumeStatus>(`${trio.urlA}/v1/volumes/shop`)).replication?.lagMs === 0 &&
+      fs.existsSync(path.join(trio.root, 'b', 'replicas', 'shop', 'orders.db')),
+  );
   return { trio, app };
 }
 
 async function codeOf(p: Promise<unknown>): Promise<string | undefined> {
-  try { await p; return undefined; } catch (e) { return (e as UnderstudyError).code; }
+  try {
+    await p;
+    return undefined;
+  } catch (e) {
+    return (e as UnderstudyError).code;
+  }
 }
 
 test('a damaged replica is not promoted; the refusal changes nothing and repeats; an intact replica is promoted', async (t) => {
   process.env.UNDERSTUDY_TEST_HOOKS = '1';
-  t.after(() => { delete process.env.UNDERSTUDY_TEST_HOOKS; });
+  t.after(() => {
+    delete process.env.UNDERSTUDY_TEST_HOOKS;
+  });
   const { trio, app } = await replicating(t);
   t.after(() => app.close());
 
@@ -40,16 +52,24 @@ test('a damaged replica is not promoted; the refusal changes nothing and repeats
   app.prepare("INSERT INTO orders (customer, total, payload) VALUES ('after', 1, randomblob(400))").run();
 
   let err: UnderstudyError | undefined;
-  try { await callJson(`${trio.urlB}/v1/volumes/shop/promote`, { body: { epoch: 2 } }); } catch (e) { err = e as UnderstudyError; }
+  try {
+    await callJson(`${trio.urlB}/v1/volumes/shop/promote`, { body: { epoch: 2 } });
+  } catch (e) {
+    err = e as UnderstudyError;
+  }
   assert.equal(err?.code, 'US_REPLICA_CORRUPT');
   assert.match(err!.message, /failed verification before promotion \(orders\.db: quick-check/);
   assert.match(err!.message, /understudy restore shop/);
   const st = await callJson<VolumeStatus>(`${trio.urlB}/v1/volumes/shop`);
   assert.equal(st.role, 'replica', 'not promoted');
   assert.equal(st.epoch, 1, 'not fenced either: the refusal changes nothing');
-  assert.equal(st.verification?.ok, false, 'the failed check is the volume\'s latest verification');
+  assert.equal(st.verification?.ok, false, "the failed check is the volume's latest verification");
   assert.ok(!fs.existsSync(path.join(trio.root, 'b', 'volumes', 'shop')), 'not moved into place');
-  assert.equal(await codeOf(callJson(`${trio.urlB}/v1/volumes/shop/promote`, { body: { epoch: 2 } })), 'US_REPLICA_CORRUPT', 'the same promotion is refused the same way again');
+  assert.equal(
+    await codeOf(callJson(`${trio.urlB}/v1/volumes/shop/promote`, { body: { epoch: 2 } })),
+    'US_REPLICA_CORRUPT',
+    'the same promotion is refused the same way again',
+  );
 });
 
 test('an intact replica is verified and promoted; the test hook does not exist without UNDERSTUDY_TEST_HOOKS', async (t) => {

@@ -49,10 +49,19 @@ function harness(backup: boolean) {
   };
   const clients = {
     storageUrl: (s: string) => `http://${s}`,
-    demote: (s: string, _site: string, epoch: number) => { calls.push(`demote ${s} ${epoch}`); return Promise.resolve({}); },
+    demote: (s: string, _site: string, epoch: number) => {
+      calls.push(`demote ${s} ${epoch}`);
+      return Promise.resolve({});
+    },
     promote: (s: string, site: string, epoch: number) => {
       calls.push(`promote ${s} ${epoch}`);
-      return Promise.reject(new UnderstudyError('US_REPLICA_CORRUPT', `the copy of ${site} on storage ${s} failed verification before promotion (orders.db: quick-check (page 3 is never used))`, { verification: { problems: [{ file: 'orders.db', kind: 'quick-check', detail: 'page 3 is never used' }] } }));
+      return Promise.reject(
+        new UnderstudyError(
+          'US_REPLICA_CORRUPT',
+          `the copy of ${site} on storage ${s} failed verification before promotion (orders.db: quick-check (page 3 is never used))`,
+          { verification: { problems: [{ file: 'orders.db', kind: 'quick-check', detail: 'page 3 is never used' }] } },
+        ),
+      );
     },
     restore: (s: string, _site: string, body: { epoch: number; point: string; vaultUrl: string }) => {
       calls.push(`restore ${s} ${body.epoch} ${body.point} ${body.vaultUrl}`);
@@ -64,23 +73,50 @@ function harness(backup: boolean) {
     putRoute: () => Promise.resolve({}),
   } as unknown as PartClients;
   const deps = {
-    config: load(CONFIG(backup)), store, relay, clients,
+    config: load(CONFIG(backup)),
+    store,
+    relay,
+    clients,
     log: { info: () => undefined, warn: () => undefined, error: () => undefined },
     stopping: () => false,
   } as RunbookDeps;
   store.putSite({ site: 'shop', epoch: 1, primaryHost: 'h1', state: 'serving', replicaStorage: 'array-b' });
-  const rb = store.startRunbook('shop', 'failover', { oldPrimary: 'h1', oldEpoch: 1, reason: 'crash', evidence: {}, detectedAt: 5_000, lastHealthyAt: 4_900, target: 'h2', newEpoch: 2 });
-  for (const s of ['hold', 'fence', 'choose-target']) { store.journal(rb.id, s, 'begin'); store.journal(rb.id, s, 'end'); }
+  const rb = store.startRunbook('shop', 'failover', {
+    oldPrimary: 'h1',
+    oldEpoch: 1,
+    reason: 'crash',
+    evidence: {},
+    detectedAt: 5_000,
+    lastHealthyAt: 4_900,
+    target: 'h2',
+    newEpoch: 2,
+  });
+  for (const s of ['hold', 'fence', 'choose-target']) {
+    store.journal(rb.id, s, 'begin');
+    store.journal(rb.id, s, 'end');
+  }
   return {
-    deps, store, calls, rb,
-    run: async () => new FailoverRunbook(deps, store.listRunbooks('shop').find((r) => r.id === rb.id)!).run().catch((e: Error) => e),
+    deps,
+    store,
+    calls,
+    rb,
+    run: async () =>
+      new FailoverRunbook(
+        deps,
+        store.listRunbooks('shop').find((r) => r.id === rb.id)!,
+      )
+        .run()
+        .catch((e: Error) => e),
     steps: () => store.journalOf(rb.id).map((j) => `${j.step}:${j.phase}`),
     kinds: () => store.listEvents({ site: 'shop' }).map((e) => e.kind),
-    close: () => { store.close(); fs.rmSync(dir, { recursive: true, force: true }); },
+    close: () => {
+      store.close();
+      fs.rmSync(dir, { recursive: true, force: true });
+    },
   };
 }
 
-test('a replica refused at promotion is replaced by a restore of the newest good point onto the same target, at the failover\'s epoch; a resumed runbook does not promote again', async () => {
+test("a replica refused at promotion is replaced by a restore of the newest good point onto the same target, at the failover's epoch; a resumed runbook does not promote again", async () => {
   const h = harness(true);
   try {
     const err = await h.run();

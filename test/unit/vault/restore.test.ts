@@ -22,10 +22,16 @@ test('restore of latest-good onto another storage processor skips a damaged poin
   const own = m.files.find((f) => f.path === 'orders.db')!.chunks.find((h) => !olderChunks.has(h))!;
   fs.writeFileSync(chunkPath(trio.vaultPath, own), Buffer.alloc(10));
 
-  const r = await callJson<RestoreResponse>(`${trio.urlB}/v1/volumes/shop/restore`, { body: { epoch: 2, point: 'latest-good', vaultUrl: trio.urlVault }, timeoutMs: 30_000 });
+  const r = await callJson<RestoreResponse>(`${trio.urlB}/v1/volumes/shop/restore`, {
+    body: { epoch: 2, point: 'latest-good', vaultUrl: trio.urlVault },
+    timeoutMs: 30_000,
+  });
   assert.equal(r.point, good.id);
   assert.equal(r.bytes, good.bytes);
-  assert.deepEqual(r.skipped.map((s) => s.id), [newest.id]);
+  assert.deepEqual(
+    r.skipped.map((s) => s.id),
+    [newest.id],
+  );
   assert.equal(r.skipped[0]!.problems[0]!.kind, 'chunk-corrupt');
 
   const st = await callJson<VolumeStatus>(`${trio.urlB}/v1/volumes/shop`);
@@ -42,9 +48,15 @@ test('restore of latest-good onto another storage processor skips a damaged poin
   }
   assert.equal(fs.readFileSync(path.join(st.path, 'public', 'index.html'), 'utf8'), '<h1>shop</h1>');
 
-  await assert.rejects(callJson(`${trio.urlB}/v1/volumes/shop/restore`, { body: { epoch: 1, point: good.id, vaultUrl: trio.urlVault } }), { code: 'US_STALE_EPOCH' });
-  await assert.rejects(callJson(`${trio.urlB}/v1/volumes/shop/restore`, { body: { epoch: 2, point: good.id, vaultUrl: trio.urlVault } }), { code: 'US_STALE_EPOCH' });
+  await assert.rejects(callJson(`${trio.urlB}/v1/volumes/shop/restore`, { body: { epoch: 1, point: good.id, vaultUrl: trio.urlVault } }), {
+    code: 'US_STALE_EPOCH',
+  });
+  await assert.rejects(callJson(`${trio.urlB}/v1/volumes/shop/restore`, { body: { epoch: 2, point: good.id, vaultUrl: trio.urlVault } }), {
+    code: 'US_STALE_EPOCH',
+  });
   // A point id asked for by name that does not verify is refused, and nothing changes.
-  await assert.rejects(callJson(`${trio.urlB}/v1/volumes/shop/restore`, { body: { epoch: 3, point: newest.id, vaultUrl: trio.urlVault } }), { code: 'US_REPLICATION' });
+  await assert.rejects(callJson(`${trio.urlB}/v1/volumes/shop/restore`, { body: { epoch: 3, point: newest.id, vaultUrl: trio.urlVault } }), {
+    code: 'US_REPLICATION',
+  });
   assert.equal((await callJson<VolumeStatus>(`${trio.urlB}/v1/volumes/shop`)).epoch, 2);
 });

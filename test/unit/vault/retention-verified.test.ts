@@ -11,7 +11,11 @@ test('retentionDrops: bad points do not count toward keep; bad points newer than
   const ids = ['p6', 'p5', 'p4', 'p3', 'p2', 'p1']; // newest first
   assert.deepEqual(retentionDrops(ids, new Set(), 2), ['p4', 'p3', 'p2', 'p1']);
   assert.deepEqual(retentionDrops(ids, new Set(['p6', 'p5']), 2), ['p2', 'p1'], 'the two newest good ones (p4, p3) stay, with the bad ones before them');
-  assert.deepEqual(retentionDrops(ids, new Set(['p6', 'p5', 'p4', 'p3', 'p2']), 2), ['p4', 'p3', 'p2'], 'the only good point stays whatever came after it; at most keep bad ones are kept');
+  assert.deepEqual(
+    retentionDrops(ids, new Set(['p6', 'p5', 'p4', 'p3', 'p2']), 2),
+    ['p4', 'p3', 'p2'],
+    'the only good point stays whatever came after it; at most keep bad ones are kept',
+  );
   assert.deepEqual(retentionDrops(ids, new Set(['p3']), 2), ['p4', 'p3', 'p2', 'p1'], 'a bad point older than the kept ones goes');
 });
 
@@ -50,18 +54,34 @@ test('newer points that fail verification never push the newest good point out; 
   const unverified = (await backupNow(trio, 2)).id;
 
   const points = await callJson<VaultPoint[]>(`${trio.urlVault}/v1/vault/shop/points`);
-  assert.deepEqual(points.map((p) => p.id), [unverified, bad2, bad1, good], 'nothing pushed out: one unverified and one good point count toward keep 2');
-  assert.deepEqual(points.map((p) => p.verification?.ok), [undefined, false, false, undefined]);
+  assert.deepEqual(
+    points.map((p) => p.id),
+    [unverified, bad2, bad1, good],
+    'nothing pushed out: one unverified and one good point count toward keep 2',
+  );
+  assert.deepEqual(
+    points.map((p) => p.verification?.ok),
+    [undefined, false, false, undefined],
+  );
   assert.match(points[1]!.verification!.problem!, /orders\.db: chunk-corrupt/);
 
   // A restore of latest-good passes over the points known bad (the unverified newest is fine).
-  const r = await callJson<RestoreResponse>(`${trio.urlB}/v1/volumes/shop/restore`, { body: { epoch: 2, point: 'latest-good', vaultUrl: trio.urlVault }, timeoutMs: 30_000 });
+  const r = await callJson<RestoreResponse>(`${trio.urlB}/v1/volumes/shop/restore`, {
+    body: { epoch: 2, point: 'latest-good', vaultUrl: trio.urlVault },
+    timeoutMs: 30_000,
+  });
   assert.equal(r.point, unverified);
   await damageOwnChunk(trio, unverified, [good, bad1, bad2]);
   await callJson(`${trio.urlVault}/v1/vault/shop/points/${unverified}/verify`, { method: 'POST' });
-  const r2 = await callJson<RestoreResponse>(`${trio.urlB}/v1/volumes/shop/restore`, { body: { epoch: 3, point: 'latest-good', vaultUrl: trio.urlVault }, timeoutMs: 30_000 });
+  const r2 = await callJson<RestoreResponse>(`${trio.urlB}/v1/volumes/shop/restore`, {
+    body: { epoch: 3, point: 'latest-good', vaultUrl: trio.urlVault },
+    timeoutMs: 30_000,
+  });
   assert.equal(r2.point, good, 'the newest good point, after three bad ones');
-  assert.deepEqual(r2.skipped.map((s) => s.id), [unverified, bad2, bad1]);
+  assert.deepEqual(
+    r2.skipped.map((s) => s.id),
+    [unverified, bad2, bad1],
+  );
 
   change(4);
   const next = (await backupNow(trio, 2)).id;

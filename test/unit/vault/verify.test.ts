@@ -28,8 +28,14 @@ test('verify finds damaged pages of a primary orders.db and silently changed pla
 
   const bad = await callJson<VerificationResult>(`${trio.urlA}/v1/volumes/shop/verify`, { method: 'POST' });
   assert.equal(bad.ok, false);
-  assert.ok(bad.problems.some((p) => p.file === 'orders.db' && p.kind === 'quick-check'), JSON.stringify(bad.problems));
-  assert.ok(bad.problems.some((p) => p.file === 'public/index.html' && p.kind === 'checksum'), JSON.stringify(bad.problems));
+  assert.ok(
+    bad.problems.some((p) => p.file === 'orders.db' && p.kind === 'quick-check'),
+    JSON.stringify(bad.problems),
+  );
+  assert.ok(
+    bad.problems.some((p) => p.file === 'public/index.html' && p.kind === 'checksum'),
+    JSON.stringify(bad.problems),
+  );
   assert.ok(!bad.problems.some((p) => p.file === 'catalog.db'));
   const status = await callJson<VolumeStatus>(`${trio.urlA}/v1/volumes/shop`);
   assert.equal(status.verification?.ok, false);
@@ -41,7 +47,12 @@ test('a replica is verified on a copy taken while replication is held', async (t
   await callJson(`${trio.urlA}/v1/volumes/shop/replicate`, { body: { epoch: 1, to: { name: 'array-b', url: trio.urlB } } });
   const app = openOrders(trio.volA);
   app.prepare("INSERT INTO orders (customer, total, payload) VALUES ('r', 1, randomblob(400))").run();
-  await waitFor('the replica to catch up', async () => (await callJson<VolumeStatus>(`${trio.urlA}/v1/volumes/shop`)).replication?.lagMs === 0 && fs.existsSync(path.join(trio.root, 'b', 'replicas', 'shop', 'orders.db')));
+  await waitFor(
+    'the replica to catch up',
+    async () =>
+      (await callJson<VolumeStatus>(`${trio.urlA}/v1/volumes/shop`)).replication?.lagMs === 0 &&
+      fs.existsSync(path.join(trio.root, 'b', 'replicas', 'shop', 'orders.db')),
+  );
   // Writes go on while the replica is verified.
   const writing = setInterval(() => app.prepare("INSERT INTO orders (customer, total, payload) VALUES ('w', 1, randomblob(400))").run(), 5);
   try {
