@@ -1,4 +1,4 @@
-import type { ActionGovernor, DeferCode, HostTrust } from '../monitor/action-governor.ts';
+import type { ActionGovernor, DeferCode, HostTrust } from './action-governor.ts';
 import type { Detection } from '../monitor/detection.ts';
 import type { EventRecord } from '../state/state-store.ts';
 import { describeSkipped, type TargetCandidates } from './trusted-candidates.ts';

@@ -1,5 +1,5 @@
 import type { UnderstudyConfig } from '../config/types.ts';
-import { ActionGovernor } from '../monitor/action-governor.ts';
+import { ActionGovernor } from './action-governor.ts';
 import { UnderstudyError } from '../shared/errors.ts';
 
 /**

@@ -1,5 +1,5 @@
 import type { UnderstudyConfig } from '../config/types.ts';
-import type { ActionGovernor, HostTrust } from '../monitor/action-governor.ts';
+import type { ActionGovernor, HostTrust } from './action-governor.ts';
 import type { EventRecord } from '../state/state-store.ts';
 import { background } from '../shared/background.ts';
 

@@ -1,5 +1,5 @@
 import type { UnderstudyConfig } from '../config/types.ts';
-import type { ActionGovernor } from '../monitor/action-governor.ts';
+import type { ActionGovernor } from './action-governor.ts';
 import type { SiteRecord, StateStore } from '../state/state-store.ts';
 import type { PartClients } from './clients.ts';
 import { placeReplica, replicaMove, replicaOptions, standing, takeoverHosts, type PlacementFacts } from './placement.ts';

@@ -2,7 +2,7 @@ import type { UnderstudyConfig } from '../config/types.ts';
 import type { RelayDriver } from '../power/relay.ts';
 import type { RunbookRecord, StateStore } from '../state/state-store.ts';
 import type { PartClients } from './clients.ts';
-import type { ActionGovernor } from '../monitor/action-governor.ts';
+import type { ActionGovernor } from './action-governor.ts';
 import { sleep } from './timing.ts';
 
 export interface RunbookDeps {

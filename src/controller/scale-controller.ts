@@ -1,5 +1,5 @@
 import type { AppProbe } from '../monitor/app-probe.ts';
-import type { ActionGovernor } from '../monitor/action-governor.ts';
+import type { ActionGovernor } from './action-governor.ts';
 import { RECENT_LATENCY_SECONDS } from '../shared/contracts.ts';
 import { SlowdownDetector, type SlowdownDecision } from '../monitor/slowdown-detector.ts';
 import type { SiteStats } from '../shared/contracts.ts';

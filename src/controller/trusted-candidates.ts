@@ -1,5 +1,5 @@
 import type { SiteConfig, UnderstudyConfig } from '../config/types.ts';
-import type { ActionGovernor, HostTrust } from '../monitor/action-governor.ts';
+import type { ActionGovernor, HostTrust } from './action-governor.ts';
 import { candidatesFor } from './pool-facts.ts';
 
 /** A standby left out of an automatic failover because the governor does not trust it (it failed, or flaps). */

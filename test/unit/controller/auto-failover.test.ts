@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { ActionGovernor } from '../../../src/monitor/action-governor.ts';
+import { ActionGovernor } from '../../../src/controller/action-governor.ts';
 import type { Detection } from '../../../src/monitor/detection.ts';
 import { AutoFailover, type AutoFailoverDeps } from '../../../src/controller/auto-failover.ts';
 import type { TargetCandidates } from '../../../src/controller/trusted-candidates.ts';

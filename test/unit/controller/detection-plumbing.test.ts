@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { ActionGovernor } from '../../../src/monitor/action-governor.ts';
+import { ActionGovernor } from '../../../src/controller/action-governor.ts';
 import { DirectorStatsFeed } from '../../../src/controller/director-stats-feed.ts';
 import { createGovernor } from '../../../src/controller/governor-setup.ts';
 import { UnderstudyError } from '../../../src/shared/errors.ts';

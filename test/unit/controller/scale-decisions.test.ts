@@ -4,7 +4,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { test } from 'node:test';
 import type { SiteConfig, UnderstudyConfig } from '../../../src/config/types.ts';
-import type { ActionGovernor, GovernorDecision } from '../../../src/monitor/action-governor.ts';
+import type { ActionGovernor, GovernorDecision } from '../../../src/controller/action-governor.ts';
 import type { SiteStats } from '../../../src/shared/contracts.ts';
 import { StateStore } from '../../../src/state/state-store.ts';
 import { ScaleController } from '../../../src/controller/scale-controller.ts';

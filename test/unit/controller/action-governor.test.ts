@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { ActionGovernor } from '../../../src/monitor/action-governor.ts';
-import { FakeClock } from './fake-clock.ts';
+import { ActionGovernor } from '../../../src/controller/action-governor.ts';
+import { FakeClock } from '../monitor/fake-clock.ts';
 
 test('cooldown: one automatic action of a kind per site per cooldown; other sites and actions are independent', () => {
   const clock = new FakeClock();

@@ -7,7 +7,7 @@ import type { AddressInfo } from 'node:net';
 import { test } from 'node:test';
 import type { UnderstudyConfig } from '../../../src/config/types.ts';
 import type { ListenerOwner } from '../../../src/hosts/local-listeners.ts';
-import { StaleAppWatch } from '../../../src/monitor/stale-app-watch.ts';
+import { StaleAppWatch } from '../../../src/controller/stale-app-watch.ts';
 import { StateStore } from '../../../src/state/state-store.ts';
 
 /**

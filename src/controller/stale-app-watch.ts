@@ -1,6 +1,6 @@
 import type { UnderstudyConfig } from '../config/types.ts';
 import type { StateStore } from '../state/state-store.ts';
-import { appEndpoint, siteProbe } from '../controller/site-facts.ts';
+import { appEndpoint, siteProbe } from './site-facts.ts';
 import type { ListenerLookup, ListenerOwner } from '../hosts/local-listeners.ts';
 import { background } from '../shared/background.ts';
 
