@@ -9,6 +9,7 @@ import { createHash } from 'node:crypto';
 import { serveDashboardFile } from './dashboard-assets.ts';
 import { serveEventStream } from './event-stream.ts';
 import { createMetrics, type MetricsSources } from './metrics.ts';
+import type { RunbookView } from '../state/state-store.ts';
 import type { Notifier } from '../notify/notifier.ts';
 
 const FailoverBody = z.object({ to: z.string().optional(), force: z.boolean().optional() }).strict();
@@ -124,7 +125,8 @@ export async function startApiServer(controller: Controller, parts: ApiParts = {
     .on('GET', '/v1/runbooks', ({ headers, query }) => {
       auth(headers);
       const site = query.get('site') ?? undefined;
-      return { runbooks: controller.store.listRunbooks(site).map((r) => ({ ...r, journal: controller.store.journalOf(r.id) })) };
+      const runbooks: RunbookView[] = controller.store.listRunbooks(site).map((r) => ({ ...r, journal: controller.store.journalOf(r.id) }));
+      return { runbooks };
     })
     .on('POST', '/v1/sites/:site/failover', ({ headers, params, body }) => {
       auth(headers);

@@ -33,6 +33,9 @@ export interface RunbookRecord {
   data: Record<string, unknown>;
 }
 
+/** A runbook as `GET /v1/runbooks` answers it: the record and its journal. */
+export type RunbookView = RunbookRecord & { journal: JournalEntry[] };
+
 export interface JournalEntry {
   id: number;
   runbookId: number;

@@ -7,6 +7,7 @@ import { test } from 'node:test';
 import { BIN, ports, slotAddress, sleep, waitUntil } from '../support/cluster.ts';
 import { TINY_APP, anyAppConfig, runUp, slotPortsFree, writeFiles, type UpRun } from '../support/any-app.ts';
 import { request } from 'undici';
+import type { Status, Ev } from '../support/views.ts';
 
 /**
  * An app that is not the demo shop, configured as its operator would: its address on
@@ -20,22 +21,6 @@ const SLOT = 44;
 const p = ports(SLOT);
 const H1 = slotAddress(SLOT, 0);
 const H2 = slotAddress(SLOT, 1);
-
-interface Status {
-  sites: {
-    name: string;
-    state: string;
-    epoch: number;
-    primary: { host: string; address: string; healthy: boolean; command?: string[] };
-    replication: { state: string };
-  }[];
-  hosts: { name: string; power: string; pid: number | null }[];
-}
-interface Ev {
-  kind: string;
-  host: string | null;
-  message: string;
-}
 
 async function get(url: string): Promise<{ status: number; text: string }> {
   const res = await request(url, { headersTimeout: 5000, bodyTimeout: 5000 });

@@ -5,6 +5,7 @@ import { test } from 'node:test';
 import { request } from 'undici';
 import Database from 'better-sqlite3';
 import { api, ROOT, sleep, startCluster, waitUntil, type Cluster } from '../support/cluster.ts';
+import type { Status, Ev } from '../support/views.ts';
 
 /**
  * An app written in its own style (test/fixtures/notes-app): it takes its address on its
@@ -14,34 +15,6 @@ import { api, ROOT, sleep, startCluster, waitUntil, type Cluster } from '../supp
  * `attachments` (no extension, created by the app). Crash failovers (SIGKILL of the
  * primary host's process group) under load, async and sync.
  */
-
-interface Db {
-  path: string;
-  mode: string;
-  method: string;
-  state: string;
-  protected: boolean;
-  lagMs: number;
-  reason?: string;
-}
-interface Status {
-  sites: {
-    name: string;
-    state: string;
-    epoch: number;
-    primary: { host: string; address: string; healthy: boolean };
-    replication: { state: string; lagMs: number | null; sync?: string; unprotected?: string[] };
-    databases: Db[];
-  }[];
-  hosts: { name: string; address: string; power: string; pid: number | null; storage: string }[];
-}
-interface Ev {
-  id: number;
-  kind: string;
-  at: number;
-  message: string;
-  data: Record<string, unknown>;
-}
 
 const NOTES_APP = path.join(ROOT, 'test/fixtures/notes-app/server.mjs');
 

@@ -3,16 +3,11 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { test } from 'node:test';
 import { api, http, startCluster, waitUntil } from '../support/cluster.ts';
+import type { Ev } from '../support/views.ts';
 
 interface Points {
   vault: string;
   points: { id: string; takenAt: number; bytes: number; newBytes: number }[];
-}
-interface Ev {
-  kind: string;
-  site: string | null;
-  message: string;
-  data: Record<string, unknown>;
 }
 
 test(

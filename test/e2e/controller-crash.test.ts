@@ -1,16 +1,7 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { api, http, startCluster, waitUntil } from '../support/cluster.ts';
-
-interface Runbook {
-  id: number;
-  kind: string;
-  status: string;
-  journal: { step: string; phase: string }[];
-}
-interface Ev {
-  kind: string;
-}
+import type { Ev, Runbook } from '../support/views.ts';
 
 test(
   'a controller killed between the fence and the route is restarted and completes the failover with exactly one promotion',

@@ -2,23 +2,7 @@ import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { api, http, sleep, startCluster, waitUntil } from '../support/cluster.ts';
 import { missingOrders, startLoad } from '../support/load.ts';
-
-interface Status {
-  sites: {
-    name: string;
-    state: string;
-    epoch: number;
-    primary: { host: string; address: string; healthy: boolean };
-    replication: { state: string; lagMs: number | null; to: string | null };
-  }[];
-  hosts: { name: string; address: string; power: string; pid: number | null }[];
-}
-interface Ev {
-  id: number;
-  kind: string;
-  at: number;
-  data: Record<string, unknown>;
-}
+import type { Status, Ev } from '../support/views.ts';
 
 const variants = [
   { name: 'controller in its own process', slot: 2, controllerOn: undefined },

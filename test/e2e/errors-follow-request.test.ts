@@ -2,6 +2,7 @@ import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { request } from 'undici';
 import { api, sleep, startCluster, waitStreaming, waitUntil, type Cluster } from '../support/cluster.ts';
+import type { Status, Ev } from '../support/views.ts';
 
 /**
  * Errors that are not the host's never cause a failover:
@@ -17,25 +18,6 @@ import { api, sleep, startCluster, waitStreaming, waitUntil, type Cluster } from
  *    of load. An event naming load, a reader added (the site may scale), the probe
  *    never counted as failed; no failover, no fence.
  */
-
-interface Status {
-  sites: {
-    state: string;
-    epoch: number;
-    primary: { host: string; healthy: boolean; probes?: { sent: number; failed: number } };
-    readers: { host: string; state?: string }[];
-    replication: { state: string };
-  }[];
-  hosts: { name: string; power: string; pid: number | null }[];
-}
-interface Ev {
-  id: number;
-  kind: string;
-  at: number;
-  host: string | null;
-  message: string;
-  data: Record<string, unknown>;
-}
 
 const SLOT = 47;
 const WINDOW_MS = 2000;

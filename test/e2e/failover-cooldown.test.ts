@@ -1,19 +1,7 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { api, http, startCluster, waitStreaming, waitUntil } from '../support/cluster.ts';
-
-interface Status {
-  sites: { state: string; epoch: number; primary: { host: string; address: string }; replication: { state: string } }[];
-  hosts: { name: string; address: string; power: string; pid: number | null; trust?: { state: string } }[];
-}
-interface Ev {
-  id: number;
-  kind: string;
-  at: number;
-  host: string | null;
-  message: string;
-  data: Record<string, unknown>;
-}
+import type { Status, Ev } from '../support/views.ts';
 
 const COOLDOWN_MS = 8000;
 

@@ -3,6 +3,7 @@ import { test } from 'node:test';
 import { api, sleep, startCluster, waitStreaming, waitUntil, type Cluster } from '../support/cluster.ts';
 import { dutyCycle } from '../support/duty-cycle.ts';
 import { startReadLoad } from '../support/read-load.ts';
+import type { Status, Ev } from '../support/views.ts';
 
 /**
  * every host of the site slowed at once (the primary and its powered
@@ -10,19 +11,6 @@ import { startReadLoad } from '../support/read-load.ts';
  * `global-slowdown` event. Not expected: a failover, a fence, a scale-out (no host
  * powered on, no reader), a change of epoch.
  */
-
-interface Status {
-  sites: { name: string; state: string; epoch: number; primary: { host: string }; readers: unknown[]; replication: { state: string } }[];
-  hosts: { name: string; power: string; pid: number | null }[];
-}
-interface Ev {
-  id: number;
-  kind: string;
-  at: number;
-  host: string | null;
-  message: string;
-  data: Record<string, unknown>;
-}
 
 async function events(cluster: Cluster): Promise<Ev[]> {
   return (await api<{ events: Ev[] }>(cluster, '/v1/events?limit=5000')).events;

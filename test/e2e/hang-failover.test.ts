@@ -3,26 +3,7 @@ import { test } from 'node:test';
 import { isGroupAlive } from '../../src/power/process-group.ts';
 import { api, http, sleep, startCluster, waitStreaming, waitUntil } from '../support/cluster.ts';
 import { missingOrders, startLoad } from '../support/load.ts';
-
-interface Status {
-  sites: { state: string; epoch: number; primary: { host: string; address: string; healthy: boolean }; replication: { state: string } }[];
-  hosts: { name: string; address: string; power: string; pid: number | null; trust?: { state: string } }[];
-}
-interface Ev {
-  id: number;
-  kind: string;
-  at: number;
-  host: string | null;
-  message: string;
-  data: Record<string, unknown>;
-}
-interface Runbook {
-  id: number;
-  kind: string;
-  status: string;
-  data: Record<string, unknown>;
-  journal: { step: string; phase: string }[];
-}
+import type { Status, Ev, Runbook } from '../support/views.ts';
 
 /**
  * the primary hangs (SIGSTOP of its whole process group: agent and

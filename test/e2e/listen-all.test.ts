@@ -3,6 +3,7 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import path from 'node:path';
 import { test } from 'node:test';
 import { ROOT, api, http, ports, sleep, startCluster, waitStreaming, waitUntil, type Cluster } from '../support/cluster.ts';
+import type { Status, Ev } from '../support/views.ts';
 
 /**
  * Who answers on an address is decided by the process that listens, not by what
@@ -16,18 +17,6 @@ import { ROOT, api, http, ports, sleep, startCluster, waitStreaming, waitUntil, 
  *    address — is still reported (twice: started, stopped, started again).
  */
 
-interface Status {
-  sites: { state: string; epoch: number; primary: { host: string }; replication: { state: string } }[];
-  hosts: { name: string; address: string; power: string; pid: number | null }[];
-}
-interface Ev {
-  id: number;
-  kind: string;
-  at: number;
-  host: string | null;
-  message: string;
-  data: Record<string, unknown>;
-}
 interface AgentStatus {
   sites: { site: string; state: string; pid: number | null }[];
 }

@@ -6,18 +6,7 @@ import { test } from 'node:test';
 import { sleep, waitUntil } from '../support/cluster.ts';
 import { missingOrders, startLoad } from '../support/load.ts';
 import { rigApi, startRigCluster, type RigCluster } from '../support/rig-cluster.ts';
-
-interface Status {
-  sites: { state: string; epoch: number; primary: { host: string; address: string }; replication: { state: string; sync?: string } }[];
-  hosts: { name: string; power: string; pid: number | null }[];
-}
-interface Runbook {
-  id: number;
-  kind: string;
-  status: string;
-  data: { oldPrimary?: string; target?: string };
-  journal: { step: string; phase: string; at: number; data: { ms?: number } }[];
-}
+import type { Status, Runbook } from '../support/views.ts';
 
 const get = rigApi;
 

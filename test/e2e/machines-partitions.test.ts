@@ -4,16 +4,7 @@ import { test } from 'node:test';
 import { sleep, waitUntil } from '../support/cluster.ts';
 import { startLoad } from '../support/load.ts';
 import { rigApi, rigCall, rigGet, startRigCluster, type RigCluster } from '../support/rig-cluster.ts';
-
-interface Status {
-  sites: { state: string; epoch: number; primary: { host: string; address: string }; replication: { state: string } }[];
-}
-interface Runbook {
-  kind: string;
-  status: string;
-  data: { oldPrimary?: string; target?: string };
-  journal: { step: string; phase: string; at: number }[];
-}
+import type { Status, Runbook } from '../support/views.ts';
 
 const apiGet = rigApi;
 

@@ -3,19 +3,12 @@ import { test } from 'node:test';
 import { http, sleep, waitUntil } from '../support/cluster.ts';
 import { missingOrders, startLoad } from '../support/load.ts';
 import { rigApi, rigGet, startRigCluster, type RigCluster } from '../support/rig-cluster.ts';
+import type { Status, Runbook } from '../support/views.ts';
 
-interface Status {
-  sites: { state: string; epoch: number; primary: { host: string }; replication: { state: string; lagMs: number | null } }[];
-}
 interface Volume {
   epoch: number;
   role?: string;
   replication?: { state: string; lagMs: number; generation: number; seeds?: { db: string; generation: number; kind: string; at: number }[] };
-}
-interface Runbook {
-  kind: string;
-  status: string;
-  journal: { step: string; phase: string }[];
 }
 interface Event {
   kind: string;

@@ -5,19 +5,7 @@ import path from 'node:path';
 import { test } from 'node:test';
 import { api, http, sleep, startCluster, waitStreaming, waitUntil } from '../support/cluster.ts';
 import { missingOrders, startLoad } from '../support/load.ts';
-
-interface Status {
-  sites: { state: string; epoch: number; primary: { host: string; address: string; healthy: boolean }; replication: { state: string } }[];
-  hosts: { name: string; address: string; power: string; pid: number | null }[];
-}
-interface Ev {
-  id: number;
-  kind: string;
-  at: number;
-  host: string | null;
-  message: string;
-  data: Record<string, unknown>;
-}
+import type { Status, Ev } from '../support/views.ts';
 
 const WINDOW_MS = 2000;
 

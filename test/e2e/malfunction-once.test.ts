@@ -6,6 +6,7 @@ import { test } from 'node:test';
 import Database from 'better-sqlite3';
 import { api, http, sleep, startCluster, waitStreaming, waitUntil, type Cluster } from '../support/cluster.ts';
 import { missingOrders, startLoad } from '../support/load.ts';
+import type { Status, Ev } from '../support/views.ts';
 
 /**
  * A malfunction failover happens for errors that belong to the host, at most once
@@ -21,19 +22,6 @@ import { missingOrders, startLoad } from '../support/load.ts';
  *    follow the app, not the host. One `errors-follow-app` event, no second failover,
  *    no fence of the new primary.
  */
-
-interface Status {
-  sites: { state: string; epoch: number; primary: { host: string; address: string }; replication: { state: string } }[];
-  hosts: { name: string; power: string; pid: number | null }[];
-}
-interface Ev {
-  id: number;
-  kind: string;
-  at: number;
-  host: string | null;
-  message: string;
-  data: Record<string, unknown>;
-}
 
 const SLOT = 48;
 const WINDOW_MS = 2000;

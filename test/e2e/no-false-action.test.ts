@@ -5,23 +5,7 @@ import path from 'node:path';
 import { test } from 'node:test';
 import { api, sleep, startCluster, waitStreaming } from '../support/cluster.ts';
 import { startLoad } from '../support/load.ts';
-
-interface Status {
-  sites: {
-    state: string;
-    epoch: number;
-    primary: { host: string; healthy: boolean; probes?: { sent: number; failed: number } };
-    replication: { state: string };
-  }[];
-  hosts: { name: string; power: string; pid: number | null; trust?: { state: string } }[];
-}
-interface Ev {
-  id: number;
-  kind: string;
-  at: number;
-  host: string | null;
-  message: string;
-}
+import type { Status, Ev } from '../support/views.ts';
 
 /**
  * faults too short to act on. Probes every 200 ms, timeout 500 ms,

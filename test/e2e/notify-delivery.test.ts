@@ -6,6 +6,7 @@ import { test } from 'node:test';
 import { http as get, ports, sleep, startCluster, waitUntil } from '../support/cluster.ts';
 import { apiCall, demoLikeConfig, type DemoStatus } from '../support/demo-like.ts';
 import { parseMetrics, samples } from '../support/prometheus.ts';
+import type { Ev } from '../support/views.ts';
 
 /**
  * Notifications that arrive: a webhook receiver (a real HTTP server on loopback) is
@@ -25,13 +26,6 @@ interface Got {
   message: string;
   auth: string | undefined;
   at: number;
-}
-interface Ev {
-  id: number;
-  kind: string;
-  site: string | null;
-  message: string;
-  data: Record<string, unknown>;
 }
 
 function receiver(port: number, got: Got[]): Promise<http.Server> {

@@ -9,6 +9,7 @@ import { request } from 'undici';
 import { ports, slotAddress, sleep, waitUntil } from '../support/cluster.ts';
 import { runUp, slotPortsFree } from '../support/any-app.ts';
 import { installNpmApp } from '../support/npm-app.ts';
+import type { Status, Ev } from '../support/views.ts';
 
 /**
  * A published open-source app, installed from npm at a pinned version, run as a site
@@ -31,18 +32,6 @@ const FRONT = `http://127.0.0.1:${p.front}`;
 const APP_PORT = 5006;
 const MAX_UPLOADS = 120;
 const LOAD_MS = 45_000;
-
-interface Status {
-  sites: { state: string; primary: { host: string; healthy: boolean; command?: string[] }; replication: { state: string; lagMs: number | null } }[];
-  hosts: { name: string; power: string; pid: number | null }[];
-}
-interface Ev {
-  kind: string;
-  host: string | null;
-  message: string;
-  at: number;
-  data: Record<string, unknown>;
-}
 
 function config(cache: string): string {
   const server = path.join(cache, 'node_modules', '@actual-app', 'sync-server', 'build', 'bin', 'actual-server.js');

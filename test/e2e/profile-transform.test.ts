@@ -3,18 +3,8 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { test } from 'node:test';
 import { api, http, startCluster, waitUntil, type Cluster, waitStreaming } from '../support/cluster.ts';
+import type { Status, Ev } from '../support/views.ts';
 
-interface Status {
-  sites: { state: string; epoch: number; primary: { host: string }; replication: { state: string; lagMs: number | null; to: string | null } }[];
-  hosts: { name: string; pid: number | null; power: string }[];
-}
-interface Ev {
-  id: number;
-  kind: string;
-  host: string | null;
-  message: string;
-  data: Record<string, unknown>;
-}
 interface SiteJson {
   listen: { host: string; port: number };
   workers: number;

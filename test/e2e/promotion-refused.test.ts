@@ -2,22 +2,7 @@ import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { api, http, ports, startCluster, waitStreaming, waitUntil } from '../support/cluster.ts';
 import { missingOrders, startLoad } from '../support/load.ts';
-
-interface Ev {
-  kind: string;
-  site: string | null;
-  message: string;
-  data: Record<string, unknown>;
-}
-interface Status {
-  hosts: { name: string; pid: number | null }[];
-}
-interface Runbook {
-  id: number;
-  kind: string;
-  status: string;
-  journal: { step: string; phase: string }[];
-}
+import type { Status, Ev, Runbook } from '../support/views.ts';
 
 /**
  * Verification before any promotion, deterministically: the replica is made

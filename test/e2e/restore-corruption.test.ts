@@ -4,14 +4,7 @@ import path from 'node:path';
 import { test } from 'node:test';
 import { api, http, ports, startCluster, waitStreaming, waitUntil } from '../support/cluster.ts';
 import { missingOrders, startLoad } from '../support/load.ts';
-
-interface Ev {
-  kind: string;
-  site: string | null;
-  message: string;
-  data: Record<string, unknown>;
-  at?: number;
-}
+import type { Ev } from '../support/views.ts';
 
 /**
  * with replication running and restore points every second, the

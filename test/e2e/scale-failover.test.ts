@@ -3,6 +3,7 @@ import { test } from 'node:test';
 import { api, sleep, startCluster, waitStreaming, waitUntil, type Cluster } from '../support/cluster.ts';
 import { dutyCycle } from '../support/duty-cycle.ts';
 import { startReadLoad } from '../support/read-load.ts';
+import type { Status, Ev } from '../support/views.ts';
 
 /**
  * a failover of a site that has a reader drops the reader (it never follows
@@ -11,19 +12,6 @@ import { startReadLoad } from '../support/read-load.ts';
  * cause stale-epoch) and powers it off. No read is answered by it once the new
  * primary is routed; the failover target is the standby, never the reader.
  */
-
-interface Status {
-  sites: { state: string; epoch: number; primary: { host: string }; readers: { host: string }[]; replication: { state: string } }[];
-  hosts: { name: string; power: string; pid: number | null }[];
-}
-interface Ev {
-  id: number;
-  kind: string;
-  at: number;
-  host: string | null;
-  message: string;
-  data: Record<string, unknown>;
-}
 
 async function events(cluster: Cluster): Promise<Ev[]> {
   return (await api<{ events: Ev[] }>(cluster, '/v1/events?limit=5000')).events;

@@ -4,6 +4,7 @@ import { request } from 'undici';
 import { api, http, sleep, startCluster, waitStreaming, waitUntil, type Cluster } from '../support/cluster.ts';
 import { dutyCycle } from '../support/duty-cycle.ts';
 import { startReadLoad } from '../support/read-load.ts';
+import type { Status, Ev } from '../support/views.ts';
 
 /**
  * slower still — the primary stays slow after the first reader (it still
@@ -13,26 +14,6 @@ import { startReadLoad } from '../support/read-load.ts';
  * only the read-only portion) is answered by the primary, and a write's answer
  * carries the read-your-writes cookie. Not expected: a failover, a fence, a 4th host.
  */
-
-interface Status {
-  sites: {
-    name: string;
-    state: string;
-    epoch: number;
-    primary: { host: string };
-    readers: { host: string; healthy: boolean; state?: string }[];
-    replication: { state: string };
-  }[];
-  hosts: { name: string; address: string; power: string; pid: number | null }[];
-}
-interface Ev {
-  id: number;
-  kind: string;
-  at: number;
-  host: string | null;
-  message: string;
-  data: Record<string, unknown>;
-}
 
 async function events(cluster: Cluster): Promise<Ev[]> {
   return (await api<{ events: Ev[] }>(cluster, '/v1/events?limit=5000')).events;

@@ -3,6 +3,7 @@ import { test } from 'node:test';
 import { api, http, sleep, startCluster, waitStreaming, waitUntil, type Cluster } from '../support/cluster.ts';
 import { dutyCycle } from '../support/duty-cycle.ts';
 import { p95, startReadLoad } from '../support/read-load.ts';
+import type { Status, Ev } from '../support/views.ts';
 
 /**
  * the primary slowed for real (a SIGSTOP/SIGCONT duty cycle on its whole
@@ -12,26 +13,6 @@ import { p95, startReadLoad } from '../support/read-load.ts';
  * the stabilization window passed, the reader is drained and powered off. Not
  * expected: a failover, a fence of the primary, a change of epoch, a third host.
  */
-
-interface Status {
-  sites: {
-    name: string;
-    state: string;
-    epoch: number;
-    primary: { host: string };
-    readers: { host: string; address: string; healthy: boolean; state?: string }[];
-    replication: { state: string };
-  }[];
-  hosts: { name: string; address: string; power: string; pid: number | null }[];
-}
-interface Ev {
-  id: number;
-  kind: string;
-  at: number;
-  host: string | null;
-  message: string;
-  data: Record<string, unknown>;
-}
 
 const THRESHOLD_MS = 100;
 

@@ -1,6 +1,7 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { api, http, sleep, startCluster, waitUntil, type Cluster } from '../support/cluster.ts';
+import type { Status, Ev } from '../support/views.ts';
 
 /**
  * two sites, one shared spare. Both primaries are SIGKILLed, one after
@@ -17,19 +18,6 @@ import { api, http, sleep, startCluster, waitUntil, type Cluster } from '../supp
  */
 
 const SLOT = 28;
-
-interface Status {
-  sites: { name: string; state: string; epoch: number; primary: { host: string }; replication: { state: string; to: string | null } }[];
-  hosts: { name: string; power: string; pid: number | null; sites: string[] }[];
-}
-interface Ev {
-  id: number;
-  kind: string;
-  site: string | null;
-  host: string | null;
-  message: string;
-  data: Record<string, unknown>;
-}
 
 const config = (ctx: {
   dir: string;

@@ -5,16 +5,7 @@ import path from 'node:path';
 import { test } from 'node:test';
 import Database from 'better-sqlite3';
 import { ROOT, api, http, sleep, startCluster, waitUntil } from '../support/cluster.ts';
-
-interface Status {
-  sites: { state: string; primary: { host: string }; replication: { state: string; lagMs: number | null } }[];
-  hosts: { name: string; pid: number | null }[];
-}
-interface Ev {
-  kind: string;
-  host: string | null;
-  message: string;
-}
+import type { Status, Ev } from '../support/views.ts';
 
 function hasCustomer(dir: string, customer: string): boolean {
   const tmp = fs.mkdtempSync(path.join(fs.realpathSync('/tmp'), 'us-stale-'));

@@ -4,13 +4,7 @@ import path from 'node:path';
 import { test } from 'node:test';
 import { api, http, ports, startCluster, waitStreaming, waitUntil } from '../support/cluster.ts';
 import { missingOrders, startLoad } from '../support/load.ts';
-
-interface Ev {
-  kind: string;
-  site: string | null;
-  message: string;
-  data: Record<string, unknown>;
-}
+import type { Ev } from '../support/views.ts';
 
 /**
  * the primary storage system's directory is removed (rm -rf of

@@ -5,11 +5,7 @@ import type { GenerationSeed, VolumeStatus } from '../../src/shared/contracts.ts
 import { api, http, ports, sleep, startCluster, waitUntil, type Cluster, waitStreaming } from '../support/cluster.ts';
 import { missingOrders, startLoad } from '../support/load.ts';
 import { ordersDigest } from '../support/volume-digest.ts';
-
-interface Status {
-  sites: { state: string; epoch: number; primary: { host: string }; replication: { state: string; lagMs: number | null; to: string | null } }[];
-  hosts: { name: string; pid: number | null; power: string }[];
-}
+import type { Status } from '../support/views.ts';
 
 const streaming = (cluster: Cluster): Promise<Status> => waitStreaming<Status>(cluster);
 

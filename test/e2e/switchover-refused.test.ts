@@ -2,16 +2,7 @@ import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { api, http, ports, sleep, startCluster, waitStreaming } from '../support/cluster.ts';
 import { missingOrders, startLoad } from '../support/load.ts';
-
-interface Ev {
-  kind: string;
-  message: string;
-  data: Record<string, unknown>;
-}
-interface Status {
-  sites: { state: string; epoch: number; primary: { host: string } }[];
-  hosts: { name: string; power: string }[];
-}
+import type { Status, Ev } from '../support/views.ts';
 
 /**
  * A planned switchover onto a replica that fails its check before promotion

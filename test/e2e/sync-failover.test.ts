@@ -3,11 +3,7 @@ import { test } from 'node:test';
 import { api, http, sleep, startCluster, waitUntil } from '../support/cluster.ts';
 import { missingOrders, startLoad } from '../support/load.ts';
 import { processesOf } from '../support/procs.ts';
-
-interface Status {
-  sites: { state: string; epoch: number; primary: { host: string; address: string }; replication: { state: string } }[];
-  hosts: { name: string; address: string; pid: number | null; storage?: string }[];
-}
+import type { Status } from '../support/views.ts';
 
 const FAILOVERS = 3; // bench/failover --sync runs the full 20
 const HOST_STORAGE: Record<string, string> = { h1: 'array-a', h2: 'array-b', h3: 'array-a' };

@@ -9,6 +9,7 @@ import { missingOrders, startLoad, type AckedOrder } from '../support/load.ts';
 import { inspectWalChain } from '../../src/storage/wal-chain-check.ts';
 import { WAL_HEADER_SIZE, frameOffset, parseWalHeader, scanFrames } from '../../src/storage/wal-format.ts';
 import { readWalIndexHeader } from '../../src/storage/wal-index.ts';
+import type { Status, Ev } from '../support/views.ts';
 
 /**
  * Damage at rest in the shop's orders.db and orders.db-wal, written with plain fs writes of
@@ -25,18 +26,6 @@ import { readWalIndexHeader } from '../../src/storage/wal-index.ts';
  */
 const VERIFICATION_BUDGET_MS = 2500;
 const ACTIONS = /^(failover|restore|switchover|promotion)-/;
-
-interface Ev {
-  id: number;
-  kind: string;
-  site: string | null;
-  message: string;
-  data: Record<string, unknown>;
-  at: number;
-}
-interface Status {
-  sites: { state: string; epoch: number; primary: { host: string }; replication: { state: string; lagMs: number } }[];
-}
 
 const events = async (c: Cluster): Promise<Ev[]> => (await api<{ events: Ev[] }>(c, '/v1/events')).events;
 const volA = (c: Cluster): string => path.join(c.dir, 'array-a', 'volumes', 'shop');
