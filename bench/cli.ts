@@ -19,6 +19,7 @@ import { performance } from 'node:perf_hooks';
 import { parseArgs } from 'node:util';
 import fs from 'node:fs';
 import { BIN, ROOT, ports, slotAddress, startCluster, waitUntil, api } from '../test/support/cluster.ts';
+import type { Status } from '../test/support/views.ts';
 
 const SLOT = 50;
 
@@ -72,10 +73,6 @@ function demoInSlot(dir: string): string {
   swap('{ path: .understudy/array-b }', `{ path: ${dir}/array-b, listen: 127.0.0.1:${p.storageB} }`);
   swap('{ path: .understudy/vault,', `{ path: ${dir}/vault, listen: 127.0.0.1:${p.vault},`);
   return text;
-}
-
-interface Status {
-  sites: { name: string; state: string }[];
 }
 
 const cluster = await startCluster({ slot: SLOT, config: ({ dir }) => demoInSlot(dir) });

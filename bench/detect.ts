@@ -31,25 +31,7 @@ import path from 'node:path';
 import { api, http, sleep, startCluster, waitUntil, type Cluster } from '../test/support/cluster.ts';
 import { startLoad } from '../test/support/load.ts';
 import { background } from '../src/shared/background.ts';
-
-interface Status {
-  sites: {
-    state: string;
-    epoch: number;
-    primary: { host: string; address: string };
-    replication: { state: string; to: string | null };
-    readers?: { host: string }[];
-  }[];
-  hosts: { name: string; address: string; power: string; pid: number | null; storage: string; trust?: { state: string } }[];
-}
-interface Ev {
-  id: number;
-  kind: string;
-  at: number;
-  host: string | null;
-  message: string;
-  data: Record<string, unknown>;
-}
+import type { Status, Ev } from '../test/support/views.ts';
 
 type Kind = 'crash' | 'hang' | 'malfunction' | 'slowdown';
 const KINDS: Kind[] = ['crash', 'hang', 'malfunction', 'slowdown'];

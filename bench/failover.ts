@@ -10,22 +10,7 @@
 import { api, http, sleep, startCluster, waitUntil, type Cluster } from '../test/support/cluster.ts';
 import { missingOrders, startLoad } from '../test/support/load.ts';
 import { background } from '../src/shared/background.ts';
-
-interface Status {
-  sites: {
-    state: string;
-    epoch: number;
-    primary: { host: string; address: string };
-    replication: { state: string; lagMs: number | null; to: string | null };
-  }[];
-  hosts: { name: string; address: string; power: string; pid: number | null; storage: string }[];
-}
-interface Ev {
-  id: number;
-  kind: string;
-  at: number;
-  data: Record<string, unknown>;
-}
+import type { Status, Ev } from '../test/support/views.ts';
 
 const args = process.argv.slice(2);
 const arg = (name: string, dflt: number) => {

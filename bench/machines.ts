@@ -16,22 +16,7 @@
 import { http, sleep, startCluster, waitUntil, type HttpAnswer } from '../test/support/cluster.ts';
 import { missingOrders, startLoad } from '../test/support/load.ts';
 import { rigCall, startRigCluster } from '../test/support/rig-cluster.ts';
-
-interface Status {
-  sites: { state: string; epoch: number; primary: { host: string; address: string }; replication: { state: string } }[];
-  hosts: { name: string; address: string; pid: number | null }[];
-}
-interface Ev {
-  id: number;
-  kind: string;
-  at: number;
-  data: Record<string, unknown>;
-}
-interface Runbook {
-  id: number;
-  kind: string;
-  journal: { step: string; phase: string; data: { ms?: number } }[];
-}
+import type { Status, Ev, Runbook } from '../test/support/views.ts';
 
 const args = process.argv.slice(2);
 const arg = (name: string, dflt: number) => {
@@ -118,7 +103,7 @@ async function rounds(s: Setup, n: number): Promise<Row> {
         .filter((r) => r.kind === 'failover')
         .at(-1)!
         .journal.find((j) => j.step === 'fence' && j.phase === 'end')!;
-      const r = { detection: Number(done.detected.data.detectedAt) - killAt, fence: fence.data.ms ?? NaN, serving: firstOk.at - killAt };
+      const r = { detection: Number(done.detected.data.detectedAt) - killAt, fence: Number(fence.data.ms ?? NaN), serving: firstOk.at - killAt };
       row.detection.push(r.detection);
       row.fence.push(r.fence);
       row.serving.push(r.serving);

@@ -20,18 +20,7 @@ import { dutyCycle } from '../test/support/duty-cycle.ts';
 import { p95, startReadLoad, type Sample } from '../test/support/read-load.ts';
 import { parseDuration } from '../src/config/duration.ts';
 import { RECENT_LATENCY_SECONDS } from '../src/shared/contracts.ts';
-
-interface Status {
-  sites: { readers: { host: string }[]; replication: { state: string }; state: string }[];
-  hosts: { name: string; address: string; power: string; pid: number | null }[];
-}
-interface Ev {
-  id: number;
-  kind: string;
-  at: number;
-  host: string | null;
-  data: Record<string, unknown>;
-}
+import type { Status, Ev } from '../test/support/views.ts';
 
 const args = process.argv.slice(2);
 const opt = (name: string, dflt: string): string => {

@@ -7,15 +7,7 @@
  */
 import { api, sleep, startCluster, waitUntil, type Cluster } from '../test/support/cluster.ts';
 import { missingOrders, startLoad } from '../test/support/load.ts';
-
-interface Status {
-  sites: { state: string; primary: { host: string }; replication: { state: string } }[];
-}
-interface Ev {
-  id: number;
-  kind: string;
-  data: Record<string, unknown>;
-}
+import type { Status, Ev } from '../test/support/views.ts';
 
 const args = process.argv.slice(2);
 const opt = (name: string, dflt: string) => {
