@@ -63,10 +63,7 @@ test(
       slot: SLOT,
       replication: 'sync',
       tokenFile: path.join(sec, 'api-token'),
-      top: `cluster:
-  secret: { file: ${sec}/cluster-secret }
-  tls: { ca: ${certs}/ca.pem, cert: "${certs}/{{part}}.pem", key: "${certs}/{{part}}-key.pem" }
-`,
+      cluster: { secret: { file: `${sec}/cluster-secret` }, tls: { ca: `${certs}/ca.pem`, cert: `${certs}/{{part}}.pem`, key: `${certs}/{{part}}-key.pem` } },
     };
     // The certificates, made by the command an operator runs, from the same config.
     const draft = writeConfig(opts, sec);
