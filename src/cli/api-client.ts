@@ -4,7 +4,7 @@ import https from 'node:https';
 import path from 'node:path';
 import { DEFAULT_CONTROLLER_LISTEN, parseEndpoint } from '../config/endpoint.ts';
 import { endpointToString, type Endpoint } from '../config/types.ts';
-import { UnderstudyError } from '../shared/errors.ts';
+import { UnderstudyError, errorFromReply } from '../shared/errors.ts';
 import { baseDirFor, resolveConfigPath } from './config-path.ts';
 
 /**
@@ -171,8 +171,8 @@ export async function callApi<T>(opts: ApiOptions, pathAndQuery: string, call: A
     }
   }
   if (status >= 400) {
-    const errObj = (data as { error?: { code?: string; message?: string; details?: unknown } } | undefined)?.error;
-    throw new UnderstudyError((errObj?.code as never) ?? 'US_INTERNAL', errObj?.message ?? `${url} answered ${status}`, errObj?.details);
+    const errObj = (data as { error?: { code?: unknown; message?: unknown; details?: unknown } } | undefined)?.error;
+    throw errorFromReply(errObj, `${url} answered ${status}`);
   }
   return data as T;
 }

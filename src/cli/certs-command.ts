@@ -36,7 +36,7 @@ function openssl(args: string[], cwd: string): void {
     const err = e as NodeJS.ErrnoException & { stderr?: Buffer };
     if (err.code === 'ENOENT')
       throw new UnderstudyError(
-        'US_BAD_REQUEST',
+        'US_TOOL_MISSING',
         'openssl is not installed: install it (Debian: apt-get install openssl) or make the certificates as docs/operations.md shows',
       );
     throw new UnderstudyError('US_INTERNAL', `openssl ${args[0]} failed: ${String(err.stderr ?? err.message).trim()}`);

@@ -1,7 +1,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import type { UnderstudyConfig } from '../config/types.ts';
-import { UnderstudyError, isUnderstudyError, type ErrorCode } from '../shared/errors.ts';
+import { UnderstudyError, errorFromReply, isUnderstudyError } from '../shared/errors.ts';
 import { seedProblem } from '../shared/seed.ts';
 import { StateStore } from '../state/state-store.ts';
 
@@ -33,7 +33,7 @@ export function controllerStartFailure(config: UnderstudyConfig, since: number):
       }
       if (page.length < 1000) break;
     }
-    return found ? new UnderstudyError(found.code as ErrorCode, found.error, found.details ?? undefined) : null;
+    return found ? errorFromReply({ code: found.code, message: found.error, details: found.details ?? undefined }, found.error) : null;
   } catch {
     return null;
   } finally {

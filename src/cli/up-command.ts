@@ -78,7 +78,7 @@ export async function runUp(config: UnderstudyConfig, opts: UpOptions = {}): Pro
   const runStartedAt = Date.now();
   if (opts.controllerOn && !config.storage[opts.controllerOn]) {
     throw new UnderstudyError(
-      'US_BAD_REQUEST',
+      'US_NOT_FOUND',
       `--controller-on ${opts.controllerOn}: no such storage system (the config has ${Object.keys(config.storage).join(', ')})`,
     );
   }

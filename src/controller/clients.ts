@@ -15,6 +15,7 @@ import type {
   VolumeStatus,
 } from '../shared/contracts.ts';
 import { callJson } from '../shared/http-client.ts';
+import { UnderstudyError } from '../shared/errors.ts';
 
 /** Typed calls from the controller to the other parts (contracts in shared/contracts.ts). */
 export class PartClients {
@@ -22,13 +23,13 @@ export class PartClients {
 
   storageUrl(storage: string): string {
     const s = this.config.storage[storage];
-    if (!s) throw new Error(`unknown storage ${storage}`);
+    if (!s) throw new UnderstudyError('US_NOT_FOUND', `unknown storage system ${storage}: the config has ${Object.keys(this.config.storage).join(', ')}`);
     return endpointUrl(s.listen);
   }
 
   agentUrl(host: string): string {
     const h = this.config.hosts[host];
-    if (!h) throw new Error(`unknown host ${host}`);
+    if (!h) throw new UnderstudyError('US_NOT_FOUND', `unknown host ${host}: the config has ${Object.keys(this.config.hosts).join(', ')}`);
     return `http://${h.address}:${h.agentPort}`;
   }
 

@@ -651,9 +651,13 @@ export class Controller {
       const cfg = this.config.sites[site]!;
       const host = this.config.hosts[opts.to];
       if (!host) throw new UnderstudyError('US_NOT_FOUND', `unknown host ${opts.to}: the config has ${Object.keys(this.config.hosts).join(', ')}`);
-      if (opts.to === rec.primaryHost) throw new UnderstudyError('US_BAD_REQUEST', `${site} already runs on ${opts.to}`);
+      if (opts.to === rec.primaryHost)
+        throw new UnderstudyError('US_TARGET_INVALID', `${site} already runs on ${opts.to}: name another of its hosts with --to, or leave --to out`);
       if (![cfg.primary, ...cfg.standby].includes(opts.to))
-        throw new UnderstudyError('US_BAD_REQUEST', `${opts.to} is not one of ${site}'s hosts (primary ${cfg.primary}, standby ${cfg.standby.join(', ')})`);
+        throw new UnderstudyError(
+          'US_TARGET_INVALID',
+          `${opts.to} is not one of ${site}'s hosts (primary ${cfg.primary}, standby ${cfg.standby.join(', ')}): name one of them with --to`,
+        );
       if (host.storage !== rec.replicaStorage)
         throw new UnderstudyError(
           'US_NO_TARGET',
@@ -676,7 +680,7 @@ export class Controller {
         );
     }
     if (this.activeRunbooks.has(site))
-      throw new UnderstudyError('US_BAD_REQUEST', `${site} already has a runbook running; watch it with understudy events --follow`);
+      throw new UnderstudyError('US_SITE_BUSY', `${site} already has a runbook running; watch it with understudy events --follow`);
     const now = Date.now();
     const monitor = this.monitors.get(site);
     const runbook = this.startFailover(site, {
@@ -705,12 +709,15 @@ export class Controller {
     const host = this.config.hosts[to];
     if (!host) throw new UnderstudyError('US_NOT_FOUND', `unknown host ${to}: the config has ${Object.keys(this.config.hosts).join(', ')}`);
     if (this.activeRunbooks.has(site))
-      throw new UnderstudyError('US_BAD_REQUEST', `${site} already has a runbook running; watch it with understudy events --follow`);
+      throw new UnderstudyError('US_SITE_BUSY', `${site} already has a runbook running; watch it with understudy events --follow`);
     if (rec.state !== 'serving')
-      throw new UnderstudyError('US_BAD_REQUEST', `${site} is ${rec.state}, not serving: a switchover needs a serving primary (use failover)`);
-    if (rec.primaryHost === to) throw new UnderstudyError('US_BAD_REQUEST', `${site} already runs on ${to}`);
+      throw new UnderstudyError('US_SITE_NOT_SERVING', `${site} is ${rec.state}, not serving: a switchover needs a serving primary (use failover)`);
+    if (rec.primaryHost === to) throw new UnderstudyError('US_TARGET_INVALID', `${site} already runs on ${to}: name another of its hosts with --to`);
     if (![cfg.primary, ...cfg.standby].includes(to))
-      throw new UnderstudyError('US_BAD_REQUEST', `${to} is not one of ${site}'s hosts (primary ${cfg.primary}, standby ${cfg.standby.join(', ')})`);
+      throw new UnderstudyError(
+        'US_TARGET_INVALID',
+        `${to} is not one of ${site}'s hosts (primary ${cfg.primary}, standby ${cfg.standby.join(', ')}): name one of them with --to`,
+      );
     if (!rec.replicaStorage || host.storage !== rec.replicaStorage) {
       throw new UnderstudyError(
         'US_NO_TARGET',
@@ -728,7 +735,7 @@ export class Controller {
     const vol = this.volumeStatus(this.config.hosts[rec.primaryHost]!.storage, site);
     if (vol?.replication?.state !== 'streaming') {
       throw new UnderstudyError(
-        'US_REPLICATION',
+        'US_NOT_REPLICATING',
         `${site}'s replication to ${rec.replicaStorage} is ${vol?.replication?.state ?? 'unknown'}, not streaming: wait until it streams (understudy status)`,
       );
     }
@@ -831,11 +838,14 @@ export class Controller {
     const rec = this.store.getSite(site);
     const cfg = this.config.sites[site];
     if (!rec || !cfg) throw new UnderstudyError('US_NOT_FOUND', `unknown site ${site}: the config has ${Object.keys(this.config.sites).join(', ')}`);
-    if (!cfg.volume.backup) throw new UnderstudyError('US_BAD_REQUEST', `${site} has no backups to restore: set sites.${site}.volume.backup`);
+    if (!cfg.volume.backup) throw new UnderstudyError('US_NOT_CONFIGURED', `${site} has no backups to restore: set sites.${site}.volume.backup`);
     if (this.activeRunbooks.has(site))
-      throw new UnderstudyError('US_BAD_REQUEST', `${site} already has a runbook running; watch it with understudy events --follow`);
+      throw new UnderstudyError('US_SITE_BUSY', `${site} already has a runbook running; watch it with understudy events --follow`);
     if (opts.to && ![cfg.primary, ...cfg.standby].includes(opts.to))
-      throw new UnderstudyError('US_BAD_REQUEST', `${opts.to} is not one of ${site}'s hosts (primary ${cfg.primary}, standby ${cfg.standby.join(', ')})`);
+      throw new UnderstudyError(
+        'US_TARGET_INVALID',
+        `${opts.to} is not one of ${site}'s hosts (primary ${cfg.primary}, standby ${cfg.standby.join(', ')}): name one of them with --to`,
+      );
     if (opts.at !== undefined && !Number.isFinite(opts.at)) throw new UnderstudyError('US_BAD_REQUEST', '--at must be a time like 2026-11-25T06:00:00Z');
     const damaged = this.config.hosts[rec.primaryHost]!.storage;
     // A host another site holds (its primary, a runbook's target or a reader) is not restored onto (shared pools: spare-pool.ts).
@@ -913,7 +923,7 @@ export class Controller {
     const cfg = this.config.sites[site];
     if (!cfg) throw new UnderstudyError('US_NOT_FOUND', `unknown site ${site}: the config has ${Object.keys(this.config.sites).join(', ')}`);
     if (!cfg.volume.backup)
-      throw new UnderstudyError('US_BAD_REQUEST', `${site} has no backups: set sites.${site}.volume.backup: { to: VAULT, every: 30s, keep: 20 }`);
+      throw new UnderstudyError('US_NOT_CONFIGURED', `${site} has no backups: set sites.${site}.volume.backup: { to: VAULT, every: 30s, keep: 20 }`);
     const vault = cfg.volume.backup.to;
     const points = await callJson<VaultPoint[]>(`${this.clients.storageUrl(vault)}/v1/vault/${site}/points`, { timeoutMs: 5000 });
     return { vault, points };

@@ -1,3 +1,5 @@
+import { UnderstudyError } from '../shared/errors.ts';
+
 export function sleep(ms: number): Promise<void> {
   return new Promise((r) => setTimeout(r, ms));
 }
@@ -15,7 +17,7 @@ export async function waitFor<T>(fn: () => Promise<T>, opts: { timeoutMs: number
     }
     if (Date.now() > deadline) {
       const why = lastError instanceof Error ? `: ${lastError.message}` : '';
-      throw Object.assign(new Error(`timed out after ${opts.timeoutMs} ms waiting for ${opts.what}${why}`), { code: 'US_TIMEOUT' });
+      throw new UnderstudyError('US_TIMEOUT', `timed out after ${opts.timeoutMs} ms waiting for ${opts.what}${why}`);
     }
     await sleep(opts.everyMs);
   }

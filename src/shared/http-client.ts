@@ -1,6 +1,6 @@
 import { request } from 'undici';
 import { clusterDispatcher } from './cluster-transport.ts';
-import { UnderstudyError } from './errors.ts';
+import { UnderstudyError, errorFromReply } from './errors.ts';
 
 export interface JsonCallOptions {
   method?: string;
@@ -11,7 +11,8 @@ export interface JsonCallOptions {
 
 /**
  * Calls another Understudy part. A reply `{ error: { code, message } }` is thrown
- * as UnderstudyError with that code; a refused or timed-out connection as
+ * as UnderstudyError with that code (a code the registry does not know: US_INTERNAL,
+ * naming it); a refused or timed-out connection as
  * US_UNREACHABLE / US_TIMEOUT naming the address.
  */
 export async function callJson<T = unknown>(url: string, opts: JsonCallOptions = {}): Promise<T> {
@@ -44,8 +45,8 @@ export async function callJson<T = unknown>(url: string, opts: JsonCallOptions =
     }
   }
   if (res.statusCode >= 400) {
-    const errObj = (data as { error?: { code?: string; message?: string; details?: unknown } } | undefined)?.error;
-    throw new UnderstudyError((errObj?.code as never) ?? 'US_INTERNAL', errObj?.message ?? `${url} answered ${res.statusCode}`, errObj?.details);
+    const errObj = (data as { error?: { code?: unknown; message?: unknown; details?: unknown } } | undefined)?.error;
+    throw errorFromReply(errObj, `${url} answered ${res.statusCode}`);
   }
   return data as T;
 }

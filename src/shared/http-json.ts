@@ -1,14 +1,15 @@
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { z } from 'zod';
-import { UnderstudyError, isUnderstudyError } from './errors.ts';
+import { UnderstudyError, isUnderstudyError, statusOf } from './errors.ts';
 import { createPartServer, requireClusterSecret, type PartSecurity } from './cluster-transport.ts';
 
 /**
  * A minimal JSON HTTP server shared by the controller API, the storage processor,
  * the director's admin API and the host agent. Routes are `METHOD /path/:param`.
- * Errors thrown as UnderstudyError become `{ error: { code, message } }` with a
- * status that fits the code; bodies are validated with zod where a schema is given.
+ * Errors thrown as UnderstudyError become `{ error: { code, message } }` with the
+ * status the registry (errors.ts) gives the code; bodies are validated with zod where
+ * a schema is given.
  */
 export interface JsonRequest {
   params: Record<string, string>;
@@ -25,21 +26,6 @@ interface Route {
   parts: string[];
   handler: JsonHandler;
 }
-
-const STATUS_BY_CODE: Record<string, number> = {
-  US_BAD_REQUEST: 400,
-  US_CONFIG_INVALID: 400,
-  US_UNAUTHORIZED: 401,
-  US_TLS_REQUIRED: 400,
-  US_NOT_FOUND: 404,
-  US_STALE_EPOCH: 409,
-  US_FENCE_UNCONFIRMED: 409,
-  US_NO_TARGET: 409,
-  US_APP_PORT_IN_USE: 409,
-  US_DRILL_REFUSED: 409,
-  US_UNREACHABLE: 502,
-  US_TIMEOUT: 504,
-};
 
 export class JsonRouter {
   private readonly routes: Route[] = [];
@@ -91,7 +77,7 @@ export function sendJson(res: http.ServerResponse, status: number, body: unknown
 
 export function sendError(res: http.ServerResponse, e: unknown): void {
   if (isUnderstudyError(e)) {
-    sendJson(res, STATUS_BY_CODE[e.code] ?? 500, { error: { code: e.code, message: e.message, details: e.details } });
+    sendJson(res, statusOf(e.code), { error: { code: e.code, message: e.message, details: e.details } });
   } else {
     sendJson(res, 500, { error: { code: 'US_INTERNAL', message: e instanceof Error ? e.message : String(e) } });
   }

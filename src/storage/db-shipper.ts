@@ -191,7 +191,12 @@ export class DbShipper {
 
   async stop(): Promise<void> {
     this.stopped = true;
-    this.barrier.failAll(new UnderstudyError('US_REPLICATION', `replication of ${this.rel} stopped`));
+    this.barrier.failAll(
+      new UnderstudyError(
+        'US_REPLICATION_STOPPED',
+        `replication of ${this.rel} stopped (promotion, new replica or shutdown): it starts again by itself; understudy status shows it`,
+      ),
+    );
     this.poke();
     this.watcher?.close();
     this.watcher = null;
@@ -411,7 +416,10 @@ export class DbShipper {
       } catch (e) {
         const code = (e as { code?: string }).code ?? '';
         if (!code.startsWith('SQLITE_BUSY') || Date.now() > deadline || this.stopped) {
-          throw new UnderstudyError('US_REPLICATION', `${this.dbPath}: cannot take the write lock for a consistent snapshot: ${(e as Error).message}`);
+          throw new UnderstudyError(
+            'US_SNAPSHOT_UNAVAILABLE',
+            `${this.dbPath}: cannot take the write lock for a consistent snapshot: ${(e as Error).message}; retried: if it repeats, look for an app transaction that holds the database locked`,
+          );
         }
         await new Promise((r) => setTimeout(r, 2));
       }
@@ -550,7 +558,11 @@ export class DbShipper {
       // nobody had the database open), and nothing commits nor restarts the WAL until the
       // end of this block. R moves (beginRead) only once the WAL is known whole: refuseDamaged.
       const idx = readWalIndexHeader(this.shmPath);
-      if (!idx) throw new UnderstudyError('US_REPLICATION', `${this.dbPath}-shm: cannot read the WAL index; is the database in WAL mode?`);
+      if (!idx)
+        throw new UnderstudyError(
+          'US_WAL_UNREADABLE',
+          `${this.dbPath}-shm: cannot read the WAL index; is the database in WAL mode? A new snapshot is tried; if this repeats, see the storage log`,
+        );
       // The image is the state the WAL index names: nothing commits under the write lock.
       imagePos = { salt1: idx.salt1, salt2: idx.salt2, frame: idx.mxFrame };
       const fileHdr = parseWalHeader(this.readWalSync(0, WAL_HEADER_SIZE));
@@ -560,11 +572,12 @@ export class DbShipper {
       this.refuseDamaged(idx, live, body, scan);
       this.beginRead();
       if (idx.mxFrame > 0) {
-        if (!live || !body || !scan) throw new UnderstudyError('US_REPLICATION', `${this.walPath}: the WAL header does not match the WAL index`);
+        if (!live || !body || !scan)
+          throw new UnderstudyError('US_WAL_UNREADABLE', `${this.walPath}: the WAL header does not match the WAL index; a new snapshot is tried`);
         if (scan.lastCommitIndex < idx.mxFrame) {
           throw new UnderstudyError(
-            'US_REPLICATION',
-            `${this.walPath}: live frames 1..${idx.mxFrame} do not verify (valid commits up to ${scan.lastCommitIndex})`,
+            'US_WAL_UNREADABLE',
+            `${this.walPath}: live frames 1..${idx.mxFrame} do not verify (valid commits up to ${scan.lastCommitIndex}); a new snapshot is tried`,
           );
         }
         wal = Buffer.concat([fileHdr.raw, scan.frames.subarray(0, idx.mxFrame * frameSize(fileHdr.pageSize))]);
@@ -705,7 +718,8 @@ export class DbShipper {
       frames: frames.toString('base64'),
       ...(newWal ? { newWal: newWal.toString('base64') } : {}),
     });
-    if (res.lastFrame !== lastIndex) throw new UnderstudyError('US_REPLICATION', `replica acknowledged frame ${res.lastFrame}, expected ${lastIndex}`);
+    if (res.lastFrame !== lastIndex)
+      throw new UnderstudyError('US_REPLICA_MISMATCH', `replica acknowledged frame ${res.lastFrame}, expected ${lastIndex}: a new generation is shipped`);
     this.track = { hdr, stale: false, lastFrame: lastIndex, checksum, walSeq };
     this.walSeq = walSeq;
     this.ackedAt(this.track);
@@ -760,7 +774,7 @@ export class DbShipper {
     this.damaged = problems;
     const p = problems[0]!;
     throw new UnderstudyError(
-      'US_REPLICATION',
+      'US_VOLUME_DAMAGED',
       `${path.join(this.opts.volumeDir, p.file)}: ${p.detail}; no new generation is shipped from a damaged copy (the replica keeps what it holds)`,
       { problems },
     );

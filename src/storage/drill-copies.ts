@@ -107,7 +107,7 @@ export class DrillCopies {
     if (!info) throw new UnderstudyError('US_NOT_FOUND', `storage ${this.name} holds no copy of ${site}`);
     if (info.role !== 'replica')
       throw new UnderstudyError(
-        'US_BAD_REQUEST',
+        'US_VOLUME_ROLE',
         `the copy of ${site} on storage ${this.name} is ${info.role === 'primary' ? 'the primary' : 'not a replica'}: a drill copies the replica, never the primary`,
       );
     const out = snapshotPath(this.storagePath, id);
@@ -120,7 +120,7 @@ export class DrillCopies {
       await this.host.withVolumeQuiesced(site, async (dir) => {
         const held = Date.now();
         const now = this.host.volumeInfo(site);
-        if (now?.role !== 'replica') throw new UnderstudyError('US_BAD_REQUEST', `the copy of ${site} on storage ${this.name} stopped being a replica`);
+        if (now?.role !== 'replica') throw new UnderstudyError('US_VOLUME_ROLE', `the copy of ${site} on storage ${this.name} stopped being a replica`);
         await copyTree(dir, out);
         takenAt = Date.now();
         lastAppliedAt = now.lastAppliedAt;
@@ -154,7 +154,7 @@ export class DrillCopies {
   private async sendFile(id: string, rel: string, res: http.ServerResponse): Promise<void> {
     const dir = snapshotPath(this.storagePath, id);
     const abs = path.resolve(dir, rel);
-    if (!rel || !abs.startsWith(dir + path.sep)) throw new UnderstudyError('US_BAD_REQUEST', `${rel}: not a file of drill snapshot ${id}`);
+    if (!rel || !abs.startsWith(dir + path.sep)) throw new UnderstudyError('US_UNSAFE_PATH', `${rel}: not a file of drill snapshot ${id}`);
     let st: fs.Stats;
     try {
       st = await fsp.stat(abs);
@@ -281,7 +281,7 @@ async function download(url: string, id: string, dir: string): Promise<void> {
   const { files } = (await m.body.json()) as { files: { path: string; size: number; mode: number }[] };
   for (const f of files) {
     const dest = path.resolve(dir, f.path);
-    if (!dest.startsWith(dir + path.sep)) throw new UnderstudyError('US_BAD_REQUEST', `${f.path}: not a path inside the drill copy`);
+    if (!dest.startsWith(dir + path.sep)) throw new UnderstudyError('US_UNSAFE_PATH', `${f.path}: not a path inside the drill copy`);
     await fsp.mkdir(path.dirname(dest), { recursive: true });
     const res = await request(`${url}/v1/drills/${encodeURIComponent(id)}/file?path=${encodeURIComponent(f.path)}`, {
       headersTimeout: 10_000,

@@ -190,7 +190,7 @@ export class FileShipper {
 export function safeVolumePath(volumeDir: string, rel: string): string {
   const abs = path.resolve(volumeDir, rel);
   if (path.isAbsolute(rel) || rel.split(/[\\/]/).includes('..') || !abs.startsWith(path.resolve(volumeDir) + path.sep)) {
-    throw new UnderstudyError('US_BAD_REQUEST', `${rel}: not a path inside the volume`);
+    throw new UnderstudyError('US_UNSAFE_PATH', `${rel}: not a path inside the volume`);
   }
   return abs;
 }
@@ -202,7 +202,7 @@ export async function applyFiles(volumeDir: string, req: Pick<FilesRequest, 'put
     if (isDatabaseArtifact(f.path, data))
       throw new UnderstudyError('US_BAD_REQUEST', `${f.path}: databases are replicated as consistent images and WAL frames, never as files`);
     const abs = safeVolumePath(volumeDir, f.path);
-    if (sha256(data) !== f.sha256) throw new UnderstudyError('US_REPLICATION', `${f.path}: content does not match its checksum`);
+    if (sha256(data) !== f.sha256) throw new UnderstudyError('US_CHECKSUM_MISMATCH', `${f.path}: content does not match its checksum`);
     await writeFileDurable(abs, data, { mode: f.mode, mtimeMs: f.mtimeMs });
   }
   for (const p of req.delete) {

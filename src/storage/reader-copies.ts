@@ -277,6 +277,6 @@ function checkSite(site: string): string {
 
 function checkDbRel(rel: string): string {
   if (path.isAbsolute(rel) || rel.split(/[\\/]/).some((p) => p === '..' || p === ''))
-    throw new UnderstudyError('US_BAD_REQUEST', `${rel}: not a database path inside the volume`);
+    throw new UnderstudyError('US_UNSAFE_PATH', `${rel}: not a database path inside the volume`);
   return rel;
 }

@@ -39,7 +39,7 @@ export class ReaderShipping {
   start(site: string, epoch: number, to: { name: string; url: string }): ReaderShippingStatus[] {
     const p = this.deps.primaryOf(site);
     if (!p)
-      throw new UnderstudyError('US_BAD_REQUEST', `volume ${site} on storage ${this.deps.name} is not a primary: only the primary's storage feeds readers`);
+      throw new UnderstudyError('US_VOLUME_ROLE', `volume ${site} on storage ${this.deps.name} is not a primary: only the primary's storage feeds readers`);
     if (epoch < p.epoch)
       throw new UnderstudyError(
         'US_STALE_EPOCH',
@@ -47,9 +47,16 @@ export class ReaderShipping {
         { epoch: p.epoch },
       );
     if (epoch > p.epoch)
-      throw new UnderstudyError('US_BAD_REQUEST', `reader request for ${site} carries epoch ${epoch}, newer than the primary's ${p.epoch} here`);
+      throw new UnderstudyError(
+        'US_VOLUME_ROLE',
+        `reader request for ${site} carries epoch ${epoch}, newer than the primary's ${p.epoch} here: this storage system has not seen the latest decision yet; the controller retries`,
+      );
     const portion = this.deps.portionOf(site);
-    if (portion.length === 0) throw new UnderstudyError('US_BAD_REQUEST', `site ${site} has no volume.readonly portion: nothing a reader may serve`);
+    if (portion.length === 0)
+      throw new UnderstudyError(
+        'US_NOT_CONFIGURED',
+        `site ${site} has no volume.readonly portion: nothing a reader may serve; set sites.${site}.volume.readonly to add readers`,
+      );
     let m = this.shippers.get(site);
     if (!m) {
       m = new Map();

@@ -22,7 +22,7 @@ import { WAL_HEADER_SIZE, frameOffset, frameSize, parseWalHeader, scanFrames, ty
  * (checkpoint TRUNCATE) before a new WAL generation, and at promotion.
  */
 export function needSnapshot(message: string): UnderstudyError {
-  return new UnderstudyError('US_REPLICATION', message, { needSnapshot: true });
+  return new UnderstudyError('US_REPLICA_MISMATCH', message, { needSnapshot: true });
 }
 
 /**

@@ -6,7 +6,7 @@ import { callJson } from '../shared/http-client.ts';
  * (the source) calls these endpoints on the processor holding the replica. Every
  * request carries the source's epoch for the site; the replica refuses one lower
  * than the highest it has seen with 409 US_STALE_EPOCH (fencing), and answers
- * US_REPLICATION with details `{ needSnapshot: true }` when a request does not
+ * US_REPLICA_MISMATCH with details `{ needSnapshot: true }` when a request does not
  * continue what it holds (the source then starts a new generation).
  *
  *   POST /v1/replica/:site/hello            { epoch, from }                → { files: FileEntry[] }

@@ -136,7 +136,12 @@ export class SnapshotShipper {
 
   async stop(): Promise<void> {
     this.stopped = true;
-    this.barrier.failAll(new UnderstudyError('US_REPLICATION', `replication of ${this.rel} stopped`));
+    this.barrier.failAll(
+      new UnderstudyError(
+        'US_REPLICATION_STOPPED',
+        `replication of ${this.rel} stopped (promotion, new replica or shutdown): it starts again by itself; understudy status shows it`,
+      ),
+    );
     this.poke();
     await this.loop;
     this.loop = null;
@@ -354,7 +359,7 @@ export class SnapshotShipper {
         }
         const image = db.serialize();
         db.exec('COMMIT');
-        if (!startsWithMagic(image)) throw new UnderstudyError('US_REPLICATION', `${this.dbPath}: the image read is not an SQLite database`);
+        if (!startsWithMagic(image)) throw new UnderstudyError('US_VOLUME_DAMAGED', `${this.dbPath}: the image read is not an SQLite database`);
         return { image, inside };
       } catch (e) {
         const code = (e as { code?: string }).code ?? '';
@@ -363,7 +368,7 @@ export class SnapshotShipper {
           const busy = code.startsWith('SQLITE_BUSY')
             ? ` for ${this.opts.lockWaitMs} ms (does the app keep it locked, e.g. PRAGMA locking_mode=EXCLUSIVE?)`
             : '';
-          throw new UnderstudyError('US_REPLICATION', `${this.dbPath}: cannot take a consistent snapshot${busy}: ${(e as Error).message}`);
+          throw new UnderstudyError('US_SNAPSHOT_UNAVAILABLE', `${this.dbPath}: cannot take a consistent snapshot${busy}: ${(e as Error).message}`);
         }
       } finally {
         try {

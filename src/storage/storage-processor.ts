@@ -251,7 +251,11 @@ export class StorageProcessor {
   /** Current committed position of every database of a primary that ships (sync mode). */
   async sourcePosition(site: string): Promise<VolumePosition> {
     const v = this.mustVolume(site);
-    if (!v.shipper) throw new UnderstudyError('US_REPLICATION', `volume ${site} on ${this.name} is not replicating`);
+    if (!v.shipper)
+      throw new UnderstudyError(
+        'US_NOT_REPLICATING',
+        `volume ${site} on ${this.name} is not replicating (it has no replica, or its replication has not started): understudy status shows its replication; wait until it streams`,
+      );
     return v.shipper.position();
   }
 
@@ -259,7 +263,11 @@ export class StorageProcessor {
   async catchUp(site: string, timeoutMs: number): Promise<void> {
     const v = this.mustVolume(site);
     const shipper = v.shipper;
-    if (!shipper) throw new UnderstudyError('US_REPLICATION', `volume ${site} on ${this.name} is not replicating`);
+    if (!shipper)
+      throw new UnderstudyError(
+        'US_NOT_REPLICATING',
+        `volume ${site} on ${this.name} is not replicating (it has no replica, or its replication has not started): understudy status shows its replication; wait until it streams`,
+      );
     let timer: NodeJS.Timeout | undefined;
     try {
       await Promise.race([
@@ -285,7 +293,13 @@ export class StorageProcessor {
   /** Resolves when the replica confirmed everything up to `position` (see VolumeShipper). */
   waitConfirmed(site: string, position: VolumePosition, timeoutMs?: number): Promise<void> {
     const v = this.mustVolume(site);
-    if (!v.shipper) return Promise.reject(new UnderstudyError('US_REPLICATION', `volume ${site} on ${this.name} is not replicating`));
+    if (!v.shipper)
+      return Promise.reject(
+        new UnderstudyError(
+          'US_NOT_REPLICATING',
+          `volume ${site} on ${this.name} is not replicating (it has no replica, or its replication has not started): understudy status shows its replication; wait until it streams`,
+        ),
+      );
     return v.shipper.waitConfirmed(position, timeoutMs);
   }
 
@@ -298,7 +312,7 @@ export class StorageProcessor {
     const v = this.mustVolume(site);
     if (v.meta.role !== 'primary') {
       throw new UnderstudyError(
-        'US_BAD_REQUEST',
+        'US_VOLUME_ROLE',
         `volume ${site} on storage ${this.name} is ${v.meta.role === 'replica' ? 'a replica' : 'not a primary'}: a sync barrier must go to the storage processor of the primary volume (the director's route names the wrong one)`,
       );
     }
@@ -476,7 +490,7 @@ export class StorageProcessor {
       this.refuseStale(v, epoch, 'replicate');
       if (v.meta.role !== 'primary')
         throw new UnderstudyError(
-          'US_BAD_REQUEST',
+          'US_VOLUME_ROLE',
           `volume ${site} on storage ${this.name} is ${v.meta.role === 'none' ? 'not a primary' : 'a replica'}: only a primary ships; promote or init it first`,
         );
       if (to.name === this.name) throw new UnderstudyError('US_BAD_REQUEST', `storage ${this.name} cannot replicate ${site} to itself`);
@@ -823,7 +837,7 @@ function checkSite(site: string): void {
 
 function checkDbRel(rel: string): string {
   if (path.isAbsolute(rel) || rel.split(/[\\/]/).some((p) => p === '..' || p === ''))
-    throw new UnderstudyError('US_BAD_REQUEST', `${rel}: not a database path inside the volume`);
+    throw new UnderstudyError('US_UNSAFE_PATH', `${rel}: not a database path inside the volume`);
   return rel;
 }
 

@@ -275,7 +275,12 @@ export class VolumeShipper {
     await Promise.all([this.files?.stop(), ...[...this.dbs.values()].map((d) => d.stop()), ...this.replacing.values()]);
     for (const w of this.waiters) {
       clearTimeout(w.timer);
-      w.reject(new UnderstudyError('US_REPLICATION', `replication of ${this.opts.site} to ${this.to.name} stopped`));
+      w.reject(
+        new UnderstudyError(
+          'US_REPLICATION_STOPPED',
+          `replication of ${this.opts.site} to ${this.to.name} stopped (promotion, new replica or shutdown): it starts again by itself; understudy status shows it`,
+        ),
+      );
     }
     this.waiters = [];
   }
@@ -380,7 +385,11 @@ export class VolumeShipper {
    */
   async catchUp(): Promise<void> {
     await this.booted;
-    if (this.stopped) throw new UnderstudyError('US_REPLICATION', `replication of ${this.opts.site} to ${this.to.name} stopped`);
+    if (this.stopped)
+      throw new UnderstudyError(
+        'US_REPLICATION_STOPPED',
+        `replication of ${this.opts.site} to ${this.to.name} stopped (promotion, new replica or shutdown): it starts again by itself; understudy status shows it`,
+      );
     // A database the app created since the last scan is shipped from now on; one
     // directory walk serves every call of this tick.
     await (this.discovery ??= Promise.resolve().then(() => {
@@ -419,7 +428,11 @@ export class VolumeShipper {
   /** Resolves once a file scan begun after the call has shipped (plain files as of the call are on the copy). */
   async filesCaughtUp(): Promise<void> {
     await this.booted;
-    if (this.stopped || !this.files) throw new UnderstudyError('US_REPLICATION', `replication of ${this.opts.site} to ${this.to.name} stopped`);
+    if (this.stopped || !this.files)
+      throw new UnderstudyError(
+        'US_REPLICATION_STOPPED',
+        `replication of ${this.opts.site} to ${this.to.name} stopped (promotion, new replica or shutdown): it starts again by itself; understudy status shows it`,
+      );
     await this.files.nextScan();
   }
 

@@ -26,10 +26,11 @@ import { applyReplace, ReplaceError } from './text-replace.ts';
  *   re-serialized in the file's own indent;
  * - rendering for host A after host B gives back A's file exactly (reversible), as
  *   long as the rules set the same keys;
- * - all files are read and edited in memory first; if any rule fails (a path out of
- *   the volume, an unknown format, an unreadable or invalid file, a key through a
- *   non-map, a pattern that does not match exactly once) nothing is written and
- *   UnderstudyError('US_BAD_REQUEST') names the file and the key or pattern;
+ * - all files are read and edited in memory first; if any rule fails (an unknown
+ *   format, an unreadable or invalid file, a key through a non-map, a pattern that
+ *   does not match exactly once) nothing is written and
+ *   UnderstudyError('US_TRANSFORM_FAILED') names the file and the key or pattern
+ *   (a path out of the volume: US_UNSAFE_PATH);
  * - each changed file is replaced atomically (temp + fsync + rename).
  */
 export function applyTransform(dir: string, rules: readonly RenderedRule[]): TransformChange[] {
@@ -38,7 +39,7 @@ export function applyTransform(dir: string, rules: readonly RenderedRule[]): Tra
 
   for (const rule of rules) {
     const bad = (message: string, key?: string): UnderstudyError =>
-      new UnderstudyError('US_BAD_REQUEST', `transform file ${rule.file}: ${message}`, key === undefined ? { file: rule.file } : { file: rule.file, key });
+      new UnderstudyError('US_TRANSFORM_FAILED', `transform file ${rule.file}: ${message}`, key === undefined ? { file: rule.file } : { file: rule.file, key });
     let entry = files.get(rule.file);
     if (entry === undefined) {
       const abs = resolveInside(dir, rule.file);
@@ -109,6 +110,6 @@ function readText(abs: string, file: string): string | undefined {
     return fs.readFileSync(abs, 'utf8');
   } catch (e) {
     if ((e as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
-    throw new UnderstudyError('US_BAD_REQUEST', `transform file ${file}: cannot read it (${(e as Error).message})`, { file });
+    throw new UnderstudyError('US_TRANSFORM_FAILED', `transform file ${file}: cannot read it (${(e as Error).message})`, { file });
   }
 }

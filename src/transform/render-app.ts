@@ -24,7 +24,11 @@ export function renderApp(host: HostConfig, site: SiteConfig, volumePath: string
   const ctx = { host, site, volumePath };
   const fail = (where: string, e: unknown): never => {
     const why = e instanceof Error ? e.message : String(e);
-    throw new UnderstudyError('US_BAD_REQUEST', `sites.${site.name}.app.${where} on host ${host.name}: ${why}`, { site: site.name, host: host.name, where });
+    throw new UnderstudyError('US_TEMPLATE_FAILED', `sites.${site.name}.app.${where} on host ${host.name}: ${why}`, {
+      site: site.name,
+      host: host.name,
+      where,
+    });
   };
   const command = site.app.command.map((arg, i) => {
     try {

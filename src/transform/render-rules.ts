@@ -28,14 +28,14 @@ export interface RenderedReplace {
  * Fills in the templates of a site's transform rules for the host it is about to
  * run on. `"{{site.app.port}}"` alone yields the number 3000; literal `values` are
  * copied as they are; a replace entry's `with` is always text. Throws
- * UnderstudyError('US_BAD_REQUEST') naming the rule's file, the key (or pattern)
+ * UnderstudyError('US_TEMPLATE_FAILED') naming the rule's file, the key (or pattern)
  * and the placeholder when a template cannot be rendered for this host.
  */
 export function renderRules(rules: readonly TransformRule[], ctx: TemplateContext): RenderedRule[] {
   return rules.map((rule) => {
     const fail = (what: string, e: unknown, details: Record<string, string>): never => {
       const why = e instanceof Error ? e.message : String(e);
-      throw new UnderstudyError('US_BAD_REQUEST', `transform of ${rule.file}, ${what}: ${why}`, { file: rule.file, ...details });
+      throw new UnderstudyError('US_TEMPLATE_FAILED', `transform of ${rule.file}, ${what}: ${why}`, { file: rule.file, ...details });
     };
     const set: Record<string, unknown> = {};
     for (const [key, template] of Object.entries(rule.set)) {

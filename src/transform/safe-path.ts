@@ -8,7 +8,7 @@ import { UnderstudyError } from '../shared/errors.ts';
  */
 export function resolveInside(dir: string, file: string): string {
   const refuse = (why: string): never => {
-    throw new UnderstudyError('US_BAD_REQUEST', `transform file ${JSON.stringify(file)} ${why}`, { file });
+    throw new UnderstudyError('US_UNSAFE_PATH', `transform file ${JSON.stringify(file)} ${why}`, { file });
   };
   if (file === '' || path.isAbsolute(file)) refuse('must be a path relative to the volume');
   const root = path.resolve(dir);

@@ -59,7 +59,7 @@ export function parseTemplate(template: string): Part[] {
     try {
       parts.push({ source, expr: parseExpression(source) });
     } catch (e) {
-      throw new UnderstudyError('US_BAD_REQUEST', `template "${template}": {{${source}}}: ${(e as Error).message}`);
+      throw new UnderstudyError('US_TEMPLATE_FAILED', `template "${template}": {{${source}}}: ${(e as Error).message}`);
     }
     last = m.index + m[0].length;
   }
@@ -71,7 +71,7 @@ export function parseTemplate(template: string): Part[] {
 
 function assertNoStrayBraces(template: string, text: string): void {
   if (text.includes('{{') || text.includes('}}')) {
-    throw new UnderstudyError('US_BAD_REQUEST', `template "${template}" has an unbalanced {{ or }}`);
+    throw new UnderstudyError('US_TEMPLATE_FAILED', `template "${template}" has an unbalanced {{ or }}`);
   }
 }
 
@@ -116,7 +116,7 @@ export function renderTemplate(template: string, ctx: TemplateContext): unknown 
       return evaluate(p.expr, (ref) => lookup(ref, ctx));
     } catch (e) {
       if (e instanceof UnderstudyError) throw e;
-      throw new UnderstudyError('US_BAD_REQUEST', `{{${p.source}}}: ${(e as Error).message}`);
+      throw new UnderstudyError('US_TEMPLATE_FAILED', `{{${p.source}}}: ${(e as Error).message}`);
     }
   };
   const only = parts.length === 1 ? parts[0] : undefined;
@@ -142,7 +142,7 @@ function lookup(ref: string, ctx: TemplateContext): unknown {
       return ctx.site.app.port;
     case 'volume.path':
       if (ctx.volumePath !== undefined) return ctx.volumePath;
-      throw new UnderstudyError('US_BAD_REQUEST', unknownMessage(ref));
+      throw new UnderstudyError('US_TEMPLATE_FAILED', unknownMessage(ref));
   }
   if (isKnownPlaceholder(ref)) {
     const keys = ref.split('.').slice(2);
@@ -150,13 +150,16 @@ function lookup(ref: string, ctx: TemplateContext): unknown {
     for (const [i, key] of keys.entries()) {
       if (typeof node !== 'object' || node === null || Array.isArray(node) || !Object.hasOwn(node, key)) {
         const hint = /-\d+$/.test(key) ? ' (for arithmetic, write spaces around -)' : '';
-        throw new UnderstudyError('US_BAD_REQUEST', `placeholder {{${ref}}}: host ${ctx.host.name} has no profile.${keys.slice(0, i + 1).join('.')}${hint}`);
+        throw new UnderstudyError(
+          'US_TEMPLATE_FAILED',
+          `placeholder {{${ref}}}: host ${ctx.host.name} has no profile.${keys.slice(0, i + 1).join('.')}${hint}`,
+        );
       }
       node = (node as Record<string, unknown>)[key];
     }
     return node;
   }
-  throw new UnderstudyError('US_BAD_REQUEST', unknownMessage(ref));
+  throw new UnderstudyError('US_TEMPLATE_FAILED', unknownMessage(ref));
 }
 
 function asText(v: unknown): string {

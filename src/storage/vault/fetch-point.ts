@@ -81,7 +81,7 @@ export async function fetchVerifiedPoint(o: FetchPointOptions): Promise<FetchedP
   await fsp.rm(o.intoDir, { recursive: true, force: true });
   const why = skipped.map((s) => `${s.id}: ${s.problems[0]?.file} ${s.problems[0]?.kind} (${s.problems[0]?.detail})`).join('; ');
   throw new UnderstudyError(
-    'US_REPLICATION',
+    'US_POINT_UNVERIFIED',
     `no restore point of ${o.site} verifies (${why}): verify the vault's points (POST /v1/vault/${o.site}/points/:id/verify)`,
     { skipped },
   );
@@ -92,9 +92,10 @@ async function readManifest(o: FetchPointOptions, id: string): Promise<PointMani
   const r = pointManifestSchema.safeParse(raw);
   if (!r.success)
     throw new UnderstudyError(
-      'US_REPLICATION',
+      'US_POINT_UNVERIFIED',
       `restore point ${o.site}/${id} from ${o.vault.url} has an invalid manifest: ${r.error.issues[0]?.message ?? 'unknown'}`,
     );
-  if (r.data.site !== o.site) throw new UnderstudyError('US_REPLICATION', `restore point ${id} from ${o.vault.url} is of site ${r.data.site}, not ${o.site}`);
+  if (r.data.site !== o.site)
+    throw new UnderstudyError('US_POINT_UNVERIFIED', `restore point ${id} from ${o.vault.url} is of site ${r.data.site}, not ${o.site}`);
   return r.data;
 }

@@ -67,7 +67,7 @@ export async function takePoint(o: TakePointOptions): Promise<TakenPoint> {
     const lost = before.files.filter((f) => f.kind === 'db' && !files.some((g) => g.path === f.path)).map((f) => f.path);
     if (lost.length > 0) {
       throw new UnderstudyError(
-        'US_REPLICATION',
+        'US_VOLUME_DAMAGED',
         `${o.site}: ${lost.join(', ')} missing from the volume (restore point ${newest.id} had it); no restore point is taken of a volume that lost a database`,
         {
           problem: { file: lost[0]!, kind: 'unreadable', detail: `missing from the volume (restore point ${newest.id} had it)` } satisfies VerificationProblem,

@@ -1,6 +1,6 @@
 import { request } from 'undici';
 import type { PointManifest, VaultHasResponse, VaultPoint, VerificationResult } from '../../shared/contracts.ts';
-import { UnderstudyError, isUnderstudyError } from '../../shared/errors.ts';
+import { UnderstudyError, errorFromReply, isUnderstudyError } from '../../shared/errors.ts';
 import { clusterDispatcher } from '../../shared/cluster-transport.ts';
 import { callJson } from '../../shared/http-client.ts';
 
@@ -82,13 +82,13 @@ export class VaultClient {
     }
     const buf = Buffer.from(await res.body.arrayBuffer());
     if (res.statusCode >= 400) {
-      let err: { code?: string; message?: string; details?: unknown } | undefined;
+      let err: { code?: unknown; message?: unknown; details?: unknown } | undefined;
       try {
         err = (JSON.parse(buf.toString('utf8')) as { error?: typeof err }).error;
       } catch {
         /* not JSON */
       }
-      throw new UnderstudyError((err?.code as never) ?? 'US_INTERNAL', err?.message ?? `${url} answered ${res.statusCode}`, err?.details);
+      throw errorFromReply(err, `${url} answered ${res.statusCode}`);
     }
     return buf;
   }

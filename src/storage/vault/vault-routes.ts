@@ -21,7 +21,7 @@ export function registerVaultRoutes(r: JsonRouter, storageName: string, store: (
     const s = store();
     if (!s)
       throw new UnderstudyError(
-        'US_BAD_REQUEST',
+        'US_NOT_CONFIGURED',
         `storage ${storageName} is not a vault: restore points go to the storage system with backup: true (sites.<site>.volume.backup.to)`,
       );
     return s;

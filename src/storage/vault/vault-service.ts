@@ -180,7 +180,7 @@ export class VaultService {
     const k = keep ?? cfg?.keep;
     if (!url || !k)
       throw new UnderstudyError(
-        'US_BAD_REQUEST',
+        'US_NOT_CONFIGURED',
         `site ${site} has no volume.backup in ${this.host.config.file}: set sites.${site}.volume.backup, or give vaultUrl and keep`,
       );
     this.schedule.started(site);
@@ -198,7 +198,7 @@ export class VaultService {
             const info = this.host.volumeInfo(site);
             if (info?.role !== 'primary')
               throw new UnderstudyError(
-                'US_BAD_REQUEST',
+                'US_VOLUME_ROLE',
                 `volume ${site} on storage ${this.host.name} is not the primary: restore points are taken where the primary is`,
               );
             const knowledge = this.host.copyKnowledge ? (rel: string) => this.host.copyKnowledge!(site, rel) : undefined;
@@ -359,7 +359,11 @@ export class VaultService {
         { epoch: info.epoch },
       );
     }
-    if (this.busy(site)) throw new UnderstudyError('US_BAD_REQUEST', `a restore of ${site} is already running on storage ${this.host.name}`);
+    if (this.busy(site))
+      throw new UnderstudyError(
+        'US_SITE_BUSY',
+        `a restore of ${site} is already running on storage ${this.host.name}: wait for it (understudy events --follow)`,
+      );
     const log = this.host.log.child({ site, restore: point });
     const progress = (p: RestoreProgress): void => {
       this.restores.set(site, p);

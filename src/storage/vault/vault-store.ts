@@ -135,7 +135,10 @@ export class VaultStore {
   async putChunk(hash: string, data: Buffer): Promise<boolean> {
     const actual = sha256Hex(data);
     if (actual !== hash)
-      throw new UnderstudyError('US_BAD_REQUEST', `chunk ${hash}: its ${data.length} bytes hash to ${actual}: refused (damaged in transit?); send it again`);
+      throw new UnderstudyError(
+        'US_CHECKSUM_MISMATCH',
+        `chunk ${hash}: its ${data.length} bytes hash to ${actual}: refused (damaged in transit?); send it again`,
+      );
     const target = chunkPath(this.root, hash);
     if (fs.existsSync(target)) return false;
     const tmp = await writeTemp(target, data);
@@ -166,7 +169,10 @@ export class VaultStore {
       const existing = await this.readManifest(site, input.id).catch(() => null);
       if (existing) {
         if (existing.takenAt === input.takenAt && existing.bytes === input.bytes) return summaryOf(existing);
-        throw new UnderstudyError('US_BAD_REQUEST', `restore point ${site}/${input.id} already exists with other content`);
+        throw new UnderstudyError(
+          'US_POINT_CONFLICT',
+          `restore point ${site}/${input.id} already exists with other content: take the point again under a new id`,
+        );
       }
       const others = await this.manifests(site);
       const newestEpoch = others.reduce((a, m) => Math.max(a, m.epoch), 0);
@@ -181,7 +187,7 @@ export class VaultStore {
       for (const h of new Set(input.files.flatMap((f) => f.chunks))) if (!fs.existsSync(chunkPath(this.root, h))) absent.push(h);
       if (absent.length > 0)
         throw new UnderstudyError(
-          'US_BAD_REQUEST',
+          'US_POINT_CONFLICT',
           `restore point ${site}/${input.id}: ${absent.length} chunk(s) not in the vault (first ${absent[0]}): send them before the manifest`,
           { missing: absent },
         );

@@ -77,7 +77,7 @@ function captureDatabase(dir: string, rel: string, knowledge?: CaptureKnowledge)
     const damage = copyDamage(abs, rel, data, knowledge);
     db.exec('COMMIT');
     if (damage.length > 0)
-      throw new UnderstudyError('US_REPLICATION', `${abs}: ${damage.map((p) => `${p.file}: ${p.detail}`).join('; ')}; no restore point is taken of it`, {
+      throw new UnderstudyError('US_VOLUME_DAMAGED', `${abs}: ${damage.map((p) => `${p.file}: ${p.detail}`).join('; ')}; no restore point is taken of it`, {
         problem: damage[0],
         problems: damage,
       });
@@ -92,13 +92,13 @@ function captureDatabase(dir: string, rel: string, knowledge?: CaptureKnowledge)
     const problem = imageProblem(data);
     // The refusal is also a verification of the primary (a quick_check of a consistent image): `problem` lets the caller raise it at once.
     if (problem)
-      throw new UnderstudyError('US_REPLICATION', `${abs}: the database is damaged (quick_check: ${problem}); no restore point is taken of it`, {
+      throw new UnderstudyError('US_VOLUME_DAMAGED', `${abs}: the database is damaged (quick_check: ${problem}); no restore point is taken of it`, {
         problem: { file: rel, kind: 'quick-check', detail: problem } satisfies VerificationProblem,
       });
     return { path: rel, kind: 'db', mode: st.mode & 0o777, mtimeMs: st.mtimeMs, data };
   } catch (e) {
     if (e instanceof UnderstudyError) throw e;
-    throw new UnderstudyError('US_REPLICATION', `${abs}: cannot take a consistent copy of the database (${(e as Error).message})`);
+    throw new UnderstudyError('US_SNAPSHOT_UNAVAILABLE', `${abs}: cannot take a consistent copy of the database (${(e as Error).message})`);
   } finally {
     db?.close();
   }
@@ -114,7 +114,7 @@ function captureDatabase(dir: string, rel: string, knowledge?: CaptureKnowledge)
 function refuseLostWal(abs: string, rel: string): void {
   if (fs.existsSync(`${abs}-shm`) && !fs.existsSync(`${abs}-wal`)) {
     const detail = `${rel}-wal is missing while ${rel}-shm exists: the database lost its write-ahead log (committed writes)`;
-    throw new UnderstudyError('US_REPLICATION', `${abs}: ${detail}; no restore point is taken of it`, {
+    throw new UnderstudyError('US_VOLUME_DAMAGED', `${abs}: ${detail}; no restore point is taken of it`, {
       problem: { file: rel, kind: 'unreadable', detail } satisfies VerificationProblem,
     });
   }

@@ -146,6 +146,6 @@ test('only the primary feeds readers, at its epoch; a demoted primary stops feed
   assert.equal(st.volumes[0]!.readers, undefined, 'no reader is fed by a copy that is not primary');
   await assert.rejects(
     callJson(`${s.urlA}/v1/volumes/shop/readers`, { body: { epoch: 4, to: { name: 'array-b', url: s.urlB } } }),
-    (e) => isUnderstudyError(e) && e.code === 'US_BAD_REQUEST',
+    (e) => isUnderstudyError(e) && e.code === 'US_VOLUME_ROLE',
   );
 });

@@ -302,7 +302,7 @@ test('replace: a pattern must match exactly once; errors name the file and the p
   const refused = (rules: RenderedRule[], re: RegExp): void => {
     assert.throws(
       () => applyTransform(dir, rules),
-      (e: unknown) => e instanceof UnderstudyError && e.code === 'US_BAD_REQUEST' && re.test(e.message),
+      (e: unknown) => e instanceof UnderstudyError && e.code === 'US_TRANSFORM_FAILED' && re.test(e.message),
     );
   };
   const ok = { file: 'ok.conf', set: {}, replace: [{ match: 'a \\d', with: 'a 2' }] };

@@ -47,7 +47,7 @@ test('templates: bad expressions are errors that say what is wrong', () => {
   const fails = (t: string, re: RegExp): void => {
     assert.throws(
       () => r(t),
-      (e: unknown) => e instanceof UnderstudyError && e.code === 'US_BAD_REQUEST' && re.test(e.message),
+      (e: unknown) => e instanceof UnderstudyError && e.code === 'US_TEMPLATE_FAILED' && re.test(e.message),
       t,
     );
   };

@@ -136,14 +136,14 @@ test('applyTransform: creates a missing file; several rules on one file apply in
 test('applyTransform: refuses paths out of the volume, unknown formats, bad JSON, keys through non-objects — writing nothing', () => {
   const dir = volume({ 'config/site.json': '{"listen":"127.0.0.1:3000","workers":1}', 'bad.json': '{nope' });
   const original = fs.readFileSync(path.join(dir, 'config/site.json'), 'utf8');
-  const refused = (rules: { file: string; set: Record<string, unknown> }[], re: RegExp): void => {
+  const refused = (rules: { file: string; set: Record<string, unknown> }[], re: RegExp, code = 'US_TRANSFORM_FAILED'): void => {
     assert.throws(
       () => applyTransform(dir, rules),
-      (e: unknown) => e instanceof UnderstudyError && e.code === 'US_BAD_REQUEST' && re.test(e.message),
+      (e: unknown) => e instanceof UnderstudyError && e.code === code && re.test(e.message),
     );
   };
-  refused([{ file: '../escape.json', set: { a: 1 } }], /outside the volume/);
-  refused([{ file: '/etc/x.json', set: { a: 1 } }], /relative/);
+  refused([{ file: '../escape.json', set: { a: 1 } }], /outside the volume/, 'US_UNSAFE_PATH');
+  refused([{ file: '/etc/x.json', set: { a: 1 } }], /relative/, 'US_UNSAFE_PATH');
   refused([{ file: 'config/site.conf', set: { a: 1 } }], /unsupported format/);
   refused([{ file: 'bad.json', set: { a: 1 } }], /bad\.json: not valid json/);
   refused(

@@ -56,7 +56,7 @@ test('restore of latest-good onto another storage processor skips a damaged poin
   });
   // A point id asked for by name that does not verify is refused, and nothing changes.
   await assert.rejects(callJson(`${trio.urlB}/v1/volumes/shop/restore`, { body: { epoch: 3, point: newest.id, vaultUrl: trio.urlVault } }), {
-    code: 'US_REPLICATION',
+    code: 'US_POINT_UNVERIFIED',
   });
   assert.equal((await callJson<VolumeStatus>(`${trio.urlB}/v1/volumes/shop`)).epoch, 2);
 });
