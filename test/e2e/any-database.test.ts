@@ -5,7 +5,7 @@ import { test } from 'node:test';
 import { request } from 'undici';
 import Database from 'better-sqlite3';
 import { api, ROOT, sleep, startCluster, waitUntil, type Cluster } from '../support/cluster.ts';
-import type { Status, Ev } from '../support/views.ts';
+import { type Status, events } from '../support/views.ts';
 
 /**
  * An app written in its own style (test/fixtures/notes-app): it takes its address on its
@@ -126,10 +126,6 @@ async function missing(front: string, acks: Ack[]): Promise<Ack[]> {
     );
   }
   return out;
-}
-
-async function events(cluster: Cluster): Promise<Ev[]> {
-  return (await api<{ events: Ev[] }>(cluster, '/v1/events')).events;
 }
 
 function isAlive(pgid: number): boolean {

@@ -5,6 +5,7 @@ import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { test } from 'node:test';
+import { parse as parseYaml, stringify as stringifyYaml } from 'yaml';
 import { BIN, ROOT, ports, writeConfig } from '../support/cluster.ts';
 
 function understudy(args: string[], cwd = ROOT) {
@@ -41,10 +42,10 @@ test('validate: a malformed config names file:line:col', () => {
 test('validate: an unknown host in a site and two hosts with one address are named with their place', () => {
   const dir = tmp();
   const file = writeConfig({ slot: 9 }, dir);
-  let text = fs.readFileSync(file, 'utf8');
-  text = text.replace('primary: h1', 'primary: h9');
-  text = text.replace(/(h3: \{ address: )[0-9.]+/, `$1${/h2: \{ address: ([0-9.]+)/.exec(text)![1]}`);
-  fs.writeFileSync(file, text);
+  const doc = parseYaml(fs.readFileSync(file, 'utf8')) as { sites: { shop: { primary: string } }; hosts: Record<string, { address: string }> };
+  doc.sites.shop.primary = 'h9';
+  doc.hosts.h3!.address = doc.hosts.h2!.address;
+  fs.writeFileSync(file, stringifyYaml(doc));
   const r = understudy(['validate', '-c', file]);
   assert.equal(r.code, 1);
   assert.match(r.out, /understudy\.yaml:\d+:\d+: sites\.shop\.primary: .*h9/);

@@ -1,8 +1,8 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { request } from 'undici';
-import { api, sleep, startCluster, waitStreaming, waitUntil, type Cluster } from '../support/cluster.ts';
-import type { Status, Ev } from '../support/views.ts';
+import { api, sleep, startCluster, waitStreaming, waitUntil } from '../support/cluster.ts';
+import { type Status, events } from '../support/views.ts';
 
 /**
  * Errors that are not the host's never cause a failover:
@@ -34,10 +34,6 @@ const ACTIONS = [
   'switchover-started',
   'errors-follow-app',
 ];
-
-async function events(cluster: Cluster): Promise<Ev[]> {
-  return (await api<{ events: Ev[] }>(cluster, '/v1/events?limit=5000')).events;
-}
 
 async function send(url: string, method: 'GET' | 'POST', headers: Record<string, string> = {}, body?: unknown): Promise<number> {
   try {

@@ -1,9 +1,9 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { api, sleep, startCluster, waitStreaming, waitUntil, type Cluster } from '../support/cluster.ts';
+import { api, sleep, startCluster, waitStreaming } from '../support/cluster.ts';
 import { dutyCycle } from '../support/duty-cycle.ts';
 import { startReadLoad } from '../support/read-load.ts';
-import type { Status, Ev } from '../support/views.ts';
+import { type Status, events, waitEvent } from '../support/views.ts';
 
 /**
  * every host of the site slowed at once (the primary and its powered
@@ -11,10 +11,6 @@ import type { Status, Ev } from '../support/views.ts';
  * `global-slowdown` event. Not expected: a failover, a fence, a scale-out (no host
  * powered on, no reader), a change of epoch.
  */
-
-async function events(cluster: Cluster): Promise<Ev[]> {
-  return (await api<{ events: Ev[] }>(cluster, '/v1/events?limit=5000')).events;
-}
 
 test('global slowdown: every host slow at once → no failover, no scale-out', { timeout: 120_000 }, async (t) => {
   const cluster = await startCluster({
@@ -39,18 +35,7 @@ test('global slowdown: every host slow at once → no failover, no scale-out', {
   const slow = dutyCycle(pids, { stopMs: 150, runMs: 150 });
   t.after(() => slow.stop());
 
-  let evs: Ev[] = [];
-  const global = await waitUntil(
-    'global-slowdown',
-    async () => {
-      evs = await events(cluster);
-      return evs.find((e) => e.kind === 'global-slowdown') ?? null;
-    },
-    40_000,
-    250,
-  ).catch((e: Error) => {
-    throw new Error(`${e.message}\nevents:\n${evs.map((x) => `${x.kind}: ${x.message}`).join('\n')}`);
-  });
+  const global = await waitEvent(cluster, 'global-slowdown', (e) => e.kind === 'global-slowdown', 40_000, 250);
   t.diagnostic(global.message);
   const slowHosts = global.data.slowHosts as string[];
   assert.ok(slowHosts.includes('host:h2') && slowHosts.length === 2, `both hosts named: ${slowHosts.join(', ')}`);
@@ -59,7 +44,7 @@ test('global slowdown: every host slow at once → no failover, no scale-out', {
   await slow.stop();
   await load.stop();
 
-  evs = await events(cluster);
+  const evs = await events(cluster);
   const kinds = evs.map((e) => e.kind);
   for (const k of ['scale-out-started', 'scale-out-complete', 'failover-started', 'failure-detected', 'fence-forced', 'slowdown-detected']) {
     assert.ok(

@@ -1,9 +1,9 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { isGroupAlive } from '../../src/power/process-group.ts';
-import { api, http, sleep, startCluster, waitStreaming, waitUntil } from '../support/cluster.ts';
+import { api, http, sleep, startCluster, waitStreaming } from '../support/cluster.ts';
 import { missingOrders, startLoad } from '../support/load.ts';
-import type { Status, Ev, Runbook } from '../support/views.ts';
+import { type Status, type Ev, type Runbook, waitEvent } from '../support/views.ts';
 
 /**
  * the primary hangs (SIGSTOP of its whole process group: agent and
@@ -39,15 +39,7 @@ test(
     process.kill(-pid, 'SIGSTOP');
     stoppedPid = pid;
 
-    const done = await waitUntil(
-      'failover-complete',
-      async () => {
-        const evs = (await api<{ events: Ev[] }>(cluster, '/v1/events')).events;
-        return evs.find((e) => e.kind === 'failover-complete') ?? null;
-      },
-      25_000,
-      50,
-    );
+    const done = await waitEvent(cluster, 'failover-complete', (e) => e.kind === 'failover-complete', 25_000, 50);
     const events = (await api<{ events: Ev[] }>(cluster, '/v1/events')).events;
 
     // The action taken: classified as a hang, with its evidence.

@@ -2,8 +2,8 @@ import assert from 'node:assert/strict';
 import { spawn, type ChildProcess } from 'node:child_process';
 import path from 'node:path';
 import { test } from 'node:test';
-import { ROOT, api, http, ports, sleep, startCluster, waitStreaming, waitUntil, type Cluster } from '../support/cluster.ts';
-import type { Status, Ev } from '../support/views.ts';
+import { ROOT, api, http, ports, sleep, startCluster, waitStreaming, waitUntil } from '../support/cluster.ts';
+import { type Status, events } from '../support/views.ts';
 
 /**
  * Who answers on an address is decided by the process that listens, not by what
@@ -25,10 +25,6 @@ const SLOT = 49;
 const FIXTURE = path.join(ROOT, 'test/fixtures/listen-all-app.mjs');
 /** The stale-app watch looks once a second: this many seconds let it look at least three times. */
 const WATCH_MS = 3500;
-
-async function events(cluster: Cluster): Promise<Ev[]> {
-  return (await api<{ events: Ev[] }>(cluster, '/v1/events?limit=5000')).events;
-}
 
 /** The pid of the process that answers on address:port (the fixture says it), or null. */
 async function pidAt(address: string, port: number): Promise<number | null> {

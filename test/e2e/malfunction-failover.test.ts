@@ -3,9 +3,9 @@ import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { test } from 'node:test';
-import { api, http, sleep, startCluster, waitStreaming, waitUntil } from '../support/cluster.ts';
+import { api, http, sleep, startCluster, waitStreaming } from '../support/cluster.ts';
 import { missingOrders, startLoad } from '../support/load.ts';
-import type { Status, Ev } from '../support/views.ts';
+import { type Status, type Ev, waitEvent } from '../support/views.ts';
 
 const WINDOW_MS = 2000;
 
@@ -51,15 +51,7 @@ test(
     const r = await http(`http://${h1}:3000/api/products`);
     assert.equal(r.status, 200, 'a read from the primary works');
 
-    const done = await waitUntil(
-      'failover-complete',
-      async () => {
-        const evs = (await api<{ events: Ev[] }>(cluster, '/v1/events')).events;
-        return evs.find((e) => e.kind === 'failover-complete') ?? null;
-      },
-      25_000,
-      50,
-    );
+    const done = await waitEvent(cluster, 'failover-complete', (e) => e.kind === 'failover-complete', 25_000, 50);
     // The old volume is fenced now (h1 is off); let the storage processor write it again (re-protect).
     setImmutable(files, false);
     faulted = false;

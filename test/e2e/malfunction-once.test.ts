@@ -4,9 +4,9 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { test } from 'node:test';
 import Database from 'better-sqlite3';
-import { api, http, sleep, startCluster, waitStreaming, waitUntil, type Cluster } from '../support/cluster.ts';
+import { api, http, sleep, startCluster, waitStreaming, waitUntil } from '../support/cluster.ts';
 import { missingOrders, startLoad } from '../support/load.ts';
-import type { Status, Ev } from '../support/views.ts';
+import { type Status, events } from '../support/views.ts';
 
 /**
  * A malfunction failover happens for errors that belong to the host, at most once
@@ -26,10 +26,6 @@ import type { Status, Ev } from '../support/views.ts';
 const SLOT = 48;
 const WINDOW_MS = 2000;
 const NEVER = ['failover-deferred', 'failover-blocked', 'failover-failed', 'restore-started', 'switchover-started', 'errors-follow-request'];
-
-async function events(cluster: Cluster): Promise<Ev[]> {
-  return (await api<{ events: Ev[] }>(cluster, '/v1/events?limit=5000')).events;
-}
 
 function setImmutable(files: string[], on: boolean): void {
   execFileSync('chattr', [on ? '+i' : '-i', ...files.filter((f) => fs.existsSync(f))]);

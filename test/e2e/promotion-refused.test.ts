@@ -1,6 +1,7 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { api, http, ports, startCluster, waitStreaming, waitUntil } from '../support/cluster.ts';
+import { newestPointAfter } from '../support/views.ts';
 import { missingOrders, startLoad } from '../support/load.ts';
 import type { Status, Ev, Runbook } from '../support/views.ts';
 
@@ -37,7 +38,7 @@ test(
       '100 orders in a restore point',
       async () => {
         const a = load.result.acked[99];
-        return !!a && ((await api<{ points: { takenAt: number }[] }>(cluster, '/v1/sites/shop/backups')).points[0]?.takenAt ?? 0) > a.ackAt;
+        return !!a && (await newestPointAfter(cluster, a.ackAt));
       },
       20_000,
       100,

@@ -3,6 +3,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { test } from 'node:test';
 import { api, http, ports, startCluster, waitStreaming, waitUntil } from '../support/cluster.ts';
+import { newestPointAfter } from '../support/views.ts';
 import { missingOrders, startLoad } from '../support/load.ts';
 import type { Ev } from '../support/views.ts';
 
@@ -58,11 +59,7 @@ test(
       "orders checkpointed into the primary's orders.db, and a restore point holding 150 of them",
       async () => {
         const a = load.result.acked[149];
-        return (
-          !!a &&
-          fs.statSync(primaryDb).size >= 24 * 4096 &&
-          ((await api<{ points: { takenAt: number }[] }>(cluster, '/v1/sites/shop/backups')).points[0]?.takenAt ?? 0) > a.ackAt
-        );
+        return !!a && fs.statSync(primaryDb).size >= 24 * 4096 && (await newestPointAfter(cluster, a.ackAt));
       },
       30_000,
       100,

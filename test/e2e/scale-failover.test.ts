@@ -1,9 +1,9 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { api, sleep, startCluster, waitStreaming, waitUntil, type Cluster } from '../support/cluster.ts';
+import { api, sleep, startCluster, waitStreaming, waitUntil } from '../support/cluster.ts';
 import { dutyCycle } from '../support/duty-cycle.ts';
 import { startReadLoad } from '../support/read-load.ts';
-import type { Status, Ev } from '../support/views.ts';
+import { type Status, type Ev, events } from '../support/views.ts';
 
 /**
  * a failover of a site that has a reader drops the reader (it never follows
@@ -12,10 +12,6 @@ import type { Status, Ev } from '../support/views.ts';
  * cause stale-epoch) and powers it off. No read is answered by it once the new
  * primary is routed; the failover target is the standby, never the reader.
  */
-
-async function events(cluster: Cluster): Promise<Ev[]> {
-  return (await api<{ events: Ev[] }>(cluster, '/v1/events?limit=5000')).events;
-}
 
 test('failover of a site with a reader: the reader is dropped, not moved', { timeout: 150_000 }, async (t) => {
   const cluster = await startCluster({

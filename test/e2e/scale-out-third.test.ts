@@ -1,10 +1,10 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { request } from 'undici';
-import { api, http, sleep, startCluster, waitStreaming, waitUntil, type Cluster } from '../support/cluster.ts';
+import { api, http, sleep, startCluster, waitStreaming, waitUntil } from '../support/cluster.ts';
 import { dutyCycle } from '../support/duty-cycle.ts';
 import { startReadLoad } from '../support/read-load.ts';
-import type { Status, Ev } from '../support/views.ts';
+import { type Status, type Ev, events } from '../support/views.ts';
 
 /**
  * slower still — the primary stays slow after the first reader (it still
@@ -14,10 +14,6 @@ import type { Status, Ev } from '../support/views.ts';
  * only the read-only portion) is answered by the primary, and a write's answer
  * carries the read-your-writes cookie. Not expected: a failover, a fence, a 4th host.
  */
-
-async function events(cluster: Cluster): Promise<Ev[]> {
-  return (await api<{ events: Ev[] }>(cluster, '/v1/events?limit=5000')).events;
-}
 
 test('scale-out, slower still: a third host is added, up to scale.max', { timeout: 150_000 }, async (t) => {
   const cluster = await startCluster({

@@ -1,9 +1,9 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { api, http, sleep, startCluster, waitStreaming, waitUntil, type Cluster } from '../support/cluster.ts';
+import { api, http, sleep, startCluster, waitStreaming, waitUntil } from '../support/cluster.ts';
 import { dutyCycle } from '../support/duty-cycle.ts';
 import { p95, startReadLoad } from '../support/read-load.ts';
-import type { Status, Ev } from '../support/views.ts';
+import { type Status, type Ev, events, waitEvent } from '../support/views.ts';
 
 /**
  * the primary slowed for real (a SIGSTOP/SIGCONT duty cycle on its whole
@@ -15,10 +15,6 @@ import type { Status, Ev } from '../support/views.ts';
  */
 
 const THRESHOLD_MS = 100;
-
-async function events(cluster: Cluster): Promise<Ev[]> {
-  return (await api<{ events: Ev[] }>(cluster, '/v1/events?limit=5000')).events;
-}
 
 test(
   'scale-out: a slowed primary gets a reader; GETs on both, POSTs on the primary; the reader is given back after the load',
@@ -122,17 +118,7 @@ test(
     const loadEnd = Date.now();
 
     // The load is gone: after the stabilization window, the reader is drained and powered off.
-    const removed = await waitUntil(
-      'the reader given back (scale-in-complete)',
-      async () => {
-        evs = await events(cluster);
-        return evs.find((e) => e.kind === 'scale-in-complete') ?? null;
-      },
-      45_000,
-      250,
-    ).catch((e: Error) => {
-      throw new Error(`${e.message}\nevents:\n${evs.map((x) => `${x.kind}: ${x.message}`).join('\n')}`);
-    });
+    const removed = await waitEvent(cluster, 'the reader given back (scale-in-complete)', (e) => e.kind === 'scale-in-complete', 45_000, 250);
     t.diagnostic(`scale-in ${removed.at - loadEnd} ms after the load ended: ${removed.message}`);
     assert.equal(removed.host, 'h3');
     assert.equal(removed.data.cause, 'low-load');

@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { api, http, sleep, startCluster, waitUntil, type Cluster } from '../support/cluster.ts';
-import type { Status, Ev } from '../support/views.ts';
+import { type Status, events } from '../support/views.ts';
 
 /**
  * two sites, one shared spare. Both primaries are SIGKILLed, one after
@@ -57,10 +57,6 @@ ${['shop', 'outlet']
   .join('')}`;
 
 const siteOf = (st: Status, name: string) => st.sites.find((s) => s.name === name)!;
-
-async function events(cluster: Cluster): Promise<Ev[]> {
-  return (await api<{ events: Ev[] }>(cluster, '/v1/events')).events;
-}
 
 /**
  * Watches the spare every 100 ms until stopped: which apps its agent runs, which

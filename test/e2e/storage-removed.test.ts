@@ -3,6 +3,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { test } from 'node:test';
 import { api, http, ports, startCluster, waitStreaming, waitUntil } from '../support/cluster.ts';
+import { newestPointAfter } from '../support/views.ts';
 import { missingOrders, startLoad } from '../support/load.ts';
 import type { Ev } from '../support/views.ts';
 
@@ -38,7 +39,7 @@ test(
       '150 orders in a restore point',
       async () => {
         const a = load.result.acked[149];
-        return !!a && ((await api<{ points: { takenAt: number }[] }>(cluster, '/v1/sites/shop/backups')).points[0]?.takenAt ?? 0) > a.ackAt;
+        return !!a && (await newestPointAfter(cluster, a.ackAt));
       },
       20_000,
       100,

@@ -9,7 +9,7 @@ import { missingOrders, startLoad, type AckedOrder } from '../support/load.ts';
 import { inspectWalChain } from '../../src/storage/wal-chain-check.ts';
 import { WAL_HEADER_SIZE, frameOffset, parseWalHeader, scanFrames } from '../../src/storage/wal-format.ts';
 import { readWalIndexHeader } from '../../src/storage/wal-index.ts';
-import type { Status, Ev } from '../support/views.ts';
+import { type Status, events, waitEvent, newestPointAfter } from '../support/views.ts';
 
 /**
  * Damage at rest in the shop's orders.db and orders.db-wal, written with plain fs writes of
@@ -27,7 +27,6 @@ import type { Status, Ev } from '../support/views.ts';
 const VERIFICATION_BUDGET_MS = 2500;
 const ACTIONS = /^(failover|restore|switchover|promotion)-/;
 
-const events = async (c: Cluster): Promise<Ev[]> => (await api<{ events: Ev[] }>(c, '/v1/events')).events;
 const volA = (c: Cluster): string => path.join(c.dir, 'array-a', 'volumes', 'shop');
 const volB = (c: Cluster): string => path.join(c.dir, 'array-b', 'replicas', 'shop');
 
@@ -126,10 +125,6 @@ function freshOpenProof(t: TestContext, dir: string, damages: Damage[]): { damag
   return { damaged: count('d'), undamaged: count('u') };
 }
 
-async function waitEvent(c: Cluster, what: string, pred: (e: Ev) => boolean, timeoutMs: number): Promise<Ev> {
-  return waitUntil(what, async () => (await events(c)).find(pred), timeoutMs, 50);
-}
-
 async function serving(c: Cluster): Promise<Status> {
   return waitUntil(
     'serving, replication streaming with no lag',
@@ -193,7 +188,7 @@ test(
           committedFrames(volA(cluster)).frames >= 40 &&
           dbRunToDamage(volA(cluster)) !== null &&
           dbRunToDamage(volB(cluster)) !== null &&
-          ((await api<{ points: { takenAt: number }[] }>(cluster, '/v1/sites/shop/backups')).points[0]?.takenAt ?? 0) > a.ackAt
+          (await newestPointAfter(cluster, a.ackAt))
         );
       },
       40_000,

@@ -1,6 +1,6 @@
 import type { StatusView } from '../../src/controller/status-view.ts';
 import type { EventRecord, RunbookView } from '../../src/state/state-store.ts';
-import { api, type Cluster } from './cluster.ts';
+import { api, waitUntil, type Cluster } from './cluster.ts';
 
 /**
  * Test support: what the controller API answers, typed from the product's own
@@ -16,12 +16,34 @@ export function status(c: Cluster): Promise<Status> {
   return api<Status>(c, '/v1/status');
 }
 
-/** `GET /v1/events?after=N` (oldest first). */
+/** `GET /v1/events?after=N` (oldest first, at most 5000). */
 export async function events(c: Cluster, after = 0): Promise<Ev[]> {
-  return (await api<{ events: Ev[] }>(c, `/v1/events?after=${after}`)).events;
+  return (await api<{ events: Ev[] }>(c, `/v1/events?after=${after}&limit=5000`)).events;
+}
+
+/** The first event `pred` accepts, within `timeoutMs`; on timeout the error lists the events there were. */
+export async function waitEvent(c: Cluster, what: string, pred: (e: Ev) => boolean, timeoutMs: number, everyMs = 100): Promise<Ev> {
+  let seen: Ev[] = [];
+  return waitUntil(
+    what,
+    async () => {
+      seen = await events(c);
+      return seen.find(pred) ?? null;
+    },
+    timeoutMs,
+    everyMs,
+  ).catch((e: Error) => {
+    throw new Error(`${e.message}\nevents:\n${seen.map((x) => `${x.kind}: ${x.message}`).join('\n')}`, { cause: e });
+  });
 }
 
 /** `GET /v1/runbooks?site=S`, with their journals. */
 export async function runbooks(c: Cluster, site?: string): Promise<Runbook[]> {
   return (await api<{ runbooks: Runbook[] }>(c, `/v1/runbooks${site ? `?site=${encodeURIComponent(site)}` : ''}`)).runbooks;
+}
+
+/** Whether the site's newest restore point was taken after `at` (it holds what was acknowledged by then). */
+export async function newestPointAfter(c: Cluster, at: number, site = 'shop'): Promise<boolean> {
+  const { points } = await api<{ points: { takenAt: number }[] }>(c, `/v1/sites/${encodeURIComponent(site)}/backups`);
+  return (points[0]?.takenAt ?? 0) > at;
 }
