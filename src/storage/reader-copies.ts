@@ -13,6 +13,7 @@ import { applyFiles, replicaManifest, safeVolumePath } from './file-sync.ts';
 import { fsyncDir, TEMP_PREFIX } from './fs-durable.ts';
 import { KeyedLock } from './keyed-lock.ts';
 import { ReplicaDbWriter } from './replica-db-writer.ts';
+import { checkDbRel } from './replica-routes.ts';
 import { filesSchema, framesSchema, helloSchema, snapshotChunkSchema, snapshotCommitSchema } from './replica-protocol.ts';
 
 /**
@@ -273,10 +274,4 @@ export class ReaderCopies {
 function checkSite(site: string): string {
   if (!SITE_RE.test(site)) throw new UnderstudyError('US_BAD_REQUEST', `"${site}" is not a site name (letters, digits, '.', '_', '-')`);
   return site;
-}
-
-function checkDbRel(rel: string): string {
-  if (path.isAbsolute(rel) || rel.split(/[\\/]/).some((p) => p === '..' || p === ''))
-    throw new UnderstudyError('US_UNSAFE_PATH', `${rel}: not a database path inside the volume`);
-  return rel;
 }

@@ -59,6 +59,12 @@ export class ReplicaDbWriter {
   private readonly walPath: string;
   /** What the replica holds; unknown after a restart (the source then sends a snapshot). */
   private tail: Tail | null = null;
+  /**
+   * While frames are appended after it (`tail` is null until they are durable): the tail
+   * before the append. Its frames are not touched by the append, so the live check goes
+   * on judging them (an append that failed leaves `tail` null until the next snapshot).
+   */
+  private appendingAfter: Tail | null = null;
   /** The pages of the database at `tail` (page-record.ts); with `tail`, from what was received. */
   private record: PageRecord | null = null;
   /** Set when the copy failed its check: nothing is appended or folded until a new snapshot replaces it. */
@@ -107,7 +113,7 @@ export class ReplicaDbWriter {
 
   /** The WAL against the tail held (or the position acknowledged in an earlier run); the pages its frames hold. */
   private inspectWal(budget?: ChainExpectation['budget']): { problems: VerificationProblem[]; shadowed: ReadonlySet<number> | null } {
-    const t = this.tail;
+    const t = this.tail ?? this.appendingAfter;
     const known = t ? null : (this.opts.known?.() ?? null);
     const committed = t ? (t.hdr ? { salt1: t.hdr.salt1, salt2: t.hdr.salt2, frames: t.lastFrame } : { salt1: 0, salt2: 0, frames: 0 }) : null;
     const chain = inspectWalChain(this.dbPath, this.rel, { committed, known, ...(budget ? { budget } : {}) });
@@ -130,6 +136,7 @@ export class ReplicaDbWriter {
   private forgetDamaged(problems: VerificationProblem[]): void {
     this.damage = problems;
     this.tail = null;
+    this.appendingAfter = null;
     this.record = null;
     this.opts.onDamage?.(this.rel, problems);
   }
@@ -252,6 +259,7 @@ export class ReplicaDbWriter {
     await syncFile(dbTmp);
     if (walSize > 0) await syncFile(walTmp, WAL_PREALLOC_BYTES);
     this.tail = null;
+    this.appendingAfter = null;
     await removeDurable(this.walPath);
     await removeDurable(`${this.dbPath}-shm`);
     await fsp.rename(dbTmp, this.dbPath);
@@ -301,6 +309,7 @@ export class ReplicaDbWriter {
         throw e;
       }
     }
+    this.appendingAfter = newWal ? null : this.tail; // a new WAL replaces the file: nothing of the old one is left to judge
     this.tail = null; // unknown until the write is durable
     if (newWal) {
       const tmp = `${path.dirname(this.walPath)}/${TEMP_PREFIX}${path.basename(this.walPath)}-${generation}`;
@@ -351,6 +360,7 @@ export class ReplicaDbWriter {
       }
     }
     this.tail = { generation, hdr, lastFrame: scan.lastCommitIndex, checksum: scan.lastCommitChecksum };
+    this.appendingAfter = null;
     this.record?.applyFrames(frames);
     return scan.lastCommitIndex;
   }
@@ -389,6 +399,7 @@ export class ReplicaDbWriter {
   /** Forgets the in-memory tail (promotion, demotion). */
   reset(): void {
     this.tail = null;
+    this.appendingAfter = null;
     this.record = null;
   }
 }

@@ -20,22 +20,11 @@ import { applyTransform } from '../transform/index.ts';
 import { seedProblem } from '../shared/seed.ts';
 import { UnderstudyError, isUnderstudyError } from '../shared/errors.ts';
 import { JsonRouter, createJsonServer, listen, parseBody } from '../shared/http-json.ts';
-import { applyFiles, replicaManifest } from './file-sync.ts';
 import { fsyncDir, tempPathFor } from './fs-durable.ts';
 import { KeyedLock } from './keyed-lock.ts';
 import { ReplicaDbWriter } from './replica-db-writer.ts';
-import {
-  filesSchema,
-  framesSchema,
-  heldSchema,
-  helloSchema,
-  snapshotBaseSchema,
-  snapshotBlocksSchema,
-  snapshotChunkSchema,
-  snapshotCommitSchema,
-} from './replica-protocol.ts';
+import { registerReplicaRoutes } from './replica-routes.ts';
 import { LiveCopyCheck, type LiveCopyCheckOptions } from './live-copy-check.ts';
-import { baseVolumeDirs, findBaseDatabase, seedReplicaFiles } from './replica-base.ts';
 import { listDatabases, readDatabaseHeader } from './sqlite-file.ts';
 import { switchDatabasesToWal } from './wal-switch.ts';
 import { checkVolumeDatabases } from './volume-check.ts';
@@ -742,74 +731,13 @@ export class StorageProcessor {
     this.registerReaders(r); // reader copies, both sides
     this.drills.register(r); // rehearsal copies (drill-copies.ts)
 
-    r.on('POST', '/v1/replica/:site/hello', (q) => {
-      const b = parseBody(helloSchema, q.body);
-      return this.replicaOp(q.params.site!, b.epoch, async (v) => {
-        if (v.meta.source !== b.from) await this.persist(v, { source: b.from });
-        // Failback: an empty replica starts from the plain files of an older copy held here, so only what differs is sent.
-        const seeded = await seedReplicaFiles(v.dir, baseVolumeDirs(this.storage.path, v.meta.site));
-        if (seeded)
-          this.log.info(
-            { site: v.meta.site, from: seeded.from, files: seeded.files },
-            'replica seeded with the plain files of an older copy; only what differs will be sent',
-          );
-        return { files: await replicaManifest(v.dir) };
-      });
-    });
-    r.on('POST', '/v1/replica/:site/snapshot/base', (q) => {
-      const b = parseBody(snapshotBaseSchema, q.body);
-      return this.replicaOp(q.params.site!, b.epoch, async (v) => {
-        const rel = checkDbRel(b.db);
-        const from = findBaseDatabase(baseVolumeDirs(this.storage.path, v.meta.site), rel);
-        if (from === null) return { base: null };
-        const { size, hashes } = await this.writer(v, rel).prepareBase(b.generation, from, b.blockSize);
-        this.log.info({ site: v.meta.site, db: rel, from, size }, 'differential generation: an older copy of the database is the base');
-        return { base: { size, blockSize: b.blockSize, hashes: hashes.toString('base64') } };
-      });
-    });
-    r.on('POST', '/v1/replica/:site/snapshot/blocks', (q) => {
-      const b = parseBody(snapshotBlocksSchema, q.body);
-      return this.replicaOp(q.params.site!, b.epoch, async (v) => {
-        await this.writer(v, checkDbRel(b.db)).snapshotBlocks(b.generation, b.blockSize, b.indexes, Buffer.from(b.data, 'base64'));
-        return { ok: true };
-      });
-    });
-    r.on('POST', '/v1/replica/:site/snapshot/chunk', (q) => {
-      const b = parseBody(snapshotChunkSchema, q.body);
-      return this.replicaOp(q.params.site!, b.epoch, async (v) => {
-        await this.writer(v, checkDbRel(b.db)).snapshotChunk(b.generation, b.part, b.offset, Buffer.from(b.data, 'base64'));
-        return { ok: true };
-      });
-    });
-    r.on('POST', '/v1/replica/:site/snapshot/commit', (q) => {
-      const b = parseBody(snapshotCommitSchema, q.body);
-      return this.replicaOp(q.params.site!, b.epoch, async (v) => {
-        const lastFrame = await this.writer(v, checkDbRel(b.db)).snapshotCommit(b.generation, b.dbSize, b.dbSha256, b.walSize, b.diff === true, b.walEncoding);
-        this.vault.copyReplaced(v.meta.site); // a re-seeded copy: its last full verification no longer applies
-        return { lastFrame };
-      });
-    });
-    r.on('POST', '/v1/replica/:site/held', (q) => {
-      const b = parseBody(heldSchema, q.body);
-      return this.replicaOp(q.params.site!, b.epoch, async (v) => ({ lastFrame: this.writer(v, checkDbRel(b.db)).held(b.generation, b.lastFrame) }));
-    });
-    r.on('POST', '/v1/replica/:site/frames', (q) => {
-      const b = parseBody(framesSchema, q.body);
-      return this.replicaOp(q.params.site!, b.epoch, async (v) => ({
-        lastFrame: await this.writer(v, checkDbRel(b.db)).appendFrames(
-          b.generation,
-          b.newWal ? Buffer.from(b.newWal, 'base64') : undefined,
-          b.firstIndex,
-          Buffer.from(b.frames, 'base64'),
-        ),
-      }));
-    });
-    r.on('POST', '/v1/replica/:site/files', (q) => {
-      const b = parseBody(filesSchema, q.body);
-      return this.replicaOp(q.params.site!, b.epoch, async (v) => {
-        await applyFiles(v.dir, b);
-        return { ok: true };
-      });
+    registerReplicaRoutes<Volume>(r, {
+      storagePath: this.storage.path,
+      log: this.log,
+      op: (site, epoch, fn) => this.replicaOp(site, epoch, fn),
+      persistSource: (v, from) => this.persist(v, { source: from }),
+      writer: (v, rel) => this.writer(v, rel),
+      copyReplaced: (site) => this.vault.copyReplaced(site),
     });
     return r;
   }
@@ -833,12 +761,6 @@ function unreplicatedDatabases(dir: string): DatabaseStatus[] {
 
 function checkSite(site: string): void {
   if (!SITE_RE.test(site)) throw new UnderstudyError('US_BAD_REQUEST', `"${site}" is not a site name (letters, digits, '.', '_', '-')`);
-}
-
-function checkDbRel(rel: string): string {
-  if (path.isAbsolute(rel) || rel.split(/[\\/]/).some((p) => p === '..' || p === ''))
-    throw new UnderstudyError('US_UNSAFE_PATH', `${rel}: not a database path inside the volume`);
-  return rel;
 }
 
 /** Creates a volume from a seed (or empty) in a temp dir, checks it, then renames it into place. */

@@ -19,6 +19,9 @@ import { registerVaultRoutes } from './vault-routes.ts';
 import { VaultStore } from './vault-store.ts';
 import { captureVolume, type CaptureKnowledge } from './volume-capture.ts';
 import { verifyVolume } from './volume-verifier.ts';
+
+/** How long a damaged live check result is shown at least, before a good one replaces it. */
+const DAMAGE_SHOWN_MS = 2000;
 import { background } from '../../shared/background.ts';
 
 /**
@@ -146,6 +149,10 @@ export class VaultService {
       this.live.delete(site);
       return;
     }
+    // Damage stays visible for a while even when the copy is repaired at once (a replica
+    // that found it while folding its WAL is re-seeded within a second): the controller,
+    // which polls every 250 ms, must see it to tell the operator.
+    if (result.ok && before && !before.ok && Date.now() - before.checkedAt < DAMAGE_SHOWN_MS) return;
     if (!found || !before || before.ok) this.live.set(site, result);
     if (!result.ok && before?.ok !== false) {
       const info = this.host.volumeInfo(site);
