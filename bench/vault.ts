@@ -97,7 +97,11 @@ async function main(): Promise<void> {
   const config: UnderstudyConfig = {
     file: '(bench)',
     baseDir: root,
-    controller: { listen: { host: '127.0.0.1', port: 1 }, stateDir: path.join(root, 'state'), failover: { cooldownMs: 0, flapWindowMs: 0, flapBackoffMs: 0 } },
+    controller: {
+      listen: { host: '127.0.0.1', port: 1 },
+      stateDir: path.join(root, 'state'),
+      failover: { cooldownMs: 0, flapWindowMs: 0, flapBackoffMs: 0, drainTimeoutMs: 0 },
+    },
     director: { listen: { host: '127.0.0.1', port: 2 }, holdMaxRequests: 10, holdTimeoutMs: 1000 },
     storage: Object.fromEntries(
       names.map((n, i) => [n, { name: n, path: path.join(root, n), listen: { host: '127.0.0.1', port: ports[i]! }, backup: n === 'vault' }]),

@@ -189,6 +189,7 @@ export function compileConfig(parsed: ParsedSections, where: { file: string; bas
         cooldownMs: c.failover.cooldown,
         flapWindowMs: c.failover.flapWindow,
         flapBackoffMs: c.failover.flapBackoff ?? c.failover.cooldown,
+        drainTimeoutMs: c.failover.drainTimeout,
       },
     },
     cluster: {

@@ -68,13 +68,16 @@ const recordKey = z.string().regex(NAME_RE, { error: NAME_MESSAGE });
  * flap (an independent crash is not held back, see ActionGovernor). `flapWindow`: a
  * host that fails again this soon after it was trusted again flaps and is held out.
  * `flapBackoff`: that hold-out after the first flap, doubling at each further one
- * (up to 10 minutes); absent: the cooldown.
+ * (up to 10 minutes); absent: the cooldown. `drainTimeout`: how long a failover waits,
+ * once the old host is fenced, for its storage system to ship the last writes to the
+ * replica before the replica is promoted (off: never wait).
  */
 const failover = z
   .strictObject({
     cooldown: durationOrOff.default(10_000),
     flapWindow: durationOrOff.default(300_000),
     flapBackoff: durationOrOff.optional(),
+    drainTimeout: durationOrOff.default(1000),
   })
   .prefault({});
 

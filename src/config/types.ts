@@ -51,6 +51,14 @@ export interface FailoverGovernance {
   flapWindowMs: number;
   /** How long a host that flapped is held out after its first flap; doubles at each further one, up to 10 minutes. @default `cooldownMs` */
   flapBackoffMs: number;
+  /**
+   * Once the old host is fenced (nothing more can be written), how long the failover
+   * waits for the old host's storage system, when it still answers, to ship its last
+   * writes to the replica before the replica is promoted. A storage system that went
+   * down with the host answers at once (refused) or not at all (this bound). 0: never
+   * wait, promote what the replica holds. @default 1000 (`drainTimeout: 1s`)
+   */
+  drainTimeoutMs: number;
 }
 
 export interface DirectorConfig {

@@ -57,8 +57,8 @@ export class PartClients {
     return callJson(`${this.storageUrl(storage)}/v1/volumes/${site}/promote`, { body: { epoch }, timeoutMs: 30_000 });
   }
   /** Waits until the replica has confirmed everything committed on this primary volume so far. */
-  confirm(storage: string, site: string, timeoutMs: number): Promise<unknown> {
-    return callJson(`${this.storageUrl(storage)}/v1/volumes/${site}/confirm`, { body: { timeoutMs }, timeoutMs: timeoutMs + 2000 });
+  confirm(storage: string, site: string, timeoutMs: number, opts: { callTimeoutMs?: number } = {}): Promise<unknown> {
+    return callJson(`${this.storageUrl(storage)}/v1/volumes/${site}/confirm`, { body: { timeoutMs }, timeoutMs: opts.callTimeoutMs ?? timeoutMs + 2000 });
   }
   restore(storage: string, site: string, body: RestoreRequest): Promise<RestoreResponse> {
     return callJson(`${this.storageUrl(storage)}/v1/volumes/${site}/restore`, { body, timeoutMs: 600_000 });

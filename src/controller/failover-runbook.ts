@@ -32,6 +32,8 @@ export interface FailoverData extends Record<string, unknown> {
   newEpoch?: number;
   newReplicaStorage?: string | null;
   fenceConfirmed?: boolean;
+  /** Whether the old host's storage system shipped its last writes to the replica before the promotion, and in how long. */
+  drain?: { shipped: boolean; ms: number; error?: string; skipped?: string };
   transformChanges?: unknown[];
   /** When the director was routed to the target (serving again). */
   routedAt?: number;
@@ -127,6 +129,10 @@ export class FailoverRunbook extends JournaledRunbook<FailoverData> {
       }
 
       if (!d.replicaRefused) {
+        await step('drain', async () => {
+          d.drain = await this.drainOldCopy();
+          return d.drain;
+        });
         try {
           await new TakeoverSteps(this.deps, site, d.target!, d.newEpoch!).runJournaled(step, d.oldPrimary, d);
         } catch (e) {
@@ -152,6 +158,7 @@ export class FailoverRunbook extends JournaledRunbook<FailoverData> {
           servingAgainMs: (d.routedAt ?? Date.now()) - d.detectedAt,
           replicationLagMsAtFailure: d.replicationLagMsAtFailure ?? null,
           replicationLagOfAtFailure: d.replicationLagOfAtFailure ?? null,
+          tailShipped: d.drain?.shipped ?? null,
           unprotectedAtFailure: d.unprotectedAtFailure ?? [],
         };
         const lagOf = figures.replicationLagOfAtFailure ? ` (${figures.replicationLagOfAtFailure})` : '';
@@ -163,7 +170,7 @@ export class FailoverRunbook extends JournaledRunbook<FailoverData> {
           site,
           host: d.target!,
           kind: 'failover-complete',
-          message: `${site} failed over from ${d.oldPrimary} to ${d.target} (epoch ${d.newEpoch}): detected in ≤${figures.detectionMs} ms, serving again ${figures.servingAgainMs} ms after detection, replication lag at failure ${figures.replicationLagMsAtFailure ?? 'unknown'} ms${lagOf}${unprotected}`,
+          message: `${site} failed over from ${d.oldPrimary} to ${d.target} (epoch ${d.newEpoch}): detected in ≤${figures.detectionMs} ms, serving again ${figures.servingAgainMs} ms after detection, replication lag at failure ${figures.replicationLagMsAtFailure ?? 'unknown'} ms${lagOf}${d.drain?.shipped && !d.drain.skipped ? `, shipped by the old storage before the promotion (${d.drain.ms} ms)` : ''}${unprotected}`,
           data: {
             ...figures,
             from: d.oldPrimary,
@@ -194,6 +201,40 @@ export class FailoverRunbook extends JournaledRunbook<FailoverData> {
         data: { code: err.code ?? 'US_INTERNAL' },
       });
       throw e;
+    }
+  }
+
+  /**
+   * Once the old host is fenced nothing more is written to its volume, but what it
+   * wrote last may not have reached the replica yet (the replication lag). When the
+   * old host's storage system survived the host, it ships that tail now, so an
+   * asynchronous failover loses nothing; one that went down with the host, or does
+   * not answer within controller.failover.drainTimeout, costs that bound at most, and
+   * the replica is promoted with what it holds. Never fails the failover.
+   */
+  private async drainOldCopy(): Promise<NonNullable<FailoverData['drain']>> {
+    const { config, clients, store } = this.deps;
+    const site = this.rb.site;
+    const d = this.journal.data;
+    const timeoutMs = config.controller.failover.drainTimeoutMs;
+    const oldStorage = config.hosts[d.oldPrimary]!.storage;
+    if (timeoutMs === 0) return { shipped: false, ms: 0, skipped: 'controller.failover.drainTimeout is off' };
+    if (config.hosts[d.target!]!.storage === oldStorage) return { shipped: true, ms: 0, skipped: 'the target uses the old host’s own storage' };
+    const t0 = Date.now();
+    try {
+      await clients.confirm(oldStorage, site, timeoutMs, { callTimeoutMs: timeoutMs + 250 });
+      return { shipped: true, ms: Date.now() - t0 };
+    } catch (e) {
+      const ms = Date.now() - t0;
+      const error = (e as Error).message;
+      store.addEvent({
+        site,
+        host: d.oldPrimary,
+        kind: 'drain-incomplete',
+        message: `${oldStorage} did not ship ${site}'s last writes to the replica (${error}); the replica is promoted with what it holds: writes of the last ${d.replicationLagMsAtFailure ?? 'unknown'} ms before the failure may be missing`,
+        data: { storage: oldStorage, error, ms },
+      });
+      return { shipped: false, ms, error };
     }
   }
 

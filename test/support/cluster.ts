@@ -62,7 +62,7 @@ export interface ClusterOptions {
   /** The default config's `cluster:` section (secret, TLS), as the config takes it. */
   cluster?: { secret?: { file: string } | { env: string }; tls?: { ca: string; cert: string; key: string } };
   /** `controller.failover`, as YAML durations: { cooldown: '8s' }. */
-  failover?: { cooldown?: string; flapWindow?: string; flapBackoff?: string };
+  failover?: { cooldown?: string; flapWindow?: string; flapBackoff?: string; drainTimeout?: string };
 }
 
 export interface Cluster {

@@ -5,14 +5,21 @@ import { MINIMAL, cleanup, lines, load } from './helpers.ts';
 after(cleanup);
 
 test('controller.failover: documented defaults (cooldown 10s, flap window 5m, backoff = the cooldown)', () => {
-  assert.deepEqual(load(MINIMAL).controller.failover, { cooldownMs: 10_000, flapWindowMs: 300_000, flapBackoffMs: 10_000 });
+  assert.deepEqual(load(MINIMAL).controller.failover, { cooldownMs: 10_000, flapWindowMs: 300_000, flapBackoffMs: 10_000, drainTimeoutMs: 1000 });
 });
 
 test('controller.failover: durations in ms; 0s turns a setting off; the backoff follows the cooldown unless written', () => {
   const at = (failover: string) => load(`controller: { failover: ${failover} }\n${MINIMAL}`).controller.failover;
-  assert.deepEqual(at('{ cooldown: 30s }'), { cooldownMs: 30_000, flapWindowMs: 300_000, flapBackoffMs: 30_000 });
-  assert.deepEqual(at('{ cooldown: 0s, flapWindow: 1m }'), { cooldownMs: 0, flapWindowMs: 60_000, flapBackoffMs: 0 });
-  assert.deepEqual(at('{ cooldown: 5s, flapWindow: 2m, flapBackoff: 1m30s }'), { cooldownMs: 5000, flapWindowMs: 120_000, flapBackoffMs: 90_000 });
+  assert.deepEqual(at('{ cooldown: 30s }'), { cooldownMs: 30_000, flapWindowMs: 300_000, flapBackoffMs: 30_000, drainTimeoutMs: 1000 });
+  assert.deepEqual(at('{ cooldown: 0s, flapWindow: 1m }'), { cooldownMs: 0, flapWindowMs: 60_000, flapBackoffMs: 0, drainTimeoutMs: 1000 });
+  assert.deepEqual(at('{ cooldown: 5s, flapWindow: 2m, flapBackoff: 1m30s }'), {
+    cooldownMs: 5000,
+    flapWindowMs: 120_000,
+    flapBackoffMs: 90_000,
+    drainTimeoutMs: 1000,
+  });
+  assert.equal(at('{ drainTimeout: 250ms }').drainTimeoutMs, 250);
+  assert.equal(at('{ drainTimeout: 0s }').drainTimeoutMs, 0);
 });
 
 test('controller.failover: a bad value is reported at its place, never replaced by a default', () => {

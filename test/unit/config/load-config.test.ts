@@ -18,7 +18,7 @@ test('defaults: every optional field gets its documented default', () => {
     listen: { host: '127.0.0.1', port: 7070 },
     token: null,
     stateDir: path.join(base, '.understudy/state'),
-    failover: { cooldownMs: 10_000, flapWindowMs: 300_000, flapBackoffMs: 10_000 },
+    failover: { cooldownMs: 10_000, flapWindowMs: 300_000, flapBackoffMs: 10_000, drainTimeoutMs: 1000 },
   });
   assert.deepEqual(c.director, { listen: { host: '127.0.0.1', port: 7071 }, holdMaxRequests: 1000, holdTimeoutMs: 5000 });
   assert.deepEqual(c.storage['array-a'], { name: 'array-a', path: path.join(base, 'data/array-a'), listen: { host: '127.0.0.1', port: 7100 }, backup: false });
@@ -104,7 +104,7 @@ sites:
     listen: { host: '127.0.0.1', port: 9070 },
     token: null,
     stateDir: '/var/lib/us',
-    failover: { cooldownMs: 10_000, flapWindowMs: 300_000, flapBackoffMs: 10_000 },
+    failover: { cooldownMs: 10_000, flapWindowMs: 300_000, flapBackoffMs: 10_000, drainTimeoutMs: 1000 },
   });
   assert.deepEqual(c.director, { listen: { host: '::1', port: 9071 }, holdMaxRequests: 10, holdTimeoutMs: 1500 });
   assert.deepEqual(c.storage.a?.listen, { host: '127.0.0.1', port: 9100 });

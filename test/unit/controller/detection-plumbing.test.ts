@@ -120,7 +120,7 @@ function config(): UnderstudyConfig {
   const host = (name: string, storage: string) => ({ name, address: '127.0.0.1', storage });
   const probe = { path: '/healthz', everyMs: 100, timeoutMs: 300, fall: 2, rise: 3 };
   return {
-    controller: { failover: { cooldownMs: 10_000, flapWindowMs: 300_000, flapBackoffMs: 10_000 } },
+    controller: { failover: { cooldownMs: 10_000, flapWindowMs: 300_000, flapBackoffMs: 10_000, drainTimeoutMs: 1000 } },
     hosts: { h1: host('h1', 'a'), h2: host('h2', 'b'), h3: host('h3', 'b'), h4: host('h4', 'a') },
     sites: { shop: { name: 'shop', primary: 'h1', standby: ['h2', 'h3', 'h4'], health: { probe }, scale: { max: 1, cooldownMs: 30_000 } } },
   } as unknown as UnderstudyConfig;

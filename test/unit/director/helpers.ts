@@ -20,7 +20,11 @@ export function makeConfig(opts: { sites?: string[]; holdMaxRequests?: number; h
   return {
     file: '/dev/null',
     baseDir: process.cwd(),
-    controller: { listen: { host: '127.0.0.1', port: 0 }, stateDir: '/tmp/unused', failover: { cooldownMs: 0, flapWindowMs: 0, flapBackoffMs: 0 } },
+    controller: {
+      listen: { host: '127.0.0.1', port: 0 },
+      stateDir: '/tmp/unused',
+      failover: { cooldownMs: 0, flapWindowMs: 0, flapBackoffMs: 0, drainTimeoutMs: 0 },
+    },
     director: { listen: { host: '127.0.0.1', port: 0 }, holdMaxRequests: opts.holdMaxRequests ?? 1000, holdTimeoutMs: opts.holdTimeoutMs ?? 5000 },
     storage: {},
     hosts: {},

@@ -63,7 +63,11 @@ function makeConfig(root: string, pa: number, pb: number): UnderstudyConfig {
   return {
     file: path.join(root, 'understudy.yaml'),
     baseDir: root,
-    controller: { listen: { host: '127.0.0.1', port: 0 }, stateDir: path.join(root, 'state'), failover: { cooldownMs: 0, flapWindowMs: 0, flapBackoffMs: 0 } },
+    controller: {
+      listen: { host: '127.0.0.1', port: 0 },
+      stateDir: path.join(root, 'state'),
+      failover: { cooldownMs: 0, flapWindowMs: 0, flapBackoffMs: 0, drainTimeoutMs: 0 },
+    },
     director: { listen: { host: '127.0.0.1', port: 0 }, holdMaxRequests: 1000, holdTimeoutMs: 5000 },
     storage: {
       'array-a': { name: 'array-a', path: path.join(root, 'a'), listen: { host: '127.0.0.1', port: pa }, backup: false },

@@ -26,7 +26,11 @@ export function makeConfig(storages: { name: string; path: string; port: number 
   return {
     file: '/test/understudy.yaml',
     baseDir: '/test',
-    controller: { listen: { host: '127.0.0.1', port: 1 }, stateDir: '/test/state', failover: { cooldownMs: 0, flapWindowMs: 0, flapBackoffMs: 0 } },
+    controller: {
+      listen: { host: '127.0.0.1', port: 1 },
+      stateDir: '/test/state',
+      failover: { cooldownMs: 0, flapWindowMs: 0, flapBackoffMs: 0, drainTimeoutMs: 0 },
+    },
     director: { listen: { host: '127.0.0.1', port: 2 }, holdMaxRequests: 10, holdTimeoutMs: 1000 },
     storage: Object.fromEntries(storages.map((s) => [s.name, { name: s.name, path: s.path, listen: { host: '127.0.0.1', port: s.port }, backup: false }])),
     hosts: {},
