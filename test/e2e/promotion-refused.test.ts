@@ -1,9 +1,9 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { api, http, ports, startCluster, waitStreaming, waitUntil } from '../support/cluster.ts';
-import { newestPointAfter } from '../support/views.ts';
-import { missingOrders, startLoad } from '../support/load.ts';
-import type { Status, Ev, Runbook } from '../support/views.ts';
+import { api, orderTakenBy, startCluster, waitStreaming, waitUntil } from '../support/cluster.ts';
+import { events, runbooks, status, waitEvent } from '../support/views.ts';
+import { startLoad } from '../support/load.ts';
+import { EVERY_SECOND, damageReplica, ordersBeforePoint, waitOrdersInPoint } from '../support/restore-points.ts';
 
 /**
  * Verification before any promotion, deterministically: the replica is made
@@ -23,56 +23,39 @@ test(
   async (t) => {
     const cluster = await startCluster({
       slot: 17,
-      backup: { every: '1s', keep: 5 },
+      backup: EVERY_SECOND,
       env: { UNDERSTUDY_TEST_HOOKS: '1', UNDERSTUDY_FAULT_PAUSE_AFTER_STEP: 'replica-refused:4000' },
     });
     t.after(() => cluster.stop());
     await waitStreaming(cluster);
-    const events = async () => (await api<{ events: Ev[] }>(cluster, '/v1/events')).events;
     const load = startLoad(cluster.front, { workers: 2, maxMs: 45_000, tag: 'pr' });
-    let stopped = false;
-    t.after(async () => {
-      if (!stopped) await load.stop();
-    });
-    await waitUntil(
-      '100 orders in a restore point',
-      async () => {
-        const a = load.result.acked[99];
-        return !!a && (await newestPointAfter(cluster, a.ackAt));
-      },
-      20_000,
-      100,
-    );
+    t.after(() => load.stop());
+    await waitOrdersInPoint(cluster, load.result.acked, 100, 20_000);
 
-    const hook = await http(`http://127.0.0.1:${ports(17).storageB}/v1/test/volumes/shop/damage`, { method: 'POST', body: { db: 'orders.db' } });
-    assert.equal(hook.status, 200, JSON.stringify(hook.body));
-    const pid = (await api<Status>(cluster, '/v1/status')).hosts.find((h) => h.name === 'h1')!.pid!;
+    await damageReplica(17);
+    const pid = (await status(cluster)).hosts.find((h) => h.name === 'h1')!.pid!;
     assert.ok(pid > 0);
     process.kill(-pid, 'SIGKILL');
     const killedAt = Date.now();
 
     await waitUntil(
-      'replica-refused journaled',
-      async () =>
-        (await api<{ runbooks: Runbook[] }>(cluster, '/v1/runbooks')).runbooks.some((r) =>
-          r.journal.some((j) => j.step === 'replica-refused' && j.phase === 'end'),
-        ),
+      'replica-refused books',
+      async () => (await runbooks(cluster)).some((r) => r.journal.some((j) => j.step === 'replica-refused' && j.phase === 'end')),
       20_000,
       20,
     );
     const { pid: controllerPid } = await api<{ pid: number }>(cluster, '/healthz');
     process.kill(controllerPid, 'SIGKILL');
 
-    const done = await waitUntil(
+    const done = await waitEvent(
+      cluster,
       'the failover to end',
-      async () => (await events()).find((e) => ['restore-complete', 'failover-failed', 'failover-blocked', 'failover-complete'].includes(e.kind)),
+      (e) => ['restore-complete', 'failover-failed', 'failover-blocked', 'failover-complete'].includes(e.kind),
       40_000,
-      100,
     );
-    stopped = true;
     const r = await load.stop();
     assert.equal(done.kind, 'restore-complete', done.message);
-    const all = await events();
+    const all = await events(cluster);
     const refused = all.find((e) => e.kind === 'promotion-refused');
     assert.ok(refused, 'the promotion was refused');
     t.diagnostic(refused.message);
@@ -84,26 +67,23 @@ test(
       all.some((e) => e.kind === 'runbook-resumed'),
       'the runbook was resumed',
     );
-    assert.equal(all.filter((e) => e.kind === 'promotion-refused').length, 1, 'refused once, journaled once');
+    assert.equal(all.filter((e) => e.kind === 'promotion-refused').length, 1, 'refused once, books once');
     assert.equal(all.filter((e) => e.kind === 'restore-complete').length, 1, 'restored once');
-    const runbooks = (await api<{ runbooks: Runbook[] }>(cluster, '/v1/runbooks')).runbooks;
+    const books = await runbooks(cluster);
     assert.deepEqual(
-      runbooks.map((r) => `${r.kind}:${r.status}`),
+      books.map((r) => `${r.kind}:${r.status}`),
       ['failover:done'],
       'one runbook, resumed rather than started again',
     );
-    assert.equal(runbooks[0]!.journal.filter((j) => j.step === 'restore' && j.phase === 'end').length, 1);
+    assert.equal(books[0]!.journal.filter((j) => j.step === 'restore' && j.phase === 'end').length, 1);
     assert.equal(done.data.to, 'h2');
     const takenAt = Number(done.data.takenAt);
     assert.ok(takenAt <= killedAt);
 
-    const h2 = cluster.hostAddress('h2');
-    const w = await http(`${cluster.front}/api/orders`, { method: 'POST', body: { customer: 'after', items: [{ productId: 1, qty: 1 }] } });
-    assert.equal(w.status, 201);
-    assert.ok(w.servedBy?.startsWith(`${h2}:`), `served by h2 (${w.servedBy})`);
-    const before = r.acked.filter((o) => o.ackAt < takenAt);
+    await orderTakenBy(cluster, 'h2', 'after');
+    const { before, missing } = await ordersBeforePoint(cluster.front, r.acked, takenAt);
     assert.ok(before.length >= 100);
-    assert.deepEqual(await missingOrders(cluster.front, before), [], 'every order acknowledged before the restored point is there');
+    assert.deepEqual(missing, [], 'every order acknowledged before the restored point is there');
     t.diagnostic(
       `${r.acked.length} orders acknowledged, ${before.length} before the restored point; serving again ${Date.now() - killedAt} ms after the kill (upper bound; includes the controller killed in its pause after replica-refused and its restart by up)`,
     );

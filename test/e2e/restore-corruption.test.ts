@@ -2,10 +2,10 @@ import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import path from 'node:path';
 import { test } from 'node:test';
-import { api, http, ports, startCluster, waitStreaming, waitUntil } from '../support/cluster.ts';
-import { newestPointAfter } from '../support/views.ts';
-import { missingOrders, startLoad } from '../support/load.ts';
-import type { Ev } from '../support/views.ts';
+import { orderTakenBy, startCluster, waitStreaming } from '../support/cluster.ts';
+import { events, waitEvent } from '../support/views.ts';
+import { startLoad } from '../support/load.ts';
+import { EVERY_SECOND, damageReplica, ordersBeforePoint, waitOrdersInPoint, waitRestoreEnd } from '../support/restore-points.ts';
 
 /**
  * with replication running and restore points every second, the
@@ -42,42 +42,31 @@ test(
   "primary corrupt and replica unusable: corruption detected within the budget, the newest good restore point restored onto h2's storage, no order acknowledged before it lost",
   { timeout: 90_000 },
   async (t) => {
-    const cluster = await startCluster({ slot: 13, backup: { every: '1s', keep: 5 }, env: { UNDERSTUDY_TEST_HOOKS: '1' } });
+    const cluster = await startCluster({ slot: 13, backup: EVERY_SECOND, env: { UNDERSTUDY_TEST_HOOKS: '1' } });
     t.after(() => cluster.stop());
     await waitStreaming(cluster);
-    const events = async () => (await api<{ events: Ev[] }>(cluster, '/v1/events')).events;
 
     const load = startLoad(cluster.front, { workers: 2, maxMs: 45_000, tag: 'rc' });
-    let stopped = false;
-    t.after(async () => {
-      if (!stopped) await load.stop();
-    });
+    t.after(() => load.stop());
     // The shipper checkpoints the primary's WAL into orders.db every 1000 frames: until then the
     // db file is a few pages and the orders live in the WAL. Damage is meant for pages of the file.
     const primaryDb = path.join(cluster.dir, 'array-a', 'volumes', 'shop', 'orders.db');
-    await waitUntil(
-      "orders checkpointed into the primary's orders.db, and a restore point holding 150 of them",
-      async () => {
-        const a = load.result.acked[149];
-        return !!a && fs.statSync(primaryDb).size >= 24 * 4096 && (await newestPointAfter(cluster, a.ackAt));
-      },
-      30_000,
-      100,
-    );
+    await waitOrdersInPoint(cluster, load.result.acked, 150, 30_000, {
+      what: "orders checkpointed into the primary's orders.db",
+      holds: () => fs.statSync(primaryDb).size >= 24 * 4096,
+    });
 
     // The replica first (it takes no replication from here), then the primary, with orders still coming.
-    const storageB = `http://127.0.0.1:${ports(13).storageB}`;
-    const hook = await http(`${storageB}/v1/test/volumes/shop/damage`, { method: 'POST', body: { db: 'orders.db' } });
-    assert.equal(hook.status, 200, JSON.stringify(hook.body));
+    const hook = await damageReplica(13);
     const pages = damagePages(primaryDb);
     const corruptedAt = Date.now();
-    t.diagnostic(`replica damaged and frozen (${JSON.stringify(hook.body)}); ${pages} pages of the primary's orders.db damaged`);
+    t.diagnostic(`replica damaged and frozen (${JSON.stringify(hook)}); ${pages} pages of the primary's orders.db damaged`);
 
-    const detected = await waitUntil(
+    const detected = await waitEvent(
+      cluster,
       'the primary copy found corrupt',
-      async () => (await events()).find((e) => e.kind === 'corruption-detected' && e.data.role === 'primary'),
+      (e) => e.kind === 'corruption-detected' && e.data.role === 'primary',
       VERIFICATION_BUDGET_MS + 2000,
-      100,
     );
     const detectedAfterMs = Date.now() - corruptedAt;
     t.diagnostic(`corruption detected ≤ ${detectedAfterMs} ms after the damage: ${detected.message.slice(0, 200)}`);
@@ -85,17 +74,10 @@ test(
     assert.equal(detected.data.storage, 'array-a');
     assert.match(detected.message, /orders\.db/);
 
-    const done = await waitUntil(
-      'the site restored',
-      async () =>
-        (await events()).find((e) => ['restore-complete', 'restore-failed', 'failover-failed', 'failover-blocked', 'failover-complete'].includes(e.kind)),
-      40_000,
-      100,
-    );
-    stopped = true;
+    const done = await waitRestoreEnd(cluster, 40_000);
     const r = await load.stop();
     assert.equal(done.kind, 'restore-complete', done.message);
-    const all = await events();
+    const all = await events(cluster);
     const refused = all.find((e) => e.kind === 'promotion-refused');
     t.diagnostic(
       `path: ${refused ? `failover → replica refused at promotion → restore (${refused.message.slice(0, 160)})` : 'no replica verified good (its verification failed, or none ran yet) → restore'}`,
@@ -111,13 +93,9 @@ test(
     assert.ok(Number(done.data.lostMs) >= 0 && Number(done.data.lostMs) < 30_000, `time lost ${String(done.data.lostMs)} ms`);
 
     // Serves from h2, on the restored copy on array-b, and takes orders.
-    const h2 = cluster.hostAddress('h2');
-    const w = await http(`${cluster.front}/api/orders`, { method: 'POST', body: { customer: 'after-restore', items: [{ productId: 1, qty: 1 }] } });
-    assert.equal(w.status, 201);
-    assert.ok(w.servedBy?.startsWith(`${h2}:`), `served by h2 (${w.servedBy})`);
+    await orderTakenBy(cluster, 'h2', 'after-restore');
 
-    const before = r.acked.filter((o) => o.ackAt < takenAt);
-    const missing = await missingOrders(cluster.front, before);
+    const { before, missing } = await ordersBeforePoint(cluster.front, r.acked, takenAt);
     t.diagnostic(
       `${r.acked.length} orders acknowledged, ${before.length} before the restored point (${new Date(takenAt).toISOString()}); ${missing.length} of those missing; ${r.acked.length - before.length} after it (lost by design)`,
     );

@@ -2,10 +2,10 @@ import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import path from 'node:path';
 import { test } from 'node:test';
-import { api, http, ports, startCluster, waitStreaming, waitUntil } from '../support/cluster.ts';
-import { newestPointAfter } from '../support/views.ts';
-import { missingOrders, startLoad } from '../support/load.ts';
-import type { Ev } from '../support/views.ts';
+import { orderTakenBy, startCluster, waitStreaming } from '../support/cluster.ts';
+import { events, waitEvent } from '../support/views.ts';
+import { startLoad } from '../support/load.ts';
+import { EVERY_SECOND, damageReplica, ordersBeforePoint, waitOrdersInPoint, waitRestoreEnd } from '../support/restore-points.ts';
 
 /**
  * the primary storage system's directory is removed (rm -rf of
@@ -24,57 +24,36 @@ test(
   "primary storage directory removed: detected, restored from the vault onto h2's storage, serving again, no order acknowledged before the restored point lost",
   { timeout: 90_000 },
   async (t) => {
-    const cluster = await startCluster({ slot: 14, backup: { every: '1s', keep: 5 }, env: { UNDERSTUDY_TEST_HOOKS: '1' } });
+    const cluster = await startCluster({ slot: 14, backup: EVERY_SECOND, env: { UNDERSTUDY_TEST_HOOKS: '1' } });
     t.after(() => cluster.stop());
     await waitStreaming(cluster);
-    const events = async () => (await api<{ events: Ev[] }>(cluster, '/v1/events')).events;
 
     const load = startLoad(cluster.front, { workers: 2, maxMs: 45_000, tag: 'sr' });
-    let stopped = false;
-    t.after(async () => {
-      if (!stopped) await load.stop();
-    });
-    // Until a restore point holds at least 150 acknowledged orders.
-    await waitUntil(
-      '150 orders in a restore point',
-      async () => {
-        const a = load.result.acked[149];
-        return !!a && (await newestPointAfter(cluster, a.ackAt));
-      },
-      20_000,
-      100,
-    );
+    t.after(() => load.stop());
+    await waitOrdersInPoint(cluster, load.result.acked, 150, 20_000);
 
-    const hook = await http(`http://127.0.0.1:${ports(14).storageB}/v1/test/volumes/shop/damage`, { method: 'POST', body: { db: 'orders.db' } });
-    assert.equal(hook.status, 200, JSON.stringify(hook.body));
+    const hook = await damageReplica(14);
     const arrayA = path.join(cluster.dir, 'array-a');
     fs.rmSync(arrayA, { recursive: true, force: true });
     const removedAt = Date.now();
     assert.equal(fs.existsSync(arrayA), false);
-    t.diagnostic(`replica on array-b damaged and frozen (${JSON.stringify(hook.body)}); ${arrayA} removed`);
+    t.diagnostic(`replica on array-b damaged and frozen (${JSON.stringify(hook)}); ${arrayA} removed`);
 
-    const detected = await waitUntil(
+    const detected = await waitEvent(
+      cluster,
       'the primary copy found missing',
-      async () => (await events()).find((e) => e.kind === 'corruption-detected' && e.data.role === 'primary'),
+      (e) => e.kind === 'corruption-detected' && e.data.role === 'primary',
       DETECTION_BUDGET_MS + 2000,
-      100,
     );
     const detectedAfterMs = Date.now() - removedAt;
     t.diagnostic(`detected ≤ ${detectedAfterMs} ms after the removal: ${detected.message.slice(0, 200)}`);
     assert.ok(detectedAfterMs <= DETECTION_BUDGET_MS, `detected within the budget (${detectedAfterMs} ms)`);
     assert.equal(detected.data.storage, 'array-a');
 
-    const done = await waitUntil(
-      'the site restored',
-      async () =>
-        (await events()).find((e) => ['restore-complete', 'restore-failed', 'failover-failed', 'failover-blocked', 'failover-complete'].includes(e.kind)),
-      40_000,
-      100,
-    );
-    stopped = true;
+    const done = await waitRestoreEnd(cluster, 40_000);
     const r = await load.stop();
     assert.equal(done.kind, 'restore-complete', done.message);
-    const all = await events();
+    const all = await events(cluster);
     const refused = all.find((e) => e.kind === 'promotion-refused');
     t.diagnostic(
       `path: ${refused ? 'failover → replica refused at promotion → restore from the vault' : 'no replica verified good (its verification failed, or none ran yet) → restore from the vault'}`,
@@ -86,13 +65,10 @@ test(
     const takenAt = Number(done.data.takenAt);
     assert.ok(takenAt <= removedAt, 'the restored point was taken before the removal');
 
-    const h2 = cluster.hostAddress('h2');
-    const w = await http(`${cluster.front}/api/orders`, { method: 'POST', body: { customer: 'after-restore', items: [{ productId: 1, qty: 1 }] } });
-    assert.equal(w.status, 201, 'serving again, and taking orders');
-    assert.ok(w.servedBy?.startsWith(`${h2}:`), `served by h2 (${w.servedBy})`);
+    // Serving again, and taking orders.
+    await orderTakenBy(cluster, 'h2', 'after-restore');
 
-    const before = r.acked.filter((o) => o.ackAt < takenAt);
-    const missing = await missingOrders(cluster.front, before);
+    const { before, missing } = await ordersBeforePoint(cluster.front, r.acked, takenAt);
     t.diagnostic(
       `${r.acked.length} orders acknowledged, ${before.length} before the restored point (${new Date(takenAt).toISOString()}); ${missing.length} of those missing; ${r.acked.length - before.length} after it (lost by design: the old primary wrote them into removed files)`,
     );

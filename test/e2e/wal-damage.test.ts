@@ -9,7 +9,8 @@ import { missingOrders, startLoad, type AckedOrder } from '../support/load.ts';
 import { inspectWalChain } from '../../src/storage/wal-chain-check.ts';
 import { WAL_HEADER_SIZE, frameOffset, parseWalHeader, scanFrames } from '../../src/storage/wal-format.ts';
 import { readWalIndexHeader } from '../../src/storage/wal-index.ts';
-import { type Status, events, waitEvent, newestPointAfter } from '../support/views.ts';
+import { type Status, events, waitEvent } from '../support/views.ts';
+import { EVERY_SECOND, waitOrdersInPoint, waitRestoreEnd } from '../support/restore-points.ts';
 
 /**
  * Damage at rest in the shop's orders.db and orders.db-wal, written with plain fs writes of
@@ -168,32 +169,21 @@ test(
   'damage in the db file and the WAL of every live copy while the shop writes: found within the budget, the newest good restore point restored, no order acknowledged before it lost, also after a switchover reopens the db',
   { timeout: 180_000 },
   async (t) => {
-    const cluster = await startCluster({ slot: 37, backup: { every: '1s', keep: 5 } });
+    const cluster = await startCluster({ slot: 37, backup: EVERY_SECOND });
     t.after(() => cluster.stop());
     await waitStreaming(cluster);
     const load = startLoad(cluster.front, { workers: 2, maxMs: 90_000, tag: 'wd' });
-    let stopped = false;
-    t.after(async () => {
-      if (!stopped) await load.stop();
-    });
+    t.after(() => load.stop());
     // Until orders were checkpointed into the primary's orders.db (the shipper does it every
     // 1000 frames) and a restore point holds 150 of them.
-    await waitUntil(
-      'orders in orders.db and a restore point holding 150 of them',
-      async () => {
-        const a = load.result.acked[149];
-        return (
-          !!a &&
-          fs.statSync(path.join(volA(cluster), 'orders.db')).size >= 24 * 4096 &&
-          committedFrames(volA(cluster)).frames >= 40 &&
-          dbRunToDamage(volA(cluster)) !== null &&
-          dbRunToDamage(volB(cluster)) !== null &&
-          (await newestPointAfter(cluster, a.ackAt))
-        );
-      },
-      40_000,
-      100,
-    );
+    await waitOrdersInPoint(cluster, load.result.acked, 150, 40_000, {
+      what: 'orders in orders.db and frames in its WAL, pages to damage on both copies',
+      holds: () =>
+        fs.statSync(path.join(volA(cluster), 'orders.db')).size >= 24 * 4096 &&
+        committedFrames(volA(cluster)).frames >= 40 &&
+        dbRunToDamage(volA(cluster)) !== null &&
+        dbRunToDamage(volB(cluster)) !== null,
+    });
 
     const onA = [damageWal(volA(cluster)), damageDb(volA(cluster))];
     const onB = [damageWal(volB(cluster)), damageDb(volB(cluster))];
@@ -222,13 +212,7 @@ test(
     assert.equal(detected.data.storage, 'array-a');
     assert.match(detected.message, /orders\.db-wal: wal-frame \(frame \d+ \(page \d+\) does not verify/);
 
-    const done = await waitEvent(
-      cluster,
-      'the site restored',
-      (e) => ['restore-complete', 'restore-failed', 'failover-failed', 'failover-blocked', 'failover-complete'].includes(e.kind),
-      60_000,
-    );
-    stopped = true;
+    const done = await waitRestoreEnd(cluster, 60_000);
     const r = await load.stop();
     assert.equal(done.kind, 'restore-complete', done.message);
     t.diagnostic(done.message);
@@ -283,10 +267,7 @@ test(
     await waitStreaming(cluster);
     const firstEvent = Math.max(0, ...(await events(cluster)).map((e) => e.id));
     const load = startLoad(cluster.front, { workers: 2, maxMs: 60_000, tag: 'wr' });
-    let stopped = false;
-    t.after(async () => {
-      if (!stopped) await load.stop();
-    });
+    t.after(() => load.stop());
     await waitUntil(
       "150 orders, frames in the replica's WAL",
       async () => load.result.acked.length >= 150 && committedFrames(volB(cluster)).frames >= 40,
@@ -328,7 +309,6 @@ test(
       `re-seeded (${reseed.kind}, ${reseed.bytesSent} bytes sent) ${reseed.at - damagedAt} ms after the damage; verification-ok ${ok.at - damagedAt} ms after`,
     );
 
-    stopped = true;
     const r = await load.stop();
     const actions = (await events(cluster)).filter((e) => e.id > firstEvent && ACTIONS.test(e.kind));
     assert.deepEqual(
@@ -355,15 +335,12 @@ test(
   "damage in the primary's db file and WAL only (sync mode): found within the budget, failover to the replica that holds every frame; no restore, no order lost, also after a switchover back",
   { timeout: 150_000 },
   async (t) => {
-    const cluster = await startCluster({ slot: 39, replication: 'sync', backup: { every: '1s', keep: 5 } });
+    const cluster = await startCluster({ slot: 39, replication: 'sync', backup: EVERY_SECOND });
     t.after(() => cluster.stop());
     await waitStreaming(cluster);
     const firstEvent = Math.max(0, ...(await events(cluster)).map((e) => e.id));
     const load = startLoad(cluster.front, { workers: 2, maxMs: 60_000, tag: 'wp' });
-    let stopped = false;
-    t.after(async () => {
-      if (!stopped) await load.stop();
-    });
+    t.after(() => load.stop());
     await waitUntil(
       "orders in the primary's orders.db and in its WAL",
       async () =>
@@ -405,7 +382,6 @@ test(
     assert.equal(done.kind, 'failover-complete', done.message);
     assert.equal(done.data.to, 'h2');
     assert.match(String(done.data.reason), /corrupt/);
-    stopped = true;
     const r = await load.stop();
     const kinds = (await events(cluster)).filter((e) => e.id > firstEvent && ACTIONS.test(e.kind)).map((e) => e.kind);
     assert.ok(!kinds.some((k) => k.startsWith('restore-') || k === 'promotion-refused'), `no restore, no refused promotion (${kinds.join(', ')})`);

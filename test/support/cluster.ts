@@ -1,3 +1,4 @@
+import assert from 'node:assert/strict';
 import { spawn, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
@@ -253,6 +254,14 @@ export async function http(url: string, init: { method?: string; body?: unknown;
   }
   const sb = res.headers['x-served-by'];
   return { status: res.statusCode, servedBy: typeof sb === 'string' ? sb : null, body, at: Date.now() };
+}
+
+/** Places one order through the front and asserts that `host` took it (201); returns the answer. */
+export async function orderTakenBy(c: Cluster, host: string, customer: string): Promise<HttpAnswer> {
+  const w = await http(`${c.front}/api/orders`, { method: 'POST', body: { customer, items: [{ productId: 1, qty: 1 }] } });
+  assert.equal(w.status, 201, `the order of ${customer} taken (${JSON.stringify(w.body)})`);
+  assert.ok(w.servedBy?.startsWith(`${c.hostAddress(host)}:`), `the order of ${customer} taken by ${host} (${w.servedBy})`);
+  return w;
 }
 
 export async function api<T>(cluster: Cluster, p: string, body?: unknown): Promise<T> {

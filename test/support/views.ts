@@ -1,3 +1,4 @@
+import assert from 'node:assert/strict';
 import type { StatusView } from '../../src/controller/status-view.ts';
 import type { EventRecord, RunbookView } from '../../src/state/state-store.ts';
 import { api, waitUntil, type Cluster } from './cluster.ts';
@@ -46,4 +47,34 @@ export async function runbooks(c: Cluster, site?: string): Promise<Runbook[]> {
 export async function newestPointAfter(c: Cluster, at: number, site = 'shop'): Promise<boolean> {
   const { points } = await api<{ points: { takenAt: number }[] }>(c, `/v1/sites/${encodeURIComponent(site)}/backups`);
   return (points[0]?.takenAt ?? 0) > at;
+}
+
+/** Asserts that no event of `kinds` is among `evs`; a failure quotes the messages of those there. */
+export function assertNoEvents(evs: Ev[], kinds: readonly string[], label = ''): void {
+  for (const k of kinds) {
+    const found = evs.filter((e) => e.kind === k);
+    assert.ok(found.length === 0, `${label}no ${k}: ${found.map((e) => e.message).join(' | ')}`);
+  }
+}
+
+/** What `waitServing` waits for: the site served from `host` (any host when absent), with replication streaming unless `streaming` is false. */
+export interface Serving {
+  host?: string;
+  streaming?: boolean;
+}
+
+/** Waits until the (first) site serves as `want` says and returns that status; `from` is a cluster or a reader of its status (a rig's). */
+export async function waitServing(from: Cluster | (() => Promise<Status>), want: Serving = {}, timeoutMs = 60_000, everyMs = 50): Promise<Status> {
+  const read = typeof from === 'function' ? from : () => status(from);
+  const streaming = want.streaming ?? true;
+  return waitUntil(
+    `serving${want.host ? ` on ${want.host}` : ''}${streaming ? ' with replication streaming' : ''}`,
+    async () => {
+      const st = await read();
+      const s = st.sites[0]!;
+      return s.state === 'serving' && (!want.host || s.primary.host === want.host) && (!streaming || s.replication.state === 'streaming') ? st : null;
+    },
+    timeoutMs,
+    everyMs,
+  );
 }
