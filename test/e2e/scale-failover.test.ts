@@ -1,9 +1,8 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { api, sleep, startCluster, waitStreaming, waitUntil } from '../support/cluster.ts';
-import { dutyCycle } from '../support/duty-cycle.ts';
-import { startReadLoad } from '../support/read-load.ts';
-import { type Status, type Ev, events } from '../support/views.ts';
+import { api, sleep, startCluster, waitStreaming } from '../support/cluster.ts';
+import { scalingOptions, slowedUnderReads } from '../support/scaling.ts';
+import { type Status, events, waitEvent } from '../support/views.ts';
 
 /**
  * a failover of a site that has a reader drops the reader (it never follows
@@ -14,17 +13,7 @@ import { type Status, type Ev, events } from '../support/views.ts';
  */
 
 test('failover of a site with a reader: the reader is dropped, not moved', { timeout: 150_000 }, async (t) => {
-  const cluster = await startCluster({
-    slot: 28,
-    hosts: [
-      { name: 'h1', storage: 'array-a', boot: true },
-      { name: 'h2', storage: 'array-b', boot: true },
-      { name: 'h3', storage: 'array-b', boot: false },
-    ],
-    readonly: ['catalog.db', 'public/'],
-    health: { probe: { every: '100ms', timeout: '500ms', fall: 2, rise: 1 }, performance: { p95: '100ms', window: '2s' } },
-    scale: { max: 2, cooldown: '3s', stabilization: '30s' },
-  });
+  const cluster = await startCluster(scalingOptions(28, { max: 2, stabilization: '30s' }));
   t.after(() => cluster.stop());
   await waitStreaming<Status>(cluster);
   const h2 = cluster.hostAddress('h2');
@@ -32,23 +21,8 @@ test('failover of a site with a reader: the reader is dropped, not moved', { tim
   const st0 = await api<Status>(cluster, '/v1/status');
   const pid = st0.hosts.find((h) => h.name === 'h1')!.pid!;
 
-  const load = startReadLoad(cluster.front, { rate: 120, readsPerWrite: 4, maxMs: 90_000 });
-  t.after(() => load.stop());
-  await sleep(1500);
-  const slow = dutyCycle([pid], { stopMs: 150, runMs: 150 });
-  t.after(() => slow.stop());
-  let evs: Ev[] = [];
-  await waitUntil(
-    'a reader serving',
-    async () => {
-      evs = await events(cluster);
-      return evs.find((e) => e.kind === 'scale-out-complete') ?? null;
-    },
-    50_000,
-    200,
-  ).catch((e: Error) => {
-    throw new Error(`${e.message}\n${evs.map((x) => `${x.kind}: ${x.message}`).join('\n')}`);
-  });
+  const { load, slow } = await slowedUnderReads(t, cluster.front, [pid], { maxMs: 90_000 });
+  await waitEvent(cluster, 'a reader serving', (e) => e.kind === 'scale-out-complete', 50_000, 200);
   await sleep(1500);
   assert.ok(
     load.samples.some((s) => s.servedBy?.startsWith(`${h3}:`)),
@@ -58,31 +32,11 @@ test('failover of a site with a reader: the reader is dropped, not moved', { tim
 
   // The primary crashes for real.
   process.kill(-pid, 'SIGKILL');
-  const done = await waitUntil(
-    'failover-complete',
-    async () => {
-      evs = await events(cluster);
-      return evs.find((e) => e.kind === 'failover-complete') ?? null;
-    },
-    30_000,
-    100,
-  ).catch((e: Error) => {
-    throw new Error(`${e.message}\n${evs.map((x) => `${x.kind}: ${x.message}`).join('\n')}`);
-  });
+  const done = await waitEvent(cluster, 'failover-complete', (e) => e.kind === 'failover-complete', 30_000);
   assert.equal(done.data.to, 'h2', 'the failover target is the standby, not the reader');
   const routedAt = done.data.servingAgainAt as number;
 
-  const dropped = await waitUntil(
-    'the reader dropped',
-    async () => {
-      evs = await events(cluster);
-      return evs.find((e) => e.kind === 'scale-in-complete') ?? null;
-    },
-    30_000,
-    200,
-  ).catch((e: Error) => {
-    throw new Error(`${e.message}\n${evs.map((x) => `${x.kind}: ${x.message}`).join('\n')}`);
-  });
+  const dropped = await waitEvent(cluster, 'the reader dropped', (e) => e.kind === 'scale-in-complete', 30_000, 200);
   assert.equal(dropped.data.cause, 'stale-epoch');
   await sleep(1000);
   await load.stop();
@@ -100,7 +54,7 @@ test('failover of a site with a reader: the reader is dropped, not moved', { tim
     late.filter((s) => s.method === 'POST').every((s) => s.status === 201 && s.servedBy?.startsWith(`${h2}:`)),
     'writes on the new primary',
   );
-  const kinds = evs.map((e) => e.kind);
+  const kinds = (await events(cluster)).map((e) => e.kind);
   assert.equal(kinds.filter((k) => k === 'failover-started').length, 1, 'one failover');
   assert.equal(kinds.filter((k) => k === 'scale-out-started').length, 1, 'no scale-out after the failover (the slowdown ended)');
 });

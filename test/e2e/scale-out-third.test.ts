@@ -2,9 +2,8 @@ import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { request } from 'undici';
 import { api, http, sleep, startCluster, waitStreaming, waitUntil } from '../support/cluster.ts';
-import { dutyCycle } from '../support/duty-cycle.ts';
-import { startReadLoad } from '../support/read-load.ts';
-import { type Status, type Ev, events } from '../support/views.ts';
+import { scalingOptions, slowedUnderReads } from '../support/scaling.ts';
+import { type Status, type Ev, assertNoEvents, events } from '../support/views.ts';
 
 /**
  * slower still — the primary stays slow after the first reader (it still
@@ -16,29 +15,14 @@ import { type Status, type Ev, events } from '../support/views.ts';
  */
 
 test('scale-out, slower still: a third host is added, up to scale.max', { timeout: 150_000 }, async (t) => {
-  const cluster = await startCluster({
-    slot: 26,
-    hosts: [
-      { name: 'h1', storage: 'array-a', boot: true },
-      { name: 'h2', storage: 'array-b', boot: true },
-      { name: 'h3', storage: 'array-b', boot: false },
-      { name: 'h4', storage: 'array-a', boot: false },
-    ],
-    readonly: ['catalog.db', 'public/'],
-    health: { probe: { every: '100ms', timeout: '500ms', fall: 2, rise: 1 }, performance: { p95: '100ms', window: '2s' } },
-    scale: { max: 3, cooldown: '3s', stabilization: '30s' },
-  });
+  const cluster = await startCluster(scalingOptions(26, { max: 3, stabilization: '30s' }, { spares: ['h3', 'h4'] }));
   t.after(() => cluster.stop());
   await waitStreaming<Status>(cluster);
   const addr = (h: string): string => cluster.hostAddress(h);
   const st0 = await api<Status>(cluster, '/v1/status');
   const pid = st0.hosts.find((h) => h.name === 'h1')!.pid!;
 
-  const load = startReadLoad(cluster.front, { rate: 120, readsPerWrite: 4, maxMs: 80_000 });
-  t.after(() => load.stop());
-  await sleep(1500);
-  const slow = dutyCycle([pid], { stopMs: 150, runMs: 60 });
-  t.after(() => slow.stop());
+  const { load, slow } = await slowedUnderReads(t, cluster.front, [pid], { maxMs: 80_000, runMs: 60 });
 
   let evs: Ev[] = [];
   await waitUntil(
@@ -97,7 +81,7 @@ test('scale-out, slower still: a third host is added, up to scale.max', { timeou
 
   evs = await events(cluster);
   const kinds = evs.map((e) => e.kind);
-  for (const k of ['failover-started', 'failure-detected', 'fence-forced', 'global-slowdown']) assert.ok(!kinds.includes(k), `no ${k}`);
+  assertNoEvents(evs, ['failover-started', 'failure-detected', 'fence-forced', 'global-slowdown']);
   assert.equal(kinds.filter((k) => k === 'scale-out-started').length, 2, 'two scale-outs, no third');
   const st2 = await api<Status>(cluster, '/v1/status');
   assert.equal(st2.sites[0]!.primary.host, 'h1');

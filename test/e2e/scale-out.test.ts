@@ -1,9 +1,9 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { api, http, sleep, startCluster, waitStreaming, waitUntil } from '../support/cluster.ts';
-import { dutyCycle } from '../support/duty-cycle.ts';
-import { p95, startReadLoad } from '../support/read-load.ts';
-import { type Status, type Ev, events, waitEvent } from '../support/views.ts';
+import { p95 } from '../support/read-load.ts';
+import { scalingOptions, slowedUnderReads } from '../support/scaling.ts';
+import { type Status, assertNoEvents, events, waitEvent } from '../support/views.ts';
 
 /**
  * the primary slowed for real (a SIGSTOP/SIGCONT duty cycle on its whole
@@ -20,17 +20,7 @@ test(
   'scale-out: a slowed primary gets a reader; GETs on both, POSTs on the primary; the reader is given back after the load',
   { timeout: 150_000 },
   async (t) => {
-    const cluster = await startCluster({
-      slot: 25,
-      hosts: [
-        { name: 'h1', storage: 'array-a', boot: true },
-        { name: 'h2', storage: 'array-b', boot: true },
-        { name: 'h3', storage: 'array-b', boot: false },
-      ],
-      readonly: ['catalog.db', 'public/'],
-      health: { probe: { every: '100ms', timeout: '500ms', fall: 2, rise: 1 }, performance: { p95: `${THRESHOLD_MS}ms`, window: '2s' } },
-      scale: { max: 2, cooldown: '3s', stabilization: '3s' },
-    });
+    const cluster = await startCluster(scalingOptions(25, { max: 2, stabilization: '3s' }, { p95Ms: THRESHOLD_MS }));
     t.after(() => cluster.stop());
     await waitStreaming<Status>(cluster);
     const h1 = cluster.hostAddress('h1');
@@ -41,25 +31,12 @@ test(
     const pid = st0.hosts.find((h) => h.name === 'h1')!.pid!;
     assert.ok(pid > 0);
 
-    const load = startReadLoad(cluster.front, { rate: 120, readsPerWrite: 4, maxMs: 70_000 });
-    t.after(() => load.stop());
-    await sleep(1500);
-    const slowFrom = Date.now();
-    const slow = dutyCycle([pid], { stopMs: 150, runMs: 150 });
-    t.after(() => slow.stop());
+    const { load, slow, slowFrom } = await slowedUnderReads(t, cluster.front, [pid], { maxMs: 70_000 });
 
-    let evs: Ev[] = [];
-    const added = await waitUntil(
-      'a reader serving (scale-out-complete)',
-      async () => {
-        evs = await events(cluster);
-        return evs.find((e) => e.kind === 'scale-out-complete') ?? null;
-      },
-      50_000,
-      200,
-    ).catch((e: Error) => {
-      throw new Error(`${e.message}\nevents:\n${evs.map((x) => `${x.kind}: ${x.message}`).join('\n')}\n${cluster.output().slice(-3000)}`);
+    const added = await waitEvent(cluster, 'a reader serving (scale-out-complete)', (e) => e.kind === 'scale-out-complete', 50_000, 200).catch((e: Error) => {
+      throw new Error(`${e.message}\n${cluster.output().slice(-3000)}`, { cause: e });
     });
+    let evs = await events(cluster);
     const detected = evs.find((e) => e.kind === 'slowdown-detected')!;
     assert.ok(detected, 'slowdown-detected was raised');
     assert.ok(
@@ -132,14 +109,7 @@ test(
     // Actions not taken: no failover, no fence, the primary and its epoch unchanged, no third host.
     evs = await events(cluster);
     const kinds = evs.map((e) => e.kind);
-    for (const k of ['failover-started', 'failover-complete', 'fence-forced', 'failure-detected', 'global-slowdown'])
-      assert.ok(
-        !kinds.includes(k),
-        `no ${k}: ${evs
-          .filter((e) => e.kind === k)
-          .map((e) => e.message)
-          .join('; ')}`,
-      );
+    assertNoEvents(evs, ['failover-started', 'failover-complete', 'fence-forced', 'failure-detected', 'global-slowdown']);
     assert.equal(kinds.filter((k) => k === 'scale-out-started').length, 1, 'exactly one scale-out (scale.max 2)');
     assert.ok(!evs.some((e) => e.kind.startsWith('power-off') && e.host === 'h1'), 'the primary was never powered off');
     assert.equal(st2.sites[0]!.primary.host, 'h1');
