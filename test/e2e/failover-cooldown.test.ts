@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { api, http, startCluster, waitStreaming, waitUntil } from '../support/cluster.ts';
-import type { Status, Ev } from '../support/views.ts';
+import { TWO_HOSTS, api, http, startCluster, waitStreaming } from '../support/cluster.ts';
+import { events, waitEvent, type Status } from '../support/views.ts';
 
 const COOLDOWN_MS = 8000;
 
@@ -18,27 +18,23 @@ test(
   async (t) => {
     const cluster = await startCluster({
       slot: 23,
-      hosts: [
-        { name: 'h1', storage: 'array-a', boot: true },
-        { name: 'h2', storage: 'array-b', boot: true },
-      ],
+      hosts: TWO_HOSTS,
       standby: ['h2'],
       failover: { cooldown: `${COOLDOWN_MS / 1000}s` },
     });
     t.after(() => cluster.stop());
     const st0 = await waitStreaming<Status>(cluster);
-    const events = async () => (await api<{ events: Ev[] }>(cluster, '/v1/events')).events;
 
     // First crash: h1 → h2, at once.
     process.kill(-st0.hosts.find((h) => h.name === 'h1')!.pid!, 'SIGKILL');
-    const first = await waitUntil('first failover', async () => (await events()).find((e) => e.kind === 'failover-complete') ?? null, 20_000);
+    const first = await waitEvent(cluster, 'first failover', (e) => e.kind === 'failover-complete', 20_000, 50);
     assert.equal(first.data.to, 'h2');
     const h1Trust = (await api<Status>(cluster, '/v1/status')).hosts.find((h) => h.name === 'h1')!.trust;
     assert.notEqual(h1Trust?.state, 'trusted', 'a host that failed is not trusted (it is off: no good probe)');
 
     // h1 back on: trusted again after rise (1) good probe of its agent.
     await api(cluster, '/v1/hosts/h1/power', { action: 'on' });
-    await waitUntil('h1 trusted again', async () => (await events()).some((e) => e.kind === 'host-trusted' && e.host === 'h1'), 20_000);
+    await waitEvent(cluster, 'h1 trusted again', (e) => e.kind === 'host-trusted' && e.host === 'h1', 20_000, 50);
 
     // Second crash, well within the cooldown (counted from the end of the first failover).
     const st1 = await waitStreaming<Status>(cluster);
@@ -47,7 +43,7 @@ test(
     assert.ok(killAt - first.at < COOLDOWN_MS, `still within the cooldown (${killAt - first.at} ms after the first failover)`);
     process.kill(-st1.hosts.find((h) => h.name === 'h2')!.pid!, 'SIGKILL');
 
-    const deferred = await waitUntil('failover-deferred', async () => (await events()).find((e) => e.kind === 'failover-deferred') ?? null, 10_000);
+    const deferred = await waitEvent(cluster, 'failover-deferred', (e) => e.kind === 'failover-deferred', 10_000, 50);
     assert.equal(deferred.data.code, 'cooldown');
     assert.match(
       deferred.message,
@@ -58,11 +54,11 @@ test(
     const retryAt = Number(deferred.data.retryAt);
     assert.ok(retryAt > killAt && retryAt <= first.at + COOLDOWN_MS + 100, `retries when the cooldown ends (${retryAt - killAt} ms after the kill)`);
     // Nothing is fenced or started before the retry.
-    const early = await events();
+    const early = await events(cluster);
     assert.equal(early.filter((e) => e.kind === 'failover-started').length, 1, 'no second failover before the cooldown ends');
 
-    const second = await waitUntil('second failover', async () => (await events()).filter((e) => e.kind === 'failover-complete')[1] ?? null, 25_000);
-    const all = await events();
+    const second = await waitEvent(cluster, 'second failover', (e) => e.kind === 'failover-complete' && e.id > first.id, 25_000, 50);
+    const all = await events(cluster);
     const started = all.filter((e) => e.kind === 'failover-started');
     assert.equal(started.length, 2, 'exactly two failovers');
     assert.ok(started[1]!.at >= retryAt - 50, `the second started at the retry (${started[1]!.at - retryAt} ms after retryAt)`);

@@ -5,23 +5,13 @@ import path from 'node:path';
 import { test } from 'node:test';
 import { sleep, waitUntil } from '../support/cluster.ts';
 import { missingOrders, startLoad } from '../support/load.ts';
-import { rigApi, startRigCluster, type RigCluster } from '../support/rig-cluster.ts';
-import type { Status, Runbook } from '../support/views.ts';
+import { rigApi, rigStatus, startRigCluster, type RigCluster } from '../support/rig-cluster.ts';
+import { waitServing, type Status, type Runbook } from '../support/views.ts';
 
 const get = rigApi;
 
-function streaming(c: RigCluster, host: string) {
-  return waitUntil(
-    `serving on ${host} with replication streaming`,
-    async () => {
-      const s = await get<Status>(c, '/v1/status');
-      const site = s.sites[0]!;
-      return site.state === 'serving' && site.primary.host === host && site.replication.state === 'streaming' ? s : null;
-    },
-    40_000,
-    100,
-  );
-}
+/** Waits until the site serves from `host` with replication streaming. */
+const streaming = (c: RigCluster, host: string) => waitServing(() => rigStatus(c), { host }, 40_000, 100);
 
 /**
  * Every part on its own machine (network namespaces behind a router), each host's

@@ -3,8 +3,8 @@ import net from 'node:net';
 import { test } from 'node:test';
 import { sleep, waitUntil } from '../support/cluster.ts';
 import { startLoad } from '../support/load.ts';
-import { rigApi, rigCall, rigGet, startRigCluster, type RigCluster } from '../support/rig-cluster.ts';
-import type { Status, Runbook } from '../support/views.ts';
+import { rigApi, rigCall, rigGet, rigStatus, startRigCluster, type RigCluster } from '../support/rig-cluster.ts';
+import { waitServing, type Status, type Runbook } from '../support/views.ts';
 
 const apiGet = rigApi;
 
@@ -25,18 +25,8 @@ function connects(host: string, port: number): Promise<boolean> {
   });
 }
 
-function serving(c: RigCluster, host: string) {
-  return waitUntil(
-    `serving on ${host}`,
-    async () => {
-      const s = await apiGet<Status>(c, `/v1/status`);
-      const site = s.sites[0]!;
-      return site.state === 'serving' && site.primary.host === host && site.replication.state === 'streaming' ? s : null;
-    },
-    40_000,
-    100,
-  );
-}
+/** Waits until the site serves from `host` with replication streaming. */
+const serving = (c: RigCluster, host: string) => waitServing(() => rigStatus(c), { host }, 40_000, 100);
 
 /**
  * Partitions between machines (nftables DROP in the router, both directions):

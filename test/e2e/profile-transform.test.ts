@@ -2,8 +2,8 @@ import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import path from 'node:path';
 import { test } from 'node:test';
-import { api, http, startCluster, waitUntil, type Cluster, waitStreaming } from '../support/cluster.ts';
-import type { Status, Ev } from '../support/views.ts';
+import { api, http, startCluster, waitUntil, type Cluster } from '../support/cluster.ts';
+import { waitServing, type Status, type Ev } from '../support/views.ts';
 
 interface SiteJson {
   listen: { host: string; port: number };
@@ -11,8 +11,6 @@ interface SiteJson {
   cacheMb: number;
   name: string;
 }
-
-const streaming = (cluster: Cluster): Promise<Status> => waitStreaming<Status>(cluster);
 
 function siteJson(cluster: Cluster, storage: 'array-a' | 'array-b'): SiteJson {
   return JSON.parse(fs.readFileSync(path.join(cluster.dir, storage, 'volumes', 'shop', 'config', 'site.json'), 'utf8')) as SiteJson;
@@ -35,7 +33,7 @@ test(
     const h2 = cluster.hostAddress('h2');
 
     // First start: the volume on array-a is fitted to h1 (2 cpus, 2048 MiB).
-    const st = await streaming(cluster);
+    const st = await waitServing(cluster);
     assert.equal(st.sites[0]!.primary.host, 'h1');
     assert.deepEqual(siteJson(cluster, 'array-a'), { listen: { host: h1, port: 3000 }, workers: 2, name: 'shop', cacheMb: 512 });
     const first = await http(`${cluster.front}/healthz`);
@@ -46,14 +44,7 @@ test(
     const pid = st.hosts.find((h) => h.name === 'h1')!.pid!;
     assert.ok(pid > 0, 'h1 has a process group');
     process.kill(-pid, 'SIGKILL');
-    await waitUntil(
-      'failover to h2',
-      async () => {
-        const s = (await api<Status>(cluster, '/v1/status')).sites[0]!;
-        return s.state === 'serving' && s.primary.host === 'h2';
-      },
-      30_000,
-    );
+    await waitServing(cluster, { host: 'h2', streaming: false }, 30_000);
     assert.deepEqual(siteJson(cluster, 'array-b'), { listen: { host: h2, port: 3000 }, workers: 1, name: 'shop', cacheMb: 128 });
     await waitUntil(
       'an answer from h2',
@@ -79,8 +70,7 @@ test(
 
     // h1 returns as the standby, catches up, and the site switches back to it.
     await api(cluster, '/v1/hosts/h1/power', { action: 'on' });
-    await streaming(cluster);
-    await waitUntil('lag 0', async () => (await api<Status>(cluster, '/v1/status')).sites[0]!.replication.lagMs === 0, 20_000);
+    await waitServing(cluster, { caughtUp: true }, 80_000);
     const back = await api<{ status: string }>(cluster, '/v1/sites/shop/switchover', { to: 'h1' });
     assert.equal(back.status, 'done');
     assert.equal((await api<Status>(cluster, '/v1/status')).sites[0]!.primary.host, 'h1');

@@ -67,7 +67,7 @@ test(
       all.some((e) => e.kind === 'runbook-resumed'),
       'the runbook was resumed',
     );
-    assert.equal(all.filter((e) => e.kind === 'promotion-refused').length, 1, 'refused once, books once');
+    assert.equal(all.filter((e) => e.kind === 'promotion-refused').length, 1, 'refused once, journaled once');
     assert.equal(all.filter((e) => e.kind === 'restore-complete').length, 1, 'restored once');
     const books = await runbooks(cluster);
     assert.deepEqual(

@@ -4,8 +4,8 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { test } from 'node:test';
 import Database from 'better-sqlite3';
-import { ROOT, api, http, sleep, startCluster, waitUntil } from '../support/cluster.ts';
-import type { Status, Ev } from '../support/views.ts';
+import { ROOT, TWO_HOSTS, api, http, sleep, startCluster, waitUntil } from '../support/cluster.ts';
+import { waitServing, type Status, type Ev } from '../support/views.ts';
 
 function hasCustomer(dir: string, customer: string): boolean {
   const tmp = fs.mkdtempSync(path.join(fs.realpathSync('/tmp'), 'us-stale-'));
@@ -24,10 +24,7 @@ test(
   async (t) => {
     const cluster = await startCluster({
       slot: 6,
-      hosts: [
-        { name: 'h1', storage: 'array-a', boot: true },
-        { name: 'h2', storage: 'array-b', boot: true },
-      ],
+      hosts: TWO_HOSTS,
     });
     t.after(() => cluster.stop());
     const h1 = cluster.hostAddress('h1');
@@ -35,14 +32,8 @@ test(
     await waitUntil('streaming', async () => (await api<Status>(cluster, '/v1/status')).sites[0]!.replication.state === 'streaming');
     const st = await api<Status>(cluster, '/v1/status');
     process.kill(-st.hosts.find((h) => h.name === 'h1')!.pid!, 'SIGKILL');
-    await waitUntil(
-      'failover to h2 and re-protection to array-a',
-      async () => {
-        const s = (await api<Status>(cluster, '/v1/status')).sites[0]!;
-        return s.state === 'serving' && s.primary.host === 'h2' && s.replication.state === 'streaming';
-      },
-      30_000,
-    );
+    // Failed over to h2 and protected again onto array-a.
+    await waitServing(cluster, { host: 'h2' }, 30_000);
 
     // The old primary's app is started again outside Understudy, on the copy it had.
     const staleDir = path.join(cluster.dir, 'array-a', 'volumes', 'shop');

@@ -2,12 +2,10 @@ import assert from 'node:assert/strict';
 import path from 'node:path';
 import { test } from 'node:test';
 import type { GenerationSeed, VolumeStatus } from '../../src/shared/contracts.ts';
-import { api, http, ports, sleep, startCluster, waitUntil, type Cluster, waitStreaming } from '../support/cluster.ts';
+import { TWO_HOSTS, api, http, ports, sleep, startCluster, waitUntil } from '../support/cluster.ts';
 import { missingOrders, startLoad } from '../support/load.ts';
 import { ordersDigest } from '../support/volume-digest.ts';
-import type { Status } from '../support/views.ts';
-
-const streaming = (cluster: Cluster): Promise<Status> => waitStreaming<Status>(cluster);
+import { waitServing, type Status } from '../support/views.ts';
 
 test(
   'planned switchovers under load fail no request and lose no order; after a crash the old host is brought up to date and the site switches back',
@@ -15,15 +13,12 @@ test(
   async (t) => {
     const cluster = await startCluster({
       slot: 4,
-      hosts: [
-        { name: 'h1', storage: 'array-a', boot: true },
-        { name: 'h2', storage: 'array-b', boot: true },
-      ],
+      hosts: TWO_HOSTS,
     });
     t.after(() => cluster.stop());
     const h1 = cluster.hostAddress('h1');
     const h2 = cluster.hostAddress('h2');
-    await streaming(cluster);
+    await waitServing(cluster);
 
     // Two planned switchovers under load: h1 → h2 → h1.
     const load = startLoad(cluster.front, { workers: 4, maxMs: 120_000 });
@@ -38,7 +33,7 @@ test(
       await waitUntil(`answers from ${to}`, async () =>
         load.result.answers.some((a) => a.ok && a.servedBy?.startsWith(`${address}:`) && a.at > Date.now() - 500),
       );
-      await streaming(cluster);
+      await waitServing(cluster);
       await sleep(500);
     }
     const during = await load.stop();
@@ -61,16 +56,9 @@ test(
     );
 
     // Crash of h1: failover to h2.
-    const st = await streaming(cluster);
+    const st = await waitServing(cluster);
     process.kill(-st.hosts.find((h) => h.name === 'h1')!.pid!, 'SIGKILL');
-    await waitUntil(
-      'failover to h2',
-      async () => {
-        const s = (await api<Status>(cluster, '/v1/status')).sites[0]!;
-        return s.state === 'serving' && s.primary.host === 'h2';
-      },
-      30_000,
-    );
+    await waitServing(cluster, { host: 'h2', streaming: false }, 30_000);
     for (let i = 0; i < 20; i++) {
       const r = await http(`${cluster.front}/api/orders`, { method: 'POST', body: { customer: `after-crash-${i}`, items: [{ productId: 2, qty: 1 }] } });
       assert.equal(r.status, 201);
@@ -78,8 +66,7 @@ test(
 
     // The old host returns: it is not the primary, and its storage is brought up to date from h2.
     await api(cluster, '/v1/hosts/h1/power', { action: 'on' });
-    await streaming(cluster);
-    await waitUntil('lag 0', async () => (await api<Status>(cluster, '/v1/status')).sites[0]!.replication.lagMs === 0, 20_000);
+    await waitServing(cluster, { caughtUp: true }, 80_000);
     // Failback sent only what differs: array-a still held its (stale) copy of orders.db.
     const failback = await differentialSeed(t, ports(4).storageB, 'array-a');
     const back = await api<{ status: string }>(cluster, '/v1/sites/shop/switchover', { to: 'h1' });
@@ -90,8 +77,7 @@ test(
     assert.equal(orders.status, 200);
 
     // Equal row counts and equal content on both storage systems once the replica has caught up.
-    await streaming(cluster);
-    await waitUntil('lag 0', async () => (await api<Status>(cluster, '/v1/status')).sites[0]!.replication.lagMs === 0, 20_000);
+    await waitServing(cluster, { caughtUp: true }, 80_000);
     await sleep(500);
     const a = ordersDigest(path.join(cluster.dir, 'array-a', 'volumes', 'shop'));
     const b = ordersDigest(path.join(cluster.dir, 'array-b', 'replicas', 'shop'));

@@ -9,7 +9,7 @@ import { missingOrders, startLoad, type AckedOrder } from '../support/load.ts';
 import { inspectWalChain } from '../../src/storage/wal-chain-check.ts';
 import { WAL_HEADER_SIZE, frameOffset, parseWalHeader, scanFrames } from '../../src/storage/wal-format.ts';
 import { readWalIndexHeader } from '../../src/storage/wal-index.ts';
-import { type Status, events, waitEvent } from '../support/views.ts';
+import { type Status, events, waitEvent, waitServing } from '../support/views.ts';
 import { EVERY_SECOND, waitOrdersInPoint, waitRestoreEnd } from '../support/restore-points.ts';
 
 /**
@@ -126,18 +126,8 @@ function freshOpenProof(t: TestContext, dir: string, damages: Damage[]): { damag
   return { damaged: count('d'), undamaged: count('u') };
 }
 
-async function serving(c: Cluster): Promise<Status> {
-  return waitUntil(
-    'serving, replication streaming with no lag',
-    async () => {
-      const st = await api<Status>(c, '/v1/status');
-      const s = st.sites[0]!;
-      return s.state === 'serving' && s.replication.state === 'streaming' && s.replication.lagMs === 0 ? st : null;
-    },
-    60_000,
-    100,
-  );
-}
+/** Waits until the site serves with replication streaming and no lag. */
+const serving = (c: Cluster): Promise<Status> => waitServing(c, { caughtUp: true }, 60_000, 100);
 
 /**
  * A switchover to `host` (powered on first if a fence cut it): the copy on its storage is

@@ -66,6 +66,12 @@ export interface ClusterOptions {
   failover?: { cooldown?: string; flapWindow?: string; flapBackoff?: string; drainTimeout?: string };
 }
 
+/** Two hosts, both powered: h1 on array-a, h2 on array-b (no spare). */
+export const TWO_HOSTS: NonNullable<ClusterOptions['hosts']> = [
+  { name: 'h1', storage: 'array-a', boot: true },
+  { name: 'h2', storage: 'array-b', boot: true },
+];
+
 export interface Cluster {
   dir: string;
   configFile: string;

@@ -7,6 +7,7 @@ import { execFileSync } from 'node:child_process';
 import { Agent, request, type Dispatcher } from 'undici';
 import { BIN, ROOT, sleep, waitUntil, type HttpAnswer } from './cluster.ts';
 import { createRig, type Rig } from './machines.ts';
+import type { Status } from './views.ts';
 
 /**
  * Test support: Understudy with every part on its own machine of the rig
@@ -281,6 +282,11 @@ export async function rigApi<T>(c: RigCluster, p: string): Promise<T> {
   const r = await c.call(p);
   if (r.status !== 200) throw new Error(`${p}: ${r.status} ${JSON.stringify(r.body)}`);
   return r.body as T;
+}
+
+/** `GET /v1/status` of the rig's controller. */
+export function rigStatus(c: RigCluster): Promise<Status> {
+  return rigApi<Status>(c, '/v1/status');
 }
 
 /** A call to a part's endpoint on the running rig over TLS with the cluster secret (an `http://` URL is called as `https://`). */

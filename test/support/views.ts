@@ -57,10 +57,14 @@ export function assertNoEvents(evs: Ev[], kinds: readonly string[], label = ''):
   }
 }
 
-/** What `waitServing` waits for: the site served from `host` (any host when absent), with replication streaming unless `streaming` is false. */
+/**
+ * What `waitServing` waits for: the site served from `host` (any host when absent), with
+ * replication streaming unless `streaming` is false, and no lag when `caughtUp`.
+ */
 export interface Serving {
   host?: string;
   streaming?: boolean;
+  caughtUp?: boolean;
 }
 
 /** Waits until the (first) site serves as `want` says and returns that status; `from` is a cluster or a reader of its status (a rig's). */
@@ -68,11 +72,16 @@ export async function waitServing(from: Cluster | (() => Promise<Status>), want:
   const read = typeof from === 'function' ? from : () => status(from);
   const streaming = want.streaming ?? true;
   return waitUntil(
-    `serving${want.host ? ` on ${want.host}` : ''}${streaming ? ' with replication streaming' : ''}`,
+    `serving${want.host ? ` on ${want.host}` : ''}${streaming ? ' with replication streaming' : ''}${want.caughtUp ? ' and no lag' : ''}`,
     async () => {
       const st = await read();
       const s = st.sites[0]!;
-      return s.state === 'serving' && (!want.host || s.primary.host === want.host) && (!streaming || s.replication.state === 'streaming') ? st : null;
+      const ok =
+        s.state === 'serving' &&
+        (!want.host || s.primary.host === want.host) &&
+        (!streaming || s.replication.state === 'streaming') &&
+        (!want.caughtUp || s.replication.lagMs === 0);
+      return ok ? st : null;
     },
     timeoutMs,
     everyMs,
