@@ -1,38 +1,24 @@
 import assert from 'node:assert/strict';
-import { execFileSync } from 'node:child_process';
-import fs from 'node:fs';
-import path from 'node:path';
 import { test } from 'node:test';
 import { api, http, sleep, startCluster, waitStreaming } from '../support/cluster.ts';
+import { immutableOrdersDb } from '../support/immutable-db.ts';
 import { missingOrders, startLoad } from '../support/load.ts';
-import { type Status, type Ev, waitEvent } from '../support/views.ts';
+import { type Status, assertNoEvents, events, waitEvent } from '../support/views.ts';
 
 const WINDOW_MS = 2000;
 
 /**
- * The fault: the primary's order database can no longer be written. `chattr +i`
- * (immutable) on orders.db and its WAL makes every write of the running shop fail
- * with SQLITE_IOERR_WRITE — a real storage fault, with no switch in the shop —
- * while reads (the catalog, GET /api/orders, the health probe's `SELECT 1`) go on.
- * chmod would not do: the shop holds the files open for writing already. Needs root
- * (CAP_LINUX_IMMUTABLE) and a file system with the flag (ext4, xfs, tmpfs …).
+ * The fault: the primary's order database can no longer be written (immutableOrdersDb:
+ * every write of the running shop fails, reads go on).
  */
-function setImmutable(files: string[], on: boolean): void {
-  execFileSync('chattr', [on ? '+i' : '-i', ...files.filter((f) => fs.existsSync(f))]);
-}
 
 test(
   'the primary answers 500 to every write (orders.db immutable): malfunction failover after the window, fenced, GETs kept working',
   { timeout: 60_000 },
   async (t) => {
     const cluster = await startCluster({ slot: 21, replication: 'sync', health: { malfunction: { errorRate: 0.2, window: `${WINDOW_MS}ms` } } });
-    const vol = path.join(cluster.dir, 'array-a', 'volumes', 'shop');
-    const files = [path.join(vol, 'orders.db'), path.join(vol, 'orders.db-wal')];
-    let faulted = false;
-    t.after(async () => {
-      if (faulted) setImmutable(files, false);
-      await cluster.stop();
-    });
+    const ordersDb = immutableOrdersDb(t, cluster);
+    t.after(() => cluster.stop());
     const before = await waitStreaming<Status>(cluster);
     assert.equal(before.sites[0]!.primary.host, 'h1');
     const h1 = cluster.hostAddress('h1');
@@ -43,8 +29,7 @@ test(
     assert.ok(load.result.acked.length > 0, 'orders were accepted before the fault');
 
     const faultAt = Date.now();
-    setImmutable(files, true);
-    faulted = true;
+    ordersDb.apply();
     // The fault is what the test says: a write now fails with 500, a read still works (direct to the app).
     const w = await http(`http://${h1}:3000/api/orders`, { method: 'POST', body: { customer: 'probe-write', items: [{ productId: 1, qty: 1 }] } });
     assert.equal(w.status, 500, 'a write to the primary fails');
@@ -53,12 +38,11 @@ test(
 
     const done = await waitEvent(cluster, 'failover-complete', (e) => e.kind === 'failover-complete', 25_000, 50);
     // The old volume is fenced now (h1 is off); let the storage processor write it again (re-protect).
-    setImmutable(files, false);
-    faulted = false;
-    const events = (await api<{ events: Ev[] }>(cluster, '/v1/events')).events;
+    ordersDb.release();
+    const evs = await events(cluster);
 
     // The action taken: a malfunction failover, its event naming the error rate and the window.
-    const detected = events.filter((e) => e.kind === 'failure-detected');
+    const detected = evs.filter((e) => e.kind === 'failure-detected');
     assert.equal(detected.length, 1, `one failure-detected: ${detected.map((e) => e.message).join(' | ')}`);
     const d = detected[0]!;
     assert.equal(d.host, 'h1');
@@ -82,7 +66,7 @@ test(
     const detectionMs = Number(d.data.detectedAt) - faultAt;
     assert.ok(detectionMs >= WINDOW_MS * 0.6, `not before (most of) the window: ${detectionMs} ms`);
     assert.ok(detectionMs <= WINDOW_MS + 1500, `within the window + 1.5 s: ${detectionMs} ms`);
-    const started = events.filter((e) => e.kind === 'failover-started');
+    const started = evs.filter((e) => e.kind === 'failover-started');
     assert.equal(started.length, 1);
     assert.match(started[0]!.message, /malfunction/);
 
@@ -112,12 +96,11 @@ test(
     assert.deepEqual(missing, [], 'every order that got 201 is present');
 
     // The actions not taken: nothing else started, deferred or blocked; one change of primary.
-    const final = (await api<{ events: Ev[] }>(cluster, '/v1/events')).events;
+    const final = await events(cluster);
     const kinds = final.map((e) => e.kind);
     assert.equal(kinds.filter((k) => k === 'failover-started').length, 1);
     assert.equal(kinds.filter((k) => k === 'failure-detected').length, 1);
-    for (const k of ['failover-deferred', 'failover-blocked', 'failover-failed', 'restore-started', 'switchover-started'])
-      assert.ok(!kinds.includes(k), `no ${k}`);
+    assertNoEvents(final, ['failover-deferred', 'failover-blocked', 'failover-failed', 'restore-started', 'switchover-started']);
     assert.equal((await api<Status>(cluster, '/v1/status')).sites[0]!.epoch, before.sites[0]!.epoch + 1);
     t.diagnostic(
       `malfunction detected ${detectionMs} ms after the fault (window ${WINDOW_MS} ms): ${d.message}; serving again ${String(done.data.servingAgainMs)} ms after detection; acked ${result.acked.length}, POSTs failed ${result.postsFailed.length}, GETs ok ${result.getsOk}`,
