@@ -5,7 +5,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { test } from 'node:test';
 import { BIN, ports, slotAddress, sleep, waitUntil } from '../support/cluster.ts';
-import { TINY_APP, anyAppConfig, runUp, slotPortsFree, writeFiles, type UpRun } from '../support/any-app.ts';
+import { TINY_APP, anyAppConfig, slotPortsFree, upUntilUp, writeFiles } from '../support/any-app.ts';
 import { request } from 'undici';
 import type { Status, Ev } from '../support/views.ts';
 
@@ -35,21 +35,6 @@ async function post(url: string): Promise<{ status: number; text: string }> {
 const api = async <T>(path: string): Promise<T> => JSON.parse((await get(`http://127.0.0.1:${p.controller}${path}`)).text) as T;
 const front = `http://127.0.0.1:${p.front}`;
 
-async function upUntilServing(file: string, stateDir: string, t: { after: (fn: () => Promise<void>) => void }): Promise<UpRun> {
-  const run = runUp(file, '/', stateDir);
-  t.after(() => run.stop());
-  await waitUntil(
-    'understudy is up',
-    async () => {
-      if (run.code() !== null) throw new Error(`up exited ${run.code()}:\n${run.output()}`);
-      return run.output().includes('understudy is up');
-    },
-    90_000,
-    100,
-  );
-  return run;
-}
-
 test(
   'an app configured as its operator would: templates, plain-text health, paths beside the file, up from /; failover on SIGKILL; restart with a TCP probe',
   { timeout: 240_000 },
@@ -65,7 +50,7 @@ test(
     const file = path.join(dir, 'understudy.yaml');
 
     // ---- first run: HTTP probe on /health (a plain-text 200: healthy by default)
-    const run = await upUntilServing(file, stateDir, t);
+    const run = await upUntilUp(t, file, '/', stateDir, 90_000);
     assert.ok(fs.existsSync(path.join(stateDir, 'understudy.db')), 'the state is beside the file');
     assert.ok(
       fs.existsSync(path.join(dir, 'array-a', 'volumes', 'app', 'hits.txt')) || fs.existsSync(path.join(dir, 'array-a', 'volumes', 'app')),
@@ -118,7 +103,7 @@ test(
     assert.equal(await run.exited, 0, run.output());
     assert.deepEqual(await slotPortsFree(SLOT), []);
     writeFiles(dir, { 'understudy.yaml': anyAppConfig(SLOT, { app, health: '{ probe: { type: tcp, every: 100ms, timeout: 300ms, fall: 2, rise: 1 } }' }) });
-    const again = await upUntilServing(file, stateDir, t);
+    const again = await upUntilUp(t, file, '/', stateDir, 90_000);
     const st2 = await api<Status>('/v1/status');
     assert.equal(st2.sites[0]!.primary.host, 'h2', 'the primary recorded beside the file');
     assert.equal(st2.sites[0]!.primary.healthy, true, 'healthy through the TCP probe');

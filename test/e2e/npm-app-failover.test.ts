@@ -7,7 +7,7 @@ import path from 'node:path';
 import { test } from 'node:test';
 import { request } from 'undici';
 import { ports, slotAddress, sleep, waitUntil } from '../support/cluster.ts';
-import { runUp, slotPortsFree } from '../support/any-app.ts';
+import { slotPortsFree, upUntilUp } from '../support/any-app.ts';
 import { installNpmApp } from '../support/npm-app.ts';
 import type { Status, Ev } from '../support/views.ts';
 
@@ -135,17 +135,7 @@ test(
     const cache = installNpmApp(PKG, VERSION);
     const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'understudy-npmapp-'));
     fs.writeFileSync(path.join(dir, 'understudy.yaml'), config(cache));
-    const run = runUp(path.join(dir, 'understudy.yaml'), dir, path.join(dir, 'state'));
-    t.after(() => run.stop());
-    await waitUntil(
-      'understudy is up',
-      async () => {
-        if (run.code() !== null) throw new Error(`up exited ${run.code()}:\n${run.output()}`);
-        return run.output().includes('understudy is up');
-      },
-      120_000,
-      100,
-    );
+    const run = await upUntilUp(t, path.join(dir, 'understudy.yaml'), dir, path.join(dir, 'state'), 120_000);
     const st = await waitUntil(
       'serving, healthy, replication streaming',
       async () => {

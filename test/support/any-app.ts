@@ -2,7 +2,8 @@ import { spawn } from 'node:child_process';
 import fs from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
-import { BIN, killRecordedHosts, ports, slotAddress } from './cluster.ts';
+import type { TestContext } from 'node:test';
+import { BIN, killRecordedHosts, ports, slotAddress, waitUntil } from './cluster.ts';
 
 /**
  * Test support for apps that are not the demo shop: a config as a user would write
@@ -89,6 +90,22 @@ export function runUp(file: string, cwd: string, stateDir: string): UpRun {
       killRecordedHosts(stateDir);
     },
   };
+}
+
+/** Starts `up` (runUp), stopped at the test's end, and waits until it says it is up; an `up` that exited is reported with its output. */
+export async function upUntilUp(t: Pick<TestContext, 'after'>, file: string, cwd: string, stateDir: string, timeoutMs: number): Promise<UpRun> {
+  const run = runUp(file, cwd, stateDir);
+  t.after(() => run.stop());
+  await waitUntil(
+    'understudy is up',
+    async () => {
+      if (run.code() !== null) throw new Error(`up exited ${run.code()}:\n${run.output()}`);
+      return run.output().includes('understudy is up');
+    },
+    timeoutMs,
+    100,
+  );
+  return run;
 }
 
 /** Nothing listens on the slot's ports any more (everything `up` started is gone). */
