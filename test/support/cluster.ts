@@ -57,7 +57,7 @@ export interface ClusterOptions {
     malfunction?: { errorRate: number; window: string };
     performance?: { p95: string; window: string };
   };
-  config?: (ctx: { dir: string; ports: ReturnType<typeof ports>; address: (i: number) => string; root: string }) => string;
+  config?: (ctx: ConfigContext) => string;
   /** `controller.token: { file }` of the default config. */
   tokenFile?: string;
   /** The default config's `cluster:` section (secret, TLS), as the config takes it. */
@@ -71,6 +71,39 @@ export const TWO_HOSTS: NonNullable<ClusterOptions['hosts']> = [
   { name: 'h1', storage: 'array-a', boot: true },
   { name: 'h2', storage: 'array-b', boot: true },
 ];
+
+/** What a `ClusterOptions.config` writer is given: the test's directory, the slot's ports and addresses, the repository's root. */
+export interface ConfigContext {
+  dir: string;
+  ports: ReturnType<typeof ports>;
+  address: (i: number) => string;
+  root: string;
+}
+
+/** The `controller:`, `director:` and `storage:` sections of a config on the slot's ports, in the test's directory (with the vault when `vault`). */
+export function configHead(ctx: ConfigContext, opts: { vault?: boolean } = {}): string {
+  return `controller:
+  listen: 127.0.0.1:${ctx.ports.controller}
+  state: ${ctx.dir}/state
+director:
+  listen: 127.0.0.1:${ctx.ports.director}
+storage:
+  array-a: { path: ${ctx.dir}/array-a, listen: 127.0.0.1:${ctx.ports.storageA} }
+  array-b: { path: ${ctx.dir}/array-b, listen: 127.0.0.1:${ctx.ports.storageB} }
+${opts.vault ? `  vault: { path: ${ctx.dir}/vault, listen: 127.0.0.1:${ctx.ports.vault}, backup: true }\n` : ''}`;
+}
+
+/** The `hosts:` section of a config: each host on the slot's next address, powered locally, 1 cpu and 512 MiB unless its `profile` says otherwise. */
+export function hostsSection(
+  ctx: ConfigContext,
+  hosts: { name: string; storage: 'array-a' | 'array-b'; boot: boolean; profile?: { cpus: number; memoryMb: number } }[],
+): string {
+  const entry = (h: (typeof hosts)[number], i: number): string => {
+    const { cpus, memoryMb } = h.profile ?? { cpus: 1, memoryMb: 512 };
+    return `  ${h.name}: { address: ${ctx.address(i)}, storage: ${h.storage}, power: local, boot: ${h.boot}, profile: { cpus: ${cpus}, memoryMb: ${memoryMb} } }\n`;
+  };
+  return `hosts:\n${hosts.map(entry).join('')}`;
+}
 
 export interface Cluster {
   dir: string;
