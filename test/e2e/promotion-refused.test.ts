@@ -1,9 +1,8 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { api, orderTakenBy, startCluster, waitStreaming, waitUntil } from '../support/cluster.ts';
+import { api, orderTakenBy, waitUntil } from '../support/cluster.ts';
 import { events, runbooks, status, waitEvent } from '../support/views.ts';
-import { startLoad } from '../support/load.ts';
-import { EVERY_SECOND, damageReplica, ordersBeforePoint, waitOrdersInPoint } from '../support/restore-points.ts';
+import { damageReplica, startWithRestorePoints, ordersBeforePoint, waitOrdersInPoint } from '../support/restore-points.ts';
 
 /**
  * Verification before any promotion, deterministically: the replica is made
@@ -21,15 +20,9 @@ test(
   'crash with a damaged replica: the promotion is refused after verification and the failover restores the newest good point instead',
   { timeout: 90_000 },
   async (t) => {
-    const cluster = await startCluster({
-      slot: 17,
-      backup: EVERY_SECOND,
+    const { cluster, load } = await startWithRestorePoints(t, 17, 'pr', {
       env: { UNDERSTUDY_TEST_HOOKS: '1', UNDERSTUDY_FAULT_PAUSE_AFTER_STEP: 'replica-refused:4000' },
     });
-    t.after(() => cluster.stop());
-    await waitStreaming(cluster);
-    const load = startLoad(cluster.front, { workers: 2, maxMs: 45_000, tag: 'pr' });
-    t.after(() => load.stop());
     await waitOrdersInPoint(cluster, load.result.acked, 100, 20_000);
 
     await damageReplica(17);

@@ -2,10 +2,9 @@ import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import path from 'node:path';
 import { test } from 'node:test';
-import { orderTakenBy, startCluster, waitStreaming } from '../support/cluster.ts';
+import { orderTakenBy } from '../support/cluster.ts';
 import { events, waitEvent } from '../support/views.ts';
-import { startLoad } from '../support/load.ts';
-import { EVERY_SECOND, damageReplica, ordersBeforePoint, waitOrdersInPoint, waitRestoreEnd } from '../support/restore-points.ts';
+import { damageReplica, ordersBeforePoint, startWithRestorePoints, waitOrdersInPoint, waitRestoredOnto } from '../support/restore-points.ts';
 
 /**
  * the primary storage system's directory is removed (rm -rf of
@@ -24,12 +23,7 @@ test(
   "primary storage directory removed: detected, restored from the vault onto h2's storage, serving again, no order acknowledged before the restored point lost",
   { timeout: 90_000 },
   async (t) => {
-    const cluster = await startCluster({ slot: 14, backup: EVERY_SECOND, env: { UNDERSTUDY_TEST_HOOKS: '1' } });
-    t.after(() => cluster.stop());
-    await waitStreaming(cluster);
-
-    const load = startLoad(cluster.front, { workers: 2, maxMs: 45_000, tag: 'sr' });
-    t.after(() => load.stop());
+    const { cluster, load } = await startWithRestorePoints(t, 14, 'sr', { env: { UNDERSTUDY_TEST_HOOKS: '1' } });
     await waitOrdersInPoint(cluster, load.result.acked, 150, 20_000);
 
     const hook = await damageReplica(14);
@@ -50,19 +44,13 @@ test(
     assert.ok(detectedAfterMs <= DETECTION_BUDGET_MS, `detected within the budget (${detectedAfterMs} ms)`);
     assert.equal(detected.data.storage, 'array-a');
 
-    const done = await waitRestoreEnd(cluster, 40_000);
-    const r = await load.stop();
-    assert.equal(done.kind, 'restore-complete', done.message);
+    const { done, result: r, takenAt } = await waitRestoredOnto(cluster, load, 'h2', 40_000);
     const all = await events(cluster);
     const refused = all.find((e) => e.kind === 'promotion-refused');
     t.diagnostic(
       `path: ${refused ? 'failover → replica refused at promotion → restore from the vault' : 'no replica verified good (its verification failed, or none ran yet) → restore from the vault'}`,
     );
     t.diagnostic(done.message);
-    assert.equal(done.data.to, 'h2');
-    assert.equal(typeof done.data.point, 'string');
-    assert.equal(typeof done.data.lostMs, 'number');
-    const takenAt = Number(done.data.takenAt);
     assert.ok(takenAt <= removedAt, 'the restored point was taken before the removal');
 
     // Serving again, and taking orders.

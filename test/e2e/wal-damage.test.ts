@@ -10,7 +10,7 @@ import { inspectWalChain } from '../../src/storage/wal-chain-check.ts';
 import { WAL_HEADER_SIZE, frameOffset, parseWalHeader, scanFrames } from '../../src/storage/wal-format.ts';
 import { readWalIndexHeader } from '../../src/storage/wal-index.ts';
 import { type Status, events, waitEvent, waitServing } from '../support/views.ts';
-import { EVERY_SECOND, waitOrdersInPoint, waitRestoreEnd } from '../support/restore-points.ts';
+import { EVERY_SECOND, startWithRestorePoints, waitOrdersInPoint, waitRestoreEnd } from '../support/restore-points.ts';
 
 /**
  * Damage at rest in the shop's orders.db and orders.db-wal, written with plain fs writes of
@@ -159,11 +159,7 @@ test(
   'damage in the db file and the WAL of every live copy while the shop writes: found within the budget, the newest good restore point restored, no order acknowledged before it lost, also after a switchover reopens the db',
   { timeout: 180_000 },
   async (t) => {
-    const cluster = await startCluster({ slot: 37, backup: EVERY_SECOND });
-    t.after(() => cluster.stop());
-    await waitStreaming(cluster);
-    const load = startLoad(cluster.front, { workers: 2, maxMs: 90_000, tag: 'wd' });
-    t.after(() => load.stop());
+    const { cluster, load } = await startWithRestorePoints(t, 37, 'wd', { loadMs: 90_000 });
     // Until orders were checkpointed into the primary's orders.db (the shipper does it every
     // 1000 frames) and a restore point holds 150 of them.
     await waitOrdersInPoint(cluster, load.result.acked, 150, 40_000, {

@@ -1,6 +1,7 @@
 import assert from 'node:assert/strict';
-import { http, ports, waitUntil, type Cluster } from './cluster.ts';
-import { missingOrders, type AckedOrder } from './load.ts';
+import type { TestContext } from 'node:test';
+import { http, ports, startCluster, waitStreaming, waitUntil, type Cluster } from './cluster.ts';
+import { missingOrders, startLoad, type AckedOrder, type LoadResult } from './load.ts';
 import { newestPointAfter, waitEvent, type Ev } from './views.ts';
 
 /**
@@ -14,6 +15,25 @@ export const EVERY_SECOND = { every: '1s', keep: 5 };
 
 /** The events that end the controller's handling of a damaged site: restored, failed over, or given up. */
 export const RESTORE_ENDINGS: readonly string[] = ['restore-complete', 'restore-failed', 'failover-failed', 'failover-blocked', 'failover-complete'];
+
+/**
+ * A cluster taking restore points every second, serving with replication streaming, under
+ * a load of orders (2 workers, for `loadMs`, 45 s unless said) tagged `tag`; both end at the
+ * test's end at the latest.
+ */
+export async function startWithRestorePoints(
+  t: Pick<TestContext, 'after'>,
+  slot: number,
+  tag: string,
+  opts: { env?: Record<string, string>; loadMs?: number } = {},
+): Promise<{ cluster: Cluster; load: ReturnType<typeof startLoad> }> {
+  const cluster = await startCluster({ slot, backup: EVERY_SECOND, ...(opts.env ? { env: opts.env } : {}) });
+  t.after(() => cluster.stop());
+  await waitStreaming(cluster);
+  const load = startLoad(cluster.front, { workers: 2, maxMs: opts.loadMs ?? 45_000, tag });
+  t.after(() => load.stop());
+  return { cluster, load };
+}
 
 /**
  * Waits until the site's newest restore point was taken after the `n`th acknowledged order
@@ -51,6 +71,26 @@ export async function damageReplica(slot: number): Promise<unknown> {
 /** The first of `RESTORE_ENDINGS`, within `timeoutMs`. */
 export function waitRestoreEnd(c: Cluster, timeoutMs: number): Promise<Ev> {
   return waitEvent(c, 'the site restored', (e) => RESTORE_ENDINGS.includes(e.kind), timeoutMs);
+}
+
+/**
+ * Waits for the first of `RESTORE_ENDINGS`, stops the load, and asserts that the site was
+ * restored (restore-complete) onto `host`, naming its point and the time lost; returns that
+ * event, the load's result and when the restored point was taken.
+ */
+export async function waitRestoredOnto(
+  c: Cluster,
+  load: { stop: () => Promise<LoadResult> },
+  host: string,
+  timeoutMs: number,
+): Promise<{ done: Ev; result: LoadResult; takenAt: number }> {
+  const done = await waitRestoreEnd(c, timeoutMs);
+  const result = await load.stop();
+  assert.equal(done.kind, 'restore-complete', done.message);
+  assert.equal(done.data.to, host);
+  assert.equal(typeof done.data.point, 'string');
+  assert.equal(typeof done.data.lostMs, 'number');
+  return { done, result, takenAt: Number(done.data.takenAt) };
 }
 
 /** The orders acknowledged before a restored point was taken, and those of them the site no longer has. */
