@@ -1,8 +1,8 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { startCluster, waitUntil } from '../support/cluster.ts';
+import { waitUntil } from '../support/cluster.ts';
 import { missingOrders, startLoad } from '../support/load.ts';
-import { addresses, events, killHost, oneDiskPerHost, siteOf, sleep, status, waitProtected, waitServedBy, type Layout } from '../support/one-disk-per-host.ts';
+import { events, killHost, siteOf, sleep, startLayout, status, waitProtected, waitServedBy, type Layout } from '../support/one-disk-per-host.ts';
 import { assertNoEvents } from '../support/views.ts';
 
 /**
@@ -25,9 +25,7 @@ test(
   'two crashes of different hosts 5 s apart: the second failover starts at once, within the cooldown, with nothing deferred',
   { timeout: 90_000 },
   async (t) => {
-    const cluster = await startCluster({ slot: layout.slot, config: oneDiskPerHost(layout) });
-    t.after(() => cluster.stop());
-    const addr = addresses(layout);
+    const { cluster, addr } = await startLayout(t, layout);
     await waitProtected(cluster, 'shop', 'h1', 'h2');
     const load = startLoad(cluster.front, { workers: 3, maxMs: 60_000, tag: 'independent' });
     t.after(() => load.stop());

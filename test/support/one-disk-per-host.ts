@@ -1,7 +1,9 @@
+import assert from 'node:assert/strict';
+import type { TestContext } from 'node:test';
 import { stringify } from 'yaml';
 import type { StatusView } from '../../src/controller/status-view.ts';
 import type { EventRecord } from '../../src/state/state-store.ts';
-import { api, http, slotAddress, sleep, waitUntil, type Cluster, type ClusterOptions } from './cluster.ts';
+import { api, http, slotAddress, sleep, startCluster, waitUntil, type Cluster, type ClusterOptions } from './cluster.ts';
 
 /**
  * The usual layout of a shop's hosting: one disk per host. Every host has a storage
@@ -59,6 +61,39 @@ export function oneDiskPerHost(layout: Layout): NonNullable<ClusterOptions['conf
 
 export function storageOf(host: string): string {
   return `disk-${host}`;
+}
+
+/** A cluster of `layout`, stopped at the test's end, and the address of each of its hosts. */
+export async function startLayout(t: Pick<TestContext, 'after'>, layout: Layout): Promise<{ cluster: Cluster; addr: Record<string, string> }> {
+  const cluster = await startCluster({ slot: layout.slot, config: oneDiskPerHost(layout) });
+  t.after(() => cluster.stop());
+  return { cluster, addr: addresses(layout) };
+}
+
+/** Asserts that `evs` hold one failover-complete, from `from` to `to` (`label` names the round); returns it. */
+export function assertOneFailover(evs: EventRecord[], label: string, from: string, to: string): EventRecord {
+  const complete = evs.filter((e) => e.kind === 'failover-complete');
+  assert.equal(complete.length, 1, `one failover in ${label}: ${evs.map((e) => e.kind).join(', ')}`);
+  assert.equal(complete[0]!.data.from, from);
+  assert.equal(complete[0]!.data.to, to);
+  return complete[0]!;
+}
+
+/** Asserts that each of `hosts` (at the addresses `addr`) took some of the `acked` orders. */
+export function assertOrdersTakenBy(acked: { servedBy: string | null }[], addr: Record<string, string>, hosts: string[], label = ''): void {
+  for (const h of hosts)
+    assert.ok(
+      acked.some((o) => o.servedBy?.startsWith(`${addr[h]}:`)),
+      `${label}orders taken by ${h}`,
+    );
+}
+
+/** Asserts that every host but `host` is powered on: no other host was fenced. */
+export function assertOthersOn(st: StatusView, host: string, label = ''): void {
+  assert.ok(
+    st.hosts.filter((h) => h.name !== host).every((h) => h.power === 'on'),
+    `${label}no other host was fenced: ${st.hosts.map((h) => `${h.name} ${h.power}`).join(', ')}`,
+  );
 }
 
 /** The address of each host of a layout, by name. */
