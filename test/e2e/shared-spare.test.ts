@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { api, configHead, hostsSection, http, sleep, startCluster, waitUntil, type Cluster, type ConfigContext } from '../support/cluster.ts';
+import { api, configHead, hostsSection, shopSiteHead, http, sleep, startCluster, waitUntil, type Cluster, type ConfigContext } from '../support/cluster.ts';
 import { type Status, events } from '../support/views.ts';
 
 /**
@@ -29,10 +29,7 @@ ${configHead(ctx, { vault: true })}${hostsSection(ctx, [
 sites:
 ${['shop', 'outlet']
   .map(
-    (name, i) => `  ${name}:
-    front: 127.0.0.1:${ctx.ports.front + i}
-    app: { command: [node, ${ctx.root}/examples/shop/server.js], port: ${3000 + i}, seed: ${ctx.root}/examples/shop/seed }
-    primary: ${i === 0 ? 'a1' : 'b1'}
+    (name, i) => `${shopSiteHead(ctx, name, i)}    primary: ${i === 0 ? 'a1' : 'b1'}
     standby: spares
     transform:
       - { file: config/site.json, set: { listen.host: "{{host.address}}", listen.port: "{{site.app.port}}" } }

@@ -93,6 +93,14 @@ storage:
 ${opts.vault ? `  vault: { path: ${ctx.dir}/vault, listen: 127.0.0.1:${ctx.ports.vault}, backup: true }\n` : ''}`;
 }
 
+/** The first lines of a `sites:` entry: `name` runs the demo shop on the slot's front `i` and app port 3000 + `i`. */
+export function shopSiteHead(ctx: ConfigContext, name: string, i: number): string {
+  return `  ${name}:
+    front: 127.0.0.1:${ctx.ports.front + i}
+    app: { command: [node, ${ctx.root}/examples/shop/server.js], port: ${3000 + i}, seed: ${ctx.root}/examples/shop/seed }
+`;
+}
+
 /** The `hosts:` section of a config: each host on the slot's next address, powered locally, 1 cpu and 512 MiB unless its `profile` says otherwise. */
 export function hostsSection(
   ctx: ConfigContext,

@@ -1,5 +1,5 @@
 import { request } from 'undici';
-import { configHead, hostsSection, type ConfigContext } from './cluster.ts';
+import { configHead, hostsSection, shopSiteHead, type ConfigContext } from './cluster.ts';
 
 /**
  * A config shaped like examples/demo.yaml (two shops, four hosts, a shared pool of
@@ -22,10 +22,7 @@ ${configHead(ctx, { vault: true })}${hosts}pools:
 sites:
 ${['shop', 'outlet']
   .map(
-    (name, i) => `  ${name}:
-    front: 127.0.0.1:${ctx.ports.front + i}
-    app: { command: [node, ${ctx.root}/examples/shop/server.js], port: ${3000 + i}, seed: ${ctx.root}/examples/shop/seed }
-    primary: ${i === 0 ? 'h1' : 'h2'}
+    (name, i) => `${shopSiteHead(ctx, name, i)}    primary: ${i === 0 ? 'h1' : 'h2'}
     standby: ${i === 0 ? 'spares' : '[h4, h3]'}
     volume:
       replication: async
