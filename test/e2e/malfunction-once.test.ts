@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import path from 'node:path';
-import { test } from 'node:test';
+import { test, type TestContext } from 'node:test';
 import Database from 'better-sqlite3';
 import { api, http, sleep, startCluster, waitStreaming, waitUntil } from '../support/cluster.ts';
 import { immutableOrdersDb } from '../support/immutable-db.ts';
@@ -26,17 +26,22 @@ const SLOT = 48;
 const WINDOW_MS = 2000;
 const NEVER = ['failover-deferred', 'failover-blocked', 'failover-failed', 'restore-started', 'switchover-started', 'errors-follow-request'];
 
-const order = (customer: string) => ({ method: 'POST', body: { customer, items: [{ productId: 1, qty: 1 }] } });
-
-test("a host-specific malfunction (its orders.db immutable): one failover, the host's errors named, nothing further", { timeout: 120_000 }, async (t) => {
+/** A cluster that counts errors over WINDOW_MS, serving with replication streaming (`before`), under a load of orders for 1.5 s already. */
+async function startUnderLoad(t: TestContext) {
   const cluster = await startCluster({ slot: SLOT, health: { malfunction: { errorRate: 0.2, window: `${WINDOW_MS}ms` } } });
-  const ordersDb = immutableOrdersDb(t, cluster);
   t.after(() => cluster.stop());
   const before = await waitStreaming<Status>(cluster);
-  const h1 = cluster.hostAddress('h1');
   const load = startLoad(cluster.front, { workers: 4, maxMs: 60_000 });
   t.after(() => load.stop());
   await sleep(1500);
+  return { cluster, before, load, h1: cluster.hostAddress('h1') };
+}
+
+const order = (customer: string) => ({ method: 'POST', body: { customer, items: [{ productId: 1, qty: 1 }] } });
+
+test("a host-specific malfunction (its orders.db immutable): one failover, the host's errors named, nothing further", { timeout: 120_000 }, async (t) => {
+  const { cluster, before, load, h1 } = await startUnderLoad(t);
+  const ordersDb = immutableOrdersDb(t, cluster);
 
   ordersDb.apply();
   assert.equal((await http(`http://${h1}:3000/api/orders`, order('direct'))).status, 500, 'a write on h1 fails');
@@ -89,13 +94,7 @@ test(
   'errors that follow the app (a trigger in the replicated data aborts every order): one failover, then "errors follow the app", no second',
   { timeout: 120_000 },
   async (t) => {
-    const cluster = await startCluster({ slot: SLOT, health: { malfunction: { errorRate: 0.2, window: `${WINDOW_MS}ms` } } });
-    t.after(() => cluster.stop());
-    const before = await waitStreaming<Status>(cluster);
-    const h1 = cluster.hostAddress('h1');
-    const load = startLoad(cluster.front, { workers: 4, maxMs: 60_000 });
-    t.after(() => load.stop());
-    await sleep(1500);
+    const { cluster, before, load, h1 } = await startUnderLoad(t);
 
     // The bad migration, written into the live database the way a deploy would.
     const db = new Database(path.join(cluster.dir, 'array-a', 'volumes', 'shop', 'orders.db'));

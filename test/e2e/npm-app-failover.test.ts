@@ -7,7 +7,7 @@ import path from 'node:path';
 import { test } from 'node:test';
 import { request } from 'undici';
 import { ports, slotAddress, sleep, waitUntil } from '../support/cluster.ts';
-import { slotPortsFree, upUntilUp } from '../support/any-app.ts';
+import { slotPortsFree, twoHostHead, upUntilUp } from '../support/any-app.ts';
 import { installNpmApp } from '../support/npm-app.ts';
 import type { Status, Ev } from '../support/views.ts';
 
@@ -27,7 +27,6 @@ const VERSION = '25.6.0'; // the last release without an engines floor above Nod
 const SLOT = 45;
 const p = ports(SLOT);
 const H1 = slotAddress(SLOT, 0);
-const H2 = slotAddress(SLOT, 1);
 const FRONT = `http://127.0.0.1:${p.front}`;
 const APP_PORT = 5006;
 const MAX_UPLOADS = 120;
@@ -36,15 +35,7 @@ const LOAD_MS = 45_000;
 function config(cache: string): string {
   const server = path.join(cache, 'node_modules', '@actual-app', 'sync-server', 'build', 'bin', 'actual-server.js');
   return `# Actual's sync server, kept up by Understudy
-controller: { listen: 127.0.0.1:${p.controller}, state: state }
-director: { listen: 127.0.0.1:${p.director} }
-storage:
-  array-a: { path: array-a, listen: 127.0.0.1:${p.storageA} }
-  array-b: { path: array-b, listen: 127.0.0.1:${p.storageB} }
-hosts:
-  h1: { address: ${H1}, storage: array-a }
-  h2: { address: ${H2}, storage: array-b }
-sites:
+${twoHostHead(SLOT)}sites:
   budget:
     front: 127.0.0.1:${p.front}
     app:

@@ -20,11 +20,10 @@ export interface AnyAppSite {
   replication?: 'async' | 'sync';
 }
 
-/** A two-host config (h1 on array-a, h2 on array-b) for one site `app`, with relative storage and state paths. */
-export function anyAppConfig(slot: number, site: AnyAppSite): string {
+/** The controller, director, storage and two hosts (h1 on array-a, h2 on array-b) of an operator's config on the slot, with state and storage paths beside the file. */
+export function twoHostHead(slot: number): string {
   const p = ports(slot);
-  return `# an operator's config for their own app; relative paths are beside this file
-controller: { listen: 127.0.0.1:${p.controller}, state: state }
+  return `controller: { listen: 127.0.0.1:${p.controller}, state: state }
 director: { listen: 127.0.0.1:${p.director} }
 storage:
   array-a: { path: array-a, listen: 127.0.0.1:${p.storageA} }
@@ -32,7 +31,14 @@ storage:
 hosts:
   h1: { address: ${slotAddress(slot, 0)}, storage: array-a }
   h2: { address: ${slotAddress(slot, 1)}, storage: array-b }
-sites:
+`;
+}
+
+/** A two-host config (h1 on array-a, h2 on array-b) for one site `app`, with relative storage and state paths. */
+export function anyAppConfig(slot: number, site: AnyAppSite): string {
+  const p = ports(slot);
+  return `# an operator's config for their own app; relative paths are beside this file
+${twoHostHead(slot)}sites:
   app:
     front: 127.0.0.1:${p.front}
     app: ${site.app}
