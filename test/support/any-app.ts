@@ -4,6 +4,7 @@ import net from 'node:net';
 import path from 'node:path';
 import type { TestContext } from 'node:test';
 import { BIN, killRecordedHosts, ports, slotAddress, waitUntil } from './cluster.ts';
+import { interruptThenKill } from './procs.ts';
 
 /**
  * Test support for apps that are not the demo shop: a config as a user would write
@@ -81,18 +82,7 @@ export function runUp(file: string, cwd: string, stateDir: string): UpRun {
     exited,
     startedAt,
     stop: async () => {
-      if (up.exitCode === null && up.signalCode === null) {
-        up.kill('SIGINT');
-        let timer: NodeJS.Timeout | undefined;
-        await Promise.race([
-          exited,
-          new Promise((r) => {
-            timer = setTimeout(r, 15_000);
-          }),
-        ]);
-        clearTimeout(timer);
-        if (up.exitCode === null && up.signalCode === null) up.kill('SIGKILL');
-      }
+      await interruptThenKill(up);
       killRecordedHosts(stateDir);
     },
   };

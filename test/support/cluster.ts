@@ -8,7 +8,7 @@ import { request } from 'undici';
 import Database from 'better-sqlite3';
 import { ensureBuilt } from './build.ts';
 import { parse as parseYaml, stringify as stringifyYaml } from 'yaml';
-import { killProcessesOf } from './procs.ts';
+import { interruptThenKill, killProcessesOf } from './procs.ts';
 
 /**
  * Test support: a real Understudy (`understudy up`) on its own ports, loopback
@@ -225,19 +225,7 @@ export async function startCluster(opts: ClusterOptions): Promise<Cluster> {
     },
     output: () => out,
     stop: async () => {
-      if (up.exitCode === null && up.signalCode === null) {
-        const exited = new Promise((r) => up.once('exit', r));
-        up.kill('SIGINT');
-        let timer: NodeJS.Timeout | undefined;
-        await Promise.race([
-          exited,
-          new Promise((r) => {
-            timer = setTimeout(r, 15_000);
-          }),
-        ]);
-        clearTimeout(timer);
-        if (up.exitCode === null && up.signalCode === null) up.kill('SIGKILL');
-      }
+      await interruptThenKill(up);
       killRecordedHosts(path.join(dir, 'state'));
       killProcessesOf(dir);
     },
@@ -284,6 +272,15 @@ export interface HttpAnswer {
   at: number;
 }
 
+/** `text` parsed as JSON, or the text itself when it is not JSON. */
+export function jsonOrText(text: string): unknown {
+  try {
+    return JSON.parse(text) as unknown;
+  } catch {
+    return text;
+  }
+}
+
 export async function http(url: string, init: { method?: string; body?: unknown; timeoutMs?: number } = {}): Promise<HttpAnswer> {
   const res = await request(url, {
     method: (init.method ?? 'GET') as 'GET',
@@ -292,13 +289,7 @@ export async function http(url: string, init: { method?: string; body?: unknown;
     headersTimeout: init.timeoutMs ?? 10_000,
     bodyTimeout: init.timeoutMs ?? 10_000,
   });
-  const text = await res.body.text();
-  let body: unknown = text;
-  try {
-    body = JSON.parse(text);
-  } catch {
-    /* not JSON */
-  }
+  const body = jsonOrText(await res.body.text());
   const sb = res.headers['x-served-by'];
   return { status: res.statusCode, servedBy: typeof sb === 'string' ? sb : null, body, at: Date.now() };
 }

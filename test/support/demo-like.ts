@@ -1,5 +1,5 @@
 import { request } from 'undici';
-import { configHead, hostsSection, shopSiteHead, type ConfigContext } from './cluster.ts';
+import { configHead, hostsSection, jsonOrText, shopSiteHead, type ConfigContext } from './cluster.ts';
 
 /**
  * A config shaped like examples/demo.yaml (two shops, four hosts, a shared pool of
@@ -46,14 +46,7 @@ export async function apiCall<T>(base: string, token: string | null, path: strin
     headersTimeout: timeoutMs,
     bodyTimeout: timeoutMs,
   });
-  const text = await res.body.text();
-  let parsed: unknown = text;
-  try {
-    parsed = JSON.parse(text);
-  } catch {
-    /* not JSON */
-  }
-  return { status: res.statusCode, body: parsed as T };
+  return { status: res.statusCode, body: jsonOrText(await res.body.text()) as T };
 }
 
 export interface DemoStatus {

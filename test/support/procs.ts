@@ -30,6 +30,22 @@ function read(file: string): string | null {
   }
 }
 
+/** Interrupts `child` (SIGINT) and kills it (SIGKILL) if it has not exited within `graceMs`; nothing when it has exited already. */
+export async function interruptThenKill(child: ChildProcess, graceMs = 15_000): Promise<void> {
+  if (child.exitCode !== null || child.signalCode !== null) return;
+  const exited = new Promise((r) => child.once('exit', r));
+  child.kill('SIGINT');
+  let timer: NodeJS.Timeout | undefined;
+  await Promise.race([
+    exited,
+    new Promise((r) => {
+      timer = setTimeout(r, graceMs);
+    }),
+  ]);
+  clearTimeout(timer);
+  if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
+}
+
 /**
  * Every live process whose command line or environment mentions `dir` (a test's
  * temporary directory: the config path, the state and storage paths, an app's

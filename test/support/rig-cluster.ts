@@ -5,7 +5,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { execFileSync } from 'node:child_process';
 import { Agent, request, type Dispatcher } from 'undici';
-import { BIN, ROOT, sleep, waitUntil, type HttpAnswer } from './cluster.ts';
+import { BIN, ROOT, jsonOrText, sleep, waitUntil, type HttpAnswer } from './cluster.ts';
 import { createRig, type Rig } from './machines.ts';
 import type { Status } from './views.ts';
 
@@ -204,14 +204,7 @@ sites:
           headersTimeout: init.timeoutMs ?? 10_000,
           bodyTimeout: init.timeoutMs ?? 10_000,
         });
-        const text = await res.body.text();
-        let body: unknown = text;
-        try {
-          body = JSON.parse(text);
-        } catch {
-          /* not JSON */
-        }
-        return { status: res.statusCode, servedBy: null, body, at: Date.now() };
+        return { status: res.statusCode, servedBy: null, body: jsonOrText(await res.body.text()), at: Date.now() };
       },
       hostAddress: (h) => a(h),
       log: (part) => {
@@ -302,14 +295,7 @@ export async function rigCall(url: string, init: { timeoutMs?: number; method?: 
     bodyTimeout: timeoutMs,
     signal: AbortSignal.timeout(timeoutMs),
   });
-  const text = await res.body.text();
-  let body: unknown = text;
-  try {
-    body = JSON.parse(text);
-  } catch {
-    /* not JSON */
-  }
-  return { status: res.statusCode, servedBy: null, body, at: Date.now() };
+  return { status: res.statusCode, servedBy: null, body: jsonOrText(await res.body.text()), at: Date.now() };
 }
 
 /** GET of any part's URL on the rig (with the cluster secret, over TLS); anything but 200 throws with the answer. */
