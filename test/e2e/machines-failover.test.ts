@@ -5,13 +5,10 @@ import path from 'node:path';
 import { test } from 'node:test';
 import { sleep, waitUntil } from '../support/cluster.ts';
 import { missingOrders, startLoad } from '../support/load.ts';
-import { rigApi, rigStatus, startRigCluster, type RigCluster } from '../support/rig-cluster.ts';
-import { waitServing, type Status, type Runbook } from '../support/views.ts';
+import { rigApi, startRigCluster, waitRigServing } from '../support/rig-cluster.ts';
+import type { Status, Runbook } from '../support/views.ts';
 
 const get = rigApi;
-
-/** Waits until the site serves from `host` with replication streaming. */
-const streaming = (c: RigCluster, host: string) => waitServing(() => rigStatus(c), { host }, 40_000, 100);
 
 /**
  * Every part on its own machine (network namespaces behind a router), each host's
@@ -30,7 +27,7 @@ test(
   async (t) => {
     const c = await startRigCluster({ replication: 'sync' });
     t.after(() => c.stop());
-    await streaming(c, 'h1');
+    await waitRigServing(c, 'h1');
     assert.equal(await c.bmcPower('h1'), 'on');
     assert.equal(await c.bmcPower('h2'), 'on');
     // The site's processes run on the host machines, not on the controller's.
@@ -63,7 +60,7 @@ test(
     const on = await c.call('/v1/hosts/h1/power', { method: 'POST', body: { action: 'on' } });
     assert.equal(on.status, 200, JSON.stringify(on.body));
     await waitUntil('h1 powered again', async () => (await c.bmcPower('h1')) === 'on' && c.rig.pids(c.rig.ns('h1')).length > 0, 10_000);
-    await streaming(c, 'h2');
+    await waitRigServing(c, 'h2');
     await waitUntil('more orders acknowledged on h2', async () => load.result.acked.length > ackedBeforeRound2 + 20, 20_000);
 
     // Round 2: h2's machine crashes (every process in it killed).
@@ -78,7 +75,7 @@ test(
     await waitUntil('orders acknowledged after the second failover', async () => load.result.acked.some((o) => o.ackAt > crashAt + 500), 20_000);
 
     // The storage nodes lose each other: sync mode follows its setting (degrade after sync.timeout), then recovers.
-    await streaming(c, 'h1');
+    await waitRigServing(c, 'h1');
     c.rig.drop('sa', 'sb');
     c.rig.drop('sb', 'sa');
     const splitAt = Date.now();

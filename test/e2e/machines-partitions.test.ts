@@ -3,8 +3,8 @@ import net from 'node:net';
 import { test } from 'node:test';
 import { sleep, waitUntil } from '../support/cluster.ts';
 import { startLoad } from '../support/load.ts';
-import { rigApi, rigCall, rigGet, rigStatus, startRigCluster, type RigCluster } from '../support/rig-cluster.ts';
-import { waitServing, type Status, type Runbook } from '../support/views.ts';
+import { rigApi, rigCall, rigGet, startRigCluster, waitRigServing } from '../support/rig-cluster.ts';
+import type { Status, Runbook } from '../support/views.ts';
 
 const apiGet = rigApi;
 
@@ -25,9 +25,6 @@ function connects(host: string, port: number): Promise<boolean> {
   });
 }
 
-/** Waits until the site serves from `host` with replication streaming. */
-const serving = (c: RigCluster, host: string) => waitServing(() => rigStatus(c), { host }, 40_000, 100);
-
 /**
  * Partitions between machines (nftables DROP in the router, both directions):
  * 1. the director is cut off from the controller: it keeps routing the site at its
@@ -45,7 +42,7 @@ test(
   async (t) => {
     const c = await startRigCluster({ replication: 'async' });
     t.after(() => c.stop());
-    await serving(c, 'h1');
+    await waitRigServing(c, 'h1');
     const h1 = c.hostAddress('h1');
     const directorAdmin = `http://${c.rig.address('dir')}:7071`;
     const load = startLoad(c.front, { workers: 2, maxMs: 90_000, maxRequests: 20_000 });
@@ -127,7 +124,7 @@ test(
     // Again, the other way: h1 is powered on through its BMC, becomes h2's replica, and then h2 is cut off.
     const on = await c.call('/v1/hosts/h1/power', { method: 'POST', body: { action: 'on' } });
     assert.equal(on.status, 200, JSON.stringify(on.body));
-    await serving(c, 'h2');
+    await waitRigServing(c, 'h2');
     const h2Pids = c.rig.pids(c.rig.ns('h2'));
     for (const other of ['dir', 'ctl']) {
       c.rig.drop('h2', other);

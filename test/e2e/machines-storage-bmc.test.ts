@@ -2,8 +2,8 @@ import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { http, sleep, waitUntil } from '../support/cluster.ts';
 import { missingOrders, startLoad } from '../support/load.ts';
-import { rigApi, rigGet, startRigCluster, type RigCluster } from '../support/rig-cluster.ts';
-import { waitServing, type Status, type Runbook } from '../support/views.ts';
+import { rigApi, rigGet, startRigCluster, waitRigServing, type RigCluster } from '../support/rig-cluster.ts';
+import type { Status, Runbook } from '../support/views.ts';
 
 interface Volume {
   epoch: number;
@@ -40,7 +40,7 @@ test(
     t.after(() => c.stop());
     const sa = `http://${c.rig.address('sa')}:7100`;
     const sb = `http://${c.rig.address('sb')}:7100`;
-    await waitServing(() => status(c), {}, 40_000, 100);
+    await waitRigServing(c);
     const load = startLoad(c.front, { workers: 2, maxMs: 90_000, maxRequests: 20_000 });
     t.after(() => load.stop());
     await waitUntil('orders acknowledged', async () => load.result.acked.length >= 10, 20_000);

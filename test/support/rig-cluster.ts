@@ -7,7 +7,7 @@ import { execFileSync } from 'node:child_process';
 import { Agent, request, type Dispatcher } from 'undici';
 import { BIN, ROOT, jsonOrText, sleep, waitUntil, type HttpAnswer } from './cluster.ts';
 import { createRig, type Rig } from './machines.ts';
-import type { Status } from './views.ts';
+import { waitServing, type Status } from './views.ts';
 
 /**
  * Test support: Understudy with every part on its own machine of the rig
@@ -280,6 +280,11 @@ export async function rigApi<T>(c: RigCluster, p: string): Promise<T> {
 /** `GET /v1/status` of the rig's controller. */
 export function rigStatus(c: RigCluster): Promise<Status> {
   return rigApi<Status>(c, '/v1/status');
+}
+
+/** Waits until the rig's site serves (from `host`, when given) with replication streaming; returns that status. */
+export function waitRigServing(c: RigCluster, host?: string): Promise<Status> {
+  return waitServing(() => rigStatus(c), host ? { host } : {}, 40_000, 100);
 }
 
 /** A call to a part's endpoint on the running rig over TLS with the cluster secret (an `http://` URL is called as `https://`). */
