@@ -178,25 +178,28 @@ test(
     });
     // Until orders were checkpointed into the primary's orders.db (the shipper does it every
     // 1000 frames) and a restore point holds 150 of them.
-    await waitUntil(
+    // Checked and damaged in one step, with no wait between: a checkpoint in between would restart a WAL.
+    const [onA, onB] = await waitUntil(
       'orders in orders.db and a restore point holding 150 of them',
       async () => {
         const a = load.result.acked[149];
-        return (
-          !!a &&
+        if (!a || !(await newestPointAfter(cluster, a.ackAt))) return null;
+        const ready =
           fs.statSync(path.join(volA(cluster), 'orders.db')).size >= 24 * 4096 &&
           committedFrames(volA(cluster)).frames >= 40 &&
+          committedFrames(volB(cluster)).frames >= 40 &&
           dbRunToDamage(volA(cluster)) !== null &&
-          dbRunToDamage(volB(cluster)) !== null &&
-          (await newestPointAfter(cluster, a.ackAt))
-        );
+          dbRunToDamage(volB(cluster)) !== null;
+        return ready
+          ? [
+              [damageWal(volA(cluster)), damageDb(volA(cluster))],
+              [damageWal(volB(cluster)), damageDb(volB(cluster))],
+            ]
+          : null;
       },
       40_000,
       100,
     );
-
-    const onA = [damageWal(volA(cluster)), damageDb(volA(cluster))];
-    const onB = [damageWal(volB(cluster)), damageDb(volB(cluster))];
     const damagedAt = Date.now();
     const ackedBefore = load.result.acked.length;
     const proofA = freshOpenProof(t, volA(cluster), onA);
@@ -287,15 +290,14 @@ test(
     t.after(async () => {
       if (!stopped) await load.stop();
     });
-    await waitUntil(
-      "150 orders, frames in the replica's WAL",
-      async () => load.result.acked.length >= 150 && committedFrames(volB(cluster)).frames >= 40,
+    const damage = await waitUntil(
+      "150 orders, frames in the replica's WAL (then damaged, in the same step)",
+      async () => (load.result.acked.length >= 150 && committedFrames(volB(cluster)).frames >= 40 ? damageWal(volB(cluster)) : null),
       30_000,
       100,
     );
 
     const storageA = `http://127.0.0.1:${ports(38).storageA}`;
-    const damage = damageWal(volB(cluster));
     const damagedAt = Date.now();
     const proof = freshOpenProof(t, volB(cluster), [damage]);
     t.diagnostic(`damaged the replica's ${damage.what}; a fresh open of it reads ${proof.damaged} orders (undamaged: ${proof.undamaged})`);
@@ -364,18 +366,19 @@ test(
     t.after(async () => {
       if (!stopped) await load.stop();
     });
-    await waitUntil(
-      "orders in the primary's orders.db and in its WAL",
+    // Checked and damaged in one step: a checkpoint in between would restart the WAL.
+    const damages = await waitUntil(
+      "orders in the primary's orders.db and in its WAL (then damaged, in the same step)",
       async () =>
         load.result.acked.length >= 150 &&
         fs.statSync(path.join(volA(cluster), 'orders.db')).size >= 24 * 4096 &&
         committedFrames(volA(cluster)).frames >= 40 &&
-        dbRunToDamage(volA(cluster)) !== null,
+        dbRunToDamage(volA(cluster)) !== null
+          ? [damageWal(volA(cluster)), damageDb(volA(cluster))]
+          : null,
       40_000,
       100,
     );
-
-    const damages = [damageWal(volA(cluster)), damageDb(volA(cluster))];
     const damagedAt = Date.now();
     const proof = freshOpenProof(t, volA(cluster), damages);
     t.diagnostic(
