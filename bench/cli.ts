@@ -72,6 +72,9 @@ function demoInSlot(dir: string): string {
   swap('{ path: .understudy/array-a }', `{ path: ${dir}/array-a, listen: 127.0.0.1:${p.storageA} }`);
   swap('{ path: .understudy/array-b }', `{ path: ${dir}/array-b, listen: 127.0.0.1:${p.storageB} }`);
   swap('{ path: .understudy/vault,', `{ path: ${dir}/vault, listen: 127.0.0.1:${p.vault},`);
+  // The app and its seed stay where the demo has them (relative paths resolve against the config's directory).
+  text = text.split('shop/server.js').join(path.join(ROOT, 'examples/shop/server.js'));
+  text = text.split('seed: shop/seed').join(`seed: ${path.join(ROOT, 'examples/shop/seed')}`);
   return text;
 }
 

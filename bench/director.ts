@@ -1,15 +1,21 @@
 /**
- * What the built-in director costs: GET requests/s and p50/p99 latency through
- * the director versus straight to the upstream, on loopback.
+ * What the built-in director costs, beside HAProxy: GET requests/s and p50/p99
+ * latency straight to the upstream, through HAProxy (one thread) and through the
+ * director, on loopback, in one run.
  *
- *   node --import tsx bench/director.ts [--seconds 5] [--concurrency 32]
+ *   npm run bench:director -- [--seconds 5] [--concurrency 32] [--load wrk|undici]
  *
- * The upstream (a node:http app answering a small JSON body with X-Served-By)
- * and the director each run in their own process, as in production, so that
- * the load generator (undici, keep-alive) does not share their event loop.
- * Bounded: a 1 s warm-up and `--seconds` of measurement per target.
+ * Needs Debian's `haproxy` and `wrk` (apt-get install haproxy wrk); without HAProxy
+ * its row is left out and says so, without wrk the load comes from undici in Node.
+ * The upstream (a node:http app answering a small JSON body with X-Served-By), HAProxy
+ * and the director (the compiled build, dist/) each run in their own process, as in
+ * production. Bounded: a 1 s warm-up and `--seconds` of measurement per target.
  */
-import { fork, type ChildProcess } from 'node:child_process';
+import { execFileSync, fork, spawn, type ChildProcess } from 'node:child_process';
+import fs from 'node:fs';
+import net from 'node:net';
+import os from 'node:os';
+import path from 'node:path';
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { performance } from 'node:perf_hooks';
@@ -29,8 +35,9 @@ if (role === '--upstream') {
   server.listen(0, '127.0.0.1', () => process.send!({ port: (server.address() as AddressInfo).port }));
 } else if (role === '--director') {
   const upstream = process.argv[3]!;
-  const { Director } = await import('../src/director/director.ts');
-  const { silentLogger } = await import('../src/director/logger.ts');
+  // The compiled build, as `understudy director` runs it (npm run bench:director builds it first).
+  const { Director } = (await import(new URL('../dist/director/director.js', import.meta.url).href)) as typeof import('../src/director/director.ts');
+  const { silentLogger } = (await import(new URL('../dist/director/logger.js', import.meta.url).href)) as typeof import('../src/director/logger.ts');
   const probe = { path: '/healthz', everyMs: 200, timeoutMs: 500, fall: 2, rise: 2 };
   const director = new Director({
     logger: silentLogger,
@@ -63,29 +70,130 @@ if (role === '--upstream') {
   process.on('SIGINT', () => process.exit(0)); // lets --cpu-prof write its profile
   process.send!({ front: director.frontUrl('shop') });
 } else {
-  const { values } = parseArgs({ options: { seconds: { type: 'string', default: '5' }, concurrency: { type: 'string', default: '32' } } });
+  const { values } = parseArgs({
+    options: { seconds: { type: 'string', default: '5' }, concurrency: { type: 'string', default: '32' }, load: { type: 'string' } },
+  });
   const seconds = Number(values.seconds);
   const concurrency = Number(values.concurrency);
+  const useWrk = values.load ? values.load === 'wrk' : has('wrk');
   const children: ChildProcess[] = [];
+  const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'us-bench-director-'));
   try {
     const up = await start<{ port: number }>(children, ['--upstream']);
     const upstream = `127.0.0.1:${up.port}`;
     const dir = await start<{ front: string }>(children, ['--director', upstream]);
-    const rows = [
-      { target: 'direct to upstream', ...(await load(`http://${upstream}`, seconds, concurrency)) },
-      { target: 'through director', ...(await load(dir.front, seconds, concurrency)) },
-    ];
-    console.log(`GET /api/products/1, ${concurrency} concurrent, ${seconds} s each, loopback, node ${process.version}`);
-    console.log('| target             |   req/s | p50 ms | p99 ms | errors |');
-    console.log('|--------------------|--------:|-------:|-------:|-------:|');
+    const haproxy = has('haproxy') ? await startHaproxy(children, tmp, upstream) : null;
+    const measure = (url: string) => (useWrk ? wrk(url, seconds, concurrency) : load(url, seconds, concurrency));
+    const rows = [{ target: 'direct to upstream', ...(await measure(`http://${upstream}`)) }];
+    if (haproxy) rows.push({ target: 'HAProxy, nbthread 1', ...(await measure(haproxy)) });
+    rows.push({ target: 'built-in director', ...(await measure(dir.front)) });
+    const ha = rows.find((r) => r.target.startsWith('HAProxy'));
+    const own = rows.at(-1)!;
+    console.log(
+      `GET /api/products/1, ${concurrency} connections, ${seconds} s each, loopback, load from ${useWrk ? 'wrk -t1' : 'undici'}, node ${process.version}, ${os.cpus().length} cores`,
+    );
+    console.log('| target              |   req/s | p50 ms | p99 ms | errors |');
+    console.log('|---------------------|--------:|-------:|-------:|-------:|');
     for (const r of rows) {
       console.log(
-        `| ${r.target.padEnd(18)} | ${r.rps.toFixed(0).padStart(7)} | ${r.p50.toFixed(2).padStart(6)} | ${r.p99.toFixed(2).padStart(6)} | ${String(r.errors).padStart(6)} |`,
+        `| ${r.target.padEnd(19)} | ${r.rps.toFixed(0).padStart(7)} | ${r.p50.toFixed(2).padStart(6)} | ${r.p99.toFixed(2).padStart(6)} | ${String(r.errors).padStart(6)} |`,
       );
     }
+    if (ha) {
+      console.log(`director / HAProxy: requests/s ${(own.rps / ha.rps).toFixed(2)} × (target ≥ 0.70), p99 ${(own.p99 / ha.p99).toFixed(2)} × (target ≤ 1.50)`);
+    } else console.log('HAProxy is not installed (apt-get install haproxy): no comparison');
   } finally {
     for (const c of children) c.kill(process.env.BENCH_PROF ? 'SIGINT' : 'SIGKILL');
+    fs.rmSync(tmp, { recursive: true, force: true });
   }
+}
+
+function has(cmd: string): boolean {
+  try {
+    execFileSync('sh', ['-c', `command -v ${cmd}`], { stdio: 'ignore' });
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const srv = net.createServer();
+    srv.once('error', reject);
+    srv.listen(0, '127.0.0.1', () => {
+      const { port } = srv.address() as AddressInfo;
+      srv.close(() => resolve(port));
+    });
+  });
+}
+
+/** HAProxy in front of the same upstream, one thread, keep-alive both sides; resolves with its front URL once it accepts connections. */
+async function startHaproxy(children: ChildProcess[], dir: string, upstream: string): Promise<string> {
+  const port = await freePort();
+  const cfg = path.join(dir, 'haproxy.cfg');
+  fs.writeFileSync(
+    cfg,
+    [
+      'global',
+      '  nbthread 1',
+      '  maxconn 4096',
+      'defaults',
+      '  mode http',
+      '  option http-keep-alive',
+      '  timeout connect 2s',
+      '  timeout client 30s',
+      '  timeout server 30s',
+      'frontend fe',
+      `  bind 127.0.0.1:${port}`,
+      '  default_backend be',
+      'backend be',
+      `  server up ${upstream}`,
+      '',
+    ].join('\n'),
+  );
+  const child = spawn('haproxy', ['-db', '-f', cfg], { stdio: ['ignore', 'ignore', 'inherit'] });
+  children.push(child);
+  const until = Date.now() + 5000;
+  for (;;) {
+    const ok = await new Promise<boolean>((resolve) => {
+      const s = net.connect(port, '127.0.0.1', () => {
+        s.destroy();
+        resolve(true);
+      });
+      s.once('error', () => resolve(false));
+    });
+    if (ok) return `http://127.0.0.1:${port}`;
+    if (Date.now() > until || child.exitCode !== null) throw new Error('haproxy did not start (see its output above)');
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
+
+/** wrk's figures for one target (one thread, `concurrency` connections), after a 1 s warm-up. */
+function wrk(origin: string, seconds: number, concurrency: number): Promise<{ rps: number; p50: number; p99: number; errors: number }> {
+  const url = `${origin}/api/products/1`;
+  const run = (s: number) =>
+    new Promise<string>((resolve, reject) => {
+      const c = spawn('wrk', ['-t1', `-c${concurrency}`, `-d${s}s`, '--latency', url], { stdio: ['ignore', 'pipe', 'inherit'] });
+      let out = '';
+      c.stdout.on('data', (d: Buffer) => (out += d.toString()));
+      c.once('exit', (code) => (code === 0 ? resolve(out) : reject(new Error(`wrk exited with ${code}: ${out}`))));
+    });
+  const ms = (v: string) => {
+    const m = /^([\d.]+)(us|ms|s)$/.exec(v.trim());
+    if (!m) return NaN;
+    return Number(m[1]) * (m[2] === 'us' ? 0.001 : m[2] === 's' ? 1000 : 1);
+  };
+  return run(1).then(async () => {
+    const out = await run(seconds);
+    const rps = Number(/Requests\/sec:\s+([\d.]+)/.exec(out)?.[1]);
+    const p50 = ms(/^\s+50%\s+(\S+)/m.exec(out)?.[1] ?? '');
+    const p99 = ms(/^\s+99%\s+(\S+)/m.exec(out)?.[1] ?? '');
+    const non2xx = Number(/Non-2xx or 3xx responses:\s+(\d+)/.exec(out)?.[1] ?? 0);
+    const sock = /Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)/.exec(out);
+    const errors = non2xx + (sock ? sock.slice(1).reduce((a, b) => a + Number(b), 0) : 0);
+    return { rps, p50, p99, errors };
+  });
 }
 
 function start<T>(children: ChildProcess[], args: string[]): Promise<T> {

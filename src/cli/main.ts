@@ -21,7 +21,7 @@ async function config(file?: string): Promise<UnderstudyConfig> {
 /** A part's config, with this process's calls to the other parts set up for the cluster (secret, TLS). */
 async function partConfig(file?: string): Promise<UnderstudyConfig> {
   const c = await config(file);
-  (await import('../shared/cluster-transport.ts')).installClusterTransport(c);
+  (await import('../shared/cluster-dispatcher.ts')).installClusterTransport(c);
   return c;
 }
 
@@ -296,7 +296,8 @@ program
   .requiredOption('-c, --config <file>')
   .action(async (o: { host: string; config: string }) => {
     const { runAgent } = await import('./agent-command.ts');
-    await runAgent(await partConfig(o.config), o.host);
+    // An agent only answers (it calls no other part): it does not load the client side of the cluster's transport.
+    await runAgent(await config(o.config), o.host);
   });
 
 try {

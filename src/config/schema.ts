@@ -170,7 +170,7 @@ const ipmi = z.strictObject({
   user: text,
   passwordFile: text,
   cipherSuite: int(0).default(17),
-  wait: duration.default(0),
+  wait: durationOrOff.default(0),
   poll: duration.default(250),
   timeout: duration.default(10_000),
 });

@@ -1,17 +1,12 @@
 import path from 'node:path';
 import pino from 'pino';
 import type { UnderstudyConfig } from '../config/types.ts';
-import { SiteMonitor, type FailureEvidence } from '../monitor/site-monitor.ts';
 import { StaleAppWatch } from './stale-app-watch.ts';
-import { probeDetection, type Detection } from '../monitor/detection.ts';
-import { MalfunctionWatch } from '../monitor/malfunction-watch.ts';
-import { LoadWatch, type LoadEpisode } from '../monitor/load-watch.ts';
 import { LocalListeners, type ListenerLookup } from '../hosts/local-listeners.ts';
 import { formatTransformDiff } from '../transform/diff.ts';
-import { isProcessAlive } from '../power/process-group.ts';
 import { HostRelays } from '../power/host-relays.ts';
 import type { RelayDriver, RelayStatus } from '../power/relay.ts';
-import type { ConnErrorSignal, RouteTable, SiteStats, StorageStatus, VaultPoint, VolumeStatus } from '../shared/contracts.ts';
+import type { ConnErrorSignal, RouteTable, SiteStats, VaultPoint, VolumeStatus } from '../shared/contracts.ts';
 import type { ActionGovernor } from './action-governor.ts';
 import { callJson } from '../shared/http-client.ts';
 import { UnderstudyError } from '../shared/errors.ts';
@@ -26,23 +21,22 @@ import { keepProtected, placementFacts, replicaStorageFor } from './reprotection
 import { nextTakeover } from './placement.ts';
 import { waitSiteStarted } from './app-start-watch.ts';
 import { buildStatus, unprotectedDatabases, type StatusView } from './status-view.ts';
-import { DatabaseWatch } from './database-watch.ts';
 import { ScaleController } from './scale-controller.ts';
-import { heldElsewhere } from './pool-facts.ts';
 import { PoolWatch } from './pool-watch.ts';
 import { DirectorStatsFeed, type DirectorStatsListener } from './director-stats-feed.ts';
 import { createGovernor } from './governor-setup.ts';
 import { AutoFailover } from './auto-failover.ts';
 import { HostTrustWatch, trustProbeEveryMs } from './host-trust-watch.ts';
 import { primaryRecovered } from './primary-recovered.ts';
-import { MalfunctionTriage } from './malfunction-triage.ts';
+import { PrimaryWatches } from './primary-watches.ts';
+import { checkFailoverTarget, checkSwitchover, knownSite, restoreTarget, type RequestFacts } from './manual-requests.ts';
+import { StorageWatch } from './storage-watch.ts';
 import { trustedCandidates } from './trusted-candidates.ts';
 import { sleep, waitFor } from './timing.ts';
 import { Drills } from './drills.ts';
 import { background } from '../shared/background.ts';
 
 const RECONCILE_EVERY_MS = 1000;
-const STORAGE_POLL_MS = 250;
 
 /**
  * The controller decides. A level-based reconcile loop brings every site to what
@@ -62,23 +56,14 @@ export class Controller {
   readonly scale: ScaleController;
   /** The director's `GET /v1/stats`, every 500 ms: real traffic for the malfunction and slowdown detectors. */
   private readonly directorStats: DirectorStatsFeed;
-  private readonly monitors = new Map<string, SiteMonitor>();
+  /** Each primary's monitor, malfunction and load watches (primary-watches.ts). */
+  private readonly watches: PrimaryWatches;
   private readonly activeRunbooks = new Map<string, Promise<void>>();
-  /** Per site, the malfunction detector of its current primary (fed by directorStats and the monitor's probes). */
-  private readonly malfunctionWatches = new Map<string, MalfunctionWatch>();
-  /** Per site, whether its app says it sheds load (429, 503 with Retry-After): fed like the malfunction watch. */
-  private readonly loadWatches = new Map<string, LoadWatch>();
-  /** The primary each load watch follows. */
-  private readonly loadWatchHost = new Map<string, string>();
-  /** Whose a malfunction's errors are (the host's, the request's, the app's) before any failover for it. */
-  private readonly triage: MalfunctionTriage;
-  /** Sites whose malfunction is being judged now (one judgement at a time per site). */
-  private readonly triaging = new Set<string>();
   private readonly autoFailover: AutoFailover;
   private readonly trustWatch: HostTrustWatch;
-  private readonly storageStatus = new Map<string, StorageStatus | null>();
+  /** Every storage processor's status, and the events it raises (storage-watch.ts). */
+  private readonly storage: StorageWatch;
   private reconcileTimer: NodeJS.Timeout | null = null;
-  private storageTimer: NodeJS.Timeout | null = null;
   private readonly staleWatch: StaleAppWatch;
   /** Says when a serving site has no spare left to fail over to (pool-watch.ts). */
   private readonly poolWatch: PoolWatch;
@@ -129,21 +114,24 @@ export class Controller {
       onDirectorStats: (l) => this.onDirectorStats(l),
       siteBusy: (site) => this.activeRunbooks.has(site) || this.drills.running() !== null,
     });
-    this.onDirectorStats((stats) => {
-      for (const w of this.malfunctionWatches.values()) w.observeStats(stats);
-      for (const w of this.loadWatches.values()) w.observeStats(stats);
+    this.watches = new PrimaryWatches({
+      config,
+      store: this.store,
+      relay: this.relay,
+      log: this.log,
+      scale: this.scale,
+      onProbe: (host, ok) => this.trustWatch.probe(host, ok),
+      act: (site, host, d) => this.autoFailover.onDetection(site, host, d),
+      stopped: () => this.stopped,
+      onError: this.onBackgroundError,
     });
-    this.triage = new MalfunctionTriage({
-      addEvent: (e) => {
-        this.store.addEvent(e);
-      },
-      others: (site) => {
-        const cfg = this.config.sites[site]!;
-        return this.scale.readers
-          .of(site)
-          .filter((r) => r.state === 'serving')
-          .map((r) => ({ host: r.host, endpoint: appEndpoint(this.config.hosts[r.host]!, cfg) }));
-      },
+    this.onDirectorStats((stats) => this.watches.observeStats(stats));
+    this.storage = new StorageWatch({
+      config,
+      clients: this.clients,
+      store: this.store,
+      onPrimaryCorrupt: (site, storage) => this.onPrimaryCorrupt(site, storage),
+      onError: this.onBackgroundError,
     });
     const addEvent = (e: Parameters<StateStore['addEvent']>[0]): void => {
       this.store.addEvent(e);
@@ -156,7 +144,7 @@ export class Controller {
         // A recorded primary that is not monitored is failing (its failover deferred or running): no trust from its agent.
         primaries: () =>
           new Set([
-            ...[...this.monitors.values()].map((m) => m.target.host),
+            ...this.watches.monitoredHosts(),
             ...this.store
               .listSites()
               .filter((r) => r.state !== 'down')
@@ -181,9 +169,9 @@ export class Controller {
       },
       candidates: (site, failed) =>
         trustedCandidates(this.config, this.config.sites[site]!, { failed, replicaStorage: this.store.getSite(site)?.replicaStorage ?? null }, this.governor),
-      recovered: (site, host, d) => primaryRecovered(d, this.monitors.get(site), this.malfunctionWatches.get(site), host),
+      recovered: (site, host, d) => primaryRecovered(d, this.watches.monitor(site), this.watches.malfunctionWatch(site), host),
       start: (site, host, d, opts) => {
-        this.triage.noteFailover(site, host, d, this.config.sites[site]!.health.malfunction.windowMs);
+        this.watches.triage.noteFailover(site, host, d, this.config.sites[site]!.health.malfunction.windowMs);
         this.startFailover(site, {
           reason: d.reason,
           evidence: d.data,
@@ -225,9 +213,20 @@ export class Controller {
     };
   }
 
+  /** What the checks of an operator's request read (manual-requests.ts). */
+  private get requestFacts(): RequestFacts {
+    return {
+      config: this.config,
+      store: this.store,
+      governor: this.governor,
+      relay: this.relay,
+      readers: () => this.scale.allReaders(),
+      volume: (storage, site) => this.volumeStatus(storage, site),
+    };
+  }
+
   async start(): Promise<void> {
-    this.storageTimer = setInterval(() => background(this.pollStorage(), this.onBackgroundError), STORAGE_POLL_MS);
-    await this.pollStorage();
+    await this.storage.start();
     this.directorStats.start();
     // Resume what a previous controller left half-done before anything else.
     for (const rb of this.store.runningRunbooks()) {
@@ -258,19 +257,14 @@ export class Controller {
   async stop(): Promise<void> {
     this.stopped = true;
     if (this.reconcileTimer) clearInterval(this.reconcileTimer);
-    if (this.storageTimer) clearInterval(this.storageTimer);
+    this.storage.stop();
     this.directorStats.stop();
     this.scale.stop();
     this.staleWatch.stop();
     this.trustWatch.stop();
     this.relays.unwatch();
     this.autoFailover.stop();
-    for (const w of this.malfunctionWatches.values()) w.stop();
-    this.malfunctionWatches.clear();
-    for (const w of this.loadWatches.values()) w.stop();
-    this.loadWatches.clear();
-    for (const m of this.monitors.values()) m.stop();
-    this.monitors.clear();
+    this.watches.stopAll();
     this.store.close();
   }
 
@@ -376,8 +370,8 @@ export class Controller {
       await this.startSite(site);
       return;
     }
-    this.ensureMonitor(site, rec.primaryHost, probeUrl(host, cfg));
-    const monitor = this.monitors.get(site);
+    this.watches.ensure(site, rec.primaryHost, probeUrl(host, cfg));
+    const monitor = this.watches.monitor(site);
     if (monitor?.healthy) {
       const route = routes?.find((r) => r.site === site);
       // With the readers the scale controller lent the site (at this epoch).
@@ -403,7 +397,7 @@ export class Controller {
     if (primaryCopy?.role === 'primary' && primaryCopy.verification?.ok === false) this.onPrimaryCorrupt(site, host.storage);
     // Unprotected (a re-protect failed, or the replica's storage was down), or a replica
     // no host could take over from any more: placed again (reprotection.ts).
-    const now = await keepProtected({ ...this.deps, storageUp: (s) => !!this.storageStatus.get(s) }, rec);
+    const now = await keepProtected({ ...this.deps, storageUp: (s) => this.storage.up(s) }, rec);
     if (now === rec && rec.replicaStorage) {
       const vol = this.volumeStatus(host.storage, site);
       if (
@@ -416,164 +410,7 @@ export class Controller {
     }
   }
 
-  private ensureMonitor(site: string, hostName: string, url: string): void {
-    const existing = this.monitors.get(site);
-    if (existing && existing.target.host === hostName) return;
-    existing?.stop();
-    const relay = this.relay.status(hostName);
-    const cfg = this.config.sites[site]!;
-    const m = new SiteMonitor(
-      { site, host: hostName, url, pid: relay.pid },
-      cfg.health.probe,
-      (e) => this.onPrimaryFailure(site, hostName, e),
-      (r) => {
-        this.trustWatch.probe(hostName, r.ok);
-        this.malfunctionWatches.get(site)?.observeProbe(r);
-        this.loadWatches.get(site)?.observeProbe(r);
-      },
-    );
-    this.monitors.set(site, m);
-    // A malfunction watch of this primary that was not acted on (its errors were not the
-    // host's) is kept with what it learnt; any other is replaced by a fresh one.
-    if (this.malfunctionWatches.get(site)?.target.host !== hostName) {
-      this.malfunctionWatches.get(site)?.stop();
-      const endpoint = appEndpoint(this.config.hosts[hostName]!, cfg);
-      const w = new MalfunctionWatch(
-        { site, host: hostName, upstream: endpoint },
-        cfg.health.malfunction,
-        () => this.monitors.get(site)?.lastHealthyAt ?? Date.now(),
-        (d) => this.onDetection(site, hostName, d),
-      );
-      this.malfunctionWatches.set(site, w);
-    }
-    this.ensureLoadWatch(site, hostName);
-    m.start();
-  }
-
-  /**
-   * The site's load watch follows its primary: a new primary starts a new one (an
-   * episode still open on the old one is cleared, so the scale controller never
-   * keeps a stale reason to scale).
-   */
-  private ensureLoadWatch(site: string, hostName: string): void {
-    const old = this.loadWatches.get(site);
-    if (old && this.loadWatchHost.get(site) === hostName) return;
-    if (old) {
-      old.stop();
-      if (old.shedding) this.scale.noteLoad(site, null);
-    }
-    const cfg = this.config.sites[site]!;
-    const lw = new LoadWatch(
-      site,
-      { windowMs: cfg.health.malfunction.windowMs, probeFall: cfg.health.probe.fall },
-      () => [appEndpoint(this.config.hosts[hostName]!, cfg), ...this.scale.readerEndpoints(site)],
-      (e) => this.onLoadEpisode(site, hostName, e),
-    );
-    this.loadWatches.set(site, lw);
-    this.loadWatchHost.set(site, hostName);
-  }
-
-  /** The app sheds load (or stopped): an event, and a reason to scale reads out where the site may. Never a failover. */
-  private onLoadEpisode(site: string, host: string, e: LoadEpisode): void {
-    const cfg = this.config.sites[site]!;
-    if (e.kind === 'load-shedding') {
-      const response =
-        cfg.scale.max > 1 && cfg.volume.readonly.length > 0
-          ? `adding read-only hosts (up to ${cfg.scale.max} in all)`
-          : "none possible here (scale.max 1 or no volume.readonly); raise the app's limit or give its host more capacity";
-      this.store.addEvent({
-        site,
-        host,
-        kind: 'load-shedding',
-        message: `${site}: load on ${host}: ${e.reason}. A sign of load, not a failure: no failover, no fencing. Response: ${response}`,
-        data: { ...e.evidence, detectedAt: e.at },
-      });
-      this.scale.noteLoad(site, { reason: `load: ${e.reason}`, since: e.at, evidence: e.evidence });
-    } else {
-      this.store.addEvent({ site, host, kind: 'load-shedding-cleared', message: `${site}: ${e.reason}`, data: { ...e.evidence } });
-      this.scale.noteLoad(site, null);
-    }
-  }
-
-  // ------------------------------------------------------------------ failure → runbook
-  /** The site monitor raised: what kind of failure, from the evidence and the process's liveness (crash, hang, malfunction …). */
-  private onPrimaryFailure(site: string, host: string, e: FailureEvidence): void {
-    const pid = this.relay.status(host).pid;
-    const processAlive = e.kind === 'process-gone' ? false : pid === null ? null : isProcessAlive(pid);
-    this.onDetection(site, host, probeDetection(e, processAlive));
-  }
-
-  /**
-   * Any detector raised against the primary: its watches end (the reconcile loop
-   * starts fresh ones while the site still serves there), and AutoFailover decides
-   * (governor: cooldown, trust) whether the failover starts now.
-   */
-  private onDetection(site: string, host: string, d: Detection): void {
-    if (d.failure === 'malfunction') {
-      background(this.judgeMalfunction(site, host, d), this.onBackgroundError);
-      return;
-    }
-    this.actOnDetection(site, host, d);
-  }
-
-  /**
-   * A malfunction is acted on only when its errors are the host's (malfunction-triage.ts):
-   * not when they follow the request, and not a second time in one incident.
-   */
-  private async judgeMalfunction(site: string, host: string, d: Detection): Promise<void> {
-    if (this.triaging.has(site)) {
-      // Judged already: a site monitor that raised meanwhile has stopped, so the reconcile loop starts a fresh one.
-      if (d.source === 'probe' && this.monitors.get(site)?.target.host === host) {
-        this.monitors.get(site)!.stop();
-        this.monitors.delete(site);
-      }
-      return;
-    }
-    this.triaging.add(site);
-    try {
-      const cfg = this.config.sites[site]!;
-      const monitor = this.monitors.get(site);
-      const watch = this.malfunctionWatches.get(site);
-      const verdict = await this.triage.triage({
-        site,
-        host,
-        endpoint: appEndpoint(this.config.hosts[host]!, cfg),
-        detection: d,
-        watch: watch?.target.host === host ? watch : undefined,
-        lastProbe: monitor?.target.host === host ? monitor.lastProbe : null,
-        windowMs: cfg.health.malfunction.windowMs,
-        probeTimeoutMs: cfg.health.probe.timeoutMs,
-      });
-      if (this.stopped) return;
-      if (verdict.act === 'fail-over') {
-        this.actOnDetection(site, host, verdict.detection);
-        return;
-      }
-      // Not acted on. A site monitor that raised has stopped: the reconcile loop starts a fresh one.
-      if (d.source === 'probe' && this.monitors.get(site)?.target.host === host) {
-        this.monitors.get(site)!.stop();
-        this.monitors.delete(site);
-      }
-    } catch (e) {
-      this.log.warn({ site, err: (e as Error).message }, 'malfunction judgement failed; acting on the detection');
-      this.actOnDetection(site, host, d);
-    } finally {
-      this.triaging.delete(site);
-    }
-  }
-
-  private actOnDetection(site: string, host: string, d: Detection): void {
-    if (this.monitors.get(site)?.target.host === host) {
-      this.monitors.get(site)!.stop();
-      this.monitors.delete(site);
-    }
-    if (this.malfunctionWatches.get(site)?.target.host === host) {
-      this.malfunctionWatches.get(site)!.stop();
-      this.malfunctionWatches.delete(site);
-    }
-    this.autoFailover.onDetection(site, host, d);
-  }
-
+  // ------------------------------------------------------------------ runbooks
   private startFailover(
     site: string,
     opts: {
@@ -620,17 +457,7 @@ export class Controller {
 
   private launchRunbook(site: string, runbook: FailoverRunbook | SwitchoverRunbook | RestoreRunbook): void {
     this.drills.preempt(`runbook #${runbook.id} of ${site} started`);
-    this.monitors.get(site)?.stop();
-    this.monitors.delete(site);
-    this.malfunctionWatches.get(site)?.stop();
-    this.malfunctionWatches.delete(site);
-    const lw = this.loadWatches.get(site);
-    if (lw) {
-      lw.stop();
-      this.loadWatches.delete(site);
-      this.loadWatchHost.delete(site);
-      if (lw.shedding) this.scale.noteLoad(site, null);
-    }
+    this.watches.release(site);
     const p = runbook
       .run()
       .catch((e: Error) => this.log.error({ site, err: e.message }, 'runbook stopped'))
@@ -643,46 +470,12 @@ export class Controller {
 
   /** `understudy failover SITE [--to HOST] [--force]`: now, by hand. Resolves when the runbook ends. */
   async manualFailover(site: string, opts: { to?: string; force?: boolean }): Promise<{ runbook: number; status: string }> {
-    const rec = this.store.getSite(site);
-    if (!rec || !this.config.sites[site])
-      throw new UnderstudyError('US_NOT_FOUND', `unknown site ${site}: the config has ${Object.keys(this.config.sites).join(', ')}`);
-    if (opts.to) {
-      // Checked before anything is held or fenced: a wrong --to must not take a healthy site down.
-      const cfg = this.config.sites[site]!;
-      const host = this.config.hosts[opts.to];
-      if (!host) throw new UnderstudyError('US_NOT_FOUND', `unknown host ${opts.to}: the config has ${Object.keys(this.config.hosts).join(', ')}`);
-      if (opts.to === rec.primaryHost)
-        throw new UnderstudyError('US_TARGET_INVALID', `${site} already runs on ${opts.to}: name another of its hosts with --to, or leave --to out`);
-      if (![cfg.primary, ...cfg.standby].includes(opts.to))
-        throw new UnderstudyError(
-          'US_TARGET_INVALID',
-          `${opts.to} is not one of ${site}'s hosts (primary ${cfg.primary}, standby ${cfg.standby.join(', ')}): name one of them with --to`,
-        );
-      if (host.storage !== rec.replicaStorage)
-        throw new UnderstudyError(
-          'US_NO_TARGET',
-          `${opts.to} is attached to ${host.storage}, but ${site}'s replica is on ${rec.replicaStorage ?? 'no storage system (unprotected)'}`,
-        );
-      const held = heldElsewhere(
-        this.config,
-        { sites: this.store.listSites(), running: this.store.runningRunbooks(), readers: this.scale.allReaders() },
-        site,
-        opts.to,
-        'failover',
-      );
-      if (held) throw new UnderstudyError('US_NO_TARGET', held);
-      // Checked before the fence too: an untrusted target would be refused after it, leaving the site down.
-      const trust = this.governor.trust(opts.to);
-      if (!trust.trusted)
-        throw new UnderstudyError(
-          'US_NO_TARGET',
-          `${opts.to} is not trusted yet (${trust.why}): wait until it is (understudy status shows hosts' trust), or choose another host`,
-        );
-    }
+    const rec = knownSite(this.config, this.store, site);
+    if (opts.to) checkFailoverTarget(this.requestFacts, rec, opts.to);
     if (this.activeRunbooks.has(site))
       throw new UnderstudyError('US_SITE_BUSY', `${site} already has a runbook running; watch it with understudy events --follow`);
     const now = Date.now();
-    const monitor = this.monitors.get(site);
+    const monitor = this.watches.monitor(site);
     const runbook = this.startFailover(site, {
       reason: 'operator request',
       evidence: { operator: true },
@@ -703,45 +496,10 @@ export class Controller {
    * runbook ends.
    */
   async switchover(site: string, to: string): Promise<{ runbook: number; status: string }> {
-    const rec = this.store.getSite(site);
-    const cfg = this.config.sites[site];
-    if (!rec || !cfg) throw new UnderstudyError('US_NOT_FOUND', `unknown site ${site}: the config has ${Object.keys(this.config.sites).join(', ')}`);
-    const host = this.config.hosts[to];
-    if (!host) throw new UnderstudyError('US_NOT_FOUND', `unknown host ${to}: the config has ${Object.keys(this.config.hosts).join(', ')}`);
+    const rec = knownSite(this.config, this.store, site);
     if (this.activeRunbooks.has(site))
       throw new UnderstudyError('US_SITE_BUSY', `${site} already has a runbook running; watch it with understudy events --follow`);
-    if (rec.state !== 'serving')
-      throw new UnderstudyError('US_SITE_NOT_SERVING', `${site} is ${rec.state}, not serving: a switchover needs a serving primary (use failover)`);
-    if (rec.primaryHost === to) throw new UnderstudyError('US_TARGET_INVALID', `${site} already runs on ${to}: name another of its hosts with --to`);
-    if (![cfg.primary, ...cfg.standby].includes(to))
-      throw new UnderstudyError(
-        'US_TARGET_INVALID',
-        `${to} is not one of ${site}'s hosts (primary ${cfg.primary}, standby ${cfg.standby.join(', ')}): name one of them with --to`,
-      );
-    if (!rec.replicaStorage || host.storage !== rec.replicaStorage) {
-      throw new UnderstudyError(
-        'US_NO_TARGET',
-        `${to} is attached to ${host.storage}, but ${site}'s replica is on ${rec.replicaStorage ?? 'no storage system (unprotected)'}: choose a host attached to it`,
-      );
-    }
-    const held = heldElsewhere(
-      this.config,
-      { sites: this.store.listSites(), running: this.store.runningRunbooks(), readers: this.scale.allReaders() },
-      site,
-      to,
-      'switchover',
-    );
-    if (held) throw new UnderstudyError('US_NO_TARGET', held);
-    const vol = this.volumeStatus(this.config.hosts[rec.primaryHost]!.storage, site);
-    if (vol?.replication?.state !== 'streaming') {
-      throw new UnderstudyError(
-        'US_NOT_REPLICATING',
-        `${site}'s replication to ${rec.replicaStorage} is ${vol?.replication?.state ?? 'unknown'}, not streaming: wait until it streams (understudy status)`,
-      );
-    }
-    if (this.relay.status(to).power === 'off') {
-      throw new UnderstudyError('US_NO_TARGET', `${to} is powered off: power it on first (understudy power ${to} on)`);
-    }
+    checkSwitchover(this.requestFacts, rec, to);
     const data: SwitchoverData = { oldPrimary: rec.primaryHost, oldEpoch: rec.epoch, target: to, newEpoch: rec.epoch + 1 };
     const rb = this.store.startRunbook(site, 'switchover', data);
     this.store.addEvent({
@@ -759,9 +517,7 @@ export class Controller {
 
   /** Called by the director when it could not connect to an upstream. */
   signal(s: ConnErrorSignal): void {
-    for (const m of this.monitors.values()) {
-      if (m.target.site === s.site) m.connErrorSignalled();
-    }
+    this.watches.signal(s);
   }
 
   async power(host: string, action: 'on' | 'off' | 'status'): Promise<RelayStatus> {
@@ -773,60 +529,6 @@ export class Controller {
     return s;
   }
 
-  // ------------------------------------------------------------------ status
-  private async pollStorage(): Promise<void> {
-    await Promise.all(
-      Object.keys(this.config.storage).map(async (name) => {
-        try {
-          const st = await this.clients.storageStatus(name, 500);
-          this.storageStatus.set(name, st);
-          for (const v of st.volumes) {
-            this.noticeVerification(name, v);
-            const rec = this.store.getSite(v.site);
-            this.databaseWatch.notice(name, v, !!rec && this.config.hosts[rec.primaryHost]?.storage === name);
-          }
-        } catch {
-          this.storageStatus.set(name, null);
-        }
-      }),
-    );
-  }
-
-  private readonly lastVerification = new Map<string, boolean>();
-  /** Events about databases that are not replicated, or replicated by snapshots. */
-  private readonly databaseWatch = new DatabaseWatch((e) => this.store.addEvent(e));
-
-  /**
-   * A verification that fails raises an event at once (and one when the copy is good
-   * again); a corrupt primary copy is then replaced (onPrimaryCorrupt).
-   */
-  private noticeVerification(storage: string, v: VolumeStatus): void {
-    if (!v.verification) return;
-    const key = `${storage}/${v.site}`;
-    const before = this.lastVerification.get(key);
-    this.lastVerification.set(key, v.verification.ok);
-    if (before === v.verification.ok || (before === undefined && v.verification.ok)) return;
-    if (!v.verification.ok) {
-      const problems = v.verification.problems.map((p) => `${p.file}: ${p.kind}${p.detail ? ` (${p.detail})` : ''}`).join('; ');
-      this.store.addEvent({
-        site: v.site,
-        host: null,
-        kind: 'corruption-detected',
-        message: `the ${v.role} copy of ${v.site} on ${storage} failed verification: ${problems}`,
-        data: { storage, role: v.role, verification: v.verification },
-      });
-      if (v.role === 'primary') this.onPrimaryCorrupt(v.site, storage);
-    } else {
-      this.store.addEvent({
-        site: v.site,
-        host: null,
-        kind: 'verification-ok',
-        message: `the ${v.role} copy of ${v.site} on ${storage} verifies again`,
-        data: { storage, role: v.role },
-      });
-    }
-  }
-
   /**
    * `understudy restore SITE [--at TIME] [--to HOST]`, and the automatic response to a
    * primary copy that fails verification while no good replica exists. The target is
@@ -835,31 +537,12 @@ export class Controller {
    * runbook ends.
    */
   async restore(site: string, opts: { at?: number; to?: string; reason?: string }): Promise<{ runbook: number; status: string }> {
-    const rec = this.store.getSite(site);
-    const cfg = this.config.sites[site];
-    if (!rec || !cfg) throw new UnderstudyError('US_NOT_FOUND', `unknown site ${site}: the config has ${Object.keys(this.config.sites).join(', ')}`);
+    const rec = knownSite(this.config, this.store, site);
+    const cfg = this.config.sites[site]!;
     if (!cfg.volume.backup) throw new UnderstudyError('US_NOT_CONFIGURED', `${site} has no backups to restore: set sites.${site}.volume.backup`);
     if (this.activeRunbooks.has(site))
       throw new UnderstudyError('US_SITE_BUSY', `${site} already has a runbook running; watch it with understudy events --follow`);
-    if (opts.to && ![cfg.primary, ...cfg.standby].includes(opts.to))
-      throw new UnderstudyError(
-        'US_TARGET_INVALID',
-        `${opts.to} is not one of ${site}'s hosts (primary ${cfg.primary}, standby ${cfg.standby.join(', ')}): name one of them with --to`,
-      );
-    if (opts.at !== undefined && !Number.isFinite(opts.at)) throw new UnderstudyError('US_BAD_REQUEST', '--at must be a time like 2026-11-25T06:00:00Z');
-    const damaged = this.config.hosts[rec.primaryHost]!.storage;
-    // A host another site holds (its primary, a runbook's target or a reader) is not restored onto (shared pools: spare-pool.ts).
-    const pool = { sites: this.store.listSites(), running: this.store.runningRunbooks(), readers: this.scale.allReaders() };
-    if (opts.to) {
-      const held = heldElsewhere(this.config, pool, site, opts.to, 'switchover');
-      if (held) throw new UnderstudyError('US_NO_TARGET', held);
-    }
-    const hosts = [cfg.primary, ...cfg.standby].map((h) => this.config.hosts[h]!).filter((h) => !heldElsewhere(this.config, pool, site, h.name, 'switchover'));
-    const target =
-      opts.to ??
-      hosts.find((h) => h.storage !== damaged && !this.config.storage[h.storage]!.backup && this.relay.status(h.name).power === 'on')?.name ??
-      hosts.find((h) => h.storage !== damaged && !this.config.storage[h.storage]!.backup)?.name ??
-      rec.primaryHost;
+    const target = restoreTarget(this.requestFacts, rec, opts);
     const data: RestoreData = {
       oldPrimary: rec.primaryHost,
       oldEpoch: rec.epoch,
@@ -930,8 +613,10 @@ export class Controller {
   }
 
   volumeStatus(storage: string, site: string): VolumeStatus | undefined {
-    return this.storageStatus.get(storage)?.volumes.find((v) => v.site === site);
+    return this.storage.volume(storage, site);
   }
+
+  // ------------------------------------------------------------------ status
 
   async status(): Promise<StatusView> {
     return buildStatus({
@@ -939,13 +624,13 @@ export class Controller {
       trust: (h) => this.governor.trust(h),
       sites: this.store.listSites(),
       relay: this.relay,
-      monitors: this.monitors,
+      monitors: this.watches.allMonitors,
       volume: (storage, site) => this.volumeStatus(storage, site),
-      storageUp: (storage) => !!this.storageStatus.get(storage),
+      storageUp: (storage) => this.storage.up(storage),
       readers: (site) => this.scale.readerStatus(site),
       next: (rec) => {
         const facts = {
-          ...placementFacts({ ...this.deps, storageUp: (s) => !!this.storageStatus.get(s) }),
+          ...placementFacts({ ...this.deps, storageUp: (s) => this.storage.up(s) }),
           powered: (h: string) => this.relay.status(h).power === 'on',
         };
         return nextTakeover(this.config, this.config.sites[rec.site]!, rec, facts);

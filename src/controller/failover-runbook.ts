@@ -219,6 +219,8 @@ export class FailoverRunbook extends JournaledRunbook<FailoverData> {
     const timeoutMs = config.controller.failover.drainTimeoutMs;
     const oldStorage = config.hosts[d.oldPrimary]!.storage;
     if (timeoutMs === 0) return { shipped: false, ms: 0, skipped: 'controller.failover.drainTimeout is off' };
+    // A copy that failed verification is what this failover leaves: nothing more of it goes to the good replica.
+    if (d.evidence.corruption !== undefined) return { shipped: false, ms: 0, skipped: 'the old copy failed verification' };
     if (config.hosts[d.target!]!.storage === oldStorage) return { shipped: true, ms: 0, skipped: 'the target uses the old host’s own storage' };
     const t0 = Date.now();
     try {

@@ -103,12 +103,17 @@ export async function runRestoreSteps(
   await new TakeoverSteps(deps, site, d.target, d.newEpoch).runJournaled(step, d.oldPrimary, d, { promote: false });
   await step('record', async () => {
     const takenAt = d.result?.takenAt ?? null;
-    const lostMs = takenAt === null ? null : d.startedAt - takenAt;
+    // A point taken after the detection (the old host already dead, its copy final) loses nothing written before it.
+    const lostMs = takenAt === null ? null : Math.max(0, d.startedAt - takenAt);
+    const lost =
+      takenAt !== null && takenAt >= d.startedAt
+        ? 'the point was taken after the failure was detected: nothing written before it is lost'
+        : `writes of the last ${lostMs === null ? '?' : (lostMs / 1000).toFixed(1)} s before the restore are lost`;
     store.addEvent({
       site,
       host: d.target,
       kind: 'restore-complete',
-      message: `${site} restored from restore point ${d.result?.point ?? d.point}${takenAt ? ` (taken ${new Date(takenAt).toISOString()})` : ''} onto ${d.target} (${target.storage}) at epoch ${d.newEpoch}: writes of the last ${lostMs === null ? '?' : (lostMs / 1000).toFixed(1)} s before the restore are lost`,
+      message: `${site} restored from restore point ${d.result?.point ?? d.point}${takenAt ? ` (taken ${new Date(takenAt).toISOString()})` : ''} onto ${d.target} (${target.storage}) at epoch ${d.newEpoch}: ${lost}`,
       data: {
         point: d.result?.point ?? d.point,
         takenAt,

@@ -126,7 +126,13 @@ export async function takeDownReader(deps: ScaleDeps, site: string, host: string
   await readers.remove(site, host);
   await deps.pushRoute(site).catch(() => undefined);
   await clients.stopApp(host, site).catch(() => undefined);
-  await relay.off(host).catch(() => undefined);
+  if (relay.status(host).power !== 'off') {
+    const off = await relay.off(host).then(
+      () => true,
+      () => false,
+    );
+    if (off) deps.store.addEvent({ site, host, kind: 'power-off', message: `${host} powered off: it no longer serves reads of ${site}`, data: {} });
+  }
   await readerClients.stopShipping(config.hosts[primary]!.storage, site, h.storage).catch(() => undefined);
   await readerClients.drop(h.storage, site, epoch).catch(() => undefined);
 }

@@ -93,7 +93,7 @@ export function buildStatus(input: {
   config: UnderstudyConfig;
   sites: SiteRecord[];
   relay: RelayDriver;
-  monitors: Map<string, SiteMonitor>;
+  monitors: ReadonlyMap<string, SiteMonitor>;
   volume: (storage: string, site: string) => VolumeStatus | undefined;
   storageUp: (storage: string) => boolean;
   trust?: (host: string) => { state: string; why: string; heldUntil: number | null };

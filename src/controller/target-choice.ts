@@ -116,7 +116,7 @@ export async function chooseTarget(deps: RunbookDeps, site: SiteConfig, req: Tar
   if (!req.replicaStorage) {
     throw new UnderstudyError(
       'US_NO_TARGET',
-      `${site.name} has no replica to promote (it was unprotected): bring its primary host back (understudy power HOST on) or restore its volume from a backup by hand`,
+      `${site.name} has no replica to promote (it was unprotected): bring its primary host back (understudy power HOST on), or restore its newest good restore point (understudy restore ${site.name}) where it has backups`,
     );
   }
   const candidates = candidatesFor(deps.config, site, req);

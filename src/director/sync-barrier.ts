@@ -1,6 +1,6 @@
 import { Pool } from 'undici';
 import type { RouteTable, SyncBarrierResponse } from '../shared/contracts.ts';
-import { internalConnectOptions, internalHeaders, internalUrl } from '../shared/cluster-transport.ts';
+import { internalConnectOptions, internalHeaders, internalUrl } from '../shared/cluster-dispatcher.ts';
 import { background } from '../shared/background.ts';
 
 /**

@@ -1,5 +1,5 @@
 import { request } from 'undici';
-import { clusterDispatcher } from './cluster-transport.ts';
+import { clusterDispatcher } from './cluster-dispatcher.ts';
 import { UnderstudyError, errorFromReply } from './errors.ts';
 
 export interface JsonCallOptions {

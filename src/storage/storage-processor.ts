@@ -3,8 +3,6 @@ import fsp from 'node:fs/promises';
 import type http from 'node:http';
 import path from 'node:path';
 import { pino, type Logger } from 'pino';
-import { z } from 'zod';
-import { renderedRuleSchema } from '../transform/rule-schema.ts';
 import type { RenderedRule } from '../transform/render-rules.ts';
 import type { UnderstudyConfig, StorageConfig } from '../config/types.ts';
 import type {
@@ -19,11 +17,12 @@ import type {
 import { applyTransform } from '../transform/index.ts';
 import { seedProblem } from '../shared/seed.ts';
 import { UnderstudyError, isUnderstudyError } from '../shared/errors.ts';
-import { JsonRouter, createJsonServer, listen, parseBody } from '../shared/http-json.ts';
+import { JsonRouter, createJsonServer, listen } from '../shared/http-json.ts';
 import { fsyncDir, tempPathFor } from './fs-durable.ts';
 import { KeyedLock } from './keyed-lock.ts';
 import { ReplicaDbWriter } from './replica-db-writer.ts';
 import { registerReplicaRoutes } from './replica-routes.ts';
+import { registerVolumeRoutes } from './volume-routes.ts';
 import { LiveCopyCheck, type LiveCopyCheckOptions } from './live-copy-check.ts';
 import { listDatabases, readDatabaseHeader } from './sqlite-file.ts';
 import { switchDatabasesToWal } from './wal-switch.ts';
@@ -72,21 +71,6 @@ interface Volume {
 }
 
 const SITE_RE = /^[A-Za-z0-9][A-Za-z0-9._-]*$/;
-const epochSchema = z.number().int().nonnegative();
-const initSchema = z.object({ epoch: epochSchema, seed: z.string().min(1).optional() });
-const replicateSchema = z.object({ epoch: epochSchema, to: z.object({ name: z.string().min(1), url: z.string().url() }) });
-const epochOnlySchema = z.object({ epoch: epochSchema });
-const transformSchema = z.object({ epoch: epochSchema, rules: z.array(renderedRuleSchema) });
-const confirmSchema = z.object({ timeoutMs: z.number().int().positive().max(60_000).optional() }).optional();
-const readerStartSchema = z.object({ epoch: epochSchema, to: z.object({ name: z.string().min(1), url: z.string().url() }) });
-const readerStopSchema = z.object({ epoch: epochSchema.optional(), to: z.string().min(1) });
-const readerCatchUpSchema = z.object({ timeoutMs: z.number().int().positive().max(60_000).default(5000), to: z.string().min(1).optional() });
-const syncBarrierSchema = z
-  .object({
-    onReplicaLost: z.enum(['degrade', 'strict']).default('degrade'),
-    timeoutMs: z.number().int().positive().max(60_000).default(2000),
-  })
-  .prefault({});
 
 export class StorageProcessor {
   readonly storage: StorageConfig;
@@ -672,63 +656,38 @@ export class StorageProcessor {
 
   // ------------------------------------------------------------ HTTP
 
-  /** The reader-copy endpoints (contracts.ts, "scale reads out"). */
-  private registerReaders(r: JsonRouter): void {
-    r.on('POST', '/v1/volumes/:site/readers', (q) => {
-      const b = parseBody(readerStartSchema, q.body);
-      const site = q.params.site!;
-      return this.lock.run(site, async () => {
-        this.mustVolume(site);
-        return this.readerShipping.start(site, b.epoch, b.to);
-      });
+  /** The site's volume status; US_NOT_FOUND when there is none here. */
+  volumeStatusOf(site: string): VolumeStatus {
+    return this.volumeStatus(this.mustVolume(site));
+  }
+
+  /** What the replica has confirmed of the site's primary volume here (empty when it does not ship). */
+  confirmedPosition(site: string): unknown {
+    return this.mustVolume(site).shipper?.confirmed() ?? {};
+  }
+
+  /** Starts shipping the site's read-only portion to a reader copy on `to` (reader-shipping.ts). */
+  startReaders(site: string, epoch: number, to: { name: string; url: string }): Promise<unknown> {
+    return this.lock.run(site, async () => {
+      this.mustVolume(site);
+      return this.readerShipping.start(site, epoch, to);
     });
-    r.on('POST', '/v1/volumes/:site/readers/stop', async (q) => {
-      const b = parseBody(readerStopSchema, q.body);
-      await this.readerShipping.stop(q.params.site!, b.to);
-      return { ok: true };
-    });
-    r.on('POST', '/v1/volumes/:site/readers/catch-up', (q) => {
-      const b = parseBody(readerCatchUpSchema, q.body);
-      return this.readerShipping.catchUp(q.params.site!, b.timeoutMs, b.to);
-    });
-    this.readerCopies.register(r);
+  }
+
+  stopReaders(site: string, to: string): Promise<void> {
+    return this.readerShipping.stop(site, to);
+  }
+
+  readersCatchUp(site: string, timeoutMs: number, to?: string): Promise<{ readers: string[] }> {
+    return this.readerShipping.catchUp(site, timeoutMs, to);
   }
 
   private router(): JsonRouter {
     const r = new JsonRouter();
-    // First: the director calls it after every write in sync mode.
-    r.on('POST', '/v1/volumes/:site/sync-barrier', (q) => {
-      const b = parseBody(syncBarrierSchema, q.body);
-      return this.syncBarrier(q.params.site!, b.onReplicaLost, b.timeoutMs);
-    });
-    r.on('GET', '/healthz', () => ({ ok: true, storage: this.name }));
-    r.on('GET', '/v1/status', () => this.status());
-    r.on('GET', '/v1/volumes/:site', (q) => this.volumeStatus(this.mustVolume(q.params.site!)));
-    r.on('POST', '/v1/volumes/:site/init', (q) => {
-      const b = parseBody(initSchema, q.body);
-      return this.init(q.params.site!, b.epoch, b.seed);
-    });
-    r.on('POST', '/v1/volumes/:site/replicate', (q) => {
-      const b = parseBody(replicateSchema, q.body);
-      return this.replicate(q.params.site!, b.epoch, b.to);
-    });
-    r.on('POST', '/v1/volumes/:site/promote', (q) => this.promote(q.params.site!, parseBody(epochOnlySchema, q.body).epoch));
-    r.on('POST', '/v1/volumes/:site/demote', (q) => this.demote(q.params.site!, parseBody(epochOnlySchema, q.body).epoch));
-    r.on('POST', '/v1/volumes/:site/transform', (q) => {
-      const b = parseBody(transformSchema, q.body);
-      return this.transform(q.params.site!, b.epoch, b.rules);
-    });
-    // Waits until the replica holds everything committed so far (switchover); 504
-    // US_TIMEOUT after timeoutMs. The same barrier as sync mode's, without the degrading.
-    r.on('POST', '/v1/volumes/:site/confirm', async (q) => {
-      const b = parseBody(confirmSchema, q.body);
-      await this.catchUp(q.params.site!, b?.timeoutMs ?? 5000);
-      return { position: this.mustVolume(q.params.site!).shipper?.confirmed() ?? {} };
-    });
-
+    registerVolumeRoutes(r, this); // sync barrier, status, volume lifecycle, reader copies (primary side)
+    this.readerCopies.register(r); // reader copies, the reader's side
     this.vault.register(r); // /v1/vault/*, backup-now, verify, restore
     this.testHooks.register(r); // only with UNDERSTUDY_TEST_HOOKS=1
-    this.registerReaders(r); // reader copies, both sides
     this.drills.register(r); // rehearsal copies (drill-copies.ts)
 
     registerReplicaRoutes<Volume>(r, {

@@ -88,5 +88,8 @@ test(
     );
     assert.ok(result.acked.length >= 50, `enough acknowledged orders (${result.acked.length})`);
     assert.deepEqual(outside, [], 'no order acknowledged before the lag window of a kill is lost');
+    // Each host died alone, its storage processor lived on and shipped the tail before the promotion: nothing is lost at all.
+    assert.deepEqual([first.data.tailShipped, second.data.tailShipped], [true, true], 'each failover shipped the old copy’s tail');
+    assert.deepEqual(missing, [], 'no acknowledged order is lost');
   },
 );

@@ -70,8 +70,8 @@ test(
     );
     assert.equal(books[0]!.journal.filter((j) => j.step === 'restore' && j.phase === 'end').length, 1);
     assert.equal(done.data.to, 'h2');
+    // The point may have been taken after the kill (the old copy is final once the host is dead, and backups of it go on until it is demoted).
     const takenAt = Number(done.data.takenAt);
-    assert.ok(takenAt <= killedAt);
 
     await orderTakenBy(cluster, 'h2', 'after');
     const { before, missing } = await ordersBeforePoint(cluster.front, r.acked, takenAt);

@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { api, http, sleep, startCluster, waitUntil } from '../support/cluster.ts';
 import { missingOrders, startLoad } from '../support/load.ts';
-import { processesOf } from '../support/procs.ts';
+import { storageProcesses } from '../support/procs.ts';
 import type { Status } from '../support/views.ts';
 
 const FAILOVERS = 3; // bench/failover --sync runs the full 20
@@ -51,7 +51,7 @@ test(
       ackedPerRound.push(load.result.acked.filter((o) => o.ackAt < killAt).length);
       lastKillAt = killAt;
       const storage = HOST_STORAGE[old.host]!;
-      const storageProcs = processesOf(cluster.dir).filter((p) => p.argv.includes('storage') && p.argv[p.argv.indexOf('--name') + 1] === storage);
+      const storageProcs = storageProcesses(cluster.dir, storage);
       assert.equal(storageProcs.length, 1, `the storage processor of ${storage} runs once: ${JSON.stringify(storageProcs.map((p) => p.argv))}`);
       // The storage stalls first (its shipper stops while the app goes on committing), then the machine dies.
       process.kill(storageProcs[0]!.pid, 'SIGSTOP');
@@ -64,14 +64,7 @@ test(
         30_000,
       );
       // The fault was real: that storage processor died, and `up` started a new one.
-      await waitUntil(
-        `storage ${storage} restarted`,
-        async () =>
-          processesOf(cluster.dir).some(
-            (p) => p.argv.includes('storage') && p.argv[p.argv.indexOf('--name') + 1] === storage && p.pid !== storageProcs[0]!.pid,
-          ),
-        20_000,
-      );
+      await waitUntil(`storage ${storage} restarted`, async () => storageProcesses(cluster.dir, storage).some((p) => p.pid !== storageProcs[0]!.pid), 20_000);
       // The old host comes back as a spare for the next round.
       await api(cluster, `/v1/hosts/${old.host}/power`, { action: 'on' });
       await waitUntil(

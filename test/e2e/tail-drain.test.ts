@@ -2,11 +2,11 @@ import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { sleep, startCluster, waitStreaming, waitUntil } from '../support/cluster.ts';
 import { missingOrders, startLoad } from '../support/load.ts';
-import { processesOf } from '../support/procs.ts';
+import { processesOf, storageProcesses } from '../support/procs.ts';
 import { events, runbooks, waitEvent, type Status } from '../support/views.ts';
 
 function storageProcess(dir: string, name: string) {
-  const procs = processesOf(dir).filter((p) => p.argv.includes('storage') && p.argv[p.argv.indexOf('--name') + 1] === name);
+  const procs = storageProcesses(dir, name);
   assert.equal(procs.length, 1, `the storage processor of ${name} runs once`);
   return procs[0]!;
 }

@@ -9,8 +9,8 @@ import { missingOrders, startLoad, type AckedOrder } from '../support/load.ts';
 import { inspectWalChain } from '../../src/storage/wal-chain-check.ts';
 import { WAL_HEADER_SIZE, frameOffset, parseWalHeader, scanFrames } from '../../src/storage/wal-format.ts';
 import { readWalIndexHeader } from '../../src/storage/wal-index.ts';
-import { type Status, events, waitEvent, waitServing } from '../support/views.ts';
-import { EVERY_SECOND, startWithRestorePoints, waitOrdersInPoint, waitRestoreEnd } from '../support/restore-points.ts';
+import { type Status, events, newestPointAfter, waitEvent, waitServing } from '../support/views.ts';
+import { EVERY_SECOND, startWithRestorePoints, waitRestoreEnd } from '../support/restore-points.ts';
 
 /**
  * Damage at rest in the shop's orders.db and orders.db-wal, written with plain fs writes of
@@ -162,17 +162,28 @@ test(
     const { cluster, load } = await startWithRestorePoints(t, 37, 'wd', { loadMs: 90_000 });
     // Until orders were checkpointed into the primary's orders.db (the shipper does it every
     // 1000 frames) and a restore point holds 150 of them.
-    await waitOrdersInPoint(cluster, load.result.acked, 150, 40_000, {
-      what: 'orders in orders.db and frames in its WAL, pages to damage on both copies',
-      holds: () =>
-        fs.statSync(path.join(volA(cluster), 'orders.db')).size >= 24 * 4096 &&
-        committedFrames(volA(cluster)).frames >= 40 &&
-        dbRunToDamage(volA(cluster)) !== null &&
-        dbRunToDamage(volB(cluster)) !== null,
-    });
-
-    const onA = [damageWal(volA(cluster)), damageDb(volA(cluster))];
-    const onB = [damageWal(volB(cluster)), damageDb(volB(cluster))];
+    // Checked and damaged in one step, with no wait between: a checkpoint in between would restart a WAL.
+    const [onA, onB] = await waitUntil(
+      'orders in orders.db and a restore point holding 150 of them',
+      async () => {
+        const a = load.result.acked[149];
+        if (!a || !(await newestPointAfter(cluster, a.ackAt))) return null;
+        const ready =
+          fs.statSync(path.join(volA(cluster), 'orders.db')).size >= 24 * 4096 &&
+          committedFrames(volA(cluster)).frames >= 40 &&
+          committedFrames(volB(cluster)).frames >= 40 &&
+          dbRunToDamage(volA(cluster)) !== null &&
+          dbRunToDamage(volB(cluster)) !== null;
+        return ready
+          ? [
+              [damageWal(volA(cluster)), damageDb(volA(cluster))],
+              [damageWal(volB(cluster)), damageDb(volB(cluster))],
+            ]
+          : null;
+      },
+      40_000,
+      100,
+    );
     const damagedAt = Date.now();
     const ackedBefore = load.result.acked.length;
     const proofA = freshOpenProof(t, volA(cluster), onA);
@@ -254,15 +265,14 @@ test(
     const firstEvent = Math.max(0, ...(await events(cluster)).map((e) => e.id));
     const load = startLoad(cluster.front, { workers: 2, maxMs: 60_000, tag: 'wr' });
     t.after(() => load.stop());
-    await waitUntil(
-      "150 orders, frames in the replica's WAL",
-      async () => load.result.acked.length >= 150 && committedFrames(volB(cluster)).frames >= 40,
+    const damage = await waitUntil(
+      "150 orders, frames in the replica's WAL (then damaged, in the same step)",
+      async () => (load.result.acked.length >= 150 && committedFrames(volB(cluster)).frames >= 40 ? damageWal(volB(cluster)) : null),
       30_000,
       100,
     );
 
     const storageA = `http://127.0.0.1:${ports(38).storageA}`;
-    const damage = damageWal(volB(cluster));
     const damagedAt = Date.now();
     const proof = freshOpenProof(t, volB(cluster), [damage]);
     t.diagnostic(`damaged the replica's ${damage.what}; a fresh open of it reads ${proof.damaged} orders (undamaged: ${proof.undamaged})`);
@@ -327,18 +337,19 @@ test(
     const firstEvent = Math.max(0, ...(await events(cluster)).map((e) => e.id));
     const load = startLoad(cluster.front, { workers: 2, maxMs: 60_000, tag: 'wp' });
     t.after(() => load.stop());
-    await waitUntil(
-      "orders in the primary's orders.db and in its WAL",
+    // Checked and damaged in one step: a checkpoint in between would restart the WAL.
+    const damages = await waitUntil(
+      "orders in the primary's orders.db and in its WAL (then damaged, in the same step)",
       async () =>
         load.result.acked.length >= 150 &&
         fs.statSync(path.join(volA(cluster), 'orders.db')).size >= 24 * 4096 &&
         committedFrames(volA(cluster)).frames >= 40 &&
-        dbRunToDamage(volA(cluster)) !== null,
+        dbRunToDamage(volA(cluster)) !== null
+          ? [damageWal(volA(cluster)), damageDb(volA(cluster))]
+          : null,
       40_000,
       100,
     );
-
-    const damages = [damageWal(volA(cluster)), damageDb(volA(cluster))];
     const damagedAt = Date.now();
     const proof = freshOpenProof(t, volA(cluster), damages);
     t.diagnostic(

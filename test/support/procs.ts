@@ -137,3 +137,8 @@ export function startTerminalUp(configFile: string, env: Record<string, string> 
     },
   };
 }
+
+/** The live storage processors named `name` among the processes of `dir` (a test's temporary directory). */
+export function storageProcesses(dir: string, name: string): Proc[] {
+  return processesOf(dir).filter((p) => p.argv.includes('storage') && p.argv[p.argv.indexOf('--name') + 1] === name);
+}

@@ -1,7 +1,7 @@
 import { request } from 'undici';
 import type { PointManifest, VaultHasResponse, VaultPoint, VerificationResult } from '../../shared/contracts.ts';
 import { UnderstudyError, errorFromReply, isUnderstudyError } from '../../shared/errors.ts';
-import { clusterDispatcher } from '../../shared/cluster-transport.ts';
+import { clusterDispatcher } from '../../shared/cluster-dispatcher.ts';
 import { callJson } from '../../shared/http-client.ts';
 
 /**

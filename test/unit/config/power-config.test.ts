@@ -48,6 +48,9 @@ test('power.ipmi: defaults for port, cipher suite and fence timing; passwordFile
       timeoutMs: 20_000,
     },
   });
+  // The default written out: no power wait.
+  const z = load(withPower('{ ipmi: { address: 10.0.9.11, user: fence, passwordFile: /etc/understudy/h1-bmc, wait: 0s } }'));
+  assert.equal((z.hosts.h1!.power as { ipmi: { waitMs: number } }).ipmi.waitMs, 0);
 });
 
 test('a bad power setting is a file:line:col error naming the key', () => {

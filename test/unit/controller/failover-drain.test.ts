@@ -61,3 +61,14 @@ test('a resumed runbook whose drain was journaled does not drain again', async (
     h.close();
   }
 });
+
+test('a failover away from a copy that failed verification does not ship its tail to the good replica', async () => {
+  const h = failoverHarness({ promote: 'ok', evidence: { corruption: 'array-a' } });
+  try {
+    await h.run();
+    assert.ok(!h.calls.some((c) => c.startsWith('confirm')), h.calls.join(', '));
+    assert.ok(!h.kinds().includes('drain-incomplete'));
+  } finally {
+    h.close();
+  }
+});

@@ -22,6 +22,8 @@ export interface FailoverHarnessOptions {
   promote?: 'ok' | 'corrupt';
   /** The old storage's answer to the drain's confirm (default: confirmed). */
   confirm?: () => Promise<unknown>;
+  /** The failover's evidence (default: none). */
+  evidence?: Record<string, unknown>;
   /** `controller.failover` in YAML, e.g. `{ drainTimeout: 0s }`. */
   failover?: string;
 }
@@ -96,7 +98,7 @@ export function failoverHarness(opts: FailoverHarnessOptions = {}) {
     oldPrimary: 'h1',
     oldEpoch: 1,
     reason: 'crash',
-    evidence: {},
+    evidence: opts.evidence ?? {},
     detectedAt: 5_000,
     lastHealthyAt: 4_900,
     target: 'h2',

@@ -55,7 +55,7 @@ test("installed transport: calls to the config's internal endpoints carry the se
   });
   const ip = (internal.address() as AddressInfo).port;
   const ap = (app.address() as AddressInfo).port;
-  const { installClusterTransport, clusterDispatcher } = await import('../../../src/shared/cluster-transport.ts');
+  const { installClusterTransport, clusterDispatcher } = await import('../../../src/shared/cluster-dispatcher.ts');
   process.env.US_TEST_CLUSTER_SECRET = 'unit-secret-0123456789abcdef';
   installClusterTransport({
     controller: { listen: { host: '127.0.0.1', port: ip } },
