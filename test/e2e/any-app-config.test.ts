@@ -8,6 +8,7 @@ import { BIN, ports, slotAddress, sleep, waitUntil } from '../support/cluster.ts
 import { TINY_APP, anyAppConfig, slotPortsFree, upUntilUp, writeFiles } from '../support/any-app.ts';
 import { request } from 'undici';
 import type { Status, Ev } from '../support/views.ts';
+import { claimSlot } from '../support/slots.ts';
 
 /**
  * An app that is not the demo shop, configured as its operator would: its address on
@@ -17,7 +18,7 @@ import type { Status, Ev } from '../support/views.ts';
  * restart of `up` on the state kept beside the file, with a TCP probe the second time.
  */
 
-const SLOT = 44;
+const SLOT = claimSlot();
 const p = ports(SLOT);
 const H1 = slotAddress(SLOT, 0);
 const H2 = slotAddress(SLOT, 1);

@@ -6,6 +6,7 @@ import { request } from 'undici';
 import Database from 'better-sqlite3';
 import { api, ROOT, sleep, startCluster, waitUntil, type Cluster } from '../support/cluster.ts';
 import { type Status, events } from '../support/views.ts';
+import { claimSlot } from '../support/slots.ts';
 
 /**
  * An app written in its own style (test/fixtures/notes-app): it takes its address on its
@@ -162,8 +163,8 @@ async function servingProtected(cluster: Cluster, not?: string): Promise<Status>
 }
 
 for (const v of [
-  { slot: 40, replication: 'async' as const },
-  { slot: 41, replication: 'sync' as const },
+  { slot: claimSlot(), replication: 'async' as const },
+  { slot: claimSlot(), replication: 'sync' as const },
 ]) {
   test(
     `notes app, rollback-journal databases named *.sqlite and without extension, ${v.replication}: two crash failovers under load lose no record acknowledged ${v.replication === 'sync' ? '' : 'more than one replication lag '}before the kill`,

@@ -14,7 +14,7 @@ test(
   'restore points are taken on schedule; a corrupted primary copy is detected and replaced (verified replica or vault); a restore by hand brings the site back',
   { timeout: 120_000 },
   async (t) => {
-    const cluster = await startCluster({ slot: 8, backup: { every: '1s', keep: 3 } });
+    const cluster = await startCluster({ backup: { every: '1s', keep: 3 } });
     t.after(() => cluster.stop());
     let lastAckAt = 0;
     for (let i = 0; i < 200; i++) {

@@ -7,6 +7,7 @@ import path from 'node:path';
 import { test } from 'node:test';
 import { parse as parseYaml, stringify as stringifyYaml } from 'yaml';
 import { BIN, ROOT, ports, writeConfig } from '../support/cluster.ts';
+import { claimSlot } from '../support/slots.ts';
 
 function understudy(args: string[], cwd = ROOT) {
   const r = spawnSync(process.execPath, [BIN, ...args], { cwd, encoding: 'utf8', timeout: 120_000, env: { ...process.env, UNDERSTUDY_LOG_LEVEL: 'warn' } });
@@ -41,7 +42,7 @@ test('validate: a malformed config names file:line:col', () => {
 
 test('validate: an unknown host in a site and two hosts with one address are named with their place', () => {
   const dir = tmp();
-  const file = writeConfig({ slot: 9 }, dir);
+  const file = writeConfig({ slot: claimSlot() }, dir);
   const doc = parseYaml(fs.readFileSync(file, 'utf8')) as { sites: { shop: { primary: string } }; hosts: Record<string, { address: string }> };
   doc.sites.shop.primary = 'h9';
   doc.hosts.h3!.address = doc.hosts.h2!.address;
@@ -58,7 +59,7 @@ test('validate: the demo config is valid', () => {
 });
 
 test('up: a front port already taken stops the start before anything runs', async (t) => {
-  const slot = 10;
+  const slot = claimSlot();
   const dir = tmp();
   const file = writeConfig({ slot }, dir);
   const blocker = net.createServer();
@@ -72,7 +73,7 @@ test('up: a front port already taken stops the start before anything runs', asyn
 });
 
 test('up: a volume whose .db is not a database is refused, naming the file, and nothing is left running', async () => {
-  const slot = 11;
+  const slot = claimSlot();
   const dir = tmp();
   const file = writeConfig({ slot }, dir);
   fs.mkdirSync(path.join(dir, 'array-a', 'volumes', 'shop'), { recursive: true });

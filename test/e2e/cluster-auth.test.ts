@@ -8,6 +8,7 @@ import { Agent, request } from 'undici';
 import { loadConfig } from '../../src/config/load-config.ts';
 import { endpointToString } from '../../src/config/types.ts';
 import { BIN, ROOT, http, sleep, startCluster, waitUntil, writeConfig, type ClusterOptions } from '../support/cluster.ts';
+import { claimSlot } from '../support/slots.ts';
 
 /**
  * `cluster: { secret, tls }`: every part (controller API, director admin, every storage
@@ -17,7 +18,7 @@ import { BIN, ROOT, http, sleep, startCluster, waitUntil, writeConfig, type Clus
  * work together: the site serves, replicates, fails over after a SIGKILL, and the CLI
  * reaches the API with the config's token and CA. The secret reaches no log.
  */
-const SLOT = 34;
+const SLOT = claimSlot();
 const SECRET = 'c1uster-secret-0123456789abcdef-e2e';
 const TOKEN = 'operator-token-0123456789abcdef';
 
@@ -59,7 +60,7 @@ test(
     fs.writeFileSync(path.join(sec, 'cluster-secret'), `${SECRET}\n`, { mode: 0o600 });
     fs.writeFileSync(path.join(sec, 'api-token'), `${TOKEN}\n`, { mode: 0o600 });
     const certs = path.join(sec, 'certs');
-    const opts: ClusterOptions = {
+    const opts: ClusterOptions & { slot: number } = {
       slot: SLOT,
       replication: 'sync',
       tokenFile: path.join(sec, 'api-token'),

@@ -8,7 +8,7 @@ test(
   { timeout: 180_000 },
   async (t) => {
     // The controller waits 4 s after journaling the fence, so the kill lands after the fence and before the route.
-    const cluster = await startCluster({ slot: 3, env: { UNDERSTUDY_FAULT_PAUSE_AFTER_STEP: 'fence:4000' } });
+    const cluster = await startCluster({ env: { UNDERSTUDY_FAULT_PAUSE_AFTER_STEP: 'fence:4000' } });
     t.after(() => cluster.stop());
     const h1 = cluster.hostAddress('h1');
     const status = await api<{ hosts: { name: string; pid: number }[]; sites: { epoch: number }[] }>(cluster, '/v1/status');

@@ -5,9 +5,9 @@ import { missingOrders, startLoad } from '../support/load.ts';
 import type { Status, Ev } from '../support/views.ts';
 
 const variants = [
-  { name: 'controller in its own process', slot: 2, controllerOn: undefined },
+  { name: 'controller in its own process', controllerOn: undefined },
   // The same behaviour with the controller on the storage processor.
-  { name: 'controller inside storage processor array-b', slot: 5, controllerOn: 'array-b' },
+  { name: 'controller inside storage processor array-b', controllerOn: 'array-b' },
 ];
 
 for (const v of variants)
@@ -15,7 +15,7 @@ for (const v of variants)
     `SIGKILL of the primary host under load (${v.name}): the shop serves again from another subnet, no acknowledged order is lost`,
     { timeout: 180_000 },
     async (t) => {
-      const cluster = await startCluster({ slot: v.slot, controllerOn: v.controllerOn });
+      const cluster = await startCluster({ controllerOn: v.controllerOn });
       t.after(() => cluster.stop());
       const h1 = cluster.hostAddress('h1');
 

@@ -8,6 +8,7 @@ import { chromium, type BrowserContext, type Page } from 'playwright-core';
 import { BIN, ROOT, http, sleep, startCluster, waitUntil } from '../support/cluster.ts';
 import { apiCall, demoLikeConfig, type DemoStatus } from '../support/demo-like.ts';
 import { histogram, parseMetrics, samples } from '../support/prometheus.ts';
+import { claimSlot } from '../support/slots.ts';
 
 /**
  * The dashboard in a real browser (Debian's chromium, driven by playwright-core), on a
@@ -19,7 +20,7 @@ import { histogram, parseMetrics, samples } from '../support/prometheus.ts';
  * carries the figures. Nothing else moves: the outlet keeps its primary and epoch.
  */
 
-const SLOT = 53;
+const SLOT = claimSlot();
 const TOKEN = 'dashboard-test-token-7f3a';
 const CHROMIUM = '/usr/bin/chromium';
 

@@ -6,6 +6,7 @@ import { test } from 'node:test';
 import { request } from 'undici';
 import { BIN, ROOT, ports, sleep, startCluster, waitUntil, type Cluster } from '../support/cluster.ts';
 import { apiCall, demoLikeConfig, type DemoStatus } from '../support/demo-like.ts';
+import { claimSlot } from '../support/slots.ts';
 
 /**
  * Rehearsal under load on a demo-like cluster whose spares are cold: `understudy drill
@@ -18,7 +19,7 @@ import { apiCall, demoLikeConfig, type DemoStatus } from '../support/demo-like.t
  * spare is not free.
  */
 
-const SLOT = 55;
+const SLOT = claimSlot();
 
 interface Report {
   runbook: number;

@@ -3,6 +3,7 @@ import { test } from 'node:test';
 import { request } from 'undici';
 import { api, sleep, startCluster, waitStreaming, waitUntil } from '../support/cluster.ts';
 import { type Status, assertNoEvents, events } from '../support/views.ts';
+import { claimSlot } from '../support/slots.ts';
 
 /**
  * Errors that are not the host's never cause a failover:
@@ -19,7 +20,7 @@ import { type Status, assertNoEvents, events } from '../support/views.ts';
  *    never counted as failed; no failover, no fence.
  */
 
-const SLOT = 47;
+const SLOT = claimSlot();
 const WINDOW_MS = 2000;
 /** Anything that would be an action on a host or a site's placement. */
 const ACTIONS = [

@@ -17,7 +17,6 @@ test(
   { timeout: 60_000 },
   async (t) => {
     const cluster = await startCluster({
-      slot: 23,
       hosts: TWO_HOSTS,
       standby: ['h2'],
       failover: { cooldown: `${COOLDOWN_MS / 1000}s` },

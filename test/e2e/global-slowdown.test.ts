@@ -12,7 +12,7 @@ import { type Status, assertNoEvents, events, waitEvent } from '../support/views
  */
 
 test('global slowdown: every host slow at once → no failover, no scale-out', { timeout: 120_000 }, async (t) => {
-  const cluster = await startCluster(scalingOptions(27, { max: 3, stabilization: '3s' }));
+  const cluster = await startCluster(scalingOptions({ max: 3, stabilization: '3s' }));
   t.after(() => cluster.stop());
   await waitStreaming<Status>(cluster);
   const st0 = await api<Status>(cluster, '/v1/status');

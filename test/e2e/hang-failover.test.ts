@@ -13,7 +13,7 @@ test(
   'SIGSTOP of the primary under load: hang detected with its evidence, fenced failover, no acknowledged order lost, SIGCONT writes nothing',
   { timeout: 60_000 },
   async (t) => {
-    const cluster = await startCluster({ slot: 20, replication: 'sync' });
+    const cluster = await startCluster({ replication: 'sync' });
     let stoppedPid: number | null = null;
     t.after(async () => {
       // Never leave a stopped group behind, whatever failed.

@@ -15,7 +15,6 @@ import { assertNoEvents } from '../support/views.ts';
  */
 
 const layout: Layout = {
-  slot: 32,
   hosts: ['h1', 'h2', 'h3'],
   pools: { spares: ['h2', 'h3'] },
   sites: [{ name: 'shop', primary: 'h1', standby: 'spares', replication: 'async' }],

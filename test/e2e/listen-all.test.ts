@@ -4,6 +4,7 @@ import path from 'node:path';
 import { test } from 'node:test';
 import { ROOT, api, configHead, hostsSection, http, ports, sleep, startCluster, waitStreaming, waitUntil } from '../support/cluster.ts';
 import { type Status, assertNoEvents, events } from '../support/views.ts';
+import { claimSlot } from '../support/slots.ts';
 
 /**
  * Who answers on an address is decided by the process that listens, not by what
@@ -21,7 +22,7 @@ interface AgentStatus {
   sites: { site: string; state: string; pid: number | null }[];
 }
 
-const SLOT = 49;
+const SLOT = claimSlot();
 const FIXTURE = path.join(ROOT, 'test/fixtures/listen-all-app.mjs');
 /** The stale-app watch looks once a second: this many seconds let it look at least three times. */
 const WATCH_MS = 3500;

@@ -16,7 +16,7 @@ test(
   'the primary answers 500 to every write (orders.db immutable): malfunction failover after the window, fenced, GETs kept working',
   { timeout: 60_000 },
   async (t) => {
-    const cluster = await startCluster({ slot: 21, replication: 'sync', health: { malfunction: { errorRate: 0.2, window: `${WINDOW_MS}ms` } } });
+    const cluster = await startCluster({ replication: 'sync', health: { malfunction: { errorRate: 0.2, window: `${WINDOW_MS}ms` } } });
     const ordersDb = immutableOrdersDb(t, cluster);
     t.after(() => cluster.stop());
     const before = await waitStreaming<Status>(cluster);

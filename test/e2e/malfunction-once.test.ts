@@ -6,6 +6,7 @@ import { api, http, sleep, startCluster, waitStreaming, waitUntil } from '../sup
 import { immutableOrdersDb } from '../support/immutable-db.ts';
 import { missingOrders, startLoad } from '../support/load.ts';
 import { type Status, assertNoEvents, events } from '../support/views.ts';
+import { claimSlot } from '../support/slots.ts';
 
 /**
  * A malfunction failover happens for errors that belong to the host, at most once
@@ -22,7 +23,7 @@ import { type Status, assertNoEvents, events } from '../support/views.ts';
  *    no fence of the new primary.
  */
 
-const SLOT = 48;
+const SLOT = claimSlot();
 const WINDOW_MS = 2000;
 const NEVER = ['failover-deferred', 'failover-blocked', 'failover-failed', 'restore-started', 'switchover-started', 'errors-follow-request'];
 

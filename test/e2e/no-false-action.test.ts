@@ -25,7 +25,6 @@ function setImmutable(files: string[], on: boolean): void {
 
 test('one lost probe, a one-second blip and an error burst shorter than the window: no action at all', { timeout: 60_000 }, async (t) => {
   const cluster = await startCluster({
-    slot: 22,
     health: { probe: { every: '200ms', timeout: '500ms', fall: 3, rise: 2 }, malfunction: { errorRate: 0.2, window: '5s' } },
   });
   const vol = path.join(cluster.dir, 'array-a', 'volumes', 'shop');

@@ -7,6 +7,7 @@ import { http as get, ports, sleep, startCluster, waitUntil } from '../support/c
 import { apiCall, demoLikeConfig, type DemoStatus } from '../support/demo-like.ts';
 import { parseMetrics, samples } from '../support/prometheus.ts';
 import type { Ev } from '../support/views.ts';
+import { claimSlot } from '../support/slots.ts';
 
 /**
  * Notifications that arrive: a webhook receiver (a real HTTP server on loopback) is
@@ -17,7 +18,7 @@ import type { Ev } from '../support/views.ts';
  * not delayed by the dead receiver, and nothing else moved.
  */
 
-const SLOT = 54;
+const SLOT = claimSlot();
 const SECRET = 'hook-secret-5c1d';
 
 interface Got {

@@ -10,6 +10,7 @@ import { ports, slotAddress, sleep, waitUntil } from '../support/cluster.ts';
 import { slotPortsFree, twoHostHead, upUntilUp } from '../support/any-app.ts';
 import { installNpmApp } from '../support/npm-app.ts';
 import type { Status, Ev } from '../support/views.ts';
+import { claimSlot } from '../support/slots.ts';
 
 /**
  * A published open-source app, installed from npm at a pinned version, run as a site
@@ -24,7 +25,7 @@ import type { Status, Ev } from '../support/views.ts';
 
 const PKG = '@actual-app/sync-server';
 const VERSION = '25.6.0'; // the last release without an engines floor above Node.js 20
-const SLOT = 45;
+const SLOT = claimSlot();
 const p = ports(SLOT);
 const H1 = slotAddress(SLOT, 0);
 const FRONT = `http://127.0.0.1:${p.front}`;

@@ -21,7 +21,6 @@ test(
   { timeout: 240_000 },
   async (t) => {
     const cluster = await startCluster({
-      slot: 12,
       hosts: [
         { name: 'h1', storage: 'array-a', boot: true, cpus: 2, memoryMb: 2048 },
         { name: 'h2', storage: 'array-b', boot: true, cpus: 1, memoryMb: 512 },

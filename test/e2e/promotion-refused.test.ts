@@ -20,12 +20,12 @@ test(
   'crash with a damaged replica: the promotion is refused after verification and the failover restores the newest good point instead',
   { timeout: 90_000 },
   async (t) => {
-    const { cluster, load } = await startWithRestorePoints(t, 17, 'pr', {
+    const { cluster, load } = await startWithRestorePoints(t, 'pr', {
       env: { UNDERSTUDY_TEST_HOOKS: '1', UNDERSTUDY_FAULT_PAUSE_AFTER_STEP: 'replica-refused:4000' },
     });
     await waitOrdersInPoint(cluster, load.result.acked, 100, 20_000);
 
-    await damageReplica(17);
+    await damageReplica(cluster);
     const pid = (await status(cluster)).hosts.find((h) => h.name === 'h1')!.pid!;
     assert.ok(pid > 0);
     process.kill(-pid, 'SIGKILL');

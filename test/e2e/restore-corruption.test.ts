@@ -41,7 +41,7 @@ test(
   "primary corrupt and replica unusable: corruption detected within the budget, the newest good restore point restored onto h2's storage, no order acknowledged before it lost",
   { timeout: 90_000 },
   async (t) => {
-    const { cluster, load } = await startWithRestorePoints(t, 13, 'rc', { env: { UNDERSTUDY_TEST_HOOKS: '1' } });
+    const { cluster, load } = await startWithRestorePoints(t, 'rc', { env: { UNDERSTUDY_TEST_HOOKS: '1' } });
     // The shipper checkpoints the primary's WAL into orders.db every 1000 frames: until then the
     // db file is a few pages and the orders live in the WAL. Damage is meant for pages of the file.
     const primaryDb = path.join(cluster.dir, 'array-a', 'volumes', 'shop', 'orders.db');
@@ -51,7 +51,7 @@ test(
     });
 
     // The replica first (it takes no replication from here), then the primary, with orders still coming.
-    const hook = await damageReplica(13);
+    const hook = await damageReplica(cluster);
     const pages = damagePages(primaryDb);
     const corruptedAt = Date.now();
     t.diagnostic(`replica damaged and frozen (${JSON.stringify(hook)}); ${pages} pages of the primary's orders.db damaged`);

@@ -13,7 +13,7 @@ import { type Status, events, waitEvent } from '../support/views.ts';
  */
 
 test('failover of a site with a reader: the reader is dropped, not moved', { timeout: 150_000 }, async (t) => {
-  const cluster = await startCluster(scalingOptions(28, { max: 2, stabilization: '30s' }));
+  const cluster = await startCluster(scalingOptions({ max: 2, stabilization: '30s' }));
   t.after(() => cluster.stop());
   await waitStreaming<Status>(cluster);
   const h2 = cluster.hostAddress('h2');

@@ -15,7 +15,7 @@ import { type Status, type Ev, assertNoEvents, events } from '../support/views.t
  */
 
 test('scale-out, slower still: a third host is added, up to scale.max', { timeout: 150_000 }, async (t) => {
-  const cluster = await startCluster(scalingOptions(26, { max: 3, stabilization: '30s' }, { spares: ['h3', 'h4'] }));
+  const cluster = await startCluster(scalingOptions({ max: 3, stabilization: '30s' }, { spares: ['h3', 'h4'] }));
   t.after(() => cluster.stop());
   await waitStreaming<Status>(cluster);
   const addr = (h: string): string => cluster.hostAddress(h);

@@ -39,7 +39,6 @@ import { assertNoEvents } from '../support/views.ts';
  */
 
 const layout: Layout = {
-  slot: 31,
   hosts: ['a1', 'b1', 's1', 's2'],
   pools: { spares: ['s1', 's2'] },
   sites: [

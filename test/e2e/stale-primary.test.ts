@@ -23,7 +23,6 @@ test(
   { timeout: 180_000 },
   async (t) => {
     const cluster = await startCluster({
-      slot: 6,
       hosts: TWO_HOSTS,
     });
     t.after(() => cluster.stop());

@@ -6,6 +6,7 @@ import path from 'node:path';
 import { test } from 'node:test';
 import { slotAddress } from '../support/cluster.ts';
 import { TINY_APP, anyAppConfig, runUp, slotPortsFree, writeFiles } from '../support/any-app.ts';
+import { claimSlot } from '../support/slots.ts';
 
 /**
  * Every start failure names its cause on the terminal with a stable code, as soon
@@ -13,7 +14,7 @@ import { TINY_APP, anyAppConfig, runUp, slotPortsFree, writeFiles } from '../sup
  * config an operator would write for their own app, with one thing wrong.
  */
 
-const SLOT = 43;
+const SLOT = claimSlot();
 
 function project(files: Record<string, string>, config: string): { dir: string; file: string } {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'understudy-startfail-'));

@@ -23,10 +23,10 @@ test(
   "primary storage directory removed: detected, restored from the vault onto h2's storage, serving again, no order acknowledged before the restored point lost",
   { timeout: 90_000 },
   async (t) => {
-    const { cluster, load } = await startWithRestorePoints(t, 14, 'sr', { env: { UNDERSTUDY_TEST_HOOKS: '1' } });
+    const { cluster, load } = await startWithRestorePoints(t, 'sr', { env: { UNDERSTUDY_TEST_HOOKS: '1' } });
     await waitOrdersInPoint(cluster, load.result.acked, 150, 20_000);
 
-    const hook = await damageReplica(14);
+    const hook = await damageReplica(cluster);
     const arrayA = path.join(cluster.dir, 'array-a');
     fs.rmSync(arrayA, { recursive: true, force: true });
     const removedAt = Date.now();

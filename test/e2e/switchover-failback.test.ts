@@ -12,7 +12,6 @@ test(
   { timeout: 240_000 },
   async (t) => {
     const cluster = await startCluster({
-      slot: 4,
       hosts: TWO_HOSTS,
     });
     t.after(() => cluster.stop());
@@ -68,7 +67,7 @@ test(
     await api(cluster, '/v1/hosts/h1/power', { action: 'on' });
     await waitServing(cluster, { caughtUp: true }, 80_000);
     // Failback sent only what differs: array-a still held its (stale) copy of orders.db.
-    const failback = await differentialSeed(t, ports(4).storageB, 'array-a');
+    const failback = await differentialSeed(t, ports(cluster.slot).storageB, 'array-a');
     const back = await api<{ status: string }>(cluster, '/v1/sites/shop/switchover', { to: 'h1' });
     assert.equal(back.status, 'done');
     const served = await http(`${cluster.front}/healthz`);
@@ -85,7 +84,7 @@ test(
     assert.ok(a.orders >= during.acked.length + 20);
     assert.deepEqual(a, b);
     // Re-protection after the switchover back: array-b's just-demoted copy is the base.
-    const again = await differentialSeed(t, ports(4).storageA, 'array-b');
+    const again = await differentialSeed(t, ports(cluster.slot).storageA, 'array-b');
     assert.ok(again.generation > failback.generation);
   },
 );

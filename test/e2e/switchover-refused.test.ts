@@ -14,7 +14,7 @@ import type { Status, Ev } from '../support/views.ts';
  * checks let it through to the promotion.
  */
 test('switchover onto a damaged replica: promotion refused, the old primary serves again, nothing lost', { timeout: 90_000 }, async (t) => {
-  const cluster = await startCluster({ slot: 29, env: { UNDERSTUDY_TEST_HOOKS: '1' } });
+  const cluster = await startCluster({ env: { UNDERSTUDY_TEST_HOOKS: '1' } });
   t.after(() => cluster.stop());
   await waitStreaming(cluster);
   const epoch0 = (await api<Status>(cluster, '/v1/status')).sites[0]!.epoch;
@@ -25,7 +25,7 @@ test('switchover onto a damaged replica: promotion refused, the old primary serv
   await load.stop();
   // Let the replica take the last writes, then damage it (its WAL folded first, so nothing heals it).
   await waitStreaming(cluster);
-  const hook = await http(`http://127.0.0.1:${ports(29).storageB}/v1/test/volumes/shop/damage`, { method: 'POST', body: { db: 'orders.db' } });
+  const hook = await http(`http://127.0.0.1:${ports(cluster.slot).storageB}/v1/test/volumes/shop/damage`, { method: 'POST', body: { db: 'orders.db' } });
   assert.equal(hook.status, 200, JSON.stringify(hook.body));
 
   const sw = await http(`${cluster.api}/v1/sites/shop/switchover`, { method: 'POST', body: { to: 'h2' }, timeoutMs: 60_000 });

@@ -21,7 +21,6 @@ test(
   { timeout: 300_000 },
   async (t) => {
     const cluster = await startCluster({
-      slot: 7,
       replication: 'sync',
       hosts: [
         { name: 'h1', storage: 'array-a', boot: true },

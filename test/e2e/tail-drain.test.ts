@@ -19,7 +19,7 @@ function storageProcess(dir: string, name: string) {
  * the lag at the failure was hundreds of milliseconds.
  */
 test('async: a crashed host whose storage survives loses no acknowledged order, even with a large replication lag', { timeout: 120_000 }, async (t) => {
-  const c = await startCluster({ slot: 35 });
+  const c = await startCluster({});
   t.after(() => c.stop());
   const st = await waitStreaming<Status>(c);
   const replica = st.sites[0]!.replication.to!;
@@ -86,7 +86,7 @@ test('async: a crashed host whose storage survives loses no acknowledged order, 
  * so (`drain-incomplete`), and completes.
  */
 test('async: a host that crashes with its storage: the drain is recorded incomplete and the failover goes on at once', { timeout: 120_000 }, async (t) => {
-  const c = await startCluster({ slot: 36 });
+  const c = await startCluster({});
   t.after(() => c.stop());
   const st = await waitStreaming<Status>(c);
   const h1 = st.hosts.find((h) => h.name === 'h1')!;

@@ -5,13 +5,14 @@ import path from 'node:path';
 import { test, type TestContext } from 'node:test';
 import { ports, writeConfig } from '../support/cluster.ts';
 import { killProcessesOf, processesOf, startTerminalUp, type TerminalUp } from '../support/procs.ts';
+import { claimSlot } from '../support/slots.ts';
 
 /**
  * `up` as a terminal runs it: the leader of a process group that Ctrl-C signals as a
  * whole. What runs is read from /proc (every process that mentions the test's
  * directory: parts, agents, apps), never from Understudy's own view.
  */
-const SLOT = 33;
+const SLOT = claimSlot();
 /** `up`'s own bound for an ordered stop (STOP_BOUND_MS in up-command.ts), plus slack for a loaded machine. */
 const STOP_BOUND_MS = 10_000 + 3_000;
 const SHOP = path.join('examples', 'shop', 'server.js');

@@ -159,7 +159,7 @@ test(
   'damage in the db file and the WAL of every live copy while the shop writes: found within the budget, the newest good restore point restored, no order acknowledged before it lost, also after a switchover reopens the db',
   { timeout: 180_000 },
   async (t) => {
-    const { cluster, load } = await startWithRestorePoints(t, 37, 'wd', { loadMs: 90_000 });
+    const { cluster, load } = await startWithRestorePoints(t, 'wd', { loadMs: 90_000 });
     // Until orders were checkpointed into the primary's orders.db (the shipper does it every
     // 1000 frames) and a restore point holds 150 of them.
     // Checked and damaged in one step, with no wait between: a checkpoint in between would restart a WAL.
@@ -259,7 +259,7 @@ test(
   "only the replica's WAL damaged: found, the replica re-seeded from the healthy primary; no failover, no restore, no order lost, also after a switchover onto the re-seeded copy",
   { timeout: 150_000 },
   async (t) => {
-    const cluster = await startCluster({ slot: 38 });
+    const cluster = await startCluster({});
     t.after(() => cluster.stop());
     await waitStreaming(cluster);
     const firstEvent = Math.max(0, ...(await events(cluster)).map((e) => e.id));
@@ -272,7 +272,7 @@ test(
       100,
     );
 
-    const storageA = `http://127.0.0.1:${ports(38).storageA}`;
+    const storageA = `http://127.0.0.1:${ports(cluster.slot).storageA}`;
     const damagedAt = Date.now();
     const proof = freshOpenProof(t, volB(cluster), [damage]);
     t.diagnostic(`damaged the replica's ${damage.what}; a fresh open of it reads ${proof.damaged} orders (undamaged: ${proof.undamaged})`);
@@ -331,7 +331,7 @@ test(
   "damage in the primary's db file and WAL only (sync mode): found within the budget, failover to the replica that holds every frame; no restore, no order lost, also after a switchover back",
   { timeout: 150_000 },
   async (t) => {
-    const cluster = await startCluster({ slot: 39, replication: 'sync', backup: EVERY_SECOND });
+    const cluster = await startCluster({ replication: 'sync', backup: EVERY_SECOND });
     t.after(() => cluster.stop());
     await waitStreaming(cluster);
     const firstEvent = Math.max(0, ...(await events(cluster)).map((e) => e.id));

@@ -9,6 +9,7 @@ import Database from 'better-sqlite3';
 import { ensureBuilt } from './build.ts';
 import { parse as parseYaml, stringify as stringifyYaml } from 'yaml';
 import { interruptThenKill, killProcessesOf } from './procs.ts';
+import { claimSlot } from './slots.ts';
 
 /**
  * Test support: a real Understudy (`understudy up`) on its own ports, loopback
@@ -26,10 +27,11 @@ ensureBuilt();
 
 export interface ClusterOptions {
   /**
-   * 1..89: selects ports 20000 + slot*100 … and addresses 127.(slot/30).((slot%30)*8+i+1).1 —
-   * unique per test file (slots below 30 keep their 127.0.x.1 addresses).
+   * 1..89: selects ports 20000 + slot*100 … and addresses 127.(slot/30).((slot%30)*8+i+1).1.
+   * Claimed for the test process when absent (slots.ts); give one only when the test needs
+   * the slot's addresses before its cluster starts (then claim it with claimSlot too).
    */
-  slot: number;
+  slot?: number;
   hosts?: { name: string; storage: 'array-a' | 'array-b'; boot?: boolean; cpus?: number; memoryMb?: number }[];
   standby?: string[];
   replication?: 'async' | 'sync';
@@ -114,6 +116,8 @@ export function hostsSection(
 }
 
 export interface Cluster {
+  /** The loopback slot the cluster runs on (ports(slot), slotAddress(slot, i)). */
+  slot: number;
   dir: string;
   configFile: string;
   front: string;
@@ -134,7 +138,7 @@ export function ports(slot: number) {
   return { controller: base, director: base + 1, storageA: base + 10, storageB: base + 11, vault: base + 12, front: base + 20 };
 }
 
-export function writeConfig(opts: ClusterOptions, dir: string): string {
+export function writeConfig(opts: ClusterOptions & { slot: number }, dir: string): string {
   const p = ports(opts.slot);
   const hosts = opts.hosts ?? [
     { name: 'h1', storage: 'array-a' as const, boot: true },
@@ -197,7 +201,8 @@ export function writeConfig(opts: ClusterOptions, dir: string): string {
   return file;
 }
 
-export async function startCluster(opts: ClusterOptions): Promise<Cluster> {
+export async function startCluster(options: ClusterOptions): Promise<Cluster> {
+  const opts = { ...options, slot: options.slot ?? claimSlot() };
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), `understudy-e2e-${opts.slot}-`));
   const configFile = writeConfig(opts, dir);
   const p = ports(opts.slot);
@@ -214,6 +219,7 @@ export async function startCluster(opts: ClusterOptions): Promise<Cluster> {
     out += d.toString();
   });
   const cluster: Cluster = {
+    slot: opts.slot,
     dir,
     configFile,
     up,

@@ -20,7 +20,6 @@ export interface LayoutSite {
 }
 
 export interface Layout {
-  slot: number;
   hosts: string[];
   pools?: Record<string, string[]>;
   sites: LayoutSite[];
@@ -65,9 +64,9 @@ export function storageOf(host: string): string {
 
 /** A cluster of `layout`, stopped at the test's end, and the address of each of its hosts. */
 export async function startLayout(t: Pick<TestContext, 'after'>, layout: Layout): Promise<{ cluster: Cluster; addr: Record<string, string> }> {
-  const cluster = await startCluster({ slot: layout.slot, config: oneDiskPerHost(layout) });
+  const cluster = await startCluster({ config: oneDiskPerHost(layout) });
   t.after(() => cluster.stop());
-  return { cluster, addr: addresses(layout) };
+  return { cluster, addr: addresses(layout, cluster.slot) };
 }
 
 /** Asserts that `evs` hold one failover-complete, from `from` to `to` (`label` names the round); returns it. */
@@ -97,8 +96,8 @@ export function assertOthersOn(st: StatusView, host: string, label = ''): void {
 }
 
 /** The address of each host of a layout, by name. */
-export function addresses(layout: Layout): Record<string, string> {
-  return Object.fromEntries(layout.hosts.map((h, i) => [h, slotAddress(layout.slot, i)]));
+export function addresses(layout: Layout, slot: number): Record<string, string> {
+  return Object.fromEntries(layout.hosts.map((h, i) => [h, slotAddress(slot, i)]));
 }
 
 /** The front of the j-th site of a layout (`cluster.front` is the first). */

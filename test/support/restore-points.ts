@@ -23,11 +23,10 @@ export const RESTORE_ENDINGS: readonly string[] = ['restore-complete', 'restore-
  */
 export async function startWithRestorePoints(
   t: Pick<TestContext, 'after'>,
-  slot: number,
   tag: string,
   opts: { env?: Record<string, string>; loadMs?: number } = {},
 ): Promise<{ cluster: Cluster; load: ReturnType<typeof startLoad> }> {
-  const cluster = await startCluster({ slot, backup: EVERY_SECOND, ...(opts.env ? { env: opts.env } : {}) });
+  const cluster = await startCluster({ backup: EVERY_SECOND, ...(opts.env ? { env: opts.env } : {}) });
   t.after(() => cluster.stop());
   await waitStreaming(cluster);
   const load = startLoad(cluster.front, { workers: 2, maxMs: opts.loadMs ?? 45_000, tag });
@@ -62,8 +61,8 @@ export async function waitOrdersInPoint(
  * hook (UNDERSTUDY_TEST_HOOKS=1: its WAL folded, the page headers overwritten, the copy
  * frozen) and asserts the hook did it; returns the hook's answer.
  */
-export async function damageReplica(slot: number): Promise<unknown> {
-  const hook = await http(`http://127.0.0.1:${ports(slot).storageB}/v1/test/volumes/shop/damage`, { method: 'POST', body: { db: 'orders.db' } });
+export async function damageReplica(c: Pick<Cluster, 'slot'>): Promise<unknown> {
+  const hook = await http(`http://127.0.0.1:${ports(c.slot).storageB}/v1/test/volumes/shop/damage`, { method: 'POST', body: { db: 'orders.db' } });
   assert.equal(hook.status, 200, JSON.stringify(hook.body));
   return hook.body;
 }

@@ -13,10 +13,9 @@ import { startReadLoad } from './read-load.ts';
  * its standby, `spares` powered off (alternately on array-b and array-a); catalog.db and
  * public/ read-only; a host is slow when its p95 passes `p95Ms` over a 2 s window.
  */
-export function scalingOptions(slot: number, scale: { max: number; stabilization: string }, opts: { p95Ms?: number; spares?: string[] } = {}): ClusterOptions {
+export function scalingOptions(scale: { max: number; stabilization: string }, opts: { p95Ms?: number; spares?: string[] } = {}): ClusterOptions {
   const spares = opts.spares ?? ['h3'];
   return {
-    slot,
     hosts: [
       { name: 'h1', storage: 'array-a', boot: true },
       { name: 'h2', storage: 'array-b', boot: true },
