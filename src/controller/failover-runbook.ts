@@ -1,3 +1,4 @@
+import { setTimeout as sleep } from 'node:timers/promises';
 import { UnderstudyError } from '../shared/errors.ts';
 import { JournaledRunbook } from './journaled-runbook.ts';
 import { runRestoreSteps, type RestoreData } from './restore-runbook.ts';
@@ -6,6 +7,8 @@ import { chooseTarget } from './target-choice.ts';
 
 export type { RunbookDeps } from './runbook-journal.ts';
 
+/** How soon the drain asks again when replication was between two of its runs. */
+const DRAIN_RETRY_MS = 50;
 /** What a failover runbook is given and what its steps decide; persisted with the runbook. */
 export interface FailoverData extends Record<string, unknown> {
   oldPrimary: string;
@@ -33,7 +36,7 @@ export interface FailoverData extends Record<string, unknown> {
   newReplicaStorage?: string | null;
   fenceConfirmed?: boolean;
   /** Whether the old host's storage system shipped its last writes to the replica before the promotion, and in how long. */
-  drain?: { shipped: boolean; ms: number; error?: string; skipped?: string };
+  drain?: { shipped: boolean; ms: number; error?: string; skipped?: string; attempts?: number };
   transformChanges?: unknown[];
   /** When the director was routed to the target (serving again). */
   routedAt?: number;
@@ -213,7 +216,7 @@ export class FailoverRunbook extends JournaledRunbook<FailoverData> {
    * the replica is promoted with what it holds. Never fails the failover.
    */
   private async drainOldCopy(): Promise<NonNullable<FailoverData['drain']>> {
-    const { config, clients, store } = this.deps;
+    const { config, clients } = this.deps;
     const site = this.rb.site;
     const d = this.journal.data;
     const timeoutMs = config.controller.failover.drainTimeoutMs;
@@ -223,21 +226,39 @@ export class FailoverRunbook extends JournaledRunbook<FailoverData> {
     if (d.evidence.corruption !== undefined) return { shipped: false, ms: 0, skipped: 'the old copy failed verification' };
     if (config.hosts[d.target!]!.storage === oldStorage) return { shipped: true, ms: 0, skipped: 'the target uses the old host’s own storage' };
     const t0 = Date.now();
-    try {
-      await clients.confirm(oldStorage, site, timeoutMs, { callTimeoutMs: timeoutMs + 250 });
-      return { shipped: true, ms: Date.now() - t0 };
-    } catch (e) {
-      const ms = Date.now() - t0;
-      const error = (e as Error).message;
-      store.addEvent({
-        site,
-        host: d.oldPrimary,
-        kind: 'drain-incomplete',
-        message: `${oldStorage} did not ship ${site}'s last writes to the replica (${error}); the replica is promoted with what it holds: writes of the last ${d.replicationLagMsAtFailure ?? 'unknown'} ms before the failure may be missing`,
-        data: { storage: oldStorage, error, ms },
-      });
-      return { shipped: false, ms, error };
+    const deadline = t0 + timeoutMs;
+    let attempts = 0;
+    for (;;) {
+      attempts++;
+      const left = Math.max(1, deadline - Date.now());
+      try {
+        await clients.confirm(oldStorage, site, left, { callTimeoutMs: left + 250 });
+        return { shipped: true, ms: Date.now() - t0, ...(attempts > 1 ? { attempts } : {}) };
+      } catch (e) {
+        // Replication between two of its runs (restarted, not started yet) answers at once
+        // and starts again by itself: asked again while the bound allows.
+        const code = (e as UnderstudyError).code;
+        if ((code === 'US_REPLICATION_STOPPED' || code === 'US_NOT_REPLICATING') && deadline - Date.now() > DRAIN_RETRY_MS) {
+          await sleep(DRAIN_RETRY_MS);
+          continue;
+        }
+        return this.drainIncomplete(oldStorage, e as Error, Date.now() - t0, attempts);
+      }
     }
+  }
+
+  private drainIncomplete(oldStorage: string, e: Error, ms: number, attempts: number): NonNullable<FailoverData['drain']> {
+    const site = this.rb.site;
+    const d = this.journal.data;
+    const error = e.message;
+    this.deps.store.addEvent({
+      site,
+      host: d.oldPrimary,
+      kind: 'drain-incomplete',
+      message: `${oldStorage} did not ship ${site}'s last writes to the replica (${error}); the replica is promoted with what it holds: writes of the last ${d.replicationLagMsAtFailure ?? 'unknown'} ms before the failure may be missing`,
+      data: { storage: oldStorage, error, ms, attempts },
+    });
+    return { shipped: false, ms, error };
   }
 
   /** Journals the refusal and decides what replaces the promotion (a restore, when the site has backups). */

@@ -72,3 +72,36 @@ test('a failover away from a copy that failed verification does not ship its tai
     h.close();
   }
 });
+
+test('replication between two of its runs is asked again within the bound; a refusal that stays is recorded once, with its attempts', async () => {
+  let n = 0;
+  const h = failoverHarness({
+    promote: 'ok',
+    confirm: () => (++n < 3 ? Promise.reject(new UnderstudyError('US_REPLICATION_STOPPED', 'replication of shop stopped')) : Promise.resolve({ position: {} })),
+  });
+  try {
+    await h.run();
+    assert.equal(h.calls.filter((c) => c.startsWith('confirm array-a')).length, 3, h.calls.join(', '));
+    assert.ok(!h.kinds().includes('drain-incomplete'));
+    const data = h.store.listRunbooks('shop').find((r) => r.id === h.rb.id)!.data as { drain?: { shipped: boolean; attempts?: number } };
+    assert.deepEqual([data.drain?.shipped, data.drain?.attempts], [true, 3]);
+  } finally {
+    h.close();
+  }
+  const stays = failoverHarness({
+    promote: 'ok',
+    failover: '{ drainTimeout: 300ms }',
+    confirm: () => Promise.reject(new UnderstudyError('US_NOT_REPLICATING', 'volume shop on array-a is not replicating')),
+  });
+  try {
+    const t0 = Date.now();
+    await stays.run();
+    assert.ok(Date.now() - t0 < 2000, 'bounded by drainTimeout');
+    const evs = stays.store.listEvents({ site: 'shop' }).filter((e) => e.kind === 'drain-incomplete');
+    assert.equal(evs.length, 1);
+    assert.ok(Number(evs[0]!.data.attempts) > 1, `asked more than once (${String(evs[0]!.data.attempts)})`);
+    assert.ok(stays.calls.includes('promote array-b 2'), 'promoted all the same');
+  } finally {
+    stays.close();
+  }
+});
