@@ -18,7 +18,8 @@ import path from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { parseArgs } from 'node:util';
 import fs from 'node:fs';
-import { BIN, ROOT, ports, slotAddress, startCluster, waitUntil, api } from '../test/support/cluster.ts';
+import { parse as parseYaml } from 'yaml';
+import { BIN, ROOT, ports, slotAddress, startCluster, waitUntil, api, type ConfigDoc } from '../test/support/cluster.ts';
 import type { Status } from '../test/support/views.ts';
 
 const SLOT = 50;
@@ -78,7 +79,7 @@ function demoInSlot(dir: string): string {
   return text;
 }
 
-const cluster = await startCluster({ slot: SLOT, config: ({ dir }) => demoInSlot(dir) });
+const cluster = await startCluster({ slot: SLOT, config: ({ dir }) => parseYaml(demoInSlot(dir)) as ConfigDoc });
 try {
   await waitUntil(
     'both demo sites serving',

@@ -5,7 +5,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { test } from 'node:test';
 import { BIN, ports, slotAddress, sleep, waitUntil } from '../support/cluster.ts';
-import { TINY_APP, anyAppConfig, slotPortsFree, upUntilUp, writeFiles } from '../support/any-app.ts';
+import { LISTEN_AT_HOST, TINY_APP, anyAppConfig, slotPortsFree, upUntilUp, writeFiles } from '../support/any-app.ts';
 import { request } from 'undici';
 import type { Status, Ev } from '../support/views.ts';
 import { claimSlot } from '../support/slots.ts';
@@ -43,10 +43,10 @@ test(
     const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'understudy-anyapp-'));
     const stateDir = path.join(dir, 'state');
     const rootStateBefore = fs.existsSync('/state');
-    const app = '{ command: [node, app.mjs, --listen, "{{host.address}}:{{site.app.port}}"], port: 3000, env: { NOTES_TITLE: "notes on {{host.name}}" } }';
+    const app = { command: ['node', 'app.mjs', ...LISTEN_AT_HOST], port: 3000, env: { NOTES_TITLE: 'notes on {{host.name}}' } };
     writeFiles(dir, {
       'app.mjs': TINY_APP,
-      'understudy.yaml': anyAppConfig(SLOT, { app, health: '{ probe: { path: /health, every: 100ms, timeout: 300ms, fall: 2, rise: 1 } }' }),
+      'understudy.yaml': anyAppConfig(SLOT, { app, health: { probe: { path: '/health', every: '100ms', timeout: '300ms', fall: 2, rise: 1 } } }),
     });
     const file = path.join(dir, 'understudy.yaml');
 
@@ -103,7 +103,7 @@ test(
     await run.stop();
     assert.equal(await run.exited, 0, run.output());
     assert.deepEqual(await slotPortsFree(SLOT), []);
-    writeFiles(dir, { 'understudy.yaml': anyAppConfig(SLOT, { app, health: '{ probe: { type: tcp, every: 100ms, timeout: 300ms, fall: 2, rise: 1 } }' }) });
+    writeFiles(dir, { 'understudy.yaml': anyAppConfig(SLOT, { app, health: { probe: { type: 'tcp', every: '100ms', timeout: '300ms', fall: 2, rise: 1 } } }) });
     const again = await upUntilUp(t, file, '/', stateDir, 90_000);
     const st2 = await api<Status>('/v1/status');
     assert.equal(st2.sites[0]!.primary.host, 'h2', 'the primary recorded beside the file');

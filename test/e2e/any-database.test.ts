@@ -4,7 +4,7 @@ import path from 'node:path';
 import { test } from 'node:test';
 import { request } from 'undici';
 import Database from 'better-sqlite3';
-import { api, ROOT, sleep, startCluster, waitUntil, type Cluster } from '../support/cluster.ts';
+import { api, configHead, ROOT, sleep, startCluster, waitUntil, type Cluster, type ConfigContext, type ConfigDoc } from '../support/cluster.ts';
 import { type Status, events } from '../support/views.ts';
 import { claimSlot } from '../support/slots.ts';
 
@@ -19,38 +19,26 @@ import { claimSlot } from '../support/slots.ts';
 
 const NOTES_APP = path.join(ROOT, 'test/fixtures/notes-app/server.mjs');
 
+/** The notes app, as its user would configure it: three hosts, the app told its address by templates. */
 function config(slot: number, replication: 'async' | 'sync', seed: string) {
-  return ({
-    dir,
-    ports,
-    address,
-  }: {
-    dir: string;
-    ports: { controller: number; director: number; storageA: number; storageB: number; front: number };
-    address: (i: number) => string;
-  }): string => `# the notes app, as its user would write it
-controller:
-  listen: 127.0.0.1:${ports.controller}
-  state: ${dir}/state
-director:
-  listen: 127.0.0.1:${ports.director}
-storage:
-  array-a: { path: ${dir}/array-a, listen: 127.0.0.1:${ports.storageA} }
-  array-b: { path: ${dir}/array-b, listen: 127.0.0.1:${ports.storageB} }
-hosts:
-  n1: { address: ${address(0)}, storage: array-a, power: local, boot: true }
-  n2: { address: ${address(1)}, storage: array-b, power: local, boot: true }
-  n3: { address: ${address(2)}, storage: array-a, power: local, boot: true }
-sites:
-  notes:
-    front: 127.0.0.1:${ports.front}
-    app: { command: [node, ${NOTES_APP}, --listen, "{{host.address}}:{{site.app.port}}"], port: ${4000 + slot}, seed: ${seed} }
-    primary: n1
-    standby: [n2, n3]
-    volume: { replication: ${replication} }
-    health:
-      probe: { path: /health, every: 100ms, timeout: 300ms, fall: 2, rise: 1 }
-`;
+  return (ctx: ConfigContext): ConfigDoc => ({
+    ...configHead(ctx),
+    hosts: {
+      n1: { address: ctx.address(0), storage: 'array-a', power: 'local', boot: true },
+      n2: { address: ctx.address(1), storage: 'array-b', power: 'local', boot: true },
+      n3: { address: ctx.address(2), storage: 'array-a', power: 'local', boot: true },
+    },
+    sites: {
+      notes: {
+        front: `127.0.0.1:${ctx.ports.front}`,
+        app: { command: ['node', NOTES_APP, '--listen', '{{host.address}}:{{site.app.port}}'], port: 4000 + slot, seed },
+        primary: 'n1',
+        standby: ['n2', 'n3'],
+        volume: { replication },
+        health: { probe: { path: '/health', every: '100ms', timeout: '300ms', fall: 2, rise: 1 } },
+      },
+    },
+  });
 }
 
 /** The seed: notes.sqlite with a few notes, in rollback-journal mode as the app leaves it. */

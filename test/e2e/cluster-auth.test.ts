@@ -7,7 +7,7 @@ import { test } from 'node:test';
 import { Agent, request } from 'undici';
 import { loadConfig } from '../../src/config/load-config.ts';
 import { endpointToString } from '../../src/config/types.ts';
-import { BIN, ROOT, http, sleep, startCluster, waitUntil, writeConfig, type ClusterOptions } from '../support/cluster.ts';
+import { BIN, ROOT, configYaml, http, sleep, startCluster, waitUntil, writeConfig, type ClusterOptions } from '../support/cluster.ts';
 import { claimSlot } from '../support/slots.ts';
 
 /**
@@ -206,22 +206,12 @@ test('a config whose parts listen beyond loopback without cluster.secret is refu
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'understudy-e2e-34-cfg-'));
   try {
     const file = path.join(dir, 'understudy.yaml');
-    fs.writeFileSync(
-      file,
-      `storage:
-  a: { path: ${dir}/a, listen: 192.0.2.10:7100 }
-  b: { path: ${dir}/b, listen: 192.0.2.10:7101 }
-hosts:
-  h1: { address: 192.0.2.11, storage: a }
-  h2: { address: 192.0.2.12, storage: b }
-sites:
-  shop:
-    front: 127.0.0.1:8080
-    app: { command: [node, server.js], port: 3000 }
-    primary: h1
-    standby: [h2]
-`,
-    );
+    const beyondLoopback = {
+      storage: { a: { path: `${dir}/a`, listen: '192.0.2.10:7100' }, b: { path: `${dir}/b`, listen: '192.0.2.10:7101' } },
+      hosts: { h1: { address: '192.0.2.11', storage: 'a' }, h2: { address: '192.0.2.12', storage: 'b' } },
+      sites: { shop: { front: '127.0.0.1:8080', app: { command: ['node', 'server.js'], port: 3000 }, primary: 'h1', standby: ['h2'] } },
+    };
+    fs.writeFileSync(file, configYaml(beyondLoopback, 'test/e2e/cluster-auth.test.ts'));
     let out = '';
     try {
       execFileSync(process.execPath, [BIN, 'validate', '-c', file], { cwd: ROOT, encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
@@ -235,7 +225,10 @@ sites:
     fs.writeFileSync(path.join(dir, 'secret'), 'a-cluster-secret-0123456789abcdef\n', { mode: 0o600 });
     fs.writeFileSync(
       file,
-      `controller: { listen: 192.0.2.10:7070, state: ${dir}/state }\ncluster: { secret: { file: ${dir}/secret } }\n${fs.readFileSync(file, 'utf8')}`,
+      configYaml(
+        { controller: { listen: '192.0.2.10:7070', state: `${dir}/state` }, cluster: { secret: { file: `${dir}/secret` } }, ...beyondLoopback },
+        'test/e2e/cluster-auth.test.ts',
+      ),
     );
     execFileSync(process.execPath, [BIN, 'validate', '-c', file], { cwd: ROOT, encoding: 'utf8' });
     let refused = '';

@@ -56,14 +56,14 @@ function close(server: http.Server): Promise<void> {
 
 test('a webhook receiver down for 10 s gets every event once back, across a failover and a controller SIGKILL', { timeout: 90_000 }, async (t) => {
   const hookPort = ports(SLOT).front + 50;
-  const extra = `notify:
-  hook:
-    webhook:
-      url: http://127.0.0.1:${hookPort}/understudy
-      headers: { Authorization: { env: HOOK_AUTH } }
-      timeout: 1s
-    retry: { min: 200ms, max: 1s, alertAfter: 3 }
-`;
+  const extra = {
+    notify: {
+      hook: {
+        webhook: { url: `http://127.0.0.1:${hookPort}/understudy`, headers: { Authorization: { env: 'HOOK_AUTH' } }, timeout: '1s' },
+        retry: { min: '200ms', max: '1s', alertAfter: 3 },
+      },
+    },
+  };
   const got: Got[] = [];
   let rx: http.Server | null = await receiver(hookPort, got);
   t.after(async () => {

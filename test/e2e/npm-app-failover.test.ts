@@ -6,7 +6,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { test } from 'node:test';
 import { request } from 'undici';
-import { ports, slotAddress, sleep, waitUntil } from '../support/cluster.ts';
+import { configYaml, ports, slotAddress, sleep, waitUntil } from '../support/cluster.ts';
 import { slotPortsFree, twoHostHead, upUntilUp } from '../support/any-app.ts';
 import { installNpmApp } from '../support/npm-app.ts';
 import type { Status, Ev } from '../support/views.ts';
@@ -35,23 +35,24 @@ const LOAD_MS = 45_000;
 
 function config(cache: string): string {
   const server = path.join(cache, 'node_modules', '@actual-app', 'sync-server', 'build', 'bin', 'actual-server.js');
-  return `# Actual's sync server, kept up by Understudy
-${twoHostHead(SLOT)}sites:
-  budget:
-    front: 127.0.0.1:${p.front}
-    app:
-      command: [node, ${server}]
-      port: ${APP_PORT}
-      env:
-        ACTUAL_HOSTNAME: "{{host.address}}"
-        ACTUAL_PORT: "{{site.app.port}}"
-        ACTUAL_DATA_DIR: "{{volume.path}}"
-    primary: h1
-    standby: [h2]
-    health:
-      # Every probe counts against the app's own rate limit (500 a minute per client): 4 a second.
-      probe: { path: /health, expect: { body: '"status":\\s*"UP"' }, every: 250ms, timeout: 500ms, fall: 2, rise: 1 }
-`;
+  const doc = {
+    ...twoHostHead(SLOT),
+    sites: {
+      budget: {
+        front: `127.0.0.1:${p.front}`,
+        app: {
+          command: ['node', server],
+          port: APP_PORT,
+          env: { ACTUAL_HOSTNAME: '{{host.address}}', ACTUAL_PORT: '{{site.app.port}}', ACTUAL_DATA_DIR: '{{volume.path}}' },
+        },
+        primary: 'h1',
+        standby: ['h2'],
+        // Every probe counts against the app's own rate limit (500 a minute per client): 4 a second.
+        health: { probe: { path: '/health', expect: { body: '"status":\\s*"UP"' }, every: '250ms', timeout: '500ms', fall: 2, rise: 1 } },
+      },
+    },
+  };
+  return configYaml(doc, "test/e2e/npm-app-failover.test.ts (Actual's sync server, kept up by Understudy)");
 }
 
 async function call(

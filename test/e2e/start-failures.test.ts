@@ -5,7 +5,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { test } from 'node:test';
 import { slotAddress } from '../support/cluster.ts';
-import { TINY_APP, anyAppConfig, runUp, slotPortsFree, writeFiles } from '../support/any-app.ts';
+import { LISTEN_AT_HOST, TINY_APP, anyAppConfig, runUp, slotPortsFree, writeFiles } from '../support/any-app.ts';
 import { claimSlot } from '../support/slots.ts';
 
 /**
@@ -60,7 +60,7 @@ test('an app that exits at start: US_APP_EXITED at once, with its exit code and 
     {
       'app.mjs': "console.log('booting the notes app');\nconsole.error('config error: NOTES_SECRET is not set');\nprocess.exit(3);\n",
     },
-    anyAppConfig(SLOT, { app: '{ command: [node, app.mjs, --listen, "{{host.address}}:{{site.app.port}}"], port: 3000 }' }),
+    anyAppConfig(SLOT, { app: { command: ['node', 'app.mjs', ...LISTEN_AT_HOST], port: 3000 } }),
   );
   const r = await failedUp(t, dir, file);
   assert.equal(r.code, 1, r.out);
@@ -85,7 +85,7 @@ test('an app whose probe never answers healthily: US_APP_NOT_HEALTHY with the pr
     { 'app.mjs': TINY_APP },
     anyAppConfig(SLOT, {
       // The app answers /health; the probe asks the default /healthz: 404.
-      app: '{ command: [node, app.mjs, --listen, "{{host.address}}:{{site.app.port}}"], port: 3000, startTimeout: 3s }',
+      app: { command: ['node', 'app.mjs', ...LISTEN_AT_HOST], port: 3000, startTimeout: '3s' },
     }),
   );
   const r = await failedUp(t, dir, file);
@@ -107,7 +107,7 @@ test('a missing seed: US_SEED_MISSING before anything starts, naming the place a
   const { dir, file } = project(
     { 'app.mjs': TINY_APP },
     anyAppConfig(SLOT, {
-      app: '{ command: [node, app.mjs, --listen, "{{host.address}}:{{site.app.port}}"], port: 3000, seed: seeds/notes }',
+      app: { command: ['node', 'app.mjs', ...LISTEN_AT_HOST], port: 3000, seed: 'seeds/notes' },
     }),
   );
   const r = await failedUp(t, dir, file);
@@ -127,8 +127,8 @@ test("the app's port already in use on its host: US_APP_PORT_IN_USE naming the a
   const { dir, file } = project(
     { 'app.mjs': TINY_APP },
     anyAppConfig(SLOT, {
-      app: '{ command: [node, app.mjs, --listen, "{{host.address}}:{{site.app.port}}"], port: 3000 }',
-      health: '{ probe: { path: /health } }',
+      app: { command: ['node', 'app.mjs', ...LISTEN_AT_HOST], port: 3000 },
+      health: { probe: { path: '/health' } },
     }),
   );
   const squatter = net.createServer((s) => s.destroy());

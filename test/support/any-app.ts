@@ -3,7 +3,7 @@ import fs from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
 import type { TestContext } from 'node:test';
-import { BIN, killRecordedHosts, ports, slotAddress, waitUntil } from './cluster.ts';
+import { BIN, configYaml, killRecordedHosts, ports, slotAddress, waitUntil, type ConfigDoc } from './cluster.ts';
 import { interruptThenKill } from './procs.ts';
 
 /**
@@ -14,40 +14,51 @@ import { interruptThenKill } from './procs.ts';
  */
 
 export interface AnyAppSite {
-  /** `app:` as YAML flow text, e.g. `{ command: [node, app.mjs], port: 3000 }`. */
-  app: string;
-  /** `health:` as YAML flow text; absent: the defaults. */
-  health?: string;
+  /** `app:`, e.g. `{ command: ['node', 'app.mjs'], port: 3000 }`. */
+  app: ConfigDoc;
+  /** `health:`; absent: the defaults. */
+  health?: ConfigDoc;
   replication?: 'async' | 'sync';
 }
 
 /** The controller, director, storage and two hosts (h1 on array-a, h2 on array-b) of an operator's config on the slot, with state and storage paths beside the file. */
-export function twoHostHead(slot: number): string {
+export function twoHostHead(slot: number): ConfigDoc {
   const p = ports(slot);
-  return `controller: { listen: 127.0.0.1:${p.controller}, state: state }
-director: { listen: 127.0.0.1:${p.director} }
-storage:
-  array-a: { path: array-a, listen: 127.0.0.1:${p.storageA} }
-  array-b: { path: array-b, listen: 127.0.0.1:${p.storageB} }
-hosts:
-  h1: { address: ${slotAddress(slot, 0)}, storage: array-a }
-  h2: { address: ${slotAddress(slot, 1)}, storage: array-b }
-`;
+  return {
+    controller: { listen: `127.0.0.1:${p.controller}`, state: 'state' },
+    director: { listen: `127.0.0.1:${p.director}` },
+    storage: {
+      'array-a': { path: 'array-a', listen: `127.0.0.1:${p.storageA}` },
+      'array-b': { path: 'array-b', listen: `127.0.0.1:${p.storageB}` },
+    },
+    hosts: {
+      h1: { address: slotAddress(slot, 0), storage: 'array-a' },
+      h2: { address: slotAddress(slot, 1), storage: 'array-b' },
+    },
+  };
 }
 
 /** A two-host config (h1 on array-a, h2 on array-b) for one site `app`, with relative storage and state paths. */
 export function anyAppConfig(slot: number, site: AnyAppSite): string {
   const p = ports(slot);
-  return `# an operator's config for their own app; relative paths are beside this file
-${twoHostHead(slot)}sites:
-  app:
-    front: 127.0.0.1:${p.front}
-    app: ${site.app}
-    primary: h1
-    standby: [h2]
-    volume: { replication: ${site.replication ?? 'async'} }
-${site.health ? `    health: ${site.health}\n` : ''}`;
+  const doc = {
+    ...twoHostHead(slot),
+    sites: {
+      app: {
+        front: `127.0.0.1:${p.front}`,
+        app: site.app,
+        primary: 'h1',
+        standby: ['h2'],
+        volume: { replication: site.replication ?? 'async' },
+        ...(site.health ? { health: site.health } : {}),
+      },
+    },
+  };
+  return configYaml(doc, "test/support/any-app.ts (an operator's config for their own app; relative paths are beside this file)");
 }
+
+/** The command of a test app that takes its address through templates: `node <script> --listen <host.address>:<site.app.port>`. */
+export const LISTEN_AT_HOST = ['--listen', '{{host.address}}:{{site.app.port}}'];
 
 export interface UpRun {
   /** Exit code, or null while it runs. */
