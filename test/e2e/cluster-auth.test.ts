@@ -203,7 +203,7 @@ test(
 );
 
 test('a config whose parts listen beyond loopback without cluster.secret is refused, naming what to set', () => {
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'understudy-e2e-34-cfg-'));
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), `understudy-e2e-${SLOT}-cfg-`));
   try {
     const file = path.join(dir, 'understudy.yaml');
     const beyondLoopback = {

@@ -61,7 +61,6 @@ test(
     });
 
     const userDir = fs.mkdtempSync(path.join(os.tmpdir(), 'understudy-chromium-'));
-    t.after(() => fs.rmSync(userDir, { recursive: true, force: true }));
     const browser: BrowserContext = await chromium.launchPersistentContext(userDir, {
       executablePath: CHROMIUM,
       headless: true,
@@ -77,7 +76,11 @@ test(
         '--disable-sync',
       ],
     });
-    t.after(() => browser.close());
+    // Closed before its profile is removed (a browser still writing there makes the removal fail).
+    t.after(async () => {
+      await browser.close();
+      fs.rmSync(userDir, { recursive: true, force: true, maxRetries: 5, retryDelay: 100 });
+    });
     const page: Page = browser.pages()[0] ?? (await browser.newPage());
     const pageErrors: string[] = [];
     page.on('pageerror', (e) => pageErrors.push(e.message));
