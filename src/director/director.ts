@@ -13,6 +13,7 @@ import { siteSnapshot, type DirectorSiteStats } from './upstream-stats.ts';
 import { SyncBarrierClient } from './sync-barrier.ts';
 import { partSecurity } from '../shared/cluster-transport.ts';
 import { DrillFronts } from './drill-fronts.ts';
+import { UnderstudyError } from '../shared/errors.ts';
 
 /**
  * The built-in network director: one front HTTP listener per site (site.front)
@@ -132,14 +133,14 @@ export class Director {
 
   /** The admin API's base URL (after start; useful when the config asked for port 0). */
   get adminUrl(): string {
-    if (this.adminAddr === null) throw new Error('director not started');
+    if (this.adminAddr === null) throw new UnderstudyError('US_INTERNAL', 'director not started');
     return `http://${addrString(this.adminAddr)}`;
   }
 
   /** A site's front base URL (after start). */
   frontUrl(site: string): string {
     const a = this.frontAddrs.get(site);
-    if (a === undefined) throw new Error(`no front for site ${site}`);
+    if (a === undefined) throw new UnderstudyError('US_INTERNAL', `no front for site ${site}`);
     return `http://${addrString(a)}`;
   }
 

@@ -2,6 +2,7 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
 import type { AgentAppStatus, StartAppRequest } from '../shared/contracts.ts';
 import { secretEnvNames } from '../shared/cluster-transport.ts';
+import { UnderstudyError } from '../shared/errors.ts';
 
 /** An app never sees Understudy's secrets: the API token, nor any variable a secret was read from. */
 function withoutSecrets(env: NodeJS.ProcessEnv): NodeJS.ProcessEnv {
@@ -56,7 +57,7 @@ export class AppProcess {
 
   start(req: StartAppRequest): void {
     const [cmd, ...args] = req.command;
-    if (!cmd) throw new Error('empty command');
+    if (!cmd) throw new UnderstudyError('US_APP_SPAWN_FAILED', 'empty command');
     const log = fs.openSync(this.logFile, 'a');
     this.logStart = fs.fstatSync(log).size;
     const child = spawn(cmd, args, {

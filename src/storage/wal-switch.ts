@@ -2,6 +2,7 @@ import path from 'node:path';
 import Database from 'better-sqlite3';
 import type { Logger } from 'pino';
 import { listDatabases, readDatabaseHeader } from './sqlite-file.ts';
+import { UnderstudyError } from '../shared/errors.ts';
 
 /**
  * Puts a volume's rollback-journal databases in WAL mode while no app has them open:
@@ -45,7 +46,7 @@ export function switchDatabasesToWal(dir: string, log?: Logger): WalSwitchResult
       db = new Database(abs, { fileMustExist: true });
       db.pragma('busy_timeout = 1000');
       const mode = db.pragma('journal_mode = WAL', { simple: true });
-      if (mode !== 'wal') throw new Error(`SQLite kept journal mode ${String(mode)}`);
+      if (mode !== 'wal') throw new UnderstudyError('US_WAL_UNREADABLE', `SQLite kept journal mode ${String(mode)}`);
       out.switched.push(rel);
     } catch (e) {
       out.failed.push({ db: rel, error: (e as Error).message });

@@ -1,3 +1,4 @@
+import { UnderstudyError } from '../shared/errors.ts';
 /**
  * Dotted keys into a tree of plain objects: "listen.host" is `doc.listen.host`.
  * Shared by every document format (JSON today; YAML, INI and .env later map their
@@ -8,9 +9,9 @@ export type Tree = Record<string, unknown>;
 
 export function splitKey(key: string): string[] {
   const parts = key.split('.');
-  if (parts.some((p) => p === '')) throw new Error(`bad key "${key}": empty part`);
+  if (parts.some((p) => p === '')) throw new UnderstudyError('US_TRANSFORM_FAILED', `bad key "${key}": empty part`);
   if (parts.some((p) => p === '__proto__' || p === 'constructor' || p === 'prototype')) {
-    throw new Error(`bad key "${key}": reserved name`);
+    throw new UnderstudyError('US_TRANSFORM_FAILED', `bad key "${key}": reserved name`);
   }
   return parts;
 }
@@ -41,7 +42,7 @@ export function setKey(doc: Tree, key: string, value: unknown): void {
     } else if (isTree(next)) {
       node = next;
     } else {
-      throw new Error(`cannot set "${key}": "${parts.slice(0, i + 1).join('.')}" is ${JSON.stringify(next)}, not an object`);
+      throw new UnderstudyError('US_TRANSFORM_FAILED', `cannot set "${key}": "${parts.slice(0, i + 1).join('.')}" is ${JSON.stringify(next)}, not an object`);
     }
   }
   node[parts[parts.length - 1] as string] = value;

@@ -1,5 +1,6 @@
 import type { TransformChange } from '../shared/contracts.ts';
 import type { RenderedReplace } from './render-rules.ts';
+import { UnderstudyError } from '../shared/errors.ts';
 
 /** The key a replace entry's change is reported under: its pattern between slashes. */
 export function replaceKey(match: string): string {
@@ -11,11 +12,11 @@ export function replaceKey(match: string): string {
  * (`^` and `$` match at every line). Throws an Error saying why it is invalid.
  */
 export function compilePattern(match: string): RegExp {
-  if (match === '') throw new Error('the pattern is empty');
+  if (match === '') throw new UnderstudyError('US_TRANSFORM_FAILED', 'the pattern is empty');
   try {
     return new RegExp(match, 'gm');
   } catch (e) {
-    throw new Error(`not a valid regular expression (${(e as Error).message})`, { cause: e });
+    throw new UnderstudyError('US_TRANSFORM_FAILED', `not a valid regular expression (${(e as Error).message})`);
   }
 }
 

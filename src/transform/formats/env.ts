@@ -1,5 +1,6 @@
 import type { DocumentFormat, EditableDocument } from './format.ts';
 import { appendLine, eolOf, normalizeText } from './text-values.ts';
+import { UnderstudyError } from '../../shared/errors.ts';
 
 /**
  * `.env` files: `KEY=VALUE` lines (optionally `export KEY=VALUE`), `#` comments.
@@ -66,9 +67,10 @@ class EnvDocument implements EditableDocument {
   }
 
   private find(key: string): Entry | undefined {
-    if (!NAME_RE.test(key)) throw new Error(`"${key}" is not a variable name (letters, digits, _ . and -, starting with a letter or _)`);
+    if (!NAME_RE.test(key))
+      throw new UnderstudyError('US_TRANSFORM_FAILED', `"${key}" is not a variable name (letters, digits, _ . and -, starting with a letter or _)`);
     const found = this.entries.filter((e) => e.key === key);
-    if (found.length > 1) throw new Error(`key ${key} appears ${found.length} times; remove the duplicates`);
+    if (found.length > 1) throw new UnderstudyError('US_TRANSFORM_FAILED', `key ${key} appears ${found.length} times; remove the duplicates`);
     return found[0];
   }
 

@@ -1,6 +1,7 @@
 import { splitKey } from '../dotted-keys.ts';
 import type { DocumentFormat, EditableDocument } from './format.ts';
 import { appendLine, eolOf, normalizeText, quoteSimple } from './text-values.ts';
+import { UnderstudyError } from '../../shared/errors.ts';
 
 /**
  * INI files (`.ini`, `.cfg`): `[section]` headers, `key = value` (or `key: value`)
@@ -72,7 +73,7 @@ class IniDocument implements EditableDocument {
 
   set(key: string, raw: unknown): void {
     const value = normalizeText('INI', raw);
-    if (/[\r\n]/.test(value)) throw new Error(`INI values cannot hold a line break (key ${key})`);
+    if (/[\r\n]/.test(value)) throw new UnderstudyError('US_TRANSFORM_FAILED', `INI values cannot hold a line break (key ${key})`);
     const existing = this.find(key);
     if (existing !== undefined) {
       const written = existing.quote !== '' ? quoteSimple('INI', value, existing.quote) : encode(value);
@@ -101,7 +102,11 @@ class IniDocument implements EditableDocument {
   private find(key: string): Entry | undefined {
     const { section, name } = this.resolve(key);
     const found = this.entries.filter((e) => e.section === section && e.key === name);
-    if (found.length > 1) throw new Error(`key ${key} appears ${found.length} times${section === '' ? '' : ` in [${section}]`}; remove the duplicates`);
+    if (found.length > 1)
+      throw new UnderstudyError(
+        'US_TRANSFORM_FAILED',
+        `key ${key} appears ${found.length} times${section === '' ? '' : ` in [${section}]`}; remove the duplicates`,
+      );
     return found[0];
   }
 

@@ -1,6 +1,7 @@
 import { getKey, isTree, setKey } from '../dotted-keys.ts';
 import type { Tree } from '../dotted-keys.ts';
 import type { DocumentFormat, EditableDocument } from './format.ts';
+import { UnderstudyError } from '../../shared/errors.ts';
 
 /**
  * JSON documents whose top level is an object. Written back in the file's own
@@ -30,7 +31,7 @@ export const jsonFormat: DocumentFormat = {
 function parse(text: string): Tree {
   if (text.trim() === '') return {};
   const doc: unknown = JSON.parse(text);
-  if (!isTree(doc)) throw new Error('the top level is not a JSON object');
+  if (!isTree(doc)) throw new UnderstudyError('US_TRANSFORM_FAILED', 'the top level is not a JSON object');
   return doc;
 }
 

@@ -1,3 +1,4 @@
+import { UnderstudyError } from '../../shared/errors.ts';
 /** Shared by the text-only formats (INI, .env): every value is text. */
 
 /** Numbers and true/false become their text, null the empty text; other values cannot be held. */
@@ -5,7 +6,7 @@ export function normalizeText(format: string, value: unknown): string {
   if (typeof value === 'string') return value;
   if (typeof value === 'number' || typeof value === 'boolean') return String(value);
   if (value === null || value === undefined) return '';
-  throw new Error(`${format} values are text: cannot write ${JSON.stringify(value)}`);
+  throw new UnderstudyError('US_TRANSFORM_FAILED', `${format} values are text: cannot write ${JSON.stringify(value)}`);
 }
 
 /** The line ending a file uses ("\r\n" when it has any, else "\n"). */
@@ -24,5 +25,5 @@ export function quoteSimple(format: string, value: string, prefer: '"' | "'" = '
   const other = prefer === '"' ? "'" : '"';
   if (!value.includes(prefer)) return `${prefer}${value}${prefer}`;
   if (!value.includes(other)) return `${other}${value}${other}`;
-  throw new Error(`${format} cannot hold a value with both ' and " that needs quoting: ${JSON.stringify(value)}`);
+  throw new UnderstudyError('US_TRANSFORM_FAILED', `${format} cannot hold a value with both ' and " that needs quoting: ${JSON.stringify(value)}`);
 }

@@ -3,6 +3,7 @@ import type { Scalar } from 'yaml';
 import { isDeepStrictEqual } from 'node:util';
 import { splitKey } from '../dotted-keys.ts';
 import type { DocumentFormat, EditableDocument } from './format.ts';
+import { UnderstudyError } from '../../shared/errors.ts';
 
 /**
  * YAML documents (one per file) whose top level is a map, edited with the `yaml`
@@ -24,11 +25,11 @@ export const yamlFormat: DocumentFormat = {
 function openYaml(text: string): EditableDocument {
   const tokens = Array.from(new Parser().parse(text));
   const docs = Array.from(new Composer({ keepSourceTokens: true }).compose(tokens));
-  if (docs.length > 1) throw new Error(`it holds ${docs.length} documents; only one is supported`);
+  if (docs.length > 1) throw new UnderstudyError('US_TRANSFORM_FAILED', `it holds ${docs.length} documents; only one is supported`);
   const doc: Document.Parsed | undefined = docs[0];
   const problem = doc?.errors[0];
-  if (problem !== undefined) throw new Error(problem.message.split('\n')[0] ?? problem.message);
-  if (doc !== undefined && doc.contents !== null && !isMap(doc.contents)) throw new Error('the top level is not a YAML map');
+  if (problem !== undefined) throw new UnderstudyError('US_TRANSFORM_FAILED', problem.message.split('\n')[0] ?? problem.message);
+  if (doc !== undefined && doc.contents !== null && !isMap(doc.contents)) throw new UnderstudyError('US_TRANSFORM_FAILED', 'the top level is not a YAML map');
 
   /** Set once the document is re-emitted through the Document API (a key added, or an empty file). */
   let restructured: Document | undefined = doc === undefined ? new Document({}) : doc.contents === null ? doc : undefined;
@@ -46,7 +47,7 @@ function openYaml(text: string): EditableDocument {
         const node: unknown = d.getIn(parts.slice(0, i), true);
         if (node !== undefined && !isMap(node)) {
           const shown = isNode(node) ? node.toJSON() : node;
-          throw new Error(`cannot set "${key}": "${parts.slice(0, i).join('.')}" is ${JSON.stringify(shown)}, not a map`);
+          throw new UnderstudyError('US_TRANSFORM_FAILED', `cannot set "${key}": "${parts.slice(0, i).join('.')}" is ${JSON.stringify(shown)}, not a map`);
         }
       }
       const node: unknown = d.getIn(parts, true);
