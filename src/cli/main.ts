@@ -13,8 +13,13 @@ import type { ApiCallOptions, ApiOptions } from './api-client.ts';
  */
 
 async function config(file?: string): Promise<UnderstudyConfig> {
-  const [{ loadConfig }, { baseDirFor, resolveConfigPath }] = await Promise.all([import('../config/load-config.ts'), import('./config-path.ts')]);
+  const [{ HANDOFF_ENV, takeHandoff }, { baseDirFor, resolveConfigPath }] = await Promise.all([import('../config/handoff.ts'), import('./config-path.ts')]);
   const path = resolveConfigPath(file);
+  // The config the process that started this one compiled (handoff.ts), when it is this file as it is now.
+  const handed = takeHandoff(path);
+  delete process.env[HANDOFF_ENV]; // never passed on to what this process starts (apps, hooks)
+  if (handed !== null && handed.baseDir === baseDirFor(path)) return handed;
+  const { loadConfig } = await import('../config/load-config.ts');
   return loadConfig(path, { baseDir: baseDirFor(path) });
 }
 

@@ -13,6 +13,7 @@ import { PACKAGE_ROOT } from './config-path.ts';
 import { formatEvent } from './format.ts';
 import { checkSeeds, controllerStartFailure, startFailureLines, startFailureSummary } from './start-failure.ts';
 import { PartSupervisor, partLogFile, stopLeftoverParts, type PartSpec } from './part-supervisor.ts';
+import { handoffEnv } from '../config/handoff.ts';
 import { powerOffAllHosts, reclaimHosts } from './up-hosts.ts';
 
 const BIN = path.join(PACKAGE_ROOT, 'bin/understudy.js');
@@ -103,7 +104,7 @@ export async function runUp(config: UnderstudyConfig, opts: UpOptions = {}): Pro
     bin: BIN,
     cwd: config.baseDir,
     logDir,
-    env: process.env,
+    env: { ...process.env, ...handoffEnv(config) },
     onExit: (p, how) => {
       if (!startupDone) {
         // The controller records why it could not start (start-failure.ts): that cause, with its code.

@@ -2,6 +2,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { UnderstudyError } from '../shared/errors.ts';
 import { compileConfig } from './compile.ts';
+import { deepFreeze, noteSource } from './handoff.ts';
 import { parseSections } from './parse-sections.ts';
 import { ConfigError, pathToString, sortProblems } from './problems.ts';
 import type { ConfigProblem, Finding } from './problems.ts';
@@ -52,7 +53,7 @@ export function parseConfig(text: string, file: string, opts: LoadConfigOptions 
     }));
     throw new ConfigError(sortProblems(problems));
   }
-  return deepFreeze(config);
+  return noteSource(deepFreeze(config), text);
 }
 
 function readConfigFile(file: string): string {
@@ -82,12 +83,4 @@ function dedupe(findings: Finding[]): Finding[] {
     seen.add(k);
     return true;
   });
-}
-
-function deepFreeze<T>(value: T): T {
-  if (value !== null && typeof value === 'object' && !Object.isFrozen(value)) {
-    Object.freeze(value);
-    for (const v of Object.values(value)) deepFreeze(v);
-  }
-  return value;
 }

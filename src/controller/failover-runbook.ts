@@ -115,6 +115,10 @@ export class FailoverRunbook extends JournaledRunbook<FailoverData> {
         return { target: d.target, newEpoch: d.newEpoch, ...(choice.reclaim ? { reclaimFrom: choice.reclaim.from } : {}) };
       });
 
+      // A cold target boots while the old copy drains and the replica is promoted; the
+      // start step waits for its agent (and powers it on itself if this did not).
+      this.wakeTarget(d.target!);
+
       if (d.reclaimFrom !== undefined) {
         await step('reclaim-reader', async () => {
           // Failover beats scale-out: the reader of another site on the target is taken back first.
@@ -259,6 +263,13 @@ export class FailoverRunbook extends JournaledRunbook<FailoverData> {
       data: { storage: oldStorage, error, ms, attempts },
     });
     return { shipped: false, ms, error };
+  }
+
+  /** Powers a target that is off on without waiting: booting overlaps the steps before `start`. */
+  private wakeTarget(target: string): void {
+    const { relay, log } = this.deps;
+    if (relay.status(target).power !== 'off') return;
+    relay.on(target).catch((e: unknown) => log.warn({ host: target, err: (e as Error).message }, 'early power-on failed; the start step powers it on'));
   }
 
   /** Journals the refusal and decides what replaces the promotion (a restore, when the site has backups). */

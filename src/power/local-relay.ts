@@ -7,6 +7,7 @@ import { UnderstudyError } from '../shared/errors.ts';
 import type { StateStore } from '../state/state-store.ts';
 import { isGroupAlive, isProcessAlive, isRecordedGroupAlive, killGroup, listProcesses, processIdentity } from './process-group.ts';
 import type { RelayDriver, RelayStatus } from './relay.ts';
+import { handoffEnv } from '../config/handoff.ts';
 
 /**
  * The controller's token stays with the controller: hosts and their apps never see it
@@ -68,7 +69,7 @@ export class LocalRelay implements RelayDriver {
       detached: true,
       cwd: this.config.baseDir,
       stdio: ['ignore', log, log],
-      env: withoutSecrets(process.env, this.config),
+      env: { ...withoutSecrets(process.env, this.config), ...handoffEnv(this.config) },
     });
     fs.closeSync(log);
     const pid = child.pid;

@@ -105,3 +105,14 @@ test('replication between two of its runs is asked again within the bound; a ref
     stays.close();
   }
 });
+
+test('a target that is off is powered on before the drain and the promotion, once', async () => {
+  const h = failoverHarness({ promote: 'ok', targetOff: true });
+  try {
+    await h.run();
+    assert.deepEqual(h.calls.slice(0, 4), ['on h2', 'confirm array-a 1000', 'demote array-a 2', 'promote array-b 2']);
+    assert.equal(h.calls.filter((c) => c === 'on h2').length, 1, 'the start step finds it on');
+  } finally {
+    h.close();
+  }
+});

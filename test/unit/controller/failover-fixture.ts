@@ -26,6 +26,8 @@ export interface FailoverHarnessOptions {
   evidence?: Record<string, unknown>;
   /** `controller.failover` in YAML, e.g. `{ drainTimeout: 0s }`. */
   failover?: string;
+  /** The target (h2) is powered off when the run starts. */
+  targetOff?: boolean;
 }
 
 const CONFIG = (backup: boolean, failover?: string) => `${failover ? `controller: { failover: ${failover} }\n` : ''}storage:
@@ -50,9 +52,14 @@ export function failoverHarness(opts: FailoverHarnessOptions = {}) {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'us-refuse-'));
   const store = new StateStore(dir);
   const calls: string[] = [];
+  const off = new Set(opts.targetOff ? ['h2'] : []);
   const relay: RelayDriver = {
-    status: (host) => ({ host, power: 'on', pid: 1 }),
-    on: (host) => Promise.resolve({ host, power: 'on', pid: 1 }),
+    status: (host) => (off.has(host) ? { host, power: 'off', pid: null } : { host, power: 'on', pid: 1 }),
+    on: (host) => {
+      calls.push(`on ${host}`);
+      off.delete(host);
+      return Promise.resolve({ host, power: 'on', pid: 1 });
+    },
     off: (host) => Promise.resolve({ host, power: 'off', pid: null }),
   };
   const clients = {
