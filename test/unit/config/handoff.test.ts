@@ -56,7 +56,10 @@ test('a part started with it runs on the handed-off config, not on its own readi
     const deadline = Date.now() + 10_000;
     let status = 0;
     while (Date.now() < deadline && status !== 200) {
-      status = await fetch('http://127.0.251.1:7391/healthz').then((r) => r.status, () => 0);
+      status = await fetch('http://127.0.251.1:7391/healthz').then(
+        (r) => r.status,
+        () => 0,
+      );
       if (status !== 200) await new Promise((r) => setTimeout(r, 50));
     }
     assert.equal(status, 200, 'the agent listens on the handed-off port');
