@@ -29,15 +29,24 @@ function pct(xs: number[], p: number): number {
 
 async function trial(cluster: Cluster, load: ReturnType<typeof startLoad>, cold: boolean, lastEventId: number) {
   let st = await api<Status>(cluster, '/v1/status');
-  await waitUntil(
-    'replication streaming',
-    async () => {
-      st = await api<Status>(cluster, '/v1/status');
-      return st.sites[0]!.state === 'serving' && st.sites[0]!.replication.state === 'streaming';
-    },
-    60_000,
-    50,
-  );
+  try {
+    await waitUntil(
+      'replication streaming',
+      async () => {
+        st = await api<Status>(cluster, '/v1/status');
+        return st.sites[0]!.state === 'serving' && st.sites[0]!.replication.state === 'streaming';
+      },
+      60_000,
+      50,
+    );
+  } catch (e) {
+    // What the site and the controller said, for whoever reads why the bench stopped.
+    const { events } = await api<{ events: Ev[] }>(cluster, `/v1/events?after=${lastEventId}`);
+    throw new Error(
+      `${(e as Error).message}: site ${JSON.stringify(st.sites[0])}; hosts ${JSON.stringify(st.hosts.map((h) => [h.name, h.power]))}; events since the last trial: ${events.map((x) => `${x.kind}: ${x.message}`).join(' | ')}`,
+      { cause: e },
+    );
+  }
   const primary = st.sites[0]!.primary;
   const replicaStorage = st.sites[0]!.replication.to!;
   if (cold) {
