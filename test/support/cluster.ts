@@ -210,9 +210,28 @@ export function writeConfig(opts: ClusterOptions & { slot: number }, dir: string
   return file;
 }
 
+/** Directories this process made for clusters; removed when it exits (see testDir). */
+const testDirs: string[] = [];
+
+/**
+ * A fresh directory for a test's cluster or machines. It is removed when the test process
+ * exits, after every test of the file and its cleanup ran (a test may look into it after
+ * stopping its cluster); UNDERSTUDY_E2E_KEEP=1 keeps them, to read a failed run's logs.
+ */
+export function testDir(prefix: string): string {
+  if (testDirs.length === 0 && !process.env.UNDERSTUDY_E2E_KEEP) {
+    process.on('exit', () => {
+      for (const d of testDirs) fs.rmSync(d, { recursive: true, force: true });
+    });
+  }
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), prefix));
+  testDirs.push(dir);
+  return dir;
+}
+
 export async function startCluster(options: ClusterOptions): Promise<Cluster> {
   const opts = { ...options, slot: options.slot ?? claimSlot() };
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), `understudy-e2e-${opts.slot}-`));
+  const dir = testDir(`understudy-e2e-${opts.slot}-`);
   const configFile = writeConfig(opts, dir);
   const p = ports(opts.slot);
   let out = '';

@@ -1,11 +1,10 @@
 import type { ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import fs from 'node:fs';
-import os from 'node:os';
 import path from 'node:path';
 import { execFileSync } from 'node:child_process';
 import { Agent, request, type Dispatcher } from 'undici';
-import { BIN, ROOT, configYaml, jsonOrText, sleep, waitUntil, type HttpAnswer } from './cluster.ts';
+import { BIN, ROOT, configYaml, jsonOrText, sleep, testDir, waitUntil, type HttpAnswer } from './cluster.ts';
 import { createRig, type Rig } from './machines.ts';
 import { waitServing, type Status } from './views.ts';
 
@@ -85,7 +84,7 @@ export async function startRigCluster(opts: RigClusterOptions = {}): Promise<Rig
   ];
   const names = hosts.map((h) => h.name);
   const rig = createRig({ machines: [...names, 'sa', 'sb', 'dir', 'ctl'], bmcs: names });
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'understudy-rig-'));
+  const dir = testDir('understudy-rig-');
   const logs = path.join(dir, 'logs');
   fs.mkdirSync(logs);
   const procs: ChildProcess[] = [];
