@@ -12,8 +12,8 @@ import { assertPortFree } from './port-check.ts';
 
 /*
  * The agent validates with valibot, not zod as the other parts do: a cold standby's
- * agent starts in the middle of a failover, and zod alone takes about 100 ms of it to
- * load where valibot takes about 10 (`npm run bench:agent` prints an agent's start).
+ * agent starts in the middle of a failover, and loading zod was a large part of that
+ * start; valibot loads a fraction of it (`npm run bench:agent` prints an agent's start).
  */
 const StartAppSchema = v.object({
   epoch: v.pipe(v.number(), v.integer(), v.minValue(0)),
