@@ -24,7 +24,13 @@ test('an app never inherits the API token nor the variable the cluster secret wa
   const app = new AppProcess('shop', path.join(dir, 'app.log'));
   app.start({
     epoch: 1,
-    command: [process.execPath, '-e', `require('fs').writeFileSync(${JSON.stringify(out)}, JSON.stringify(process.env))`],
+    // Written whole, then renamed into place: the file appears only when complete, so the
+    // wait below never reads a half-written file.
+    command: [
+      process.execPath,
+      '-e',
+      `const fs = require('fs'); fs.writeFileSync(${JSON.stringify(`${out}.tmp`)}, JSON.stringify(process.env)); fs.renameSync(${JSON.stringify(`${out}.tmp`)}, ${JSON.stringify(out)})`,
+    ],
     cwd: dir,
     dataDir: dir,
     env: {},
