@@ -6,7 +6,7 @@ import type { ReplicationState } from '../shared/contracts.ts';
 import { UnderstudyError, isUnderstudyError } from '../shared/errors.ts';
 import { type WalChecksum } from './wal-checksum.ts';
 import { WAL_HEADER_SIZE, frameOffset, frameSize, parseWalHeader, sameWalGeneration, scanFrames, type WalHeader } from './wal-format.ts';
-import { readWalIndexHeader } from './wal-index.ts';
+import { readWalIndexHeader, type WalIndexHeader } from './wal-index.ts';
 import { CatchUpBarrier, type WalPosition } from './catch-up-barrier.ts';
 import type { ReplicaClient } from './replica-protocol.ts';
 import { PageRecord } from './page-record.ts';
@@ -142,6 +142,8 @@ export class DbShipper {
   private lastShipped: WalEnd | null = null;
   /** Set when the WAL failed its check before a checkpoint: no checkpoint copies its frames into the db file. */
   private damaged: VerificationProblem[] | null = null;
+  /** The last WAL-index header read with the salts of the WAL being shipped: its mxFrame bounds what is shipped (see `shipFrom`). */
+  private indexSeen: WalIndexHeader | null = null;
   /** When the replica last answered a request of ours (for the idle heartbeat). */
   private lastContactAt = 0;
   private heartbeatOff = false;
@@ -510,7 +512,10 @@ export class DbShipper {
       if (last >= 1) this.noteSeen(lsnOf(t.walSeq + 1, last));
       return;
     }
-    const last = await this.lastCommit(hdr, t.lastFrame + 1, t.checksum);
+    // Frames after the published end are not commits yet (see `shipFrom`).
+    const idx = readWalIndexHeader(this.shmPath);
+    const published = idx && idx.salt1 === hdr.salt1 && idx.salt2 === hdr.salt2 ? idx.mxFrame : Infinity;
+    const last = Math.min(published, await this.lastCommit(hdr, t.lastFrame + 1, t.checksum));
     if (last > t.lastFrame) this.noteSeen(lsnOf(t.walSeq, last));
   }
 
@@ -565,6 +570,7 @@ export class DbShipper {
         );
       // The image is the state the WAL index names: nothing commits under the write lock.
       imagePos = { salt1: idx.salt1, salt2: idx.salt2, frame: idx.mxFrame };
+      this.indexSeen = idx;
       const fileHdr = parseWalHeader(this.readWalSync(0, WAL_HEADER_SIZE));
       const live = fileHdr !== null && fileHdr.salt1 === idx.salt1 && fileHdr.salt2 === idx.salt2;
       const body = idx.mxFrame > 0 && live ? this.readWalSync(WAL_HEADER_SIZE, idx.mxFrame * frameSize(fileHdr.pageSize)) : null;
@@ -663,41 +669,98 @@ export class DbShipper {
   }
 
   /**
-   * Ships the committed frames after `track.lastFrame` in the current WAL.
+   * Ships the committed frames after `track.lastFrame` in the current WAL, up to the
+   * end SQLite published in the WAL index (mxFrame).
+   *
+   * Why the index and not the frames alone: a writer appends a transaction's frames
+   * (commit frame last) and only then publishes the new end in the index. A writer
+   * killed between the two leaves a valid chain of frames, commit frame included, that
+   * no reader sees and that was never acknowledged to anyone; while another connection
+   * keeps the index alive (ours always does), SQLite does not run recovery, and the next
+   * writer overwrites those frames from mxFrame + 1. Shipping them would give the replica
+   * a transaction the source does not have, and the next frames would no longer continue
+   * the replica's chain. Only a fresh open's recovery (nobody holding the index) would
+   * keep them; then they are published in the index before anything reads them.
    *
    * Reads a small window first (the steady state: a few new frames) and the whole batch
    * only when the window held nothing but valid frames. The WAL file is usually much
    * longer than its live part — SQLite restarts a WAL without truncating it, so frames
    * of the previous generation (other salts) follow the live ones — and reading those
    * megabytes at every pass cost the sync-mode write path most of its CPU. The pass
-   * still sees everything committed before it began: a commit is part of the valid
-   * chain (frames with this WAL's salts continuing the checksum chain, SQLite's own
-   * rule), and the chain ends at the end of the file or at the first frame that does not
-   * continue it; whatever follows such a frame was not committed to this WAL when read.
+   * still sees everything committed before it began: a commit returns to the app only
+   * after its end was published, and the index is read after the pass began.
    */
   private async shipFrom(hdr: WalHeader): Promise<Pass> {
     const t = this.track!;
+    const idx = await this.publishedIndex();
+    if (idx.salt1 !== hdr.salt1 || idx.salt2 !== hdr.salt2) return this.finishedWal(hdr);
+    this.indexSeen = idx;
+    if (idx.mxFrame < t.lastFrame) {
+      throw new GapError(`${this.walPath}: the WAL index ends at frame ${idx.mxFrame}, before frame ${t.lastFrame} already shipped; shipping a snapshot`);
+    }
+    if (idx.mxFrame === t.lastFrame) return 'idle';
+    const fsz = frameSize(hdr.pageSize);
+    const want = (idx.mxFrame - t.lastFrame) * fsz;
+    const limit = Math.min(this.opts.maxBatchBytes, want);
     const at = frameOffset(hdr.pageSize, t.lastFrame + 1);
-    let window = Math.min(FIRST_READ_BYTES, this.opts.maxBatchBytes);
+    let window = Math.min(FIRST_READ_BYTES, limit);
     let data = await this.readWal(at, window, true); // used up (sent) before the next pass
     let scan = scanFrames(data, hdr, t.lastFrame + 1, t.checksum);
-    if (data.length >= window && scan.stop === 'end' && window < this.opts.maxBatchBytes) {
-      window = this.opts.maxBatchBytes;
+    if (data.length >= window && scan.stop === 'end' && window < limit) {
+      window = limit;
       data = await this.readWal(at, window);
       scan = scanFrames(data, hdr, t.lastFrame + 1, t.checksum);
     }
-    // Read to the end of the valid chain: the end of the file, or a frame that does not continue it.
-    const toEnd = data.length < window || scan.stop !== 'end';
+    // Read through the published end, or to where the file or the chain ends before it
+    // (damage: the frames that verify ship, the live copy check reports the rest).
+    const toEnd = data.length >= want || data.length < window || scan.stop !== 'end';
     if (scan.lastCommitIndex <= t.lastFrame) {
       if (!toEnd && scan.stop === 'end') {
         throw new UnderstudyError('US_REPLICATION', `${this.dbPath}: a transaction larger than ${this.opts.maxBatchBytes} bytes; shipping a snapshot instead`);
       }
-      // Frames with other salts after ours are leftovers of an older, longer WAL, or of
-      // a restart after we read the header: its commits came after this pass began.
       return 'idle';
     }
     await this.sendFrames(hdr, undefined, scan.firstIndex, scan.frames, scan.lastCommitIndex, scan.lastCommitChecksum);
     return toEnd ? 'shipped' : 'more';
+  }
+
+  /**
+   * The WAL-index header, read again when a read overlapped SQLite's update of it (the
+   * two copies differ for the microseconds of a write). A header that stays unreadable is
+   * one a writer left half-written when it died: only SQLite's recovery, which a new
+   * generation's write lock runs, repairs it.
+   */
+  private async publishedIndex(): Promise<WalIndexHeader> {
+    for (let i = 0; ; i++) {
+      const idx = readWalIndexHeader(this.shmPath);
+      if (idx) return idx;
+      if (i === 3) throw new GapError(`${this.shmPath}: the WAL index header stays unreadable (a writer died updating it); shipping a snapshot`);
+      await new Promise((r) => setTimeout(r, 1));
+    }
+  }
+
+  /**
+   * The WAL index names a newer WAL than the file's header (a restart under way: the index
+   * is reset before the new header is written). The old WAL is finished; its commits end at
+   * the last published end seen for it. Committed-looking frames after that end cannot be
+   * told from a dead writer's unpublished ones now that the index moved on: a snapshot
+   * settles it. The class comment explains why that does not happen in practice (every
+   * frame of a WAL is captured before it can restart).
+   */
+  private finishedWal(hdr: WalHeader): Pass | Promise<Pass> {
+    const t = this.track!;
+    const seen = this.indexSeen && this.indexSeen.salt1 === hdr.salt1 && this.indexSeen.salt2 === hdr.salt2 ? this.indexSeen.mxFrame : t.lastFrame;
+    const tail = this.readWalSync(frameOffset(hdr.pageSize, t.lastFrame + 1), FIRST_READ_BYTES);
+    const scan = scanFrames(tail, hdr, t.lastFrame + 1, t.checksum);
+    if (scan.lastCommitIndex > Math.max(seen, t.lastFrame)) {
+      throw new GapError(`${this.walPath}: the WAL restarted with frames after its last published end (${seen}) unshipped; shipping a snapshot`);
+    }
+    if (seen > t.lastFrame && scan.lastCommitIndex > t.lastFrame) {
+      return this.sendFrames(hdr, undefined, scan.firstIndex, scan.frames, scan.lastCommitIndex, scan.lastCommitChecksum).then(() => 'more' as const);
+    }
+    // Nothing of the old WAL is left to ship: the next look finds the new header (or the
+    // same one, if the restarting writer died before writing a frame).
+    return 'idle';
   }
 
   private async sendFrames(
@@ -813,7 +876,10 @@ export class DbShipper {
   private async switchWal(hdr: WalHeader): Promise<Pass> {
     const t = this.track!;
     if (!t.stale && t.hdr !== null) {
-      if (hdr.checkpointSeq !== (t.hdr.checkpointSeq + 1) >>> 0) {
+      // One restart since: SQLite adds 1 to salt1 at each restart (from the index, so in any
+      // process). The checkpoint sequence counts restarts per connection only: a new app
+      // process starts it again, so it alone would call its first restart a gap.
+      if (hdr.checkpointSeq !== (t.hdr.checkpointSeq + 1) >>> 0 && hdr.salt1 !== (t.hdr.salt1 + 1) >>> 0) {
         throw new GapError(
           `${this.walPath}: WAL restarted more than once (checkpoint sequence ${t.hdr.checkpointSeq} → ${hdr.checkpointSeq}); shipping a snapshot`,
         );
@@ -824,21 +890,31 @@ export class DbShipper {
       if (scan.validFrames > 0 && scan.stop === 'salt' && scan.stopSalts?.[0] === hdr.salt1 && scan.stopSalts[1] === hdr.salt2) {
         throw new GapError(`${this.walPath}: the old WAL's unshipped tail was overwritten by the new WAL; shipping a snapshot`);
       }
+      // The old WAL's commits end at the last end published for it (see `finishedWal`).
+      const seen = this.indexSeen && this.indexSeen.salt1 === old.salt1 && this.indexSeen.salt2 === old.salt2 ? this.indexSeen.mxFrame : t.lastFrame;
+      if (scan.lastCommitIndex > Math.max(seen, t.lastFrame)) {
+        throw new GapError(`${this.walPath}: the WAL restarted with frames after its last published end (${seen}) unshipped; shipping a snapshot`);
+      }
       if (scan.lastCommitIndex > t.lastFrame) {
         await this.sendFrames(old, undefined, scan.firstIndex, scan.frames, scan.lastCommitIndex, scan.lastCommitChecksum);
         return 'more'; // the next poll switches to the new WAL
       }
     }
     this.log.debug({ from: t.hdr?.checkpointSeq, to: hdr.checkpointSeq, lastFrame: t.lastFrame, stale: t.stale }, 'WAL switch');
-    // Start the new WAL on the replica with its header and its committed frames.
-    const body = await this.readWal(WAL_HEADER_SIZE, this.opts.maxBatchBytes);
+    // Start the new WAL on the replica with its header and its published frames.
+    const idx = await this.publishedIndex();
+    if (idx.salt1 !== hdr.salt1 || idx.salt2 !== hdr.salt2) {
+      throw new GapError(`${this.walPath}: the WAL index names another WAL than the new header; shipping a snapshot`);
+    }
+    this.indexSeen = idx;
+    const body = await this.readWal(WAL_HEADER_SIZE, Math.min(this.opts.maxBatchBytes, idx.mxFrame * frameSize(hdr.pageSize)));
     const again = parseWalHeader(await this.readWal(0, WAL_HEADER_SIZE));
     if (!again || !sameWalGeneration(again, hdr)) return 'more'; // moved again meanwhile: look once more
     const scan = scanFrames(body, hdr, 1, hdr.checksum);
     // Header written, no commit yet; the old WAL's tail was found empty above: idle.
     if (scan.lastCommitIndex < 1) return 'idle';
     await this.sendFrames(hdr, hdr.raw, 1, scan.frames, scan.lastCommitIndex, scan.lastCommitChecksum);
-    return body.length < this.opts.maxBatchBytes ? 'shipped' : 'more';
+    return scan.lastCommitIndex >= idx.mxFrame || scan.stop !== 'end' || body.length < this.opts.maxBatchBytes ? 'shipped' : 'more';
   }
 
   /**
@@ -874,6 +950,7 @@ export class DbShipper {
         ok = false; // a restart we have not processed: the next poll handles it
         return;
       }
+      this.indexSeen = idx;
       if (idx.mxFrame > t.lastFrame) {
         const fsz = frameSize(t.hdr.pageSize);
         const data = this.readWalSync(frameOffset(t.hdr.pageSize, t.lastFrame + 1), (idx.mxFrame - t.lastFrame) * fsz);

@@ -66,7 +66,16 @@ export interface ChainCursor {
   salt1: number;
   salt2: number;
   next: number;
+  /**
+   * The last whole read's findings on this WAL (a slice failed): damage does not heal while
+   * the WAL keeps its salts, so for `JUDGED_FOR_MS` a failing slice reports these again
+   * instead of reading a long WAL whole at every round (hundreds of MB, synchronously).
+   */
+  judged?: { salt1: number; salt2: number; at: number; problems: VerificationProblem[] };
 }
+
+/** How long a whole read's findings on a long, damaged WAL stand in for another whole read. */
+const JUDGED_FOR_MS = 30_000;
 
 export interface ChainReport {
   /** Empty when the WAL holds everything known to be committed, verbatim. */
@@ -166,6 +175,10 @@ export function inspectWalChain(dbPath: string, rel: string, expect: ChainExpect
         c.next = b >= end ? 1 : b + 1;
         return { problems: [], conclusive: true, salts, end, shadowed: null };
       }
+      const j = c.judged;
+      if (j && j.salt1 === hdr.salt1 && j.salt2 === hdr.salt2 && Date.now() - j.at < JUDGED_FOR_MS) {
+        return { problems: j.problems, conclusive: true, salts, end, shadowed: null };
+      }
     }
     const data = Buffer.allocUnsafe(end * fsz);
     const n = readAt(fd, data, WAL_HEADER_SIZE);
@@ -233,6 +246,7 @@ export function inspectWalChain(dbPath: string, rel: string, expect: ChainExpect
         detail: `frames 1..${knownHere.frame} verify but are not the frames that were shipped and confirmed (chain checksum ${hex(checksumAtKnown)}, shipped ${hex(knownHere.checksum)}): the WAL was recovered short and written again, so commits are missing`,
       });
     }
+    if (budget && problems.length > 0) budget.cursor.judged = { salt1: hdr.salt1, salt2: hdr.salt2, at: Date.now(), problems };
     return { problems, conclusive: true, salts, end, shadowed };
   } finally {
     fs.closeSync(fd);

@@ -9,7 +9,9 @@ import { StorageProcessor } from '../../../src/storage/storage-processor.ts';
 import { callJson } from '../../../src/shared/http-client.ts';
 import { isUnderstudyError } from '../../../src/shared/errors.ts';
 import type { PromoteResponse, StorageStatus, VolumeStatus } from '../../../src/shared/contracts.ts';
-import { parseWalHeader } from '../../../src/storage/wal-format.ts';
+import { WAL_FRAME_HEADER_SIZE, WAL_HEADER_SIZE, frameSize, parseWalHeader, scanFrames } from '../../../src/storage/wal-format.ts';
+import { walChecksum } from '../../../src/storage/wal-checksum.ts';
+import { readWalIndexHeader } from '../../../src/storage/wal-index.ts';
 import { freePort, makeConfig, tempDir, testLogger, waitFor } from './helpers.ts';
 
 /**
@@ -368,4 +370,53 @@ test('an app that TRUNCATE-checkpoints the WAL itself: the replica stays exact',
   assert.equal(rep.rows, 300);
   assert.equal(rep.digest, primaryDigest(p.volA).digest);
   assert.ok(truncated);
+});
+
+test('frames a writer wrote but never published (killed before its index update) are not shipped; the next commit, which overwrites them, ships', async (t) => {
+  const p = await startPair(t);
+  await setupReplication(p);
+  const file = path.join(p.volA, 'orders.db');
+  const db = new Database(file);
+  t.after(() => db.close());
+  const ins = db.prepare('INSERT INTO orders (customer, payload) VALUES (?, ?)');
+  for (let i = 0; i < 20; i++) ins.run(`a${i}`, Buffer.alloc(300, i));
+  await caughtUp(p);
+
+  // What a writer killed between writing its commit frame and publishing it leaves: a frame
+  // after the index's end that continues the chain and carries a commit mark.
+  const wal = fs.readFileSync(`${file}-wal`);
+  const hdr = parseWalHeader(wal)!;
+  const idx = readWalIndexHeader(`${file}-shm`)!;
+  const fsz = frameSize(hdr.pageSize);
+  const last = wal.subarray(WAL_HEADER_SIZE + (idx.mxFrame - 1) * fsz, WAL_HEADER_SIZE + idx.mxFrame * fsz);
+  const forged = Buffer.from(last);
+  forged.writeUInt32BE(last.readUInt32BE(4), 4); // a commit frame (database size in pages)
+  let ck = walChecksum(forged, hdr.bigEndian, [last.readUInt32BE(16), last.readUInt32BE(20)], 0, 8);
+  ck = walChecksum(forged, hdr.bigEndian, ck, WAL_FRAME_HEADER_SIZE, fsz);
+  forged.writeUInt32BE(ck[0], 16);
+  forged.writeUInt32BE(ck[1], 20);
+  const fd = fs.openSync(`${file}-wal`, 'r+');
+  fs.writeSync(fd, forged, 0, fsz, WAL_HEADER_SIZE + idx.mxFrame * fsz);
+  fs.closeSync(fd);
+  // The fault is real: by the chain alone, frame mxFrame + 1 is a committed transaction.
+  const scan = scanFrames(forged, hdr, idx.mxFrame + 1, [last.readUInt32BE(16), last.readUInt32BE(20)]);
+  assert.equal(scan.lastCommitIndex, idx.mxFrame + 1);
+  assert.equal(readWalIndexHeader(`${file}-shm`)!.mxFrame, idx.mxFrame, 'SQLite did not publish it');
+
+  await new Promise((r) => setTimeout(r, 300)); // many polls (every 5 ms)
+  const st = await callJson<VolumeStatus>(`${p.urlA}/v1/volumes/shop`);
+  assert.equal(st.replication?.lagMs, 0, 'the unpublished frame is not counted as a commit waiting to ship');
+
+  // The app's next commits overwrite it from mxFrame + 1, as SQLite does.
+  for (let i = 0; i < 20; i++) ins.run(`b${i}`, Buffer.alloc(300, i));
+  await caughtUp(p);
+  const scratch = tempDir('us-scratch-');
+  t.after(() => fs.rmSync(scratch, { recursive: true, force: true }));
+  const rep = await checkReplicaCopy(p, scratch);
+  assert.equal(rep.ok, 'ok');
+  assert.equal(rep.rows, 40);
+  assert.equal(rep.digest, primaryDigest(p.volA).digest);
+  const after = await callJson<VolumeStatus>(`${p.urlA}/v1/volumes/shop`);
+  assert.equal(after.replication?.generation, st.replication?.generation, 'no new generation was needed');
+  assert.equal(after.replication?.state, 'streaming');
 });

@@ -4,7 +4,7 @@ import path from 'node:path';
 import { test } from 'node:test';
 import Database from 'better-sqlite3';
 import { PageRecord, readPageSlice } from '../../../src/storage/page-record.ts';
-import { checkLiveWal, inspectWalChain, ranges, type WalEnd } from '../../../src/storage/wal-chain-check.ts';
+import { checkLiveWal, inspectWalChain, ranges, type ChainCursor, type WalEnd } from '../../../src/storage/wal-chain-check.ts';
 import { WAL_HEADER_SIZE, frameOffset, parseWalHeader, scanFrames } from '../../../src/storage/wal-format.ts';
 import { readWalIndexHeader } from '../../../src/storage/wal-index.ts';
 import { tempDir } from './helpers.ts';
@@ -239,4 +239,46 @@ test('a writer stopped between writing its frames and publishing them: shipped f
   const damaged = checkLiveWal(copy, 'orders.db', shipped);
   assert.equal(damaged.problems.length, 1, JSON.stringify(damaged.problems));
   assert.match(damaged.problems[0]!.detail, /does not verify/);
+});
+
+test('a long damaged WAL is read whole once per 30 s, not at every round: the rounds between report the same damage', (t) => {
+  const root = tempDir('us-walcheck-');
+  t.after(() => fs.rmSync(root, { recursive: true, force: true }));
+  const { db, file } = appWith(root, 400);
+  t.after(() => db.close());
+  const shipped = endOf(file);
+  junkMiddleOfWal(file, shipped.frame);
+  const budget: { maxBytes: number; cursor: ChainCursor } = { maxBytes: 64 * 1024, cursor: { salt1: 0, salt2: 0, next: 1 } };
+  const readSync = fs.readSync;
+  let bytes = 0;
+  t.after(() => {
+    fs.readSync = readSync;
+  });
+  fs.readSync = ((...args: Parameters<typeof readSync>) => {
+    const n = (readSync as (...a: unknown[]) => number)(...args);
+    bytes += n;
+    return n;
+  }) as typeof readSync;
+  const walBytes = fs.statSync(`${file}-wal`).size;
+  assert.ok(walBytes > 10 * budget.maxBytes, `a long WAL: ${walBytes} bytes`);
+
+  // Slice by slice until one holds the damage; that round reads the WAL whole.
+  let first = checkLiveWal(file, 'orders.db', shipped, undefined, budget);
+  for (let round = 0; first.problems.length === 0 && round < 100; round++) {
+    bytes = 0;
+    first = checkLiveWal(file, 'orders.db', shipped, undefined, budget);
+  }
+  assert.equal(first.problems.length, 1, 'the damage is found (the fault is real)');
+  assert.ok(bytes > walBytes / 2, `the round that found it read it whole: ${bytes} bytes`);
+  for (let round = 0; round < 5; round++) {
+    bytes = 0;
+    const again = checkLiveWal(file, 'orders.db', shipped, undefined, budget);
+    assert.deepEqual(again.problems, first.problems, `round ${round}: the same damage`);
+    assert.ok(bytes <= 2 * budget.maxBytes, `round ${round}: a slice only, ${bytes} bytes`);
+  }
+  // Once the findings are 30 s old, the next failing slice reads it whole again.
+  budget.cursor.judged!.at -= 30_001;
+  bytes = 0;
+  assert.equal(checkLiveWal(file, 'orders.db', shipped, undefined, budget).problems.length, 1);
+  assert.ok(bytes > walBytes / 2, `read whole again: ${bytes} bytes`);
 });
