@@ -26,6 +26,8 @@ const REGISTRY = {
   US_NOT_FOUND: { status: 404 },
   /** A malformed API body or argument (a field of the wrong type, a name or id of the wrong form): the message names the field. */
   US_BAD_REQUEST: { status: 400 },
+  /** A part sent a request in a form this version does not speak (another Understudy version): run the same version on every machine. */
+  US_PROTOCOL_MISMATCH: { status: 400 },
   /** A host's process group is still alive after SIGKILL: see "When a fence cannot be confirmed" (docs/operations.md). */
   US_FENCE_UNCONFIRMED: { status: 409 },
   /** No host can take the site (none attached to the replica's storage is available, off, held elsewhere, untrusted). */

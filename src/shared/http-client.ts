@@ -5,6 +5,8 @@ import { UnderstudyError, errorFromReply } from './errors.ts';
 export interface JsonCallOptions {
   method?: string;
   body?: unknown;
+  /** A binary body (application/octet-stream) instead of a JSON one. */
+  raw?: Uint8Array;
   timeoutMs?: number;
   headers?: Record<string, string>;
 }
@@ -20,9 +22,12 @@ export async function callJson<T = unknown>(url: string, opts: JsonCallOptions =
   let res;
   try {
     res = await request(url, {
-      method: (opts.method ?? (opts.body === undefined ? 'GET' : 'POST')) as 'GET',
-      body: opts.body === undefined ? undefined : JSON.stringify(opts.body),
-      headers: { ...(opts.body === undefined ? {} : { 'content-type': 'application/json' }), ...opts.headers },
+      method: (opts.method ?? (opts.body === undefined && opts.raw === undefined ? 'GET' : 'POST')) as 'GET',
+      body: opts.raw ?? (opts.body === undefined ? undefined : JSON.stringify(opts.body)),
+      headers: {
+        ...(opts.raw !== undefined ? { 'content-type': 'application/octet-stream' } : opts.body === undefined ? {} : { 'content-type': 'application/json' }),
+        ...opts.headers,
+      },
       headersTimeout: timeoutMs,
       bodyTimeout: timeoutMs,
       signal: AbortSignal.timeout(timeoutMs),

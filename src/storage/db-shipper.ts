@@ -778,8 +778,8 @@ export class DbShipper {
       db: this.rel,
       generation: this.generation,
       firstIndex,
-      frames: frames.toString('base64'),
-      ...(newWal ? { newWal: newWal.toString('base64') } : {}),
+      frames,
+      ...(newWal ? { newWal } : {}),
     });
     if (res.lastFrame !== lastIndex)
       throw new UnderstudyError('US_REPLICA_MISMATCH', `replica acknowledged frame ${res.lastFrame}, expected ${lastIndex}: a new generation is shipped`);

@@ -52,7 +52,7 @@ export async function sendImage(ctx: ImageSendContext, generation: number, image
       for (let off = 0; off < buf.length || off === 0; off += ctx.chunkBytes) {
         if (ctx.stopped()) return false;
         const data = buf.subarray(off, off + ctx.chunkBytes);
-        await c.snapshotChunk({ db: ctx.rel, generation, part, offset: off, data: data.toString('base64') });
+        await c.snapshotChunk({ db: ctx.rel, generation, part, offset: off }, data);
         seed.bytesSent += data.length;
         if (buf.length === 0) break;
       }
@@ -79,7 +79,7 @@ export async function sendImage(ctx: ImageSendContext, generation: number, image
         if (ctx.stopped()) return null;
         const indexes = differ.slice(k, k + per);
         const data = packBlocks(image, blockSize, indexes);
-        await c.snapshotBlocks({ db: ctx.rel, generation, blockSize, indexes, data: data.toString('base64') });
+        await c.snapshotBlocks({ db: ctx.rel, generation, blockSize, indexes }, data);
         seed.bytesSent += data.length;
       }
       // The WAL part (frames 1..P, older versions of pages mostly) goes encoded against the image.

@@ -14,7 +14,7 @@ import { fsyncDir, TEMP_PREFIX } from './fs-durable.ts';
 import { KeyedLock } from './keyed-lock.ts';
 import { ReplicaDbWriter } from './replica-db-writer.ts';
 import { checkDbRel } from './replica-routes.ts';
-import { filesSchema, framesSchema, helloSchema, snapshotChunkSchema, snapshotCommitSchema } from './replica-protocol.ts';
+import { binaryRequest, filesSchema, framesRequest, helloSchema, snapshotChunkSchema, snapshotCommitSchema } from './replica-protocol.ts';
 
 /**
  * Reader copies: the destination side of a read-only copy of a site's
@@ -107,9 +107,9 @@ export class ReaderCopies {
       });
     });
     r.on('POST', '/v1/reader/:site/snapshot/chunk', (q) => {
-      const b = parseBody(snapshotChunkSchema, q.body);
+      const { meta: b, data } = binaryRequest(snapshotChunkSchema, q);
       return this.op(q.params.site!, b.epoch, async (c) => {
-        await this.writer(c, b.db).snapshotChunk(b.generation, b.part, b.offset, Buffer.from(b.data, 'base64'));
+        await this.writer(c, b.db).snapshotChunk(b.generation, b.part, b.offset, data);
         return { ok: true };
       });
     });
@@ -126,14 +126,9 @@ export class ReaderCopies {
       });
     });
     r.on('POST', '/v1/reader/:site/frames', (q) => {
-      const b = parseBody(framesSchema, q.body);
+      const { meta: b, newWal, frames } = framesRequest(q);
       return this.op(q.params.site!, b.epoch, async (c) => {
-        const lastFrame = await this.writer(c, b.db).appendFrames(
-          b.generation,
-          b.newWal ? Buffer.from(b.newWal, 'base64') : undefined,
-          b.firstIndex,
-          Buffer.from(b.frames, 'base64'),
-        );
+        const lastFrame = await this.writer(c, b.db).appendFrames(b.generation, newWal, b.firstIndex, frames);
         await this.publish(c, b.db);
         return { lastFrame };
       });

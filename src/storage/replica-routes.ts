@@ -6,8 +6,9 @@ import { applyFiles, replicaManifest } from './file-sync.ts';
 import type { ReplicaDbWriter } from './replica-db-writer.ts';
 import { baseVolumeDirs, findBaseDatabase, seedReplicaFiles } from './replica-base.ts';
 import {
+  binaryRequest,
   filesSchema,
-  framesSchema,
+  framesRequest,
   heldSchema,
   helloSchema,
   snapshotBaseSchema,
@@ -76,16 +77,16 @@ export function registerReplicaRoutes<V extends ReplicaVolume>(r: JsonRouter, si
     });
   });
   r.on('POST', '/v1/replica/:site/snapshot/blocks', (q) => {
-    const b = parseBody(snapshotBlocksSchema, q.body);
+    const { meta: b, data } = binaryRequest(snapshotBlocksSchema, q);
     return side.op(q.params.site!, b.epoch, async (v) => {
-      await side.writer(v, checkDbRel(b.db)).snapshotBlocks(b.generation, b.blockSize, b.indexes, Buffer.from(b.data, 'base64'));
+      await side.writer(v, checkDbRel(b.db)).snapshotBlocks(b.generation, b.blockSize, b.indexes, data);
       return { ok: true };
     });
   });
   r.on('POST', '/v1/replica/:site/snapshot/chunk', (q) => {
-    const b = parseBody(snapshotChunkSchema, q.body);
+    const { meta: b, data } = binaryRequest(snapshotChunkSchema, q);
     return side.op(q.params.site!, b.epoch, async (v) => {
-      await side.writer(v, checkDbRel(b.db)).snapshotChunk(b.generation, b.part, b.offset, Buffer.from(b.data, 'base64'));
+      await side.writer(v, checkDbRel(b.db)).snapshotChunk(b.generation, b.part, b.offset, data);
       return { ok: true };
     });
   });
@@ -102,11 +103,9 @@ export function registerReplicaRoutes<V extends ReplicaVolume>(r: JsonRouter, si
     return side.op(q.params.site!, b.epoch, async (v) => ({ lastFrame: side.writer(v, checkDbRel(b.db)).held(b.generation, b.lastFrame) }));
   });
   r.on('POST', '/v1/replica/:site/frames', (q) => {
-    const b = parseBody(framesSchema, q.body);
+    const { meta: b, newWal, frames } = framesRequest(q);
     return side.op(q.params.site!, b.epoch, async (v) => ({
-      lastFrame: await side
-        .writer(v, checkDbRel(b.db))
-        .appendFrames(b.generation, b.newWal ? Buffer.from(b.newWal, 'base64') : undefined, b.firstIndex, Buffer.from(b.frames, 'base64')),
+      lastFrame: await side.writer(v, checkDbRel(b.db)).appendFrames(b.generation, newWal, b.firstIndex, frames),
     }));
   });
   r.on('POST', '/v1/replica/:site/files', (q) => {

@@ -78,26 +78,21 @@ async function heldShipper(t: { after: (fn: () => Promise<void> | void) => void 
   const writer = new ReplicaDbWriter(dst, 'orders.db');
   const st = { hold: false, held: 0, frameCalls: 0, acked: null as WalPosition | null, gates: [] as (() => void)[] };
   const client = {
-    snapshotChunk: async (c: { generation: number; part: 'db' | 'wal'; offset: number; data: string }) => {
-      await writer.snapshotChunk(c.generation, c.part, c.offset, Buffer.from(c.data, 'base64'));
+    snapshotChunk: async (c: { generation: number; part: 'db' | 'wal'; offset: number }, data: Buffer) => {
+      await writer.snapshotChunk(c.generation, c.part, c.offset, data);
       return { ok: true };
     },
     snapshotBase: () => Promise.resolve({ base: null }), // no older copy: full images
     snapshotCommit: async (c: { generation: number; dbSize: number; dbSha256: string; walSize: number }) => ({
       lastFrame: await writer.snapshotCommit(c.generation, c.dbSize, c.dbSha256, c.walSize),
     }),
-    frames: async (f: { generation: number; newWal?: string; firstIndex: number; frames: string }) => {
+    frames: async (f: { generation: number; newWal?: Buffer; firstIndex: number; frames: Buffer }) => {
       st.frameCalls++;
       if (st.hold) {
         st.held++;
         await new Promise<void>((r) => st.gates.push(r));
       }
-      const lastFrame = await writer.appendFrames(
-        f.generation,
-        f.newWal ? Buffer.from(f.newWal, 'base64') : undefined,
-        f.firstIndex,
-        Buffer.from(f.frames, 'base64'),
-      );
+      const lastFrame = await writer.appendFrames(f.generation, f.newWal, f.firstIndex, f.frames);
       const h = readWalIndexHeader(path.join(src, 'orders.db-shm'))!; // no restart in these tests: same salts
       st.acked = { salt1: h.salt1, salt2: h.salt2, frame: lastFrame };
       return { lastFrame };

@@ -234,8 +234,8 @@ function localClient(w: ReplicaDbWriter, baseDirs: string[], opts: { corrupt?: b
   const c = {
     bytes: 0,
     hello: () => Promise.resolve({ files: [] }),
-    snapshotChunk: async (x: { generation: number; part: 'db' | 'wal'; offset: number; data: string }) => {
-      const b = Buffer.from(x.data, 'base64');
+    snapshotChunk: async (x: { generation: number; part: 'db' | 'wal'; offset: number }, data: Buffer) => {
+      const b = Buffer.from(data);
       c.bytes += b.length;
       await w.snapshotChunk(x.generation, x.part, x.offset, b);
       return { ok: true };
@@ -246,8 +246,8 @@ function localClient(w: ReplicaDbWriter, baseDirs: string[], opts: { corrupt?: b
       const r = await w.prepareBase(x.generation, from, x.blockSize);
       return { base: { size: r.size, blockSize: x.blockSize, hashes: r.hashes.toString('base64') } };
     },
-    snapshotBlocks: async (x: { generation: number; blockSize: number; indexes: number[]; data: string }) => {
-      const b = Buffer.from(x.data, 'base64');
+    snapshotBlocks: async (x: { generation: number; blockSize: number; indexes: number[] }, data: Buffer) => {
+      const b = Buffer.from(data); // a copy: the damage below must not reach the sender's buffer
       c.bytes += b.length;
       if (opts.corrupt) flip(b, 0); // damage in transit: the commit must refuse it
       await w.snapshotBlocks(x.generation, x.blockSize, x.indexes, b);
@@ -261,8 +261,8 @@ function localClient(w: ReplicaDbWriter, baseDirs: string[], opts: { corrupt?: b
       diff?: boolean;
       walEncoding?: 'xor-image-deflate';
     }) => ({ lastFrame: await w.snapshotCommit(x.generation, x.dbSize, x.dbSha256, x.walSize, x.diff === true, x.walEncoding) }),
-    frames: async (x: { generation: number; newWal?: string; firstIndex: number; frames: string }) => ({
-      lastFrame: await w.appendFrames(x.generation, x.newWal ? Buffer.from(x.newWal, 'base64') : undefined, x.firstIndex, Buffer.from(x.frames, 'base64')),
+    frames: async (x: { generation: number; newWal?: Buffer; firstIndex: number; frames: Buffer }) => ({
+      lastFrame: await w.appendFrames(x.generation, x.newWal, x.firstIndex, x.frames),
     }),
     files: () => Promise.resolve({ ok: true }),
   };

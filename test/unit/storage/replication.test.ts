@@ -420,3 +420,22 @@ test('frames a writer wrote but never published (killed before its index update)
   assert.equal(after.replication?.generation, st.replication?.generation, 'no new generation was needed');
   assert.equal(after.replication?.state, 'streaming');
 });
+
+test('frames and image chunks travel as binary bodies; a peer that sends them as base64 JSON is refused, naming the version mismatch', async (t) => {
+  const p = await startPair(t);
+  await setupReplication(p); // frames and image chunks went through the binary routes
+  const body = { epoch: 1, db: 'orders.db', generation: 1, firstIndex: 1, frames: Buffer.alloc(4120).toString('base64') };
+  await assert.rejects(callJson(`${p.urlB}/v1/replica/shop/frames`, { body }), (e: Error & { code?: string }) => {
+    assert.equal(e.code, 'US_PROTOCOL_MISMATCH');
+    assert.match(e.message, /same version on every storage processor/);
+    return true;
+  });
+  // A binary body whose header claims more than it holds is refused too.
+  const meta = encodeURIComponent(JSON.stringify({ epoch: 1, db: 'orders.db', generation: 1, firstIndex: 1, newWalBytes: 64 }));
+  await assert.rejects(callJson(`${p.urlB}/v1/replica/shop/frames`, { raw: Buffer.alloc(32), headers: { 'x-understudy-meta': meta } }), /newWalBytes 64/);
+  // Replication still streams: the refusals changed nothing.
+  const db = new Database(path.join(p.volA, 'orders.db'));
+  t.after(() => db.close());
+  db.prepare('INSERT INTO orders (customer, payload) VALUES (?, ?)').run('after', Buffer.alloc(10));
+  await caughtUp(p);
+});
