@@ -540,10 +540,10 @@ export class DbShipper {
   // ------------------------------------------------------------ new generation
 
   /**
-   * Snapshot: under the write lock, R re-reads at the newest state, we read which
-   * part of the WAL is live (from the WAL index) and its frames verbatim, and take
-   * R.serialize() — the database image at exactly that state. The replica installs
-   * image + WAL header + frames 1..P.
+   * Snapshot: under the write lock, R re-reads at the newest state and we read which
+   * part of the WAL is live (from the WAL index) and its frames verbatim; then, the lock
+   * released, R.serialize() — the database image at exactly that state, from R's read
+   * transaction. The replica installs image + WAL header + frames 1..P.
    */
   private async newGeneration(): Promise<void> {
     // Installing the snapshot replaces the replica's files: acknowledged positions no
@@ -596,8 +596,13 @@ export class DbShipper {
         wal = Buffer.alloc(0);
         track = { hdr: fileHdr, stale: true, lastFrame: 0, checksum: [0, 0], walSeq };
       }
-      image = this.R!.serialize();
     });
+    // The image is copied after the write lock is released, under R's read transaction,
+    // which began under the lock at exactly the state the WAL index named: SQLite keeps
+    // that snapshot for R while the app commits again (its frames go after R's read mark;
+    // a checkpoint cannot copy past it). The app's writers wait for the WAL's few frames
+    // above, never for the copy of a whole database.
+    image = this.R!.serialize();
     const capturedLsn = lsnOf(walSeq, track.lastFrame);
     this.noteSeen(capturedLsn);
     this.walSeq = walSeq;
