@@ -130,7 +130,7 @@ export class DrillCopies {
       const problems: VerificationProblem[] = [];
       for (const rel of databases) {
         fold(path.join(out, rel));
-        problems.push(...quickCheck(path.join(out, rel), rel));
+        problems.push(...(await quickCheck(path.join(out, rel), rel)));
       }
       const { bytes, files } = await sizeOf(out);
       this.log.info({ site, id, bytes, heldMs }, 'drill snapshot of the replica taken');

@@ -1,4 +1,5 @@
-import Database from 'better-sqlite3';
+import { createRequire } from 'node:module';
+import { Worker } from 'node:worker_threads';
 import type { VerificationProblem } from '../../shared/contracts.ts';
 
 /**
@@ -10,23 +11,80 @@ import type { VerificationProblem } from '../../shared/contracts.ts';
  *
  * Opens a read-only connection (never checkpoints, never writes). Safe on a live WAL
  * database the app writes to; NOT on a replica being appended to (copy it first).
- * Returns one problem per message (at most `maxErrors`), empty when the database is ok.
+ * Resolves one problem per message (at most `maxErrors`), empty when the database is ok.
+ *
+ * It runs on a worker thread: a quick_check reads the whole database (a few hundred ms
+ * for a shop's tens of MB), and on the storage processor's event loop it would hold up
+ * shipping and the sync barriers for that long. One worker per process, started on first
+ * use, checks one database at a time; it does not keep the process alive.
  */
-export function quickCheck(file: string, rel: string, maxErrors = 10): VerificationProblem[] {
-  let db: Database.Database | null = null;
+export function quickCheck(file: string, rel: string, maxErrors = 10): Promise<VerificationProblem[]> {
+  return checker().run(file, rel, maxErrors);
+}
+
+const WORKER = `
+const { parentPort, workerData } = require('node:worker_threads');
+const Database = require(workerData.betterSqlite);
+parentPort.on('message', ({ id, file, rel, maxErrors }) => {
+  let db = null;
+  let problems;
   try {
     db = new Database(file, { readonly: true, fileMustExist: true });
     db.pragma('busy_timeout = 5000');
-    const rows = db.pragma(`quick_check(${maxErrors})`) as { quick_check: string }[];
-    const msgs = rows.map((r) => r.quick_check).filter((m) => m !== 'ok');
-    return msgs.map((detail) => ({ file: rel, kind: 'quick-check' as const, detail }));
+    const rows = db.pragma('quick_check(' + maxErrors + ')');
+    problems = rows.map((r) => r.quick_check).filter((m) => m !== 'ok').map((detail) => ({ file: rel, kind: 'quick-check', detail }));
   } catch (e) {
-    return [{ file: rel, kind: 'quick-check', detail: `cannot check: ${(e as Error).message}` }];
+    problems = [{ file: rel, kind: 'quick-check', detail: 'cannot check: ' + e.message }];
   } finally {
-    try {
-      db?.close();
-    } catch {
-      /* already broken */
-    }
+    try { if (db) db.close(); } catch { /* already broken */ }
   }
+  parentPort.postMessage({ id, problems });
+});
+`;
+
+interface Pending {
+  resolve: (p: VerificationProblem[]) => void;
+  rel: string;
+}
+
+class QuickChecker {
+  private worker: Worker | null = null;
+  private readonly pending = new Map<number, Pending>();
+  private next = 1;
+
+  run(file: string, rel: string, maxErrors: number): Promise<VerificationProblem[]> {
+    const w = this.started();
+    const id = this.next++;
+    return new Promise((resolve) => {
+      this.pending.set(id, { resolve, rel });
+      if (this.pending.size === 1) w.ref();
+      w.postMessage({ id, file, rel, maxErrors: Math.max(1, Math.floor(maxErrors)) });
+    });
+  }
+
+  private started(): Worker {
+    if (this.worker) return this.worker;
+    const w = new Worker(WORKER, { eval: true, workerData: { betterSqlite: createRequire(import.meta.url).resolve('better-sqlite3') } });
+    w.unref();
+    w.on('message', (m: { id: number; problems: VerificationProblem[] }) => {
+      const p = this.pending.get(m.id);
+      this.pending.delete(m.id);
+      if (this.pending.size === 0) w.unref();
+      p?.resolve(m.problems);
+    });
+    const failAll = (why: string): void => {
+      if (this.worker === w) this.worker = null;
+      for (const p of this.pending.values()) p.resolve([{ file: p.rel, kind: 'quick-check', detail: `cannot check: ${why}` }]);
+      this.pending.clear();
+    };
+    w.on('error', (e) => failAll(`the checking thread failed: ${e.message}`));
+    w.on('exit', (code) => failAll(`the checking thread exited (${code})`));
+    this.worker = w;
+    return w;
+  }
+}
+
+let shared: QuickChecker | null = null;
+function checker(): QuickChecker {
+  return (shared ??= new QuickChecker());
 }

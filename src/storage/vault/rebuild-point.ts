@@ -79,7 +79,7 @@ export async function rebuildPoint(m: PointManifest, source: ChunkSource, intoDi
     }
     await fsp.utimes(abs, new Date(), new Date(f.mtimeMs)).catch(() => undefined);
     if (fileOk && f.kind === 'db') {
-      problems.push(...quickCheck(abs, f.path));
+      problems.push(...(await quickCheck(abs, f.path)));
       // quick_check's read-only connection may leave an empty -wal and an -shm beside the image.
       if ((await fsp.stat(`${abs}-wal`).catch(() => null))?.size === 0) await fsp.rm(`${abs}-wal`, { force: true });
       await fsp.rm(`${abs}-shm`, { force: true });

@@ -32,7 +32,7 @@ export async function verifyVolume(o: VerifyVolumeOptions): Promise<Verification
   } else if (o.role === 'replica') {
     problems.push(...(await checkReplicaDatabases(o)));
   } else {
-    for (const rel of listDatabases(o.dir)) problems.push(...quickCheck(path.join(o.dir, rel), rel));
+    for (const rel of listDatabases(o.dir)) problems.push(...(await quickCheck(path.join(o.dir, rel), rel)));
   }
   if (fs.existsSync(o.dir)) problems.push(...(await checkFilesAgainstBaseline(o.dir, o.baselineFile)));
   return { ok: problems.length === 0, problems, checkedAt: Date.now(), ms: Math.round(performance.now() - t0) };
@@ -58,7 +58,7 @@ async function checkReplicaDatabases(o: VerifyVolumeOptions): Promise<Verificati
       }
       return rels;
     });
-    for (const rel of dbs) if (fs.existsSync(path.join(tmp, rel))) problems.push(...quickCheck(path.join(tmp, rel), rel));
+    for (const rel of dbs) if (fs.existsSync(path.join(tmp, rel))) problems.push(...(await quickCheck(path.join(tmp, rel), rel)));
   } finally {
     await fsp.rm(tmp, { recursive: true, force: true });
   }
