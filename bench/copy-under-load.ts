@@ -18,7 +18,6 @@
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import net from 'node:net';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { parseArgs } from 'node:util';
 import { monitorEventLoopDelay } from 'node:perf_hooks';
@@ -29,6 +28,7 @@ import { callJson } from '../src/shared/http-client.ts';
 import type { UnderstudyConfig } from '../src/config/types.ts';
 import type { VolumeStatus } from '../src/shared/contracts.ts';
 import { background } from '../src/shared/background.ts';
+import { freePort } from '../test/support/free-port.ts';
 
 const { values } = parseArgs({
   options: { mb: { type: 'string', default: '50' }, rate: { type: 'string', default: '200' }, before: { type: 'string', default: '3' } },
@@ -36,17 +36,6 @@ const { values } = parseArgs({
 const mb = Number(values.mb);
 const rate = Number(values.rate);
 const beforeS = Number(values.before);
-
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const s = net.createServer();
-    s.on('error', reject);
-    s.listen(0, '127.0.0.1', () => {
-      const p = (s.address() as net.AddressInfo).port;
-      s.close(() => resolve(p));
-    });
-  });
-}
 
 async function waitFor(what: string, cond: () => Promise<boolean>, ms: number): Promise<void> {
   const deadline = Date.now() + ms;

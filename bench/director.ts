@@ -22,6 +22,7 @@ import { performance } from 'node:perf_hooks';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { Pool } from 'undici';
+import { freePort } from '../test/support/free-port.ts';
 
 const self = fileURLToPath(import.meta.url);
 const role = process.argv[2];
@@ -115,17 +116,6 @@ function has(cmd: string): boolean {
   } catch {
     return false;
   }
-}
-
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const srv = net.createServer();
-    srv.once('error', reject);
-    srv.listen(0, '127.0.0.1', () => {
-      const { port } = srv.address() as AddressInfo;
-      srv.close(() => resolve(port));
-    });
-  });
 }
 
 /** HAProxy in front of the same upstream, one thread, keep-alive both sides; resolves with its front URL once it accepts connections. */

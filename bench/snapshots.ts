@@ -15,7 +15,6 @@
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import net from 'node:net';
 import { spawn } from 'node:child_process';
 import { parseArgs } from 'node:util';
 import { pino } from 'pino';
@@ -25,21 +24,11 @@ import { callJson } from '../src/shared/http-client.ts';
 import type { UnderstudyConfig } from '../src/config/types.ts';
 import type { VolumeStatus } from '../src/shared/contracts.ts';
 import { background } from '../src/shared/background.ts';
+import { freePort } from '../test/support/free-port.ts';
 
 const { values } = parseArgs({ options: { seconds: { type: 'string', default: '4' }, concurrency: { type: 'string', default: '4' } } });
 const seconds = Number(values.seconds);
 const concurrency = Number(values.concurrency);
-
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const s = net.createServer();
-    s.on('error', reject);
-    s.listen(0, '127.0.0.1', () => {
-      const p = (s.address() as net.AddressInfo).port;
-      s.close(() => resolve(p));
-    });
-  });
-}
 
 async function waitFor(cond: () => Promise<boolean>, ms: number): Promise<void> {
   const deadline = Date.now() + ms;

@@ -12,6 +12,7 @@ import { assertPortFree } from '../../../src/hosts/port-check.ts';
 import { HttpProbe } from '../../../src/monitor/http-probe.ts';
 import { UnderstudyError } from '../../../src/shared/errors.ts';
 import type { AgentAppStatus } from '../../../src/shared/contracts.ts';
+import { freePort } from '../../support/free-port.ts';
 
 const logDir = fs.mkdtempSync(path.join(os.tmpdir(), 'understudy-appproc-'));
 
@@ -194,11 +195,3 @@ test('waitAppAnswers: never healthy → US_APP_NOT_HEALTHY after the timeout, wi
   assert.ok(Date.now() - t0 >= 400 && Date.now() - t0 < 2000);
   await w.probe.close();
 });
-
-async function freePort(): Promise<number> {
-  const s = net.createServer();
-  await new Promise<void>((r) => s.listen(0, '127.0.0.1', () => r()));
-  const port = (s.address() as AddressInfo).port;
-  await new Promise<void>((r) => s.close(() => r()));
-  return port;
-}

@@ -7,6 +7,7 @@ import { createProbe, probeTarget } from '../../../src/monitor/app-probe.ts';
 import { HttpProbe, statusAccepted } from '../../../src/monitor/http-probe.ts';
 import { TcpProbe } from '../../../src/monitor/tcp-probe.ts';
 import { classifyProbeError } from '../../../src/monitor/probe-evidence.ts';
+import { freePort } from '../../support/free-port.ts';
 
 /** A real HTTP app answering each path as the table says. */
 async function app(routes: Record<string, (res: http.ServerResponse) => void>): Promise<{ base: string; port: number; close: () => Promise<void> }> {
@@ -145,11 +146,3 @@ test('tcp probe: healthy when the port accepts; refused when nothing listens; th
   assert.equal(http.target, `http://127.0.0.1:${port}/up`);
   await http.close();
 });
-
-async function freePort(): Promise<number> {
-  const s = net.createServer();
-  await new Promise<void>((r) => s.listen(0, '127.0.0.1', () => r()));
-  const port = (s.address() as AddressInfo).port;
-  await new Promise<void>((r) => s.close(() => r()));
-  return port;
-}

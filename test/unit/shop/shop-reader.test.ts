@@ -1,12 +1,12 @@
 import assert from 'node:assert/strict';
 import { spawn, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
-import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { after, test } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import Database from 'better-sqlite3';
+import { freePort } from '../../support/free-port.ts';
 
 /**
  * the demo shop read-only on a reader copy — only catalog.db (a rollback-
@@ -29,16 +29,6 @@ function catalogImage(file: string, names: string[]): void {
   const ins = db.prepare('INSERT INTO products (name, price_cents) VALUES (?, 100)');
   for (const n of names) ins.run(n);
   db.close();
-}
-
-async function freePort(): Promise<number> {
-  return new Promise((resolve) => {
-    const s = net.createServer();
-    s.listen(0, '127.0.0.1', () => {
-      const { port } = s.address() as net.AddressInfo;
-      s.close(() => resolve(port));
-    });
-  });
 }
 
 test('shop on a reader copy: catalog and storefront served, orders 421, writes 503, a new catalog image is followed', async () => {

@@ -2,12 +2,12 @@ import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import type { ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
-import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { after, test } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import { background } from '../../../src/shared/background.ts';
+import { freePort } from '../../support/free-port.ts';
 
 /**
  * The demo shop as a real process: seeded volume in a temp DATA_DIR, listening on
@@ -24,17 +24,6 @@ after(() => {
   for (const p of started) if (p.exitCode === null && p.signalCode === null) p.kill('SIGKILL');
   fs.rmSync(tmpRoot, { recursive: true, force: true });
 });
-
-async function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const s = net.createServer();
-    s.once('error', reject);
-    s.listen(0, '127.0.0.1', () => {
-      const { port } = s.address() as net.AddressInfo;
-      s.close(() => resolve(port));
-    });
-  });
-}
 
 /** A fresh volume from the seed, with site.json pointing at 127.0.0.1:<free port>. */
 async function makeVolume(): Promise<{ dir: string; port: number }> {

@@ -1,25 +1,13 @@
 import fs from 'node:fs';
-import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { pino, type Logger } from 'pino';
 import type { UnderstudyConfig } from '../../../src/config/types.ts';
+export { freePort } from '../../support/free-port.ts';
 
 /** Test helpers for the storage processor: configs built by hand, free ports, temp dirs. */
 export function tempDir(prefix = 'us-storage-'): string {
   return fs.mkdtempSync(path.join(os.tmpdir(), prefix));
-}
-
-export async function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const s = net.createServer();
-    s.unref();
-    s.on('error', reject);
-    s.listen(0, '127.0.0.1', () => {
-      const port = (s.address() as net.AddressInfo).port;
-      s.close(() => resolve(port));
-    });
-  });
 }
 
 export function makeConfig(storages: { name: string; path: string; port: number }[]): UnderstudyConfig {
