@@ -554,7 +554,6 @@ export class DbShipper {
     this.openConnections();
     const generation = nextGeneration();
     const walSeq = this.walSeq + 2;
-    let image!: Buffer;
     let wal!: Buffer;
     let track!: Track;
     let imagePos!: WalPosition;
@@ -602,7 +601,7 @@ export class DbShipper {
     // that snapshot for R while the app commits again (its frames go after R's read mark;
     // a checkpoint cannot copy past it). The app's writers wait for the WAL's few frames
     // above, never for the copy of a whole database.
-    image = this.R!.serialize();
+    const image = this.R!.serialize();
     const capturedLsn = lsnOf(walSeq, track.lastFrame);
     this.noteSeen(capturedLsn);
     this.walSeq = walSeq;
