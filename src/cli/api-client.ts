@@ -1,6 +1,5 @@
 import fs from 'node:fs';
 import http from 'node:http';
-import https from 'node:https';
 import path from 'node:path';
 import { DEFAULT_CONTROLLER_LISTEN, parseEndpoint } from '../config/endpoint.ts';
 import { endpointToString, type Endpoint } from '../config/types.ts';
@@ -145,10 +144,11 @@ export async function callApi<T>(opts: ApiOptions, pathAndQuery: string, call: A
     headers['content-type'] = 'application/json';
     headers['content-length'] = String(Buffer.byteLength(body));
   }
+  // node:https (and node:tls under it) only when the API speaks TLS: a CLI call pays for every import.
+  const client = url.startsWith('https:') ? (await import('node:https')).default : http;
   const { status, text } = await new Promise<{ status: number; text: string }>((resolve, reject) => {
     let req: http.ClientRequest;
     try {
-      const client = url.startsWith('https:') ? https : http;
       req = client.request(url, { method: body === undefined ? 'GET' : 'POST', headers, agent: false, ...(access.ca ? { ca: access.ca } : {}) }, (res) => {
         const chunks: Buffer[] = [];
         res.on('data', (c: Buffer) => chunks.push(c));
