@@ -62,7 +62,11 @@ export interface SlowdownEvidence {
  *   are not (or there is one host): add capacity (scale-out), never fail over.
  * - `global-slowdown`: every host of the site slowed together, to within
  *   `globalFactor` of each other: a shared cause (load, storage, the machine), never
- *   a reason to fail over.
+ *   a reason to fail over. A host counts as slowed together when it is slow or nearly
+ *   (p95 at least half of `p95Ms`): a standby's p95 comes from a few probes a second,
+ *   and under a shared cause it lands just under the threshold as often as just over
+ *   it; judged strictly, that made a global slowdown look like the primary's alone and
+ *   added a reader that could not help.
  * - `slowdown-cleared`: no host has been slow for a whole `windowMs`.
  */
 export type SlowdownKind = 'slowdown' | 'global-slowdown';
@@ -168,7 +172,12 @@ export class SlowdownDetector {
     const spread = p95s.length > 0 ? Math.max(...p95s) / Math.min(...p95s) : null;
     let level: Level;
     if (sustained.length === 0) level = { kind: 'none', hosts: [] };
-    else if (judged.length >= 2 && slowNow.length === judged.length && spread !== null && spread <= this.o.globalFactor) {
+    else if (
+      judged.length >= 2 &&
+      spread !== null &&
+      spread <= this.o.globalFactor &&
+      judged.every((h) => h.slowSince !== null || h.p95Ms >= this.o.p95Ms / 2)
+    ) {
       level = { kind: 'global-slowdown', hosts: judged.map((h) => h.upstream).sort() };
     } else level = { kind: 'slowdown', hosts: sustained.map((h) => h.upstream).sort() };
 

@@ -95,6 +95,28 @@ test('every host slowed at once, within a factor of each other → global-slowdo
   assert.match(out[0]!.reason, /every host slowed together/);
 });
 
+test("every host slowed at once, the standby's sampled p95 just under the threshold → global-slowdown; a calm standby → slowdown", () => {
+  // What an e2e run saw: the primary at p95 145 ms, the standby (a few probes a second) at 99 ms, threshold 100, no baseline yet.
+  for (const [standbyMs, kind] of [
+    [88, 'global-slowdown'],
+    [60, 'global-slowdown'],
+    [40, 'slowdown'],
+    [5, 'slowdown'],
+  ] as const) {
+    const clock = new FakeClock();
+    const d = new SlowdownDetector({ p95Ms: 100, windowMs: 2_000, now: clock.now });
+    const site = new Site(clock, [A, B]);
+    // No calm minutes before (no baseline yet, as right after a start): only the threshold judges.
+    const out = drive(d, site, 20, (h) => (h === A ? 120 : standbyMs));
+    assert.deepEqual(
+      out.map((o) => o.kind),
+      [kind],
+      `standby at ${standbyMs} ms`,
+    );
+    assert.deepEqual(out[0]!.evidence.slowHosts, kind === 'global-slowdown' ? [A, B] : [A]);
+  }
+});
+
 test('all hosts slow but far apart: the slowest is a host problem → slowdown', () => {
   const clock = new FakeClock();
   const d = new SlowdownDetector({ p95Ms: 300, windowMs: 10_000, now: clock.now });
