@@ -276,18 +276,19 @@ export class DbShipper {
    * Why the sync barrier (`catchUp`) cannot let an acknowledged write slip.
    *
    * The director calls it after the app answered, so the write's commit frame C was in
-   * the WAL file (the app runs synchronous=FULL and answers after COMMIT) before the
-   * waiter registered, and the pass that releases the waiter took its number (right
-   * before its first read of the files; CatchUpBarrier) after that. Every
-   * pass reads the WAL *file* (header, then frames from the last shipped one to the end
-   * of the file), never a position remembered from earlier. At the pass's read, C is:
-   *  (a) in the WAL generation whose header the pass read: the frames read run to the
-   *      end of the valid chain — the end of the file, or the first frame that does not
-   *      continue the chain (see `shipFrom`) — so they include C (a valid chain of commits
-   *      through C, written before the read); the pass counts as caught up only if it
-   *      read to that end (not cut at a window or at maxBatchBytes) and its frames were
-   *      acknowledged (the replica answers once they are on its disk). A restart after
-   *      the header read does not matter: all its commits come after the pass began;
+   * the WAL file and its end published in the WAL index (the app runs synchronous=FULL
+   * and answers after COMMIT, which publishes before it returns) before the waiter
+   * registered, and the pass that releases the waiter took its number (right before its
+   * first read of the files; CatchUpBarrier) after that. Every pass reads the WAL *file*
+   * (header, then the index, then frames from the last shipped one to the end the index
+   * published), never a position remembered from earlier. At the pass's read, C is:
+   *  (a) in the WAL generation whose header the pass read: the index read after the pass
+   *      began names an end at or after C, so the frames read through it include C (see
+   *      `shipFrom`; a chain that stops before that end is damage, which the live copy
+   *      check reports); the pass counts as caught up only if it read to that end (not
+   *      cut at a window or at maxBatchBytes) and its frames were acknowledged (the
+   *      replica answers once they are on its disk). A restart after the header read does
+   *      not matter: all its commits come after the pass began (`finishedWal`);
    *  (b) in a WAL the app restarted since (a checkpoint folded C into the db file and
    *      a writer began a new WAL): the header differs, `switchWal` first ships the old
    *      WAL's unshipped tail (still in the file: R pins the WAL, so a restart only
@@ -751,20 +752,31 @@ export class DbShipper {
    * settles it. The class comment explains why that does not happen in practice (every
    * frame of a WAL is captured before it can restart).
    */
-  private finishedWal(hdr: WalHeader): Pass | Promise<Pass> {
+  private async finishedWal(hdr: WalHeader): Promise<Pass> {
     const t = this.track!;
-    const seen = this.indexSeen && this.indexSeen.salt1 === hdr.salt1 && this.indexSeen.salt2 === hdr.salt2 ? this.indexSeen.mxFrame : t.lastFrame;
     const tail = this.readWalSync(frameOffset(hdr.pageSize, t.lastFrame + 1), FIRST_READ_BYTES);
     const scan = scanFrames(tail, hdr, t.lastFrame + 1, t.checksum);
-    if (scan.lastCommitIndex > Math.max(seen, t.lastFrame)) {
-      throw new GapError(`${this.walPath}: the WAL restarted with frames after its last published end (${seen}) unshipped; shipping a snapshot`);
-    }
-    if (seen > t.lastFrame && scan.lastCommitIndex > t.lastFrame) {
-      return this.sendFrames(hdr, undefined, scan.firstIndex, scan.frames, scan.lastCommitIndex, scan.lastCommitChecksum).then(() => 'more' as const);
+    this.refuseUnpublishedTail(hdr, scan.lastCommitIndex);
+    if (scan.lastCommitIndex > t.lastFrame) {
+      await this.sendFrames(hdr, undefined, scan.firstIndex, scan.frames, scan.lastCommitIndex, scan.lastCommitChecksum);
+      return 'more';
     }
     // Nothing of the old WAL is left to ship: the next look finds the new header (or the
     // same one, if the restarting writer died before writing a frame).
     return 'idle';
+  }
+
+  /**
+   * An old WAL's commits end at the last end the index published for it (`indexSeen`, or
+   * what was shipped when none was seen): a commit frame found after it, once the index
+   * moved to a new WAL, may be a dead writer's unpublished one — a GapError (a snapshot).
+   */
+  private refuseUnpublishedTail(old: WalHeader, lastCommitIndex: number): void {
+    const t = this.track!;
+    const seen = this.indexSeen && this.indexSeen.salt1 === old.salt1 && this.indexSeen.salt2 === old.salt2 ? this.indexSeen.mxFrame : t.lastFrame;
+    if (lastCommitIndex > Math.max(seen, t.lastFrame)) {
+      throw new GapError(`${this.walPath}: the WAL restarted with frames after its last published end (${seen}) unshipped; shipping a snapshot`);
+    }
   }
 
   private async sendFrames(
@@ -885,7 +897,7 @@ export class DbShipper {
       // process starts it again, so it alone would call its first restart a gap.
       if (hdr.checkpointSeq !== (t.hdr.checkpointSeq + 1) >>> 0 && hdr.salt1 !== (t.hdr.salt1 + 1) >>> 0) {
         throw new GapError(
-          `${this.walPath}: WAL restarted more than once (checkpoint sequence ${t.hdr.checkpointSeq} → ${hdr.checkpointSeq}); shipping a snapshot`,
+          `${this.walPath}: WAL restarted more than once (checkpoint sequence ${t.hdr.checkpointSeq} → ${hdr.checkpointSeq}, salt1 ${t.hdr.salt1} → ${hdr.salt1}); shipping a snapshot`,
         );
       }
       const old = t.hdr;
@@ -894,11 +906,7 @@ export class DbShipper {
       if (scan.validFrames > 0 && scan.stop === 'salt' && scan.stopSalts?.[0] === hdr.salt1 && scan.stopSalts[1] === hdr.salt2) {
         throw new GapError(`${this.walPath}: the old WAL's unshipped tail was overwritten by the new WAL; shipping a snapshot`);
       }
-      // The old WAL's commits end at the last end published for it (see `finishedWal`).
-      const seen = this.indexSeen && this.indexSeen.salt1 === old.salt1 && this.indexSeen.salt2 === old.salt2 ? this.indexSeen.mxFrame : t.lastFrame;
-      if (scan.lastCommitIndex > Math.max(seen, t.lastFrame)) {
-        throw new GapError(`${this.walPath}: the WAL restarted with frames after its last published end (${seen}) unshipped; shipping a snapshot`);
-      }
+      this.refuseUnpublishedTail(old, scan.lastCommitIndex);
       if (scan.lastCommitIndex > t.lastFrame) {
         await this.sendFrames(old, undefined, scan.firstIndex, scan.frames, scan.lastCommitIndex, scan.lastCommitChecksum);
         return 'more'; // the next poll switches to the new WAL

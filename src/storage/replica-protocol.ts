@@ -130,6 +130,9 @@ export interface FramesToSend {
   frames: Buffer;
 }
 
+export type FilesRequest = z.infer<typeof filesSchema>;
+export type HeldRequest = z.infer<typeof heldSchema>;
+
 /**
  * A binary replication request as its route receives it: the metadata from the header,
  * validated like a JSON body, and the bytes. A JSON body is a peer that speaks the older
@@ -168,8 +171,6 @@ export function framesRequest(q: { headers: Record<string, string | string[] | u
   if (n > data.length) throw new UnderstudyError('US_BAD_REQUEST', `newWalBytes ${n} is larger than the body (${data.length} bytes)`);
   return { meta, newWal: n > 0 ? data.subarray(0, n) : undefined, frames: data.subarray(n) };
 }
-export type FilesRequest = z.infer<typeof filesSchema>;
-export type HeldRequest = z.infer<typeof heldSchema>;
 
 /** The source side's handle on one replica volume: `epoch` is read at every call. */
 export class ReplicaClient {

@@ -19,7 +19,7 @@ import type { VerificationProblem } from '../../shared/contracts.ts';
  * use, checks one database at a time; it does not keep the process alive.
  */
 export function quickCheck(file: string, rel: string, maxErrors = 10): Promise<VerificationProblem[]> {
-  return checker().run(file, rel, maxErrors);
+  return checker.run(file, rel, maxErrors);
 }
 
 const WORKER = `
@@ -84,7 +84,4 @@ class QuickChecker {
   }
 }
 
-let shared: QuickChecker | null = null;
-function checker(): QuickChecker {
-  return (shared ??= new QuickChecker());
-}
+const checker = new QuickChecker();
