@@ -18,7 +18,7 @@ import { RestoreRunbook, type RestoreData } from './restore-runbook.ts';
 import type { RunbookRecord } from '../state/state-store.ts';
 import { appEndpoint, probeUrl, renderedTransform, routeFor, startRequest } from './site-facts.ts';
 import { keepProtected, placementFacts, replicaStorageFor } from './reprotection.ts';
-import { nextTakeover } from './placement.ts';
+import { nextTakeover, type PlacementFacts } from './placement.ts';
 import { waitSiteStarted } from './app-start-watch.ts';
 import { buildStatus, unprotectedDatabases, type StatusView } from './status-view.ts';
 import { ScaleController } from './scale-controller.ts';
@@ -68,6 +68,8 @@ export class Controller {
   /** Says when a serving site has no spare left to fail over to (pool-watch.ts). */
   private readonly poolWatch: PoolWatch;
   private reconciling = false;
+  /** The last placement facts read, and what they were read at (placementNow). */
+  private placement: { key: string; facts: PlacementFacts } | null = null;
   private stopped = false;
   /** Rehearsals (`understudy drill`): they hold off scaling and give way to any runbook (drills.ts). */
   readonly drills: Drills;
@@ -339,9 +341,10 @@ export class Controller {
       } catch {
         routes = null;
       }
+      const routeOf = new Map((routes ?? []).map((r) => [r.site, r]));
       for (const site of Object.keys(this.config.sites)) {
         try {
-          await this.reconcileSite(site, routes);
+          await this.reconcileSite(site, routes === null ? null : routeOf);
         } catch (e) {
           this.log.warn({ site, err: (e as Error).message }, 'reconcile failed; will retry');
         }
@@ -357,7 +360,7 @@ export class Controller {
    * monitor) with what the state store says should be, and fixes the difference.
    * It never moves a primary: only a runbook does that.
    */
-  private async reconcileSite(site: string, routes: RouteTable[] | null): Promise<void> {
+  private async reconcileSite(site: string, routes: ReadonlyMap<string, RouteTable> | null): Promise<void> {
     if (this.activeRunbooks.has(site)) return;
     const rec = this.store.getSite(site);
     if (!rec || rec.state === 'down' || rec.state === 'failing-over') return;
@@ -373,7 +376,7 @@ export class Controller {
     this.watches.ensure(site, rec.primaryHost, probeUrl(host, cfg));
     const monitor = this.watches.monitor(site);
     if (monitor?.healthy) {
-      const route = routes?.find((r) => r.site === site);
+      const route = routes?.get(site);
       // With the readers the scale controller lent the site (at this epoch).
       const want = { ...routeFor(this.config, site, host.name, rec.epoch), readers: this.scale.readerEndpoints(site) };
       const same = (a: unknown, b: unknown): boolean => JSON.stringify(a ?? null) === JSON.stringify(b ?? null);
@@ -397,7 +400,7 @@ export class Controller {
     if (primaryCopy?.role === 'primary' && primaryCopy.verification?.ok === false) this.onPrimaryCorrupt(site, host.storage);
     // Unprotected (a re-protect failed, or the replica's storage was down), or a replica
     // no host could take over from any more: placed again (reprotection.ts).
-    const now = await keepProtected({ ...this.deps, storageUp: (s) => this.storage.up(s) }, rec);
+    const now = await keepProtected({ ...this.deps, storageUp: (s) => this.storage.up(s) }, rec, this.placementNow());
     if (now === rec && rec.replicaStorage) {
       const vol = this.volumeStatus(host.storage, site);
       if (
@@ -619,6 +622,17 @@ export class Controller {
   // ------------------------------------------------------------------ status
 
   async status(): Promise<StatusView> {
+    let facts: (PlacementFacts & { powered: (h: string) => boolean }) | undefined;
+    // Each host's power is read once a call, however many sites name it.
+    const power = new Map<string, boolean>();
+    const powered = (h: string): boolean => {
+      let on = power.get(h);
+      if (on === undefined) {
+        on = this.relay.status(h).power === 'on';
+        power.set(h, on);
+      }
+      return on;
+    };
     return buildStatus({
       config: this.config,
       trust: (h) => this.governor.trust(h),
@@ -629,13 +643,25 @@ export class Controller {
       storageUp: (storage) => this.storage.up(storage),
       readers: (site) => this.scale.readerStatus(site),
       next: (rec) => {
-        const facts = {
-          ...placementFacts({ ...this.deps, storageUp: (s) => this.storage.up(s) }),
-          powered: (h: string) => this.relay.status(h).power === 'on',
-        };
+        facts ??= { ...this.placementNow(), powered: (h: string) => powered(h) };
         return nextTakeover(this.config, this.config.sites[rec.site]!, rec, facts);
       },
     });
+  }
+
+  /**
+   * The placement facts as they are now, read again only when a site record, a runbook
+   * or the lent readers changed since the last read: a reconcile pass and a status call
+   * look at every site, and reading every site's record for each would cost the square
+   * of the number of sites. Trust and storage health are asked live through the facts.
+   */
+  private placementNow(): PlacementFacts {
+    const readers = this.scale.allReaders();
+    const key = `${this.store.revision}|${readers.map((r) => `${r.site}@${r.host}`).join(',')}`;
+    if (this.placement?.key === key) return this.placement.facts;
+    const facts = placementFacts({ ...this.deps, storageUp: (s) => this.storage.up(s) });
+    this.placement = { key, facts };
+    return facts;
   }
 }
 

@@ -21,9 +21,11 @@ export class PeerLatency {
   private readonly windows = new Map<string, LatencyWindow>();
   private timer: NodeJS.Timeout | null = null;
   private readonly running = new Set<string>();
+  /** The hosts of the last round: `hosts()` costs a look at every site, so it is read once a round, not per snapshot. */
+  private current = new Set<string>();
 
   constructor(
-    /** The hosts to sample right now (re-read at every round). */
+    /** The hosts to sample right now (read once at every round). */
     private readonly hosts: () => string[],
     private readonly ask: (host: string, timeoutMs: number) => Promise<unknown>,
     private readonly everyMs = 250,
@@ -41,13 +43,13 @@ export class PeerLatency {
 
   /** Upstream-like entries for the detector: `{ upstream: 'host:<name>', latencyMs }`. */
   snapshot(): { upstream: string; latencyMs: { p50: number; p95: number; p99: number; count: number }; minRequests: number }[] {
-    const want = new Set(this.hosts());
-    for (const h of this.windows.keys()) if (!want.has(h)) this.windows.delete(h);
+    for (const h of this.windows.keys()) if (!this.current.has(h)) this.windows.delete(h);
     return [...this.windows].map(([h, w]) => ({ upstream: `host:${h}`, latencyMs: w.percentiles(PEER_SPAN_SECONDS), minRequests: PEER_MIN_PROBES }));
   }
 
   private round(): void {
-    for (const h of this.hosts()) {
+    this.current = new Set(this.hosts());
+    for (const h of this.current) {
       if (this.running.has(h)) continue; // a probe still waiting: its lateness is recorded when it ends
       this.running.add(h);
       const t0 = performance.now();

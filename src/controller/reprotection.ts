@@ -38,13 +38,17 @@ export function replicaStorageFor(deps: ReprotectionDeps, site: string, primaryH
  * that could take the site over is moved to one that has (`replica-moved`): a
  * host there was taken by another site, or failed and is not trusted again, while
  * another, say the old primary powered on and trusted again, is able. Returns the
- * site's record as it is afterwards.
+ * site's record as it is afterwards. `facts`: given by a caller that looks at many
+ * sites in a row (placementFacts reads every site record).
  */
-export async function keepProtected(deps: ReprotectionDeps & { clients: Pick<PartClients, 'replicate'> }, rec: SiteRecord): Promise<SiteRecord> {
+export async function keepProtected(
+  deps: ReprotectionDeps & { clients: Pick<PartClients, 'replicate'> },
+  rec: SiteRecord,
+  facts: PlacementFacts = placementFacts(deps),
+): Promise<SiteRecord> {
   const { config, store } = deps;
   const cfg = config.sites[rec.site]!;
   const primaryStorage = config.hosts[rec.primaryHost]!.storage;
-  const facts = placementFacts(deps);
   if (!rec.replicaStorage) {
     const place = placeReplica(config, cfg, rec.primaryHost, facts);
     if (!place || deps.storageUp?.(place.storage) === false) return rec;

@@ -473,12 +473,15 @@ export class ScaleController {
   private idleHosts(): string[] {
     const out = new Set<string>();
     const lent = this.readers.hostsInUse();
+    /** Each host's power is asked once a call, however many sites name it. */
+    const checked = new Set<string>();
     for (const site of this.sites.keys()) {
       const rec = this.deps.store.getSite(site);
       const cfg = this.deps.config.sites[site]!;
       if (!rec) continue;
       for (const h of cfg.standby) {
-        if (h === rec.primaryHost || lent.has(h)) continue;
+        if (h === rec.primaryHost || lent.has(h) || checked.has(h)) continue;
+        checked.add(h);
         if (this.deps.relay.status(h).power === 'on') out.add(h);
       }
     }

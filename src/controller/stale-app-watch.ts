@@ -5,6 +5,13 @@ import type { ListenerLookup, ListenerOwner } from '../hosts/local-listeners.ts'
 import { background } from '../shared/background.ts';
 
 const EVERY_MS = 1000;
+/**
+ * Probes a pass sends at most. Where sites are few, each is looked at every second;
+ * with many, a pass goes on from where the last one stopped, so the cost stays flat
+ * (a thousand sites: each every ~10 s). A stale app is for the operator to stop, not
+ * an emergency.
+ */
+const MAX_PROBES_PER_PASS = 100;
 
 /**
  * Finds a site's app answering on a host that is not the site's primary: an old
@@ -28,6 +35,14 @@ export class StaleAppWatch {
   private readonly seen = new Set<string>();
   /** Sites already warned that their app listens on all addresses. */
   private readonly warned = new Set<string>();
+  /**
+   * Site → the epoch at which its primary's listener was last judged: judged once per
+   * epoch (reading the machine's socket table per site and pass would cost more than
+   * everything else this watch does).
+   */
+  private readonly listenerJudged = new Map<string, number>();
+  /** Where the next pass starts in the list of sites. */
+  private cursor = 0;
   private running = false;
 
   /**
@@ -54,18 +69,29 @@ export class StaleAppWatch {
     if (this.running) return;
     this.running = true;
     try {
-      for (const rec of this.store.listSites()) {
+      const sites = this.store.listSites();
+      let probes = 0;
+      let looked = 0;
+      for (; looked < sites.length && probes < MAX_PROBES_PER_PASS; looked++) {
+        const rec = sites[(this.cursor + looked) % sites.length]!;
         const cfg = this.config.sites[rec.site];
         if (!cfg || rec.state !== 'serving') continue;
-        this.warnIfAllAddresses(rec.site, rec.primaryHost);
+        this.warnIfAllAddresses(rec.site, rec.primaryHost, rec.epoch);
         for (const hostName of new Set([cfg.primary, ...cfg.standby])) {
           // Every host but the primary, powered by us or not: a host that rebooted by itself is exactly the case.
           if (hostName === rec.primaryHost || this.isReader(rec.site, hostName)) continue;
           const host = this.config.hosts[hostName]!;
           const key = `${rec.site}@${hostName}`;
-          const probe = siteProbe(host, cfg, 300);
-          const r = await probe.run();
-          await probe.close();
+          // Where the host driver can tell that nothing listens there, nothing answers: no probe.
+          const listening = this.listeners?.whoListens(host.address, cfg.app.port);
+          let r: { ok: boolean };
+          if (listening?.kind === 'nobody') r = { ok: false };
+          else {
+            const probe = siteProbe(host, cfg, 300);
+            probes++;
+            r = await probe.run();
+            await probe.close();
+          }
           const owner = r.ok ? this.owner(host.address, cfg.app.port) : null;
           // Answered by the primary's own process, or a reader's (bound to all addresses): not stale.
           const ours = owner?.kind === 'host' && (owner.host === rec.primaryHost || this.isReader(rec.site, owner.host));
@@ -96,6 +122,7 @@ export class StaleAppWatch {
           }
         }
       }
+      this.cursor = sites.length === 0 ? 0 : (this.cursor + looked) % sites.length;
     } finally {
       this.running = false;
     }
@@ -106,11 +133,13 @@ export class StaleAppWatch {
   }
 
   /** One warning per site when its primary's app listens on all addresses. */
-  private warnIfAllAddresses(site: string, primary: string): void {
-    if (this.warned.has(site) || !this.listeners) return;
+  private warnIfAllAddresses(site: string, primary: string, epoch: number): void {
+    if (this.warned.has(site) || !this.listeners || this.listenerJudged.get(site) === epoch) return;
     const cfg = this.config.sites[site]!;
     const host = this.config.hosts[primary]!;
     const owner = this.listeners.whoListens(host.address, cfg.app.port);
+    // Judged once something listens there; while nothing does (starting) or the driver cannot tell, asked again.
+    if (owner.kind === 'host' || owner.kind === 'outside') this.listenerJudged.set(site, epoch);
     if (owner.kind !== 'host' || owner.host !== primary || !owner.allAddresses) return;
     this.warned.add(site);
     const others = [cfg.primary, ...cfg.standby].filter((h) => h !== primary).map((h) => `${h} ${this.config.hosts[h]!.address}`);

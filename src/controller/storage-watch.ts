@@ -25,6 +25,8 @@ export interface StorageWatchDeps {
  */
 export class StorageWatch {
   private readonly statuses = new Map<string, StorageStatus | null>();
+  /** The volumes of each status by site: looked up per site by status and reconcile, so not searched. */
+  private readonly volumes = new Map<string, Map<string, VolumeStatus>>();
   /** `storage/site` → the last verification result seen: an event only when it changes. */
   private readonly lastVerification = new Map<string, boolean>();
   private readonly databaseWatch: DatabaseWatch;
@@ -47,7 +49,7 @@ export class StorageWatch {
 
   /** The site's volume on `storage` as last read, or undefined (unknown, or that storage processor is down). */
   volume(storage: string, site: string): VolumeStatus | undefined {
-    return this.statuses.get(storage)?.volumes.find((v) => v.site === site);
+    return this.volumes.get(storage)?.get(site);
   }
 
   /** Whether `storage` answered its last status read. */
@@ -57,18 +59,23 @@ export class StorageWatch {
 
   private async poll(): Promise<void> {
     const { config, clients, store } = this.deps;
+    let primaries: Map<string, string> | null = null;
     await Promise.all(
       Object.keys(config.storage).map(async (name) => {
         try {
           const st = await clients.storageStatus(name, 500);
           this.statuses.set(name, st);
+          this.volumes.set(name, new Map(st.volumes.map((v) => [v.site, v])));
+          // Every site's primary, read once a poll (not once per volume).
+          primaries ??= new Map(store.listSites().map((r) => [r.site, r.primaryHost]));
           for (const v of st.volumes) {
             this.noticeVerification(name, v);
-            const rec = store.getSite(v.site);
-            this.databaseWatch.notice(name, v, !!rec && config.hosts[rec.primaryHost]?.storage === name);
+            const primary = primaries.get(v.site);
+            this.databaseWatch.notice(name, v, primary !== undefined && config.hosts[primary]?.storage === name);
           }
         } catch {
           this.statuses.set(name, null);
+          this.volumes.delete(name);
         }
       }),
     );

@@ -45,21 +45,33 @@ const HAS_PROC = fs.existsSync('/proc/net/tcp');
  * process group that process is in. Only this driver knows pids and groups; what
  * it returns names hosts.
  *
- * Cost: two small file reads per call, plus a scan of /proc the first time a
- * socket is seen (the owner of an inode is remembered while the socket lives).
+ * Cost: the socket table is read at most once per `tableTtlMs` (two file reads),
+ * plus a scan of /proc the first time a socket is seen (the owner of an inode is
+ * remembered while the socket lives).
  */
 export class LocalListeners implements ListenerLookup {
   /** Socket inode → the pid that held it when last looked up. */
   private readonly owners = new Map<number, number | null>();
+  /** The machine's listening sockets by port, as last read, and when (performance.now()). */
+  private table: { at: number; byPort: Map<number, TableEntry[]> } | null = null;
 
-  /** @param groups every host and the process group of its agent (null when off). */
-  constructor(private readonly groups: () => { host: string; group: number | null }[]) {}
+  /**
+   * @param groups every host and the process group of its agent (null when off).
+   * @param tableTtlMs how long one read of the socket table answers: a pass over many
+   *   sites asks once per site, and each read parses every socket of the machine.
+   */
+  constructor(
+    private readonly groups: () => { host: string; group: number | null }[],
+    private readonly tableTtlMs = 200,
+  ) {}
 
   whoListens(address: string, port: number): ListenerOwner {
     if (!HAS_PROC) return { kind: 'unknown', why: 'no /proc to read listening sockets from' };
     let sockets: Listening[];
     try {
-      sockets = listeningOn(address, port);
+      const now = performance.now();
+      if (this.table === null || now - this.table.at > this.tableTtlMs) this.table = { at: now, byPort: readListeningTable() };
+      sockets = listeningOn(this.table.byPort, address, port);
     } catch (e) {
       return { kind: 'unknown', why: `cannot read the socket table: ${(e as Error).message}` };
     }
@@ -82,10 +94,16 @@ export class LocalListeners implements ListenerLookup {
   }
 }
 
-/** The listening sockets a connection to address:port could reach (bound to it, or to all addresses). */
-function listeningOn(address: string, port: number): Listening[] {
-  const v4 = net.isIPv4(address);
-  const out: Listening[] = [];
+/** A listening socket of the machine: where it is bound, and its inode. */
+interface TableEntry {
+  inode: number;
+  bound: string;
+  v6: boolean;
+}
+
+/** Every listening TCP socket of the machine (/proc/net/tcp, /proc/net/tcp6), by port. */
+function readListeningTable(): Map<number, TableEntry[]> {
+  const byPort = new Map<number, TableEntry[]>();
   for (const [file, v6] of [
     ['/proc/net/tcp', false],
     ['/proc/net/tcp6', true],
@@ -101,14 +119,26 @@ function listeningOn(address: string, port: number): Listening[] {
       const f = lines[i]!.trim().split(/\s+/);
       if (f.length < 10 || f[3] !== '0A') continue; // 0A: LISTEN
       const [hexAddr, hexPort] = f[1]!.split(':');
-      if (parseInt(hexPort!, 16) !== port) continue;
-      const bound = v6 ? ipv6Of(hexAddr!) : ipv4Of(hexAddr!);
-      const mapped = v6 && bound.startsWith('::ffff:') ? bound.slice(7) : null;
-      const allAddresses = bound === '0.0.0.0' || bound === '::';
-      const exact = bound === address || (v4 && mapped === address);
-      // A wildcard IPv6 socket takes IPv4 connections too (dual stack, Node's default for `::`).
-      if (exact || (allAddresses && (v6 || v4))) out.push({ inode: Number(f[9]), bound, allAddresses, exact, v6 });
+      const port = parseInt(hexPort!, 16);
+      const entry = { inode: Number(f[9]), bound: v6 ? ipv6Of(hexAddr!) : ipv4Of(hexAddr!), v6 };
+      const list = byPort.get(port);
+      if (list === undefined) byPort.set(port, [entry]);
+      else list.push(entry);
     }
+  }
+  return byPort;
+}
+
+/** The listening sockets a connection to address:port could reach (bound to it, or to all addresses). */
+function listeningOn(table: ReadonlyMap<number, TableEntry[]>, address: string, port: number): Listening[] {
+  const v4 = net.isIPv4(address);
+  const out: Listening[] = [];
+  for (const { inode, bound, v6 } of table.get(port) ?? []) {
+    const mapped = v6 && bound.startsWith('::ffff:') ? bound.slice(7) : null;
+    const allAddresses = bound === '0.0.0.0' || bound === '::';
+    const exact = bound === address || (v4 && mapped === address);
+    // A wildcard IPv6 socket takes IPv4 connections too (dual stack, Node's default for `::`).
+    if (exact || (allAddresses && (v6 || v4))) out.push({ inode, bound, allAddresses, exact, v6 });
   }
   return out;
 }

@@ -1,5 +1,5 @@
 import type { ProbeConfig } from '../config/types.ts';
-import { isProcessAlive } from '../power/process-group.ts';
+import { processWatch, type ProcessWatch } from './process-watch.ts';
 import type { ProbeResult } from './http-probe.ts';
 import { createProbe, type AppProbe } from './app-probe.ts';
 import { background } from '../shared/background.ts';
@@ -25,8 +25,6 @@ export interface MonitorTarget {
   pid: number | null;
 }
 
-/** How often the embedded host's process is checked (a /proc read, cheap). */
-const PROCESS_CHECK_MS = 25;
 /** After a failed probe the next comes sooner, so that `fall` is reached quickly. */
 const RECHECK_MS = 40;
 
@@ -39,7 +37,7 @@ const RECHECK_MS = 40;
 export class SiteMonitor {
   private readonly probe: AppProbe;
   private probeTimer: NodeJS.Timeout | null = null;
-  private processTimer: NodeJS.Timeout | null = null;
+  private unwatchProcess: (() => void) | null = null;
   private stopped = false;
   private fired = false;
   private consecutiveFailures = 0;
@@ -63,6 +61,7 @@ export class SiteMonitor {
     private readonly cfg: ProbeConfig,
     private readonly onFailure: (e: FailureEvidence) => void,
     private readonly onProbe?: (r: ProbeResult) => void,
+    private readonly processes: ProcessWatch = processWatch,
   ) {
     this.probe = createProbe(target.url, cfg);
   }
@@ -70,18 +69,15 @@ export class SiteMonitor {
   start(): void {
     this.scheduleProbe(0);
     if (this.target.pid !== null) {
-      this.processTimer = setInterval(() => {
-        if (this.target.pid !== null && !isProcessAlive(this.target.pid)) {
-          this.fail('process-gone', Date.now());
-        }
-      }, PROCESS_CHECK_MS);
+      this.unwatchProcess = this.processes.watch(this.target.pid, () => this.fail('process-gone', Date.now()));
     }
   }
 
   stop(): void {
     this.stopped = true;
     if (this.probeTimer) clearTimeout(this.probeTimer);
-    if (this.processTimer) clearInterval(this.processTimer);
+    this.unwatchProcess?.();
+    this.unwatchProcess = null;
     background(this.probe.close());
   }
 

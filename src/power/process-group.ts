@@ -58,12 +58,17 @@ export function isGroupAlive(pgid: number): boolean {
       return (e as NodeJS.ErrnoException).code === 'EPERM';
     }
   }
-  // Fast path: a group whose signal 0 fails has no member at all.
+  // Fast paths: a group whose signal 0 fails has no member at all; a group whose
+  // leader (pid = pgid) is alive and still in it is alive. Only a group whose leader
+  // died or is a zombie needs the scan of every process below, which costs a file
+  // read per process of the machine.
   try {
     process.kill(-pgid, 0);
   } catch (e) {
     if ((e as NodeJS.ErrnoException).code === 'ESRCH') return false;
   }
+  const leader = procFields(pgid);
+  if (leader !== null && leader[0] !== 'Z' && leader[0] !== 'X' && Number(leader[2]) === pgid) return true;
   for (const name of fs.readdirSync('/proc')) {
     const pid = Number(name);
     if (!Number.isInteger(pid) || pid <= 0) continue;

@@ -70,6 +70,9 @@ export interface RelayRecord {
 
 export class StateStore {
   private readonly db: Database.Database;
+  /** Prepared statements by SQL text: compiling one costs more than running it. */
+  private readonly statements = new Map<string, Database.Statement>();
+  private rev = 0;
   private readonly eventListeners = new Set<(e: EventRecord) => void>();
   private readonly journalListeners = new Set<(j: JournalEntry, rb: { site: string; kind: string }) => void>();
 
@@ -106,23 +109,40 @@ export class StateStore {
     if (!relayColumns.includes('identity')) this.db.exec('ALTER TABLE relays ADD COLUMN identity TEXT');
   }
 
+  /**
+   * Grows at every change of a site record or a runbook: what a caller computed from
+   * them (placement facts) stays good while it is the same.
+   */
+  get revision(): number {
+    return this.rev;
+  }
+
+  private q(sql: string): Database.Statement {
+    let st = this.statements.get(sql);
+    if (st === undefined) {
+      st = this.db.prepare(sql);
+      this.statements.set(sql, st);
+    }
+    return st;
+  }
+
   close(): void {
     this.db.close();
   }
 
   // ------------------------------------------------------------------ sites
   getSite(site: string): SiteRecord | undefined {
-    const r = this.db.prepare('SELECT * FROM sites WHERE site = ?').get(site) as Record<string, unknown> | undefined;
+    const r = this.q('SELECT * FROM sites WHERE site = ?').get(site) as Record<string, unknown> | undefined;
     return r ? rowToSite(r) : undefined;
   }
 
   listSites(): SiteRecord[] {
-    return (this.db.prepare('SELECT * FROM sites ORDER BY site').all() as Record<string, unknown>[]).map(rowToSite);
+    return (this.q('SELECT * FROM sites ORDER BY site').all() as Record<string, unknown>[]).map(rowToSite);
   }
 
   putSite(s: Omit<SiteRecord, 'updatedAt'>): void {
-    this.db
-      .prepare(
+    this.rev++;
+    this.q(
         `INSERT INTO sites (site, epoch, primary_host, state, replica_storage, updated_at)
       VALUES (@site, @epoch, @primaryHost, @state, @replicaStorage, @now)
       ON CONFLICT(site) DO UPDATE SET epoch = @epoch, primary_host = @primaryHost, state = @state,
@@ -132,44 +152,46 @@ export class StateStore {
   }
 
   setSiteState(site: string, state: SiteState): void {
-    this.db.prepare('UPDATE sites SET state = ?, updated_at = ? WHERE site = ?').run(state, Date.now(), site);
+    this.rev++;
+    this.q('UPDATE sites SET state = ?, updated_at = ? WHERE site = ?').run(state, Date.now(), site);
   }
 
   // ------------------------------------------------------------------ runbooks and journal
   startRunbook(site: string, kind: string, data: Record<string, unknown>): RunbookRecord {
+    this.rev++;
     const now = Date.now();
-    const info = this.db
-      .prepare(`INSERT INTO runbooks (site, kind, status, started_at, data) VALUES (?, ?, 'running', ?, ?)`)
+    const info = this.q(`INSERT INTO runbooks (site, kind, status, started_at, data) VALUES (?, ?, 'running', ?, ?)`)
       .run(site, kind, now, JSON.stringify(data));
     return { id: Number(info.lastInsertRowid), site, kind, status: 'running', startedAt: now, finishedAt: null, data };
   }
 
   updateRunbookData(id: number, data: Record<string, unknown>): void {
-    this.db.prepare('UPDATE runbooks SET data = ? WHERE id = ?').run(JSON.stringify(data), id);
+    this.rev++;
+    this.q('UPDATE runbooks SET data = ? WHERE id = ?').run(JSON.stringify(data), id);
   }
 
   finishRunbook(id: number, status: RunbookRecord['status']): void {
-    this.db.prepare('UPDATE runbooks SET status = ?, finished_at = ? WHERE id = ?').run(status, Date.now(), id);
+    this.rev++;
+    this.q('UPDATE runbooks SET status = ?, finished_at = ? WHERE id = ?').run(status, Date.now(), id);
   }
 
   runningRunbooks(): RunbookRecord[] {
-    return (this.db.prepare(`SELECT * FROM runbooks WHERE status = 'running' ORDER BY id`).all() as Record<string, unknown>[]).map(rowToRunbook);
+    return (this.q(`SELECT * FROM runbooks WHERE status = 'running' ORDER BY id`).all() as Record<string, unknown>[]).map(rowToRunbook);
   }
 
   listRunbooks(site?: string): RunbookRecord[] {
     const rows = site
-      ? this.db.prepare('SELECT * FROM runbooks WHERE site = ? ORDER BY id').all(site)
-      : this.db.prepare('SELECT * FROM runbooks ORDER BY id').all();
+      ? this.q('SELECT * FROM runbooks WHERE site = ? ORDER BY id').all(site)
+      : this.q('SELECT * FROM runbooks ORDER BY id').all();
     return (rows as Record<string, unknown>[]).map(rowToRunbook);
   }
 
   journal(runbookId: number, step: string, phase: JournalEntry['phase'], data: Record<string, unknown> = {}): void {
     const at = Date.now();
-    const info = this.db
-      .prepare('INSERT INTO journal (runbook_id, step, phase, at, data) VALUES (?, ?, ?, ?, ?)')
+    const info = this.q('INSERT INTO journal (runbook_id, step, phase, at, data) VALUES (?, ?, ?, ?, ?)')
       .run(runbookId, step, phase, at, JSON.stringify(data));
     if (this.journalListeners.size === 0) return;
-    const rb = this.db.prepare('SELECT site, kind FROM runbooks WHERE id = ?').get(runbookId) as { site: string; kind: string } | undefined;
+    const rb = this.q('SELECT site, kind FROM runbooks WHERE id = ?').get(runbookId) as { site: string; kind: string } | undefined;
     const entry: JournalEntry = { id: Number(info.lastInsertRowid), runbookId, step, phase, at, data };
     for (const l of this.journalListeners) l(entry, rb ?? { site: '', kind: '' });
   }
@@ -181,7 +203,7 @@ export class StateStore {
   }
 
   journalOf(runbookId: number): JournalEntry[] {
-    return (this.db.prepare('SELECT * FROM journal WHERE runbook_id = ? ORDER BY id').all(runbookId) as Record<string, unknown>[]).map((r) => ({
+    return (this.q('SELECT * FROM journal WHERE runbook_id = ? ORDER BY id').all(runbookId) as Record<string, unknown>[]).map((r) => ({
       id: r.id as number,
       runbookId: r.runbook_id as number,
       step: r.step as string,
@@ -194,8 +216,7 @@ export class StateStore {
   // ------------------------------------------------------------------ events
   addEvent(e: Omit<EventRecord, 'id' | 'at'> & { at?: number }): EventRecord {
     const at = e.at ?? Date.now();
-    const info = this.db
-      .prepare('INSERT INTO events (at, site, host, kind, message, data) VALUES (?, ?, ?, ?, ?, ?)')
+    const info = this.q('INSERT INTO events (at, site, host, kind, message, data) VALUES (?, ?, ?, ?, ?, ?)')
       .run(at, e.site, e.host, e.kind, e.message, JSON.stringify(e.data));
     const rec: EventRecord = { id: Number(info.lastInsertRowid), at, site: e.site, host: e.host, kind: e.kind, message: e.message, data: e.data };
     for (const l of this.eventListeners) l(rec);
@@ -203,22 +224,21 @@ export class StateStore {
   }
 
   listEvents(opts: { afterId?: number; site?: string; limit?: number } = {}): EventRecord[] {
-    const rows = this.db
-      .prepare(`SELECT * FROM events WHERE id > ? AND (? IS NULL OR site = ?) ORDER BY id LIMIT ?`)
+    const rows = this.q(`SELECT * FROM events WHERE id > ? AND (? IS NULL OR site = ?) ORDER BY id LIMIT ?`)
       .all(opts.afterId ?? 0, opts.site ?? null, opts.site ?? null, opts.limit ?? 1000) as Record<string, unknown>[];
     return rows.map(rowToEvent);
   }
 
   /** The newest event of `kind` for `site`, or undefined. */
   latestEvent(kind: string, site: string): EventRecord | undefined {
-    const r = this.db.prepare('SELECT * FROM events WHERE kind = ? AND site = ? ORDER BY id DESC LIMIT 1').get(kind, site) as
+    const r = this.q('SELECT * FROM events WHERE kind = ? AND site = ? ORDER BY id DESC LIMIT 1').get(kind, site) as
       Record<string, unknown> | undefined;
     return r ? rowToEvent(r) : undefined;
   }
 
   /** The id of the newest event (0 when there is none). */
   lastEventId(): number {
-    return (this.db.prepare('SELECT MAX(id) AS id FROM events').get() as { id: number | null }).id ?? 0;
+    return (this.q('SELECT MAX(id) AS id FROM events').get() as { id: number | null }).id ?? 0;
   }
 
   onEvent(listener: (e: EventRecord) => void): () => void {
@@ -228,21 +248,20 @@ export class StateStore {
 
   // ------------------------------------------------------------------ relays
   getRelay(host: string): RelayRecord | undefined {
-    const r = this.db.prepare('SELECT * FROM relays WHERE host = ?').get(host) as Record<string, unknown> | undefined;
+    const r = this.q('SELECT * FROM relays WHERE host = ?').get(host) as Record<string, unknown> | undefined;
     return r ? rowToRelay(r) : undefined;
   }
 
   listRelays(): RelayRecord[] {
-    return (this.db.prepare('SELECT * FROM relays ORDER BY host').all() as Record<string, unknown>[]).map(rowToRelay);
+    return (this.q('SELECT * FROM relays ORDER BY host').all() as Record<string, unknown>[]).map(rowToRelay);
   }
 
   forgetRelay(host: string): void {
-    this.db.prepare('DELETE FROM relays WHERE host = ?').run(host);
+    this.q('DELETE FROM relays WHERE host = ?').run(host);
   }
 
   putRelay(host: string, power: 'on' | 'off', pgid: number | null, identity: string | null = null): void {
-    this.db
-      .prepare(
+    this.q(
         `INSERT INTO relays (host, pgid, identity, power, updated_at) VALUES (?, ?, ?, ?, ?)
       ON CONFLICT(host) DO UPDATE SET pgid = excluded.pgid, identity = excluded.identity, power = excluded.power, updated_at = excluded.updated_at`,
       )
@@ -257,19 +276,18 @@ export class StateStore {
 
   /** The id of the last event considered for `target`, or undefined for a target never seen. */
   notifyCursor(target: string): number | undefined {
-    const r = this.db.prepare('SELECT last_event_id FROM notify_cursor WHERE target = ?').get(target) as { last_event_id: number } | undefined;
+    const r = this.q('SELECT last_event_id FROM notify_cursor WHERE target = ?').get(target) as { last_event_id: number } | undefined;
     return r?.last_event_id;
   }
 
   /** Queues `eventIds` for `target` (each at most once) and moves its cursor to `cursor`, atomically. */
   enqueueNotifications(target: string, eventIds: number[], cursor: number): void {
     const now = Date.now();
-    const insert = this.db.prepare(`INSERT OR IGNORE INTO notify_queue (target, event_id, state, attempts, next_at, created_at)
+    const insert = this.q(`INSERT OR IGNORE INTO notify_queue (target, event_id, state, attempts, next_at, created_at)
       VALUES (?, ?, 'pending', 0, ?, ?)`);
     this.db.transaction(() => {
       for (const id of eventIds) insert.run(target, id, now, now);
-      this.db
-        .prepare(
+      this.q(
           `INSERT INTO notify_cursor (target, last_event_id) VALUES (?, ?)
         ON CONFLICT(target) DO UPDATE SET last_event_id = excluded.last_event_id`,
         )
@@ -279,8 +297,7 @@ export class StateStore {
 
   /** The oldest pending notification of `target` with its event, or undefined. */
   nextNotification(target: string): { row: NotificationRow; event: EventRecord } | undefined {
-    const r = this.db
-      .prepare(
+    const r = this.q(
         `SELECT q.*, e.at AS e_at, e.site AS e_site, e.host AS e_host, e.kind AS e_kind, e.message AS e_message, e.data AS e_data
       FROM notify_queue q JOIN events e ON e.id = q.event_id
       WHERE q.target = ? AND q.state = 'pending' ORDER BY q.id LIMIT 1`,
@@ -296,12 +313,10 @@ export class StateStore {
   /** Records one delivery attempt: delivered, or failed (to be tried again at `nextAt`, or given up). */
   notificationAttempt(id: number, outcome: { delivered: true } | { delivered: false; nextAt: number; error: string; giveUp: boolean }): void {
     if (outcome.delivered) {
-      this.db
-        .prepare(`UPDATE notify_queue SET state = 'delivered', attempts = attempts + 1, delivered_at = ?, last_error = NULL WHERE id = ?`)
+      this.q(`UPDATE notify_queue SET state = 'delivered', attempts = attempts + 1, delivered_at = ?, last_error = NULL WHERE id = ?`)
         .run(Date.now(), id);
     } else {
-      this.db
-        .prepare(`UPDATE notify_queue SET state = ?, attempts = attempts + 1, next_at = ?, last_error = ? WHERE id = ?`)
+      this.q(`UPDATE notify_queue SET state = ?, attempts = attempts + 1, next_at = ?, last_error = ? WHERE id = ?`)
         .run(outcome.giveUp ? 'given-up' : 'pending', outcome.nextAt, outcome.error, id);
     }
   }
@@ -309,8 +324,7 @@ export class StateStore {
   /** Per target: notifications waiting, delivered and given up (what the queue holds now). */
   notificationCounts(): { target: string; pending: number; delivered: number; givenUp: number }[] {
     return (
-      this.db
-        .prepare(
+      this.q(
           `SELECT target,
         SUM(state = 'pending') AS pending, SUM(state = 'delivered') AS delivered, SUM(state = 'given-up') AS given_up
       FROM notify_queue GROUP BY target ORDER BY target`,
@@ -321,7 +335,7 @@ export class StateStore {
 
   /** Forgets delivered and given-up rows older than `beforeMs` (the event log keeps the events). */
   pruneNotifications(beforeMs: number): void {
-    this.db.prepare(`DELETE FROM notify_queue WHERE state != 'pending' AND created_at < ?`).run(beforeMs);
+    this.q(`DELETE FROM notify_queue WHERE state != 'pending' AND created_at < ?`).run(beforeMs);
   }
 }
 

@@ -81,3 +81,57 @@ test("stale-primary: not for the primary's own process or a reader's; yes for a 
   await watch.tick();
   assert.equal(kinds()[4], 'stale-primary-gone');
 });
+
+test('with many sites a pass probes at most 100 hosts, goes on where the last stopped, and judges each primary listener once per epoch', async (t) => {
+  let requests = 0;
+  const server = http.createServer((_q, r) => {
+    requests++;
+    r.end('{"ok":true}');
+  });
+  await new Promise<void>((r) => server.listen(0, '127.0.0.2', r));
+  t.after(() => server.close());
+  const port = (server.address() as AddressInfo).port;
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'us-stale-unit-'));
+  const store = new StateStore(dir);
+  t.after(() => {
+    store.close();
+    fs.rmSync(dir, { recursive: true, force: true });
+  });
+  const host = (name: string, address: string) => ({
+    name,
+    address,
+    storage: 'a',
+    power: 'local',
+    profile: { cpus: 1, memoryMb: 512 },
+    agentPort: 7001,
+    boot: true,
+  });
+  const sites: Record<string, unknown> = {};
+  for (let i = 0; i < 250; i++) {
+    sites[`s${i}`] = { name: `s${i}`, primary: 'h1', standby: ['h2'], app: { port }, health: { probe: { path: '/healthz' } } };
+    store.putSite({ site: `s${i}`, epoch: 1, primaryHost: 'h1', state: 'serving', replicaStorage: null });
+  }
+  const config = { hosts: { h1: host('h1', '127.0.0.1'), h2: host('h2', '127.0.0.2') }, sites } as unknown as UnderstudyConfig;
+  const asked = new Map<string, number>();
+  const watch = new StaleAppWatch(config, store, () => false, {
+    whoListens: (address) => {
+      asked.set(address, (asked.get(address) ?? 0) + 1);
+      // h1's own process answers everywhere it is asked: nothing stale, nothing to warn of.
+      return { kind: 'host', host: 'h1', bound: address, allAddresses: false };
+    },
+  });
+  const perPass: number[] = [];
+  for (let i = 0; i < 3; i++) {
+    const before = requests;
+    await watch.tick();
+    perPass.push(requests - before);
+  }
+  assert.deepEqual(perPass, [100, 100, 100], 'each pass probes 100 standby addresses');
+  assert.equal(asked.get('127.0.0.1'), 250, "after three passes every site's primary listener was judged, each once");
+  await watch.tick();
+  assert.equal(asked.get('127.0.0.1'), 250, 'not judged again at the same epoch');
+  store.putSite({ site: 's120', epoch: 2, primaryHost: 'h1', state: 'serving', replicaStorage: null });
+  for (let i = 0; i < 3; i++) await watch.tick();
+  assert.equal(asked.get('127.0.0.1'), 251, 'a new epoch is judged again, once');
+  assert.deepEqual(store.listEvents(), [], 'no event');
+});

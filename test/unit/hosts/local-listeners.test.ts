@@ -21,10 +21,13 @@ test(
   { skip: !fs.existsSync('/proc/net/tcp') },
   async (t) => {
     const me = ownGroup();
-    const lookup = new LocalListeners(() => [
-      { host: 'hA', group: me },
-      { host: 'hOff', group: null },
-    ]);
+    const lookup = new LocalListeners(
+      () => [
+        { host: 'hA', group: me },
+        { host: 'hOff', group: null },
+      ],
+      0,
+    );
 
     const all = await listen('0.0.0.0');
     t.after(() => all.server.close());
@@ -70,3 +73,15 @@ test(
     assert.deepEqual(withIt.whoListens('127.0.0.7', port), { kind: 'host', host: 'hC', bound: '127.0.0.7', allAddresses: false });
   },
 );
+
+test('the socket table is read once per tableTtlMs: a pass over many sites does not read it per site', { skip: !fs.existsSync('/proc/net/tcp') }, async (t) => {
+  const me = ownGroup();
+  const cached = new LocalListeners(() => [{ host: 'hA', group: me }], 60_000);
+  const first = await listen('127.0.0.11');
+  t.after(() => first.server.close());
+  assert.equal(cached.whoListens('127.0.0.11', first.port).kind, 'host', 'the first call reads the table');
+  const later = await listen('127.0.0.12');
+  t.after(() => later.server.close());
+  assert.deepEqual(cached.whoListens('127.0.0.12', later.port), { kind: 'nobody' }, 'within its lifetime the table read first answers');
+  assert.equal(new LocalListeners(() => [{ host: 'hA', group: me }], 0).whoListens('127.0.0.12', later.port).kind, 'host', 'read again, it is there');
+});
