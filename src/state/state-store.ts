@@ -143,12 +143,11 @@ export class StateStore {
   putSite(s: Omit<SiteRecord, 'updatedAt'>): void {
     this.rev++;
     this.q(
-        `INSERT INTO sites (site, epoch, primary_host, state, replica_storage, updated_at)
+      `INSERT INTO sites (site, epoch, primary_host, state, replica_storage, updated_at)
       VALUES (@site, @epoch, @primaryHost, @state, @replicaStorage, @now)
       ON CONFLICT(site) DO UPDATE SET epoch = @epoch, primary_host = @primaryHost, state = @state,
         replica_storage = @replicaStorage, updated_at = @now`,
-      )
-      .run({ ...s, now: Date.now() });
+    ).run({ ...s, now: Date.now() });
   }
 
   setSiteState(site: string, state: SiteState): void {
@@ -160,8 +159,12 @@ export class StateStore {
   startRunbook(site: string, kind: string, data: Record<string, unknown>): RunbookRecord {
     this.rev++;
     const now = Date.now();
-    const info = this.q(`INSERT INTO runbooks (site, kind, status, started_at, data) VALUES (?, ?, 'running', ?, ?)`)
-      .run(site, kind, now, JSON.stringify(data));
+    const info = this.q(`INSERT INTO runbooks (site, kind, status, started_at, data) VALUES (?, ?, 'running', ?, ?)`).run(
+      site,
+      kind,
+      now,
+      JSON.stringify(data),
+    );
     return { id: Number(info.lastInsertRowid), site, kind, status: 'running', startedAt: now, finishedAt: null, data };
   }
 
@@ -180,16 +183,13 @@ export class StateStore {
   }
 
   listRunbooks(site?: string): RunbookRecord[] {
-    const rows = site
-      ? this.q('SELECT * FROM runbooks WHERE site = ? ORDER BY id').all(site)
-      : this.q('SELECT * FROM runbooks ORDER BY id').all();
+    const rows = site ? this.q('SELECT * FROM runbooks WHERE site = ? ORDER BY id').all(site) : this.q('SELECT * FROM runbooks ORDER BY id').all();
     return (rows as Record<string, unknown>[]).map(rowToRunbook);
   }
 
   journal(runbookId: number, step: string, phase: JournalEntry['phase'], data: Record<string, unknown> = {}): void {
     const at = Date.now();
-    const info = this.q('INSERT INTO journal (runbook_id, step, phase, at, data) VALUES (?, ?, ?, ?, ?)')
-      .run(runbookId, step, phase, at, JSON.stringify(data));
+    const info = this.q('INSERT INTO journal (runbook_id, step, phase, at, data) VALUES (?, ?, ?, ?, ?)').run(runbookId, step, phase, at, JSON.stringify(data));
     if (this.journalListeners.size === 0) return;
     const rb = this.q('SELECT site, kind FROM runbooks WHERE id = ?').get(runbookId) as { site: string; kind: string } | undefined;
     const entry: JournalEntry = { id: Number(info.lastInsertRowid), runbookId, step, phase, at, data };
@@ -216,23 +216,32 @@ export class StateStore {
   // ------------------------------------------------------------------ events
   addEvent(e: Omit<EventRecord, 'id' | 'at'> & { at?: number }): EventRecord {
     const at = e.at ?? Date.now();
-    const info = this.q('INSERT INTO events (at, site, host, kind, message, data) VALUES (?, ?, ?, ?, ?, ?)')
-      .run(at, e.site, e.host, e.kind, e.message, JSON.stringify(e.data));
+    const info = this.q('INSERT INTO events (at, site, host, kind, message, data) VALUES (?, ?, ?, ?, ?, ?)').run(
+      at,
+      e.site,
+      e.host,
+      e.kind,
+      e.message,
+      JSON.stringify(e.data),
+    );
     const rec: EventRecord = { id: Number(info.lastInsertRowid), at, site: e.site, host: e.host, kind: e.kind, message: e.message, data: e.data };
     for (const l of this.eventListeners) l(rec);
     return rec;
   }
 
   listEvents(opts: { afterId?: number; site?: string; limit?: number } = {}): EventRecord[] {
-    const rows = this.q(`SELECT * FROM events WHERE id > ? AND (? IS NULL OR site = ?) ORDER BY id LIMIT ?`)
-      .all(opts.afterId ?? 0, opts.site ?? null, opts.site ?? null, opts.limit ?? 1000) as Record<string, unknown>[];
+    const rows = this.q(`SELECT * FROM events WHERE id > ? AND (? IS NULL OR site = ?) ORDER BY id LIMIT ?`).all(
+      opts.afterId ?? 0,
+      opts.site ?? null,
+      opts.site ?? null,
+      opts.limit ?? 1000,
+    ) as Record<string, unknown>[];
     return rows.map(rowToEvent);
   }
 
   /** The newest event of `kind` for `site`, or undefined. */
   latestEvent(kind: string, site: string): EventRecord | undefined {
-    const r = this.q('SELECT * FROM events WHERE kind = ? AND site = ? ORDER BY id DESC LIMIT 1').get(kind, site) as
-      Record<string, unknown> | undefined;
+    const r = this.q('SELECT * FROM events WHERE kind = ? AND site = ? ORDER BY id DESC LIMIT 1').get(kind, site) as Record<string, unknown> | undefined;
     return r ? rowToEvent(r) : undefined;
   }
 
@@ -262,10 +271,9 @@ export class StateStore {
 
   putRelay(host: string, power: 'on' | 'off', pgid: number | null, identity: string | null = null): void {
     this.q(
-        `INSERT INTO relays (host, pgid, identity, power, updated_at) VALUES (?, ?, ?, ?, ?)
+      `INSERT INTO relays (host, pgid, identity, power, updated_at) VALUES (?, ?, ?, ?, ?)
       ON CONFLICT(host) DO UPDATE SET pgid = excluded.pgid, identity = excluded.identity, power = excluded.power, updated_at = excluded.updated_at`,
-      )
-      .run(host, pgid, identity, power, Date.now());
+    ).run(host, pgid, identity, power, Date.now());
   }
 
   // ------------------------------------------------------------------ notification queue
@@ -288,21 +296,19 @@ export class StateStore {
     this.db.transaction(() => {
       for (const id of eventIds) insert.run(target, id, now, now);
       this.q(
-          `INSERT INTO notify_cursor (target, last_event_id) VALUES (?, ?)
+        `INSERT INTO notify_cursor (target, last_event_id) VALUES (?, ?)
         ON CONFLICT(target) DO UPDATE SET last_event_id = excluded.last_event_id`,
-        )
-        .run(target, cursor);
+      ).run(target, cursor);
     })();
   }
 
   /** The oldest pending notification of `target` with its event, or undefined. */
   nextNotification(target: string): { row: NotificationRow; event: EventRecord } | undefined {
     const r = this.q(
-        `SELECT q.*, e.at AS e_at, e.site AS e_site, e.host AS e_host, e.kind AS e_kind, e.message AS e_message, e.data AS e_data
+      `SELECT q.*, e.at AS e_at, e.site AS e_site, e.host AS e_host, e.kind AS e_kind, e.message AS e_message, e.data AS e_data
       FROM notify_queue q JOIN events e ON e.id = q.event_id
       WHERE q.target = ? AND q.state = 'pending' ORDER BY q.id LIMIT 1`,
-      )
-      .get(target) as Record<string, unknown> | undefined;
+    ).get(target) as Record<string, unknown> | undefined;
     if (!r) return undefined;
     return {
       row: rowToNotification(r),
@@ -313,11 +319,14 @@ export class StateStore {
   /** Records one delivery attempt: delivered, or failed (to be tried again at `nextAt`, or given up). */
   notificationAttempt(id: number, outcome: { delivered: true } | { delivered: false; nextAt: number; error: string; giveUp: boolean }): void {
     if (outcome.delivered) {
-      this.q(`UPDATE notify_queue SET state = 'delivered', attempts = attempts + 1, delivered_at = ?, last_error = NULL WHERE id = ?`)
-        .run(Date.now(), id);
+      this.q(`UPDATE notify_queue SET state = 'delivered', attempts = attempts + 1, delivered_at = ?, last_error = NULL WHERE id = ?`).run(Date.now(), id);
     } else {
-      this.q(`UPDATE notify_queue SET state = ?, attempts = attempts + 1, next_at = ?, last_error = ? WHERE id = ?`)
-        .run(outcome.giveUp ? 'given-up' : 'pending', outcome.nextAt, outcome.error, id);
+      this.q(`UPDATE notify_queue SET state = ?, attempts = attempts + 1, next_at = ?, last_error = ? WHERE id = ?`).run(
+        outcome.giveUp ? 'given-up' : 'pending',
+        outcome.nextAt,
+        outcome.error,
+        id,
+      );
     }
   }
 
@@ -325,11 +334,10 @@ export class StateStore {
   notificationCounts(): { target: string; pending: number; delivered: number; givenUp: number }[] {
     return (
       this.q(
-          `SELECT target,
+        `SELECT target,
         SUM(state = 'pending') AS pending, SUM(state = 'delivered') AS delivered, SUM(state = 'given-up') AS given_up
       FROM notify_queue GROUP BY target ORDER BY target`,
-        )
-        .all() as Record<string, number | string>[]
+      ).all() as Record<string, number | string>[]
     ).map((r) => ({ target: r.target as string, pending: Number(r.pending), delivered: Number(r.delivered), givenUp: Number(r.given_up) }));
   }
 
