@@ -336,19 +336,31 @@ async function waitHealthz(url: string, timeoutMs: number, name: string, abort?:
   throw new UnderstudyError('US_TIMEOUT', `${name} did not answer on ${url} within ${timeoutMs} ms`);
 }
 
+/**
+ * Waits until every site serves. The controller starts sites one after another, so
+ * the bound is on progress, not on the whole start: it gives up once `timeoutMs`
+ * pass with no more site serving (a thousand sites take longer than one).
+ */
 async function waitSitesServing(config: UnderstudyConfig, url: string, timeoutMs: number, abort?: AbortSignal): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  let last = '';
+  let deadline = Date.now() + timeoutMs;
+  let last: string[] = [];
+  let fewest = Infinity;
   while (Date.now() < deadline && !abort?.aborted) {
     try {
-      const st = await callJson<StatusView>(`${url}/v1/status`, { timeoutMs: 1000 });
-      const waiting = Object.keys(config.sites).filter((s) => !['serving', 'degraded'].includes(st.sites.find((x) => x.name === s)?.state ?? ''));
+      const st = await callJson<StatusView>(`${url}/v1/status`, { timeoutMs: 5000 });
+      const state = new Map(st.sites.map((x) => [x.name, x.state]));
+      const waiting = Object.keys(config.sites).filter((s) => !['serving', 'degraded'].includes(state.get(s) ?? ''));
       if (waiting.length === 0) return;
-      last = waiting.join(', ');
+      if (waiting.length < fewest) {
+        fewest = waiting.length;
+        deadline = Date.now() + timeoutMs;
+      }
+      last = waiting;
     } catch {
       // not answering yet
     }
     await new Promise((r) => setTimeout(r, 200));
   }
-  throw new UnderstudyError('US_TIMEOUT', `sites not serving after ${timeoutMs} ms: ${last}; see ${config.controller.stateDir}/logs/`);
+  const named = last.length > 20 ? `${last.slice(0, 20).join(', ')} and ${last.length - 20} more` : last.join(', ');
+  throw new UnderstudyError('US_TIMEOUT', `no more sites serving for ${timeoutMs} ms; still not serving: ${named}; see ${config.controller.stateDir}/logs/`);
 }

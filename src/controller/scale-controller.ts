@@ -475,10 +475,9 @@ export class ScaleController {
     const lent = this.readers.hostsInUse();
     /** Each host's power is asked once a call, however many sites name it. */
     const checked = new Set<string>();
-    for (const site of this.sites.keys()) {
-      const rec = this.deps.store.getSite(site);
-      const cfg = this.deps.config.sites[site]!;
-      if (!rec) continue;
+    for (const rec of this.deps.store.listSites()) {
+      const cfg = this.deps.config.sites[rec.site];
+      if (!cfg || !this.sites.has(rec.site)) continue;
       for (const h of cfg.standby) {
         if (h === rec.primaryHost || lent.has(h) || checked.has(h)) continue;
         checked.add(h);

@@ -54,6 +54,8 @@ export class LocalListeners implements ListenerLookup {
   private readonly owners = new Map<number, number | null>();
   /** The machine's listening sockets by port, as last read, and when (performance.now()). */
   private table: { at: number; byPort: Map<number, TableEntry[]> } | null = null;
+  /** Socket inode → the process that held it, for every socket of the last scan of /proc. */
+  private holders: { at: number; byInode: Map<number, number> } | null = null;
 
   /**
    * @param groups every host and the process group of its agent (null when off).
@@ -64,6 +66,20 @@ export class LocalListeners implements ListenerLookup {
     private readonly groups: () => { host: string; group: number | null }[],
     private readonly tableTtlMs = 200,
   ) {}
+
+  /**
+   * The process holding the socket, or null when none can be read (another user's, or
+   * gone). Finding it means reading every file descriptor of every process, so one scan
+   * indexes every socket it sees: the sockets of many sites that start together are
+   * found by one scan, not one each. A socket the index does not know (newer than the
+   * scan) has the machine scanned again, at most once per `tableTtlMs`.
+   */
+  private findHolder(inode: number): number | null {
+    const now = performance.now();
+    const fresh = this.holders !== null && now - this.holders.at <= this.tableTtlMs;
+    if (!fresh && !this.holders?.byInode.has(inode)) this.holders = { at: now, byInode: socketHolders() };
+    return this.holders?.byInode.get(inode) ?? null;
+  }
 
   whoListens(address: string, port: number): ListenerOwner {
     if (!HAS_PROC) return { kind: 'unknown', why: 'no /proc to read listening sockets from' };
@@ -81,8 +97,8 @@ export class LocalListeners implements ListenerLookup {
     const live = new Set(sockets.map((x) => x.inode));
     for (const inode of this.owners.keys()) if (!live.has(inode)) this.owners.delete(inode);
     let pid = this.owners.get(s.inode);
-    if (pid === undefined || (pid !== null && !holds(pid, s.inode))) {
-      pid = findHolder(s.inode);
+    if (pid === undefined || pid === null || !holds(pid, s.inode)) {
+      pid = this.findHolder(s.inode);
       this.owners.set(s.inode, pid);
     }
     if (pid !== null) {
@@ -168,6 +184,31 @@ function pids(): number[] {
     .filter((n) => Number.isInteger(n) && n > 0);
 }
 
+/** Every socket of every process this user may read: inode → pid (the first holder found). */
+function socketHolders(): Map<number, number> {
+  const out = new Map<number, number>();
+  for (const pid of pids()) {
+    let fds: string[];
+    try {
+      fds = fs.readdirSync(`/proc/${pid}/fd`);
+    } catch {
+      continue; // another user's, or gone
+    }
+    for (const fd of fds) {
+      let link: string;
+      try {
+        link = fs.readlinkSync(`/proc/${pid}/fd/${fd}`);
+      } catch {
+        continue; // closed meanwhile
+      }
+      if (!link.startsWith('socket:[')) continue;
+      const inode = Number(link.slice(8, -1));
+      if (!out.has(inode)) out.set(inode, pid);
+    }
+  }
+  return out;
+}
+
 function holds(pid: number, inode: number): boolean {
   const want = `socket:[${inode}]`;
   let fds: string[];
@@ -184,12 +225,6 @@ function holds(pid: number, inode: number): boolean {
     }
   }
   return false;
-}
-
-/** The process holding the socket, or null when none can be read (another user's, or gone). */
-function findHolder(inode: number): number | null {
-  for (const pid of pids()) if (holds(pid, inode)) return pid;
-  return null;
 }
 
 function processGroup(pid: number): number | null {

@@ -103,6 +103,10 @@ export class StateStore {
         state TEXT NOT NULL, attempts INTEGER NOT NULL, next_at INTEGER NOT NULL, created_at INTEGER NOT NULL,
         delivered_at INTEGER, last_error TEXT, UNIQUE (target, event_id));
       CREATE INDEX IF NOT EXISTS notify_queue_due ON notify_queue (target, state, id);
+      -- Asked per site on every status call (a site's last failover), per runbook, and for the running runbooks.
+      CREATE INDEX IF NOT EXISTS events_by_kind_site ON events (kind, site, id);
+      CREATE INDEX IF NOT EXISTS journal_by_runbook ON journal (runbook_id, id);
+      CREATE INDEX IF NOT EXISTS runbooks_by_status ON runbooks (status, id);
     `);
     // Added later: a state dir written by an older version gets the column, empty.
     const relayColumns = (this.db.prepare('PRAGMA table_info(relays)').all() as { name: string }[]).map((c) => c.name);
