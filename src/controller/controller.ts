@@ -18,6 +18,7 @@ import { RestoreRunbook, type RestoreData } from './restore-runbook.ts';
 import type { RunbookRecord } from '../state/state-store.ts';
 import { appEndpoint, probeUrl, renderedTransform, routeFor, startRequest } from './site-facts.ts';
 import { keepProtected, placementFacts, replicaStorageFor } from './reprotection.ts';
+import { loopBudget } from '../shared/loop-budget.ts';
 import { nextTakeover, type PlacementFacts } from './placement.ts';
 import { waitSiteStarted } from './app-start-watch.ts';
 import { buildStatus, unprotectedDatabases, type StatusView } from './status-view.ts';
@@ -342,12 +343,14 @@ export class Controller {
         routes = null;
       }
       const routeOf = new Map((routes ?? []).map((r) => [r.site, r]));
+      const spent = loopBudget();
       for (const site of Object.keys(this.config.sites)) {
         try {
           await this.reconcileSite(site, routes === null ? null : routeOf);
         } catch (e) {
           this.log.warn({ site, err: (e as Error).message }, 'reconcile failed; will retry');
         }
+        await spent();
       }
       this.poolWatch.check();
     } finally {

@@ -3,6 +3,7 @@ import type { StateStore } from '../state/state-store.ts';
 import { appEndpoint, siteProbe } from './site-facts.ts';
 import type { ListenerLookup, ListenerOwner } from '../hosts/local-listeners.ts';
 import { background } from '../shared/background.ts';
+import { loopBudget } from '../shared/loop-budget.ts';
 
 const EVERY_MS = 1000;
 /**
@@ -72,7 +73,9 @@ export class StaleAppWatch {
       const sites = this.store.listSites();
       let probes = 0;
       let looked = 0;
+      const spent = loopBudget();
       for (; looked < sites.length && probes < MAX_PROBES_PER_PASS; looked++) {
+        await spent();
         const rec = sites[(this.cursor + looked) % sites.length]!;
         const cfg = this.config.sites[rec.site];
         if (!cfg || rec.state !== 'serving') continue;

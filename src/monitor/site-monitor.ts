@@ -1,5 +1,6 @@
 import type { ProbeConfig } from '../config/types.ts';
 import { processWatch, type ProcessWatch } from './process-watch.ts';
+import { loopStalls, type StallClock } from './loop-stall.ts';
 import type { ProbeResult } from './http-probe.ts';
 import { createProbe, type AppProbe } from './app-probe.ts';
 import { background } from '../shared/background.ts';
@@ -27,6 +28,14 @@ export interface MonitorTarget {
 
 /** After a failed probe the next comes sooner, so that `fall` is reached quickly. */
 const RECHECK_MS = 40;
+/**
+ * A timed-out probe during which the controller's own event loop was held up for at
+ * least this share of the timeout proves nothing about the app (loop-stall.ts): it is
+ * not counted, and the app is probed again at once. Only this many in a row are let
+ * go: a controller held up at every probe must still see a hung app.
+ */
+const STALL_SHARE = 0.25;
+const MAX_INCONCLUSIVE_IN_A_ROW = 3;
 
 /**
  * Watches one site's current primary and calls `onFailure` once when it fails,
@@ -49,7 +58,8 @@ export class SiteMonitor {
   healthy = false;
   lastProbe: ProbeResult | null = null;
   /** Probes run and failed since the monitor started (a lost probe that raised nothing still counts). */
-  readonly counts = { probes: 0, failed: 0, lastFailedAt: null as number | null };
+  readonly counts = { probes: 0, failed: 0, lastFailedAt: null as number | null, inconclusive: 0 };
+  private inconclusiveInARow = 0;
 
   /**
    * @param onProbe every probe result, good or bad, before the monitor judges it
@@ -62,8 +72,10 @@ export class SiteMonitor {
     private readonly onFailure: (e: FailureEvidence) => void,
     private readonly onProbe?: (r: ProbeResult) => void,
     private readonly processes: ProcessWatch = processWatch,
+    private readonly stalls: StallClock = loopStalls,
   ) {
     this.probe = createProbe(target.url, cfg);
+    stalls.start();
   }
 
   start(): void {
@@ -99,6 +111,17 @@ export class SiteMonitor {
     const r = await this.probe.run();
     this.probing = false;
     if (this.stopped || this.fired) return;
+    if (!r.ok && r.error === 'timeout' && this.inconclusiveInARow < MAX_INCONCLUSIVE_IN_A_ROW) {
+      const stalled = this.stalls.stalledDuring(r.at, r.at + r.latencyMs);
+      if (stalled >= this.cfg.timeoutMs * STALL_SHARE) {
+        // The controller, not the app, was slow: this probe says nothing. Asked again at once.
+        this.inconclusiveInARow++;
+        this.counts.inconclusive++;
+        this.scheduleProbe(0);
+        return;
+      }
+    }
+    this.inconclusiveInARow = 0;
     this.lastProbe = r;
     this.counts.probes++;
     if (!r.ok) {

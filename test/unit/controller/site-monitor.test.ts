@@ -108,3 +108,44 @@ test('every probe result goes to onProbe before it is judged, and is counted', a
   assert.equal(m.counts.failed, seen.filter((x) => !x.ok).length);
   assert.ok(m.counts.failed >= 1 && m.counts.lastFailedAt !== null);
 });
+
+test("probe timeouts while the controller's own event loop was held up are not the app's: no failure; with the stall not known, the same fault raises one", async (t) => {
+  const { LoopStallClock } = await import('../../../src/monitor/loop-stall.ts');
+  let block = 0;
+  // The probe reaches the app, and then this process (the controller) is held up for 500 ms
+  // before it reads the answer: the answer waits in the socket, the 200 ms timeout fires first.
+  const s = await server((_req, res) => {
+    if (block > 0) {
+      block--;
+      const until = Date.now() + 500;
+      while (Date.now() < until) {
+        /* held up */
+      }
+    }
+    res.end(JSON.stringify({ ok: true }));
+  });
+  t.after(() => s.close());
+  const run = async (clock: { start(): void; stop(): void; stalledDuring(from: number, to: number): number }) => {
+    const failures: FailureEvidence[] = [];
+    const m = new SiteMonitor({ site: 'shop', host: 'h1', url: s.url, pid: null }, probe, (e) => failures.push(e), undefined, undefined, clock);
+    m.start();
+    await new Promise((r) => setTimeout(r, 300));
+    assert.equal(m.healthy, true);
+    block = 2;
+    await new Promise((r) => setTimeout(r, 1800));
+    m.stop();
+    clock.stop();
+    return { failures, m };
+  };
+  const aware = await run(new LoopStallClock());
+  assert.equal(block, 0, 'the fault ran: two probes held up');
+  assert.equal(aware.failures.length, 0, 'no failure from timeouts the controller caused');
+  assert.equal(aware.m.counts.inconclusive, 2, 'both timed-out probes were let go');
+  assert.equal(aware.m.healthy, true);
+
+  // The same fault, with a clock that knows of no stall: the timeouts count, as they did before.
+  const blind = await run({ start: () => undefined, stop: () => undefined, stalledDuring: () => 0 });
+  assert.equal(block, 0, 'the fault ran again');
+  assert.equal(blind.failures.length, 1, 'two timeouts in a row: one failure');
+  assert.equal(blind.m.counts.inconclusive, 0);
+});
