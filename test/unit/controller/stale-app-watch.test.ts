@@ -4,7 +4,7 @@ import http from 'node:http';
 import os from 'node:os';
 import path from 'node:path';
 import type { AddressInfo } from 'node:net';
-import { test } from 'node:test';
+import { test, type TestContext } from 'node:test';
 import type { UnderstudyConfig } from '../../../src/config/types.ts';
 import type { ListenerOwner } from '../../../src/hosts/local-listeners.ts';
 import { StaleAppWatch } from '../../../src/controller/stale-app-watch.ts';
@@ -16,27 +16,9 @@ import { StateStore } from '../../../src/state/state-store.ts';
  * here, and only the owner the lookup names changes.
  */
 test("stale-primary: not for the primary's own process or a reader's; yes for a process outside or another host; one all-addresses warning", async (t) => {
-  const server = http.createServer((_q, r) => {
+  const { server, port, store } = await fixture(t, (_q, r) => {
     r.writeHead(200, { 'content-type': 'application/json' });
     r.end('{"ok":true}');
-  });
-  await new Promise<void>((r) => server.listen(0, '127.0.0.2', r));
-  t.after(() => server.close());
-  const port = (server.address() as AddressInfo).port;
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'us-stale-unit-'));
-  const store = new StateStore(dir);
-  t.after(() => {
-    store.close();
-    fs.rmSync(dir, { recursive: true, force: true });
-  });
-  const host = (name: string, address: string) => ({
-    name,
-    address,
-    storage: 'a',
-    power: 'local',
-    profile: { cpus: 1, memoryMb: 512 },
-    agentPort: 7001,
-    boot: true,
   });
   const config = {
     hosts: { h1: host('h1', '127.0.0.1'), h2: host('h2', '127.0.0.2') },
@@ -84,27 +66,9 @@ test("stale-primary: not for the primary's own process or a reader's; yes for a 
 
 test('with many sites a pass probes at most 100 hosts, goes on where the last stopped, and judges each primary listener once per epoch', async (t) => {
   let requests = 0;
-  const server = http.createServer((_q, r) => {
+  const { port, store } = await fixture(t, (_q, r) => {
     requests++;
     r.end('{"ok":true}');
-  });
-  await new Promise<void>((r) => server.listen(0, '127.0.0.2', r));
-  t.after(() => server.close());
-  const port = (server.address() as AddressInfo).port;
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'us-stale-unit-'));
-  const store = new StateStore(dir);
-  t.after(() => {
-    store.close();
-    fs.rmSync(dir, { recursive: true, force: true });
-  });
-  const host = (name: string, address: string) => ({
-    name,
-    address,
-    storage: 'a',
-    power: 'local',
-    profile: { cpus: 1, memoryMb: 512 },
-    agentPort: 7001,
-    boot: true,
   });
   const sites: Record<string, unknown> = {};
   for (let i = 0; i < 250; i++) {
@@ -135,3 +99,21 @@ test('with many sites a pass probes at most 100 hosts, goes on where the last st
   assert.equal(asked.get('127.0.0.1'), 251, 'a new epoch is judged again, once');
   assert.deepEqual(store.listEvents(), [], 'no event');
 });
+
+/** An HTTP server on the standby's address (127.0.0.2) and a state store, both removed after the test. */
+async function fixture(t: TestContext, handler: http.RequestListener): Promise<{ server: http.Server; port: number; store: StateStore }> {
+  const server = http.createServer(handler);
+  await new Promise<void>((r) => server.listen(0, '127.0.0.2', r));
+  t.after(() => server.close());
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'us-stale-unit-'));
+  const store = new StateStore(dir);
+  t.after(() => {
+    store.close();
+    fs.rmSync(dir, { recursive: true, force: true });
+  });
+  return { server, port: (server.address() as AddressInfo).port, store };
+}
+
+function host(name: string, address: string) {
+  return { name, address, storage: 'a', power: 'local', profile: { cpus: 1, memoryMb: 512 }, agentPort: 7001, boot: true };
+}
