@@ -9,7 +9,8 @@
  * its row is left out and says so, without wrk the load comes from undici in Node.
  * The upstream (a node:http app answering a small JSON body with X-Served-By), HAProxy
  * and the director (the compiled build, dist/) each run in their own process, as in
- * production. Bounded: a 1 s warm-up and `--seconds` of measurement per target.
+ * production. A fourth row, the bare Node proxy (node:http + an undici Pool and nothing
+ * else), is the floor any proxy written on them has on this machine. Bounded: a 1 s warm-up and `--seconds` of measurement per target.
  */
 import { execFileSync, fork, spawn, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
@@ -34,6 +35,34 @@ if (role === '--upstream') {
     res.end(body);
   });
   server.listen(0, '127.0.0.1', () => process.send!({ port: (server.address() as AddressInfo).port }));
+} else if (role === '--bare') {
+  // The floor of a Node proxy: node:http in front, an undici Pool behind, nothing else
+  // (no hold, retry, sync barrier, header rewriting or statistics). The director cannot be
+  // faster than this; the row says how much of the gap to HAProxy is Node's own.
+  const { Pool } = await import('undici');
+  const pool = new Pool(`http://${process.argv[3]!}`, { connections: 256, pipelining: 1 });
+  const server = http.createServer((req, res) => {
+    pool.dispatch(
+      { path: req.url ?? '/', method: 'GET', headers: req.rawHeaders },
+      {
+        onRequestStart() {},
+        onResponseStart(_c, status, headers) {
+          res.writeHead(status, headers);
+        },
+        onResponseData(_c, chunk) {
+          res.write(chunk);
+        },
+        onResponseEnd() {
+          res.end();
+        },
+        onResponseError(_c, err) {
+          res.destroy(err);
+        },
+      },
+    );
+  });
+  server.keepAliveTimeout = 30_000;
+  server.listen(0, '127.0.0.1', () => process.send!({ front: `http://127.0.0.1:${(server.address() as AddressInfo).port}` }));
 } else if (role === '--director') {
   const upstream = process.argv[3]!;
   // The compiled build, as `understudy director` runs it (npm run bench:director builds it first).
@@ -83,10 +112,13 @@ if (role === '--upstream') {
     const up = await start<{ port: number }>(children, ['--upstream']);
     const upstream = `127.0.0.1:${up.port}`;
     const dir = await start<{ front: string }>(children, ['--director', upstream]);
+    const bare = await start<{ front: string }>(children, ['--bare', upstream]);
     const haproxy = has('haproxy') ? await startHaproxy(children, tmp, upstream) : null;
     const measure = (url: string) => (useWrk ? wrk(url, seconds, concurrency) : load(url, seconds, concurrency));
     const rows = [{ target: 'direct to upstream', ...(await measure(`http://${upstream}`)) }];
     if (haproxy) rows.push({ target: 'HAProxy, nbthread 1', ...(await measure(haproxy)) });
+    const floor = { target: 'bare Node proxy', ...(await measure(bare.front)) };
+    rows.push(floor);
     rows.push({ target: 'built-in director', ...(await measure(dir.front)) });
     const ha = rows.find((r) => r.target.startsWith('HAProxy'));
     const own = rows.at(-1)!;
@@ -102,7 +134,9 @@ if (role === '--upstream') {
     }
     if (ha) {
       console.log(`director / HAProxy: requests/s ${(own.rps / ha.rps).toFixed(2)} × (target ≥ 0.70), p99 ${(own.p99 / ha.p99).toFixed(2)} × (target ≤ 1.50)`);
+      console.log(`bare Node proxy / HAProxy: requests/s ${(floor.rps / ha.rps).toFixed(2)} ×, p99 ${(floor.p99 / ha.p99).toFixed(2)} ×`);
     } else console.log('HAProxy is not installed (apt-get install haproxy): no comparison');
+    console.log(`director / bare Node proxy: requests/s ${(own.rps / floor.rps).toFixed(2)} ×, p99 ${(own.p99 / floor.p99).toFixed(2)} ×`);
   } finally {
     for (const c of children) c.kill(process.env.BENCH_PROF ? 'SIGINT' : 'SIGKILL');
     fs.rmSync(tmp, { recursive: true, force: true });

@@ -659,8 +659,7 @@ export class Controller {
    * of the number of sites. Trust and storage health are asked live through the facts.
    */
   private placementNow(): PlacementFacts {
-    const readers = this.scale.allReaders();
-    const key = `${this.store.revision}|${readers.map((r) => `${r.site}@${r.host}`).join(',')}`;
+    const key = `${this.store.revision}|${this.scale.readers.revision}`;
     if (this.placement?.key === key) return this.placement.facts;
     const facts = placementFacts({ ...this.deps, storageUp: (s) => this.storage.up(s) });
     this.placement = { key, facts };

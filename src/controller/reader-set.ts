@@ -50,6 +50,13 @@ export class ReaderSet {
     }
   }
 
+  private rev = 0;
+
+  /** Grows at every change: what was computed from the readers stays good while it is the same. */
+  get revision(): number {
+    return this.rev;
+  }
+
   of(site: string): ReaderRecord[] {
     return [...(this.data[site] ?? [])];
   }
@@ -64,6 +71,7 @@ export class ReaderSet {
   }
 
   put(site: string, rec: ReaderRecord): Promise<void> {
+    this.rev++;
     const list = (this.data[site] ?? []).filter((r) => r.host !== rec.host);
     list.push(rec);
     this.data[site] = list;
@@ -71,6 +79,7 @@ export class ReaderSet {
   }
 
   remove(site: string, host: string): Promise<void> {
+    this.rev++;
     this.data[site] = (this.data[site] ?? []).filter((r) => r.host !== host);
     return this.save();
   }

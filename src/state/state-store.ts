@@ -73,6 +73,9 @@ export class StateStore {
   /** Prepared statements by SQL text: compiling one costs more than running it. */
   private readonly statements = new Map<string, Database.Statement>();
   private rev = 0;
+  private siteCache: Map<string, SiteRecord> | null = null;
+  /** The cached records in site order, until the next change. */
+  private siteList: SiteRecord[] | null = null;
   private readonly eventListeners = new Set<(e: EventRecord) => void>();
   private readonly journalListeners = new Set<(j: JournalEntry, rb: { site: string; kind: string }) => void>();
 
@@ -135,28 +138,58 @@ export class StateStore {
   }
 
   // ------------------------------------------------------------------ sites
+  /**
+   * The site records, read from the database once and then kept: this store is their
+   * only writer (putSite, setSiteState), and they are read per site many times a
+   * second (detectors, reconcile, status). Callers get copies.
+   */
+  private sites(): Map<string, SiteRecord> {
+    if (this.siteCache === null) {
+      const rows = this.q('SELECT * FROM sites ORDER BY site').all() as Record<string, unknown>[];
+      this.siteCache = new Map(rows.map((r) => [r.site as string, rowToSite(r)]));
+    }
+    return this.siteCache;
+  }
+
   getSite(site: string): SiteRecord | undefined {
-    const r = this.q('SELECT * FROM sites WHERE site = ?').get(site) as Record<string, unknown> | undefined;
-    return r ? rowToSite(r) : undefined;
+    const r = this.sites().get(site);
+    return r ? { ...r } : undefined;
   }
 
   listSites(): SiteRecord[] {
-    return (this.q('SELECT * FROM sites ORDER BY site').all() as Record<string, unknown>[]).map(rowToSite);
+    this.siteList ??= [...this.sites().values()].sort((a, b) => (a.site < b.site ? -1 : a.site > b.site ? 1 : 0));
+    return this.siteList.map((r) => ({ ...r }));
   }
 
   putSite(s: Omit<SiteRecord, 'updatedAt'>): void {
     this.rev++;
+    const rec: SiteRecord = {
+      site: s.site,
+      epoch: s.epoch,
+      primaryHost: s.primaryHost,
+      state: s.state,
+      replicaStorage: s.replicaStorage ?? null,
+      updatedAt: Date.now(),
+    };
+    const sites = this.sites();
     this.q(
       `INSERT INTO sites (site, epoch, primary_host, state, replica_storage, updated_at)
-      VALUES (@site, @epoch, @primaryHost, @state, @replicaStorage, @now)
+      VALUES (@site, @epoch, @primaryHost, @state, @replicaStorage, @updatedAt)
       ON CONFLICT(site) DO UPDATE SET epoch = @epoch, primary_host = @primaryHost, state = @state,
-        replica_storage = @replicaStorage, updated_at = @now`,
-    ).run({ ...s, now: Date.now() });
+        replica_storage = @replicaStorage, updated_at = @updatedAt`,
+    ).run(rec);
+    sites.set(rec.site, rec);
+    this.siteList = null;
   }
 
   setSiteState(site: string, state: SiteState): void {
     this.rev++;
-    this.q('UPDATE sites SET state = ?, updated_at = ? WHERE site = ?').run(state, Date.now(), site);
+    const now = Date.now();
+    const sites = this.sites();
+    this.q('UPDATE sites SET state = ?, updated_at = ? WHERE site = ?').run(state, now, site);
+    const r = sites.get(site);
+    if (r) sites.set(site, { ...r, state, updatedAt: now });
+    this.siteList = null;
   }
 
   // ------------------------------------------------------------------ runbooks and journal

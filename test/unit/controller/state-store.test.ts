@@ -29,3 +29,39 @@ test('runbooks, their journal and events survive a reopen (what a restarted cont
   assert.equal(b.runningRunbooks().length, 0);
   b.close();
 });
+
+test('site records kept in memory are what the database holds: after puts, state changes and a reopen; callers get copies', () => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'us-state-cache-'));
+  try {
+    const a = new StateStore(dir);
+    a.putSite({ site: 'b', epoch: 1, primaryHost: 'h1', state: 'starting', replicaStorage: 'array-b' });
+    a.putSite({ site: 'a', epoch: 1, primaryHost: 'h2', state: 'serving', replicaStorage: null });
+    const rev = a.revision;
+    a.setSiteState('b', 'serving');
+    a.putSite({ site: 'a', epoch: 2, primaryHost: 'h3', state: 'failing-over', replicaStorage: 'array-a' });
+    assert.ok(a.revision > rev, 'every change moves the revision');
+    const seen = a.listSites();
+    assert.deepEqual(
+      seen.map((s) => [s.site, s.epoch, s.primaryHost, s.state, s.replicaStorage]),
+      [
+        ['a', 2, 'h3', 'failing-over', 'array-a'],
+        ['b', 1, 'h1', 'serving', 'array-b'],
+      ],
+      'in site order, as last written',
+    );
+    seen[0]!.state = 'down';
+    a.getSite('b')!.epoch = 99;
+    assert.equal(a.getSite('a')!.state, 'failing-over', 'a caller changing its copy changes nothing');
+    assert.equal(a.getSite('b')!.epoch, 1);
+    a.close();
+    const b = new StateStore(dir);
+    assert.deepEqual(
+      b.listSites(),
+      seen.map((s, i) => (i === 0 ? { ...s, state: 'failing-over' } : s)),
+      'a store opened afresh reads the same records',
+    );
+    b.close();
+  } finally {
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+});
