@@ -232,7 +232,7 @@ export class StorageProcessor {
     return v.shipper.position();
   }
 
-  /** Resolves once the replica holds everything committed before the call; US_TIMEOUT after timeoutMs. */
+  /** Resolves once the replica holds everything committed before the call, plain files as of the call included; US_TIMEOUT after timeoutMs. */
   async catchUp(site: string, timeoutMs: number): Promise<void> {
     const v = this.mustVolume(site);
     const shipper = v.shipper;
@@ -244,7 +244,11 @@ export class StorageProcessor {
     let timer: NodeJS.Timeout | undefined;
     try {
       await Promise.race([
-        shipper.catchUp(),
+        // Plain files too: an app that writes a file and then a database row naming it
+        // (an upload, then its record) must not leave the replica with the row and not
+        // the file. The sync barrier covers databases only; this one, a switchover's and
+        // a failover drain's, is asked once, so one file scan is worth its cost.
+        Promise.all([shipper.catchUp(), shipper.filesCaughtUp()]),
         new Promise<never>((_, reject) => {
           timer = setTimeout(
             () =>

@@ -69,8 +69,9 @@ export function registerVolumeRoutes(r: JsonRouter, sp: VolumeApi): void {
     const b = parseBody(transformSchema, q.body);
     return sp.transform(q.params.site!, b.epoch, b.rules);
   });
-  // Waits until the replica holds everything committed so far (a switchover, a failover's
-  // drain); 504 US_TIMEOUT after timeoutMs. The same barrier as sync mode's, without the degrading.
+  // Waits until the replica holds everything committed so far and every plain file as of the
+  // call (a switchover, a failover's drain); 504 US_TIMEOUT after timeoutMs. Sync mode's barrier
+  // for the databases, without the degrading, plus one file scan.
   r.on('POST', '/v1/volumes/:site/confirm', async (q) => {
     const b = parseBody(confirmSchema, q.body);
     await sp.catchUp(q.params.site!, b?.timeoutMs ?? 5000);
