@@ -3,10 +3,9 @@ import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import path from 'node:path';
 import Database from 'better-sqlite3';
-import { StorageProcessor } from '../../../src/storage/storage-processor.ts';
 import { callJson } from '../../../src/shared/http-client.ts';
 import type { VolumeStatus } from '../../../src/shared/contracts.ts';
-import { freePort, makeConfig, tempDir, testLogger, waitFor } from './helpers.ts';
+import { startStoragePair, waitFor } from './helpers.ts';
 
 /**
  * The barrier a switchover and a failover's drain ask for (POST /v1/volumes/:site/confirm)
@@ -15,23 +14,8 @@ import { freePort, makeConfig, tempDir, testLogger, waitFor } from './helpers.ts
  * scan is slow on purpose here (every 60 s), so only the barrier can have shipped it.
  */
 test('confirm returns once the replica holds the plain files written before the call, not only the databases', async (t) => {
-  const root = tempDir('us-confirm-files-');
-  const [pa, pb] = [await freePort(), await freePort()];
-  const config = makeConfig([
-    { name: 'array-a', path: path.join(root, 'a'), port: pa },
-    { name: 'array-b', path: path.join(root, 'b'), port: pb },
-  ]);
   const tuning = { walPollMs: 5, checkpointFrames: 150, fileScanMs: 60_000, snapshotLockWaitMs: 300 };
-  const a = new StorageProcessor(config, 'array-a', testLogger(), { tuning });
-  const b = new StorageProcessor(config, 'array-b', testLogger(), { tuning });
-  t.after(async () => {
-    await a.stop().catch(() => undefined);
-    await b.stop().catch(() => undefined);
-    fs.rmSync(root, { recursive: true, force: true });
-  });
-  await a.start();
-  await b.start();
-  const urlA = `http://127.0.0.1:${pa}`;
+  const { urlA, urlB, root } = await startStoragePair(t, 'us-confirm-files-', tuning);
   const seed = path.join(root, 'seed');
   fs.mkdirSync(seed, { recursive: true });
   const seedDb = new Database(path.join(seed, 'account.sqlite'));
@@ -39,7 +23,7 @@ test('confirm returns once the replica holds the plain files written before the 
   seedDb.exec('CREATE TABLE files (id TEXT PRIMARY KEY)');
   seedDb.close();
   await callJson<VolumeStatus>(`${urlA}/v1/volumes/up/init`, { body: { epoch: 1, seed } });
-  await callJson(`${urlA}/v1/volumes/up/replicate`, { body: { epoch: 1, to: { name: 'array-b', url: `http://127.0.0.1:${pb}` } } });
+  await callJson(`${urlA}/v1/volumes/up/replicate`, { body: { epoch: 1, to: { name: 'array-b', url: urlB } } });
   await waitFor('streaming', async () => (await callJson<VolumeStatus>(`${urlA}/v1/volumes/up`)).replication?.state === 'streaming', 10_000);
 
   const vol = path.join(root, 'a', 'volumes', 'up');

@@ -3,6 +3,9 @@ import os from 'node:os';
 import path from 'node:path';
 import { pino, type Logger } from 'pino';
 import type { UnderstudyConfig } from '../../../src/config/types.ts';
+import { StorageProcessor } from '../../../src/storage/storage-processor.ts';
+import type { ReplicationTuning } from '../../../src/storage/volume-shipper.ts';
+import { freePort as freePortOf } from '../../support/free-port.ts';
 export { freePort } from '../../support/free-port.ts';
 
 /** Test helpers for the storage processor: configs built by hand, free ports, temp dirs. */
@@ -38,4 +41,31 @@ export async function waitFor(what: string, cond: () => boolean | Promise<boolea
     if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
     await new Promise((r) => setTimeout(r, everyMs));
   }
+}
+
+/**
+ * Two storage processors in this process on real sockets (array-a, array-b, each under
+ * `root`), started; stopped and `root` removed after the test.
+ */
+export async function startStoragePair(
+  t: { after: (fn: () => Promise<void>) => void },
+  prefix: string,
+  tuning: ReplicationTuning,
+): Promise<{ a: StorageProcessor; b: StorageProcessor; urlA: string; urlB: string; root: string }> {
+  const root = tempDir(prefix);
+  const [pa, pb] = [await freePortOf(), await freePortOf()];
+  const config = makeConfig([
+    { name: 'array-a', path: path.join(root, 'a'), port: pa },
+    { name: 'array-b', path: path.join(root, 'b'), port: pb },
+  ]);
+  const a = new StorageProcessor(config, 'array-a', testLogger(), { tuning });
+  const b = new StorageProcessor(config, 'array-b', testLogger(), { tuning });
+  t.after(async () => {
+    await a.stop().catch(() => undefined);
+    await b.stop().catch(() => undefined);
+    fs.rmSync(root, { recursive: true, force: true });
+  });
+  await a.start();
+  await b.start();
+  return { a, b, urlA: `http://127.0.0.1:${pa}`, urlB: `http://127.0.0.1:${pb}`, root };
 }

@@ -5,9 +5,8 @@ import { test } from 'node:test';
 import Database from 'better-sqlite3';
 import type { SyncBarrierResponse, VolumeStatus } from '../../../src/shared/contracts.ts';
 import { callJson } from '../../../src/shared/http-client.ts';
-import { StorageProcessor } from '../../../src/storage/storage-processor.ts';
 import { parseWalHeader } from '../../../src/storage/wal-format.ts';
-import { freePort, makeConfig, tempDir, testLogger, waitFor } from './helpers.ts';
+import { startStoragePair, waitFor } from './helpers.ts';
 
 /**
  * The sync barrier at the storage processor (POST /v1/volumes/:site/sync-barrier):
@@ -17,23 +16,7 @@ import { freePort, makeConfig, tempDir, testLogger, waitFor } from './helpers.ts
  */
 
 async function startPair(t: { after: (fn: () => Promise<void>) => void }, tuning: { walPollMs: number; checkpointFrames: number; fileScanMs: number }) {
-  const root = tempDir('us-sync-barrier-');
-  const [pa, pb] = [await freePort(), await freePort()];
-  const config = makeConfig([
-    { name: 'array-a', path: path.join(root, 'a'), port: pa },
-    { name: 'array-b', path: path.join(root, 'b'), port: pb },
-  ]);
-  const a = new StorageProcessor(config, 'array-a', testLogger(), { tuning });
-  const b = new StorageProcessor(config, 'array-b', testLogger(), { tuning });
-  t.after(async () => {
-    await a.stop().catch(() => undefined);
-    await b.stop().catch(() => undefined);
-    fs.rmSync(root, { recursive: true, force: true });
-  });
-  await a.start();
-  await b.start();
-  const urlA = `http://127.0.0.1:${pa}`;
-  const urlB = `http://127.0.0.1:${pb}`;
+  const { a, b, urlA, urlB, root } = await startStoragePair(t, 'us-sync-barrier-', tuning);
   const seed = path.join(root, 'seed');
   fs.mkdirSync(seed);
   const db = new Database(path.join(seed, 'orders.db'));
