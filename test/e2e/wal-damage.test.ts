@@ -9,7 +9,7 @@ import { missingOrders, startLoad, type AckedOrder } from '../support/load.ts';
 import { inspectWalChain } from '../../src/storage/wal-chain-check.ts';
 import { WAL_HEADER_SIZE, frameOffset, parseWalHeader, scanFrames } from '../../src/storage/wal-format.ts';
 import { readWalIndexHeader } from '../../src/storage/wal-index.ts';
-import { type Status, events, newestPointAfter, waitEvent, waitServing } from '../support/views.ts';
+import { type Status, events, newestPointAfter, waitEvent, waitExplained, waitServing } from '../support/views.ts';
 import { EVERY_SECOND, startWithRestorePoints, waitRestoreEnd } from '../support/restore-points.ts';
 
 /**
@@ -163,7 +163,8 @@ test(
     // Until orders were checkpointed into the primary's orders.db (the shipper does it every
     // 1000 frames) and a restore point holds 150 of them.
     // Checked and damaged in one step, with no wait between: a checkpoint in between would restart a WAL.
-    const [onA, onB] = await waitUntil(
+    const [onA, onB] = await waitExplained(
+      cluster,
       'orders in orders.db and a restore point holding 150 of them',
       async () => {
         const a = load.result.acked[149];
@@ -265,7 +266,8 @@ test(
     const firstEvent = Math.max(0, ...(await events(cluster)).map((e) => e.id));
     const load = startLoad(cluster.front, { workers: 2, maxMs: 60_000, tag: 'wr' });
     t.after(() => load.stop());
-    const damage = await waitUntil(
+    const damage = await waitExplained(
+      cluster,
       "150 orders, frames in the replica's WAL (then damaged, in the same step)",
       async () => (load.result.acked.length >= 150 && committedFrames(volB(cluster)).frames >= 40 ? damageWal(volB(cluster)) : null),
       30_000,
@@ -338,7 +340,8 @@ test(
     const load = startLoad(cluster.front, { workers: 2, maxMs: 60_000, tag: 'wp' });
     t.after(() => load.stop());
     // Checked and damaged in one step: a checkpoint in between would restart the WAL.
-    const damages = await waitUntil(
+    const damages = await waitExplained(
+      cluster,
       "orders in the primary's orders.db and in its WAL (then damaged, in the same step)",
       async () =>
         load.result.acked.length >= 150 &&

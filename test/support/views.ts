@@ -38,6 +38,25 @@ export async function waitEvent(c: Cluster, what: string, pred: (e: Ev) => boole
   });
 }
 
+/**
+ * `waitUntil` whose timeout error also lists the cluster's events: a wait on files or orders
+ * that never came names the failover, restore or detection that took them away.
+ */
+export async function waitExplained<T>(
+  c: Cluster,
+  what: string,
+  fn: () => Promise<T | undefined | null | false>,
+  timeoutMs: number,
+  everyMs = 100,
+): Promise<T> {
+  try {
+    return await waitUntil(what, fn, timeoutMs, everyMs);
+  } catch (e) {
+    const seen = await events(c).catch((err: Error) => [{ kind: 'events unreadable', message: err.message }]);
+    throw new Error(`${(e as Error).message}\nevents:\n${seen.map((x) => `${x.kind}: ${x.message}`).join('\n')}`, { cause: e });
+  }
+}
+
 /** `GET /v1/runbooks?site=S`, with their journals. */
 export async function runbooks(c: Cluster, site?: string): Promise<Runbook[]> {
   return (await api<{ runbooks: Runbook[] }>(c, `/v1/runbooks${site ? `?site=${encodeURIComponent(site)}` : ''}`)).runbooks;
