@@ -53,6 +53,23 @@ interface Row {
   p95Calm: number;
   p95Slow: number;
   p95Reader: number;
+  /** The scale-out runbook's steps: name and ms from its start to the step's end. */
+  steps: string;
+}
+
+/** The newest scale-out runbook's steps, each as `step +ms` from the runbook's first entry to the step's `end`. */
+async function scaleOutSteps(cluster: Cluster): Promise<string> {
+  const rbs = await api<{ runbooks: { kind: string; id: number; journal: { step: string; phase: string; at: number }[] }[] }>(
+    cluster,
+    '/v1/runbooks?site=shop',
+  );
+  const rb = rbs.runbooks.filter((r) => r.kind === 'scale-out').sort((a, b) => b.id - a.id)[0];
+  if (!rb || rb.journal.length === 0) return '';
+  const t0 = rb.journal[0]!.at;
+  return rb.journal
+    .filter((j) => j.phase === 'end')
+    .map((j) => `${j.step} +${j.at - t0}`)
+    .join(', ');
 }
 
 async function trial(cluster: Cluster, n: number, readerAddress: string): Promise<Row> {
@@ -82,6 +99,7 @@ async function trial(cluster: Cluster, n: number, readerAddress: string): Promis
     } finally {
       await slow.stop();
     }
+    const steps = await scaleOutSteps(cluster);
     const samples = await load.stop();
     const gets = samples.filter((s) => s.method === 'GET');
     const calm = gets.filter((s) => s.startedAt < calmTo && s.startedAt > calmTo - 3000).map((s) => s.ms);
@@ -96,6 +114,7 @@ async function trial(cluster: Cluster, n: number, readerAddress: string): Promis
       p95Calm: p95(calm),
       p95Slow: p95(slowed),
       p95Reader: p95(withReader),
+      steps,
     };
   } finally {
     await load.stop();
@@ -144,7 +163,8 @@ async function main(): Promise<void> {
     console.log(
       `${String(r.trial).padStart(5)}  ${f(r.breachToDetected)}         ${f(r.detectedToServing)}          ${f(r.breachToServing)}        ${f(r.afterWindow)}   ${f(r.p95Calm)}     ${f(r.p95Slow)}  ${f(r.p95Reader)}`,
     );
-  const med = (k: keyof Row): number => {
+  for (const r of rows) console.log(`trial ${r.trial} scale-out steps (ms from its start): ${r.steps}`);
+  const med = (k: Exclude<keyof Row, 'steps'>): number => {
     const s = rows.map((r) => r[k]).sort((a, b) => a - b);
     return s[Math.floor(s.length / 2)]!;
   };

@@ -90,10 +90,14 @@ export class FileShipper {
     return p;
   }
 
+  /** A watch event or a waiter arrived while no sleep was there to cut short (during a scan). */
+  private poked = false;
+
   private poke(): void {
     const w = this.wake;
     this.wake = null;
-    w?.();
+    if (w) w();
+    else this.poked = true;
   }
 
   private async run(): Promise<void> {
@@ -102,6 +106,7 @@ export class FileShipper {
       let delay = this.opts.scanMs ?? 1000;
       const waiting = this.scanWaiters;
       this.scanWaiters = [];
+      this.poked = false;
       try {
         await this.syncOnce();
         for (const w of waiting) w();
@@ -124,6 +129,11 @@ export class FileShipper {
       }
       this.watcher?.refresh(); // directories created since the last scan
       if (this.stopped) break;
+      // A caller of nextScan() that arrived during this scan waits for the next one: at
+      // once, not after the period (a reader's catch-up, a failover's drain wait on it).
+      if (this.scanWaiters.length > 0 && this.state === 'streaming') continue;
+      // A change seen during the scan may have come after the scan read that file.
+      if (this.poked && this.state === 'streaming') delay = Math.min(delay, 20);
       await new Promise<void>((resolve) => {
         // A watch event arriving mid-write is followed by a short settle delay.
         const t = setTimeout(() => {
