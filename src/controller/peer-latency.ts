@@ -1,9 +1,8 @@
 import { performance } from 'node:perf_hooks';
 import { LatencyWindow } from '../director/latency-window.ts';
-import { RECENT_LATENCY_SECONDS } from '../shared/contracts.ts';
 
 /** Probes of an idle host judged together: 3 s at 4 probes a second (fewer while it is stopped). */
-const PEER_SPAN_SECONDS = RECENT_LATENCY_SECONDS + 1;
+const PEER_SPAN_SECONDS = 3;
 const PEER_MIN_PROBES = 4;
 
 /**
@@ -14,7 +13,7 @@ const PEER_MIN_PROBES = 4;
  * be seen even before a reader exists: a primary slow together with its idle
  * standby is a shared cause (the machine, the network, the storage), and no reason
  * to add hosts or to move anything (`global-slowdown`). A probe that fails or times
- * out counts as its timeout. Judged over a span a little longer than the director's
+ * out counts as its timeout. Judged over a span longer than the director's
  * `recentLatencyMs` (a few probes a second, not real traffic), with its own minimum.
  */
 export class PeerLatency {

@@ -1,6 +1,6 @@
 import type { AppProbe } from '../monitor/app-probe.ts';
 import type { ActionGovernor } from './action-governor.ts';
-import { RECENT_LATENCY_SECONDS } from '../shared/contracts.ts';
+import { RECENT_LATENCY_MS } from '../shared/contracts.ts';
 import { SlowdownDetector, type SlowdownDecision } from '../monitor/slowdown-detector.ts';
 import type { SiteStats } from '../shared/contracts.ts';
 import type { RunbookRecord } from '../state/state-store.ts';
@@ -16,8 +16,8 @@ import { ScaleOutRunbook, type ScaleDeps, type ScaleOutData } from './scale-out-
 import { appEndpoint, routeFor, siteProbe } from './site-facts.ts';
 import { background } from '../shared/background.ts';
 
-/** The span the slowdown detector's p95s cover: the director's `recentLatencyMs` (1–2 s). */
-const STATS_WINDOW_MS = RECENT_LATENCY_SECONDS * 1000;
+/** The span the slowdown detector's p95s cover: the director's `recentLatencyMs` (the last second). */
+const STATS_WINDOW_MS = RECENT_LATENCY_MS;
 /** A reader whose probe fails this many times in a row is removed. */
 const READER_FALL = 3;
 const READER_PROBE_EVERY_MS = 250;

@@ -2,7 +2,8 @@
  * Latency percentiles over a sliding window (default the last 10 s), at a fixed
  * cost per request: no allocation, one log(), one array increment.
  *
- * The window is a ring of one-second slots; each slot is a log-scale histogram
+ * The window is a ring of slots (one second each by default; the recent latency the
+ * slowdown detector judges uses quarter-second slots); each slot is a log-scale histogram
  * whose buckets grow by 8 %, from 10 µs to ~60 s (≈ 200 buckets). A percentile is
  * therefore exact to within one bucket (±4 %), which is what a detector comparing
  * p95 against a 300 ms threshold needs. Reading merges the live slots; reading is
@@ -35,45 +36,50 @@ export interface Percentiles {
 
 export class LatencyWindow {
   private readonly slots: Uint32Array[];
-  /** The second (of `now()`) each slot currently holds; -1 = empty. */
-  private readonly slotSecond: Float64Array;
+  /** The slot number (`now() / slotMs`, floored) each slot currently holds; -1 = empty. */
+  private readonly slotNumber: Float64Array;
+  private readonly count: number;
 
   /**
    * @param windowSeconds length of the window. @default 10
    * @param now clock in ms (monotonic); injectable for tests.
+   * @param slotMs length of one slot: what a percentile over the last N seconds may
+   *   include of older traffic. @default 1000
    */
   constructor(
-    private readonly windowSeconds = 10,
+    windowSeconds = 10,
     private readonly now: () => number = () => performance.now(),
+    private readonly slotMs = 1000,
   ) {
-    this.slots = Array.from({ length: windowSeconds }, () => new Uint32Array(BUCKETS));
-    this.slotSecond = new Float64Array(windowSeconds).fill(-1);
+    this.count = Math.max(1, Math.round((windowSeconds * 1000) / slotMs));
+    this.slots = Array.from({ length: this.count }, () => new Uint32Array(BUCKETS));
+    this.slotNumber = new Float64Array(this.count).fill(-1);
   }
 
   record(ms: number): void {
-    const sec = Math.floor(this.now() / 1000);
-    const i = sec % this.windowSeconds;
+    const n = Math.floor(this.now() / this.slotMs);
+    const i = n % this.count;
     const slot = this.slots[i]!;
-    if (this.slotSecond[i] !== sec) {
+    if (this.slotNumber[i] !== n) {
       slot.fill(0);
-      this.slotSecond[i] = sec;
+      this.slotNumber[i] = n;
     }
     slot[bucketOf(ms)]!++;
   }
 
   /**
-   * Percentiles over the last `lastSeconds` slots (the current, partial one
-   * included), so over between `lastSeconds − 1` and `lastSeconds` seconds of
-   * traffic. @default the whole window
+   * Percentiles over the slots of the last `lastSeconds` (the current, partial one
+   * included), so over between `lastSeconds − slotMs` and `lastSeconds` of traffic.
+   * @default the whole window
    */
-  percentiles(lastSeconds = this.windowSeconds): Percentiles {
-    const span = Math.max(1, Math.min(this.windowSeconds, Math.floor(lastSeconds)));
-    const sec = Math.floor(this.now() / 1000);
+  percentiles(lastSeconds = (this.count * this.slotMs) / 1000): Percentiles {
+    const span = Math.max(1, Math.min(this.count, Math.floor((lastSeconds * 1000) / this.slotMs)));
+    const cur = Math.floor(this.now() / this.slotMs);
     const merged = new Float64Array(BUCKETS);
     let count = 0;
-    for (let s = 0; s < this.windowSeconds; s++) {
-      const age = sec - this.slotSecond[s]!;
-      if (this.slotSecond[s]! < 0 || age < 0 || age >= span) continue;
+    for (let s = 0; s < this.count; s++) {
+      const age = cur - this.slotNumber[s]!;
+      if (this.slotNumber[s]! < 0 || age < 0 || age >= span) continue;
       const slot = this.slots[s]!;
       for (let b = 0; b < BUCKETS; b++) {
         const n = slot[b]!;

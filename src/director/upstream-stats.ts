@@ -1,7 +1,7 @@
 import type { SiteStats, SyncStats, UpstreamStats } from '../shared/contracts.ts';
 import { LatencyWindow } from './latency-window.ts';
 import { RequestKinds } from './request-kinds.ts';
-import { RECENT_LATENCY_SECONDS } from '../shared/contracts.ts';
+import { RECENT_LATENCY_MS, RECENT_LATENCY_SLOT_MS } from '../shared/contracts.ts';
 
 /**
  * Passive statistics, per site and per upstream, kept on the request path: what
@@ -25,6 +25,8 @@ export class UpstreamCounters {
   /** Responses by status code; index = code - 100. */
   readonly byStatus = new Uint32Array(500);
   readonly latency = new LatencyWindow();
+  /** The last second, in quarter-second slots: `recentLatencyMs`, what the slowdown detector judges. */
+  readonly recent = new LatencyWindow(RECENT_LATENCY_MS / 1000, undefined, RECENT_LATENCY_SLOT_MS);
   /** The same answers by kind of request (request-kinds.ts). */
   readonly kinds = new RequestKinds();
 
@@ -40,6 +42,7 @@ export class UpstreamCounters {
     }
     if (status >= 100 && status < 600) this.byStatus[status - 100]!++;
     this.latency.record(ms);
+    this.recent.record(ms);
   }
 
   /** The upstream refused, reset or timed out a connection (before or after the request was sent). */
@@ -57,7 +60,7 @@ export class UpstreamCounters {
       connErrors: this.connErrors,
       lastConnErrorAt: this.lastConnErrorAt,
       latencyMs: this.latency.percentiles(),
-      recentLatencyMs: this.latency.percentiles(RECENT_LATENCY_SECONDS),
+      recentLatencyMs: this.recent.percentiles(),
       inflight: this.inflight,
       shed: this.shed,
       shed5xx: this.shed5xx,

@@ -415,8 +415,15 @@ export interface RouteTable {
 
 /** PUT /v1/routes/:site with RouteTable — 409 US_STALE_EPOCH if epoch < current. */
 
-/** The span of `UpstreamStats.recentLatencyMs`, in one-second slots. */
-export const RECENT_LATENCY_SECONDS = 2;
+/**
+ * The span of `UpstreamStats.recentLatencyMs`: `RECENT_LATENCY_MS` in slots of
+ * `RECENT_LATENCY_SLOT_MS`, so it covers the last 750–1000 ms of traffic. Short, because
+ * the slowdown detector holds a slowdown for `health.performance.window` + this span
+ * (a slow burst stays in a p95 for the span after it ended); quarter-second slots, so
+ * that the p95 lets go of old traffic a quarter second at a time.
+ */
+export const RECENT_LATENCY_MS = 1000;
+export const RECENT_LATENCY_SLOT_MS = 250;
 
 export interface UpstreamStats {
   upstream: string;
@@ -427,9 +434,9 @@ export interface UpstreamStats {
   /** Over the last ~10 s (the director's whole latency window). */
   latencyMs: { p50: number; p95: number; p99: number; count: number };
   /**
-   * Over the last `RECENT_LATENCY_SECONDS` one-second slots (1–2 s of traffic): what
-   * the slowdown detector judges, so that a slowdown is seen about
-   * `health.performance.window` + 2 s after it began rather than 10 s later.
+   * Over the last `RECENT_LATENCY_MS` (750–1000 ms of traffic): what the slowdown
+   * detector judges, so that a slowdown is seen about `health.performance.window` + 1 s
+   * after it began rather than 10 s later.
    */
   recentLatencyMs: { p50: number; p95: number; p99: number; count: number };
   /**

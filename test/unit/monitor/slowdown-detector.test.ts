@@ -1,6 +1,7 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { LatencyWindow } from '../../../src/director/latency-window.ts';
+import { RECENT_LATENCY_MS, RECENT_LATENCY_SLOT_MS } from '../../../src/shared/contracts.ts';
 import { SlowdownDetector, type SlowdownDecision } from '../../../src/monitor/slowdown-detector.ts';
 import { FakeClock } from './fake-clock.ts';
 
@@ -178,4 +179,48 @@ test('hosts with too few requests are not judged', () => {
     clock.advance(1000);
     assert.equal(d.observe([{ upstream: A, latencyMs: { p50: 900, p95: 900, p99: 900, count: 5 } }]), null);
   }
+});
+
+/**
+ * The director's `recentLatencyMs` as the controller judges it: the last second in
+ * quarter-second slots, polled every 500 ms, 200 requests a second, hold = window + 1 s.
+ */
+function recentDrive(
+  windowMs: number,
+  slowFor: (t: number) => boolean,
+  totalMs: number,
+): { decisions: { kind: string; atMs: number }[]; slowFromMs: number | null } {
+  const clock = new FakeClock();
+  const w = new LatencyWindow(RECENT_LATENCY_MS / 1000, clock.now, RECENT_LATENCY_SLOT_MS);
+  const d = new SlowdownDetector({ p95Ms: 100, windowMs, statsWindowMs: RECENT_LATENCY_MS, now: clock.now });
+  const decisions: { kind: string; atMs: number }[] = [];
+  let slowFromMs: number | null = null;
+  for (let t = 0; t < totalMs; t += 5) {
+    clock.advance(5);
+    const slow = slowFor(t);
+    if (slow) slowFromMs ??= t;
+    w.record(slow ? 140 : 3);
+    if (t % 500 === 0) {
+      const r = d.observe([{ upstream: A, latencyMs: w.percentiles() }]);
+      if (r) decisions.push({ kind: r.kind, atMs: t });
+    }
+  }
+  return { decisions, slowFromMs };
+}
+
+test('recent p95 in quarter-second slots: a slowdown is raised within window + 1.5 s of its start; a burst shorter than the window never', () => {
+  const sustained = recentDrive(2000, (t) => t >= 3000, 10_000);
+  assert.deepEqual(
+    sustained.decisions.map((x) => x.kind),
+    ['slowdown'],
+  );
+  const after = sustained.decisions[0]!.atMs - sustained.slowFromMs!;
+  assert.ok(after >= 2000 && after <= 3500, `raised ${after} ms after the slowdown began (window 2 s + 1 s span + one 500 ms poll at most)`);
+
+  for (const burst of [500, 1000, 1500])
+    assert.deepEqual(
+      recentDrive(2000, (t) => t >= 3000 && t < 3000 + burst, 10_000).decisions,
+      [],
+      `a burst of ${burst} ms under a 2 s window is not a slowdown`,
+    );
 });
