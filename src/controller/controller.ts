@@ -90,7 +90,9 @@ export class Controller {
     this.relay = this.relays;
     this.clients = new PartClients(config);
     // Embedded hosts share one network stack: who answers on an address is told by the process that listens (local-listeners.ts).
-    const local = new LocalListeners(() => Object.keys(config.hosts).map((h) => ({ host: h, group: this.store.getRelay(h)?.pgid ?? null })));
+    // The socket table is read at most once a second: the stale-app watch's period (a
+    // pass over many sites asks per site, and one read parses every socket of the machine).
+    const local = new LocalListeners(() => Object.keys(config.hosts).map((h) => ({ host: h, group: this.store.getRelay(h)?.pgid ?? null })), 1000);
     // A host behind another relay is another machine: this machine's sockets say nothing about it.
     const remote = new Set(
       Object.values(config.hosts)

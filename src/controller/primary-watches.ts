@@ -64,8 +64,15 @@ export class PrimaryWatches {
 
   /** The director's stats snapshot, for every malfunction and load watch. */
   observeStats(stats: readonly SiteStats[]): void {
-    for (const w of this.malfunctionWatches.values()) w.observeStats(stats);
-    for (const { watch } of this.loadWatches.values()) watch.observeStats(stats);
+    // Each watch gets its own site's entry: with many sites, a search of the whole
+    // snapshot per watch would cost sites² per poll.
+    const bySite = new Map(stats.map((s) => [s.site, s]));
+    const own = (site: string): SiteStats[] => {
+      const s = bySite.get(site);
+      return s ? [s] : [];
+    };
+    for (const [site, w] of this.malfunctionWatches) w.observeStats(own(site));
+    for (const [site, { watch }] of this.loadWatches) watch.observeStats(own(site));
   }
 
   /** The site's monitor, if one watches it now. */

@@ -208,21 +208,20 @@ export class ScaleController {
 
   private onStats(stats: SiteStats[], at: number): void {
     if (this.stopped) return;
+    // Looked up per site, and the idle hosts' latency read once per snapshot: with many
+    // sites, either done per site costs sites² per poll.
+    const bySite = new Map(stats.map((s) => [s.site, s]));
+    const peers = this.peers.snapshot();
     for (const [site, st] of this.sites) {
       try {
-        this.judge(
-          site,
-          st,
-          stats.find((s) => s.site === site),
-          at,
-        );
+        this.judge(site, st, bySite.get(site), peers, at);
       } catch (e) {
         this.deps.log.warn({ site, err: (e as Error).message }, 'scale decision failed');
       }
     }
   }
 
-  private judge(site: string, st: SiteScaleState, stats: SiteStats | undefined, at: number): void {
+  private judge(site: string, st: SiteScaleState, stats: SiteStats | undefined, peers: ReturnType<PeerLatency['snapshot']>, at: number): void {
     const { store, config } = this.deps;
     const rec = store.getSite(site);
     const cfg = config.sites[site]!;
@@ -235,7 +234,7 @@ export class ScaleController {
     const members = new Set([primary, ...this.readerEndpoints(site)]);
     // Only the hosts serving the site now: the director keeps stats of old upstreams.
     const serving = (stats?.upstreams ?? []).filter((u) => members.has(u.upstream));
-    const decision = st.detector.observe([...serving.map((u) => ({ upstream: u.upstream, latencyMs: u.recentLatencyMs })), ...this.peers.snapshot()]);
+    const decision = st.detector.observe([...serving.map((u) => ({ upstream: u.upstream, latencyMs: u.recentLatencyMs })), ...peers]);
     if (decision) this.tell(site, rec.primaryHost, decision, at);
 
     // Low load: every serving host well under the threshold (or too little traffic to judge).
