@@ -1,6 +1,6 @@
 import fs from 'node:fs';
-import { createHash } from 'node:crypto';
 import { deflateRawSync, inflateRawSync } from 'node:zlib';
+import { blockDigests, fileBlockDigests } from './hash-thread.ts';
 
 /**
  * Differential copies of a database image (failback): the replica hashes the
@@ -18,66 +18,30 @@ import { deflateRawSync, inflateRawSync } from 'node:zlib';
  */
 export const BLOCK_HASH_BYTES = 16;
 
-/** Most bytes of a file read at once while hashing (bounded memory for large bases). */
-const READ_BYTES = 4 << 20;
-
-function hashBlock(block: Uint8Array): Buffer {
-  return createHash('sha256').update(block).digest().subarray(0, BLOCK_HASH_BYTES);
+/** Hashes of every block of `data`, concatenated (BLOCK_HASH_BYTES each); large data off the event loop. */
+export async function blockHashes(data: Uint8Array, blockSize: number): Promise<Buffer> {
+  checkBlockSize(blockSize);
+  return blockDigests(data, blockSize, 'sha256', BLOCK_HASH_BYTES);
 }
 
-/** Hashes of every block of `data`, concatenated (BLOCK_HASH_BYTES each). */
-export function blockHashes(data: Uint8Array, blockSize: number): Buffer {
+/** Hashes of every block of a file, read in bounded pieces on the hashing thread; also its size. */
+export async function fileBlockHashes(file: string, blockSize: number): Promise<{ size: number; hashes: Buffer }> {
   checkBlockSize(blockSize);
-  const n = Math.ceil(data.length / blockSize);
-  const out = Buffer.alloc(n * BLOCK_HASH_BYTES);
-  for (let i = 0; i < n; i++) hashBlock(data.subarray(i * blockSize, (i + 1) * blockSize)).copy(out, i * BLOCK_HASH_BYTES);
-  return out;
-}
-
-/** Hashes of every block of a file, read in bounded pieces; also its size. */
-export function fileBlockHashes(file: string, blockSize: number): { size: number; hashes: Buffer } {
-  checkBlockSize(blockSize);
-  const fd = fs.openSync(file, 'r');
-  try {
-    const size = fs.fstatSync(fd).size;
-    const n = Math.ceil(size / blockSize);
-    const out = Buffer.alloc(n * BLOCK_HASH_BYTES);
-    const per = Math.max(1, Math.floor(READ_BYTES / blockSize));
-    const buf = Buffer.alloc(per * blockSize);
-    for (let first = 0; first < n; first += per) {
-      const want = Math.min(buf.length, size - first * blockSize);
-      let got = 0;
-      while (got < want) {
-        const r = fs.readSync(fd, buf, got, want - got, first * blockSize + got);
-        if (r === 0) break;
-        got += r;
-      }
-      const blocks = Math.ceil(got / blockSize);
-      for (let j = 0; j < blocks; j++) hashBlock(buf.subarray(j * blockSize, Math.min(got, (j + 1) * blockSize))).copy(out, (first + j) * BLOCK_HASH_BYTES);
-      if (got < want) return { size: first * blockSize + got, hashes: out.subarray(0, (first + blocks) * BLOCK_HASH_BYTES) };
-    }
-    return { size, hashes: out };
-  } finally {
-    fs.closeSync(fd);
-  }
+  return fileBlockDigests(file, blockSize, 'sha256', BLOCK_HASH_BYTES);
 }
 
 /**
  * Indexes of the blocks of `image` that the base (its block hashes) does not hold
  * identically: blocks beyond the base's end, and blocks whose hash differs.
  */
-export function differingBlocks(image: Uint8Array, blockSize: number, baseHashes: Uint8Array): number[] {
-  checkBlockSize(blockSize);
+export async function differingBlocks(image: Uint8Array, blockSize: number, baseHashes: Uint8Array): Promise<number[]> {
+  const mine = await blockHashes(image, blockSize);
   const n = Math.ceil(image.length / blockSize);
   const baseBlocks = Math.floor(baseHashes.length / BLOCK_HASH_BYTES);
   const out: number[] = [];
   for (let i = 0; i < n; i++) {
-    if (i >= baseBlocks) {
-      out.push(i);
-      continue;
-    }
-    const h = hashBlock(image.subarray(i * blockSize, (i + 1) * blockSize));
-    if (!h.equals(baseHashes.subarray(i * BLOCK_HASH_BYTES, (i + 1) * BLOCK_HASH_BYTES))) out.push(i);
+    const at = i * BLOCK_HASH_BYTES;
+    if (i >= baseBlocks || Buffer.compare(mine.subarray(at, at + BLOCK_HASH_BYTES), baseHashes.subarray(at, at + BLOCK_HASH_BYTES)) !== 0) out.push(i);
   }
   return out;
 }

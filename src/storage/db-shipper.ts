@@ -558,27 +558,37 @@ export class DbShipper {
     let wal!: Buffer;
     let track!: Track;
     let imagePos!: WalPosition;
-    await this.withWriteLock(() => {
+    // Under the write lock only reads: the WAL index, the WAL's header and its live frames'
+    // bytes, and R's read beginning at exactly that state. The frames are verified after
+    // the lock is released (a checksum pass over a WAL of a few MB takes milliseconds the
+    // app's writers would otherwise wait).
+    const held = await this.withWriteLock(() => {
       // W's BEGIN IMMEDIATE brought the WAL index up to date (running SQLite's recovery if
       // nobody had the database open), and nothing commits nor restarts the WAL until the
-      // end of this block. R moves (beginRead) only once the WAL is known whole: refuseDamaged.
+      // end of this block.
       const idx = readWalIndexHeader(this.shmPath);
       if (!idx)
         throw new UnderstudyError(
           'US_WAL_UNREADABLE',
           `${this.dbPath}-shm: cannot read the WAL index; is the database in WAL mode? A new snapshot is tried; if this repeats, see the storage log`,
         );
-      // The image is the state the WAL index names: nothing commits under the write lock.
-      imagePos = { salt1: idx.salt1, salt2: idx.salt2, frame: idx.mxFrame };
-      this.indexSeen = idx;
       const fileHdr = parseWalHeader(this.readWalSync(0, WAL_HEADER_SIZE));
       const live = fileHdr !== null && fileHdr.salt1 === idx.salt1 && fileHdr.salt2 === idx.salt2;
       const body = idx.mxFrame > 0 && live ? this.readWalSync(WAL_HEADER_SIZE, idx.mxFrame * frameSize(fileHdr.pageSize)) : null;
+      this.beginRead();
+      return { idx, fileHdr, live, body };
+    });
+    const { idx, fileHdr, live, body } = held;
+    // The image is the state the WAL index names: nothing committed under the write lock.
+    imagePos = { salt1: idx.salt1, salt2: idx.salt2, frame: idx.mxFrame };
+    this.indexSeen = idx;
+    try {
+      // R's read began at that state: it is used (serialize) only if the WAL it reads
+      // through is whole up to there, else the generation is refused (refuseDamaged).
       const scan = body && fileHdr ? scanFrames(body, fileHdr, 1, fileHdr.checksum) : null;
       this.refuseDamaged(idx, live, body, scan);
-      this.beginRead();
       if (idx.mxFrame > 0) {
-        if (!live || !body || !scan)
+        if (!live || !body || !scan || !fileHdr)
           throw new UnderstudyError('US_WAL_UNREADABLE', `${this.walPath}: the WAL header does not match the WAL index; a new snapshot is tried`);
         if (scan.lastCommitIndex < idx.mxFrame) {
           throw new UnderstudyError(
@@ -588,7 +598,7 @@ export class DbShipper {
         }
         wal = Buffer.concat([fileHdr.raw, scan.frames.subarray(0, idx.mxFrame * frameSize(fileHdr.pageSize))]);
         track = { hdr: fileHdr, stale: false, lastFrame: idx.mxFrame, checksum: scan.lastCommitChecksum, walSeq };
-      } else if (live) {
+      } else if (live && fileHdr) {
         wal = Buffer.from(fileHdr.raw);
         track = { hdr: fileHdr, stale: false, lastFrame: 0, checksum: fileHdr.checksum, walSeq };
       } else {
@@ -596,7 +606,11 @@ export class DbShipper {
         wal = Buffer.alloc(0);
         track = { hdr: fileHdr, stale: true, lastFrame: 0, checksum: [0, 0], walSeq };
       }
-    });
+    } catch (e) {
+      // No image of it: R lets go of the WAL (its read mark would keep checkpoints from passing it).
+      if (this.R?.inTransaction) this.R.exec('ROLLBACK');
+      throw e;
+    }
     // The image is copied after the write lock is released, under R's read transaction,
     // which began under the lock at exactly the state the WAL index named: SQLite keeps
     // that snapshot for R while the app commits again (its frames go after R's read mark;
@@ -609,11 +623,15 @@ export class DbShipper {
     this.track = null;
     this.record = null;
     this.generation = generation;
+    // The image is the database at the track's position: the page record starts from it
+    // (hashed off the event loop, while the image is sent).
+    const recordOf = PageRecord.ofImage(image);
+    recordOf.catch(() => undefined); // awaited below, unless the send fails first
     const seed = await this.sendImage(generation, image, wal);
     if (seed === null) return; // stopped
+    const record = await recordOf;
     this.track = track;
-    // The image is the database at the track's position: the page record starts from it.
-    this.record = PageRecord.ofImage(image);
+    this.record = record;
     this.damaged = null;
     this.lastContactAt = Date.now();
     // The replica holds the state (salts, mxFrame) of the WAL index at the image — also

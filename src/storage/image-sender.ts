@@ -1,9 +1,9 @@
-import { createHash } from 'node:crypto';
 import type { Logger } from 'pino';
 import type { GenerationSeed } from '../shared/contracts.ts';
 import { isUnderstudyError } from '../shared/errors.ts';
 import { differingBlocks, encodeWalPart, packBlocks, sqlitePageSize } from './block-diff.ts';
 import type { ReplicaClient } from './replica-protocol.ts';
+import { digestHex } from './hash-thread.ts';
 
 /** Images smaller than this are sent whole (a base round trip would cost more). @see ImageSendContext.diffMinBytes */
 const DIFF_MIN_BYTES = 8 * 1024;
@@ -33,7 +33,7 @@ export interface ImageSendContext {
  */
 export async function sendImage(ctx: ImageSendContext, generation: number, image: Buffer, wal: Buffer): Promise<GenerationSeed | null> {
   const c = ctx.client;
-  const dbSha256 = createHash('sha256').update(image).digest('hex');
+  const dbSha256 = await digestHex(image, 'sha256');
   const seed: GenerationSeed = {
     db: ctx.rel,
     generation,
@@ -72,7 +72,7 @@ export async function sendImage(ctx: ImageSendContext, generation: number, image
   }
   seed.blocks = blockSize === null ? 0 : Math.ceil(image.length / blockSize);
   if (base !== null && blockSize !== null) {
-    const differ = differingBlocks(image, blockSize, base.hashes);
+    const differ = await differingBlocks(image, blockSize, base.hashes);
     if (differ.length <= seed.blocks * DIFF_MAX_SHARE) {
       const per = Math.max(1, Math.floor(ctx.chunkBytes / blockSize));
       for (let k = 0; k < differ.length; k += per) {

@@ -3,6 +3,7 @@ import { createHash } from 'node:crypto';
 import type { VerificationProblem } from '../shared/contracts.ts';
 import { WAL_FRAME_HEADER_SIZE, frameSize } from './wal-format.ts';
 import { ranges } from './wal-chain-check.ts';
+import { blockDigests } from './hash-thread.ts';
 
 /**
  * What every page of a shipped database should hold: the sha1 of each page of the
@@ -36,12 +37,17 @@ export class PageRecord {
     this.digests = Buffer.alloc(Math.max(64, nPage) * DIGEST_BYTES);
   }
 
-  /** The record of a database image (a whole database file's bytes); null when it is not one. */
-  static ofImage(image: Buffer): PageRecord | null {
+  /**
+   * The record of a database image (a whole database file's bytes); null when it is not
+   * one. A large image is hashed off the event loop (hash-thread.ts).
+   */
+  static async ofImage(image: Buffer): Promise<PageRecord | null> {
     const pageSize = imagePageSize(image);
     if (pageSize === null || image.length % pageSize !== 0) return null;
-    const r = new PageRecord(pageSize, image.length / pageSize);
-    for (let p = 1; p * pageSize <= image.length; p++) r.set(p, image.subarray((p - 1) * pageSize, p * pageSize));
+    const nPage = image.length / pageSize;
+    const r = new PageRecord(pageSize, nPage);
+    (await blockDigests(image, pageSize, 'sha1', DIGEST_BYTES)).copy(r.digests);
+    r.recorded = nPage;
     return r;
   }
 

@@ -1,7 +1,6 @@
 import fs from 'node:fs';
 import fsp from 'node:fs/promises';
 import path from 'node:path';
-import { createHash } from 'node:crypto';
 import Database from 'better-sqlite3';
 import type { VerificationProblem } from '../shared/contracts.ts';
 import { UnderstudyError } from '../shared/errors.ts';
@@ -11,6 +10,7 @@ import { fsyncDir, removeDurable, TEMP_PREFIX } from './fs-durable.ts';
 import { SQLITE_MAGIC } from './sqlite-file.ts';
 import { decodeWalPart, fileBlockHashes, sqlitePageSize, writeBlocks } from './block-diff.ts';
 import type { WalChecksum } from './wal-checksum.ts';
+import { digestHex } from './hash-thread.ts';
 import { WAL_HEADER_SIZE, frameOffset, frameSize, parseWalHeader, scanFrames, type WalHeader } from './wal-format.ts';
 
 /**
@@ -230,7 +230,10 @@ export class ReplicaDbWriter {
     const image = await fsp.readFile(dbTmp).catch(() => null);
     const what = diff ? 'differential snapshot image (base copy + differing blocks)' : 'snapshot image';
     if (!image || image.length !== dbSize) throw needSnapshot(`${dbTmp}: ${what} incomplete`);
-    if (createHash('sha256').update(image).digest('hex') !== dbSha256) throw needSnapshot(`${dbTmp}: ${what} checksum mismatch`);
+    // The page record is computed beside the checks, and set with the tail below.
+    const recordOf = PageRecord.ofImage(image);
+    recordOf.catch(() => undefined); // awaited below; a failed check throws first
+    if ((await digestHex(image, 'sha256')) !== dbSha256) throw needSnapshot(`${dbTmp}: ${what} checksum mismatch`);
     if (!image.subarray(0, 16).equals(SQLITE_MAGIC)) throw needSnapshot(`${dbTmp}: snapshot image is not an SQLite database`);
     let wal: Buffer | null = walSize > 0 ? await fsp.readFile(walTmp).catch(() => null) : Buffer.alloc(0);
     if (wal && walSize > 0 && walEncoding === 'xor-image-deflate') {
@@ -256,6 +259,7 @@ export class ReplicaDbWriter {
       if (!Number.isInteger(n) || scan.lastCommitIndex !== n) throw needSnapshot(`${walTmp}: snapshot WAL frames do not verify`);
       tail = { generation, hdr, lastFrame: n, checksum: n > 0 ? scan.lastCommitChecksum : hdr.checksum };
     }
+    const record = await recordOf;
     await syncFile(dbTmp);
     if (walSize > 0) await syncFile(walTmp, WAL_PREALLOC_BYTES);
     this.tail = null;
@@ -268,7 +272,7 @@ export class ReplicaDbWriter {
     await fsyncDir(path.dirname(this.dbPath));
     this.tail = tail;
     // The image is the database at the tail (the WAL part's frames are in it already).
-    this.record = PageRecord.ofImage(image);
+    this.record = record;
     this.damage = null;
     return tail.lastFrame;
   }

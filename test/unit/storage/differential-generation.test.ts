@@ -36,10 +36,10 @@ const flip = (b: Buffer, at: number, mask = 0xff): void => {
   b.writeUInt8(b.readUInt8(at) ^ mask, at);
 };
 
-function rebuild(base: Buffer, image: Buffer, blockSize: number, dir: string): Buffer {
+async function rebuild(base: Buffer, image: Buffer, blockSize: number, dir: string): Promise<Buffer> {
   const f = path.join(dir, `rebuild-${randomBytes(3).toString('hex')}`);
   fs.writeFileSync(f, base);
-  const idx = differingBlocks(image, blockSize, blockHashes(base, blockSize));
+  const idx = await differingBlocks(image, blockSize, await blockHashes(base, blockSize));
   const fd = fs.openSync(f, 'r+');
   try {
     writeBlocks(fd, blockSize, idx, packBlocks(image, blockSize, idx));
@@ -50,7 +50,7 @@ function rebuild(base: Buffer, image: Buffer, blockSize: number, dir: string): B
   return fs.readFileSync(f);
 }
 
-test('block diff: only changed, added and short blocks are sent, and base + blocks rebuild the image', (t) => {
+test('block diff: only changed, added and short blocks are sent, and base + blocks rebuild the image', async (t) => {
   const dir = tempDir();
   t.after(() => fs.rmSync(dir, { recursive: true, force: true }));
   const B = 4096;
@@ -58,28 +58,28 @@ test('block diff: only changed, added and short blocks are sent, and base + bloc
   // Same size, three pages changed.
   const same = Buffer.from(base);
   for (const i of [0, 7, 19]) flip(same, i * B + 100);
-  assert.deepEqual(differingBlocks(same, B, blockHashes(base, B)), [0, 7, 19]);
-  assert.ok(rebuild(base, same, B, dir).equals(same));
+  assert.deepEqual(await differingBlocks(same, B, await blockHashes(base, B)), [0, 7, 19]);
+  assert.ok((await rebuild(base, same, B, dir)).equals(same));
   // Grown by 5 pages, one changed inside: the new pages are all sent.
   const grown = Buffer.concat([same, randomBytes(B * 5)]);
-  assert.deepEqual(differingBlocks(grown, B, blockHashes(base, B)), [0, 7, 19, 20, 21, 22, 23, 24]);
-  assert.ok(rebuild(base, grown, B, dir).equals(grown));
+  assert.deepEqual(await differingBlocks(grown, B, await blockHashes(base, B)), [0, 7, 19, 20, 21, 22, 23, 24]);
+  assert.ok((await rebuild(base, grown, B, dir)).equals(grown));
   // Shrunk: nothing to send but the changed pages; the caller cuts the size.
   const shrunk = base.subarray(0, B * 12);
-  assert.deepEqual(differingBlocks(shrunk, B, blockHashes(base, B)), []);
-  assert.ok(rebuild(base, shrunk, B, dir).equals(shrunk));
+  assert.deepEqual(await differingBlocks(shrunk, B, await blockHashes(base, B)), []);
+  assert.ok((await rebuild(base, shrunk, B, dir)).equals(shrunk));
   // A partial last block never matches a full one.
   const odd = Buffer.concat([base.subarray(0, B * 3), base.subarray(B * 3, B * 3 + 100)]);
-  assert.deepEqual(differingBlocks(base.subarray(0, B * 4), B, blockHashes(odd, B)), [3]);
-  assert.ok(rebuild(odd, base.subarray(0, B * 4), B, dir).equals(base.subarray(0, B * 4)));
+  assert.deepEqual(await differingBlocks(base.subarray(0, B * 4), B, await blockHashes(odd, B)), [3]);
+  assert.ok((await rebuild(odd, base.subarray(0, B * 4), B, dir)).equals(base.subarray(0, B * 4)));
   // An empty base: everything.
-  assert.equal(differingBlocks(base, B, Buffer.alloc(0)).length, 20);
+  assert.equal((await differingBlocks(base, B, Buffer.alloc(0))).length, 20);
   // Bad packed data is refused.
   const fd = fs.openSync(path.join(dir, 'x'), 'w');
   t.after(() => fs.closeSync(fd));
   assert.throws(() => writeBlocks(fd, B, [1, 2], Buffer.alloc(B)), RangeError);
   assert.throws(() => writeBlocks(fd, B, [-1], Buffer.alloc(B)), RangeError);
-  assert.throws(() => blockHashes(base, 100), RangeError);
+  await assert.rejects(blockHashes(base, 100), RangeError);
 });
 
 test('the WAL part encoded against the image: small when its pages resemble the image, decoded exactly, refused when wrong', () => {
@@ -106,16 +106,16 @@ test('the WAL part encoded against the image: small when its pages resemble the 
   assert.ok(!decodeWalPart(enc, other, B, wal.length).equals(wal), 'another image decodes to another WAL (the chain check refuses it)');
 });
 
-test('block hashes of a file equal those of its bytes (read in pieces)', (t) => {
+test('block hashes of a file equal those of its bytes (read in pieces)', async (t) => {
   const dir = tempDir();
   t.after(() => fs.rmSync(dir, { recursive: true, force: true }));
   const data = randomBytes((5 << 20) + 1234); // more than one read piece, a short last block
   const f = path.join(dir, 'f');
   fs.writeFileSync(f, data);
-  const r = fileBlockHashes(f, 4096);
+  const r = await fileBlockHashes(f, 4096);
   assert.equal(r.size, data.length);
   assert.equal(r.hashes.length, Math.ceil(data.length / 4096) * BLOCK_HASH_BYTES);
-  assert.ok(r.hashes.equals(blockHashes(data, 4096)));
+  assert.ok(r.hashes.equals(await blockHashes(data, 4096)));
   const img = Buffer.alloc(100);
   img.writeUInt16BE(1, 16);
   assert.equal(sqlitePageSize(img), 65536);
@@ -171,7 +171,7 @@ test('replica writer: a differential image is built aside and verified; a wrong 
 
   const base = await w.prepareBase(1, path.join(rep, 'x.db'), B);
   assert.equal(base.size, old.length);
-  const idx = differingBlocks(grown, B, base.hashes);
+  const idx = await differingBlocks(grown, B, base.hashes);
   assert.deepEqual(idx, [2, 3, 29, 30, 31]);
   await w.snapshotBlocks(1, B, idx, packBlocks(grown, B, idx));
   assert.equal(await w.snapshotCommit(1, grown.length, sha(grown), 0, true), 0);
@@ -180,7 +180,7 @@ test('replica writer: a differential image is built aside and verified; a wrong 
   // The base changes under us (or the hashes lied): the checksum refuses it, nothing is replaced.
   const b2 = await w.prepareBase(2, path.join(rep, 'x.db'), B);
   const shrunk = grown.subarray(0, B * 10);
-  const idx2 = differingBlocks(shrunk, B, b2.hashes);
+  const idx2 = await differingBlocks(shrunk, B, b2.hashes);
   assert.deepEqual(idx2, []);
   const tmp = fs.readdirSync(rep).find((n) => n.includes('-snap-2-db'))!;
   const fd = fs.openSync(path.join(rep, tmp), 'r+');

@@ -153,13 +153,13 @@ test('a damaged WAL header, a missing WAL with committed frames, and frames beyo
   assert.equal(ranges([3, 4, 5, 9, 11, 12]), '3-5, 9, 11-12');
 });
 
-test('page record: a page of the db file that no WAL frame supersedes must be the page shipped; pages in the WAL are not judged', (t) => {
+test('page record: a page of the db file that no WAL frame supersedes must be the page shipped; pages in the WAL are not judged', async (t) => {
   const root = tempDir('us-walcheck-');
   t.after(() => fs.rmSync(root, { recursive: true, force: true }));
   const { db, file } = appWith(root, 400);
   t.after(() => db.close());
   db.pragma('wal_checkpoint(TRUNCATE)'); // everything in the db file; the WAL restarts empty
-  const record = PageRecord.ofImage(db.serialize())!;
+  const record = (await PageRecord.ofImage(db.serialize()))!;
   assert.ok(record.pages > 20, `${record.pages} pages recorded`);
   // New commits: their frames go to the WAL and into the record, as a shipper would apply them.
   const ins = db.prepare('INSERT INTO orders (customer, payload) VALUES (?, randomblob(300))');

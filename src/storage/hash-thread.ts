@@ -1,0 +1,223 @@
+import { createHash } from 'node:crypto';
+import fs from 'node:fs';
+import { Worker } from 'node:worker_threads';
+
+/**
+ * Hashing of whole database images, off the storage processor's event loop.
+ *
+ * A new generation hashes its image three ways (the sha256 the replica checks, the
+ * sha1 of every page for the page record, the block hashes of a differential copy),
+ * and a replica does the same on its side: for a shop's 50 MB database that is about
+ * 150 ms of hashing per copy, during which the event loop would hold up shipping, sync
+ * barriers and status answers. Data of at least `OFF_LOOP_BYTES` is hashed on one
+ * worker thread per process instead (started on first use; it does not keep the
+ * process alive). The data is copied once into shared memory (a memcpy, a small part
+ * of the cost of hashing it), whatever the number of jobs on it; a file is read by the
+ * thread itself. Smaller data is hashed at once:
+ * the thread's round trip would cost more. Should the thread fail, the hashing is done
+ * on the event loop: the result is the same either way (the same function runs in both).
+ */
+export const OFF_LOOP_BYTES = 1 << 20;
+
+export type HashAlgorithm = 'sha1' | 'sha256';
+
+/**
+ * The digest of every `blockSize` block of `data` (the last may be shorter), each cut to
+ * `keep` bytes, concatenated. Also the body of the thread's work: it is sent to the
+ * thread as source, so it uses nothing but its arguments.
+ */
+function digestBlocks(hash: typeof createHash, data: Uint8Array, blockSize: number, algorithm: HashAlgorithm, keep: number): Buffer {
+  const n = Math.ceil(data.length / blockSize);
+  const out = Buffer.alloc(n * keep);
+  for (let i = 0; i < n; i++) {
+    const d = hash(algorithm)
+      .update(data.subarray(i * blockSize, Math.min(data.length, (i + 1) * blockSize)))
+      .digest();
+    d.copy(out, i * keep, 0, keep);
+  }
+  return out;
+}
+
+/** Most bytes of a file read at once while hashing its blocks (bounded memory for large files). */
+const READ_BYTES = 4 << 20;
+
+/** `digestBlocks` of a file, read in bounded pieces; also its size. Sent to the thread as source too. */
+function digestFileBlocks(
+  hash: typeof createHash,
+  files: typeof fs,
+  file: string,
+  blockSize: number,
+  algorithm: HashAlgorithm,
+  keep: number,
+): { size: number; hashes: Buffer } {
+  const fd = files.openSync(file, 'r');
+  try {
+    const size = files.fstatSync(fd).size;
+    const n = Math.ceil(size / blockSize);
+    const out = Buffer.alloc(n * keep);
+    const per = Math.max(1, Math.floor(READ_BYTES / blockSize));
+    const buf = Buffer.alloc(per * blockSize);
+    for (let first = 0; first < n; first += per) {
+      const want = Math.min(buf.length, size - first * blockSize);
+      let got = 0;
+      while (got < want) {
+        const r = files.readSync(fd, buf, got, want - got, first * blockSize + got);
+        if (r === 0) break;
+        got += r;
+      }
+      const blocks = Math.ceil(got / blockSize);
+      for (let j = 0; j < blocks; j++) {
+        const d = hash(algorithm)
+          .update(buf.subarray(j * blockSize, Math.min(got, (j + 1) * blockSize)))
+          .digest();
+        d.copy(out, (first + j) * keep, 0, keep);
+      }
+      if (got < want) return { size: first * blockSize + got, hashes: out.subarray(0, (first + blocks) * keep) };
+    }
+    return { size, hashes: out };
+  } finally {
+    files.closeSync(fd);
+  }
+}
+
+type Job =
+  | { op: 'blocks'; data: Uint8Array; blockSize: number; algorithm: HashAlgorithm; keep: number }
+  | { op: 'file'; file: string; blockSize: number; algorithm: HashAlgorithm; keep: number }
+  | { op: 'whole'; data: Uint8Array; algorithm: HashAlgorithm };
+
+/** Runs a job where it is: the thread's code and the fallback are this one function. */
+function runJob(j: Job): { hashes?: Buffer; size?: number; hex?: string } {
+  if (j.op === 'blocks') return { hashes: digestBlocks(createHash, j.data, j.blockSize, j.algorithm, j.keep) };
+  if (j.op === 'file') return digestFileBlocks(createHash, fs, j.file, j.blockSize, j.algorithm, j.keep);
+  return { hex: createHash(j.algorithm).update(j.data).digest('hex') };
+}
+
+// esbuild (tsx) may wrap functions with a `__name` helper: the thread defines it as a no-op.
+const WORKER = `
+const { parentPort } = require('node:worker_threads');
+const { createHash } = require('node:crypto');
+const fs = require('node:fs');
+const __name = (f) => f;
+const digestBlocks = ${digestBlocks.toString()};
+const READ_BYTES = ${READ_BYTES};
+const digestFileBlocks = ${digestFileBlocks.toString()};
+parentPort.on('message', ({ id, job }) => {
+  try {
+    let r;
+    if (job.op === 'blocks') r = { hashes: digestBlocks(createHash, Buffer.from(job.data.buffer, job.data.byteOffset, job.data.byteLength), job.blockSize, job.algorithm, job.keep) };
+    else if (job.op === 'file') r = digestFileBlocks(createHash, fs, job.file, job.blockSize, job.algorithm, job.keep);
+    else r = { hex: createHash(job.algorithm).update(job.data).digest('hex') };
+    parentPort.postMessage({ id, ok: true, r });
+  } catch (e) {
+    parentPort.postMessage({ id, ok: false, error: e && e.message, code: e && e.code });
+  }
+});
+`;
+
+interface Pending {
+  job: Job;
+  resolve: (r: ReturnType<typeof runJob>) => void;
+  reject: (e: Error) => void;
+}
+
+class HashThread {
+  private worker: Worker | null = null;
+  private readonly pending = new Map<number, Pending>();
+  private next = 1;
+  /** Jobs the thread ran (for tests and the bench: proof that the work left the event loop). */
+  ran = 0;
+
+  /** Shared copies of the buffers sent: the jobs on one image (its sha256, its pages' sha1) copy it once. */
+  private readonly shared = new WeakMap<ArrayBufferLike, SharedArrayBuffer>();
+
+  /**
+   * The data as a view of shared memory, so that posting it copies nothing: one memcpy
+   * into a SharedArrayBuffer (kept while the source buffer lives), where a structured
+   * clone of the data would cost about three times as much, once per job.
+   */
+  private share(data: Uint8Array): Uint8Array {
+    if (data.buffer instanceof SharedArrayBuffer) return data;
+    let sab = data.byteOffset === 0 && data.byteLength === data.buffer.byteLength ? this.shared.get(data.buffer) : undefined;
+    if (sab === undefined) {
+      sab = new SharedArrayBuffer(data.byteLength);
+      new Uint8Array(sab).set(data);
+      if (data.byteOffset === 0 && data.byteLength === data.buffer.byteLength) this.shared.set(data.buffer, sab);
+    }
+    return new Uint8Array(sab);
+  }
+
+  run(job: Job): Promise<ReturnType<typeof runJob>> {
+    if (job.op !== 'file') job = { ...job, data: this.share(job.data) };
+    let w: Worker;
+    try {
+      w = this.started();
+    } catch {
+      return Promise.resolve().then(() => runJob(job));
+    }
+    const id = this.next++;
+    return new Promise((resolve, reject) => {
+      this.pending.set(id, { job, resolve, reject });
+      if (this.pending.size === 1) w.ref();
+      w.postMessage({ id, job });
+    });
+  }
+
+  private started(): Worker {
+    if (this.worker) return this.worker;
+    const w = new Worker(WORKER, { eval: true });
+    w.unref();
+    w.on('message', (m: { id: number; ok: boolean; r?: { hashes?: Uint8Array; size?: number; hex?: string }; error?: string; code?: string }) => {
+      const p = this.pending.get(m.id);
+      this.pending.delete(m.id);
+      if (this.pending.size === 0) w.unref();
+      if (!p) return;
+      this.ran++;
+      if (m.ok) {
+        const { hashes, ...rest } = m.r!;
+        p.resolve(hashes ? { ...rest, hashes: Buffer.from(hashes.buffer, hashes.byteOffset, hashes.byteLength) } : rest);
+      } else p.reject(Object.assign(new Error(m.error ?? 'hashing failed'), m.code ? { code: m.code } : {}));
+    });
+    // The thread is gone: what it had is done here, on the event loop (same function, same result).
+    const takeBack = (): void => {
+      if (this.worker === w) this.worker = null;
+      const left = [...this.pending.values()];
+      this.pending.clear();
+      for (const p of left) {
+        try {
+          p.resolve(runJob(p.job));
+        } catch (e) {
+          p.reject(e as Error);
+        }
+      }
+    };
+    w.on('error', takeBack);
+    w.on('exit', takeBack);
+    this.worker = w;
+    return w;
+  }
+}
+
+const thread = new HashThread();
+
+/** How many jobs the hashing thread has run in this process. */
+export function hashThreadJobs(): number {
+  return thread.ran;
+}
+
+/** `digestBlocks` of `data`: on the hashing thread when it is large. */
+export async function blockDigests(data: Uint8Array, blockSize: number, algorithm: HashAlgorithm, keep: number): Promise<Buffer> {
+  const job: Job = { op: 'blocks', data, blockSize, algorithm, keep };
+  return (data.length >= OFF_LOOP_BYTES ? await thread.run(job) : runJob(job)).hashes!;
+}
+
+/** The block digests of a file and its size, read and hashed on the hashing thread. */
+export async function fileBlockDigests(file: string, blockSize: number, algorithm: HashAlgorithm, keep: number): Promise<{ size: number; hashes: Buffer }> {
+  const r = await thread.run({ op: 'file', file, blockSize, algorithm, keep });
+  return { size: r.size!, hashes: r.hashes! };
+}
+
+/** The hex digest of the whole of `data`: on the hashing thread when it is large. */
+export async function digestHex(data: Uint8Array, algorithm: HashAlgorithm): Promise<string> {
+  const job: Job = { op: 'whole', data, algorithm };
+  return (data.length >= OFF_LOOP_BYTES ? await thread.run(job) : runJob(job)).hex!;
+}
