@@ -557,7 +557,6 @@ export class DbShipper {
     const walSeq = this.walSeq + 2;
     let wal!: Buffer;
     let track!: Track;
-    let imagePos!: WalPosition;
     // Under the write lock only reads: the WAL index, the WAL's header and its live frames'
     // bytes, and R's read beginning at exactly that state. The frames are verified after
     // the lock is released (a checksum pass over a WAL of a few MB takes milliseconds the
@@ -580,7 +579,7 @@ export class DbShipper {
     });
     const { idx, fileHdr, live, body } = held;
     // The image is the state the WAL index names: nothing committed under the write lock.
-    imagePos = { salt1: idx.salt1, salt2: idx.salt2, frame: idx.mxFrame };
+    const imagePos: WalPosition = { salt1: idx.salt1, salt2: idx.salt2, frame: idx.mxFrame };
     this.indexSeen = idx;
     try {
       // R's read began at that state: it is used (serialize) only if the WAL it reads
