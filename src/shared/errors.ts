@@ -91,6 +91,12 @@ const REGISTRY = {
   // Replication and restore points:
   /** Data received does not match its checksum (a vault chunk, a replicated file): damaged in transit; the sender sends it again. */
   US_CHECKSUM_MISMATCH: { status: 400 },
+  /**
+   * A verification could not run: the thread that checks databases failed twice on it (out of
+   * memory, a crash). Nothing is concluded about the data; the next round tries again. If it
+   * repeats, see the storage processor's log and its memory.
+   */
+  US_CHECK_UNAVAILABLE: { status: 503 },
   /** The request needs replication that streams, and the volume does not replicate (or not streaming yet): wait until `status` shows it streaming. */
   US_NOT_REPLICATING: { status: 409 },
   /** Replication of the volume was stopped while the request waited for it (promotion, new replica, shutdown): usually nothing; it restarts. */

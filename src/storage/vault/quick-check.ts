@@ -1,6 +1,7 @@
 import { createRequire } from 'node:module';
 import { Worker } from 'node:worker_threads';
 import type { VerificationProblem } from '../../shared/contracts.ts';
+import { UnderstudyError } from '../../shared/errors.ts';
 
 /**
  * SQLite's `PRAGMA quick_check` on one database file: b-tree structure, page types,
@@ -22,7 +23,7 @@ export function quickCheck(file: string, rel: string, maxErrors = 10): Promise<V
   return checker.run(file, rel, maxErrors);
 }
 
-const WORKER = `
+export const WORKER = `
 const { parentPort, workerData } = require('node:worker_threads');
 const Database = require(workerData.betterSqlite);
 parentPort.on('message', ({ id, file, rel, maxErrors }) => {
@@ -44,27 +45,45 @@ parentPort.on('message', ({ id, file, rel, maxErrors }) => {
 
 interface Pending {
   resolve: (p: VerificationProblem[]) => void;
-  rel: string;
+  reject: (e: Error) => void;
+  job: { id: number; file: string; rel: string; maxErrors: number };
+  /** Threads that failed while this check was on them. */
+  failures: number;
 }
 
-class QuickChecker {
+/**
+ * The checking thread, started on first use and again after it failed. A check the thread
+ * failed on (it crashed, ran out of memory, exited) is sent once more to a new thread;
+ * failing twice, it rejects with US_CHECK_UNAVAILABLE: a thread's failure says nothing
+ * about the database, so it is never reported as a problem of the data (that would be
+ * read as corruption and acted on).
+ */
+export class QuickChecker {
   private worker: Worker | null = null;
   private readonly pending = new Map<number, Pending>();
   private next = 1;
 
+  /** @param source the thread's code (tests give one that fails). */
+  constructor(private readonly source = WORKER) {}
+
   run(file: string, rel: string, maxErrors: number): Promise<VerificationProblem[]> {
-    const w = this.started();
     const id = this.next++;
-    return new Promise((resolve) => {
-      this.pending.set(id, { resolve, rel });
-      if (this.pending.size === 1) w.ref();
-      w.postMessage({ id, file, rel, maxErrors: Math.max(1, Math.floor(maxErrors)) });
+    return new Promise((resolve, reject) => {
+      const p: Pending = { resolve, reject, job: { id, file, rel, maxErrors: Math.max(1, Math.floor(maxErrors)) }, failures: 0 };
+      this.pending.set(id, p);
+      this.send(p);
     });
+  }
+
+  private send(p: Pending): void {
+    const w = this.started();
+    w.ref();
+    w.postMessage(p.job);
   }
 
   private started(): Worker {
     if (this.worker) return this.worker;
-    const w = new Worker(WORKER, { eval: true, workerData: { betterSqlite: createRequire(import.meta.url).resolve('better-sqlite3') } });
+    const w = new Worker(this.source, { eval: true, workerData: { betterSqlite: createRequire(import.meta.url).resolve('better-sqlite3') } });
     w.unref();
     w.on('message', (m: { id: number; problems: VerificationProblem[] }) => {
       const p = this.pending.get(m.id);
@@ -72,13 +91,28 @@ class QuickChecker {
       if (this.pending.size === 0) w.unref();
       p?.resolve(m.problems);
     });
-    const failAll = (why: string): void => {
+    let gone = false;
+    const failed = (why: string): void => {
+      if (gone) return;
+      gone = true;
       if (this.worker === w) this.worker = null;
-      for (const p of this.pending.values()) p.resolve([{ file: p.rel, kind: 'quick-check', detail: `cannot check: ${why}` }]);
-      this.pending.clear();
+      for (const p of [...this.pending.values()]) {
+        p.failures++;
+        if (p.failures < 2) {
+          this.send(p);
+          continue;
+        }
+        this.pending.delete(p.job.id);
+        p.reject(
+          new UnderstudyError(
+            'US_CHECK_UNAVAILABLE',
+            `quick_check of ${p.job.rel} could not run: the checking thread failed twice (${why}); nothing is concluded about the data, the next verification tries again`,
+          ),
+        );
+      }
     };
-    w.on('error', (e) => failAll(`the checking thread failed: ${e.message}`));
-    w.on('exit', (code) => failAll(`the checking thread exited (${code})`));
+    w.on('error', (e) => failed(`the checking thread failed: ${e.message}`));
+    w.on('exit', (code) => failed(`the checking thread exited (${code})`));
     this.worker = w;
     return w;
   }
