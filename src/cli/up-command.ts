@@ -4,6 +4,7 @@ import net from 'node:net';
 import path from 'node:path';
 import type { Endpoint, UnderstudyConfig } from '../config/types.ts';
 import { endpointToString, endpointUrl } from '../config/types.ts';
+import { ephemeralPortRange, listenEndpoints } from './listen-ports.ts';
 import { callJson as callJsonRaw, type JsonCallOptions } from '../shared/http-client.ts';
 import { UnderstudyError } from '../shared/errors.ts';
 import { checkVolumeDatabases } from '../storage/volume-check.ts';
@@ -299,17 +300,18 @@ async function preflight(config: UnderstudyConfig): Promise<void> {
   }
   if (volumeProblems.length > 0) throw new UnderstudyError('US_VOLUME_NOT_DATABASE', volumeProblems.join('\n'), { problems: volumeProblems });
   const problems: string[] = [];
-  const endpoints: [string, Endpoint][] = [
-    ['controller.listen', config.controller.listen],
-    ['director.listen', config.director.listen],
-    ...Object.values(config.storage).map((s): [string, Endpoint] => [`storage.${s.name}.listen`, s.listen]),
-    ...Object.values(config.sites).map((s): [string, Endpoint] => [`sites.${s.name}.front`, s.front]),
-  ];
-  for (const [where, e] of endpoints) {
-    if (!(await portFree(e)))
+  const range = ephemeralPortRange();
+  for (const [where, e] of listenEndpoints(config)) {
+    if (!(await portFree(e))) {
+      const inRange = range !== null && e.port >= range[0] && e.port <= range[1];
       problems.push(
-        `${config.file}: ${where}: ${endpointToString(e)} is already in use: stop what listens there (another understudy up?) or choose another port`,
+        `${config.file}: ${where}: ${endpointToString(e)} is already in use: stop what listens there (another understudy up?) or choose another port${
+          inRange
+            ? ` (it is inside this machine's range of ports for outgoing connections, ${range[0]}–${range[1]}, where any process's connection can take it: choose one below ${range[0]})`
+            : ''
+        }`,
       );
+    }
   }
   if (problems.length > 0) throw new UnderstudyError('US_PORT_IN_USE', problems.join('\n'), { problems });
 }

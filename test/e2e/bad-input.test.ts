@@ -8,6 +8,7 @@ import { test } from 'node:test';
 import { parse as parseYaml, stringify as stringifyYaml } from 'yaml';
 import { BIN, ROOT, ports, writeConfig } from '../support/cluster.ts';
 import { claimSlot } from '../support/slots.ts';
+import { ephemeralPortRange } from '../../src/cli/listen-ports.ts';
 
 function understudy(args: string[], cwd = ROOT) {
   const r = spawnSync(process.execPath, [BIN, ...args], { cwd, encoding: 'utf8', timeout: 120_000, env: { ...process.env, UNDERSTUDY_LOG_LEVEL: 'warn' } });
@@ -56,6 +57,28 @@ test('validate: an unknown host in a site and two hosts with one address are nam
 test('validate: the demo config is valid', () => {
   const r = understudy(['validate', '-c', 'examples/demo.yaml']);
   assert.equal(r.code, 0, r.out);
+  assert.doesNotMatch(r.out, /warning:/, 'no listener of the demo is in the range of ports for outgoing connections');
+});
+
+test("validate: a front inside this machine's range of ports for outgoing connections is valid, with a warning that names it", (t) => {
+  const range = ephemeralPortRange();
+  if (!range) return t.skip('no /proc/sys/net/ipv4/ip_local_port_range on this machine');
+  const dir = tmp();
+  const file = writeConfig({ slot: claimSlot() }, dir);
+  const doc = parseYaml(fs.readFileSync(file, 'utf8')) as { sites: { shop: { front: string } } };
+  const port = range[0] + 1000;
+  doc.sites.shop.front = `127.0.0.1:${port}`;
+  fs.writeFileSync(file, stringifyYaml(doc));
+  const r = understudy(['validate', '-c', file]);
+  assert.equal(r.code, 0, r.out);
+  assert.match(r.out, /^ok: /m);
+  assert.match(
+    r.out,
+    new RegExp(
+      `warning: .*sites\\.shop\\.front: 127\\.0\\.0\\.1:${port} is inside this machine's range of ports for outgoing connections \\(${range[0]}–${range[1]}\\).*choose a port below ${range[0]}`,
+    ),
+  );
+  assert.equal((r.out.match(/warning:/g) ?? []).length, 1, 'only the front is named');
 });
 
 test('up: a front port already taken stops the start before anything runs', async (t) => {
