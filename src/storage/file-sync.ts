@@ -57,7 +57,11 @@ export class FileShipper {
     this.confirmed = new Map(replicaFiles.filter((f) => include(f.path)).map((f) => [f.path, f.sha256]));
     const isDatabase = this.opts.isDatabase ?? (() => false);
     this.watcher = new DirectoryWatch(this.opts.volumeDir, (rel) => {
-      if (rel === null || !(isDatabaseArtifact(rel) || isDatabase(rel))) this.poke();
+      if (rel === null || !(isDatabaseArtifact(rel) || isDatabase(rel))) {
+        // A change the next scan will see: it counts in the lag from now, not from that scan.
+        this.changedSince ??= Date.now();
+        this.poke();
+      }
     });
     this.watcher.refresh();
     this.loop = this.run();
@@ -72,9 +76,21 @@ export class FileShipper {
     this.state = 'stopped';
   }
 
+  /**
+   * The age of the oldest change the replica may not hold: differences a scan found and
+   * the replica has not confirmed, and changes the directory watch reported that no
+   * finished scan has covered yet (a file written just before a crash is counted before
+   * any scan saw it).
+   */
   lagMs(now = Date.now()): number {
-    return this.dirtySince === null ? 0 : Math.max(0, now - this.dirtySince);
+    const since = Math.min(this.dirtySince ?? Infinity, this.changedSince ?? Infinity, this.scanningSince ?? Infinity);
+    return since === Infinity ? 0 : Math.max(0, now - since);
   }
+
+  /** The first watch event since the last scan began (null: none). */
+  private changedSince: number | null = null;
+  /** The watch events the running scan covers: counted until it has shipped. */
+  private scanningSince: number | null = null;
 
   /** Callers of `nextScan()` waiting for a scan that begins after their call. */
   private scanWaiters: (() => void)[] = [];
@@ -107,8 +123,11 @@ export class FileShipper {
       const waiting = this.scanWaiters;
       this.scanWaiters = [];
       this.poked = false;
+      this.scanningSince = this.changedSince;
+      this.changedSince = null;
       try {
         await this.syncOnce();
+        this.scanningSince = null;
         for (const w of waiting) w();
         this.state = 'streaming';
         this.lastError = undefined;
@@ -119,6 +138,9 @@ export class FileShipper {
         this.state = 'error';
         this.lastError = msg;
         this.scanWaiters.unshift(...waiting);
+        // What this scan was to cover is still not shipped.
+        if (this.scanningSince !== null) this.changedSince = Math.min(this.changedSince ?? Infinity, this.scanningSince);
+        this.scanningSince = null;
         delay = backoff;
         backoff = Math.min(backoff * 2, 2000);
       }
