@@ -60,7 +60,6 @@ test('a file written counts in the lag from its watch event, until a scan has sh
   t.after(() => fs.rmSync(dir, { recursive: true, force: true }));
   const onReplica = new Set<string>();
   let lagAtSend = -1;
-  let shipper!: FileShipper;
   const client = {
     async files(f: Omit<FilesRequest, 'epoch'>): Promise<unknown> {
       if (f.put.some((p) => p.path === 'upload.blob')) lagAtSend = shipper.lagMs();
@@ -68,7 +67,7 @@ test('a file written counts in the lag from its watch event, until a scan has sh
       return { ok: true };
     },
   } as unknown as ReplicaClient;
-  shipper = new FileShipper({ volumeDir: dir, client, logger: pino({ level: 'silent' }), scanMs: 60_000 });
+  const shipper = new FileShipper({ volumeDir: dir, client, logger: pino({ level: 'silent' }), scanMs: 60_000 });
   shipper.start([]);
   t.after(() => shipper.stop());
   await new Promise((r) => setTimeout(r, 200)); // the first scan (of nothing) is done
