@@ -85,6 +85,33 @@ export class PageRecord {
    * with the record, skipping `shadowed` pages; returns the page numbers that differ.
    */
   differing(buf: Buffer, from: number, shadowed: ReadonlySet<number>): number[] {
+    return this.compare(buf, from, shadowed, (i) =>
+      createHash('sha1')
+        .update(buf.subarray(i * this.pageSize, (i + 1) * this.pageSize))
+        .digest(),
+    );
+  }
+
+  /** A copy that later frames (the shipper applies them as it ships) do not change. */
+  clone(): PageRecord {
+    const c = new PageRecord(this.pageSize, this.nPage);
+    c.digests = Buffer.from(this.digests);
+    c.recorded = this.recorded;
+    return c;
+  }
+
+  /**
+   * `differing`, with the pages hashed off the event loop when `buf` is large (a whole
+   * image). The record may change while the hashing runs: call it on a `clone()` taken
+   * together with whatever `shadowed` was computed from.
+   */
+  async differingOffLoop(buf: Buffer, from: number, shadowed: ReadonlySet<number>): Promise<number[]> {
+    const whole = Math.floor(buf.length / this.pageSize) * this.pageSize;
+    const digests = await blockDigests(buf.subarray(0, whole), this.pageSize, 'sha1', DIGEST_BYTES);
+    return this.compare(buf, from, shadowed, (i) => digests.subarray(i * DIGEST_BYTES, (i + 1) * DIGEST_BYTES));
+  }
+
+  private compare(buf: Buffer, from: number, shadowed: ReadonlySet<number>, digestOf: (i: number) => Buffer): number[] {
     const out: number[] = [];
     const zero = Buffer.alloc(DIGEST_BYTES);
     for (let i = 0; (i + 1) * this.pageSize <= buf.length; i++) {
@@ -92,10 +119,7 @@ export class PageRecord {
       if (p > this.pages || shadowed.has(p)) continue;
       const want = this.digests.subarray((p - 1) * DIGEST_BYTES, p * DIGEST_BYTES);
       if (want.equals(zero)) continue;
-      const got = createHash('sha1')
-        .update(buf.subarray(i * this.pageSize, (i + 1) * this.pageSize))
-        .digest();
-      if (!got.equals(want)) out.push(p);
+      if (!digestOf(i).equals(want)) out.push(p);
     }
     return out;
   }

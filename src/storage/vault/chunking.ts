@@ -1,5 +1,6 @@
 import { createHash } from 'node:crypto';
 import path from 'node:path';
+import { blockDigests } from '../hash-thread.ts';
 
 /**
  * How restore points cut files into content-addressed chunks.
@@ -23,12 +24,12 @@ export function isChunkHash(s: string): boolean {
   return HASH_RE.test(s);
 }
 
-/** The chunks of `data` (views, not copies) with their sha256, in order. */
-export function splitChunks(data: Buffer, chunkBytes: number): { hash: string; data: Buffer }[] {
+/** The chunks of `data` (views, not copies) with their sha256, in order; a large file hashed off the event loop. */
+export async function splitChunks(data: Buffer, chunkBytes: number): Promise<{ hash: string; data: Buffer }[]> {
+  const digests = await blockDigests(data, chunkBytes, 'sha256', 32);
   const out: { hash: string; data: Buffer }[] = [];
-  for (let at = 0; at < data.length; at += chunkBytes) {
-    const part = data.subarray(at, Math.min(at + chunkBytes, data.length));
-    out.push({ hash: sha256Hex(part), data: part });
+  for (let i = 0, at = 0; at < data.length; i++, at += chunkBytes) {
+    out.push({ hash: digests.toString('hex', i * 32, (i + 1) * 32), data: data.subarray(at, Math.min(at + chunkBytes, data.length)) });
   }
   return out;
 }

@@ -1,7 +1,8 @@
 import { UnderstudyError } from '../../shared/errors.ts';
 import type { Logger } from 'pino';
 import type { PointFile, PointManifest, VaultPoint, VerificationProblem } from '../../shared/contracts.ts';
-import { sha256Hex, splitChunks } from './chunking.ts';
+import { splitChunks } from './chunking.ts';
+import { digestHex } from '../hash-thread.ts';
 import { pointIdOf } from './point-id.ts';
 import type { VaultClient } from './vault-client.ts';
 import type { CapturedFile } from './volume-capture.ts';
@@ -47,7 +48,7 @@ export async function takePoint(o: TakePointOptions): Promise<TakenPoint> {
   const files: PointFile[] = [];
   const byHash = new Map<string, Buffer>();
   for (const c of captured) {
-    const chunks = splitChunks(c.data, o.chunkBytes);
+    const chunks = await splitChunks(c.data, o.chunkBytes);
     for (const ch of chunks) byHash.set(ch.hash, ch.data);
     files.push({
       path: c.path,
@@ -55,7 +56,7 @@ export async function takePoint(o: TakePointOptions): Promise<TakenPoint> {
       size: c.data.length,
       mode: c.mode,
       mtimeMs: c.mtimeMs,
-      sha256: sha256Hex(c.data),
+      sha256: await digestHex(c.data, 'sha256'),
       chunks: chunks.map((ch) => ch.hash),
     });
   }

@@ -9,6 +9,7 @@ import { hasSqliteMagic, isDatabaseArtifact, listDatabases } from '../sqlite-fil
 import type { ShippedState } from '../db-shipper.ts';
 import { pageProblem } from '../page-record.ts';
 import { checkLiveWal, type WalEnd } from '../wal-chain-check.ts';
+import { quickCheckImage } from './quick-check.ts';
 
 /**
  * A consistent image of a live volume, for a restore point.
@@ -56,12 +57,12 @@ export async function captureVolume(dir: string, knowledge?: (rel: string) => Ca
       problem: { file: '.', kind: 'unreadable', detail: `${dir}: the volume directory does not exist` } satisfies VerificationProblem,
     });
   const out: CapturedFile[] = [];
-  for (const rel of listDatabases(dir)) out.push(captureDatabase(dir, rel, knowledge?.(rel)));
+  for (const rel of listDatabases(dir)) out.push(await captureDatabase(dir, rel, knowledge?.(rel)));
   await walkFiles(dir, '', out);
   return out.sort((a, b) => a.path.localeCompare(b.path));
 }
 
-function captureDatabase(dir: string, rel: string, knowledge?: CaptureKnowledge): CapturedFile {
+async function captureDatabase(dir: string, rel: string, knowledge?: CaptureKnowledge): Promise<CapturedFile> {
   const abs = path.join(dir, rel);
   const st = fs.statSync(abs);
   let db: Database.Database | null = null;
@@ -74,7 +75,7 @@ function captureDatabase(dir: string, rel: string, knowledge?: CaptureKnowledge)
     const data = db.serialize();
     // Still inside the read transaction (the WAL cannot restart under it): the image must not
     // come from a damaged WAL, nor from one SQLite already recovered short. See copyDamage.
-    const damage = copyDamage(abs, rel, data, knowledge);
+    const damage = await copyDamage(abs, rel, data, knowledge);
     db.exec('COMMIT');
     if (damage.length > 0)
       throw new UnderstudyError('US_VOLUME_DAMAGED', `${abs}: ${damage.map((p) => `${p.file}: ${p.detail}`).join('; ')}; no restore point is taken of it`, {
@@ -89,7 +90,7 @@ function captureDatabase(dir: string, rel: string, knowledge?: CaptureKnowledge)
       });
     // A restore point of a damaged database would push good points out of retention: check
     // the image itself (in memory) and refuse it, so that the vault keeps only points that verify.
-    const problem = imageProblem(data);
+    const problem = await imageProblem(data, rel);
     // The refusal is also a verification of the primary (a quick_check of a consistent image): `problem` lets the caller raise it at once.
     if (problem)
       throw new UnderstudyError('US_VOLUME_DAMAGED', `${abs}: the database is damaged (quick_check: ${problem}); no restore point is taken of it`, {
@@ -158,7 +159,7 @@ async function walkFiles(root: string, rel: string, out: CapturedFile[]): Promis
  * shipped (page-record.ts: such a page was read from the db file, which has not changed
  * since the WAL began). Empty when all is well, or nothing is known to compare with.
  */
-function copyDamage(abs: string, rel: string, image: Buffer, k: CaptureKnowledge | undefined): VerificationProblem[] {
+async function copyDamage(abs: string, rel: string, image: Buffer, k: CaptureKnowledge | undefined): Promise<VerificationProblem[]> {
   const state = k?.state ?? null;
   const chain = checkLiveWal(abs, rel, state?.end ?? k?.known ?? null);
   if (!chain.conclusive) return [];
@@ -172,30 +173,16 @@ function copyDamage(abs: string, rel: string, image: Buffer, k: CaptureKnowledge
     chain.salts[1] === state.end.salt2 &&
     image.length % record.pageSize === 0
   ) {
-    const bad = record.differing(image, 1, chain.shadowed);
+    // The record as it is now, with the chain just read: the shipper applies frames to the
+    // live record while the image's pages are hashed.
+    const bad = await record.clone().differingOffLoop(image, 1, chain.shadowed);
     if (bad.length > 0) problems.push(pageProblem(rel, bad, record.pageSize));
   }
   return problems;
 }
 
-/** null when the serialized database passes `quick_check`, else the first complaint. */
-function imageProblem(image: Buffer): string | null {
-  let db: Database.Database | null = null;
-  try {
-    // An image of a WAL-mode database cannot be opened in memory as such: check a copy marked
-    // rollback-journal (header bytes 18 and 19), which changes nothing quick_check looks at.
-    const copy = Buffer.from(image);
-    if (copy.length >= 20) {
-      copy[18] = 1;
-      copy[19] = 1;
-    }
-    db = new Database(copy);
-    const rows = db.pragma('quick_check(1)') as { quick_check: string }[];
-    const first = rows[0]?.quick_check ?? 'no answer';
-    return first === 'ok' ? null : first;
-  } catch (e) {
-    return (e as Error).message;
-  } finally {
-    db?.close();
-  }
+/** null when the serialized database passes `quick_check` (on the checking thread), else the first complaint. */
+async function imageProblem(image: Buffer, rel: string): Promise<string | null> {
+  const problems = await quickCheckImage(image, rel, 1);
+  return problems[0]?.detail ?? null;
 }
