@@ -36,8 +36,11 @@ import { trustedCandidates } from './trusted-candidates.ts';
 import { sleep, waitFor } from './timing.ts';
 import { Drills } from './drills.ts';
 import { background } from '../shared/background.ts';
+import { eachLimited } from '../shared/each-limited.ts';
 
 const RECONCILE_EVERY_MS = 1000;
+/** Sites started at the same time by `start` (each mostly waits for its app to answer). */
+const SITE_STARTS_AT_ONCE = 8;
 
 /**
  * The controller decides. A level-based reconcile loop brings every site to what
@@ -246,11 +249,17 @@ export class Controller {
       this.launchRunbook(rb.site, this.runbookOf(rb));
     }
     this.drills.resume();
+    // New sites are recorded one after another (where a replica goes depends on the sites
+    // recorded before it); then the sites start together, a few at a time: most of a start
+    // is waiting for an app to answer.
+    const starting: string[] = [];
     for (const site of Object.keys(this.config.sites)) {
       const rec = this.store.getSite(site);
       if (!rec) await this.bootstrapSite(site);
-      else if (rec.state === 'starting') await this.startSite(site);
+      if (!rec || rec.state === 'starting') starting.push(site);
     }
+    await this.bootHosts();
+    await eachLimited(starting, SITE_STARTS_AT_ONCE, (site) => this.startSite(site));
     await this.reconcileAll();
     this.reconcileTimer = setInterval(() => background(this.reconcileAll(), this.onBackgroundError), RECONCILE_EVERY_MS);
     this.scale.start(this.store.runningRunbooks().filter((rb) => ScaleController.owns(rb.kind)));
@@ -274,7 +283,7 @@ export class Controller {
   }
 
   // ------------------------------------------------------------------ first start of a site
-  /** A site never seen before: its volume is created from the seed at epoch 1, then it is started. */
+  /** A site never seen before: its volume is created from the seed at epoch 1, and it is recorded `starting`. */
   private async bootstrapSite(site: string): Promise<void> {
     const cfg = this.config.sites[site]!;
     const primary = this.config.hosts[cfg.primary]!;
@@ -292,7 +301,6 @@ export class Controller {
       });
     const replica = replicaStorageFor(this.deps, site, primary.name);
     this.store.putSite({ site, epoch, primaryHost: primary.name, state: 'starting', replicaStorage: replica });
-    await this.startSite(site);
   }
 
   /**
@@ -304,7 +312,7 @@ export class Controller {
     const cfg = this.config.sites[site]!;
     const primary = this.config.hosts[rec.primaryHost]!;
     await this.bootHosts();
-    if (this.relay.status(primary.name).power === 'off') await this.relay.on(primary.name);
+    await this.powerOnOnce(primary.name);
     await waitFor(() => this.clients.agentStatus(primary.name, 300), { timeoutMs: 20_000, everyMs: 50, what: `the agent of ${primary.name}` });
     await this.clients.initVolume(primary.storage, site, rec.epoch, cfg.app.seed);
     const start = startRequest(this.config, primary, cfg, rec.epoch);
@@ -322,14 +330,35 @@ export class Controller {
     });
   }
 
-  /** Powers on every host marked `boot` (primaries and warm standbys) that is off. */
-  private async bootHosts(): Promise<void> {
-    for (const h of Object.values(this.config.hosts)) {
-      if (h.boot && this.relay.status(h.name).power === 'off' && this.store.getRelay(h.name) === undefined) {
-        await this.relay.on(h.name);
-        this.store.addEvent({ site: null, host: h.name, kind: 'power-on', message: `${h.name} powered on (boot)`, data: {} });
+  /**
+   * Powers on every host marked `boot` (primaries and warm standbys) that is off. Sites
+   * start together: they share one pass, and each host is powered on once.
+   */
+  private bootHosts(): Promise<void> {
+    this.booting ??= (async () => {
+      for (const h of Object.values(this.config.hosts)) {
+        if (h.boot && this.relay.status(h.name).power === 'off' && this.store.getRelay(h.name) === undefined) {
+          await this.powerOnOnce(h.name);
+          this.store.addEvent({ site: null, host: h.name, kind: 'power-on', message: `${h.name} powered on (boot)`, data: {} });
+        }
       }
-    }
+    })().finally(() => {
+      this.booting = null;
+    });
+    return this.booting;
+  }
+
+  private booting: Promise<void> | null = null;
+  /** Power-ons under way, by host: a second caller waits for the first, never powers on twice. */
+  private readonly poweringOn = new Map<string, Promise<unknown>>();
+
+  private powerOnOnce(host: string): Promise<unknown> {
+    const pending = this.poweringOn.get(host);
+    if (pending) return pending;
+    if (this.relay.status(host).power !== 'off') return Promise.resolve();
+    const p = this.relay.on(host).finally(() => this.poweringOn.delete(host));
+    this.poweringOn.set(host, p);
+    return p;
   }
 
   // ------------------------------------------------------------------ reconcile
