@@ -200,7 +200,17 @@ test(
 
     // /metrics parses (a real Prometheus text-format parser) and carries the figures.
     assert.equal((await apiCall(cluster.api, null, '/metrics')).status, 401, '/metrics needs the token too (a scraper sends it as a bearer credential)');
-    const text = String((await apiCall<string>(cluster.api, TOKEN, '/metrics')).body);
+    // Replication from the switchover's new primary back to the old starts right after the
+    // switchover: until it streams, the site has no lag to report (a moment; bounded here).
+    const text = await waitUntil(
+      'a replication lag for both sites in /metrics',
+      async () => {
+        const body = String((await apiCall<string>(cluster.api, TOKEN, '/metrics')).body);
+        return samples(parseMetrics(body), 'understudy_replication_lag_ms').length === 2 ? body : null;
+      },
+      10_000,
+      200,
+    );
     const metrics = parseMetrics(text);
     const count = (name: string, labels: Record<string, string>) => histogram(text, name, labels)?.count ?? 0;
     assert.equal(count('understudy_failover_seconds', { site: 'shop' }), 1);
