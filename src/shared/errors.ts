@@ -96,7 +96,7 @@ const REGISTRY = {
    * memory, a crash). Nothing is concluded about the data; the next round tries again. If it
    * repeats, see the storage processor's log and its memory.
    */
-  US_CHECK_UNAVAILABLE: { status: 503 },
+  US_CHECK_UNAVAILABLE: { status: 500 },
   /** The request needs replication that streams, and the volume does not replicate (or not streaming yet): wait until `status` shows it streaming. */
   US_NOT_REPLICATING: { status: 409 },
   /** Replication of the volume was stopped while the request waited for it (promotion, new replica, shutdown): usually nothing; it restarts. */
