@@ -11,6 +11,8 @@ export interface PartSpec {
   /** Arguments after the CLI entry point (`['director', '-c', FILE]`). */
   args: string[];
   url: string;
+  /** Options for Node itself, before the entry point (`--max-semi-space-size=32`). */
+  nodeArgs?: string[];
 }
 
 /** The subcommands whose processes are `up`'s parts (agents are hosts: the relay's). */
@@ -45,7 +47,12 @@ export class PartSupervisor {
   start(spec: PartSpec): void {
     if (this.stopping) return;
     const log = fs.openSync(partLogFile(this.o.logDir, spec.name), 'a');
-    const child = spawn(process.execPath, [this.o.bin, ...spec.args], { cwd: this.o.cwd, stdio: ['ignore', log, log], env: this.o.env, detached: true });
+    const child = spawn(process.execPath, [...(spec.nodeArgs ?? []), this.o.bin, ...spec.args], {
+      cwd: this.o.cwd,
+      stdio: ['ignore', log, log],
+      env: this.o.env,
+      detached: true,
+    });
     fs.closeSync(log);
     this.children.set(spec.name, child);
     let reported = false;
