@@ -27,8 +27,13 @@ export function ephemeralPortRange(file = '/proc/sys/net/ipv4/ip_local_port_rang
   }
 }
 
+/** Whether `port` lies in the range (false when the range is unknown). */
+export function inEphemeralRange(port: number, range: [number, number] | null): range is [number, number] {
+  return range !== null && port >= range[0] && port <= range[1];
+}
+
 /** The warning for a listener inside the ephemeral range, or null. */
 export function ephemeralWarning(file: string, where: string, e: Endpoint, range: [number, number] | null): string | null {
-  if (!range || e.port < range[0] || e.port > range[1]) return null;
+  if (!inEphemeralRange(e.port, range)) return null;
   return `${file}: ${where}: ${endpointToString(e)} is inside this machine's range of ports for outgoing connections (${range[0]}–${range[1]}): an outgoing connection can take it before understudy starts (US_PORT_IN_USE); choose a port below ${range[0]}`;
 }

@@ -4,7 +4,7 @@ import net from 'node:net';
 import path from 'node:path';
 import type { Endpoint, UnderstudyConfig } from '../config/types.ts';
 import { endpointToString, endpointUrl } from '../config/types.ts';
-import { ephemeralPortRange, listenEndpoints } from './listen-ports.ts';
+import { ephemeralPortRange, inEphemeralRange, listenEndpoints } from './listen-ports.ts';
 import { callJson as callJsonRaw, type JsonCallOptions } from '../shared/http-client.ts';
 import { UnderstudyError } from '../shared/errors.ts';
 import { checkVolumeDatabases } from '../storage/volume-check.ts';
@@ -308,10 +308,9 @@ async function preflight(config: UnderstudyConfig): Promise<void> {
   const range = ephemeralPortRange();
   for (const [where, e] of listenEndpoints(config)) {
     if (!(await portFree(e))) {
-      const inRange = range !== null && e.port >= range[0] && e.port <= range[1];
       problems.push(
         `${config.file}: ${where}: ${endpointToString(e)} is already in use: stop what listens there (another understudy up?) or choose another port${
-          inRange
+          inEphemeralRange(e.port, range)
             ? ` (it is inside this machine's range of ports for outgoing connections, ${range[0]}–${range[1]}, where any process's connection can take it: choose one below ${range[0]})`
             : ''
         }`,

@@ -15,7 +15,8 @@ const GROWTH = 1.08;
 const LOG_GROWTH = Math.log(GROWTH);
 const BUCKETS = Math.ceil(Math.log(60_000 / MIN_MS) / LOG_GROWTH) + 1;
 
-function bucketOf(ms: number): number {
+/** The histogram bucket of a latency: computed once per request when it goes into two windows (`recordBucket`). */
+export function bucketOf(ms: number): number {
   if (!(ms > MIN_MS)) return 0;
   const i = Math.floor(Math.log(ms / MIN_MS) / LOG_GROWTH) + 1;
   return i < BUCKETS ? i : BUCKETS - 1;
@@ -57,6 +58,11 @@ export class LatencyWindow {
   }
 
   record(ms: number): void {
+    this.recordBucket(bucketOf(ms));
+  }
+
+  /** `record` of a latency whose bucket is known (`bucketOf`). */
+  recordBucket(bucket: number): void {
     const n = Math.floor(this.now() / this.slotMs);
     const i = n % this.count;
     const slot = this.slots[i]!;
@@ -64,7 +70,7 @@ export class LatencyWindow {
       slot.fill(0);
       this.slotNumber[i] = n;
     }
-    slot[bucketOf(ms)]!++;
+    slot[bucket]!++;
   }
 
   /**

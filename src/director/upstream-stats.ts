@@ -1,5 +1,5 @@
 import type { SiteStats, SyncStats, UpstreamStats } from '../shared/contracts.ts';
-import { LatencyWindow } from './latency-window.ts';
+import { LatencyWindow, bucketOf } from './latency-window.ts';
 import { RequestKinds } from './request-kinds.ts';
 import { RECENT_LATENCY_MS, RECENT_LATENCY_SLOT_MS } from '../shared/contracts.ts';
 
@@ -41,8 +41,9 @@ export class UpstreamCounters {
       if (status >= 500) this.shed5xx++;
     }
     if (status >= 100 && status < 600) this.byStatus[status - 100]!++;
-    this.latency.record(ms);
-    this.recent.record(ms);
+    const bucket = bucketOf(ms);
+    this.latency.recordBucket(bucket);
+    this.recent.recordBucket(bucket);
   }
 
   /** The upstream refused, reset or timed out a connection (before or after the request was sent). */

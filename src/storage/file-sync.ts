@@ -106,14 +106,10 @@ export class FileShipper {
     return p;
   }
 
-  /** A watch event or a waiter arrived while no sleep was there to cut short (during a scan). */
-  private poked = false;
-
   private poke(): void {
     const w = this.wake;
     this.wake = null;
-    if (w) w();
-    else this.poked = true;
+    w?.();
   }
 
   private async run(): Promise<void> {
@@ -122,7 +118,6 @@ export class FileShipper {
       let delay = this.opts.scanMs ?? 1000;
       const waiting = this.scanWaiters;
       this.scanWaiters = [];
-      this.poked = false;
       this.scanningSince = this.changedSince;
       this.changedSince = null;
       try {
@@ -154,8 +149,9 @@ export class FileShipper {
       // A caller of nextScan() that arrived during this scan waits for the next one: at
       // once, not after the period (a reader's catch-up, a failover's drain wait on it).
       if (this.scanWaiters.length > 0 && this.state === 'streaming') continue;
-      // A change seen during the scan may have come after the scan read that file.
-      if (this.poked && this.state === 'streaming') delay = Math.min(delay, 20);
+      // A change the watch reported during the scan may have come after the scan read that
+      // file (its event found no sleep to cut short): the next scan after the settle delay.
+      if (this.changedSince !== null && this.state === 'streaming') delay = Math.min(delay, 20);
       await new Promise<void>((resolve) => {
         // A watch event arriving mid-write is followed by a short settle delay.
         const t = setTimeout(() => {

@@ -1,19 +1,20 @@
 import { createHash } from 'node:crypto';
 import fs from 'node:fs';
 import { Worker } from 'node:worker_threads';
+import { sharedView } from './shared-bytes.ts';
 
 /**
  * Hashing of whole database images, off the storage processor's event loop.
  *
  * A new generation hashes its image three ways (the sha256 the replica checks, the
  * sha1 of every page for the page record, the block hashes of a differential copy),
- * and a replica does the same on its side: for a shop's 50 MB database that is about
- * 150 ms of hashing per copy, during which the event loop would hold up shipping, sync
- * barriers and status answers. Data of at least `OFF_LOOP_BYTES` is hashed on one
+ * and a replica does the same on its side: for a 50 MB database, stretches of 100 ms
+ * and more of hashing in a CPU profile of bench/copy-under-load, during which the event
+ * loop would hold up shipping, sync barriers and status answers. Data of at least `OFF_LOOP_BYTES` is hashed on one
  * worker thread per process instead (started on first use; it does not keep the
- * process alive). The data is copied once into shared memory (a memcpy, a small part
- * of the cost of hashing it), whatever the number of jobs on it; a file is read by the
- * thread itself. Smaller data is hashed at once:
+ * process alive). The data goes through shared memory (shared-bytes.ts: one memcpy, a
+ * small part of the cost of hashing it, whatever the number of jobs on it); a file is
+ * read by the thread itself. Smaller data is hashed at once:
  * the thread's round trip would cost more. Should the thread fail, the hashing is done
  * on the event loop: the result is the same either way (the same function runs in both).
  */
@@ -85,7 +86,10 @@ type Job =
   | { op: 'file'; file: string; blockSize: number; algorithm: HashAlgorithm; keep: number }
   | { op: 'whole'; data: Uint8Array; algorithm: HashAlgorithm };
 
-/** Runs a job where it is: the thread's code and the fallback are this one function. */
+/**
+ * Runs a job on the event loop (small data, or the thread is gone). The thread's message
+ * handler below does the same three cases with the same two functions.
+ */
 function runJob(j: Job): { hashes?: Buffer; size?: number; hex?: string } {
   if (j.op === 'blocks') return { hashes: digestBlocks(createHash, j.data, j.blockSize, j.algorithm, j.keep) };
   if (j.op === 'file') return digestFileBlocks(createHash, fs, j.file, j.blockSize, j.algorithm, j.keep);
@@ -104,7 +108,7 @@ const digestFileBlocks = ${digestFileBlocks.toString()};
 parentPort.on('message', ({ id, job }) => {
   try {
     let r;
-    if (job.op === 'blocks') r = { hashes: digestBlocks(createHash, Buffer.from(job.data.buffer, job.data.byteOffset, job.data.byteLength), job.blockSize, job.algorithm, job.keep) };
+    if (job.op === 'blocks') r = { hashes: digestBlocks(createHash, job.data, job.blockSize, job.algorithm, job.keep) };
     else if (job.op === 'file') r = digestFileBlocks(createHash, fs, job.file, job.blockSize, job.algorithm, job.keep);
     else r = { hex: createHash(job.algorithm).update(job.data).digest('hex') };
     parentPort.postMessage({ id, ok: true, r });
@@ -127,27 +131,8 @@ class HashThread {
   /** Jobs the thread ran (for tests and the bench: proof that the work left the event loop). */
   ran = 0;
 
-  /** Shared copies of the buffers sent: the jobs on one image (its sha256, its pages' sha1) copy it once. */
-  private readonly shared = new WeakMap<ArrayBufferLike, SharedArrayBuffer>();
-
-  /**
-   * The data as a view of shared memory, so that posting it copies nothing: one memcpy
-   * into a SharedArrayBuffer (kept while the source buffer lives), where a structured
-   * clone of the data would cost about three times as much, once per job.
-   */
-  private share(data: Uint8Array): Uint8Array {
-    if (data.buffer instanceof SharedArrayBuffer) return data;
-    let sab = data.byteOffset === 0 && data.byteLength === data.buffer.byteLength ? this.shared.get(data.buffer) : undefined;
-    if (sab === undefined) {
-      sab = new SharedArrayBuffer(data.byteLength);
-      new Uint8Array(sab).set(data);
-      if (data.byteOffset === 0 && data.byteLength === data.buffer.byteLength) this.shared.set(data.buffer, sab);
-    }
-    return new Uint8Array(sab);
-  }
-
   run(job: Job): Promise<ReturnType<typeof runJob>> {
-    if (job.op !== 'file') job = { ...job, data: this.share(job.data) };
+    if (job.op !== 'file') job = { ...job, data: sharedView(job.data) };
     let w: Worker;
     try {
       w = this.started();

@@ -2,6 +2,7 @@ import { createRequire } from 'node:module';
 import { Worker } from 'node:worker_threads';
 import type { VerificationProblem } from '../../shared/contracts.ts';
 import { UnderstudyError } from '../../shared/errors.ts';
+import { sharedView } from '../shared-bytes.ts';
 
 /**
  * SQLite's `PRAGMA quick_check` on one database file: b-tree structure, page types,
@@ -36,9 +37,10 @@ parentPort.on('message', ({ id, file, image, rel, maxErrors }) => {
   let problems;
   try {
     if (image) {
-      // An image of a WAL-mode database cannot be opened in memory as such: it is marked
-      // rollback-journal (header bytes 18 and 19), which changes nothing quick_check looks at.
-      const copy = Buffer.from(image.buffer, image.byteOffset, image.byteLength);
+      // An image of a WAL-mode database cannot be opened in memory as such: a copy (the
+      // shared bytes are not ours to change) is marked rollback-journal (header bytes 18
+      // and 19), which changes nothing quick_check looks at.
+      const copy = Buffer.from(image);
       if (copy.length >= 20) { copy[18] = 1; copy[19] = 1; }
       db = new Database(copy);
     } else {
@@ -85,10 +87,7 @@ export class QuickChecker {
 
   /** quick_check of a database image held in memory (a restore point's capture), on the thread. */
   runImage(image: Uint8Array, rel: string, maxErrors: number): Promise<VerificationProblem[]> {
-    // A copy in shared memory: posting it copies nothing, and the thread may mark its header.
-    const shared = new Uint8Array(new SharedArrayBuffer(image.byteLength));
-    shared.set(image);
-    return this.enqueue({ image: shared, rel, maxErrors });
+    return this.enqueue({ image: sharedView(image), rel, maxErrors });
   }
 
   private enqueue(what: { file?: string; image?: Uint8Array; rel: string; maxErrors: number }): Promise<VerificationProblem[]> {

@@ -45,12 +45,14 @@ export async function waitFor(what: string, cond: () => boolean | Promise<boolea
 
 /**
  * Two storage processors in this process on real sockets (array-a, array-b, each under
- * `root`), started; stopped and `root` removed after the test.
+ * `root`), started; stopped and `root` removed after the test. `configure` may add to the
+ * config (sites) before they start.
  */
 export async function startStoragePair(
   t: { after: (fn: () => Promise<void>) => void },
   prefix: string,
   tuning: ReplicationTuning,
+  configure?: (config: UnderstudyConfig, root: string) => void,
 ): Promise<{ a: StorageProcessor; b: StorageProcessor; urlA: string; urlB: string; root: string }> {
   const root = tempDir(prefix);
   const [pa, pb] = [await freePortOf(), await freePortOf()];
@@ -58,6 +60,7 @@ export async function startStoragePair(
     { name: 'array-a', path: path.join(root, 'a'), port: pa },
     { name: 'array-b', path: path.join(root, 'b'), port: pb },
   ]);
+  configure?.(config, root);
   const a = new StorageProcessor(config, 'array-a', testLogger(), { tuning });
   const b = new StorageProcessor(config, 'array-b', testLogger(), { tuning });
   t.after(async () => {

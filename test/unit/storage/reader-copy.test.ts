@@ -3,13 +3,12 @@ import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import path from 'node:path';
 import Database from 'better-sqlite3';
-import { StorageProcessor } from '../../../src/storage/storage-processor.ts';
 import { callJson } from '../../../src/shared/http-client.ts';
 import { isUnderstudyError } from '../../../src/shared/errors.ts';
 import type { SiteConfig } from '../../../src/config/types.ts';
 import type { StorageStatus } from '../../../src/shared/contracts.ts';
 import { portionFilter } from '../../../src/storage/reader-portion.ts';
-import { freePort, makeConfig, tempDir, testLogger, waitFor } from './helpers.ts';
+import { startStoragePair, waitFor } from './helpers.ts';
 
 /**
  * the primary's storage ships only the site's read-only portion
@@ -20,39 +19,25 @@ import { freePort, makeConfig, tempDir, testLogger, waitFor } from './helpers.ts
 
 const TUNING = { walPollMs: 5, checkpointFrames: 150, fileScanMs: 100 };
 
-async function setup(t: { after: (fn: () => Promise<void> | void) => void }) {
-  const root = tempDir('us-reader-');
-  const [pa, pb] = [await freePort(), await freePort()];
-  const config = makeConfig([
-    { name: 'array-a', path: path.join(root, 'a'), port: pa },
-    { name: 'array-b', path: path.join(root, 'b'), port: pb },
-  ]);
-  const seed = path.join(root, 'seed');
-  fs.mkdirSync(path.join(seed, 'public'), { recursive: true });
-  fs.mkdirSync(path.join(seed, 'config'), { recursive: true });
-  fs.writeFileSync(path.join(seed, 'public', 'index.html'), '<h1>shop</h1>');
-  fs.writeFileSync(path.join(seed, 'catalog.json'), '[]');
-  fs.writeFileSync(path.join(seed, 'config', 'site.json'), JSON.stringify({ listen: { host: '127.0.0.1', port: 3000 }, workers: 1 }));
-  const cat = new Database(path.join(seed, 'catalog.db'));
-  cat.pragma('journal_mode = WAL');
-  cat.exec("CREATE TABLE products (id INTEGER PRIMARY KEY, name TEXT); INSERT INTO products (name) VALUES ('tea'), ('cup')");
-  cat.close();
-  config.sites.shop = {
-    name: 'shop',
-    app: { command: ['true'], port: 3000, env: {}, seed },
-    volume: { replication: 'async', readonly: ['catalog.db', 'public/'] },
-  } as unknown as SiteConfig;
-  const a = new StorageProcessor(config, 'array-a', testLogger(), { tuning: TUNING });
-  const b = new StorageProcessor(config, 'array-b', testLogger(), { tuning: TUNING });
-  t.after(async () => {
-    await a.stop().catch(() => undefined);
-    await b.stop().catch(() => undefined);
-    fs.rmSync(root, { recursive: true, force: true });
+async function setup(t: { after: (fn: () => Promise<void>) => void }) {
+  let seed = '';
+  const { urlA, urlB, root } = await startStoragePair(t, 'us-reader-', TUNING, (config, dir) => {
+    seed = path.join(dir, 'seed');
+    fs.mkdirSync(path.join(seed, 'public'), { recursive: true });
+    fs.mkdirSync(path.join(seed, 'config'), { recursive: true });
+    fs.writeFileSync(path.join(seed, 'public', 'index.html'), '<h1>shop</h1>');
+    fs.writeFileSync(path.join(seed, 'catalog.json'), '[]');
+    fs.writeFileSync(path.join(seed, 'config', 'site.json'), JSON.stringify({ listen: { host: '127.0.0.1', port: 3000 }, workers: 1 }));
+    const cat = new Database(path.join(seed, 'catalog.db'));
+    cat.pragma('journal_mode = WAL');
+    cat.exec("CREATE TABLE products (id INTEGER PRIMARY KEY, name TEXT); INSERT INTO products (name) VALUES ('tea'), ('cup')");
+    cat.close();
+    config.sites.shop = {
+      name: 'shop',
+      app: { command: ['true'], port: 3000, env: {}, seed },
+      volume: { replication: 'async', readonly: ['catalog.db', 'public/'] },
+    } as unknown as SiteConfig;
   });
-  await a.start();
-  await b.start();
-  const urlA = `http://127.0.0.1:${pa}`;
-  const urlB = `http://127.0.0.1:${pb}`;
   await callJson(`${urlA}/v1/volumes/shop/init`, { body: { epoch: 3, seed } });
   const vol = path.join(root, 'a', 'volumes', 'shop');
   const orders = new Database(path.join(vol, 'orders.db'));

@@ -12,7 +12,7 @@ import type { PromoteResponse, StorageStatus, VolumeStatus } from '../../../src/
 import { WAL_FRAME_HEADER_SIZE, WAL_HEADER_SIZE, frameSize, parseWalHeader, scanFrames } from '../../../src/storage/wal-format.ts';
 import { walChecksum } from '../../../src/storage/wal-checksum.ts';
 import { readWalIndexHeader } from '../../../src/storage/wal-index.ts';
-import { freePort, makeConfig, tempDir, testLogger, waitFor } from './helpers.ts';
+import { startStoragePair, tempDir, testLogger, waitFor } from './helpers.ts';
 
 /**
  * Two storage processors in this process on real sockets, an "app" writing to the
@@ -30,31 +30,9 @@ interface Pair {
 
 const TUNING = { walPollMs: 5, checkpointFrames: 150, fileScanMs: 100 };
 
-async function startPair(t: { after: (fn: () => Promise<void> | void) => void }): Promise<Pair> {
-  const root = tempDir();
-  const [pa, pb] = [await freePort(), await freePort()];
-  const config = makeConfig([
-    { name: 'array-a', path: path.join(root, 'a'), port: pa },
-    { name: 'array-b', path: path.join(root, 'b'), port: pb },
-  ]);
-  const a = new StorageProcessor(config, 'array-a', testLogger(), { tuning: TUNING });
-  const b = new StorageProcessor(config, 'array-b', testLogger(), { tuning: TUNING });
-  t.after(async () => {
-    await a.stop().catch(() => undefined);
-    await b.stop().catch(() => undefined);
-    fs.rmSync(root, { recursive: true, force: true });
-  });
-  await a.start();
-  await b.start();
-  return {
-    a,
-    b,
-    urlA: `http://127.0.0.1:${pa}`,
-    urlB: `http://127.0.0.1:${pb}`,
-    root,
-    volA: path.join(root, 'a', 'volumes', 'shop'),
-    volB: path.join(root, 'b', 'replicas', 'shop'),
-  };
+async function startPair(t: { after: (fn: () => Promise<void>) => void }): Promise<Pair> {
+  const pair = await startStoragePair(t, 'us-storage-', TUNING);
+  return { ...pair, volA: path.join(pair.root, 'a', 'volumes', 'shop'), volB: path.join(pair.root, 'b', 'replicas', 'shop') };
 }
 
 function makeSeed(root: string): string {

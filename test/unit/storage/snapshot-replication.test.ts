@@ -10,7 +10,7 @@ import type { DatabaseStatus, PromoteResponse, VolumeStatus } from '../../../src
 import { readDatabaseHeader } from '../../../src/storage/sqlite-file.ts';
 import { DatabaseWatch } from '../../../src/controller/database-watch.ts';
 import { unprotectedDatabases } from '../../../src/controller/status-view.ts';
-import { freePort, makeConfig, tempDir, testLogger, waitFor } from './helpers.ts';
+import { startStoragePair, tempDir, waitFor } from './helpers.ts';
 
 /**
  * Databases outside WAL mode, named anything: two storage processors in this process
@@ -29,31 +29,9 @@ interface Pair {
 
 const TUNING = { walPollMs: 5, checkpointFrames: 150, fileScanMs: 100, snapshotLockWaitMs: 300 };
 
-async function startPair(t: { after: (fn: () => Promise<void> | void) => void }): Promise<Pair> {
-  const root = tempDir('us-snap-');
-  const [pa, pb] = [await freePort(), await freePort()];
-  const config = makeConfig([
-    { name: 'array-a', path: path.join(root, 'a'), port: pa },
-    { name: 'array-b', path: path.join(root, 'b'), port: pb },
-  ]);
-  const a = new StorageProcessor(config, 'array-a', testLogger(), { tuning: TUNING });
-  const b = new StorageProcessor(config, 'array-b', testLogger(), { tuning: TUNING });
-  t.after(async () => {
-    await a.stop().catch(() => undefined);
-    await b.stop().catch(() => undefined);
-    fs.rmSync(root, { recursive: true, force: true });
-  });
-  await a.start();
-  await b.start();
-  return {
-    a,
-    b,
-    urlA: `http://127.0.0.1:${pa}`,
-    urlB: `http://127.0.0.1:${pb}`,
-    root,
-    volA: path.join(root, 'a', 'volumes', 'notes'),
-    volB: path.join(root, 'b', 'replicas', 'notes'),
-  };
+async function startPair(t: { after: (fn: () => Promise<void>) => void }): Promise<Pair> {
+  const pair = await startStoragePair(t, 'us-snap-', TUNING);
+  return { ...pair, volA: path.join(pair.root, 'a', 'volumes', 'notes'), volB: path.join(pair.root, 'b', 'replicas', 'notes') };
 }
 
 /** A seed with notes.sqlite in rollback-journal mode (as the app left it) and a plain file. */
