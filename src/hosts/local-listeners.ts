@@ -74,19 +74,30 @@ export class LocalListeners implements ListenerLookup {
    * found by one scan, not one each. A socket the index does not know (newer than the
    * scan) has the machine scanned again, at most once per `tableTtlMs`.
    */
-  private findHolder(inode: number): number | null {
+  private findHolder(inode: number, reread: boolean): number | null {
     const now = performance.now();
     const fresh = this.holders !== null && now - this.holders.at <= this.tableTtlMs;
-    if (!fresh && !this.holders?.byInode.has(inode)) this.holders = { at: now, byInode: socketHolders() };
+    if (reread || (!fresh && !this.holders?.byInode.has(inode))) this.holders = { at: now, byInode: socketHolders() };
     return this.holders?.byInode.get(inode) ?? null;
   }
 
+  /**
+   * An `outside` answer drawn from the cached table and index is confirmed on fresh ones
+   * before it is given: within `tableTtlMs` a socket can have closed (a host just fenced)
+   * or opened (an app just started), and an owner the cache cannot place is exactly what
+   * the stale-app watch warns about. The cheap answers (`nobody`, a host) come from the cache.
+   */
   whoListens(address: string, port: number): ListenerOwner {
+    const first = this.lookup(address, port, false);
+    return first.kind === 'outside' ? this.lookup(address, port, true) : first;
+  }
+
+  private lookup(address: string, port: number, reread: boolean): ListenerOwner {
     if (!HAS_PROC) return { kind: 'unknown', why: 'no /proc to read listening sockets from' };
     let sockets: Listening[];
     try {
       const now = performance.now();
-      if (this.table === null || now - this.table.at > this.tableTtlMs) this.table = { at: now, byPort: readListeningTable() };
+      if (reread || this.table === null || now - this.table.at > this.tableTtlMs) this.table = { at: now, byPort: readListeningTable() };
       sockets = listeningOn(this.table.byPort, address, port);
     } catch (e) {
       return { kind: 'unknown', why: `cannot read the socket table: ${(e as Error).message}` };
@@ -98,7 +109,7 @@ export class LocalListeners implements ListenerLookup {
     for (const inode of this.owners.keys()) if (!live.has(inode)) this.owners.delete(inode);
     let pid = this.owners.get(s.inode);
     if (pid === undefined || pid === null || !holds(pid, s.inode)) {
-      pid = this.findHolder(s.inode);
+      pid = this.findHolder(s.inode, reread);
       this.owners.set(s.inode, pid);
     }
     if (pid !== null) {

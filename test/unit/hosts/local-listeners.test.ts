@@ -85,3 +85,49 @@ test('the socket table is read once per tableTtlMs: a pass over many sites does 
   assert.deepEqual(cached.whoListens('127.0.0.12', later.port), { kind: 'nobody' }, 'within its lifetime the table read first answers');
   assert.equal(new LocalListeners(() => [{ host: 'hA', group: me }], 0).whoListens('127.0.0.12', later.port).kind, 'host', 'read again, it is there');
 });
+
+test(
+  'an owner the cached table cannot place is confirmed on a fresh read: a socket closed and reopened by another host within the cache is that host, not "outside"',
+  { skip: !fs.existsSync('/proc/net/tcp') },
+  async (t) => {
+    const me = ownGroup();
+    // The old host's app, bound to all addresses, in its own process group.
+    const child = spawn(process.execPath, ['-e', "require('net').createServer().listen(0, '0.0.0.0', function () { console.log(this.address().port) })"], {
+      detached: true,
+      stdio: ['ignore', 'pipe', 'ignore'],
+    });
+    const killChild = (): void => {
+      try {
+        process.kill(-child.pid!, 'SIGKILL');
+      } catch {
+        /* gone */
+      }
+    };
+    t.after(killChild);
+    const port = await new Promise<number>((r) => child.stdout!.once('data', (d: Buffer) => r(Number(d.toString().trim()))));
+    let oldGroup: number | null = child.pid!;
+    const lookup = new LocalListeners(
+      () => [
+        { host: 'hNew', group: me },
+        { host: 'hOld', group: oldGroup },
+      ],
+      60_000, // everything cached for the whole test
+    );
+    assert.deepEqual(lookup.whoListens('127.0.0.21', port), { kind: 'host', host: 'hOld', bound: '0.0.0.0', allAddresses: true });
+
+    // The old host is fenced (its app killed), and the new one's app takes the same port.
+    const exited = new Promise((r) => child.once('exit', r));
+    killChild();
+    await exited;
+    oldGroup = null;
+    const server = net.createServer((s) => s.end());
+    await new Promise<void>((r) => server.listen(port, '0.0.0.0', r));
+    t.after(() => server.close());
+
+    assert.deepEqual(
+      lookup.whoListens('127.0.0.21', port),
+      { kind: 'host', host: 'hNew', bound: '0.0.0.0', allAddresses: true },
+      'the cached table still names the dead socket; a fresh read finds the new host',
+    );
+  },
+);
