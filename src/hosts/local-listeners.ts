@@ -82,14 +82,19 @@ export class LocalListeners implements ListenerLookup {
   }
 
   /**
-   * An `outside` answer drawn from the cached table and index is confirmed on fresh ones
-   * before it is given: within `tableTtlMs` a socket can have closed (a host just fenced)
-   * or opened (an app just started), and an owner the cache cannot place is exactly what
-   * the stale-app watch warns about. The cheap answers (`nobody`, a host) come from the cache.
+   * Within `tableTtlMs` a socket can have closed (a host just fenced) and another opened
+   * on the same port (the new primary's app), so an `outside` answer drawn from the cached
+   * table and index stands only when the process it names holds that socket now: while a
+   * process holds a listening socket, no other socket binds that address and port (short
+   * of SO_REUSEPORT), so the cache's age does not matter. A socket whose holder is gone
+   * means the table is older than a close: the owner is looked up on a fresh table and a
+   * fresh scan of every process. Only then: a pass over a thousand sites whose apps one
+   * outside process serves must not scan every process a thousand times. The cheap
+   * answers (`nobody`, a host) come from the cache.
    */
   whoListens(address: string, port: number): ListenerOwner {
     const first = this.lookup(address, port, false);
-    return first.kind === 'outside' ? this.lookup(address, port, true) : first;
+    return first.kind === 'outside' && first.process === null ? this.lookup(address, port, true) : first;
   }
 
   private lookup(address: string, port: number, reread: boolean): ListenerOwner {
@@ -110,6 +115,8 @@ export class LocalListeners implements ListenerLookup {
     let pid = this.owners.get(s.inode);
     if (pid === undefined || pid === null || !holds(pid, s.inode)) {
       pid = this.findHolder(s.inode, reread);
+      // An index older than the socket's last close names a holder that is gone.
+      if (pid !== null && !holds(pid, s.inode)) pid = null;
       this.owners.set(s.inode, pid);
     }
     if (pid !== null) {

@@ -131,3 +131,36 @@ test(
     );
   },
 );
+
+test(
+  'an outside owner that still holds its socket is answered from the cache, however old: nothing else can listen there meanwhile',
+  { skip: !fs.existsSync('/proc/net/tcp') },
+  async (t) => {
+    const me = ownGroup();
+    const child = spawn(process.execPath, ['-e', "require('net').createServer().listen(0, '0.0.0.0', function () { console.log(this.address().port) })"], {
+      detached: true,
+      stdio: ['ignore', 'pipe', 'ignore'],
+    });
+    t.after(() => {
+      try {
+        process.kill(-child.pid!, 'SIGKILL');
+      } catch {
+        /* gone */
+      }
+    });
+    const port = await new Promise<number>((r) => child.stdout!.once('data', (d: Buffer) => r(Number(d.toString().trim()))));
+    const lookup = new LocalListeners(() => [{ host: 'hA', group: me }], 60_000);
+    const first = lookup.whoListens('127.0.0.31', port);
+    assert.equal(first.kind, 'outside');
+    if (first.kind === 'outside') assert.match(first.process ?? '', new RegExp(`^pid ${child.pid} `));
+
+    // A listener opened after the cached read is not seen, because nothing is read again
+    // for an outside process that still holds its socket (a fresh read would see it).
+    const other = await listen('127.0.0.32');
+    t.after(() => other.server.close());
+    const start = performance.now();
+    for (let i = 0; i < 200; i++) assert.equal(lookup.whoListens('127.0.0.31', port).kind, 'outside');
+    assert.deepEqual(lookup.whoListens('127.0.0.32', other.port), { kind: 'nobody' }, 'the table was not read again');
+    t.diagnostic(`200 outside answers in ${(performance.now() - start).toFixed(1)} ms`);
+  },
+);
