@@ -1,5 +1,5 @@
 import type { UnderstudyConfig } from '../config/types.ts';
-import type { EventRecord, StateStore } from '../state/state-store.ts';
+import type { NewEvent, StateStore } from '../state/state-store.ts';
 import { candidatesFor, holdsFrom } from './pool-facts.ts';
 import type { Blocker } from './spare-pool.ts';
 
@@ -18,7 +18,7 @@ export class PoolWatch {
   constructor(
     private readonly deps: {
       config: UnderstudyConfig;
-      store: Pick<StateStore, 'listSites' | 'runningRunbooks' | 'addEvent'>;
+      store: Pick<StateStore, 'listSites' | 'runningRunbooks' | 'addEvents'>;
       readers?: () => { site: string; host: string }[];
     },
   ) {}
@@ -27,6 +27,8 @@ export class PoolWatch {
     const { config, store } = this.deps;
     const sites = store.listSites();
     const holds = holdsFrom(sites, store.runningRunbooks(), this.deps.readers?.() ?? []);
+    // One spare taken can empty the pool of every site that shares it: one commit for all.
+    const events: NewEvent[] = [];
     for (const rec of sites) {
       const cfg = config.sites[rec.site];
       if (!cfg || rec.state !== 'serving' || !rec.replicaStorage) continue;
@@ -46,7 +48,7 @@ export class PoolWatch {
         continue;
       }
       this.said.set(rec.site, sig);
-      const event: Omit<EventRecord, 'id' | 'at'> = empty
+      const event: NewEvent = empty
         ? {
             site: rec.site,
             host: null,
@@ -65,7 +67,8 @@ export class PoolWatch {
             message: `${rec.site} has a free spare to fail over to again`,
             data: { replicaStorage: rec.replicaStorage },
           };
-      store.addEvent(event);
+      events.push(event);
     }
+    store.addEvents(events);
   }
 }

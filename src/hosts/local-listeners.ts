@@ -46,16 +46,17 @@ const HAS_PROC = fs.existsSync('/proc/net/tcp');
  * it returns names hosts.
  *
  * Cost: the socket table is read at most once per `tableTtlMs` (two file reads),
- * plus a scan of /proc the first time a socket is seen (the owner of an inode is
- * remembered while the socket lives).
+ * plus a scan of /proc the first time a socket is seen (the owner of an inode and
+ * the descriptor it holds it by are remembered while the socket lives, and checked
+ * with one readlink per lookup).
  */
 export class LocalListeners implements ListenerLookup {
-  /** Socket inode → the pid that held it when last looked up. */
-  private readonly owners = new Map<number, number | null>();
+  /** Socket inode → the process (and its descriptor) that held it when last looked up. */
+  private readonly owners = new Map<number, Holder | null>();
   /** The machine's listening sockets by port, as last read, and when (performance.now()). */
   private table: { at: number; byPort: Map<number, TableEntry[]> } | null = null;
   /** Socket inode → the process that held it, for every socket of the last scan of /proc. */
-  private holders: { at: number; byInode: Map<number, number> } | null = null;
+  private holders: { at: number; byInode: Map<number, Holder> } | null = null;
 
   /**
    * @param groups every host and the process group of its agent (null when off).
@@ -74,7 +75,7 @@ export class LocalListeners implements ListenerLookup {
    * found by one scan, not one each. A socket the index does not know (newer than the
    * scan) has the machine scanned again, at most once per `tableTtlMs`.
    */
-  private findHolder(inode: number, reread: boolean): number | null {
+  private findHolder(inode: number, reread: boolean): Holder | null {
     const now = performance.now();
     const fresh = this.holders !== null && now - this.holders.at <= this.tableTtlMs;
     if (reread || (!fresh && !this.holders?.byInode.has(inode))) this.holders = { at: now, byInode: socketHolders() };
@@ -102,7 +103,12 @@ export class LocalListeners implements ListenerLookup {
     let sockets: Listening[];
     try {
       const now = performance.now();
-      if (reread || this.table === null || now - this.table.at > this.tableTtlMs) this.table = { at: now, byPort: readListeningTable() };
+      if (reread || this.table === null || now - this.table.at > this.tableTtlMs) {
+        this.table = { at: now, byPort: readListeningTable() };
+        const live = new Set<number>();
+        for (const list of this.table.byPort.values()) for (const e of list) live.add(e.inode);
+        for (const inode of this.owners.keys()) if (!live.has(inode)) this.owners.delete(inode);
+      }
       sockets = listeningOn(this.table.byPort, address, port);
     } catch (e) {
       return { kind: 'unknown', why: `cannot read the socket table: ${(e as Error).message}` };
@@ -110,15 +116,14 @@ export class LocalListeners implements ListenerLookup {
     // Linux prefers the socket bound to the address; then IPv4 over IPv6 (dual-stack) sockets.
     const s = sockets.sort((a, b) => Number(b.exact) - Number(a.exact) || Number(a.v6) - Number(b.v6))[0];
     if (!s) return { kind: 'nobody' };
-    const live = new Set(sockets.map((x) => x.inode));
-    for (const inode of this.owners.keys()) if (!live.has(inode)) this.owners.delete(inode);
-    let pid = this.owners.get(s.inode);
-    if (pid === undefined || pid === null || !holds(pid, s.inode)) {
-      pid = this.findHolder(s.inode, reread);
+    let holder = this.owners.get(s.inode);
+    if (holder === undefined || holder === null || !holds(holder, s.inode)) {
+      holder = this.findHolder(s.inode, reread);
       // An index older than the socket's last close names a holder that is gone.
-      if (pid !== null && !holds(pid, s.inode)) pid = null;
-      this.owners.set(s.inode, pid);
+      if (holder !== null && !holds(holder, s.inode)) holder = null;
+      this.owners.set(s.inode, holder);
     }
+    const pid = holder?.pid ?? null;
     if (pid !== null) {
       const group = processGroup(pid);
       const host = this.groups().find((g) => g.group !== null && g.group === group)?.host;
@@ -202,9 +207,15 @@ function pids(): number[] {
     .filter((n) => Number.isInteger(n) && n > 0);
 }
 
-/** Every socket of every process this user may read: inode → pid (the first holder found). */
-function socketHolders(): Map<number, number> {
-  const out = new Map<number, number>();
+/** A process holding a socket, and the descriptor it holds it by. */
+interface Holder {
+  pid: number;
+  fd: string;
+}
+
+/** Every socket of every process this user may read: inode → its holder (the first found). */
+function socketHolders(): Map<number, Holder> {
+  const out = new Map<number, Holder>();
   for (const pid of pids()) {
     let fds: string[];
     try {
@@ -221,28 +232,19 @@ function socketHolders(): Map<number, number> {
       }
       if (!link.startsWith('socket:[')) continue;
       const inode = Number(link.slice(8, -1));
-      if (!out.has(inode)) out.set(inode, pid);
+      if (!out.has(inode)) out.set(inode, { pid, fd });
     }
   }
   return out;
 }
 
-function holds(pid: number, inode: number): boolean {
-  const want = `socket:[${inode}]`;
-  let fds: string[];
+/** The holder still holds the socket by that descriptor (one readlink, whatever the process's number of descriptors). */
+function holds(h: Holder, inode: number): boolean {
   try {
-    fds = fs.readdirSync(`/proc/${pid}/fd`);
+    return fs.readlinkSync(`/proc/${h.pid}/fd/${h.fd}`) === `socket:[${inode}]`;
   } catch {
-    return false;
+    return false; // gone, or closed
   }
-  for (const fd of fds) {
-    try {
-      if (fs.readlinkSync(`/proc/${pid}/fd/${fd}`) === want) return true;
-    } catch {
-      // closed meanwhile
-    }
-  }
-  return false;
 }
 
 function processGroup(pid: number): number | null {

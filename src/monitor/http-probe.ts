@@ -1,4 +1,4 @@
-import { Agent, request } from 'undici';
+import { Agent, type Dispatcher } from 'undici';
 import { loadSignal, type LoadSignal } from './load-signal.ts';
 
 export interface ProbeResult {
@@ -49,6 +49,8 @@ export function statusAccepted(status: number, expect: ProbeExpect | undefined):
 export class HttpProbe {
   private readonly dispatcher: Agent;
   private readonly bodyPattern: RegExp | undefined;
+  private readonly origin: string;
+  private readonly path: string;
 
   constructor(
     readonly url: string,
@@ -57,6 +59,9 @@ export class HttpProbe {
   ) {
     this.dispatcher = new Agent({ connect: { timeout: timeoutMs }, keepAliveTimeout: 4000, connections: 2 });
     this.bodyPattern = expect?.body !== undefined ? new RegExp(expect.body) : undefined;
+    const u = new URL(url);
+    this.origin = u.origin;
+    this.path = `${u.pathname}${u.search}`;
   }
 
   /** What is probed, for messages. */
@@ -64,42 +69,73 @@ export class HttpProbe {
     return this.url;
   }
 
-  async run(): Promise<ProbeResult> {
+  /**
+   * One probe, dispatched straight to the connection pool: no response stream, no
+   * abort signal per probe (a controller sends a thousand a second). One timer bounds
+   * the whole probe (connect, answer and body); at most BODY_CAP of the body is read.
+   */
+  run(): Promise<ProbeResult> {
     const start = Date.now();
-    try {
-      const res = await request(this.url, {
-        dispatcher: this.dispatcher,
-        headersTimeout: this.timeoutMs,
-        bodyTimeout: this.timeoutMs,
-        signal: AbortSignal.timeout(this.timeoutMs),
-      });
-      const text = await readCapped(res.body);
-      const latencyMs = Date.now() - start;
-      const status = res.statusCode;
-      const load = loadSignal(status, res.headers['retry-after']);
-      if (load) return { ok: true, at: start, latencyMs, status, load };
-      if (!statusAccepted(status, this.expect)) return { ok: false, at: start, latencyMs, error: `status ${status}`, status, answer: excerpt(text) };
-      if (this.bodyPattern && !this.bodyPattern.test(text)) {
-        return { ok: false, at: start, latencyMs, error: `body does not match /${this.bodyPattern.source}/`, status, answer: excerpt(text) };
-      }
-      return { ok: true, at: start, latencyMs, status };
-    } catch (e) {
-      const err = e as NodeJS.ErrnoException;
-      // A DOMException (AbortSignal.timeout's TimeoutError) has a numeric legacy
-      // `code` (23): its `name` is what says what happened.
-      const code = typeof err.code === 'string' ? err.code : err.name;
-      const error =
-        code === 'ECONNREFUSED'
-          ? 'refused'
-          : code === 'TimeoutError' ||
-              code === 'AbortError' ||
-              code === 'UND_ERR_HEADERS_TIMEOUT' ||
-              code === 'UND_ERR_CONNECT_TIMEOUT' ||
-              code === 'UND_ERR_BODY_TIMEOUT'
-            ? 'timeout'
-            : String(code);
-      return { ok: false, at: start, latencyMs: Date.now() - start, error };
+    return new Promise<ProbeResult>((resolve) => {
+      let done = false;
+      let ctl: Dispatcher.DispatchController | null = null;
+      let status = 0;
+      let retryAfter: string | string[] | undefined;
+      const chunks: Buffer[] = [];
+      let size = 0;
+      const finish = (r: ProbeResult): void => {
+        if (done) return;
+        done = true;
+        clearTimeout(timer);
+        resolve(r);
+      };
+      const fail = (code: string): void => finish({ ok: false, at: start, latencyMs: Date.now() - start, error: errorOf(code) });
+      const answered = (): void => finish(this.judge(start, status, retryAfter, Buffer.concat(chunks, size).subarray(0, BODY_CAP).toString('utf8')));
+      const timer = setTimeout(() => {
+        fail('TimeoutError');
+        ctl?.abort(new Error(`probe timed out after ${this.timeoutMs} ms`));
+      }, this.timeoutMs);
+      this.dispatcher.dispatch(
+        { origin: this.origin, path: this.path, method: 'GET', headersTimeout: this.timeoutMs, bodyTimeout: this.timeoutMs },
+        {
+          onRequestStart(controller) {
+            ctl = controller;
+            if (done) controller.abort(new Error('probe timed out'));
+          },
+          onResponseStart(_controller, statusCode, headers) {
+            status = statusCode;
+            retryAfter = headers['retry-after'];
+          },
+          onResponseData(controller, chunk) {
+            chunks.push(chunk);
+            size += chunk.length;
+            if (size >= BODY_CAP) {
+              answered();
+              controller.abort(new Error('probe read enough of the body'));
+            }
+          },
+          onResponseEnd() {
+            answered();
+          },
+          onResponseError(_controller, err) {
+            const e = err as NodeJS.ErrnoException;
+            // A DOMException has a numeric legacy `code`: its `name` says what happened.
+            fail(typeof e.code === 'string' ? e.code : e.name);
+          },
+        },
+      );
+    });
+  }
+
+  private judge(start: number, status: number, retryAfter: string | string[] | undefined, text: string): ProbeResult {
+    const latencyMs = Date.now() - start;
+    const load = loadSignal(status, retryAfter);
+    if (load) return { ok: true, at: start, latencyMs, status, load };
+    if (!statusAccepted(status, this.expect)) return { ok: false, at: start, latencyMs, error: `status ${status}`, status, answer: excerpt(text) };
+    if (this.bodyPattern && !this.bodyPattern.test(text)) {
+      return { ok: false, at: start, latencyMs, error: `body does not match /${this.bodyPattern.source}/`, status, answer: excerpt(text) };
     }
+    return { ok: true, at: start, latencyMs, status };
   }
 
   async close(): Promise<void> {
@@ -107,18 +143,18 @@ export class HttpProbe {
   }
 }
 
-async function readCapped(body: AsyncIterable<Buffer> & { destroy(): unknown }): Promise<string> {
-  const chunks: Buffer[] = [];
-  let size = 0;
-  for await (const chunk of body) {
-    chunks.push(chunk);
-    size += chunk.length;
-    if (size >= BODY_CAP) {
-      body.destroy();
-      break;
-    }
-  }
-  return Buffer.concat(chunks).subarray(0, BODY_CAP).toString('utf8');
+/** A failed probe's `error`, from the error's code (or name). */
+function errorOf(code: string): string {
+  if (code === 'ECONNREFUSED') return 'refused';
+  if (
+    code === 'TimeoutError' ||
+    code === 'AbortError' ||
+    code === 'UND_ERR_HEADERS_TIMEOUT' ||
+    code === 'UND_ERR_CONNECT_TIMEOUT' ||
+    code === 'UND_ERR_BODY_TIMEOUT'
+  )
+    return 'timeout';
+  return code;
 }
 
 function excerpt(text: string): string {

@@ -54,6 +54,13 @@ export class SiteMonitor {
   private recentFailures: { at: number; error?: string }[] = [];
   private connErrors = 0;
   private probing = false;
+  /**
+   * A signal arrived while a probe was in flight: that probe may have been answered
+   * before the failure the signal reports, so another follows it at once. (The director
+   * sends no more signals while it holds the site's requests: a signal dropped here
+   * would leave detection to the next regular probe, up to `everyMs` later.)
+   */
+  private probeAgain = false;
   lastHealthyAt = Date.now();
   healthy = false;
   lastProbe: ProbeResult | null = null;
@@ -96,7 +103,8 @@ export class SiteMonitor {
   /** The director could not connect to this primary: probe now. */
   connErrorSignalled(): void {
     this.connErrors++;
-    this.scheduleProbe(0);
+    if (this.probing) this.probeAgain = true;
+    else this.scheduleProbe(0);
   }
 
   private scheduleProbe(delayMs: number): void {
@@ -106,10 +114,17 @@ export class SiteMonitor {
   }
 
   private async runProbe(): Promise<void> {
-    if (this.probing || this.stopped || this.fired) return;
+    if (this.stopped || this.fired) return;
+    if (this.probing) {
+      this.probeAgain = true;
+      return;
+    }
     this.probing = true;
+    this.probeAgain = false;
     const r = await this.probe.run();
     this.probing = false;
+    const again = this.probeAgain;
+    this.probeAgain = false;
     if (this.stopped || this.fired) return;
     if (!r.ok && r.error === 'timeout' && this.inconclusiveInARow < MAX_INCONCLUSIVE_IN_A_ROW) {
       const stalled = this.stalls.stalledDuring(r.at, r.at + r.latencyMs);
@@ -136,7 +151,7 @@ export class SiteMonitor {
       this.recentFailures = [];
       if (this.consecutiveSuccesses >= this.cfg.rise || this.healthy) this.healthy = true;
       this.lastHealthyAt = r.at + r.latencyMs;
-      this.scheduleProbe(this.cfg.everyMs);
+      this.scheduleProbe(again ? 0 : this.cfg.everyMs);
       return;
     }
     this.consecutiveSuccesses = 0;

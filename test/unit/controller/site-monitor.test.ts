@@ -149,3 +149,34 @@ test("probe timeouts while the controller's own event loop was held up are not t
   assert.equal(blind.failures.length, 1, 'two timeouts in a row: one failure');
   assert.equal(blind.m.counts.inconclusive, 0);
 });
+
+test('a connection error signalled while a probe is in flight is probed right after it: detection does not wait for the next regular probe', async (t) => {
+  let crashed = false;
+  let inFlight: (() => void) | null = null;
+  const s = await server((req, res) => {
+    if (crashed) {
+      req.socket.destroy();
+      return;
+    }
+    // The probe before the crash is answered late (healthy): the crash happens meanwhile.
+    inFlight = () => res.end(JSON.stringify({ ok: true }));
+  });
+  t.after(() => s.close());
+  const failures: FailureEvidence[] = [];
+  const slow = { path: '/healthz', everyMs: 10_000, timeoutMs: 2000, fall: 2, rise: 1 };
+  const m = new SiteMonitor({ site: 'shop', host: 'h1', url: s.url, pid: null }, slow, (e) => failures.push(e));
+  t.after(() => m.stop());
+  m.start();
+  const deadline = Date.now() + 2000;
+  while (inFlight === null && Date.now() < deadline) await new Promise((r) => setTimeout(r, 5));
+  assert.ok(inFlight, 'the first probe reached the app');
+  crashed = true;
+  const crashAt = Date.now();
+  m.connErrorSignalled(); // the director's signal, during the probe
+  inFlight!(); // that probe is answered: healthy
+  while (failures.length === 0 && Date.now() - crashAt < 1500) await new Promise((r) => setTimeout(r, 5));
+  assert.equal(failures.length, 1, 'detected well before the next regular probe (10 s)');
+  assert.equal(failures[0]!.kind, 'probe');
+  assert.equal(failures[0]!.connErrorsSignalled, 1);
+  assert.ok(failures[0]!.detectedAt - crashAt < 1000, `detected ${failures[0]!.detectedAt - crashAt} ms after the crash`);
+});

@@ -65,3 +65,38 @@ test('site records kept in memory are what the database holds: after puts, state
     fs.rmSync(dir, { recursive: true, force: true });
   }
 });
+
+test('events added together are committed together, then heard in order; they survive a reopen', () => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'us-state-events-'));
+  try {
+    const a = new StateStore(dir);
+    const heard: { id: number; inStore: number }[] = [];
+    a.onEvent((e) => heard.push({ id: e.id, inStore: a.listEvents().length }));
+    assert.deepEqual(a.addEvents([]), []);
+    const recs = a.addEvents(
+      ['s1', 's2', 's3'].map((site) => ({ site, host: null, kind: 'pool-empty', message: `${site} has no spare`, data: { waiting: false } })),
+    );
+    assert.deepEqual(
+      recs.map((r) => r.site),
+      ['s1', 's2', 's3'],
+    );
+    assert.deepEqual(
+      heard.map((h) => h.id),
+      recs.map((r) => r.id),
+      'heard once each, in order',
+    );
+    assert.ok(
+      heard.every((h) => h.inStore === 3),
+      'every one was in the store before the first was heard',
+    );
+    a.close();
+    const b = new StateStore(dir);
+    assert.deepEqual(
+      b.listEvents().map((e) => e.site),
+      ['s1', 's2', 's3'],
+    );
+    b.close();
+  } finally {
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+});

@@ -146,3 +146,34 @@ test('tcp probe: healthy when the port accepts; refused when nothing listens; th
   assert.equal(http.target, `http://127.0.0.1:${port}/up`);
   await http.close();
 });
+
+test('http probe: an endless body is read up to 64 KiB and judged then; a body that stops mid-way is a timeout, within the timeout', async (t) => {
+  const a = await app({
+    '/endless': (res) => {
+      res.writeHead(200, { 'content-type': 'text/plain' });
+      res.write('healthy ');
+      const chunk = 'x'.repeat(16 * 1024);
+      const timer = setInterval(() => res.write(chunk), 5);
+      res.on('close', () => clearInterval(timer));
+    },
+    '/stalls': (res) => {
+      res.writeHead(200, { 'content-type': 'text/plain', 'content-length': '100' });
+      res.write('healthy, but the rest never comes'); // 33 of the 100 bytes promised
+    },
+  });
+  t.after(() => a.close());
+  const endless = new HttpProbe(`${a.base}/endless`, 3000, { body: '^healthy ' });
+  const started = Date.now();
+  const r = await endless.run();
+  await endless.close();
+  assert.equal(r.ok, true, JSON.stringify(r));
+  assert.ok(Date.now() - started < 2000, `judged after ${Date.now() - started} ms, at 64 KiB, not at the timeout`);
+
+  const stalls = new HttpProbe(`${a.base}/stalls`, 300);
+  const s0 = Date.now();
+  const s = await stalls.run();
+  await stalls.close();
+  assert.equal(s.ok, false);
+  assert.equal(s.error, 'timeout');
+  assert.ok(Date.now() - s0 < 1000, `gave up after ${Date.now() - s0} ms (timeout 300 ms)`);
+});
