@@ -11,6 +11,12 @@
  * and the director (the compiled build, dist/) each run in their own process, as in
  * production. A fourth row, the bare Node proxy (node:http + an undici Pool and nothing
  * else), is the floor any proxy written on them has on this machine. Bounded: a 1 s warm-up and `--seconds` of measurement per target.
+ *
+ * `--floors` adds two rows that are not products, to show what Node can do outside
+ * node:http and undici: a TCP relay (each client connection piped to one upstream
+ * connection; no HTTP at all) and a raw HTTP proxy (plain sockets both sides, Node's own
+ * llhttp parser reached through the internal `_http_common` module, a pool of upstream
+ * connections, GET without body only, none of the director's work).
  */
 import { execFileSync, fork, spawn, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
@@ -21,6 +27,7 @@ import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { performance } from 'node:perf_hooks';
 import { fileURLToPath } from 'node:url';
+import { createRequire } from 'node:module';
 import { parseArgs } from 'node:util';
 import { Pool } from 'undici';
 import { freePort } from '../test/support/free-port.ts';
@@ -63,6 +70,18 @@ if (role === '--upstream') {
   });
   server.keepAliveTimeout = 30_000;
   server.listen(0, '127.0.0.1', () => process.send!({ front: `http://127.0.0.1:${(server.address() as AddressInfo).port}` }));
+} else if (role === '--tcp') {
+  // Floor without HTTP: one upstream connection per client connection, bytes piped both ways.
+  const [host, port] = process.argv[3]!.split(':') as [string, string];
+  const server = net.createServer((c) => {
+    const u = net.connect(Number(port), host);
+    c.pipe(u).pipe(c);
+    c.on('error', () => u.destroy());
+    u.on('error', () => c.destroy());
+  });
+  server.listen(0, '127.0.0.1', () => process.send!({ front: `http://127.0.0.1:${(server.address() as AddressInfo).port}` }));
+} else if (role === '--raw') {
+  runRawProxy(process.argv[3]!);
 } else if (role === '--director') {
   const upstream = process.argv[3]!;
   // The compiled build, as `understudy director` runs it (npm run bench:director builds it first).
@@ -101,7 +120,12 @@ if (role === '--upstream') {
   process.send!({ front: director.frontUrl('shop') });
 } else {
   const { values } = parseArgs({
-    options: { seconds: { type: 'string', default: '5' }, concurrency: { type: 'string', default: '32' }, load: { type: 'string' } },
+    options: {
+      seconds: { type: 'string', default: '5' },
+      concurrency: { type: 'string', default: '32' },
+      load: { type: 'string' },
+      floors: { type: 'boolean', default: false },
+    },
   });
   const seconds = Number(values.seconds);
   const concurrency = Number(values.concurrency);
@@ -119,6 +143,12 @@ if (role === '--upstream') {
     if (haproxy) rows.push({ target: 'HAProxy, nbthread 1', ...(await measure(haproxy)) });
     const floor = { target: 'bare Node proxy', ...(await measure(bare.front)) };
     rows.push(floor);
+    if (values.floors) {
+      const tcp = await start<{ front: string }>(children, ['--tcp', upstream]);
+      const raw = await start<{ front: string }>(children, ['--raw', upstream]);
+      rows.push({ target: 'TCP relay (no HTTP)', ...(await measure(tcp.front)) });
+      rows.push({ target: 'raw HTTP proxy', ...(await measure(raw.front)) });
+    }
     rows.push({ target: 'built-in director', ...(await measure(dir.front)) });
     const ha = rows.find((r) => r.target.startsWith('HAProxy'));
     const own = rows.at(-1)!;
@@ -135,12 +165,93 @@ if (role === '--upstream') {
     if (ha) {
       console.log(`director / HAProxy: requests/s ${(own.rps / ha.rps).toFixed(2)} × (target ≥ 0.70), p99 ${(own.p99 / ha.p99).toFixed(2)} × (target ≤ 1.50)`);
       console.log(`bare Node proxy / HAProxy: requests/s ${(floor.rps / ha.rps).toFixed(2)} ×, p99 ${(floor.p99 / ha.p99).toFixed(2)} ×`);
+      for (const r of rows.filter((x) => x.target.startsWith('TCP') || x.target.startsWith('raw'))) {
+        console.log(`${r.target} / HAProxy: requests/s ${(r.rps / ha.rps).toFixed(2)} ×, p99 ${(r.p99 / ha.p99).toFixed(2)} ×`);
+      }
     } else console.log('HAProxy is not installed (apt-get install haproxy): no comparison');
     console.log(`director / bare Node proxy: requests/s ${(own.rps / floor.rps).toFixed(2)} ×, p99 ${(own.p99 / floor.p99).toFixed(2)} ×`);
   } finally {
     for (const c of children) c.kill(process.env.BENCH_PROF ? 'SIGINT' : 'SIGKILL');
     fs.rmSync(tmp, { recursive: true, force: true });
   }
+}
+
+/**
+ * The raw HTTP proxy of `--floors` (see the header): what is left of a Node proxy's cost
+ * without node:http's request and response objects and undici. Not a product path: it
+ * answers GET without body only, and needs Node's internal parser binding.
+ */
+function runRawProxy(upstream: string): void {
+  const require = createRequire(import.meta.url);
+  const { HTTPParser, methods } = require('_http_common') as {
+    HTTPParser: (new () => RawParser) & Record<'REQUEST' | 'RESPONSE' | 'kOnHeaders' | 'kOnHeadersComplete' | 'kOnBody' | 'kOnMessageComplete', number>;
+    methods: string[];
+  };
+  const [host, port] = upstream.split(':') as [string, string];
+  type Upstream = net.Socket & { client: net.Socket | null };
+  const idle: Upstream[] = [];
+  const parser = (kind: number, onHead: (...a: unknown[]) => void, onBody: (b: Buffer) => void, onDone: () => void): RawParser => {
+    const p = new HTTPParser();
+    p.initialize(kind, {}, 0, 0);
+    p[HTTPParser.kOnHeaders] = () => undefined;
+    p[HTTPParser.kOnHeadersComplete] = (...a: unknown[]) => {
+      onHead(...a);
+      return 0;
+    };
+    p[HTTPParser.kOnBody] = onBody;
+    p[HTTPParser.kOnMessageComplete] = onDone;
+    return p;
+  };
+  const connectUpstream = (): Upstream => {
+    const u = net.connect(Number(port), host) as Upstream;
+    u.setNoDelay(true);
+    u.client = null;
+    const p = parser(
+      HTTPParser.RESPONSE,
+      (_maj, _min, headers, _m, _url, status, message) => {
+        const h = headers as string[];
+        let head = `HTTP/1.1 ${status as number} ${message as string}\r\n`;
+        for (let i = 0; i < h.length; i += 2) head += `${h[i]}: ${h[i + 1]}\r\n`;
+        u.client!.cork();
+        u.client!.write(`${head}\r\n`);
+      },
+      (b) => u.client!.write(b),
+      () => {
+        const c = u.client!;
+        u.client = null;
+        idle.push(u);
+        c.uncork();
+      },
+    );
+    u.on('data', (d: Buffer) => p.execute(d));
+    u.on('error', () => undefined);
+    return u;
+  };
+  const server = net.createServer((c) => {
+    c.setNoDelay(true);
+    const p = parser(
+      HTTPParser.REQUEST,
+      (_maj, _min, headers, method, url) => {
+        const h = headers as string[];
+        let head = `${methods[method as number]} ${url as string} HTTP/1.1\r\n`;
+        for (let i = 0; i < h.length; i += 2) head += `${h[i]}: ${h[i + 1]}\r\n`;
+        const u = idle.pop() ?? connectUpstream();
+        u.client = c;
+        u.write(`${head}x-forwarded-for: ${c.remoteAddress}\r\n\r\n`);
+      },
+      () => undefined,
+      () => undefined,
+    );
+    c.on('data', (d: Buffer) => p.execute(d));
+    c.on('error', () => undefined);
+  });
+  server.listen(0, '127.0.0.1', () => process.send!({ front: `http://127.0.0.1:${(server.address() as AddressInfo).port}` }));
+}
+
+interface RawParser {
+  initialize(kind: number, resource: object, maxHeaderSize: number, lenient: number): void;
+  execute(data: Buffer): unknown;
+  [k: number]: unknown;
 }
 
 function has(cmd: string): boolean {
