@@ -42,6 +42,8 @@ const REGISTRY = {
   US_UNREACHABLE: { status: 502 },
   /** A part, an agent or a site did not answer in time: read the logs the message names. */
   US_TIMEOUT: { status: 504 },
+  /** No member of the state store (etcd) answered, or none has a quorum: no automatic action until one does. Check the members (`etcdctl endpoint health --cluster`). */
+  US_STATE_STORE_UNAVAILABLE: { status: 502 },
   /** Replication failed otherwise (a replica cannot publish or fold its copy, a database vanished while shipped): the shipper retries; watch the storage log. */
   US_REPLICATION: { status: 500 },
   /** A replica that fails verification (quick_check, file checksums) when it is to be promoted: not promoted. */

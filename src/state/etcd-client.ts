@@ -1,0 +1,178 @@
+import { performance } from 'node:perf_hooks';
+import { Agent, request } from 'undici';
+import { UnderstudyError } from '../shared/errors.ts';
+
+/**
+ * etcd's v3 API through its own HTTP/JSON gateway (`POST /v3/kv/range`, `/v3/kv/txn`,
+ * `/v3/lease/*`; served by every etcd ≥ 3.4 on its client URLs), the few calls the
+ * controller's state and leader lease need. Keys and values are bytes (base64 on the
+ * wire); 64-bit numbers arrive as decimal strings and are kept as bigint or number as
+ * each field needs.
+ *
+ * Endpoints: every call goes to the member that answered last, and to the next one when
+ * that member cannot be reached or does not answer within the call's timeout (a member
+ * cut off from its quorum answers nothing for writes and linearizable reads: the same
+ * for us). A call that no member answers throws US_STATE_STORE_UNAVAILABLE; the caller
+ * decides what that means (the leader lease: no renewal).
+ */
+export interface EtcdKv {
+  key: string;
+  value: string;
+  createRevision: number;
+  modRevision: number;
+  lease: string | null;
+}
+
+export type EtcdCompare =
+  { key: string; target: 'CREATE'; createRevision: number } | { key: string; target: 'VALUE'; value: string } | { key: string; target: 'LEASE'; lease: string };
+
+export type EtcdOp = { put: { key: string; value: string; lease?: string } } | { range: { key: string } } | { delete: { key: string } };
+
+export interface EtcdTxnResult {
+  succeeded: boolean;
+  /** The cluster's revision after the transaction. */
+  revision: number;
+  /** The keys each `range` op found, in op order (empty for other ops). */
+  ranges: EtcdKv[][];
+}
+
+interface RawKv {
+  key: string;
+  value?: string;
+  create_revision?: string;
+  mod_revision?: string;
+  lease?: string;
+}
+
+const b64 = (s: string): string => Buffer.from(s, 'utf8').toString('base64');
+const unb64 = (s: string | undefined): string => (s === undefined ? '' : Buffer.from(s, 'base64').toString('utf8'));
+
+function kvOf(r: RawKv): EtcdKv {
+  return {
+    key: unb64(r.key),
+    value: unb64(r.value),
+    createRevision: Number(r.create_revision ?? 0),
+    modRevision: Number(r.mod_revision ?? 0),
+    lease: r.lease !== undefined && r.lease !== '0' ? r.lease : null,
+  };
+}
+
+function compareOf(c: EtcdCompare): Record<string, unknown> {
+  const base = { key: b64(c.key), result: 'EQUAL', target: c.target };
+  if (c.target === 'CREATE') return { ...base, create_revision: String(c.createRevision) };
+  if (c.target === 'VALUE') return { ...base, value: b64(c.value) };
+  return { ...base, lease: c.lease };
+}
+
+function opOf(op: EtcdOp): Record<string, unknown> {
+  if ('put' in op) return { request_put: { key: b64(op.put.key), value: b64(op.put.value), ...(op.put.lease ? { lease: op.put.lease } : {}) } };
+  if ('range' in op) return { request_range: { key: b64(op.range.key) } };
+  return { request_delete_range: { key: b64(op.delete.key) } };
+}
+
+export class EtcdClient {
+  private readonly dispatcher: Agent;
+  /** Index of the member that answered last: tried first. */
+  private current = 0;
+
+  /**
+   * @param endpoints client URLs of the members (`http://10.0.0.5:2379`).
+   * @param timeoutMs how long one call may take, through every member it tries.
+   */
+  constructor(
+    readonly endpoints: readonly string[],
+    private readonly timeoutMs: number,
+  ) {
+    if (endpoints.length === 0) throw new UnderstudyError('US_CONFIG_INVALID', 'etcd: no endpoints');
+    this.dispatcher = new Agent({ keepAliveTimeout: 10_000, connections: 4, connect: { timeout: timeoutMs } });
+  }
+
+  async close(): Promise<void> {
+    await this.dispatcher.close().catch(() => undefined);
+  }
+
+  async get(key: string): Promise<EtcdKv | null> {
+    const r = (await this.call('/v3/kv/range', { key: b64(key) })) as { kvs?: RawKv[] };
+    return r.kvs?.[0] ? kvOf(r.kvs[0]) : null;
+  }
+
+  async txn(compare: EtcdCompare[], success: EtcdOp[], failure: EtcdOp[] = []): Promise<EtcdTxnResult> {
+    const r = (await this.call('/v3/kv/txn', { compare: compare.map(compareOf), success: success.map(opOf), failure: failure.map(opOf) })) as {
+      header?: { revision?: string };
+      succeeded?: boolean;
+      responses?: { response_range?: { kvs?: RawKv[] } }[];
+    };
+    return {
+      succeeded: r.succeeded === true,
+      revision: Number(r.header?.revision ?? 0),
+      ranges: (r.responses ?? []).map((x) => (x.response_range?.kvs ?? []).map(kvOf)),
+    };
+  }
+
+  /** A new lease of `ttlSeconds`; its id. */
+  async leaseGrant(ttlSeconds: number): Promise<string> {
+    const r = (await this.call('/v3/lease/grant', { TTL: String(ttlSeconds) })) as { ID?: string; error?: string };
+    if (!r.ID) throw new UnderstudyError('US_STATE_STORE_UNAVAILABLE', `etcd granted no lease${r.error ? `: ${r.error}` : ''}`);
+    return r.ID;
+  }
+
+  /** Renews a lease; its remaining TTL in seconds, 0 when it is gone (expired or revoked). */
+  async leaseKeepAlive(id: string): Promise<number> {
+    const r = (await this.call('/v3/lease/keepalive', { ID: id })) as { result?: { TTL?: string } };
+    return Number(r.result?.TTL ?? 0);
+  }
+
+  async leaseRevoke(id: string): Promise<void> {
+    await this.call('/v3/lease/revoke', { ID: id });
+  }
+
+  /**
+   * One call, to the member that answered last, then to the others in turn, all within
+   * `timeoutMs` (each member gets an equal share, at least 100 ms, of what is left: a
+   * member that hangs cannot use up the time the others need).
+   */
+  private async call(path: string, body: unknown): Promise<unknown> {
+    const errors: string[] = [];
+    const deadline = performance.now() + this.timeoutMs;
+    for (let k = 0; k < this.endpoints.length; k++) {
+      const left = deadline - performance.now();
+      if (left <= 0) break;
+      const share = Math.ceil(Math.min(left, Math.max(100, left / (this.endpoints.length - k))));
+      const i = (this.current + k) % this.endpoints.length;
+      const url = this.endpoints[i]!;
+      try {
+        const res = await request(`${url}${path}`, {
+          method: 'POST',
+          body: JSON.stringify(body),
+          headers: { 'content-type': 'application/json' },
+          dispatcher: this.dispatcher,
+          headersTimeout: share,
+          bodyTimeout: share,
+          signal: AbortSignal.timeout(share),
+        });
+        const text = await res.body.text();
+        if (res.statusCode >= 500) {
+          errors.push(`${url}: ${res.statusCode} ${text.slice(0, 200)}`);
+          continue;
+        }
+        let data: { error?: string; message?: string } & Record<string, unknown>;
+        try {
+          data = JSON.parse(text) as typeof data;
+        } catch {
+          errors.push(`${url}: not JSON: ${text.slice(0, 200)}`);
+          continue;
+        }
+        if (res.statusCode >= 400) throw new UnderstudyError('US_BAD_REQUEST', `etcd ${url}${path}: ${data.message ?? data.error ?? res.statusCode}`);
+        this.current = i;
+        return data;
+      } catch (e) {
+        if (e instanceof UnderstudyError) throw e;
+        const err = e as NodeJS.ErrnoException;
+        errors.push(
+          `${url}: ${err.name === 'TimeoutError' || err.code === 'UND_ERR_HEADERS_TIMEOUT' ? `no answer within ${Math.round(share)} ms` : (err.code ?? err.message)}`,
+        );
+      }
+    }
+    throw new UnderstudyError('US_STATE_STORE_UNAVAILABLE', `no etcd member answered ${path}: ${errors.join('; ')}`);
+  }
+}

@@ -1,0 +1,170 @@
+import assert from 'node:assert/strict';
+import { performance } from 'node:perf_hooks';
+import { test } from 'node:test';
+import { EtcdClient } from '../../src/state/etcd-client.ts';
+import { LeaderLease } from '../../src/controller/leader-lease.ts';
+import { startEtcd, type EtcdCluster } from '../support/etcd.ts';
+
+/**
+ * The controllers' leader lease against a real three-member etcd (Debian's etcd-server):
+ * one leader at a time, a new leader only after the old one stopped acting, a higher
+ * fencing token at every term, and what losing members does.
+ */
+/**
+ * Short test timings that keep Patroni's rule (loop + 2 × retry ≤ ttl) with room for
+ * etcd's own re-election (election timeout 500 ms in the test cluster) when its raft
+ * leader is lost: a renewal that waits through it still comes before the deadline.
+ */
+const TIMING = { ttlMs: 3000, loopMs: 300, retryMs: 1000 };
+const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
+
+interface Contender {
+  name: string;
+  lease: LeaderLease;
+  client: EtcdClient;
+  /** Every change of leadership, with when it happened (performance.now()). */
+  changes: { leader: boolean; token: number | null; at: number }[];
+}
+
+function contender(name: string, endpoints: string[], key: string): Contender {
+  const client = new EtcdClient(endpoints, TIMING.retryMs);
+  const changes: Contender['changes'] = [];
+  const lease = new LeaderLease({ client, key, name, ...TIMING, onChange: (leader, token) => changes.push({ leader, token, at: performance.now() }) });
+  return { name, lease, client, changes };
+}
+
+async function until(what: string, cond: () => boolean, withinMs: number): Promise<number> {
+  const start = performance.now();
+  while (!cond()) {
+    if (performance.now() - start > withinMs) throw new Error(`timed out after ${withinMs} ms waiting for ${what}`);
+    await sleep(20);
+  }
+  return performance.now() - start;
+}
+
+async function withCluster(t: { after: (fn: () => Promise<void>) => void }): Promise<EtcdCluster> {
+  const etcd = await startEtcd(3);
+  t.after(() => etcd.stop());
+  return etcd;
+}
+
+function stopAll(t: { after: (fn: () => Promise<void>) => void }, cs: Contender[]): void {
+  t.after(async () => {
+    for (const c of cs) {
+      await c.lease.stop(false);
+      await c.client.close();
+    }
+  });
+}
+
+test('one leader at a time; a resigned leader is followed at the next step, with a higher fencing token', async (t) => {
+  const etcd = await withCluster(t);
+  const a = contender('ctl-a', etcd.endpoints, '/understudy/t1/leader');
+  const b = contender('ctl-b', etcd.endpoints, '/understudy/t1/leader');
+  stopAll(t, [a, b]);
+  a.lease.start();
+  await until('a leads', () => a.lease.holds(), 5000);
+  b.lease.start();
+  await sleep(TIMING.loopMs * 3);
+  assert.equal(b.lease.holds(), false, 'b does not lead while a does');
+  const view = b.lease.status();
+  assert.equal(view.role, 'follower');
+  if (view.role === 'follower') assert.equal(view.leader, 'ctl-a');
+  const first = a.lease.fencingToken()!;
+  assert.ok(first > 0);
+
+  await a.lease.stop(true); // a clean shutdown gives the key up
+  assert.equal(a.lease.holds(), false);
+  const took = await until('b leads', () => b.lease.holds(), 3000);
+  assert.ok(took < TIMING.ttlMs, `b took over in ${took.toFixed(0)} ms, without waiting for the ttl`);
+  assert.ok(b.lease.fencingToken()! > first, `b's token ${b.lease.fencingToken()} is higher than a's ${first}`);
+  assert.deepEqual(
+    a.changes.map((c) => c.leader),
+    [true, false],
+  );
+});
+
+test('a leader that stops renewing (its process frozen) is followed only after its lease ran out, and it stopped acting first', async (t) => {
+  const etcd = await withCluster(t);
+  const a = contender('ctl-a', etcd.endpoints, '/understudy/t2/leader');
+  const b = contender('ctl-b', etcd.endpoints, '/understudy/t2/leader');
+  stopAll(t, [a, b]);
+  a.lease.start();
+  await until('a leads', () => a.lease.holds(), 5000);
+  b.lease.start();
+  await sleep(TIMING.loopMs * 2);
+  const first = a.lease.fencingToken()!;
+  await a.lease.stop(false); // frozen: no more renewals, and the key is not given up
+  const frozenAt = performance.now();
+  await until('a stops acting', () => !a.lease.holds(), TIMING.ttlMs);
+  const aStopped = performance.now();
+  await until('b leads', () => b.lease.holds(), TIMING.ttlMs + 3 * TIMING.loopMs + 1000);
+  const bLeads = performance.now();
+  assert.ok(aStopped < bLeads, 'a stopped acting before b began');
+  assert.ok(bLeads - frozenAt >= TIMING.ttlMs - TIMING.loopMs - TIMING.retryMs, `b waited for the lease (${(bLeads - frozenAt).toFixed(0)} ms)`);
+  assert.ok(b.lease.fencingToken()! > first);
+});
+
+test("a leader cut off from etcd stops acting before its lease can expire; the others' leader follows it, never overlapping", async (t) => {
+  const etcd = await withCluster(t);
+  // a reaches etcd only through m1; b through m2 and m3.
+  const a = contender('ctl-a', [etcd.endpoints[0]!], '/understudy/t3/leader');
+  const b = contender('ctl-b', etcd.endpoints.slice(1), '/understudy/t3/leader');
+  stopAll(t, [a, b]);
+  a.lease.start();
+  await until('a leads', () => a.lease.holds(), 5000);
+  b.lease.start();
+  await sleep(TIMING.loopMs * 2);
+  assert.equal(b.lease.holds(), false);
+  const first = a.lease.fencingToken()!;
+
+  etcd.pause(0); // m1 answers nothing: a is cut off
+  t.after(() => etcd.resume(0));
+  const cutAt = performance.now();
+  await until('a stops acting', () => !a.lease.holds(), TIMING.ttlMs + 500);
+  const aStopped = performance.now();
+  await until('b leads', () => b.lease.holds(), TIMING.ttlMs + 3 * TIMING.loopMs + 3000);
+  const bLeads = performance.now();
+  t.diagnostic(`a stopped acting ${(aStopped - cutAt).toFixed(0)} ms after the cut, b led ${(bLeads - cutAt).toFixed(0)} ms after it`);
+  assert.ok(aStopped - cutAt <= TIMING.ttlMs, 'a stopped within the ttl of the cut');
+  assert.ok(aStopped < bLeads, 'never two leaders');
+  assert.equal(a.changes.at(-1)?.leader, false, 'a was told it lost the lead');
+  assert.ok(b.lease.fencingToken()! > first, 'the new term has a higher token: parts refuse the old one');
+  assert.equal(a.lease.fencingToken(), null);
+});
+
+test('one etcd member of three lost: the leader goes on; two lost: nobody leads; restored: a leader again', async (t) => {
+  const etcd = await withCluster(t);
+  const a = contender('ctl-a', etcd.endpoints, '/understudy/t4/leader');
+  const b = contender('ctl-b', etcd.endpoints, '/understudy/t4/leader');
+  stopAll(t, [a, b]);
+  a.lease.start();
+  await until('a leads', () => a.lease.holds(), 5000);
+  b.lease.start();
+  const token = a.lease.fencingToken();
+
+  // The worst member to lose: etcd's own leader (the others elect a new one meanwhile).
+  const raftLeader = (await etcd.leader()) ?? 0;
+  await etcd.kill(raftLeader);
+  const steadyUntil = performance.now() + TIMING.ttlMs * 2;
+  while (performance.now() < steadyUntil) {
+    assert.equal(a.lease.holds(), true, 'one member lost: a keeps the lead');
+    assert.equal(b.lease.holds(), false);
+    await sleep(50);
+  }
+  assert.equal(a.lease.fencingToken(), token, 'the same term');
+
+  const second = [0, 1, 2].find((i) => i !== raftLeader)!;
+  await etcd.kill(second); // no quorum left
+  await until('a stops acting', () => !a.lease.holds(), TIMING.ttlMs + 500);
+  await sleep(TIMING.ttlMs * 2);
+  assert.equal(a.lease.holds(), false, 'no quorum: nobody leads');
+  assert.equal(b.lease.holds(), false);
+  assert.equal(a.lease.status().role, 'unknown');
+
+  await Promise.all([etcd.restart(raftLeader), etcd.restart(second)]);
+  await until('a leader again', () => a.lease.holds() || b.lease.holds(), 15_000);
+  const leader = a.lease.holds() ? a : b;
+  assert.ok(leader.lease.fencingToken()! > token!, 'a new term after the outage');
+  assert.equal([a, b].filter((c) => c.lease.holds()).length, 1);
+});
