@@ -149,7 +149,7 @@ export async function startEtcd(size = 3): Promise<EtcdCluster> {
   } catch (e) {
     const logs = members.map((m) => `${m.name}: ${tail(path.join(dir, `${m.name}.log`))}`).join('\n');
     await cluster.stop();
-    throw new Error(`${(e as Error).message}\n${logs}`);
+    throw new Error(`${(e as Error).message}\n${logs}`, { cause: e });
   }
   return cluster;
 }
