@@ -14,12 +14,26 @@ import type {
   TransformResponse,
   VolumeStatus,
 } from '../shared/contracts.ts';
-import { callJson } from '../shared/http-client.ts';
+import { callJson, type JsonCallOptions } from '../shared/http-client.ts';
+import { FENCING_HEADER } from '../shared/fencing.ts';
 import { UnderstudyError } from '../shared/errors.ts';
 
 /** Typed calls from the controller to the other parts (contracts in shared/contracts.ts). */
 export class PartClients {
-  constructor(private readonly config: UnderstudyConfig) {}
+  /**
+   * @param fencingToken the token of the controller's term (leader-lease.ts) while it has
+   *   one: sent on every call, so that parts refuse this controller once a newer one led.
+   */
+  constructor(
+    private readonly config: UnderstudyConfig,
+    private readonly fencingToken: () => number | null = () => null,
+  ) {}
+
+  /** A call to a part, with the fencing token of the controller's term when it has one (fencing.ts). */
+  call<T = unknown>(url: string, opts: JsonCallOptions = {}): Promise<T> {
+    const token = this.fencingToken();
+    return callJson<T>(url, token === null ? opts : { ...opts, headers: { ...opts.headers, [FENCING_HEADER]: String(token) } });
+  }
 
   storageUrl(storage: string): string {
     const s = this.config.storage[storage];
@@ -39,59 +53,59 @@ export class PartClients {
 
   // storage
   storageStatus(storage: string, timeoutMs = 1000): Promise<StorageStatus> {
-    return callJson(`${this.storageUrl(storage)}/v1/status`, { timeoutMs });
+    return this.call(`${this.storageUrl(storage)}/v1/status`, { timeoutMs });
   }
   volume(storage: string, site: string): Promise<VolumeStatus> {
-    return callJson(`${this.storageUrl(storage)}/v1/volumes/${site}`, { timeoutMs: 2000 });
+    return this.call(`${this.storageUrl(storage)}/v1/volumes/${site}`, { timeoutMs: 2000 });
   }
   initVolume(storage: string, site: string, epoch: number, seed?: string): Promise<VolumeStatus> {
-    return callJson(`${this.storageUrl(storage)}/v1/volumes/${site}/init`, { body: { epoch, seed }, timeoutMs: 30_000 });
+    return this.call(`${this.storageUrl(storage)}/v1/volumes/${site}/init`, { body: { epoch, seed }, timeoutMs: 30_000 });
   }
   replicate(storage: string, site: string, epoch: number, to: string): Promise<unknown> {
-    return callJson(`${this.storageUrl(storage)}/v1/volumes/${site}/replicate`, {
+    return this.call(`${this.storageUrl(storage)}/v1/volumes/${site}/replicate`, {
       body: { epoch, to: { name: to, url: this.storageUrl(to) } },
       timeoutMs: 10_000,
     });
   }
   promote(storage: string, site: string, epoch: number): Promise<PromoteResponse> {
-    return callJson(`${this.storageUrl(storage)}/v1/volumes/${site}/promote`, { body: { epoch }, timeoutMs: 30_000 });
+    return this.call(`${this.storageUrl(storage)}/v1/volumes/${site}/promote`, { body: { epoch }, timeoutMs: 30_000 });
   }
   /** Waits until the replica has confirmed everything committed on this primary volume so far. */
   confirm(storage: string, site: string, timeoutMs: number, opts: { callTimeoutMs?: number } = {}): Promise<unknown> {
-    return callJson(`${this.storageUrl(storage)}/v1/volumes/${site}/confirm`, { body: { timeoutMs }, timeoutMs: opts.callTimeoutMs ?? timeoutMs + 2000 });
+    return this.call(`${this.storageUrl(storage)}/v1/volumes/${site}/confirm`, { body: { timeoutMs }, timeoutMs: opts.callTimeoutMs ?? timeoutMs + 2000 });
   }
   restore(storage: string, site: string, body: RestoreRequest): Promise<RestoreResponse> {
-    return callJson(`${this.storageUrl(storage)}/v1/volumes/${site}/restore`, { body, timeoutMs: 600_000 });
+    return this.call(`${this.storageUrl(storage)}/v1/volumes/${site}/restore`, { body, timeoutMs: 600_000 });
   }
   vaultPoints(vault: string, site: string): Promise<VaultPoint[]> {
-    return callJson(`${this.storageUrl(vault)}/v1/vault/${site}/points`, { timeoutMs: 5000 });
+    return this.call(`${this.storageUrl(vault)}/v1/vault/${site}/points`, { timeoutMs: 5000 });
   }
   demote(storage: string, site: string, epoch: number): Promise<unknown> {
-    return callJson(`${this.storageUrl(storage)}/v1/volumes/${site}/demote`, { body: { epoch }, timeoutMs: 2000 });
+    return this.call(`${this.storageUrl(storage)}/v1/volumes/${site}/demote`, { body: { epoch }, timeoutMs: 2000 });
   }
   transform(storage: string, site: string, epoch: number, rules: RenderedRule[]): Promise<TransformResponse> {
-    return callJson(`${this.storageUrl(storage)}/v1/volumes/${site}/transform`, { body: { epoch, rules }, timeoutMs: 10_000 });
+    return this.call(`${this.storageUrl(storage)}/v1/volumes/${site}/transform`, { body: { epoch, rules }, timeoutMs: 10_000 });
   }
 
   // agents
   agentStatus(host: string, timeoutMs = 500): Promise<AgentStatus> {
-    return callJson(`${this.agentUrl(host)}/v1/status`, { timeoutMs });
+    return this.call(`${this.agentUrl(host)}/v1/status`, { timeoutMs });
   }
   startApp(host: string, site: string, req: StartAppRequest): Promise<AgentStatus> {
-    return callJson(`${this.agentUrl(host)}/v1/sites/${site}`, { method: 'PUT', body: req, timeoutMs: 5000 });
+    return this.call(`${this.agentUrl(host)}/v1/sites/${site}`, { method: 'PUT', body: req, timeoutMs: 5000 });
   }
   stopApp(host: string, site: string): Promise<AgentStatus> {
-    return callJson(`${this.agentUrl(host)}/v1/sites/${site}`, { method: 'DELETE', timeoutMs: 5000 });
+    return this.call(`${this.agentUrl(host)}/v1/sites/${site}`, { method: 'DELETE', timeoutMs: 5000 });
   }
 
   // director
   putRoute(route: RouteTable): Promise<unknown> {
-    return callJson(`${this.directorUrl()}/v1/routes/${route.site}`, { method: 'PUT', body: route, timeoutMs: 2000 });
+    return this.call(`${this.directorUrl()}/v1/routes/${route.site}`, { method: 'PUT', body: route, timeoutMs: 2000 });
   }
   routes(): Promise<{ routes: RouteTable[] } | RouteTable[]> {
-    return callJson(`${this.directorUrl()}/v1/routes`, { timeoutMs: 1000 });
+    return this.call(`${this.directorUrl()}/v1/routes`, { timeoutMs: 1000 });
   }
   stats(): Promise<{ sites: SiteStats[] }> {
-    return callJson(`${this.directorUrl()}/v1/stats`, { timeoutMs: 1000 });
+    return this.call(`${this.directorUrl()}/v1/stats`, { timeoutMs: 1000 });
   }
 }

@@ -1,6 +1,7 @@
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { endpointToString, type UnderstudyConfig } from '../config/types.ts';
+import { FencingGate } from '../shared/fencing.ts';
 import { createJsonServer, listen } from '../shared/http-json.ts';
 import { adminRouter } from './admin-api.ts';
 import { defaultLogger, type DirectorLogger } from './logger.ts';
@@ -99,6 +100,12 @@ export class Director {
       this.admin = createJsonServer(adminRouter({ routes: this.routes, stats: () => this.stats(), metrics: this.metrics, drills: this.drills }), null, {
         security: partSecurity(this.config, 'director'),
         part: 'the director',
+        fencing: new FencingGate('the director', null, (token, highest, req) =>
+          this.logger.warn(
+            { token, highest, method: req.method, url: req.url },
+            'refused a command from a controller that no longer leads (lower fencing token)',
+          ),
+        ),
       });
       const a = this.config.director.listen;
       this.adminAddr = await listen(this.admin, a.host, a.port);

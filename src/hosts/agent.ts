@@ -8,6 +8,7 @@ import { UnderstudyError } from '../shared/errors.ts';
 import { JsonRouter, createJsonServer, listen } from '../shared/http-json.ts';
 import { AppProcess } from './app-process.ts';
 import { partSecurity } from '../shared/cluster-transport.ts';
+import { FencingGate } from '../shared/fencing.ts';
 import { assertPortFree } from './port-check.ts';
 
 /*
@@ -66,7 +67,12 @@ export class HostAgent {
         await this.apps.get(params.site!)?.stop();
         return this.status();
       });
-    this.server = createJsonServer(router, null, { security: partSecurity(this.config, this.host), part: `the agent of ${this.host}` });
+    const fencing = new FencingGate(`the agent of ${this.host}`, null, (token, highest, req) =>
+      process.stderr.write(
+        `${JSON.stringify({ level: 'warn', host: this.host, token, highest, method: req.method, url: req.url, msg: 'refused a command from a controller that no longer leads (lower fencing token)' })}\n`,
+      ),
+    );
+    this.server = createJsonServer(router, null, { security: partSecurity(this.config, this.host), part: `the agent of ${this.host}`, fencing });
     await listen(this.server, h.address, h.agentPort);
   }
 

@@ -22,6 +22,8 @@ const REGISTRY = {
   US_VOLUME_NOT_DATABASE: { status: 500 },
   /** A command carried an older epoch than one already accepted: a newer decision is in force (fencing); usually nothing to do. */
   US_STALE_EPOCH: { status: 409 },
+  /** A command carried a lower fencing token than a part has seen: a newer controller leads, and the sender must stop acting. */
+  US_STALE_LEADER: { status: 409 },
   /** An unknown site, host, storage system, route or restore point: check the name against the config. */
   US_NOT_FOUND: { status: 404 },
   /** A malformed API body or argument (a field of the wrong type, a name or id of the wrong form): the message names the field. */

@@ -3,6 +3,7 @@ import type { AddressInfo } from 'node:net';
 import { z } from 'zod';
 import { UnderstudyError, isUnderstudyError, statusOf } from './errors.ts';
 import { createPartServer, requireClusterSecret, type PartSecurity } from './cluster-transport.ts';
+import type { FencingGate } from './fencing.ts';
 
 /**
  * A minimal JSON HTTP server shared by the controller API, the storage processor,
@@ -119,8 +120,9 @@ export function parseBody<T>(schema: z.ZodType<T>, body: unknown): T {
 export function createJsonServer(
   router: JsonRouter,
   fallback?: ((req: http.IncomingMessage, res: http.ServerResponse) => void) | null,
-  guard?: { security: PartSecurity | null; part: string },
+  guard?: { security: PartSecurity | null; part: string; fencing?: FencingGate },
 ): http.Server {
+  const fencing = guard?.fencing;
   const server = createPartServer(guard?.security ?? null, (req, res) => {
     try {
       requireClusterSecret(guard?.security ?? null, req.headers, guard?.part ?? 'this part');
@@ -129,13 +131,18 @@ export function createJsonServer(
       sendError(res, e);
       return;
     }
-    router.handle(req, res).then(
+    // A command from a controller that no longer leads runs no route (fencing.ts).
+    const admitted = fencing ? fencing.admit(req) : null;
+    (admitted ? admitted.then(() => router.handle(req, res)) : router.handle(req, res)).then(
       (handled) => {
         if (handled) return;
         if (fallback) fallback(req, res);
         else sendJson(res, 404, { error: { code: 'US_NOT_FOUND', message: `no route ${req.method} ${req.url}` } });
       },
-      (e) => sendError(res, e),
+      (e) => {
+        req.resume();
+        sendError(res, e);
+      },
     );
   });
   server.keepAliveTimeout = 65_000;

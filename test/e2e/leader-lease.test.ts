@@ -4,6 +4,11 @@ import { test } from 'node:test';
 import { EtcdClient } from '../../src/state/etcd-client.ts';
 import { LeaderLease } from '../../src/controller/leader-lease.ts';
 import { startEtcd, type EtcdCluster } from '../support/etcd.ts';
+import fs from 'node:fs';
+import path from 'node:path';
+import { PartClients } from '../../src/controller/clients.ts';
+import { StorageProcessor } from '../../src/storage/storage-processor.ts';
+import { freePort, makeConfig, tempDir, testLogger } from '../unit/storage/helpers.ts';
 
 /**
  * The controllers' leader lease against a real three-member etcd (Debian's etcd-server):
@@ -118,6 +123,25 @@ test("a leader cut off from etcd stops acting before its lease can expire; the o
   assert.equal(b.lease.holds(), false);
   const first = a.lease.fencingToken()!;
 
+  // A real storage processor, commanded by both (a promote of a site it does not hold:
+  // what matters is whether the command passes the fencing gate).
+  const root = tempDir('us-lease-fencing-');
+  t.after(() => fs.rmSync(root, { recursive: true, force: true }));
+  const port = await freePort();
+  const config = makeConfig([{ name: 'array-a', path: path.join(root, 'a'), port }]);
+  const sp = new StorageProcessor(config, 'array-a', testLogger());
+  t.after(() => sp.stop());
+  await sp.start();
+  const codeOf = (p: Promise<unknown>): Promise<string | undefined> =>
+    p.then(
+      () => undefined,
+      (e: { code?: string }) => e.code,
+    );
+  // a's calls carry the token a last held, as a process paused past its lease would send them.
+  const aClients = new PartClients(config, () => first);
+  const bClients = new PartClients(config, () => b.lease.fencingToken());
+  assert.equal(await codeOf(aClients.promote('array-a', 'shop', 1)), 'US_NOT_FOUND', "a's command passes while it leads");
+
   etcd.pause(0); // m1 answers nothing: a is cut off
   t.after(() => etcd.resume(0));
   const cutAt = performance.now();
@@ -131,6 +155,9 @@ test("a leader cut off from etcd stops acting before its lease can expire; the o
   assert.equal(a.changes.at(-1)?.leader, false, 'a was told it lost the lead');
   assert.ok(b.lease.fencingToken()! > first, 'the new term has a higher token: parts refuse the old one');
   assert.equal(a.lease.fencingToken(), null);
+
+  assert.equal(await codeOf(bClients.promote('array-a', 'shop', 1)), 'US_NOT_FOUND', "the new leader's command passes");
+  assert.equal(await codeOf(aClients.promote('array-a', 'shop', 1)), 'US_STALE_LEADER', "the old leader's command, sent afterwards, is refused");
 });
 
 test('one etcd member of three lost: the leader goes on; two lost: nobody leads; restored: a leader again', async (t) => {

@@ -1,0 +1,104 @@
+import fs from 'node:fs';
+import path from 'node:path';
+import type http from 'node:http';
+import { UnderstudyError } from './errors.ts';
+import { writeFileDurable } from '../storage/fs-durable.ts';
+
+/**
+ * Fencing tokens: what keeps a controller that lost the lead from acting through the
+ * parts. A leader's term has a token that only grows from one term to the next (the
+ * leader key's create revision, leader-lease.ts); the leader sends it on every call to
+ * a part, and a part refuses a command whose token is lower than the highest it has
+ * seen (a lease is not a mutex: a leader paused past its lease may still send what it
+ * prepared). Reads are never refused, and a call without a token (the embedded default,
+ * where one controller runs without a lease; an operator's own call) is not checked.
+ *
+ * The sending side is the controller's calls to the parts (PartClients, which adds the
+ * header while its term holds one): only the controller's, not its process's — a
+ * storage processor that runs the controller inside ships its replication without a
+ * token. The receiving side is a FencingGate in each part's JSON server (http-json.ts).
+ */
+export const FENCING_HEADER = 'x-understudy-fencing-token';
+
+const READS = new Set(['GET', 'HEAD', 'OPTIONS']);
+
+/** The token a request carries: null when none; US_BAD_REQUEST when it is not a whole number. */
+export function tokenOf(headers: http.IncomingHttpHeaders): number | null {
+  const v = headers[FENCING_HEADER];
+  if (v === undefined) return null;
+  const s = Array.isArray(v) ? v[0]! : v;
+  if (!/^[0-9]{1,15}$/.test(s)) throw new UnderstudyError('US_BAD_REQUEST', `${FENCING_HEADER}: "${s}" is not a fencing token (a whole number)`);
+  return Number(s);
+}
+
+/**
+ * A part's side: the highest token seen, and the refusal of lower ones. With a `file`,
+ * the highest token is kept there (written durably before the command that raised it
+ * runs), so a restarted part still refuses the old leader: the storage processors, whose
+ * commands (promote, demote, replicate) decide who writes. Without one it lives as long
+ * as the process (a director, an agent: the leader talks to them all the time, so a
+ * restarted one learns the current token at once).
+ */
+export class FencingGate {
+  private highest: number;
+  private writing: Promise<void> = Promise.resolve();
+
+  constructor(
+    private readonly part: string,
+    private readonly file: string | null = null,
+    private readonly onRefused?: (token: number, highest: number, req: { method: string; url: string }) => void,
+  ) {
+    this.highest = file !== null ? readToken(file) : 0;
+  }
+
+  /** The highest token seen (0: none). */
+  get seen(): number {
+    return this.highest;
+  }
+
+  /** Refuses a command with a lower token than seen; raises (and keeps) a higher one. Reads pass. */
+  async admit(req: http.IncomingMessage): Promise<void> {
+    const method = req.method ?? 'GET';
+    if (READS.has(method)) return;
+    const token = tokenOf(req.headers);
+    if (token === null) return;
+    if (token < this.highest) {
+      this.onRefused?.(token, this.highest, { method, url: req.url ?? '' });
+      throw new UnderstudyError(
+        'US_STALE_LEADER',
+        `${this.part} refuses ${method} ${req.url ?? ''}: its fencing token ${token} is lower than ${this.highest}, which a newer leader sent; the sender no longer leads and must stop acting`,
+        { token, highest: this.highest },
+      );
+    }
+    if (token === this.highest) {
+      await this.writing; // the command that raised it may still be writing it
+      return;
+    }
+    this.highest = token;
+    if (this.file === null) return;
+    const file = this.file;
+    // In order, and each command waits for its own token to be on disk.
+    const write = this.writing.then(() => (token === this.highest ? writeFileDurable(file, `${token}\n`) : undefined));
+    this.writing = write.catch(() => undefined);
+    await write;
+  }
+}
+
+function readToken(file: string): number {
+  let text: string;
+  try {
+    text = fs.readFileSync(file, 'utf8');
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code === 'ENOENT') return 0;
+    throw e;
+  }
+  const n = Number(text.trim());
+  if (!Number.isSafeInteger(n) || n < 0)
+    throw new UnderstudyError('US_INTERNAL', `${file} holds no fencing token ("${text.trim().slice(0, 40)}"): remove it, and the next leader's token is taken`);
+  return n;
+}
+
+/** Where a storage processor keeps the highest token it has seen. */
+export function fencingFile(storagePath: string): string {
+  return path.join(storagePath, 'meta', 'fencing-token');
+}
