@@ -37,6 +37,7 @@ import { sleep, waitFor } from './timing.ts';
 import { Drills } from './drills.ts';
 import { background } from '../shared/background.ts';
 import { eachLimited } from '../shared/each-limited.ts';
+import { SingleFlight } from '../shared/single-flight.ts';
 
 const RECONCILE_EVERY_MS = 1000;
 /** Sites started at the same time by `start` (each mostly waits for its app to answer). */
@@ -133,7 +134,7 @@ export class Controller {
       stopped: () => this.stopped,
       onError: this.onBackgroundError,
     });
-    this.onDirectorStats((stats) => this.watches.observeStats(stats));
+    this.onDirectorStats((_stats, _at, bySite) => this.watches.observeStats(bySite));
     this.storage = new StorageWatch({
       config,
       clients: this.clients,
@@ -335,30 +336,23 @@ export class Controller {
    * start together: they share one pass, and each host is powered on once.
    */
   private bootHosts(): Promise<void> {
-    this.booting ??= (async () => {
+    return this.powerOns.run('(boot)', async () => {
       for (const h of Object.values(this.config.hosts)) {
         if (h.boot && this.relay.status(h.name).power === 'off' && this.store.getRelay(h.name) === undefined) {
           await this.powerOnOnce(h.name);
           this.store.addEvent({ site: null, host: h.name, kind: 'power-on', message: `${h.name} powered on (boot)`, data: {} });
         }
       }
-    })().finally(() => {
-      this.booting = null;
     });
-    return this.booting;
   }
 
-  private booting: Promise<void> | null = null;
-  /** Power-ons under way, by host: a second caller waits for the first, never powers on twice. */
-  private readonly poweringOn = new Map<string, Promise<unknown>>();
+  /** Power-ons under way, by host (and the boot pass): a second caller waits for the first, never powers on twice. */
+  private readonly powerOns = new SingleFlight<string>();
 
   private powerOnOnce(host: string): Promise<unknown> {
-    const pending = this.poweringOn.get(host);
-    if (pending) return pending;
-    if (this.relay.status(host).power !== 'off') return Promise.resolve();
-    const p = this.relay.on(host).finally(() => this.poweringOn.delete(host));
-    this.poweringOn.set(host, p);
-    return p;
+    return this.powerOns.run(host, async () => {
+      if (this.relay.status(host).power === 'off') await this.relay.on(host);
+    });
   }
 
   // ------------------------------------------------------------------ reconcile

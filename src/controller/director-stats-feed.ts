@@ -4,7 +4,12 @@ import { background } from '../shared/background.ts';
 /** How often the director's passive statistics are read. */
 export const DIRECTOR_STATS_EVERY_MS = 500;
 
-export type DirectorStatsListener = (stats: SiteStats[], at: number) => void;
+/**
+ * `bySite`: the same snapshot by site, built once per poll for every listener (each
+ * watch reads its own site's entry; with many sites, a search of the list per watch, or
+ * a map per listener, costs sites² or sites × listeners per poll).
+ */
+export type DirectorStatsListener = (stats: SiteStats[], at: number, bySite: ReadonlyMap<string, SiteStats>) => void;
 
 /**
  * Polls the director's `GET /v1/stats` every `everyMs` and hands each snapshot to
@@ -61,9 +66,10 @@ export class DirectorStatsFeed {
     if (!Array.isArray(stats) || this.stopped) return;
     const at = Date.now();
     this.latest = { stats, at };
+    const bySite = new Map(stats.map((s) => [s.site, s]));
     for (const l of this.listeners) {
       try {
-        l(stats, at);
+        l(stats, at, bySite);
       } catch (e) {
         this.onListenerError(e as Error);
       }

@@ -62,11 +62,8 @@ export class PrimaryWatches {
     });
   }
 
-  /** The director's stats snapshot, for every malfunction and load watch. */
-  observeStats(stats: readonly SiteStats[]): void {
-    // Each watch gets its own site's entry: with many sites, a search of the whole
-    // snapshot per watch would cost sites² per poll.
-    const bySite = new Map(stats.map((s) => [s.site, s]));
+  /** The director's stats snapshot, by site, for every malfunction and load watch (each gets its own site's entry). */
+  observeStats(bySite: ReadonlyMap<string, SiteStats>): void {
     const own = (site: string): SiteStats[] => {
       const s = bySite.get(site);
       return s ? [s] : [];

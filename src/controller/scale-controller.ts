@@ -24,7 +24,7 @@ const READER_PROBE_EVERY_MS = 250;
 
 export interface ScaleControllerDeps extends RunbookDeps {
   governor: ActionGovernor;
-  onDirectorStats: (listener: (stats: SiteStats[], at: number) => void) => void;
+  onDirectorStats: (listener: (stats: SiteStats[], at: number, bySite: ReadonlyMap<string, SiteStats>) => void) => void;
   /** A failover/switchover/restore runbook is running for the site (its route is not ours to push). */
   siteBusy: (site: string) => boolean;
   /** Clock of the detectors (tests). @default Date.now */
@@ -130,7 +130,7 @@ export class ScaleController {
   /** Starts watching; `resume` are the scale runbooks a previous controller left running. */
   start(resume: RunbookRecord[]): void {
     for (const rb of resume) this.launch(rb);
-    this.deps.onDirectorStats((stats, at) => this.onStats(stats, at));
+    this.deps.onDirectorStats((_stats, at, bySite) => this.onStats(bySite, at));
     this.peers.start();
     this.probeTimer = setInterval(() => this.probeReaders(), READER_PROBE_EVERY_MS);
   }
@@ -206,11 +206,9 @@ export class ScaleController {
 
   // ------------------------------------------------------------------ decisions
 
-  private onStats(stats: SiteStats[], at: number): void {
+  private onStats(bySite: ReadonlyMap<string, SiteStats>, at: number): void {
     if (this.stopped) return;
-    // Looked up per site, and the idle hosts' latency read once per snapshot: with many
-    // sites, either done per site costs sites² per poll.
-    const bySite = new Map(stats.map((s) => [s.site, s]));
+    // The idle hosts' latency is read once per snapshot: per site, it would cost sites² per poll.
     const peers = this.peers.snapshot();
     for (const [site, st] of this.sites) {
       try {

@@ -2,6 +2,7 @@ import { createHash } from 'node:crypto';
 import fs from 'node:fs';
 import { Worker } from 'node:worker_threads';
 import { sharedView } from './shared-bytes.ts';
+import { JobThread } from './job-thread.ts';
 
 /**
  * Hashing of whole database images, off the storage processor's event loop.
@@ -119,66 +120,64 @@ parentPort.on('message', ({ id, job }) => {
 `;
 
 interface Pending {
+  id: number;
   job: Job;
   resolve: (r: ReturnType<typeof runJob>) => void;
   reject: (e: Error) => void;
 }
 
-class HashThread {
-  private worker: Worker | null = null;
-  private readonly pending = new Map<number, Pending>();
-  private next = 1;
+interface Answer {
+  id: number;
+  ok: boolean;
+  r?: { hashes?: Uint8Array; size?: number; hex?: string };
+  error?: string;
+  code?: string;
+}
+
+class HashThread extends JobThread<Pending, Answer> {
   /** Jobs the thread ran (for tests and the bench: proof that the work left the event loop). */
   ran = 0;
 
+  constructor() {
+    super('the hashing thread');
+  }
+
   run(job: Job): Promise<ReturnType<typeof runJob>> {
     if (job.op !== 'file') job = { ...job, data: sharedView(job.data) };
-    let w: Worker;
-    try {
-      w = this.started();
-    } catch {
-      return Promise.resolve().then(() => runJob(job));
-    }
-    const id = this.next++;
+    const id = this.nextId();
     return new Promise((resolve, reject) => {
-      this.pending.set(id, { job, resolve, reject });
-      if (this.pending.size === 1) w.ref();
-      w.postMessage({ id, job });
+      try {
+        this.post({ id, job, resolve, reject }, { id, job });
+      } catch {
+        // No thread: the same function, here.
+        Promise.resolve()
+          .then(() => runJob(job))
+          .then(resolve, reject);
+      }
     });
   }
 
-  private started(): Worker {
-    if (this.worker) return this.worker;
-    const w = new Worker(WORKER, { eval: true });
-    w.unref();
-    w.on('message', (m: { id: number; ok: boolean; r?: { hashes?: Uint8Array; size?: number; hex?: string }; error?: string; code?: string }) => {
-      const p = this.pending.get(m.id);
-      this.pending.delete(m.id);
-      if (this.pending.size === 0) w.unref();
-      if (!p) return;
-      this.ran++;
-      if (m.ok) {
-        const { hashes, ...rest } = m.r!;
-        p.resolve(hashes ? { ...rest, hashes: Buffer.from(hashes.buffer, hashes.byteOffset, hashes.byteLength) } : rest);
-      } else p.reject(Object.assign(new Error(m.error ?? 'hashing failed'), m.code ? { code: m.code } : {}));
-    });
-    // The thread is gone: what it had is done here, on the event loop (same function, same result).
-    const takeBack = (): void => {
-      if (this.worker === w) this.worker = null;
-      const left = [...this.pending.values()];
-      this.pending.clear();
-      for (const p of left) {
-        try {
-          p.resolve(runJob(p.job));
-        } catch (e) {
-          p.reject(e as Error);
-        }
+  protected start(): Worker {
+    return new Worker(WORKER, { eval: true });
+  }
+
+  protected answered(p: Pending, m: Answer): void {
+    this.ran++;
+    if (m.ok) {
+      const { hashes, ...rest } = m.r!;
+      p.resolve(hashes ? { ...rest, hashes: Buffer.from(hashes.buffer, hashes.byteOffset, hashes.byteLength) } : rest);
+    } else p.reject(Object.assign(new Error(m.error ?? 'hashing failed'), m.code ? { code: m.code } : {}));
+  }
+
+  /** The thread is gone: what it had is done here, on the event loop (same function, same result). */
+  protected gone(left: Pending[]): void {
+    for (const p of left) {
+      try {
+        p.resolve(runJob(p.job));
+      } catch (e) {
+        p.reject(e as Error);
       }
-    };
-    w.on('error', takeBack);
-    w.on('exit', takeBack);
-    this.worker = w;
-    return w;
+    }
   }
 }
 

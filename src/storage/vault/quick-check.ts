@@ -3,6 +3,7 @@ import { Worker } from 'node:worker_threads';
 import type { VerificationProblem } from '../../shared/contracts.ts';
 import { UnderstudyError } from '../../shared/errors.ts';
 import { sharedView } from '../shared-bytes.ts';
+import { JobThread } from '../job-thread.ts';
 
 /**
  * SQLite's `PRAGMA quick_check` on one database file: b-tree structure, page types,
@@ -59,6 +60,7 @@ parentPort.on('message', ({ id, file, image, rel, maxErrors }) => {
 `;
 
 interface Pending {
+  id: number;
   resolve: (p: VerificationProblem[]) => void;
   reject: (e: Error) => void;
   job: { id: number; file?: string; image?: Uint8Array; rel: string; maxErrors: number };
@@ -73,13 +75,11 @@ interface Pending {
  * about the database, so it is never reported as a problem of the data (that would be
  * read as corruption and acted on).
  */
-export class QuickChecker {
-  private worker: Worker | null = null;
-  private readonly pending = new Map<number, Pending>();
-  private next = 1;
-
+export class QuickChecker extends JobThread<Pending, { id: number; problems: VerificationProblem[] }> {
   /** @param source the thread's code (tests give one that fails). */
-  constructor(private readonly source = WORKER) {}
+  constructor(private readonly source = WORKER) {
+    super('the checking thread');
+  }
 
   run(file: string, rel: string, maxErrors: number): Promise<VerificationProblem[]> {
     return this.enqueue({ file, rel, maxErrors });
@@ -91,54 +91,39 @@ export class QuickChecker {
   }
 
   private enqueue(what: { file?: string; image?: Uint8Array; rel: string; maxErrors: number }): Promise<VerificationProblem[]> {
-    const id = this.next++;
+    const id = this.nextId();
     return new Promise((resolve, reject) => {
-      const p: Pending = { resolve, reject, job: { id, ...what, maxErrors: Math.max(1, Math.floor(what.maxErrors)) }, failures: 0 };
-      this.pending.set(id, p);
-      this.send(p);
+      const p: Pending = { id, resolve, reject, job: { id, ...what, maxErrors: Math.max(1, Math.floor(what.maxErrors)) }, failures: 0 };
+      this.post(p, p.job);
     });
   }
 
-  private send(p: Pending): void {
-    const w = this.started();
-    w.ref();
-    w.postMessage(p.job);
+  protected start(): Worker {
+    return new Worker(this.source, { eval: true, workerData: { betterSqlite: createRequire(import.meta.url).resolve('better-sqlite3') } });
   }
 
-  private started(): Worker {
-    if (this.worker) return this.worker;
-    const w = new Worker(this.source, { eval: true, workerData: { betterSqlite: createRequire(import.meta.url).resolve('better-sqlite3') } });
-    w.unref();
-    w.on('message', (m: { id: number; problems: VerificationProblem[] }) => {
-      const p = this.pending.get(m.id);
-      this.pending.delete(m.id);
-      if (this.pending.size === 0) w.unref();
-      p?.resolve(m.problems);
-    });
-    let gone = false;
-    const failed = (why: string): void => {
-      if (gone) return;
-      gone = true;
-      if (this.worker === w) this.worker = null;
-      for (const p of [...this.pending.values()]) {
-        p.failures++;
-        if (p.failures < 2) {
-          this.send(p);
+  protected answered(p: Pending, m: { problems: VerificationProblem[] }): void {
+    p.resolve(m.problems);
+  }
+
+  protected gone(left: Pending[], why: string): void {
+    for (const p of left) {
+      p.failures++;
+      if (p.failures < 2) {
+        try {
+          this.post(p, p.job);
           continue;
+        } catch (e) {
+          why = `${why}; no new thread: ${(e as Error).message}`;
         }
-        this.pending.delete(p.job.id);
-        p.reject(
-          new UnderstudyError(
-            'US_CHECK_UNAVAILABLE',
-            `quick_check of ${p.job.rel} could not run: the checking thread failed twice (${why}); nothing is concluded about the data, the next verification tries again`,
-          ),
-        );
       }
-    };
-    w.on('error', (e) => failed(`the checking thread failed: ${e.message}`));
-    w.on('exit', (code) => failed(`the checking thread exited (${code})`));
-    this.worker = w;
-    return w;
+      p.reject(
+        new UnderstudyError(
+          'US_CHECK_UNAVAILABLE',
+          `quick_check of ${p.job.rel} could not run: the checking thread failed twice (${why}); nothing is concluded about the data, the next verification tries again`,
+        ),
+      );
+    }
   }
 }
 

@@ -54,7 +54,7 @@ async function world(opts: { max: number; readonly?: string[]; readers?: string[
     putRoute: () => Promise.resolve({}),
     storageUrl: () => 'http://127.0.0.1:9',
   } as unknown as PartClients;
-  let listener: ((stats: SiteStats[], at: number) => void) | null = null;
+  let listener: ((stats: SiteStats[], at: number, bySite: ReadonlyMap<string, SiteStats>) => void) | null = null;
   const log = { info: () => undefined, warn: () => undefined, error: () => undefined };
   const sc = new ScaleController({
     config,
@@ -83,7 +83,8 @@ async function world(opts: { max: number; readonly?: string[]; readers?: string[
         recentLatencyMs: { p50: p95 / 2, p95, p99: p95, count: 500 },
         inflight: 0,
       }));
-      listener!([{ site: 'shop', epoch: 1, upstreams } as unknown as SiteStats], clock);
+      const snapshot = [{ site: 'shop', epoch: 1, upstreams } as unknown as SiteStats];
+      listener!(snapshot, clock, new Map(snapshot.map((s) => [s.site, s])));
     }
   };
   const kinds = (): string[] => store.listEvents({}).map((e) => e.kind);
