@@ -55,7 +55,10 @@ const stop = async (): Promise<void> => {
   await etcd.stop();
 };
 process.once('SIGINT', () => {
-  void stop().then(() => process.exit(130));
+  stop().then(
+    () => process.exit(130),
+    () => process.exit(130),
+  );
 });
 try {
   for (let i = 0; i < TRIALS; i++) {
