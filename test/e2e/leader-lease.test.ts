@@ -195,3 +195,47 @@ test('one etcd member of three lost: the leader goes on; two lost: nobody leads;
   assert.ok(leader.lease.fencingToken()! > token!, 'a new term after the outage');
   assert.equal([a, b].filter((c) => c.lease.holds()).length, 1);
 });
+
+test('leadership moves twice (a → b → a): every term has a higher token, and a part refuses each older one', async (t) => {
+  const etcd = await withCluster(t);
+  const key = '/understudy/t5/leader';
+  const root = tempDir('us-lease-twice-');
+  t.after(() => fs.rmSync(root, { recursive: true, force: true }));
+  const port = await freePort();
+  const config = makeConfig([{ name: 'array-a', path: path.join(root, 'a'), port }]);
+  const sp = new StorageProcessor(config, 'array-a', testLogger());
+  t.after(() => sp.stop());
+  await sp.start();
+  const codeOf = (token: number): Promise<string | undefined> =>
+    new PartClients(config, () => token).promote('array-a', 'shop', 1).then(
+      () => undefined,
+      (e: { code?: string }) => e.code,
+    );
+
+  const a1 = contender('ctl-a', etcd.endpoints, key);
+  const b = contender('ctl-b', etcd.endpoints, key);
+  stopAll(t, [a1, b]);
+  a1.lease.start();
+  await until('a leads', () => a1.lease.holds(), 5000);
+  b.lease.start();
+  const t1 = a1.lease.fencingToken()!;
+  assert.equal(await codeOf(t1), 'US_NOT_FOUND', 'term 1 commands pass');
+
+  await a1.lease.stop(false); // a crashes
+  await until('b leads', () => b.lease.holds(), TIMING.ttlMs + 3000);
+  const t2 = b.lease.fencingToken()!;
+  assert.equal(await codeOf(t2), 'US_NOT_FOUND', 'term 2 commands pass');
+
+  const a2 = contender('ctl-a', etcd.endpoints, key); // a, restarted
+  stopAll(t, [a2]);
+  a2.lease.start();
+  await sleep(TIMING.loopMs * 3);
+  assert.equal(a2.lease.holds(), false, 'the restarted a follows while b leads');
+  await b.lease.stop(true); // b shuts down cleanly
+  await until('a leads again', () => a2.lease.holds(), 3000);
+  const t3 = a2.lease.fencingToken()!;
+  assert.ok(t1 < t2 && t2 < t3, `tokens grow: ${t1} < ${t2} < ${t3}`);
+  assert.equal(await codeOf(t3), 'US_NOT_FOUND', 'term 3 commands pass');
+  assert.equal(await codeOf(t2), 'US_STALE_LEADER', 'term 2 is refused now');
+  assert.equal(await codeOf(t1), 'US_STALE_LEADER', 'and term 1');
+});
