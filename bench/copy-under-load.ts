@@ -7,10 +7,15 @@
  * Prints the commit latency (p50, p99, max) before, during each copy and after, and the
  * ratio of each copy's p99 to the p99 before (the goal: at most 2×).
  *
- *   node --import tsx bench/copy-under-load.ts [--mb 50] [--rate 200] [--before 3]
+ *   node --import tsx bench/copy-under-load.ts [--mb 50] [--rate 200] [--before 3] [--copies 1]
  *
- * Starts (loopback only) four storage processors in this process — array-a (the primary),
- * array-b and array-c (replicas), vault (backup: true) — and the writer as a child process
+ * `--copies N` moves replication N times, each time to a fresh storage processor (a full
+ * image each time), and adds a row over all N phases' commits: one phase holds about 120
+ * commits, so its own p99 is its second-slowest commit; N of them give a p99 that says
+ * more.
+ *
+ * Starts (loopback only) the storage processors in this process — array-a (the primary),
+ * array-b and array-c1…cN (replicas), vault (backup: true) — and the writer as a child process
  * on array-a's volume. Every phase is bounded in time; everything it started is stopped and
  * its directory removed, also on Ctrl-C. Run it through the e2e lock:
  *   flock /tmp/understudy-e2e.lock node --import tsx bench/copy-under-load.ts
@@ -31,11 +36,17 @@ import { background } from '../src/shared/background.ts';
 import { freePort } from '../test/support/free-port.ts';
 
 const { values } = parseArgs({
-  options: { mb: { type: 'string', default: '50' }, rate: { type: 'string', default: '200' }, before: { type: 'string', default: '3' } },
+  options: {
+    mb: { type: 'string', default: '50' },
+    rate: { type: 'string', default: '200' },
+    before: { type: 'string', default: '3' },
+    copies: { type: 'string', default: '1' },
+  },
 });
 const mb = Number(values.mb);
 const rate = Number(values.rate);
 const beforeS = Number(values.before);
+const copies = Math.max(1, Math.floor(Number(values.copies)));
 
 async function waitFor(what: string, cond: () => Promise<boolean>, ms: number): Promise<void> {
   const deadline = Date.now() + ms;
@@ -76,9 +87,10 @@ tick();
 `;
 
 const root = fs.mkdtempSync(path.join(os.tmpdir(), 'us-bench-copy-'));
-const names = ['array-a', 'array-b', 'array-c', 'vault'] as const;
-const ports = Object.fromEntries(await Promise.all(names.map(async (n) => [n, await freePort()] as const))) as Record<(typeof names)[number], number>;
-const url = (n: (typeof names)[number]): string => `http://127.0.0.1:${ports[n]}`;
+const fresh = Array.from({ length: copies }, (_, i) => `array-c${i + 1}`);
+const names = ['array-a', 'array-b', ...fresh, 'vault'];
+const ports = Object.fromEntries(await Promise.all(names.map(async (n) => [n, await freePort()] as const))) as Record<string, number>;
+const url = (n: string): string => `http://127.0.0.1:${ports[n]}`;
 const config = {
   file: path.join(root, 'understudy.yaml'),
   baseDir: root,
@@ -148,10 +160,12 @@ try {
     phases.push({ name, from, to: Date.now(), loopMaxMs: loop.max / 1e6 });
   };
   await phase('before', () => new Promise((r) => setTimeout(r, beforeS * 1000)));
-  await phase('new generation', async () => {
-    await callJson(`${A}/v1/volumes/shop/replicate`, { body: { epoch: 1, to: { name: 'array-c', url: url('array-c') } } });
-    await waitFor('replication to array-c streaming', streamingTo('array-c'), 120_000);
-  });
+  for (const [i, to] of fresh.entries()) {
+    await phase(copies === 1 ? 'new generation' : `new generation ${i + 1}`, async () => {
+      await callJson(`${A}/v1/volumes/shop/replicate`, { body: { epoch: 1, to: { name: to, url: url(to) } } });
+      await waitFor(`replication to ${to} streaming`, streamingTo(to), 120_000);
+    });
+  }
   await phase('restore point', () => callJson(`${A}/v1/volumes/shop/backup-now`, { body: { vaultUrl: url('vault'), keep: 3 }, timeoutMs: 120_000 }));
   await phase('after', () => new Promise((r) => setTimeout(r, beforeS * 1000)));
   writer.stdin!.end();
@@ -167,12 +181,24 @@ try {
   console.log(`database ${dbMb.toFixed(1)} MB, ${rate} commits/s (synchronous=FULL), ${commits.length} commits in all`);
   console.log('| phase | seconds | commits | p50 ms | p99 ms | max ms | p99 / before | storage event loop held up, max ms |');
   console.log('|---|---|---|---|---|---|---|---|');
-  for (const ph of phases) {
-    const xs = commits.filter(([at]) => at >= ph.from && at < ph.to).map(([, ms]) => ms);
+  const rows = [...phases];
+  const gens = phases.filter((ph) => ph.name.startsWith('new generation '));
+  // Every generation's commits together, placed after the last one.
+  if (gens.length > 1)
+    rows.splice(rows.indexOf(gens.at(-1)!) + 1, 0, {
+      name: `new generations, all ${gens.length}`,
+      from: NaN,
+      to: NaN,
+      loopMaxMs: Math.max(...gens.map((g) => g.loopMaxMs)),
+    });
+  for (const ph of rows) {
+    const within = ph.name.startsWith('new generations, all') ? gens : [ph];
+    const xs = commits.filter(([at]) => within.some((w) => at >= w.from && at < w.to)).map(([, ms]) => ms);
     xs.sort((x, y) => x - y);
     const p99 = pct(xs, 0.99);
+    const seconds = within.reduce((a, w) => a + (w.to - w.from), 0) / 1000;
     console.log(
-      `| ${ph.name} | ${((ph.to - ph.from) / 1000).toFixed(1)} | ${xs.length} | ${pct(xs, 0.5).toFixed(2)} | ${p99.toFixed(2)} | ${(xs.at(-1) ?? NaN).toFixed(2)} | ${(p99 / p99Before).toFixed(2)}× | ${ph.loopMaxMs.toFixed(0)} |`,
+      `| ${ph.name} | ${seconds.toFixed(1)} | ${xs.length} | ${pct(xs, 0.5).toFixed(2)} | ${p99.toFixed(2)} | ${(xs.at(-1) ?? NaN).toFixed(2)} | ${(p99 / p99Before).toFixed(2)}× | ${ph.loopMaxMs.toFixed(0)} |`,
     );
   }
 } finally {
