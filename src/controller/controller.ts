@@ -8,7 +8,6 @@ import { HostRelays } from '../power/host-relays.ts';
 import type { RelayDriver, RelayStatus } from '../power/relay.ts';
 import type { ConnErrorSignal, RouteTable, SiteStats, VaultPoint, VolumeStatus } from '../shared/contracts.ts';
 import type { ActionGovernor } from './action-governor.ts';
-import { callJson } from '../shared/http-client.ts';
 import { UnderstudyError } from '../shared/errors.ts';
 import { StateStore } from '../state/state-store.ts';
 import { PartClients } from './clients.ts';
@@ -639,7 +638,7 @@ export class Controller {
     if (!cfg.volume.backup)
       throw new UnderstudyError('US_NOT_CONFIGURED', `${site} has no backups: set sites.${site}.volume.backup: { to: VAULT, every: 30s, keep: 20 }`);
     const vault = cfg.volume.backup.to;
-    const points = await callJson<VaultPoint[]>(`${this.clients.storageUrl(vault)}/v1/vault/${site}/points`, { timeoutMs: 5000 });
+    const points = await this.clients.vaultPoints(vault, site);
     return { vault, points };
   }
 

@@ -5,6 +5,7 @@ import { EtcdClient } from '../../src/state/etcd-client.ts';
 import { LeaderLease } from '../../src/controller/leader-lease.ts';
 import { startEtcd, type EtcdCluster } from '../support/etcd.ts';
 import fs from 'node:fs';
+import net from 'node:net';
 import path from 'node:path';
 import { PartClients } from '../../src/controller/clients.ts';
 import { StorageProcessor } from '../../src/storage/storage-processor.ts';
@@ -238,4 +239,35 @@ test('leadership moves twice (a → b → a): every term has a higher token, and
   assert.equal(await codeOf(t3), 'US_NOT_FOUND', 'term 3 commands pass');
   assert.equal(await codeOf(t2), 'US_STALE_LEADER', 'term 2 is refused now');
   assert.equal(await codeOf(t1), 'US_STALE_LEADER', 'and term 1');
+});
+
+test('the etcd client goes on to the next member when one refuses or hangs, within one call budget', async (t) => {
+  const etcd = await withCluster(t);
+  // A member that accepts connections and never answers (cut off from everything), and one that refuses.
+  const hung = net.createServer(() => undefined);
+  await new Promise<void>((r) => hung.listen(0, '127.0.0.1', r));
+  t.after(() => {
+    hung.close();
+  });
+  const hungUrl = `http://127.0.0.1:${(hung.address() as net.AddressInfo).port}`;
+  const refusedUrl = `http://127.0.0.1:${await freePort()}`;
+  const client = new EtcdClient([hungUrl, refusedUrl, etcd.endpoints[1]!], 1500);
+  t.after(() => client.close());
+  const start = performance.now();
+  const r = await client.txn([{ key: '/understudy/t6/k', target: 'CREATE', createRevision: 0 }], [{ put: { key: '/understudy/t6/k', value: 'v' } }]);
+  const took = performance.now() - start;
+  assert.equal(r.succeeded, true);
+  assert.ok(took < 1500, `answered through the third member in ${took.toFixed(0)} ms (budget 1500 ms)`);
+  assert.equal((await client.get('/understudy/t6/k'))?.value, 'v', 'the member that answered is asked first from now on');
+
+  const none = new EtcdClient([hungUrl, refusedUrl], 600);
+  t.after(() => none.close());
+  const s0 = performance.now();
+  await assert.rejects(none.get('/understudy/t6/k'), (e: Error & { code?: string }) => {
+    assert.equal(e.code, 'US_STATE_STORE_UNAVAILABLE');
+    assert.match(e.message, /no answer within \d+ ms/);
+    assert.match(e.message, /ECONNREFUSED/);
+    return true;
+  });
+  assert.ok(performance.now() - s0 < 1200, `gave up in ${(performance.now() - s0).toFixed(0)} ms (budget 600 ms)`);
 });
