@@ -1,8 +1,5 @@
-import fs from 'node:fs';
-import path from 'node:path';
 import type http from 'node:http';
 import { UnderstudyError } from './errors.ts';
-import { writeFileDurable } from '../storage/fs-durable.ts';
 
 /**
  * Fencing tokens: what keeps a controller that lost the lead from acting through the
@@ -31,8 +28,15 @@ export function tokenOf(headers: http.IncomingHttpHeaders): number | null {
   return Number(s);
 }
 
+/** Where a part keeps the highest token across restarts (the storage processors: storage/fencing-file.ts). */
+export interface KeptToken {
+  read(): number;
+  /** Durably: on disk when it resolves. */
+  write(token: number): Promise<void>;
+}
+
 /**
- * A part's side: the highest token seen, and the refusal of lower ones. With a `file`,
+ * A part's side: the highest token seen, and the refusal of lower ones. With a `store`,
  * the highest token is kept there (written durably before the command that raised it
  * runs), so a restarted part still refuses the old leader: the storage processors, whose
  * commands (promote, demote, replicate) decide who writes. Without one it lives as long
@@ -41,14 +45,17 @@ export function tokenOf(headers: http.IncomingHttpHeaders): number | null {
  */
 export class FencingGate {
   private highest: number;
+  /** The highest token known to be kept (written). */
+  private kept: number;
   private writing: Promise<void> = Promise.resolve();
 
   constructor(
     private readonly part: string,
-    private readonly file: string | null = null,
+    private readonly store: KeptToken | null = null,
     private readonly onRefused?: (token: number, highest: number, req: { method: string; url: string }) => void,
   ) {
-    this.highest = file !== null ? readToken(file) : 0;
+    this.highest = store?.read() ?? 0;
+    this.kept = this.highest;
   }
 
   /** The highest token seen (0: none). */
@@ -70,35 +77,21 @@ export class FencingGate {
         { token, highest: this.highest },
       );
     }
-    if (token === this.highest) {
-      await this.writing; // the command that raised it may still be writing it
-      return;
-    }
-    this.highest = token;
-    if (this.file === null) return;
-    const file = this.file;
-    // In order, and each command waits for its own token to be on disk.
-    const write = this.writing.then(() => (token === this.highest ? writeFileDurable(file, `${token}\n`) : undefined));
+    this.highest = Math.max(this.highest, token);
+    await this.keep(token);
+  }
+
+  /** Resolves once a token at least `token` is kept: writes run one at a time, each the highest seen then. */
+  private keep(token: number): Promise<void> {
+    const store = this.store;
+    if (store === null || this.kept >= token) return Promise.resolve();
+    const write = this.writing.then(async () => {
+      if (this.kept >= token) return;
+      const highest = this.highest;
+      await store.write(highest);
+      this.kept = Math.max(this.kept, highest);
+    });
     this.writing = write.catch(() => undefined);
-    await write;
+    return write;
   }
-}
-
-function readToken(file: string): number {
-  let text: string;
-  try {
-    text = fs.readFileSync(file, 'utf8');
-  } catch (e) {
-    if ((e as NodeJS.ErrnoException).code === 'ENOENT') return 0;
-    throw e;
-  }
-  const n = Number(text.trim());
-  if (!Number.isSafeInteger(n) || n < 0)
-    throw new UnderstudyError('US_INTERNAL', `${file} holds no fencing token ("${text.trim().slice(0, 40)}"): remove it, and the next leader's token is taken`);
-  return n;
-}
-
-/** Where a storage processor keeps the highest token it has seen. */
-export function fencingFile(storagePath: string): string {
-  return path.join(storagePath, 'meta', 'fencing-token');
 }

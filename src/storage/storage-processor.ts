@@ -19,7 +19,8 @@ import { seedProblem } from '../shared/seed.ts';
 import { UnderstudyError, isUnderstudyError } from '../shared/errors.ts';
 import { JsonRouter, createJsonServer, listen } from '../shared/http-json.ts';
 import { fsyncDir, tempPathFor } from './fs-durable.ts';
-import { FencingGate, fencingFile } from '../shared/fencing.ts';
+import { FencingGate } from '../shared/fencing.ts';
+import { fencingFile, tokenKeptIn } from './fencing-file.ts';
 import { KeyedLock } from './keyed-lock.ts';
 import { ReplicaDbWriter } from './replica-db-writer.ts';
 import { registerReplicaRoutes } from './replica-routes.ts';
@@ -181,7 +182,7 @@ export class StorageProcessor {
       if (meta.role === 'primary' && meta.replicateTo) this.startShipper(vol, meta.replicateTo);
     }
     // The storage processors keep the highest fencing token on disk: their commands decide who writes.
-    const fencing = new FencingGate(`storage ${this.name}`, fencingFile(this.storage.path), (token, highest, req) =>
+    const fencing = new FencingGate(`storage ${this.name}`, tokenKeptIn(fencingFile(this.storage.path)), (token, highest, req) =>
       this.log.warn({ token, highest, method: req.method, url: req.url }, 'refused a command from a controller that no longer leads (lower fencing token)'),
     );
     this.server = createJsonServer(this.router(), null, { security: partSecurity(this.config, this.name), part: `storage ${this.name}`, fencing });

@@ -63,14 +63,45 @@ function stopAll(t: { after: (fn: () => Promise<void>) => void }, cs: Contender[
   });
 }
 
-test('one leader at a time; a resigned leader is followed at the next step, with a higher fencing token', async (t) => {
-  const etcd = await withCluster(t);
-  const a = contender('ctl-a', etcd.endpoints, '/understudy/t1/leader');
-  const b = contender('ctl-b', etcd.endpoints, '/understudy/t1/leader');
+/** `a` leads (on `aEndpoints`), then `b` (on `bEndpoints`) starts stepping beside it. */
+async function leaderThenFollower(
+  t: { after: (fn: () => Promise<void>) => void },
+  key: string,
+  aEndpoints: string[],
+  bEndpoints = aEndpoints,
+): Promise<{ a: Contender; b: Contender }> {
+  const a = contender('ctl-a', aEndpoints, key);
+  const b = contender('ctl-b', bEndpoints, key);
   stopAll(t, [a, b]);
   a.lease.start();
   await until('a leads', () => a.lease.holds(), 5000);
   b.lease.start();
+  return { a, b };
+}
+
+/**
+ * A real storage processor, and a command to it sent with a fencing token: a promote of a
+ * site it does not hold. What matters is whether it passes the fencing gate (it then
+ * fails with US_NOT_FOUND) or not (US_STALE_LEADER). Resolves with the error code.
+ */
+async function storageToCommand(t: { after: (fn: () => unknown) => void }): Promise<(token: number | null) => Promise<string | undefined>> {
+  const root = tempDir('us-lease-fencing-');
+  t.after(() => fs.rmSync(root, { recursive: true, force: true }));
+  const port = await freePort();
+  const config = makeConfig([{ name: 'array-a', path: path.join(root, 'a'), port }]);
+  const sp = new StorageProcessor(config, 'array-a', testLogger());
+  t.after(() => sp.stop());
+  await sp.start();
+  return (token) =>
+    new PartClients(config, () => token).promote('array-a', 'shop', 1).then(
+      () => undefined,
+      (e: { code?: string }) => e.code,
+    );
+}
+
+test('one leader at a time; a resigned leader is followed at the next step, with a higher fencing token', async (t) => {
+  const etcd = await withCluster(t);
+  const { a, b } = await leaderThenFollower(t, '/understudy/t1/leader', etcd.endpoints);
   await sleep(TIMING.loopMs * 3);
   assert.equal(b.lease.holds(), false, 'b does not lead while a does');
   const view = b.lease.status();
@@ -92,12 +123,7 @@ test('one leader at a time; a resigned leader is followed at the next step, with
 
 test('a leader that stops renewing (its process frozen) is followed only after its lease ran out, and it stopped acting first', async (t) => {
   const etcd = await withCluster(t);
-  const a = contender('ctl-a', etcd.endpoints, '/understudy/t2/leader');
-  const b = contender('ctl-b', etcd.endpoints, '/understudy/t2/leader');
-  stopAll(t, [a, b]);
-  a.lease.start();
-  await until('a leads', () => a.lease.holds(), 5000);
-  b.lease.start();
+  const { a, b } = await leaderThenFollower(t, '/understudy/t2/leader', etcd.endpoints);
   await sleep(TIMING.loopMs * 2);
   const first = a.lease.fencingToken()!;
   await a.lease.stop(false); // frozen: no more renewals, and the key is not given up
@@ -114,34 +140,16 @@ test('a leader that stops renewing (its process frozen) is followed only after i
 test("a leader cut off from etcd stops acting before its lease can expire; the others' leader follows it, never overlapping", async (t) => {
   const etcd = await withCluster(t);
   // a reaches etcd only through m1; b through m2 and m3.
-  const a = contender('ctl-a', [etcd.endpoints[0]!], '/understudy/t3/leader');
-  const b = contender('ctl-b', etcd.endpoints.slice(1), '/understudy/t3/leader');
-  stopAll(t, [a, b]);
-  a.lease.start();
-  await until('a leads', () => a.lease.holds(), 5000);
-  b.lease.start();
+  const { a, b } = await leaderThenFollower(t, '/understudy/t3/leader', [etcd.endpoints[0]!], etcd.endpoints.slice(1));
   await sleep(TIMING.loopMs * 2);
   assert.equal(b.lease.holds(), false);
   const first = a.lease.fencingToken()!;
 
   // A real storage processor, commanded by both (a promote of a site it does not hold:
   // what matters is whether the command passes the fencing gate).
-  const root = tempDir('us-lease-fencing-');
-  t.after(() => fs.rmSync(root, { recursive: true, force: true }));
-  const port = await freePort();
-  const config = makeConfig([{ name: 'array-a', path: path.join(root, 'a'), port }]);
-  const sp = new StorageProcessor(config, 'array-a', testLogger());
-  t.after(() => sp.stop());
-  await sp.start();
-  const codeOf = (p: Promise<unknown>): Promise<string | undefined> =>
-    p.then(
-      () => undefined,
-      (e: { code?: string }) => e.code,
-    );
-  // a's calls carry the token a last held, as a process paused past its lease would send them.
-  const aClients = new PartClients(config, () => first);
-  const bClients = new PartClients(config, () => b.lease.fencingToken());
-  assert.equal(await codeOf(aClients.promote('array-a', 'shop', 1)), 'US_NOT_FOUND', "a's command passes while it leads");
+  const command = await storageToCommand(t);
+  // a's commands carry the token a last held, as a process paused past its lease would send them.
+  assert.equal(await command(first), 'US_NOT_FOUND', "a's command passes while it leads");
 
   etcd.pause(0); // m1 answers nothing: a is cut off
   t.after(() => etcd.resume(0));
@@ -157,18 +165,13 @@ test("a leader cut off from etcd stops acting before its lease can expire; the o
   assert.ok(b.lease.fencingToken()! > first, 'the new term has a higher token: parts refuse the old one');
   assert.equal(a.lease.fencingToken(), null);
 
-  assert.equal(await codeOf(bClients.promote('array-a', 'shop', 1)), 'US_NOT_FOUND', "the new leader's command passes");
-  assert.equal(await codeOf(aClients.promote('array-a', 'shop', 1)), 'US_STALE_LEADER', "the old leader's command, sent afterwards, is refused");
+  assert.equal(await command(b.lease.fencingToken()), 'US_NOT_FOUND', "the new leader's command passes");
+  assert.equal(await command(first), 'US_STALE_LEADER', "the old leader's command, sent afterwards, is refused");
 });
 
 test('one etcd member of three lost: the leader goes on; two lost: nobody leads; restored: a leader again', async (t) => {
   const etcd = await withCluster(t);
-  const a = contender('ctl-a', etcd.endpoints, '/understudy/t4/leader');
-  const b = contender('ctl-b', etcd.endpoints, '/understudy/t4/leader');
-  stopAll(t, [a, b]);
-  a.lease.start();
-  await until('a leads', () => a.lease.holds(), 5000);
-  b.lease.start();
+  const { a, b } = await leaderThenFollower(t, '/understudy/t4/leader', etcd.endpoints);
   const token = a.lease.fencingToken();
 
   // The worst member to lose: etcd's own leader (the others elect a new one meanwhile).
@@ -200,25 +203,9 @@ test('one etcd member of three lost: the leader goes on; two lost: nobody leads;
 test('leadership moves twice (a → b → a): every term has a higher token, and a part refuses each older one', async (t) => {
   const etcd = await withCluster(t);
   const key = '/understudy/t5/leader';
-  const root = tempDir('us-lease-twice-');
-  t.after(() => fs.rmSync(root, { recursive: true, force: true }));
-  const port = await freePort();
-  const config = makeConfig([{ name: 'array-a', path: path.join(root, 'a'), port }]);
-  const sp = new StorageProcessor(config, 'array-a', testLogger());
-  t.after(() => sp.stop());
-  await sp.start();
-  const codeOf = (token: number): Promise<string | undefined> =>
-    new PartClients(config, () => token).promote('array-a', 'shop', 1).then(
-      () => undefined,
-      (e: { code?: string }) => e.code,
-    );
+  const codeOf = await storageToCommand(t);
 
-  const a1 = contender('ctl-a', etcd.endpoints, key);
-  const b = contender('ctl-b', etcd.endpoints, key);
-  stopAll(t, [a1, b]);
-  a1.lease.start();
-  await until('a leads', () => a1.lease.holds(), 5000);
-  b.lease.start();
+  const { a: a1, b } = await leaderThenFollower(t, key, etcd.endpoints);
   const t1 = a1.lease.fencingToken()!;
   assert.equal(await codeOf(t1), 'US_NOT_FOUND', 'term 1 commands pass');
 

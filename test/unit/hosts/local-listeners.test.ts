@@ -16,6 +16,32 @@ async function listen(host: string): Promise<{ server: net.Server; port: number 
   return { server, port: (server.address() as net.AddressInfo).port };
 }
 
+/**
+ * A listener in a process of its own group (outside every host unless a test names its
+ * group), killed when the test ends; `kill()` kills it earlier.
+ */
+async function listenerProcess(
+  t: { after: (fn: () => Promise<void>) => void },
+  host: string,
+): Promise<{ pid: number; port: number; kill: () => Promise<void> }> {
+  const child = spawn(process.execPath, ['-e', `require('net').createServer().listen(0, '${host}', function () { console.log(this.address().port) })`], {
+    detached: true,
+    stdio: ['ignore', 'pipe', 'ignore'],
+  });
+  const exited = new Promise((r) => child.once('exit', r));
+  const kill = async (): Promise<void> => {
+    try {
+      process.kill(-child.pid!, 'SIGKILL');
+    } catch {
+      /* gone */
+    }
+    await exited;
+  };
+  t.after(kill);
+  const port = await new Promise<number>((r) => child.stdout!.once('data', (d: Buffer) => r(Number(d.toString().trim()))));
+  return { pid: child.pid!, port, kill };
+}
+
 test(
   'who listens: the owner of the socket a connection would reach, named by the host whose process group holds it',
   { skip: !fs.existsSync('/proc/net/tcp') },
@@ -51,24 +77,14 @@ test(
     }
 
     // A process of its own group, outside every host the lookup knows.
-    const child = spawn(process.execPath, ['-e', "require('net').createServer().listen(0, '127.0.0.7', function () { console.log(this.address().port) })"], {
-      detached: true,
-      stdio: ['ignore', 'pipe', 'ignore'],
-    });
-    t.after(() => {
-      try {
-        process.kill(-child.pid!, 'SIGKILL');
-      } catch {
-        /* gone */
-      }
-    });
-    const port = await new Promise<number>((r) => child.stdout!.once('data', (d: Buffer) => r(Number(d.toString().trim()))));
+    const child = await listenerProcess(t, '127.0.0.7');
+    const port = child.port;
     const outside = lookup.whoListens('127.0.0.7', port);
     assert.equal(outside.kind, 'outside');
     if (outside.kind === 'outside') assert.match(outside.process ?? '', new RegExp(`^pid ${child.pid} \\(.*node`));
     const withIt = new LocalListeners(() => [
       { host: 'hA', group: me },
-      { host: 'hC', group: child.pid! },
+      { host: 'hC', group: child.pid },
     ]);
     assert.deepEqual(withIt.whoListens('127.0.0.7', port), { kind: 'host', host: 'hC', bound: '127.0.0.7', allAddresses: false });
   },
@@ -92,20 +108,9 @@ test(
   async (t) => {
     const me = ownGroup();
     // The old host's app, bound to all addresses, in its own process group.
-    const child = spawn(process.execPath, ['-e', "require('net').createServer().listen(0, '0.0.0.0', function () { console.log(this.address().port) })"], {
-      detached: true,
-      stdio: ['ignore', 'pipe', 'ignore'],
-    });
-    const killChild = (): void => {
-      try {
-        process.kill(-child.pid!, 'SIGKILL');
-      } catch {
-        /* gone */
-      }
-    };
-    t.after(killChild);
-    const port = await new Promise<number>((r) => child.stdout!.once('data', (d: Buffer) => r(Number(d.toString().trim()))));
-    let oldGroup: number | null = child.pid!;
+    const child = await listenerProcess(t, '0.0.0.0');
+    const port = child.port;
+    let oldGroup: number | null = child.pid;
     const lookup = new LocalListeners(
       () => [
         { host: 'hNew', group: me },
@@ -116,9 +121,7 @@ test(
     assert.deepEqual(lookup.whoListens('127.0.0.21', port), { kind: 'host', host: 'hOld', bound: '0.0.0.0', allAddresses: true });
 
     // The old host is fenced (its app killed), and the new one's app takes the same port.
-    const exited = new Promise((r) => child.once('exit', r));
-    killChild();
-    await exited;
+    await child.kill();
     oldGroup = null;
     const server = net.createServer((s) => s.end());
     await new Promise<void>((r) => server.listen(port, '0.0.0.0', r));
@@ -137,18 +140,8 @@ test(
   { skip: !fs.existsSync('/proc/net/tcp') },
   async (t) => {
     const me = ownGroup();
-    const child = spawn(process.execPath, ['-e', "require('net').createServer().listen(0, '0.0.0.0', function () { console.log(this.address().port) })"], {
-      detached: true,
-      stdio: ['ignore', 'pipe', 'ignore'],
-    });
-    t.after(() => {
-      try {
-        process.kill(-child.pid!, 'SIGKILL');
-      } catch {
-        /* gone */
-      }
-    });
-    const port = await new Promise<number>((r) => child.stdout!.once('data', (d: Buffer) => r(Number(d.toString().trim()))));
+    const child = await listenerProcess(t, '0.0.0.0');
+    const port = child.port;
     const lookup = new LocalListeners(() => [{ host: 'hA', group: me }], 60_000);
     const first = lookup.whoListens('127.0.0.31', port);
     assert.equal(first.kind, 'outside');

@@ -4,7 +4,8 @@ import http from 'node:http';
 import path from 'node:path';
 import type { AddressInfo } from 'node:net';
 import { test } from 'node:test';
-import { FENCING_HEADER, FencingGate, fencingFile } from '../../../src/shared/fencing.ts';
+import { FENCING_HEADER, FencingGate } from '../../../src/shared/fencing.ts';
+import { fencingFile, tokenKeptIn } from '../../../src/storage/fencing-file.ts';
 import { JsonRouter, createJsonServer, listen } from '../../../src/shared/http-json.ts';
 import { PartClients } from '../../../src/controller/clients.ts';
 import { StorageProcessor } from '../../../src/storage/storage-processor.ts';
@@ -83,5 +84,5 @@ test('a storage processor keeps the highest token across a restart: the old lead
   assert.notEqual((await send(url, 'POST', '9')).code, 'US_STALE_LEADER');
 
   fs.writeFileSync(fencingFile(path.join(root, 'a')), 'garbage\n');
-  assert.throws(() => new FencingGate('storage array-a', fencingFile(path.join(root, 'a'))), /holds no fencing token/);
+  assert.throws(() => new FencingGate('storage array-a', tokenKeptIn(fencingFile(path.join(root, 'a')))), /holds no fencing token/);
 });
