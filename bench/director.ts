@@ -93,7 +93,13 @@ if (role === '--upstream') {
     config: {
       file: '',
       baseDir: process.cwd(),
-      controller: { listen: { host: '127.0.0.1', port: 0 }, stateDir: '', failover: { cooldownMs: 0, flapWindowMs: 0, flapBackoffMs: 0, drainTimeoutMs: 0 } },
+      controller: {
+        listen: { host: '127.0.0.1', port: 0 },
+        stateDir: '',
+        etcd: null,
+        members: {},
+        failover: { cooldownMs: 0, flapWindowMs: 0, flapBackoffMs: 0, drainTimeoutMs: 0 },
+      },
       director: { listen: { host: '127.0.0.1', port: 0 }, holdMaxRequests: 1000, holdTimeoutMs: 5000 },
       storage: {},
       hosts: {},

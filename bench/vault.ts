@@ -100,6 +100,8 @@ async function main(): Promise<void> {
     controller: {
       listen: { host: '127.0.0.1', port: 1 },
       stateDir: path.join(root, 'state'),
+      etcd: null,
+      members: {},
       failover: { cooldownMs: 0, flapWindowMs: 0, flapBackoffMs: 0, drainTimeoutMs: 0 },
     },
     director: { listen: { host: '127.0.0.1', port: 2 }, holdMaxRequests: 10, holdTimeoutMs: 1000 },

@@ -31,9 +31,24 @@ const DrillBody = z
 const PowerBody = z.object({ action: z.enum(['on', 'off']) }).strict();
 const SignalBody = z.object({ kind: z.literal('conn-error'), site: z.string(), upstream: z.string(), at: z.number(), error: z.string() });
 
+/** Where controllers elect a leader: what this one is now (controller-cluster.ts). */
+export interface ControllerRole {
+  name: string;
+  role: 'leader' | 'follower' | 'unknown';
+  /** The leading controller's name, and its API address when `controller.members` names it. */
+  leader: string | null;
+  leaderApi: string | null;
+  /** The leader key's fencing token (the term), when known. */
+  token: number | null;
+  /** Since when etcd has not answered this controller (epoch ms), and why; null while it answers. */
+  storeUnavailable: { since: number; error: string } | null;
+}
+
 /** The parts the API shows besides the controller itself. */
 export interface ApiParts {
   notifier?: Notifier;
+  /** Where controllers elect a leader: this controller's role. A follower serves reads and refuses every command. */
+  role?: () => ControllerRole;
 }
 
 /** Failover figures the dashboard and `status --json` show per site (from its newest `failover-complete` event). */
@@ -85,6 +100,17 @@ export async function startApiServer(controller: Controller, parts: ApiParts = {
         : "wrong token: set UNDERSTUDY_TOKEN to the controller's token (controller.token)",
     );
   };
+  /** A follower serves reads; a command goes to the leader, which this answer names. */
+  const leads = (): void => {
+    const r = parts.role?.();
+    if (!r || r.role === 'leader') return;
+    throw new UnderstudyError(
+      'US_NOT_LEADER',
+      r.leader
+        ? `this controller (${r.name}) follows: send commands to the leader, ${r.leader}${r.leaderApi ? ` at ${r.leaderApi}` : ''}`
+        : `this controller (${r.name}) follows and no controller leads now${r.storeUnavailable ? `: etcd has not answered since ${new Date(r.storeUnavailable.since).toISOString()} (${r.storeUnavailable.error})` : ''}; try again when one leads`,
+    );
+  };
   const router = new JsonRouter()
     .on('GET', '/healthz', () => ({ ok: true, pid: process.pid }))
     .on('GET', '/', (_req, res) => serveDashboardFile('index.html', res))
@@ -94,6 +120,7 @@ export async function startApiServer(controller: Controller, parts: ApiParts = {
       const st = await controller.status();
       return {
         ...st,
+        ...(parts.role ? { controller: parts.role() } : {}),
         sites: st.sites.map((s) => {
           const e = controller.store.latestEvent('failover-complete', s.name);
           return e
@@ -130,19 +157,23 @@ export async function startApiServer(controller: Controller, parts: ApiParts = {
     })
     .on('POST', '/v1/sites/:site/failover', ({ headers, params, body }) => {
       auth(headers);
+      leads();
       return controller.manualFailover(params.site!, parseBody(FailoverBody, body ?? {}));
     })
     .on('POST', '/v1/sites/:site/switchover', ({ headers, params, body }) => {
       auth(headers);
+      leads();
       return controller.switchover(params.site!, parseBody(SwitchoverBody, body).to);
     })
     .on('POST', '/v1/sites/:site/restore', ({ headers, params, body }) => {
       auth(headers);
+      leads();
       const b = parseBody(RestoreBody, body ?? {});
       return controller.restore(params.site!, { ...(b.at ? { at: Date.parse(b.at) } : {}), ...(b.to ? { to: b.to } : {}) });
     })
     .on('POST', '/v1/sites/:site/drill', ({ headers, params, body }) => {
       auth(headers);
+      leads();
       const b = parseBody(DrillBody, body ?? {});
       return controller.drills.run(params.site!, {
         ...(b.to ? { to: b.to } : {}),
@@ -160,10 +191,12 @@ export async function startApiServer(controller: Controller, parts: ApiParts = {
     })
     .on('POST', '/v1/hosts/:host/power', ({ headers, params, body }) => {
       auth(headers);
+      leads();
       return controller.power(params.host!, parseBody(PowerBody, body).action);
     })
     .on('POST', '/v1/signals', ({ headers, body }) => {
       auth(headers);
+      leads();
       controller.signal(parseBody(SignalBody, body));
       return { ok: true };
     })

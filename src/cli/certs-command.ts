@@ -23,6 +23,7 @@ export function partsOf(config: UnderstudyConfig): PartName[] {
   const out = new Map<string, Set<string>>();
   const add = (part: string, address: string) => (out.get(part) ?? out.set(part, new Set()).get(part)!).add(address);
   add('controller', config.controller.listen.host);
+  for (const m of Object.values(config.controller.members)) add('controller', m.host);
   add('director', config.director.listen.host);
   for (const s of Object.values(config.storage)) add(s.name, s.listen.host);
   for (const h of Object.values(config.hosts)) add(h.name, h.address);

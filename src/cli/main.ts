@@ -272,9 +272,22 @@ program
 program
   .command('controller', { hidden: true })
   .requiredOption('-c, --config <file>')
-  .action(async (o: { config: string }) => {
+  .option('--name <name>', 'where controllers elect a leader (controller.state.etcd): this controller, one of controller.members')
+  .action(async (o: { config: string; name?: string }) => {
+    const config = await partConfig(o.config);
+    if (config.controller.etcd) {
+      const { runClusteredController } = await import('../controller/controller-cluster.ts');
+      const { hostname } = await import('node:os');
+      await runClusteredController(config, o.name ?? `${hostname()}-${process.pid}`);
+      return;
+    }
+    if (o.name !== undefined)
+      throw new (await import('../shared/errors.ts')).UnderstudyError(
+        'US_CONFIG_INVALID',
+        '--name needs controller.state: { etcd: … }: a single controller has no name',
+      );
     const { runController } = await import('./controller-command.ts');
-    await runController(await partConfig(o.config));
+    await runController(config);
   });
 program
   .command('director')

@@ -184,7 +184,9 @@ export function compileConfig(parsed: ParsedSections, where: { file: string; bas
     controller: {
       listen: c.listen,
       token: ref(c.token),
-      stateDir: abs(c.state),
+      stateDir: abs(c.state.dir),
+      etcd: c.state.etcd,
+      members: c.members ?? {},
       failover: {
         cooldownMs: c.failover.cooldown,
         flapWindowMs: c.failover.flapWindow,

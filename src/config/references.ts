@@ -138,6 +138,9 @@ function checkListeners(config: UnderstudyConfig, findings: Finding[]): void {
     } else taken.push({ endpoint, owner });
   };
   claim(config.controller.listen, 'controller.listen', ['controller', 'listen']);
+  // A member may be the controller.listen address itself (the CLI's way to one of them).
+  for (const [name, m] of Object.entries(config.controller.members))
+    if (endpointToString(m) !== endpointToString(config.controller.listen)) claim(m, `controller.members.${name}`, ['controller', 'members', name]);
   claim(config.director.listen, 'director.listen', ['director', 'listen']);
   for (const s of Object.values(config.storage)) claim(s.listen, `storage.${s.name}.listen`, ['storage', s.name, 'listen']);
   for (const h of Object.values(config.hosts)) {

@@ -1,3 +1,4 @@
+import { checkLeaseTimings } from './lease-timings.ts';
 import { z } from 'zod';
 import { DURATION_MESSAGE, parseDuration } from './duration.ts';
 import { ADDRESS_MESSAGE, DEFAULT_CONTROLLER_LISTEN, ENDPOINT_MESSAGE, isAddress, isPort, parseEndpoint } from './endpoint.ts';
@@ -110,15 +111,60 @@ const cluster = z
   })
   .prefault({});
 
+const etcdUrl = custom('must be an etcd client URL like http://10.0.0.5:2379', (v) => {
+  if (typeof v !== 'string') return undefined;
+  try {
+    const u = new URL(v);
+    return (u.protocol === 'http:' || u.protocol === 'https:') && u.pathname === '/' && !u.search ? v.replace(/\/$/, '') : undefined;
+  } catch {
+    return undefined;
+  }
+});
+
+/** `controller.state.etcd`: the state in etcd and the leader lease (Patroni's timings; loop and retry derived from ttl unless set). */
+const etcdState = z
+  .strictObject({
+    endpoints: z.array(etcdUrl, { error: 'must be a list of etcd client URLs' }).min(1, 'must name at least one etcd member'),
+    prefix: custom('must be a key prefix like /understudy (starts with /, no trailing /)', (v) =>
+      typeof v === 'string' && /^\/[^\s]*[^/\s]$/.test(v) ? v : undefined,
+    ).default('/understudy'),
+    ttl: duration.default(10_000),
+    loop: duration.optional(),
+    retry: duration.optional(),
+  })
+  .transform((e, ctx) => {
+    const loop = e.loop ?? Math.min(1000, Math.floor(e.ttl / 4));
+    const retry = e.retry ?? Math.min(3000, Math.floor((e.ttl - loop) / 2 / 100) * 100);
+    const bad = checkLeaseTimings({ ttlMs: e.ttl, loopMs: loop, retryMs: retry });
+    if (bad) ctx.addIssue({ code: 'custom', message: bad });
+    return { endpoints: e.endpoints, prefix: e.prefix, ttlMs: e.ttl, loopMs: loop, retryMs: retry };
+  });
+
+const stateDir = custom('must be a directory path', (v) => (typeof v === 'string' && v.trim() !== '' ? v : undefined));
+
+/** `controller.state`: a directory (the embedded SQLite store), or `{ etcd: {…}, dir? }` where several controllers share it. */
+const controllerState = z.union([
+  stateDir.transform((dir) => ({ dir, etcd: null })),
+  z.strictObject({ etcd: etcdState, dir: stateDir.default('.understudy/state') }),
+]);
+
 const controller = z
   .strictObject({
     listen: endpoint.default({ ...DEFAULT_CONTROLLER_LISTEN }),
     /** The operators' API token (CLI, dashboard); required when `listen` is beyond loopback. UNDERSTUDY_TOKEN, when set, is used instead. */
     token: secretRef.optional(),
-    state: custom('must be a directory path (etcd state is not supported yet)', (v) => (typeof v === 'string' && v.trim() !== '' ? v : undefined)).default(
-      '.understudy/state',
-    ),
+    state: controllerState.default({ dir: '.understudy/state', etcd: null }),
+    /** Where controllers elect a leader: each controller's name and API address (`understudy controller --name NAME`). */
+    members: z.record(recordKey, endpoint, { error: 'must be a map of name: address:port' }).optional(),
     failover,
+  })
+  .superRefine((c, ctx) => {
+    if (c.members && !c.state.etcd)
+      ctx.addIssue({
+        code: 'custom',
+        path: ['members'],
+        message: 'needs controller.state: { etcd: { endpoints: [...] } }: several controllers share their state only through etcd',
+      });
   })
   .prefault({});
 

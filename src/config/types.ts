@@ -25,13 +25,31 @@ export interface Endpoint {
   port: number;
 }
 
+export interface EtcdStateConfig {
+  /** Client URLs of the etcd members. */
+  endpoints: string[];
+  /** Key prefix of everything Understudy writes (`/understudy`). */
+  prefix: string;
+  /** The leader lease's ttl, the loop's period and the bound of one etcd call (Patroni: loop + 2 × retry ≤ ttl). */
+  ttlMs: number;
+  loopMs: number;
+  retryMs: number;
+}
+
 export interface ControllerConfig {
   /** API, dashboard and /metrics. @default 127.0.0.1:7070 */
   listen: Endpoint;
   /** The operators' API token (`controller.token`); UNDERSTUDY_TOKEN, when set, wins. Required beyond loopback. */
   token?: SecretRef | null;
-  /** Directory of the embedded state store (absolute). @default .understudy/state */
+  /**
+   * Directory of the embedded state store (absolute), and of the controller's local
+   * files (logs, the BMC fence script) when the state is in etcd. @default .understudy/state
+   */
   stateDir: string;
+  /** `controller.state.etcd`: the state in etcd and a leader lease among several controllers; null for the embedded store. */
+  etcd: EtcdStateConfig | null;
+  /** `controller.members`: each controller's name and API address, where several elect a leader. */
+  members: Record<string, Endpoint>;
   failover: FailoverGovernance;
 }
 

@@ -27,11 +27,23 @@ export class PartClients {
   constructor(
     private readonly config: UnderstudyConfig,
     private readonly fencingToken: () => number | null = () => null,
+    /** True where controllers elect a leader: a command without a term's token is never sent. */
+    private readonly leased = false,
   ) {}
 
-  /** A call to a part, with the fencing token of the controller's term when it has one (fencing.ts). */
+  /**
+   * A call to a part, with the fencing token of the controller's term when it has one
+   * (fencing.ts). Where controllers elect a leader, a command (anything but a GET) from
+   * a controller whose term has ended is refused here, before it is sent: a part that
+   * has seen no token yet would otherwise run it.
+   */
   call<T = unknown>(url: string, opts: JsonCallOptions = {}): Promise<T> {
     const token = this.fencingToken();
+    if (token === null && this.leased && (opts.method ?? (opts.body === undefined && opts.raw === undefined ? 'GET' : 'POST')) !== 'GET') {
+      return Promise.reject(
+        new UnderstudyError('US_STALE_LEADER', `this controller does not lead (no term of the leader lease): it sends no command (${url})`),
+      );
+    }
     return callJson<T>(url, token === null ? opts : { ...opts, headers: { ...opts.headers, [FENCING_HEADER]: String(token) } });
   }
 

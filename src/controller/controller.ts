@@ -39,6 +39,17 @@ import { eachLimited } from '../shared/each-limited.ts';
 import { SingleFlight } from '../shared/single-flight.ts';
 
 const RECONCILE_EVERY_MS = 1000;
+
+/**
+ * Where controllers elect a leader (controller.state.etcd): the term a Controller acts
+ * in. Its store is the term's view of the state in etcd (etcd-state.ts); its token is
+ * the leader lease's fencing token, null once the term ended (every command is then
+ * refused before it is sent: clients.ts, host-relays.ts).
+ */
+export interface ControllerTerm {
+  store: StateStore;
+  fencingToken: () => number | null;
+}
 /** Sites started at the same time by `start` (each mostly waits for its app to answer). */
 const SITE_STARTS_AT_ONCE = 8;
 
@@ -86,12 +97,14 @@ export class Controller {
   constructor(
     readonly config: UnderstudyConfig,
     logger?: pino.Logger,
+    term?: ControllerTerm,
   ) {
     this.log = logger ?? pino({ level: process.env.UNDERSTUDY_LOG_LEVEL ?? 'info' }, pino.destination(2));
-    this.store = new StateStore(config.controller.stateDir);
-    this.relays = new HostRelays(config, this.store, path.join(config.controller.stateDir, 'logs'));
+    this.store = term?.store ?? new StateStore(config.controller.stateDir);
+    const token = term?.fencingToken ?? (() => null);
+    this.relays = new HostRelays(config, this.store, path.join(config.controller.stateDir, 'logs'), term ? () => token() !== null : undefined);
     this.relay = this.relays;
-    this.clients = new PartClients(config);
+    this.clients = new PartClients(config, token, term !== undefined);
     // Embedded hosts share one network stack: who answers on an address is told by the process that listens (local-listeners.ts).
     // The socket table is read at most once a second: the stale-app watch's period (a
     // pass over many sites asks per site, and one read parses every socket of the machine).

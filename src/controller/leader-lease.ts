@@ -1,6 +1,9 @@
 import { performance } from 'node:perf_hooks';
 import { UnderstudyError } from '../shared/errors.ts';
 import type { EtcdClient } from '../state/etcd-client.ts';
+import { checkLeaseTimings } from '../config/lease-timings.ts';
+
+export { checkLeaseTimings };
 
 /**
  * Which controller leads: a key in etcd held by a lease, as Patroni's HA loop holds its
@@ -44,14 +47,6 @@ export type LeaseView =
   | { role: 'leader'; token: number; validUntil: number }
   | { role: 'follower'; leader: string | null; token: number | null }
   | { role: 'unknown'; since: number; error: string };
-
-/** Patroni's rule: a leader gets a full renewal attempt before its lease can run out. */
-export function checkLeaseTimings(t: { ttlMs: number; loopMs: number; retryMs: number }): string | null {
-  if (t.ttlMs % 1000 !== 0 || t.ttlMs < 2000) return `ttl must be whole seconds, at least 2 s (etcd leases are in seconds): ${t.ttlMs} ms`;
-  if (t.loopMs + 2 * t.retryMs > t.ttlMs)
-    return `loop (${t.loopMs} ms) + 2 × retry (${t.retryMs} ms) must not exceed ttl (${t.ttlMs} ms): a leader would lose its key before it could renew it`;
-  return null;
-}
 
 export class LeaderLease {
   private lease: string | null = null;

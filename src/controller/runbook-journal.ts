@@ -30,7 +30,9 @@ export interface RunbookDeps {
  * and `end` (or `error`) after it runs, and the runbook's data (its decisions) is
  * saved with the `end`. Steps whose `end` is already journaled are skipped, so a
  * restarted controller that runs the same runbook again resumes at the step it
- * stopped in. Steps must therefore be idempotent: safe to run twice.
+ * stopped in. Steps must therefore be idempotent: safe to run twice. A step runs only
+ * once its `begin` is durable (`store.flush()`: at once for the embedded store, once
+ * etcd has it for the state in etcd).
  */
 export class RunbookJournal<D extends Record<string, unknown>> {
   private readonly done: Set<string>;
@@ -52,6 +54,8 @@ export class RunbookJournal<D extends Record<string, unknown>> {
     const { store } = this.deps;
     if (this.done.has(name)) return;
     store.journal(this.rb.id, name, 'begin');
+    // Journal before act: with the state in etcd, the begin (and all before it) is committed there before the step runs.
+    await store.flush();
     const started = Date.now();
     let result: unknown;
     try {

@@ -3,6 +3,7 @@ import type { StateStore } from '../state/state-store.ts';
 import { IpmiRelay } from './ipmi-relay.ts';
 import { LocalRelay } from './local-relay.ts';
 import type { RelayDriver, RelayStatus } from './relay.ts';
+import { UnderstudyError } from '../shared/errors.ts';
 
 /**
  * The relay of every host, each through the driver its config names
@@ -13,10 +14,15 @@ export class HostRelays implements RelayDriver {
   private readonly local: LocalRelay;
   private readonly ipmi: IpmiRelay;
 
+  /**
+   * @param mayAct where controllers elect a leader: false once this controller's term
+   *   ended. A BMC cannot check a fencing token, so a relay command is refused here instead.
+   */
   constructor(
     private readonly config: UnderstudyConfig,
     store: StateStore,
     logDir: string,
+    private readonly mayAct: () => boolean = () => true,
   ) {
     this.local = new LocalRelay(config, store, logDir);
     this.ipmi = new IpmiRelay(config, store);
@@ -47,10 +53,17 @@ export class HostRelays implements RelayDriver {
     this.watchTimer = null;
   }
 
-  on(host: string): Promise<RelayStatus> {
+  private refuseWithoutTerm(host: string, action: string): void {
+    if (!this.mayAct())
+      throw new UnderstudyError('US_STALE_LEADER', `this controller does not lead (no term of the leader lease): it does not power ${host} ${action}`);
+  }
+
+  async on(host: string): Promise<RelayStatus> {
+    this.refuseWithoutTerm(host, 'on');
     return this.driver(host).on(host);
   }
-  off(host: string): Promise<RelayStatus> {
+  async off(host: string): Promise<RelayStatus> {
+    this.refuseWithoutTerm(host, 'off');
     return this.driver(host).off(host);
   }
   status(host: string): RelayStatus {

@@ -46,6 +46,8 @@ const REGISTRY = {
   US_TIMEOUT: { status: 504 },
   /** No member of the state store (etcd) answered, or none has a quorum: no automatic action until one does. Check the members (`etcdctl endpoint health --cluster`). */
   US_STATE_STORE_UNAVAILABLE: { status: 502 },
+  /** A command sent to a controller that follows (several controllers, one leader): send it to the leader the message names (`understudy status` shows it). */
+  US_NOT_LEADER: { status: 503 },
   /** Replication failed otherwise (a replica cannot publish or fold its copy, a database vanished while shipped): the shipper retries; watch the storage log. */
   US_REPLICATION: { status: 500 },
   /** A replica that fails verification (quick_check, file checksums) when it is to be promoted: not promoted. */

@@ -57,6 +57,19 @@ function kvOf(r: RawKv): EtcdKv {
   };
 }
 
+/** The end of the range of every key that starts with `prefix` (etcd's `range_end`, base64). */
+function prefixEnd(prefix: string): string {
+  const b = Buffer.from(prefix, 'utf8');
+  for (let i = b.length - 1; i >= 0; i--) {
+    if (b[i]! < 0xff) {
+      const out = Buffer.from(b.subarray(0, i + 1));
+      out[i] = b[i]! + 1;
+      return out.toString('base64');
+    }
+  }
+  return Buffer.from([0]).toString('base64');
+}
+
 function compareOf(c: EtcdCompare): Record<string, unknown> {
   const base = { key: b64(c.key), result: 'EQUAL', target: c.target };
   if (c.target === 'CREATE') return { ...base, create_revision: String(c.createRevision) };
@@ -94,6 +107,37 @@ export class EtcdClient {
   async get(key: string): Promise<EtcdKv | null> {
     const r = (await this.call('/v3/kv/range', { key: b64(key) })) as { kvs?: RawKv[] };
     return r.kvs?.[0] ? kvOf(r.kvs[0]) : null;
+  }
+
+  /**
+   * Every key under `prefix`, in key order, read in pages of `pageSize` (one response
+   * stays small however much is stored), all at the revision of the first page: a
+   * consistent view even while others write. Returns the keys and that revision.
+   */
+  async range(prefix: string, pageSize = 500): Promise<{ kvs: EtcdKv[]; revision: number }> {
+    const end = prefixEnd(prefix);
+    const kvs: EtcdKv[] = [];
+    let from = prefix;
+    let revision = 0;
+    for (;;) {
+      const r = (await this.call('/v3/kv/range', {
+        key: b64(from),
+        range_end: end,
+        limit: String(pageSize),
+        ...(revision > 0 ? { revision: String(revision) } : {}),
+      })) as { kvs?: RawKv[]; more?: boolean; header?: { revision?: string } };
+      if (revision === 0) revision = Number(r.header?.revision ?? 0);
+      const page = (r.kvs ?? []).map(kvOf);
+      kvs.push(...page);
+      if (!r.more || page.length === 0) return { kvs, revision };
+      from = `${page[page.length - 1]!.key}\0`;
+    }
+  }
+
+  /** The cluster's revision now (a linearizable read of nothing: it grows with every write anywhere). */
+  async revision(): Promise<number> {
+    const r = (await this.call('/v3/kv/range', { key: b64('\0'), count_only: true })) as { header?: { revision?: string } };
+    return Number(r.header?.revision ?? 0);
   }
 
   async txn(compare: EtcdCompare[], success: EtcdOp[], failure: EtcdOp[] = []): Promise<EtcdTxnResult> {

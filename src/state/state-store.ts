@@ -71,8 +71,38 @@ export interface RelayRecord {
   updatedAt: number;
 }
 
+/**
+ * The tables a mirror (etcd-state.ts) keeps elsewhere, with the column that names a row.
+ * Numeric keys are written zero-padded, so that the mirror's key order is the row order.
+ */
+const MIRRORED: Record<string, { key: string; numeric: boolean }> = {
+  sites: { key: 'site', numeric: false },
+  runbooks: { key: 'id', numeric: true },
+  journal: { key: 'id', numeric: true },
+  events: { key: 'id', numeric: true },
+  relays: { key: 'host', numeric: false },
+  notify_cursor: { key: 'target', numeric: false },
+  notify_queue: { key: 'id', numeric: true },
+};
+
+/** One change to a mirrored table, in the order it was made: the row as it is now, or null when it was deleted. */
+export interface StoreChange {
+  seq: number;
+  table: string;
+  key: string;
+  row: Record<string, unknown> | null;
+}
+
+/** Where the store keeps its rows: a directory (the embedded SQLite file), or memory with every change queued for a mirror. */
+export type StoreLocation = string | { mirrored: true };
+
 export class StateStore {
   private readonly db: Database.Database;
+  /** Set for a mirrored store: told (once per tick) that changes wait in the outbox. */
+  private changeListener: (() => void) | null = null;
+  private changeScheduled = false;
+  /** Set for a mirrored store: what `flush()` awaits (etcd-state.ts). */
+  private flusher: (() => Promise<void>) | null = null;
   /** Prepared statements by SQL text: compiling one costs more than running it. */
   private readonly statements = new Map<string, Database.Statement>();
   private rev = 0;
@@ -82,12 +112,22 @@ export class StateStore {
   private readonly eventListeners = new Set<(e: EventRecord) => void>();
   private readonly journalListeners = new Set<(j: JournalEntry, rb: { site: string; kind: string }) => void>();
 
-  constructor(stateDir: string) {
-    fs.mkdirSync(stateDir, { recursive: true });
-    this.db = new Database(path.join(stateDir, 'understudy.db'));
-    this.db.pragma('journal_mode = WAL');
-    this.db.pragma('synchronous = FULL');
-    this.db.pragma('busy_timeout = 5000');
+  /**
+   * @param location the state directory (embedded: SQLite in WAL mode, every write durable
+   *   when it returns), or `{ mirrored: true }`: the rows in memory, every change queued in
+   *   an outbox, in order, for a mirror to make durable (etcd-state.ts); then `flush()`
+   *   is what makes writes durable.
+   */
+  constructor(location: StoreLocation) {
+    if (typeof location === 'string') {
+      fs.mkdirSync(location, { recursive: true });
+      this.db = new Database(path.join(location, 'understudy.db'));
+      this.db.pragma('journal_mode = WAL');
+      this.db.pragma('synchronous = FULL');
+      this.db.pragma('busy_timeout = 5000');
+    } else {
+      this.db = new Database(':memory:');
+    }
     this.db.exec(`
       CREATE TABLE IF NOT EXISTS sites (
         site TEXT PRIMARY KEY, epoch INTEGER NOT NULL, primary_host TEXT NOT NULL,
@@ -117,6 +157,110 @@ export class StateStore {
     // Added later: a state dir written by an older version gets the column, empty.
     const relayColumns = (this.db.prepare('PRAGMA table_info(relays)').all() as { name: string }[]).map((c) => c.name);
     if (!relayColumns.includes('identity')) this.db.exec('ALTER TABLE relays ADD COLUMN identity TEXT');
+    if (typeof location !== 'string') this.createOutbox();
+  }
+
+  /**
+   * The outbox of a mirrored store: a trigger on every mirrored table writes each
+   * change (the row as JSON, or null for a delete) in the same transaction as the
+   * change itself, so the outbox holds every change exactly once, in commit order,
+   * whichever method made it.
+   */
+  private createOutbox(): void {
+    this.db.exec('CREATE TABLE outbox (seq INTEGER PRIMARY KEY AUTOINCREMENT, tbl TEXT NOT NULL, k TEXT NOT NULL, row TEXT)');
+    this.db.function('us_changed', () => {
+      this.changed();
+      return null;
+    });
+    for (const [table, { key, numeric }] of Object.entries(MIRRORED)) {
+      const columns = (this.db.prepare(`PRAGMA table_info(${table})`).all() as { name: string }[]).map((c) => c.name);
+      const k = (ref: string) => (numeric ? `printf('%012d', ${ref}.${key})` : `${ref}.${key}`);
+      const row = `json_object(${columns.map((c) => `'${c}', NEW.${c}`).join(', ')})`;
+      this.db.exec(`
+        CREATE TRIGGER ${table}_ins AFTER INSERT ON ${table} BEGIN
+          INSERT INTO outbox (tbl, k, row) VALUES ('${table}', ${k('NEW')}, ${row}); SELECT us_changed(); END;
+        CREATE TRIGGER ${table}_upd AFTER UPDATE ON ${table} BEGIN
+          INSERT INTO outbox (tbl, k, row) VALUES ('${table}', ${k('NEW')}, ${row}); SELECT us_changed(); END;
+        CREATE TRIGGER ${table}_del AFTER DELETE ON ${table} BEGIN
+          INSERT INTO outbox (tbl, k, row) VALUES ('${table}', ${k('OLD')}, NULL); SELECT us_changed(); END;`);
+    }
+  }
+
+  private changed(): void {
+    if (this.changeScheduled || this.changeListener === null) return;
+    this.changeScheduled = true;
+    // After the writing transaction and whatever else this tick writes: one batch, not one per row.
+    setImmediate(() => {
+      this.changeScheduled = false;
+      this.changeListener?.();
+    });
+  }
+
+  /** True for a store whose changes go to a mirror (`{ mirrored: true }`). */
+  get mirrored(): boolean {
+    return this.db.memory;
+  }
+
+  /**
+   * A mirrored store's mirror: `onChange` hears (once per tick) that changes wait;
+   * `flush` is what `flush()` awaits.
+   */
+  attachMirror(m: { onChange: () => void; flush: () => Promise<void> } | null): void {
+    this.changeListener = m?.onChange ?? null;
+    this.flusher = m?.flush ?? null;
+  }
+
+  /**
+   * Resolves once every change made before the call is durable: at once for the embedded
+   * store (each write was), after the mirror has it for a mirrored one. Runbooks await it
+   * after journaling a step's begin and before the step acts (journal before act). Throws
+   * when the mirror refuses (this controller no longer leads) or cannot be reached.
+   */
+  flush(): Promise<void> {
+    return this.flusher ? this.flusher() : Promise.resolve();
+  }
+
+  /** The oldest `limit` changes not yet taken by the mirror, in order. */
+  pendingChanges(limit: number): StoreChange[] {
+    return (this.q('SELECT seq, tbl, k, row FROM outbox ORDER BY seq LIMIT ?').all(limit) as { seq: number; tbl: string; k: string; row: string | null }[]).map(
+      (r) => ({ seq: r.seq, table: r.tbl, key: r.k, row: r.row === null ? null : (JSON.parse(r.row) as Record<string, unknown>) }),
+    );
+  }
+
+  /** The sequence number of the newest change (0: none yet). */
+  lastChangeSeq(): number {
+    return (this.q(`SELECT seq FROM sqlite_sequence WHERE name = 'outbox'`).get() as { seq: number } | undefined)?.seq ?? 0;
+  }
+
+  /** The mirror has every change up to `seq`: they leave the outbox. */
+  changesTaken(seq: number): void {
+    this.q('DELETE FROM outbox WHERE seq <= ?').run(seq);
+  }
+
+  /**
+   * Replaces every row of a mirrored store with `rows` (what the mirror holds): the view a
+   * new leader starts from, or a follower's refresh. Nothing of it is queued back.
+   */
+  replaceAll(rows: { table: string; row: Record<string, unknown> }[]): void {
+    this.db.transaction(() => {
+      for (const table of Object.keys(MIRRORED)) this.db.prepare(`DELETE FROM ${table}`).run();
+      const inserts = new Map<string, Database.Statement>();
+      for (const { table, row } of rows) {
+        if (!(table in MIRRORED)) continue;
+        const cols = Object.keys(row).sort();
+        const sig = `${table}:${cols.join(',')}`;
+        let st = inserts.get(sig);
+        if (!st) {
+          st = this.db.prepare(`INSERT OR REPLACE INTO ${table} (${cols.join(', ')}) VALUES (${cols.map((c) => `@${c}`).join(', ')})`);
+          inserts.set(sig, st);
+        }
+        st.run(row);
+      }
+      this.db.prepare('DELETE FROM outbox').run();
+    })();
+    this.rev++;
+    this.siteCache = null;
+    this.siteList = null;
   }
 
   /**

@@ -18,6 +18,8 @@ test('defaults: every optional field gets its documented default', () => {
     listen: { host: '127.0.0.1', port: 7070 },
     token: null,
     stateDir: path.join(base, '.understudy/state'),
+    etcd: null,
+    members: {},
     failover: { cooldownMs: 10_000, flapWindowMs: 300_000, flapBackoffMs: 10_000, drainTimeoutMs: 1000 },
   });
   assert.deepEqual(c.director, { listen: { host: '127.0.0.1', port: 7071 }, holdMaxRequests: 1000, holdTimeoutMs: 5000 });
@@ -104,6 +106,8 @@ sites:
     listen: { host: '127.0.0.1', port: 9070 },
     token: null,
     stateDir: '/var/lib/us',
+    etcd: null,
+    members: {},
     failover: { cooldownMs: 10_000, flapWindowMs: 300_000, flapBackoffMs: 10_000, drainTimeoutMs: 1000 },
   });
   assert.deepEqual(c.director, { listen: { host: '::1', port: 9071 }, holdMaxRequests: 10, holdTimeoutMs: 1500 });

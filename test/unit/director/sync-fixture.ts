@@ -66,6 +66,8 @@ function makeConfig(root: string, pa: number, pb: number): UnderstudyConfig {
     controller: {
       listen: { host: '127.0.0.1', port: 0 },
       stateDir: path.join(root, 'state'),
+      etcd: null,
+      members: {},
       failover: { cooldownMs: 0, flapWindowMs: 0, flapBackoffMs: 0, drainTimeoutMs: 0 },
     },
     director: { listen: { host: '127.0.0.1', port: 0 }, holdMaxRequests: 1000, holdTimeoutMs: 5000 },

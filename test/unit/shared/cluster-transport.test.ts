@@ -58,7 +58,7 @@ test("installed transport: calls to the config's internal endpoints carry the se
   const { installClusterTransport, clusterDispatcher } = await import('../../../src/shared/cluster-dispatcher.ts');
   process.env.US_TEST_CLUSTER_SECRET = 'unit-secret-0123456789abcdef';
   installClusterTransport({
-    controller: { listen: { host: '127.0.0.1', port: ip } },
+    controller: { listen: { host: '127.0.0.1', port: ip }, members: {} },
     director: { listen: { host: '127.0.0.1', port: 1 } },
     storage: {},
     hosts: {},

@@ -20,6 +20,8 @@ export function makeConfig(storages: { name: string; path: string; port: number 
     controller: {
       listen: { host: '127.0.0.1', port: 1 },
       stateDir: '/test/state',
+      etcd: null,
+      members: {},
       failover: { cooldownMs: 0, flapWindowMs: 0, flapBackoffMs: 0, drainTimeoutMs: 0 },
     },
     director: { listen: { host: '127.0.0.1', port: 2 }, holdMaxRequests: 10, holdTimeoutMs: 1000 },
