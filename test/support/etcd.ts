@@ -1,4 +1,4 @@
-import { spawn, type ChildProcess } from 'node:child_process';
+import { spawn, type ChildProcess, type SpawnOptions } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -41,48 +41,54 @@ export function hasEtcd(): boolean {
   return fs.existsSync('/usr/bin/etcd');
 }
 
-export async function startEtcd(size = 3): Promise<EtcdCluster> {
+export interface EtcdPlacement {
+  /** Each member's address (one per member): machines of a rig (machines.ts). @default 127.0.0.1 with ports from the test slot */
+  addresses: string[];
+  /** Starts a member's process on its machine (rig.spawn in the member's namespace). */
+  spawn: (i: number, argv: string[], opts: SpawnOptions) => ChildProcess;
+}
+
+export async function startEtcd(size = 3, placement?: EtcdPlacement): Promise<EtcdCluster> {
   const base = 20000 + claimSlot() * 100;
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'understudy-etcd-'));
   const members: EtcdMember[] = Array.from({ length: size }, (_, i) => ({
     name: `m${i + 1}`,
-    clientUrl: `http://127.0.0.1:${base + i * 2}`,
-    peerUrl: `http://127.0.0.1:${base + i * 2 + 1}`,
+    clientUrl: placement ? `http://${placement.addresses[i]}:2379` : `http://127.0.0.1:${base + i * 2}`,
+    peerUrl: placement ? `http://${placement.addresses[i]}:2380` : `http://127.0.0.1:${base + i * 2 + 1}`,
     dataDir: path.join(dir, `m${i + 1}`),
     proc: null,
   }));
   const initial = members.map((m) => `${m.name}=${m.peerUrl}`).join(',');
   const launch = (m: EtcdMember, state: 'new' | 'existing'): void => {
     const log = fs.openSync(path.join(dir, `${m.name}.log`), 'a');
-    m.proc = spawn(
+    const argv = [
       '/usr/bin/etcd',
-      [
-        '--name',
-        m.name,
-        '--data-dir',
-        m.dataDir,
-        '--listen-client-urls',
-        m.clientUrl,
-        '--advertise-client-urls',
-        m.clientUrl,
-        '--listen-peer-urls',
-        m.peerUrl,
-        '--initial-advertise-peer-urls',
-        m.peerUrl,
-        '--initial-cluster',
-        initial,
-        '--initial-cluster-state',
-        state,
-        '--initial-cluster-token',
-        path.basename(dir),
-        // Test timings: a leader election within about half a second.
-        '--heartbeat-interval',
-        '50',
-        '--election-timeout',
-        '500',
-      ],
-      { stdio: ['ignore', log, log] },
-    );
+      '--name',
+      m.name,
+      '--data-dir',
+      m.dataDir,
+      '--listen-client-urls',
+      m.clientUrl,
+      '--advertise-client-urls',
+      m.clientUrl,
+      '--listen-peer-urls',
+      m.peerUrl,
+      '--initial-advertise-peer-urls',
+      m.peerUrl,
+      '--initial-cluster',
+      initial,
+      '--initial-cluster-state',
+      state,
+      '--initial-cluster-token',
+      path.basename(dir),
+      // Test timings: a leader election within about half a second.
+      '--heartbeat-interval',
+      '50',
+      '--election-timeout',
+      '500',
+    ];
+    const opts: SpawnOptions = { stdio: ['ignore', log, log] };
+    m.proc = placement ? placement.spawn(members.indexOf(m), argv, opts) : spawn(argv[0]!, argv.slice(1), opts);
     fs.closeSync(log);
   };
   const cluster: EtcdCluster = {

@@ -7,6 +7,7 @@ import { Agent, request, type Dispatcher } from 'undici';
 import { BIN, ROOT, configYaml, jsonOrText, sleep, testDir, waitUntil, type HttpAnswer } from './cluster.ts';
 import { createRig, type Rig } from './machines.ts';
 import { waitServing, type Status } from './views.ts';
+import { startEtcd, type EtcdCluster } from './etcd.ts';
 
 /**
  * Test support: Understudy with every part on its own machine of the rig
@@ -30,6 +31,14 @@ export interface RigClusterOptions {
   /** `power.ipmi` timing, as YAML durations. */
   ipmi?: { wait?: string; poll?: string; timeout?: string };
   env?: Record<string, string>;
+  /**
+   * Several controllers, each on its own machine (named so), sharing their state in a
+   * three-member etcd on machines e1…e3 (`controller.state.etcd`, `controller.members`).
+   * Without it: one controller on `ctl` with the embedded state.
+   */
+  controllers?: string[];
+  /** The leader lease's timings, as YAML durations. @default ttl 3s, loop 300ms, retry 1s */
+  lease?: { ttl: string; loop: string; retry: string };
 }
 
 export interface RigCluster {
@@ -38,8 +47,17 @@ export interface RigCluster {
   configFile: string;
   front: string;
   api: string;
-  /** A call to the controller's API with its token (the controller listens beyond loopback: it has one); `token: null` sends none. */
+  /**
+   * A call to the controller's API with its token (the controller listens beyond loopback: it has one); `token: null` sends none.
+   * With several controllers: to the one that leads now (asked of each), else the first that answers.
+   */
   call(p: string, init?: { method?: string; body?: unknown; timeoutMs?: number; token?: null }): Promise<HttpAnswer>;
+  /** With several controllers: their names, a call to one of them, and which one leads now (asked of each; null: none says it leads). */
+  controllers: string[];
+  callTo(controller: string, p: string, init?: { method?: string; body?: unknown; timeoutMs?: number; token?: null }): Promise<HttpAnswer>;
+  leader(): Promise<string | null>;
+  /** The etcd members of a rig with several controllers. */
+  etcd: EtcdCluster | null;
   hostAddress(host: string): string;
   /** A part's log (storage-sa, director, controller, bmc-h1, agent-h1). */
   log(part: string): string;
@@ -83,7 +101,11 @@ export async function startRigCluster(opts: RigClusterOptions = {}): Promise<Rig
     { name: 'h2', storage: 'array-b' as const },
   ];
   const names = hosts.map((h) => h.name);
-  const rig = createRig({ machines: [...names, 'sa', 'sb', 'dir', 'ctl'], bmcs: names });
+  const ctlNames = opts.controllers ?? ['ctl'];
+  const clustered = opts.controllers !== undefined;
+  const etcdMachines = clustered ? ['e1', 'e2', 'e3'] : [];
+  const rig = createRig({ machines: [...names, 'sa', 'sb', 'dir', ...ctlNames, ...etcdMachines], bmcs: names });
+  let etcd: EtcdCluster | null = null;
   const dir = testDir('understudy-rig-');
   const logs = path.join(dir, 'logs');
   fs.mkdirSync(logs);
@@ -96,6 +118,7 @@ export async function startRigCluster(opts: RigClusterOptions = {}): Promise<Rig
         /* gone */
       }
     }
+    etcd?.stop().catch(() => undefined);
     rig.destroy();
     credentials?.dispatcher.close().catch(() => undefined);
     credentials = null;
@@ -109,12 +132,24 @@ export async function startRigCluster(opts: RigClusterOptions = {}): Promise<Rig
     const secret = randomBytes(24).toString('hex');
     fs.writeFileSync(path.join(dir, 'cluster-secret'), `${secret}\n`, { mode: 0o600 });
     const certs = path.join(dir, 'certs');
+    if (clustered)
+      etcd = await startEtcd(3, {
+        addresses: etcdMachines.map(a),
+        spawn: (i, argv, o) => rig.spawn(rig.ns(etcdMachines[i]!), argv, o),
+      });
+    const lease = opts.lease ?? { ttl: '3s', loop: '300ms', retry: '1s' };
     const doc = {
       cluster: {
         secret: { file: `${dir}/cluster-secret` },
         tls: { ca: `${certs}/ca.pem`, cert: `${certs}/{{part}}.pem`, key: `${certs}/{{part}}-key.pem` },
       },
-      controller: { listen: `${a('ctl')}:7070`, state: `${dir}/state` },
+      controller: clustered
+        ? {
+            listen: `${a(ctlNames[0]!)}:7070`,
+            members: Object.fromEntries(ctlNames.map((n) => [n, `${a(n)}:7070`])),
+            state: { etcd: { endpoints: etcd!.endpoints, prefix: '/understudy', ...lease }, dir: `${dir}/state` },
+          }
+        : { listen: `${a('ctl')}:7070`, state: `${dir}/state` },
       director: { listen: `${a('dir')}:7071` },
       storage: {
         'array-a': { path: `${dir}/array-a`, listen: `${a('sa')}:7100` },
@@ -187,27 +222,57 @@ export async function startRigCluster(opts: RigClusterOptions = {}): Promise<Rig
     ] as const) {
       await waitUntil(`${m} on ${a(m)}:${port}`, async () => (await rigCall(`http://${a(m)}:${port}/healthz`, { timeoutMs: 500 })).status === 200, 20_000, 100);
     }
-    start('ctl', 'controller', ['controller']);
+    if (clustered) for (const n of ctlNames) start(n, `controller-${n}`, ['controller', '--name', n]);
+    else start('ctl', 'controller', ['controller']);
+    const callTo = async (n: string, p: string, init: { method?: string; body?: unknown; timeoutMs?: number; token?: null } = {}): Promise<HttpAnswer> => {
+      const res = await request(`https://${a(n)}:7070${p}`, {
+        dispatcher: credentials!.dispatcher,
+        method: (init.method ?? (init.body === undefined ? 'GET' : 'POST')) as 'GET',
+        body: init.body === undefined ? undefined : JSON.stringify(init.body),
+        headers: {
+          ...(init.token === null ? {} : { authorization: `Bearer ${token}` }),
+          ...(init.body === undefined ? {} : { 'content-type': 'application/json' }),
+        },
+        headersTimeout: init.timeoutMs ?? 10_000,
+        bodyTimeout: init.timeoutMs ?? 10_000,
+      });
+      return { status: res.statusCode, servedBy: null, body: jsonOrText(await res.body.text()), at: Date.now() };
+    };
+    const leader = async (): Promise<string | null> => {
+      for (const n of ctlNames) {
+        try {
+          const r = await callTo(n, '/v1/status', { timeoutMs: 2000 });
+          if (r.status === 200 && (r.body as { controller?: { role?: string } }).controller?.role === 'leader') return n;
+        } catch {
+          /* not this one */
+        }
+      }
+      return null;
+    };
     const cluster: RigCluster = {
       rig,
       dir,
       configFile,
       front: `http://${a('dir')}:8080`,
-      api: `https://${a('ctl')}:7070`,
+      api: `https://${a(ctlNames[0]!)}:7070`,
       call: async (p, init = {}) => {
-        const res = await request(`https://${a('ctl')}:7070${p}`, {
-          dispatcher: credentials!.dispatcher,
-          method: (init.method ?? (init.body === undefined ? 'GET' : 'POST')) as 'GET',
-          body: init.body === undefined ? undefined : JSON.stringify(init.body),
-          headers: {
-            ...(init.token === null ? {} : { authorization: `Bearer ${token}` }),
-            ...(init.body === undefined ? {} : { 'content-type': 'application/json' }),
-          },
-          headersTimeout: init.timeoutMs ?? 10_000,
-          bodyTimeout: init.timeoutMs ?? 10_000,
-        });
-        return { status: res.statusCode, servedBy: null, body: jsonOrText(await res.body.text()), at: Date.now() };
+        if (!clustered) return callTo('ctl', p, init);
+        const n = await leader();
+        if (n !== null) return callTo(n, p, init);
+        let last: unknown = null;
+        for (const m of ctlNames) {
+          try {
+            return await callTo(m, p, init);
+          } catch (e) {
+            last = e;
+          }
+        }
+        throw last as Error;
       },
+      controllers: ctlNames,
+      callTo,
+      leader,
+      etcd,
       hostAddress: (h) => a(h),
       log: (part) => {
         try {
@@ -224,7 +289,7 @@ export async function startRigCluster(opts: RigClusterOptions = {}): Promise<Rig
             [
               'netns',
               'exec',
-              rig.ns('ctl'),
+              rig.ns(ctlNames[0]!),
               'ipmitool',
               '-I',
               'lanplus',
@@ -253,10 +318,18 @@ export async function startRigCluster(opts: RigClusterOptions = {}): Promise<Rig
       },
       stop,
     };
-    await waitUntil('the controller', async () => (await cluster.call('/healthz', { timeoutMs: 500 })).status === 200, 30_000, 100);
+    if (clustered) await waitUntil('a leading controller', async () => (await leader()) !== null, 30_000, 100);
+    else await waitUntil('the controller', async () => (await cluster.call('/healthz', { timeoutMs: 500 })).status === 200, 30_000, 100);
     return cluster;
   } catch (e) {
-    const tail = ['controller', 'director', 'storage-sa', 'storage-sb', ...names.map((h) => `agent-${h}`), ...names.map((h) => `bmc-${h}`)]
+    const tail = [
+      ...(clustered ? ctlNames.map((n) => `controller-${n}`) : ['controller']),
+      'director',
+      'storage-sa',
+      'storage-sb',
+      ...names.map((h) => `agent-${h}`),
+      ...names.map((h) => `bmc-${h}`),
+    ]
       .map((p) => {
         try {
           return `--- ${p}\n${fs.readFileSync(path.join(logs, `${p}.log`), 'utf8').slice(-1500)}`;
@@ -290,13 +363,16 @@ export function waitRigServing(c: RigCluster, host?: string): Promise<Status> {
 }
 
 /** A call to a part's endpoint on the running rig over TLS with the cluster secret (an `http://` URL is called as `https://`). */
-export async function rigCall(url: string, init: { timeoutMs?: number; method?: string; body?: unknown } = {}): Promise<HttpAnswer> {
+export async function rigCall(
+  url: string,
+  init: { timeoutMs?: number; method?: string; body?: unknown; headers?: Record<string, string> } = {},
+): Promise<HttpAnswer> {
   if (!credentials) throw new Error('no rig is running');
   const timeoutMs = init.timeoutMs ?? 10_000;
   const res = await request(url.replace(/^http:/, 'https:'), {
     dispatcher: credentials.dispatcher,
     method: (init.method ?? (init.body === undefined ? 'GET' : 'POST')) as 'GET',
-    headers: { authorization: `Bearer ${credentials.secret}`, ...(init.body === undefined ? {} : { 'content-type': 'application/json' }) },
+    headers: { authorization: `Bearer ${credentials.secret}`, ...(init.body === undefined ? {} : { 'content-type': 'application/json' }), ...init.headers },
     body: init.body === undefined ? undefined : JSON.stringify(init.body),
     headersTimeout: timeoutMs,
     bodyTimeout: timeoutMs,
