@@ -49,6 +49,8 @@ export interface ApiParts {
   notifier?: Notifier;
   /** Where controllers elect a leader: this controller's role. A follower serves reads and refuses every command. */
   role?: () => ControllerRole;
+  /** False: the server is returned without listening; its owner hands it requests (controller-cluster.ts). @default true */
+  listen?: boolean;
 }
 
 /** Failover figures the dashboard and `status --json` show per site (from its newest `failover-complete` event). */
@@ -207,6 +209,6 @@ export async function startApiServer(controller: Controller, parts: ApiParts = {
       res.end(text);
     });
   const server = createJsonServer(router, null, { security: { secretDigest: null, tls: security.tls }, part: 'the controller' });
-  await listen(server, l.host, l.port);
+  if (parts.listen !== false) await listen(server, l.host, l.port);
   return server;
 }

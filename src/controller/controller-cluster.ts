@@ -8,6 +8,8 @@ import { EtcdState } from '../state/etcd-state.ts';
 import { StateStore } from '../state/state-store.ts';
 import { UnderstudyError } from '../shared/errors.ts';
 import { background } from '../shared/background.ts';
+import { createPartServer, partSecurity } from '../shared/cluster-transport.ts';
+import { listen } from '../shared/http-json.ts';
 import { Controller } from './controller.ts';
 import { LeaderLease } from './leader-lease.ts';
 
@@ -45,6 +47,7 @@ export class ClusteredController {
   /** The last time etcd did not answer, to record as an event by the next term. */
   private gap: { from: number; to: number; error: string } | null = null;
   private watchTimer: NodeJS.Timeout | null = null;
+  private front: http.Server | null = null;
   private stopped = false;
 
   constructor(
@@ -86,19 +89,34 @@ export class ClusteredController {
   /** What this controller is now, for the status and a follower's refusals. */
   role(): ControllerRole {
     const v = this.lease.status();
-    const leader = v.role === 'leader' ? this.name : v.role === 'follower' ? v.leader : null;
+    const leader = this.term?.leading ? this.name : v.role === 'follower' ? v.leader : null;
     const api = leader !== null ? this.config.controller.members[leader] : undefined;
     return {
       name: this.name,
-      role: v.role === 'leader' && this.term?.leading ? 'leader' : v.role === 'unknown' ? 'unknown' : 'follower',
+      // `leader` while this controller acts (its term not halted), whatever the last etcd call said.
+      role: this.term?.leading ? 'leader' : v.role === 'unknown' ? 'unknown' : 'follower',
       leader,
       leaderApi: api ? endpointToString(api) : null,
-      token: v.role === 'leader' || v.role === 'follower' ? v.token : null,
+      token: this.term?.leading ? this.term.token : v.role === 'follower' ? v.token : null,
       storeUnavailable: this.unavailable,
     };
   }
 
   async start(): Promise<void> {
+    // One listener for every term: each request goes to the API of the term it arrives in
+    // (a term's API is bound to that term's store and controller).
+    const l = this.config.controller.listen;
+    this.front = createPartServer(partSecurity(this.config, 'controller'), (req, res) => {
+      const server = this.term?.server;
+      if (server) {
+        server.emit('request', req, res);
+        return;
+      }
+      req.resume();
+      res.writeHead(503, { 'content-type': 'application/json', 'retry-after': '1' });
+      res.end(JSON.stringify({ error: { code: 'US_NOT_LEADER', message: `controller ${this.name} is changing its role; try again` } }));
+    });
+    await listen(this.front, l.host, l.port);
     await this.follow();
     this.lease.start();
     // etcd answering or not, as the lease loop sees it: for the status, and the gap the next leader records.
@@ -112,6 +130,8 @@ export class ClusteredController {
     await this.endTerm();
     await this.lease.stop(true);
     await this.client.close();
+    this.front?.close();
+    this.front?.closeAllConnections();
   }
 
   private noteStore(): void {
@@ -134,6 +154,7 @@ export class ClusteredController {
   /** This controller leads with `token`: a term begins (see the class comment). */
   private async lead(token: number): Promise<void> {
     if (this.stopped) return;
+    this.noteStore(); // a gap that just ended is recorded by this term
     await this.endTerm();
     const etcd = this.config.controller.etcd!;
     const store = new StateStore({ mirrored: true });
@@ -158,8 +179,8 @@ export class ClusteredController {
     state.start();
     const controller = new Controller(this.config, this.log, { store, fencingToken });
     const notifier = new Notifier(this.config, store, this.log);
-    this.term = { leading: true, store, state, controller, notifier, server: null, refresh: null };
-    this.term.server = await startApiServer(controller, { notifier, role: () => this.role() });
+    this.term = { leading: true, token, store, state, controller, notifier, server: null, refresh: null };
+    this.term.server = await startApiServer(controller, { notifier, role: () => this.role(), listen: false });
     this.log.info({ controller: this.name, token }, 'this controller leads');
     store.addEvent({
       site: null,
@@ -218,10 +239,10 @@ export class ClusteredController {
     const store = new StateStore({ mirrored: true });
     const state = new EtcdState(store, { client: this.client, prefix: this.config.controller.etcd!.prefix });
     const controller = new Controller(this.config, this.log, { store, fencingToken: () => null });
-    const term: Term = { leading: false, store, state, controller, notifier: null, server: null, refresh: null };
+    const term: Term = { leading: false, token: null, store, state, controller, notifier: null, server: null, refresh: null };
+    term.server = await startApiServer(controller, { role: () => this.role(), listen: false });
     this.term = term;
     await state.load().catch(() => undefined);
-    term.server = await startApiServer(controller, { role: () => this.role() });
     let refreshing = false;
     term.refresh = setInterval(() => {
       if (refreshing) return;
@@ -245,15 +266,12 @@ export class ClusteredController {
       t.state.close();
       await t.controller.stop();
     }
-    if (t.server) {
-      t.server.close();
-      t.server.closeAllConnections();
-    }
   }
 }
 
 interface Term {
   leading: boolean;
+  token: number | null;
   store: StateStore;
   state: EtcdState;
   controller: Controller;

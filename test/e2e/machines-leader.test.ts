@@ -2,6 +2,7 @@ import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
 import path from 'node:path';
 import { test } from 'node:test';
+import { request } from 'undici';
 import { waitUntil } from '../support/cluster.ts';
 import { missingOrders, startLoad } from '../support/load.ts';
 import { rigCall, rigGet, startRigCluster, waitRigServing } from '../support/rig-cluster.ts';
@@ -53,7 +54,6 @@ test(
     await waitUntil('orders acknowledged through the director', async () => load.result.acked.length >= 20, 20_000);
 
     const pw = path.join(c.dir, 'bmc-password');
-    const cutAt = Date.now();
     execFileSync('ipmitool', ['-I', 'lanplus', '-H', c.rig.bmcAddress('h1'), '-U', 'admin', '-f', pw, '-C', '3', 'chassis', 'power', 'off'], {
       encoding: 'utf8',
     });
@@ -136,5 +136,152 @@ test(
     const after = await rigGet<{ epoch: number }>(`http://${c.hostAddress('sb')}:7100/v1/volumes/shop`);
     assert.equal(after.epoch, 2, 'the refused command changed nothing');
     t.diagnostic(`leader ${first} killed after the fence; ${second} led and finished; tokens ${t1} → ${t2}`);
+  },
+);
+
+async function frontStatus(front: string): Promise<number> {
+  const r = await request(`${front}/healthz`, { headersTimeout: 5000, bodyTimeout: 5000 });
+  await r.body.text();
+  return r.statusCode;
+}
+
+/** The failover runbook of `shop` in a controller's view, or undefined. */
+async function failoverOf(c: Awaited<ReturnType<typeof startRigCluster>>, controller: string): Promise<Runbook | undefined> {
+  const r = await c.callTo(controller, '/v1/runbooks?site=shop');
+  return (r.body as { runbooks?: Runbook[] }).runbooks?.find((x) => x.kind === 'failover');
+}
+
+function cutPower(c: Awaited<ReturnType<typeof startRigCluster>>, host: string): void {
+  execFileSync(
+    'ipmitool',
+    ['-I', 'lanplus', '-H', c.rig.bmcAddress(host), '-U', 'admin', '-f', path.join(c.dir, 'bmc-password'), '-C', '3', 'chassis', 'power', 'off'],
+    {
+      encoding: 'utf8',
+    },
+  );
+  assert.deepEqual(c.rig.pids(c.rig.ns(host)), [], `the power cut was real: nothing runs on ${host}`);
+}
+
+/**
+ * The leader is cut off from every etcd member (its packets to them dropped by the
+ * router) in the middle of a failover. It stops acting by itself, before its lease can
+ * run out: its runbook goes no further (no step after the fence begins from it), and
+ * another controller finishes the failover, each step once. Healed, it follows.
+ */
+test(
+  'three controllers: the leader cut off from etcd in the middle of a failover stops acting; the new leader finishes it; each step ran once',
+  { timeout: 150_000 },
+  async (t) => {
+    const c = await startRigCluster({ replication: 'sync', controllers: ['c1', 'c2', 'c3'], env: { UNDERSTUDY_FAULT_PAUSE_AFTER_STEP: 'fence:6000' } });
+    t.after(() => c.stop());
+    await waitRigServing(c, 'h1');
+    const first = (await c.leader())!;
+    assert.ok(first);
+    cutPower(c, 'h1');
+    await waitUntil(
+      'the fence journaled by the leader',
+      async () => (await failoverOf(c, first))?.journal.some((j) => j.step === 'fence' && j.phase === 'end') ?? false,
+      20_000,
+      50,
+    );
+    for (const e of ['e1', 'e2', 'e3']) c.rig.drop(first, e);
+    const cutAt = Date.now();
+    await waitUntil(
+      'the cut-off leader stops leading',
+      async () => ((await c.callTo(first, '/v1/status')).body as { controller: { role: string } }).controller.role !== 'leader',
+      5_000,
+      50,
+    );
+    const stoppedMs = Date.now() - cutAt;
+    await waitUntil(
+      'another controller leads',
+      async () => {
+        const l = await c.leader();
+        return l !== null && l !== first;
+      },
+      15_000,
+      100,
+    );
+    const second = (await c.leader())!;
+    await waitRigServing(c, 'h2');
+    // The old leader's pause after the fence has ended by now: its runbook tried to go on.
+    await waitUntil('the old leader has woken from its pause', async () => Date.now() > cutAt + 6_500, 10_000, 100);
+    assert.match(c.log(`controller-${first}`), /no longer leads: it stopped acting/, 'the old leader says it stopped acting');
+
+    const rb = (await failoverOf(c, second))!;
+    assert.equal(rb.status, 'done');
+    const begins = new Map<string, number>();
+    for (const j of rb.journal) if (j.phase === 'begin') begins.set(j.step, (begins.get(j.step) ?? 0) + 1);
+    for (const [step, n] of begins) assert.equal(n, 1, `step ${step} began once`);
+    assert.ok(begins.has('promote') && begins.has('route'), 'the new leader ran the rest of the runbook');
+    const vol = await rigGet<{ epoch: number; role: string }>(`http://${c.hostAddress('sb')}:7100/v1/volumes/shop`);
+    assert.deepEqual([vol.role, vol.epoch], ['primary', 2], 'one promotion');
+
+    c.rig.heal();
+    await waitUntil(
+      'the old leader follows the new one once healed',
+      async () => {
+        const b = (await c.callTo(first, '/v1/status')).body as { controller: { role: string; leader: string | null } };
+        return b.controller.role === 'follower' && b.controller.leader === second;
+      },
+      15_000,
+      100,
+    );
+    t.diagnostic(`leader ${first} cut off from etcd; it stopped leading after ${stoppedMs} ms; ${second} finished the failover`);
+  },
+);
+
+/**
+ * etcd loses members. One of three: nothing changes (the same leader, the same term).
+ * Two: no controller leads, so nothing acts: the primary's power is cut and no failover
+ * starts, while the status says since when etcd has not answered. The members back: a
+ * controller leads, the pending failover runs, and an event records the gap.
+ */
+test(
+  'three controllers: one etcd member lost changes nothing; two lost, no automatic action while the site stays as it is; restored, the pending failover runs',
+  { timeout: 180_000 },
+  async (t) => {
+    const c = await startRigCluster({ replication: 'sync', controllers: ['c1', 'c2', 'c3'] });
+    t.after(() => c.stop());
+    await waitRigServing(c, 'h1');
+    const first = (await c.leader())!;
+    const tokenOf = async (n: string) => ((await c.callTo(n, '/v1/status')).body as { controller: { token: number } }).controller.token;
+    const token = await tokenOf(first);
+    const etcd = c.etcd!;
+
+    await etcd.kill(0);
+    await new Promise((r) => setTimeout(r, 4000)); // more than a ttl
+    assert.equal(await c.leader(), first, 'one member lost: the same leader');
+    assert.equal(await tokenOf(first), token, 'in the same term');
+    assert.equal(await frontStatus(c.front), 200, 'the site serves');
+
+    await etcd.kill(1);
+    const lostAt = Date.now();
+    await waitUntil('no controller leads', async () => (await c.leader()) === null, 6_000, 100);
+    t.diagnostic(`quorum lost: no leader after ${Date.now() - lostAt} ms`);
+    const st = (await c.callTo(first, '/v1/status')).body as { controller: { role: string; storeUnavailable: { since: number; error: string } | null } };
+    assert.notEqual(st.controller.role, 'leader');
+    assert.ok(st.controller.storeUnavailable && st.controller.storeUnavailable.since <= Date.now(), 'the status says since when etcd has not answered');
+    assert.equal(await frontStatus(c.front), 200, 'without a quorum the site keeps serving');
+
+    cutPower(c, 'h1');
+    await new Promise((r) => setTimeout(r, 6000));
+    const held = await rigGet<{ epoch: number; role: string }>(`http://${c.hostAddress('sb')}:7100/v1/volumes/shop`);
+    assert.deepEqual([held.role, held.epoch], ['replica', 1], 'no quorum: no failover (the replica was not promoted)');
+    assert.ok(c.rig.pids(c.rig.ns('h2')).length <= 1, 'nothing was started on h2 (its agent at most)');
+
+    await etcd.restart(0);
+    await etcd.restart(1);
+    const backAt = Date.now();
+    await waitUntil('a controller leads again', async () => (await c.leader()) !== null, 20_000, 100);
+    await waitRigServing(c, 'h2');
+    t.diagnostic(`quorum back: served from h2 ${Date.now() - backAt} ms later`);
+    const leader = (await c.leader())!;
+    const { events } = (await c.callTo(leader, '/v1/events?limit=5000')).body as { events: EventView[] };
+    assert.ok(
+      events.some((e) => e.kind === 'state-store-unavailable'),
+      'an event records the time etcd did not answer',
+    );
+    assert.equal(events.filter((e) => e.kind === 'failover-complete').length, 1, 'the pending failover ran, once');
   },
 );
