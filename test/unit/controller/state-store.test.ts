@@ -100,3 +100,70 @@ test('events added together are committed together, then heard in order; they su
     fs.rmSync(dir, { recursive: true, force: true });
   }
 });
+
+test('a mirrored store queues every change in order, whichever method made it; a deleted row is queued as null; a load queues nothing', async () => {
+  const s = new StateStore({ mirrored: true });
+  let heard = 0;
+  s.attachMirror({ onChange: () => heard++, flush: () => Promise.resolve() });
+  s.putSite({ site: 'shop', epoch: 1, primaryHost: 'h1', state: 'serving', replicaStorage: null });
+  const rb = s.startRunbook('shop', 'failover', { a: 1 });
+  s.journal(rb.id, 'fence', 'begin');
+  s.updateRunbookData(rb.id, { a: 2 });
+  s.addEvents([
+    { site: 'shop', host: null, kind: 'k', message: 'one', data: {} },
+    { site: 'shop', host: null, kind: 'k', message: 'two', data: {} },
+  ]);
+  s.putRelay('h1', 'off', null, null);
+  s.forgetRelay('h1');
+  s.setSiteState('shop', 'failing-over');
+  const changes = s.pendingChanges(100);
+  assert.deepEqual(
+    changes.map((c) => `${c.table}/${c.key}${c.row === null ? ' deleted' : ''}`),
+    [
+      'sites/shop',
+      'runbooks/000000000001',
+      'journal/000000000001',
+      'runbooks/000000000001',
+      'events/000000000001',
+      'events/000000000002',
+      'relays/h1',
+      'relays/h1 deleted',
+      'sites/shop',
+    ],
+  );
+  assert.deepEqual(JSON.parse(String(changes[3]!.row!.data)), { a: 2 }, 'a row is queued as it is after the change');
+  assert.equal(changes.at(-1)!.row!.state, 'failing-over');
+  assert.ok(changes.every((c, i) => i === 0 || c.seq > changes[i - 1]!.seq));
+  await new Promise((r) => setImmediate(r));
+  assert.equal(heard, 1, 'the mirror hears once per tick, not once per row');
+
+  s.changesTaken(changes[4]!.seq);
+  assert.deepEqual(
+    s.pendingChanges(100).map((c) => c.key),
+    ['000000000002', 'h1', 'h1', 'shop'],
+    'taken changes leave the outbox; the rest stay in order',
+  );
+
+  // What a mirror holds, loaded: every row back, nothing queued, ids go on after the loaded ones.
+  const t = new StateStore({ mirrored: true });
+  t.replaceAll(changes.filter((c) => c.row !== null && c.table !== 'relays').map((c) => ({ table: c.table, row: c.row! })));
+  assert.deepEqual(t.pendingChanges(100), []);
+  assert.equal(t.getSite('shop')?.state, 'failing-over');
+  assert.deepEqual(
+    t.journalOf(rb.id).map((j) => j.step),
+    ['fence'],
+  );
+  assert.equal(t.addEvent({ site: null, host: null, kind: 'k', message: 'three', data: {} }).id, 3);
+  s.close();
+  t.close();
+});
+
+test('the embedded store: flush resolves at once (each write is durable when it returns)', async () => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'us-state-'));
+  const s = new StateStore(dir);
+  assert.equal(s.mirrored, false);
+  s.putSite({ site: 'shop', epoch: 1, primaryHost: 'h1', state: 'serving', replicaStorage: null });
+  await s.flush();
+  s.close();
+  fs.rmSync(dir, { recursive: true, force: true });
+});

@@ -86,3 +86,46 @@ test('a storage processor keeps the highest token across a restart: the old lead
   fs.writeFileSync(fencingFile(path.join(root, 'a')), 'garbage\n');
   assert.throws(() => new FencingGate('storage array-a', tokenKeptIn(fencingFile(path.join(root, 'a')))), /holds no fencing token/);
 });
+
+test('where controllers elect a leader, a controller without a term sends no command (reads still go); with a term, the token goes with each call', async (t) => {
+  const seen: { method: string; token: string | undefined }[] = [];
+  const server = http.createServer((req, res) => {
+    seen.push({ method: req.method!, token: req.headers[FENCING_HEADER] as string | undefined });
+    req.resume();
+    res.writeHead(200, { 'content-type': 'application/json' });
+    res.end('{}');
+  });
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  t.after(() => server.close());
+  const url = `http://127.0.0.1:${(server.address() as AddressInfo).port}/v1/x`;
+  const config = makeConfig([]);
+  let token: number | null = null;
+  const clients = new PartClients(config, () => token, true);
+  await assert.rejects(clients.call(url, { body: { epoch: 2 } }), (e: Error & { code?: string }) => e.code === 'US_STALE_LEADER');
+  await assert.rejects(clients.call(url, { method: 'DELETE' }), (e: Error & { code?: string }) => e.code === 'US_STALE_LEADER');
+  await clients.call(url);
+  assert.deepEqual(seen, [{ method: 'GET', token: undefined }], 'only the read reached the part');
+  token = 7;
+  await clients.call(url, { body: {} });
+  assert.deepEqual(seen[1], { method: 'POST', token: '7' });
+  // The embedded default (no leader lease): commands go without a token, as before.
+  await new PartClients(config).call(url, { body: {} });
+  assert.deepEqual(seen[2], { method: 'POST', token: undefined });
+});
+
+test('a relay action without a term is refused before any driver acts (a BMC cannot check a token)', async () => {
+  const { HostRelays } = await import('../../../src/power/host-relays.ts');
+  const { StateStore } = await import('../../../src/state/state-store.ts');
+  const store = new StateStore({ mirrored: true });
+  let term = false;
+  const relays = new HostRelays(makeConfig([]), store, tempDir(), () => term);
+  await assert.rejects(relays.off('h1'), (e: Error & { code?: string }) => e.code === 'US_STALE_LEADER');
+  await assert.rejects(relays.on('h1'), (e: Error & { code?: string }) => e.code === 'US_STALE_LEADER');
+  term = true;
+  const withTerm = await relays.off('h1').then(
+    () => null,
+    (e: Error & { code?: string }) => e,
+  );
+  assert.notEqual(withTerm?.code, 'US_STALE_LEADER', 'with a term the driver is asked');
+  store.close();
+});
