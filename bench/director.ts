@@ -100,7 +100,7 @@ if (role === '--upstream') {
         members: {},
         failover: { cooldownMs: 0, flapWindowMs: 0, flapBackoffMs: 0, drainTimeoutMs: 0 },
       },
-      director: { listen: { host: '127.0.0.1', port: 0 }, holdMaxRequests: 1000, holdTimeoutMs: 5000 },
+      director: { listen: { host: '127.0.0.1', port: 0 }, members: {}, holdMaxRequests: 1000, holdTimeoutMs: 5000 },
       storage: {},
       hosts: {},
       pools: {},

@@ -104,7 +104,7 @@ async function main(): Promise<void> {
       members: {},
       failover: { cooldownMs: 0, flapWindowMs: 0, flapBackoffMs: 0, drainTimeoutMs: 0 },
     },
-    director: { listen: { host: '127.0.0.1', port: 2 }, holdMaxRequests: 10, holdTimeoutMs: 1000 },
+    director: { listen: { host: '127.0.0.1', port: 2 }, members: {}, holdMaxRequests: 10, holdTimeoutMs: 1000 },
     storage: Object.fromEntries(
       names.map((n, i) => [n, { name: n, path: path.join(root, n), listen: { host: '127.0.0.1', port: ports[i]! }, backup: n === 'vault' }]),
     ),

@@ -25,6 +25,7 @@ export function partsOf(config: UnderstudyConfig): PartName[] {
   add('controller', config.controller.listen.host);
   for (const m of Object.values(config.controller.members)) add('controller', m.host);
   add('director', config.director.listen.host);
+  for (const m of Object.values(config.director.members)) add('director', m.host);
   for (const s of Object.values(config.storage)) add(s.name, s.listen.host);
   for (const h of Object.values(config.hosts)) add(h.name, h.address);
   return [...out].map(([part, a]) => ({ part, addresses: [...a] }));

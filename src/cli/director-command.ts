@@ -1,6 +1,27 @@
 import { endpointUrl, type UnderstudyConfig } from '../config/types.ts';
 import { Director } from '../director/director.ts';
 import { defaultLogger } from '../director/logger.ts';
+import { UnderstudyError } from '../shared/errors.ts';
+
+/**
+ * Where several directors share the fronts (`director.members`), the config as one of
+ * them sees it: its admin API on its own member address.
+ */
+function withMember(config: UnderstudyConfig, name: string | undefined): UnderstudyConfig {
+  const names = Object.keys(config.director.members);
+  if (name === undefined) {
+    if (names.length > 0)
+      throw new UnderstudyError('US_CONFIG_INVALID', `director.members names ${names.join(', ')}: run \`understudy director --name NAME\` with one of them`);
+    return config;
+  }
+  const member = config.director.members[name];
+  if (!member)
+    throw new UnderstudyError(
+      'US_CONFIG_INVALID',
+      names.length > 0 ? `no director ${name} in director.members: it has ${names.join(', ')}` : `--name ${name}: the config has no director.members`,
+    );
+  return { ...config, director: { ...config.director, listen: member } };
+}
 
 /**
  * `understudy director -c FILE`: runs the built-in director in the foreground as
@@ -9,9 +30,10 @@ import { defaultLogger } from '../director/logger.ts';
  * 503 + Retry-After, in-flight ones get a short grace, then the process may exit.
  * Resolves once stopped.
  */
-export async function runDirector(opts: { config: UnderstudyConfig }): Promise<void> {
+export async function runDirector(opts: { config: UnderstudyConfig; name?: string }): Promise<void> {
   const logger = defaultLogger();
-  const director = new Director({ config: opts.config, controllerUrl: endpointUrl(opts.config.controller.listen), logger });
+  const config = withMember(opts.config, opts.name);
+  const director = new Director({ config, controllerUrl: endpointUrl(config.controller.listen), logger });
   await director.start();
   await new Promise<void>((resolve) => {
     const onSignal = (signal: NodeJS.Signals) => {

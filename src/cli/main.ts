@@ -293,9 +293,10 @@ program
   .command('director')
   .description('run the built-in network director')
   .requiredOption('-c, --config <file>')
-  .action(async (o: { config: string }) => {
+  .option('--name <name>', 'where several directors share the fronts: this director, one of director.members')
+  .action(async (o: { config: string; name?: string }) => {
     const { runDirector } = await import('./director-command.ts');
-    await runDirector({ config: await partConfig(o.config) });
+    await runDirector({ config: await partConfig(o.config), ...(o.name !== undefined ? { name: o.name } : {}) });
   });
 program
   .command('storage')

@@ -203,6 +203,7 @@ export function compileConfig(parsed: ParsedSections, where: { file: string; bas
     },
     director: {
       listen: d.listen,
+      members: d.members ?? {},
       holdMaxRequests: d.hold.maxRequests,
       holdTimeoutMs: d.hold.timeout,
     },

@@ -142,6 +142,8 @@ function checkListeners(config: UnderstudyConfig, findings: Finding[]): void {
   for (const [name, m] of Object.entries(config.controller.members))
     if (endpointToString(m) !== endpointToString(config.controller.listen)) claim(m, `controller.members.${name}`, ['controller', 'members', name]);
   claim(config.director.listen, 'director.listen', ['director', 'listen']);
+  for (const [name, m] of Object.entries(config.director.members))
+    if (endpointToString(m) !== endpointToString(config.director.listen)) claim(m, `director.members.${name}`, ['director', 'members', name]);
   for (const s of Object.values(config.storage)) claim(s.listen, `storage.${s.name}.listen`, ['storage', s.name, 'listen']);
   for (const h of Object.values(config.hosts)) {
     claim({ host: h.address, port: h.agentPort }, `the agent of host ${h.name}`, ['hosts', h.name, 'agentPort']);

@@ -171,6 +171,8 @@ const controller = z
 const director = z
   .strictObject({
     listen: endpoint.default({ host: '127.0.0.1', port: 7071 }),
+    /** Several directors sharing the fronts (VRRP): each one's name and admin address (`understudy director --name NAME`). */
+    members: z.record(recordKey, endpoint, { error: 'must be a map of name: address:port' }).optional(),
     hold: z
       .strictObject({
         maxRequests: int(0).default(1000),

@@ -82,6 +82,12 @@ export interface FailoverGovernance {
 export interface DirectorConfig {
   /** Admin API of the built-in director (routes, stats). @default 127.0.0.1:7071 */
   listen: Endpoint;
+  /**
+   * `director.members`: several directors that share the sites' fronts (a floating
+   * address moved by VRRP, keepalived), each one's name and admin address. The
+   * controller sends every route to each. Empty: the one director at `listen`.
+   */
+  members: Record<string, Endpoint>;
   /** Requests held while a site has no routable primary. @default 1000 */
   holdMaxRequests: number;
   /** How long a held request waits before it gets 503 + Retry-After. @default 5000 */

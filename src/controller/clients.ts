@@ -17,6 +17,7 @@ import type {
 import { callJson, type JsonCallOptions } from '../shared/http-client.ts';
 import { FENCING_HEADER } from '../shared/fencing.ts';
 import { UnderstudyError } from '../shared/errors.ts';
+import { agreedRoutes, firstAccepted, mergedStats } from './director-set.ts';
 
 /** Typed calls from the controller to the other parts (contracts in shared/contracts.ts). */
 export class PartClients {
@@ -59,8 +60,15 @@ export class PartClients {
     return `http://${h.address}:${h.agentPort}`;
   }
 
+  /** Every director's admin URL: `director.members`, else the one at `director.listen`. */
+  directorUrls(): string[] {
+    const members = Object.values(this.config.director.members);
+    return members.length > 0 ? members.map(endpointUrl) : [endpointUrl(this.config.director.listen)];
+  }
+
+  /** The first director (rehearsal fronts live on it alone). */
   directorUrl(): string {
-    return endpointUrl(this.config.director.listen);
+    return this.directorUrls()[0]!;
   }
 
   // storage
@@ -111,13 +119,29 @@ export class PartClients {
   }
 
   // director
-  putRoute(route: RouteTable): Promise<unknown> {
-    return this.call(`${this.directorUrl()}/v1/routes/${route.site}`, { method: 'PUT', body: route, timeoutMs: 2000 });
+  // director (several: director-set.ts)
+  /** Sends a route to every director; done once one has it. A stale-epoch refusal from any is thrown. */
+  async putRoute(route: RouteTable): Promise<unknown> {
+    const urls = this.directorUrls();
+    const send = (u: string) => this.call(`${u}/v1/routes/${route.site}`, { method: 'PUT', body: route, timeoutMs: 2000 });
+    if (urls.length === 1) return send(urls[0]!);
+    return firstAccepted(await Promise.allSettled(urls.map(send)));
   }
-  routes(): Promise<{ routes: RouteTable[] } | RouteTable[]> {
-    return this.call(`${this.directorUrl()}/v1/routes`, { timeoutMs: 1000 });
+  /** The routes in force: with several directors, those every director that answers holds the same. */
+  async routes(): Promise<RouteTable[]> {
+    const get = async (u: string): Promise<RouteTable[]> => {
+      const r = await this.call<{ routes: RouteTable[] } | RouteTable[]>(`${u}/v1/routes`, { timeoutMs: 1000 });
+      return Array.isArray(r) ? r : r.routes;
+    };
+    const urls = this.directorUrls();
+    if (urls.length === 1) return get(urls[0]!);
+    return agreedRoutes(await Promise.allSettled(urls.map(get)));
   }
-  stats(): Promise<{ sites: SiteStats[] }> {
-    return this.call(`${this.directorUrl()}/v1/stats`, { timeoutMs: 1000 });
+  /** The traffic of every director that answers, as one. */
+  async stats(): Promise<{ sites: SiteStats[] }> {
+    const get = async (u: string): Promise<SiteStats[]> => (await this.call<{ sites: SiteStats[] }>(`${u}/v1/stats`, { timeoutMs: 1000 })).sites;
+    const urls = this.directorUrls();
+    if (urls.length === 1) return { sites: await get(urls[0]!) };
+    return { sites: mergedStats(await Promise.allSettled(urls.map(get))) };
   }
 }

@@ -374,8 +374,7 @@ export class Controller {
     try {
       let routes: RouteTable[] | null = null;
       try {
-        const r = await this.clients.routes();
-        routes = Array.isArray(r) ? r : r.routes;
+        routes = await this.clients.routes();
       } catch {
         routes = null;
       }

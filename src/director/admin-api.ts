@@ -17,6 +17,7 @@ import type { DirectorSiteStats } from './upstream-stats.ts';
  * | `GET /v1/stats` | `{ sites: SiteStats[] }` (with the director's extra counters) |
  * | `GET /metrics` | Prometheus text format |
  * | `GET /healthz` | `{ ok: true }` |
+ * | `GET /v1/ready` | 200 `{ ready: true }` once it holds a route (from the controller, since it started) for every site; else 503 US_DIRECTOR_NOT_READY. What a VRRP check (keepalived's `track_script`) asks before this director takes the fronts |
  * | `PUT/DELETE /v1/drills/:name`, `GET /v1/drills` | rehearsal fronts (drill-fronts.ts) |
  */
 export function adminRouter(deps: { routes: RouteStore; stats: () => DirectorSiteStats[]; metrics: DirectorMetrics; drills?: DrillFronts }): JsonRouter {
@@ -38,6 +39,16 @@ export function adminRouter(deps: { routes: RouteStore; stats: () => DirectorSit
     })
     .on('GET', '/v1/stats', () => ({ sites: stats() }))
     .on('GET', '/healthz', () => ({ ok: true }))
+    .on('GET', '/v1/ready', () => {
+      // A director that (re)started serves a front only once the controller gave it every site's route: never at an old epoch.
+      const missing = routes.sites().filter((s) => routes.get(s) === null);
+      if (missing.length > 0)
+        throw new UnderstudyError(
+          'US_DIRECTOR_NOT_READY',
+          `this director has no route yet for ${missing.join(', ')}: the controller sends every route within its next reconcile (about a second)`,
+        );
+      return { ready: true };
+    })
     .on('GET', '/metrics', async (_req, res) => {
       const text = await metrics.text();
       res.writeHead(200, { 'content-type': metrics.registry.contentType, 'content-length': Buffer.byteLength(text) });

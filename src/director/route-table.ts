@@ -87,7 +87,12 @@ export class RouteStore {
   private readonly listeners: RouteListener[] = [];
 
   /** @param sites the configured sites; routes for any other site are refused (404). */
-  constructor(private readonly sites: ReadonlySet<string>) {}
+  constructor(private readonly configured: ReadonlySet<string>) {}
+
+  /** The configured sites (a route may be given for each). */
+  sites(): string[] {
+    return [...this.configured];
+  }
 
   get(site: string): RouteTable | null {
     return this.routes.get(site) ?? null;
@@ -108,8 +113,8 @@ export class RouteStore {
    * requests are released before the PUT is answered.
    */
   set(next: RouteTable): RouteTable {
-    if (!this.sites.has(next.site)) {
-      throw new UnderstudyError('US_NOT_FOUND', `site "${next.site}" is not in the director's config (known: ${[...this.sites].join(', ') || 'none'})`);
+    if (!this.configured.has(next.site)) {
+      throw new UnderstudyError('US_NOT_FOUND', `site "${next.site}" is not in the director's config (known: ${[...this.configured].join(', ') || 'none'})`);
     }
     const prev = this.routes.get(next.site) ?? null;
     if (prev !== null && next.epoch < prev.epoch) {

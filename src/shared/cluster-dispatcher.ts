@@ -24,6 +24,7 @@ let plain: Dispatcher | null = null;
 export function internalEndpoints(config: UnderstudyConfig): Set<string> {
   const out = new Set<string>([endpointToString(config.controller.listen), endpointToString(config.director.listen)]);
   for (const m of Object.values(config.controller.members)) out.add(endpointToString(m));
+  for (const m of Object.values(config.director.members)) out.add(endpointToString(m));
   for (const s of Object.values(config.storage)) out.add(endpointToString(s.listen));
   for (const h of Object.values(config.hosts)) out.add(endpointToString({ host: h.address, port: h.agentPort }));
   return out;

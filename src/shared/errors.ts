@@ -48,6 +48,8 @@ const REGISTRY = {
   US_STATE_STORE_UNAVAILABLE: { status: 502 },
   /** A command sent to a controller that follows (several controllers, one leader): send it to the leader the message names (`understudy status` shows it). */
   US_NOT_LEADER: { status: 503 },
+  /** A director has not yet received every site's route from the controller (it just started): it must not take the fronts yet (keepalived's check); the controller's reconcile sends them within about a second. */
+  US_DIRECTOR_NOT_READY: { status: 503 },
   /** Replication failed otherwise (a replica cannot publish or fold its copy, a database vanished while shipped): the shipper retries; watch the storage log. */
   US_REPLICATION: { status: 500 },
   /** A replica that fails verification (quick_check, file checksums) when it is to be promoted: not promoted. */

@@ -34,6 +34,12 @@ export interface RigOptions {
   prefix?: string;
   /** First two octets of the rig's addresses. @default '10.77' */
   net?: string;
+  /**
+   * Machines that also share one LAN (a second interface, eth1, on a bridge in the
+   * router: NET.201.0/24), as two directors sharing a floating front address by VRRP.
+   * They may bind an address they do not hold yet (ip_nonlocal_bind).
+   */
+  lan?: string[];
 }
 
 export interface Rig {
@@ -54,6 +60,9 @@ export interface Rig {
   killAll(nsName: string): void;
   linkDown(machine: string): void;
   linkUp(machine: string): void;
+  /** A machine's address on the shared LAN (eth1), and a free address on it for a floating one. */
+  lanAddress(machine: string): string;
+  lanFloating: string;
   /** Drops every packet the router forwards from `from` to `to` (machine names, or 'mgmt' for the management network). */
   drop(from: string, to: string): void;
   /** Removes every drop rule. */
@@ -138,6 +147,12 @@ export function createRig(opts: RigOptions): Rig {
     address: (m) => `${net}.${index(m)}.2`,
     bmcNs,
     bmcAddress: (m) => `${net}.200.${bmcIndex(m)}`,
+    lanAddress: (m) => {
+      const k = (opts.lan ?? []).indexOf(m);
+      if (k < 0) throw new Error(`machine ${m} is not on the rig's LAN`);
+      return `${net}.201.${10 + k}`;
+    },
+    lanFloating: `${net}.201.100`,
     spawn(nsName, argv, o = {}) {
       const child = spawn('ip', ['netns', 'exec', nsName, ...argv], { stdio: 'ignore', ...o });
       children.add(child);
@@ -203,6 +218,27 @@ export function createRig(opts: RigOptions): Rig {
       run(['ip', '-n', bmcNs(m), 'addr', 'add', `${net}.200.${j}/24`, 'dev', 'eth0']);
       run(['ip', '-n', bmcNs(m), 'link', 'set', 'eth0', 'up']);
       run(['ip', '-n', bmcNs(m), 'route', 'add', 'default', 'via', `${net}.200.1`]);
+    }
+    // The shared LAN: a bridge in the router, eth1 of each machine on it.
+    if (opts.lan && opts.lan.length > 0) {
+      const lan = `${prefix}lan`;
+      run(['ip', '-n', router, 'link', 'add', lan, 'type', 'bridge']);
+      run(['ip', '-n', router, 'addr', 'add', `${net}.201.1/24`, 'dev', lan]);
+      run(['ip', '-n', router, 'link', 'set', lan, 'up']);
+      // Answers from a floating address leave by eth0 (the default route): no reverse-path check.
+      run(['ip', 'netns', 'exec', router, 'sysctl', '-qw', 'net.ipv4.conf.all.rp_filter=0']);
+      // A floating address that moves is learnt from its holder's gratuitous ARP at once (Linux otherwise keeps an entry 1 s: locktime).
+      run(['ip', 'netns', 'exec', router, 'sysctl', '-qw', `net.ipv4.neigh.${lan}.locktime=0`]);
+      opts.lan.forEach((m, k) => {
+        const l = `${prefix}l${index(m)}`;
+        run(['ip', '-n', router, 'link', 'add', l, 'type', 'veth', 'peer', 'name', 'eth1', 'netns', ns(m)]);
+        run(['ip', '-n', router, 'link', 'set', l, 'master', lan]);
+        run(['ip', '-n', router, 'link', 'set', l, 'up']);
+        run(['ip', '-n', ns(m), 'addr', 'add', `${net}.201.${10 + k}/24`, 'dev', 'eth1']);
+        run(['ip', '-n', ns(m), 'link', 'set', 'eth1', 'up']);
+        run(['ip', 'netns', 'exec', ns(m), 'sysctl', '-qw', 'net.ipv4.ip_nonlocal_bind=1']);
+        run(['ip', 'netns', 'exec', ns(m), 'sysctl', '-qw', 'net.ipv4.conf.all.rp_filter=0']);
+      });
     }
     // The test process (root namespace) as a client of the rig.
     const c = `${prefix}c0`;

@@ -37,6 +37,12 @@ export interface RigClusterOptions {
    * Without it: one controller on `ctl` with the embedded state.
    */
   controllers?: string[];
+  /**
+   * Several directors, each on its own machine (named so), on one LAN, sharing the
+   * site's front on a floating address moved by VRRP (keepalived, `track_script` on the
+   * director's `/v1/ready`). Without it: one director on `dir`.
+   */
+  directors?: string[];
   /** The leader lease's timings, as YAML durations. @default ttl 3s, loop 300ms, retry 1s */
   lease?: { ttl: string; loop: string; retry: string };
 }
@@ -58,6 +64,13 @@ export interface RigCluster {
   leader(): Promise<string | null>;
   /** The etcd members of a rig with several controllers. */
   etcd: EtcdCluster | null;
+  /** SIGKILLs one part's process (`director-da`, `storage-sa`, `controller-c1`) and waits until it is gone. */
+  killPart(part: string): Promise<void>;
+  /** Starts a part again, as it was started. */
+  startPart(part: string): void;
+  /** The directors' machines, and which of them holds the floating front address now (null: none). */
+  directors: string[];
+  frontHolder(): string | null;
   hostAddress(host: string): string;
   /** A part's log (storage-sa, director, controller, bmc-h1, agent-h1). */
   log(part: string): string;
@@ -104,7 +117,9 @@ export async function startRigCluster(opts: RigClusterOptions = {}): Promise<Rig
   const ctlNames = opts.controllers ?? ['ctl'];
   const clustered = opts.controllers !== undefined;
   const etcdMachines = clustered ? ['e1', 'e2', 'e3'] : [];
-  const rig = createRig({ machines: [...names, 'sa', 'sb', 'dir', ...ctlNames, ...etcdMachines], bmcs: names });
+  const dirNames = opts.directors ?? ['dir'];
+  const vrrp = opts.directors !== undefined;
+  const rig = createRig({ machines: [...names, 'sa', 'sb', ...dirNames, ...ctlNames, ...etcdMachines], bmcs: names, ...(vrrp ? { lan: dirNames } : {}) });
   let etcd: EtcdCluster | null = null;
   const dir = testDir('understudy-rig-');
   const logs = path.join(dir, 'logs');
@@ -138,6 +153,7 @@ export async function startRigCluster(opts: RigClusterOptions = {}): Promise<Rig
         spawn: (i, argv, o) => rig.spawn(rig.ns(etcdMachines[i]!), argv, o),
       });
     const lease = opts.lease ?? { ttl: '3s', loop: '300ms', retry: '1s' };
+    const frontHost = vrrp ? rig.lanFloating : a('dir');
     const doc = {
       cluster: {
         secret: { file: `${dir}/cluster-secret` },
@@ -150,7 +166,9 @@ export async function startRigCluster(opts: RigClusterOptions = {}): Promise<Rig
             state: { etcd: { endpoints: etcd!.endpoints, prefix: '/understudy', ...lease }, dir: `${dir}/state` },
           }
         : { listen: `${a('ctl')}:7070`, state: `${dir}/state` },
-      director: { listen: `${a('dir')}:7071` },
+      director: vrrp
+        ? { listen: `${a(dirNames[0]!)}:7071`, members: Object.fromEntries(dirNames.map((n) => [n, `${a(n)}:7071`])) }
+        : { listen: `${a('dir')}:7071` },
       storage: {
         'array-a': { path: `${dir}/array-a`, listen: `${a('sa')}:7100` },
         'array-b': { path: `${dir}/array-b`, listen: `${a('sb')}:7100` },
@@ -168,7 +186,7 @@ export async function startRigCluster(opts: RigClusterOptions = {}): Promise<Rig
       ),
       sites: {
         shop: {
-          front: `${a('dir')}:8080`,
+          front: `${frontHost}:8080`,
           app: { command: ['node', `${ROOT}/examples/shop/server.js`], port: 3000, seed: `${ROOT}/examples/shop/seed` },
           primary: names[0],
           standby: names.slice(1),
@@ -186,16 +204,61 @@ export async function startRigCluster(opts: RigClusterOptions = {}): Promise<Rig
     const { UNDERSTUDY_TOKEN: _none, ...baseEnv } = process.env;
     const env = { ...baseEnv, UNDERSTUDY_LOG_LEVEL: 'warn', ...opts.env, UNDERSTUDY_TOKEN: token };
     const hostEnv = { ...baseEnv, UNDERSTUDY_LOG_LEVEL: 'warn', ...opts.env };
+    const parts = new Map<string, { machine: string; args: string[]; proc: ChildProcess }>();
     const start = (machine: string, part: string, args: string[]) => {
       const out = fs.openSync(path.join(logs, `${part}.log`), 'a');
       const p = rig.spawn(rig.ns(machine), [process.execPath, BIN, ...args, '-c', configFile], { cwd: ROOT, env, stdio: ['ignore', out, out] });
       fs.closeSync(out);
       procs.push(p);
+      parts.set(part, { machine, args, proc: p });
       return p;
     };
     start('sa', 'storage-sa', ['storage', '--name', 'array-a']);
     start('sb', 'storage-sb', ['storage', '--name', 'array-b']);
-    start('dir', 'director', ['director']);
+    if (vrrp) {
+      for (const [k, n] of dirNames.entries()) {
+        start(n, `director-${n}`, ['director', '--name', n]);
+        // The director's readiness, as keepalived reads it (examples/keepalived/director-ready.sh).
+        const ready = path.join(dir, `ready-${n}`);
+        procs.push(
+          rig.spawn(rig.ns(n), [`${ROOT}/examples/keepalived/director-ready.sh`, `https://${a(n)}:7071`, `${dir}/cluster-secret`, ready, `${certs}/ca.pem`], {
+            stdio: 'ignore',
+          }),
+        );
+        const conf = path.join(dir, `keepalived-${n}.conf`);
+        fs.writeFileSync(
+          conf,
+          keepalivedConf({
+            name: n,
+            self: rig.lanAddress(n),
+            peers: dirNames.filter((x) => x !== n).map(rig.lanAddress),
+            vip: rig.lanFloating,
+            priority: 100 - k * 10,
+            ready,
+          }),
+        );
+        const out = fs.openSync(path.join(logs, `keepalived-${n}.log`), 'a');
+        procs.push(
+          rig.spawn(
+            rig.ns(n),
+            [
+              'keepalived',
+              '--dont-fork',
+              '--log-console',
+              '--vrrp',
+              '-f',
+              conf,
+              '-p',
+              path.join(dir, `keepalived-${n}.pid`),
+              '-r',
+              path.join(dir, `vrrp-${n}.pid`),
+            ],
+            { stdio: ['ignore', out, out] },
+          ),
+        );
+        fs.closeSync(out);
+      }
+    } else start('dir', 'director', ['director']);
     // One BMC per host: ipmi_sim on the management network, its chassis the host's namespace.
     for (const h of names) {
       const boot = path.join(dir, `boot-${h}.sh`);
@@ -215,11 +278,7 @@ export async function startRigCluster(opts: RigClusterOptions = {}): Promise<Rig
       );
       fs.closeSync(out);
     }
-    for (const [m, port] of [
-      ['sa', 7100],
-      ['sb', 7100],
-      ['dir', 7071],
-    ] as const) {
+    for (const [m, port] of [['sa', 7100] as const, ['sb', 7100] as const, ...dirNames.map((n) => [n, 7071] as const)]) {
       await waitUntil(`${m} on ${a(m)}:${port}`, async () => (await rigCall(`http://${a(m)}:${port}/healthz`, { timeoutMs: 500 })).status === 200, 20_000, 100);
     }
     if (clustered) for (const n of ctlNames) start(n, `controller-${n}`, ['controller', '--name', n]);
@@ -253,7 +312,22 @@ export async function startRigCluster(opts: RigClusterOptions = {}): Promise<Rig
       rig,
       dir,
       configFile,
-      front: `http://${a('dir')}:8080`,
+      front: `http://${frontHost}:8080`,
+      directors: dirNames,
+      killPart: async (part) => {
+        const p = parts.get(part)?.proc;
+        if (!p) throw new Error(`no part ${part} in this rig`);
+        if (p.exitCode !== null || p.signalCode !== null) return;
+        const exited = new Promise((r) => p.once('exit', r));
+        p.kill('SIGKILL');
+        await exited;
+      },
+      startPart: (part) => {
+        const known = parts.get(part);
+        if (!known) throw new Error(`no part ${part} in this rig`);
+        start(known.machine, part, known.args);
+      },
+      frontHolder: () => dirNames.find((n) => holdsAddress(rig.ns(n), rig.lanFloating)) ?? null,
       api: `https://${a(ctlNames[0]!)}:7070`,
       call: async (p, init = {}) => {
         if (!clustered) return callTo('ctl', p, init);
@@ -323,6 +397,7 @@ export async function startRigCluster(opts: RigClusterOptions = {}): Promise<Rig
     return cluster;
   } catch (e) {
     const tail = [
+      ...(vrrp ? dirNames.flatMap((n) => [`director-${n}`, `keepalived-${n}`]) : []),
       ...(clustered ? ctlNames.map((n) => `controller-${n}`) : ['controller']),
       'director',
       'storage-sa',
@@ -386,4 +461,54 @@ export async function rigGet<T>(url: string): Promise<T> {
   const r = await rigCall(url);
   if (r.status !== 200) throw new Error(`${url}: ${r.status} ${JSON.stringify(r.body)}`);
   return r.body as T;
+}
+
+/** Whether a namespace holds `address` on one of its interfaces. */
+function holdsAddress(ns: string, address: string): boolean {
+  try {
+    return execFileSync('ip', ['-n', ns, '-4', '-o', 'addr', 'show'], { encoding: 'utf8' }).includes(` ${address}/`);
+  } catch {
+    return false;
+  }
+}
+
+/**
+ * keepalived for one director: a VRRP instance (version 3, adverts every 200 ms, by
+ * unicast to the other directors) holding the front's floating address on the LAN,
+ * only while the director answers `/v1/ready` (it runs and has every site's route),
+ * as director-ready.sh writes it to a file that keepalived reads on every change
+ * (track_file). No preemption: a director that comes back does not take the front
+ * from one serving it.
+ */
+function keepalivedConf(o: { name: string; self: string; peers: string[]; vip: string; priority: number; ready: string }): string {
+  return `global_defs {
+  router_id ${o.name}
+  script_user root
+  enable_script_security
+  vrrp_version 3
+}
+track_file director_ready {
+  file "${o.ready}"
+  weight 0
+  init_file 1 overwrite
+}
+vrrp_instance front {
+  state BACKUP
+  interface eth1
+  virtual_router_id 77
+  priority ${o.priority}
+  advert_int 0.2
+  nopreempt
+  unicast_src_ip ${o.self}
+  unicast_peer {
+${o.peers.map((p) => `    ${p}`).join('\n')}
+  }
+  virtual_ipaddress {
+    ${o.vip}/24 dev eth1
+  }
+  track_file {
+    director_ready
+  }
+}
+`;
 }

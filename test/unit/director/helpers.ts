@@ -27,7 +27,7 @@ export function makeConfig(opts: { sites?: string[]; holdMaxRequests?: number; h
       members: {},
       failover: { cooldownMs: 0, flapWindowMs: 0, flapBackoffMs: 0, drainTimeoutMs: 0 },
     },
-    director: { listen: { host: '127.0.0.1', port: 0 }, holdMaxRequests: opts.holdMaxRequests ?? 1000, holdTimeoutMs: opts.holdTimeoutMs ?? 5000 },
+    director: { listen: { host: '127.0.0.1', port: 0 }, members: {}, holdMaxRequests: opts.holdMaxRequests ?? 1000, holdTimeoutMs: opts.holdTimeoutMs ?? 5000 },
     storage: {},
     hosts: {},
     pools: {},

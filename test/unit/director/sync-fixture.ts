@@ -70,7 +70,7 @@ function makeConfig(root: string, pa: number, pb: number): UnderstudyConfig {
       members: {},
       failover: { cooldownMs: 0, flapWindowMs: 0, flapBackoffMs: 0, drainTimeoutMs: 0 },
     },
-    director: { listen: { host: '127.0.0.1', port: 0 }, holdMaxRequests: 1000, holdTimeoutMs: 5000 },
+    director: { listen: { host: '127.0.0.1', port: 0 }, members: {}, holdMaxRequests: 1000, holdTimeoutMs: 5000 },
     storage: {
       'array-a': { name: 'array-a', path: path.join(root, 'a'), listen: { host: '127.0.0.1', port: pa }, backup: false },
       'array-b': { name: 'array-b', path: path.join(root, 'b'), listen: { host: '127.0.0.1', port: pb }, backup: false },

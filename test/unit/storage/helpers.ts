@@ -24,7 +24,7 @@ export function makeConfig(storages: { name: string; path: string; port: number 
       members: {},
       failover: { cooldownMs: 0, flapWindowMs: 0, flapBackoffMs: 0, drainTimeoutMs: 0 },
     },
-    director: { listen: { host: '127.0.0.1', port: 2 }, holdMaxRequests: 10, holdTimeoutMs: 1000 },
+    director: { listen: { host: '127.0.0.1', port: 2 }, members: {}, holdMaxRequests: 10, holdTimeoutMs: 1000 },
     storage: Object.fromEntries(storages.map((s) => [s.name, { name: s.name, path: s.path, listen: { host: '127.0.0.1', port: s.port }, backup: false }])),
     hosts: {},
     pools: {},
