@@ -324,3 +324,17 @@ test('large bodies stream both ways; a client that goes away aborts its upstream
   assert.equal(after.status, 200);
   assert.equal(siteStats(d).outcomeUnknown, 0);
 });
+
+test('ready: 503 US_DIRECTOR_NOT_READY until the director holds a route for every site of its config, then 200', async (t) => {
+  const a = await startUpstream(t, 'A');
+  const d = await startDirector(t, makeConfig());
+  const http = client(t);
+  const before = await http(`${d.adminUrl}/v1/ready`);
+  assert.equal(before.status, 503);
+  assert.equal((before.json as { error: { code: string } }).error.code, 'US_DIRECTOR_NOT_READY');
+  assert.match((before.json as { error: { message: string } }).error.message, /shop/);
+  await putRoute(http, d, { site: 'shop', epoch: 3, primary: a.addr, readers: [] });
+  const after = await http(`${d.adminUrl}/v1/ready`);
+  assert.equal(after.status, 200);
+  assert.deepEqual(after.json, { ready: true });
+});

@@ -1,0 +1,74 @@
+import assert from 'node:assert/strict';
+import { test } from 'node:test';
+import { agreedRoutes, firstAccepted, mergedStats } from '../../../src/controller/director-set.ts';
+import { UnderstudyError } from '../../../src/shared/errors.ts';
+import type { RouteTable, SiteStats, UpstreamStats } from '../../../src/shared/contracts.ts';
+
+const ok = <T>(value: T): PromiseSettledResult<T> => ({ status: 'fulfilled', value });
+const no = (code: string): PromiseSettledResult<never> => ({
+  status: 'rejected',
+  reason: new UnderstudyError(code as 'US_UNREACHABLE', `${code} from a director`),
+});
+
+test('a route sent to every director: done once one has it; a stale-epoch refusal from any wins; none answering is an error naming each', () => {
+  assert.equal(firstAccepted([no('US_UNREACHABLE'), ok('b')]), 'b');
+  assert.throws(
+    () => firstAccepted([ok('a'), no('US_STALE_EPOCH')]),
+    (e: Error & { code?: string }) => e.code === 'US_STALE_EPOCH',
+  );
+  assert.throws(
+    () => firstAccepted([no('US_UNREACHABLE'), no('US_TIMEOUT')]),
+    (e: Error & { code?: string }) => e.code === 'US_UNREACHABLE' && /US_UNREACHABLE from a director; US_TIMEOUT from a director/.test(e.message),
+  );
+});
+
+test('routes in force: only those every answering director holds the same; a director down is left out', () => {
+  const r = (site: string, epoch: number, primary: string | null, readers: string[] = []): RouteTable => ({ site, epoch, primary, readers });
+  const a = [r('shop', 2, 'h2:3000'), r('blog', 1, 'h1:3000', ['h3:3000', 'h2:3000']), r('wiki', 1, 'h1:3000')];
+  const b = [r('shop', 1, 'h1:3000'), r('blog', 1, 'h1:3000', ['h2:3000', 'h3:3000'])];
+  assert.deepEqual(
+    agreedRoutes([ok(a), ok(b)]).map((x) => x.site),
+    ['blog'],
+    'shop differs (epoch), wiki is missing on one: both are sent again',
+  );
+  assert.deepEqual(
+    agreedRoutes([ok(a), no('US_UNREACHABLE')]).map((x) => x.site),
+    ['shop', 'blog', 'wiki'],
+  );
+  assert.throws(() => agreedRoutes([no('US_UNREACHABLE'), no('US_UNREACHABLE')]));
+});
+
+test('stats of several directors: counters summed per site and upstream, latency from the director that carried most, the newest epoch', () => {
+  const up = (requests: number, p95: number, count: number, extra: Partial<UpstreamStats> = {}): UpstreamStats => ({
+    upstream: 'h1:3000',
+    requests,
+    errors5xx: 1,
+    connErrors: 0,
+    lastConnErrorAt: null,
+    latencyMs: { p50: 1, p95, p99: p95, count },
+    recentLatencyMs: { p50: 1, p95, p99: p95, count },
+    inflight: 2,
+    ...extra,
+  });
+  const s = (epoch: number, u: UpstreamStats[]): SiteStats[] => [{ site: 'shop', epoch, held: 1, heldTimedOut: 0, upstreams: u }];
+  const merged = mergedStats([
+    ok(s(2, [up(1000, 50, 900, { lastConnErrorAt: 5, kinds: [{ kind: 'GET /', method: 'GET', requests: 1000, errors: 1, shed: 0 }] })])),
+    ok(s(1, [up(10, 900, 10, { kinds: [{ kind: 'GET /', method: 'GET', requests: 10, errors: 1, shed: 0 }] }), { ...up(5, 10, 5), upstream: 'h2:3000' }])),
+    no('US_UNREACHABLE'),
+  ]);
+  assert.equal(merged.length, 1);
+  const site = merged[0]!;
+  assert.equal(site.epoch, 2);
+  assert.equal(site.held, 2);
+  const h1 = site.upstreams.find((u) => u.upstream === 'h1:3000')!;
+  assert.equal(h1.requests, 1010);
+  assert.equal(h1.errors5xx, 2);
+  assert.equal(h1.inflight, 4);
+  assert.equal(h1.latencyMs.p95, 50, 'the busier director’s window, not a mix');
+  assert.equal(h1.lastConnErrorAt, 5);
+  assert.deepEqual(
+    h1.kinds?.map((k) => [k.kind, k.requests, k.errors]),
+    [['GET /', 1010, 2]],
+  );
+  assert.equal(site.upstreams.find((u) => u.upstream === 'h2:3000')?.requests, 5);
+});
