@@ -1,8 +1,8 @@
 import assert from 'node:assert/strict';
-import http from 'node:http';
 import { test } from 'node:test';
 import { Agent, request } from 'undici';
 import { waitUntil } from '../support/cluster.ts';
+import { frontBack } from '../support/front-probe.ts';
 import { rigGet, startRigCluster, waitRigServing, type RigCluster } from '../support/rig-cluster.ts';
 
 interface Answer {
@@ -54,43 +54,6 @@ function frontLoad(front: string, workers: number, maxMs: number): { answers: An
   };
 }
 
-/**
- * How long after `since` the front answered again: a new connection every 25 ms, each
- * given 150 ms to connect (a connection attempt that falls into the moment the
- * address moves is not left to wait for the kernel's 1 s SYN retransmission).
- */
-async function frontBack(front: string, since: number, withinMs = 10_000): Promise<number> {
-  while (Date.now() - since < withinMs) {
-    if ((await getOnce(`${front}/api/products`, 150, 1000)) === 200) return Date.now() - since;
-    await new Promise((r) => setTimeout(r, 25));
-  }
-  throw new Error(`the front did not answer within ${withinMs} ms`);
-}
-
-/** One GET on a new connection: its status, or null when it could not connect within `connectMs` or answer within `answerMs`. */
-function getOnce(url: string, connectMs: number, answerMs: number): Promise<number | null> {
-  return new Promise((resolve) => {
-    const req = http.get(url, { agent: false }, (res) => {
-      res.resume();
-      res.on('end', () => {
-        clearTimeout(timer);
-        resolve(res.statusCode ?? null);
-      });
-    });
-    let timer = setTimeout(() => req.destroy(), connectMs);
-    req.on('socket', (socket) =>
-      socket.once('connect', () => {
-        clearTimeout(timer);
-        timer = setTimeout(() => req.destroy(), answerMs);
-      }),
-    );
-    req.on('error', () => {
-      clearTimeout(timer);
-      resolve(null);
-    });
-  });
-}
-
 async function routeOf(c: RigCluster, director: string): Promise<{ epoch: number; primary: string | null } | null> {
   const { routes } = await rigGet<{ routes: { site: string; epoch: number; primary: string | null }[] }>(`http://${c.rig.address(director)}:7071/v1/routes`);
   return routes.find((r) => r.site === 'shop') ?? null;
@@ -123,7 +86,7 @@ test(
 
     await c.killPart(`director-${first}`);
     const killedAt = Date.now();
-    const backMs = await frontBack(c.front, killedAt);
+    const backMs = await frontBack(`${c.front}/api/products`, killedAt);
     await waitUntil('the load is answered again', async () => load.answers.some((a) => a.outcome === 'ok' && a.sentAt > killedAt), 10_000, 20);
     const loadBackMs = Math.min(...load.answers.filter((a) => a.outcome === 'ok' && a.sentAt > killedAt).map((a) => a.at)) - killedAt;
     assert.equal(c.frontHolder(), other, 'the other director holds the front now');
@@ -163,7 +126,7 @@ test(
     // `other` dies in turn: `first` serves, at epoch 2 (h2) only.
     await c.killPart(`director-${other}`);
     const secondKillAt = Date.now();
-    const backMs2 = await frontBack(c.front, secondKillAt);
+    const backMs2 = await frontBack(`${c.front}/api/products`, secondKillAt);
     await waitUntil(
       'the front answers again from the restarted director',
       async () => load.answers.some((a) => a.outcome === 'ok' && a.sentAt > secondKillAt),
