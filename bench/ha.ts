@@ -143,6 +143,8 @@ async function leaseSection(): Promise<void> {
 
 // ---------------------------------------------------------------- on the machines rig
 /** The controllers' lease on the rig: the same timings as the lease section (--ttl, --loop, --retry). */
+/** Failovers back and forth in a row, as bench/machines does: no minimum gap between two of a site (the no-flapping cooldown). */
+const NO_GAP = { UNDERSTUDY_FAILOVER_MIN_GAP_MS: '0' };
 const LEASE = { ttl: `${timing.ttlMs / 1000}s`, loop: `${timing.loopMs}ms`, retry: `${timing.retryMs}ms` };
 
 async function roleOf(c: RigCluster, n: string): Promise<string | null> {
@@ -238,7 +240,7 @@ async function failovers(c: RigCluster, trials: number): Promise<FailoverFigures
 async function failoverSection(etcdRig: RigCluster, trials: number): Promise<void> {
   const withEtcd = await failovers(etcdRig, trials);
   etcdRig.stop();
-  const embedded = await startRigCluster({ replication: 'async', directors: ['da', 'db'] });
+  const embedded = await startRigCluster({ replication: 'async', directors: ['da', 'db'], env: NO_GAP });
   let plain: FailoverFigures;
   try {
     plain = await failovers(embedded, trials);
@@ -261,7 +263,7 @@ async function failoverSection(etcdRig: RigCluster, trials: number): Promise<voi
 
 if (ONLY.has('lease')) await leaseSection();
 if (ONLY.has('leader') || ONLY.has('director') || ONLY.has('failover')) {
-  const c = await startRigCluster({ replication: 'async', controllers: ['c1', 'c2', 'c3'], directors: ['da', 'db'], lease: LEASE });
+  const c = await startRigCluster({ replication: 'async', controllers: ['c1', 'c2', 'c3'], directors: ['da', 'db'], lease: LEASE, env: NO_GAP });
   const onSig = () => {
     c.stop();
     process.exit(130);

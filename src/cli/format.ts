@@ -1,3 +1,4 @@
+import type { ControllerRole } from '../api/api-server.ts';
 import type { StatusView } from '../controller/status-view.ts';
 import type { EventRecord } from '../state/state-store.ts';
 
@@ -55,7 +56,23 @@ export function formatStatus(st: StatusView): string {
   for (const h of st.hosts) hosts.push([h.name, h.address, h.power, h.pid === null ? '-' : String(h.pid), h.storage, h.sites.join(',') || '-']);
   // The command each primary runs, templates rendered for its host.
   const commands = st.sites.filter((s) => s.primary.command).map((s) => `${s.name} on ${s.primary.host} runs: ${s.primary.command!.map(shellWord).join(' ')}`);
-  return `${table(sites)}\n${commands.length ? `\n${commands.join('\n')}\n` : ''}\n${dbs.length > 1 ? `${table(dbs)}\n\n` : ''}${table(hosts)}`;
+  return `${controllerLine(st)}${table(sites)}\n${commands.length ? `\n${commands.join('\n')}\n` : ''}\n${dbs.length > 1 ? `${table(dbs)}\n\n` : ''}${table(hosts)}`;
+}
+
+/** Where several controllers elect a leader: which one answered, and who leads. */
+function controllerLine(st: StatusView & { controller?: ControllerRole }): string {
+  const c = st.controller;
+  if (!c) return '';
+  const leads =
+    c.role === 'leader'
+      ? `controller ${c.name} leads (term ${c.token})`
+      : c.leader
+        ? `controller ${c.name} follows ${c.leader}${c.leaderApi ? ` (${c.leaderApi})` : ''}`
+        : `controller ${c.name}: no controller leads`;
+  const store = c.storeUnavailable
+    ? `; etcd has not answered since ${new Date(c.storeUnavailable.since).toISOString()} (${c.storeUnavailable.error}): no automatic action`
+    : '';
+  return `${leads}${store}\n\n`;
 }
 
 /** An argv element as a shell would need it written (quoted when it has spaces or quotes). */

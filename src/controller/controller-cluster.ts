@@ -171,7 +171,15 @@ export class ClusteredController {
       },
       onError: (e) => this.log.warn({ err: e.message }, 'the state could not be written to etcd yet; trying again'),
     });
-    await state.load();
+    try {
+      await state.load();
+    } catch (e) {
+      // A leader that cannot read the state cannot act: it gives the lead up for another.
+      store.close();
+      this.log.error({ err: (e as Error).message }, 'the state could not be read from etcd; this controller gives the lead up');
+      await this.lease.resign(); // the lease says so: this controller follows (onChange)
+      return;
+    }
     if (this.lease.fencingToken() !== token) {
       store.close();
       return; // the term ended while the state was read
@@ -215,9 +223,7 @@ export class ClusteredController {
       this.change(async () => {
         await store.flush().catch(() => undefined);
         this.halt();
-        await this.lease.stop(true);
-        await this.follow();
-        if (!this.stopped) this.lease.start();
+        await this.lease.resign(); // the lease says so: this controller follows (onChange)
       });
     });
   }

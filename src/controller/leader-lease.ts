@@ -181,7 +181,11 @@ export class LeaderLease {
     if (was) this.o.onChange?.(false, null);
   }
 
-  private async resign(): Promise<void> {
+  /**
+   * Gives the key up at once (the lease revoked), and goes on stepping as a follower: a
+   * leader that cannot act (its term could not start) lets another take over.
+   */
+  async resign(): Promise<void> {
     const lease = this.lease;
     this.lost();
     if (lease !== null) await this.o.client.leaseRevoke(lease).catch(() => undefined);

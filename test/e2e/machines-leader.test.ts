@@ -217,6 +217,16 @@ test(
     const vol = await rigGet<{ epoch: number; role: string }>(`http://${c.hostAddress('sb')}:7100/v1/volumes/shop`);
     assert.deepEqual([vol.role, vol.epoch], ['primary', 2], 'one promotion');
 
+    // A command the old leader would send now, with its term's token (the test sends it): refused by its target.
+    const { events } = (await c.callTo(second, '/v1/events?limit=5000')).body as { events: EventView[] };
+    const oldToken = events.find((e) => e.kind === 'controller-leads' && e.data.controller === first)?.data.token;
+    assert.ok(typeof oldToken === 'number');
+    const stale = await rigCall(`http://${c.hostAddress('sb')}:7100/v1/volumes/shop/promote`, {
+      body: { epoch: 3 },
+      headers: { 'x-understudy-fencing-token': String(oldToken) },
+    });
+    assert.equal((stale.body as { error?: { code?: string } }).error?.code, 'US_STALE_LEADER', JSON.stringify(stale.body));
+
     c.rig.heal();
     await waitUntil(
       'the old leader follows the new one once healed',

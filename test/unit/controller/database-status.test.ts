@@ -78,3 +78,18 @@ test('a site with an unprotected database is degraded and names it', () => {
   const empty: DatabaseStatus = { path: 'later.db', mode: 'empty', method: 'none', state: 'none', protected: true, lagMs: 0 };
   assert.equal(view([walDb, empty]).sites[0]!.state, 'serving');
 });
+
+test('status text: with several controllers, the first line says which answered and who leads, or that none does and since when', () => {
+  const st = view([walDb]);
+  assert.doesNotMatch(formatStatus(st), /controller/, 'one controller: no such line');
+  const role = { name: 'c2', role: 'follower' as const, leader: 'c1', leaderApi: '10.0.1.10:7070', token: 12, storeUnavailable: null };
+  assert.match(formatStatus({ ...st, controller: role } as typeof st).split('\n')[0]!, /^controller c2 follows c1 \(10\.0\.1\.10:7070\)$/);
+  assert.match(formatStatus({ ...st, controller: { ...role, role: 'leader', name: 'c1' } } as typeof st).split('\n')[0]!, /^controller c1 leads \(term 12\)$/);
+  assert.match(
+    formatStatus({
+      ...st,
+      controller: { ...role, role: 'unknown', leader: null, storeUnavailable: { since: 0, error: 'no etcd member answered' } },
+    } as typeof st).split('\n')[0]!,
+    /^controller c2: no controller leads; etcd has not answered since 1970-01-01T00:00:00\.000Z \(no etcd member answered\): no automatic action$/,
+  );
+});
