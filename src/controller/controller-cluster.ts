@@ -27,9 +27,9 @@ import { LeaderLease } from './leader-lease.ts';
  *   write) stops the Controller at once: no timer, watch or runbook step starts after
  *   it, and a command still being prepared is refused before it is sent (clients.ts,
  *   host-relays.ts). The controller then follows.
- * - **A follower** keeps a view of the state, read again whenever etcd's revision
- *   moved, and serves the read API from it; it answers every command with
- *   US_NOT_LEADER, naming the leader.
+ * - **A follower** keeps a view of the state, read whole and then kept by etcd's watch,
+ *   and serves the read API from it; it answers every command with US_NOT_LEADER,
+ *   naming the leader.
  * - **etcd without quorum**: nobody can renew, so nobody acts; the sites keep serving
  *   (the director and the hosts need no controller). The status says since when; the
  *   next leader records the gap as an event.
@@ -187,7 +187,7 @@ export class ClusteredController {
     state.start();
     const controller = new Controller(this.config, this.log, { store, fencingToken });
     const notifier = new Notifier(this.config, store, this.log);
-    this.term = { leading: true, token, store, state, controller, notifier, server: null, refresh: null };
+    this.term = { leading: true, token, store, state, controller, notifier, server: null, following: null };
     this.term.server = await startApiServer(controller, { notifier, role: () => this.role(), listen: false });
     this.log.info({ controller: this.name, token }, 'this controller leads');
     store.addEvent({
@@ -245,28 +245,21 @@ export class ClusteredController {
     const store = new StateStore({ mirrored: true });
     const state = new EtcdState(store, { client: this.client, prefix: this.config.controller.etcd!.prefix });
     const controller = new Controller(this.config, this.log, { store, fencingToken: () => null });
-    const term: Term = { leading: false, token: null, store, state, controller, notifier: null, server: null, refresh: null };
+    const following = new AbortController();
+    const term: Term = { leading: false, token: null, store, state, controller, notifier: null, server: null, following };
     term.server = await startApiServer(controller, { role: () => this.role(), listen: false });
     this.term = term;
-    await state.load().catch(() => undefined);
-    let refreshing = false;
-    term.refresh = setInterval(() => {
-      if (refreshing) return;
-      refreshing = true;
-      background(
-        state.refresh().finally(() => {
-          refreshing = false;
-        }),
-        () => undefined, // etcd not answering: the view stays as it was; the status says so
-      );
-    }, this.config.controller.etcd!.loopMs);
+    // The view: read whole, then kept by etcd's watch (read whole again when the watch ends).
+    background(state.follow(following.signal, this.config.controller.etcd!.loopMs), (e) =>
+      this.log.warn({ err: (e as Error).message }, 'the follower view stopped following etcd'),
+    );
   }
 
   private async endTerm(): Promise<void> {
     const t = this.term;
     if (!t) return;
     this.term = null;
-    if (t.refresh) clearInterval(t.refresh);
+    t.following?.abort();
     if (t.leading) this.halt(t);
     else {
       t.state.close();
@@ -283,7 +276,8 @@ interface Term {
   controller: Controller;
   notifier: Notifier | null;
   server: http.Server | null;
-  refresh: NodeJS.Timeout | null;
+  /** A follower's watch of etcd, aborted when the term ends. */
+  following: AbortController | null;
 }
 
 /** `understudy controller --name NAME -c FILE` where the state is in etcd: until SIGTERM/SIGINT. */

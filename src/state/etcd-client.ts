@@ -134,6 +134,53 @@ export class EtcdClient {
     }
   }
 
+  /**
+   * Watches every key under `prefix` from `fromRevision` on (etcd's watch through the
+   * gateway: one long response, a JSON object per line), calling `onEvents` with each
+   * batch in order. Resolves when the watch ends (the member went away, the revision was
+   * compacted, `signal` aborted); the caller reads again and watches anew.
+   */
+  async watch(
+    prefix: string,
+    fromRevision: number,
+    onEvents: (events: { type: 'put' | 'delete'; kv: EtcdKv }[]) => void,
+    signal: AbortSignal,
+  ): Promise<void> {
+    const url = this.endpoints[this.current]!;
+    const res = await request(`${url}/v3/watch`, {
+      method: 'POST',
+      body: JSON.stringify({ create_request: { key: b64(prefix), range_end: prefixEnd(prefix), start_revision: String(fromRevision) } }),
+      headers: { 'content-type': 'application/json' },
+      dispatcher: this.dispatcher,
+      headersTimeout: this.timeoutMs,
+      bodyTimeout: 0,
+      signal,
+    });
+    if (res.statusCode !== 200) {
+      await res.body.text().catch(() => '');
+      throw new UnderstudyError('US_STATE_STORE_UNAVAILABLE', `etcd ${url} refused the watch: ${res.statusCode}`);
+    }
+    let pending = '';
+    try {
+      for await (const chunk of res.body) {
+        pending += (chunk as Buffer).toString('utf8');
+        let nl: number;
+        while ((nl = pending.indexOf('\n')) >= 0) {
+          const line = pending.slice(0, nl).trim();
+          pending = pending.slice(nl + 1);
+          if (line === '') continue;
+          const r = (JSON.parse(line) as { result?: { events?: { type?: string; kv: RawKv }[]; canceled?: boolean; compact_revision?: string } }).result;
+          if (!r) continue;
+          if (r.canceled || Number(r.compact_revision ?? 0) > 0) return;
+          if (r.events?.length) onEvents(r.events.map((e) => ({ type: e.type === 'DELETE' ? 'delete' : 'put', kv: kvOf(e.kv) })));
+        }
+      }
+    } catch (e) {
+      if (signal.aborted) return;
+      throw e;
+    }
+  }
+
   /** The cluster's revision now (a linearizable read of nothing: it grows with every write anywhere). */
   async revision(): Promise<number> {
     const r = (await this.call('/v3/kv/range', { key: b64('\0'), count_only: true })) as { header?: { revision?: string } };

@@ -73,6 +73,38 @@ export class EtcdState {
     return revision;
   }
 
+  /**
+   * A follower's view, kept until `signal` aborts: read whole, then every change as etcd's
+   * watch reports it; read whole again whenever the watch ends (a member lost, history
+   * compacted), after `retryMs`.
+   */
+  async follow(signal: AbortSignal, retryMs: number): Promise<void> {
+    while (!signal.aborted) {
+      try {
+        const rev = await this.load();
+        await this.o.client.watch(
+          this.statePrefix,
+          rev + 1,
+          (events) => {
+            const changes: { table: string; key: string; row: Record<string, unknown> | null }[] = [];
+            for (const e of events) {
+              const rest = e.kv.key.slice(this.statePrefix.length);
+              const slash = rest.indexOf('/');
+              if (slash <= 0) continue;
+              changes.push({ table: rest.slice(0, slash), key: rest.slice(slash + 1), row: e.type === 'delete' ? null : (JSON.parse(e.kv.value) as Record<string, unknown>) });
+            }
+            this.store.applyMirrored(changes);
+            this.lastRevision = Math.max(this.lastRevision, ...events.map((e) => e.kv.modRevision));
+          },
+          signal,
+        );
+      } catch {
+        // etcd not answering: the view stays as it was (the status says etcd does not answer)
+      }
+      if (!signal.aborted) await new Promise((r) => setTimeout(r, retryMs));
+    }
+  }
+
   /** A follower's view: read again when anything in etcd changed since the last read. */
   async refresh(): Promise<boolean> {
     const rev = await this.o.client.revision();

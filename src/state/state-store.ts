@@ -238,6 +238,28 @@ export class StateStore {
   }
 
   /**
+   * Applies changes read from the mirror (a follower's view following etcd's watch):
+   * a row written, or one deleted (`row` null, named by its key). Nothing is queued back.
+   */
+  applyMirrored(changes: { table: string; key: string; row: Record<string, unknown> | null }[]): void {
+    this.db.transaction(() => {
+      for (const { table, key, row } of changes) {
+        const m = MIRRORED[table];
+        if (!m) continue;
+        if (row === null) this.db.prepare(`DELETE FROM ${table} WHERE ${m.key} = ?`).run(m.numeric ? Number(key) : key);
+        else {
+          const cols = Object.keys(row).sort();
+          this.db.prepare(`INSERT OR REPLACE INTO ${table} (${cols.join(', ')}) VALUES (${cols.map((c) => `@${c}`).join(', ')})`).run(row);
+        }
+      }
+      this.db.prepare('DELETE FROM outbox').run();
+    })();
+    this.rev++;
+    this.siteCache = null;
+    this.siteList = null;
+  }
+
+  /**
    * Replaces every row of a mirrored store with `rows` (what the mirror holds): the view a
    * new leader starts from, or a follower's refresh. Nothing of it is queued back.
    */

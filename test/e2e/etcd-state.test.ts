@@ -174,3 +174,47 @@ test('etcd state: changes made while etcd has no quorum wait in order and are se
   assert.equal(view.getSite('shop')?.state, 'failing-over');
   view.close();
 });
+
+test(
+  "etcd state: a follower's view follows the leader's writes through etcd's watch, deletes included, and stops when told",
+  { timeout: 60_000 },
+  async (t) => {
+    const { client } = await withEtcd(t);
+    const token = await takeLeaderKey(client, 'c1');
+    const { store, state } = leaderState(client, token);
+    t.after(() => state.close());
+    store.putSite({ site: 'shop', epoch: 1, primaryHost: 'h1', state: 'serving', replicaStorage: 'array-b' });
+    store.putRelay('h9', 'on', null, null);
+    await store.flush();
+
+    const view = new StateStore({ mirrored: true });
+    const following = new AbortController();
+    const done = new EtcdState(view, { client, prefix: PREFIX }).follow(following.signal, 100);
+    t.after(() => following.abort());
+    const until = async (what: string, cond: () => boolean) => {
+      for (let i = 0; i < 200 && !cond(); i++) await new Promise((r) => setTimeout(r, 20));
+      assert.ok(cond(), what);
+    };
+    await until('the view read whole', () => view.getSite('shop')?.epoch === 1 && view.getRelay('h9') !== undefined);
+
+    store.putSite({ site: 'shop', epoch: 2, primaryHost: 'h2', state: 'serving', replicaStorage: 'array-a' });
+    store.forgetRelay('h9');
+    const rb = store.startRunbook('shop', 'failover', {});
+    store.journal(rb.id, 'fence', 'begin');
+    await store.flush();
+    await until(
+      'the watch brought the changes',
+      () => view.getSite('shop')?.epoch === 2 && view.getRelay('h9') === undefined && view.journalOf(rb.id).length === 1,
+    );
+    assert.deepEqual(snapshot(view), snapshot(store), 'the view is the leader state');
+    assert.deepEqual(view.pendingChanges(10), [], 'nothing the view applies is queued back');
+
+    following.abort();
+    await done;
+    store.addEvent({ site: null, host: null, kind: 'after', message: 'after the follower stopped', data: {} });
+    await store.flush();
+    await new Promise((r) => setTimeout(r, 300));
+    assert.equal(view.listEvents().length, 0, 'a stopped view takes nothing more');
+    view.close();
+  },
+);

@@ -126,6 +126,18 @@ test(
     );
     assert.equal(events.filter((e) => e.kind === 'failover-complete').length, 1, 'one failover completed');
 
+    // The third controller follows: its view (read from etcd, kept by its watch) shows the same runbook, done.
+    const third = c.controllers.find((n) => n !== first && n !== second)!;
+    await waitUntil(
+      `${third}'s view shows the failover done`,
+      async () => {
+        const r = await c.callTo(third, '/v1/runbooks?site=shop');
+        return (r.body as { runbooks: Runbook[] }).runbooks.find((x) => x.id === rb.id)?.status === 'done';
+      },
+      5_000,
+      100,
+    );
+
     // A command with the dead leader's token (sent by the test, as a paused leader waking up would): refused.
     const stale = await rigCall(`http://${c.hostAddress('sb')}:7100/v1/volumes/shop/promote`, {
       body: { epoch: 3 },
