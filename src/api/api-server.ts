@@ -111,6 +111,7 @@ export async function startApiServer(controller: Controller, parts: ApiParts = {
       r.leader
         ? `this controller (${r.name}) follows: send commands to the leader, ${r.leader}${r.leaderApi ? ` at ${r.leaderApi}` : ''}`
         : `this controller (${r.name}) follows and no controller leads now${r.storeUnavailable ? `: etcd has not answered since ${new Date(r.storeUnavailable.since).toISOString()} (${r.storeUnavailable.error})` : ''}; try again when one leads`,
+      { leader: r.leader, leaderApi: r.leaderApi },
     );
   };
   const router = new JsonRouter()

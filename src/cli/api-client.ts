@@ -26,6 +26,8 @@ export interface ApiCallOptions {
 /** How the CLI reaches the controller: its base URL, the token it sends, the CA it trusts (cluster.tls). */
 export interface ApiAccess {
   base: string;
+  /** Where several controllers elect a leader (`controller.members`): the others' API bases, tried in turn when `base` cannot be reached. */
+  others: string[];
   token: string | null;
   ca: Buffer | null;
 }
@@ -49,7 +51,9 @@ export async function apiAccess(opts: ApiOptions): Promise<ApiAccess> {
     : settings?.caFile
       ? readFile(settings.caFile, 'cluster.tls.ca')
       : null;
-  const base = explicit ? explicit.replace(/\/$/, '') : `${ca ? 'https' : 'http'}://${endpointToString(settings!.listen)}`;
+  const scheme = ca ? 'https' : 'http';
+  const base = explicit ? explicit.replace(/\/$/, '') : `${scheme}://${endpointToString(settings!.listen)}`;
+  const others = explicit ? [] : [...new Set((settings?.members ?? []).map((m) => `${scheme}://${endpointToString(m)}`))].filter((b) => b !== base);
   const token =
     process.env.UNDERSTUDY_TOKEN ||
     (settings?.tokenFile
@@ -57,7 +61,7 @@ export async function apiAccess(opts: ApiOptions): Promise<ApiAccess> {
       : settings?.tokenEnv
         ? (process.env[settings.tokenEnv] ?? null)
         : null);
-  return { base, token: token || null, ca };
+  return { base, others, token: token || null, ca };
 }
 
 /** The controller's API base URL (see apiAccess). */
@@ -75,6 +79,7 @@ function readFile(file: string, what: string): Buffer {
 
 interface ApiSettings {
   listen: Endpoint;
+  members?: Endpoint[];
   tokenFile?: string;
   tokenEnv?: string;
   caFile?: string;
@@ -105,7 +110,11 @@ async function apiSettings(file: string): Promise<ApiSettings> {
     const controller = top.controller === undefined || top.controller === null ? {} : obj(top.controller);
     const tls = obj(obj(top.cluster)?.tls);
     const token = obj(controller?.token);
+    const members = Object.values(obj(controller?.members) ?? {})
+      .map((m) => parseEndpoint(m))
+      .filter((m): m is Endpoint => m !== undefined);
     const extra: Omit<ApiSettings, 'listen'> = {
+      ...(members.length > 0 ? { members } : {}),
       ...(typeof tls?.ca === 'string' ? { caFile: path.resolve(base, tls.ca) } : {}),
       ...(typeof token?.file === 'string' ? { tokenFile: path.resolve(base, token.file) } : {}),
       ...(typeof token?.env === 'string' ? { tokenEnv: token.env } : {}),
@@ -121,6 +130,7 @@ async function apiSettings(file: string): Promise<ApiSettings> {
   const c = loadConfig(file, { baseDir: baseDirFor(file) });
   return {
     listen: c.controller.listen,
+    members: Object.values(c.controller.members),
     ...(c.cluster?.tls ? { caFile: c.cluster.tls.ca } : {}),
     ...(c.controller.token ? ('file' in c.controller.token ? { tokenFile: c.controller.token.file } : { tokenEnv: c.controller.token.env }) : {}),
   };
@@ -134,7 +144,24 @@ async function apiSettings(file: string): Promise<ApiSettings> {
  */
 export async function callApi<T>(opts: ApiOptions, pathAndQuery: string, call: ApiCallOptions = {}): Promise<T> {
   const access = await apiAccess(opts);
-  const url = `${access.base}${pathAndQuery}`;
+  // Several controllers: one that cannot be reached is passed over; a command sent to a follower goes to the leader it names.
+  let lastError: unknown = null;
+  for (const base of [access.base, ...access.others]) {
+    try {
+      return await callOnce<T>(access, base, pathAndQuery, call);
+    } catch (e) {
+      const code = (e as UnderstudyError).code;
+      const leaderApi = ((e as UnderstudyError).details as { leaderApi?: unknown } | undefined)?.leaderApi;
+      if (code === 'US_NOT_LEADER' && typeof leaderApi === 'string') return callOnce<T>(access, `${base.split('://')[0]}://${leaderApi}`, pathAndQuery, call);
+      if (code !== 'US_UNREACHABLE' || access.others.length === 0) throw e;
+      lastError = e;
+    }
+  }
+  throw lastError as Error;
+}
+
+async function callOnce<T>(access: ApiAccess, base: string, pathAndQuery: string, call: ApiCallOptions): Promise<T> {
+  const url = `${base}${pathAndQuery}`;
   const timeoutMs = call.timeoutMs ?? 5000;
   const token = access.token;
   const body = call.body === undefined ? undefined : JSON.stringify(call.body);

@@ -3,7 +3,7 @@ import { execFileSync } from 'node:child_process';
 import path from 'node:path';
 import { test } from 'node:test';
 import { request } from 'undici';
-import { waitUntil } from '../support/cluster.ts';
+import { BIN, ROOT, waitUntil } from '../support/cluster.ts';
 import { missingOrders, startLoad } from '../support/load.ts';
 import { rigCall, rigGet, startRigCluster, waitRigServing } from '../support/rig-cluster.ts';
 import type { Runbook, Status } from '../support/views.ts';
@@ -148,6 +148,22 @@ test(
     const after = await rigGet<{ epoch: number }>(`http://${c.hostAddress('sb')}:7100/v1/volumes/shop`);
     assert.equal(after.epoch, 2, 'the refused command changed nothing');
     t.diagnostic(`leader ${first} killed after the fence; ${second} led and finished; tokens ${t1} → ${t2}`);
+
+    // The CLI calls controller.listen (c1's address): with c1's machine dead it asks the other members;
+    // a command that reaches a follower goes to the leader it names.
+    if (first !== 'c1') c.rig.killAll(c.rig.ns('c1'));
+    await waitUntil('a controller leads (c1 may have been the leader)', async () => (await c.leader()) !== null, 15_000, 100);
+    const cli = (args: string[]) =>
+      execFileSync(process.execPath, [BIN, ...args, '-c', c.configFile], {
+        cwd: ROOT,
+        encoding: 'utf8',
+        env: { ...process.env, UNDERSTUDY_TOKEN: c.apiToken },
+        timeout: 30_000,
+      });
+    const cliStatus = JSON.parse(cli(['status', '--json'])) as Status & { controller: { name: string; leader: string } };
+    assert.notEqual(cliStatus.controller.name, 'c1', 'answered by a member that runs');
+    assert.equal(cliStatus.sites[0]!.epoch, 2);
+    assert.match(cli(['power', 'h2', 'on']), /h2/, 'a command reaches the leader whichever member the CLI tried');
   },
 );
 

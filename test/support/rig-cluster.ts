@@ -64,6 +64,8 @@ export interface RigCluster {
   leader(): Promise<string | null>;
   /** The etcd members of a rig with several controllers. */
   etcd: EtcdCluster | null;
+  /** The operators' API token the controllers were given (UNDERSTUDY_TOKEN), for the CLI. */
+  apiToken: string;
   /** SIGKILLs one part's process (`director-da`, `storage-sa`, `controller-c1`) and waits until it is gone. */
   killPart(part: string): Promise<void>;
   /** Starts a part again, as it was started. */
@@ -314,6 +316,7 @@ export async function startRigCluster(opts: RigClusterOptions = {}): Promise<Rig
       configFile,
       front: `http://${frontHost}:8080`,
       directors: dirNames,
+      apiToken: token,
       killPart: async (part) => {
         const p = parts.get(part)?.proc;
         if (!p) throw new Error(`no part ${part} in this rig`);
