@@ -10,6 +10,7 @@ import type { ConnErrorSignal, RouteTable, SiteStats, VaultPoint, VolumeStatus }
 import type { ActionGovernor } from './action-governor.ts';
 import { UnderstudyError } from '../shared/errors.ts';
 import { StateStore } from '../state/state-store.ts';
+import { FencingRefusals } from './fencing-refusals.ts';
 import { PartClients } from './clients.ts';
 import { FailoverRunbook, type FailoverData, type RunbookDeps } from './failover-runbook.ts';
 import { SwitchoverRunbook, type SwitchoverData } from './switchover-runbook.ts';
@@ -82,6 +83,8 @@ export class Controller {
   private readonly staleWatch: StaleAppWatch;
   /** Says when a serving site has no spare left to fail over to (pool-watch.ts). */
   private readonly poolWatch: PoolWatch;
+  /** Commands of an older leader that the parts refused, as events (fencing-refusals.ts). */
+  private readonly fencingRefusals: FencingRefusals;
   private reconciling = false;
   /** The last placement facts read, and what they were read at (placementNow). */
   private placement: { key: string; facts: PlacementFacts } | null = null;
@@ -101,6 +104,7 @@ export class Controller {
   ) {
     this.log = logger ?? pino({ level: process.env.UNDERSTUDY_LOG_LEVEL ?? 'info' }, pino.destination(2));
     this.store = term?.store ?? new StateStore(config.controller.stateDir);
+    this.fencingRefusals = new FencingRefusals((e) => this.store.addEvent(e), Date.now());
     const token = term?.fencingToken ?? (() => null);
     this.relays = new HostRelays(config, this.store, path.join(config.controller.stateDir, 'logs'), term ? () => token() !== null : undefined);
     this.relay = this.relays;
@@ -152,6 +156,7 @@ export class Controller {
       clients: this.clients,
       store: this.store,
       onPrimaryCorrupt: (site, storage) => this.onPrimaryCorrupt(site, storage),
+      onStatus: (storage, st) => this.fencingRefusals.observe(`storage ${storage}`, null, st.fencing),
       onError: this.onBackgroundError,
     });
     const addEvent = (e: Parameters<StateStore['addEvent']>[0]): void => {
@@ -172,7 +177,11 @@ export class Controller {
               .map((r) => r.primaryHost),
           ]),
         powered: (h) => this.relay.status(h).power === 'on',
-        agentAnswers: (h, timeoutMs) => this.clients.agentStatus(h, timeoutMs),
+        agentAnswers: async (h, timeoutMs) => {
+          const st = await this.clients.agentStatus(h, timeoutMs);
+          this.fencingRefusals.observe(`the agent of ${h}`, h, st.fencing);
+          return st;
+        },
       },
       trustProbeEveryMs(config),
     );

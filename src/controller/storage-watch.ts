@@ -14,6 +14,8 @@ export interface StorageWatchDeps {
   store: StateStore;
   /** A site's primary copy on `storage` failed verification (a new episode). */
   onPrimaryCorrupt: (site: string, storage: string) => void;
+  /** Every status read, as it arrives (the fencing refusals it reports). */
+  onStatus?: (storage: string, st: StorageStatus) => void;
   onError: (err: unknown) => void;
 }
 
@@ -65,6 +67,7 @@ export class StorageWatch {
         try {
           const st = await clients.storageStatus(name, 500);
           this.statuses.set(name, st);
+          this.deps.onStatus?.(name, st);
           this.volumes.set(name, new Map(st.volumes.map((v) => [v.site, v])));
           // Every site's primary, read once a poll (not once per volume).
           primaries ??= new Map(store.listSites().map((r) => [r.site, r.primaryHost]));

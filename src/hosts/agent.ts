@@ -43,6 +43,8 @@ function parseStartApp(body: unknown): StartAppRequest {
 export class HostAgent {
   private readonly apps = new Map<string, AppProcess>();
   private server: http.Server | null = null;
+  /** Refuses commands of a controller that no longer leads (fencing.ts); its counts are in the status. */
+  private fencing: FencingGate | null = null;
 
   constructor(
     private readonly config: UnderstudyConfig,
@@ -54,7 +56,8 @@ export class HostAgent {
   }
 
   status(): AgentStatus {
-    return { host: this.host, pid: process.pid, pgid: process.pid, sites: [...this.apps.values()].map((a) => a.status()) };
+    const fencing = this.fencing?.view() ?? null;
+    return { host: this.host, pid: process.pid, pgid: process.pid, sites: [...this.apps.values()].map((a) => a.status()), ...(fencing ? { fencing } : {}) };
   }
 
   async start(): Promise<void> {
@@ -67,11 +70,11 @@ export class HostAgent {
         await this.apps.get(params.site!)?.stop();
         return this.status();
       });
-    const fencing = new FencingGate(`the agent of ${this.host}`, null, (token, highest, req) =>
+    const fencing = (this.fencing = new FencingGate(`the agent of ${this.host}`, null, (token, highest, req) =>
       process.stderr.write(
         `${JSON.stringify({ level: 'warn', host: this.host, token, highest, method: req.method, url: req.url, msg: 'refused a command from a controller that no longer leads (lower fencing token)' })}\n`,
       ),
-    );
+    ));
     this.server = createJsonServer(router, null, { security: partSecurity(this.config, this.host), part: `the agent of ${this.host}`, fencing });
     await listen(this.server, h.address, h.agentPort);
   }

@@ -186,9 +186,22 @@ export interface SyncBarrierResponse {
   reason?: string;
 }
 
+/**
+ * What a part's fencing gate has done (src/shared/fencing.ts): the highest token seen,
+ * and the commands it refused for a lower one, with the newest. The leading controller
+ * records a refusal it reads here as a `stale-leader-refused` event.
+ */
+export interface FencingView {
+  highest: number;
+  refused: number;
+  lastRefused: { token: number; highest: number; method: string; url: string; at: number } | null;
+}
+
 export interface StorageStatus {
   name: string;
   volumes: VolumeStatus[];
+  /** Absent from a storage processor that has seen no fencing token. */
+  fencing?: FencingView;
   /** The reader copies this storage system holds for reader hosts. */
   readerCopies?: ReaderCopyStatus[];
 }
@@ -546,6 +559,8 @@ export interface AgentStatus {
   pid: number;
   pgid: number;
   sites: AgentAppStatus[];
+  /** Absent from an agent that has seen no fencing token. */
+  fencing?: FencingView;
 }
 
 /** PUT /v1/sites/:site — start the site's app (idempotent while running with the same epoch). */

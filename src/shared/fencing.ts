@@ -1,5 +1,6 @@
 import type http from 'node:http';
 import { UnderstudyError } from './errors.ts';
+import type { FencingView } from './contracts.ts';
 
 /**
  * Fencing tokens: what keeps a controller that lost the lead from acting through the
@@ -48,6 +49,8 @@ export class FencingGate {
   /** The highest token known to be kept (written). */
   private kept: number;
   private writing: Promise<void> = Promise.resolve();
+  private refused = 0;
+  private lastRefused: FencingView['lastRefused'] = null;
 
   constructor(
     private readonly part: string,
@@ -63,6 +66,11 @@ export class FencingGate {
     return this.highest;
   }
 
+  /** For the part's status: null while no token was ever seen (the embedded default). */
+  view(): FencingView | null {
+    return this.highest === 0 && this.refused === 0 ? null : { highest: this.highest, refused: this.refused, lastRefused: this.lastRefused };
+  }
+
   /** Refuses a command with a lower token than seen; raises (and keeps) a higher one. Reads pass. */
   async admit(req: http.IncomingMessage): Promise<void> {
     const method = req.method ?? 'GET';
@@ -70,6 +78,8 @@ export class FencingGate {
     const token = tokenOf(req.headers);
     if (token === null) return;
     if (token < this.highest) {
+      this.refused++;
+      this.lastRefused = { token, highest: this.highest, method, url: req.url ?? '', at: Date.now() };
       this.onRefused?.(token, this.highest, { method, url: req.url ?? '' });
       throw new UnderstudyError(
         'US_STALE_LEADER',

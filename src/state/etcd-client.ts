@@ -140,12 +140,7 @@ export class EtcdClient {
    * batch in order. Resolves when the watch ends (the member went away, the revision was
    * compacted, `signal` aborted); the caller reads again and watches anew.
    */
-  async watch(
-    prefix: string,
-    fromRevision: number,
-    onEvents: (events: { type: 'put' | 'delete'; kv: EtcdKv }[]) => void,
-    signal: AbortSignal,
-  ): Promise<void> {
+  async watch(prefix: string, fromRevision: number, onEvents: (events: { type: 'put' | 'delete'; kv: EtcdKv }[]) => void, signal: AbortSignal): Promise<void> {
     const url = this.endpoints[this.current]!;
     const res = await request(`${url}/v3/watch`, {
       method: 'POST',

@@ -91,7 +91,11 @@ export class EtcdState {
               const rest = e.kv.key.slice(this.statePrefix.length);
               const slash = rest.indexOf('/');
               if (slash <= 0) continue;
-              changes.push({ table: rest.slice(0, slash), key: rest.slice(slash + 1), row: e.type === 'delete' ? null : (JSON.parse(e.kv.value) as Record<string, unknown>) });
+              changes.push({
+                table: rest.slice(0, slash),
+                key: rest.slice(slash + 1),
+                row: e.type === 'delete' ? null : (JSON.parse(e.kv.value) as Record<string, unknown>),
+              });
             }
             this.store.applyMirrored(changes);
             this.lastRevision = Math.max(this.lastRevision, ...events.map((e) => e.kv.modRevision));

@@ -80,6 +80,8 @@ export class StorageProcessor {
   private readonly volumes = new Map<string, Volume>();
   private readonly lock = new KeyedLock();
   private server: http.Server | null = null;
+  /** Refuses commands of a controller that no longer leads (fencing.ts); its counts are in the status. */
+  private fencing: FencingGate | null = null;
   private readonly tuning: ReplicationTuning | undefined;
   /** Backups, verification, restore (and the vault's store when `backup: true`). */
   private readonly vault: VaultService;
@@ -182,9 +184,9 @@ export class StorageProcessor {
       if (meta.role === 'primary' && meta.replicateTo) this.startShipper(vol, meta.replicateTo);
     }
     // The storage processors keep the highest fencing token on disk: their commands decide who writes.
-    const fencing = new FencingGate(`storage ${this.name}`, tokenKeptIn(fencingFile(this.storage.path)), (token, highest, req) =>
+    const fencing = (this.fencing = new FencingGate(`storage ${this.name}`, tokenKeptIn(fencingFile(this.storage.path)), (token, highest, req) =>
       this.log.warn({ token, highest, method: req.method, url: req.url }, 'refused a command from a controller that no longer leads (lower fencing token)'),
-    );
+    ));
     this.server = createJsonServer(this.router(), null, { security: partSecurity(this.config, this.name), part: `storage ${this.name}`, fencing });
     await listen(this.server, this.storage.listen.host, this.storage.listen.port);
     this.vault.start(); // backup and verification timers
@@ -220,10 +222,12 @@ export class StorageProcessor {
 
   status(): StorageStatus {
     const readerCopies = this.readerCopies.status();
+    const fencing = this.fencing?.view() ?? null;
     return {
       name: this.name,
       volumes: [...this.volumes.values()].sort((a, b) => a.meta.site.localeCompare(b.meta.site)).map((v) => this.volumeStatus(v)),
       ...(readerCopies.length > 0 ? { readerCopies } : {}),
+      ...(fencing ? { fencing } : {}),
     };
   }
 

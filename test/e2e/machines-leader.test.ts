@@ -147,6 +147,15 @@ test(
     assert.equal((stale.body as { error: { code: string } }).error.code, 'US_STALE_LEADER');
     const after = await rigGet<{ epoch: number }>(`http://${c.hostAddress('sb')}:7100/v1/volumes/shop`);
     assert.equal(after.epoch, 2, 'the refused command changed nothing');
+    await waitUntil(
+      'the leader records the refusal as an event',
+      async () =>
+        ((await c.callTo(second, '/v1/events?limit=5000')).body as { events: EventView[] }).events.some(
+          (e) => e.kind === 'stale-leader-refused' && e.data.part === 'storage array-b' && e.data.token === t1,
+        ),
+      10_000,
+      100,
+    );
     t.diagnostic(`leader ${first} killed after the fence; ${second} led and finished; tokens ${t1} → ${t2}`);
 
     // The CLI calls controller.listen (c1's address): with c1's machine dead it asks the other members;

@@ -129,3 +129,15 @@ test('a relay action without a term is refused before any driver acts (a BMC can
   assert.notEqual(withTerm?.code, 'US_STALE_LEADER', 'with a term the driver is asked');
   store.close();
 });
+
+test('the gate reports what it did: nothing before any token; then the highest seen and each refusal', async () => {
+  const gate = new FencingGate('the director');
+  assert.equal(gate.view(), null, 'the embedded default: nothing to report');
+  const req = (method: string, token: string) => ({ method, url: '/v1/routes/shop', headers: { [FENCING_HEADER]: token } }) as unknown as http.IncomingMessage;
+  await gate.admit(req('PUT', '12'));
+  assert.deepEqual(gate.view(), { highest: 12, refused: 0, lastRefused: null });
+  await assert.rejects(gate.admit(req('PUT', '2')));
+  const v = gate.view()!;
+  assert.equal(v.refused, 1);
+  assert.deepEqual({ ...v.lastRefused!, at: 0 }, { token: 2, highest: 12, method: 'PUT', url: '/v1/routes/shop', at: 0 });
+});
