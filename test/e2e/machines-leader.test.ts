@@ -332,3 +332,46 @@ test(
     assert.equal(events.filter((e) => e.kind === 'failover-complete').length, 1, 'the pending failover ran, once');
   },
 );
+
+/**
+ * Ctrl-C on the leading controller (SIGINT, as a terminal sends it): it stops acting,
+ * gives the leader key up and exits 0; another controller leads at its next step,
+ * long before the lease could have run out. Twice in a row.
+ */
+test('three controllers: the leader stopped by SIGINT hands over at once (not after its lease), twice in a row', { timeout: 120_000 }, async (t) => {
+  const c = await startRigCluster({ replication: 'async', controllers: ['c1', 'c2', 'c3'], lease: { ttl: '10s', loop: '300ms', retry: '3s' } });
+  t.after(() => c.stop());
+  await waitRigServing(c, 'h1');
+  for (let round = 1; round <= 2; round++) {
+    const leader = (await c.leader())!;
+    assert.ok(leader);
+    const at = Date.now();
+    const code = await c.signalPart(`controller-${leader}`, 'SIGINT');
+    assert.equal(code, 0, 'it exits 0');
+    await waitUntil(
+      'another controller leads',
+      async () => {
+        const l = await c.leader();
+        return l !== null && l !== leader;
+      },
+      8_000,
+      50,
+    );
+    const ms = Date.now() - at;
+    t.diagnostic(`round ${round}: ${leader} stopped by SIGINT; another led ${ms} ms later (ttl 10 s)`);
+    assert.ok(ms < 5000, `handed over well before the 10 s ttl (${ms} ms)`);
+    assert.equal(await frontStatus(c.front), 200, 'the site serves throughout');
+    c.startPart(`controller-${leader}`);
+    await waitUntil(
+      `${leader} follows again`,
+      async () => {
+        const r = await c.callTo(leader, '/v1/status', { timeoutMs: 1000 }).catch(() => null);
+        return (r?.body as { controller?: { role?: string } } | undefined)?.controller?.role === 'follower';
+      },
+      20_000,
+      100,
+    );
+  }
+  const st = (await c.call('/v1/status')).body as Status;
+  assert.equal(st.sites[0]!.epoch, 1, 'no failover came of it');
+});

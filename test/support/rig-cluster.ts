@@ -68,6 +68,8 @@ export interface RigCluster {
   apiToken: string;
   /** SIGKILLs one part's process (`director-da`, `storage-sa`, `controller-c1`) and waits until it is gone. */
   killPart(part: string): Promise<void>;
+  /** Sends `signal` to one part's process and waits until it exits; its exit code (null: killed by a signal). */
+  signalPart(part: string, signal: NodeJS.Signals, withinMs?: number): Promise<number | null>;
   /** Starts a part again, as it was started. */
   startPart(part: string): void;
   /** The directors' machines, and which of them holds the floating front address now (null: none). */
@@ -324,6 +326,17 @@ export async function startRigCluster(opts: RigClusterOptions = {}): Promise<Rig
         const exited = new Promise((r) => p.once('exit', r));
         p.kill('SIGKILL');
         await exited;
+      },
+      signalPart: async (part, signal, withinMs = 15_000) => {
+        const p = parts.get(part)?.proc;
+        if (!p) throw new Error(`no part ${part} in this rig`);
+        if (p.exitCode !== null || p.signalCode !== null) return p.exitCode;
+        const exited = new Promise<number | null>((r) => p.once('exit', (code) => r(code)));
+        p.kill(signal);
+        const timer = new Promise<never>((_, reject) =>
+          setTimeout(() => reject(new Error(`${part} did not exit within ${withinMs} ms of ${signal}`)), withinMs).unref(),
+        );
+        return Promise.race([exited, timer]);
       },
       startPart: (part) => {
         const known = parts.get(part);
