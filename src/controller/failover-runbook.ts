@@ -234,7 +234,8 @@ export class FailoverRunbook extends JournaledRunbook<FailoverData> {
     let attempts = 0;
     for (;;) {
       attempts++;
-      const left = Math.max(1, deadline - Date.now());
+      // The first call gets the whole budget (not one millisecond less when the clock ticks between two reads).
+      const left = attempts === 1 ? timeoutMs : Math.max(1, deadline - Date.now());
       try {
         await clients.confirm(oldStorage, site, left, { callTimeoutMs: left + 250 });
         return { shipped: true, ms: Date.now() - t0, ...(attempts > 1 ? { attempts } : {}) };

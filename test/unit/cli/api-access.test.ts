@@ -37,7 +37,7 @@ test('the address, token file and CA come from the config, relative paths beside
     'controller:\n  listen: 127.0.0.9:7444\n  token: { file: api-token }\ncluster:\n  tls: { ca: ca.pem }\nsites: { this: [is, not, a, valid, section] }\n',
   );
   const a = await apiAccess({ config: file });
-  assert.deepEqual(a, { base: 'https://127.0.0.9:7444', token: 's3cret-token', ca: Buffer.from('PEM') });
+  assert.deepEqual(a, { base: 'https://127.0.0.9:7444', others: [], token: 's3cret-token', ca: Buffer.from('PEM') });
 });
 
 test('no controller section: the default address, no token', async () => {
@@ -51,7 +51,7 @@ test('a token from the environment variable the config names; --api wins over th
   process.env.MY_TOKEN_VAR = 'from-env';
   try {
     const file = configFile('env.yaml', 'controller: { listen: "127.0.0.1:7555", token: { env: MY_TOKEN_VAR } }\n');
-    assert.deepEqual(await apiAccess({ config: file }), { base: 'http://127.0.0.1:7555', token: 'from-env', ca: null });
+    assert.deepEqual(await apiAccess({ config: file }), { base: 'http://127.0.0.1:7555', others: [], token: 'from-env', ca: null });
     assert.equal((await apiAccess({ config: file, api: 'http://127.0.0.2:9999/' })).base, 'http://127.0.0.2:9999');
   } finally {
     delete process.env.MY_TOKEN_VAR;
@@ -72,4 +72,15 @@ test('a file that is not YAML goes through the full pipeline too, and its error 
     () => apiAccess({ config: file }),
     (e: unknown) => e instanceof UnderstudyError && /broken\.yaml/.test(e.message),
   );
+});
+
+test('several controllers: the other members are the next addresses to try, controller.listen first; --api tries only itself', async () => {
+  const file = configFile(
+    'members.yaml',
+    'controller: { listen: "127.0.0.1:7070", members: { c1: "127.0.0.1:7070", c2: "127.0.0.2:7070", c3: "127.0.0.3:7070" } }\n',
+  );
+  const a = await apiAccess({ config: file });
+  assert.equal(a.base, 'http://127.0.0.1:7070');
+  assert.deepEqual(a.others, ['http://127.0.0.2:7070', 'http://127.0.0.3:7070']);
+  assert.deepEqual((await apiAccess({ config: file, api: 'http://127.0.0.2:7070' })).others, []);
 });

@@ -22,7 +22,7 @@ test('defaults: every optional field gets its documented default', () => {
     members: {},
     failover: { cooldownMs: 10_000, flapWindowMs: 300_000, flapBackoffMs: 10_000, drainTimeoutMs: 1000 },
   });
-  assert.deepEqual(c.director, { listen: { host: '127.0.0.1', port: 7071 }, holdMaxRequests: 1000, holdTimeoutMs: 5000 });
+  assert.deepEqual(c.director, { listen: { host: '127.0.0.1', port: 7071 }, members: {}, holdMaxRequests: 1000, holdTimeoutMs: 5000 });
   assert.deepEqual(c.storage['array-a'], { name: 'array-a', path: path.join(base, 'data/array-a'), listen: { host: '127.0.0.1', port: 7100 }, backup: false });
   assert.deepEqual(c.storage['array-b']?.listen, { host: '127.0.0.1', port: 7101 });
   assert.deepEqual(c.storage.vault?.listen, { host: '127.0.0.1', port: 7102 });
@@ -110,7 +110,7 @@ sites:
     members: {},
     failover: { cooldownMs: 10_000, flapWindowMs: 300_000, flapBackoffMs: 10_000, drainTimeoutMs: 1000 },
   });
-  assert.deepEqual(c.director, { listen: { host: '::1', port: 9071 }, holdMaxRequests: 10, holdTimeoutMs: 1500 });
+  assert.deepEqual(c.director, { listen: { host: '::1', port: 9071 }, members: {}, holdMaxRequests: 10, holdTimeoutMs: 1500 });
   assert.deepEqual(c.storage.a?.listen, { host: '127.0.0.1', port: 9100 });
   assert.deepEqual(c.storage.b?.listen, { host: '127.0.0.1', port: 7101 }, 'default port counts position in file order');
   assert.deepEqual(c.hosts.h1?.profile, { cpus: 4, memoryMb: 8192, disk: 'ssd' });

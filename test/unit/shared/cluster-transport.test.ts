@@ -59,7 +59,7 @@ test("installed transport: calls to the config's internal endpoints carry the se
   process.env.US_TEST_CLUSTER_SECRET = 'unit-secret-0123456789abcdef';
   installClusterTransport({
     controller: { listen: { host: '127.0.0.1', port: ip }, members: {} },
-    director: { listen: { host: '127.0.0.1', port: 1 } },
+    director: { listen: { host: '127.0.0.1', port: 1 }, members: {} },
     storage: {},
     hosts: {},
     cluster: { secret: { env: 'US_TEST_CLUSTER_SECRET' }, tls: null },
