@@ -4,7 +4,7 @@ import fs from 'node:fs';
 import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
-import { test } from 'node:test';
+import { after, test } from 'node:test';
 import { request } from 'undici';
 import { configYaml, ports, slotAddress, sleep, waitUntil } from '../support/cluster.ts';
 import { slotPortsFree, twoHostHead, upUntilUp } from '../support/any-app.ts';
@@ -121,12 +121,19 @@ function portRefuses(host: string, port: number): Promise<boolean> {
   });
 }
 
+/** The project directory, removed when the file's test is done (its `up` is stopped by then). */
+const dirs: string[] = [];
+after(() => {
+  for (const d of dirs) fs.rmSync(d, { recursive: true, force: true });
+});
+
 test(
   `a published npm app (${PKG}@${VERSION}, SQLite in rollback-journal mode) fails over on SIGKILL with nothing acknowledged more than one lag before the kill lost`,
   { timeout: 1_500_000 },
   async (t) => {
     const cache = installNpmApp(PKG, VERSION);
     const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'understudy-npmapp-'));
+    dirs.push(dir);
     fs.writeFileSync(path.join(dir, 'understudy.yaml'), config(cache));
     const run = await upUntilUp(t, path.join(dir, 'understudy.yaml'), dir, path.join(dir, 'state'), 120_000);
     const st = await waitUntil(

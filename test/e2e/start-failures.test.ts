@@ -3,7 +3,7 @@ import fs from 'node:fs';
 import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
-import { test } from 'node:test';
+import { after, test } from 'node:test';
 import { slotAddress } from '../support/cluster.ts';
 import { LISTEN_AT_HOST, TINY_APP, anyAppConfig, runUp, slotPortsFree, writeFiles } from '../support/any-app.ts';
 import { claimSlot } from '../support/slots.ts';
@@ -16,8 +16,15 @@ import { claimSlot } from '../support/slots.ts';
 
 const SLOT = claimSlot();
 
+/** Every project directory, removed when the file's tests are done (their `up` runs are stopped by then). */
+const projects: string[] = [];
+after(() => {
+  for (const d of projects) fs.rmSync(d, { recursive: true, force: true });
+});
+
 function project(files: Record<string, string>, config: string): { dir: string; file: string } {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'understudy-startfail-'));
+  projects.push(dir);
   writeFiles(dir, { ...files, 'understudy.yaml': config });
   return { dir, file: path.join(dir, 'understudy.yaml') };
 }

@@ -5,7 +5,7 @@ import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import type { AddressInfo } from 'node:net';
-import { test } from 'node:test';
+import { after, test } from 'node:test';
 import { waitAppAnswers, type AppStartWatch } from '../../../src/controller/app-start-watch.ts';
 import { AppProcess } from '../../../src/hosts/app-process.ts';
 import { assertPortFree } from '../../../src/hosts/port-check.ts';
@@ -15,6 +15,7 @@ import type { AgentAppStatus } from '../../../src/shared/contracts.ts';
 import { freePort } from '../../support/free-port.ts';
 
 const logDir = fs.mkdtempSync(path.join(os.tmpdir(), 'understudy-appproc-'));
+after(() => fs.rmSync(logDir, { recursive: true, force: true }));
 
 async function until(what: string, fn: () => boolean, ms = 5000): Promise<void> {
   const end = Date.now() + ms;

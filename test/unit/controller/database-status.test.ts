@@ -1,10 +1,12 @@
-import { test } from 'node:test';
+import { after, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { buildStatus } from '../../../src/controller/status-view.ts';
 import { formatStatus } from '../../../src/cli/format.ts';
 import type { DatabaseStatus, VolumeStatus } from '../../../src/shared/contracts.ts';
 import type { RelayDriver } from '../../../src/power/relay.ts';
-import { load, MINIMAL } from '../config/helpers.ts';
+import { cleanup, load, MINIMAL } from '../config/helpers.ts';
+
+after(cleanup);
 
 const relay: RelayDriver = {
   on: () => {

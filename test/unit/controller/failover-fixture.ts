@@ -7,7 +7,11 @@ import type { RunbookDeps } from '../../../src/controller/runbook-journal.ts';
 import type { RelayDriver } from '../../../src/power/relay.ts';
 import { UnderstudyError } from '../../../src/shared/errors.ts';
 import { StateStore } from '../../../src/state/state-store.ts';
-import { load } from '../config/helpers.ts';
+import { cleanup, load } from '../config/helpers.ts';
+import { after } from 'node:test';
+
+// The configs this fixture writes go when the test file is done.
+after(cleanup);
 
 /**
  * A failover runbook over a real state store and journal, with stand-ins for the parts
