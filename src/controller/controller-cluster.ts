@@ -47,6 +47,8 @@ export class ClusteredController {
   /** The last time etcd did not answer, to record as an event by the next term. */
   private gap: { from: number; to: number; error: string } | null = null;
   private watchTimer: NodeJS.Timeout | null = null;
+  /** The leader this controller last saw (for its log). */
+  private knownLeader: string | null | undefined = undefined;
   private front: http.Server | null = null;
   private stopped = false;
 
@@ -137,11 +139,24 @@ export class ClusteredController {
   private noteStore(): void {
     const v = this.lease.status();
     if (v.role === 'unknown') {
+      if (!this.unavailable)
+        this.log.warn(
+          { controller: this.name, err: v.error, endpoints: this.config.controller.etcd!.endpoints },
+          'etcd does not answer: this controller can neither lead nor follow, and no controller acts without a quorum; check the members (etcdctl endpoint health)',
+        );
       this.unavailable ??= { since: v.since, error: v.error };
       this.unavailable.error = v.error;
-    } else if (this.unavailable) {
+      return;
+    }
+    if (this.unavailable) {
       this.gap = { from: this.unavailable.since, to: Date.now(), error: this.unavailable.error };
+      this.log.info({ controller: this.name, ms: this.gap.to - this.gap.from }, 'etcd answers again');
       this.unavailable = null;
+    }
+    const leader = v.role === 'leader' ? this.name : v.leader;
+    if (leader !== this.knownLeader) {
+      this.knownLeader = leader;
+      if (leader !== this.name) this.log.info({ controller: this.name, leader }, leader ? `this controller follows ${leader}` : 'no controller leads now');
     }
   }
 
