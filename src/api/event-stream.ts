@@ -78,10 +78,17 @@ export function serveEventStream(store: StateStore, req: http.IncomingMessage, r
     res.write(`event: step\ndata: ${JSON.stringify(msg)}\n\n`);
   });
   const heartbeat = setInterval(() => res.write(': keep-alive\n\n'), HEARTBEAT_MS);
+  // The store closes when a controller's term ends (several controllers): the stream ends,
+  // and the client reconnects (`retry: 1000`) to the next term's store with Last-Event-ID.
+  const offClose = store.onClose(() => {
+    close();
+    res.end();
+  });
   const close = (): void => {
     clearInterval(heartbeat);
     offEvent();
     offJournal();
+    offClose();
   };
   req.on('close', close);
   res.on('error', close);

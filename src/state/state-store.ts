@@ -111,6 +111,7 @@ export class StateStore {
   private siteList: SiteRecord[] | null = null;
   private readonly eventListeners = new Set<(e: EventRecord) => void>();
   private readonly journalListeners = new Set<(j: JournalEntry, rb: { site: string; kind: string }) => void>();
+  private readonly closeListeners = new Set<() => void>();
 
   /**
    * @param location the state directory (embedded: SQLite in WAL mode, every write durable
@@ -242,6 +243,7 @@ export class StateStore {
    * a row written, or one deleted (`row` null, named by its key). Nothing is queued back.
    */
   applyMirrored(changes: { table: string; key: string; row: Record<string, unknown> | null }[]): void {
+    const lastEvent = this.lastEventId();
     this.db.transaction(() => {
       for (const { table, key, row } of changes) {
         const m = MIRRORED[table];
@@ -257,6 +259,25 @@ export class StateStore {
     this.rev++;
     this.siteCache = null;
     this.siteList = null;
+    // Live views (the event stream) hear what the leader recorded, as on the leader.
+    for (const { table, row } of changes) {
+      if (row === null) continue;
+      if (table === 'events' && (row.id as number) > lastEvent) {
+        const e = rowToEvent(row);
+        for (const l of this.eventListeners) l(e);
+      } else if (table === 'journal' && this.journalListeners.size > 0) {
+        const rb = this.q('SELECT site, kind FROM runbooks WHERE id = ?').get(row.runbook_id) as { site: string; kind: string } | undefined;
+        const j: JournalEntry = {
+          id: row.id as number,
+          runbookId: row.runbook_id as number,
+          step: row.step as string,
+          phase: row.phase as JournalEntry['phase'],
+          at: row.at as number,
+          data: JSON.parse(row.data as string) as Record<string, unknown>,
+        };
+        for (const l of this.journalListeners) l(j, rb ?? { site: '', kind: '' });
+      }
+    }
   }
 
   /**
@@ -264,6 +285,7 @@ export class StateStore {
    * new leader starts from, or a follower's refresh. Nothing of it is queued back.
    */
   replaceAll(rows: { table: string; row: Record<string, unknown> }[]): void {
+    const lastEvent = this.lastEventId();
     this.db.transaction(() => {
       for (const table of Object.keys(MIRRORED)) this.db.prepare(`DELETE FROM ${table}`).run();
       const inserts = new Map<string, Database.Statement>();
@@ -283,6 +305,9 @@ export class StateStore {
     this.rev++;
     this.siteCache = null;
     this.siteList = null;
+    // A view read again (not the first read): live views hear the events it did not have.
+    if (lastEvent > 0 && this.eventListeners.size > 0)
+      for (const e of this.listEvents({ afterId: lastEvent, limit: 5000 })) for (const l of this.eventListeners) l(e);
   }
 
   /**
@@ -303,7 +328,16 @@ export class StateStore {
   }
 
   close(): void {
+    if (!this.db.open) return;
     this.db.close();
+    for (const l of this.closeListeners) l();
+    this.closeListeners.clear();
+  }
+
+  /** Called once when the store closes (a term's view ends): a live view (the event stream) ends with it. */
+  onClose(listener: () => void): () => void {
+    this.closeListeners.add(listener);
+    return () => this.closeListeners.delete(listener);
   }
 
   // ------------------------------------------------------------------ sites

@@ -196,6 +196,9 @@ test(
       assert.ok(cond(), what);
     };
     await until('the view read whole', () => view.getSite('shop')?.epoch === 1 && view.getRelay('h9') !== undefined);
+    const heard: string[] = [];
+    view.onEvent((e) => heard.push(e.message));
+    view.onJournal((j, rb) => heard.push(`${rb.kind} ${j.step}:${j.phase}`));
 
     store.putSite({ site: 'shop', epoch: 2, primaryHost: 'h2', state: 'serving', replicaStorage: 'array-a' });
     store.forgetRelay('h9');
@@ -208,13 +211,21 @@ test(
     );
     assert.deepEqual(snapshot(view), snapshot(store), 'the view is the leader state');
     assert.deepEqual(view.pendingChanges(10), [], 'nothing the view applies is queued back');
+    store.addEvent({ site: 'shop', host: null, kind: 'k', message: 'live', data: {} });
+    await store.flush();
+    await until('live views hear the leader’s event', () => heard.includes('live'));
+    assert.deepEqual(heard, ['failover fence:begin', 'live'], 'the journal step and the event, once each, in order');
 
     following.abort();
     await done;
     store.addEvent({ site: null, host: null, kind: 'after', message: 'after the follower stopped', data: {} });
     await store.flush();
     await new Promise((r) => setTimeout(r, 300));
-    assert.equal(view.listEvents().length, 0, 'a stopped view takes nothing more');
+    assert.equal(view.listEvents().filter((e) => e.kind === 'after').length, 0, 'a stopped view takes nothing more');
+    let closed = 0;
+    view.onClose(() => closed++);
     view.close();
+    view.close();
+    assert.equal(closed, 1, 'closing the view tells its live views once (an event stream ends, its client reconnects)');
   },
 );

@@ -131,3 +131,20 @@ test('?site= keeps one site; ?tail=N starts N events back; the answer is text/ev
   await srv.close();
   store.close();
 });
+
+test("a stream ends when its store closes (a controller's term ended): the client reconnects to the next term's store", async (t) => {
+  const store = new StateStore({ mirrored: true });
+  store.addEvent({ site: null, host: null, kind: 'a', message: '1', data: {} });
+  const srv = await streamServer(store);
+  t.after(() => srv.close());
+  const res = await request(`${srv.url}/v1/events/stream?after=0`);
+  assert.equal(res.statusCode, 200);
+  let text = '';
+  const ended = (async () => {
+    for await (const chunk of res.body) text += (chunk as Buffer).toString('utf8');
+  })();
+  await until('the backlog', () => text.includes('"message":"1"'));
+  store.close();
+  await ended;
+  assert.match(text, /^retry: 1000/, 'the client is told to reconnect within a second');
+});
