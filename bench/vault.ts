@@ -102,6 +102,7 @@ async function main(): Promise<void> {
       stateDir: path.join(root, 'state'),
       etcd: null,
       members: {},
+      eventsKeep: 20_000,
       failover: { cooldownMs: 0, flapWindowMs: 0, flapBackoffMs: 0, drainTimeoutMs: 0 },
     },
     director: { listen: { host: '127.0.0.1', port: 2 }, members: {}, holdMaxRequests: 10, holdTimeoutMs: 1000 },

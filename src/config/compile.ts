@@ -187,6 +187,7 @@ export function compileConfig(parsed: ParsedSections, where: { file: string; bas
       stateDir: abs(c.state.dir),
       etcd: c.state.etcd,
       members: c.members ?? {},
+      eventsKeep: c.events.keep,
       failover: {
         cooldownMs: c.failover.cooldown,
         flapWindowMs: c.failover.flapWindow,

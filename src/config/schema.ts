@@ -156,6 +156,8 @@ const controller = z
     state: controllerState.default({ dir: '.understudy/state', etcd: null }),
     /** Where controllers elect a leader: each controller's name and API address (`understudy controller --name NAME`). */
     members: z.record(recordKey, endpoint, { error: 'must be a map of name: address:port' }).optional(),
+    /** How many events the state keeps (the oldest go first; see StateStore.pruneEvents). */
+    events: z.strictObject({ keep: int(100).default(20_000) }).prefault({}),
     failover,
   })
   .superRefine((c, ctx) => {

@@ -50,6 +50,8 @@ export interface ControllerConfig {
   etcd: EtcdStateConfig | null;
   /** `controller.members`: each controller's name and API address, where several elect a leader. */
   members: Record<string, Endpoint>;
+  /** `controller.events.keep`: how many events the state keeps; older ones are forgotten (the newest of each kind and site stays). @default 20000 */
+  eventsKeep: number;
   failover: FailoverGovernance;
 }
 

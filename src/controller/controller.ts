@@ -40,6 +40,8 @@ import { eachLimited } from '../shared/each-limited.ts';
 import { SingleFlight } from '../shared/single-flight.ts';
 
 const RECONCILE_EVERY_MS = 1000;
+/** Reconcile passes between two prunes of the event log (StateStore.pruneEvents). */
+const PRUNE_EVERY_TICKS = 10;
 
 /**
  * Where controllers elect a leader (controller.state.etcd): the term a Controller acts
@@ -86,6 +88,7 @@ export class Controller {
   /** Commands of an older leader that the parts refused, as events (fencing-refusals.ts). */
   private readonly fencingRefusals: FencingRefusals;
   private reconciling = false;
+  private reconcileTicks = 0;
   /** The last placement facts read, and what they were read at (placementNow). */
   private placement: { key: string; facts: PlacementFacts } | null = null;
   private stopped = false;
@@ -398,6 +401,8 @@ export class Controller {
         await spent();
       }
       this.poolWatch.check();
+      // The event log stays bounded (controller.events.keep), a small batch every ~10 s.
+      if (++this.reconcileTicks % PRUNE_EVERY_TICKS === 0) this.store.pruneEvents(this.config.controller.eventsKeep);
     } finally {
       this.reconciling = false;
     }

@@ -495,6 +495,26 @@ export class StateStore {
     return rows.map(rowToEvent);
   }
 
+  /**
+   * Forgets the oldest events beyond the newest `keep`, at most `max` of them a call
+   * (a mirrored store sends each deletion to etcd: a small batch a time keeps a runbook's
+   * flush from waiting behind a long purge). Kept whatever their age: the newest event of
+   * each kind and site (what the status and the dashboard show: a site's last failover),
+   * and any event a notification still waits to deliver. Returns how many went.
+   */
+  pruneEvents(keep: number, max = 500): number {
+    const last = this.lastEventId();
+    if (last <= keep) return 0;
+    return this.q(
+      `DELETE FROM events WHERE id IN (
+        SELECT e.id FROM events e
+        WHERE e.id <= ?
+          AND e.id NOT IN (SELECT event_id FROM notify_queue WHERE state = 'pending')
+          AND e.id < (SELECT MAX(x.id) FROM events x WHERE x.kind = e.kind AND x.site IS e.site)
+        ORDER BY e.id LIMIT ?)`,
+    ).run(last - keep, max).changes;
+  }
+
   /** The newest event of `kind` for `site`, or undefined. */
   latestEvent(kind: string, site: string): EventRecord | undefined {
     const r = this.q('SELECT * FROM events WHERE kind = ? AND site = ? ORDER BY id DESC LIMIT 1').get(kind, site) as Record<string, unknown> | undefined;

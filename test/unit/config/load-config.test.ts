@@ -20,6 +20,7 @@ test('defaults: every optional field gets its documented default', () => {
     stateDir: path.join(base, '.understudy/state'),
     etcd: null,
     members: {},
+    eventsKeep: 20_000,
     failover: { cooldownMs: 10_000, flapWindowMs: 300_000, flapBackoffMs: 10_000, drainTimeoutMs: 1000 },
   });
   assert.deepEqual(c.director, { listen: { host: '127.0.0.1', port: 7071 }, members: {}, holdMaxRequests: 1000, holdTimeoutMs: 5000 });
@@ -108,6 +109,7 @@ sites:
     stateDir: '/var/lib/us',
     etcd: null,
     members: {},
+    eventsKeep: 20_000,
     failover: { cooldownMs: 10_000, flapWindowMs: 300_000, flapBackoffMs: 10_000, drainTimeoutMs: 1000 },
   });
   assert.deepEqual(c.director, { listen: { host: '::1', port: 9071 }, members: {}, holdMaxRequests: 10, holdTimeoutMs: 1500 });

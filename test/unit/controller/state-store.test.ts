@@ -167,3 +167,25 @@ test('the embedded store: flush resolves at once (each write is durable when it 
   s.close();
   fs.rmSync(dir, { recursive: true, force: true });
 });
+
+test('the event log is bounded: the oldest go first, a batch at a time; the newest of each kind and site and any awaiting a notification stay', () => {
+  const s = new StateStore({ mirrored: true });
+  const first = s.addEvent({ site: 'shop', host: null, kind: 'failover-complete', message: 'the only failover', data: {} });
+  const waiting = s.addEvent({ site: 'shop', host: null, kind: 'probe-failed', message: 'to be notified', data: {} });
+  s.enqueueNotifications('ops', [waiting.id], waiting.id);
+  s.addEvents(Array.from({ length: 300 }, (_, i) => ({ site: 'shop', host: null, kind: 'probe-failed', message: `p${i}`, data: {} })));
+  assert.equal(s.pruneEvents(1000), 0, 'under the bound: nothing goes');
+  s.changesTaken(s.lastChangeSeq());
+  assert.equal(s.pruneEvents(100, 50), 50, 'at most a batch a call');
+  assert.equal(s.pendingChanges(1000).filter((c) => c.table === 'events' && c.row === null).length, 50, 'each deletion goes to the mirror');
+  while (s.pruneEvents(100, 50) > 0);
+  const ids = s.listEvents({ limit: 5000 }).map((e) => e.id);
+  assert.ok(ids.includes(first.id), "the site's last failover stays, however old");
+  assert.ok(ids.includes(waiting.id), 'an event a notification waits for stays');
+  assert.equal(ids.filter((id) => id > s.lastEventId() - 100).length, 100, 'the newest 100 stay');
+  assert.equal(ids.length, 102);
+  s.notificationAttempt(s.nextNotification('ops')!.row.id, { delivered: true });
+  s.pruneEvents(100);
+  assert.ok(!s.listEvents({ limit: 5000 }).some((e) => e.id === waiting.id), 'delivered: it may go');
+  s.close();
+});

@@ -25,6 +25,7 @@ export function makeConfig(opts: { sites?: string[]; holdMaxRequests?: number; h
       stateDir: '/tmp/unused',
       etcd: null,
       members: {},
+      eventsKeep: 20_000,
       failover: { cooldownMs: 0, flapWindowMs: 0, flapBackoffMs: 0, drainTimeoutMs: 0 },
     },
     director: { listen: { host: '127.0.0.1', port: 0 }, members: {}, holdMaxRequests: opts.holdMaxRequests ?? 1000, holdTimeoutMs: opts.holdTimeoutMs ?? 5000 },

@@ -68,6 +68,7 @@ function makeConfig(root: string, pa: number, pb: number): UnderstudyConfig {
       stateDir: path.join(root, 'state'),
       etcd: null,
       members: {},
+      eventsKeep: 20_000,
       failover: { cooldownMs: 0, flapWindowMs: 0, flapBackoffMs: 0, drainTimeoutMs: 0 },
     },
     director: { listen: { host: '127.0.0.1', port: 0 }, members: {}, holdMaxRequests: 1000, holdTimeoutMs: 5000 },

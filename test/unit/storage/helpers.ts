@@ -22,6 +22,7 @@ export function makeConfig(storages: { name: string; path: string; port: number 
       stateDir: '/test/state',
       etcd: null,
       members: {},
+      eventsKeep: 20_000,
       failover: { cooldownMs: 0, flapWindowMs: 0, flapBackoffMs: 0, drainTimeoutMs: 0 },
     },
     director: { listen: { host: '127.0.0.1', port: 2 }, members: {}, holdMaxRequests: 10, holdTimeoutMs: 1000 },
