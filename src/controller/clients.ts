@@ -3,6 +3,7 @@ import type { UnderstudyConfig } from '../config/types.ts';
 import { endpointUrl } from '../config/types.ts';
 import type {
   AgentStatus,
+  FencingView,
   PromoteResponse,
   RestoreRequest,
   RestoreResponse,
@@ -137,11 +138,17 @@ export class PartClients {
     if (urls.length === 1) return get(urls[0]!);
     return agreedRoutes(await Promise.allSettled(urls.map(get)));
   }
-  /** The traffic of every director that answers, as one. */
-  async stats(): Promise<{ sites: SiteStats[] }> {
-    const get = async (u: string): Promise<SiteStats[]> => (await this.call<{ sites: SiteStats[] }>(`${u}/v1/stats`, { timeoutMs: 1000 })).sites;
+  /** The traffic of every director that answers, as one; and each one's fencing report (named `director NAME`, or `the director`). */
+  async stats(): Promise<{ sites: SiteStats[]; fencing: { part: string; view: FencingView }[] }> {
+    const names = Object.keys(this.config.director.members);
+    const fencing: { part: string; view: FencingView }[] = [];
+    const get = async (u: string, i: number): Promise<SiteStats[]> => {
+      const r = await this.call<{ sites: SiteStats[]; fencing?: FencingView }>(`${u}/v1/stats`, { timeoutMs: 1000 });
+      if (r.fencing) fencing.push({ part: names.length > 0 ? `director ${names[i]}` : 'the director', view: r.fencing });
+      return r.sites;
+    };
     const urls = this.directorUrls();
-    if (urls.length === 1) return { sites: await get(urls[0]!) };
-    return { sites: mergedStats(await Promise.allSettled(urls.map(get))) };
+    if (urls.length === 1) return { sites: await get(urls[0]!, 0), fencing };
+    return { sites: mergedStats(await Promise.allSettled(urls.map(get))), fencing };
   }
 }

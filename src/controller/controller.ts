@@ -129,7 +129,11 @@ export class Controller {
     this.poolWatch = new PoolWatch({ config, store: this.store, readers: () => this.scale.allReaders() });
     this.governor = createGovernor(config);
     this.directorStats = new DirectorStatsFeed(
-      () => this.clients.stats(),
+      async () => {
+        const r = await this.clients.stats();
+        for (const f of r.fencing) this.fencingRefusals.observe(f.part, null, f.view);
+        return r;
+      },
       (e) => this.log.warn({ err: e.message }, 'director stats listener failed'),
     );
     this.scale = new ScaleController({

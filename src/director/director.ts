@@ -97,16 +97,17 @@ export class Director {
    */
   async start(): Promise<void> {
     try {
-      this.admin = createJsonServer(adminRouter({ routes: this.routes, stats: () => this.stats(), metrics: this.metrics, drills: this.drills }), null, {
-        security: partSecurity(this.config, 'director'),
-        part: 'the director',
-        fencing: new FencingGate('the director', null, (token, highest, req) =>
-          this.logger.warn(
-            { token, highest, method: req.method, url: req.url },
-            'refused a command from a controller that no longer leads (lower fencing token)',
-          ),
+      const fencing = new FencingGate('the director', null, (token, highest, req) =>
+        this.logger.warn(
+          { token, highest, method: req.method, url: req.url },
+          'refused a command from a controller that no longer leads (lower fencing token)',
         ),
-      });
+      );
+      this.admin = createJsonServer(
+        adminRouter({ routes: this.routes, stats: () => this.stats(), metrics: this.metrics, drills: this.drills, fencing: () => fencing.view() }),
+        null,
+        { security: partSecurity(this.config, 'director'), part: 'the director', fencing },
+      );
       const a = this.config.director.listen;
       this.adminAddr = await listen(this.admin, a.host, a.port);
       for (const [name, site] of Object.entries(this.config.sites)) {

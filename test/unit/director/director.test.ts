@@ -338,3 +338,18 @@ test('ready: 503 US_DIRECTOR_NOT_READY until the director holds a route for ever
   assert.equal(after.status, 200);
   assert.deepEqual(after.json, { ready: true });
 });
+
+test('stats carry the fencing report once a token was seen: a refused command of an older leader is counted for the controller to record', async (t) => {
+  const a = await startUpstream(t, 'A');
+  const d = await startDirector(t, makeConfig());
+  const http = client(t);
+  assert.equal(((await http(`${d.adminUrl}/v1/stats`)).json as { fencing?: unknown }).fencing, undefined, 'no token seen: no report');
+  const route = { site: 'shop', epoch: 1, primary: a.addr, readers: [] };
+  const put = (token: string) => http(`${d.adminUrl}/v1/routes/shop`, { method: 'PUT', body: route, headers: { 'x-understudy-fencing-token': token } });
+  assert.equal((await put('12')).status, 200);
+  const stale = await put('2');
+  assert.equal(stale.status, 409);
+  const f = ((await http(`${d.adminUrl}/v1/stats`)).json as { fencing: { highest: number; refused: number; lastRefused: { token: number; method: string } } })
+    .fencing;
+  assert.deepEqual([f.highest, f.refused, f.lastRefused.token, f.lastRefused.method], [12, 1, 2, 'PUT']);
+});
