@@ -18,7 +18,7 @@ import type {
 import { callJson, type JsonCallOptions } from '../shared/http-client.ts';
 import { FENCING_HEADER } from '../shared/fencing.ts';
 import { UnderstudyError } from '../shared/errors.ts';
-import { agreedRoutes, firstAccepted, mergedStats } from './director-set.ts';
+import { DirectorCounters, agreedRoutes, firstAccepted, mergedStats } from './director-set.ts';
 
 /** Typed calls from the controller to the other parts (contracts in shared/contracts.ts). */
 export class PartClients {
@@ -26,6 +26,9 @@ export class PartClients {
    * @param fencingToken the token of the controller's term (leader-lease.ts) while it has
    *   one: sent on every call, so that parts refuse this controller once a newer one led.
    */
+  /** Several directors' counters as one that only grows (director-set.ts). */
+  private readonly directorCounters = new DirectorCounters();
+
   constructor(
     private readonly config: UnderstudyConfig,
     private readonly fencingToken: () => number | null = () => null,
@@ -149,6 +152,9 @@ export class PartClients {
     };
     const urls = this.directorUrls();
     if (urls.length === 1) return { sites: await get(urls[0]!, 0), fencing };
-    return { sites: mergedStats(await Promise.allSettled(urls.map(get))), fencing };
+    const results = await Promise.allSettled(urls.map(get));
+    if (!results.some((r) => r.status === 'fulfilled')) return { sites: mergedStats(results), fencing }; // throws: none answered
+    const answers = new Map(results.map((r, i) => [urls[i]!, r.status === 'fulfilled' ? r.value : null]));
+    return { sites: this.directorCounters.merge(answers), fencing };
   }
 }

@@ -11,9 +11,9 @@ import { UnderstudyError } from '../shared/errors.ts';
  *   and it takes the front only once it has them).
  * - A route counts as in force only where every director that answers has the same
  *   one; any difference makes the reconcile send it again, to all (idempotent).
- * - Stats: counters are summed per site and upstream (each director counts only what
- *   it carried); latency windows are taken from the director that carried the most
- *   of them, since percentiles do not add.
+ * - Stats: latency windows are taken from the director that carried the most of them,
+ *   since percentiles do not add; counters are combined so that they only grow
+ *   (DirectorCounters, below).
  */
 
 /** Of the answers of every director, the first success; a refusal for a stale epoch wins over any success. */
@@ -111,4 +111,69 @@ function mergeUpstream(into: UpstreamStats, u: UpstreamStats): void {
       }
     }
   }
+}
+
+/**
+ * The cumulative counters of several directors as one set of counters that only grows,
+ * as the detectors need (monitor/counter-series.ts reads a counter that goes down as a
+ * director restart and starts its window again). Summing the directors' own counters
+ * would not do: one director missing a poll would make the sum drop, and its return
+ * would add its whole history to a single window. So each director's increase since its
+ * previous answer is added: a director that restarted (its counter went down) adds what
+ * it counted since; one first seen after the first poll adds nothing until its next
+ * answer; one that does not answer adds nothing.
+ */
+export class DirectorCounters {
+  private readonly last = new Map<string, Map<string, number>>();
+  private readonly totals = new Map<string, number>();
+  private polls = 0;
+
+  /** `answers`: each director's stats by its name, null when it did not answer. */
+  merge(answers: Map<string, SiteStats[] | null>): SiteStats[] {
+    const first = this.polls++ === 0;
+    for (const [director, stats] of answers) {
+      if (stats === null) continue;
+      const now = counters(stats);
+      const before = this.last.get(director);
+      for (const [key, value] of now) {
+        const prev = before?.get(key);
+        const inc = prev === undefined ? (before === undefined && !first ? 0 : value) : value >= prev ? value - prev : value;
+        this.totals.set(key, (this.totals.get(key) ?? 0) + inc);
+      }
+      this.last.set(director, now);
+    }
+    const merged = mergedStats(
+      [...answers.values()].map((s) =>
+        s === null ? { status: 'rejected' as const, reason: new Error('no answer') } : { status: 'fulfilled' as const, value: s },
+      ),
+    );
+    for (const s of merged) {
+      const t = (k: string): number => this.totals.get(`${s.site}|${k}`) ?? 0;
+      s.heldTimedOut = t('heldTimedOut');
+      if (s.sync) for (const f of SYNC_COUNTERS) s.sync[f] = t(`sync.${f}`);
+      for (const u of s.upstreams) {
+        for (const f of UPSTREAM_COUNTERS) if (f in u || this.totals.has(`${s.site}|${u.upstream}|${f}`)) u[f] = t(`${u.upstream}|${f}`);
+        for (const k of u.kinds ?? []) for (const f of KIND_COUNTERS) k[f] = t(`${u.upstream}|kind:${k.kind}|${f}`);
+      }
+    }
+    return merged;
+  }
+}
+
+const UPSTREAM_COUNTERS = ['requests', 'errors5xx', 'connErrors', 'shed', 'shed5xx'] as const;
+const KIND_COUNTERS = ['requests', 'errors', 'shed'] as const;
+const SYNC_COUNTERS = ['waits', 'degraded', 'timeouts', 'unreachable'] as const;
+
+/** Every cumulative counter of one director's stats, by `site|…` key. */
+function counters(stats: SiteStats[]): Map<string, number> {
+  const out = new Map<string, number>();
+  for (const s of stats) {
+    out.set(`${s.site}|heldTimedOut`, s.heldTimedOut);
+    if (s.sync) for (const f of SYNC_COUNTERS) out.set(`${s.site}|sync.${f}`, s.sync[f]);
+    for (const u of s.upstreams) {
+      for (const f of UPSTREAM_COUNTERS) if (u[f] !== undefined) out.set(`${s.site}|${u.upstream}|${f}`, u[f]);
+      for (const k of u.kinds ?? []) for (const f of KIND_COUNTERS) out.set(`${s.site}|${u.upstream}|kind:${k.kind}|${f}`, k[f]);
+    }
+  }
+  return out;
 }

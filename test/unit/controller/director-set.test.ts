@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { agreedRoutes, firstAccepted, mergedStats } from '../../../src/controller/director-set.ts';
+import { DirectorCounters, agreedRoutes, firstAccepted, mergedStats } from '../../../src/controller/director-set.ts';
 import { UnderstudyError } from '../../../src/shared/errors.ts';
 import type { RouteTable, SiteStats, UpstreamStats } from '../../../src/shared/contracts.ts';
 
@@ -71,4 +71,94 @@ test('stats of several directors: counters summed per site and upstream, latency
     [['GET /', 1010, 2]],
   );
   assert.equal(site.upstreams.find((u) => u.upstream === 'h2:3000')?.requests, 5);
+});
+
+test('several directors’ counters only grow: a director missing a poll subtracts nothing, its return adds only what it counted since, a restart adds what it counted after', () => {
+  const up = (requests: number, errors5xx: number): UpstreamStats => ({
+    upstream: 'h1:3000',
+    requests,
+    errors5xx,
+    connErrors: 0,
+    lastConnErrorAt: null,
+    latencyMs: { p50: 1, p95: 2, p99: 3, count: 10 },
+    recentLatencyMs: { p50: 1, p95: 2, p99: 3, count: 10 },
+    inflight: 1,
+  });
+  const s = (requests: number, errors5xx: number): SiteStats[] => [{ site: 'shop', epoch: 1, held: 0, heldTimedOut: 0, upstreams: [up(requests, errors5xx)] }];
+  const c = new DirectorCounters();
+  const total = (m: SiteStats[]) => [m[0]!.upstreams[0]!.requests, m[0]!.upstreams[0]!.errors5xx];
+  assert.deepEqual(
+    total(
+      c.merge(
+        new Map([
+          ['a', s(1000, 10)],
+          ['b', s(50, 40)],
+        ]),
+      ),
+    ),
+    [1050, 50],
+    'the first poll: the sum',
+  );
+  assert.deepEqual(
+    total(
+      c.merge(
+        new Map([
+          ['a', s(1100, 10)],
+          ['b', null],
+        ]),
+      ),
+    ),
+    [1150, 50],
+    'b missed a poll: nothing subtracted',
+  );
+  assert.deepEqual(
+    total(
+      c.merge(
+        new Map([
+          ['a', s(1200, 10)],
+          ['b', s(60, 41)],
+        ]),
+      ),
+    ),
+    [1260, 51],
+    'b back: only its increase',
+  );
+  assert.deepEqual(
+    total(
+      c.merge(
+        new Map([
+          ['a', s(1300, 10)],
+          ['b', s(5, 0)],
+        ]),
+      ),
+    ),
+    [1365, 51],
+    'b restarted (its counter went down): what it counted since',
+  );
+  assert.deepEqual(
+    total(
+      c.merge(
+        new Map([
+          ['a', s(1300, 10)],
+          ['b', s(5, 0)],
+          ['x', s(9999, 9999)],
+        ]),
+      ),
+    ),
+    [1365, 51],
+    'a director first seen later adds nothing at first',
+  );
+  assert.deepEqual(
+    total(
+      c.merge(
+        new Map([
+          ['a', s(1300, 10)],
+          ['b', s(5, 0)],
+          ['x', s(10_009, 9999)],
+        ]),
+      ),
+    ),
+    [1375, 51],
+    '…then its increases',
+  );
 });
