@@ -33,7 +33,9 @@ function withMember(config: UnderstudyConfig, name: string | undefined): Underst
 export async function runDirector(opts: { config: UnderstudyConfig; name?: string }): Promise<void> {
   const logger = defaultLogger();
   const config = withMember(opts.config, opts.name);
-  const director = new Director({ config, controllerUrl: endpointUrl(config.controller.listen), logger });
+  // Where several controllers elect a leader, each gets the signals: the leader acts on them.
+  const controllers = [...new Set([config.controller.listen, ...Object.values(config.controller.members)].map((e) => endpointUrl(e)))];
+  const director = new Director({ config, controllerUrl: controllers.length === 1 ? controllers[0]! : controllers, logger });
   await director.start();
   await new Promise<void>((resolve) => {
     const onSignal = (signal: NodeJS.Signals) => {

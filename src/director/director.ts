@@ -29,8 +29,11 @@ import { UnderstudyError } from '../shared/errors.ts';
 
 export interface DirectorOptions {
   config: UnderstudyConfig;
-  /** Base URL of the controller API, for conn-error signals; undefined = no signals. */
-  controllerUrl?: string;
+  /**
+   * Base URL of the controller API, for conn-error signals (several where controllers
+   * elect a leader: each gets the signal, the leader acts on it); undefined = no signals.
+   */
+  controllerUrl?: string | string[];
   logger?: DirectorLogger;
   /** Upstream connection pool tuning (defaults suit loopback and LAN). */
   pools?: PoolOptions;

@@ -14,12 +14,13 @@ export class ConnErrorSignaller {
   private readonly lastSentAt = new Map<string, number>();
 
   /**
-   * @param controllerUrl base URL of the controller API; undefined = signals off.
+   * @param controllerUrl base URL of the controller API, or of each controller where
+   *   several elect a leader (followers refuse it; the leader acts); undefined = signals off.
    * @param minIntervalMs at most one signal per upstream in this interval. @default 50
    * @param timeoutMs how long one signal may take. @default 500
    */
   constructor(
-    private readonly controllerUrl: string | undefined,
+    private readonly controllerUrl: string | string[] | undefined,
     private readonly logger: DirectorLogger,
     private readonly minIntervalMs = 50,
     private readonly timeoutMs = 500,
@@ -33,8 +34,10 @@ export class ConnErrorSignaller {
     if (last !== undefined && now - last < this.minIntervalMs) return;
     this.lastSentAt.set(key, now);
     const body: ConnErrorSignal = { kind: 'conn-error', site, upstream, at: now, error };
-    callJson(`${this.controllerUrl}/v1/signals`, { method: 'POST', body, timeoutMs: this.timeoutMs }).catch((e: unknown) => {
-      this.logger.debug({ site, upstream, err: e instanceof Error ? e.message : String(e) }, 'conn-error signal not delivered');
-    });
+    for (const url of typeof this.controllerUrl === 'string' ? [this.controllerUrl] : this.controllerUrl) {
+      callJson(`${url}/v1/signals`, { method: 'POST', body, timeoutMs: this.timeoutMs }).catch((e: unknown) => {
+        this.logger.debug({ site, upstream, controller: url, err: e instanceof Error ? e.message : String(e) }, 'conn-error signal not delivered');
+      });
+    }
   }
 }

@@ -353,3 +353,15 @@ test('stats carry the fencing report once a token was seen: a refused command of
     .fencing;
   assert.deepEqual([f.highest, f.refused, f.lastRefused.token, f.lastRefused.method], [12, 1, 2, 'PUT']);
 });
+
+test('where several controllers elect a leader, a connection error is signalled to each (the leader acts on it)', async (t) => {
+  const c1 = await startFakeController(t);
+  const c2 = await startFakeController(t);
+  const dead = await closedPort();
+  const d = await startDirector(t, makeConfig({ holdTimeoutMs: 500 }), [c1.url, c2.url]);
+  const http = client(t);
+  await putRoute(http, d, { site: 'shop', epoch: 1, primary: dead, readers: [] });
+  await http(`${d.frontUrl('shop')}/`);
+  await waitFor(() => c1.signals.length >= 1 && c2.signals.length >= 1, 3000, 'a signal at each controller');
+  assert.equal((c2.signals[0] as { upstream: string }).upstream, dead);
+});

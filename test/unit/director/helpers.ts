@@ -120,7 +120,7 @@ export async function closedPort(): Promise<string> {
   return `127.0.0.1:${port}`;
 }
 
-export async function startDirector(t: TestContext, config: UnderstudyConfig, controllerUrl?: string): Promise<Director> {
+export async function startDirector(t: TestContext, config: UnderstudyConfig, controllerUrl?: string | string[]): Promise<Director> {
   const d = new Director({ config, controllerUrl, logger: silentLogger, stopGraceMs: 200 });
   await d.start();
   t.after(() => d.stop());
