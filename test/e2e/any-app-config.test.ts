@@ -3,7 +3,7 @@ import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { test } from 'node:test';
+import { after, test } from 'node:test';
 import { BIN, ports, slotAddress, sleep, waitUntil } from '../support/cluster.ts';
 import { LISTEN_AT_HOST, TINY_APP, anyAppConfig, slotPortsFree, upUntilUp, writeFiles } from '../support/any-app.ts';
 import { request } from 'undici';
@@ -36,11 +36,18 @@ async function post(url: string): Promise<{ status: number; text: string }> {
 const api = async <T>(path: string): Promise<T> => JSON.parse((await get(`http://127.0.0.1:${p.controller}${path}`)).text) as T;
 const front = `http://127.0.0.1:${p.front}`;
 
+/** The project directory, removed when the file's test is done (its `up` is stopped by then). */
+const made: string[] = [];
+after(() => {
+  for (const d of made) fs.rmSync(d, { recursive: true, force: true });
+});
+
 test(
   'an app configured as its operator would: templates, plain-text health, paths beside the file, up from /; failover on SIGKILL; restart with a TCP probe',
   { timeout: 240_000 },
   async (t) => {
     const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'understudy-anyapp-'));
+    made.push(dir);
     const stateDir = path.join(dir, 'state');
     const rootStateBefore = fs.existsSync('/state');
     const app = { command: ['node', 'app.mjs', ...LISTEN_AT_HOST], port: 3000, env: { NOTES_TITLE: 'notes on {{host.name}}' } };

@@ -4,7 +4,7 @@ import fs from 'node:fs';
 import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
-import { test } from 'node:test';
+import { after, test } from 'node:test';
 import { parse as parseYaml, stringify as stringifyYaml } from 'yaml';
 import { BIN, ROOT, ports, writeConfig } from '../support/cluster.ts';
 import { claimSlot } from '../support/slots.ts';
@@ -15,8 +15,16 @@ function understudy(args: string[], cwd = ROOT) {
   return { code: r.status, out: r.stdout + r.stderr };
 }
 
+/** Every directory a test made, removed when the file's tests are done. */
+const made: string[] = [];
+after(() => {
+  for (const d of made) fs.rmSync(d, { recursive: true, force: true });
+});
+
 function tmp(): string {
-  return fs.mkdtempSync(path.join(os.tmpdir(), 'understudy-bad-'));
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'understudy-bad-'));
+  made.push(dir);
+  return dir;
 }
 
 /** Nothing listens on any of the cluster's ports and no host process survives. */
