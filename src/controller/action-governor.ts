@@ -36,6 +36,20 @@ export interface ActionGovernorOptions {
   backoffMaxMs?: number;
   /** @default Date.now */
   now?: () => number;
+  /**
+   * Where the governor's memory (host trust, flaps and hold-outs, each site's last
+   * actions) is kept: loaded at construction, saved after every change. A controller
+   * that takes over (restarted, or another one leading) then remembers what this one
+   * knew: a host that flapped stays held out. Absent: memory in the process only.
+   */
+  memory?: { load(): GovernorMemory | null; save(m: GovernorMemory): void };
+}
+
+/** What the governor remembers, as it is kept in the state store. */
+export interface GovernorMemory {
+  hosts: Record<string, HostRecord>;
+  lastAction: Record<string, number>;
+  lastSource: Record<string, string | null>;
 }
 
 export const DEFAULT_COOLDOWN_MS: Readonly<Record<string, number>> = {
@@ -102,7 +116,7 @@ export type GovernorDecision =
       retryAt: number | null;
     };
 
-interface HostRecord {
+export interface HostRecord {
   trusted: boolean;
   /** When it became trusted after a failure; null for a host that never failed. */
   trustedSince: number | null;
@@ -137,6 +151,33 @@ export class ActionGovernor {
     this.flapWindowMs = opts.flapWindowMs ?? 300_000;
     this.backoffBaseMs = opts.backoffBaseMs ?? 30_000;
     this.backoffMaxMs = opts.backoffMaxMs ?? 600_000;
+    const m = opts.memory?.load();
+    if (m) {
+      for (const [h, r] of Object.entries(m.hosts)) this.hosts.set(h, { ...r });
+      for (const [k, v] of Object.entries(m.lastAction)) this.lastAction.set(k, v);
+      for (const [k, v] of Object.entries(m.lastSource)) this.lastSource.set(k, v);
+    }
+    this.saved = this.snapshot();
+  }
+
+  /** The memory as last saved (JSON): a change is saved once, not at every probe. */
+  private saved: string;
+
+  private snapshot(): string {
+    return JSON.stringify({
+      hosts: Object.fromEntries(this.hosts),
+      lastAction: Object.fromEntries(this.lastAction),
+      lastSource: Object.fromEntries(this.lastSource),
+    } satisfies GovernorMemory);
+  }
+
+  /** Saves the memory when it changed (see `memory`). */
+  private keep(): void {
+    if (!this.opts.memory) return;
+    const now = this.snapshot();
+    if (now === this.saved) return;
+    this.saved = now;
+    this.opts.memory.save(JSON.parse(now) as GovernorMemory);
   }
 
   /**
@@ -165,6 +206,7 @@ export class ActionGovernor {
       this.lastAction.set(key(site, action), at);
       if (opts.failover) this.lastSource.set(site, opts.failover.from);
       else if (action === 'failover') this.lastSource.set(site, null);
+      this.keep();
     };
     if (left > 0) {
       const last = this.lastAction.get(key(site, action))!;
@@ -221,6 +263,7 @@ export class ActionGovernor {
   /** Restarts an action's cooldown, e.g. when its runbook ends, so that the gap counts from the end. */
   completed(site: string, action: AutoAction): void {
     this.lastAction.set(key(site, action), this.now());
+    this.keep();
   }
 
   /** Milliseconds until `action` on `site` is out of its cooldown (0: it is). */
@@ -253,6 +296,7 @@ export class ActionGovernor {
     h.goodProbes = 0;
     h.roseAt = null;
     h.lastFailureAt = at;
+    this.keep();
     return this.view(host, h, at);
   }
 
@@ -260,6 +304,8 @@ export class ActionGovernor {
   hostProbe(host: string, ok: boolean): HostTrust {
     const at = this.now();
     const h = this.record(host);
+    // Probes come many times a second: the memory is saved only when one changed something (a recovering host's count).
+    const before = recordKey(h);
     if (!ok) {
       h.goodProbes = 0;
       h.roseAt = null;
@@ -268,6 +314,7 @@ export class ActionGovernor {
       if (h.goodProbes >= this.opts.rise) h.roseAt ??= at;
     }
     this.settle(h, at);
+    if (recordKey(h) !== before) this.keep();
     return this.view(host, h, at);
   }
 
@@ -327,6 +374,11 @@ export class ActionGovernor {
     }
     return { ...base, state: 'recovering', trusted: false, why: `${host} failed and has ${h.goodProbes} of ${rise} good probes in a row needed to be trusted` };
   }
+}
+
+/** A host record's fields in one string: whether a probe changed it. */
+function recordKey(h: HostRecord): string {
+  return `${h.trusted}|${h.trustedSince}|${h.goodProbes}|${h.roseAt}|${h.heldUntil}`;
 }
 
 function key(site: string, action: string): string {

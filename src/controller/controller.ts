@@ -127,7 +127,7 @@ export class Controller {
     };
     this.staleWatch = new StaleAppWatch(config, this.store, (site, host) => this.scale.readers.of(site).some((r) => r.host === host), listeners);
     this.poolWatch = new PoolWatch({ config, store: this.store, readers: () => this.scale.allReaders() });
-    this.governor = createGovernor(config);
+    this.governor = createGovernor(config, process.env, this.store);
     this.directorStats = new DirectorStatsFeed(
       async () => {
         const r = await this.clients.stats();

@@ -1,5 +1,9 @@
 import type { UnderstudyConfig } from '../config/types.ts';
-import { ActionGovernor } from './action-governor.ts';
+import { ActionGovernor, type GovernorMemory } from './action-governor.ts';
+import type { StateStore } from '../state/state-store.ts';
+
+/** The governor's memory in the state store. */
+const GOVERNOR_MEMORY = 'governor';
 import { UnderstudyError } from '../shared/errors.ts';
 
 /**
@@ -37,7 +41,7 @@ function envMs(env: NodeJS.ProcessEnv, name: string): number | undefined {
  * that flaps is kept out at least as long as the site would wait for its next failover
  * anyway, and a cooldown of 0 (tests failing over back and forth) holds no host out.
  */
-export function createGovernor(config: UnderstudyConfig, env: NodeJS.ProcessEnv = process.env): ActionGovernor {
+export function createGovernor(config: UnderstudyConfig, env: NodeJS.ProcessEnv = process.env, store?: Pick<StateStore, 'getMemory' | 'putMemory'>): ActionGovernor {
   const rise = Math.max(1, ...Object.values(config.sites).map((s) => s.health.probe.rise));
   const cfg = config.controller.failover;
   const cooldownMs = envMs(env, GOVERNOR_ENV.cooldownMs);
@@ -48,6 +52,15 @@ export function createGovernor(config: UnderstudyConfig, env: NodeJS.ProcessEnv 
     flapWindowMs: envMs(env, GOVERNOR_ENV.flapWindowMs) ?? cfg.flapWindowMs,
     // An overridden cooldown carries the backoff with it, as in the config.
     backoffBaseMs: envMs(env, GOVERNOR_ENV.flapBackoffMs) ?? (cooldownMs !== undefined ? cooldownMs : cfg.flapBackoffMs),
+    // Host trust and cooldowns outlive this controller: a restarted one, or the next leader, remembers them.
+    ...(store
+      ? {
+          memory: {
+            load: () => store.getMemory<GovernorMemory>(GOVERNOR_MEMORY) ?? null,
+            save: (m: GovernorMemory) => store.putMemory(GOVERNOR_MEMORY, m),
+          },
+        }
+      : {}),
   });
 }
 

@@ -83,6 +83,7 @@ const MIRRORED: Record<string, { key: string; numeric: boolean }> = {
   relays: { key: 'host', numeric: false },
   notify_cursor: { key: 'target', numeric: false },
   notify_queue: { key: 'id', numeric: true },
+  memory: { key: 'name', numeric: false },
 };
 
 /** One change to a mirrored table, in the order it was made: the row as it is now, or null when it was deleted. */
@@ -145,6 +146,8 @@ export class StateStore {
       CREATE TABLE IF NOT EXISTS relays (
         host TEXT PRIMARY KEY, pgid INTEGER, power TEXT NOT NULL, updated_at INTEGER NOT NULL);
       CREATE TABLE IF NOT EXISTS notify_cursor (target TEXT PRIMARY KEY, last_event_id INTEGER NOT NULL);
+      -- What a part of the controller remembers between decisions (the governor's host trust and cooldowns), as JSON by name.
+      CREATE TABLE IF NOT EXISTS memory (name TEXT PRIMARY KEY, value TEXT NOT NULL, updated_at INTEGER NOT NULL);
       CREATE TABLE IF NOT EXISTS notify_queue (
         id INTEGER PRIMARY KEY AUTOINCREMENT, target TEXT NOT NULL, event_id INTEGER NOT NULL,
         state TEXT NOT NULL, attempts INTEGER NOT NULL, next_at INTEGER NOT NULL, created_at INTEGER NOT NULL,
@@ -529,6 +532,20 @@ export class StateStore {
   onEvent(listener: (e: EventRecord) => void): () => void {
     this.eventListeners.add(listener);
     return () => this.eventListeners.delete(listener);
+  }
+
+  // ------------------------------------------------------------------ memory
+  /** What was kept under `name` (JSON), or undefined. */
+  getMemory<T>(name: string): T | undefined {
+    const r = this.q('SELECT value FROM memory WHERE name = ?').get(name) as { value: string } | undefined;
+    return r ? (JSON.parse(r.value) as T) : undefined;
+  }
+
+  putMemory(name: string, value: unknown): void {
+    this.q(
+      `INSERT INTO memory (name, value, updated_at) VALUES (?, ?, ?)
+      ON CONFLICT(name) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at`,
+    ).run(name, JSON.stringify(value), Date.now());
   }
 
   // ------------------------------------------------------------------ relays

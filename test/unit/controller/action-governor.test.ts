@@ -177,3 +177,33 @@ test('failover cooldown: an independent crash (hard evidence, another host, a ta
   const after = g3.decide('shop', 'failover', 'crash of h2', crash('h2', ['h3']));
   assert.match(!after.allowed ? after.why : '', /where the last failover of shop came from is not known/);
 });
+
+test('memory: a new governor on the kept memory (a restarted controller, the next leader) still holds a flapping host out and keeps the cooldown; probes of a trusted host save nothing', async () => {
+  const { StateStore } = await import('../../../src/state/state-store.ts');
+  const { createGovernor } = await import('../../../src/controller/governor-setup.ts');
+  const { load, MINIMAL, cleanup } = await import('../config/helpers.ts');
+  const config = load(MINIMAL);
+  const store = new StateStore({ mirrored: true });
+  let saves = 0;
+  const counted = { getMemory: store.getMemory.bind(store), putMemory: (n: string, v: unknown) => (saves++, store.putMemory(n, v)) };
+  const env = { UNDERSTUDY_FAILOVER_MIN_GAP_MS: '60000', UNDERSTUDY_FLAP_WINDOW_MS: '300000', UNDERSTUDY_FLAP_BACKOFF_MS: '60000' };
+  const g1 = createGovernor(config, env, counted);
+  for (let i = 0; i < 50; i++) g1.hostProbe('h2', true);
+  assert.equal(saves, 0, 'a trusted host’s probes change nothing to keep');
+  g1.hostFailed('h1');
+  for (let i = 0; i < 5; i++) g1.hostProbe('h1', true);
+  g1.hostFailed('h1'); // failed again soon after it was trusted again: a flap
+  assert.equal(g1.trust('h1').state, 'held-out');
+  assert.equal(g1.decide('shop', 'failover', 'crash of h1').allowed, true);
+  assert.ok(saves > 0 && saves < 20, `saved on changes only (${saves})`);
+
+  const g2 = createGovernor(config, env, store);
+  assert.equal(g2.trust('h1').state, 'held-out', 'the flap is remembered');
+  assert.equal(g2.trust('h1').flaps, 1);
+  const again = g2.decide('shop', 'failover', 'crash of h1 again');
+  assert.equal(again.allowed, false, 'the cooldown is remembered');
+  assert.equal(again.allowed === false && again.code, 'cooldown');
+  assert.equal(g2.trust('h2').state, 'trusted');
+  store.close();
+  cleanup();
+});
