@@ -41,7 +41,11 @@ function envMs(env: NodeJS.ProcessEnv, name: string): number | undefined {
  * that flaps is kept out at least as long as the site would wait for its next failover
  * anyway, and a cooldown of 0 (tests failing over back and forth) holds no host out.
  */
-export function createGovernor(config: UnderstudyConfig, env: NodeJS.ProcessEnv = process.env, store?: Pick<StateStore, 'getMemory' | 'putMemory'>): ActionGovernor {
+export function createGovernor(
+  config: UnderstudyConfig,
+  env: NodeJS.ProcessEnv = process.env,
+  store?: Pick<StateStore, 'getMemory' | 'putMemory'>,
+): ActionGovernor {
   const rise = Math.max(1, ...Object.values(config.sites).map((s) => s.health.probe.rise));
   const cfg = config.controller.failover;
   const cooldownMs = envMs(env, GOVERNOR_ENV.cooldownMs);
