@@ -22,13 +22,13 @@ import { DirectorCounters, agreedRoutes, firstAccepted, mergedStats } from './di
 
 /** Typed calls from the controller to the other parts (contracts in shared/contracts.ts). */
 export class PartClients {
+  /** Several directors' counters as one that only grows (director-set.ts). */
+  private readonly directorCounters = new DirectorCounters();
+
   /**
    * @param fencingToken the token of the controller's term (leader-lease.ts) while it has
    *   one: sent on every call, so that parts refuse this controller once a newer one led.
    */
-  /** Several directors' counters as one that only grows (director-set.ts). */
-  private readonly directorCounters = new DirectorCounters();
-
   constructor(
     private readonly config: UnderstudyConfig,
     private readonly fencingToken: () => number | null = () => null,
@@ -122,7 +122,6 @@ export class PartClients {
     return this.call(`${this.agentUrl(host)}/v1/sites/${site}`, { method: 'DELETE', timeoutMs: 5000 });
   }
 
-  // director
   // director (several: director-set.ts)
   /** Sends a route to every director; done once one has it. A stale-epoch refusal from any is thrown. */
   async putRoute(route: RouteTable): Promise<unknown> {

@@ -19,8 +19,8 @@ import type { StateStore } from './state-store.ts';
  *   before it is committed in etcd; the runbooks await it between journaling a step's
  *   begin and running the step (runbook-journal.ts), as the embedded store's fsync did.
  * - **A new leader starts from etcd** (`load()`), not from its own view; a follower
- *   keeps its view fresh with `refresh()` (re-read when etcd's revision moved) and
- *   serves the read API from it.
+ *   keeps its view with `follow()` (read whole, then etcd's watch) and serves the read
+ *   API from it. `refresh()` reads whole again only when etcd's revision moved.
  */
 export interface EtcdStateOptions {
   client: EtcdClient;
@@ -58,15 +58,20 @@ export class EtcdState {
     return `${this.o.prefix}/state/`;
   }
 
+  /** The table and row key an etcd key names (`<prefix>/state/<table>/<key>`), or null for another key. */
+  private rowOf(key: string): { table: string; key: string } | null {
+    const rest = key.slice(this.statePrefix.length);
+    const slash = rest.indexOf('/');
+    return slash > 0 ? { table: rest.slice(0, slash), key: rest.slice(slash + 1) } : null;
+  }
+
   /** Reads every row from etcd into the store (replacing what it held). Returns etcd's revision then. */
   async load(): Promise<number> {
     const { kvs, revision } = await this.o.client.range(this.statePrefix);
     const rows: { table: string; row: Record<string, unknown> }[] = [];
     for (const kv of kvs) {
-      const rest = kv.key.slice(this.statePrefix.length);
-      const slash = rest.indexOf('/');
-      if (slash <= 0) continue;
-      rows.push({ table: rest.slice(0, slash), row: JSON.parse(kv.value) as Record<string, unknown> });
+      const at = this.rowOf(kv.key);
+      if (at) rows.push({ table: at.table, row: JSON.parse(kv.value) as Record<string, unknown> });
     }
     this.store.replaceAll(rows);
     this.lastRevision = revision;
@@ -88,14 +93,8 @@ export class EtcdState {
           (events) => {
             const changes: { table: string; key: string; row: Record<string, unknown> | null }[] = [];
             for (const e of events) {
-              const rest = e.kv.key.slice(this.statePrefix.length);
-              const slash = rest.indexOf('/');
-              if (slash <= 0) continue;
-              changes.push({
-                table: rest.slice(0, slash),
-                key: rest.slice(slash + 1),
-                row: e.type === 'delete' ? null : (JSON.parse(e.kv.value) as Record<string, unknown>),
-              });
+              const at = this.rowOf(e.kv.key);
+              if (at) changes.push({ ...at, row: e.type === 'delete' ? null : (JSON.parse(e.kv.value) as Record<string, unknown>) });
             }
             this.store.applyMirrored(changes);
             this.lastRevision = Math.max(this.lastRevision, ...events.map((e) => e.kv.modRevision));

@@ -251,17 +251,12 @@ export class StateStore {
       for (const { table, key, row } of changes) {
         const m = MIRRORED[table];
         if (!m) continue;
-        if (row === null) this.db.prepare(`DELETE FROM ${table} WHERE ${m.key} = ?`).run(m.numeric ? Number(key) : key);
-        else {
-          const cols = Object.keys(row).sort();
-          this.db.prepare(`INSERT OR REPLACE INTO ${table} (${cols.join(', ')}) VALUES (${cols.map((c) => `@${c}`).join(', ')})`).run(row);
-        }
+        if (row === null) this.q(`DELETE FROM ${table} WHERE ${m.key} = ?`).run(m.numeric ? Number(key) : key);
+        else this.writeRow(table, row);
       }
-      this.db.prepare('DELETE FROM outbox').run();
+      this.q('DELETE FROM outbox').run();
     })();
-    this.rev++;
-    this.siteCache = null;
-    this.siteList = null;
+    this.reloaded();
     // Live views (the event stream) hear what the leader recorded, as on the leader.
     for (const { table, row } of changes) {
       if (row === null) continue;
@@ -270,14 +265,7 @@ export class StateStore {
         for (const l of this.eventListeners) l(e);
       } else if (table === 'journal' && this.journalListeners.size > 0) {
         const rb = this.q('SELECT site, kind FROM runbooks WHERE id = ?').get(row.runbook_id) as { site: string; kind: string } | undefined;
-        const j: JournalEntry = {
-          id: row.id as number,
-          runbookId: row.runbook_id as number,
-          step: row.step as string,
-          phase: row.phase as JournalEntry['phase'],
-          at: row.at as number,
-          data: JSON.parse(row.data as string) as Record<string, unknown>,
-        };
+        const j = rowToJournal(row);
         for (const l of this.journalListeners) l(j, rb ?? { site: '', kind: '' });
       }
     }
@@ -290,27 +278,27 @@ export class StateStore {
   replaceAll(rows: { table: string; row: Record<string, unknown> }[]): void {
     const lastEvent = this.lastEventId();
     this.db.transaction(() => {
-      for (const table of Object.keys(MIRRORED)) this.db.prepare(`DELETE FROM ${table}`).run();
-      const inserts = new Map<string, Database.Statement>();
-      for (const { table, row } of rows) {
-        if (!(table in MIRRORED)) continue;
-        const cols = Object.keys(row).sort();
-        const sig = `${table}:${cols.join(',')}`;
-        let st = inserts.get(sig);
-        if (!st) {
-          st = this.db.prepare(`INSERT OR REPLACE INTO ${table} (${cols.join(', ')}) VALUES (${cols.map((c) => `@${c}`).join(', ')})`);
-          inserts.set(sig, st);
-        }
-        st.run(row);
-      }
-      this.db.prepare('DELETE FROM outbox').run();
+      for (const table of Object.keys(MIRRORED)) this.q(`DELETE FROM ${table}`).run();
+      for (const { table, row } of rows) if (table in MIRRORED) this.writeRow(table, row);
+      this.q('DELETE FROM outbox').run();
     })();
-    this.rev++;
-    this.siteCache = null;
-    this.siteList = null;
+    this.reloaded();
     // A view read again (not the first read): live views hear the events it did not have.
     if (lastEvent > 0 && this.eventListeners.size > 0)
       for (const e of this.listEvents({ afterId: lastEvent, limit: 5000 })) for (const l of this.eventListeners) l(e);
+  }
+
+  /** Writes a row as the mirror holds it (its columns by name; statements cached by `q`). */
+  private writeRow(table: string, row: Record<string, unknown>): void {
+    const cols = Object.keys(row).sort();
+    this.q(`INSERT OR REPLACE INTO ${table} (${cols.join(', ')}) VALUES (${cols.map((c) => `@${c}`).join(', ')})`).run(row);
+  }
+
+  /** After rows came from the mirror: what was read from them before is read again. */
+  private reloaded(): void {
+    this.rev++;
+    this.siteCache = null;
+    this.siteList = null;
   }
 
   /**
@@ -446,14 +434,7 @@ export class StateStore {
   }
 
   journalOf(runbookId: number): JournalEntry[] {
-    return (this.q('SELECT * FROM journal WHERE runbook_id = ? ORDER BY id').all(runbookId) as Record<string, unknown>[]).map((r) => ({
-      id: r.id as number,
-      runbookId: r.runbook_id as number,
-      step: r.step as string,
-      phase: r.phase as JournalEntry['phase'],
-      at: r.at as number,
-      data: JSON.parse(r.data as string) as Record<string, unknown>,
-    }));
+    return (this.q('SELECT * FROM journal WHERE runbook_id = ? ORDER BY id').all(runbookId) as Record<string, unknown>[]).map(rowToJournal);
   }
 
   // ------------------------------------------------------------------ events
@@ -661,6 +642,17 @@ function rowToNotification(r: Record<string, unknown>): NotificationRow {
     nextAt: r.next_at as number,
     createdAt: r.created_at as number,
     lastError: (r.last_error as string | null) ?? null,
+  };
+}
+
+function rowToJournal(r: Record<string, unknown>): JournalEntry {
+  return {
+    id: r.id as number,
+    runbookId: r.runbook_id as number,
+    step: r.step as string,
+    phase: r.phase as JournalEntry['phase'],
+    at: r.at as number,
+    data: JSON.parse(r.data as string) as Record<string, unknown>,
   };
 }
 

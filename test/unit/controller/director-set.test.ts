@@ -86,79 +86,15 @@ test('several directors’ counters only grow: a director missing a poll subtrac
   });
   const s = (requests: number, errors5xx: number): SiteStats[] => [{ site: 'shop', epoch: 1, held: 0, heldTimedOut: 0, upstreams: [up(requests, errors5xx)] }];
   const c = new DirectorCounters();
-  const total = (m: SiteStats[]) => [m[0]!.upstreams[0]!.requests, m[0]!.upstreams[0]!.errors5xx];
-  assert.deepEqual(
-    total(
-      c.merge(
-        new Map([
-          ['a', s(1000, 10)],
-          ['b', s(50, 40)],
-        ]),
-      ),
-    ),
-    [1050, 50],
-    'the first poll: the sum',
-  );
-  assert.deepEqual(
-    total(
-      c.merge(
-        new Map([
-          ['a', s(1100, 10)],
-          ['b', null],
-        ]),
-      ),
-    ),
-    [1150, 50],
-    'b missed a poll: nothing subtracted',
-  );
-  assert.deepEqual(
-    total(
-      c.merge(
-        new Map([
-          ['a', s(1200, 10)],
-          ['b', s(60, 41)],
-        ]),
-      ),
-    ),
-    [1260, 51],
-    'b back: only its increase',
-  );
-  assert.deepEqual(
-    total(
-      c.merge(
-        new Map([
-          ['a', s(1300, 10)],
-          ['b', s(5, 0)],
-        ]),
-      ),
-    ),
-    [1365, 51],
-    'b restarted (its counter went down): what it counted since',
-  );
-  assert.deepEqual(
-    total(
-      c.merge(
-        new Map([
-          ['a', s(1300, 10)],
-          ['b', s(5, 0)],
-          ['x', s(9999, 9999)],
-        ]),
-      ),
-    ),
-    [1365, 51],
-    'a director first seen later adds nothing at first',
-  );
-  assert.deepEqual(
-    total(
-      c.merge(
-        new Map([
-          ['a', s(1300, 10)],
-          ['b', s(5, 0)],
-          ['x', s(10_009, 9999)],
-        ]),
-      ),
-    ),
-    [1375, 51],
-    '…then its increases',
-  );
+  /** One poll of the directors' answers (a director's stats, or null: it did not answer); the merged h1 requests and 5xx. */
+  const poll = (...answers: [string, SiteStats[] | null][]) => {
+    const m = c.merge(new Map(answers));
+    return [m[0]!.upstreams[0]!.requests, m[0]!.upstreams[0]!.errors5xx];
+  };
+  assert.deepEqual(poll(['a', s(1000, 10)], ['b', s(50, 40)]), [1050, 50], 'the first poll: the sum');
+  assert.deepEqual(poll(['a', s(1100, 10)], ['b', null]), [1150, 50], 'b missed a poll: nothing subtracted');
+  assert.deepEqual(poll(['a', s(1200, 10)], ['b', s(60, 41)]), [1260, 51], 'b back: only its increase');
+  assert.deepEqual(poll(['a', s(1300, 10)], ['b', s(5, 0)]), [1365, 51], 'b restarted (its counter went down): what it counted since');
+  assert.deepEqual(poll(['a', s(1300, 10)], ['b', s(5, 0)], ['x', s(9999, 9999)]), [1365, 51], 'a director first seen later adds nothing at first');
+  assert.deepEqual(poll(['a', s(1300, 10)], ['b', s(5, 0)], ['x', s(10_009, 9999)]), [1375, 51], '…then its increases');
 });
