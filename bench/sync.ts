@@ -2,17 +2,20 @@
  * What sync replication costs a write: POST /api/orders through the director, in
  * async and in sync mode, side by side in one run.
  *
- *   node --import tsx bench/sync.ts [--seconds 8] [--concurrency 8] [--rounds 8] [--storage in-process|processes]
+ *   node --import tsx bench/sync.ts [--seconds 8] [--concurrency 8] [--rounds 8] [--storage processes|in-process]
  *
- * Starts (loopback only) two storage processors (in this process by default, or one
- * child process each), the real demo shop as a child process on the primary volume,
- * and the built-in director in this process (with the load generator); replicates
- * array-a → array-b; then runs --concurrency clients for --seconds per mode, after a
- * 1 s warm-up per mode. The time is cut into --rounds rounds per mode, run alternately
- * (async, sync, sync, async, async, …) so that other work on the machine weighs on both
- * modes alike. Prints p50/p99 latency, orders/s, the director's own barrier wait, and
- * the CPU time per order of this process and its children (the shop, and the storage
- * processors with --storage processes) — what bounds throughput on a small machine.
+ * Starts (loopback only) two storage processors (one child process each by default, as
+ * in production, where each runs on its own storage system; `--storage in-process` puts
+ * both on the event loop of the director and the load), the real demo shop as a child
+ * process on the primary volume, and the built-in director in this process (with the
+ * load generator); replicates array-a → array-b; then runs --concurrency clients for
+ * --seconds per mode, after a 1 s warm-up per mode. The time is cut into --rounds rounds
+ * per mode, run alternately (async, sync, sync, async, async, …) so that other work on
+ * the machine weighs on both modes alike. Prints p50/p99 latency, orders/s, the
+ * director's own barrier wait, and the CPU time per order of this process and its
+ * children (the shop, the storage processors), in all and by process — what bounds
+ * throughput on a small machine. BENCH_PROF=DIR makes each storage processor write a CPU
+ * profile there.
  * Stops everything it started, also on Ctrl-C. Target: sync adds ≤ 2 ms at p50. Run it
  * on a quiet machine (check `uptime`).
  */
@@ -29,8 +32,8 @@ const { values } = parseArgs({
     seconds: { type: 'string', default: '8' },
     concurrency: { type: 'string', default: '8' },
     rounds: { type: 'string', default: '8' },
-    /** in-process: both storage processors share this process; processes: one child each. */
-    storage: { type: 'string', default: 'in-process' },
+    /** processes: one child each (as in production); in-process: both share this process. */
+    storage: { type: 'string', default: 'processes' },
   },
 });
 if (values.storage !== 'in-process' && values.storage !== 'processes') throw new Error('--storage must be in-process or processes');
@@ -51,7 +54,7 @@ interface Tally {
   lat: number[];
   errors: number;
   ms: number;
-  cpuMs: number;
+  cpu: Map<string, number>;
   barrierMs: number[];
 }
 interface Result {
@@ -63,6 +66,7 @@ interface Result {
   rate: number;
   barrierP50: number | null;
   cpuPerOrderMs: number;
+  cpuByProcess: Map<string, number>;
 }
 
 function pct(sorted: number[], p: number): number {
@@ -72,10 +76,10 @@ function pct(sorted: number[], p: number): number {
 
 const TICK_MS = 10; // USER_HZ = 100 on Linux
 
-/** CPU ms used so far by this process and its live children (the shop, child storage processors). */
-function cpuMs(): number {
+/** CPU ms used so far by this process and by each live child (the shop, child storage processors), by name. */
+function cpuMs(): Map<string, number> {
   const self = process.cpuUsage();
-  let children = 0;
+  const out = new Map<string, number>([['bench (director, load)', (self.user + self.system) / 1000]]);
   let pids: string[] = [];
   try {
     pids = fs.readdirSync('/proc').filter((n) => /^\d+$/.test(n));
@@ -84,16 +88,25 @@ function cpuMs(): number {
   }
   for (const pid of pids) {
     let stat: string;
+    let cmd: string[];
     try {
       stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
+      cmd = fs.readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0');
     } catch {
       continue;
     }
     const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
     if (Number(f[1]) !== process.pid) continue; // field 4: ppid
-    children += (Number(f[11]) + Number(f[12])) * TICK_MS; // fields 14, 15: utime, stime
+    const storage = cmd.findIndex((a) => a.endsWith('sync-storage-process.ts'));
+    const name = storage >= 0 ? `storage ${cmd[storage + 1] ?? '?'}` : 'shop';
+    out.set(name, (out.get(name) ?? 0) + (Number(f[11]) + Number(f[12])) * TICK_MS); // fields 14, 15: utime, stime
   }
-  return (self.user + self.system) / 1000 + children;
+  return out;
+}
+
+/** Adds what each process used between two readings of cpuMs() to `into`. */
+function addCpu(into: Map<string, number>, from: Map<string, number>, to: Map<string, number>): void {
+  for (const [k, v] of to) into.set(k, (into.get(k) ?? 0) + v - (from.get(k) ?? 0));
 }
 
 async function main(): Promise<void> {
@@ -145,14 +158,14 @@ async function main(): Promise<void> {
     into.lat.push(...lat);
     into.errors += errors;
     into.ms += performance.now() - t0;
-    into.cpuMs += cpuMs() - c0;
+    addCpu(into.cpu, c0, cpuMs());
     // The director's window covers its last ~10 s: a round's median is close enough.
     if (after.waits > before.waits) into.barrierMs.push(after.latencyMs.p50);
   };
   try {
     const tallies: Record<Mode, Tally> = {
-      async: { lat: [], errors: 0, ms: 0, cpuMs: 0, barrierMs: [] },
-      sync: { lat: [], errors: 0, ms: 0, cpuMs: 0, barrierMs: [] },
+      async: { lat: [], errors: 0, ms: 0, cpu: new Map(), barrierMs: [] },
+      sync: { lat: [], errors: 0, ms: 0, cpu: new Map(), barrierMs: [] },
     };
     await phase('async', 1000, null);
     await phase('sync', 1000, null);
@@ -173,7 +186,8 @@ async function main(): Promise<void> {
         p99: pct(lat, 99),
         rate: lat.length / (t.ms / 1000),
         barrierP50: b.length > 0 ? pct(b, 50) : null,
-        cpuPerOrderMs: t.cpuMs / Math.max(1, lat.length),
+        cpuPerOrderMs: [...t.cpu.values()].reduce((x, y) => x + y, 0) / Math.max(1, lat.length),
+        cpuByProcess: new Map([...t.cpu].map(([k, v]) => [k, v / Math.max(1, lat.length)])),
       };
     });
     const vol = await stack.volumeStatus();
@@ -191,6 +205,12 @@ async function main(): Promise<void> {
     console.log(
       `\nsync adds ${(s.p50 - a.p50).toFixed(2)} ms at p50, ${(s.p99 - a.p99).toFixed(2)} ms at p99; throughput ${((s.rate / a.rate - 1) * 100).toFixed(0)} %; CPU per order +${(s.cpuPerOrderMs - a.cpuPerOrderMs).toFixed(2)} ms; volume sync state: ${vol.sync?.state ?? '-'}`,
     );
+    console.log('\nCPU ms per order, by process      async     sync     sync adds');
+    for (const name of [...new Set([...a.cpuByProcess.keys(), ...s.cpuByProcess.keys()])].sort()) {
+      const x = a.cpuByProcess.get(name) ?? 0;
+      const y = s.cpuByProcess.get(name) ?? 0;
+      console.log(`${name.padEnd(30)} ${x.toFixed(3).padStart(8)} ${y.toFixed(3).padStart(8)} ${(y - x).toFixed(3).padStart(12)}`);
+    }
   } finally {
     await stopAll();
   }

@@ -1,5 +1,6 @@
 import fs from 'node:fs';
 import path from 'node:path';
+import { performance } from 'node:perf_hooks';
 import { isTempName } from './fs-durable.ts';
 import { peekFileHead } from './stable-read.ts';
 
@@ -116,31 +117,43 @@ export function listDatabases(dir: string): string[] {
  * that is rewritten in place as a database under the same name is found by the next
  * full look (an app creates a database as a new file; SQLite writes its header at the
  * first commit, and empty files are looked at again every time).
+ *
+ * The quick look also skips listing a directory whose entries cannot have changed: one
+ * whose modification time (which every create, remove and rename in it sets) is the same
+ * as when it was listed, provided that listing began at least `STABLE_MS` after this
+ * process first saw that modification time. A file system keeps times at a granularity
+ * (a few ms on ext4, a second on ext3 and some network file systems, two on FAT), so a
+ * change made soon after another can leave the time as it was: such a change was made
+ * within the granularity of the first, and a listing begun `STABLE_MS` later holds both.
+ * Only local monotonic time is compared, so a file server's clock does not matter. A
+ * directory written to all the time is simply listed every time, as before.
  */
 export class DatabaseFinder {
   /** rel → what its last look found: a database, or a plain file. Empty/short files are not kept. */
   private known = new Map<string, 'db' | 'plain'>();
+  /** Directory rel → its last listing (the quick look's cache; see the class comment). */
+  private listings = new Map<string, Listing>();
 
-  constructor(readonly root: string) {}
+  /** `stableMs`: see STABLE_MS (tests use other values). */
+  constructor(
+    readonly root: string,
+    private readonly stableMs = STABLE_MS,
+  ) {}
 
   find(full: boolean): string[] {
     const out: string[] = [];
     const seen = new Map<string, 'db' | 'plain'>();
+    const dirs = new Map<string, Listing>();
     const walk = (rel: string): void => {
-      let entries: fs.Dirent[];
-      try {
-        entries = fs.readdirSync(path.join(this.root, rel), { withFileTypes: true });
-      } catch {
-        return;
-      }
-      for (const e of entries) {
-        if (isTempName(e.name)) continue;
+      const listing = this.list(rel, full);
+      if (listing === null) return;
+      dirs.set(rel, listing);
+      for (const e of listing.entries) {
         const r = rel ? `${rel}/${e.name}` : e.name;
-        if (e.isDirectory()) {
+        if (e.dir) {
           walk(r);
           continue;
         }
-        if (!e.isFile() || isCompanionName(r)) continue;
         let kind: 'db' | 'plain' | undefined = isDatabaseName(r) ? 'db' : full ? undefined : this.known.get(r);
         if (kind === undefined) {
           const head = readHead(path.join(this.root, r), 16);
@@ -156,6 +169,55 @@ export class DatabaseFinder {
     };
     walk('');
     this.known = seen;
+    this.listings = dirs;
     return out.sort();
   }
+
+  /** The entries of directory `rel` that can hold databases (see the class comment), or null if it is gone. */
+  private list(rel: string, full: boolean): Listing | null {
+    const abs = path.join(this.root, rel);
+    const now = performance.now();
+    const st = fs.statSync(abs, { throwIfNoEntry: false });
+    if (st === undefined || !st.isDirectory()) return null;
+    const prev = this.listings.get(rel);
+    const same = prev !== undefined && prev.ino === st.ino && prev.dev === st.dev && prev.mtimeMs === st.mtimeMs;
+    if (same && prev.complete && !full) return prev;
+    const firstSeen = same ? prev.firstSeen : now;
+    let dirents: fs.Dirent[];
+    try {
+      dirents = fs.readdirSync(abs, { withFileTypes: true });
+    } catch {
+      return null;
+    }
+    const entries: ListingEntry[] = [];
+    for (const e of dirents) {
+      if (isTempName(e.name)) continue;
+      if (e.isDirectory()) entries.push({ name: e.name, dir: true });
+      else if (e.isFile() && !isCompanionName(e.name)) entries.push({ name: e.name, dir: false });
+    }
+    return { ino: st.ino, dev: st.dev, mtimeMs: st.mtimeMs, firstSeen, complete: now - firstSeen >= this.stableMs, entries };
+  }
+}
+
+/**
+ * How long after first seeing a directory's modification time a listing of it is taken
+ * as complete (DatabaseFinder): above the coarsest time granularity of the file systems
+ * a volume may be on (FAT's 2 s).
+ */
+const STABLE_MS = 3000;
+
+interface ListingEntry {
+  name: string;
+  dir: boolean;
+}
+
+interface Listing {
+  ino: number;
+  dev: number;
+  mtimeMs: number;
+  /** performance.now() when this directory was first seen with this modification time. */
+  firstSeen: number;
+  /** Taken at least STABLE_MS after firstSeen: it holds every change made at that modification time. */
+  complete: boolean;
+  entries: ListingEntry[];
 }

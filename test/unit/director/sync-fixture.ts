@@ -140,7 +140,9 @@ async function startStorage(
     await sp.start();
     return { processor: sp, stop: () => sp.stop().catch(() => undefined) };
   }
-  const proc = spawn(process.execPath, ['--import', 'tsx', path.join(ROOT, 'test/unit/director/sync-storage-process.ts'), name], {
+  // BENCH_PROF=DIR: each storage processor writes a CPU profile there when it stops.
+  const prof = process.env.BENCH_PROF ? ['--cpu-prof', `--cpu-prof-dir=${process.env.BENCH_PROF}`] : [];
+  const proc = spawn(process.execPath, [...prof, '--import', 'tsx', path.join(ROOT, 'test/unit/director/sync-storage-process.ts'), name], {
     cwd: ROOT,
     stdio: ['pipe', 'pipe', 'inherit'],
   });

@@ -83,6 +83,41 @@ test('the quick look finds new databases and empty files SQLite writes later; a 
   assert.deepEqual(finder.find(true), ['later', 'lazy', 'settings.json'], 'the full look reads every header');
 });
 
+test('the quick look lists a directory again unless its modification time has been stable long enough to trust', (t) => {
+  const dir = tempDir('us-discovery-');
+  t.after(() => fs.rmSync(dir, { recursive: true, force: true }));
+  makeDb(path.join(dir, 'data', 'a.sqlite'), 'wal');
+  const sub = path.join(dir, 'data');
+  const stamp = Math.floor(Date.now() / 1000) - 60; // whole seconds: utimes keeps them exactly
+  fs.utimesSync(sub, stamp, stamp);
+  /** Creates a database in data/ and puts data/'s modification time back: a change a coarse clock would not show. */
+  const sneakIn = (name: string): void => {
+    makeDb(path.join(sub, name), 'delete');
+    fs.utimesSync(sub, stamp, stamp);
+    assert.equal(fs.statSync(sub).mtimeMs, stamp * 1000, 'the fault is real: the directory looks unchanged');
+  };
+
+  // Never trusted (the stable window is longer than the test): every quick look lists again.
+  const careful = new DatabaseFinder(dir, 60_000);
+  assert.deepEqual(careful.find(false), ['data/a.sqlite']);
+  sneakIn('b.sqlite');
+  assert.deepEqual(careful.find(false), ['data/a.sqlite', 'data/b.sqlite'], 'a change within the granularity of the last one is found');
+
+  // Trusted at once (window 0): the second quick look takes the listing as complete.
+  const trusting = new DatabaseFinder(dir, 0);
+  assert.deepEqual(trusting.find(false), ['data/a.sqlite', 'data/b.sqlite']);
+  sneakIn('c.sqlite');
+  assert.deepEqual(trusting.find(false), ['data/a.sqlite', 'data/b.sqlite'], 'a trusted listing is not read again: the cache is used');
+  assert.deepEqual(trusting.find(true), ['data/a.sqlite', 'data/b.sqlite', 'data/c.sqlite'], 'the full look always lists');
+  // A real change moves the modification time: the quick look lists again.
+  makeDb(path.join(sub, 'd.sqlite'), 'delete');
+  fs.utimesSync(sub, new Date(), new Date(Date.now() + 5000));
+  assert.deepEqual(trusting.find(false), ['data/a.sqlite', 'data/b.sqlite', 'data/c.sqlite', 'data/d.sqlite']);
+  fs.rmSync(path.join(sub, 'a.sqlite'));
+  fs.utimesSync(sub, new Date(), new Date(Date.now() + 10_000));
+  assert.deepEqual(trusting.find(false), ['data/b.sqlite', 'data/c.sqlite', 'data/d.sqlite'], 'a removed database is gone from the quick look');
+});
+
 test('the file manifest leaves databases out by their header; the replica refuses one sent as a file and never deletes one', async (t) => {
   const dir = tempDir('us-discovery-');
   const replica = tempDir('us-discovery-replica-');
