@@ -33,7 +33,14 @@ export function needSnapshot(message: string): UnderstudyError {
  * salts or checksum do not continue the chain (an all-zero frame never does), exactly
  * as for the leftover tail of a WAL it restarted itself.
  */
-export const WAL_PREALLOC_BYTES = 1 << 20;
+/**
+ * A snapshot chunk is flushed to disk every this many bytes (snapshotChunk). Each flush
+ * makes the shop's fsyncs on the same disk wait for at most this much of the image: on
+ * ext4 (data=ordered) a journal commit, which every fsync needs, first writes out the
+ * data of blocks allocated in it. Measured with bench/copy-under-load.ts (docs/operations.md).
+ */
+const FLUSH_BYTES = 1 << 20;
+const WAL_PREALLOC_BYTES = 1 << 20;
 
 interface Tail {
   generation: number;
@@ -155,12 +162,12 @@ export class ReplicaDbWriter {
   }
 
   /**
-   * Writes one chunk of a snapshot part to its temp file (offset 0 starts it over) and
-   * flushes it before answering. The flush is for the disk's other users, not for
-   * safety (the commit syncs the whole file again): a whole image left dirty until the
-   * commit is written back in one burst, and every fsync on the same disk meanwhile (the
-   * shop's own commits, on the primary's storage when both share a disk) waits behind
-   * it. Chunk by chunk, each wait is one chunk's.
+   * Writes one chunk of a snapshot part to its temp file (offset 0 starts it over),
+   * flushing every FLUSH_BYTES of it, the last before answering. The flushes are for the
+   * disk's other users, not for safety (the commit syncs the whole file again): a whole
+   * image left dirty until the commit is written back in one burst, and every fsync on the
+   * same disk meanwhile (the shop's own commits, on the primary's storage when both share
+   * a disk) waits behind it. Flushed a MiB at a time, each wait is a MiB's.
    */
   async snapshotChunk(generation: number, part: 'db' | 'wal', offset: number, data: Buffer): Promise<void> {
     const p = this.snapPath(generation, part);
@@ -177,8 +184,11 @@ export class ReplicaDbWriter {
     const h = await fsp.open(p, offset === 0 ? 'w' : 'r+');
     try {
       let done = 0;
-      while (done < data.length) done += (await h.write(data, done, data.length - done, offset + done)).bytesWritten;
-      await h.datasync();
+      while (done < data.length) {
+        const end = Math.min(data.length, done + FLUSH_BYTES);
+        while (done < end) done += (await h.write(data, done, end - done, offset + done)).bytesWritten;
+        await h.datasync();
+      }
     } finally {
       await h.close();
     }
