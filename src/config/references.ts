@@ -31,6 +31,20 @@ export function checkReferences(config: UnderstudyConfig, parsed: ParsedSections
     } else byAddress.set(h.address, h.name);
   }
 
+  // Several controllers: whichever leads must be able to cut any host's power. A `local`
+  // host's processes belong to the machine of the controller that started them (its
+  // process group): another controller can neither fence nor start them.
+  const controllers = Object.keys(config.controller.members);
+  if (controllers.length > 1) {
+    for (const h of Object.values(config.hosts)) {
+      if (h.power !== 'local') continue;
+      findings.push({
+        path: ['hosts', h.name, 'power'],
+        message: `local (the default) runs the host's processes from the leading controller's own machine; another controller (${controllers.join(', ')}) could neither fence nor start them: with several controllers every host needs a BMC (power: { ipmi: { address, user, passwordFile } })`,
+      });
+    }
+  }
+
   // pools → hosts; a pool name must not shadow a host name
   for (const { name, value } of parsed.pools) {
     if (names.hosts.includes(name)) {

@@ -59,11 +59,25 @@ test('controller.members: needs the state in etcd; each member an address; a mem
   assert.deepEqual(lines(`controller: { members: { c1: 127.0.0.1:7070 } }\n${MINIMAL}`), [
     '1:24: controller.members: needs controller.state: { etcd: { endpoints: [...] } }: several controllers share their state only through etcd',
   ]);
-  const c = load(`controller:
+  const twoControllers = `controller:
   listen: 127.0.0.1:7070
   state: { etcd: { endpoints: [http://127.0.0.1:2379] } }
   members: { c1: 127.0.0.1:7070, c2: 127.0.0.1:7072 }
-${MINIMAL}`);
+`;
+  // Every host needs a BMC: the next leader must be able to fence any of them.
+  const local =
+    "local (the default) runs the host's processes from the leading controller's own machine; another controller (c1, c2) could neither fence nor start them: with several controllers every host needs a BMC (power: { ipmi: { address, user, passwordFile } })";
+  assert.deepEqual(lines(twoControllers + MINIMAL), [`10:3: hosts.h1.power: ${local}`, `11:3: hosts.h2.power: ${local}`, `12:3: hosts.h3.power: ${local}`]);
+  const bmc = (n: number): string => `power: { ipmi: { address: 10.0.9.${n}, user: admin, passwordFile: bmc-password } }`;
+  const withBmcs = MINIMAL.replace(/(h(\d): \{ address: [^,]+, storage: [^ ]+) \}/g, (_m, head: string, n: string) => `${head}, ${bmc(Number(n))} }`);
+  assert.notEqual(withBmcs, MINIMAL);
+  assert.deepEqual(
+    lines(
+      twoControllers + withBmcs.replace('h3: { address: 127.0.3.1, storage: array-b, ' + bmc(3), 'h3: { address: 127.0.3.1, storage: array-b, power: local'),
+    ),
+    [`12:54: hosts.h3.power: ${local}`],
+  );
+  const c = load(twoControllers + withBmcs);
   assert.deepEqual(c.controller.members, { c1: { host: '127.0.0.1', port: 7070 }, c2: { host: '127.0.0.1', port: 7072 } });
   assert.deepEqual(
     lines(`controller:
