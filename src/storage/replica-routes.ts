@@ -36,6 +36,12 @@ export interface ReplicaSide<V extends ReplicaVolume> {
   writer(v: V, rel: string): ReplicaDbWriter;
   /** A re-seeded copy: its last full verification no longer applies. */
   copyReplaced(site: string): void;
+  /**
+   * A copy an e2e test damaged and froze (test-hooks.ts, off in production): the
+   * `lastFrame` the idle heartbeat should get, so that the damage stays unseen until a
+   * promotion verifies the copy; undefined for every other copy.
+   */
+  frozenHeld?(site: string, lastFrame: number): number | undefined;
 }
 
 /** A database path inside a volume, never one that leads out of it. */
@@ -100,6 +106,8 @@ export function registerReplicaRoutes<V extends ReplicaVolume>(r: JsonRouter, si
   });
   r.on('POST', '/v1/replica/:site/held', (q) => {
     const b = parseBody(heldSchema, q.body);
+    const frozen = side.frozenHeld?.(q.params.site!, b.lastFrame);
+    if (frozen !== undefined) return { lastFrame: frozen };
     return side.op(q.params.site!, b.epoch, async (v) => ({ lastFrame: side.writer(v, checkDbRel(b.db)).held(b.generation, b.lastFrame) }));
   });
   r.on('POST', '/v1/replica/:site/frames', (q) => {

@@ -711,6 +711,7 @@ export class StorageProcessor {
       persistSource: (v, from) => this.persist(v, { source: from }),
       writer: (v, rel) => this.writer(v, rel),
       copyReplaced: (site) => this.vault.copyReplaced(site),
+      frozenHeld: (site, lastFrame) => this.testHooks.frozenHeld(site, lastFrame),
     });
     return r;
   }

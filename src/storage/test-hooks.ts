@@ -18,7 +18,8 @@ import { parseBody, type JsonRouter } from '../shared/http-json.ts';
  *   2. every page but the first gets its first 16 bytes (the b-tree page header)
  *      overwritten, and the file is fsynced;
  *   3. the copy is frozen: every later replication write to it is refused, so neither
- *      appended frames nor a new snapshot can repair it.
+ *      appended frames nor a new snapshot can repair it, and the idle heartbeat is told
+ *      it still holds what was shipped (`frozenHeld`), so nothing starts a re-seed.
  * quick_check (and SQLite itself) then fails on the copy until it is replaced.
  */
 const damageSchema = z
@@ -53,6 +54,15 @@ export class TestHooks {
         `test hook: the copy of ${site} on storage ${this.storageName} was damaged and frozen (UNDERSTUDY_TEST_HOOKS=1); it takes no replication`,
       );
     }
+  }
+
+  /**
+   * The idle heartbeat (`held`) of a frozen copy is answered as if it still held what
+   * was shipped: the damage must stay unseen until a promotion verifies the copy (a
+   * heartbeat that re-seeded it would test the re-seed instead, at a time no test controls).
+   */
+  frozenHeld(site: string, lastFrame: number): number | undefined {
+    return this.frozen.has(site) ? lastFrame : undefined;
   }
 
   register(r: JsonRouter): void {
