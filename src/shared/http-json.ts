@@ -161,6 +161,9 @@ export function parseBody<T>(schema: z.ZodType<T>, body: unknown): T {
   throw new UnderstudyError('US_BAD_REQUEST', msg);
 }
 
+/** A part's server; `settled()` resolves once the route handlers still running have ended (at most `timeoutMs`, default 5 s). */
+export type JsonServer = http.Server & { settled(timeoutMs?: number): Promise<void> };
+
 /**
  * `security`: what the part requires of its callers (cluster-transport.ts): every request
  * must carry the cluster secret, checked before any route runs, and the server speaks TLS
@@ -170,8 +173,10 @@ export function createJsonServer(
   router: JsonRouter,
   fallback?: ((req: http.IncomingMessage, res: http.ServerResponse) => void) | null,
   guard?: { security: PartSecurity | null; part: string; fencing?: FencingGate },
-): http.Server {
+): JsonServer {
   const fencing = guard?.fencing;
+  /** The route handlers still running (a closed server's handlers finish after close()). */
+  const inflight = new Set<Promise<unknown>>();
   const server = createPartServer(guard?.security ?? null, (req, res) => {
     try {
       requireClusterSecret(guard?.security ?? null, req.headers, guard?.part ?? 'this part');
@@ -182,7 +187,13 @@ export function createJsonServer(
     }
     // A command from a controller that no longer leads runs no route (fencing.ts).
     const admitted = fencing ? fencing.admit(req) : null;
-    (admitted ? admitted.then(() => router.handle(req, res)) : router.handle(req, res)).then(
+    const handled = admitted ? admitted.then(() => router.handle(req, res)) : router.handle(req, res);
+    inflight.add(handled);
+    const settled = (): void => {
+      inflight.delete(handled);
+    };
+    handled.then(settled, settled);
+    handled.then(
       (handled) => {
         if (handled) return;
         if (fallback) fallback(req, res);
@@ -195,7 +206,14 @@ export function createJsonServer(
     );
   });
   server.keepAliveTimeout = 65_000;
-  return server;
+  return Object.assign(server, {
+    settled: async (timeoutMs = 5000): Promise<void> => {
+      if (inflight.size === 0) return;
+      let timer: NodeJS.Timeout | undefined;
+      await Promise.race([Promise.allSettled([...inflight]), new Promise<void>((r) => (timer = setTimeout(r, timeoutMs)))]);
+      clearTimeout(timer);
+    },
+  });
 }
 
 export function listen(server: http.Server, host: string, port: number): Promise<AddressInfo> {

@@ -1,6 +1,5 @@
 import fs from 'node:fs';
 import fsp from 'node:fs/promises';
-import type http from 'node:http';
 import path from 'node:path';
 import { pino, type Logger } from 'pino';
 import type { RenderedRule } from '../transform/render-rules.ts';
@@ -17,7 +16,7 @@ import type {
 import { applyTransform } from '../transform/index.ts';
 import { seedProblem } from '../shared/seed.ts';
 import { UnderstudyError, isUnderstudyError } from '../shared/errors.ts';
-import { JsonRouter, createJsonServer, listen } from '../shared/http-json.ts';
+import { JsonRouter, createJsonServer, listen, type JsonServer } from '../shared/http-json.ts';
 import { fsyncDir, tempPathFor } from './fs-durable.ts';
 import { FencingGate } from '../shared/fencing.ts';
 import { fencingFile, tokenKeptIn } from './fencing-file.ts';
@@ -79,7 +78,7 @@ export class StorageProcessor {
   private readonly log: Logger;
   private readonly volumes = new Map<string, Volume>();
   private readonly lock = new KeyedLock();
-  private server: http.Server | null = null;
+  private server: JsonServer | null = null;
   /** Refuses commands of a controller that no longer leads (fencing.ts); its counts are in the status. */
   private fencing: FencingGate | null = null;
   private readonly tuning: ReplicationTuning | undefined;
@@ -206,6 +205,9 @@ export class StorageProcessor {
         server.close(() => resolve());
         server.closeAllConnections();
       });
+      // A request's handler goes on after its connection is closed (a chunk being written,
+      // a promotion): it ends before the processor says it stopped, not after.
+      await server.settled();
     }
     await this.liveCheck.stop();
     await this.vault.stop(); // timers off, running backups/verifications/restores settled

@@ -15,6 +15,7 @@ function hasCustomer(dir: string, customer: string): boolean {
     return (db.prepare('SELECT count(*) AS n FROM orders WHERE customer = ?').get(customer) as { n: number }).n > 0;
   } finally {
     db.close();
+    fs.rmSync(tmp, { recursive: true, force: true });
   }
 }
 

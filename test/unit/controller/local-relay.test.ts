@@ -40,6 +40,7 @@ sites:
   t.after(async () => {
     await relay.off('r1').catch(() => undefined);
     store.close();
+    fs.rmSync(dir, { recursive: true, force: true });
   });
 
   // A volume the shop can start on (what the storage processor's init would create).

@@ -28,6 +28,7 @@ test('runbooks, their journal and events survive a reopen (what a restarted cont
   b.finishRunbook(rb.id, 'done');
   assert.equal(b.runningRunbooks().length, 0);
   b.close();
+  fs.rmSync(dir, { recursive: true, force: true });
 });
 
 test('site records kept in memory are what the database holds: after puts, state changes and a reopen; callers get copies', () => {

@@ -113,12 +113,14 @@ test('where controllers elect a leader, a controller without a term sends no com
   assert.deepEqual(seen[2], { method: 'POST', token: undefined });
 });
 
-test('a relay action without a term is refused before any driver acts (a BMC cannot check a token)', async () => {
+test('a relay action without a term is refused before any driver acts (a BMC cannot check a token)', async (t) => {
   const { HostRelays } = await import('../../../src/power/host-relays.ts');
   const { StateStore } = await import('../../../src/state/state-store.ts');
   const store = new StateStore({ mirrored: true });
   let term = false;
-  const relays = new HostRelays(makeConfig([]), store, tempDir(), () => term);
+  const logs = tempDir();
+  t.after(() => fs.rmSync(logs, { recursive: true, force: true }));
+  const relays = new HostRelays(makeConfig([]), store, logs, () => term);
   await assert.rejects(relays.off('h1'), (e: Error & { code?: string }) => e.code === 'US_STALE_LEADER');
   await assert.rejects(relays.on('h1'), (e: Error & { code?: string }) => e.code === 'US_STALE_LEADER');
   term = true;
