@@ -187,13 +187,13 @@ export function createJsonServer(
     }
     // A command from a controller that no longer leads runs no route (fencing.ts).
     const admitted = fencing ? fencing.admit(req) : null;
-    const handled = admitted ? admitted.then(() => router.handle(req, res)) : router.handle(req, res);
-    inflight.add(handled);
+    const work = admitted ? admitted.then(() => router.handle(req, res)) : router.handle(req, res);
+    inflight.add(work);
     const settled = (): void => {
-      inflight.delete(handled);
+      inflight.delete(work);
     };
-    handled.then(settled, settled);
-    handled.then(
+    work.then(settled, settled);
+    work.then(
       (handled) => {
         if (handled) return;
         if (fallback) fallback(req, res);

@@ -26,6 +26,14 @@ export function needSnapshot(message: string): UnderstudyError {
 }
 
 /**
+ * A snapshot chunk is flushed to disk every this many bytes (snapshotChunk). Each flush
+ * makes the shop's fsyncs on the same disk wait for at most this much of the image: on
+ * ext4 (data=ordered) a journal commit, which every fsync needs, first writes out the
+ * data of blocks allocated in it. Measured with bench/copy-under-load.ts (docs/operations.md).
+ */
+const FLUSH_BYTES = 1 << 20;
+
+/**
  * Zero-filled room kept after the last frame of a replica's WAL file. Appending inside
  * allocated, initialized blocks changes neither the size nor the allocation, so
  * fdatasync flushes the data alone instead of committing the file system's journal.
@@ -33,14 +41,7 @@ export function needSnapshot(message: string): UnderstudyError {
  * salts or checksum do not continue the chain (an all-zero frame never does), exactly
  * as for the leftover tail of a WAL it restarted itself.
  */
-/**
- * A snapshot chunk is flushed to disk every this many bytes (snapshotChunk). Each flush
- * makes the shop's fsyncs on the same disk wait for at most this much of the image: on
- * ext4 (data=ordered) a journal commit, which every fsync needs, first writes out the
- * data of blocks allocated in it. Measured with bench/copy-under-load.ts (docs/operations.md).
- */
-const FLUSH_BYTES = 1 << 20;
-const WAL_PREALLOC_BYTES = 1 << 20;
+export const WAL_PREALLOC_BYTES = 1 << 20;
 
 interface Tail {
   generation: number;

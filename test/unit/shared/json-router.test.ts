@@ -87,3 +87,41 @@ test('pipelined requests on one connection are answered in order; a body cut off
   const res = await fetch(`http://127.0.0.1:${addr.port}/echo/4`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: '{}' });
   assert.equal(res.status, 200);
 });
+
+test('settled(): a closed server waits for the handlers still running, and no longer than its bound', async () => {
+  let finished = false;
+  const router = new JsonRouter()
+    .on('POST', '/slow', async () => {
+      await new Promise((r) => setTimeout(r, 150));
+      finished = true;
+      return { ok: true };
+    })
+    .on('POST', '/stuck', () => new Promise(() => undefined));
+  const server = createJsonServer(router);
+  const addr: AddressInfo = await listen(server, '127.0.0.1', 0);
+  const call = (path: string): void => {
+    fetch(`http://127.0.0.1:${addr.port}${path}`, { method: 'POST' }).catch(() => undefined);
+  };
+  call('/slow');
+  await new Promise((r) => setTimeout(r, 50)); // the handler runs
+  await new Promise<void>((r) => {
+    server.close(() => r());
+    server.closeAllConnections();
+  });
+  assert.equal(finished, false, 'the handler outlives its closed connection');
+  await server.settled();
+  assert.equal(finished, true, 'settled() waited for it');
+
+  const stuck = createJsonServer(router);
+  const a2: AddressInfo = await listen(stuck, '127.0.0.1', 0);
+  fetch(`http://127.0.0.1:${a2.port}/stuck`, { method: 'POST' }).catch(() => undefined);
+  await new Promise((r) => setTimeout(r, 50));
+  await new Promise<void>((r) => {
+    stuck.close(() => r());
+    stuck.closeAllConnections();
+  });
+  const t0 = performance.now();
+  await stuck.settled(100);
+  const waited = performance.now() - t0;
+  assert.ok(waited >= 90 && waited < 1000, `a handler that never ends is waited for only up to the bound (${Math.round(waited)} ms)`);
+});
